@@ -1,0 +1,120 @@
+//! The `Optimizer` trait every kiln optimizer implements, and its state.
+use crate::{Error, NamedParameter, Result};
+use kiln_tensor::Tensor;
+
+/// Everything an optimizer needs to continue exactly where it stopped:
+/// per-parameter buffers keyed by `"{parameter name}.{buffer}"` (e.g.
+/// `linear.weight.momentum_buffer`), in a fixed order, and the scalars
+/// (hyperparameters of every group, step counters) as JSON.
+#[derive(Debug, Default)]
+pub struct OptimizerState {
+    /// Buffers, keyed by parameter name and buffer name, sorted by key.
+    pub tensors: Vec<(String, Tensor)>,
+    /// Hyperparameters and counters; its layout is the optimizer's own.
+    pub scalars: serde_json::Value,
+}
+
+/// An optimizer over named parameters grouped into param groups.
+///
+/// Object safe: the CLI holds a `Box<dyn Optimizer>` chosen at run time.
+/// Implementors provide the update ([`Optimizer::step`]), access to groups and
+/// their hyperparameters, and state (de)serialisation; `zero_grad` and
+/// closure-based stepping have PyTorch's default behaviour.
+pub trait Optimizer {
+    /// The optimizer's name as spec strings use it (`sgd`).
+    fn name(&self) -> &str;
+
+    /// Applies one update from the gradients stored on the parameters.
+    /// Parameters whose `grad` is `None` are skipped, as in PyTorch.
+    fn step(&mut self) -> Result<()>;
+
+    /// `optimizer.step(closure)`: evaluates `closure` (which recomputes the
+    /// loss and its gradients) and then steps; returns the closure's loss.
+    /// Optimizers that need several evaluations (LBFGS) override this.
+    fn step_with_closure(&mut self, closure: &mut dyn FnMut() -> Result<f64>) -> Result<f64> {
+        let loss = closure()?;
+        self.step()?;
+        Ok(loss)
+    }
+
+    /// Number of param groups.
+    fn num_groups(&self) -> usize;
+
+    /// The parameters of group `group` (empty if there is no such group).
+    fn group_params(&self, group: usize) -> &[NamedParameter];
+
+    /// A hyperparameter of a group by its PyTorch name (`lr`, `momentum`,
+    /// `weight_decay`, `betas.0`…); `None` if the group or name does not exist.
+    fn hyperparameter(&self, group: usize, name: &str) -> Option<f64>;
+
+    /// Sets a hyperparameter of a group (what schedulers do); validates it
+    /// like the optimizer's constructor and errors on unknown names.
+    fn set_hyperparameter(&mut self, group: usize, name: &str, value: f64) -> Result<()>;
+
+    /// All state needed to resume, keyed by parameter name.
+    fn state_dict(&self) -> Result<OptimizerState>;
+
+    /// Restores state produced by [`Optimizer::state_dict`] of the same kind
+    /// of optimizer over parameters with the same names and shapes.
+    fn load_state_dict(&mut self, state: &OptimizerState) -> Result<()>;
+
+    /// The learning rate of a group.
+    fn lr(&self, group: usize) -> Option<f64> {
+        self.hyperparameter(group, "lr")
+    }
+
+    /// Sets the learning rate of a group.
+    fn set_lr(&mut self, group: usize, lr: f64) -> Result<()> {
+        self.set_hyperparameter(group, "lr", lr)
+    }
+
+    /// `optimizer.zero_grad()`: sets every parameter's `grad` to `None`
+    /// (PyTorch's default `set_to_none=True`).
+    fn zero_grad(&mut self) -> Result<()> {
+        for group in 0..self.num_groups() {
+            for p in self.group_params(group) {
+                kiln_tensor::ops::clear_grad(&p.tensor)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Checks that `group` exists among `len` groups.
+pub(crate) fn check_group(group: usize, len: usize) -> Result<()> {
+    if group < len {
+        Ok(())
+    } else {
+        Err(Error::InvalidArgument(format!(
+            "param group {group} does not exist (the optimizer has {len})"
+        )))
+    }
+}
+
+/// Errors unless every name in `params` is unique (state is keyed by name).
+pub(crate) fn check_unique_names(params: &[NamedParameter]) -> Result<()> {
+    let mut names: Vec<&str> = params.iter().map(|p| p.name.as_str()).collect();
+    names.sort_unstable();
+    match names.windows(2).find(|w| w[0] == w[1]) {
+        Some(w) => Err(Error::InvalidArgument(format!(
+            "parameter name '{}' appears more than once; optimizer state is keyed by name",
+            w[0]
+        ))),
+        None => Ok(()),
+    }
+}
+
+/// Finds `key` in a state's tensors and checks its shape against `like`.
+pub(crate) fn state_tensor<'a>(state: &'a OptimizerState, key: &str, like: &Tensor) -> Result<Option<&'a Tensor>> {
+    let Some((_, t)) = state.tensors.iter().find(|(k, _)| k == key) else {
+        return Ok(None);
+    };
+    if t.size() != like.size() {
+        return Err(Error::State(format!(
+            "'{key}' has shape {:?} but the parameter has shape {:?}",
+            t.size(),
+            like.size()
+        )));
+    }
+    Ok(Some(t))
+}

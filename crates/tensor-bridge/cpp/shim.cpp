@@ -1,0 +1,146 @@
+// kiln's C++ shim: the few libtorch entry points tch 0.24 does not wrap.
+// Every function catches C++ exceptions and returns them as a malloc'd
+// message (NULL on success); the Rust side turns it into `Error::Torch`.
+#include <ATen/ATen.h>
+#include <ATen/core/Generator.h>
+#include <ATen/CPUGeneratorImpl.h>
+
+#include <cstdlib>
+#include <cstring>
+#include <mutex>
+#include <vector>
+
+typedef at::Tensor *tensor;
+
+#ifdef KILN_LINK_TORCH_CUDA
+namespace at { namespace cuda { int warp_size(); } }
+#endif
+
+static char *kiln_strdup(const char *msg) {
+  size_t n = std::strlen(msg);
+  char *out = static_cast<char *>(std::malloc(n + 1));
+  if (out != nullptr) std::memcpy(out, msg, n + 1);
+  return out;
+}
+
+#define KILN_TRY(body)                                             \
+  try {                                                            \
+    body;                                                          \
+    return nullptr;                                                \
+  } catch (const c10::Error &e) {                                  \
+    return kiln_strdup(e.what_without_backtrace());                \
+  } catch (const std::exception &e) {                              \
+    return kiln_strdup(e.what());                                  \
+  } catch (...) {                                                  \
+    return kiln_strdup("unknown C++ exception in libtorch");       \
+  }
+
+static std::vector<at::Tensor> kiln_list(tensor *ts, int64_t n) {
+  std::vector<at::Tensor> out;
+  out.reserve(static_cast<size_t>(n));
+  for (int64_t i = 0; i < n; ++i) out.push_back(*ts[i]);
+  return out;
+}
+
+extern "C" {
+
+void kiln_free_error(char *err) { std::free(err); }
+
+#ifdef KILN_LINK_TORCH_CUDA
+// A data reference the linker cannot drop: it keeps libtorch_cuda NEEDED.
+void *volatile kiln_cuda_anchor = reinterpret_cast<void *>(&at::cuda::warp_size);
+#endif
+
+// Non-zero when this binary links libtorch_cuda (so CUDA can be used where present).
+int kiln_cuda_linked() {
+#ifdef KILN_LINK_TORCH_CUDA
+  return kiln_cuda_anchor != nullptr;
+#else
+  return 0;
+#endif
+}
+
+// self.add_(other, alpha=alpha): one rounding (PyTorch's kernel uses an FMA).
+char *kiln_add_(tensor self, tensor other, double alpha) {
+  KILN_TRY(self->add_(*other, alpha))
+}
+
+// out = self.add(other, alpha=alpha)
+char *kiln_add(tensor self, tensor other, double alpha, tensor *out) {
+  KILN_TRY(*out = new at::Tensor(self->add(*other, alpha)))
+}
+
+// out = self.detach().clone()
+char *kiln_detached_clone(tensor self, tensor *out) {
+  KILN_TRY(*out = new at::Tensor(self->detach().clone()))
+}
+
+// self.addcmul_(t1, t2, value=value)
+char *kiln_addcmul_(tensor self, tensor t1, tensor t2, double value) {
+  KILN_TRY(self->addcmul_(*t1, *t2, value))
+}
+
+// self.addcdiv_(t1, t2, value=value)
+char *kiln_addcdiv_(tensor self, tensor t1, tensor t2, double value) {
+  KILN_TRY(self->addcdiv_(*t1, *t2, value))
+}
+
+// param.grad = None (PyTorch's zero_grad(set_to_none=True)).
+char *kiln_clear_grad(tensor self) {
+  KILN_TRY(self->mutable_grad().reset())
+}
+
+// Writes 1 to *defined when self.grad is defined.
+char *kiln_grad_defined(tensor self, int *defined) {
+  KILN_TRY(*defined = self->grad().defined() ? 1 : 0)
+}
+
+// torch.get_rng_state(): the CPU generator's state as a uint8 tensor.
+char *kiln_cpu_rng_state(tensor *out) {
+  KILN_TRY({
+    auto gen = at::detail::getDefaultCPUGenerator();
+    std::lock_guard<std::mutex> lock(gen.mutex());
+    *out = new at::Tensor(gen.get_state());
+  })
+}
+
+// torch.set_rng_state(state)
+char *kiln_set_cpu_rng_state(tensor state) {
+  KILN_TRY({
+    auto gen = at::detail::getDefaultCPUGenerator();
+    std::lock_guard<std::mutex> lock(gen.mutex());
+    gen.set_state(*state);
+  })
+}
+
+// torch.cuda.get_rng_state(device)
+char *kiln_cuda_rng_state(int64_t device, tensor *out) {
+  KILN_TRY({
+    auto gen = at::globalContext().defaultGenerator(
+        c10::Device(c10::DeviceType::CUDA, static_cast<c10::DeviceIndex>(device)));
+    std::lock_guard<std::mutex> lock(gen.mutex());
+    *out = new at::Tensor(gen.get_state());
+  })
+}
+
+// torch.cuda.set_rng_state(state, device)
+char *kiln_set_cuda_rng_state(int64_t device, tensor state) {
+  KILN_TRY({
+    auto gen = at::globalContext().defaultGenerator(
+        c10::Device(c10::DeviceType::CUDA, static_cast<c10::DeviceIndex>(device)));
+    std::lock_guard<std::mutex> lock(gen.mutex());
+    gen.set_state(*state);
+  })
+}
+
+// torch._foreach_add_(selfs, others, alpha=alpha)
+char *kiln_foreach_add_(tensor *selfs, tensor *others, int64_t n, double alpha) {
+  KILN_TRY(at::_foreach_add_(kiln_list(selfs, n), kiln_list(others, n), alpha))
+}
+
+// torch._foreach_mul_(selfs, scalar)
+char *kiln_foreach_mul_scalar_(tensor *selfs, int64_t n, double scalar) {
+  KILN_TRY(at::_foreach_mul_(kiln_list(selfs, n), scalar))
+}
+
+}  // extern "C"

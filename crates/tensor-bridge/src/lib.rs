@@ -1,0 +1,32 @@
+//! kiln-tensor: the only door to libtorch in kiln.
+//!
+//! Everything that names libtorch or tch internals lives here; the other kiln
+//! crates use what this crate re-exports ([`tch`], [`Tensor`], [`Kind`],
+//! [`Device`]). It provides:
+//! - [`Error`]: one typed error for libtorch failures and invalid arguments;
+//! - [`device`]: parsing `auto | cpu | cuda | cuda:N` into a checked [`Device`];
+//! - [`rng`]: seeding and the exact random draws PyTorch's `DataLoader` and
+//!   `RandomSampler` make, so a seed gives the same numbers as in PyTorch;
+//! - [`init`]: PyTorch's default initialisers (`nn.Linear.reset_parameters`);
+//! - [`ops`]: the few libtorch calls tch does not wrap (`add_` with `alpha`,
+//!   `grad = None`, multi-tensor kernels), through a small C++ shim;
+//! - [`params`]: a `VarStore`'s parameters by name, in creation order.
+//! - [`spec`]: `name:key=value,...` component spec strings for registries.
+#![deny(missing_docs)]
+
+pub mod device;
+mod error;
+pub mod init;
+pub mod ops;
+pub mod params;
+pub mod rng;
+mod shim;
+pub mod spec;
+
+pub use error::{Error, Result};
+pub use tch;
+pub use tch::{nn, Device, Kind, Reduction, Tensor};
+
+/// Serialises tests that reseed libtorch's global generator.
+#[cfg(test)]
+pub(crate) static TEST_RNG: std::sync::Mutex<()> = std::sync::Mutex::new(());

@@ -1,0 +1,73 @@
+//! Raw declarations of `cpp/shim.cpp`. Only `ops` and `rng` call these.
+use std::os::raw::{c_char, c_int};
+use torch_sys::C_tensor;
+
+extern "C" {
+    pub(crate) fn kiln_free_error(err: *mut c_char);
+    pub(crate) fn kiln_cuda_linked() -> c_int;
+    pub(crate) fn kiln_add_(this: *mut C_tensor, other: *mut C_tensor, alpha: f64) -> *mut c_char;
+    pub(crate) fn kiln_add(
+        this: *mut C_tensor,
+        other: *mut C_tensor,
+        alpha: f64,
+        out: *mut *mut C_tensor,
+    ) -> *mut c_char;
+    pub(crate) fn kiln_detached_clone(this: *mut C_tensor, out: *mut *mut C_tensor) -> *mut c_char;
+    pub(crate) fn kiln_addcmul_(
+        this: *mut C_tensor,
+        t1: *mut C_tensor,
+        t2: *mut C_tensor,
+        value: f64,
+    ) -> *mut c_char;
+    pub(crate) fn kiln_addcdiv_(
+        this: *mut C_tensor,
+        t1: *mut C_tensor,
+        t2: *mut C_tensor,
+        value: f64,
+    ) -> *mut c_char;
+    pub(crate) fn kiln_clear_grad(this: *mut C_tensor) -> *mut c_char;
+    pub(crate) fn kiln_grad_defined(this: *mut C_tensor, defined: *mut c_int) -> *mut c_char;
+    pub(crate) fn kiln_cpu_rng_state(out: *mut *mut C_tensor) -> *mut c_char;
+    pub(crate) fn kiln_set_cpu_rng_state(state: *mut C_tensor) -> *mut c_char;
+    pub(crate) fn kiln_cuda_rng_state(device: i64, out: *mut *mut C_tensor) -> *mut c_char;
+    pub(crate) fn kiln_set_cuda_rng_state(device: i64, state: *mut C_tensor) -> *mut c_char;
+    pub(crate) fn kiln_foreach_add_(
+        selfs: *const *mut C_tensor,
+        others: *const *mut C_tensor,
+        n: i64,
+        alpha: f64,
+    ) -> *mut c_char;
+    pub(crate) fn kiln_foreach_mul_scalar_(
+        selfs: *const *mut C_tensor,
+        n: i64,
+        scalar: f64,
+    ) -> *mut c_char;
+}
+
+/// Turns a shim return value into a `Result`, freeing the message.
+pub(crate) fn check(err: *mut c_char) -> crate::Result<()> {
+    if err.is_null() {
+        return Ok(());
+    }
+    // SAFETY: the shim returns NULL or a NUL-terminated malloc'd string that we own.
+    let msg = unsafe { std::ffi::CStr::from_ptr(err) }
+        .to_string_lossy()
+        .into_owned();
+    // SAFETY: `err` came from the shim's malloc and is freed exactly once.
+    unsafe { kiln_free_error(err) };
+    Err(crate::Error::Torch(msg))
+}
+
+/// The raw pointer tch hands to C; the shim never frees it.
+pub(crate) fn raw(t: &tch::Tensor) -> *mut C_tensor {
+    t.as_ptr() as *mut C_tensor
+}
+
+/// Wraps a tensor the shim allocated with `new`; tch frees it on drop.
+pub(crate) fn owned(ptr: *mut C_tensor) -> crate::Result<tch::Tensor> {
+    if ptr.is_null() {
+        return Err(crate::Error::Torch("libtorch returned no tensor".into()));
+    }
+    // SAFETY: the shim allocated this `at::Tensor` with `new` for us to own.
+    Ok(unsafe { tch::Tensor::from_ptr(ptr) })
+}

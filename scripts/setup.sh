@@ -1,0 +1,100 @@
+#!/usr/bin/env bash
+# Provisions everything kiln needs to build, test and train, and does nothing
+# (in well under a second) when it is already there:
+#   1. libtorch: PyPI's torch==2.11.0 wheel, pip-installed (--target) into a
+#      per-user cache shared by clones; `.libtorch` in the project links to it.
+#      A user's own $LIBTORCH is honoured instead.
+#   2. `.cargo/config.toml` (git-ignored): tells torch-sys where libtorch is and
+#      gives every binary an rpath, so nothing needs exporting.
+#   3. FashionMNIST: Debian's dataset-fashion-mnist, from /usr/share/datasets or
+#      unpacked from the package (apt-get download + dpkg-deb -x, no root).
+set -euo pipefail
+
+TORCH_VERSION=2.11.0
+root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+cache=${KILN_CACHE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/kiln}
+
+die() { echo "kiln setup: error: $*" >&2; exit 1; }
+say() { echo "kiln setup: $*" >&2; }
+
+# --- 1. libtorch -------------------------------------------------------------
+torch_version_of() { # prints the version recorded in a torch package dir, if any
+  sed -n "s/^__version__ = '\([^'+]*\).*/\1/p" "$1/version.py" 2>/dev/null || true
+}
+
+if [ -n "${LIBTORCH:-}" ]; then
+  libtorch=$LIBTORCH
+  [ -d "$libtorch/lib" ] && [ -d "$libtorch/include" ] ||
+    die "LIBTORCH=$libtorch has no lib/ and include/; point it at a libtorch $TORCH_VERSION directory or unset it"
+else
+  wheel_dir=$cache/torch-$TORCH_VERSION
+  libtorch=$wheel_dir/torch
+  if [ "$(torch_version_of "$libtorch")" != "$TORCH_VERSION" ]; then
+    command -v python3 >/dev/null 2>&1 ||
+      die "python3 is missing: install python3 and pip (Debian: apt-get install python3 python3-pip), or set LIBTORCH to a libtorch $TORCH_VERSION directory"
+    python3 -m pip --version >/dev/null 2>&1 ||
+      die "pip is missing for python3: install it (Debian: apt-get install python3-pip), or set LIBTORCH to a libtorch $TORCH_VERSION directory"
+    say "installing torch==$TORCH_VERSION from PyPI into $wheel_dir (about 4.6 GB, once per machine)"
+    mkdir -p "$cache"
+    partial=$(mktemp -d "$cache/torch-$TORCH_VERSION.partial.XXXXXX")
+    trap 'rm -rf "$partial"' EXIT
+    python3 -m pip install --quiet --no-input --disable-pip-version-check \
+      --no-warn-script-location --target "$partial" "torch==$TORCH_VERSION" ||
+      die "pip could not install torch==$TORCH_VERSION (see above)"
+    [ "$(torch_version_of "$partial/torch")" = "$TORCH_VERSION" ] ||
+      die "pip installed a torch whose version is not $TORCH_VERSION"
+    rm -rf "$wheel_dir"
+    mv "$partial" "$wheel_dir"
+    trap - EXIT
+  fi
+  ln -sfn "$wheel_dir" "$root/.libtorch"
+fi
+libtorch=$(cd "$libtorch" && pwd -P)
+
+# --- 2. cargo configuration ----------------------------------------------------
+# The rpath lets target/*/kiln and every test binary run from any directory.
+config=$root/.cargo/config.toml
+want=$(cat <<TOML
+# Written by scripts/setup.sh; do not edit (it is rewritten when libtorch moves).
+[env]
+LIBTORCH = "$libtorch"
+KILN_DEFAULT_DATA_DIR = "$root/.data/fashion-mnist"
+
+[target.x86_64-unknown-linux-gnu]
+rustflags = ["-C", "link-arg=-Wl,-rpath,$libtorch/lib"]
+
+[target.aarch64-unknown-linux-gnu]
+rustflags = ["-C", "link-arg=-Wl,-rpath,$libtorch/lib"]
+TOML
+)
+if [ "$(cat "$config" 2>/dev/null)" != "$want" ]; then
+  mkdir -p "$root/.cargo"
+  printf '%s\n' "$want" >"$config.tmp" && mv "$config.tmp" "$config"
+fi
+
+# --- 3. FashionMNIST -----------------------------------------------------------
+files="train-images-idx3-ubyte train-labels-idx1-ubyte t10k-images-idx3-ubyte t10k-labels-idx1-ubyte"
+has_idx() { for f in $files; do [ -f "$1/$f.gz" ] || [ -f "$1/$f" ] || return 1; done; }
+
+data=$root/.data/fashion-mnist
+if ! has_idx "$data"; then
+  mkdir -p "$root/.data"
+  if has_idx /usr/share/datasets/fashion-mnist; then
+    ln -sfn /usr/share/datasets/fashion-mnist "$data"
+  else
+    unpacked=$cache/dataset-fashion-mnist
+    if ! has_idx "$unpacked/usr/share/datasets/fashion-mnist"; then
+      command -v apt-get >/dev/null 2>&1 ||
+        die "FashionMNIST is missing and apt-get is not available: put the four IDX files in $data (or pass --data-dir)"
+      say "unpacking Debian's dataset-fashion-mnist into $unpacked"
+      tmp=$(mktemp -d)
+      (cd "$tmp" && apt-get download dataset-fashion-mnist >/dev/null 2>&1) ||
+        (apt-get update >/dev/null 2>&1 && cd "$tmp" && apt-get download dataset-fashion-mnist >/dev/null 2>&1) ||
+        die "apt-get download dataset-fashion-mnist failed; install it (apt-get install dataset-fashion-mnist) or pass --data-dir"
+      rm -rf "$unpacked.partial" && mkdir -p "$unpacked.partial"
+      dpkg-deb -x "$tmp"/dataset-fashion-mnist_*.deb "$unpacked.partial"
+      rm -rf "$tmp" "$unpacked" && mv "$unpacked.partial" "$unpacked"
+    fi
+    ln -sfn "$unpacked/usr/share/datasets/fashion-mnist" "$data"
+  fi
+fi
