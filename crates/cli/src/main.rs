@@ -1,1 +1,80 @@
-fn main() {}
+//! `kiln`: train and evaluate PyTorch-equivalent models from the command line.
+//!
+//! The binary is thin: flags become library calls of kiln-tensor,
+//! kiln-losses, kiln-optim and kiln-loop. It is the only crate that uses
+//! `anyhow`.
+mod models;
+mod run;
+
+use clap::{Parser, Subcommand};
+use std::process::ExitCode;
+
+/// Train neural networks on libtorch, with PyTorch's numbers.
+#[derive(Debug, Parser)]
+#[command(name = "kiln", version, about, propagate_version = true)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Train the quickstart model on (Fashion)MNIST, printing what PyTorch's tutorial prints.
+    Train(run::TrainArgs),
+    /// List every loss and its options with their defaults.
+    Losses,
+    /// List every optimizer and its options with their defaults.
+    Optimizers,
+}
+
+/// An error in what the user asked for (exit code 2), as opposed to a failure
+/// while doing it (exit code 1).
+#[derive(Debug)]
+pub struct UsageError(pub String);
+
+impl std::fmt::Display for UsageError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for UsageError {}
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(err) => {
+            if !err.use_stderr() {
+                // --help and --version go to stdout and succeed.
+                let _ = err.print();
+                return ExitCode::SUCCESS;
+            }
+            // clap's report spans several lines; keep its first, add the way out.
+            let text = err.to_string();
+            let first = text.lines().next().unwrap_or("invalid arguments");
+            eprintln!("{first}; see 'kiln --help'");
+            return ExitCode::from(2);
+        }
+    };
+    let result = match cli.command {
+        Command::Train(args) => run::train(&args),
+        Command::Losses => {
+            print!("{}", kiln_losses::registry().describe());
+            Ok(())
+        }
+        Command::Optimizers => {
+            print!("{}", run::describe_optimizers());
+            Ok(())
+        }
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            let code = if err.downcast_ref::<UsageError>().is_some() { 2 } else { 1 };
+            // One line: the chain of causes joined, libtorch backtraces dropped.
+            let message = format!("{err:#}");
+            eprintln!("error: {}", message.lines().next().unwrap_or("unknown error"));
+            ExitCode::from(code)
+        }
+    }
+}

@@ -1,1 +1,20 @@
-//! kiln-loop
+//! kiln-loop: datasets, loaders and the train/test loops.
+//!
+//! The loops are PyTorch's quickstart `train` and `test` functions as plain
+//! Rust functions ([`train`], [`test`]), printing the same lines. The
+//! [`DataLoader`] consumes libtorch's global generator exactly as
+//! `torch.utils.data.DataLoader` does (a base seed per iterator, and for a
+//! shuffled loader a sampler seed feeding `randperm`), so a seed gives the
+//! same batches, in the same order, as in PyTorch.
+#![deny(missing_docs)]
+
+mod error;
+pub mod idx;
+pub mod dataset;
+pub mod loader;
+pub mod train;
+
+pub use dataset::Dataset;
+pub use error::{Error, Result};
+pub use loader::{Batch, DataLoader};
+pub use train::{test, train, TestSummary, TrainSummary};

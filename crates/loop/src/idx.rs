@@ -1,0 +1,149 @@
+//! The IDX format of MNIST and FashionMNIST (gzipped or not).
+//!
+//! Layout: two zero bytes, a type byte (0x08 = unsigned byte, the only type
+//! these datasets use), a rank byte, `rank` big-endian u32 dimensions, then
+//! exactly `product(dims)` bytes. Every deviation is an error naming the file.
+use crate::{Error, Result};
+use std::io::Read;
+use std::path::{Path, PathBuf};
+
+/// An IDX array of unsigned bytes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IdxArray {
+    /// Dimensions, outermost first (`[60000, 28, 28]`).
+    pub dims: Vec<usize>,
+    /// Row-major data, `dims.iter().product()` bytes.
+    pub data: Vec<u8>,
+}
+
+fn data_error(path: &Path, message: impl Into<String>) -> Error {
+    Error::Data { path: path.to_path_buf(), message: message.into() }
+}
+
+/// Reads the IDX file at `path`, gunzipping it when its name ends in `.gz`.
+pub fn read(path: &Path) -> Result<IdxArray> {
+    let raw = std::fs::read(path).map_err(|e| data_error(path, format!("cannot read: {e}")))?;
+    let bytes = if path.extension().is_some_and(|e| e == "gz") {
+        let mut out = Vec::new();
+        flate2::read::GzDecoder::new(raw.as_slice())
+            .read_to_end(&mut out)
+            .map_err(|e| data_error(path, format!("corrupt gzip data ({e}); re-install the dataset")))?;
+        out
+    } else {
+        raw
+    };
+    parse(&bytes).map_err(|message| data_error(path, message))
+}
+
+/// Parses IDX bytes; the error says what is wrong (without the file name).
+pub fn parse(bytes: &[u8]) -> std::result::Result<IdxArray, String> {
+    let header = bytes.get(..4).ok_or_else(|| {
+        format!("truncated IDX header: {} bytes, need at least 4", bytes.len())
+    })?;
+    if header[0] != 0 || header[1] != 0 {
+        return Err(format!(
+            "bad IDX magic {:02x} {:02x} {:02x} {:02x}: not an IDX file",
+            header[0], header[1], header[2], header[3]
+        ));
+    }
+    if header[2] != 0x08 {
+        return Err(format!(
+            "IDX element type 0x{:02x} is not supported (only 0x08, unsigned byte)",
+            header[2]
+        ));
+    }
+    let rank = usize::from(header[3]);
+    if rank == 0 {
+        return Err("IDX rank 0: expected at least one dimension".into());
+    }
+    let dims_end = 4 + 4 * rank;
+    let dim_bytes = bytes.get(4..dims_end).ok_or_else(|| {
+        format!("truncated IDX header: rank {rank} needs {dims_end} header bytes, file has {}", bytes.len())
+    })?;
+    let dims: Vec<usize> = dim_bytes
+        .chunks_exact(4)
+        .map(|c| u32::from_be_bytes([c[0], c[1], c[2], c[3]]) as usize)
+        .collect();
+    let expected = dims
+        .iter()
+        .try_fold(1usize, |acc, &d| acc.checked_mul(d))
+        .ok_or_else(|| format!("IDX dimensions {dims:?} overflow"))?;
+    let data = &bytes[dims_end..];
+    if data.len() < expected {
+        return Err(format!(
+            "truncated: dimensions {dims:?} need {expected} data bytes, found {}",
+            data.len()
+        ));
+    }
+    if data.len() > expected {
+        return Err(format!(
+            "{} unexpected bytes after the {expected} data bytes of dimensions {dims:?}",
+            data.len() - expected
+        ));
+    }
+    Ok(IdxArray { dims, data: data.to_vec() })
+}
+
+/// Finds `stem` (e.g. `train-images-idx3-ubyte`) in `dir`, gzipped or not,
+/// also under the `train-images.idx3-ubyte` spelling some mirrors use.
+pub fn find(dir: &Path, stem: &str) -> Result<PathBuf> {
+    let dotted = stem.replacen("-idx", ".idx", 1);
+    let candidates = [stem.to_string(), format!("{stem}.gz"), dotted.clone(), format!("{dotted}.gz")];
+    candidates
+        .iter()
+        .map(|name| dir.join(name))
+        .find(|p| p.is_file())
+        .ok_or_else(|| {
+            data_error(dir, format!("no {stem} or {stem}.gz here; the directory needs the four IDX files of (Fashion)MNIST"))
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn idx(dims: &[u32], data: &[u8]) -> Vec<u8> {
+        let mut out = vec![0, 0, 8, dims.len() as u8];
+        for d in dims {
+            out.extend_from_slice(&d.to_be_bytes());
+        }
+        out.extend_from_slice(data);
+        out
+    }
+
+    #[test]
+    fn parses_valid_arrays() {
+        let a = parse(&idx(&[2, 3], &[1, 2, 3, 4, 5, 6]));
+        assert_eq!(a, Ok(IdxArray { dims: vec![2, 3], data: vec![1, 2, 3, 4, 5, 6] }));
+    }
+
+    #[test]
+    fn every_malformation_is_named() {
+        let err = |b: &[u8]| parse(b).err().unwrap_or_default();
+        assert!(err(&[0, 0]).contains("truncated IDX header"));
+        assert!(err(&[1, 0, 8, 1, 0, 0, 0, 0]).contains("bad IDX magic"));
+        assert!(err(&[0, 0, 0x0d, 1, 0, 0, 0, 0]).contains("element type 0x0d"));
+        assert!(err(&[0, 0, 8, 0]).contains("rank 0"));
+        assert!(err(&[0, 0, 8, 3, 0, 0, 0, 1]).contains("rank 3 needs 16 header bytes"));
+        assert!(err(&idx(&[2, 3], &[1, 2])).contains("need 6 data bytes, found 2"));
+        assert!(err(&idx(&[1], &[1, 2])).contains("1 unexpected bytes"));
+    }
+
+    #[test]
+    fn gzip_and_file_errors_name_the_file() -> std::result::Result<(), Box<dyn std::error::Error>> {
+        let dir = std::env::temp_dir().join(format!("kiln-idx-test-{}", std::process::id()));
+        std::fs::create_dir_all(&dir)?;
+        let path = dir.join("x-idx1-ubyte.gz");
+        std::fs::write(&path, b"not gzip at all")?;
+        let msg = read(&path).err().map(|e| e.to_string()).unwrap_or_default();
+        assert!(msg.starts_with(&path.display().to_string()) && msg.contains("corrupt gzip"), "{msg}");
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        std::io::Write::write_all(&mut gz, &idx(&[3], &[7, 8, 9]))?;
+        std::fs::write(&path, gz.finish()?)?;
+        assert_eq!(read(&path)?.data, vec![7, 8, 9]);
+        assert_eq!(find(&dir, "x-idx1-ubyte")?, path);
+        assert!(find(&dir, "y-idx1-ubyte").is_err());
+        std::fs::remove_dir_all(&dir)?;
+        Ok(())
+    }
+}

@@ -1,0 +1,124 @@
+//! Batches from a [`Dataset`], drawing randomness as PyTorch's `DataLoader`.
+//!
+//! Each `iter()` of a `torch.utils.data.DataLoader` (single process) draws a
+//! base seed from the global generator; a shuffled loader's `RandomSampler`
+//! then draws its own seed and permutes with `randperm(n, generator)` on a
+//! fresh generator. [`DataLoader::iter`] makes the same two draws in the same
+//! order, so the global generator and the batch order match PyTorch's.
+use crate::{Dataset, Error, Result};
+use kiln_tensor::rng::{draw_seed, Mt19937};
+use kiln_tensor::Tensor;
+
+/// One batch: inputs `[B, ...]` and targets `[B]`.
+#[derive(Debug)]
+pub struct Batch {
+    /// Input tensor.
+    pub inputs: Tensor,
+    /// Target tensor.
+    pub targets: Tensor,
+}
+
+impl Batch {
+    /// Number of samples in the batch (`len(X)`).
+    pub fn len(&self) -> usize {
+        self.targets.size().first().map_or(0, |&n| n as usize)
+    }
+
+    /// Whether the batch is empty.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// `DataLoader(dataset, batch_size, shuffle)`; the last short batch is kept.
+#[derive(Debug)]
+pub struct DataLoader<'a> {
+    dataset: &'a Dataset,
+    batch_size: usize,
+    shuffle: bool,
+}
+
+impl<'a> DataLoader<'a> {
+    /// A loader over `dataset`; `batch_size` must be at least 1.
+    pub fn new(dataset: &'a Dataset, batch_size: usize, shuffle: bool) -> Result<Self> {
+        if batch_size == 0 {
+            return Err(Error::InvalidArgument("batch size must be at least 1, got 0".into()));
+        }
+        if shuffle && dataset.is_empty() {
+            // PyTorch's RandomSampler refuses this too.
+            return Err(Error::InvalidArgument("cannot shuffle an empty dataset".into()));
+        }
+        Ok(Self { dataset, batch_size, shuffle })
+    }
+
+    /// The dataset this loader reads.
+    pub fn dataset(&self) -> &Dataset {
+        self.dataset
+    }
+
+    /// Number of batches per pass (`len(dataloader)`).
+    pub fn len(&self) -> usize {
+        self.dataset.len().div_ceil(self.batch_size)
+    }
+
+    /// Whether a pass yields no batch.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Starts a pass, consuming the global generator as PyTorch does.
+    pub fn iter(&self) -> Result<Batches<'a>> {
+        let _base_seed = draw_seed()?;
+        let order = if self.shuffle {
+            let seed = draw_seed()?;
+            Some(Mt19937::new(seed).randperm(self.dataset.len())?)
+        } else {
+            None
+        };
+        Ok(Batches { dataset: self.dataset, batch_size: self.batch_size, order, next: 0 })
+    }
+}
+
+/// One pass over a [`DataLoader`].
+#[derive(Debug)]
+pub struct Batches<'a> {
+    dataset: &'a Dataset,
+    batch_size: usize,
+    order: Option<Vec<i64>>,
+    next: usize,
+}
+
+impl Batches<'_> {
+    fn batch(&self, start: usize, len: usize) -> Result<Batch> {
+        let d = self.dataset;
+        match &self.order {
+            None => Ok(Batch {
+                inputs: d.inputs.f_narrow(0, start as i64, len as i64)?,
+                targets: d.targets.f_narrow(0, start as i64, len as i64)?,
+            }),
+            Some(order) => {
+                let ids = order.get(start..start + len).unwrap_or_default();
+                let index = Tensor::f_from_slice(ids)?.f_to(d.inputs.device())?;
+                Ok(Batch {
+                    inputs: d.inputs.f_index_select(0, &index)?,
+                    targets: d.targets.f_index_select(0, &index)?,
+                })
+            }
+        }
+    }
+}
+
+impl Iterator for Batches<'_> {
+    type Item = Result<Batch>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        let n = self.dataset.len();
+        if self.next >= n {
+            return None;
+        }
+        let len = self.batch_size.min(n - self.next);
+        let batch = self.batch(self.next, len);
+        self.next += len;
+        Some(batch)
+    }
+}

@@ -1,0 +1,140 @@
+"""The PyTorch quickstart training job, as kiln's reference.
+
+This is the tutorial's program (https://pytorch.org/tutorials/beginner/basics/quickstart_tutorial.html)
+with FashionMNIST read straight from the IDX files (no torchvision) and the same
+flags as `kiln train`. Datasets apply ToTensor's arithmetic per sample
+(`uint8.to(float32).div(255)`), and DataLoader/RandomSampler are PyTorch's own,
+so this consumes the global generator exactly as the tutorial does.
+
+    PYTHONPATH=.libtorch python3 scripts/reference/quickstart.py --seed 0 --epochs 1
+"""
+import argparse
+import gzip
+import os
+import struct
+import sys
+
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, Dataset, Subset
+
+
+def read_idx(path):
+    opener = gzip.open if path.endswith(".gz") else open
+    with opener(path, "rb") as f:
+        data = f.read()
+    zero, dtype, rank = struct.unpack(">HBB", data[:4])
+    assert zero == 0 and dtype == 0x08, f"{path}: not an unsigned-byte IDX file"
+    dims = struct.unpack(">" + "I" * rank, data[4 : 4 + 4 * rank])
+    body = bytearray(data[4 + 4 * rank :])
+    return torch.frombuffer(body, dtype=torch.uint8).reshape(dims)
+
+
+def find(data_dir, stem):
+    for name in (stem, stem + ".gz"):
+        path = os.path.join(data_dir, name)
+        if os.path.exists(path):
+            return path
+    sys.exit(f"{data_dir}: no {stem}[.gz]")
+
+
+class IdxImages(Dataset):
+    """torchvision.datasets.FashionMNIST with transform=ToTensor()."""
+
+    def __init__(self, data_dir, prefix):
+        self.images = read_idx(find(data_dir, f"{prefix}-images-idx3-ubyte"))
+        self.labels = read_idx(find(data_dir, f"{prefix}-labels-idx1-ubyte"))
+
+    def __len__(self):
+        return len(self.labels)
+
+    def __getitem__(self, index):
+        img = self.images[index].unsqueeze(0).to(dtype=torch.float32).div(255)
+        return img, int(self.labels[index])
+
+
+class NeuralNetwork(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.flatten = nn.Flatten()
+        self.linear_relu_stack = nn.Sequential(
+            nn.Linear(28 * 28, 512),
+            nn.ReLU(),
+            nn.Linear(512, 512),
+            nn.ReLU(),
+            nn.Linear(512, 10),
+        )
+
+    def forward(self, x):
+        x = self.flatten(x)
+        logits = self.linear_relu_stack(x)
+        return logits
+
+
+def train(dataloader, model, loss_fn, optimizer):
+    size = len(dataloader.dataset)
+    model.train()
+    for batch, (X, y) in enumerate(dataloader):
+        pred = model(X)
+        loss = loss_fn(pred, y)
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad()
+        if batch % 100 == 0:
+            loss, current = loss.item(), batch * len(X)
+            print(f"loss: {loss:>7f}  [{current:>5d}/{size:>5d}]")
+
+
+def test(dataloader, model, loss_fn):
+    size = len(dataloader.dataset)
+    num_batches = len(dataloader)
+    model.eval()
+    test_loss, correct = 0, 0
+    with torch.no_grad():
+        for X, y in dataloader:
+            pred = model(X)
+            test_loss += loss_fn(pred, y).item()
+            correct += (pred.argmax(1) == y).type(torch.float).sum().item()
+    test_loss /= num_batches
+    correct /= size
+    print(f"Test Error: \n Accuracy: {(100*correct):>0.1f}%, Avg loss: {test_loss:>8f} \n")
+
+
+def main():
+    p = argparse.ArgumentParser()
+    p.add_argument("--epochs", type=int, default=5)
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--momentum", type=float, default=0.9)
+    p.add_argument("--seed", type=int)
+    p.add_argument("--threads", type=int)
+    p.add_argument("--data-dir", default=os.environ.get("KILN_DATA_DIR", ".data/fashion-mnist"))
+    p.add_argument("--no-shuffle", action="store_true")
+    p.add_argument("--train-samples", type=int)
+    p.add_argument("--test-samples", type=int)
+    args = p.parse_args()
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    training_data = IdxImages(args.data_dir, "train")
+    test_data = IdxImages(args.data_dir, "t10k")
+    if args.train_samples is not None:
+        training_data = Subset(training_data, range(min(args.train_samples, len(training_data))))
+    if args.test_samples is not None:
+        test_data = Subset(test_data, range(min(args.test_samples, len(test_data))))
+    if args.seed is not None:
+        torch.manual_seed(args.seed)
+    model = NeuralNetwork()
+    train_dataloader = DataLoader(training_data, batch_size=args.batch_size, shuffle=not args.no_shuffle)
+    test_dataloader = DataLoader(test_data, batch_size=args.batch_size)
+    loss_fn = nn.CrossEntropyLoss()
+    optimizer = torch.optim.SGD(model.parameters(), lr=args.lr, momentum=args.momentum)
+    for t in range(args.epochs):
+        print(f"Epoch {t+1}\n-------------------------------")
+        train(train_dataloader, model, loss_fn, optimizer)
+        test(test_dataloader, model, loss_fn)
+    print("Training completed")
+
+
+if __name__ == "__main__":
+    main()
