@@ -3,10 +3,9 @@
 //! The binary is thin: flags become library calls of kiln-tensor,
 //! kiln-losses, kiln-optim and kiln-loop. It is the only crate that uses
 //! `anyhow`.
-mod models;
-mod run;
 
 use clap::{Parser, Subcommand};
+use kiln_cli::{run, UsageError};
 use std::process::ExitCode;
 
 /// Train neural networks on libtorch, with PyTorch's numbers.
@@ -26,19 +25,6 @@ enum Command {
     /// List every optimizer and its options with their defaults.
     Optimizers,
 }
-
-/// An error in what the user asked for (exit code 2), as opposed to a failure
-/// while doing it (exit code 1).
-#[derive(Debug)]
-pub struct UsageError(pub String);
-
-impl std::fmt::Display for UsageError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-impl std::error::Error for UsageError {}
 
 fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
@@ -70,10 +56,17 @@ fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
-            let code = if err.downcast_ref::<UsageError>().is_some() { 2 } else { 1 };
+            let code = if err.downcast_ref::<UsageError>().is_some() {
+                2
+            } else {
+                1
+            };
             // One line: the chain of causes joined, libtorch backtraces dropped.
             let message = format!("{err:#}");
-            eprintln!("error: {}", message.lines().next().unwrap_or("unknown error"));
+            eprintln!(
+                "error: {}",
+                message.lines().next().unwrap_or("unknown error")
+            );
             ExitCode::from(code)
         }
     }

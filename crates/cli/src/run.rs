@@ -2,8 +2,8 @@
 use crate::models::QuickstartMlp;
 use crate::UsageError;
 use anyhow::{Context, Result};
-use kiln_losses::Loss;
 use kiln_loop::{test, train as train_epoch, DataLoader, Dataset};
+use kiln_losses::Loss;
 use kiln_optim::{Optimizer, SgdConfig};
 use kiln_tensor::device::{set_threads, DeviceSpec};
 use kiln_tensor::nn::VarStore;
@@ -18,7 +18,7 @@ use std::path::PathBuf;
 pub struct TrainArgs {
     /// Passes over the training set.
     #[arg(long, default_value_t = 5)]
-    epochs: usize,
+    pub epochs: usize,
     /// Samples per batch (the last short batch is kept).
     #[arg(long, default_value_t = 64)]
     batch_size: usize,
@@ -67,13 +67,17 @@ fn default_data_dir() -> Result<PathBuf> {
         .chain(option_env!("KILN_DEFAULT_DATA_DIR").map(PathBuf::from))
         .chain([PathBuf::from("/usr/share/datasets/fashion-mnist")]);
     let candidates: Vec<PathBuf> = candidates.collect();
-    candidates.iter().find(|p| p.is_dir()).cloned().ok_or_else(|| {
-        let tried: Vec<String> = candidates.iter().map(|p| p.display().to_string()).collect();
-        anyhow::anyhow!(
-            "no FashionMNIST found (tried {}); run `make setup` or pass --data-dir DIR",
-            tried.join(", ")
-        )
-    })
+    candidates
+        .iter()
+        .find(|p| p.is_dir())
+        .cloned()
+        .ok_or_else(|| {
+            let tried: Vec<String> = candidates.iter().map(|p| p.display().to_string()).collect();
+            anyhow::anyhow!(
+                "no FashionMNIST found (tried {}); run `make setup` or pass --data-dir DIR",
+                tried.join(", ")
+            )
+        })
 }
 
 fn usage(err: impl std::fmt::Display) -> anyhow::Error {
@@ -115,18 +119,31 @@ pub fn describe_optimizers() -> String {
 fn build_optimizer(args: &TrainArgs, vs: &VarStore) -> Result<Box<dyn Optimizer>> {
     let mut spec: Spec = args.optimizer.parse().map_err(usage)?;
     if spec.name != "sgd" {
-        return Err(usage(format!("unknown optimizer '{}'; accepted: sgd", spec.name)));
+        return Err(usage(format!(
+            "unknown optimizer '{}'; accepted: sgd",
+            spec.name
+        )));
     }
     let cfg = SgdConfig {
         lr: spec.f64("lr").map_err(usage)?.unwrap_or(args.lr),
-        momentum: spec.f64("momentum").map_err(usage)?.unwrap_or(args.momentum),
+        momentum: spec
+            .f64("momentum")
+            .map_err(usage)?
+            .unwrap_or(args.momentum),
         dampening: spec.f64("dampening").map_err(usage)?.unwrap_or(0.0),
         weight_decay: spec.f64("weight_decay").map_err(usage)?.unwrap_or(0.0),
         nesterov: spec.bool("nesterov").map_err(usage)?.unwrap_or(false),
         maximize: spec.bool("maximize").map_err(usage)?.unwrap_or(false),
     };
-    spec.finish(&["lr", "momentum", "dampening", "weight_decay", "nesterov", "maximize"])
-        .map_err(usage)?;
+    spec.finish(&[
+        "lr",
+        "momentum",
+        "dampening",
+        "weight_decay",
+        "nesterov",
+        "maximize",
+    ])
+    .map_err(usage)?;
     let params = named_parameters(vs)?;
     Ok(Box::new(cfg.build(params).map_err(usage)?))
 }
@@ -136,7 +153,11 @@ pub fn train(args: &TrainArgs) -> Result<()> {
     if args.batch_size == 0 {
         return Err(usage("--batch-size must be at least 1, got 0"));
     }
-    let device = args.device.parse::<DeviceSpec>().map_err(usage)?.resolve()?;
+    let device = args
+        .device
+        .parse::<DeviceSpec>()
+        .map_err(usage)?
+        .resolve()?;
     if let Some(threads) = args.threads {
         set_threads(threads).map_err(usage)?;
     }
@@ -175,9 +196,16 @@ pub fn train(args: &TrainArgs) -> Result<()> {
     let mut out = stdout.lock();
     for epoch in 1..=args.epochs {
         writeln!(out, "Epoch {epoch}\n-------------------------------")?;
-        train_epoch(&train_loader, &model, loss_fn.as_ref(), optimizer.as_mut(), &mut out)
-            .with_context(|| format!("epoch {epoch}"))?;
-        test(&test_loader, &model, loss_fn.as_ref(), &mut out).with_context(|| format!("testing after epoch {epoch}"))?;
+        train_epoch(
+            &train_loader,
+            &model,
+            loss_fn.as_ref(),
+            optimizer.as_mut(),
+            &mut out,
+        )
+        .with_context(|| format!("epoch {epoch}"))?;
+        test(&test_loader, &model, loss_fn.as_ref(), &mut out)
+            .with_context(|| format!("testing after epoch {epoch}"))?;
     }
     writeln!(out, "Training completed")?;
     Ok(())

@@ -29,15 +29,33 @@ impl Dataset {
     pub fn from_idx(images_path: &Path, labels_path: &Path) -> Result<Self> {
         let images = idx::read(images_path)?;
         let labels = idx::read(labels_path)?;
-        let bad = |path: &Path, message: String| Error::Data { path: path.to_path_buf(), message };
+        let bad = |path: &Path, message: String| Error::Data {
+            path: path.to_path_buf(),
+            message,
+        };
         let &[n, h, w] = images.dims.as_slice() else {
-            return Err(bad(images_path, format!("images must have 3 dimensions [N, H, W], found {:?}", images.dims)));
+            return Err(bad(
+                images_path,
+                format!(
+                    "images must have 3 dimensions [N, H, W], found {:?}",
+                    images.dims
+                ),
+            ));
         };
         let &[n_labels] = labels.dims.as_slice() else {
-            return Err(bad(labels_path, format!("labels must have 1 dimension [N], found {:?}", labels.dims)));
+            return Err(bad(
+                labels_path,
+                format!("labels must have 1 dimension [N], found {:?}", labels.dims),
+            ));
         };
         if n_labels != n {
-            return Err(bad(labels_path, format!("{n_labels} labels for {n} images in {}", images_path.display())));
+            return Err(bad(
+                labels_path,
+                format!(
+                    "{n_labels} labels for {n} images in {}",
+                    images_path.display()
+                ),
+            ));
         }
         let shape = [n as i64, 1, h as i64, w as i64];
         let inputs = Tensor::f_from_slice(&images.data)?
@@ -46,7 +64,12 @@ impl Dataset {
             .f_div_scalar(255)?;
         let max_label = labels.data.iter().copied().max().map_or(-1, i64::from);
         let targets = Tensor::f_from_slice(&labels.data)?.f_to_kind(Kind::Int64)?;
-        Ok(Self { inputs, targets, labels_path: labels_path.to_path_buf(), max_label })
+        Ok(Self {
+            inputs,
+            targets,
+            labels_path: labels_path.to_path_buf(),
+            max_label,
+        })
     }
 
     /// Loads the train and test sets from a directory holding the four IDX
@@ -84,7 +107,11 @@ impl Dataset {
     pub fn take(&self, n: usize) -> Result<Self> {
         let n = n.min(self.len()) as i64;
         let targets = self.targets.f_narrow(0, 0, n)?;
-        let max_label = if n == 0 { -1 } else { targets.f_max()?.f_int64_value(&[])? };
+        let max_label = if n == 0 {
+            -1
+        } else {
+            targets.f_max()?.f_int64_value(&[])?
+        };
         Ok(Self {
             inputs: self.inputs.f_narrow(0, 0, n)?,
             targets,

@@ -17,7 +17,10 @@ pub struct IdxArray {
 }
 
 fn data_error(path: &Path, message: impl Into<String>) -> Error {
-    Error::Data { path: path.to_path_buf(), message: message.into() }
+    Error::Data {
+        path: path.to_path_buf(),
+        message: message.into(),
+    }
 }
 
 /// Reads the IDX file at `path`, gunzipping it when its name ends in `.gz`.
@@ -27,7 +30,12 @@ pub fn read(path: &Path) -> Result<IdxArray> {
         let mut out = Vec::new();
         flate2::read::GzDecoder::new(raw.as_slice())
             .read_to_end(&mut out)
-            .map_err(|e| data_error(path, format!("corrupt gzip data ({e}); re-install the dataset")))?;
+            .map_err(|e| {
+                data_error(
+                    path,
+                    format!("corrupt gzip data ({e}); re-install the dataset"),
+                )
+            })?;
         out
     } else {
         raw
@@ -38,7 +46,10 @@ pub fn read(path: &Path) -> Result<IdxArray> {
 /// Parses IDX bytes; the error says what is wrong (without the file name).
 pub fn parse(bytes: &[u8]) -> std::result::Result<IdxArray, String> {
     let header = bytes.get(..4).ok_or_else(|| {
-        format!("truncated IDX header: {} bytes, need at least 4", bytes.len())
+        format!(
+            "truncated IDX header: {} bytes, need at least 4",
+            bytes.len()
+        )
     })?;
     if header[0] != 0 || header[1] != 0 {
         return Err(format!(
@@ -58,7 +69,10 @@ pub fn parse(bytes: &[u8]) -> std::result::Result<IdxArray, String> {
     }
     let dims_end = 4 + 4 * rank;
     let dim_bytes = bytes.get(4..dims_end).ok_or_else(|| {
-        format!("truncated IDX header: rank {rank} needs {dims_end} header bytes, file has {}", bytes.len())
+        format!(
+            "truncated IDX header: rank {rank} needs {dims_end} header bytes, file has {}",
+            bytes.len()
+        )
     })?;
     let dims: Vec<usize> = dim_bytes
         .chunks_exact(4)
@@ -81,14 +95,22 @@ pub fn parse(bytes: &[u8]) -> std::result::Result<IdxArray, String> {
             data.len() - expected
         ));
     }
-    Ok(IdxArray { dims, data: data.to_vec() })
+    Ok(IdxArray {
+        dims,
+        data: data.to_vec(),
+    })
 }
 
 /// Finds `stem` (e.g. `train-images-idx3-ubyte`) in `dir`, gzipped or not,
 /// also under the `train-images.idx3-ubyte` spelling some mirrors use.
 pub fn find(dir: &Path, stem: &str) -> Result<PathBuf> {
     let dotted = stem.replacen("-idx", ".idx", 1);
-    let candidates = [stem.to_string(), format!("{stem}.gz"), dotted.clone(), format!("{dotted}.gz")];
+    let candidates = [
+        stem.to_string(),
+        format!("{stem}.gz"),
+        dotted.clone(),
+        format!("{dotted}.gz"),
+    ];
     candidates
         .iter()
         .map(|name| dir.join(name))
@@ -114,7 +136,13 @@ mod tests {
     #[test]
     fn parses_valid_arrays() {
         let a = parse(&idx(&[2, 3], &[1, 2, 3, 4, 5, 6]));
-        assert_eq!(a, Ok(IdxArray { dims: vec![2, 3], data: vec![1, 2, 3, 4, 5, 6] }));
+        assert_eq!(
+            a,
+            Ok(IdxArray {
+                dims: vec![2, 3],
+                data: vec![1, 2, 3, 4, 5, 6]
+            })
+        );
     }
 
     #[test]
@@ -136,7 +164,10 @@ mod tests {
         let path = dir.join("x-idx1-ubyte.gz");
         std::fs::write(&path, b"not gzip at all")?;
         let msg = read(&path).err().map(|e| e.to_string()).unwrap_or_default();
-        assert!(msg.starts_with(&path.display().to_string()) && msg.contains("corrupt gzip"), "{msg}");
+        assert!(
+            msg.starts_with(&path.display().to_string()) && msg.contains("corrupt gzip"),
+            "{msg}"
+        );
         let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
         std::io::Write::write_all(&mut gz, &idx(&[3], &[7, 8, 9]))?;
         std::fs::write(&path, gz.finish()?)?;

@@ -8,9 +8,9 @@
 //! same batches, in the same order, as in PyTorch.
 #![deny(missing_docs)]
 
+pub mod dataset;
 mod error;
 pub mod idx;
-pub mod dataset;
 pub mod loader;
 pub mod train;
 

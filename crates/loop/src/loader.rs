@@ -42,13 +42,21 @@ impl<'a> DataLoader<'a> {
     /// A loader over `dataset`; `batch_size` must be at least 1.
     pub fn new(dataset: &'a Dataset, batch_size: usize, shuffle: bool) -> Result<Self> {
         if batch_size == 0 {
-            return Err(Error::InvalidArgument("batch size must be at least 1, got 0".into()));
+            return Err(Error::InvalidArgument(
+                "batch size must be at least 1, got 0".into(),
+            ));
         }
         if shuffle && dataset.is_empty() {
             // PyTorch's RandomSampler refuses this too.
-            return Err(Error::InvalidArgument("cannot shuffle an empty dataset".into()));
+            return Err(Error::InvalidArgument(
+                "cannot shuffle an empty dataset".into(),
+            ));
         }
-        Ok(Self { dataset, batch_size, shuffle })
+        Ok(Self {
+            dataset,
+            batch_size,
+            shuffle,
+        })
     }
 
     /// The dataset this loader reads.
@@ -75,7 +83,12 @@ impl<'a> DataLoader<'a> {
         } else {
             None
         };
-        Ok(Batches { dataset: self.dataset, batch_size: self.batch_size, order, next: 0 })
+        Ok(Batches {
+            dataset: self.dataset,
+            batch_size: self.batch_size,
+            order,
+            next: 0,
+        })
     }
 }
 

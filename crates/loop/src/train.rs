@@ -26,7 +26,10 @@ pub struct TestSummary {
 
 /// Runs `model` without letting a libtorch panic escape as a crash.
 fn forward(model: &dyn ModuleT, inputs: &Tensor, train: bool) -> Result<Tensor> {
-    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| model.forward_t(inputs, train))).map_err(|payload| {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        model.forward_t(inputs, train)
+    }))
+    .map_err(|payload| {
         let text = payload
             .downcast_ref::<String>()
             .map(String::as_str)
@@ -48,7 +51,10 @@ pub fn train(
     out: &mut dyn Write,
 ) -> Result<TrainSummary> {
     let size = loader.dataset().len();
-    let mut summary = TrainSummary { steps: 0, last_loss: f64::NAN };
+    let mut summary = TrainSummary {
+        steps: 0,
+        last_loss: f64::NAN,
+    };
     for (batch_index, batch) in loader.iter()?.enumerate() {
         let batch = batch?;
         let pred = forward(model, &batch.inputs, true)?;
@@ -83,15 +89,32 @@ pub fn test(
         for batch in loader.iter()? {
             let batch = batch?;
             let pred = forward(model, &batch.inputs, false)?;
-            test_loss += loss_fn.forward(&pred, &batch.targets)?.f_double_value(&[])?;
-            let hits = pred.f_argmax(1, false)?.f_eq_tensor(&batch.targets)?.f_to_kind(Kind::Float)?;
+            test_loss += loss_fn
+                .forward(&pred, &batch.targets)?
+                .f_double_value(&[])?;
+            let hits = pred
+                .f_argmax(1, false)?
+                .f_eq_tensor(&batch.targets)?
+                .f_to_kind(Kind::Float)?;
             correct += hits.f_sum(Kind::Float)?.f_double_value(&[])?;
         }
         Ok(())
     })?;
     // Python divides by zero here; report NaN instead of crashing.
-    let avg_loss = if num_batches == 0 { f64::NAN } else { test_loss / num_batches as f64 };
-    let accuracy = if size == 0 { f64::NAN } else { correct / size as f64 };
-    writeln!(out, "Test Error: \n Accuracy: {:>0.1}%, Avg loss: {avg_loss:>8.6} \n", 100.0 * accuracy)?;
+    let avg_loss = if num_batches == 0 {
+        f64::NAN
+    } else {
+        test_loss / num_batches as f64
+    };
+    let accuracy = if size == 0 {
+        f64::NAN
+    } else {
+        correct / size as f64
+    };
+    writeln!(
+        out,
+        "Test Error: \n Accuracy: {:>0.1}%, Avg loss: {avg_loss:>8.6} \n",
+        100.0 * accuracy
+    )?;
     Ok(TestSummary { accuracy, avg_loss })
 }

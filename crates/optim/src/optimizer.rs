@@ -105,7 +105,11 @@ pub(crate) fn check_unique_names(params: &[NamedParameter]) -> Result<()> {
 }
 
 /// Finds `key` in a state's tensors and checks its shape against `like`.
-pub(crate) fn state_tensor<'a>(state: &'a OptimizerState, key: &str, like: &Tensor) -> Result<Option<&'a Tensor>> {
+pub(crate) fn state_tensor<'a>(
+    state: &'a OptimizerState,
+    key: &str,
+    like: &Tensor,
+) -> Result<Option<&'a Tensor>> {
     let Some((_, t)) = state.tensors.iter().find(|(k, _)| k == key) else {
         return Ok(None);
     };

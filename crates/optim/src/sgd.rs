@@ -22,7 +22,14 @@ pub struct SgdConfig {
 
 impl Default for SgdConfig {
     fn default() -> Self {
-        Self { lr: 1e-3, momentum: 0.0, dampening: 0.0, weight_decay: 0.0, nesterov: false, maximize: false }
+        Self {
+            lr: 1e-3,
+            momentum: 0.0,
+            dampening: 0.0,
+            weight_decay: 0.0,
+            nesterov: false,
+            maximize: false,
+        }
     }
 }
 
@@ -87,8 +94,17 @@ impl SgdConfig {
 /// One SGD update of one parameter, as `torch.optim.sgd._single_tensor_sgd`
 /// computes it (same operations in the same order, so the same bits).
 /// `momentum_buffer` is created on the first step when momentum is used.
-pub fn sgd_update(param: &Tensor, grad: &Tensor, momentum_buffer: &mut Option<Tensor>, cfg: &SgdConfig) -> Result<()> {
-    let mut grad = if cfg.maximize { grad.f_neg()? } else { grad.shallow_clone() };
+pub fn sgd_update(
+    param: &Tensor,
+    grad: &Tensor,
+    momentum_buffer: &mut Option<Tensor>,
+    cfg: &SgdConfig,
+) -> Result<()> {
+    let mut grad = if cfg.maximize {
+        grad.f_neg()?
+    } else {
+        grad.shallow_clone()
+    };
     if cfg.weight_decay != 0.0 {
         grad = ops::add(&grad, param, cfg.weight_decay)?;
     }
@@ -105,7 +121,11 @@ pub fn sgd_update(param: &Tensor, grad: &Tensor, momentum_buffer: &mut Option<Te
                 buf
             }
         };
-        grad = if cfg.nesterov { ops::add(&grad, &buf, cfg.momentum)? } else { buf };
+        grad = if cfg.nesterov {
+            ops::add(&grad, &buf, cfg.momentum)?
+        } else {
+            buf
+        };
     }
     ops::add_(param, &grad, -cfg.lr)?;
     Ok(())
@@ -125,7 +145,11 @@ impl Sgd {
         cfg.validate()?;
         check_unique_names(&params)?;
         let momentum_buffers = params.iter().map(|_| None).collect();
-        Ok(Self { cfg, params, momentum_buffers })
+        Ok(Self {
+            cfg,
+            params,
+            momentum_buffers,
+        })
     }
 
     /// The current hyperparameters.
@@ -177,7 +201,10 @@ impl Optimizer for Sgd {
             .params
             .iter()
             .zip(&self.momentum_buffers)
-            .filter_map(|(p, b)| b.as_ref().map(|b| (format!("{}.momentum_buffer", p.name), b.shallow_clone())))
+            .filter_map(|(p, b)| {
+                b.as_ref()
+                    .map(|b| (format!("{}.momentum_buffer", p.name), b.shallow_clone()))
+            })
             .collect();
         tensors.sort_by(|a, b| a.0.cmp(&b.0));
         let scalars = serde_json::json!({ "optimizer": "sgd", "param_groups": [self.cfg] });
@@ -192,12 +219,22 @@ impl Optimizer for Sgd {
         let cfg: SgdConfig = match groups.map(|g| g.as_slice()) {
             Some([one]) => serde_json::from_value(one.clone())
                 .map_err(|e| Error::State(format!("sgd hyperparameters: {e}")))?,
-            _ => return Err(Error::State("sgd state must have exactly one param group".into())),
+            _ => {
+                return Err(Error::State(
+                    "sgd state must have exactly one param group".into(),
+                ))
+            }
         };
         cfg.validate()?;
-        let known: Vec<String> = self.params.iter().map(|p| format!("{}.momentum_buffer", p.name)).collect();
+        let known: Vec<String> = self
+            .params
+            .iter()
+            .map(|p| format!("{}.momentum_buffer", p.name))
+            .collect();
         if let Some((key, _)) = state.tensors.iter().find(|(k, _)| !known.contains(k)) {
-            return Err(Error::State(format!("'{key}' names no parameter of this optimizer")));
+            return Err(Error::State(format!(
+                "'{key}' names no parameter of this optimizer"
+            )));
         }
         let mut buffers = Vec::with_capacity(self.params.len());
         for (p, key) in self.params.iter().zip(&known) {

@@ -88,7 +88,10 @@ mod tests {
         let a = Tensor::from_slice(&[1.0f32, 2.0, 3.0]);
         let b = Tensor::from_slice(&[0.5f32, -1.0, 0.25]);
         assert!(add_(&a, &b, -2.0).is_ok());
-        assert_eq!(Vec::<f32>::try_from(&a).unwrap_or_default(), vec![0.0, 4.0, 2.5]);
+        assert_eq!(
+            Vec::<f32>::try_from(&a).unwrap_or_default(),
+            vec![0.0, 4.0, 2.5]
+        );
         let c = add(&a, &b, 1.0).map(|t| Vec::<f32>::try_from(&t).unwrap_or_default());
         assert_eq!(c.ok(), Some(vec![0.5, 3.0, 2.75]));
         // Shape errors come back as Err, not as an abort.
@@ -103,9 +106,15 @@ mod tests {
         let t1 = Tensor::from_slice(&[2.0f64, 3.0]);
         let t2 = Tensor::from_slice(&[4.0f64, 0.5]);
         assert!(addcmul_(&a, &t1, &t2, 0.5).is_ok());
-        assert_eq!(Vec::<f64>::try_from(&a).unwrap_or_default(), vec![5.0, 1.75]);
+        assert_eq!(
+            Vec::<f64>::try_from(&a).unwrap_or_default(),
+            vec![5.0, 1.75]
+        );
         assert!(addcdiv_(&a, &t1, &t2, 2.0).is_ok());
-        assert_eq!(Vec::<f64>::try_from(&a).unwrap_or_default(), vec![6.0, 13.75]);
+        assert_eq!(
+            Vec::<f64>::try_from(&a).unwrap_or_default(),
+            vec![6.0, 13.75]
+        );
         let x = Tensor::from_slice(&[1.0f32]);
         let y = Tensor::from_slice(&[2.0f32, 2.0]);
         assert!(foreach_add_(&[&x, &y], &[&x, &y], 0.5).is_ok());

@@ -1,0 +1,36 @@
+# kiln: every target installs what is missing first (scripts/setup.sh is a
+# no-op in well under a second once libtorch and FashionMNIST are in place).
+SHELL := /bin/bash
+CARGO ?= cargo
+PYTHON ?= python3
+# The torch wheel that setup installed doubles as the PyTorch reference.
+PY := PYTHONPATH=$(CURDIR)/.libtorch $(PYTHON) -W ignore
+ARGS ?=
+
+.PHONY: setup build test lint train bench golden doc clean-setup
+
+setup:
+	@bash scripts/setup.sh
+
+build: setup
+	$(CARGO) build --release -p kiln-cli
+
+test: setup
+	$(CARGO) test --workspace
+
+lint: setup
+	$(CARGO) fmt --all --check
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
+
+train: build
+	target/release/kiln train $(ARGS)
+
+bench: setup
+	$(CARGO) build --release -p kiln-cli --benches
+	$(PY) scripts/bench/train_epoch.py --kiln-bin "$$(ls -t target/release/deps/train_epoch-* | grep -v '\.d$$' | head -n1)"
+
+golden: setup
+	$(PY) tests/golden/make_golden_logs.py
+
+doc: setup
+	$(CARGO) doc --workspace --no-deps

@@ -1,0 +1,161 @@
+//! Bad input: one line naming the problem, exit 2 for usage errors and 1
+//! otherwise, never a panic or a libtorch abort.
+mod common;
+
+use common::{data_dir, idx_bytes, kiln, temp_dir, text, write_dataset};
+
+/// Runs kiln, expects `code`, one stderr line containing every `needle`.
+fn expect_error(args: &[&str], code: i32, needles: &[&str]) {
+    let out = kiln(args);
+    let (stdout, stderr) = text(&out);
+    assert_eq!(
+        out.status.code(),
+        Some(code),
+        "{args:?}: stderr {stderr:?} stdout {stdout:?}"
+    );
+    assert_eq!(
+        stderr.lines().count(),
+        1,
+        "{args:?}: not one line: {stderr:?}"
+    );
+    assert!(!stderr.contains("panicked"), "{args:?}: {stderr}");
+    for needle in needles {
+        assert!(
+            stderr.contains(needle),
+            "{args:?}: {stderr:?} lacks {needle:?}"
+        );
+    }
+}
+
+fn data() -> String {
+    data_dir().display().to_string()
+}
+
+#[test]
+fn unknown_flag_is_a_usage_error() {
+    expect_error(&["train", "--bogus"], 2, &["--bogus"]);
+    expect_error(&["fly"], 2, &["fly"]);
+    expect_error(&["train", "--epochs", "two"], 2, &["two", "--epochs"]);
+}
+
+#[test]
+fn bad_hyperparameters_are_usage_errors() {
+    let d = data();
+    expect_error(
+        &["train", "--data-dir", &d, "--lr", "NaN"],
+        2,
+        &["Invalid learning rate"],
+    );
+    expect_error(
+        &["train", "--data-dir", &d, "--lr", "-0.5"],
+        2,
+        &["Invalid learning rate", "-0.5"],
+    );
+    expect_error(
+        &["train", "--data-dir", &d, "--batch-size", "0"],
+        2,
+        &["batch-size", "0"],
+    );
+    expect_error(
+        &["train", "--data-dir", &d, "--device", "tpu"],
+        2,
+        &["tpu", "auto, cpu, cuda"],
+    );
+    expect_error(
+        &["train", "--data-dir", &d, "--threads", "0"],
+        2,
+        &["thread"],
+    );
+    expect_error(
+        &["train", "--data-dir", &d, "--loss", "bogus-loss"],
+        2,
+        &["bogus-loss"],
+    );
+    expect_error(
+        &["train", "--data-dir", &d, "--optimizer", "sgd:lr=1,bogus=2"],
+        2,
+        &["bogus"],
+    );
+}
+
+#[test]
+fn missing_data_dir_names_it() {
+    expect_error(
+        &["train", "--data-dir", "/nonexistent/kiln-data"],
+        1,
+        &["/nonexistent/kiln-data", "--data-dir"],
+    );
+    let empty = temp_dir("empty");
+    expect_error(
+        &["train", "--data-dir", empty.to_str().unwrap_or("")],
+        1,
+        &["train-images-idx3-ubyte"],
+    );
+}
+
+#[test]
+fn corrupt_and_truncated_idx_files_are_named() {
+    let dir = temp_dir("corrupt");
+    write_dataset(&dir, 20, 28, |i| (i % 10) as u8);
+    let images = dir.join("train-images-idx3-ubyte");
+    let d = dir.to_str().unwrap_or("");
+    // Truncated: header promises 20 images, data holds fewer bytes.
+    let full = std::fs::read(&images).unwrap_or_default();
+    std::fs::write(&images, &full[..full.len() - 100]).unwrap_or_default();
+    expect_error(
+        &["train", "--data-dir", d],
+        1,
+        &["train-images-idx3-ubyte", "truncated"],
+    );
+    // Wrong magic.
+    std::fs::write(&images, b"\x12\x34\x08\x03junk").unwrap_or_default();
+    expect_error(
+        &["train", "--data-dir", d],
+        1,
+        &["train-images-idx3-ubyte", "magic"],
+    );
+    // A .gz that is not gzip.
+    std::fs::remove_file(&images).unwrap_or_default();
+    std::fs::write(dir.join("train-images-idx3-ubyte.gz"), b"garbage").unwrap_or_default();
+    expect_error(
+        &["train", "--data-dir", d],
+        1,
+        &["train-images-idx3-ubyte.gz", "gzip"],
+    );
+    // Labels and images disagree in count.
+    std::fs::remove_file(dir.join("train-images-idx3-ubyte.gz")).unwrap_or_default();
+    std::fs::write(&images, idx_bytes(&[3, 28, 28], &[0; 3 * 784])).unwrap_or_default();
+    expect_error(&["train", "--data-dir", d], 1, &["20 labels for 3 images"]);
+}
+
+#[test]
+fn label_out_of_range_is_named() {
+    let dir = temp_dir("labels");
+    write_dataset(&dir, 30, 28, |i| if i == 17 { 12 } else { (i % 10) as u8 });
+    expect_error(
+        &["train", "--data-dir", dir.to_str().unwrap_or("")],
+        1,
+        &["label 12", "sample 17", "10 classes"],
+    );
+}
+
+#[test]
+fn cuda_without_a_gpu_is_a_clear_error() {
+    let probe = kiln(&[
+        "train",
+        "--device",
+        "cuda:0",
+        "--epochs",
+        "0",
+        "--data-dir",
+        &data(),
+    ]);
+    if probe.status.success() {
+        return; // a GPU is present: nothing to refuse
+    }
+    expect_error(
+        &["train", "--device", "cuda", "--data-dir", &data()],
+        1,
+        &["no CUDA device", "--device cpu"],
+    );
+}

@@ -1,0 +1,79 @@
+//! Helpers shared by the end-to-end tests of the `kiln` binary.
+#![allow(dead_code)]
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+/// The repository root.
+pub fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+/// FashionMNIST as `make setup` provides it (or `$KILN_DATA_DIR`).
+pub fn data_dir() -> PathBuf {
+    std::env::var_os("KILN_DATA_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root().join(".data/fashion-mnist"))
+}
+
+/// Runs `kiln` with `args`.
+pub fn kiln(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_kiln"))
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run kiln: {e}"))
+}
+
+/// A fresh empty directory for one test.
+pub fn temp_dir(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("kiln-e2e-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display()));
+    dir
+}
+
+/// IDX bytes of unsigned-byte data with `dims`.
+pub fn idx_bytes(dims: &[u32], data: &[u8]) -> Vec<u8> {
+    let mut out = vec![0, 0, 8, dims.len() as u8];
+    for d in dims {
+        out.extend_from_slice(&d.to_be_bytes());
+    }
+    out.extend_from_slice(data);
+    out
+}
+
+/// Writes a small (Fashion)MNIST-shaped dataset: `n` images of `side`×`side`
+/// whose class is readable from the pixels, with labels `label(i)`.
+pub fn write_dataset(dir: &Path, n: u32, side: u32, label: impl Fn(u32) -> u8) {
+    let labels: Vec<u8> = (0..n).map(&label).collect();
+    let mut pixels = Vec::with_capacity((n * side * side) as usize);
+    for (i, &l) in labels.iter().enumerate() {
+        for p in 0..side * side {
+            let on = p % 10 == u32::from(l % 10);
+            pixels.push(if on {
+                200
+            } else {
+                ((i as u32 * 7 + p) % 50) as u8
+            });
+        }
+    }
+    for prefix in ["train", "t10k"] {
+        std::fs::write(
+            dir.join(format!("{prefix}-images-idx3-ubyte")),
+            idx_bytes(&[n, side, side], &pixels),
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        std::fs::write(
+            dir.join(format!("{prefix}-labels-idx1-ubyte")),
+            idx_bytes(&[n], &labels),
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+    }
+}
+
+/// stdout and stderr as text.
+pub fn text(out: &Output) -> (String, String) {
+    (
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
