@@ -4,6 +4,7 @@
 #![deny(missing_docs)]
 
 pub mod models;
+pub mod report;
 pub mod run;
 
 /// An error in what the user asked for (exit code 2), as opposed to a failure

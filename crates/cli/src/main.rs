@@ -3,8 +3,7 @@
 //! The binary is thin: flags become library calls of kiln-tensor,
 //! kiln-losses, kiln-optim and kiln-loop. It is the only crate that uses
 //! `anyhow`.
-
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 use kiln_cli::{run, UsageError};
 use std::process::ExitCode;
 
@@ -20,30 +19,41 @@ struct Cli {
 enum Command {
     /// Train the quickstart model on (Fashion)MNIST, printing what PyTorch's tutorial prints.
     Train(run::TrainArgs),
+    /// Run the test loop on a checkpoint.
+    Eval(run::EvalArgs),
     /// List every loss and its options with their defaults.
     Losses,
     /// List every optimizer and its options with their defaults.
     Optimizers,
 }
 
-fn main() -> ExitCode {
-    let cli = match Cli::try_parse() {
-        Ok(cli) => cli,
-        Err(err) => {
-            if !err.use_stderr() {
-                // --help and --version go to stdout and succeed.
-                let _ = err.print();
-                return ExitCode::SUCCESS;
-            }
-            // clap's report spans several lines; keep its first, add the way out.
-            let text = err.to_string();
-            let first = text.lines().next().unwrap_or("invalid arguments");
-            eprintln!("{first}; see 'kiln --help'");
-            return ExitCode::from(2);
+fn parse() -> Result<(Cli, clap::ArgMatches), ExitCode> {
+    let parsed = Cli::command().try_get_matches().and_then(|m| Cli::from_arg_matches(&m).map(|cli| (cli, m)));
+    parsed.map_err(|err| {
+        if !err.use_stderr() {
+            // --help and --version go to stdout and succeed.
+            let _ = err.print();
+            return ExitCode::SUCCESS;
         }
+        // clap's report spans several lines; keep its first, add the way out.
+        let text = err.to_string();
+        let first = text.lines().next().unwrap_or("invalid arguments");
+        eprintln!("{first}; see 'kiln --help'");
+        ExitCode::from(2)
+    })
+}
+
+fn main() -> ExitCode {
+    let (cli, matches) = match parse() {
+        Ok(parsed) => parsed,
+        Err(code) => return code,
     };
     let result = match cli.command {
-        Command::Train(args) => run::train(&args),
+        Command::Train(args) => {
+            let sub = matches.subcommand_matches("train").cloned().unwrap_or_default();
+            run::merge_config(args, &sub).and_then(|args| run::train(&args))
+        }
+        Command::Eval(args) => run::eval(&args),
         Command::Losses => {
             print!("{}", kiln_losses::registry().describe());
             Ok(())
@@ -56,17 +66,10 @@ fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
-            let code = if err.downcast_ref::<UsageError>().is_some() {
-                2
-            } else {
-                1
-            };
+            let code = if err.downcast_ref::<UsageError>().is_some() { 2 } else { 1 };
             // One line: the chain of causes joined, libtorch backtraces dropped.
             let message = format!("{err:#}");
-            eprintln!(
-                "error: {}",
-                message.lines().next().unwrap_or("unknown error")
-            );
+            eprintln!("error: {}", message.lines().next().unwrap_or("unknown error"));
             ExitCode::from(code)
         }
     }

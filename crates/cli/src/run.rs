@@ -1,87 +1,207 @@
-//! `kiln train`: flags to a run of the tutorial's job.
+//! `kiln train` and `kiln eval`: flags to library calls.
 use crate::models::QuickstartMlp;
+use crate::report::{JsonLines, ProgressPrinter};
 use crate::UsageError;
 use anyhow::{Context, Result};
-use kiln_loop::{test, train as train_epoch, DataLoader, Dataset};
+use clap::parser::ValueSource;
 use kiln_losses::Loss;
+use kiln_loop::checkpoint::{self, Checkpoint};
+use kiln_loop::trainer::{CheckpointConfig, EarlyStopping, Mode};
+use kiln_loop::{DataLoader, Dataset, Trainer, TrainerConfig, TutorialPrinter};
 use kiln_optim::{Optimizer, SgdConfig};
 use kiln_tensor::device::{set_threads, DeviceSpec};
 use kiln_tensor::nn::VarStore;
 use kiln_tensor::params::named_parameters;
 use kiln_tensor::spec::Spec;
-use kiln_tensor::Tensor;
-use std::io::Write;
-use std::path::PathBuf;
+use kiln_tensor::{Device, Tensor};
+use serde::{Deserialize, Serialize};
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
 
 /// Flags of `kiln train`; the defaults are the PyTorch quickstart's.
-#[derive(Debug, clap::Args)]
+#[derive(Debug, Clone, clap::Args, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct TrainArgs {
     /// Passes over the training set.
     #[arg(long, default_value_t = 5)]
     pub epochs: usize,
     /// Samples per batch (the last short batch is kept).
     #[arg(long, default_value_t = 64)]
-    batch_size: usize,
+    pub batch_size: usize,
     /// Learning rate (overridden by an `lr=` in --optimizer).
     #[arg(long, default_value_t = 1e-3, allow_negative_numbers = true)]
-    lr: f64,
+    pub lr: f64,
     /// Momentum for optimizers that have one (overridden by `momentum=` in --optimizer).
     #[arg(long, default_value_t = 0.9, allow_negative_numbers = true)]
-    momentum: f64,
+    pub momentum: f64,
     /// Loss spec: NAME[:key=value,...], e.g. cross-entropy:label_smoothing=0.1 (see `kiln losses`).
     #[arg(long, default_value = "cross-entropy")]
-    loss: String,
+    pub loss: String,
     /// Optimizer spec: NAME[:key=value,...], e.g. sgd:nesterov=true (see `kiln optimizers`).
     #[arg(long, default_value = "sgd")]
-    optimizer: String,
+    pub optimizer: String,
     /// Seed libtorch's generator (torch.manual_seed); without it, libtorch's default seed is used, as in PyTorch.
     #[arg(long)]
-    seed: Option<u64>,
+    pub seed: Option<u64>,
     /// auto, cpu, cuda or cuda:N.
     #[arg(long, default_value = "auto")]
-    device: String,
+    pub device: String,
     /// libtorch intra-op threads (torch.set_num_threads); default: libtorch's choice.
     #[arg(long)]
-    threads: Option<usize>,
+    pub threads: Option<usize>,
     /// Directory with the four (Fashion)MNIST IDX files, gzipped or not.
     #[arg(long)]
-    data_dir: Option<PathBuf>,
+    pub data_dir: Option<PathBuf>,
     /// Keep the training set in file order instead of reshuffling every epoch.
     #[arg(long)]
-    no_shuffle: bool,
+    pub no_shuffle: bool,
     /// Train on the first N training samples only.
     #[arg(long)]
-    train_samples: Option<usize>,
+    pub train_samples: Option<usize>,
     /// Evaluate on the first N test samples only.
     #[arg(long)]
-    test_samples: Option<usize>,
+    pub test_samples: Option<usize>,
+    /// Stop after N optimizer steps.
+    #[arg(long)]
+    pub max_steps: Option<usize>,
+    /// Train on at most N batches per epoch.
+    #[arg(long)]
+    pub limit_train_batches: Option<usize>,
+    /// Evaluate on at most N batches.
+    #[arg(long)]
+    pub limit_test_batches: Option<usize>,
+    /// One batch of training and one of evaluation, to check the setup.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Sum gradients over N batches per optimizer step.
+    #[arg(long, default_value_t = 1)]
+    pub accumulate_grad_batches: usize,
+    /// Also evaluate every N optimizer steps.
+    #[arg(long)]
+    pub eval_every_steps: Option<usize>,
+    /// Stop when a metric stops improving: METRIC[:patience=N,min_delta=X,mode=min|max]
+    /// (METRIC: test_loss, accuracy; mode defaults to min for losses, max otherwise).
+    #[arg(long)]
+    pub early_stopping: Option<String>,
+    /// Where checkpoints, metrics and the run's config go (default: runs/<UTC time>).
+    #[arg(long)]
+    pub run_dir: Option<PathBuf>,
+    /// Write a checkpoint every N optimizer steps (one is always written after each epoch).
+    #[arg(long)]
+    pub checkpoint_every: Option<usize>,
+    /// Keep the newest N checkpoints.
+    #[arg(long, default_value_t = 3)]
+    pub keep_checkpoints: usize,
+    /// Also keep the best checkpoint by this metric (test_loss or accuracy).
+    #[arg(long)]
+    pub keep_best: Option<String>,
+    /// Start from these weights (a safetensors state dict, e.g. saved by PyTorch).
+    #[arg(long)]
+    pub init: Option<PathBuf>,
+    /// Print nothing on stdout.
+    #[arg(long)]
+    pub quiet: bool,
+    /// plain: the tutorial's lines (a progress bar on a terminal); json: one JSON object per event.
+    #[arg(long, default_value = "plain", value_parser = ["plain", "json"])]
+    pub log_format: String,
+    /// Continue the run in this directory from its newest valid checkpoint.
+    #[arg(long)]
+    #[serde(skip)]
+    pub resume: Option<PathBuf>,
+    /// Take flags from this JSON file (flags given on the command line win).
+    #[arg(long)]
+    #[serde(skip)]
+    pub config: Option<PathBuf>,
+}
+
+/// Flags of `kiln eval`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct EvalArgs {
+    /// A checkpoint directory, or a run directory (its newest valid checkpoint).
+    #[arg(long)]
+    pub checkpoint: PathBuf,
+    /// Data directory (default: the run's).
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
+    /// auto, cpu, cuda or cuda:N.
+    #[arg(long, default_value = "auto")]
+    pub device: String,
 }
 
 const CLASSES: i64 = 10;
-
-/// Where the data is when --data-dir is not given.
-fn default_data_dir() -> Result<PathBuf> {
-    let candidates = std::env::var_os("KILN_DATA_DIR")
-        .map(PathBuf::from)
-        .into_iter()
-        .chain(option_env!("KILN_DEFAULT_DATA_DIR").map(PathBuf::from))
-        .chain([PathBuf::from("/usr/share/datasets/fashion-mnist")]);
-    let candidates: Vec<PathBuf> = candidates.collect();
-    candidates
-        .iter()
-        .find(|p| p.is_dir())
-        .cloned()
-        .ok_or_else(|| {
-            let tried: Vec<String> = candidates.iter().map(|p| p.display().to_string()).collect();
-            anyhow::anyhow!(
-                "no FashionMNIST found (tried {}); run `make setup` or pass --data-dir DIR",
-                tried.join(", ")
-            )
-        })
-}
+const CONFIG_FILE: &str = "config.json";
 
 fn usage(err: impl std::fmt::Display) -> anyhow::Error {
     UsageError(err.to_string()).into()
+}
+
+/// Fills every flag not given on the command line from `--config FILE` or,
+/// with `--resume RUN`, from the run's saved config.
+pub fn merge_config(mut args: TrainArgs, matches: &clap::ArgMatches) -> Result<TrainArgs> {
+    let base_path = match (&args.resume, &args.config) {
+        (Some(run), _) => run.join(CONFIG_FILE),
+        (None, Some(file)) => file.clone(),
+        (None, None) => return Ok(args),
+    };
+    let text = std::fs::read_to_string(&base_path)
+        .map_err(|e| usage(format!("{}: {e}", base_path.display())))?;
+    let base: serde_json::Map<String, serde_json::Value> = serde_json::from_str(&text)
+        .map_err(|e| usage(format!("{}: not a JSON object of flags: {e}", base_path.display())))?;
+    let mut merged = serde_json::to_value(&args)?;
+    let known: Vec<String> = merged.as_object().map(|o| o.keys().cloned().collect()).unwrap_or_default();
+    for (key, value) in base {
+        let key = key.replace('-', "_");
+        if !known.contains(&key) {
+            return Err(usage(format!("{}: unknown flag '{key}'; accepted: {}", base_path.display(), known.join(", "))));
+        }
+        if matches.value_source(&key) != Some(ValueSource::CommandLine) {
+            merged[&key] = value;
+        }
+    }
+    let (resume, config) = (args.resume.take(), args.config.take());
+    let mut args: TrainArgs = serde_json::from_value(merged)
+        .map_err(|e| usage(format!("{}: {e}", base_path.display())))?;
+    args.resume = resume;
+    args.config = config;
+    if args.resume.is_some() && args.run_dir.is_none() {
+        args.run_dir = args.resume.clone();
+    }
+    Ok(args)
+}
+
+/// Where the data is when --data-dir is not given.
+fn default_data_dir() -> Result<PathBuf> {
+    let candidates: Vec<PathBuf> = std::env::var_os("KILN_DATA_DIR")
+        .map(PathBuf::from)
+        .into_iter()
+        .chain(option_env!("KILN_DEFAULT_DATA_DIR").map(PathBuf::from))
+        .chain([PathBuf::from("/usr/share/datasets/fashion-mnist")])
+        .collect();
+    candidates.iter().find(|p| p.is_dir()).cloned().ok_or_else(|| {
+        let tried: Vec<String> = candidates.iter().map(|p| p.display().to_string()).collect();
+        anyhow::anyhow!("no FashionMNIST found (tried {}); run `make setup` or pass --data-dir DIR", tried.join(", "))
+    })
+}
+
+/// `runs/YYYYMMDD-HHMMSS` in UTC (civil date from the Unix day count).
+fn default_run_dir() -> PathBuf {
+    let secs = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    let (days, rem) = ((secs / 86_400) as i64, secs % 86_400);
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    PathBuf::from(format!(
+        "runs/{year:04}{month:02}{day:02}-{:02}{:02}{:02}",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    ))
 }
 
 /// One-hot float targets for regression losses (MSE) on class labels.
@@ -119,33 +239,94 @@ pub fn describe_optimizers() -> String {
 fn build_optimizer(args: &TrainArgs, vs: &VarStore) -> Result<Box<dyn Optimizer>> {
     let mut spec: Spec = args.optimizer.parse().map_err(usage)?;
     if spec.name != "sgd" {
-        return Err(usage(format!(
-            "unknown optimizer '{}'; accepted: sgd",
-            spec.name
-        )));
+        return Err(usage(format!("unknown optimizer '{}'; accepted: sgd", spec.name)));
     }
     let cfg = SgdConfig {
         lr: spec.f64("lr").map_err(usage)?.unwrap_or(args.lr),
-        momentum: spec
-            .f64("momentum")
-            .map_err(usage)?
-            .unwrap_or(args.momentum),
+        momentum: spec.f64("momentum").map_err(usage)?.unwrap_or(args.momentum),
         dampening: spec.f64("dampening").map_err(usage)?.unwrap_or(0.0),
         weight_decay: spec.f64("weight_decay").map_err(usage)?.unwrap_or(0.0),
         nesterov: spec.bool("nesterov").map_err(usage)?.unwrap_or(false),
         maximize: spec.bool("maximize").map_err(usage)?.unwrap_or(false),
     };
-    spec.finish(&[
-        "lr",
-        "momentum",
-        "dampening",
-        "weight_decay",
-        "nesterov",
-        "maximize",
-    ])
-    .map_err(usage)?;
+    spec.finish(&["lr", "momentum", "dampening", "weight_decay", "nesterov", "maximize"]).map_err(usage)?;
     let params = named_parameters(vs)?;
     Ok(Box::new(cfg.build(params).map_err(usage)?))
+}
+
+fn metric_mode(metric: &str) -> Mode {
+    if metric.ends_with("loss") {
+        Mode::Min
+    } else {
+        Mode::Max
+    }
+}
+
+fn early_stopping(spec: &str) -> Result<EarlyStopping> {
+    let mut spec: Spec = spec.parse().map_err(usage)?;
+    let mode = match spec.choice("mode", &["min", "max"]).map_err(usage)?.as_deref() {
+        Some("min") => Mode::Min,
+        Some(_) => Mode::Max,
+        None => metric_mode(&spec.name),
+    };
+    let patience = spec.i64("patience").map_err(usage)?.unwrap_or(3);
+    let min_delta = spec.f64("min_delta").map_err(usage)?.unwrap_or(0.0);
+    spec.finish(&["patience", "min_delta", "mode"]).map_err(usage)?;
+    let patience = usize::try_from(patience).map_err(|_| usage("--early-stopping patience must be at least 1"))?;
+    Ok(EarlyStopping { monitor: spec.name.clone(), mode, patience, min_delta })
+}
+
+fn trainer_config(args: &TrainArgs, run_dir: &Path) -> Result<TrainerConfig> {
+    let mut cfg = TrainerConfig {
+        epochs: args.epochs,
+        max_steps: args.max_steps,
+        limit_train_batches: args.limit_train_batches,
+        limit_test_batches: args.limit_test_batches,
+        accumulate_grad_batches: args.accumulate_grad_batches,
+        eval_every_steps: args.eval_every_steps,
+        early_stopping: args.early_stopping.as_deref().map(early_stopping).transpose()?,
+        checkpoint: Some(CheckpointConfig {
+            run_dir: run_dir.to_path_buf(),
+            every_steps: args.checkpoint_every,
+            keep_last: args.keep_checkpoints,
+            keep_best: args.keep_best.as_ref().map(|m| (m.clone(), metric_mode(m))),
+        }),
+        ..TrainerConfig::default()
+    };
+    if args.dry_run {
+        cfg = cfg.dry_run();
+    }
+    cfg.validate().map_err(usage)?;
+    Ok(cfg)
+}
+
+/// Loads the data `args` names, cut and checked, on `device`.
+fn load_data(args_dir: Option<&Path>, train_samples: Option<usize>, test_samples: Option<usize>, device: Device) -> Result<(Dataset, Dataset)> {
+    let data_dir = match args_dir {
+        Some(dir) => dir.to_path_buf(),
+        None => default_data_dir()?,
+    };
+    let (train_set, test_set) = Dataset::load_mnist_dir(&data_dir)?;
+    let train_set = match train_samples {
+        Some(n) => train_set.take(n)?,
+        None => train_set,
+    };
+    let test_set = match test_samples {
+        Some(n) => test_set.take(n)?,
+        None => test_set,
+    };
+    train_set.check_labels(CLASSES)?;
+    test_set.check_labels(CLASSES)?;
+    Ok((train_set.to_device(device)?, test_set.to_device(device)?))
+}
+
+fn write_config(run_dir: &Path, args: &TrainArgs) -> Result<()> {
+    std::fs::create_dir_all(run_dir).with_context(|| format!("creating run directory {}", run_dir.display()))?;
+    let path = run_dir.join(CONFIG_FILE);
+    let tmp = run_dir.join(format!(".{CONFIG_FILE}.tmp"));
+    std::fs::write(&tmp, serde_json::to_string_pretty(args)?).with_context(|| format!("writing {}", tmp.display()))?;
+    std::fs::rename(&tmp, &path).with_context(|| format!("writing {}", path.display()))?;
+    Ok(())
 }
 
 /// `kiln train`.
@@ -153,60 +334,76 @@ pub fn train(args: &TrainArgs) -> Result<()> {
     if args.batch_size == 0 {
         return Err(usage("--batch-size must be at least 1, got 0"));
     }
-    let device = args
-        .device
-        .parse::<DeviceSpec>()
-        .map_err(usage)?
-        .resolve()?;
+    let device = args.device.parse::<DeviceSpec>().map_err(usage)?.resolve()?;
     if let Some(threads) = args.threads {
         set_threads(threads).map_err(usage)?;
     }
     let loss_fn = build_loss(&args.loss)?;
-    let data_dir = match &args.data_dir {
-        Some(dir) => dir.clone(),
-        None => default_data_dir()?,
+    let run_dir = args.run_dir.clone().unwrap_or_else(default_run_dir);
+    let config = trainer_config(args, &run_dir)?;
+    let resume = match &args.resume {
+        Some(run) => {
+            let found = checkpoint::latest_valid(run, &mut |warning| eprintln!("warning: {warning}"))?;
+            let (path, ckpt) = found.ok_or_else(|| anyhow::anyhow!("{}: no valid checkpoint to resume from", run.display()))?;
+            eprintln!("kiln: resuming {} from {}", run.display(), path.display());
+            Some(ckpt)
+        }
+        None => None,
     };
-    let (train_set, test_set) = Dataset::load_mnist_dir(&data_dir)?;
-    let train_set = match args.train_samples {
-        Some(n) => train_set.take(n)?,
-        None => train_set,
-    };
-    let test_set = match args.test_samples {
-        Some(n) => test_set.take(n)?,
-        None => test_set,
-    };
+    let (train_set, test_set) = load_data(args.data_dir.as_deref(), args.train_samples, args.test_samples, device)?;
     if train_set.is_empty() {
         return Err(usage("the training set is empty (--train-samples 0?)"));
     }
-    train_set.check_labels(CLASSES)?;
-    test_set.check_labels(CLASSES)?;
-    let (train_set, test_set) = (train_set.to_device(device)?, test_set.to_device(device)?);
+    write_config(&run_dir, args)?;
 
     if let Some(seed) = args.seed {
         kiln_tensor::rng::manual_seed(seed);
     }
     let vs = VarStore::new(device);
     let model = QuickstartMlp::new(&vs.root(), train_set.features(), CLASSES)?;
+    if let Some(init) = &args.init {
+        checkpoint::load_weights(&vs, init)?;
+    }
     let mut optimizer = build_optimizer(args, &vs)?;
     // Shuffling the training set and not the test set is the tutorial's setup.
     let train_loader = DataLoader::new(&train_set, args.batch_size, !args.no_shuffle)?;
     let test_loader = DataLoader::new(&test_set, args.batch_size, false)?;
 
-    let stdout = std::io::stdout();
-    let mut out = stdout.lock();
-    for epoch in 1..=args.epochs {
-        writeln!(out, "Epoch {epoch}\n-------------------------------")?;
-        train_epoch(
-            &train_loader,
-            &model,
-            loss_fn.as_ref(),
-            optimizer.as_mut(),
-            &mut out,
-        )
-        .with_context(|| format!("epoch {epoch}"))?;
-        test(&test_loader, &model, loss_fn.as_ref(), &mut out)
-            .with_context(|| format!("testing after epoch {epoch}"))?;
+    let mut trainer = Trainer::new(config)?.run_config(serde_json::to_value(args)?);
+    if !args.quiet {
+        let stdout = std::io::stdout();
+        trainer = match args.log_format.as_str() {
+            "json" => trainer.callback(JsonLines::new(stdout.lock())),
+            _ if stdout.is_terminal() => trainer.callback(ProgressPrinter::new(train_loader.len())),
+            _ => trainer.callback(TutorialPrinter::new(stdout.lock())),
+        };
     }
-    writeln!(out, "Training completed")?;
+    let summary = trainer.fit(&model, &vs, loss_fn.as_ref(), optimizer.as_mut(), &train_loader, &test_loader, resume)?;
+    if let kiln_loop::StopReason::NonFiniteLoss { epoch, batch, step, loss } = summary.stop {
+        let kept = summary.last_checkpoint.as_ref().map_or("no checkpoint".into(), |p| format!("last good checkpoint {}", p.display()));
+        anyhow::bail!("training loss became {loss} at epoch {epoch}, batch {batch} (after {step} steps); stopped, {kept}");
+    }
+    Ok(())
+}
+
+/// `kiln eval`: the test loop on a checkpoint's weights.
+pub fn eval(args: &EvalArgs) -> Result<()> {
+    let device = args.device.parse::<DeviceSpec>().map_err(usage)?.resolve()?;
+    let (dir, ckpt): (PathBuf, Checkpoint) = if args.checkpoint.join("manifest.json").exists() {
+        (args.checkpoint.clone(), checkpoint::load(&args.checkpoint)?)
+    } else {
+        checkpoint::latest_valid(&args.checkpoint, &mut |w| eprintln!("warning: {w}"))?
+            .ok_or_else(|| anyhow::anyhow!("{}: no valid checkpoint here", args.checkpoint.display()))?
+    };
+    let run: TrainArgs = serde_json::from_value(ckpt.config.clone())
+        .with_context(|| format!("{}: the checkpoint's run config is unreadable", dir.display()))?;
+    let data_dir = args.data_dir.clone().or(run.data_dir.clone());
+    let (_, test_set) = load_data(data_dir.as_deref(), Some(0), run.test_samples, device)?;
+    let vs = VarStore::new(device);
+    let model = QuickstartMlp::new(&vs.root(), test_set.features(), CLASSES)?;
+    kiln_tensor::params::load_state_dict(&vs, &ckpt.model)?;
+    let loss_fn = build_loss(&run.loss)?;
+    let loader = DataLoader::new(&test_set, run.batch_size, false)?;
+    kiln_loop::test(&loader, &model, loss_fn.as_ref(), &mut std::io::stdout().lock())?;
     Ok(())
 }

@@ -8,13 +8,17 @@
 //! same batches, in the same order, as in PyTorch.
 #![deny(missing_docs)]
 
+pub mod checkpoint;
 pub mod dataset;
 mod error;
 pub mod idx;
 pub mod loader;
+pub mod metrics;
 pub mod train;
+pub mod trainer;
 
 pub use dataset::Dataset;
 pub use error::{Error, Result};
 pub use loader::{Batch, DataLoader};
 pub use train::{test, train, TestSummary, TrainSummary};
+pub use trainer::{Callback, EvalInfo, FitSummary, StepInfo, StopReason, Trainer, TrainerConfig, TutorialPrinter};

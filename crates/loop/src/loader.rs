@@ -77,18 +77,26 @@ impl<'a> DataLoader<'a> {
     /// Starts a pass, consuming the global generator as PyTorch does.
     pub fn iter(&self) -> Result<Batches<'a>> {
         let _base_seed = draw_seed()?;
-        let order = if self.shuffle {
-            let seed = draw_seed()?;
-            Some(Mt19937::new(seed).randperm(self.dataset.len())?)
-        } else {
-            None
+        let sampler_seed = if self.shuffle { Some(draw_seed()?) } else { None };
+        self.resume(sampler_seed, 0)
+    }
+
+    /// Continues a pass that [`DataLoader::iter`] started, from batch
+    /// `start_batch`, without drawing from the generator: `sampler_seed` is
+    /// what [`Batches::sampler_seed`] reported for that pass.
+    pub fn resume(&self, sampler_seed: Option<u64>, start_batch: usize) -> Result<Batches<'a>> {
+        let order = match (self.shuffle, sampler_seed) {
+            (true, Some(seed)) => Some(Mt19937::new(seed).randperm(self.dataset.len())?),
+            (false, None) => None,
+            (true, None) => {
+                return Err(Error::InvalidArgument("resuming a shuffled pass needs its sampler seed".into()))
+            }
+            (false, Some(_)) => {
+                return Err(Error::InvalidArgument("an unshuffled pass has no sampler seed".into()))
+            }
         };
-        Ok(Batches {
-            dataset: self.dataset,
-            batch_size: self.batch_size,
-            order,
-            next: 0,
-        })
+        let next = start_batch.saturating_mul(self.batch_size).min(self.dataset.len());
+        Ok(Batches { dataset: self.dataset, batch_size: self.batch_size, sampler_seed, order, next })
     }
 }
 
@@ -97,11 +105,17 @@ impl<'a> DataLoader<'a> {
 pub struct Batches<'a> {
     dataset: &'a Dataset,
     batch_size: usize,
+    sampler_seed: Option<u64>,
     order: Option<Vec<i64>>,
     next: usize,
 }
 
 impl Batches<'_> {
+    /// The `RandomSampler` seed of this pass (`None` when not shuffled).
+    pub fn sampler_seed(&self) -> Option<u64> {
+        self.sampler_seed
+    }
+
     fn batch(&self, start: usize, len: usize) -> Result<Batch> {
         let d = self.dataset;
         match &self.order {

@@ -1,9 +1,10 @@
 //! PyTorch's quickstart `train` and `test` loops, printing the same lines.
-use crate::{DataLoader, Error, Result};
+use crate::metrics::{Accuracy, MeanLoss, Metric};
+use crate::trainer::{evaluate, forward};
+use crate::{DataLoader, Result};
 use kiln_losses::Loss;
 use kiln_optim::Optimizer;
 use kiln_tensor::nn::ModuleT;
-use kiln_tensor::{Kind, Tensor};
 use std::io::Write;
 
 /// What one training pass did.
@@ -24,19 +25,15 @@ pub struct TestSummary {
     pub avg_loss: f64,
 }
 
-/// Runs `model` without letting a libtorch panic escape as a crash.
-fn forward(model: &dyn ModuleT, inputs: &Tensor, train: bool) -> Result<Tensor> {
-    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        model.forward_t(inputs, train)
-    }))
-    .map_err(|payload| {
-        let text = payload
-            .downcast_ref::<String>()
-            .map(String::as_str)
-            .or_else(|| payload.downcast_ref::<&str>().copied())
-            .unwrap_or("the model panicked");
-        Error::Model(text.lines().next().unwrap_or(text).to_string())
-    })
+/// The tutorial's progress line: `loss: {loss:>7f}  [{current:>5d}/{size:>5d}]`.
+pub fn loss_line(loss: f64, current: usize, size: usize) -> String {
+    format!("loss: {loss:>7.6}  [{current:>5}/{size:>5}]")
+}
+
+/// The tutorial's evaluation block (Python's `print` adds the final newline):
+/// `Test Error: \n Accuracy: {(100*correct):>0.1f}%, Avg loss: {test_loss:>8f} \n`.
+pub fn test_report(accuracy: f64, avg_loss: f64) -> String {
+    format!("Test Error: \n Accuracy: {:>0.1}%, Avg loss: {avg_loss:>8.6} \n", 100.0 * accuracy)
 }
 
 /// One epoch of training, as the tutorial's `train(dataloader, model, loss_fn, optimizer)`:
@@ -66,7 +63,7 @@ pub fn train(
         if batch_index % 100 == 0 {
             let value = loss.f_double_value(&[])?;
             let current = batch_index * batch.len();
-            writeln!(out, "loss: {value:>7.6}  [{current:>5}/{size:>5}]")?;
+            writeln!(out, "{}", loss_line(value, current, size))?;
             summary.last_loss = value;
         }
     }
@@ -82,39 +79,10 @@ pub fn test(
     loss_fn: &dyn Loss,
     out: &mut dyn Write,
 ) -> Result<TestSummary> {
-    let size = loader.dataset().len();
-    let num_batches = loader.len();
-    let (mut test_loss, mut correct) = (0f64, 0f64);
-    kiln_tensor::tch::no_grad(|| -> Result<()> {
-        for batch in loader.iter()? {
-            let batch = batch?;
-            let pred = forward(model, &batch.inputs, false)?;
-            test_loss += loss_fn
-                .forward(&pred, &batch.targets)?
-                .f_double_value(&[])?;
-            let hits = pred
-                .f_argmax(1, false)?
-                .f_eq_tensor(&batch.targets)?
-                .f_to_kind(Kind::Float)?;
-            correct += hits.f_sum(Kind::Float)?.f_double_value(&[])?;
-        }
-        Ok(())
-    })?;
-    // Python divides by zero here; report NaN instead of crashing.
-    let avg_loss = if num_batches == 0 {
-        f64::NAN
-    } else {
-        test_loss / num_batches as f64
-    };
-    let accuracy = if size == 0 {
-        f64::NAN
-    } else {
-        correct / size as f64
-    };
-    writeln!(
-        out,
-        "Test Error: \n Accuracy: {:>0.1}%, Avg loss: {avg_loss:>8.6} \n",
-        100.0 * accuracy
-    )?;
+    let mut metrics: [Box<dyn Metric>; 2] = [Box::new(MeanLoss::default()), Box::new(Accuracy::default())];
+    evaluate(loader, model, loss_fn, &mut metrics, None)?;
+    // An empty loader gives NaN where Python would divide by zero.
+    let (avg_loss, accuracy) = (metrics[0].value(), metrics[1].value());
+    writeln!(out, "{}", test_report(accuracy, avg_loss))?;
     Ok(TestSummary { accuracy, avg_loss })
 }

@@ -65,3 +65,100 @@ mod tests {
         assert_eq!(got, names);
     }
 }
+
+/// Every variable of `vs` (trainable or not) by name, in creation order for
+/// trainable ones and then by name: PyTorch's `model.state_dict()` content.
+pub fn state_dict(vs: &VarStore) -> Result<Vec<(String, Tensor)>> {
+    let mut out: Vec<(String, Tensor)> =
+        named_parameters(vs)?.into_iter().map(|p| (p.name, p.tensor)).collect();
+    let mut rest: Vec<(String, Tensor)> = vs
+        .variables()
+        .into_iter()
+        .filter(|(name, _)| !out.iter().any(|(n, _)| n == name))
+        .collect();
+    rest.sort_by(|a, b| a.0.cmp(&b.0));
+    out.extend(rest);
+    Ok(out)
+}
+
+/// `model.load_state_dict(tensors, strict=True)`: copies each tensor into the
+/// variable of the same name, converting dtype and device. Every missing or
+/// unexpected key and every shape mismatch is reported, in PyTorch's words.
+pub fn load_state_dict(vs: &VarStore, tensors: &[(String, Tensor)]) -> Result<()> {
+    let vars = vs.variables();
+    let mut missing: Vec<&str> = vars
+        .keys()
+        .filter(|name| !tensors.iter().any(|(n, _)| n == *name))
+        .map(String::as_str)
+        .collect();
+    missing.sort_unstable();
+    let unexpected: Vec<&str> = tensors
+        .iter()
+        .filter(|(n, _)| !vars.contains_key(n))
+        .map(|(n, _)| n.as_str())
+        .collect();
+    let mut problems = Vec::new();
+    let quote = |names: &[&str]| names.iter().map(|n| format!("\"{n}\"")).collect::<Vec<_>>().join(", ");
+    if !missing.is_empty() {
+        problems.push(format!("Missing key(s) in state_dict: {}.", quote(&missing)));
+    }
+    if !unexpected.is_empty() {
+        problems.push(format!("Unexpected key(s) in state_dict: {}.", quote(&unexpected)));
+    }
+    for (name, src) in tensors {
+        if let Some(dst) = vars.get(name) {
+            if dst.size() != src.size() {
+                problems.push(format!(
+                    "size mismatch for {name}: copying a param with shape {:?} from checkpoint, the shape in current model is {:?}.",
+                    src.size(),
+                    dst.size()
+                ));
+            }
+        }
+    }
+    if !problems.is_empty() {
+        return Err(Error::InvalidArgument(format!(
+            "Error(s) in loading state_dict: {}",
+            problems.join(" ")
+        )));
+    }
+    tch::no_grad(|| -> Result<()> {
+        for (name, src) in tensors {
+            if let Some(dst) = vars.get(name) {
+                let mut dst = dst.shallow_clone();
+                dst.f_copy_(&src.f_to_kind(dst.kind())?.f_to(dst.device())?)?;
+            }
+        }
+        Ok(())
+    })
+}
+
+#[cfg(test)]
+mod state_dict_tests {
+    use super::*;
+    use tch::nn::Init;
+
+    #[test]
+    fn round_trip_and_pytorch_style_errors() {
+        let vs = VarStore::new(tch::Device::Cpu);
+        let root = vs.root();
+        assert!(root.f_var("w", &[2, 3], Init::Const(1.5)).is_ok());
+        assert!(root.f_var("b", &[3], Init::Const(-1.0)).is_ok());
+        let saved = state_dict(&vs).unwrap_or_default();
+        let names: Vec<&str> = saved.iter().map(|(n, _)| n.as_str()).collect();
+        assert_eq!(names, ["w", "b"]);
+        let other = VarStore::new(tch::Device::Cpu);
+        assert!(other.root().f_var("w", &[2, 3], Init::Const(0.0)).is_ok());
+        assert!(other.root().f_var("b", &[3], Init::Const(0.0)).is_ok());
+        assert!(load_state_dict(&other, &saved).is_ok());
+        assert_eq!(other.variables()["w"].double_value(&[1, 2]), 1.5);
+        let bad = vec![
+            ("w".to_string(), Tensor::zeros([3, 3], (tch::Kind::Float, tch::Device::Cpu))),
+            ("extra".to_string(), Tensor::zeros([1], (tch::Kind::Float, tch::Device::Cpu))),
+        ];
+        let msg = load_state_dict(&other, &bad).err().map(|e| e.to_string()).unwrap_or_default();
+        assert!(msg.contains("Missing key(s) in state_dict: \"b\"."), "{msg}");
+        assert!(msg.contains("Unexpected key(s) in state_dict: \"extra\"."), "{msg}");
+        assert!(msg.contains("size mismatch for w: copying a param with shape [3, 3]"), "{msg}");
+    }
+}

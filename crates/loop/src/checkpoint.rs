@@ -1,0 +1,285 @@
+//! Checkpoints that survive a crash at any moment.
+//!
+//! A checkpoint is a directory `RUN/checkpoints/step-000000123/` holding
+//! `model.safetensors` (names as PyTorch's `state_dict()` gives them, so
+//! `torch` loads it with `safetensors.torch.load_file` + `load_state_dict`),
+//! `optimizer.safetensors` + `optimizer.json`, `rng.safetensors` (libtorch's
+//! CPU and CUDA generator states), `state.json` (loop counters, the data
+//! order cursor, scheduler and trainer state, the run config) and, written
+//! last, `manifest.json` with every file's size and FNV-1a checksum.
+//! Everything is first written into a hidden temporary directory and then
+//! renamed into place, so a checkpoint either exists whole or not at all; a
+//! directory whose manifest is missing or does not match is skipped on
+//! resume with a warning.
+use crate::{Error, Result};
+use kiln_optim::OptimizerState;
+use kiln_tensor::{Device, Tensor};
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+
+/// Where the training loop stood when the checkpoint was taken.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Progress {
+    /// The epoch to continue (1-based).
+    pub epoch: usize,
+    /// The next batch of that epoch to train on (0 = the epoch has not started).
+    pub batch: usize,
+    /// Optimizer steps taken so far.
+    pub step: usize,
+    /// The `RandomSampler` seed of the epoch in progress, when it is shuffled
+    /// and has started: resuming rebuilds the same order without drawing.
+    pub sampler_seed: Option<u64>,
+}
+
+/// Everything needed to continue a run exactly.
+#[derive(Debug)]
+pub struct Checkpoint {
+    /// The model's state dict, by name.
+    pub model: Vec<(String, Tensor)>,
+    /// The optimizer's state.
+    pub optimizer: OptimizerState,
+    /// libtorch's CPU generator state.
+    pub rng_cpu: Tensor,
+    /// Each CUDA device's generator state, by device index.
+    pub rng_cuda: Vec<Tensor>,
+    /// Loop counters and the data cursor.
+    pub progress: Progress,
+    /// Trainer state (early stopping, best metric, scheduler…), as JSON.
+    pub trainer: serde_json::Value,
+    /// The configuration the run was started with.
+    pub config: serde_json::Value,
+}
+
+#[derive(Serialize, Deserialize)]
+struct StateFile {
+    format: u32,
+    progress: Progress,
+    trainer: serde_json::Value,
+    config: serde_json::Value,
+}
+
+#[derive(Serialize, Deserialize)]
+struct ManifestEntry {
+    file: String,
+    bytes: u64,
+    fnv1a64: String,
+}
+
+const FORMAT: u32 = 1;
+const MANIFEST: &str = "manifest.json";
+
+/// FNV-1a, 64 bit: detects torn and corrupted files (not an adversary).
+fn fnv1a64(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, &b| (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3))
+}
+
+fn io_error(path: &Path, err: impl std::fmt::Display) -> Error {
+    Error::Data { path: path.to_path_buf(), message: err.to_string() }
+}
+
+fn cpu(tensors: &[(String, Tensor)]) -> Result<Vec<(String, Tensor)>> {
+    tensors
+        .iter()
+        .map(|(n, t)| Ok((n.clone(), t.f_to(Device::Cpu)?.f_contiguous()?)))
+        .collect()
+}
+
+fn write_tensors(path: &Path, tensors: &[(String, Tensor)]) -> Result<()> {
+    Tensor::write_safetensors(&cpu(tensors)?, path).map_err(|e| io_error(path, kiln_tensor::Error::from(e)))
+}
+
+fn read_tensors(path: &Path) -> Result<Vec<(String, Tensor)>> {
+    Tensor::read_safetensors(path).map_err(|e| io_error(path, kiln_tensor::Error::from(e)))
+}
+
+fn write_json(path: &Path, value: &impl Serialize) -> Result<()> {
+    let text = serde_json::to_string_pretty(value).map_err(|e| io_error(path, e))?;
+    std::fs::write(path, text).map_err(|e| io_error(path, e))
+}
+
+fn read_json<T: for<'de> Deserialize<'de>>(path: &Path) -> Result<T> {
+    let text = std::fs::read_to_string(path).map_err(|e| io_error(path, e))?;
+    serde_json::from_str(&text).map_err(|e| io_error(path, e))
+}
+
+/// The checkpoints directory of a run.
+pub fn checkpoints_dir(run_dir: &Path) -> PathBuf {
+    run_dir.join("checkpoints")
+}
+
+/// Writes `ckpt` as `RUN/checkpoints/step-{step:09}` atomically and returns its path.
+pub fn save(run_dir: &Path, ckpt: &Checkpoint) -> Result<PathBuf> {
+    let dir = checkpoints_dir(run_dir);
+    std::fs::create_dir_all(&dir).map_err(|e| io_error(&dir, e))?;
+    let name = format!("step-{:09}", ckpt.progress.step);
+    let tmp = dir.join(format!(".tmp-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&tmp);
+    std::fs::create_dir_all(&tmp).map_err(|e| io_error(&tmp, e))?;
+
+    write_tensors(&tmp.join("model.safetensors"), &ckpt.model)?;
+    write_tensors(&tmp.join("optimizer.safetensors"), &ckpt.optimizer.tensors)?;
+    write_json(&tmp.join("optimizer.json"), &ckpt.optimizer.scalars)?;
+    let mut rng = vec![("cpu".to_string(), ckpt.rng_cpu.shallow_clone())];
+    rng.extend(ckpt.rng_cuda.iter().enumerate().map(|(i, t)| (format!("cuda:{i}"), t.shallow_clone())));
+    write_tensors(&tmp.join("rng.safetensors"), &rng)?;
+    let state = StateFile {
+        format: FORMAT,
+        progress: ckpt.progress.clone(),
+        trainer: ckpt.trainer.clone(),
+        config: ckpt.config.clone(),
+    };
+    write_json(&tmp.join("state.json"), &state)?;
+
+    let mut manifest = Vec::new();
+    for file in ["model.safetensors", "optimizer.safetensors", "optimizer.json", "rng.safetensors", "state.json"] {
+        let path = tmp.join(file);
+        let bytes = std::fs::read(&path).map_err(|e| io_error(&path, e))?;
+        manifest.push(ManifestEntry { file: file.into(), bytes: bytes.len() as u64, fnv1a64: format!("{:016x}", fnv1a64(&bytes)) });
+        sync(&path)?;
+    }
+    let manifest_path = tmp.join(MANIFEST);
+    write_json(&manifest_path, &manifest)?;
+    sync(&manifest_path)?;
+
+    let target = dir.join(&name);
+    if target.exists() {
+        // Same step written again (e.g. after a resume): replace it whole.
+        let old = dir.join(format!(".old-{name}-{}", std::process::id()));
+        std::fs::rename(&target, &old).map_err(|e| io_error(&target, e))?;
+        std::fs::rename(&tmp, &target).map_err(|e| io_error(&target, e))?;
+        let _ = std::fs::remove_dir_all(&old);
+    } else {
+        std::fs::rename(&tmp, &target).map_err(|e| io_error(&target, e))?;
+    }
+    sync(&dir)?;
+    Ok(target)
+}
+
+fn sync(path: &Path) -> Result<()> {
+    std::fs::File::open(path).and_then(|f| f.sync_all()).map_err(|e| io_error(path, e))
+}
+
+/// Checks a checkpoint directory against its manifest.
+pub fn verify(dir: &Path) -> Result<()> {
+    let manifest: Vec<ManifestEntry> = read_json(&dir.join(MANIFEST))?;
+    for entry in manifest {
+        let path = dir.join(&entry.file);
+        let bytes = std::fs::read(&path).map_err(|e| io_error(&path, e))?;
+        let sum = format!("{:016x}", fnv1a64(&bytes));
+        if bytes.len() as u64 != entry.bytes || sum != entry.fnv1a64 {
+            return Err(io_error(
+                &path,
+                format!("checksum mismatch ({} bytes, fnv1a64 {sum}; manifest says {} bytes, {})", bytes.len(), entry.bytes, entry.fnv1a64),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Loads and verifies the checkpoint in `dir`.
+pub fn load(dir: &Path) -> Result<Checkpoint> {
+    verify(dir)?;
+    let state: StateFile = read_json(&dir.join("state.json"))?;
+    if state.format != FORMAT {
+        return Err(io_error(dir, format!("checkpoint format {} is not supported (this kiln reads {FORMAT})", state.format)));
+    }
+    let mut rng = read_tensors(&dir.join("rng.safetensors"))?;
+    let cpu_at = rng
+        .iter()
+        .position(|(n, _)| n == "cpu")
+        .ok_or_else(|| io_error(&dir.join("rng.safetensors"), "no CPU generator state"))?;
+    let rng_cpu = rng.remove(cpu_at).1;
+    rng.sort_by(|a, b| a.0.cmp(&b.0));
+    Ok(Checkpoint {
+        model: read_tensors(&dir.join("model.safetensors"))?,
+        optimizer: OptimizerState {
+            tensors: read_tensors(&dir.join("optimizer.safetensors"))?,
+            scalars: read_json(&dir.join("optimizer.json"))?,
+        },
+        rng_cpu,
+        rng_cuda: rng.into_iter().map(|(_, t)| t).collect(),
+        progress: state.progress,
+        trainer: state.trainer,
+        config: state.config,
+    })
+}
+
+/// The checkpoint directories of a run, oldest first (by step).
+pub fn list(run_dir: &Path) -> Result<Vec<PathBuf>> {
+    let dir = checkpoints_dir(run_dir);
+    let entries = match std::fs::read_dir(&dir) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(io_error(&dir, e)),
+    };
+    let mut found: Vec<(usize, PathBuf)> = entries
+        .flatten()
+        .filter_map(|e| {
+            let name = e.file_name().into_string().ok()?;
+            let step = name.strip_prefix("step-")?.parse::<usize>().ok()?;
+            Some((step, e.path()))
+        })
+        .collect();
+    found.sort();
+    Ok(found.into_iter().map(|(_, p)| p).collect())
+}
+
+/// The newest checkpoint of a run that verifies, skipping (and reporting
+/// through `warn`) every newer one that does not.
+pub fn latest_valid(run_dir: &Path, warn: &mut dyn FnMut(String)) -> Result<Option<(PathBuf, Checkpoint)>> {
+    for dir in list(run_dir)?.into_iter().rev() {
+        match load(&dir) {
+            Ok(ckpt) => return Ok(Some((dir, ckpt))),
+            Err(err) => warn(format!("skipping checkpoint {}: {err}", dir.display())),
+        }
+    }
+    Ok(None)
+}
+
+/// Removes old checkpoints, keeping the newest `keep_last` and `keep` (the best one).
+pub fn prune(run_dir: &Path, keep_last: usize, keep: Option<&Path>) -> Result<()> {
+    let all = list(run_dir)?;
+    let cut = all.len().saturating_sub(keep_last);
+    for dir in all.iter().take(cut) {
+        if Some(dir.as_path()) != keep {
+            std::fs::remove_dir_all(dir).map_err(|e| io_error(dir, e))?;
+        }
+    }
+    // Leftovers of writes that were killed halfway.
+    if let Ok(entries) = std::fs::read_dir(checkpoints_dir(run_dir)) {
+        for e in entries.flatten() {
+            let name = e.file_name();
+            let name = name.to_string_lossy();
+            if name.starts_with(".tmp-") || name.starts_with(".old-") {
+                let _ = std::fs::remove_dir_all(e.path());
+            }
+        }
+    }
+    Ok(())
+}
+
+/// libtorch's generator states now (CPU, then each CUDA device).
+pub fn capture_rng() -> Result<(Tensor, Vec<Tensor>)> {
+    let cpu = kiln_tensor::rng::cpu_rng_state()?;
+    let cuda = (0..kiln_tensor::device::cuda_device_count())
+        .map(kiln_tensor::rng::cuda_rng_state)
+        .collect::<kiln_tensor::Result<Vec<_>>>()?;
+    Ok((cpu, cuda))
+}
+
+/// Restores generator states captured by [`capture_rng`].
+pub fn restore_rng(cpu: &Tensor, cuda: &[Tensor]) -> Result<()> {
+    kiln_tensor::rng::set_cpu_rng_state(cpu)?;
+    let devices = kiln_tensor::device::cuda_device_count();
+    for (i, state) in cuda.iter().enumerate().take(devices) {
+        kiln_tensor::rng::set_cuda_rng_state(i, state)?;
+    }
+    Ok(())
+}
+
+/// Loads a safetensors file of weights (e.g. saved by PyTorch with
+/// `safetensors.torch.save_file(model.state_dict(), path)`) into `vs`.
+pub fn load_weights(vs: &kiln_tensor::nn::VarStore, path: &Path) -> Result<()> {
+    let tensors = read_tensors(path)?;
+    kiln_tensor::params::load_state_dict(vs, &tensors).map_err(|e| io_error(path, e))
+}

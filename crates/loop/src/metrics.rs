@@ -1,0 +1,147 @@
+//! Evaluation metrics, accumulated over batches.
+use crate::Result;
+use kiln_tensor::{Kind, Tensor};
+
+/// A quantity accumulated over the batches of one evaluation pass.
+pub trait Metric {
+    /// Name used in logs and metric files (`accuracy`, `top5_accuracy`).
+    fn name(&self) -> String;
+    /// Adds one batch: the model's output, the targets and the batch loss.
+    fn update(&mut self, pred: &Tensor, target: &Tensor, loss: f64) -> Result<()>;
+    /// The value over everything added since the last reset.
+    fn value(&self) -> f64;
+    /// Forgets everything added.
+    fn reset(&mut self);
+}
+
+/// Fraction of samples whose arg-max equals the label, accumulated as the
+/// tutorial does (`(pred.argmax(1) == y).type(torch.float).sum().item()`).
+#[derive(Debug, Default, Clone)]
+pub struct Accuracy {
+    correct: f64,
+    samples: usize,
+}
+
+impl Metric for Accuracy {
+    fn name(&self) -> String {
+        "accuracy".into()
+    }
+
+    fn update(&mut self, pred: &Tensor, target: &Tensor, _loss: f64) -> Result<()> {
+        let hits = pred.f_argmax(1, false)?.f_eq_tensor(target)?.f_to_kind(Kind::Float)?;
+        self.correct += hits.f_sum(Kind::Float)?.f_double_value(&[])?;
+        self.samples += target.size().first().map_or(0, |&n| n as usize);
+        Ok(())
+    }
+
+    fn value(&self) -> f64 {
+        if self.samples == 0 {
+            f64::NAN
+        } else {
+            self.correct / self.samples as f64
+        }
+    }
+
+    fn reset(&mut self) {
+        *self = Self::default();
+    }
+}
+
+/// Fraction of samples whose label is among the `k` largest outputs.
+#[derive(Debug, Clone)]
+pub struct TopK {
+    k: i64,
+    correct: f64,
+    samples: usize,
+}
+
+impl TopK {
+    /// Top-`k` accuracy.
+    pub fn new(k: usize) -> Self {
+        Self { k: k as i64, correct: 0.0, samples: 0 }
+    }
+}
+
+impl Metric for TopK {
+    fn name(&self) -> String {
+        format!("top{}_accuracy", self.k)
+    }
+
+    fn update(&mut self, pred: &Tensor, target: &Tensor, _loss: f64) -> Result<()> {
+        let classes = pred.size().last().copied().unwrap_or(0);
+        let (_, idx) = pred.f_topk(self.k.min(classes), 1, true, true)?;
+        let hits = idx.f_eq_tensor(&target.f_unsqueeze(1)?)?.f_any_dim(1, false)?;
+        self.correct += hits.f_to_kind(Kind::Float)?.f_sum(Kind::Float)?.f_double_value(&[])?;
+        self.samples += target.size().first().map_or(0, |&n| n as usize);
+        Ok(())
+    }
+
+    fn value(&self) -> f64 {
+        if self.samples == 0 {
+            f64::NAN
+        } else {
+            self.correct / self.samples as f64
+        }
+    }
+
+    fn reset(&mut self) {
+        self.correct = 0.0;
+        self.samples = 0;
+    }
+}
+
+/// Mean of the batch losses (the tutorial's `test_loss / num_batches`).
+#[derive(Debug, Default, Clone)]
+pub struct MeanLoss {
+    total: f64,
+    batches: usize,
+}
+
+impl Metric for MeanLoss {
+    fn name(&self) -> String {
+        "test_loss".into()
+    }
+
+    fn update(&mut self, _pred: &Tensor, _target: &Tensor, loss: f64) -> Result<()> {
+        self.total += loss;
+        self.batches += 1;
+        Ok(())
+    }
+
+    fn value(&self) -> f64 {
+        if self.batches == 0 {
+            f64::NAN
+        } else {
+            self.total / self.batches as f64
+        }
+    }
+
+    fn reset(&mut self) {
+        *self = Self::default();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn accuracy_topk_and_mean_loss() -> anyhow::Result<()> {
+        let pred = Tensor::from_slice(&[0.1f32, 0.7, 0.2, 0.5, 0.3, 0.2, 0.2, 0.3, 0.5]).f_view([3, 3])?;
+        let target = Tensor::from_slice(&[1i64, 1, 0]);
+        let mut acc = Accuracy::default();
+        let mut top2 = TopK::new(2);
+        let mut mean = MeanLoss::default();
+        for m in [&mut acc as &mut dyn Metric, &mut top2, &mut mean] {
+            m.update(&pred, &target, 2.0)?;
+            m.update(&pred, &target, 4.0)?;
+        }
+        assert!((acc.value() - 1.0 / 3.0).abs() < 1e-12);
+        assert!((top2.value() - 2.0 / 3.0).abs() < 1e-12);
+        assert_eq!(mean.value(), 3.0);
+        assert_eq!(top2.name(), "top2_accuracy");
+        acc.reset();
+        assert!(acc.value().is_nan());
+        Ok(())
+    }
+}
