@@ -405,7 +405,7 @@ pub struct MultiLabelMarginConfig {
 ///
 /// `l_n = Σ_{j ∈ targets(n)} Σ_{i ∉ targets(n)} max(0, 1 - (x_{n,j} - x_{n,i})) / C`,
 /// where `targets(n)` are the indices of row n of the int64 target up to its
-/// first negative value. Input `[C]` or `[N, C]`; target of the same shape.
+/// first -1 (every value must lie in [-1, C), as libtorch checks). Input `[C]` or `[N, C]`; target of the same shape.
 /// Calls libtorch's `multilabel_margin_loss`.
 #[derive(Debug, Clone, Default)]
 pub struct MultiLabelMarginLoss {
@@ -469,20 +469,10 @@ impl Loss for MultiLabelMarginLoss {
                 ))
             }
         };
-        // Only the indices before a row's first negative value are read.
-        if target.numel() > 0 {
-            let rows = kernel(n, target.f_reshape([-1, dim]))?;
-            let neg = kernel(n, rows.f_lt(0))?;
-            let seen = kernel(n, neg.f_cumsum(1, Kind::Int64))?;
-            let active = kernel(n, seen.f_eq(0))?;
-            let big = kernel(n, rows.f_ge(dim))?;
-            let bad = kernel(n, active.f_logical_and(&big))?;
-            let bad_values = kernel(n, rows.f_masked_select(&bad))?;
-            if bad_values.numel() > 0 {
-                let v = kernel(n, bad_values.f_int64_value(&[0]))?;
-                return Err(invalid(n, format!("target {v} is out of range for {dim} classes")));
-            }
-        }
+        // libtorch requires every value in [-1, C) (a negative ends a row's labels).
+        util::check_range(n, target, -1, dim, None, |v| {
+            format!("target {v} is out of range for {dim} classes (values must be in [-1, {dim}))")
+        })?;
         kernel(n, input.f_multilabel_margin_loss(target, self.cfg.reduction.into()))
     }
 

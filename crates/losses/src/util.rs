@@ -20,6 +20,7 @@ pub(crate) fn shape(loss: &str, what: &str, t: &Tensor) -> Result<Vec<i64>> {
 
 /// The dtype of `t` (error for dtypes tch does not know).
 pub(crate) fn kind(loss: &str, what: &str, t: &Tensor) -> Result<Kind> {
+    shape(loss, what, t)?;
     t.f_kind().map_err(|_| invalid(loss, format!("{what} has a dtype kiln does not support")))
 }
 
