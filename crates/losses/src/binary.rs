@@ -16,7 +16,11 @@ fn check_unit_interval(loss: &str, what: &str, t: &Tensor) -> Result<()> {
     let min = kernel(loss, min.f_double_value(&[]))?;
     let max = kernel(loss, max.f_double_value(&[]))?;
     if !(min >= 0.0 && max <= 1.0) {
-        let bad = if min.is_nan() || max.is_nan() || min < 0.0 { min } else { max };
+        let bad = if min.is_nan() || max.is_nan() || min < 0.0 {
+            min
+        } else {
+            max
+        };
         let bad = if max.is_nan() { max } else { bad };
         return Err(invalid(
             loss,
@@ -72,7 +76,11 @@ impl Loss for BceLoss {
         if ts != s {
             return Err(invalid(
                 n,
-                format!("input {} and target {} must have the same size", fmt(&s), fmt(&ts)),
+                format!(
+                    "input {} and target {} must have the same size",
+                    fmt(&s),
+                    fmt(&ts)
+                ),
             ));
         }
         check_unit_interval(n, "input", input)?;
@@ -85,14 +93,22 @@ impl Loss for BceLoss {
                 if b != ts {
                     return Err(invalid(
                         n,
-                        format!("weight {} broadcast with target {} gives {}, not the target's shape", fmt(&ws), fmt(&ts), fmt(&b)),
+                        format!(
+                            "weight {} broadcast with target {} gives {}, not the target's shape",
+                            fmt(&ws),
+                            fmt(&ts),
+                            fmt(&b)
+                        ),
                     ));
                 }
                 let wt = util::tensor_like(n, w, input)?;
                 Some(kernel(n, wt.f_expand(b.as_slice(), false))?)
             }
         };
-        kernel(n, input.f_binary_cross_entropy(target, weight, self.cfg.reduction.into()))
+        kernel(
+            n,
+            input.f_binary_cross_entropy(target, weight, self.cfg.reduction.into()),
+        )
     }
     fn name(&self) -> &str {
         Self::NAME
@@ -150,11 +166,18 @@ impl Loss for BceWithLogitsLoss {
         if ts != s {
             return Err(invalid(
                 n,
-                format!("input {} and target {} must have the same size", fmt(&s), fmt(&ts)),
+                format!(
+                    "input {} and target {} must have the same size",
+                    fmt(&s),
+                    fmt(&ts)
+                ),
             ));
         }
         let mut tensors = Vec::new();
-        for (what, w) in [("weight", &self.cfg.weight), ("pos_weight", &self.cfg.pos_weight)] {
+        for (what, w) in [
+            ("weight", &self.cfg.weight),
+            ("pos_weight", &self.cfg.pos_weight),
+        ] {
             tensors.push(match w {
                 None => None,
                 Some(w) => {
@@ -209,7 +232,9 @@ impl SoftMarginLoss {
     }
     /// Reads `reduction` from a spec.
     pub fn from_spec(spec: &mut Spec) -> Result<Self> {
-        Self::new(SoftMarginConfig { reduction: util::spec_reduction(spec, Self::NAME)?.unwrap_or_default() })
+        Self::new(SoftMarginConfig {
+            reduction: util::spec_reduction(spec, Self::NAME)?.unwrap_or_default(),
+        })
     }
 }
 
@@ -219,7 +244,10 @@ impl Loss for SoftMarginLoss {
         let s = util::float(n, "input", input)?;
         let ts = util::shape(n, "target", target)?;
         util::check_broadcast(n, "input", &s, "target", &ts)?;
-        kernel(n, input.f_soft_margin_loss(target, self.cfg.reduction.into()))
+        kernel(
+            n,
+            input.f_soft_margin_loss(target, self.cfg.reduction.into()),
+        )
     }
     fn name(&self) -> &str {
         Self::NAME
@@ -239,7 +267,10 @@ pub struct HingeEmbeddingConfig {
 
 impl Default for HingeEmbeddingConfig {
     fn default() -> Self {
-        Self { margin: 1.0, reduction: Reduction::Mean }
+        Self {
+            margin: 1.0,
+            reduction: Reduction::Mean,
+        }
     }
 }
 
@@ -277,10 +308,12 @@ impl Loss for HingeEmbeddingLoss {
         let s = util::float(n, "input", input)?;
         let ts = util::shape(n, "target", target)?;
         util::check_broadcast(n, "input", &s, "target", &ts)?;
-        kernel(n, input.f_hinge_embedding_loss(target, self.cfg.margin, self.cfg.reduction.into()))
+        kernel(
+            n,
+            input.f_hinge_embedding_loss(target, self.cfg.margin, self.cfg.reduction.into()),
+        )
     }
     fn name(&self) -> &str {
         Self::NAME
     }
 }
-

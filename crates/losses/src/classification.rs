@@ -10,16 +10,14 @@ use kiln_tensor::{Kind, Tensor};
 /// Checks a class-index target against an input of shape `s` (`[C]`,
 /// `[N, C]` or `[N, C, d1, ...]`) as `nll_loss_nd` does, then checks that
 /// every index is in `[0, C)` or equals `ignore`. Returns `C`.
-fn check_class_target(
-    loss: &str,
-    s: &[i64],
-    target: &Tensor,
-    ignore: Option<i64>,
-) -> Result<i64> {
+fn check_class_target(loss: &str, s: &[i64], target: &Tensor, ignore: Option<i64>) -> Result<i64> {
     let ts = util::class_indices(loss, "target", target)?;
     let (c, expected) = match s {
         [] => {
-            return Err(invalid(loss, "input [] must have at least 1 dimension (the classes)"));
+            return Err(invalid(
+                loss,
+                "input [] must have at least 1 dimension (the classes)",
+            ));
         }
         [c] => (*c, Vec::new()),
         [n, c, rest @ ..] => {
@@ -93,7 +91,12 @@ pub struct CrossEntropyConfig {
 
 impl Default for CrossEntropyConfig {
     fn default() -> Self {
-        Self { weight: None, ignore_index: -100, reduction: Reduction::Mean, label_smoothing: 0.0 }
+        Self {
+            weight: None,
+            ignore_index: -100,
+            reduction: Reduction::Mean,
+            label_smoothing: 0.0,
+        }
     }
 }
 
@@ -123,7 +126,10 @@ impl CrossEntropyLoss {
         if !(0.0..=1.0).contains(&cfg.label_smoothing) {
             return Err(invalid(
                 Self::NAME,
-                format!("label_smoothing must be between 0.0 and 1.0, got {}", cfg.label_smoothing),
+                format!(
+                    "label_smoothing must be between 0.0 and 1.0, got {}",
+                    cfg.label_smoothing
+                ),
             ));
         }
         Ok(Self { cfg })
@@ -173,7 +179,12 @@ impl Loss for CrossEntropyLoss {
                 ));
             }
             match s.as_slice() {
-                [] => return Err(invalid(n, "input [] must have at least 1 dimension (the classes)")),
+                [] => {
+                    return Err(invalid(
+                        n,
+                        "input [] must have at least 1 dimension (the classes)",
+                    ))
+                }
                 [c] => *c,
                 [_, c, ..] => *c,
             }
@@ -214,7 +225,11 @@ pub struct NllConfig {
 
 impl Default for NllConfig {
     fn default() -> Self {
-        Self { weight: None, ignore_index: -100, reduction: Reduction::Mean }
+        Self {
+            weight: None,
+            ignore_index: -100,
+            reduction: Reduction::Mean,
+        }
     }
 }
 
@@ -262,7 +277,12 @@ impl Loss for NllLoss {
         let weight = weight_tensor(n, self.cfg.weight.as_ref(), input)?;
         kernel(
             n,
-            input.f_nll_loss_nd(target, weight, self.cfg.reduction.into(), self.cfg.ignore_index),
+            input.f_nll_loss_nd(
+                target,
+                weight,
+                self.cfg.reduction.into(),
+                self.cfg.ignore_index,
+            ),
         )
     }
 
@@ -288,7 +308,12 @@ pub struct MultiMarginConfig {
 
 impl Default for MultiMarginConfig {
     fn default() -> Self {
-        Self { p: 1, margin: 1.0, weight: None, reduction: Reduction::Mean }
+        Self {
+            p: 1,
+            margin: 1.0,
+            weight: None,
+            reduction: Reduction::Mean,
+        }
     }
 }
 
@@ -314,7 +339,10 @@ impl MultiMarginLoss {
     /// Validates `p` ∈ {1, 2}.
     pub fn new(cfg: MultiMarginConfig) -> Result<Self> {
         if cfg.p != 1 && cfg.p != 2 {
-            return Err(invalid(Self::NAME, format!("only p == 1 and p == 2 are supported, got p={}", cfg.p)));
+            return Err(invalid(
+                Self::NAME,
+                format!("only p == 1 and p == 2 are supported, got p={}", cfg.p),
+            ));
         }
         Ok(Self { cfg })
     }
@@ -343,7 +371,13 @@ impl Loss for MultiMarginLoss {
         let ts = util::shape(n, "target", target)?;
         let tk = util::kind(n, "target", target)?;
         if tk != Kind::Int64 {
-            return Err(invalid(n, format!("target {} must hold int64 class indices, got {tk:?}", fmt(&ts))));
+            return Err(invalid(
+                n,
+                format!(
+                    "target {} must hold int64 class indices, got {tk:?}",
+                    fmt(&ts)
+                ),
+            ));
         }
         let (nframe, dim) = match s.as_slice() {
             [] => (1, 1),
@@ -352,18 +386,27 @@ impl Loss for MultiMarginLoss {
             _ => {
                 return Err(invalid(
                     n,
-                    format!("input {} must be a non-empty vector [C] or matrix [N, C] (C > 0)", fmt(&s)),
+                    format!(
+                        "input {} must be a non-empty vector [C] or matrix [N, C] (C > 0)",
+                        fmt(&s)
+                    ),
                 ))
             }
         };
         if ts.len() > 1 || target.numel() as i64 != nframe {
             return Err(invalid(
                 n,
-                format!("input {} needs a target of {nframe} class indices ([{nframe}] or []), got {}", fmt(&s), fmt(&ts)),
+                format!(
+                    "input {} needs a target of {nframe} class indices ([{nframe}] or []), got {}",
+                    fmt(&s),
+                    fmt(&ts)
+                ),
             ));
         }
         check_weight(n, self.cfg.weight.as_ref(), dim, &s)?;
-        util::check_range(n, target, 0, dim, None, |v| format!("target {v} is out of range for {dim} classes"))?;
+        util::check_range(n, target, 0, dim, None, |v| {
+            format!("target {v} is out of range for {dim} classes")
+        })?;
 
         let x = kernel(n, input.f_reshape([nframe, dim]))?;
         let t = kernel(n, target.f_reshape([nframe, 1]))?;
@@ -381,9 +424,16 @@ impl Loss for MultiMarginLoss {
         let is_target = kernel(n, kernel(n, t.f_one_hot(dim))?.f_to_kind(Kind::Bool))?;
         let is_target = kernel(n, is_target.f_reshape([nframe, dim]))?;
         let h = kernel(n, h.f_masked_fill(&is_target, 0.0))?;
-        let per = kernel(n, h.f_sum_dim_intlist([1i64].as_slice(), false, None::<Kind>))?;
+        let per = kernel(
+            n,
+            h.f_sum_dim_intlist([1i64].as_slice(), false, None::<Kind>),
+        )?;
         let per = kernel(n, per.f_div_scalar(dim))?;
-        let per = if ts.is_empty() { kernel(n, per.f_reshape([0i64; 0].as_slice()))? } else { per };
+        let per = if ts.is_empty() {
+            kernel(n, per.f_reshape([0i64; 0].as_slice()))?
+        } else {
+            per
+        };
         util::reduce(n, per, self.cfg.reduction)
     }
 
@@ -441,31 +491,57 @@ impl Loss for MultiLabelMarginLoss {
         let ts = util::shape(n, "target", target)?;
         let tk = util::kind(n, "target", target)?;
         if tk != Kind::Int64 {
-            return Err(invalid(n, format!("target {} must hold int64 class indices, got {tk:?}", fmt(&ts))));
+            return Err(invalid(
+                n,
+                format!(
+                    "target {} must hold int64 class indices, got {tk:?}",
+                    fmt(&ts)
+                ),
+            ));
         }
         let dim = match s.as_slice() {
             [] => {
                 if ts.len() > 1 || target.numel() != 1 {
-                    return Err(invalid(n, format!("input [] needs a target of 1 index, got {}", fmt(&ts))));
+                    return Err(invalid(
+                        n,
+                        format!("input [] needs a target of 1 index, got {}", fmt(&ts)),
+                    ));
                 }
                 1
             }
             [c] if *c != 0 => {
                 if ts.len() > 1 || target.numel() as i64 != *c {
-                    return Err(invalid(n, format!("input {} needs a target of the same shape, got {}", fmt(&s), fmt(&ts))));
+                    return Err(invalid(
+                        n,
+                        format!(
+                            "input {} needs a target of the same shape, got {}",
+                            fmt(&s),
+                            fmt(&ts)
+                        ),
+                    ));
                 }
                 *c
             }
             [_, c] if *c != 0 => {
                 if ts != s {
-                    return Err(invalid(n, format!("input {} needs a target of the same shape, got {}", fmt(&s), fmt(&ts))));
+                    return Err(invalid(
+                        n,
+                        format!(
+                            "input {} needs a target of the same shape, got {}",
+                            fmt(&s),
+                            fmt(&ts)
+                        ),
+                    ));
                 }
                 *c
             }
             _ => {
                 return Err(invalid(
                     n,
-                    format!("input {} must be a non-empty vector [C] or matrix [N, C] (C > 0)", fmt(&s)),
+                    format!(
+                        "input {} must be a non-empty vector [C] or matrix [N, C] (C > 0)",
+                        fmt(&s)
+                    ),
                 ))
             }
         };
@@ -473,7 +549,10 @@ impl Loss for MultiLabelMarginLoss {
         util::check_range(n, target, -1, dim, None, |v| {
             format!("target {v} is out of range for {dim} classes (values must be in [-1, {dim}))")
         })?;
-        kernel(n, input.f_multilabel_margin_loss(target, self.cfg.reduction.into()))
+        kernel(
+            n,
+            input.f_multilabel_margin_loss(target, self.cfg.reduction.into()),
+        )
     }
 
     fn name(&self) -> &str {
@@ -530,7 +609,10 @@ impl Loss for MultiLabelSoftMarginLoss {
         let s = util::float(n, "input", input)?;
         let ts = util::shape(n, "target", target)?;
         let Some(&c) = s.last() else {
-            return Err(invalid(n, "input [] must have at least 1 dimension (the classes)"));
+            return Err(invalid(
+                n,
+                "input [] must have at least 1 dimension (the classes)",
+            ));
         };
         let b = util::check_broadcast(n, "input", &s, "target", &ts)?;
         let a = kernel(n, target.f_mul(&kernel(n, input.f_log_sigmoid())?))?;
@@ -542,7 +624,10 @@ impl Loss for MultiLabelSoftMarginLoss {
             loss = kernel(n, loss.f_mul(&util::tensor_like(n, w, input)?))?;
         }
         let last = s.len() as i64 - 1;
-        let loss = kernel(n, loss.f_sum_dim_intlist([last].as_slice(), false, None::<Kind>))?;
+        let loss = kernel(
+            n,
+            loss.f_sum_dim_intlist([last].as_slice(), false, None::<Kind>),
+        )?;
         let loss = kernel(n, loss.f_div_scalar(c))?;
         util::reduce(n, loss, self.cfg.reduction)
     }
@@ -551,4 +636,3 @@ impl Loss for MultiLabelSoftMarginLoss {
         Self::NAME
     }
 }
-

@@ -44,7 +44,10 @@ impl CtcLoss {
     /// Validates `blank >= 0` (its upper bound is checked against C in forward).
     pub fn new(cfg: CtcConfig) -> Result<Self> {
         if cfg.blank < 0 {
-            return Err(invalid(Self::NAME, format!("blank must be >= 0, got {}", cfg.blank)));
+            return Err(invalid(
+                Self::NAME,
+                format!("blank must be >= 0, got {}", cfg.blank),
+            ));
         }
         Ok(Self { cfg })
     }
@@ -67,7 +70,10 @@ impl CtcLoss {
         let ts = util::shape(n, "targets", targets)?;
         let tk = util::kind(n, "targets", targets)?;
         if !matches!(tk, Kind::Int64 | Kind::Int) {
-            return Err(invalid(n, format!("targets {} must be int64 or int32, got {tk:?}", fmt(&ts))));
+            return Err(invalid(
+                n,
+                format!("targets {} must be int64 or int32, got {tk:?}", fmt(&ts)),
+            ));
         }
         let (t_max, batch, c, batched) = match s.as_slice() {
             [t, b, c] => (*t, *b, *c, true),
@@ -75,14 +81,21 @@ impl CtcLoss {
             _ => {
                 return Err(invalid(
                     n,
-                    format!("log_probs {} must be [T, N, C] or [T, C] (unbatched)", fmt(&s)),
+                    format!(
+                        "log_probs {} must be [T, N, C] or [T, C] (unbatched)",
+                        fmt(&s)
+                    ),
                 ))
             }
         };
         if self.cfg.blank >= c {
             return Err(invalid(
                 n,
-                format!("blank {} is out of range for log_probs {} with {c} classes", self.cfg.blank, fmt(&s)),
+                format!(
+                    "blank {} is out of range for log_probs {} with {c} classes",
+                    self.cfg.blank,
+                    fmt(&s)
+                ),
             ));
         }
         if il.len() as i64 != batch || tl.len() as i64 != batch {
@@ -99,7 +112,10 @@ impl CtcLoss {
         if let Some(v) = il.iter().find(|&&v| v < 0 || v > t_max) {
             return Err(invalid(
                 n,
-                format!("input length {v} is out of range for log_probs {} with T = {t_max}", fmt(&s)),
+                format!(
+                    "input length {v} is out of range for log_probs {} with T = {t_max}",
+                    fmt(&s)
+                ),
             ));
         }
         if let Some(v) = tl.iter().find(|&&v| v < 0) {
@@ -128,7 +144,9 @@ impl CtcLoss {
                 ))
             }
         }
-        util::check_range(n, targets, 0, c, None, |v| format!("target {v} is out of range for {c} classes"))
+        util::check_range(n, targets, 0, c, None, |v| {
+            format!("target {v} is out of range for {c} classes")
+        })
     }
 
     /// `CTCLoss()(log_probs, targets, input_lengths, target_lengths)` with
@@ -186,7 +204,10 @@ fn check_padded(ts: &[i64], tl: &[i64], len: i64) -> Result<()> {
     if let Some(v) = tl.iter().find(|&&v| v > len) {
         return Err(invalid(
             CtcLoss::NAME,
-            format!("target length {v} is longer than the padded targets {}", fmt(ts)),
+            format!(
+                "target length {v} is longer than the padded targets {}",
+                fmt(ts)
+            ),
         ));
     }
     Ok(())
@@ -197,9 +218,15 @@ fn lengths(t: &Tensor, what: &str) -> Result<Vec<i64>> {
     let s = util::shape(n, what, t)?;
     let k = util::kind(n, what, t)?;
     if util::is_float(k) || s.len() > 1 {
-        return Err(invalid(n, format!("{what} {} must be an integer tensor [N] or []", fmt(&s))));
+        return Err(invalid(
+            n,
+            format!("{what} {} must be an integer tensor [N] or []", fmt(&s)),
+        ));
     }
-    let flat = kernel(n, kernel(n, t.f_to_kind(Kind::Int64))?.f_to_device(Device::Cpu))?;
+    let flat = kernel(
+        n,
+        kernel(n, t.f_to_kind(Kind::Int64))?.f_to_device(Device::Cpu),
+    )?;
     let flat = kernel(n, flat.f_reshape([-1i64].as_slice()))?;
     kernel(n, Vec::<i64>::try_from(&flat))
 }
@@ -216,18 +243,28 @@ impl Loss for CtcLoss {
             _ => {
                 return Err(invalid(
                     n,
-                    format!("log_probs {} must be [T, N, C] or [T, C] (unbatched)", fmt(&s)),
+                    format!(
+                        "log_probs {} must be [T, N, C] or [T, C] (unbatched)",
+                        fmt(&s)
+                    ),
                 ))
             }
         };
         if ts.len() != s.len() - 1 {
             return Err(invalid(
                 n,
-                format!("targets {} must be blank-padded [N, S] ([S] unbatched) for log_probs {}", fmt(&ts), fmt(&s)),
+                format!(
+                    "targets {} must be blank-padded [N, S] ([S] unbatched) for log_probs {}",
+                    fmt(&ts),
+                    fmt(&s)
+                ),
             ));
         }
         let counts = kernel(n, target.f_ne(self.cfg.blank))?;
-        let counts = kernel(n, counts.f_sum_dim_intlist([-1i64].as_slice(), false, Kind::Int64))?;
+        let counts = kernel(
+            n,
+            counts.f_sum_dim_intlist([-1i64].as_slice(), false, Kind::Int64),
+        )?;
         let tl = lengths(&counts, "target_lengths")?;
         let il = vec![t_max; batch.max(0) as usize];
         self.forward_ctc(input, target, &il, &tl)

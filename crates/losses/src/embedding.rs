@@ -77,7 +77,13 @@ impl MarginRankingLoss {
         util::check_broadcast(n, "inputs", &ab, "target", &t)?;
         kernel(
             n,
-            Tensor::f_margin_ranking_loss(input1, input2, target, self.cfg.margin, self.cfg.reduction.into()),
+            Tensor::f_margin_ranking_loss(
+                input1,
+                input2,
+                target,
+                self.cfg.margin,
+                self.cfg.reduction.into(),
+            ),
         )
     }
 }
@@ -144,7 +150,11 @@ impl CosineEmbeddingLoss {
         if a != b {
             return Err(invalid(
                 n,
-                format!("input1 {} and input2 {} must have the same shape", fmt(&a), fmt(&b)),
+                format!(
+                    "input1 {} and input2 {} must have the same shape",
+                    fmt(&a),
+                    fmt(&b)
+                ),
             ));
         }
         let ok = match (t.as_slice(), a.as_slice()) {
@@ -164,7 +174,13 @@ impl CosineEmbeddingLoss {
         }
         kernel(
             n,
-            Tensor::f_cosine_embedding_loss(input1, input2, target, self.cfg.margin, self.cfg.reduction.into()),
+            Tensor::f_cosine_embedding_loss(
+                input1,
+                input2,
+                target,
+                self.cfg.margin,
+                self.cfg.reduction.into(),
+            ),
         )
     }
 }
@@ -228,7 +244,13 @@ pub struct TripletMarginConfig {
 
 impl Default for TripletMarginConfig {
     fn default() -> Self {
-        Self { margin: 1.0, p: 2.0, eps: 1e-6, swap: false, reduction: Reduction::Mean }
+        Self {
+            margin: 1.0,
+            p: 2.0,
+            eps: 1e-6,
+            swap: false,
+            reduction: Reduction::Mean,
+        }
     }
 }
 
@@ -249,7 +271,10 @@ impl TripletMarginLoss {
     /// Validates margin > 0.
     pub fn new(cfg: TripletMarginConfig) -> Result<Self> {
         if cfg.margin.is_nan() || cfg.margin <= 0.0 {
-            return Err(invalid(Self::NAME, format!("margin must be greater than 0, got {}", cfg.margin)));
+            return Err(invalid(
+                Self::NAME,
+                format!("margin must be greater than 0, got {}", cfg.margin),
+            ));
         }
         Ok(Self { cfg })
     }
@@ -270,13 +295,27 @@ impl TripletMarginLoss {
     }
 
     /// `TripletMarginLoss()(anchor, positive, negative)`.
-    pub fn forward3(&self, anchor: &Tensor, positive: &Tensor, negative: &Tensor) -> Result<Tensor> {
+    pub fn forward3(
+        &self,
+        anchor: &Tensor,
+        positive: &Tensor,
+        negative: &Tensor,
+    ) -> Result<Tensor> {
         let n = Self::NAME;
         check_triplet(n, anchor, positive, negative)?;
         let c = &self.cfg;
         kernel(
             n,
-            Tensor::f_triplet_margin_loss(anchor, positive, negative, c.margin, c.p, c.eps, c.swap, c.reduction.into()),
+            Tensor::f_triplet_margin_loss(
+                anchor,
+                positive,
+                negative,
+                c.margin,
+                c.p,
+                c.eps,
+                c.swap,
+                c.reduction.into(),
+            ),
         )
     }
 }
@@ -322,7 +361,9 @@ impl std::fmt::Debug for TripletDistance {
 impl TripletDistance {
     fn apply(&self, loss: &str, x: &Tensor, y: &Tensor) -> Result<Tensor> {
         match self {
-            TripletDistance::Pairwise => kernel(loss, Tensor::f_pairwise_distance(x, y, 2.0, 1e-6, false)),
+            TripletDistance::Pairwise => {
+                kernel(loss, Tensor::f_pairwise_distance(x, y, 2.0, 1e-6, false))
+            }
             TripletDistance::Cosine => {
                 let cos = kernel(loss, Tensor::f_cosine_similarity(x, y, 1, 1e-8))?;
                 kernel(loss, cos.f_rsub_scalar(1.0))
@@ -348,7 +389,12 @@ pub struct TripletMarginWithDistanceConfig {
 
 impl Default for TripletMarginWithDistanceConfig {
     fn default() -> Self {
-        Self { distance: TripletDistance::Pairwise, margin: 1.0, swap: false, reduction: Reduction::Mean }
+        Self {
+            distance: TripletDistance::Pairwise,
+            margin: 1.0,
+            swap: false,
+            reduction: Reduction::Mean,
+        }
     }
 }
 
@@ -370,7 +416,10 @@ impl TripletMarginWithDistanceLoss {
     /// Validates margin > 0.
     pub fn new(cfg: TripletMarginWithDistanceConfig) -> Result<Self> {
         if cfg.margin.is_nan() || cfg.margin <= 0.0 {
-            return Err(invalid(Self::NAME, format!("margin must be greater than 0, got {}", cfg.margin)));
+            return Err(invalid(
+                Self::NAME,
+                format!("margin must be greater than 0, got {}", cfg.margin),
+            ));
         }
         Ok(Self { cfg })
     }
@@ -394,7 +443,12 @@ impl TripletMarginWithDistanceLoss {
     }
 
     /// `TripletMarginWithDistanceLoss(...)(anchor, positive, negative)`.
-    pub fn forward3(&self, anchor: &Tensor, positive: &Tensor, negative: &Tensor) -> Result<Tensor> {
+    pub fn forward3(
+        &self,
+        anchor: &Tensor,
+        positive: &Tensor,
+        negative: &Tensor,
+    ) -> Result<Tensor> {
         let n = Self::NAME;
         let a = util::shape(n, "anchor", anchor)?;
         let p = util::shape(n, "positive", positive)?;

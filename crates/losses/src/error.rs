@@ -46,5 +46,8 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 /// Builds an [`Error::Invalid`] for loss `loss`.
 pub(crate) fn invalid(loss: &str, message: impl Into<String>) -> Error {
-    Error::Invalid { loss: loss.to_string(), message: message.into() }
+    Error::Invalid {
+        loss: loss.to_string(),
+        message: message.into(),
+    }
 }

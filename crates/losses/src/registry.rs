@@ -21,7 +21,11 @@ pub struct LossOption {
 impl LossOption {
     /// An option `name` with default `default` described by `help`.
     pub fn new(name: &str, default: &str, help: &str) -> Self {
-        Self { name: name.to_string(), default: default.to_string(), help: help.to_string() }
+        Self {
+            name: name.to_string(),
+            default: default.to_string(),
+            help: help.to_string(),
+        }
     }
 }
 
@@ -57,7 +61,12 @@ impl LossEntry {
         options: Vec<LossOption>,
         build: impl Fn(&mut Spec) -> Result<Box<dyn Loss>> + Send + Sync + 'static,
     ) -> Self {
-        Self { name: name.to_string(), summary: summary.to_string(), options, build: Arc::new(build) }
+        Self {
+            name: name.to_string(),
+            summary: summary.to_string(),
+            options,
+            build: Arc::new(build),
+        }
     }
 }
 
@@ -88,7 +97,10 @@ impl LossRegistry {
     pub fn build(&self, spec: &str) -> Result<Box<dyn Loss>> {
         let mut spec: Spec = spec.parse()?;
         let Some(entry) = self.entries.iter().find(|e| e.name == spec.name) else {
-            return Err(Error::UnknownLoss { name: spec.name.clone(), accepted: self.names().join(", ") });
+            return Err(Error::UnknownLoss {
+                name: spec.name.clone(),
+                accepted: self.names().join(", "),
+            });
         };
         let loss = (entry.build)(&mut spec)?;
         let accepted: Vec<&str> = entry.options.iter().map(|o| o.name.as_str()).collect();
@@ -102,7 +114,12 @@ impl LossRegistry {
         for e in &self.entries {
             out.push_str(&format!("{:<30}{}\n", e.name, e.summary));
             for o in &e.options {
-                out.push_str(&format!("    {:<20}{:<12}{}\n", o.name, format!("[{}]", o.default), o.help));
+                out.push_str(&format!(
+                    "    {:<20}{:<12}{}\n",
+                    o.name,
+                    format!("[{}]", o.default),
+                    o.help
+                ));
             }
         }
         out

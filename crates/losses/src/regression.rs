@@ -16,7 +16,10 @@ fn broadcast_pair(loss: &str, input: &Tensor, target: &Tensor) -> Result<(Tensor
     let mut v = kernel(loss, Tensor::f_broadcast_tensors(&[input, target]))?;
     match (v.pop(), v.pop()) {
         (Some(t), Some(i)) => Ok((i, t)),
-        _ => Err(invalid(loss, "broadcast_tensors returned fewer than 2 tensors")),
+        _ => Err(invalid(
+            loss,
+            "broadcast_tensors returned fewer than 2 tensors",
+        )),
     }
 }
 
@@ -60,7 +63,9 @@ impl L1Loss {
     }
     /// Reads `reduction` from a spec.
     pub fn from_spec(spec: &mut Spec) -> Result<Self> {
-        Self::new(L1Config { reduction: util::spec_reduction(spec, Self::NAME)?.unwrap_or_default() })
+        Self::new(L1Config {
+            reduction: util::spec_reduction(spec, Self::NAME)?.unwrap_or_default(),
+        })
     }
 }
 
@@ -94,7 +99,9 @@ impl MseLoss {
     }
     /// Reads `reduction` from a spec.
     pub fn from_spec(spec: &mut Spec) -> Result<Self> {
-        Self::new(MseConfig { reduction: util::spec_reduction(spec, Self::NAME)?.unwrap_or_default() })
+        Self::new(MseConfig {
+            reduction: util::spec_reduction(spec, Self::NAME)?.unwrap_or_default(),
+        })
     }
 }
 
@@ -121,7 +128,10 @@ pub struct HuberConfig {
 
 impl Default for HuberConfig {
     fn default() -> Self {
-        Self { reduction: Reduction::Mean, delta: 1.0 }
+        Self {
+            reduction: Reduction::Mean,
+            delta: 1.0,
+        }
     }
 }
 
@@ -138,7 +148,10 @@ impl HuberLoss {
     /// Validates δ > 0.
     pub fn new(cfg: HuberConfig) -> Result<Self> {
         if cfg.delta.is_nan() || cfg.delta <= 0.0 {
-            return Err(invalid(Self::NAME, format!("delta must be > 0, got {}", cfg.delta)));
+            return Err(invalid(
+                Self::NAME,
+                format!("delta must be > 0, got {}", cfg.delta),
+            ));
         }
         Ok(Self { cfg })
     }
@@ -159,7 +172,10 @@ impl HuberLoss {
 impl Loss for HuberLoss {
     fn forward(&self, input: &Tensor, target: &Tensor) -> Result<Tensor> {
         let (i, t) = broadcast_pair(Self::NAME, input, target)?;
-        kernel(Self::NAME, i.f_huber_loss(&t, self.cfg.reduction.into(), self.cfg.delta))
+        kernel(
+            Self::NAME,
+            i.f_huber_loss(&t, self.cfg.reduction.into(), self.cfg.delta),
+        )
     }
     fn name(&self) -> &str {
         Self::NAME
@@ -177,7 +193,10 @@ pub struct SmoothL1Config {
 
 impl Default for SmoothL1Config {
     fn default() -> Self {
-        Self { reduction: Reduction::Mean, beta: 1.0 }
+        Self {
+            reduction: Reduction::Mean,
+            beta: 1.0,
+        }
     }
 }
 
@@ -195,7 +214,10 @@ impl SmoothL1Loss {
     /// Validates β ≥ 0.
     pub fn new(cfg: SmoothL1Config) -> Result<Self> {
         if cfg.beta.is_nan() || cfg.beta < 0.0 {
-            return Err(invalid(Self::NAME, format!("beta must be >= 0, got {}", cfg.beta)));
+            return Err(invalid(
+                Self::NAME,
+                format!("beta must be >= 0, got {}", cfg.beta),
+            ));
         }
         Ok(Self { cfg })
     }
@@ -245,7 +267,12 @@ pub struct PoissonNllConfig {
 
 impl Default for PoissonNllConfig {
     fn default() -> Self {
-        Self { log_input: true, full: false, eps: 1e-8, reduction: Reduction::Mean }
+        Self {
+            log_input: true,
+            full: false,
+            eps: 1e-8,
+            reduction: Reduction::Mean,
+        }
     }
 }
 
@@ -287,7 +314,10 @@ impl Loss for PoissonNllLoss {
         let ts = util::shape(n, "target", target)?;
         util::check_broadcast(n, "input", &s, "target", &ts)?;
         let c = &self.cfg;
-        kernel(n, input.f_poisson_nll_loss(target, c.log_input, c.full, c.eps, c.reduction.into()))
+        kernel(
+            n,
+            input.f_poisson_nll_loss(target, c.log_input, c.full, c.eps, c.reduction.into()),
+        )
     }
     fn name(&self) -> &str {
         Self::NAME
@@ -309,7 +339,11 @@ pub struct GaussianNllConfig {
 
 impl Default for GaussianNllConfig {
     fn default() -> Self {
-        Self { full: false, eps: 1e-6, reduction: Reduction::Mean }
+        Self {
+            full: false,
+            eps: 1e-6,
+            reduction: Reduction::Mean,
+        }
     }
 }
 
@@ -363,10 +397,15 @@ impl GaussianNllLoss {
             }
         }
         let var = if vs != s {
-            if s.len() >= 1 && s.get(..s.len() - 1) == Some(vs.as_slice()) {
+            if !s.is_empty() && s.get(..s.len() - 1) == Some(vs.as_slice()) {
                 kernel(n, var.f_unsqueeze(-1))?
             } else if s.len() == vs.len()
-                && s.iter().zip(&vs).filter(|(x, y)| x != y).map(|(_, y)| *y).sum::<i64>() == 1
+                && s.iter()
+                    .zip(&vs)
+                    .filter(|(x, y)| x != y)
+                    .map(|(_, y)| *y)
+                    .sum::<i64>()
+                    == 1
             {
                 var.shallow_clone()
             } else {
@@ -395,7 +434,10 @@ impl GaussianNllLoss {
         let sum = kernel(n, kernel(n, v.f_log())?.f_add(&quot))?;
         let mut loss = kernel(n, sum.f_mul_scalar(0.5))?;
         if self.cfg.full {
-            loss = kernel(n, loss.f_add_scalar(0.5 * (2.0 * std::f64::consts::PI).ln()))?;
+            loss = kernel(
+                n,
+                loss.f_add_scalar(0.5 * (2.0 * std::f64::consts::PI).ln()),
+            )?;
         }
         util::reduce(n, loss, self.cfg.reduction)
     }
@@ -465,7 +507,10 @@ impl KlDivLoss {
             None => KlDivReduction::default(),
             Some(v) => KlDivReduction::parse(Self::NAME, &v)?,
         };
-        Self::new(KlDivConfig { reduction, log_target: spec.bool("log_target")?.unwrap_or(false) })
+        Self::new(KlDivConfig {
+            reduction,
+            log_target: spec.bool("log_target")?.unwrap_or(false),
+        })
     }
 }
 
@@ -490,4 +535,3 @@ impl Loss for KlDivLoss {
         Self::NAME
     }
 }
-

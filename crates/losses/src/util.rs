@@ -7,7 +7,10 @@ use kiln_tensor::{Kind, Tensor};
 
 /// Wraps a libtorch result of loss `loss` into [`Error::Kernel`].
 pub(crate) fn kernel<T>(loss: &str, r: std::result::Result<T, TchError>) -> Result<T> {
-    r.map_err(|e| Error::Kernel { loss: loss.to_string(), source: kiln_tensor::Error::from(e) })
+    r.map_err(|e| Error::Kernel {
+        loss: loss.to_string(),
+        source: kiln_tensor::Error::from(e),
+    })
 }
 
 /// The shape of `t`, or an error if `t` is undefined.
@@ -21,7 +24,8 @@ pub(crate) fn shape(loss: &str, what: &str, t: &Tensor) -> Result<Vec<i64>> {
 /// The dtype of `t` (error for dtypes tch does not know).
 pub(crate) fn kind(loss: &str, what: &str, t: &Tensor) -> Result<Kind> {
     shape(loss, what, t)?;
-    t.f_kind().map_err(|_| invalid(loss, format!("{what} has a dtype kiln does not support")))
+    t.f_kind()
+        .map_err(|_| invalid(loss, format!("{what} has a dtype kiln does not support")))
 }
 
 /// Whether `k` is a floating-point dtype.
@@ -50,7 +54,10 @@ pub(crate) fn class_indices(loss: &str, what: &str, t: &Tensor) -> Result<Vec<i6
     if !matches!(k, Kind::Int64 | Kind::Uint8) {
         return Err(invalid(
             loss,
-            format!("{what} {} must hold int64 class indices, got {k:?}", fmt(&s)),
+            format!(
+                "{what} {} must hold int64 class indices, got {k:?}",
+                fmt(&s)
+            ),
         ));
     }
     Ok(s)
@@ -66,8 +73,16 @@ pub(crate) fn broadcast(a: &[i64], b: &[i64]) -> Option<Vec<i64>> {
     let n = a.len().max(b.len());
     let mut out = vec![0; n];
     for (i, o) in out.iter_mut().enumerate() {
-        let da = if i + a.len() >= n { a.get(i + a.len() - n).copied() } else { None };
-        let db = if i + b.len() >= n { b.get(i + b.len() - n).copied() } else { None };
+        let da = if i + a.len() >= n {
+            a.get(i + a.len() - n).copied()
+        } else {
+            None
+        };
+        let db = if i + b.len() >= n {
+            b.get(i + b.len() - n).copied()
+        } else {
+            None
+        };
         *o = match (da, db) {
             (Some(x), Some(y)) if x == y => x,
             (Some(1), Some(y)) => y,
@@ -91,7 +106,11 @@ pub(crate) fn check_broadcast(
     broadcast(a, b).ok_or_else(|| {
         invalid(
             loss,
-            format!("{wa} {} and {wb} {} cannot be broadcast together", fmt(a), fmt(b)),
+            format!(
+                "{wa} {} and {wb} {} cannot be broadcast together",
+                fmt(a),
+                fmt(b)
+            ),
         )
     })
 }
@@ -149,7 +168,10 @@ pub(crate) fn check_range(
 
 fn min_max(loss: &str, t: &Tensor) -> Result<(i64, i64)> {
     let (min, max) = kernel(loss, t.f_aminmax(None::<i64>, false))?;
-    Ok((kernel(loss, min.f_int64_value(&[]))?, kernel(loss, max.f_int64_value(&[]))?))
+    Ok((
+        kernel(loss, min.f_int64_value(&[]))?,
+        kernel(loss, max.f_int64_value(&[]))?,
+    ))
 }
 
 /// Reduces composed per-element losses as PyTorch's Python does
@@ -172,12 +194,21 @@ pub(crate) fn spec_reduction(spec: &mut Spec, loss: &str) -> Result<Option<Reduc
 
 /// Splits `t` along dim 0 into exactly `n` tensors (inputs stacked for
 /// [`Loss::forward`](crate::Loss::forward) of multi-input losses).
-pub(crate) fn unstack(loss: &str, what: &str, t: &Tensor, n: i64, layout: &str) -> Result<Vec<Tensor>> {
+pub(crate) fn unstack(
+    loss: &str,
+    what: &str,
+    t: &Tensor,
+    n: i64,
+    layout: &str,
+) -> Result<Vec<Tensor>> {
     let s = shape(loss, what, t)?;
     if s.first() != Some(&n) {
         return Err(invalid(
             loss,
-            format!("{what} {} must stack {layout} along a new leading dimension of size {n}", fmt(&s)),
+            format!(
+                "{what} {} must stack {layout} along a new leading dimension of size {n}",
+                fmt(&s)
+            ),
         ));
     }
     kernel(loss, t.f_unbind(0))

@@ -13,20 +13,32 @@ fn ce() -> CrossEntropyLoss {
 
 #[test]
 fn cross_entropy_options() -> Result<()> {
-    let cfg = CrossEntropyConfig { label_smoothing: 1.5, ..Default::default() };
+    let cfg = CrossEntropyConfig {
+        label_smoothing: 1.5,
+        ..Default::default()
+    };
     expect_invalid(
         CrossEntropyLoss::new(cfg),
         "cross-entropy: label_smoothing must be between 0.0 and 1.0, got 1.5",
     )?;
-    let cfg = CrossEntropyConfig { label_smoothing: -0.1, ..Default::default() };
-    expect_invalid(CrossEntropyLoss::new(cfg), "cross-entropy: label_smoothing must be between 0.0 and 1.0, got -0.1")
+    let cfg = CrossEntropyConfig {
+        label_smoothing: -0.1,
+        ..Default::default()
+    };
+    expect_invalid(
+        CrossEntropyLoss::new(cfg),
+        "cross-entropy: label_smoothing must be between 0.0 and 1.0, got -0.1",
+    )
 }
 
 #[test]
 fn cross_entropy_dtypes_and_dims() -> Result<()> {
     let x = randn(&[4, 3])?;
     expect_invalid(
-        ce().forward(&ti(&[0, 1, 2, 1], &[2, 2])?.f_reshape([4])?, &ti(&[0, 1, 2, 1], &[4])?),
+        ce().forward(
+            &ti(&[0, 1, 2, 1], &[2, 2])?.f_reshape([4])?,
+            &ti(&[0, 1, 2, 1], &[4])?,
+        ),
         "cross-entropy: input [4] must be floating point, got Int64",
     )?;
     expect_invalid(
@@ -37,14 +49,23 @@ fn cross_entropy_dtypes_and_dims() -> Result<()> {
         ce().forward(&x, &ti(&[0, 1, 2, 1], &[4])?.f_to_kind(Kind::Int)?),
         "cross-entropy: target [4] must hold int64 class indices, got Int",
     )?;
-    expect_invalid(ce().forward(&x, &Tensor::new()), "cross-entropy: target is an undefined tensor")?;
-    expect_invalid(ce().forward(&Tensor::new(), &x), "cross-entropy: input is an undefined tensor")
+    expect_invalid(
+        ce().forward(&x, &Tensor::new()),
+        "cross-entropy: target is an undefined tensor",
+    )?;
+    expect_invalid(
+        ce().forward(&Tensor::new(), &x),
+        "cross-entropy: input is an undefined tensor",
+    )
 }
 
 #[test]
 fn cross_entropy_shapes() -> Result<()> {
     expect_invalid(
-        ce().forward(&randn(&[64, 10])?, &Tensor::f_zeros([32], (Kind::Int64, kiln_tensor::Device::Cpu))?),
+        ce().forward(
+            &randn(&[64, 10])?,
+            &Tensor::f_zeros([32], (Kind::Int64, kiln_tensor::Device::Cpu))?,
+        ),
         "cross-entropy: input [64, 10] and target [32] must have the same batch size",
     )?;
     expect_invalid(
@@ -59,7 +80,10 @@ fn cross_entropy_shapes() -> Result<()> {
         ce().forward(&randn(&[4, 3])?, &randn(&[4, 2])?),
         "cross-entropy: input [4, 3] and target [4, 2] (class probabilities) must have the same shape",
     )?;
-    let l = CrossEntropyLoss::new(CrossEntropyConfig { ignore_index: 1, ..Default::default() })?;
+    let l = CrossEntropyLoss::new(CrossEntropyConfig {
+        ignore_index: 1,
+        ..Default::default()
+    })?;
     expect_invalid(
         l.forward(&randn(&[4, 3])?, &randn(&[4, 3])?),
         "cross-entropy: ignore_index=1 is not supported with class-probability (floating) targets",
@@ -69,27 +93,54 @@ fn cross_entropy_shapes() -> Result<()> {
 #[test]
 fn cross_entropy_target_range() -> Result<()> {
     let x = randn(&[3, 10])?;
-    expect_invalid(ce().forward(&x, &ti(&[1, 12, 3], &[3])?), "cross-entropy: target 12 is out of range for 10 classes")?;
-    expect_invalid(ce().forward(&x, &ti(&[1, -1, 3], &[3])?), "cross-entropy: target -1 is out of range for 10 classes")?;
-    expect_invalid(ce().forward(&x, &ti(&[10, 0, 3], &[3])?), "cross-entropy: target 10 is out of range for 10 classes")?;
+    expect_invalid(
+        ce().forward(&x, &ti(&[1, 12, 3], &[3])?),
+        "cross-entropy: target 12 is out of range for 10 classes",
+    )?;
+    expect_invalid(
+        ce().forward(&x, &ti(&[1, -1, 3], &[3])?),
+        "cross-entropy: target -1 is out of range for 10 classes",
+    )?;
+    expect_invalid(
+        ce().forward(&x, &ti(&[10, 0, 3], &[3])?),
+        "cross-entropy: target 10 is out of range for 10 classes",
+    )?;
     // The ignored value is the minimum: the range is checked without it.
-    expect_invalid(ce().forward(&x, &ti(&[-100, 11, 3], &[3])?), "cross-entropy: target 11 is out of range for 10 classes")?;
-    expect_invalid(ce().forward(&x, &ti(&[-100, -7, 3], &[3])?), "cross-entropy: target -7 is out of range for 10 classes")?;
+    expect_invalid(
+        ce().forward(&x, &ti(&[-100, 11, 3], &[3])?),
+        "cross-entropy: target 11 is out of range for 10 classes",
+    )?;
+    expect_invalid(
+        ce().forward(&x, &ti(&[-100, -7, 3], &[3])?),
+        "cross-entropy: target -7 is out of range for 10 classes",
+    )?;
     // Ignored values above the range are fine too.
-    let l = CrossEntropyLoss::new(CrossEntropyConfig { ignore_index: 255, ..Default::default() })?;
+    let l = CrossEntropyLoss::new(CrossEntropyConfig {
+        ignore_index: 255,
+        ..Default::default()
+    })?;
     let _ = l.forward(&x, &ti(&[255, 9, 0], &[3])?)?;
-    expect_invalid(l.forward(&x, &ti(&[255, 19, 0], &[3])?), "cross-entropy: target 19 is out of range for 10 classes")?;
+    expect_invalid(
+        l.forward(&x, &ti(&[255, 19, 0], &[3])?),
+        "cross-entropy: target 19 is out of range for 10 classes",
+    )?;
     // uint8 targets are class indices too (as in PyTorch).
     let _ = ce().forward(&x, &ti(&[1, 2, 3], &[3])?.f_to_kind(Kind::Uint8)?)?;
     // Every target ignored: no error.
     let all = ce().forward(&x, &ti(&[-100, -100, -100], &[3])?)?;
-    anyhow::ensure!(common::scalar(&all)?.is_nan(), "mean over no target is NaN in PyTorch");
+    anyhow::ensure!(
+        common::scalar(&all)?.is_nan(),
+        "mean over no target is NaN in PyTorch"
+    );
     Ok(())
 }
 
 #[test]
 fn cross_entropy_weight_length() -> Result<()> {
-    let l = CrossEntropyLoss::new(CrossEntropyConfig { weight: Some(vec![1.0, 2.0]), ..Default::default() })?;
+    let l = CrossEntropyLoss::new(CrossEntropyConfig {
+        weight: Some(vec![1.0, 2.0]),
+        ..Default::default()
+    })?;
     expect_invalid(
         l.forward(&randn(&[4, 3])?, &ti(&[0, 1, 2, 1], &[4])?),
         "cross-entropy: weight has 2 values but input [4, 3] has 3 classes: give one weight per class",
@@ -103,8 +154,14 @@ fn nll_rules() -> Result<()> {
         l.forward(&randn(&[4, 3])?, &ti(&[0, 1], &[2])?),
         "nll: input [4, 3] and target [2] must have the same batch size",
     )?;
-    expect_invalid(l.forward(&randn(&[2, 3])?, &ti(&[0, 3], &[2])?), "nll: target 3 is out of range for 3 classes")?;
-    let w = NllLoss::new(NllConfig { weight: Some(vec![1.0; 4]), ..Default::default() })?;
+    expect_invalid(
+        l.forward(&randn(&[2, 3])?, &ti(&[0, 3], &[2])?),
+        "nll: target 3 is out of range for 3 classes",
+    )?;
+    let w = NllLoss::new(NllConfig {
+        weight: Some(vec![1.0; 4]),
+        ..Default::default()
+    })?;
     expect_invalid(
         w.forward(&randn(&[2, 3])?, &ti(&[0, 1], &[2])?),
         "nll: weight has 4 values but input [2, 3] has 3 classes: give one weight per class",
@@ -118,11 +175,17 @@ fn nll_rules() -> Result<()> {
 #[test]
 fn multi_margin_rules() -> Result<()> {
     expect_invalid(
-        MultiMarginLoss::new(MultiMarginConfig { p: 3, ..Default::default() }),
+        MultiMarginLoss::new(MultiMarginConfig {
+            p: 3,
+            ..Default::default()
+        }),
         "multi-margin: only p == 1 and p == 2 are supported, got p=3",
     )?;
     let l = MultiMarginLoss::default();
-    expect_invalid(l.forward(&randn(&[2, 3])?, &ti(&[0, 3], &[2])?), "multi-margin: target 3 is out of range for 3 classes")?;
+    expect_invalid(
+        l.forward(&randn(&[2, 3])?, &ti(&[0, 3], &[2])?),
+        "multi-margin: target 3 is out of range for 3 classes",
+    )?;
     expect_invalid(
         l.forward(&randn(&[2, 3])?, &ti(&[0, 1, 2], &[3])?),
         "multi-margin: input [2, 3] needs a target of 2 class indices ([2] or []), got [3]",
@@ -132,10 +195,16 @@ fn multi_margin_rules() -> Result<()> {
         "multi-margin: input [2, 0] must be a non-empty vector [C] or matrix [N, C] (C > 0)",
     )?;
     expect_invalid(
-        l.forward(&randn(&[2, 3])?, &ti(&[0, 1], &[2])?.f_to_kind(Kind::Uint8)?),
+        l.forward(
+            &randn(&[2, 3])?,
+            &ti(&[0, 1], &[2])?.f_to_kind(Kind::Uint8)?,
+        ),
         "multi-margin: target [2] must hold int64 class indices, got Uint8",
     )?;
-    let w = MultiMarginLoss::new(MultiMarginConfig { weight: Some(vec![1.0]), ..Default::default() })?;
+    let w = MultiMarginLoss::new(MultiMarginConfig {
+        weight: Some(vec![1.0]),
+        ..Default::default()
+    })?;
     expect_invalid(
         w.forward(&randn(&[2, 3])?, &ti(&[0, 1], &[2])?),
         "multi-margin: weight has 1 values but input [2, 3] has 3 classes: give one weight per class",
@@ -176,7 +245,10 @@ fn multilabel_soft_margin_rules() -> Result<()> {
         l.forward(&randn(&[2, 3])?, &randn(&[2, 4])?),
         "multilabel-soft-margin: input [2, 3] and target [2, 4] cannot be broadcast together",
     )?;
-    let w = MultiLabelSoftMarginLoss::new(MultiLabelSoftMarginConfig { weight: Some(vec![1.0, 2.0]), ..Default::default() })?;
+    let w = MultiLabelSoftMarginLoss::new(MultiLabelSoftMarginConfig {
+        weight: Some(vec![1.0, 2.0]),
+        ..Default::default()
+    })?;
     expect_invalid(
         w.forward(&randn(&[2, 3])?, &randn(&[2, 3])?),
         "multilabel-soft-margin: loss [2, 3] and weight [2] cannot be broadcast together",
@@ -205,9 +277,18 @@ fn pointwise_rules() -> Result<()> {
             &format!("{name}: input [2] must be floating point, got Int64"),
         )?;
     }
-    expect_invalid(HuberLoss::new(HuberConfig { delta: 0.0, ..Default::default() }), "huber: delta must be > 0, got 0")?;
     expect_invalid(
-        SmoothL1Loss::new(SmoothL1Config { beta: -1.0, ..Default::default() }),
+        HuberLoss::new(HuberConfig {
+            delta: 0.0,
+            ..Default::default()
+        }),
+        "huber: delta must be > 0, got 0",
+    )?;
+    expect_invalid(
+        SmoothL1Loss::new(SmoothL1Config {
+            beta: -1.0,
+            ..Default::default()
+        }),
         "smooth-l1: beta must be >= 0, got -1",
     )
 }
@@ -224,7 +305,10 @@ fn gaussian_nll_rules() -> Result<()> {
         l.forward_var(&x, &y, &randn(&[3])?.f_abs()?),
         "gaussian-nll: var [3] is of incorrect size for input [4, 3]: use the input's shape, drop its last dimension, or make one dimension 1",
     )?;
-    expect_invalid(l.forward_var_scalar(&x, &y, -0.5), "gaussian-nll: var -0.5 is negative")?;
+    expect_invalid(
+        l.forward_var_scalar(&x, &y, -0.5),
+        "gaussian-nll: var -0.5 is negative",
+    )?;
     expect_invalid(
         l.forward(&x, &y),
         "gaussian-nll: input [4, 3] must stack the mean and the variance along a new leading dimension of size 2",
@@ -243,7 +327,10 @@ fn kl_div_reduction_parse() -> Result<()> {
         "kl-div: reduction 'avg' is not one of none, mean, sum, batchmean",
     )?;
     anyhow::ensure!(KlDivReduction::parse("kl-div", "batchmean")? == KlDivReduction::BatchMean);
-    expect_invalid(Reduction::parse("mse", "batchmean"), "mse: reduction 'batchmean' is not one of none, mean, sum")
+    expect_invalid(
+        Reduction::parse("mse", "batchmean"),
+        "mse: reduction 'batchmean' is not one of none, mean, sum",
+    )
 }
 
 #[test]
@@ -269,7 +356,10 @@ fn bce_rules() -> Result<()> {
         l.forward(&t64(&[0.5, 0.5], &[2])?, &ti(&[0, 1], &[2])?),
         "bce: target [2] must be floating point, got Int64",
     )?;
-    let w = BceLoss::new(BceConfig { weight: Some(vec![1.0, 2.0, 3.0]), ..Default::default() })?;
+    let w = BceLoss::new(BceConfig {
+        weight: Some(vec![1.0, 2.0, 3.0]),
+        ..Default::default()
+    })?;
     expect_invalid(
         w.forward(&t64(&[0.5; 4], &[2, 2])?, &t64(&[0.5; 4], &[2, 2])?),
         "bce: target [2, 2] and weight [3] cannot be broadcast together",
@@ -283,7 +373,10 @@ fn bce_with_logits_rules() -> Result<()> {
         l.forward(&randn(&[2, 3])?, &randn(&[3, 2])?),
         "bce-with-logits: input [2, 3] and target [3, 2] must have the same size",
     )?;
-    let p = BceWithLogitsLoss::new(BceWithLogitsConfig { pos_weight: Some(vec![1.0, 2.0]), ..Default::default() })?;
+    let p = BceWithLogitsLoss::new(BceWithLogitsConfig {
+        pos_weight: Some(vec![1.0, 2.0]),
+        ..Default::default()
+    })?;
     expect_invalid(
         p.forward(&randn(&[2, 3])?, &randn(&[2, 3])?),
         "bce-with-logits: input [2, 3] and pos_weight [2] cannot be broadcast together",
@@ -315,11 +408,17 @@ fn margin_ranking_and_cosine_rules() -> Result<()> {
 #[test]
 fn triplet_rules() -> Result<()> {
     expect_invalid(
-        TripletMarginLoss::new(TripletMarginConfig { margin: 0.0, ..Default::default() }),
+        TripletMarginLoss::new(TripletMarginConfig {
+            margin: 0.0,
+            ..Default::default()
+        }),
         "triplet-margin: margin must be greater than 0, got 0",
     )?;
     expect_invalid(
-        TripletMarginWithDistanceLoss::new(TripletMarginWithDistanceConfig { margin: -1.0, ..Default::default() }),
+        TripletMarginWithDistanceLoss::new(TripletMarginWithDistanceConfig {
+            margin: -1.0,
+            ..Default::default()
+        }),
         "triplet-margin-with-distance: margin must be greater than 0, got -1",
     )?;
     let t = TripletMarginLoss::default();
@@ -349,14 +448,20 @@ fn triplet_custom_distance() -> Result<()> {
         swap: true,
         ..Default::default()
     })?;
-    let default = TripletMarginWithDistanceLoss::new(TripletMarginWithDistanceConfig { swap: true, ..Default::default() })?;
+    let default = TripletMarginWithDistanceLoss::new(TripletMarginWithDistanceConfig {
+        swap: true,
+        ..Default::default()
+    })?;
     let (a, p, n) = (randn(&[5, 3])?, randn(&[5, 3])?, randn(&[5, 3])?);
     let x = common::scalar(&custom.forward3(&a, &p, &n)?)?;
     let y = common::scalar(&default.forward3(&a, &p, &n)?)?;
     anyhow::ensure!(x == y, "custom {x} != default {y}");
     // A closure's error comes back unchanged.
     let failing: DistanceFn = std::sync::Arc::new(|_: &Tensor, _: &Tensor| {
-        Err(Error::Invalid { loss: "my-distance".into(), message: "refused".into() })
+        Err(Error::Invalid {
+            loss: "my-distance".into(),
+            message: "refused".into(),
+        })
     });
     let l = TripletMarginWithDistanceLoss::new(TripletMarginWithDistanceConfig {
         distance: TripletDistance::Custom(failing),
@@ -370,8 +475,17 @@ fn ctc_rules() -> Result<()> {
     let l = CtcLoss::default();
     let lp = randn(&[6, 2, 4])?.f_log_softmax(2, None::<Kind>)?;
     let tg = ti(&[1, 2, 3, 1, 0, 0], &[2, 3])?;
-    expect_invalid(CtcLoss::new(CtcConfig { blank: -1, ..Default::default() }), "ctc: blank must be >= 0, got -1")?;
-    let b = CtcLoss::new(CtcConfig { blank: 4, ..Default::default() })?;
+    expect_invalid(
+        CtcLoss::new(CtcConfig {
+            blank: -1,
+            ..Default::default()
+        }),
+        "ctc: blank must be >= 0, got -1",
+    )?;
+    let b = CtcLoss::new(CtcConfig {
+        blank: 4,
+        ..Default::default()
+    })?;
     expect_invalid(
         b.forward_ctc(&lp, &tg, &[6, 6], &[3, 1]),
         "ctc: blank 4 is out of range for log_probs [6, 2, 4] with 4 classes",
@@ -388,8 +502,14 @@ fn ctc_rules() -> Result<()> {
         l.forward_ctc(&lp, &tg, &[7, 6], &[3, 1]),
         "ctc: input length 7 is out of range for log_probs [6, 2, 4] with T = 6",
     )?;
-    expect_invalid(l.forward_ctc(&lp, &tg, &[6, 6], &[4, 1]), "ctc: target length 4 is longer than the padded targets [2, 3]")?;
-    expect_invalid(l.forward_ctc(&lp, &tg, &[6, 6], &[3, -1]), "ctc: target length -1 is negative")?;
+    expect_invalid(
+        l.forward_ctc(&lp, &tg, &[6, 6], &[4, 1]),
+        "ctc: target length 4 is longer than the padded targets [2, 3]",
+    )?;
+    expect_invalid(
+        l.forward_ctc(&lp, &tg, &[6, 6], &[3, -1]),
+        "ctc: target length -1 is negative",
+    )?;
     expect_invalid(
         l.forward_ctc(&lp, &ti(&[1, 2, 3, 1, 0, 4], &[2, 3])?, &[6, 6], &[3, 1]),
         "ctc: target 4 is out of range for 4 classes",
@@ -424,8 +544,14 @@ fn ctc_rules() -> Result<()> {
 fn libtorch_refusals_name_the_loss() -> Result<()> {
     // A dtype mix PyTorch's kernel refuses comes back as an error naming the loss.
     let r = BceLoss::default().forward(&t32(&[0.5, 0.5], &[2])?, &t64(&[0.5, 0.5], &[2])?);
-    anyhow::ensure!(matches!(r, Err(Error::Kernel { .. })), "expected a libtorch refusal");
-    let msg = expect_err(r, &["bce: libtorch: ", "Found dtype Double but expected Float"])?;
+    anyhow::ensure!(
+        matches!(r, Err(Error::Kernel { .. })),
+        "expected a libtorch refusal"
+    );
+    let msg = expect_err(
+        r,
+        &["bce: libtorch: ", "Found dtype Double but expected Float"],
+    )?;
     anyhow::ensure!(!msg.contains('\n'), "multi-line message {msg:?}");
     Ok(())
 }

@@ -17,7 +17,11 @@ fn cases() -> Result<&'static Vec<Value>> {
     let path = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/golden/losses.json");
     let text = std::fs::read_to_string(path).with_context(|| format!("reading {path}"))?;
     let v: Value = serde_json::from_str(&text)?;
-    let cases = v.get("cases").and_then(Value::as_array).context("no cases")?.clone();
+    let cases = v
+        .get("cases")
+        .and_then(Value::as_array)
+        .context("no cases")?
+        .clone();
     Ok(CASES.get_or_init(|| cases))
 }
 
@@ -56,7 +60,10 @@ fn tensor(v: &Value) -> Result<Tensor> {
     let data = data_of(v)?;
     match dtype_of(v)? {
         "int64" => {
-            let d: Vec<i64> = data.iter().map(|x| x.as_i64().context("bad int")).collect::<Result<_>>()?;
+            let d: Vec<i64> = data
+                .iter()
+                .map(|x| x.as_i64().context("bad int"))
+                .collect::<Result<_>>()?;
             Ok(Tensor::f_from_slice(&d)?.f_reshape(shape.as_slice())?)
         }
         dt => {
@@ -82,7 +89,11 @@ fn compare(id: &str, what: &str, got: &Tensor, exp: &Value) -> Result<()> {
     };
     let shape = shape_of(exp)?;
     if got.size() != shape {
-        bail!("{id}: {what} has shape {:?}, PyTorch {:?}", got.size(), shape);
+        bail!(
+            "{id}: {what} has shape {:?}, PyTorch {:?}",
+            got.size(),
+            shape
+        );
     }
     let got_kind = got.f_kind()?;
     let want_kind = match dtype_of(exp)? {
@@ -113,10 +124,18 @@ struct Inputs {
 impl Inputs {
     fn new(case: &Value) -> Result<Self> {
         let mut t = std::collections::HashMap::new();
-        for (k, v) in case.get("tensors").and_then(Value::as_object).context("no tensors")? {
+        for (k, v) in case
+            .get("tensors")
+            .and_then(Value::as_object)
+            .context("no tensors")?
+        {
             t.insert(k.clone(), tensor(v)?);
         }
-        for g in case.get("grad").and_then(Value::as_array).context("no grad")? {
+        for g in case
+            .get("grad")
+            .and_then(Value::as_array)
+            .context("no grad")?
+        {
             let g = g.as_str().context("bad grad name")?;
             let x = t.get(g).context("grad of unknown tensor")?;
             let leaf = x.f_detach()?.set_requires_grad(true);
@@ -134,9 +153,21 @@ fn lengths(t: &Tensor) -> Result<Vec<i64>> {
 }
 
 /// The ways kiln can compute a case; each must match PyTorch.
-fn variants(case: &Value) -> Result<Vec<(&'static str, Box<dyn Fn(&Inputs) -> Result<Tensor>>)>> {
-    let spec_text = case.get("spec").and_then(Value::as_str).context("no spec")?.to_string();
-    let call = case.get("call").and_then(Value::as_str).context("no call")?;
+/// A way to compute a case from its inputs.
+type Run = Box<dyn Fn(&Inputs) -> Result<Tensor>>;
+/// A typed three-input method.
+type Three = Box<dyn Fn(&Tensor, &Tensor, &Tensor) -> kiln_losses::Result<Tensor>>;
+
+fn variants(case: &Value) -> Result<Vec<(&'static str, Run)>> {
+    let spec_text = case
+        .get("spec")
+        .and_then(Value::as_str)
+        .context("no spec")?
+        .to_string();
+    let call = case
+        .get("call")
+        .and_then(Value::as_str)
+        .context("no call")?;
     let args: Vec<String> = case
         .get("args")
         .and_then(Value::as_array)
@@ -149,10 +180,13 @@ fn variants(case: &Value) -> Result<Vec<(&'static str, Box<dyn Fn(&Inputs) -> Re
     let reg = registry();
     let dyn_loss: std::sync::Arc<dyn Loss> = std::sync::Arc::from(reg.build(&spec_text)?);
     let a = args.clone();
-    let mut out: Vec<(&'static str, Box<dyn Fn(&Inputs) -> Result<Tensor>>)> = Vec::new();
+    let mut out: Vec<(&'static str, Run)> = Vec::new();
     match call {
         "forward" => {
-            out.push(("Loss::forward", Box::new(move |i: &Inputs| Ok(dyn_loss.forward(i.get(&a[0])?, i.get(&a[1])?)?))));
+            out.push((
+                "Loss::forward",
+                Box::new(move |i: &Inputs| Ok(dyn_loss.forward(i.get(&a[0])?, i.get(&a[1])?)?)),
+            ));
         }
         "forward3" => {
             let stack = |i: &Inputs, x: &str, y: &str| -> Result<Tensor> {
@@ -160,35 +194,47 @@ fn variants(case: &Value) -> Result<Vec<(&'static str, Box<dyn Fn(&Inputs) -> Re
             };
             match name.as_str() {
                 "margin-ranking" | "cosine-embedding" => {
-                    let typed: Box<dyn Fn(&Tensor, &Tensor, &Tensor) -> kiln_losses::Result<Tensor>> =
-                        if name == "margin-ranking" {
-                            let l = MarginRankingLoss::from_spec(&mut spec)?;
-                            Box::new(move |x, y, z| l.forward3(x, y, z))
-                        } else {
-                            let l = CosineEmbeddingLoss::from_spec(&mut spec)?;
-                            Box::new(move |x, y, z| l.forward3(x, y, z))
-                        };
+                    let typed: Three = if name == "margin-ranking" {
+                        let l = MarginRankingLoss::from_spec(&mut spec)?;
+                        Box::new(move |x, y, z| l.forward3(x, y, z))
+                    } else {
+                        let l = CosineEmbeddingLoss::from_spec(&mut spec)?;
+                        Box::new(move |x, y, z| l.forward3(x, y, z))
+                    };
                     let b = a.clone();
-                    out.push(("forward3", Box::new(move |i: &Inputs| Ok(typed(i.get(&b[0])?, i.get(&b[1])?, i.get(&b[2])?)?))));
+                    out.push((
+                        "forward3",
+                        Box::new(move |i: &Inputs| {
+                            Ok(typed(i.get(&b[0])?, i.get(&b[1])?, i.get(&b[2])?)?)
+                        }),
+                    ));
                     out.push((
                         "Loss::forward(stack([x1, x2]), y)",
-                        Box::new(move |i: &Inputs| Ok(dyn_loss.forward(&stack(i, &a[0], &a[1])?, i.get(&a[2])?)?)),
+                        Box::new(move |i: &Inputs| {
+                            Ok(dyn_loss.forward(&stack(i, &a[0], &a[1])?, i.get(&a[2])?)?)
+                        }),
                     ));
                 }
                 "triplet-margin" | "triplet-margin-with-distance" => {
-                    let typed: Box<dyn Fn(&Tensor, &Tensor, &Tensor) -> kiln_losses::Result<Tensor>> =
-                        if name == "triplet-margin" {
-                            let l = TripletMarginLoss::from_spec(&mut spec)?;
-                            Box::new(move |x, y, z| l.forward3(x, y, z))
-                        } else {
-                            let l = TripletMarginWithDistanceLoss::from_spec(&mut spec)?;
-                            Box::new(move |x, y, z| l.forward3(x, y, z))
-                        };
+                    let typed: Three = if name == "triplet-margin" {
+                        let l = TripletMarginLoss::from_spec(&mut spec)?;
+                        Box::new(move |x, y, z| l.forward3(x, y, z))
+                    } else {
+                        let l = TripletMarginWithDistanceLoss::from_spec(&mut spec)?;
+                        Box::new(move |x, y, z| l.forward3(x, y, z))
+                    };
                     let b = a.clone();
-                    out.push(("forward3", Box::new(move |i: &Inputs| Ok(typed(i.get(&b[0])?, i.get(&b[1])?, i.get(&b[2])?)?))));
+                    out.push((
+                        "forward3",
+                        Box::new(move |i: &Inputs| {
+                            Ok(typed(i.get(&b[0])?, i.get(&b[1])?, i.get(&b[2])?)?)
+                        }),
+                    ));
                     out.push((
                         "Loss::forward(anchor, stack([positive, negative]))",
-                        Box::new(move |i: &Inputs| Ok(dyn_loss.forward(i.get(&a[0])?, &stack(i, &a[1], &a[2])?)?)),
+                        Box::new(move |i: &Inputs| {
+                            Ok(dyn_loss.forward(i.get(&a[0])?, &stack(i, &a[1], &a[2])?)?)
+                        }),
                     ));
                 }
                 other => bail!("no forward3 for {other}"),
@@ -197,7 +243,12 @@ fn variants(case: &Value) -> Result<Vec<(&'static str, Box<dyn Fn(&Inputs) -> Re
         "gaussian" => {
             let l = GaussianNllLoss::from_spec(&mut spec)?;
             let b = a.clone();
-            out.push(("forward_var", Box::new(move |i: &Inputs| Ok(l.forward_var(i.get(&b[0])?, i.get(&b[1])?, i.get(&b[2])?)?))));
+            out.push((
+                "forward_var",
+                Box::new(move |i: &Inputs| {
+                    Ok(l.forward_var(i.get(&b[0])?, i.get(&b[1])?, i.get(&b[2])?)?)
+                }),
+            ));
             let same = {
                 let i = Inputs::new(case)?;
                 i.get(&a[0])?.size() == i.get(&a[2])?.size()
@@ -217,7 +268,14 @@ fn variants(case: &Value) -> Result<Vec<(&'static str, Box<dyn Fn(&Inputs) -> Re
             let (b, l2) = (a.clone(), l.clone());
             out.push((
                 "forward_ctc_tensors",
-                Box::new(move |i: &Inputs| Ok(l.forward_ctc_tensors(i.get(&b[0])?, i.get(&b[1])?, i.get(&b[2])?, i.get(&b[3])?)?)),
+                Box::new(move |i: &Inputs| {
+                    Ok(l.forward_ctc_tensors(
+                        i.get(&b[0])?,
+                        i.get(&b[1])?,
+                        i.get(&b[2])?,
+                        i.get(&b[3])?,
+                    )?)
+                }),
             ));
             let c = a.clone();
             out.push((
@@ -235,7 +293,10 @@ fn variants(case: &Value) -> Result<Vec<(&'static str, Box<dyn Fn(&Inputs) -> Re
                 lengths(i.get(&a[2])?)?.iter().all(|&x| x == t)
             };
             if full {
-                out.push(("Loss::forward", Box::new(move |i: &Inputs| Ok(dyn_loss.forward(i.get(&a[0])?, i.get(&a[1])?)?))));
+                out.push((
+                    "Loss::forward",
+                    Box::new(move |i: &Inputs| Ok(dyn_loss.forward(i.get(&a[0])?, i.get(&a[1])?)?)),
+                ));
             }
         }
         other => bail!("unknown call {other}"),
@@ -251,13 +312,29 @@ fn run_case(case: &Value) -> Result<usize> {
         let inputs = Inputs::new(case)?;
         let id = format!("{id} [{label}]");
         let out = f(&inputs).with_context(|| format!("{id}: kiln failed"))?;
-        compare(&id, "loss", &out, case.get("expected").context("no expected")?)?;
-        let total = if out.dim() == 0 { out } else { out.f_sum(None::<Kind>)? };
+        compare(
+            &id,
+            "loss",
+            &out,
+            case.get("expected").context("no expected")?,
+        )?;
+        let total = if out.dim() == 0 {
+            out
+        } else {
+            out.f_sum(None::<Kind>)?
+        };
         total.f_backward()?;
-        let grads = case.get("grads").and_then(Value::as_object).context("no grads")?;
+        let grads = case
+            .get("grads")
+            .and_then(Value::as_object)
+            .context("no grads")?;
         for (g, exp) in grads {
             let grad = inputs.get(g)?.f_grad()?;
-            let grad = if grad.defined() { grad } else { inputs.get(g)?.f_zeros_like()? };
+            let grad = if grad.defined() {
+                grad
+            } else {
+                inputs.get(g)?.f_zeros_like()?
+            };
             compare(&id, &format!("grad of {g}"), &grad, exp)?;
         }
         checked += 1;
@@ -268,7 +345,10 @@ fn run_case(case: &Value) -> Result<usize> {
 fn run_loss(name: &str) -> Result<()> {
     let mut n = 0;
     for case in cases()? {
-        let spec = case.get("spec").and_then(Value::as_str).context("no spec")?;
+        let spec = case
+            .get("spec")
+            .and_then(Value::as_str)
+            .context("no spec")?;
         let case_name = spec.split(':').next().unwrap_or("");
         if case_name == name {
             n += run_case(case)?;

@@ -36,7 +36,11 @@ fn registry_has_all_21_losses_by_name() -> Result<()> {
     ensure!(r.names() == NAMES.to_vec(), "names {:?}", r.names());
     for name in NAMES {
         let loss = r.build(name)?;
-        ensure!(loss.name() == name, "{name} builds a loss named {}", loss.name());
+        ensure!(
+            loss.name() == name,
+            "{name} builds a loss named {}",
+            loss.name()
+        );
     }
     Ok(())
 }
@@ -44,7 +48,13 @@ fn registry_has_all_21_losses_by_name() -> Result<()> {
 #[test]
 fn unknown_name_lists_accepted() -> Result<()> {
     let msg = err_msg(registry().build("cross-entropi:ignore_index=3"))?;
-    ensure!(msg == format!("unknown loss 'cross-entropi'; accepted: {}", NAMES.join(", ")), "{msg}");
+    ensure!(
+        msg == format!(
+            "unknown loss 'cross-entropi'; accepted: {}",
+            NAMES.join(", ")
+        ),
+        "{msg}"
+    );
     Ok(())
 }
 
@@ -56,7 +66,10 @@ fn unknown_option_lists_accepted() -> Result<()> {
         "{msg}"
     );
     let msg = err_msg(registry().build("mse:delta=1"))?;
-    ensure!(msg == "mse: unknown option(s) delta; accepted: reduction", "{msg}");
+    ensure!(
+        msg == "mse: unknown option(s) delta; accepted: reduction",
+        "{msg}"
+    );
     Ok(())
 }
 
@@ -66,21 +79,54 @@ fn bad_values_are_named() -> Result<()> {
     for (spec, want) in [
         ("huber:delta=abc", "huber: option delta=abc is not a number"),
         ("huber:delta=-1", "huber: delta must be > 0, got -1"),
-        ("mse:reduction=avg", "mse: reduction 'avg' is not one of none, mean, sum"),
-        ("kl-div:reduction=avg", "kl-div: reduction 'avg' is not one of none, mean, sum, batchmean"),
-        ("nll:ignore_index=1.5", "nll: option ignore_index=1.5 is not an integer"),
-        ("cross-entropy:label_smoothing=2", "cross-entropy: label_smoothing must be between 0.0 and 1.0, got 2"),
-        ("cross-entropy:weight=1;x", "cross-entropy: option weight=1;x is not a ;-separated list of numbers"),
-        ("bce-with-logits:pos_weight=a", "bce-with-logits: option pos_weight=a is not a ;-separated list of numbers"),
-        ("ctc:zero_infinity=yes", "ctc: option zero_infinity=yes is not true or false"),
-        ("multi-margin:p=3", "multi-margin: only p == 1 and p == 2 are supported, got p=3"),
-        ("triplet-margin:margin=0", "triplet-margin: margin must be greater than 0, got 0"),
+        (
+            "mse:reduction=avg",
+            "mse: reduction 'avg' is not one of none, mean, sum",
+        ),
+        (
+            "kl-div:reduction=avg",
+            "kl-div: reduction 'avg' is not one of none, mean, sum, batchmean",
+        ),
+        (
+            "nll:ignore_index=1.5",
+            "nll: option ignore_index=1.5 is not an integer",
+        ),
+        (
+            "cross-entropy:label_smoothing=2",
+            "cross-entropy: label_smoothing must be between 0.0 and 1.0, got 2",
+        ),
+        (
+            "cross-entropy:weight=1;x",
+            "cross-entropy: option weight=1;x is not a ;-separated list of numbers",
+        ),
+        (
+            "bce-with-logits:pos_weight=a",
+            "bce-with-logits: option pos_weight=a is not a ;-separated list of numbers",
+        ),
+        (
+            "ctc:zero_infinity=yes",
+            "ctc: option zero_infinity=yes is not true or false",
+        ),
+        (
+            "multi-margin:p=3",
+            "multi-margin: only p == 1 and p == 2 are supported, got p=3",
+        ),
+        (
+            "triplet-margin:margin=0",
+            "triplet-margin: margin must be greater than 0, got 0",
+        ),
         (
             "triplet-margin-with-distance:distance=euclid",
             "triplet-margin-with-distance: option distance=euclid is not one of pairwise, cosine",
         ),
-        ("huber:delta", "option 'delta' in spec 'huber:delta' is not key=value"),
-        (":delta=1", "spec ':delta=1' has no name: write name or name:key=value,..."),
+        (
+            "huber:delta",
+            "option 'delta' in spec 'huber:delta' is not key=value",
+        ),
+        (
+            ":delta=1",
+            "spec ':delta=1' has no name: write name or name:key=value,...",
+        ),
     ] {
         let msg = err_msg(r.build(spec))?;
         ensure!(msg == want, "{spec}: got {msg:?}, want {want:?}");
@@ -93,7 +139,9 @@ fn spec_options_reach_the_loss() -> Result<()> {
     // Same numbers as the typed API with the same options.
     let x = randn(&[6, 4])?;
     let y = ti(&[0, 3, 1, 2, 3, 3], &[6])?;
-    let from_spec = registry().build("cross-entropy: label_smoothing=0.1, ignore_index=3, weight=[1;2;0.5;1], reduction=sum")?;
+    let from_spec = registry().build(
+        "cross-entropy: label_smoothing=0.1, ignore_index=3, weight=[1;2;0.5;1], reduction=sum",
+    )?;
     let typed = CrossEntropyLoss::new(CrossEntropyConfig {
         weight: Some(vec![1.0, 2.0, 0.5, 1.0]),
         ignore_index: 3,
@@ -113,10 +161,19 @@ fn spec_options_reach_the_loss() -> Result<()> {
 fn describe_lists_names_summaries_and_defaults() -> Result<()> {
     let text = registry().describe();
     for name in NAMES {
-        ensure!(text.lines().any(|l| l.starts_with(name)), "{name} missing from describe()");
+        ensure!(
+            text.lines().any(|l| l.starts_with(name)),
+            "{name} missing from describe()"
+        );
     }
-    ensure!(text.contains("label_smoothing") && text.contains("[0]"), "{text}");
-    ensure!(text.contains("ignore_index") && text.contains("[-100]"), "{text}");
+    ensure!(
+        text.contains("label_smoothing") && text.contains("[0]"),
+        "{text}"
+    );
+    ensure!(
+        text.contains("ignore_index") && text.contains("[-100]"),
+        "{text}"
+    );
     ensure!(text.contains("batchmean"), "{text}");
     Ok(())
 }
@@ -131,9 +188,11 @@ fn downstream_crates_register_their_own() -> Result<()> {
         |spec| {
             let scale = spec.f64("scale")?.unwrap_or(1.0);
             let mse = MseLoss::default();
-            Ok(Box::new(move |x: &Tensor, y: &Tensor| -> kiln_losses::Result<Tensor> {
-                Ok(mse.forward(x, y)?.f_mul_scalar(scale)?)
-            }) as Box<dyn Loss>)
+            Ok(Box::new(
+                move |x: &Tensor, y: &Tensor| -> kiln_losses::Result<Tensor> {
+                    Ok(mse.forward(x, y)?.f_mul_scalar(scale)?)
+                },
+            ) as Box<dyn Loss>)
         },
     ));
     ensure!(r.names().len() == 22 && r.names().contains(&"scaled-mse"));
@@ -144,14 +203,19 @@ fn downstream_crates_register_their_own() -> Result<()> {
     let b = common::scalar(&MseLoss::default().forward(&x, &y)?)?;
     ensure!(a == 2.0 * b);
     let msg = err_msg(r.build("scaled-mse:factor=2"))?;
-    ensure!(msg == "scaled-mse: unknown option(s) factor; accepted: scale", "{msg}");
+    ensure!(
+        msg == "scaled-mse: unknown option(s) factor; accepted: scale",
+        "{msg}"
+    );
     ensure!(r.describe().contains("scaled-mse"));
     Ok(())
 }
 
 #[test]
 fn a_closure_is_a_loss() -> Result<()> {
-    let l1 = |x: &Tensor, y: &Tensor| -> kiln_losses::Result<Tensor> { Ok(x.f_sub(y)?.f_abs()?.f_mean(None::<Kind>)?) };
+    let l1 = |x: &Tensor, y: &Tensor| -> kiln_losses::Result<Tensor> {
+        Ok(x.f_sub(y)?.f_abs()?.f_mean(None::<Kind>)?)
+    };
     let boxed: Box<dyn Loss> = Box::new(l1);
     ensure!(boxed.name() == "custom");
     let (x, y) = (randn(&[5])?, randn(&[5])?);
@@ -164,17 +228,28 @@ fn a_closure_is_a_loss() -> Result<()> {
 #[test]
 fn defaults_are_pytorchs() -> Result<()> {
     let ce = CrossEntropyConfig::default();
-    ensure!(ce.weight.is_none() && ce.ignore_index == -100 && ce.reduction == Reduction::Mean && ce.label_smoothing == 0.0);
+    ensure!(
+        ce.weight.is_none()
+            && ce.ignore_index == -100
+            && ce.reduction == Reduction::Mean
+            && ce.label_smoothing == 0.0
+    );
     let nll = NllConfig::default();
     ensure!(nll.ignore_index == -100 && nll.reduction == Reduction::Mean);
     let p = PoissonNllConfig::default();
     ensure!(p.log_input && !p.full && p.eps == 1e-8);
     let g = GaussianNllConfig::default();
     ensure!(!g.full && g.eps == 1e-6);
-    ensure!(KlDivConfig::default().reduction == KlDivReduction::Mean && !KlDivConfig::default().log_target);
+    ensure!(
+        KlDivConfig::default().reduction == KlDivReduction::Mean
+            && !KlDivConfig::default().log_target
+    );
     ensure!(HuberConfig::default().delta == 1.0 && SmoothL1Config::default().beta == 1.0);
     ensure!(HingeEmbeddingConfig::default().margin == 1.0);
-    ensure!(MarginRankingConfig::default().margin == 0.0 && CosineEmbeddingConfig::default().margin == 0.0);
+    ensure!(
+        MarginRankingConfig::default().margin == 0.0
+            && CosineEmbeddingConfig::default().margin == 0.0
+    );
     let mm = MultiMarginConfig::default();
     ensure!(mm.p == 1 && mm.margin == 1.0 && mm.weight.is_none());
     let t = TripletMarginConfig::default();
@@ -192,19 +267,26 @@ fn defaults_are_pytorchs() -> Result<()> {
 #[test]
 fn default_cross_entropy_is_the_kernel_bit_for_bit() -> Result<()> {
     for kind in [Kind::Float, Kind::Double] {
-        let x = Tensor::f_randn([64, 10], (kind, kiln_tensor::Device::Cpu))?.set_requires_grad(true);
+        let x =
+            Tensor::f_randn([64, 10], (kind, kiln_tensor::Device::Cpu))?.set_requires_grad(true);
         let y = Tensor::f_randint(10, [64], (Kind::Int64, kiln_tensor::Device::Cpu))?;
         let ours = CrossEntropyLoss::default().forward(&x, &y)?;
         ours.f_backward()?;
         let g1 = common::values(&x.f_grad()?)?;
         let x2 = x.f_detach()?.set_requires_grad(true);
-        let direct = x2.f_cross_entropy_loss(&y, None::<Tensor>, tch::Reduction::Mean, -100, 0.0)?;
+        let direct =
+            x2.f_cross_entropy_loss(&y, None::<Tensor>, tch::Reduction::Mean, -100, 0.0)?;
         direct.f_backward()?;
         let g2 = common::values(&x2.f_grad()?)?;
         ensure!(common::scalar(&ours)?.to_bits() == common::scalar(&direct)?.to_bits());
         ensure!(g1.iter().zip(&g2).all(|(a, b)| a.to_bits() == b.to_bits()));
         let nll = NllLoss::default().forward(&x2.f_log_softmax(1, None::<Kind>)?, &y)?;
-        let nll_direct = x2.f_log_softmax(1, None::<Kind>)?.f_nll_loss_nd(&y, None::<Tensor>, tch::Reduction::Mean, -100)?;
+        let nll_direct = x2.f_log_softmax(1, None::<Kind>)?.f_nll_loss_nd(
+            &y,
+            None::<Tensor>,
+            tch::Reduction::Mean,
+            -100,
+        )?;
         ensure!(common::scalar(&nll)?.to_bits() == common::scalar(&nll_direct)?.to_bits());
         let mse = MseLoss::default().forward(&x2, &x2.f_detach()?.f_mul_scalar(0.5)?)?;
         let mse_direct = x2.f_mse_loss(&x2.f_detach()?.f_mul_scalar(0.5)?, tch::Reduction::Mean)?;
@@ -235,7 +317,16 @@ fn range_check_is_cheap_for_a_64_sample_batch() -> Result<()> {
         best = (best.0.min(ours), best.1.min(direct));
     }
     // Generous bound (shared CI machines): the checks cost well under 100 µs.
-    ensure!(best.0 - best.1 < 100e-6, "kiln {:.1} µs vs kernel {:.1} µs per call", best.0 * 1e6, best.1 * 1e6);
-    eprintln!("cross-entropy [64, 10]: kiln {:.1} µs, kernel alone {:.1} µs per call", best.0 * 1e6, best.1 * 1e6);
+    ensure!(
+        best.0 - best.1 < 100e-6,
+        "kiln {:.1} µs vs kernel {:.1} µs per call",
+        best.0 * 1e6,
+        best.1 * 1e6
+    );
+    eprintln!(
+        "cross-entropy [64, 10]: kiln {:.1} µs, kernel alone {:.1} µs per call",
+        best.0 * 1e6,
+        best.1 * 1e6
+    );
     Ok(())
 }

@@ -22,7 +22,10 @@ pub fn ti(values: &[i64], shape: &[i64]) -> Result<Tensor> {
 
 /// Random normal float64 tensor.
 pub fn randn(shape: &[i64]) -> Result<Tensor> {
-    Ok(Tensor::f_randn(shape, (Kind::Double, kiln_tensor::Device::Cpu))?)
+    Ok(Tensor::f_randn(
+        shape,
+        (Kind::Double, kiln_tensor::Device::Cpu),
+    )?)
 }
 
 /// The error message of `r`, failing if `r` is Ok.
@@ -62,7 +65,10 @@ pub fn expect_invalid<T>(r: kiln_losses::Result<T>, message: &str) -> Result<()>
 
 /// The values of a tensor as f64.
 pub fn values(t: &Tensor) -> Result<Vec<f64>> {
-    let flat = t.f_detach()?.f_to_kind(Kind::Double)?.f_reshape([-1i64].as_slice())?;
+    let flat = t
+        .f_detach()?
+        .f_to_kind(Kind::Double)?
+        .f_reshape([-1i64].as_slice())?;
     Vec::<f64>::try_from(&flat).context("reading tensor values")
 }
 
