@@ -231,6 +231,18 @@ fn multilabel_margin_rules() -> Result<()> {
     expect_invalid(
         l.forward(&randn(&[2, 3])?, &randn(&[2, 3])?),
         "multilabel-margin: target [2, 3] must hold int64 class indices, got Double",
+    )?;
+    expect_invalid(
+        l.forward(&randn(&[3])?, &ti(&[0, -1], &[2])?),
+        "multilabel-margin: input [3] needs a target of the same shape, got [2]",
+    )?;
+    expect_invalid(
+        l.forward(&randn(&[])?, &ti(&[0, -1], &[2])?),
+        "multilabel-margin: input [] needs a target of 1 index, got [2]",
+    )?;
+    expect_invalid(
+        l.forward(&randn(&[2, 0])?, &ti(&[], &[2, 0])?),
+        "multilabel-margin: input [2, 0] must be a non-empty vector [C] or matrix [N, C] (C > 0)",
     )
 }
 
@@ -534,6 +546,22 @@ fn ctc_rules() -> Result<()> {
     let a = l.forward_ctc(&lp, &ti(&[1, 2, 3, 1], &[4])?, &[6, 6], &[3, 1])?;
     let p = l.forward_ctc(&lp, &tg, &[6, 6], &[3, 1])?;
     anyhow::ensure!((common::scalar(&a)? - common::scalar(&p)?).abs() < 1e-12);
+    // Unbatched [T, C] equals the batch of one.
+    let lp1 = lp.f_select(1, 0)?;
+    let tg1 = ti(&[1, 2, 3], &[3])?;
+    let u = l.forward_ctc(&lp1, &tg1, &[6], &[3])?;
+    let b1 = l.forward_ctc(&lp1.f_unsqueeze(1)?, &tg1.f_unsqueeze(0)?, &[6], &[3])?;
+    anyhow::ensure!((common::scalar(&u)? - common::scalar(&b1)?).abs() < 1e-12);
+    let uf = l.forward(&lp1, &tg1)?;
+    anyhow::ensure!((common::scalar(&uf)? - common::scalar(&u)?).abs() < 1e-12);
+    expect_invalid(
+        l.forward(&lp, &ti(&[1, 2, 3], &[3])?),
+        "ctc: targets [3] must be blank-padded [N, S] ([S] unbatched) for log_probs [6, 2, 4]",
+    )?;
+    expect_invalid(
+        l.forward_ctc_tensors(&lp, &tg, &ti(&[6, 6], &[1, 2])?, &ti(&[3, 1], &[2])?),
+        "ctc: input_lengths [1, 2] must be an integer tensor [N] or []",
+    )?;
     // Loss::forward infers the lengths from blank padding.
     let f = l.forward(&lp, &tg)?;
     anyhow::ensure!(common::scalar(&f)? == common::scalar(&p)?);

@@ -301,32 +301,27 @@ fn range_check_is_cheap_for_a_64_sample_batch() -> Result<()> {
     let x = Tensor::f_randn([64, 10], (Kind::Float, kiln_tensor::Device::Cpu))?;
     let y = Tensor::f_randint(10, [64], (Kind::Int64, kiln_tensor::Device::Cpu))?;
     let ce = CrossEntropyLoss::default();
-    let n = 300;
-    let mut best = (f64::MAX, f64::MAX);
-    for _ in 0..3 {
+    // The fastest of many single calls, interleaved: robust to a loaded machine.
+    let (mut ours, mut direct) = (f64::MAX, f64::MAX);
+    for _ in 0..500 {
         let t = std::time::Instant::now();
-        for _ in 0..n {
-            let _ = ce.forward(&x, &y)?;
-        }
-        let ours = t.elapsed().as_secs_f64() / n as f64;
+        let _ = ce.forward(&x, &y)?;
+        ours = ours.min(t.elapsed().as_secs_f64());
         let t = std::time::Instant::now();
-        for _ in 0..n {
-            let _ = x.f_cross_entropy_loss(&y, None::<Tensor>, tch::Reduction::Mean, -100, 0.0)?;
-        }
-        let direct = t.elapsed().as_secs_f64() / n as f64;
-        best = (best.0.min(ours), best.1.min(direct));
+        let _ = x.f_cross_entropy_loss(&y, None::<Tensor>, tch::Reduction::Mean, -100, 0.0)?;
+        direct = direct.min(t.elapsed().as_secs_f64());
     }
-    // Generous bound (shared CI machines): the checks cost well under 100 µs.
-    ensure!(
-        best.0 - best.1 < 100e-6,
-        "kiln {:.1} µs vs kernel {:.1} µs per call",
-        best.0 * 1e6,
-        best.1 * 1e6
-    );
     eprintln!(
         "cross-entropy [64, 10]: kiln {:.1} µs, kernel alone {:.1} µs per call",
-        best.0 * 1e6,
-        best.1 * 1e6
+        ours * 1e6,
+        direct * 1e6
+    );
+    // Generous bound for shared machines: the checks cost well under 50 µs.
+    ensure!(
+        ours - direct < 50e-6,
+        "kiln {:.1} µs vs kernel {:.1} µs per call",
+        ours * 1e6,
+        direct * 1e6
     );
     Ok(())
 }
