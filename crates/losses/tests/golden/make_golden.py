@@ -391,6 +391,55 @@ def ctc_make(T, N, C, S, short=False):
 each("ctc", [("basic", {}), ("blank", {"blank": 2})], ctc_make(12, 3, 5, 4), call="ctc")
 each("ctc", [("zero-infinity", {"zero_infinity": True}), ("impossible", {})], ctc_make(8, 3, 4, 3, short=True), call="ctc")
 
+# ---------------------------------------------------------------- more awkward cases
+each("nll", [("zero-weights", {"weight": [0.0, 0.0, 0.0]})], nll_make((5, 3)))
+each("cross-entropy", [("probs-extreme", {"label_smoothing": 0.05})],
+     ce_make((4, 3), "probs", lambda x, y, dt: extreme(x, y, dt)))
+
+
+def kl_zero_make(dt, o, red):
+    x = torch.log_softmax(torch.randn(3, 4, dtype=dt), 1)
+    y = torch.tensor([[0.0, 0.5, 0.5, 0.0], [1.0, 0.0, 0.0, 0.0], [0.25, 0.25, 0.25, 0.25]], dtype=dt)
+    kw = dict(reduction=red)
+    return {"input": x, "target": y}, ["input", "target"], lambda a, b: F.kl_div(a, b, **kw)
+
+
+each("kl-div", [("zero-target", {"_reds": REDS + ["batchmean"]})], kl_zero_make)
+
+
+def poisson_zero_make(dt, o, red):
+    x = torch.randn(3, 4, dtype=dt)
+    y = torch.tensor([[0.0, 1.0, 2.0, 0.0], [5.0, 0.0, 1.0, 3.0], [0.0, 0.0, 10.0, 1.0]], dtype=dt)
+    kw = dict(full=True, reduction=red)
+    return {"input": x, "target": y}, ["input", "target"], lambda a, b: F.poisson_nll_loss(a, b, **kw)
+
+
+each("poisson-nll", [("zero-targets-full", {"full": True})], poisson_zero_make)
+
+
+def boundary_make(fn, **kw0):
+    def make(dt, o, red):
+        x = torch.tensor([0.0, 1.0, -1.0, 0.5, 2.0, -3.0], dtype=dt)
+        y = torch.tensor([0.0, 0.0, 0.0, 0.0, 1.0, -1.0], dtype=dt)
+        kw = {k: v for k, v in o.items()}
+        return {"input": x, "target": y}, ["input", "target"], lambda a, b: fn(a, b, **kw)
+    return make
+
+
+each("huber", [("boundary", {"delta": 1.0})], boundary_make(F.huber_loss))
+each("smooth-l1", [("boundary", {"beta": 1.0})], boundary_make(F.smooth_l1_loss))
+
+
+def trip_same_make(dt, o, red):
+    a = torch.randn(4, 3, dtype=dt)
+    n = torch.randn(4, 3, dtype=dt)
+    return ({"anchor": a, "positive": a.clone(), "negative": n}, ["anchor", "positive", "negative"],
+            lambda x, y, z: F.triplet_margin_loss(x, y, z, reduction=red), ["anchor", "positive", "negative"])
+
+
+each("triplet-margin", [("positive-equals-anchor", {})], trip_same_make, call="forward3")
+
+
 out = os.path.join(os.path.dirname(os.path.abspath(__file__)), "losses.json")
 with open(out, "w") as f:
     json.dump({"torch": torch.__version__, "cases": CASES}, f, separators=(",", ":"))
