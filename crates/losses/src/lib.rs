@@ -15,7 +15,36 @@
 //! each type documents.
 //!
 //! [`registry`] names all 21 by spec string
-//! (`cross-entropy:label_smoothing=0.1,ignore_index=3`).
+//! (`cross-entropy:label_smoothing=0.1,ignore_index=3`):
+//!
+//! | spec name | type | libtorch kernel |
+//! |---|---|---|
+//! | `cross-entropy` | [`CrossEntropyLoss`] | `cross_entropy_loss` |
+//! | `nll` | [`NllLoss`] | `nll_loss_nd` |
+//! | `mse` | [`MseLoss`] | `mse_loss` |
+//! | `l1` | [`L1Loss`] | `l1_loss` |
+//! | `ctc` | [`CtcLoss`] | `ctc_loss` |
+//! | `poisson-nll` | [`PoissonNllLoss`] | `poisson_nll_loss` |
+//! | `gaussian-nll` | [`GaussianNllLoss`] | composed (as `F.gaussian_nll_loss`) |
+//! | `kl-div` | [`KlDivLoss`] | `kl_div` |
+//! | `bce` | [`BceLoss`] | `binary_cross_entropy` |
+//! | `bce-with-logits` | [`BceWithLogitsLoss`] | `binary_cross_entropy_with_logits` |
+//! | `margin-ranking` | [`MarginRankingLoss`] | `margin_ranking_loss` |
+//! | `hinge-embedding` | [`HingeEmbeddingLoss`] | `hinge_embedding_loss` |
+//! | `multilabel-margin` | [`MultiLabelMarginLoss`] | `multilabel_margin_loss` |
+//! | `huber` | [`HuberLoss`] | `huber_loss` |
+//! | `smooth-l1` | [`SmoothL1Loss`] | `smooth_l1_loss` (`l1_loss` for β = 0) |
+//! | `soft-margin` | [`SoftMarginLoss`] | `soft_margin_loss` |
+//! | `multilabel-soft-margin` | [`MultiLabelSoftMarginLoss`] | composed (as `F.multilabel_soft_margin_loss`) |
+//! | `cosine-embedding` | [`CosineEmbeddingLoss`] | `cosine_embedding_loss` |
+//! | `multi-margin` | [`MultiMarginLoss`] | composed (tch 0.24 lacks the forward kernel) |
+//! | `triplet-margin` | [`TripletMarginLoss`] | `triplet_margin_loss` |
+//! | `triplet-margin-with-distance` | [`TripletMarginWithDistanceLoss`] | composed (as `F.triplet_margin_with_distance_loss`) |
+//!
+//! Every loss is checked against values and gradients PyTorch computes
+//! (`tests/golden/make_golden.py`). Deliberate divergences are documented on
+//! the type: [`MultiMarginLoss`] (empty batch), [`CtcLoss`] (padding values),
+//! and the broadcasting losses, which broadcast silently where PyTorch warns.
 #![deny(missing_docs)]
 
 mod binary;

@@ -213,3 +213,32 @@ pub(crate) fn unstack(
     }
     kernel(loss, t.f_unbind(0))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn broadcast_follows_numpy_rules() -> anyhow::Result<()> {
+        anyhow::ensure!(broadcast(&[4, 5], &[5]) == Some(vec![4, 5]));
+        anyhow::ensure!(broadcast(&[3, 1], &[3, 4]) == Some(vec![3, 4]));
+        anyhow::ensure!(broadcast(&[], &[2, 3]) == Some(vec![2, 3]));
+        anyhow::ensure!(broadcast(&[0, 3], &[1, 3]) == Some(vec![0, 3]));
+        anyhow::ensure!(broadcast(&[2, 3], &[4]).is_none());
+        anyhow::ensure!(broadcast(&[2, 3], &[3, 3]).is_none());
+        Ok(())
+    }
+
+    #[test]
+    fn range_check_skips_only_the_ignored_value() -> anyhow::Result<()> {
+        let t = Tensor::f_from_slice(&[-100i64, 3, 0, -100])?;
+        anyhow::ensure!(check_range("x", &t, 0, 4, Some(-100), |v| v.to_string()).is_ok());
+        let err = check_range("x", &t, 0, 3, Some(-100), |v| format!("bad {v}"));
+        anyhow::ensure!(err.map_err(|e| e.to_string()).err().as_deref() == Some("x: bad 3"));
+        let err = check_range("x", &t, 0, 4, None, |v| format!("bad {v}"));
+        anyhow::ensure!(err.map_err(|e| e.to_string()).err().as_deref() == Some("x: bad -100"));
+        let empty = Tensor::f_from_slice::<i64>(&[])?;
+        anyhow::ensure!(check_range("x", &empty, 0, 1, None, |v| v.to_string()).is_ok());
+        Ok(())
+    }
+}
