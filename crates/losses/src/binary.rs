@@ -1,0 +1,319 @@
+//! Binary and ±1-target losses: BCE, BCE with logits, soft margin, hinge
+//! embedding.
+use crate::error::{invalid, Result};
+use crate::reduction::Reduction;
+use crate::util::{self, fmt, kernel};
+use crate::Loss;
+use kiln_tensor::spec::Spec;
+use kiln_tensor::Tensor;
+
+/// Errors unless every value of floating `t` lies in [0, 1] (NaN fails).
+fn check_unit_interval(loss: &str, what: &str, t: &Tensor) -> Result<()> {
+    if t.numel() == 0 {
+        return Ok(());
+    }
+    let (min, max) = kernel(loss, t.f_aminmax(None::<i64>, false))?;
+    let min = kernel(loss, min.f_double_value(&[]))?;
+    let max = kernel(loss, max.f_double_value(&[]))?;
+    if !(min >= 0.0 && max <= 1.0) {
+        let bad = if min.is_nan() || max.is_nan() || min < 0.0 {
+            min
+        } else {
+            max
+        };
+        let bad = if max.is_nan() { max } else { bad };
+        return Err(invalid(
+            loss,
+            format!("all elements of {what} must be between 0 and 1, found {bad}"),
+        ));
+    }
+    Ok(())
+}
+
+/// Options of [`BceLoss`]; `Default` is `nn.BCELoss()`'s.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct BceConfig {
+    /// Rescaling weight broadcast to the target's shape (a 1-D list broadcasts
+    /// over the last dimension); `None` = ones.
+    pub weight: Option<Vec<f64>>,
+    /// Reduction; default mean.
+    pub reduction: Reduction,
+}
+
+/// `nn.BCELoss`: `l_n = -w_n [y_n log x_n + (1 - y_n) log(1 - x_n)]`, each log
+/// clamped to ≥ -100. Input probabilities and targets must lie in [0, 1] and
+/// have the same shape. Calls libtorch's `binary_cross_entropy`.
+#[derive(Debug, Clone, Default)]
+pub struct BceLoss {
+    cfg: BceConfig,
+}
+
+impl BceLoss {
+    /// Spec name.
+    pub const NAME: &'static str = "bce";
+    /// Builds the loss.
+    pub fn new(cfg: BceConfig) -> Result<Self> {
+        Ok(Self { cfg })
+    }
+    /// The options.
+    pub fn config(&self) -> &BceConfig {
+        &self.cfg
+    }
+    /// Reads `weight`, `reduction` from a spec.
+    pub fn from_spec(spec: &mut Spec) -> Result<Self> {
+        Self::new(BceConfig {
+            weight: spec.f64_list("weight")?,
+            reduction: util::spec_reduction(spec, Self::NAME)?.unwrap_or_default(),
+        })
+    }
+}
+
+impl Loss for BceLoss {
+    fn forward(&self, input: &Tensor, target: &Tensor) -> Result<Tensor> {
+        let n = Self::NAME;
+        let s = util::float(n, "input", input)?;
+        let ts = util::float(n, "target", target)?;
+        if ts != s {
+            return Err(invalid(
+                n,
+                format!(
+                    "input {} and target {} must have the same size",
+                    fmt(&s),
+                    fmt(&ts)
+                ),
+            ));
+        }
+        check_unit_interval(n, "input", input)?;
+        check_unit_interval(n, "target", target)?;
+        let weight = match &self.cfg.weight {
+            None => None,
+            Some(w) => {
+                let ws = [w.len() as i64];
+                let b = util::check_broadcast(n, "target", &ts, "weight", &ws)?;
+                if b != ts {
+                    return Err(invalid(
+                        n,
+                        format!(
+                            "weight {} broadcast with target {} gives {}, not the target's shape",
+                            fmt(&ws),
+                            fmt(&ts),
+                            fmt(&b)
+                        ),
+                    ));
+                }
+                let wt = util::tensor_like(n, w, input)?;
+                Some(kernel(n, wt.f_expand(b.as_slice(), false))?)
+            }
+        };
+        kernel(
+            n,
+            input.f_binary_cross_entropy(target, weight, self.cfg.reduction.into()),
+        )
+    }
+    fn name(&self) -> &str {
+        Self::NAME
+    }
+}
+
+// ---------------------------------------------------------------------------
+
+/// Options of [`BceWithLogitsLoss`]; `Default` is `nn.BCEWithLogitsLoss()`'s.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct BceWithLogitsConfig {
+    /// Rescaling weight broadcast to the input (1-D: over the last dimension).
+    pub weight: Option<Vec<f64>>,
+    /// Reduction; default mean.
+    pub reduction: Reduction,
+    /// Weight of positive examples per class (broadcast over the last dimension).
+    pub pos_weight: Option<Vec<f64>>,
+}
+
+/// `nn.BCEWithLogitsLoss`: sigmoid and BCE in one numerically stable kernel,
+/// `l_n = -w_n [p y_n log σ(x_n) + (1 - y_n) log(1 - σ(x_n))]` with `p` the
+/// positive weight. Target of the input's shape. Calls libtorch's
+/// `binary_cross_entropy_with_logits`.
+#[derive(Debug, Clone, Default)]
+pub struct BceWithLogitsLoss {
+    cfg: BceWithLogitsConfig,
+}
+
+impl BceWithLogitsLoss {
+    /// Spec name.
+    pub const NAME: &'static str = "bce-with-logits";
+    /// Builds the loss.
+    pub fn new(cfg: BceWithLogitsConfig) -> Result<Self> {
+        Ok(Self { cfg })
+    }
+    /// The options.
+    pub fn config(&self) -> &BceWithLogitsConfig {
+        &self.cfg
+    }
+    /// Reads `weight`, `pos_weight`, `reduction` from a spec.
+    pub fn from_spec(spec: &mut Spec) -> Result<Self> {
+        Self::new(BceWithLogitsConfig {
+            weight: spec.f64_list("weight")?,
+            reduction: util::spec_reduction(spec, Self::NAME)?.unwrap_or_default(),
+            pos_weight: spec.f64_list("pos_weight")?,
+        })
+    }
+}
+
+impl Loss for BceWithLogitsLoss {
+    fn forward(&self, input: &Tensor, target: &Tensor) -> Result<Tensor> {
+        let n = Self::NAME;
+        let s = util::float(n, "input", input)?;
+        let ts = util::float(n, "target", target)?;
+        if ts != s {
+            return Err(invalid(
+                n,
+                format!(
+                    "input {} and target {} must have the same size",
+                    fmt(&s),
+                    fmt(&ts)
+                ),
+            ));
+        }
+        let mut tensors = Vec::new();
+        for (what, w) in [
+            ("weight", &self.cfg.weight),
+            ("pos_weight", &self.cfg.pos_weight),
+        ] {
+            tensors.push(match w {
+                None => None,
+                Some(w) => {
+                    util::check_broadcast(n, "input", &s, what, &[w.len() as i64])?;
+                    Some(util::tensor_like(n, w, input)?)
+                }
+            });
+        }
+        let pos_weight = tensors.pop().flatten();
+        let weight = tensors.pop().flatten();
+        kernel(
+            n,
+            input.f_binary_cross_entropy_with_logits(
+                target,
+                weight,
+                pos_weight,
+                self.cfg.reduction.into(),
+            ),
+        )
+    }
+    fn name(&self) -> &str {
+        Self::NAME
+    }
+}
+
+// ---------------------------------------------------------------------------
+
+/// Options of [`SoftMarginLoss`]; `Default` is `nn.SoftMarginLoss()`'s.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct SoftMarginConfig {
+    /// Reduction; default mean.
+    pub reduction: Reduction,
+}
+
+/// `nn.SoftMarginLoss`: two-class logistic loss with ±1 targets,
+/// `l_n = log(1 + exp(-y_n x_n))`. Calls libtorch's `soft_margin_loss`.
+#[derive(Debug, Clone, Default)]
+pub struct SoftMarginLoss {
+    cfg: SoftMarginConfig,
+}
+
+impl SoftMarginLoss {
+    /// Spec name.
+    pub const NAME: &'static str = "soft-margin";
+    /// Builds the loss.
+    pub fn new(cfg: SoftMarginConfig) -> Result<Self> {
+        Ok(Self { cfg })
+    }
+    /// The options.
+    pub fn config(&self) -> &SoftMarginConfig {
+        &self.cfg
+    }
+    /// Reads `reduction` from a spec.
+    pub fn from_spec(spec: &mut Spec) -> Result<Self> {
+        Self::new(SoftMarginConfig {
+            reduction: util::spec_reduction(spec, Self::NAME)?.unwrap_or_default(),
+        })
+    }
+}
+
+impl Loss for SoftMarginLoss {
+    fn forward(&self, input: &Tensor, target: &Tensor) -> Result<Tensor> {
+        let n = Self::NAME;
+        let s = util::float(n, "input", input)?;
+        let ts = util::shape(n, "target", target)?;
+        util::check_broadcast(n, "input", &s, "target", &ts)?;
+        kernel(
+            n,
+            input.f_soft_margin_loss(target, self.cfg.reduction.into()),
+        )
+    }
+    fn name(&self) -> &str {
+        Self::NAME
+    }
+}
+
+// ---------------------------------------------------------------------------
+
+/// Options of [`HingeEmbeddingLoss`]; `Default` is `nn.HingeEmbeddingLoss()`'s.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HingeEmbeddingConfig {
+    /// Margin Δ; default 1.
+    pub margin: f64,
+    /// Reduction; default mean.
+    pub reduction: Reduction,
+}
+
+impl Default for HingeEmbeddingConfig {
+    fn default() -> Self {
+        Self {
+            margin: 1.0,
+            reduction: Reduction::Mean,
+        }
+    }
+}
+
+/// `nn.HingeEmbeddingLoss`: with ±1 targets, `l_n = x_n` if `y_n = 1`,
+/// `max(0, Δ - x_n)` if `y_n = -1`. Calls libtorch's `hinge_embedding_loss`.
+#[derive(Debug, Clone, Default)]
+pub struct HingeEmbeddingLoss {
+    cfg: HingeEmbeddingConfig,
+}
+
+impl HingeEmbeddingLoss {
+    /// Spec name.
+    pub const NAME: &'static str = "hinge-embedding";
+    /// Builds the loss.
+    pub fn new(cfg: HingeEmbeddingConfig) -> Result<Self> {
+        Ok(Self { cfg })
+    }
+    /// The options.
+    pub fn config(&self) -> &HingeEmbeddingConfig {
+        &self.cfg
+    }
+    /// Reads `margin`, `reduction` from a spec.
+    pub fn from_spec(spec: &mut Spec) -> Result<Self> {
+        let d = HingeEmbeddingConfig::default();
+        Self::new(HingeEmbeddingConfig {
+            margin: spec.f64("margin")?.unwrap_or(d.margin),
+            reduction: util::spec_reduction(spec, Self::NAME)?.unwrap_or(d.reduction),
+        })
+    }
+}
+
+impl Loss for HingeEmbeddingLoss {
+    fn forward(&self, input: &Tensor, target: &Tensor) -> Result<Tensor> {
+        let n = Self::NAME;
+        let s = util::float(n, "input", input)?;
+        let ts = util::shape(n, "target", target)?;
+        util::check_broadcast(n, "input", &s, "target", &ts)?;
+        kernel(
+            n,
+            input.f_hinge_embedding_loss(target, self.cfg.margin, self.cfg.reduction.into()),
+        )
+    }
+    fn name(&self) -> &str {
+        Self::NAME
+    }
+}

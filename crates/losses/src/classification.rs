@@ -1,0 +1,638 @@
+//! Classification losses: cross-entropy, NLL, multi-margin, multilabel margin
+//! and multilabel soft margin.
+use crate::error::{invalid, Result};
+use crate::reduction::Reduction;
+use crate::util::{self, fmt, kernel};
+use crate::Loss;
+use kiln_tensor::spec::Spec;
+use kiln_tensor::{Kind, Tensor};
+
+/// Checks a class-index target against an input of shape `s` (`[C]`,
+/// `[N, C]` or `[N, C, d1, ...]`) as `nll_loss_nd` does, then checks that
+/// every index is in `[0, C)` or equals `ignore`. Returns `C`.
+fn check_class_target(loss: &str, s: &[i64], target: &Tensor, ignore: Option<i64>) -> Result<i64> {
+    let ts = util::class_indices(loss, "target", target)?;
+    let (c, expected) = match s {
+        [] => {
+            return Err(invalid(
+                loss,
+                "input [] must have at least 1 dimension (the classes)",
+            ));
+        }
+        [c] => (*c, Vec::new()),
+        [n, c, rest @ ..] => {
+            let mut e = vec![*n];
+            e.extend_from_slice(rest);
+            (*c, e)
+        }
+    };
+    if ts != expected {
+        if s.len() >= 2 && ts.len() == 1 && ts.first() != s.first() {
+            return Err(invalid(
+                loss,
+                format!(
+                    "input {} and target {} must have the same batch size",
+                    fmt(s),
+                    fmt(&ts)
+                ),
+            ));
+        }
+        return Err(invalid(
+            loss,
+            format!(
+                "input {} needs a target of shape {} (input without the class dimension 1), got {}",
+                fmt(s),
+                fmt(&expected),
+                fmt(&ts)
+            ),
+        ));
+    }
+    util::check_range(loss, target, 0, c, ignore, |v| {
+        format!("target {v} is out of range for {c} classes")
+    })?;
+    Ok(c)
+}
+
+fn check_weight(loss: &str, weight: Option<&Vec<f64>>, c: i64, s: &[i64]) -> Result<()> {
+    if let Some(w) = weight {
+        if w.len() as i64 != c {
+            return Err(invalid(
+                loss,
+                format!(
+                    "weight has {} values but input {} has {c} classes: give one weight per class",
+                    w.len(),
+                    fmt(s)
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
+fn weight_tensor(loss: &str, weight: Option<&Vec<f64>>, like: &Tensor) -> Result<Option<Tensor>> {
+    weight.map(|w| util::tensor_like(loss, w, like)).transpose()
+}
+
+// ---------------------------------------------------------------------------
+
+/// Options of [`CrossEntropyLoss`]; `Default` is `nn.CrossEntropyLoss()`'s.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CrossEntropyConfig {
+    /// Per-class rescaling weight `w_c` (length C); `None` = all ones.
+    pub weight: Option<Vec<f64>>,
+    /// A class-index target equal to this contributes nothing (and is not
+    /// counted by `mean`). Default -100.
+    pub ignore_index: i64,
+    /// Reduction; default [`Reduction::Mean`] (weighted mean over non-ignored targets).
+    pub reduction: Reduction,
+    /// Label smoothing ε in [0, 1]; default 0.
+    pub label_smoothing: f64,
+}
+
+impl Default for CrossEntropyConfig {
+    fn default() -> Self {
+        Self {
+            weight: None,
+            ignore_index: -100,
+            reduction: Reduction::Mean,
+            label_smoothing: 0.0,
+        }
+    }
+}
+
+/// `nn.CrossEntropyLoss`: log-softmax over the class dimension followed by
+/// the negative log-likelihood.
+///
+/// With class indices `y_n` (input `[N, C]`, `[C]` or `[N, C, d1, ...]`,
+/// target int64 `[N]`, `[]` or `[N, d1, ...]`):
+/// `l_n = -w_{y_n} log(exp(x_{n,y_n}) / Σ_c exp(x_{n,c})) · 1{y_n ≠ ignore_index}`,
+/// `mean` = `Σ l_n / Σ w_{y_n} 1{y_n ≠ ignore_index}`. With label smoothing ε
+/// the target distribution is `(1-ε)·onehot + ε/C`. With class probabilities
+/// (floating target of the input's shape):
+/// `l_n = -Σ_c w_c y_{n,c} log softmax(x_n)_c`, `mean` divides by N.
+///
+/// Calls libtorch's `cross_entropy_loss` exactly as `F.cross_entropy` does.
+#[derive(Debug, Clone, Default)]
+pub struct CrossEntropyLoss {
+    cfg: CrossEntropyConfig,
+}
+
+impl CrossEntropyLoss {
+    /// Spec name.
+    pub const NAME: &'static str = "cross-entropy";
+
+    /// Validates `cfg` (label smoothing in [0, 1]).
+    pub fn new(cfg: CrossEntropyConfig) -> Result<Self> {
+        if !(0.0..=1.0).contains(&cfg.label_smoothing) {
+            return Err(invalid(
+                Self::NAME,
+                format!(
+                    "label_smoothing must be between 0.0 and 1.0, got {}",
+                    cfg.label_smoothing
+                ),
+            ));
+        }
+        Ok(Self { cfg })
+    }
+
+    /// The options.
+    pub fn config(&self) -> &CrossEntropyConfig {
+        &self.cfg
+    }
+
+    /// Reads `weight`, `ignore_index`, `reduction`, `label_smoothing` from a spec.
+    pub fn from_spec(spec: &mut Spec) -> Result<Self> {
+        let d = CrossEntropyConfig::default();
+        Self::new(CrossEntropyConfig {
+            weight: spec.f64_list("weight")?,
+            ignore_index: spec.i64("ignore_index")?.unwrap_or(d.ignore_index),
+            reduction: util::spec_reduction(spec, Self::NAME)?.unwrap_or(d.reduction),
+            label_smoothing: spec.f64("label_smoothing")?.unwrap_or(d.label_smoothing),
+        })
+    }
+}
+
+impl Loss for CrossEntropyLoss {
+    fn forward(&self, input: &Tensor, target: &Tensor) -> Result<Tensor> {
+        let n = Self::NAME;
+        let s = util::float(n, "input", input)?;
+        let tk = util::kind(n, "target", target)?;
+        let c = if util::is_float(tk) {
+            let ts = util::shape(n, "target", target)?;
+            if ts != s {
+                return Err(invalid(
+                    n,
+                    format!(
+                        "input {} and target {} (class probabilities) must have the same shape",
+                        fmt(&s),
+                        fmt(&ts)
+                    ),
+                ));
+            }
+            if self.cfg.ignore_index >= 0 {
+                return Err(invalid(
+                    n,
+                    format!(
+                        "ignore_index={} is not supported with class-probability (floating) targets",
+                        self.cfg.ignore_index
+                    ),
+                ));
+            }
+            match s.as_slice() {
+                [] => {
+                    return Err(invalid(
+                        n,
+                        "input [] must have at least 1 dimension (the classes)",
+                    ))
+                }
+                [c] => *c,
+                [_, c, ..] => *c,
+            }
+        } else {
+            check_class_target(n, &s, target, Some(self.cfg.ignore_index))?
+        };
+        check_weight(n, self.cfg.weight.as_ref(), c, &s)?;
+        let weight = weight_tensor(n, self.cfg.weight.as_ref(), input)?;
+        kernel(
+            n,
+            input.f_cross_entropy_loss(
+                target,
+                weight,
+                self.cfg.reduction.into(),
+                self.cfg.ignore_index,
+                self.cfg.label_smoothing,
+            ),
+        )
+    }
+
+    fn name(&self) -> &str {
+        Self::NAME
+    }
+}
+
+// ---------------------------------------------------------------------------
+
+/// Options of [`NllLoss`]; `Default` is `nn.NLLLoss()`'s.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NllConfig {
+    /// Per-class weight (length C); `None` = all ones.
+    pub weight: Option<Vec<f64>>,
+    /// Target value that contributes nothing; default -100.
+    pub ignore_index: i64,
+    /// Reduction; default mean (weighted by `w_{y_n}`).
+    pub reduction: Reduction,
+}
+
+impl Default for NllConfig {
+    fn default() -> Self {
+        Self {
+            weight: None,
+            ignore_index: -100,
+            reduction: Reduction::Mean,
+        }
+    }
+}
+
+/// `nn.NLLLoss`: negative log-likelihood of log-probabilities.
+///
+/// `l_n = -w_{y_n} x_{n,y_n} · 1{y_n ≠ ignore_index}`; `mean` =
+/// `Σ l_n / Σ w_{y_n} 1{y_n ≠ ignore_index}`. Input `[N, C]`, `[C]` or
+/// `[N, C, d1, ...]`; target int64 class indices. Calls libtorch's `nll_loss_nd`.
+#[derive(Debug, Clone, Default)]
+pub struct NllLoss {
+    cfg: NllConfig,
+}
+
+impl NllLoss {
+    /// Spec name.
+    pub const NAME: &'static str = "nll";
+
+    /// Builds the loss (every option value is valid).
+    pub fn new(cfg: NllConfig) -> Result<Self> {
+        Ok(Self { cfg })
+    }
+
+    /// The options.
+    pub fn config(&self) -> &NllConfig {
+        &self.cfg
+    }
+
+    /// Reads `weight`, `ignore_index`, `reduction` from a spec.
+    pub fn from_spec(spec: &mut Spec) -> Result<Self> {
+        let d = NllConfig::default();
+        Self::new(NllConfig {
+            weight: spec.f64_list("weight")?,
+            ignore_index: spec.i64("ignore_index")?.unwrap_or(d.ignore_index),
+            reduction: util::spec_reduction(spec, Self::NAME)?.unwrap_or(d.reduction),
+        })
+    }
+}
+
+impl Loss for NllLoss {
+    fn forward(&self, input: &Tensor, target: &Tensor) -> Result<Tensor> {
+        let n = Self::NAME;
+        let s = util::float(n, "input", input)?;
+        let c = check_class_target(n, &s, target, Some(self.cfg.ignore_index))?;
+        check_weight(n, self.cfg.weight.as_ref(), c, &s)?;
+        let weight = weight_tensor(n, self.cfg.weight.as_ref(), input)?;
+        kernel(
+            n,
+            input.f_nll_loss_nd(
+                target,
+                weight,
+                self.cfg.reduction.into(),
+                self.cfg.ignore_index,
+            ),
+        )
+    }
+
+    fn name(&self) -> &str {
+        Self::NAME
+    }
+}
+
+// ---------------------------------------------------------------------------
+
+/// Options of [`MultiMarginLoss`]; `Default` is `nn.MultiMarginLoss()`'s.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MultiMarginConfig {
+    /// Exponent p, 1 or 2; default 1.
+    pub p: i64,
+    /// Margin; default 1.
+    pub margin: f64,
+    /// Per-class weight (length C); `None` = all ones.
+    pub weight: Option<Vec<f64>>,
+    /// Reduction; default mean.
+    pub reduction: Reduction,
+}
+
+impl Default for MultiMarginConfig {
+    fn default() -> Self {
+        Self {
+            p: 1,
+            margin: 1.0,
+            weight: None,
+            reduction: Reduction::Mean,
+        }
+    }
+}
+
+/// `nn.MultiMarginLoss`: multi-class hinge loss.
+///
+/// `l_n = Σ_{i ≠ y_n} w_{y_n} max(0, margin - x_{n,y_n} + x_{n,i})^p / C`.
+/// Input `[N, C]`, `[C]` or `[]`; target int64 `[N]` or `[]`.
+///
+/// tch 0.24 does not wrap libtorch's `multi_margin_loss` forward, so this is
+/// composed from tensor ops (gather, relu, masked_fill, sum) in the kernel's
+/// order; value and gradient equal the kernel's up to summation order.
+/// Deviation: for an empty batch `[0, C]` with `mean`, PyTorch 2.11 returns an
+/// uninitialised value; kiln returns NaN (the mean of nothing).
+#[derive(Debug, Clone, Default)]
+pub struct MultiMarginLoss {
+    cfg: MultiMarginConfig,
+}
+
+impl MultiMarginLoss {
+    /// Spec name.
+    pub const NAME: &'static str = "multi-margin";
+
+    /// Validates `p` ∈ {1, 2}.
+    pub fn new(cfg: MultiMarginConfig) -> Result<Self> {
+        if cfg.p != 1 && cfg.p != 2 {
+            return Err(invalid(
+                Self::NAME,
+                format!("only p == 1 and p == 2 are supported, got p={}", cfg.p),
+            ));
+        }
+        Ok(Self { cfg })
+    }
+
+    /// The options.
+    pub fn config(&self) -> &MultiMarginConfig {
+        &self.cfg
+    }
+
+    /// Reads `p`, `margin`, `weight`, `reduction` from a spec.
+    pub fn from_spec(spec: &mut Spec) -> Result<Self> {
+        let d = MultiMarginConfig::default();
+        Self::new(MultiMarginConfig {
+            p: spec.i64("p")?.unwrap_or(d.p),
+            margin: spec.f64("margin")?.unwrap_or(d.margin),
+            weight: spec.f64_list("weight")?,
+            reduction: util::spec_reduction(spec, Self::NAME)?.unwrap_or(d.reduction),
+        })
+    }
+}
+
+impl Loss for MultiMarginLoss {
+    fn forward(&self, input: &Tensor, target: &Tensor) -> Result<Tensor> {
+        let n = Self::NAME;
+        let s = util::float(n, "input", input)?;
+        let ts = util::shape(n, "target", target)?;
+        let tk = util::kind(n, "target", target)?;
+        if tk != Kind::Int64 {
+            return Err(invalid(
+                n,
+                format!(
+                    "target {} must hold int64 class indices, got {tk:?}",
+                    fmt(&ts)
+                ),
+            ));
+        }
+        let (nframe, dim) = match s.as_slice() {
+            [] => (1, 1),
+            [c] if *c != 0 => (1, *c),
+            [b, c] if *c != 0 => (*b, *c),
+            _ => {
+                return Err(invalid(
+                    n,
+                    format!(
+                        "input {} must be a non-empty vector [C] or matrix [N, C] (C > 0)",
+                        fmt(&s)
+                    ),
+                ))
+            }
+        };
+        if ts.len() > 1 || target.numel() as i64 != nframe {
+            return Err(invalid(
+                n,
+                format!(
+                    "input {} needs a target of {nframe} class indices ([{nframe}] or []), got {}",
+                    fmt(&s),
+                    fmt(&ts)
+                ),
+            ));
+        }
+        check_weight(n, self.cfg.weight.as_ref(), dim, &s)?;
+        util::check_range(n, target, 0, dim, None, |v| {
+            format!("target {v} is out of range for {dim} classes")
+        })?;
+
+        let x = kernel(n, input.f_reshape([nframe, dim]))?;
+        let t = kernel(n, target.f_reshape([nframe, 1]))?;
+        let x_y = kernel(n, x.f_gather(1, &t, false))?;
+        // margin - x_y + x_i, in the kernel's order.
+        let z = kernel(n, kernel(n, x_y.f_rsub_scalar(self.cfg.margin))?.f_add(&x))?;
+        let mut h = kernel(n, z.f_relu())?;
+        if self.cfg.p == 2 {
+            h = kernel(n, h.f_mul(&h))?;
+        }
+        if let Some(w) = weight_tensor(n, self.cfg.weight.as_ref(), input)? {
+            let w_y = kernel(n, w.f_index_select(0, &kernel(n, t.f_reshape([nframe]))?))?;
+            h = kernel(n, h.f_mul(&kernel(n, w_y.f_reshape([nframe, 1]))?))?;
+        }
+        let is_target = kernel(n, kernel(n, t.f_one_hot(dim))?.f_to_kind(Kind::Bool))?;
+        let is_target = kernel(n, is_target.f_reshape([nframe, dim]))?;
+        let h = kernel(n, h.f_masked_fill(&is_target, 0.0))?;
+        let per = kernel(
+            n,
+            h.f_sum_dim_intlist([1i64].as_slice(), false, None::<Kind>),
+        )?;
+        let per = kernel(n, per.f_div_scalar(dim))?;
+        let per = if ts.is_empty() {
+            kernel(n, per.f_reshape([0i64; 0].as_slice()))?
+        } else {
+            per
+        };
+        util::reduce(n, per, self.cfg.reduction)
+    }
+
+    fn name(&self) -> &str {
+        Self::NAME
+    }
+}
+
+// ---------------------------------------------------------------------------
+
+/// Options of [`MultiLabelMarginLoss`]; `Default` is `nn.MultiLabelMarginLoss()`'s.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct MultiLabelMarginConfig {
+    /// Reduction; default mean.
+    pub reduction: Reduction,
+}
+
+/// `nn.MultiLabelMarginLoss`: multi-label hinge loss.
+///
+/// `l_n = Σ_{j ∈ targets(n)} Σ_{i ∉ targets(n)} max(0, 1 - (x_{n,j} - x_{n,i})) / C`,
+/// where `targets(n)` are the indices of row n of the int64 target up to its
+/// first -1 (every value must lie in [-1, C), as libtorch checks). Input `[C]` or `[N, C]`; target of the same shape.
+/// Calls libtorch's `multilabel_margin_loss`.
+#[derive(Debug, Clone, Default)]
+pub struct MultiLabelMarginLoss {
+    cfg: MultiLabelMarginConfig,
+}
+
+impl MultiLabelMarginLoss {
+    /// Spec name.
+    pub const NAME: &'static str = "multilabel-margin";
+
+    /// Builds the loss.
+    pub fn new(cfg: MultiLabelMarginConfig) -> Result<Self> {
+        Ok(Self { cfg })
+    }
+
+    /// The options.
+    pub fn config(&self) -> &MultiLabelMarginConfig {
+        &self.cfg
+    }
+
+    /// Reads `reduction` from a spec.
+    pub fn from_spec(spec: &mut Spec) -> Result<Self> {
+        Self::new(MultiLabelMarginConfig {
+            reduction: util::spec_reduction(spec, Self::NAME)?.unwrap_or_default(),
+        })
+    }
+}
+
+impl Loss for MultiLabelMarginLoss {
+    fn forward(&self, input: &Tensor, target: &Tensor) -> Result<Tensor> {
+        let n = Self::NAME;
+        let s = util::float(n, "input", input)?;
+        let ts = util::shape(n, "target", target)?;
+        let tk = util::kind(n, "target", target)?;
+        if tk != Kind::Int64 {
+            return Err(invalid(
+                n,
+                format!(
+                    "target {} must hold int64 class indices, got {tk:?}",
+                    fmt(&ts)
+                ),
+            ));
+        }
+        let dim = match s.as_slice() {
+            [] => {
+                if ts.len() > 1 || target.numel() != 1 {
+                    return Err(invalid(
+                        n,
+                        format!("input [] needs a target of 1 index, got {}", fmt(&ts)),
+                    ));
+                }
+                1
+            }
+            [c] if *c != 0 => {
+                if ts.len() > 1 || target.numel() as i64 != *c {
+                    return Err(invalid(
+                        n,
+                        format!(
+                            "input {} needs a target of the same shape, got {}",
+                            fmt(&s),
+                            fmt(&ts)
+                        ),
+                    ));
+                }
+                *c
+            }
+            [_, c] if *c != 0 => {
+                if ts != s {
+                    return Err(invalid(
+                        n,
+                        format!(
+                            "input {} needs a target of the same shape, got {}",
+                            fmt(&s),
+                            fmt(&ts)
+                        ),
+                    ));
+                }
+                *c
+            }
+            _ => {
+                return Err(invalid(
+                    n,
+                    format!(
+                        "input {} must be a non-empty vector [C] or matrix [N, C] (C > 0)",
+                        fmt(&s)
+                    ),
+                ))
+            }
+        };
+        // libtorch requires every value in [-1, C) (a negative ends a row's labels).
+        util::check_range(n, target, -1, dim, None, |v| {
+            format!("target {v} is out of range for {dim} classes (values must be in [-1, {dim}))")
+        })?;
+        kernel(
+            n,
+            input.f_multilabel_margin_loss(target, self.cfg.reduction.into()),
+        )
+    }
+
+    fn name(&self) -> &str {
+        Self::NAME
+    }
+}
+
+// ---------------------------------------------------------------------------
+
+/// Options of [`MultiLabelSoftMarginLoss`]; `Default` is `nn.MultiLabelSoftMarginLoss()`'s.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct MultiLabelSoftMarginConfig {
+    /// Per-class weight (broadcast over the last dimension); `None` = ones.
+    pub weight: Option<Vec<f64>>,
+    /// Reduction; default mean.
+    pub reduction: Reduction,
+}
+
+/// `nn.MultiLabelSoftMarginLoss`: one-vs-all logistic loss.
+///
+/// `l_n = -(1/C) Σ_c w_c [y_{n,c} log σ(x_{n,c}) + (1 - y_{n,c}) log σ(-x_{n,c})]`.
+/// Composed from tensor ops as `F.multilabel_soft_margin_loss` does.
+#[derive(Debug, Clone, Default)]
+pub struct MultiLabelSoftMarginLoss {
+    cfg: MultiLabelSoftMarginConfig,
+}
+
+impl MultiLabelSoftMarginLoss {
+    /// Spec name.
+    pub const NAME: &'static str = "multilabel-soft-margin";
+
+    /// Builds the loss.
+    pub fn new(cfg: MultiLabelSoftMarginConfig) -> Result<Self> {
+        Ok(Self { cfg })
+    }
+
+    /// The options.
+    pub fn config(&self) -> &MultiLabelSoftMarginConfig {
+        &self.cfg
+    }
+
+    /// Reads `weight`, `reduction` from a spec.
+    pub fn from_spec(spec: &mut Spec) -> Result<Self> {
+        Self::new(MultiLabelSoftMarginConfig {
+            weight: spec.f64_list("weight")?,
+            reduction: util::spec_reduction(spec, Self::NAME)?.unwrap_or_default(),
+        })
+    }
+}
+
+impl Loss for MultiLabelSoftMarginLoss {
+    fn forward(&self, input: &Tensor, target: &Tensor) -> Result<Tensor> {
+        let n = Self::NAME;
+        let s = util::float(n, "input", input)?;
+        let ts = util::shape(n, "target", target)?;
+        let Some(&c) = s.last() else {
+            return Err(invalid(
+                n,
+                "input [] must have at least 1 dimension (the classes)",
+            ));
+        };
+        let b = util::check_broadcast(n, "input", &s, "target", &ts)?;
+        let a = kernel(n, target.f_mul(&kernel(n, input.f_log_sigmoid())?))?;
+        let neg = kernel(n, kernel(n, input.f_neg())?.f_log_sigmoid())?;
+        let bb = kernel(n, kernel(n, target.f_rsub_scalar(1))?.f_mul(&neg))?;
+        let mut loss = kernel(n, kernel(n, a.f_add(&bb))?.f_neg())?;
+        if let Some(w) = &self.cfg.weight {
+            util::check_broadcast(n, "loss", &b, "weight", &[w.len() as i64])?;
+            loss = kernel(n, loss.f_mul(&util::tensor_like(n, w, input)?))?;
+        }
+        let last = s.len() as i64 - 1;
+        let loss = kernel(
+            n,
+            loss.f_sum_dim_intlist([last].as_slice(), false, None::<Kind>),
+        )?;
+        let loss = kernel(n, loss.f_div_scalar(c))?;
+        util::reduce(n, loss, self.cfg.reduction)
+    }
+
+    fn name(&self) -> &str {
+        Self::NAME
+    }
+}
