@@ -44,6 +44,17 @@ def f(x):
     return repr(float(x))
 
 
+def floats_as_strings(v):
+    """Every float (not int or bool) of a JSON-like value as its repr() string."""
+    if isinstance(v, float):
+        return f(v)
+    if isinstance(v, list):
+        return [floats_as_strings(x) for x in v]
+    if isinstance(v, dict):
+        return {k: floats_as_strings(x) for k, x in v.items()}
+    return v
+
+
 def make_optimizer(kind, lrs):
     groups = [{"params": [torch.nn.Parameter(torch.zeros(1))], "lr": lr} for lr in lrs]
     if kind == "sgd":
@@ -118,7 +129,7 @@ def run_case(case):
     # get_last_lr() agrees with the groups (unless another scheduler stepped last).
     if not any(isinstance(op, dict) and "k" in op for op in case["ops"]):
         assert [f(x) for x in top.get_last_lr()] == lr[-1], case["name"]
-    out = dict(case)
+    out = floats_as_strings(case)
     out["lr"] = lr
     if case.get("record_momentum"):
         out["momentum"] = mom
@@ -403,7 +414,7 @@ def run_errors():
         try:
             build(opt, spec)
         except (ValueError, TypeError) as e:
-            out.append({"optimizer": kind, "build": spec, "error": str(e)})
+            out.append({"optimizer": kind, "build": floats_as_strings(spec), "error": str(e)})
             continue
         raise AssertionError(f"{spec} did not fail")
     # Stepping OneCycleLR past total_steps.
@@ -414,7 +425,7 @@ def run_errors():
     try:
         s.step()
     except ValueError as e:
-        out.append({"optimizer": "sgd", "build": b("OneCycleLR", max_lr=0.1, total_steps=3), "steps": 4, "error": str(e)})
+        out.append({"optimizer": "sgd", "build": floats_as_strings(b("OneCycleLR", max_lr=0.1, total_steps=3)), "steps": 4, "error": str(e)})
     return out
 
 
@@ -439,7 +450,7 @@ def run_averaged():
                 model.b.copy_(values["b"])
             avg.update_parameters(model)
             history.append({k: [f(x) for x in getattr(avg.module, k).flatten().tolist()] for k in shapes})
-        out.append({"name": name, "decay": {"swa": None, "ema": 0.9, "ema_999": 0.999}[name], "history": history})
+        out.append({"name": name, "decay": floats_as_strings({"swa": None, "ema": 0.9, "ema_999": 0.999}[name]), "history": history})
     inputs = [{k: [f(x) for x in v.flatten().tolist()] for k, v in values.items()} for values in seq]
     return {"shapes": {k: list(s) for k, s in shapes.items()}, "inputs": inputs, "runs": out}
 
