@@ -60,7 +60,8 @@ pub struct AveragedModel {
 
 fn check_strategy(strategy: AveragingStrategy) -> Result<()> {
     if let AveragingStrategy::Ema { decay } = strategy {
-        if decay < 0.0 || decay > 1.0 || decay.is_nan() {
+        // `decay < 0.0 or decay > 1.0` in PyTorch: NaN passes.
+        if !decay.is_nan() && !(0.0..=1.0).contains(&decay) {
             return Err(Error::InvalidHyperparameter(format!(
                 "Invalid decay value {decay} provided. Please provide a value in [0,1] range."
             )));
@@ -77,16 +78,27 @@ impl AveragedModel {
 
     /// Like [`AveragedModel::new`], keeping the averages on `device`
     /// (PyTorch's `device=` argument).
-    pub fn new_on(params: &[NamedParameter], strategy: AveragingStrategy, device: Device) -> Result<Self> {
+    pub fn new_on(
+        params: &[NamedParameter],
+        strategy: AveragingStrategy,
+        device: Device,
+    ) -> Result<Self> {
         Self::build(params, strategy, Some(device))
     }
 
-    fn build(params: &[NamedParameter], strategy: AveragingStrategy, device: Option<Device>) -> Result<Self> {
+    fn build(
+        params: &[NamedParameter],
+        strategy: AveragingStrategy,
+        device: Option<Device>,
+    ) -> Result<Self> {
         check_strategy(strategy)?;
         let mut names: Vec<&str> = params.iter().map(|p| p.name.as_str()).collect();
         names.sort_unstable();
         if let Some(w) = names.windows(2).find(|w| w[0] == w[1]) {
-            return Err(Error::InvalidArgument(format!("parameter name '{}' appears more than once", w[0])));
+            return Err(Error::InvalidArgument(format!(
+                "parameter name '{}' appears more than once",
+                w[0]
+            )));
         }
         let averaged = params
             .iter()
@@ -96,10 +108,17 @@ impl AveragedModel {
                     Some(d) => t.f_to_device(d)?,
                     None => t,
                 };
-                Ok(NamedParameter { name: p.name.clone(), tensor: t })
+                Ok(NamedParameter {
+                    name: p.name.clone(),
+                    tensor: t,
+                })
             })
             .collect::<Result<Vec<_>>>()?;
-        Ok(Self { strategy, averaged, n_averaged: 0 })
+        Ok(Self {
+            strategy,
+            averaged,
+            n_averaged: 0,
+        })
     }
 
     /// The averaging strategy.
@@ -119,7 +138,10 @@ impl AveragedModel {
 
     /// The averaged tensor called `name`.
     pub fn get(&self, name: &str) -> Option<&Tensor> {
-        self.averaged.iter().find(|p| p.name == name).map(|p| &p.tensor)
+        self.averaged
+            .iter()
+            .find(|p| p.name == name)
+            .map(|p| &p.tensor)
     }
 
     fn check_match(&self, params: &[NamedParameter]) -> Result<()> {
@@ -165,7 +187,9 @@ impl AveragedModel {
                         let _ = avg.f_lerp_(&model, 1.0 - decay)?;
                     }
                     AveragingStrategy::Ema { decay } => {
-                        let r = avg.f_mul_scalar(decay)?.f_add(&model.f_mul_scalar(1.0 - decay)?)?;
+                        let r = avg
+                            .f_mul_scalar(decay)?
+                            .f_add(&model.f_mul_scalar(1.0 - decay)?)?;
                         avg.f_copy_(&r)?;
                     }
                     AveragingStrategy::Swa if floating && device.is_cuda() => {
@@ -206,10 +230,17 @@ impl AveragedModel {
         let tensors = self
             .averaged
             .iter()
-            .map(|p| Ok((format!("module.{}", p.name), ops::detached_clone(&p.tensor)?)))
+            .map(|p| {
+                Ok((
+                    format!("module.{}", p.name),
+                    ops::detached_clone(&p.tensor)?,
+                ))
+            })
             .collect::<Result<Vec<_>>>()?;
         let scalars = match self.strategy {
-            AveragingStrategy::Swa => serde_json::json!({"n_averaged": self.n_averaged, "strategy": "swa"}),
+            AveragingStrategy::Swa => {
+                serde_json::json!({"n_averaged": self.n_averaged, "strategy": "swa"})
+            }
             AveragingStrategy::Ema { decay } => {
                 serde_json::json!({"n_averaged": self.n_averaged, "strategy": "ema", "decay": format!("{decay:?}")})
             }
@@ -221,7 +252,11 @@ impl AveragedModel {
     /// present with the right shape; the strategy must be the same.
     pub fn load_state_dict(&mut self, state: &AveragedState) -> Result<()> {
         let bad = |what: &str| Error::State(format!("averaged model state: {what}"));
-        let n = state.scalars.get("n_averaged").and_then(Value::as_i64).ok_or_else(|| bad("'n_averaged' is missing"))?;
+        let n = state
+            .scalars
+            .get("n_averaged")
+            .and_then(Value::as_i64)
+            .ok_or_else(|| bad("'n_averaged' is missing"))?;
         let strategy = match state.scalars.get("strategy").and_then(Value::as_str) {
             Some("swa") => AveragingStrategy::Swa,
             Some("ema") => {
@@ -230,14 +265,23 @@ impl AveragedModel {
                     Some(Value::Number(x)) => x.as_f64(),
                     _ => None,
                 };
-                AveragingStrategy::Ema { decay: decay.ok_or_else(|| bad("'decay' is missing"))? }
+                AveragingStrategy::Ema {
+                    decay: decay.ok_or_else(|| bad("'decay' is missing"))?,
+                }
             }
             _ => return Err(bad("'strategy' is missing")),
         };
         if strategy != self.strategy {
-            return Err(bad(&format!("it was saved with {strategy:?}, this model uses {:?}", self.strategy)));
+            return Err(bad(&format!(
+                "it was saved with {strategy:?}, this model uses {:?}",
+                self.strategy
+            )));
         }
-        let known: Vec<String> = self.averaged.iter().map(|p| format!("module.{}", p.name)).collect();
+        let known: Vec<String> = self
+            .averaged
+            .iter()
+            .map(|p| format!("module.{}", p.name))
+            .collect();
         if let Some((key, _)) = state.tensors.iter().find(|(k, _)| !known.contains(k)) {
             return Err(bad(&format!("'{key}' names no averaged tensor")));
         }
@@ -249,7 +293,11 @@ impl AveragedModel {
                 .find(|(k, _)| k == key)
                 .ok_or_else(|| bad(&format!("'{key}' is missing")))?;
             if t.size() != p.tensor.size() {
-                return Err(bad(&format!("'{key}' has shape {:?}, expected {:?}", t.size(), p.tensor.size())));
+                return Err(bad(&format!(
+                    "'{key}' has shape {:?}, expected {:?}",
+                    t.size(),
+                    p.tensor.size()
+                )));
             }
             values.push(ops::detached_clone(&t.f_to_device(p.tensor.device())?)?);
         }

@@ -4,10 +4,11 @@
 use anyhow::{anyhow, bail, ensure, Context, Result};
 use kiln_optim::scheduler::{
     schedulers, AnnealStrategy, ChainedScheduler, ConstantLrConfig, CosineAnnealingLrConfig,
-    CosineAnnealingWarmRestarts, CosineAnnealingWarmRestartsConfig, CyclicLrConfig, CyclicMode, ExponentialLrConfig,
-    GroupValues, LambdaLr, LinearLrConfig, LrLambda, LrScheduler, MultiStepLrConfig, MultiplicativeLr,
-    OneCycleLrConfig, PlateauMode, PolynomialLrConfig, ReduceLrOnPlateauConfig, ScaleFn, ScaleMode, SequentialLr,
-    StepLrConfig, SwalrConfig, ThresholdMode,
+    CosineAnnealingWarmRestarts, CosineAnnealingWarmRestartsConfig, CyclicLrConfig, CyclicMode,
+    ExponentialLrConfig, GroupValues, LambdaLr, LinearLrConfig, LrLambda, LrScheduler,
+    MultiStepLrConfig, MultiplicativeLr, OneCycleLrConfig, PlateauMode, PolynomialLrConfig,
+    ReduceLrOnPlateauConfig, ScaleFn, ScaleMode, SequentialLr, StepLrConfig, SwalrConfig,
+    ThresholdMode,
 };
 use kiln_optim::swa::{AveragedModel, AveragingStrategy};
 use kiln_optim::{NamedParameter, Optimizer, OptimizerState, Sgd, SgdConfig};
@@ -50,7 +51,10 @@ impl DictOpt {
     }
 
     fn momenta(&self) -> Vec<f64> {
-        self.groups.iter().filter_map(|g| g.get("betas.0").or_else(|| g.get("momentum")).copied()).collect()
+        self.groups
+            .iter()
+            .filter_map(|g| g.get("betas.0").or_else(|| g.get("momentum")).copied())
+            .collect()
     }
 }
 
@@ -70,14 +74,21 @@ impl Optimizer for DictOpt {
     fn hyperparameter(&self, group: usize, name: &str) -> Option<f64> {
         self.groups.get(group)?.get(name).copied()
     }
-    fn set_hyperparameter(&mut self, group: usize, name: &str, value: f64) -> kiln_optim::Result<()> {
+    fn set_hyperparameter(
+        &mut self,
+        group: usize,
+        name: &str,
+        value: f64,
+    ) -> kiln_optim::Result<()> {
         let strict = self.strict;
         let g = self
             .groups
             .get_mut(group)
             .ok_or_else(|| kiln_optim::Error::InvalidArgument(format!("no group {group}")))?;
         if strict && !g.contains_key(name) {
-            return Err(kiln_optim::Error::InvalidArgument(format!("no hyperparameter {name}")));
+            return Err(kiln_optim::Error::InvalidArgument(format!(
+                "no hyperparameter {name}"
+            )));
         }
         g.insert(name.to_string(), value);
         Ok(())
@@ -94,7 +105,10 @@ impl Optimizer for DictOpt {
 // Fixtures.
 
 fn fixture(name: &str) -> Result<Value> {
-    let path = format!("{}/tests/golden/schedulers/{name}", env!("CARGO_MANIFEST_DIR"));
+    let path = format!(
+        "{}/tests/golden/schedulers/{name}",
+        env!("CARGO_MANIFEST_DIR")
+    );
     let text = std::fs::read_to_string(&path).with_context(|| path.clone())?;
     Ok(serde_json::from_str(&text)?)
 }
@@ -109,11 +123,19 @@ fn num(v: &Value) -> Result<f64> {
 }
 
 fn nums(v: &Value) -> Result<Vec<f64>> {
-    v.as_array().ok_or_else(|| anyhow!("not a list: {v}"))?.iter().map(num).collect()
+    v.as_array()
+        .ok_or_else(|| anyhow!("not a list: {v}"))?
+        .iter()
+        .map(num)
+        .collect()
 }
 
 fn table(v: &Value) -> Result<Vec<Vec<f64>>> {
-    v.as_array().ok_or_else(|| anyhow!("not a table"))?.iter().map(nums).collect()
+    v.as_array()
+        .ok_or_else(|| anyhow!("not a table"))?
+        .iter()
+        .map(nums)
+        .collect()
 }
 
 fn kw<'a>(spec: &'a Value, key: &str) -> Option<&'a Value> {
@@ -125,17 +147,23 @@ fn kf(spec: &Value, key: &str) -> Result<Option<f64>> {
 }
 
 fn ki(spec: &Value, key: &str) -> Result<Option<i64>> {
-    kw(spec, key).map(|v| v.as_i64().ok_or_else(|| anyhow!("{key} is not an integer"))).transpose()
+    kw(spec, key)
+        .map(|v| v.as_i64().ok_or_else(|| anyhow!("{key} is not an integer")))
+        .transpose()
 }
 
 fn ku(spec: &Value, key: &str) -> Result<Option<usize>> {
-    ki(spec, key)?.map(|v| usize::try_from(v).map_err(|e| anyhow!("{key}: {e}"))).transpose()
+    ki(spec, key)?
+        .map(|v| usize::try_from(v).map_err(|e| anyhow!("{key}: {e}")))
+        .transpose()
 }
 
 fn kgroup(spec: &Value, key: &str) -> Result<Option<GroupValues>> {
     match kw(spec, key) {
         None => Ok(None),
-        Some(Value::Array(a)) => Ok(Some(GroupValues::PerGroup(a.iter().map(num).collect::<Result<_>>()?))),
+        Some(Value::Array(a)) => Ok(Some(GroupValues::PerGroup(
+            a.iter().map(num).collect::<Result<_>>()?,
+        ))),
         Some(v) => Ok(Some(GroupValues::All(num(v)?))),
     }
 }
@@ -185,7 +213,10 @@ fn build_cawr(opt: &mut dyn Optimizer, spec: &Value) -> Result<CosineAnnealingWa
 
 /// Builds a scheduler from its PyTorch class name and kwargs.
 fn build(opt: &mut dyn Optimizer, spec: &Value) -> Result<Box<dyn LrScheduler>> {
-    let ty = spec.get("type").and_then(Value::as_str).ok_or_else(|| anyhow!("no type"))?;
+    let ty = spec
+        .get("type")
+        .and_then(Value::as_str)
+        .ok_or_else(|| anyhow!("no type"))?;
     Ok(match ty {
         "LambdaLR" | "MultiplicativeLR" => {
             let lam = kw(spec, "lr_lambda").ok_or_else(|| anyhow!("no lr_lambda"))?;
@@ -223,7 +254,11 @@ fn build(opt: &mut dyn Optimizer, spec: &Value) -> Result<Box<dyn LrScheduler>> 
                 .as_array()
                 .ok_or_else(|| anyhow!("milestones"))?
                 .iter()
-                .map(|m| m.as_u64().map(|m| m as usize).ok_or_else(|| anyhow!("milestone")))
+                .map(|m| {
+                    m.as_u64()
+                        .map(|m| m as usize)
+                        .ok_or_else(|| anyhow!("milestone"))
+                })
                 .collect::<Result<Vec<_>>>()?;
             let mut cfg = MultiStepLrConfig::new(ms);
             cfg.gamma = kf(spec, "gamma")?.unwrap_or(0.1);
@@ -246,9 +281,12 @@ fn build(opt: &mut dyn Optimizer, spec: &Value) -> Result<Box<dyn LrScheduler>> 
             };
             Box::new(cfg.build(opt)?)
         }
-        "ExponentialLR" => {
-            Box::new(ExponentialLrConfig { gamma: kf(spec, "gamma")?.ok_or_else(|| anyhow!("gamma"))? }.build(opt)?)
-        }
+        "ExponentialLR" => Box::new(
+            ExponentialLrConfig {
+                gamma: kf(spec, "gamma")?.ok_or_else(|| anyhow!("gamma"))?,
+            }
+            .build(opt)?,
+        ),
         "PolynomialLR" => {
             let d = PolynomialLrConfig::default();
             let cfg = PolynomialLrConfig {
@@ -358,7 +396,8 @@ fn build(opt: &mut dyn Optimizer, spec: &Value) -> Result<Box<dyn LrScheduler>> 
             Box::new(cfg.build(opt)?)
         }
         "SWALR" => {
-            let mut cfg = SwalrConfig::new(kgroup(spec, "swa_lr")?.ok_or_else(|| anyhow!("swa_lr"))?);
+            let mut cfg =
+                SwalrConfig::new(kgroup(spec, "swa_lr")?.ok_or_else(|| anyhow!("swa_lr"))?);
             if let Some(v) = ki(spec, "anneal_epochs")? {
                 cfg.anneal_epochs = v;
             }
@@ -401,24 +440,43 @@ fn build_case(case: &Value, opt: &mut DictOpt) -> Result<Built> {
     let uses_epochs = ops.iter().any(|o| o.get("e").is_some());
     if uses_epochs {
         let spec = specs.first().ok_or_else(|| anyhow!("no scheduler"))?;
-        return Ok(Built { top: Top::Cawr(build_cawr(opt, spec)?), others: vec![] });
+        return Ok(Built {
+            top: Top::Cawr(build_cawr(opt, spec)?),
+            others: vec![],
+        });
     }
-    let mut built = specs.iter().map(|s| build(opt, s)).collect::<Result<Vec<_>>>()?;
+    let mut built = specs
+        .iter()
+        .map(|s| build(opt, s))
+        .collect::<Result<Vec<_>>>()?;
     match case["compose"].get("type").and_then(Value::as_str) {
         None => {
             let top = built.remove(0);
-            Ok(Built { top: Top::Dyn(top), others: built })
+            Ok(Built {
+                top: Top::Dyn(top),
+                others: built,
+            })
         }
         Some("sequential") => {
             let ms = case["compose"]["milestones"]
                 .as_array()
                 .ok_or_else(|| anyhow!("milestones"))?
                 .iter()
-                .map(|m| m.as_u64().map(|m| m as usize).ok_or_else(|| anyhow!("milestone")))
+                .map(|m| {
+                    m.as_u64()
+                        .map(|m| m as usize)
+                        .ok_or_else(|| anyhow!("milestone"))
+                })
                 .collect::<Result<Vec<_>>>()?;
-            Ok(Built { top: Top::Dyn(Box::new(SequentialLr::new(opt, built, ms)?)), others: vec![] })
+            Ok(Built {
+                top: Top::Dyn(Box::new(SequentialLr::new(opt, built, ms)?)),
+                others: vec![],
+            })
         }
-        Some("chained") => Ok(Built { top: Top::Dyn(Box::new(ChainedScheduler::new(opt, built)?)), others: vec![] }),
+        Some("chained") => Ok(Built {
+            top: Top::Dyn(Box::new(ChainedScheduler::new(opt, built)?)),
+            others: vec![],
+        }),
         Some(o) => bail!("compose {o}"),
     }
 }
@@ -437,7 +495,10 @@ fn apply_op(b: &mut Built, opt: &mut DictOpt, op: &Value) -> Result<()> {
         if k == 0 {
             b.top.sched().step(opt)?;
         } else {
-            let s = b.others.get_mut(k as usize - 1).ok_or_else(|| anyhow!("no scheduler {k}"))?;
+            let s = b
+                .others
+                .get_mut(k as usize - 1)
+                .ok_or_else(|| anyhow!("no scheduler {k}"))?;
             s.step(opt)?;
         }
     } else {
@@ -447,16 +508,30 @@ fn apply_op(b: &mut Built, opt: &mut DictOpt, op: &Value) -> Result<()> {
 }
 
 fn new_opt(case: &Value, strict: bool) -> Result<DictOpt> {
-    DictOpt::new(case["optimizer"].as_str().unwrap_or_default(), &nums(&case["lrs"])?, strict)
+    DictOpt::new(
+        case["optimizer"].as_str().unwrap_or_default(),
+        &nums(&case["lrs"])?,
+        strict,
+    )
 }
 
 /// Compares bit for bit; on a mismatch reports the largest relative error.
 fn check_exact(what: &str, got: &[Vec<f64>], want: &[Vec<f64>]) -> Result<()> {
-    ensure!(got.len() == want.len(), "{what}: {} rows, expected {}", got.len(), want.len());
+    ensure!(
+        got.len() == want.len(),
+        "{what}: {} rows, expected {}",
+        got.len(),
+        want.len()
+    );
     let mut worst = 0.0f64;
     let mut first = None;
     for (i, (g, w)) in got.iter().zip(want).enumerate() {
-        ensure!(g.len() == w.len(), "{what}: row {i} has {} values, expected {}", g.len(), w.len());
+        ensure!(
+            g.len() == w.len(),
+            "{what}: row {i} has {} values, expected {}",
+            g.len(),
+            w.len()
+        );
         for (a, b) in g.iter().zip(w) {
             if a.to_bits() != b.to_bits() {
                 let rel = ((a - b) / b).abs();
@@ -472,7 +547,10 @@ fn check_exact(what: &str, got: &[Vec<f64>], want: &[Vec<f64>]) -> Result<()> {
 }
 
 /// Runs a case from the start; returns lrs and momenta after building and each op.
-fn run_case(case: &Value, strict: bool) -> Result<(Vec<Vec<f64>>, Vec<Vec<f64>>)> {
+/// Rows of per-group values: after building, then after each op.
+type Rows = Vec<Vec<f64>>;
+
+fn run_case(case: &Value, strict: bool) -> Result<(Rows, Rows)> {
     let mut opt = new_opt(case, strict)?;
     let mut b = build_case(case, &mut opt)?;
     let mut lrs = vec![opt.groups.iter().map(|g| g["lr"]).collect::<Vec<_>>()];
@@ -480,8 +558,14 @@ fn run_case(case: &Value, strict: bool) -> Result<(Vec<Vec<f64>>, Vec<Vec<f64>>)
     for op in case["ops"].as_array().ok_or_else(|| anyhow!("ops"))? {
         apply_op(&mut b, &mut opt, op)?;
         let now: Vec<f64> = opt.groups.iter().map(|g| g["lr"]).collect();
-        if !case["ops"].as_array().is_some_and(|o| o.iter().any(|x| x.get("k").is_some())) {
-            ensure!(b.top.sched().last_lr() == now.as_slice(), "last_lr() differs from the groups");
+        if !case["ops"]
+            .as_array()
+            .is_some_and(|o| o.iter().any(|x| x.get("k").is_some()))
+        {
+            ensure!(
+                b.top.sched().last_lr() == now.as_slice(),
+                "last_lr() differs from the groups"
+            );
         }
         lrs.push(now);
         moms.push(opt.momenta());
@@ -491,7 +575,10 @@ fn run_case(case: &Value, strict: bool) -> Result<(Vec<Vec<f64>>, Vec<Vec<f64>>)
 
 fn cases() -> Result<Vec<Value>> {
     let f = fixture("schedulers.json")?;
-    Ok(f["cases"].as_array().ok_or_else(|| anyhow!("cases"))?.clone())
+    Ok(f["cases"]
+        .as_array()
+        .ok_or_else(|| anyhow!("cases"))?
+        .clone())
 }
 
 #[test]
@@ -512,7 +599,12 @@ fn golden_sequences_match_pytorch_bit_for_bit() -> Result<()> {
             failures.push(format!("{name}: {e:#}"));
         }
     }
-    ensure!(failures.is_empty(), "{} cases differ:\n{}", failures.len(), failures.join("\n"));
+    ensure!(
+        failures.is_empty(),
+        "{} cases differ:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
     Ok(())
 }
 
@@ -523,12 +615,18 @@ fn golden_sequences_without_initial_lr_in_the_optimizer() -> Result<()> {
     let mut failures = Vec::new();
     for case in &cases()? {
         let name = case["name"].as_str().unwrap_or_default();
-        let result = run_case(case, true).and_then(|(lrs, _)| check_exact(name, &lrs, &table(&case["lr"])?));
+        let result =
+            run_case(case, true).and_then(|(lrs, _)| check_exact(name, &lrs, &table(&case["lr"])?));
         if let Err(e) = result {
             failures.push(format!("{name}: {e:#}"));
         }
     }
-    ensure!(failures.is_empty(), "{} cases differ:\n{}", failures.len(), failures.join("\n"));
+    ensure!(
+        failures.is_empty(),
+        "{} cases differ:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
     Ok(())
 }
 
@@ -542,7 +640,13 @@ fn state_round_trip_continues_identically() -> Result<()> {
         let name = case["name"].as_str().unwrap_or_default();
         let ops = case["ops"].as_array().ok_or_else(|| anyhow!("ops"))?;
         let want = table(&case["lr"])?;
-        let splits = [0, 1, ops.len() / 3, ops.len() / 2, ops.len().saturating_sub(1)];
+        let splits = [
+            0,
+            1,
+            ops.len() / 3,
+            ops.len() / 2,
+            ops.len().saturating_sub(1),
+        ];
         for k in splits {
             let result = (|| -> Result<()> {
                 let mut opt = new_opt(case, false)?;
@@ -553,15 +657,20 @@ fn state_round_trip_continues_identically() -> Result<()> {
                     lrs.push(opt.groups.iter().map(|g| g["lr"]).collect());
                 }
                 let text = serde_json::to_string(&b.top.sched().state_dict())?;
-                let others: Vec<String> =
-                    b.others.iter().map(|s| serde_json::to_string(&s.state_dict())).collect::<Result<_, _>>()?;
+                let others: Vec<String> = b
+                    .others
+                    .iter()
+                    .map(|s| serde_json::to_string(&s.state_dict()))
+                    .collect::<Result<_, _>>()?;
                 let saved_groups = opt.groups.clone();
                 drop(b);
 
                 let mut opt = new_opt(case, false)?;
                 let mut b = build_case(case, &mut opt)?;
                 opt.groups = saved_groups; // the optimizer's own state_dict restores lrs
-                b.top.sched().load_state_dict(&serde_json::from_str(&text)?)?;
+                b.top
+                    .sched()
+                    .load_state_dict(&serde_json::from_str(&text)?)?;
                 for (s, t) in b.others.iter_mut().zip(&others) {
                     s.load_state_dict(&serde_json::from_str(t)?)?;
                 }
@@ -576,7 +685,12 @@ fn state_round_trip_continues_identically() -> Result<()> {
             }
         }
     }
-    ensure!(failures.is_empty(), "{} round trips differ:\n{}", failures.len(), failures.join("\n"));
+    ensure!(
+        failures.is_empty(),
+        "{} round trips differ:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
     Ok(())
 }
 
@@ -591,7 +705,9 @@ fn constructor_errors_have_pytorch_messages() -> Result<()> {
         let got = match build(&mut opt, &e["build"]) {
             Err(err) => err.to_string(),
             Ok(mut s) => {
-                let n = e["steps"].as_u64().ok_or_else(|| anyhow!("{want}: building succeeded"))?;
+                let n = e["steps"]
+                    .as_u64()
+                    .ok_or_else(|| anyhow!("{want}: building succeeded"))?;
                 let mut msg = None;
                 for _ in 0..n {
                     if let Err(err) = s.step(&mut opt) {
@@ -610,9 +726,12 @@ fn constructor_errors_have_pytorch_messages() -> Result<()> {
 #[test]
 fn composite_and_other_errors() -> Result<()> {
     let mut opt = DictOpt::new("sgd", &[0.1], false)?;
-    let msg = |r: kiln_optim::Result<Box<dyn LrScheduler>>| r.err().map(|e| e.to_string()).unwrap_or_default();
+    let msg = |r: kiln_optim::Result<Box<dyn LrScheduler>>| {
+        r.err().map(|e| e.to_string()).unwrap_or_default()
+    };
     ensure!(
-        msg(SequentialLr::new(&mut opt, vec![], vec![]).map(|s| Box::new(s) as Box<dyn LrScheduler>))
+        msg(SequentialLr::new(&mut opt, vec![], vec![])
+            .map(|s| Box::new(s) as Box<dyn LrScheduler>))
             == "SequentialLR expects at least one scheduler, but got no scheduler."
     );
     ensure!(
@@ -620,24 +739,45 @@ fn composite_and_other_errors() -> Result<()> {
             == "ChainedScheduler expects at least one scheduler to be chained, but got no scheduler."
     );
     let a: Box<dyn LrScheduler> = Box::new(StepLrConfig::new(2).build(&mut opt)?);
-    let m = msg(SequentialLr::new(&mut opt, vec![a], vec![3]).map(|s| Box::new(s) as Box<dyn LrScheduler>));
+    let m =
+        msg(SequentialLr::new(&mut opt, vec![a], vec![3])
+            .map(|s| Box::new(s) as Box<dyn LrScheduler>));
     ensure!(m == "Sequential Schedulers expects number of schedulers provided to be one more than the number of milestone points, but got number of schedulers 1 and the number of milestones to be equal to 1", "{m}");
     let p: Box<dyn LrScheduler> = Box::new(ReduceLrOnPlateauConfig::default().build(&mut opt)?);
-    let m = msg(ChainedScheduler::new(&mut opt, vec![p]).map(|s| Box::new(s) as Box<dyn LrScheduler>));
+    let m =
+        msg(ChainedScheduler::new(&mut opt, vec![p]).map(|s| Box::new(s) as Box<dyn LrScheduler>));
     ensure!(m == "ChainedScheduler does not support `ReduceLROnPlateau` scheduler as it requires additional kwargs to be specified when calling `step`, but got one at index 0 in the given schedulers sequence.", "{m}");
     // ReduceLROnPlateau needs a metric.
     let mut p = ReduceLrOnPlateauConfig::default().build(&mut opt)?;
     ensure!(p.needs_metric());
-    ensure!(p.step(&mut opt).err().map(|e| e.to_string()).unwrap_or_default().contains("step_with_metric"));
+    ensure!(p
+        .step(&mut opt)
+        .err()
+        .map(|e| e.to_string())
+        .unwrap_or_default()
+        .contains("step_with_metric"));
     // Python's ZeroDivisionError surfaces as an error at the same step.
     let mut s = CosineAnnealingLrConfig::new(0).build(&mut opt)?;
-    let m = s.step(&mut opt).err().map(|e| e.to_string()).unwrap_or_default();
-    ensure!(m == "CosineAnnealingLR (T_max is 0): integer modulo by zero", "{m}");
+    let m = s
+        .step(&mut opt)
+        .err()
+        .map(|e| e.to_string())
+        .unwrap_or_default();
+    ensure!(
+        m == "CosineAnnealingLR (T_max is 0): integer modulo by zero",
+        "{m}"
+    );
     let mut s = StepLrConfig::new(0).build(&mut opt)?;
     ensure!(s.step(&mut opt).is_err());
     // CAWR rejects negative epochs like PyTorch.
     let mut c = CosineAnnealingWarmRestartsConfig::new(3).build(&mut opt)?;
-    ensure!(c.step_to(&mut opt, -1.0).err().map(|e| e.to_string()).as_deref() == Some("Expected non-negative epoch, but got -1"));
+    ensure!(
+        c.step_to(&mut opt, -1.0)
+            .err()
+            .map(|e| e.to_string())
+            .as_deref()
+            == Some("Expected non-negative epoch, but got -1")
+    );
     // Loading a state of another scheduler.
     let mut e = ExponentialLrConfig { gamma: 0.9 }.build(&mut opt)?;
     let st = StepLrConfig::new(3).build(&mut opt)?.state_dict();
@@ -651,7 +791,15 @@ fn composite_and_other_errors() -> Result<()> {
 
 fn sgd(lr: f64, momentum: f64) -> Result<Sgd> {
     let p = Tensor::f_zeros([2], (Kind::Float, kiln_tensor::Device::Cpu))?;
-    Ok(SgdConfig { lr, momentum, ..Default::default() }.build(vec![NamedParameter { name: "w".into(), tensor: p }])?)
+    Ok(SgdConfig {
+        lr,
+        momentum,
+        ..Default::default()
+    }
+    .build(vec![NamedParameter {
+        name: "w".into(),
+        tensor: p,
+    }])?)
 }
 
 #[test]
@@ -668,26 +816,34 @@ fn schedulers_drive_kiln_sgd() -> Result<()> {
         }
         let name = case["name"].as_str().unwrap_or_default();
         let mut opt = sgd(lrs[0], 0.9)?;
-        let mut built =
-            case["build"].as_array().into_iter().flatten().map(|s| build(&mut opt, s)).collect::<Result<Vec<_>>>()?;
+        let mut built = case["build"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|s| build(&mut opt, s))
+            .collect::<Result<Vec<_>>>()?;
         let ops = case["ops"].as_array().ok_or_else(|| anyhow!("ops"))?;
-        if ops.iter().any(|o| o.get("e").is_some() || o.get("k").is_some()) {
+        if ops
+            .iter()
+            .any(|o| o.get("e").is_some() || o.get("k").is_some())
+        {
             continue;
         }
-        let mut top: Box<dyn LrScheduler> = match case["compose"].get("type").and_then(Value::as_str) {
-            None => built.remove(0),
-            Some("sequential") => {
-                let ms = case["compose"]["milestones"]
-                    .as_array()
-                    .into_iter()
-                    .flatten()
-                    .filter_map(Value::as_u64)
-                    .map(|m| m as usize)
-                    .collect();
-                Box::new(SequentialLr::new(&mut opt, built, ms)?)
-            }
-            Some(_) => Box::new(ChainedScheduler::new(&mut opt, built)?),
-        };
+        let mut top: Box<dyn LrScheduler> =
+            match case["compose"].get("type").and_then(Value::as_str) {
+                None => built.remove(0),
+                Some("sequential") => {
+                    let ms = case["compose"]["milestones"]
+                        .as_array()
+                        .into_iter()
+                        .flatten()
+                        .filter_map(Value::as_u64)
+                        .map(|m| m as usize)
+                        .collect();
+                    Box::new(SequentialLr::new(&mut opt, built, ms)?)
+                }
+                Some(_) => Box::new(ChainedScheduler::new(&mut opt, built)?),
+            };
         let mut got = vec![vec![opt.config().lr]];
         for op in ops {
             match op.get("m") {
@@ -704,7 +860,11 @@ fn schedulers_drive_kiln_sgd() -> Result<()> {
 #[test]
 fn cyclic_momentum_writes_sgd_momentum() -> Result<()> {
     let mut opt = sgd(0.1, 0.5)?;
-    let mut s = CyclicLrConfig { step_size_up: 2, ..CyclicLrConfig::new(0.01, 0.1) }.build(&mut opt)?;
+    let mut s = CyclicLrConfig {
+        step_size_up: 2,
+        ..CyclicLrConfig::new(0.01, 0.1)
+    }
+    .build(&mut opt)?;
     ensure!(opt.config().momentum == 0.9 && opt.config().lr == 0.01);
     s.step(&mut opt)?;
     ensure!(opt.config().momentum < 0.9 && opt.config().lr > 0.01);
@@ -736,7 +896,8 @@ fn config_seq(opt: &mut DictOpt, mut s: Box<dyn LrScheduler>, n: usize) -> Resul
 #[test]
 fn registry_builds_what_configs_build() -> Result<()> {
     let fresh = || DictOpt::new("sgd", &[0.1], false);
-    let pairs: Vec<(&str, Option<usize>, Box<dyn Fn(&mut DictOpt) -> Result<Box<dyn LrScheduler>>>)> = vec![
+    type Make = Box<dyn Fn(&mut DictOpt) -> Result<Box<dyn LrScheduler>>>;
+    let pairs: Vec<(&str, Option<usize>, Make)> = vec![
         ("step:step_size=30,gamma=0.1", None, Box::new(|o| Ok(Box::new(StepLrConfig::new(30).build(o)?)))),
         ("multistep:milestones=2;5", None, Box::new(|o| Ok(Box::new(MultiStepLrConfig::new(vec![2, 5]).build(o)?)))),
         ("constant", None, Box::new(|o| Ok(Box::new(ConstantLrConfig::default().build(o)?)))),
@@ -806,31 +967,76 @@ fn registry_errors_and_description() -> Result<()> {
     let reg = schedulers();
     let mut o = DictOpt::new("sgd", &[0.1], false)?;
     let err = |spec: &str, o: &mut DictOpt, hint: Option<usize>| {
-        reg.build(spec, o, hint).err().map(|e| e.to_string()).unwrap_or_default()
+        reg.build(spec, o, hint)
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default()
     };
     let e = err("nope", &mut o, None);
-    ensure!(e.starts_with("unknown scheduler 'nope'; known: step, multistep"), "{e}");
+    ensure!(
+        e.starts_with("unknown scheduler 'nope'; known: step, multistep"),
+        "{e}"
+    );
     ensure!(err("lambda", &mut o, None).contains("built from code"));
     let e = err("step:step_size=3,gama=0.5", &mut o, None);
-    ensure!(e == "step: unknown option(s) gama; accepted: step_size, gamma", "{e}");
-    ensure!(o.groups[0]["lr"] == 0.1 && !o.groups[0].contains_key("initial_lr"), "a bad spec touched the optimizer");
+    ensure!(
+        e == "step: unknown option(s) gama; accepted: step_size, gamma",
+        "{e}"
+    );
+    ensure!(
+        o.groups[0]["lr"] == 0.1 && !o.groups[0].contains_key("initial_lr"),
+        "a bad spec touched the optimizer"
+    );
     ensure!(err("step", &mut o, None) == "step: option step_size is required");
     ensure!(err("step:step_size=-1", &mut o, None).contains("non-negative integer"));
     let e = err("onecycle:max_lr=0.1", &mut o, None);
-    ensure!(e == "You must define either total_steps OR (epochs AND steps_per_epoch)", "{e}");
-    ensure!(err("onecycle:max_lr=0.1,total_steps=-2", &mut o, None) == "Expected positive integer total_steps, but got -2");
-    let e = err("onecycle:max_lr=0.1,anneal_strategy=cosine", &mut o, Some(5));
-    ensure!(e == "onecycle: anneal_strategy must be one of 'cos' or 'linear', instead got cosine", "{e}");
+    ensure!(
+        e == "You must define either total_steps OR (epochs AND steps_per_epoch)",
+        "{e}"
+    );
+    ensure!(
+        err("onecycle:max_lr=0.1,total_steps=-2", &mut o, None)
+            == "Expected positive integer total_steps, but got -2"
+    );
+    let e = err(
+        "onecycle:max_lr=0.1,anneal_strategy=cosine",
+        &mut o,
+        Some(5),
+    );
+    ensure!(
+        e == "onecycle: anneal_strategy must be one of 'cos' or 'linear', instead got cosine",
+        "{e}"
+    );
     ensure!(err("plateau:mode=mid", &mut o, None) == "plateau: mode mid is unknown!");
-    ensure!(err("plateau:threshold_mode=x", &mut o, None) == "plateau: threshold mode x is unknown!");
-    ensure!(err("cyclic:base_lr=0.1,max_lr=1,mode=sine", &mut o, None) == "cyclic: mode is invalid and scale_fn is None");
+    ensure!(
+        err("plateau:threshold_mode=x", &mut o, None) == "plateau: threshold mode x is unknown!"
+    );
+    ensure!(
+        err("cyclic:base_lr=0.1,max_lr=1,mode=sine", &mut o, None)
+            == "cyclic: mode is invalid and scale_fn is None"
+    );
     ensure!(err("cosine", &mut o, None).contains("t_max is required"));
-    ensure!(err("constant:factor=2", &mut o, None) == "Constant multiplicative factor expected to be between 0 and 1.");
+    ensure!(
+        err("constant:factor=2", &mut o, None)
+            == "Constant multiplicative factor expected to be between 0 and 1."
+    );
     let d = reg.describe();
     for name in reg.names() {
-        ensure!(d.contains(&format!("  {name}  ")), "describe() lacks {name}");
+        ensure!(
+            d.contains(&format!("  {name}  ")),
+            "describe() lacks {name}"
+        );
     }
-    for name in ["lambda", "multiplicative", "sequential", "chained", "step_size", "max_lr", "0.3", "1e-8"] {
+    for name in [
+        "lambda",
+        "multiplicative",
+        "sequential",
+        "chained",
+        "step_size",
+        "max_lr",
+        "0.3",
+        "1e-8",
+    ] {
         ensure!(d.contains(name), "describe() lacks {name}");
     }
     ensure!(reg.names().len() == 12);
@@ -847,11 +1053,24 @@ fn registry_accepts_downstream_schedulers() -> Result<()> {
         Box::new(|s, _| {
             let at = s.i64("at")?.unwrap_or(1) as usize;
             Ok(Box::new(move |o: &mut dyn Optimizer| {
-                Ok(Box::new(MultiStepLrConfig { milestones: vec![at], gamma: 0.5 }.build(o)?) as Box<dyn LrScheduler>)
+                Ok(Box::new(
+                    MultiStepLrConfig {
+                        milestones: vec![at],
+                        gamma: 0.5,
+                    }
+                    .build(o)?,
+                ) as Box<dyn LrScheduler>)
             }))
         }),
     )?;
-    ensure!(reg.register("halve", "", vec![], Box::new(|_, _| Err(kiln_optim::Error::InvalidArgument("x".into())))).is_err());
+    ensure!(reg
+        .register(
+            "halve",
+            "",
+            vec![],
+            Box::new(|_, _| Err(kiln_optim::Error::InvalidArgument("x".into())))
+        )
+        .is_err());
     let mut o = DictOpt::new("sgd", &[0.1], false)?;
     let mut s = reg.build("halve:at=2", &mut o, None)?;
     s.step(&mut o)?;
@@ -868,9 +1087,17 @@ fn named(values: &Value, shapes: &Value) -> Result<Vec<NamedParameter>> {
     let mut out = Vec::new();
     for name in ["w", "b"] {
         let data: Vec<f32> = nums(&values[name])?.iter().map(|x| *x as f32).collect();
-        let shape: Vec<i64> = shapes[name].as_array().into_iter().flatten().filter_map(Value::as_i64).collect();
+        let shape: Vec<i64> = shapes[name]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(Value::as_i64)
+            .collect();
         let t = Tensor::f_from_slice(&data)?.f_reshape(&shape)?;
-        out.push(NamedParameter { name: name.into(), tensor: t });
+        out.push(NamedParameter {
+            name: name.into(),
+            tensor: t,
+        });
     }
     Ok(out)
 }
@@ -887,16 +1114,26 @@ fn averaged_model_matches_pytorch() -> Result<()> {
     for run in f["runs"].as_array().ok_or_else(|| anyhow!("runs"))? {
         let strategy = match run["decay"].is_null() {
             true => AveragingStrategy::Swa,
-            false => AveragingStrategy::Ema { decay: num(&run["decay"])? },
+            false => AveragingStrategy::Ema {
+                decay: num(&run["decay"])?,
+            },
         };
         let first = named(&inputs[0], &f["shapes"])?;
         let mut avg = AveragedModel::new(&first, strategy)?;
-        for (i, (values, want)) in inputs.iter().zip(run["history"].as_array().into_iter().flatten()).enumerate() {
+        for (i, (values, want)) in inputs
+            .iter()
+            .zip(run["history"].as_array().into_iter().flatten())
+            .enumerate()
+        {
             let params = named(values, &f["shapes"])?;
             avg.update(&params)?;
             for name in ["w", "b"] {
                 let got = flat(avg.get(name).ok_or_else(|| anyhow!("no {name}"))?)?;
-                check_exact(&format!("{} update {i} {name}", run["name"]), &[got], &[nums(&want[name])?])?;
+                check_exact(
+                    &format!("{} update {i} {name}", run["name"]),
+                    &[got],
+                    &[nums(&want[name])?],
+                )?;
             }
             ensure!(avg.n_averaged() == i as i64 + 1);
         }
@@ -909,23 +1146,38 @@ fn averaged_model_state_round_trip_and_errors() -> Result<()> {
     let f = fixture("averaged.json")?;
     let inputs = f["inputs"].as_array().ok_or_else(|| anyhow!("inputs"))?;
     let p = |i: usize| named(&inputs[i], &f["shapes"]);
-    for strategy in [AveragingStrategy::Swa, AveragingStrategy::Ema { decay: 0.9 }] {
+    for strategy in [
+        AveragingStrategy::Swa,
+        AveragingStrategy::Ema { decay: 0.9 },
+    ] {
         let mut a = AveragedModel::new(&p(0)?, strategy)?;
         for i in 0..3 {
             a.update(&p(i)?)?;
         }
         let st = a.state_dict()?;
-        ensure!(st.tensors.iter().map(|(k, _)| k.as_str()).collect::<Vec<_>>() == ["module.w", "module.b"]);
+        ensure!(
+            st.tensors
+                .iter()
+                .map(|(k, _)| k.as_str())
+                .collect::<Vec<_>>()
+                == ["module.w", "module.b"]
+        );
         let mut b = AveragedModel::new(&p(0)?, strategy)?;
         let scalars: Value = serde_json::from_str(&serde_json::to_string(&st.scalars)?)?;
-        b.load_state_dict(&kiln_optim::swa::AveragedState { tensors: st.tensors, scalars })?;
+        b.load_state_dict(&kiln_optim::swa::AveragedState {
+            tensors: st.tensors,
+            scalars,
+        })?;
         for i in 3..7 {
             a.update(&p(i)?)?;
             b.update(&p(i)?)?;
         }
         ensure!(b.n_averaged() == 7);
         for name in ["w", "b"] {
-            let (x, y) = (flat(a.get(name).ok_or_else(|| anyhow!("w"))?)?, flat(b.get(name).ok_or_else(|| anyhow!("w"))?)?);
+            let (x, y) = (
+                flat(a.get(name).ok_or_else(|| anyhow!("w"))?)?,
+                flat(b.get(name).ok_or_else(|| anyhow!("w"))?)?,
+            );
             ensure!(x == y, "{name} differs after the round trip");
         }
         // copy_to writes the averages into the model.
@@ -933,13 +1185,21 @@ fn averaged_model_state_round_trip_and_errors() -> Result<()> {
         a.copy_to(&model)?;
         ensure!(flat(&model[0].tensor)? == flat(a.get("w").ok_or_else(|| anyhow!("w"))?)?);
     }
-    let e = AveragedModel::new(&p(0)?, AveragingStrategy::Ema { decay: 1.5 }).err().map(|e| e.to_string());
-    ensure!(e.as_deref() == Some("Invalid decay value 1.5 provided. Please provide a value in [0,1] range."));
+    let e = AveragedModel::new(&p(0)?, AveragingStrategy::Ema { decay: 1.5 })
+        .err()
+        .map(|e| e.to_string());
+    ensure!(
+        e.as_deref()
+            == Some("Invalid decay value 1.5 provided. Please provide a value in [0,1] range.")
+    );
     let mut a = AveragedModel::new(&p(0)?, AveragingStrategy::Swa)?;
     let mut wrong = p(1)?;
     wrong.swap(0, 1);
     ensure!(a.update(&wrong).is_err());
     let ema = AveragedModel::new(&p(0)?, AveragingStrategy::Ema { decay: 0.5 })?.state_dict()?;
-    ensure!(a.load_state_dict(&ema).is_err(), "loading an EMA state into SWA must fail");
+    ensure!(
+        a.load_state_dict(&ema).is_err(),
+        "loading an EMA state into SWA must fail"
+    );
     Ok(())
 }

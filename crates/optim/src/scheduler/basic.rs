@@ -31,10 +31,9 @@ impl Lambdas {
         let epoch = usize::try_from(epoch).unwrap_or_default();
         match self {
             Lambdas::One(f) => Ok(f(epoch)),
-            Lambdas::PerGroup(fs) => fs
-                .get(group)
-                .map(|f| f(epoch))
-                .ok_or_else(|| Error::InvalidArgument(format!("no lr_lambda for param group {group}"))),
+            Lambdas::PerGroup(fs) => fs.get(group).map(|f| f(epoch)).ok_or_else(|| {
+                Error::InvalidArgument(format!("no lr_lambda for param group {group}"))
+            }),
         }
     }
 }
@@ -76,15 +75,23 @@ pub struct LambdaLr {
 impl LambdaLr {
     /// One function for all groups: `LambdaLR(optimizer, lr_lambda=f)`.
     pub fn new(opt: &mut dyn Optimizer, lr_lambda: LrLambda) -> Result<Self> {
-        let rule = LambdaRule { lambdas: Lambdas::One(lr_lambda) };
-        Ok(Self { core: Core::build("lambda", rule, opt)? })
+        let rule = LambdaRule {
+            lambdas: Lambdas::One(lr_lambda),
+        };
+        Ok(Self {
+            core: Core::build("lambda", rule, opt)?,
+        })
     }
 
     /// One function per group: `LambdaLR(optimizer, lr_lambda=[f, g])`; errors
     /// with PyTorch's message unless there is one per group.
     pub fn per_group(opt: &mut dyn Optimizer, lr_lambdas: Vec<LrLambda>) -> Result<Self> {
-        let rule = LambdaRule { lambdas: Lambdas::new(lr_lambdas, opt.num_groups())? };
-        Ok(Self { core: Core::build("lambda", rule, opt)? })
+        let rule = LambdaRule {
+            lambdas: Lambdas::new(lr_lambdas, opt.num_groups())?,
+        };
+        Ok(Self {
+            core: Core::build("lambda", rule, opt)?,
+        })
     }
 }
 core_scheduler!(LambdaLr);
@@ -124,14 +131,22 @@ pub struct MultiplicativeLr {
 impl MultiplicativeLr {
     /// One function for all groups.
     pub fn new(opt: &mut dyn Optimizer, lr_lambda: LrLambda) -> Result<Self> {
-        let rule = MultiplicativeRule { lambdas: Lambdas::One(lr_lambda) };
-        Ok(Self { core: Core::build("multiplicative", rule, opt)? })
+        let rule = MultiplicativeRule {
+            lambdas: Lambdas::One(lr_lambda),
+        };
+        Ok(Self {
+            core: Core::build("multiplicative", rule, opt)?,
+        })
     }
 
     /// One function per group (PyTorch's message unless there is one per group).
     pub fn per_group(opt: &mut dyn Optimizer, lr_lambdas: Vec<LrLambda>) -> Result<Self> {
-        let rule = MultiplicativeRule { lambdas: Lambdas::new(lr_lambdas, opt.num_groups())? };
-        Ok(Self { core: Core::build("multiplicative", rule, opt)? })
+        let rule = MultiplicativeRule {
+            lambdas: Lambdas::new(lr_lambdas, opt.num_groups())?,
+        };
+        Ok(Self {
+            core: Core::build("multiplicative", rule, opt)?,
+        })
     }
 }
 core_scheduler!(MultiplicativeLr);
@@ -150,12 +165,17 @@ pub struct StepLrConfig {
 impl StepLrConfig {
     /// `step_size` with PyTorch's default `gamma=0.1`.
     pub fn new(step_size: usize) -> Self {
-        Self { step_size, gamma: 0.1 }
+        Self {
+            step_size,
+            gamma: 0.1,
+        }
     }
 
     /// Builds the scheduler (records `initial_lr`, performs the initial step).
     pub fn build(self, opt: &mut dyn Optimizer) -> Result<StepLr> {
-        Ok(StepLr { core: Core::build("step", StepRule { cfg: self }, opt)? })
+        Ok(StepLr {
+            core: Core::build("step", StepRule { cfg: self }, opt)?,
+        })
     }
 }
 
@@ -170,7 +190,9 @@ impl Rule for StepRule {
             return Ok(lrs);
         }
         if self.cfg.step_size == 0 {
-            return Err(Error::InvalidArgument("StepLR: integer modulo by zero (step_size is 0)".into()));
+            return Err(Error::InvalidArgument(
+                "StepLR: integer modulo by zero (step_size is 0)".into(),
+            ));
         }
         if epoch_usize(ctx.last_epoch) % self.cfg.step_size != 0 {
             return Ok(lrs);
@@ -179,17 +201,26 @@ impl Rule for StepRule {
     }
     fn closed_form(&self, ctx: &Ctx<'_>) -> Option<Result<Vec<f64>>> {
         if self.cfg.step_size == 0 {
-            return Some(Err(Error::InvalidArgument("StepLR: integer division by zero (step_size is 0)".into())));
+            return Some(Err(Error::InvalidArgument(
+                "StepLR: integer division by zero (step_size is 0)".into(),
+            )));
         }
         let k = (epoch_usize(ctx.last_epoch) / self.cfg.step_size) as f64;
-        Some(Ok(ctx.base_lrs.iter().map(|b| b * self.cfg.gamma.powf(k)).collect()))
+        Some(Ok(ctx
+            .base_lrs
+            .iter()
+            .map(|b| b * self.cfg.gamma.powf(k))
+            .collect()))
     }
     fn save(&self, map: &mut Map<String, Value>) {
         map.insert("step_size".into(), Value::from(self.cfg.step_size));
         map.insert("gamma".into(), fnum(self.cfg.gamma));
     }
     fn load(&mut self, r: &StateReader<'_>) -> Result<()> {
-        self.cfg = StepLrConfig { step_size: r.usize("step_size")?, gamma: r.f64("gamma")? };
+        self.cfg = StepLrConfig {
+            step_size: r.usize("step_size")?,
+            gamma: r.f64("gamma")?,
+        };
         Ok(())
     }
 }
@@ -219,12 +250,17 @@ pub struct MultiStepLrConfig {
 impl MultiStepLrConfig {
     /// `milestones` with PyTorch's default `gamma=0.1`.
     pub fn new(milestones: Vec<usize>) -> Self {
-        Self { milestones, gamma: 0.1 }
+        Self {
+            milestones,
+            gamma: 0.1,
+        }
     }
 
     /// Builds the scheduler (records `initial_lr`, performs the initial step).
     pub fn build(self, opt: &mut dyn Optimizer) -> Result<MultiStepLr> {
-        Ok(MultiStepLr { core: Core::build("multistep", MultiStepRule { cfg: self }, opt)? })
+        Ok(MultiStepLr {
+            core: Core::build("multistep", MultiStepRule { cfg: self }, opt)?,
+        })
     }
 }
 
@@ -234,7 +270,11 @@ struct MultiStepRule {
 
 impl MultiStepRule {
     fn count(&self, epoch: i64) -> usize {
-        self.cfg.milestones.iter().filter(|m| i64::try_from(**m).ok() == Some(epoch)).count()
+        self.cfg
+            .milestones
+            .iter()
+            .filter(|m| i64::try_from(**m).ok() == Some(epoch))
+            .count()
     }
 }
 
@@ -252,10 +292,17 @@ impl Rule for MultiStepRule {
         let mut sorted: Vec<i64> = self.cfg.milestones.iter().map(|m| *m as i64).collect();
         sorted.sort_unstable();
         let k = super::bisect_right(&sorted, ctx.last_epoch) as f64;
-        Some(Ok(ctx.base_lrs.iter().map(|b| b * self.cfg.gamma.powf(k)).collect()))
+        Some(Ok(ctx
+            .base_lrs
+            .iter()
+            .map(|b| b * self.cfg.gamma.powf(k))
+            .collect()))
     }
     fn save(&self, map: &mut Map<String, Value>) {
-        map.insert("milestones".into(), Value::from(self.cfg.milestones.clone()));
+        map.insert(
+            "milestones".into(),
+            Value::from(self.cfg.milestones.clone()),
+        );
         map.insert("gamma".into(), fnum(self.cfg.gamma));
     }
     fn load(&mut self, r: &StateReader<'_>) -> Result<()> {
@@ -264,7 +311,10 @@ impl Rule for MultiStepRule {
             .into_iter()
             .map(|m| usize::try_from(m).map_err(|_| super::bad_state("multistep", "milestones")))
             .collect::<Result<Vec<_>>>()?;
-        self.cfg = MultiStepLrConfig { milestones, gamma: r.f64("gamma")? };
+        self.cfg = MultiStepLrConfig {
+            milestones,
+            gamma: r.f64("gamma")?,
+        };
         Ok(())
     }
 }
@@ -292,7 +342,10 @@ pub struct ConstantLrConfig {
 
 impl Default for ConstantLrConfig {
     fn default() -> Self {
-        Self { factor: 1.0 / 3.0, total_iters: 5 }
+        Self {
+            factor: 1.0 / 3.0,
+            total_iters: 5,
+        }
     }
 }
 
@@ -304,7 +357,9 @@ impl ConstantLrConfig {
                 "Constant multiplicative factor expected to be between 0 and 1.".into(),
             ));
         }
-        Ok(ConstantLr { core: Core::build("constant", ConstantRule { cfg: self }, opt)? })
+        Ok(ConstantLr {
+            core: Core::build("constant", ConstantRule { cfg: self }, opt)?,
+        })
     }
 }
 
@@ -326,7 +381,11 @@ impl Rule for ConstantRule {
     }
     fn closed_form(&self, ctx: &Ctx<'_>) -> Option<Result<Vec<f64>>> {
         let f = self.cfg.factor;
-        let reached = if ctx.last_epoch >= self.cfg.total_iters as i64 { 1.0 - f } else { 0.0 };
+        let reached = if ctx.last_epoch >= self.cfg.total_iters as i64 {
+            1.0 - f
+        } else {
+            0.0
+        };
         Some(Ok(ctx.base_lrs.iter().map(|b| b * (f + reached)).collect()))
     }
     fn save(&self, map: &mut Map<String, Value>) {
@@ -334,7 +393,10 @@ impl Rule for ConstantRule {
         map.insert("total_iters".into(), Value::from(self.cfg.total_iters));
     }
     fn load(&mut self, r: &StateReader<'_>) -> Result<()> {
-        self.cfg = ConstantLrConfig { factor: r.f64("factor")?, total_iters: r.usize("total_iters")? };
+        self.cfg = ConstantLrConfig {
+            factor: r.f64("factor")?,
+            total_iters: r.usize("total_iters")?,
+        };
         Ok(())
     }
 }
@@ -365,7 +427,11 @@ pub struct LinearLrConfig {
 
 impl Default for LinearLrConfig {
     fn default() -> Self {
-        Self { start_factor: 1.0 / 3.0, end_factor: 1.0, total_iters: 5 }
+        Self {
+            start_factor: 1.0 / 3.0,
+            end_factor: 1.0,
+            total_iters: 5,
+        }
     }
 }
 
@@ -382,7 +448,9 @@ impl LinearLrConfig {
                 "Ending multiplicative factor expected to be between 0 and 1.".into(),
             ));
         }
-        Ok(LinearLr { core: Core::build("linear", LinearRule { cfg: self }, opt)? })
+        Ok(LinearLr {
+            core: Core::build("linear", LinearRule { cfg: self }, opt)?,
+        })
     }
 }
 
@@ -393,7 +461,11 @@ struct LinearRule {
 impl Rule for LinearRule {
     fn get_lr(&mut self, ctx: &Ctx<'_>, opt: &mut dyn Optimizer) -> Result<Vec<f64>> {
         let lrs = group_lrs(opt)?;
-        let (s, e, n) = (self.cfg.start_factor, self.cfg.end_factor, self.cfg.total_iters as i64);
+        let (s, e, n) = (
+            self.cfg.start_factor,
+            self.cfg.end_factor,
+            self.cfg.total_iters as i64,
+        );
         if ctx.last_epoch == 0 {
             return Ok(lrs.iter().map(|lr| lr * s).collect());
         }
@@ -405,7 +477,11 @@ impl Rule for LinearRule {
         Ok(lrs.iter().map(|lr| lr * factor).collect())
     }
     fn closed_form(&self, ctx: &Ctx<'_>) -> Option<Result<Vec<f64>>> {
-        let (s, e, n) = (self.cfg.start_factor, self.cfg.end_factor, self.cfg.total_iters as i64);
+        let (s, e, n) = (
+            self.cfg.start_factor,
+            self.cfg.end_factor,
+            self.cfg.total_iters as i64,
+        );
         let m = n.min(ctx.last_epoch) as f64;
         Some(
             div((e - s) * m, n as f64, "LinearLR (total_iters is 0)")
@@ -451,7 +527,9 @@ pub struct ExponentialLrConfig {
 impl ExponentialLrConfig {
     /// Builds the scheduler (records `initial_lr`, performs the initial step).
     pub fn build(self, opt: &mut dyn Optimizer) -> Result<ExponentialLr> {
-        Ok(ExponentialLr { core: Core::build("exponential", ExponentialRule { cfg: self }, opt)? })
+        Ok(ExponentialLr {
+            core: Core::build("exponential", ExponentialRule { cfg: self }, opt)?,
+        })
     }
 }
 
@@ -475,7 +553,9 @@ impl Rule for ExponentialRule {
         map.insert("gamma".into(), fnum(self.cfg.gamma));
     }
     fn load(&mut self, r: &StateReader<'_>) -> Result<()> {
-        self.cfg = ExponentialLrConfig { gamma: r.f64("gamma")? };
+        self.cfg = ExponentialLrConfig {
+            gamma: r.f64("gamma")?,
+        };
         Ok(())
     }
 }
@@ -502,14 +582,19 @@ pub struct PolynomialLrConfig {
 
 impl Default for PolynomialLrConfig {
     fn default() -> Self {
-        Self { total_iters: 5, power: 1.0 }
+        Self {
+            total_iters: 5,
+            power: 1.0,
+        }
     }
 }
 
 impl PolynomialLrConfig {
     /// Builds the scheduler (records `initial_lr`, performs the initial step).
     pub fn build(self, opt: &mut dyn Optimizer) -> Result<PolynomialLr> {
-        Ok(PolynomialLr { core: Core::build("polynomial", PolynomialRule { cfg: self }, opt)? })
+        Ok(PolynomialLr {
+            core: Core::build("polynomial", PolynomialRule { cfg: self }, opt)?,
+        })
     }
 }
 
@@ -533,17 +618,22 @@ impl Rule for PolynomialRule {
     fn closed_form(&self, ctx: &Ctx<'_>) -> Option<Result<Vec<f64>>> {
         let n = self.cfg.total_iters as i64;
         let m = n.min(ctx.last_epoch) as f64;
-        Some(div(m, n as f64, "PolynomialLR (total_iters is 0)").map(|frac| {
-            let f = (1.0 - frac).powf(self.cfg.power);
-            ctx.base_lrs.iter().map(|b| b * f).collect()
-        }))
+        Some(
+            div(m, n as f64, "PolynomialLR (total_iters is 0)").map(|frac| {
+                let f = (1.0 - frac).powf(self.cfg.power);
+                ctx.base_lrs.iter().map(|b| b * f).collect()
+            }),
+        )
     }
     fn save(&self, map: &mut Map<String, Value>) {
         map.insert("total_iters".into(), Value::from(self.cfg.total_iters));
         map.insert("power".into(), fnum(self.cfg.power));
     }
     fn load(&mut self, r: &StateReader<'_>) -> Result<()> {
-        self.cfg = PolynomialLrConfig { total_iters: r.usize("total_iters")?, power: r.f64("power")? };
+        self.cfg = PolynomialLrConfig {
+            total_iters: r.usize("total_iters")?,
+            power: r.f64("power")?,
+        };
         Ok(())
     }
 }

@@ -1,9 +1,15 @@
 //! SequentialLR and ChainedScheduler: schedulers made of schedulers.
-use super::{apply_lrs, bad_state, bisect_right, group_lrs, stores_initial_lr, LrScheduler, StateReader};
+use super::{
+    apply_lrs, bad_state, bisect_right, group_lrs, stores_initial_lr, LrScheduler, StateReader,
+};
 use crate::{Error, Optimizer, Result};
 use serde_json::Value;
 
-fn check_children(kind: &str, opt: &dyn Optimizer, schedulers: &[Box<dyn LrScheduler>]) -> Result<()> {
+fn check_children(
+    kind: &str,
+    opt: &dyn Optimizer,
+    schedulers: &[Box<dyn LrScheduler>],
+) -> Result<()> {
     for (i, s) in schedulers.iter().enumerate() {
         if s.needs_metric() {
             return Err(Error::InvalidArgument(format!(
@@ -26,11 +32,19 @@ fn check_children(kind: &str, opt: &dyn Optimizer, schedulers: &[Box<dyn LrSched
 
 /// The groups' `initial_lr` where the optimizer stores them, else the first
 /// scheduler's (what PyTorch's groups would hold).
-fn shared_initial_lrs(opt: &dyn Optimizer, schedulers: &[Box<dyn LrScheduler>]) -> Option<Vec<f64>> {
+fn shared_initial_lrs(
+    opt: &dyn Optimizer,
+    schedulers: &[Box<dyn LrScheduler>],
+) -> Option<Vec<f64>> {
     if stores_initial_lr(opt) {
-        (0..opt.num_groups()).map(|g| opt.hyperparameter(g, "initial_lr")).collect()
+        (0..opt.num_groups())
+            .map(|g| opt.hyperparameter(g, "initial_lr"))
+            .collect()
     } else {
-        schedulers.iter().find_map(|s| s.initial_lrs()).map(<[f64]>::to_vec)
+        schedulers
+            .iter()
+            .find_map(|s| s.initial_lrs())
+            .map(<[f64]>::to_vec)
     }
 }
 
@@ -38,8 +52,15 @@ fn children_state(schedulers: &[Box<dyn LrScheduler>]) -> Value {
     Value::Array(schedulers.iter().map(|s| s.state_dict()).collect())
 }
 
-fn load_children(name: &str, r: &StateReader<'_>, schedulers: &mut [Box<dyn LrScheduler>]) -> Result<()> {
-    let states = r.value("schedulers")?.as_array().ok_or_else(|| bad_state(name, "schedulers"))?;
+fn load_children(
+    name: &str,
+    r: &StateReader<'_>,
+    schedulers: &mut [Box<dyn LrScheduler>],
+) -> Result<()> {
+    let states = r
+        .value("schedulers")?
+        .as_array()
+        .ok_or_else(|| bad_state(name, "schedulers"))?;
     if states.len() != schedulers.len() {
         return Err(Error::State(format!(
             "{name} scheduler state has {} schedulers, this one has {}",
@@ -72,7 +93,11 @@ pub struct SequentialLr {
 
 impl SequentialLr {
     /// `SequentialLR(optimizer, schedulers, milestones)` with PyTorch's checks.
-    pub fn new(opt: &mut dyn Optimizer, mut schedulers: Vec<Box<dyn LrScheduler>>, milestones: Vec<usize>) -> Result<Self> {
+    pub fn new(
+        opt: &mut dyn Optimizer,
+        mut schedulers: Vec<Box<dyn LrScheduler>>,
+        milestones: Vec<usize>,
+    ) -> Result<Self> {
         if schedulers.is_empty() {
             return Err(Error::InvalidArgument(
                 "SequentialLR expects at least one scheduler, but got no scheduler.".into(),
@@ -89,10 +114,14 @@ impl SequentialLr {
         }
         let milestones = milestones
             .into_iter()
-            .map(|m| i64::try_from(m).map_err(|_| Error::InvalidArgument(format!("milestone {m} is too large"))))
+            .map(|m| {
+                i64::try_from(m)
+                    .map_err(|_| Error::InvalidArgument(format!("milestone {m} is too large")))
+            })
             .collect::<Result<Vec<_>>>()?;
-        let initial = shared_initial_lrs(opt, &schedulers)
-            .ok_or_else(|| Error::InvalidArgument("param 'initial_lr' is not specified in param_groups".into()))?;
+        let initial = shared_initial_lrs(opt, &schedulers).ok_or_else(|| {
+            Error::InvalidArgument("param 'initial_lr' is not specified in param_groups".into())
+        })?;
         if !stores_initial_lr(opt) {
             for s in &mut schedulers {
                 s.rebase(&initial);
@@ -107,7 +136,12 @@ impl SequentialLr {
             .ok_or_else(|| Error::InvalidArgument("SequentialLR has no scheduler".into()))?;
         first.initial_step(opt)?;
         let last_lr = first.last_lr().to_vec();
-        Ok(Self { schedulers, milestones, last_epoch: 0, last_lr })
+        Ok(Self {
+            schedulers,
+            milestones,
+            last_epoch: 0,
+            last_lr,
+        })
     }
 
     /// The wrapped schedulers.
@@ -125,10 +159,9 @@ impl LrScheduler for SequentialLr {
         let epoch = self.last_epoch + 1;
         let idx = bisect_right(&self.milestones, epoch);
         let at_milestone = idx > 0 && self.milestones.get(idx - 1) == Some(&epoch);
-        let s = self
-            .schedulers
-            .get_mut(idx)
-            .ok_or_else(|| Error::InvalidArgument(format!("SequentialLR has no scheduler {idx}")))?;
+        let s = self.schedulers.get_mut(idx).ok_or_else(|| {
+            Error::InvalidArgument(format!("SequentialLR has no scheduler {idx}"))
+        })?;
         if at_milestone {
             s.update_lr_at(opt, 0)?;
         } else {
@@ -159,7 +192,11 @@ impl LrScheduler for SequentialLr {
 
     fn load_state_dict(&mut self, state: &Value) -> Result<()> {
         let r = StateReader::new("sequential", state)?;
-        let (last_epoch, milestones, last_lr) = (r.i64("last_epoch")?, r.i64_list("milestones")?, r.f64_list("last_lr")?);
+        let (last_epoch, milestones, last_lr) = (
+            r.i64("last_epoch")?,
+            r.i64_list("milestones")?,
+            r.f64_list("last_lr")?,
+        );
         load_children("sequential", &r, &mut self.schedulers)?;
         self.last_epoch = last_epoch;
         self.milestones = milestones;
@@ -219,7 +256,10 @@ impl ChainedScheduler {
                 }
             }
         }
-        Ok(Self { last_lr: group_lrs(opt)?, schedulers })
+        Ok(Self {
+            last_lr: group_lrs(opt)?,
+            schedulers,
+        })
     }
 
     /// The wrapped schedulers.

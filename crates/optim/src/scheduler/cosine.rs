@@ -17,12 +17,17 @@ pub struct CosineAnnealingLrConfig {
 impl CosineAnnealingLrConfig {
     /// `t_max` with PyTorch's default `eta_min=0.0`.
     pub fn new(t_max: usize) -> Self {
-        Self { t_max, eta_min: 0.0 }
+        Self {
+            t_max,
+            eta_min: 0.0,
+        }
     }
 
     /// Builds the scheduler (records `initial_lr`, performs the initial step).
     pub fn build(self, opt: &mut dyn Optimizer) -> Result<CosineAnnealingLr> {
-        Ok(CosineAnnealingLr { core: Core::build("cosine", CosineRule { cfg: self }, opt)? })
+        Ok(CosineAnnealingLr {
+            core: Core::build("cosine", CosineRule { cfg: self }, opt)?,
+        })
     }
 }
 
@@ -40,10 +45,16 @@ impl Rule for CosineRule {
         let what = "CosineAnnealingLR (T_max is 0)";
         if ctx.step_count == 1 && e > 0 {
             let c = (div(e as f64 * PI, t as f64, what)?).cos();
-            return Ok(ctx.base_lrs.iter().map(|b| eta + (b - eta) * (1.0 + c) / 2.0).collect());
+            return Ok(ctx
+                .base_lrs
+                .iter()
+                .map(|b| eta + (b - eta) * (1.0 + c) / 2.0)
+                .collect());
         }
         if t == 0 {
-            return Err(Error::InvalidArgument(format!("{what}: integer modulo by zero")));
+            return Err(Error::InvalidArgument(format!(
+                "{what}: integer modulo by zero"
+            )));
         }
         if (e - 1 - t).rem_euclid(2 * t) == 0 {
             let c = div(PI, t as f64, what)?.cos();
@@ -61,9 +72,17 @@ impl Rule for CosineRule {
     fn closed_form(&self, ctx: &Ctx<'_>) -> Option<Result<Vec<f64>>> {
         let eta = self.cfg.eta_min;
         Some(
-            div(PI * ctx.last_epoch as f64, self.cfg.t_max as f64, "CosineAnnealingLR (T_max is 0)").map(|x| {
+            div(
+                PI * ctx.last_epoch as f64,
+                self.cfg.t_max as f64,
+                "CosineAnnealingLR (T_max is 0)",
+            )
+            .map(|x| {
                 let c = x.cos();
-                ctx.base_lrs.iter().map(|b| eta + (b - eta) * (1.0 + c) / 2.0).collect()
+                ctx.base_lrs
+                    .iter()
+                    .map(|b| eta + (b - eta) * (1.0 + c) / 2.0)
+                    .collect()
             }),
         )
     }
@@ -72,7 +91,10 @@ impl Rule for CosineRule {
         map.insert("eta_min".into(), fnum(self.cfg.eta_min));
     }
     fn load(&mut self, r: &StateReader<'_>) -> Result<()> {
-        self.cfg = CosineAnnealingLrConfig { t_max: r.usize("T_max")?, eta_min: r.f64("eta_min")? };
+        self.cfg = CosineAnnealingLrConfig {
+            t_max: r.usize("T_max")?,
+            eta_min: r.f64("eta_min")?,
+        };
         Ok(())
     }
 }
@@ -109,7 +131,11 @@ pub struct CosineAnnealingWarmRestartsConfig {
 impl CosineAnnealingWarmRestartsConfig {
     /// `t_0` with PyTorch's defaults `T_mult=1`, `eta_min=0.0`.
     pub fn new(t_0: i64) -> Self {
-        Self { t_0, t_mult: 1, eta_min: 0.0 }
+        Self {
+            t_0,
+            t_mult: 1,
+            eta_min: 0.0,
+        }
     }
 
     /// Builds the scheduler; PyTorch's checks of `T_0` and `T_mult`.
@@ -162,8 +188,17 @@ pub struct CosineAnnealingWarmRestarts {
 impl CosineAnnealingWarmRestarts {
     fn get_lr(&self) -> Result<Vec<f64>> {
         let eta = self.cfg.eta_min;
-        let c = div(PI * self.t_cur, self.t_i as f64, "CosineAnnealingWarmRestarts")?.cos();
-        Ok(self.base_lrs.iter().map(|b| eta + (b - eta) * (1.0 + c) / 2.0).collect())
+        let c = div(
+            PI * self.t_cur,
+            self.t_i as f64,
+            "CosineAnnealingWarmRestarts",
+        )?
+        .cos();
+        Ok(self
+            .base_lrs
+            .iter()
+            .map(|b| eta + (b - eta) * (1.0 + c) / 2.0)
+            .collect())
     }
 
     /// PyTorch's `step(epoch)` with an explicit (possibly fractional) epoch:
@@ -172,7 +207,9 @@ impl CosineAnnealingWarmRestarts {
     pub fn step_to(&mut self, opt: &mut dyn Optimizer, epoch: f64) -> Result<()> {
         // Python compares `epoch < 0` and `epoch >= T_0` on the number as given.
         if epoch < 0.0 || epoch.is_nan() {
-            return Err(Error::InvalidArgument(format!("Expected non-negative epoch, but got {epoch}")));
+            return Err(Error::InvalidArgument(format!(
+                "Expected non-negative epoch, but got {epoch}"
+            )));
         }
         let (t0, tm) = (self.cfg.t_0, self.cfg.t_mult);
         if epoch >= t0 as f64 {
@@ -181,9 +218,9 @@ impl CosineAnnealingWarmRestarts {
             } else {
                 let x = epoch / t0 as f64 * (tm - 1) as f64 + 1.0;
                 let n = (x.ln() / (tm as f64).ln()) as u32;
-                let pow = tm
-                    .checked_pow(n)
-                    .ok_or_else(|| Error::InvalidArgument(format!("epoch {epoch} is out of range")))?;
+                let pow = tm.checked_pow(n).ok_or_else(|| {
+                    Error::InvalidArgument(format!("epoch {epoch} is out of range"))
+                })?;
                 self.t_cur = epoch - (t0 * (pow - 1)) as f64 / (tm - 1) as f64;
                 self.t_i = t0 * pow;
             }
@@ -278,7 +315,11 @@ impl LrScheduler for CosineAnnealingWarmRestarts {
             eta_min: r.f64("eta_min")?,
         };
         let (t_i, t_cur) = (r.i64("T_i")?, r.f64("T_cur")?);
-        let (initial_lrs, last_lr, last_epoch) = (r.f64_list("initial_lrs")?, r.f64_list("last_lr")?, r.i64("last_epoch")?);
+        let (initial_lrs, last_lr, last_epoch) = (
+            r.f64_list("initial_lrs")?,
+            r.f64_list("last_lr")?,
+            r.i64("last_epoch")?,
+        );
         self.cfg = cfg;
         self.t_i = t_i;
         self.t_cur = t_cur;

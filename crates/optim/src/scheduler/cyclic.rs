@@ -131,7 +131,11 @@ impl CyclicLrConfig {
         let up = self.step_size_up as f64;
         let down = self.step_size_down.map_or(up, |d| d as f64);
         let total_size = up + down;
-        let step_ratio = div(up, total_size, "CyclicLR (step_size_up + step_size_down is 0)")?;
+        let step_ratio = div(
+            up,
+            total_size,
+            "CyclicLR (step_size_up + step_size_down is 0)",
+        )?;
         let scale_mode = match (&self.scale_fn, self.mode) {
             (Some(_), _) => self.scale_mode,
             (None, CyclicMode::ExpRange) => ScaleMode::Iterations,
@@ -241,7 +245,10 @@ impl Rule for CyclicRule {
         map.insert("mode".into(), Value::from(self.mode.as_str()));
         map.insert("gamma".into(), fnum(self.gamma));
         map.insert("scale_mode".into(), Value::from(self.scale_mode.as_str()));
-        map.insert("cycle_momentum".into(), Value::from(self.momentum.is_some()));
+        map.insert(
+            "cycle_momentum".into(),
+            Value::from(self.momentum.is_some()),
+        );
         if let Some(m) = &self.momentum {
             map.insert("use_beta1".into(), Value::from(m.key == "betas.0"));
             map.insert("base_momentums".into(), flist(&m.base));
@@ -249,21 +256,32 @@ impl Rule for CyclicRule {
         }
     }
     fn load(&mut self, r: &StateReader<'_>) -> Result<()> {
-        let mode = CyclicMode::parse(r.str("mode")?).ok_or_else(|| super::bad_state("cyclic", "mode"))?;
+        let mode =
+            CyclicMode::parse(r.str("mode")?).ok_or_else(|| super::bad_state("cyclic", "mode"))?;
         let scale_mode = match r.str("scale_mode")? {
             "cycle" => ScaleMode::Cycle,
             "iterations" => ScaleMode::Iterations,
             _ => return Err(super::bad_state("cyclic", "scale_mode")),
         };
         let momentum = if r.bool("cycle_momentum")? {
-            let key = if r.bool("use_beta1")? { "betas.0" } else { "momentum" };
-            Some(Momentum { key, base: r.f64_list("base_momentums")?, max: r.f64_list("max_momentums")? })
+            let key = if r.bool("use_beta1")? {
+                "betas.0"
+            } else {
+                "momentum"
+            };
+            Some(Momentum {
+                key,
+                base: r.f64_list("base_momentums")?,
+                max: r.f64_list("max_momentums")?,
+            })
         } else {
             None
         };
         let max_lrs = r.f64_list("max_lrs")?;
         if max_lrs.len() != self.max_lrs.len() {
-            return Err(Error::State("cyclic scheduler state has a different number of param groups".into()));
+            return Err(Error::State(
+                "cyclic scheduler state has a different number of param groups".into(),
+            ));
         }
         self.max_lrs = max_lrs;
         self.total_size = r.f64("total_size")?;

@@ -64,12 +64,15 @@ mod registry;
 mod swalr;
 
 pub use basic::{
-    ConstantLr, ConstantLrConfig, ExponentialLr, ExponentialLrConfig, LambdaLr, LinearLr, LinearLrConfig,
-    LrLambda, MultiStepLr, MultiStepLrConfig, MultiplicativeLr, PolynomialLr, PolynomialLrConfig, StepLr,
-    StepLrConfig,
+    ConstantLr, ConstantLrConfig, ExponentialLr, ExponentialLrConfig, LambdaLr, LinearLr,
+    LinearLrConfig, LrLambda, MultiStepLr, MultiStepLrConfig, MultiplicativeLr, PolynomialLr,
+    PolynomialLrConfig, StepLr, StepLrConfig,
 };
 pub use composite::{ChainedScheduler, SequentialLr};
-pub use cosine::{CosineAnnealingLr, CosineAnnealingLrConfig, CosineAnnealingWarmRestarts, CosineAnnealingWarmRestartsConfig};
+pub use cosine::{
+    CosineAnnealingLr, CosineAnnealingLrConfig, CosineAnnealingWarmRestarts,
+    CosineAnnealingWarmRestartsConfig,
+};
 pub use cyclic::{CyclicLr, CyclicLrConfig, CyclicMode, ScaleFn, ScaleMode};
 pub use onecycle::{AnnealStrategy, OneCycleLr, OneCycleLrConfig};
 pub use plateau::{PlateauMode, ReduceLrOnPlateau, ReduceLrOnPlateauConfig, ThresholdMode};
@@ -210,7 +213,9 @@ impl GroupValues {
 /// `a / b` with Python's `ZeroDivisionError` as an error.
 pub(crate) fn div(a: f64, b: f64, what: &str) -> Result<f64> {
     if b == 0.0 {
-        Err(Error::InvalidArgument(format!("{what}: float division by zero")))
+        Err(Error::InvalidArgument(format!(
+            "{what}: float division by zero"
+        )))
     } else {
         Ok(a / b)
     }
@@ -265,9 +270,9 @@ pub(crate) fn setdefault_initial_lrs(opt: &mut dyn Optimizer) -> Result<Vec<f64>
         match opt.hyperparameter(g, "initial_lr") {
             Some(v) => out.push(v),
             None => {
-                let lr = opt
-                    .lr(g)
-                    .ok_or_else(|| Error::InvalidArgument(format!("param group {g} has no 'lr'")))?;
+                let lr = opt.lr(g).ok_or_else(|| {
+                    Error::InvalidArgument(format!("param group {g} has no 'lr'"))
+                })?;
                 // Optimizers without an `initial_lr` key refuse; the scheduler keeps it.
                 let _ = opt.set_hyperparameter(g, "initial_lr", lr);
                 out.push(lr);
@@ -307,7 +312,9 @@ pub(crate) fn flist(xs: &[f64]) -> Value {
 }
 
 pub(crate) fn bad_state(name: &str, key: &str) -> Error {
-    Error::State(format!("{name} scheduler state: '{key}' is missing or malformed"))
+    Error::State(format!(
+        "{name} scheduler state: '{key}' is missing or malformed"
+    ))
 }
 
 /// Reads state dicts written by [`fnum`]/[`flist`] (or plain JSON numbers).
@@ -324,7 +331,9 @@ impl<'a> StateReader<'a> {
             .ok_or_else(|| Error::State(format!("{name} scheduler state must be a JSON object")))?;
         match map.get("scheduler").and_then(Value::as_str) {
             Some(n) if n == name => Ok(Self { name, map }),
-            Some(other) => Err(Error::State(format!("it was saved by scheduler '{other}', not '{name}'"))),
+            Some(other) => Err(Error::State(format!(
+                "it was saved by scheduler '{other}', not '{name}'"
+            ))),
             None => Err(bad_state(name, "scheduler")),
         }
     }
@@ -348,7 +357,9 @@ impl<'a> StateReader<'a> {
     pub(crate) fn opt_f64(&self, key: &str) -> Result<Option<f64>> {
         match self.map.get(key) {
             None | Some(Value::Null) => Ok(None),
-            Some(v) => Self::parse_f64(v).map(Some).ok_or_else(|| bad_state(self.name, key)),
+            Some(v) => Self::parse_f64(v)
+                .map(Some)
+                .ok_or_else(|| bad_state(self.name, key)),
         }
     }
 
@@ -360,7 +371,9 @@ impl<'a> StateReader<'a> {
     }
 
     pub(crate) fn i64(&self, key: &str) -> Result<i64> {
-        self.value(key)?.as_i64().ok_or_else(|| bad_state(self.name, key))
+        self.value(key)?
+            .as_i64()
+            .ok_or_else(|| bad_state(self.name, key))
     }
 
     pub(crate) fn usize(&self, key: &str) -> Result<usize> {
@@ -378,11 +391,15 @@ impl<'a> StateReader<'a> {
     }
 
     pub(crate) fn bool(&self, key: &str) -> Result<bool> {
-        self.value(key)?.as_bool().ok_or_else(|| bad_state(self.name, key))
+        self.value(key)?
+            .as_bool()
+            .ok_or_else(|| bad_state(self.name, key))
     }
 
     pub(crate) fn str(&self, key: &str) -> Result<&'a str> {
-        self.value(key)?.as_str().ok_or_else(|| bad_state(self.name, key))
+        self.value(key)?
+            .as_str()
+            .ok_or_else(|| bad_state(self.name, key))
     }
 }
 
@@ -450,7 +467,12 @@ impl<R: Rule> Core<R> {
 
     fn advance(&mut self, opt: &mut dyn Optimizer, is_initial: bool) -> Result<()> {
         let (epoch, count) = (self.last_epoch + 1, self.step_count + 1);
-        let ctx = Ctx { base_lrs: &self.base_lrs, last_epoch: epoch, step_count: count, is_initial };
+        let ctx = Ctx {
+            base_lrs: &self.base_lrs,
+            last_epoch: epoch,
+            step_count: count,
+            is_initial,
+        };
         let lrs = self.rule.get_lr(&ctx, opt)?;
         self.last_epoch = epoch;
         self.step_count = count;
@@ -471,7 +493,12 @@ impl<R: Rule> Core<R> {
 
     /// `LRScheduler._update_lr(epoch)`.
     pub(crate) fn update_lr_at(&mut self, opt: &mut dyn Optimizer, epoch: i64) -> Result<()> {
-        let ctx = Ctx { base_lrs: &self.base_lrs, last_epoch: epoch, step_count: self.step_count, is_initial: false };
+        let ctx = Ctx {
+            base_lrs: &self.base_lrs,
+            last_epoch: epoch,
+            step_count: self.step_count,
+            is_initial: false,
+        };
         let lrs = match self.rule.closed_form(&ctx) {
             Some(lrs) => lrs?,
             None => self.rule.get_lr(&ctx, opt)?,
@@ -549,7 +576,11 @@ macro_rules! core_scheduler {
             fn initial_step(&mut self, opt: &mut dyn $crate::Optimizer) -> $crate::Result<()> {
                 self.core.initial_step(opt)
             }
-            fn update_lr_at(&mut self, opt: &mut dyn $crate::Optimizer, epoch: i64) -> $crate::Result<()> {
+            fn update_lr_at(
+                &mut self,
+                opt: &mut dyn $crate::Optimizer,
+                epoch: i64,
+            ) -> $crate::Result<()> {
                 self.core.update_lr_at(opt, epoch)
             }
             fn undo_initial_step(&mut self) {

@@ -97,32 +97,67 @@ impl OneCycleLrConfig {
     pub fn build(self, opt: &mut dyn Optimizer) -> Result<OneCycleLr> {
         let bad = |m: String| Err(Error::InvalidHyperparameter(m));
         let total_steps = match (self.total_steps, self.epochs, self.steps_per_epoch) {
-            (Some(t), _, _) if t <= 0 => return bad(format!("Expected positive integer total_steps, but got {t}")),
-            (Some(t), _, _) => t,
-            (None, Some(e), Some(_)) if e <= 0 => return bad(format!("Expected positive integer epochs, but got {e}")),
-            (None, Some(_), Some(s)) if s <= 0 => {
-                return bad(format!("Expected positive integer steps_per_epoch, but got {s}"))
+            (Some(t), _, _) if t <= 0 => {
+                return bad(format!(
+                    "Expected positive integer total_steps, but got {t}"
+                ))
             }
-            (None, Some(e), Some(s)) => e
-                .checked_mul(s)
-                .ok_or_else(|| Error::InvalidHyperparameter("epochs * steps_per_epoch overflows".into()))?,
-            _ => return bad("You must define either total_steps OR (epochs AND steps_per_epoch)".into()),
+            (Some(t), _, _) => t,
+            (None, Some(e), Some(_)) if e <= 0 => {
+                return bad(format!("Expected positive integer epochs, but got {e}"))
+            }
+            (None, Some(_), Some(s)) if s <= 0 => {
+                return bad(format!(
+                    "Expected positive integer steps_per_epoch, but got {s}"
+                ))
+            }
+            (None, Some(e), Some(s)) => e.checked_mul(s).ok_or_else(|| {
+                Error::InvalidHyperparameter("epochs * steps_per_epoch overflows".into())
+            })?,
+            _ => {
+                return bad(
+                    "You must define either total_steps OR (epochs AND steps_per_epoch)".into(),
+                )
+            }
         };
         let (pct, tf) = (self.pct_start, total_steps as f64);
         let phases = if self.three_phase {
             vec![
-                Phase { end_step: pct * tf - 1.0, start: Point::Initial, end: Point::Max },
-                Phase { end_step: 2.0 * pct * tf - 2.0, start: Point::Max, end: Point::Initial },
-                Phase { end_step: tf - 1.0, start: Point::Initial, end: Point::Min },
+                Phase {
+                    end_step: pct * tf - 1.0,
+                    start: Point::Initial,
+                    end: Point::Max,
+                },
+                Phase {
+                    end_step: 2.0 * pct * tf - 2.0,
+                    start: Point::Max,
+                    end: Point::Initial,
+                },
+                Phase {
+                    end_step: tf - 1.0,
+                    start: Point::Initial,
+                    end: Point::Min,
+                },
             ]
         } else {
             vec![
-                Phase { end_step: pct * tf - 1.0, start: Point::Initial, end: Point::Max },
-                Phase { end_step: tf - 1.0, start: Point::Max, end: Point::Min },
+                Phase {
+                    end_step: pct * tf - 1.0,
+                    start: Point::Initial,
+                    end: Point::Max,
+                },
+                Phase {
+                    end_step: tf - 1.0,
+                    start: Point::Max,
+                    end: Point::Min,
+                },
             ]
         };
-        if pct < 0.0 || pct > 1.0 {
-            return bad(format!("Expected float between 0 and 1 pct_start, but got {pct}"));
+        // `pct_start < 0 or pct_start > 1` in PyTorch: NaN passes.
+        if !pct.is_nan() && !(0.0..=1.0).contains(&pct) {
+            return bad(format!(
+                "Expected float between 0 and 1 pct_start, but got {pct}"
+            ));
         }
         let groups = opt.num_groups();
         let max_lrs = self.max_lr.per_group("max_lr", groups)?;
@@ -132,7 +167,13 @@ impl OneCycleLrConfig {
             .collect::<Result<Vec<_>>>()?;
         let min_lrs = initial_lrs
             .iter()
-            .map(|i| div(*i, self.final_div_factor, "OneCycleLR (final_div_factor is 0)"))
+            .map(|i| {
+                div(
+                    *i,
+                    self.final_div_factor,
+                    "OneCycleLR (final_div_factor is 0)",
+                )
+            })
             .collect::<Result<Vec<_>>>()?;
         for (g, v) in initial_lrs.iter().enumerate() {
             // `group["initial_lr"] = ...` where the optimizer stores it.
@@ -233,7 +274,11 @@ impl OneCycleRule {
     /// The momentum at a phase end: `max_momentum` where the lr is at
     /// initial/min, `base_momentum` where it peaks (PyTorch's phase table).
     fn momentum_at(&self, p: Point, g: usize) -> f64 {
-        let v = if p == Point::Max { &self.base_momentums } else { &self.max_momentums };
+        let v = if p == Point::Max {
+            &self.base_momentums
+        } else {
+            &self.max_momentums
+        };
         v.get(g).copied().unwrap_or(f64::NAN)
     }
 }
@@ -256,15 +301,28 @@ impl Rule for OneCycleRule {
             for (i, phase) in self.phases.iter().enumerate() {
                 let end_step = phase.end_step;
                 if step_num as f64 <= end_step || i == last {
-                    let pct = div(step_num as f64 - start_step, end_step - start_step, "OneCycleLR")?;
-                    let lr = self.anneal.anneal(self.lr_at(phase.start, g), self.lr_at(phase.end, g), pct);
-                    let m = self.anneal.anneal(self.momentum_at(phase.start, g), self.momentum_at(phase.end, g), pct);
+                    let pct = div(
+                        step_num as f64 - start_step,
+                        end_step - start_step,
+                        "OneCycleLR",
+                    )?;
+                    let lr = self.anneal.anneal(
+                        self.lr_at(phase.start, g),
+                        self.lr_at(phase.end, g),
+                        pct,
+                    );
+                    let m = self.anneal.anneal(
+                        self.momentum_at(phase.start, g),
+                        self.momentum_at(phase.end, g),
+                        pct,
+                    );
                     found = Some((lr, m));
                     break;
                 }
                 start_step = phase.end_step;
             }
-            let (lr, m) = found.ok_or_else(|| Error::InvalidArgument("OneCycleLR has no phases".into()))?;
+            let (lr, m) =
+                found.ok_or_else(|| Error::InvalidArgument("OneCycleLR has no phases".into()))?;
             lrs.push(lr);
             momenta.push(m);
         }
@@ -287,8 +345,14 @@ impl Rule for OneCycleRule {
         map.insert("group_initial_lrs".into(), flist(&self.initial_lrs));
         map.insert("max_lrs".into(), flist(&self.max_lrs));
         map.insert("min_lrs".into(), flist(&self.min_lrs));
-        map.insert("cycle_momentum".into(), Value::from(self.momentum_key.is_some()));
-        map.insert("use_beta1".into(), Value::from(self.momentum_key == Some("betas.0")));
+        map.insert(
+            "cycle_momentum".into(),
+            Value::from(self.momentum_key.is_some()),
+        );
+        map.insert(
+            "use_beta1".into(),
+            Value::from(self.momentum_key == Some("betas.0")),
+        );
         map.insert("base_momentums".into(), flist(&self.base_momentums));
         map.insert("max_momentums".into(), flist(&self.max_momentums));
     }
@@ -306,12 +370,16 @@ impl Rule for OneCycleRule {
                     _ => None,
                 };
                 let point = |k: &str| p.get(k).and_then(Value::as_str).and_then(Point::parse);
-                Some(Phase { end_step: end_step?, start: point("start_lr")?, end: point("end_lr")? })
+                Some(Phase {
+                    end_step: end_step?,
+                    start: point("start_lr")?,
+                    end: point("end_lr")?,
+                })
             })
             .collect::<Option<Vec<_>>>()
             .ok_or_else(bad)?;
-        let anneal =
-            AnnealStrategy::parse(r.str("anneal_strategy")?).ok_or_else(|| super::bad_state("onecycle", "anneal_strategy"))?;
+        let anneal = AnnealStrategy::parse(r.str("anneal_strategy")?)
+            .ok_or_else(|| super::bad_state("onecycle", "anneal_strategy"))?;
         let key = match (r.bool("cycle_momentum")?, r.bool("use_beta1")?) {
             (false, _) => None,
             (true, true) => Some("betas.0"),

@@ -63,14 +63,19 @@ impl ReduceLrOnPlateauConfig {
     /// no initial step and does not touch the learning rates.
     pub fn build(self, opt: &mut dyn Optimizer) -> Result<ReduceLrOnPlateau> {
         if self.factor >= 1.0 {
-            return Err(Error::InvalidHyperparameter("Factor should be < 1.0.".into()));
+            return Err(Error::InvalidHyperparameter(
+                "Factor should be < 1.0.".into(),
+            ));
         }
         let groups = opt.num_groups();
         let (min_lrs, default_min_lr) = match &self.min_lr {
             GroupValues::All(v) => (vec![*v; groups], Some(*v)),
             GroupValues::PerGroup(vs) if vs.len() == groups => (vs.clone(), None),
             GroupValues::PerGroup(vs) => {
-                return Err(Error::InvalidArgument(format!("expected {groups} min_lrs, got {}", vs.len())))
+                return Err(Error::InvalidArgument(format!(
+                    "expected {groups} min_lrs, got {}",
+                    vs.len()
+                )))
             }
         };
         let mode_worse = match self.mode {
@@ -251,7 +256,11 @@ impl LrScheduler for ReduceLrOnPlateau {
         let threshold_mode = match r.str("threshold_mode")? {
             "rel" => ThresholdMode::Rel,
             "abs" => ThresholdMode::Abs,
-            m => return Err(Error::InvalidArgument(format!("threshold mode {m} is unknown!"))),
+            m => {
+                return Err(Error::InvalidArgument(format!(
+                    "threshold mode {m} is unknown!"
+                )))
+            }
         };
         let min_lrs = r.f64_list("min_lrs")?;
         let default_min_lr = r.opt_f64("default_min_lr")?;
@@ -262,11 +271,13 @@ impl LrScheduler for ReduceLrOnPlateau {
             threshold: r.f64("threshold")?,
             threshold_mode,
             cooldown: r.usize("cooldown")?,
-            min_lr: default_min_lr.map_or_else(|| GroupValues::PerGroup(min_lrs.clone()), GroupValues::All),
+            min_lr: default_min_lr
+                .map_or_else(|| GroupValues::PerGroup(min_lrs.clone()), GroupValues::All),
             eps: r.f64("eps")?,
         };
         let (last_epoch, best) = (r.i64("last_epoch")?, r.f64("best")?);
-        let (num_bad_epochs, cooldown_counter) = (r.usize("num_bad_epochs")?, r.usize("cooldown_counter")?);
+        let (num_bad_epochs, cooldown_counter) =
+            (r.usize("num_bad_epochs")?, r.usize("cooldown_counter")?);
         let last_lr = r.f64_list("last_lr")?;
         self.mode_worse = match mode {
             PlateauMode::Min => f64::INFINITY,

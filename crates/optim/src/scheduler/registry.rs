@@ -1,8 +1,9 @@
 //! Spec strings for schedulers: `onecycle:max_lr=0.1`, `step:step_size=30,gamma=0.1`.
 use super::{
-    AnnealStrategy, ConstantLrConfig, CosineAnnealingLrConfig, CosineAnnealingWarmRestartsConfig, CyclicLrConfig,
-    CyclicMode, ExponentialLrConfig, GroupValues, LinearLrConfig, LrScheduler, MultiStepLrConfig, OneCycleLrConfig,
-    PlateauMode, PolynomialLrConfig, ReduceLrOnPlateauConfig, StepLrConfig, SwalrConfig, ThresholdMode,
+    AnnealStrategy, ConstantLrConfig, CosineAnnealingLrConfig, CosineAnnealingWarmRestartsConfig,
+    CyclicLrConfig, CyclicMode, ExponentialLrConfig, GroupValues, LinearLrConfig, LrScheduler,
+    MultiStepLrConfig, OneCycleLrConfig, PlateauMode, PolynomialLrConfig, ReduceLrOnPlateauConfig,
+    StepLrConfig, SwalrConfig, ThresholdMode,
 };
 use crate::{Error, Optimizer, Result};
 use kiln_tensor::spec::Spec;
@@ -14,7 +15,8 @@ pub type SchedulerFactory = Box<dyn FnOnce(&mut dyn Optimizer) -> Result<Box<dyn
 /// scheduler steps when known) and returns the factory that builds it. The
 /// registry checks for unknown options between the two phases, so a bad spec
 /// never touches the optimizer.
-pub type SchedulerBuilder = Box<dyn Fn(&mut Spec, Option<usize>) -> Result<SchedulerFactory> + Send + Sync>;
+pub type SchedulerBuilder =
+    Box<dyn Fn(&mut Spec, Option<usize>) -> Result<SchedulerFactory> + Send + Sync>;
 
 /// One option of a registered scheduler, for [`SchedulerRegistry::describe`].
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -30,7 +32,11 @@ pub struct OptionDoc {
 impl OptionDoc {
     /// An option with its default and help text.
     pub fn new(name: &str, default: &str, help: &str) -> Self {
-        Self { name: name.into(), default: default.into(), help: help.into() }
+        Self {
+            name: name.into(),
+            default: default.into(),
+            help: help.into(),
+        }
     }
 }
 
@@ -49,37 +55,68 @@ pub struct SchedulerRegistry {
 
 impl std::fmt::Debug for SchedulerRegistry {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("SchedulerRegistry").field("names", &self.names()).finish()
+        f.debug_struct("SchedulerRegistry")
+            .field("names", &self.names())
+            .finish()
     }
 }
 
 /// Schedulers that need code (closures or other schedulers), listed by describe().
 const CODE_ONLY: &[(&str, &str)] = &[
     ("lambda", "LambdaLR (scheduler::LambdaLr): needs a closure"),
-    ("multiplicative", "MultiplicativeLR (scheduler::MultiplicativeLr): needs a closure"),
-    ("sequential", "SequentialLR (scheduler::SequentialLr): needs the schedulers it sequences"),
-    ("chained", "ChainedScheduler (scheduler::ChainedScheduler): needs the schedulers it chains"),
+    (
+        "multiplicative",
+        "MultiplicativeLR (scheduler::MultiplicativeLr): needs a closure",
+    ),
+    (
+        "sequential",
+        "SequentialLR (scheduler::SequentialLr): needs the schedulers it sequences",
+    ),
+    (
+        "chained",
+        "ChainedScheduler (scheduler::ChainedScheduler): needs the schedulers it chains",
+    ),
 ];
 
 impl SchedulerRegistry {
     /// An empty registry (see [`schedulers()`] for the built-in one).
     pub fn empty() -> Self {
-        Self { entries: Vec::new() }
+        Self {
+            entries: Vec::new(),
+        }
     }
 
     /// Adds a scheduler; errors if the name is taken.
-    pub fn register(&mut self, name: &str, summary: &str, options: Vec<OptionDoc>, builder: SchedulerBuilder) -> Result<()> {
+    pub fn register(
+        &mut self,
+        name: &str,
+        summary: &str,
+        options: Vec<OptionDoc>,
+        builder: SchedulerBuilder,
+    ) -> Result<()> {
         if self.entries.iter().any(|e| e.name == name) {
-            return Err(Error::InvalidArgument(format!("scheduler '{name}' is already registered")));
+            return Err(Error::InvalidArgument(format!(
+                "scheduler '{name}' is already registered"
+            )));
         }
-        self.entries.push(Entry { name: name.into(), summary: summary.into(), options, builder });
+        self.entries.push(Entry {
+            name: name.into(),
+            summary: summary.into(),
+            options,
+            builder,
+        });
         Ok(())
     }
 
     /// Builds a scheduler from a spec string on `opt`. `total_steps_hint` is
     /// the number of scheduler steps the run will make (for `onecycle`'s
     /// `total_steps` and `cosine`'s `t_max` when omitted).
-    pub fn build(&self, spec: &str, opt: &mut dyn Optimizer, total_steps_hint: Option<usize>) -> Result<Box<dyn LrScheduler>> {
+    pub fn build(
+        &self,
+        spec: &str,
+        opt: &mut dyn Optimizer,
+        total_steps_hint: Option<usize>,
+    ) -> Result<Box<dyn LrScheduler>> {
         let mut spec: Spec = spec.parse()?;
         let Some(entry) = self.entries.iter().find(|e| e.name == spec.name) else {
             let hint = if CODE_ONLY.iter().any(|(n, _)| *n == spec.name) {
@@ -107,11 +144,15 @@ impl SchedulerRegistry {
     /// Human-readable list of the schedulers, their options and defaults
     /// (what `kiln schedulers` prints), and the ones built from code only.
     pub fn describe(&self) -> String {
-        let mut out = String::from("Learning-rate schedulers (spec: name:key=value,...; lists as a;b;c):\n");
+        let mut out =
+            String::from("Learning-rate schedulers (spec: name:key=value,...; lists as a;b;c):\n");
         for e in &self.entries {
             out.push_str(&format!("\n  {}  {}\n", e.name, e.summary));
             for o in &e.options {
-                out.push_str(&format!("      {:<18} {:<14} {}\n", o.name, o.default, o.help));
+                out.push_str(&format!(
+                    "      {:<18} {:<14} {}\n",
+                    o.name, o.default, o.help
+                ));
             }
         }
         out.push_str("\nBuilt from code only (no spec string):\n");
@@ -132,7 +173,10 @@ fn count(spec: &mut Spec, key: &str) -> Result<Option<usize>> {
     match spec.i64(key)? {
         None => Ok(None),
         Some(v) => usize::try_from(v).map(Some).map_err(|_| {
-            Error::InvalidArgument(format!("{}: option {key}={v} must be a non-negative integer", spec.name))
+            Error::InvalidArgument(format!(
+                "{}: option {key}={v} must be a non-negative integer",
+                spec.name
+            ))
         }),
     }
 }
@@ -144,15 +188,17 @@ fn group_values(spec: &mut Spec, key: &str) -> Result<Option<GroupValues>> {
 fn boxed<S: LrScheduler + 'static>(
     f: impl FnOnce(&mut dyn Optimizer) -> Result<S> + 'static,
 ) -> Result<SchedulerFactory> {
-    Ok(Box::new(move |opt: &mut dyn Optimizer| Ok(Box::new(f(opt)?) as Box<dyn LrScheduler>)))
+    Ok(Box::new(move |opt: &mut dyn Optimizer| {
+        Ok(Box::new(f(opt)?) as Box<dyn LrScheduler>)
+    }))
 }
 
 fn anneal(spec: &mut Spec, key: &str, message: &str) -> Result<Option<AnnealStrategy>> {
     match spec.raw(key) {
         None => Ok(None),
-        Some(v) => AnnealStrategy::parse(&v)
-            .map(Some)
-            .ok_or_else(|| Error::InvalidArgument(format!("{}: {message}, instead got {v}", spec.name))),
+        Some(v) => AnnealStrategy::parse(&v).map(Some).ok_or_else(|| {
+            Error::InvalidArgument(format!("{}: {message}, instead got {v}", spec.name))
+        }),
     }
 }
 
@@ -166,24 +212,38 @@ fn opt(name: &str, default: &str, help: &str) -> OptionDoc {
 /// LambdaLR, MultiplicativeLR, SequentialLR and ChainedScheduler need code.
 pub fn schedulers() -> SchedulerRegistry {
     let mut r = SchedulerRegistry::empty();
-    let mut add = |name: &str, summary: &str, options: Vec<OptionDoc>, builder: SchedulerBuilder| {
-        // Names are distinct literals, so registering cannot fail here.
-        let _ = r.register(name, summary, options, builder);
-    };
+    let mut add =
+        |name: &str, summary: &str, options: Vec<OptionDoc>, builder: SchedulerBuilder| {
+            // Names are distinct literals, so registering cannot fail here.
+            let _ = r.register(name, summary, options, builder);
+        };
     add(
         "step",
         "StepLR: lr *= gamma every step_size steps (usually per epoch)",
-        vec![opt("step_size", "required", "period of decay"), opt("gamma", "0.1", "decay factor")],
+        vec![
+            opt("step_size", "required", "period of decay"),
+            opt("gamma", "0.1", "decay factor"),
+        ],
         Box::new(|s, _| {
             let step_size = required(count(s, "step_size")?, s, "step_size")?;
-            let cfg = StepLrConfig { step_size, gamma: s.f64("gamma")?.unwrap_or(0.1) };
+            let cfg = StepLrConfig {
+                step_size,
+                gamma: s.f64("gamma")?.unwrap_or(0.1),
+            };
             boxed(move |o| cfg.build(o))
         }),
     );
     add(
         "multistep",
         "MultiStepLR: lr *= gamma at each milestone (usually per epoch)",
-        vec![opt("milestones", "required", "steps at which to decay, e.g. 30;80"), opt("gamma", "0.1", "decay factor")],
+        vec![
+            opt(
+                "milestones",
+                "required",
+                "steps at which to decay, e.g. 30;80",
+            ),
+            opt("gamma", "0.1", "decay factor"),
+        ],
         Box::new(|s, _| {
             let list = required(s.f64_list("milestones")?, s, "milestones")?;
             let milestones = list
@@ -192,18 +252,26 @@ pub fn schedulers() -> SchedulerRegistry {
                     if m.fract() == 0.0 && *m >= 0.0 && *m < 9.0e15 {
                         Ok(*m as usize)
                     } else {
-                        Err(Error::InvalidArgument(format!("multistep: milestone {m} is not a non-negative integer")))
+                        Err(Error::InvalidArgument(format!(
+                            "multistep: milestone {m} is not a non-negative integer"
+                        )))
                     }
                 })
                 .collect::<Result<Vec<_>>>()?;
-            let cfg = MultiStepLrConfig { milestones, gamma: s.f64("gamma")?.unwrap_or(0.1) };
+            let cfg = MultiStepLrConfig {
+                milestones,
+                gamma: s.f64("gamma")?.unwrap_or(0.1),
+            };
             boxed(move |o| cfg.build(o))
         }),
     );
     add(
         "constant",
         "ConstantLR: lr * factor until total_iters (usually per epoch)",
-        vec![opt("factor", "1/3", "factor in [0, 1]"), opt("total_iters", "5", "steps with the factor")],
+        vec![
+            opt("factor", "1/3", "factor in [0, 1]"),
+            opt("total_iters", "5", "steps with the factor"),
+        ],
         Box::new(|s, _| {
             let d = ConstantLrConfig::default();
             let cfg = ConstantLrConfig {
@@ -236,14 +304,19 @@ pub fn schedulers() -> SchedulerRegistry {
         "ExponentialLR: lr *= gamma every step (usually per epoch)",
         vec![opt("gamma", "required", "decay factor per step")],
         Box::new(|s, _| {
-            let cfg = ExponentialLrConfig { gamma: required(s.f64("gamma")?, s, "gamma")? };
+            let cfg = ExponentialLrConfig {
+                gamma: required(s.f64("gamma")?, s, "gamma")?,
+            };
             boxed(move |o| cfg.build(o))
         }),
     );
     add(
         "polynomial",
         "PolynomialLR: base_lr * (1 - t/total_iters)^power (per epoch or batch)",
-        vec![opt("total_iters", "5", "steps to reach 0"), opt("power", "1.0", "power of the polynomial")],
+        vec![
+            opt("total_iters", "5", "steps to reach 0"),
+            opt("power", "1.0", "power of the polynomial"),
+        ],
         Box::new(|s, _| {
             let d = PolynomialLrConfig::default();
             let cfg = PolynomialLrConfig {
@@ -256,15 +329,27 @@ pub fn schedulers() -> SchedulerRegistry {
     add(
         "cosine",
         "CosineAnnealingLR: cosine from base_lr to eta_min over t_max steps (per epoch or batch)",
-        vec![opt("t_max", "total steps", "half period; defaults to the run's scheduler steps"), opt("eta_min", "0", "minimum lr")],
+        vec![
+            opt(
+                "t_max",
+                "total steps",
+                "half period; defaults to the run's scheduler steps",
+            ),
+            opt("eta_min", "0", "minimum lr"),
+        ],
         Box::new(|s, hint| {
             let t_max = match count(s, "t_max")? {
                 Some(t) => t,
                 None => hint.ok_or_else(|| {
-                    Error::InvalidArgument("cosine: option t_max is required (no total steps known)".into())
+                    Error::InvalidArgument(
+                        "cosine: option t_max is required (no total steps known)".into(),
+                    )
                 })?,
             };
-            let cfg = CosineAnnealingLrConfig { t_max, eta_min: s.f64("eta_min")?.unwrap_or(0.0) };
+            let cfg = CosineAnnealingLrConfig {
+                t_max,
+                eta_min: s.f64("eta_min")?.unwrap_or(0.0),
+            };
             boxed(move |o| cfg.build(o))
         }),
     );
@@ -289,13 +374,25 @@ pub fn schedulers() -> SchedulerRegistry {
         "cyclic",
         "CyclicLR: lr cycles between base_lr and max_lr (per batch)",
         vec![
-            opt("base_lr", "required", "lower lr bound (one value, or one per group a;b)"),
+            opt(
+                "base_lr",
+                "required",
+                "lower lr bound (one value, or one per group a;b)",
+            ),
             opt("max_lr", "required", "upper lr bound"),
             opt("step_size_up", "2000", "steps in the increasing half"),
-            opt("step_size_down", "step_size_up", "steps in the decreasing half"),
+            opt(
+                "step_size_down",
+                "step_size_up",
+                "steps in the decreasing half",
+            ),
             opt("mode", "triangular", "triangular | triangular2 | exp_range"),
             opt("gamma", "1.0", "exp_range constant"),
-            opt("cycle_momentum", "true", "cycle momentum (or betas.0) inversely"),
+            opt(
+                "cycle_momentum",
+                "true",
+                "cycle momentum (or betas.0) inversely",
+            ),
             opt("base_momentum", "0.8", "lower momentum bound"),
             opt("max_momentum", "0.9", "upper momentum bound"),
         ],
@@ -312,7 +409,11 @@ pub fn schedulers() -> SchedulerRegistry {
                     "triangular" => CyclicMode::Triangular,
                     "triangular2" => CyclicMode::Triangular2,
                     "exp_range" => CyclicMode::ExpRange,
-                    _ => return Err(Error::InvalidArgument("cyclic: mode is invalid and scale_fn is None".into())),
+                    _ => {
+                        return Err(Error::InvalidArgument(
+                            "cyclic: mode is invalid and scale_fn is None".into(),
+                        ))
+                    }
                 };
             }
             if let Some(v) = s.f64("gamma")? {
@@ -397,7 +498,11 @@ pub fn schedulers() -> SchedulerRegistry {
             opt("threshold", "1e-4", "significance threshold"),
             opt("threshold_mode", "rel", "rel | abs"),
             opt("cooldown", "0", "steps to wait after a reduction"),
-            opt("min_lr", "0", "lower bound (one value, or one per group a;b)"),
+            opt(
+                "min_lr",
+                "0",
+                "lower bound (one value, or one per group a;b)",
+            ),
             opt("eps", "1e-8", "smaller reductions are skipped"),
         ],
         Box::new(|s, _| {
@@ -406,14 +511,22 @@ pub fn schedulers() -> SchedulerRegistry {
                 cfg.mode = match m.as_str() {
                     "min" => PlateauMode::Min,
                     "max" => PlateauMode::Max,
-                    _ => return Err(Error::InvalidArgument(format!("plateau: mode {m} is unknown!"))),
+                    _ => {
+                        return Err(Error::InvalidArgument(format!(
+                            "plateau: mode {m} is unknown!"
+                        )))
+                    }
                 };
             }
             if let Some(m) = s.raw("threshold_mode") {
                 cfg.threshold_mode = match m.as_str() {
                     "rel" => ThresholdMode::Rel,
                     "abs" => ThresholdMode::Abs,
-                    _ => return Err(Error::InvalidArgument(format!("plateau: threshold mode {m} is unknown!"))),
+                    _ => {
+                        return Err(Error::InvalidArgument(format!(
+                            "plateau: threshold mode {m} is unknown!"
+                        )))
+                    }
                 };
             }
             if let Some(v) = s.f64("factor")? {

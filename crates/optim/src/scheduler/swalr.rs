@@ -19,7 +19,11 @@ pub struct SwalrConfig {
 impl SwalrConfig {
     /// `swa_lr` with PyTorch's defaults.
     pub fn new(swa_lr: impl Into<GroupValues>) -> Self {
-        Self { swa_lr: swa_lr.into(), anneal_epochs: 10, anneal_strategy: AnnealStrategy::Cos }
+        Self {
+            swa_lr: swa_lr.into(),
+            anneal_epochs: 10,
+            anneal_strategy: AnnealStrategy::Cos,
+        }
     }
 
     /// Builds the scheduler with PyTorch's checks (`swa_lr` length,
@@ -32,8 +36,14 @@ impl SwalrConfig {
                 self.anneal_epochs
             )));
         }
-        let rule = SwalrRule { swa_lrs, anneal_epochs: self.anneal_epochs, strategy: self.anneal_strategy };
-        Ok(Swalr { core: Core::build("swalr", rule, opt)? })
+        let rule = SwalrRule {
+            swa_lrs,
+            anneal_epochs: self.anneal_epochs,
+            strategy: self.anneal_strategy,
+        };
+        Ok(Swalr {
+            core: Core::build("swalr", rule, opt)?,
+        })
     }
 }
 
@@ -77,7 +87,11 @@ impl Rule for SwalrRule {
             .iter()
             .zip(&self.swa_lrs)
             .map(|(lr, swa_lr)| {
-                let prev = if prev_alpha == 1.0 { *swa_lr } else { (lr - prev_alpha * swa_lr) / (1.0 - prev_alpha) };
+                let prev = if prev_alpha == 1.0 {
+                    *swa_lr
+                } else {
+                    (lr - prev_alpha * swa_lr) / (1.0 - prev_alpha)
+                };
                 swa_lr * alpha + prev * (1.0 - alpha)
             })
             .collect())
@@ -85,7 +99,10 @@ impl Rule for SwalrRule {
     fn save(&self, map: &mut Map<String, Value>) {
         map.insert("swa_lrs".into(), flist(&self.swa_lrs));
         map.insert("anneal_epochs".into(), Value::from(self.anneal_epochs));
-        map.insert("anneal_strategy".into(), Value::from(self.strategy.as_str()));
+        map.insert(
+            "anneal_strategy".into(),
+            Value::from(self.strategy.as_str()),
+        );
     }
     fn load(&mut self, r: &StateReader<'_>) -> Result<()> {
         let strategy = AnnealStrategy::parse(r.str("anneal_strategy")?)
