@@ -94,10 +94,12 @@ impl AveragedModel {
         check_strategy(strategy)?;
         let mut names: Vec<&str> = params.iter().map(|p| p.name.as_str()).collect();
         names.sort_unstable();
-        if let Some(w) = names.windows(2).find(|w| w[0] == w[1]) {
+        if let Some(name) = names.windows(2).find_map(|w| match w {
+            [a, b] if a == b => Some(*a),
+            _ => None,
+        }) {
             return Err(Error::InvalidArgument(format!(
-                "parameter name '{}' appears more than once",
-                w[0]
+                "parameter name '{name}' appears more than once"
             )));
         }
         let averaged = params

@@ -30,22 +30,27 @@ fn check_children(
     Ok(())
 }
 
-/// The groups' `initial_lr` where the optimizer stores them, else the first
-/// scheduler's (what PyTorch's groups would hold).
+/// The groups' `initial_lr` after all `schedulers` were built, as PyTorch's
+/// groups would hold it. Where the optimizer cannot store it, this replays
+/// PyTorch's bookkeeping: the first scheduler sets it, OneCycleLR overwrites
+/// it, and each scheduler is rebased onto the value current when it was built.
 fn shared_initial_lrs(
     opt: &dyn Optimizer,
-    schedulers: &[Box<dyn LrScheduler>],
+    schedulers: &mut [Box<dyn LrScheduler>],
 ) -> Option<Vec<f64>> {
     if stores_initial_lr(opt) {
-        (0..opt.num_groups())
+        return (0..opt.num_groups())
             .map(|g| opt.hyperparameter(g, "initial_lr"))
-            .collect()
-    } else {
-        schedulers
-            .iter()
-            .find_map(|s| s.initial_lrs())
-            .map(<[f64]>::to_vec)
+            .collect();
     }
+    let mut current: Option<Vec<f64>> = None;
+    for s in schedulers.iter_mut() {
+        match (s.overwrites_initial_lr(), &current) {
+            (true, _) | (false, None) => current = s.initial_lrs().map(<[f64]>::to_vec),
+            (false, Some(lrs)) => s.rebase(lrs),
+        }
+    }
+    current
 }
 
 fn children_state(schedulers: &[Box<dyn LrScheduler>]) -> Value {
@@ -119,14 +124,9 @@ impl SequentialLr {
                     .map_err(|_| Error::InvalidArgument(format!("milestone {m} is too large")))
             })
             .collect::<Result<Vec<_>>>()?;
-        let initial = shared_initial_lrs(opt, &schedulers).ok_or_else(|| {
+        let initial = shared_initial_lrs(opt, &mut schedulers).ok_or_else(|| {
             Error::InvalidArgument("param 'initial_lr' is not specified in param_groups".into())
         })?;
-        if !stores_initial_lr(opt) {
-            for s in &mut schedulers {
-                s.rebase(&initial);
-            }
-        }
         apply_lrs(opt, &initial)?;
         for s in &mut schedulers {
             s.undo_initial_step();
@@ -249,13 +249,7 @@ impl ChainedScheduler {
             ));
         }
         check_children("ChainedScheduler", opt, &schedulers)?;
-        if !stores_initial_lr(opt) {
-            if let Some(initial) = shared_initial_lrs(opt, &schedulers) {
-                for s in &mut schedulers {
-                    s.rebase(&initial);
-                }
-            }
-        }
+        let _ = shared_initial_lrs(opt, &mut schedulers);
         Ok(Self {
             last_lr: group_lrs(opt)?,
             schedulers,

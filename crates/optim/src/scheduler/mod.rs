@@ -35,11 +35,17 @@
 //! [`Optimizer::hyperparameter`]`(g, "initial_lr")` and
 //! [`Optimizer::set_hyperparameter`]: an optimizer whose groups accept the
 //! `initial_lr` key behaves exactly like PyTorch. With an optimizer that does
-//! not store it, each scheduler takes the group's current `lr` as its
-//! `initial_lr`, and [`SequentialLr`] / [`ChainedScheduler`] hand the first
-//! scheduler's `initial_lr` to the others ([`LrScheduler::rebase`]), which
-//! again gives PyTorch's sequence for the usual compositions (a warm-up then a
-//! decay).
+//! not store it (kiln's `Sgd` today), each scheduler takes the group's current
+//! `lr` as its `initial_lr`, and [`SequentialLr`] / [`ChainedScheduler`]
+//! replay PyTorch's bookkeeping over their schedulers (the first one sets
+//! `initial_lr`, OneCycleLR overwrites it) and hand the result to the others
+//! ([`LrScheduler::rebase`]); every golden sequence matches PyTorch either
+//! way. What the fallback cannot reproduce: two *independent* schedulers built
+//! one after the other on the same optimizer, the second of which uses
+//! `base_lrs` (LambdaLR, CosineAnnealingLR, CosineAnnealingWarmRestarts) after
+//! the first changed the lr in its initial step (ConstantLR, LinearLR,
+//! LambdaLR, CyclicLR); and LambdaLR as a later scheduler of a
+//! ChainedScheduler (its initial step already used the current lr).
 //!
 //! **State.** [`LrScheduler::state_dict`] holds the counters, the last
 //! learning rates, the hyperparameters and the internal state. Floats are
@@ -152,6 +158,12 @@ pub trait LrScheduler: Send {
     /// it, if it uses one.
     fn initial_lrs(&self) -> Option<&[f64]> {
         None
+    }
+
+    /// Whether building this scheduler overwrote the groups' `initial_lr`
+    /// (OneCycleLR does; the others only set it when absent).
+    fn overwrites_initial_lr(&self) -> bool {
+        false
     }
 
     /// Replaces the `base_lrs` taken from `initial_lr` (no-op for schedulers
@@ -553,8 +565,17 @@ impl<R: Rule> Core<R> {
 
 /// Implements [`LrScheduler`] for a struct with a `core: Core<_>` field.
 macro_rules! core_scheduler {
+    ($ty:ty, overwrites_initial_lr) => {
+        $crate::scheduler::core_scheduler!($ty, true);
+    };
     ($ty:ty) => {
+        $crate::scheduler::core_scheduler!($ty, false);
+    };
+    ($ty:ty, $overwrites:literal) => {
         impl $crate::scheduler::LrScheduler for $ty {
+            fn overwrites_initial_lr(&self) -> bool {
+                $overwrites
+            }
             fn name(&self) -> &str {
                 self.core.name
             }

@@ -411,4 +411,4 @@ impl Rule for OneCycleRule {
 pub struct OneCycleLr {
     core: Core<OneCycleRule>,
 }
-super::core_scheduler!(OneCycleLr);
+super::core_scheduler!(OneCycleLr, overwrites_initial_lr);
