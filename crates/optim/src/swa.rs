@@ -50,7 +50,9 @@ pub struct AveragedState {
 /// The first [`AveragedModel::update`] copies the tensors; later ones average
 /// (PyTorch's `n_averaged == 0` rule). On CUDA the SWA update follows
 /// PyTorch's foreach path (`lerp_` with weight `float32(1 / (n + 1))`), on
-/// CPU its per-tensor path, so results match PyTorch on either device.
+/// CPU its per-tensor path (`avg + (p - avg) / (n + 1)`), as PyTorch picks by
+/// device. The CPU path is checked bit for bit against PyTorch; the CUDA path
+/// mirrors PyTorch's code but has not been run against it yet.
 #[derive(Debug)]
 pub struct AveragedModel {
     strategy: AveragingStrategy,

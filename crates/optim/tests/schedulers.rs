@@ -1203,3 +1203,85 @@ fn averaged_model_state_round_trip_and_errors() -> Result<()> {
     );
     Ok(())
 }
+
+// ---------------------------------------------------------------------------
+// Trait defaults and `initial_lr` bookkeeping.
+
+/// A downstream scheduler that implements only the required methods.
+struct Halving {
+    last_lr: Vec<f64>,
+    epoch: i64,
+}
+
+impl LrScheduler for Halving {
+    fn name(&self) -> &str {
+        "halving"
+    }
+    fn step(&mut self, opt: &mut dyn Optimizer) -> kiln_optim::Result<()> {
+        let lr = opt.lr(0).unwrap_or_default() / 2.0;
+        opt.set_lr(0, lr)?;
+        self.last_lr = vec![lr];
+        self.epoch += 1;
+        Ok(())
+    }
+    fn last_lr(&self) -> &[f64] {
+        &self.last_lr
+    }
+    fn last_epoch(&self) -> i64 {
+        self.epoch
+    }
+    fn state_dict(&self) -> Value {
+        Value::Null
+    }
+    fn load_state_dict(&mut self, _state: &Value) -> kiln_optim::Result<()> {
+        Ok(())
+    }
+}
+
+#[test]
+fn trait_defaults_and_initial_lr() -> Result<()> {
+    let mut o = DictOpt::new("sgd", &[0.1, 0.2], false)?;
+    let mut s = StepLrConfig {
+        step_size: 1,
+        gamma: 0.5,
+    }
+    .build(&mut o)?;
+    ensure!(o.groups[0]["initial_lr"] == 0.1 && o.groups[1]["initial_lr"] == 0.2);
+    ensure!(s.last_epoch() == 0 && s.name() == "step" && !s.needs_metric());
+    s.step_with_metric(&mut o, 123.0)?; // the metric is ignored
+    ensure!(s.last_epoch() == 1 && s.last_lr() == [0.05, 0.1]);
+    // OneCycleLR overwrites initial_lr; a later scheduler takes it as base_lr.
+    let _one = OneCycleLrConfig::new(1.0, 10).build(&mut o)?;
+    ensure!(o.groups[0]["initial_lr"] == 0.04);
+    let lam = LambdaLr::new(&mut o, Box::new(|_| 1.0))?;
+    ensure!(lam.last_lr() == [0.04, 0.04]);
+    // A scheduler without update_lr_at can only come first in a SequentialLR.
+    let mut o = DictOpt::new("sgd", &[0.1], false)?;
+    let first: Box<dyn LrScheduler> = Box::new(ExponentialLrConfig { gamma: 0.9 }.build(&mut o)?);
+    let second: Box<dyn LrScheduler> = Box::new(Halving {
+        last_lr: vec![0.1],
+        epoch: 0,
+    });
+    let mut seq = SequentialLr::new(&mut o, vec![first, second], vec![2])?;
+    seq.step(&mut o)?;
+    let e = seq
+        .step(&mut o)
+        .err()
+        .map(|e| e.to_string())
+        .unwrap_or_default();
+    ensure!(e.starts_with("halving cannot restart at an epoch"), "{e}");
+    let mut o = DictOpt::new("sgd", &[0.1], false)?;
+    let second: Box<dyn LrScheduler> = Box::new(ExponentialLrConfig { gamma: 0.9 }.build(&mut o)?);
+    let first: Box<dyn LrScheduler> = Box::new(Halving {
+        last_lr: vec![0.1],
+        epoch: 0,
+    });
+    let mut seq = SequentialLr::new(&mut o, vec![first, second], vec![2])?;
+    seq.step(&mut o)?;
+    seq.step(&mut o)?;
+    ensure!(
+        o.groups[0]["lr"] == 0.1,
+        "ExponentialLR restarts from initial_lr at the milestone"
+    );
+    Ok(())
+}
