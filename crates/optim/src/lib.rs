@@ -10,7 +10,9 @@
 
 mod error;
 pub mod optimizer;
+pub mod scheduler;
 pub mod sgd;
+pub mod swa;
 
 pub use error::{Error, Result};
 pub use kiln_tensor::params::NamedParameter;
