@@ -149,3 +149,40 @@ fn resume_without_checkpoints_is_an_error() {
     assert_eq!(out.status.code(), Some(1), "{stderr}");
     assert!(stderr.contains("no valid checkpoint"), "{stderr}");
 }
+
+/// Stops a run at `stop` steps (mid-epoch), resumes it to the end, and
+/// compares with an uninterrupted run; `extra` adds flags to both.
+fn stop_resume_matches(name: &str, extra: &[&str], stop: usize) {
+    let reference_run = temp_dir(&format!("{name}-ref"));
+    let mut argv = args(&reference_run);
+    argv.extend(extra.iter().map(|s| s.to_string()));
+    let out = kiln(&argv.iter().map(String::as_str).collect::<Vec<_>>());
+    let (log, stderr) = text(&out);
+    assert!(out.status.success(), "{stderr}");
+
+    let run = temp_dir(name);
+    let mut argv = args(&run);
+    argv.extend(extra.iter().map(|s| s.to_string()));
+    argv.extend(["--max-steps".to_string(), stop.to_string()]);
+    let out = kiln(&argv.iter().map(String::as_str).collect::<Vec<_>>());
+    assert!(out.status.success(), "{}", text(&out).1);
+    let (stdout, _) = resume(&run, &["--max-steps", "1000000"]);
+    assert!(log.ends_with(&stdout), "resumed:\n{stdout}\nfull:\n{log}");
+    for file in ["model.safetensors", "optimizer.safetensors", "optimizer.json"] {
+        same_file(&newest(&reference_run).join(file), &newest(&run).join(file));
+    }
+}
+
+#[test]
+fn onecycle_scheduler_state_resumes_exactly() {
+    stop_resume_matches("onecycle", &["--scheduler", "onecycle:max_lr=0.05,total_steps=150", "--lr", "0.01"], 61);
+}
+
+#[test]
+fn accumulation_and_plateau_resume_exactly() {
+    stop_resume_matches(
+        "plateau",
+        &["--scheduler", "plateau:patience=0,factor=0.5", "--accumulate-grad-batches", "3", "--lr", "0.05"],
+        40,
+    );
+}

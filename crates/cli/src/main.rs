@@ -25,6 +25,8 @@ enum Command {
     Losses,
     /// List every optimizer and its options with their defaults.
     Optimizers,
+    /// List every lr scheduler and its options with their defaults.
+    Schedulers,
 }
 
 fn parse() -> Result<(Cli, clap::ArgMatches), ExitCode> {
@@ -56,6 +58,10 @@ fn main() -> ExitCode {
         Command::Eval(args) => run::eval(&args),
         Command::Losses => {
             print!("{}", kiln_losses::registry().describe());
+            Ok(())
+        }
+        Command::Schedulers => {
+            print!("{}", kiln_optim::scheduler::schedulers().describe());
             Ok(())
         }
         Command::Optimizers => {

@@ -6,7 +6,7 @@ use anyhow::{Context, Result};
 use clap::parser::ValueSource;
 use kiln_losses::Loss;
 use kiln_loop::checkpoint::{self, Checkpoint};
-use kiln_loop::trainer::{CheckpointConfig, EarlyStopping, Mode};
+use kiln_loop::trainer::{CheckpointConfig, EarlyStopping, Interval, Mode};
 use kiln_loop::{DataLoader, Dataset, Trainer, TrainerConfig, TutorialPrinter};
 use kiln_optim::{Optimizer, SgdConfig};
 use kiln_tensor::device::{set_threads, DeviceSpec};
@@ -83,6 +83,12 @@ pub struct TrainArgs {
     /// (METRIC: test_loss, accuracy; mode defaults to min for losses, max otherwise).
     #[arg(long)]
     pub early_stopping: Option<String>,
+    /// LR scheduler spec: NAME[:key=value,...], e.g. onecycle:max_lr=0.1 or step:step_size=2 (see `kiln schedulers`).
+    #[arg(long)]
+    pub scheduler: Option<String>,
+    /// When the scheduler steps: step (every optimizer step) or epoch; default: step for onecycle and cyclic, epoch otherwise.
+    #[arg(long, value_parser = ["step", "epoch"])]
+    pub scheduler_interval: Option<String>,
     /// Where checkpoints, metrics and the run's config go (default: runs/<UTC time>).
     #[arg(long)]
     pub run_dir: Option<PathBuf>,
@@ -369,7 +375,25 @@ pub fn train(args: &TrainArgs) -> Result<()> {
     let train_loader = DataLoader::new(&train_set, args.batch_size, !args.no_shuffle)?;
     let test_loader = DataLoader::new(&test_set, args.batch_size, false)?;
 
+    let batches_per_epoch = train_loader.len().min(config.limit_train_batches.unwrap_or(usize::MAX));
     let mut trainer = Trainer::new(config)?.run_config(serde_json::to_value(args)?);
+    if let Some(spec) = &args.scheduler {
+        let name = spec.split(':').next().unwrap_or_default();
+        let interval = match args.scheduler_interval.as_deref() {
+            Some("step") => Interval::Step,
+            Some(_) => Interval::Epoch,
+            None if matches!(name, "onecycle" | "cyclic") => Interval::Step,
+            None => Interval::Epoch,
+        };
+        // Total scheduler steps, for schedules that need it (onecycle's total_steps).
+        let total = match interval {
+            Interval::Step => args.epochs.saturating_mul(batches_per_epoch.div_ceil(args.accumulate_grad_batches.max(1))),
+            Interval::Epoch => args.epochs,
+        };
+        let total = args.max_steps.filter(|_| interval == Interval::Step).map_or(total, |m| m.min(total));
+        let scheduler = kiln_optim::scheduler::schedulers().build(spec, optimizer.as_mut(), Some(total)).map_err(usage)?;
+        trainer = trainer.scheduler(scheduler, interval);
+    }
     if !args.quiet {
         let stdout = std::io::stdout();
         trainer = match args.log_format.as_str() {

@@ -7,6 +7,7 @@ use crate::metrics::{Accuracy, MeanLoss, Metric};
 use crate::train::{loss_line, test_report};
 use crate::{DataLoader, Error, Result};
 use kiln_losses::Loss;
+use kiln_optim::scheduler::LrScheduler;
 use kiln_optim::Optimizer;
 use kiln_tensor::nn::{ModuleT, VarStore};
 use kiln_tensor::Tensor;
@@ -34,6 +35,17 @@ impl Mode {
             },
         }
     }
+}
+
+/// When the lr scheduler steps.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Interval {
+    /// After every optimizer step.
+    Step,
+    /// After every epoch (after its evaluation; ReduceLROnPlateau gets the
+    /// monitored metric, `test_loss` unless early stopping names another).
+    Epoch,
 }
 
 /// Stop when a monitored evaluation metric has not improved by more than
@@ -339,6 +351,7 @@ struct TrainerState {
     best_monitor: Option<f64>,
     bad_evals: usize,
     best_checkpoint: Option<(PathBuf, f64)>,
+    scheduler: Option<serde_json::Value>,
 }
 
 /// Drives training; build it with [`Trainer::new`] and add callbacks.
@@ -347,6 +360,7 @@ pub struct Trainer<'a> {
     callbacks: Vec<Box<dyn Callback + 'a>>,
     metrics: Vec<Box<dyn Metric>>,
     run_config: serde_json::Value,
+    scheduler: Option<(Box<dyn LrScheduler + 'a>, Interval)>,
 }
 
 impl<'a> Trainer<'a> {
@@ -358,7 +372,16 @@ impl<'a> Trainer<'a> {
             callbacks: Vec::new(),
             metrics: vec![Box::new(MeanLoss::default()), Box::new(Accuracy::default())],
             run_config: serde_json::Value::Null,
+            scheduler: None,
         })
+    }
+
+    /// Steps `scheduler` every optimizer step or every epoch. Build it on the
+    /// optimizer passed to [`Trainer::fit`] (as in PyTorch, building sets the
+    /// initial lr); a resumed run restores its state from the checkpoint.
+    pub fn scheduler(mut self, scheduler: Box<dyn LrScheduler + 'a>, interval: Interval) -> Self {
+        self.scheduler = Some((scheduler, interval));
+        self
     }
 
     /// Adds a callback (called in the order added).
@@ -408,7 +431,18 @@ impl<'a> Trainer<'a> {
             kiln_tensor::params::load_state_dict(vs, &ckpt.model)?;
             optimizer.load_state_dict(&ckpt.optimizer)?;
             checkpoint::restore_rng(&ckpt.rng_cpu, &ckpt.rng_cuda)?;
-            state = serde_json::from_value(ckpt.trainer).unwrap_or_default();
+            state = serde_json::from_value(ckpt.trainer)
+                .map_err(|e| Error::InvalidArgument(format!("checkpoint trainer state: {e}")))?;
+            match (&mut self.scheduler, &state.scheduler) {
+                (Some((sched, _)), Some(saved)) => sched.load_state_dict(saved)?,
+                (Some((sched, _)), None) => {
+                    return Err(Error::InvalidArgument(format!(
+                        "the checkpoint has no state for the {} scheduler; resume without --scheduler or start a new run",
+                        sched.name()
+                    )))
+                }
+                _ => {}
+            }
             progress = ckpt.progress;
         }
         let mut summary = FitSummary { stop: StopReason::Completed, steps: progress.step, last_eval: None, last_checkpoint: None };
@@ -451,6 +485,11 @@ impl<'a> Trainer<'a> {
                     optimizer.step()?;
                     optimizer.zero_grad()?;
                     progress.step += 1;
+                    if let Some((sched, Interval::Step)) = &mut self.scheduler {
+                        if !sched.needs_metric() {
+                            sched.step(optimizer)?;
+                        }
+                    }
                 }
                 let elapsed = clock.elapsed().as_secs_f64();
                 clock = Instant::now();
@@ -479,12 +518,12 @@ impl<'a> Trainer<'a> {
                 }
                 let every = cfg.checkpoint.as_ref().and_then(|c| c.every_steps);
                 if every.is_some_and(|n| progress.step % n == 0) {
-                    summary.last_checkpoint = Some(self.save(vs, optimizer, &cursor, &state)?);
+                    summary.last_checkpoint = Some(self.save(vs, optimizer, &cursor, &mut state)?);
                 }
                 if cfg.max_steps.is_some_and(|m| progress.step >= m) {
                     summary.stop = StopReason::MaxSteps;
                     if every.is_none_or(|n| progress.step % n != 0) && cfg.checkpoint.is_some() {
-                        summary.last_checkpoint = Some(self.save(vs, optimizer, &cursor, &state)?);
+                        summary.last_checkpoint = Some(self.save(vs, optimizer, &cursor, &mut state)?);
                     }
                     break 'epochs;
                 }
@@ -507,10 +546,20 @@ impl<'a> Trainer<'a> {
                 }
                 summary.last_eval = Some(eval);
             }
+            if let Some((sched, Interval::Epoch)) = &mut self.scheduler {
+                if sched.needs_metric() {
+                    let monitor = cfg.early_stopping.as_ref().map_or("test_loss", |e| e.monitor.as_str());
+                    if let Some(value) = summary.last_eval.as_ref().filter(|e| e.epoch == epoch).and_then(|e| e.get(monitor)) {
+                        sched.step_with_metric(optimizer, value)?;
+                    }
+                } else {
+                    sched.step(optimizer)?;
+                }
+            }
             self.each(|c| c.on_epoch_end(epoch))?;
             let cursor = Progress { epoch: epoch + 1, batch: 0, step: progress.step, sampler_seed: None };
             if cfg.checkpoint.is_some() {
-                let path = self.save(vs, optimizer, &cursor, &state)?;
+                let path = self.save(vs, optimizer, &cursor, &mut state)?;
                 self.track_best(&path, summary.last_eval.as_ref(), &mut state)?;
                 summary.last_checkpoint = Some(path);
             }
@@ -541,7 +590,8 @@ impl<'a> Trainer<'a> {
         Ok(info)
     }
 
-    fn save(&mut self, vs: &VarStore, optimizer: &dyn Optimizer, progress: &Progress, state: &TrainerState) -> Result<PathBuf> {
+    fn save(&mut self, vs: &VarStore, optimizer: &dyn Optimizer, progress: &Progress, state: &mut TrainerState) -> Result<PathBuf> {
+        state.scheduler = self.scheduler.as_ref().map(|(s, _)| s.state_dict());
         let Some(cfg) = self.config.checkpoint.clone() else {
             return Err(Error::InvalidArgument("checkpointing is not configured".into()));
         };
@@ -552,7 +602,7 @@ impl<'a> Trainer<'a> {
             rng_cpu,
             rng_cuda,
             progress: progress.clone(),
-            trainer: serde_json::to_value(state).map_err(|e| Error::InvalidArgument(e.to_string()))?,
+            trainer: serde_json::to_value(&*state).map_err(|e| Error::InvalidArgument(e.to_string()))?,
             config: self.run_config.clone(),
         };
         let path = checkpoint::save(&cfg.run_dir, &ckpt)?;
