@@ -204,6 +204,11 @@ pub fn load(dir: &Path) -> Result<Checkpoint> {
     })
 }
 
+/// The step a checkpoint directory was written at (`step-000000123` → 123).
+pub fn step_of(dir: &Path) -> Option<usize> {
+    dir.file_name()?.to_str()?.strip_prefix("step-")?.parse().ok()
+}
+
 /// The checkpoint directories of a run, oldest first (by step).
 pub fn list(run_dir: &Path) -> Result<Vec<PathBuf>> {
     let dir = checkpoints_dir(run_dir);
@@ -214,11 +219,7 @@ pub fn list(run_dir: &Path) -> Result<Vec<PathBuf>> {
     };
     let mut found: Vec<(usize, PathBuf)> = entries
         .flatten()
-        .filter_map(|e| {
-            let name = e.file_name().into_string().ok()?;
-            let step = name.strip_prefix("step-")?.parse::<usize>().ok()?;
-            Some((step, e.path()))
-        })
+        .filter_map(|e| Some((step_of(&e.path())?, e.path())))
         .collect();
     found.sort();
     Ok(found.into_iter().map(|(_, p)| p).collect())

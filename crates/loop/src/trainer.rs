@@ -569,6 +569,16 @@ impl<'a> Trainer<'a> {
             }
         }
         summary.steps = progress.step;
+        if let (StopReason::NonFiniteLoss { step, .. }, Some(cfg)) = (&summary.stop, &cfg.checkpoint) {
+            // The parameters after `step` steps gave a non-finite loss: checkpoints
+            // of that step or later hold them. Keep only the good ones.
+            for dir in checkpoint::list(&cfg.run_dir)? {
+                if checkpoint::step_of(&dir).is_some_and(|s| s >= *step) {
+                    std::fs::remove_dir_all(&dir).map_err(|e| Error::Data { path: dir.clone(), message: e.to_string() })?;
+                }
+            }
+            summary.last_checkpoint = checkpoint::list(&cfg.run_dir)?.pop();
+        }
         self.each(|c| c.on_run_end(&summary))?;
         Ok(summary)
     }
