@@ -122,13 +122,23 @@ pub struct TrainArgs {
 
 /// Flags of `kiln eval`.
 #[derive(Debug, Clone, clap::Args)]
+#[command(group(clap::ArgGroup::new("source").required(true).args(["checkpoint", "weights"])))]
 pub struct EvalArgs {
     /// A checkpoint directory, or a run directory (its newest valid checkpoint).
     #[arg(long)]
-    pub checkpoint: PathBuf,
-    /// Data directory (default: the run's).
+    pub checkpoint: Option<PathBuf>,
+    /// A safetensors state dict of the quickstart model (e.g. saved by PyTorch).
+    #[arg(long)]
+    pub weights: Option<PathBuf>,
+    /// Data directory (default: the run's, else the setup's FashionMNIST).
     #[arg(long)]
     pub data_dir: Option<PathBuf>,
+    /// Evaluate on the first N test samples (default: the run's, else all).
+    #[arg(long)]
+    pub test_samples: Option<usize>,
+    /// Samples per batch (default: the run's, else 64).
+    #[arg(long)]
+    pub batch_size: Option<usize>,
     /// auto, cpu, cuda or cuda:N.
     #[arg(long, default_value = "auto")]
     pub device: String,
@@ -410,24 +420,36 @@ pub fn train(args: &TrainArgs) -> Result<()> {
     Ok(())
 }
 
-/// `kiln eval`: the test loop on a checkpoint's weights.
+/// `kiln eval`: the test loop on a checkpoint's or a weights file's parameters.
 pub fn eval(args: &EvalArgs) -> Result<()> {
     let device = args.device.parse::<DeviceSpec>().map_err(usage)?.resolve()?;
-    let (dir, ckpt): (PathBuf, Checkpoint) = if args.checkpoint.join("manifest.json").exists() {
-        (args.checkpoint.clone(), checkpoint::load(&args.checkpoint)?)
-    } else {
-        checkpoint::latest_valid(&args.checkpoint, &mut |w| eprintln!("warning: {w}"))?
-            .ok_or_else(|| anyhow::anyhow!("{}: no valid checkpoint here", args.checkpoint.display()))?
+    let (weights, run): (Vec<(String, Tensor)>, Option<TrainArgs>) = match (&args.checkpoint, &args.weights) {
+        (Some(path), _) => {
+            let (dir, ckpt): (PathBuf, Checkpoint) = if path.join("manifest.json").exists() {
+                (path.clone(), checkpoint::load(path)?)
+            } else {
+                checkpoint::latest_valid(path, &mut |w| eprintln!("warning: {w}"))?
+                    .ok_or_else(|| anyhow::anyhow!("{}: no valid checkpoint here", path.display()))?
+            };
+            let run: TrainArgs = serde_json::from_value(ckpt.config.clone())
+                .with_context(|| format!("{}: the checkpoint's run config is unreadable", dir.display()))?;
+            (ckpt.model, Some(run))
+        }
+        (None, Some(file)) => (checkpoint::read_weights(file)?, None),
+        (None, None) => return Err(usage("give --checkpoint DIR or --weights FILE")),
     };
-    let run: TrainArgs = serde_json::from_value(ckpt.config.clone())
-        .with_context(|| format!("{}: the checkpoint's run config is unreadable", dir.display()))?;
-    let data_dir = args.data_dir.clone().or(run.data_dir.clone());
-    let (_, test_set) = load_data(data_dir.as_deref(), Some(0), run.test_samples, device)?;
+    let data_dir = args.data_dir.clone().or_else(|| run.as_ref().and_then(|r| r.data_dir.clone()));
+    let test_samples = args.test_samples.or_else(|| run.as_ref().and_then(|r| r.test_samples));
+    let batch_size = args.batch_size.or(run.as_ref().map(|r| r.batch_size)).unwrap_or(64);
+    if batch_size == 0 {
+        return Err(usage("--batch-size must be at least 1, got 0"));
+    }
+    let (_, test_set) = load_data(data_dir.as_deref(), Some(0), test_samples, device)?;
     let vs = VarStore::new(device);
     let model = QuickstartMlp::new(&vs.root(), test_set.features(), CLASSES)?;
-    kiln_tensor::params::load_state_dict(&vs, &ckpt.model)?;
-    let loss_fn = build_loss(&run.loss)?;
-    let loader = DataLoader::new(&test_set, run.batch_size, false)?;
+    kiln_tensor::params::load_state_dict(&vs, &weights)?;
+    let loss_fn = build_loss(run.as_ref().map_or("cross-entropy", |r| r.loss.as_str()))?;
+    let loader = DataLoader::new(&test_set, batch_size, false)?;
     kiln_loop::test(&loader, &model, loss_fn.as_ref(), &mut std::io::stdout().lock())?;
     Ok(())
 }

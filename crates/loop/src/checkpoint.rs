@@ -278,8 +278,13 @@ pub fn restore_rng(cpu: &Tensor, cuda: &[Tensor]) -> Result<()> {
     Ok(())
 }
 
-/// Loads a safetensors file of weights (e.g. saved by PyTorch with
-/// `safetensors.torch.save_file(model.state_dict(), path)`) into `vs`.
+/// Reads a safetensors file of named tensors (e.g. written by PyTorch with
+/// `safetensors.torch.save_file(model.state_dict(), path)`).
+pub fn read_weights(path: &Path) -> Result<Vec<(String, Tensor)>> {
+    read_tensors(path)
+}
+
+/// Loads a safetensors file of weights into `vs` (`load_state_dict`, strict).
 pub fn load_weights(vs: &kiln_tensor::nn::VarStore, path: &Path) -> Result<()> {
     let tensors = read_tensors(path)?;
     kiln_tensor::params::load_state_dict(vs, &tensors).map_err(|e| io_error(path, e))
