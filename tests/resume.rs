@@ -12,12 +12,30 @@ const EPOCHS: &str = "3";
 fn args(run: &Path) -> Vec<String> {
     let data = data_dir();
     [
-        "train", "--seed", "5", "--epochs", EPOCHS, "--train-samples", "3200", "--test-samples", "500",
-        "--threads", "1", "--checkpoint-every", "7", "--keep-checkpoints", "100",
+        "train",
+        "--seed",
+        "5",
+        "--epochs",
+        EPOCHS,
+        "--train-samples",
+        "3200",
+        "--test-samples",
+        "500",
+        "--threads",
+        "1",
+        "--checkpoint-every",
+        "7",
+        "--keep-checkpoints",
+        "100",
     ]
     .iter()
     .map(|s| s.to_string())
-    .chain(["--data-dir".into(), data.display().to_string(), "--run-dir".into(), run.display().to_string()])
+    .chain([
+        "--data-dir".into(),
+        data.display().to_string(),
+        "--run-dir".into(),
+        run.display().to_string(),
+    ])
     .collect()
 }
 
@@ -27,18 +45,26 @@ fn checkpoints(run: &Path) -> Vec<PathBuf> {
         .flatten()
         .flatten()
         .map(|e| e.path())
-        .filter(|p| p.file_name().is_some_and(|n| n.to_string_lossy().starts_with("step-")))
+        .filter(|p| {
+            p.file_name()
+                .is_some_and(|n| n.to_string_lossy().starts_with("step-"))
+        })
         .collect();
     found.sort();
     found
 }
 
 fn newest(run: &Path) -> PathBuf {
-    checkpoints(run).pop().unwrap_or_else(|| panic!("{}: no checkpoint", run.display()))
+    checkpoints(run)
+        .pop()
+        .unwrap_or_else(|| panic!("{}: no checkpoint", run.display()))
 }
 
 fn same_file(a: &Path, b: &Path) {
-    let (x, y) = (std::fs::read(a).unwrap_or_default(), std::fs::read(b).unwrap_or_default());
+    let (x, y) = (
+        std::fs::read(a).unwrap_or_default(),
+        std::fs::read(b).unwrap_or_default(),
+    );
     assert!(!x.is_empty(), "{} is empty", a.display());
     assert!(x == y, "{} and {} differ", a.display(), b.display());
 }
@@ -65,12 +91,21 @@ fn killed_run(name: &str, after_step: usize) -> PathBuf {
     let deadline = Instant::now() + Duration::from_secs(120);
     let target = format!("step-{after_step:09}");
     loop {
-        let reached = checkpoints(&run).iter().any(|p| p.file_name().is_some_and(|n| n.to_string_lossy().as_ref() >= target.as_str()));
+        let reached = checkpoints(&run).iter().any(|p| {
+            p.file_name()
+                .is_some_and(|n| n.to_string_lossy().as_ref() >= target.as_str())
+        });
         if reached {
             break;
         }
-        assert!(child.try_wait().ok().flatten().is_none(), "the run ended before step {after_step}");
-        assert!(Instant::now() < deadline, "no checkpoint past step {after_step} within 120 s");
+        assert!(
+            child.try_wait().ok().flatten().is_none(),
+            "the run ended before step {after_step}"
+        );
+        assert!(
+            Instant::now() < deadline,
+            "no checkpoint past step {after_step} within 120 s"
+        );
         std::thread::sleep(Duration::from_millis(2));
     }
     let finished = child.try_wait().ok().flatten().is_some();
@@ -99,11 +134,19 @@ fn sigkill_mid_epoch_then_resume_is_bit_identical() {
     assert!(stderr.contains("resuming"), "{stderr}");
     let resumed = newest(&run);
     assert_eq!(resumed.file_name(), final_ckpt.file_name());
-    for file in ["model.safetensors", "optimizer.safetensors", "optimizer.json", "rng.safetensors"] {
+    for file in [
+        "model.safetensors",
+        "optimizer.safetensors",
+        "optimizer.json",
+        "rng.safetensors",
+    ] {
         same_file(&final_ckpt.join(file), &resumed.join(file));
     }
     // The resumed run prints exactly the rest of the uninterrupted log.
-    assert!(stdout.ends_with("Training completed\n") && log.ends_with(&stdout), "resumed log:\n{stdout}\nfull log:\n{log}");
+    assert!(
+        stdout.ends_with("Training completed\n") && log.ends_with(&stdout),
+        "resumed log:\n{stdout}\nfull log:\n{log}"
+    );
     assert!(stdout.contains("Epoch 3"), "{stdout}");
 }
 
@@ -119,9 +162,18 @@ fn corrupt_newest_checkpoint_is_skipped_with_a_warning() {
     std::fs::write(&model, &bytes[..bytes.len() / 2]).unwrap_or_default();
     std::fs::create_dir_all(run.join("checkpoints/.tmp-step-000000999-1")).unwrap_or_default();
     let (_, stderr) = resume(&run, &[]);
-    assert!(stderr.contains("warning: skipping checkpoint") && stderr.contains("checksum mismatch"), "{stderr}");
-    same_file(&final_ckpt.join("model.safetensors"), &newest(&run).join("model.safetensors"));
-    assert!(!run.join("checkpoints/.tmp-step-000000999-1").exists(), "temp leftovers are cleaned up");
+    assert!(
+        stderr.contains("warning: skipping checkpoint") && stderr.contains("checksum mismatch"),
+        "{stderr}"
+    );
+    same_file(
+        &final_ckpt.join("model.safetensors"),
+        &newest(&run).join("model.safetensors"),
+    );
+    assert!(
+        !run.join("checkpoints/.tmp-step-000000999-1").exists(),
+        "temp leftovers are cleaned up"
+    );
 }
 
 #[test]
@@ -137,7 +189,10 @@ fn resume_between_epochs_with_more_epochs() {
     let (stdout, _) = resume(&run, &["--epochs", EPOCHS]);
     assert!(stdout.starts_with("Epoch 2\n"), "{stdout}");
     assert!(log.ends_with(&stdout), "{stdout}");
-    same_file(&final_ckpt.join("model.safetensors"), &newest(&run).join("model.safetensors"));
+    same_file(
+        &final_ckpt.join("model.safetensors"),
+        &newest(&run).join("model.safetensors"),
+    );
 }
 
 #[test]
@@ -168,21 +223,41 @@ fn stop_resume_matches(name: &str, extra: &[&str], stop: usize) {
     assert!(out.status.success(), "{}", text(&out).1);
     let (stdout, _) = resume(&run, &["--max-steps", "1000000"]);
     assert!(log.ends_with(&stdout), "resumed:\n{stdout}\nfull:\n{log}");
-    for file in ["model.safetensors", "optimizer.safetensors", "optimizer.json"] {
+    for file in [
+        "model.safetensors",
+        "optimizer.safetensors",
+        "optimizer.json",
+    ] {
         same_file(&newest(&reference_run).join(file), &newest(&run).join(file));
     }
 }
 
 #[test]
 fn onecycle_scheduler_state_resumes_exactly() {
-    stop_resume_matches("onecycle", &["--scheduler", "onecycle:max_lr=0.05,total_steps=150", "--lr", "0.01"], 61);
+    stop_resume_matches(
+        "onecycle",
+        &[
+            "--scheduler",
+            "onecycle:max_lr=0.05,total_steps=150",
+            "--lr",
+            "0.01",
+        ],
+        61,
+    );
 }
 
 #[test]
 fn accumulation_and_plateau_resume_exactly() {
     stop_resume_matches(
         "plateau",
-        &["--scheduler", "plateau:patience=0,factor=0.5", "--accumulate-grad-batches", "3", "--lr", "0.05"],
+        &[
+            "--scheduler",
+            "plateau:patience=0,factor=0.5",
+            "--accumulate-grad-batches",
+            "3",
+            "--lr",
+            "0.05",
+        ],
         40,
     );
 }

@@ -30,7 +30,9 @@ enum Command {
 }
 
 fn parse() -> Result<(Cli, clap::ArgMatches), ExitCode> {
-    let parsed = Cli::command().try_get_matches().and_then(|m| Cli::from_arg_matches(&m).map(|cli| (cli, m)));
+    let parsed = Cli::command()
+        .try_get_matches()
+        .and_then(|m| Cli::from_arg_matches(&m).map(|cli| (cli, m)));
     parsed.map_err(|err| {
         if !err.use_stderr() {
             // --help and --version go to stdout and succeed.
@@ -52,7 +54,10 @@ fn main() -> ExitCode {
     };
     let result = match cli.command {
         Command::Train(args) => {
-            let sub = matches.subcommand_matches("train").cloned().unwrap_or_default();
+            let sub = matches
+                .subcommand_matches("train")
+                .cloned()
+                .unwrap_or_default();
             run::merge_config(args, &sub).and_then(|args| run::train(&args))
         }
         Command::Eval(args) => run::eval(&args),
@@ -72,10 +77,17 @@ fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
-            let code = if err.downcast_ref::<UsageError>().is_some() { 2 } else { 1 };
+            let code = if err.downcast_ref::<UsageError>().is_some() {
+                2
+            } else {
+                1
+            };
             // One line: the chain of causes joined, libtorch backtraces dropped.
             let message = format!("{err:#}");
-            eprintln!("error: {}", message.lines().next().unwrap_or("unknown error"));
+            eprintln!(
+                "error: {}",
+                message.lines().next().unwrap_or("unknown error")
+            );
             ExitCode::from(code)
         }
     }

@@ -4,10 +4,10 @@ use crate::report::{JsonLines, ProgressPrinter};
 use crate::UsageError;
 use anyhow::{Context, Result};
 use clap::parser::ValueSource;
-use kiln_losses::Loss;
 use kiln_loop::checkpoint::{self, Checkpoint};
 use kiln_loop::trainer::{CheckpointConfig, EarlyStopping, Interval, Mode};
 use kiln_loop::{DataLoader, Dataset, Trainer, TrainerConfig, TutorialPrinter};
+use kiln_losses::Loss;
 use kiln_optim::{Optimizer, SgdConfig};
 use kiln_tensor::device::{set_threads, DeviceSpec};
 use kiln_tensor::nn::VarStore;
@@ -161,14 +161,26 @@ pub fn merge_config(mut args: TrainArgs, matches: &clap::ArgMatches) -> Result<T
     };
     let text = std::fs::read_to_string(&base_path)
         .map_err(|e| usage(format!("{}: {e}", base_path.display())))?;
-    let base: serde_json::Map<String, serde_json::Value> = serde_json::from_str(&text)
-        .map_err(|e| usage(format!("{}: not a JSON object of flags: {e}", base_path.display())))?;
+    let base: serde_json::Map<String, serde_json::Value> =
+        serde_json::from_str(&text).map_err(|e| {
+            usage(format!(
+                "{}: not a JSON object of flags: {e}",
+                base_path.display()
+            ))
+        })?;
     let mut merged = serde_json::to_value(&args)?;
-    let known: Vec<String> = merged.as_object().map(|o| o.keys().cloned().collect()).unwrap_or_default();
+    let known: Vec<String> = merged
+        .as_object()
+        .map(|o| o.keys().cloned().collect())
+        .unwrap_or_default();
     for (key, value) in base {
         let key = key.replace('-', "_");
         if !known.contains(&key) {
-            return Err(usage(format!("{}: unknown flag '{key}'; accepted: {}", base_path.display(), known.join(", "))));
+            return Err(usage(format!(
+                "{}: unknown flag '{key}'; accepted: {}",
+                base_path.display(),
+                known.join(", ")
+            )));
         }
         if matches.value_source(&key) != Some(ValueSource::CommandLine) {
             merged[&key] = value;
@@ -193,15 +205,24 @@ fn default_data_dir() -> Result<PathBuf> {
         .chain(option_env!("KILN_DEFAULT_DATA_DIR").map(PathBuf::from))
         .chain([PathBuf::from("/usr/share/datasets/fashion-mnist")])
         .collect();
-    candidates.iter().find(|p| p.is_dir()).cloned().ok_or_else(|| {
-        let tried: Vec<String> = candidates.iter().map(|p| p.display().to_string()).collect();
-        anyhow::anyhow!("no FashionMNIST found (tried {}); run `make setup` or pass --data-dir DIR", tried.join(", "))
-    })
+    candidates
+        .iter()
+        .find(|p| p.is_dir())
+        .cloned()
+        .ok_or_else(|| {
+            let tried: Vec<String> = candidates.iter().map(|p| p.display().to_string()).collect();
+            anyhow::anyhow!(
+                "no FashionMNIST found (tried {}); run `make setup` or pass --data-dir DIR",
+                tried.join(", ")
+            )
+        })
 }
 
 /// `runs/YYYYMMDD-HHMMSS` in UTC (civil date from the Unix day count).
 fn default_run_dir() -> PathBuf {
-    let secs = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
     let (days, rem) = ((secs / 86_400) as i64, secs % 86_400);
     let z = days + 719_468;
     let era = z.div_euclid(146_097);
@@ -255,17 +276,31 @@ pub fn describe_optimizers() -> String {
 fn build_optimizer(args: &TrainArgs, vs: &VarStore) -> Result<Box<dyn Optimizer>> {
     let mut spec: Spec = args.optimizer.parse().map_err(usage)?;
     if spec.name != "sgd" {
-        return Err(usage(format!("unknown optimizer '{}'; accepted: sgd", spec.name)));
+        return Err(usage(format!(
+            "unknown optimizer '{}'; accepted: sgd",
+            spec.name
+        )));
     }
     let cfg = SgdConfig {
         lr: spec.f64("lr").map_err(usage)?.unwrap_or(args.lr),
-        momentum: spec.f64("momentum").map_err(usage)?.unwrap_or(args.momentum),
+        momentum: spec
+            .f64("momentum")
+            .map_err(usage)?
+            .unwrap_or(args.momentum),
         dampening: spec.f64("dampening").map_err(usage)?.unwrap_or(0.0),
         weight_decay: spec.f64("weight_decay").map_err(usage)?.unwrap_or(0.0),
         nesterov: spec.bool("nesterov").map_err(usage)?.unwrap_or(false),
         maximize: spec.bool("maximize").map_err(usage)?.unwrap_or(false),
     };
-    spec.finish(&["lr", "momentum", "dampening", "weight_decay", "nesterov", "maximize"]).map_err(usage)?;
+    spec.finish(&[
+        "lr",
+        "momentum",
+        "dampening",
+        "weight_decay",
+        "nesterov",
+        "maximize",
+    ])
+    .map_err(usage)?;
     let params = named_parameters(vs)?;
     Ok(Box::new(cfg.build(params).map_err(usage)?))
 }
@@ -280,16 +315,27 @@ fn metric_mode(metric: &str) -> Mode {
 
 fn early_stopping(spec: &str) -> Result<EarlyStopping> {
     let mut spec: Spec = spec.parse().map_err(usage)?;
-    let mode = match spec.choice("mode", &["min", "max"]).map_err(usage)?.as_deref() {
+    let mode = match spec
+        .choice("mode", &["min", "max"])
+        .map_err(usage)?
+        .as_deref()
+    {
         Some("min") => Mode::Min,
         Some(_) => Mode::Max,
         None => metric_mode(&spec.name),
     };
     let patience = spec.i64("patience").map_err(usage)?.unwrap_or(3);
     let min_delta = spec.f64("min_delta").map_err(usage)?.unwrap_or(0.0);
-    spec.finish(&["patience", "min_delta", "mode"]).map_err(usage)?;
-    let patience = usize::try_from(patience).map_err(|_| usage("--early-stopping patience must be at least 1"))?;
-    Ok(EarlyStopping { monitor: spec.name.clone(), mode, patience, min_delta })
+    spec.finish(&["patience", "min_delta", "mode"])
+        .map_err(usage)?;
+    let patience = usize::try_from(patience)
+        .map_err(|_| usage("--early-stopping patience must be at least 1"))?;
+    Ok(EarlyStopping {
+        monitor: spec.name.clone(),
+        mode,
+        patience,
+        min_delta,
+    })
 }
 
 fn trainer_config(args: &TrainArgs, run_dir: &Path) -> Result<TrainerConfig> {
@@ -300,7 +346,11 @@ fn trainer_config(args: &TrainArgs, run_dir: &Path) -> Result<TrainerConfig> {
         limit_test_batches: args.limit_test_batches,
         accumulate_grad_batches: args.accumulate_grad_batches,
         eval_every_steps: args.eval_every_steps,
-        early_stopping: args.early_stopping.as_deref().map(early_stopping).transpose()?,
+        early_stopping: args
+            .early_stopping
+            .as_deref()
+            .map(early_stopping)
+            .transpose()?,
         checkpoint: Some(CheckpointConfig {
             run_dir: run_dir.to_path_buf(),
             every_steps: args.checkpoint_every,
@@ -317,7 +367,12 @@ fn trainer_config(args: &TrainArgs, run_dir: &Path) -> Result<TrainerConfig> {
 }
 
 /// Loads the data `args` names, cut and checked, on `device`.
-fn load_data(args_dir: Option<&Path>, train_samples: Option<usize>, test_samples: Option<usize>, device: Device) -> Result<(Dataset, Dataset)> {
+fn load_data(
+    args_dir: Option<&Path>,
+    train_samples: Option<usize>,
+    test_samples: Option<usize>,
+    device: Device,
+) -> Result<(Dataset, Dataset)> {
     let data_dir = match args_dir {
         Some(dir) => dir.to_path_buf(),
         None => default_data_dir()?,
@@ -337,10 +392,12 @@ fn load_data(args_dir: Option<&Path>, train_samples: Option<usize>, test_samples
 }
 
 fn write_config(run_dir: &Path, args: &TrainArgs) -> Result<()> {
-    std::fs::create_dir_all(run_dir).with_context(|| format!("creating run directory {}", run_dir.display()))?;
+    std::fs::create_dir_all(run_dir)
+        .with_context(|| format!("creating run directory {}", run_dir.display()))?;
     let path = run_dir.join(CONFIG_FILE);
     let tmp = run_dir.join(format!(".{CONFIG_FILE}.tmp"));
-    std::fs::write(&tmp, serde_json::to_string_pretty(args)?).with_context(|| format!("writing {}", tmp.display()))?;
+    std::fs::write(&tmp, serde_json::to_string_pretty(args)?)
+        .with_context(|| format!("writing {}", tmp.display()))?;
     std::fs::rename(&tmp, &path).with_context(|| format!("writing {}", path.display()))?;
     Ok(())
 }
@@ -350,7 +407,11 @@ pub fn train(args: &TrainArgs) -> Result<()> {
     if args.batch_size == 0 {
         return Err(usage("--batch-size must be at least 1, got 0"));
     }
-    let device = args.device.parse::<DeviceSpec>().map_err(usage)?.resolve()?;
+    let device = args
+        .device
+        .parse::<DeviceSpec>()
+        .map_err(usage)?
+        .resolve()?;
     if let Some(threads) = args.threads {
         set_threads(threads).map_err(usage)?;
     }
@@ -359,14 +420,22 @@ pub fn train(args: &TrainArgs) -> Result<()> {
     let config = trainer_config(args, &run_dir)?;
     let resume = match &args.resume {
         Some(run) => {
-            let found = checkpoint::latest_valid(run, &mut |warning| eprintln!("warning: {warning}"))?;
-            let (path, ckpt) = found.ok_or_else(|| anyhow::anyhow!("{}: no valid checkpoint to resume from", run.display()))?;
+            let found =
+                checkpoint::latest_valid(run, &mut |warning| eprintln!("warning: {warning}"))?;
+            let (path, ckpt) = found.ok_or_else(|| {
+                anyhow::anyhow!("{}: no valid checkpoint to resume from", run.display())
+            })?;
             eprintln!("kiln: resuming {} from {}", run.display(), path.display());
             Some(ckpt)
         }
         None => None,
     };
-    let (train_set, test_set) = load_data(args.data_dir.as_deref(), args.train_samples, args.test_samples, device)?;
+    let (train_set, test_set) = load_data(
+        args.data_dir.as_deref(),
+        args.train_samples,
+        args.test_samples,
+        device,
+    )?;
     if train_set.is_empty() {
         return Err(usage("the training set is empty (--train-samples 0?)"));
     }
@@ -385,7 +454,9 @@ pub fn train(args: &TrainArgs) -> Result<()> {
     let train_loader = DataLoader::new(&train_set, args.batch_size, !args.no_shuffle)?;
     let test_loader = DataLoader::new(&test_set, args.batch_size, false)?;
 
-    let batches_per_epoch = train_loader.len().min(config.limit_train_batches.unwrap_or(usize::MAX));
+    let batches_per_epoch = train_loader
+        .len()
+        .min(config.limit_train_batches.unwrap_or(usize::MAX));
     let mut trainer = Trainer::new(config)?.run_config(serde_json::to_value(args)?);
     if let Some(spec) = &args.scheduler {
         let name = spec.split(':').next().unwrap_or_default();
@@ -397,11 +468,18 @@ pub fn train(args: &TrainArgs) -> Result<()> {
         };
         // Total scheduler steps, for schedules that need it (onecycle's total_steps).
         let total = match interval {
-            Interval::Step => args.epochs.saturating_mul(batches_per_epoch.div_ceil(args.accumulate_grad_batches.max(1))),
+            Interval::Step => args
+                .epochs
+                .saturating_mul(batches_per_epoch.div_ceil(args.accumulate_grad_batches.max(1))),
             Interval::Epoch => args.epochs,
         };
-        let total = args.max_steps.filter(|_| interval == Interval::Step).map_or(total, |m| m.min(total));
-        let scheduler = kiln_optim::scheduler::schedulers().build(spec, optimizer.as_mut(), Some(total)).map_err(usage)?;
+        let total = args
+            .max_steps
+            .filter(|_| interval == Interval::Step)
+            .map_or(total, |m| m.min(total));
+        let scheduler = kiln_optim::scheduler::schedulers()
+            .build(spec, optimizer.as_mut(), Some(total))
+            .map_err(usage)?;
         trainer = trainer.scheduler(scheduler, interval);
     }
     if !args.quiet {
@@ -412,9 +490,28 @@ pub fn train(args: &TrainArgs) -> Result<()> {
             _ => trainer.callback(TutorialPrinter::new(stdout.lock())),
         };
     }
-    let summary = trainer.fit(&model, &vs, loss_fn.as_ref(), optimizer.as_mut(), &train_loader, &test_loader, resume)?;
-    if let kiln_loop::StopReason::NonFiniteLoss { epoch, batch, step, loss } = summary.stop {
-        let kept = summary.last_checkpoint.as_ref().map_or("no checkpoint".into(), |p| format!("last good checkpoint {}", p.display()));
+    let summary = trainer.fit(
+        &model,
+        &vs,
+        loss_fn.as_ref(),
+        optimizer.as_mut(),
+        &train_loader,
+        &test_loader,
+        resume,
+    )?;
+    if let kiln_loop::StopReason::NonFiniteLoss {
+        epoch,
+        batch,
+        step,
+        loss,
+    } = summary.stop
+    {
+        let kept = summary
+            .last_checkpoint
+            .as_ref()
+            .map_or("no checkpoint".into(), |p| {
+                format!("last good checkpoint {}", p.display())
+            });
         anyhow::bail!("training loss became {loss} at epoch {epoch}, batch {batch} (after {step} steps); stopped, {kept}");
     }
     Ok(())
@@ -422,25 +519,44 @@ pub fn train(args: &TrainArgs) -> Result<()> {
 
 /// `kiln eval`: the test loop on a checkpoint's or a weights file's parameters.
 pub fn eval(args: &EvalArgs) -> Result<()> {
-    let device = args.device.parse::<DeviceSpec>().map_err(usage)?.resolve()?;
-    let (weights, run): (Vec<(String, Tensor)>, Option<TrainArgs>) = match (&args.checkpoint, &args.weights) {
-        (Some(path), _) => {
-            let (dir, ckpt): (PathBuf, Checkpoint) = if path.join("manifest.json").exists() {
-                (path.clone(), checkpoint::load(path)?)
-            } else {
-                checkpoint::latest_valid(path, &mut |w| eprintln!("warning: {w}"))?
-                    .ok_or_else(|| anyhow::anyhow!("{}: no valid checkpoint here", path.display()))?
-            };
-            let run: TrainArgs = serde_json::from_value(ckpt.config.clone())
-                .with_context(|| format!("{}: the checkpoint's run config is unreadable", dir.display()))?;
-            (ckpt.model, Some(run))
-        }
-        (None, Some(file)) => (checkpoint::read_weights(file)?, None),
-        (None, None) => return Err(usage("give --checkpoint DIR or --weights FILE")),
-    };
-    let data_dir = args.data_dir.clone().or_else(|| run.as_ref().and_then(|r| r.data_dir.clone()));
-    let test_samples = args.test_samples.or_else(|| run.as_ref().and_then(|r| r.test_samples));
-    let batch_size = args.batch_size.or(run.as_ref().map(|r| r.batch_size)).unwrap_or(64);
+    let device = args
+        .device
+        .parse::<DeviceSpec>()
+        .map_err(usage)?
+        .resolve()?;
+    let (weights, run): (Vec<(String, Tensor)>, Option<TrainArgs>) =
+        match (&args.checkpoint, &args.weights) {
+            (Some(path), _) => {
+                let (dir, ckpt): (PathBuf, Checkpoint) = if path.join("manifest.json").exists() {
+                    (path.clone(), checkpoint::load(path)?)
+                } else {
+                    checkpoint::latest_valid(path, &mut |w| eprintln!("warning: {w}"))?.ok_or_else(
+                        || anyhow::anyhow!("{}: no valid checkpoint here", path.display()),
+                    )?
+                };
+                let run: TrainArgs =
+                    serde_json::from_value(ckpt.config.clone()).with_context(|| {
+                        format!(
+                            "{}: the checkpoint's run config is unreadable",
+                            dir.display()
+                        )
+                    })?;
+                (ckpt.model, Some(run))
+            }
+            (None, Some(file)) => (checkpoint::read_weights(file)?, None),
+            (None, None) => return Err(usage("give --checkpoint DIR or --weights FILE")),
+        };
+    let data_dir = args
+        .data_dir
+        .clone()
+        .or_else(|| run.as_ref().and_then(|r| r.data_dir.clone()));
+    let test_samples = args
+        .test_samples
+        .or_else(|| run.as_ref().and_then(|r| r.test_samples));
+    let batch_size = args
+        .batch_size
+        .or(run.as_ref().map(|r| r.batch_size))
+        .unwrap_or(64);
     if batch_size == 0 {
         return Err(usage("--batch-size must be at least 1, got 0"));
     }
@@ -450,6 +566,11 @@ pub fn eval(args: &EvalArgs) -> Result<()> {
     kiln_tensor::params::load_state_dict(&vs, &weights)?;
     let loss_fn = build_loss(run.as_ref().map_or("cross-entropy", |r| r.loss.as_str()))?;
     let loader = DataLoader::new(&test_set, batch_size, false)?;
-    kiln_loop::test(&loader, &model, loss_fn.as_ref(), &mut std::io::stdout().lock())?;
+    kiln_loop::test(
+        &loader,
+        &model,
+        loss_fn.as_ref(),
+        &mut std::io::stdout().lock(),
+    )?;
     Ok(())
 }

@@ -75,7 +75,10 @@ impl Dataset {
     /// A dataset of in-memory tensors: `inputs` `[N, ...]` and `targets` `[N, ...]`
     /// (class indices or regression values); `source` names it in errors.
     pub fn from_tensors(inputs: Tensor, targets: Tensor, source: &str) -> Result<Self> {
-        let (n_in, n_tg) = (inputs.size().first().copied(), targets.size().first().copied());
+        let (n_in, n_tg) = (
+            inputs.size().first().copied(),
+            targets.size().first().copied(),
+        );
         if n_in.is_none() || n_in != n_tg {
             return Err(Error::InvalidArgument(format!(
                 "{source}: inputs {:?} and targets {:?} must have the same first dimension",
@@ -88,7 +91,12 @@ impl Dataset {
         } else {
             -1
         };
-        Ok(Self { inputs, targets, labels_path: PathBuf::from(source), max_label })
+        Ok(Self {
+            inputs,
+            targets,
+            labels_path: PathBuf::from(source),
+            max_label,
+        })
     }
 
     /// Loads the train and test sets from a directory holding the four IDX

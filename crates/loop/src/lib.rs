@@ -21,4 +21,7 @@ pub use dataset::Dataset;
 pub use error::{Error, Result};
 pub use loader::{Batch, DataLoader};
 pub use train::{test, train, TestSummary, TrainSummary};
-pub use trainer::{Callback, Interval, EvalInfo, FitSummary, StepInfo, StopReason, Trainer, TrainerConfig, TutorialPrinter};
+pub use trainer::{
+    Callback, EvalInfo, FitSummary, Interval, StepInfo, StopReason, Trainer, TrainerConfig,
+    TutorialPrinter,
+};

@@ -77,7 +77,11 @@ impl<'a> DataLoader<'a> {
     /// Starts a pass, consuming the global generator as PyTorch does.
     pub fn iter(&self) -> Result<Batches<'a>> {
         let _base_seed = draw_seed()?;
-        let sampler_seed = if self.shuffle { Some(draw_seed()?) } else { None };
+        let sampler_seed = if self.shuffle {
+            Some(draw_seed()?)
+        } else {
+            None
+        };
         self.resume(sampler_seed, 0)
     }
 
@@ -89,14 +93,26 @@ impl<'a> DataLoader<'a> {
             (true, Some(seed)) => Some(Mt19937::new(seed).randperm(self.dataset.len())?),
             (false, None) => None,
             (true, None) => {
-                return Err(Error::InvalidArgument("resuming a shuffled pass needs its sampler seed".into()))
+                return Err(Error::InvalidArgument(
+                    "resuming a shuffled pass needs its sampler seed".into(),
+                ))
             }
             (false, Some(_)) => {
-                return Err(Error::InvalidArgument("an unshuffled pass has no sampler seed".into()))
+                return Err(Error::InvalidArgument(
+                    "an unshuffled pass has no sampler seed".into(),
+                ))
             }
         };
-        let next = start_batch.saturating_mul(self.batch_size).min(self.dataset.len());
-        Ok(Batches { dataset: self.dataset, batch_size: self.batch_size, sampler_seed, order, next })
+        let next = start_batch
+            .saturating_mul(self.batch_size)
+            .min(self.dataset.len());
+        Ok(Batches {
+            dataset: self.dataset,
+            batch_size: self.batch_size,
+            sampler_seed,
+            order,
+            next,
+        })
     }
 }
 

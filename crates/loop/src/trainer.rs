@@ -140,13 +140,22 @@ impl TrainerConfig {
         if self.log_every == 0 {
             return bad("log_every must be at least 1");
         }
-        if self.eval_every_steps == Some(0) || self.checkpoint.as_ref().is_some_and(|c| c.every_steps == Some(0)) {
+        if self.eval_every_steps == Some(0)
+            || self
+                .checkpoint
+                .as_ref()
+                .is_some_and(|c| c.every_steps == Some(0))
+        {
             return bad("an every-N-steps interval must be at least 1");
         }
         if self.checkpoint.as_ref().is_some_and(|c| c.keep_last == 0) {
             return bad("keep_last must be at least 1 (the newest checkpoint is what resume uses)");
         }
-        if self.early_stopping.as_ref().is_some_and(|e| e.patience == 0) {
+        if self
+            .early_stopping
+            .as_ref()
+            .is_some_and(|e| e.patience == 0)
+        {
             return bad("early stopping patience must be at least 1");
         }
         Ok(())
@@ -194,7 +203,10 @@ pub struct EvalInfo {
 impl EvalInfo {
     /// A metric's value by name.
     pub fn get(&self, name: &str) -> Option<f64> {
-        self.metrics.iter().find(|(n, _)| n == name).map(|(_, v)| *v)
+        self.metrics
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| *v)
     }
 }
 
@@ -290,7 +302,11 @@ impl<W: std::io::Write> Callback for TutorialPrinter<W> {
 
     fn on_batch_end(&mut self, info: &StepInfo) -> Result<()> {
         if info.log {
-            writeln!(self.out, "{}", loss_line(info.loss, info.batch * info.batch_len, info.dataset_len))?;
+            writeln!(
+                self.out,
+                "{}",
+                loss_line(info.loss, info.batch * info.batch_len, info.dataset_len)
+            )?;
         }
         Ok(())
     }
@@ -303,7 +319,9 @@ impl<W: std::io::Write> Callback for TutorialPrinter<W> {
     }
 
     fn on_run_end(&mut self, summary: &FitSummary) -> Result<()> {
-        if let StopReason::Completed | StopReason::MaxSteps | StopReason::EarlyStopped { .. } = summary.stop {
+        if let StopReason::Completed | StopReason::MaxSteps | StopReason::EarlyStopped { .. } =
+            summary.stop
+        {
             writeln!(self.out, "Training completed")?;
         }
         self.out.flush()?;
@@ -313,7 +331,10 @@ impl<W: std::io::Write> Callback for TutorialPrinter<W> {
 
 /// Runs `model` without letting a libtorch panic escape as a crash.
 pub(crate) fn forward(model: &dyn ModuleT, inputs: &Tensor, train: bool) -> Result<Tensor> {
-    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| model.forward_t(inputs, train))).map_err(|payload| {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        model.forward_t(inputs, train)
+    }))
+    .map_err(|payload| {
         let text = payload
             .downcast_ref::<String>()
             .map(String::as_str)
@@ -337,7 +358,9 @@ pub fn evaluate(
         for batch in loader.iter()?.take(limit.unwrap_or(usize::MAX)) {
             let batch = batch?;
             let pred = forward(model, &batch.inputs, false)?;
-            let loss = loss_fn.forward(&pred, &batch.targets)?.f_double_value(&[])?;
+            let loss = loss_fn
+                .forward(&pred, &batch.targets)?
+                .f_double_value(&[])?;
             for m in metrics.iter_mut() {
                 m.update(&pred, &batch.targets, loss)?;
             }
@@ -425,7 +448,12 @@ impl<'a> Trainer<'a> {
         resume: Option<Checkpoint>,
     ) -> Result<FitSummary> {
         let cfg = self.config.clone();
-        let mut progress = Progress { epoch: 1, batch: 0, step: 0, sampler_seed: None };
+        let mut progress = Progress {
+            epoch: 1,
+            batch: 0,
+            step: 0,
+            sampler_seed: None,
+        };
         let mut state = TrainerState::default();
         if let Some(ckpt) = resume {
             kiln_tensor::params::load_state_dict(vs, &ckpt.model)?;
@@ -445,18 +473,29 @@ impl<'a> Trainer<'a> {
             }
             progress = ckpt.progress;
         }
-        let mut summary = FitSummary { stop: StopReason::Completed, steps: progress.step, last_eval: None, last_checkpoint: None };
+        let mut summary = FitSummary {
+            stop: StopReason::Completed,
+            steps: progress.step,
+            last_eval: None,
+            last_checkpoint: None,
+        };
         self.each(|c| c.on_run_start(&progress))?;
         let dataset_len = train_loader.dataset().len();
         let accumulate = cfg.accumulate_grad_batches;
-        let batches_per_epoch = train_loader.len().min(cfg.limit_train_batches.unwrap_or(usize::MAX));
+        let batches_per_epoch = train_loader
+            .len()
+            .min(cfg.limit_train_batches.unwrap_or(usize::MAX));
 
         'epochs: for epoch in progress.epoch..=cfg.epochs {
             if cfg.max_steps.is_some_and(|m| progress.step >= m) {
                 summary.stop = StopReason::MaxSteps;
                 break;
             }
-            let start_batch = if epoch == progress.epoch { progress.batch } else { 0 };
+            let start_batch = if epoch == progress.epoch {
+                progress.batch
+            } else {
+                0
+            };
             let batches = if start_batch > 0 {
                 train_loader.resume(progress.sampler_seed, start_batch)?
             } else {
@@ -465,14 +504,22 @@ impl<'a> Trainer<'a> {
             };
             let sampler_seed = batches.sampler_seed();
             let mut clock = Instant::now();
-            for (offset, batch) in batches.take(batches_per_epoch.saturating_sub(start_batch)).enumerate() {
+            for (offset, batch) in batches
+                .take(batches_per_epoch.saturating_sub(start_batch))
+                .enumerate()
+            {
                 let batch_index = start_batch + offset;
                 let batch = batch?;
                 let pred = forward(model, &batch.inputs, true)?;
                 let loss = loss_fn.forward(&pred, &batch.targets)?;
                 let loss_value = loss.f_double_value(&[])?;
                 if cfg.stop_on_nonfinite && !loss_value.is_finite() {
-                    summary.stop = StopReason::NonFiniteLoss { epoch, batch: batch_index, step: progress.step, loss: loss_value };
+                    summary.stop = StopReason::NonFiniteLoss {
+                        epoch,
+                        batch: batch_index,
+                        step: progress.step,
+                        loss: loss_value,
+                    };
                     break 'epochs;
                 }
                 if accumulate > 1 {
@@ -480,7 +527,8 @@ impl<'a> Trainer<'a> {
                 } else {
                     loss.f_backward()?;
                 }
-                let stepped = (batch_index + 1) % accumulate == 0 || batch_index + 1 == batches_per_epoch;
+                let stepped =
+                    (batch_index + 1) % accumulate == 0 || batch_index + 1 == batches_per_epoch;
                 if stepped {
                     optimizer.step()?;
                     optimizer.zero_grad()?;
@@ -502,17 +550,27 @@ impl<'a> Trainer<'a> {
                     stepped,
                     loss: loss_value,
                     lr: optimizer.lr(0),
-                    samples_per_sec: if elapsed > 0.0 { batch.len() as f64 / elapsed } else { f64::NAN },
+                    samples_per_sec: if elapsed > 0.0 {
+                        batch.len() as f64 / elapsed
+                    } else {
+                        f64::NAN
+                    },
                     log: batch_index % cfg.log_every == 0,
                 };
                 self.each(|c| c.on_batch_end(&info))?;
                 if !stepped {
                     continue;
                 }
-                let cursor = Progress { epoch, batch: batch_index + 1, step: progress.step, sampler_seed };
+                let cursor = Progress {
+                    epoch,
+                    batch: batch_index + 1,
+                    step: progress.step,
+                    sampler_seed,
+                };
                 if let Some(every) = cfg.eval_every_steps {
                     if progress.step % every == 0 {
-                        let eval = self.eval(model, loss_fn, test_loader, epoch, progress.step, false)?;
+                        let eval =
+                            self.eval(model, loss_fn, test_loader, epoch, progress.step, false)?;
                         summary.last_eval = Some(eval);
                     }
                 }
@@ -523,7 +581,8 @@ impl<'a> Trainer<'a> {
                 if cfg.max_steps.is_some_and(|m| progress.step >= m) {
                     summary.stop = StopReason::MaxSteps;
                     if every.is_none_or(|n| progress.step % n != 0) && cfg.checkpoint.is_some() {
-                        summary.last_checkpoint = Some(self.save(vs, optimizer, &cursor, &mut state)?);
+                        summary.last_checkpoint =
+                            Some(self.save(vs, optimizer, &cursor, &mut state)?);
                     }
                     break 'epochs;
                 }
@@ -534,7 +593,10 @@ impl<'a> Trainer<'a> {
                 let eval = self.eval(model, loss_fn, test_loader, epoch, progress.step, true)?;
                 if let Some(es) = &cfg.early_stopping {
                     let value = eval.get(&es.monitor).ok_or_else(|| {
-                        Error::InvalidArgument(format!("early stopping monitors '{}', which no metric reports", es.monitor))
+                        Error::InvalidArgument(format!(
+                            "early stopping monitors '{}', which no metric reports",
+                            es.monitor
+                        ))
                     })?;
                     if es.mode.improves(value, state.best_monitor, es.min_delta) {
                         state.best_monitor = Some(value);
@@ -548,8 +610,16 @@ impl<'a> Trainer<'a> {
             }
             if let Some((sched, Interval::Epoch)) = &mut self.scheduler {
                 if sched.needs_metric() {
-                    let monitor = cfg.early_stopping.as_ref().map_or("test_loss", |e| e.monitor.as_str());
-                    if let Some(value) = summary.last_eval.as_ref().filter(|e| e.epoch == epoch).and_then(|e| e.get(monitor)) {
+                    let monitor = cfg
+                        .early_stopping
+                        .as_ref()
+                        .map_or("test_loss", |e| e.monitor.as_str());
+                    if let Some(value) = summary
+                        .last_eval
+                        .as_ref()
+                        .filter(|e| e.epoch == epoch)
+                        .and_then(|e| e.get(monitor))
+                    {
                         sched.step_with_metric(optimizer, value)?;
                     }
                 } else {
@@ -557,7 +627,12 @@ impl<'a> Trainer<'a> {
                 }
             }
             self.each(|c| c.on_epoch_end(epoch))?;
-            let cursor = Progress { epoch: epoch + 1, batch: 0, step: progress.step, sampler_seed: None };
+            let cursor = Progress {
+                epoch: epoch + 1,
+                batch: 0,
+                step: progress.step,
+                sampler_seed: None,
+            };
             if cfg.checkpoint.is_some() {
                 let path = self.save(vs, optimizer, &cursor, &mut state)?;
                 self.track_best(&path, summary.last_eval.as_ref(), &mut state)?;
@@ -569,12 +644,17 @@ impl<'a> Trainer<'a> {
             }
         }
         summary.steps = progress.step;
-        if let (StopReason::NonFiniteLoss { step, .. }, Some(cfg)) = (&summary.stop, &cfg.checkpoint) {
+        if let (StopReason::NonFiniteLoss { step, .. }, Some(cfg)) =
+            (&summary.stop, &cfg.checkpoint)
+        {
             // The parameters after `step` steps gave a non-finite loss: checkpoints
             // of that step or later hold them. Keep only the good ones.
             for dir in checkpoint::list(&cfg.run_dir)? {
                 if checkpoint::step_of(&dir).is_some_and(|s| s >= *step) {
-                    std::fs::remove_dir_all(&dir).map_err(|e| Error::Data { path: dir.clone(), message: e.to_string() })?;
+                    std::fs::remove_dir_all(&dir).map_err(|e| Error::Data {
+                        path: dir.clone(),
+                        message: e.to_string(),
+                    })?;
                 }
             }
             summary.last_checkpoint = checkpoint::list(&cfg.run_dir)?.pop();
@@ -592,18 +672,38 @@ impl<'a> Trainer<'a> {
         step: usize,
         end_of_epoch: bool,
     ) -> Result<EvalInfo> {
-        evaluate(loader, model, loss_fn, &mut self.metrics, self.config.limit_test_batches)?;
-        let mut metrics: Vec<(String, f64)> = self.metrics.iter().map(|m| (m.name(), m.value())).collect();
+        evaluate(
+            loader,
+            model,
+            loss_fn,
+            &mut self.metrics,
+            self.config.limit_test_batches,
+        )?;
+        let mut metrics: Vec<(String, f64)> =
+            self.metrics.iter().map(|m| (m.name(), m.value())).collect();
         metrics.sort_by(|a, b| a.0.cmp(&b.0));
-        let info = EvalInfo { epoch, step, metrics, end_of_epoch };
+        let info = EvalInfo {
+            epoch,
+            step,
+            metrics,
+            end_of_epoch,
+        };
         self.each(|c| c.on_eval_end(&info))?;
         Ok(info)
     }
 
-    fn save(&mut self, vs: &VarStore, optimizer: &dyn Optimizer, progress: &Progress, state: &mut TrainerState) -> Result<PathBuf> {
+    fn save(
+        &mut self,
+        vs: &VarStore,
+        optimizer: &dyn Optimizer,
+        progress: &Progress,
+        state: &mut TrainerState,
+    ) -> Result<PathBuf> {
         state.scheduler = self.scheduler.as_ref().map(|(s, _)| s.state_dict());
         let Some(cfg) = self.config.checkpoint.clone() else {
-            return Err(Error::InvalidArgument("checkpointing is not configured".into()));
+            return Err(Error::InvalidArgument(
+                "checkpointing is not configured".into(),
+            ));
         };
         let (rng_cpu, rng_cuda) = checkpoint::capture_rng()?;
         let ckpt = Checkpoint {
@@ -612,7 +712,8 @@ impl<'a> Trainer<'a> {
             rng_cpu,
             rng_cuda,
             progress: progress.clone(),
-            trainer: serde_json::to_value(&*state).map_err(|e| Error::InvalidArgument(e.to_string()))?,
+            trainer: serde_json::to_value(&*state)
+                .map_err(|e| Error::InvalidArgument(e.to_string()))?,
             config: self.run_config.clone(),
         };
         let path = checkpoint::save(&cfg.run_dir, &ckpt)?;
@@ -622,16 +723,31 @@ impl<'a> Trainer<'a> {
         Ok(path)
     }
 
-    fn track_best(&mut self, path: &Path, eval: Option<&EvalInfo>, state: &mut TrainerState) -> Result<()> {
-        let Some(cfg) = self.config.checkpoint.clone() else { return Ok(()) };
-        let (Some((metric, mode)), Some(eval)) = (cfg.keep_best, eval) else { return Ok(()) };
-        let Some(value) = eval.get(&metric) else { return Ok(()) };
+    fn track_best(
+        &mut self,
+        path: &Path,
+        eval: Option<&EvalInfo>,
+        state: &mut TrainerState,
+    ) -> Result<()> {
+        let Some(cfg) = self.config.checkpoint.clone() else {
+            return Ok(());
+        };
+        let (Some((metric, mode)), Some(eval)) = (cfg.keep_best, eval) else {
+            return Ok(());
+        };
+        let Some(value) = eval.get(&metric) else {
+            return Ok(());
+        };
         if mode.improves(value, state.best_checkpoint.as_ref().map(|(_, v)| *v), 0.0) {
             let old = state.best_checkpoint.replace((path.to_path_buf(), value));
             // The best checkpoint is also recorded in a file a person can read.
             let best = cfg.run_dir.join("best.json");
-            let text = serde_json::json!({ "checkpoint": path, "metric": metric, "value": value }).to_string();
-            std::fs::write(&best, text).map_err(|e| Error::Data { path: best.clone(), message: e.to_string() })?;
+            let text = serde_json::json!({ "checkpoint": path, "metric": metric, "value": value })
+                .to_string();
+            std::fs::write(&best, text).map_err(|e| Error::Data {
+                path: best.clone(),
+                message: e.to_string(),
+            })?;
             if let Some((old, _)) = old {
                 let newest_kept = checkpoint::list(&cfg.run_dir)?;
                 let cut = newest_kept.len().saturating_sub(cfg.keep_last);
