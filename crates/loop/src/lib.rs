@@ -12,6 +12,9 @@ pub mod dataset;
 mod error;
 pub mod idx;
 pub mod loader;
+pub mod metrics_log;
+pub mod plot;
+pub mod tabular;
 pub mod train;
 
 pub use dataset::Dataset;
