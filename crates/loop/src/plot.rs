@@ -56,6 +56,8 @@ struct Chart {
     y_desc: &'static str,
     /// The x values are whole numbers (epochs): label only those.
     integer_x: bool,
+    /// Where the legend goes: where the curves usually are not.
+    legend: SeriesLabelPosition,
     series: Vec<Series>,
 }
 
@@ -163,6 +165,7 @@ fn charts(records: &[MetricRecord], run_name: &str) -> Vec<Chart> {
             x_desc: "step",
             y_desc: "loss",
             integer_x: false,
+            legend: SeriesLabelPosition::UpperRight,
             series: [
                 series(
                     "train loss (per step)",
@@ -187,6 +190,7 @@ fn charts(records: &[MetricRecord], run_name: &str) -> Vec<Chart> {
             x_desc: "epoch",
             y_desc: "accuracy",
             integer_x: true,
+            legend: SeriesLabelPosition::LowerRight,
             series: series(
                 "test accuracy",
                 GREEN,
@@ -202,6 +206,7 @@ fn charts(records: &[MetricRecord], run_name: &str) -> Vec<Chart> {
             x_desc: "step",
             y_desc: "learning rate",
             integer_x: false,
+            legend: SeriesLabelPosition::UpperRight,
             series: series(lr_label, PURPLE, false, lr_points)
                 .into_iter()
                 .collect(),
@@ -264,7 +269,7 @@ fn draw<DB: DrawingBackend>(chart: &Chart, root: &DrawingArea<DB, Shift>) -> std
         .caption(&chart.title, (FAMILY, 28))
         .margin(20)
         .x_label_area_size(56)
-        .y_label_area_size(90)
+        .y_label_area_size(80)
         .build_cartesian_2d(x0..x1, y0..y1)
         .map_err(|e| text(&e))?;
     let x_format = |x: &f64| {
@@ -317,7 +322,7 @@ fn draw<DB: DrawingBackend>(chart: &Chart, root: &DrawingArea<DB, Shift>) -> std
         }
     }
     ctx.configure_series_labels()
-        .position(SeriesLabelPosition::UpperRight)
+        .position(chart.legend.clone())
         .label_font((FAMILY, 16))
         .background_style(WHITE.mix(0.85))
         .border_style(BLACK.mix(0.4))
