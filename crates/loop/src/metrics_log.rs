@@ -326,9 +326,7 @@ impl CsvFile {
     /// and opens it for appending.
     fn rewrite(path: PathBuf, scope: Scope, records: &[MetricRecord]) -> Result<Self> {
         let of_scope = || records.iter().filter(|r| r.scope == scope);
-        let columns: BTreeSet<String> = of_scope()
-            .flat_map(|r| r.values.keys().cloned())
-            .collect();
+        let columns: BTreeSet<String> = of_scope().flat_map(|r| r.values.keys().cloned()).collect();
         let mut text = csv_header(&columns);
         for record in of_scope() {
             text.push_str(&csv_row(record, &columns));

@@ -88,7 +88,11 @@ pub fn plot_run(run_dir: &Path, out_dir: &Path) -> Result<Vec<PathBuf>> {
 /// Draws the charts of `records` into `out_dir` (created if missing), with
 /// `run_name` in the titles; returns the files written (none if the records
 /// hold no finite `loss`, `accuracy` or `lr` value).
-pub fn plot_records(records: &[MetricRecord], run_name: &str, out_dir: &Path) -> Result<Vec<PathBuf>> {
+pub fn plot_records(
+    records: &[MetricRecord],
+    run_name: &str,
+    out_dir: &Path,
+) -> Result<Vec<PathBuf>> {
     register_font()?;
     fs::create_dir_all(out_dir).map_err(|e| output_error(out_dir, e))?;
     let mut written = Vec::new();
@@ -225,7 +229,11 @@ fn padded_range(values: impl Iterator<Item = f64>, integer: bool) -> (f64, f64) 
     }
     let span = hi - lo;
     if span > 0.0 {
-        let pad = if integer { 0.25 * span.min(4.0) } else { 0.05 * span };
+        let pad = if integer {
+            0.25 * span.min(4.0)
+        } else {
+            0.05 * span
+        };
         (lo - pad, hi + pad)
     } else {
         let pad = if integer {
@@ -254,15 +262,24 @@ fn output_error(path: &Path, err: std::io::Error) -> Error {
 }
 
 /// Draws `chart` on `root`; errors come back as text.
-fn draw<DB: DrawingBackend>(chart: &Chart, root: &DrawingArea<DB, Shift>) -> std::result::Result<(), String> {
+fn draw<DB: DrawingBackend>(
+    chart: &Chart,
+    root: &DrawingArea<DB, Shift>,
+) -> std::result::Result<(), String> {
     let text = |e: &dyn Display| e.to_string();
     root.fill(&WHITE).map_err(|e| text(&e))?;
     let (x0, x1) = padded_range(
-        chart.series.iter().flat_map(|s| s.points.iter().map(|p| p.0)),
+        chart
+            .series
+            .iter()
+            .flat_map(|s| s.points.iter().map(|p| p.0)),
         chart.integer_x,
     );
     let (y0, y1) = padded_range(
-        chart.series.iter().flat_map(|s| s.points.iter().map(|p| p.1)),
+        chart
+            .series
+            .iter()
+            .flat_map(|s| s.points.iter().map(|p| p.1)),
         false,
     );
     let mut ctx = ChartBuilder::on(root)
@@ -310,7 +327,9 @@ fn draw<DB: DrawingBackend>(chart: &Chart, root: &DrawingArea<DB, Shift>) -> std
         ctx.draw_series(LineSeries::new(series.points.iter().copied(), style))
             .map_err(|e| text(&e))?
             .label(series.label)
-            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 24, y)], color.stroke_width(3)));
+            .legend(move |(x, y)| {
+                PathElement::new(vec![(x, y), (x + 24, y)], color.stroke_width(3))
+            });
         if series.markers {
             ctx.draw_series(
                 series

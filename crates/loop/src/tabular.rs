@@ -273,10 +273,7 @@ fn column_label(index: usize, name: &str) -> String {
 fn find_column(columns: &[String], name: &str) -> std::result::Result<usize, String> {
     columns.iter().position(|c| c == name).ok_or_else(|| {
         let list: Vec<String> = columns.iter().map(|c| format!("{c:?}")).collect();
-        format!(
-            "no column {name:?}; the columns are {}",
-            list.join(", ")
-        )
+        format!("no column {name:?}; the columns are {}", list.join(", "))
     })
 }
 
@@ -375,7 +372,8 @@ fn parse(text: &str) -> std::result::Result<Vec<RawRecord>, String> {
     }
     let end_record = |records: &mut Vec<RawRecord>, fields: &mut Vec<Field>, start: usize| {
         let fields = std::mem::take(fields);
-        let blank = matches!(fields.as_slice(), [only] if !only.quoted && only.text.trim().is_empty());
+        let blank =
+            matches!(fields.as_slice(), [only] if !only.quoted && only.text.trim().is_empty());
         if !blank {
             records.push(RawRecord {
                 line: start,
@@ -392,9 +390,7 @@ fn parse(text: &str) -> std::result::Result<Vec<RawRecord>, String> {
                 loop {
                     match chars.next() {
                         None => {
-                            return Err(format!(
-                                "line {open_line}: quoted field is never closed"
-                            ))
+                            return Err(format!("line {open_line}: quoted field is never closed"))
                         }
                         Some('"') => {
                             if chars.peek() == Some(&'"') {

@@ -13,10 +13,8 @@ struct TempDir(PathBuf);
 
 impl TempDir {
     fn new(name: &str) -> Result<Self> {
-        let dir = std::env::temp_dir().join(format!(
-            "kiln-loop-metrics-{}-{name}",
-            std::process::id()
-        ));
+        let dir =
+            std::env::temp_dir().join(format!("kiln-loop-metrics-{}-{name}", std::process::id()));
         if dir.exists() {
             fs::remove_dir_all(&dir)?;
         }
@@ -86,7 +84,10 @@ fn writes_jsonl_and_csvs_with_sorted_keys() -> Result<()> {
     ensure!(records.len() == 3);
     ensure!(records[0] == MetricRecord::new(Scope::Step, 1, 1, [("loss", 2.5), ("lr", 0.001)]));
     ensure!(records[2].scope == Scope::Epoch && records[2].get("accuracy") == Some(0.5));
-    ensure!(hidden_files(&dir)?.is_empty(), "temporary files left behind");
+    ensure!(
+        hidden_files(&dir)?.is_empty(),
+        "temporary files left behind"
+    );
     Ok(())
 }
 
@@ -164,10 +165,19 @@ fn a_torn_last_line_is_ignored_and_a_bad_middle_line_is_an_error() -> Result<()>
         Ok(r) => anyhow::bail!("read a damaged file: {r:?}"),
         Err(e) => e.to_string(),
     };
-    ensure!(err.contains("metrics.jsonl") && err.contains("line 3:"), "{err}");
+    ensure!(
+        err.contains("metrics.jsonl") && err.contains("line 3:"),
+        "{err}"
+    );
 
-    fs::write(&path, "{\"scope\":\"month\",\"step\":1,\"epoch\":1,\"values\":{}}\n")?;
-    let err = read_metrics(dir).err().map(|e| e.to_string()).unwrap_or_default();
+    fs::write(
+        &path,
+        "{\"scope\":\"month\",\"step\":1,\"epoch\":1,\"values\":{}}\n",
+    )?;
+    let err = read_metrics(dir)
+        .err()
+        .map(|e| e.to_string())
+        .unwrap_or_default();
     ensure!(err.contains("line 1:") && err.contains("month"), "{err}");
 
     fs::write(&path, "")?;
@@ -182,7 +192,10 @@ fn reading_a_directory_without_a_log_names_the_file() -> Result<()> {
         .err()
         .map(|e| e.to_string())
         .unwrap_or_default();
-    ensure!(err.contains("metrics.jsonl") && err.contains("run directory"), "{err}");
+    ensure!(
+        err.contains("metrics.jsonl") && err.contains("run directory"),
+        "{err}"
+    );
     let gone = tmp.path().join("nope");
     let err = MetricsWriter::open_append(&gone, 0)
         .err()
@@ -244,7 +257,10 @@ fn a_resumed_run_writes_the_same_files_as_an_uninterrupted_one() -> Result<()> {
     let checkpoint_step = 4;
     let mut writer = MetricsWriter::open_append(&resumed, checkpoint_step)?;
     let kept = read_metrics(&resumed)?;
-    ensure!(kept.len() == 5 && kept.iter().all(|r| r.step <= 4), "{kept:?}");
+    ensure!(
+        kept.len() == 5 && kept.iter().all(|r| r.step <= 4),
+        "{kept:?}"
+    );
     ensure!(
         read(&resumed, EPOCH_CSV)? == "step,epoch,loss\n4,1,0.5\n",
         "the CSVs are truncated too"
@@ -257,10 +273,16 @@ fn a_resumed_run_writes_the_same_files_as_an_uninterrupted_one() -> Result<()> {
     for name in [METRICS_FILE, STEP_CSV, EPOCH_CSV] {
         let a = read(&whole, name)?;
         let b = read(&resumed, name)?;
-        ensure!(a == b, "{name} differs:\n--- uninterrupted\n{a}\n--- resumed\n{b}");
+        ensure!(
+            a == b,
+            "{name} differs:\n--- uninterrupted\n{a}\n--- resumed\n{b}"
+        );
     }
     ensure!(read(&whole, EPOCH_CSV)?.starts_with("step,epoch,accuracy,loss\n4,1,,0.5\n"));
-    ensure!(hidden_files(&resumed)?.is_empty(), "temporary files left behind");
+    ensure!(
+        hidden_files(&resumed)?.is_empty(),
+        "temporary files left behind"
+    );
 
     // Resuming a directory that has no metrics yet starts them.
     let fresh = tmp.path().join("fresh");
@@ -281,6 +303,9 @@ fn open_append_refuses_a_damaged_log_instead_of_dropping_it() -> Result<()> {
         .map(|e| e.to_string())
         .unwrap_or_default();
     ensure!(err.contains("line 1:"), "{err}");
-    ensure!(read(dir, METRICS_FILE)? == "not json\n{}\n", "the file is untouched");
+    ensure!(
+        read(dir, METRICS_FILE)? == "not json\n{}\n",
+        "the file is untouched"
+    );
     Ok(())
 }

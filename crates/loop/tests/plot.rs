@@ -40,10 +40,7 @@ struct Rgb {
 /// the signature and the IHDR chunk, inflates the IDAT chunks and undoes the
 /// per-row filters.
 fn decode_png(bytes: &[u8]) -> Result<Rgb> {
-    ensure!(
-        bytes.starts_with(b"\x89PNG\r\n\x1a\n"),
-        "no PNG signature"
-    );
+    ensure!(bytes.starts_with(b"\x89PNG\r\n\x1a\n"), "no PNG signature");
     let mut pos = 8;
     let mut header = None;
     let mut idat = Vec::new();
@@ -76,14 +73,25 @@ fn decode_png(bytes: &[u8]) -> Result<Rgb> {
     let mut raw = Vec::new();
     flate2::read::ZlibDecoder::new(idat.as_slice()).read_to_end(&mut raw)?;
     let stride = width * 3;
-    ensure!(raw.len() == height * (stride + 1), "image data has the wrong size");
+    ensure!(
+        raw.len() == height * (stride + 1),
+        "image data has the wrong size"
+    );
     let mut pixels = vec![0u8; height * stride];
     for y in 0..height {
         let filter = raw[y * (stride + 1)];
         for x in 0..stride {
             let v = raw[y * (stride + 1) + 1 + x];
-            let a = if x >= 3 { pixels[y * stride + x - 3] } else { 0 };
-            let b = if y > 0 { pixels[(y - 1) * stride + x] } else { 0 };
+            let a = if x >= 3 {
+                pixels[y * stride + x - 3]
+            } else {
+                0
+            };
+            let b = if y > 0 {
+                pixels[(y - 1) * stride + x]
+            } else {
+                0
+            };
             let c = if x >= 3 && y > 0 {
                 pixels[(y - 1) * stride + x - 3]
             } else {
@@ -96,7 +104,11 @@ fn decode_png(bytes: &[u8]) -> Result<Rgb> {
                 3 => ((u16::from(a) + u16::from(b)) / 2) as u8,
                 4 => {
                     let p = i16::from(a) + i16::from(b) - i16::from(c);
-                    let (pa, pb, pc) = ((p - i16::from(a)).abs(), (p - i16::from(b)).abs(), (p - i16::from(c)).abs());
+                    let (pa, pb, pc) = (
+                        (p - i16::from(a)).abs(),
+                        (p - i16::from(b)).abs(),
+                        (p - i16::from(c)).abs(),
+                    );
                     if pa <= pb && pa <= pc {
                         a
                     } else if pb <= pc {
@@ -139,7 +151,8 @@ fn write_run(dir: &Path) -> Result<()> {
     for epoch in 1..=3u64 {
         for i in 1..=steps_per_epoch {
             let step = (epoch - 1) * steps_per_epoch + i;
-            let loss = 2.3 * (-(step as f64) / 60.0).exp() + 0.3 + 0.05 * ((step as f64) * 1.7).sin();
+            let loss =
+                2.3 * (-(step as f64) / 60.0).exp() + 0.3 + 0.05 * ((step as f64) * 1.7).sin();
             let lr = 0.1 * 0.5f64.powi(epoch as i32 - 1);
             writer.log_step(step, epoch, [("loss", loss), ("lr", lr)])?;
         }
@@ -147,7 +160,10 @@ fn write_run(dir: &Path) -> Result<()> {
         writer.log_epoch(
             step,
             epoch,
-            [("loss", 0.9 / epoch as f64), ("accuracy", 0.5 + 0.1 * epoch as f64)],
+            [
+                ("loss", 0.9 / epoch as f64),
+                ("accuracy", 0.5 + 0.1 * epoch as f64),
+            ],
         )?;
     }
     Ok(())
@@ -165,13 +181,36 @@ fn plots_loss_accuracy_and_lr_as_png_and_svg() -> Result<()> {
         .filter_map(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
         .collect();
     ensure!(
-        names == ["loss.png", "loss.svg", "accuracy.png", "accuracy.svg", "lr.png", "lr.svg"],
+        names
+            == [
+                "loss.png",
+                "loss.svg",
+                "accuracy.png",
+                "accuracy.svg",
+                "lr.png",
+                "lr.svg"
+            ],
         "{names:?}"
     );
     for (stem, title, legend, color) in [
-        ("loss", "Loss — exp1", "train loss (per step)", [31, 119, 180]),
-        ("accuracy", "Accuracy — exp1", "test accuracy", [44, 160, 44]),
-        ("lr", "Learning rate — exp1", "learning rate (per step)", [148, 103, 189]),
+        (
+            "loss",
+            "Loss — exp1",
+            "train loss (per step)",
+            [31, 119, 180],
+        ),
+        (
+            "accuracy",
+            "Accuracy — exp1",
+            "test accuracy",
+            [44, 160, 44],
+        ),
+        (
+            "lr",
+            "Learning rate — exp1",
+            "learning rate (per step)",
+            [148, 103, 189],
+        ),
     ] {
         let png = decode_png(&fs::read(out.join(format!("{stem}.png")))?)
             .with_context(|| format!("{stem}.png"))?;
@@ -183,19 +222,34 @@ fn plots_loss_accuracy_and_lr_as_png_and_svg() -> Result<()> {
         );
         let white = png.count_near([255, 255, 255], 0);
         let total = png.width * png.height;
-        ensure!(white > total / 2 && white < total, "{stem}.png: {white} of {total} white");
+        ensure!(
+            white > total / 2 && white < total,
+            "{stem}.png: {white} of {total} white"
+        );
         let line = png.count_near(color, 10);
-        ensure!(line > 300, "{stem}.png: only {line} pixels in the series colour");
-        ensure!(png.count_near([0, 0, 0], 40) > 500, "{stem}.png: no dark text or axes");
+        ensure!(
+            line > 300,
+            "{stem}.png: only {line} pixels in the series colour"
+        );
+        ensure!(
+            png.count_near([0, 0, 0], 40) > 500,
+            "{stem}.png: no dark text or axes"
+        );
 
         let svg = fs::read_to_string(out.join(format!("{stem}.svg")))?;
         ensure!(svg.trim_start().starts_with("<svg"), "{stem}.svg start");
         ensure!(svg.trim_end().ends_with("</svg>"), "{stem}.svg end");
         ensure!(svg.contains(title), "{stem}.svg lacks its title {title:?}");
-        ensure!(svg.contains(legend), "{stem}.svg lacks its legend {legend:?}");
+        ensure!(
+            svg.contains(legend),
+            "{stem}.svg lacks its legend {legend:?}"
+        );
     }
     let svg = fs::read_to_string(out.join("loss.svg"))?;
-    ensure!(svg.contains("test loss (per epoch)") && svg.contains(">\nstep\n</text>"), "loss.svg texts");
+    ensure!(
+        svg.contains("test loss (per epoch)") && svg.contains(">\nstep\n</text>"),
+        "loss.svg texts"
+    );
     ensure!(
         fs::read_dir(&out)?.count() == 6,
         "exactly the six charts, no temporary files"
@@ -216,7 +270,9 @@ fn a_chart_whose_metric_is_absent_is_skipped() -> Result<()> {
     drop(writer);
     let files = plot_run(&run, &tmp.path().join("out"))?;
     ensure!(files.len() == 2, "{files:?}");
-    ensure!(files.iter().all(|p| p.file_stem().is_some_and(|s| s == "loss")));
+    ensure!(files
+        .iter()
+        .all(|p| p.file_stem().is_some_and(|s| s == "loss")));
     let png = decode_png(&fs::read(&files[0])?)?;
     ensure!((png.width as u32, png.height as u32) == CHART_SIZE);
     Ok(())

@@ -10,10 +10,8 @@ struct TempDir(PathBuf);
 
 impl TempDir {
     fn new(name: &str) -> Result<Self> {
-        let dir = std::env::temp_dir().join(format!(
-            "kiln-loop-tabular-{}-{name}",
-            std::process::id()
-        ));
+        let dir =
+            std::env::temp_dir().join(format!("kiln-loop-tabular-{}-{name}", std::process::id()));
         if dir.exists() {
             fs::remove_dir_all(&dir)?;
         }
@@ -58,7 +56,12 @@ fn splits_by_a_seeded_permutation_into_features_and_targets() -> Result<()> {
     ensure!(split.features() == 2);
     ensure!(split.train_inputs.size() == [7, 2] && split.train_targets.size() == [7, 1]);
     ensure!(split.test_inputs.size() == [3, 2] && split.test_targets.size() == [3, 1]);
-    for t in [&split.train_inputs, &split.train_targets, &split.test_inputs, &split.test_targets] {
+    for t in [
+        &split.train_inputs,
+        &split.train_targets,
+        &split.test_inputs,
+        &split.test_targets,
+    ] {
         ensure!(t.kind() == Kind::Float, "float32 tensors");
     }
     let rows_inputs = |rows: &[usize]| -> Vec<f32> {
@@ -98,7 +101,13 @@ fn parses_quoted_fields_crlf_bom_and_blank_lines() -> Result<()> {
         "{:?}",
         data.columns
     );
-    ensure!(data.rows == [vec![50.5, 2.0, 100000.0, 0.001], vec![70.0, 3.0, 150000.0, -2.0]]);
+    ensure!(
+        data.rows
+            == [
+                vec![50.5, 2.0, 100000.0, 0.001],
+                vec![70.0, 3.0, 150000.0, -2.0]
+            ]
+    );
     let split = data.split("price \"USD\"", 0.5, 0)?;
     ensure!(split.feature_names == ["size, m2", "rooms", "multi\nline"]);
     ensure!(split.train_inputs.size() == [1, 3] && split.test_targets.size() == [1, 1]);
@@ -205,7 +214,10 @@ fn errors_name_the_file_line_and_column() -> Result<()> {
     }
 
     let err = load_error(&tmp, "small.csv", "a,price\n1,2\n3,4\n5,6\n", 0.1)?;
-    ensure!(err.contains("small.csv: test_fraction 0.1 of 3 rows leaves the test set empty"), "{err}");
+    ensure!(
+        err.contains("small.csv: test_fraction 0.1 of 3 rows leaves the test set empty"),
+        "{err}"
+    );
     let err = load_error(&tmp, "small2.csv", "a,price\n1,2\n3,4\n5,6\n", 0.9)?;
     ensure!(err.contains("leaves the train set empty"), "{err}");
 
@@ -214,7 +226,10 @@ fn errors_name_the_file_line_and_column() -> Result<()> {
         .err()
         .map(|e| e.to_string())
         .unwrap_or_default();
-    ensure!(err == format!("{}: file does not exist", missing.display()), "{err}");
+    ensure!(
+        err == format!("{}: file does not exist", missing.display()),
+        "{err}"
+    );
 
     let path = tmp.file("ok.csv", &format!("a,b,price\n{good_rows}"))?;
     for bad in [0.0, 1.0, -0.5, 1.5, f64::NAN] {
@@ -222,7 +237,10 @@ fn errors_name_the_file_line_and_column() -> Result<()> {
             .err()
             .map(|e| e.to_string())
             .unwrap_or_default();
-        ensure!(err.starts_with("test_fraction must be between 0 and 1"), "{bad}: {err}");
+        ensure!(
+            err.starts_with("test_fraction must be between 0 and 1"),
+            "{bad}: {err}"
+        );
     }
     ensure!(CsvData::load(&path, "price", 0.4, 0)?.test_rows.len() == 2);
     Ok(())
