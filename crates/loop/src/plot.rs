@@ -138,15 +138,68 @@ fn points(
         .collect()
 }
 
+/// Thins a long series to what a chart `CHART_SIZE.0` pixels wide can show:
+/// the x range is cut into one bucket per pixel column and each bucket keeps
+/// its first, lowest, highest and last point, in their order. The drawn
+/// curve (its envelope and its ends) looks the same, and a long run's SVG
+/// stays small. Short series are returned as they are.
+fn decimate(points: Vec<(f64, f64)>) -> Vec<(f64, f64)> {
+    let buckets = CHART_SIZE.0 as usize;
+    if points.len() <= 4 * buckets {
+        return points;
+    }
+    let (lo, hi) = points
+        .iter()
+        .fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), p| {
+            (lo.min(p.0), hi.max(p.0))
+        });
+    let width = hi - lo;
+    if width <= 0.0 {
+        return points;
+    }
+    let bucket_of = |x: f64| (((x - lo) / width * buckets as f64) as usize).min(buckets - 1);
+    let mut keep = vec![false; points.len()];
+    let mut start = 0;
+    while start < points.len() {
+        let bucket = bucket_of(points.get(start).map_or(lo, |p| p.0));
+        let mut end = start;
+        let (mut min_i, mut max_i) = (start, start);
+        while let Some(p) = points.get(end) {
+            if bucket_of(p.0) != bucket {
+                break;
+            }
+            let y = |i: usize| points.get(i).map_or(p.1, |q| q.1);
+            if p.1 < y(min_i) {
+                min_i = end;
+            }
+            if p.1 > y(max_i) {
+                max_i = end;
+            }
+            end += 1;
+        }
+        for i in [start, min_i, max_i, end - 1] {
+            if let Some(k) = keep.get_mut(i) {
+                *k = true;
+            }
+        }
+        start = end;
+    }
+    points
+        .into_iter()
+        .zip(keep)
+        .filter_map(|(p, k)| k.then_some(p))
+        .collect()
+}
+
 fn charts(records: &[MetricRecord], run_name: &str) -> Vec<Chart> {
     let by_step = |r: &MetricRecord| r.step;
     let by_epoch = |r: &MetricRecord| r.epoch;
     let series = |label, color, markers, points: Vec<(f64, f64)>| {
-        (!points.is_empty()).then_some(Series {
+        (!points.is_empty()).then(|| Series {
             label,
             color,
             markers,
-            points,
+            points: decimate(points),
         })
     };
     let title = |what: &str| {
@@ -374,4 +427,39 @@ fn write_svg(chart: &Chart, path: &Path) -> Result<()> {
         draw(chart, &root).map_err(|e| text_error(path, e))?;
     }
     write_atomic(path, svg.as_bytes())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::decimate;
+
+    #[test]
+    fn decimation_keeps_ends_and_extremes_of_each_pixel_column() -> anyhow::Result<()> {
+        let short: Vec<(f64, f64)> = (0..100).map(|i| (f64::from(i), 0.0)).collect();
+        anyhow::ensure!(decimate(short.clone()) == short, "short series untouched");
+
+        // 100 points per pixel column: a spike up and one down in every column.
+        let n = 100_000;
+        let points: Vec<(f64, f64)> = (0..n)
+            .map(|i| {
+                let y = match i % 100 {
+                    37 => 10.0,
+                    71 => -10.0,
+                    _ => f64::from(i % 7) * 0.01,
+                };
+                (f64::from(i), y)
+            })
+            .collect();
+        let thin = decimate(points.clone());
+        anyhow::ensure!(
+            thin.len() <= 4 * 1000 && thin.len() >= 2000,
+            "{}",
+            thin.len()
+        );
+        anyhow::ensure!(thin.first() == points.first() && thin.last() == points.last());
+        anyhow::ensure!(thin.windows(2).all(|w| w[0].0 < w[1].0), "order kept");
+        let spikes = |p: &[(f64, f64)], y: f64| p.iter().filter(|q| q.1 == y).count();
+        anyhow::ensure!(spikes(&thin, 10.0) == 1000 && spikes(&thin, -10.0) == 1000);
+        Ok(())
+    }
 }

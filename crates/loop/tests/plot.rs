@@ -298,3 +298,25 @@ fn nothing_to_plot_is_an_error() -> Result<()> {
     ensure!(err.contains("metrics.jsonl"), "{err}");
     Ok(())
 }
+
+#[test]
+fn a_long_run_is_thinned_to_the_chart_width() -> Result<()> {
+    let tmp = TempDir::new("long")?;
+    let run = tmp.path().join("run");
+    let mut writer = MetricsWriter::create(&run)?;
+    for step in 1..=20_000u64 {
+        let loss = 1.0 / (step as f64).sqrt() + if step % 1000 == 500 { 3.0 } else { 0.0 };
+        writer.log_step(step, 1, [("loss", loss)])?;
+    }
+    drop(writer);
+    let out = tmp.path().join("out");
+    plot_run(&run, &out)?;
+    let svg = fs::metadata(out.join("loss.svg"))?.len();
+    ensure!(svg < 100_000, "loss.svg is {svg} bytes");
+    let png = decode_png(&fs::read(out.join("loss.png"))?)?;
+    ensure!(
+        png.count_near([31, 119, 180], 10) > 1000,
+        "the curve is drawn"
+    );
+    Ok(())
+}
