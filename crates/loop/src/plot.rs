@@ -54,8 +54,6 @@ struct Chart {
     title: String,
     x_desc: &'static str,
     y_desc: &'static str,
-    /// The x values are whole numbers (epochs): label only those.
-    integer_x: bool,
     /// Where the legend goes: where the curves usually are not.
     legend: SeriesLabelPosition,
     series: Vec<Series>,
@@ -221,7 +219,6 @@ fn charts(records: &[MetricRecord], run_name: &str) -> Vec<Chart> {
             title: title("Loss"),
             x_desc: "step",
             y_desc: "loss",
-            integer_x: false,
             legend: SeriesLabelPosition::UpperRight,
             series: [
                 series(
@@ -246,7 +243,6 @@ fn charts(records: &[MetricRecord], run_name: &str) -> Vec<Chart> {
             title: title("Accuracy"),
             x_desc: "epoch",
             y_desc: "accuracy",
-            integer_x: true,
             legend: SeriesLabelPosition::LowerRight,
             series: series(
                 "test accuracy",
@@ -262,7 +258,6 @@ fn charts(records: &[MetricRecord], run_name: &str) -> Vec<Chart> {
             title: title("Learning rate"),
             x_desc: "step",
             y_desc: "learning rate",
-            integer_x: false,
             legend: SeriesLabelPosition::UpperRight,
             series: series(lr_label, PURPLE, false, lr_points)
                 .into_iter()
@@ -272,7 +267,8 @@ fn charts(records: &[MetricRecord], run_name: &str) -> Vec<Chart> {
 }
 
 /// `[min, max]` of `values` widened by 5% on each side (or around a
-/// single value), so no line lies on the frame.
+/// single value), so no line lies on the frame. `integer` axes (steps,
+/// epochs) get at least a quarter of a unit on each side.
 fn padded_range(values: impl Iterator<Item = f64>, integer: bool) -> (f64, f64) {
     let (lo, hi) = values.fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), v| {
         (lo.min(v), hi.max(v))
@@ -281,23 +277,21 @@ fn padded_range(values: impl Iterator<Item = f64>, integer: bool) -> (f64, f64) 
         return (0.0, 1.0);
     }
     let span = hi - lo;
-    if span > 0.0 {
-        let pad = if integer {
-            0.25 * span.min(4.0)
+    let pad = if span > 0.0 {
+        let pad = 0.05 * span;
+        if integer {
+            pad.max(0.25)
         } else {
-            0.05 * span
-        };
-        (lo - pad, hi + pad)
+            pad
+        }
+    } else if integer {
+        0.5
+    } else if lo != 0.0 {
+        0.1 * lo.abs()
     } else {
-        let pad = if integer {
-            0.5
-        } else if lo != 0.0 {
-            0.1 * lo.abs()
-        } else {
-            1.0
-        };
-        (lo - pad, hi + pad)
-    }
+        1.0
+    };
+    (lo - pad, hi + pad)
 }
 
 fn text_error(path: &Path, err: impl Display) -> Error {
@@ -314,6 +308,19 @@ fn output_error(path: &Path, err: std::io::Error) -> Error {
     ))
 }
 
+/// A y tick label for `v` on an axis spanning `span`, with just enough
+/// decimals to tell neighbouring ticks apart (about a tenth of the span);
+/// tiny spans and large values use scientific notation.
+fn tick_label(v: f64, span: f64) -> String {
+    let span = span.abs().max(f64::MIN_POSITIVE);
+    if span < 1e-3 || v.abs() >= 1e5 {
+        format!("{v:.2e}")
+    } else {
+        let decimals = (-(span / 10.0).log10().floor()).clamp(0.0, 6.0) as usize;
+        format!("{v:.decimals$}")
+    }
+}
+
 /// Draws `chart` on `root`; errors come back as text.
 fn draw<DB: DrawingBackend>(
     chart: &Chart,
@@ -326,7 +333,7 @@ fn draw<DB: DrawingBackend>(
             .series
             .iter()
             .flat_map(|s| s.points.iter().map(|p| p.0)),
-        chart.integer_x,
+        true,
     );
     let (y0, y1) = padded_range(
         chart
@@ -342,27 +349,15 @@ fn draw<DB: DrawingBackend>(
         .y_label_area_size(80)
         .build_cartesian_2d(x0..x1, y0..y1)
         .map_err(|e| text(&e))?;
+    // Steps and epochs are whole numbers: label only whole ticks.
     let x_format = |x: &f64| {
-        if chart.integer_x {
-            if (x - x.round()).abs() < 1e-9 {
-                format!("{}", x.round())
-            } else {
-                String::new()
-            }
+        if (x - x.round()).abs() < 1e-9 {
+            format!("{}", x.round())
         } else {
-            format!("{x}")
+            String::new()
         }
     };
-    let y_format = |y: &f64| {
-        let scale = (y1 - y0).abs().max(f64::MIN_POSITIVE);
-        if scale < 1e-3 || y.abs() >= 1e5 {
-            format!("{y:.2e}")
-        } else {
-            // Enough decimals to tell neighbouring ticks apart.
-            let decimals = (-(scale / 10.0).log10().floor()).clamp(0.0, 6.0) as usize;
-            format!("{y:.decimals$}")
-        }
-    };
+    let y_format = |y: &f64| tick_label(*y, y1 - y0);
     ctx.configure_mesh()
         .x_desc(chart.x_desc)
         .y_desc(chart.y_desc)
