@@ -443,10 +443,21 @@ impl MetricsWriter {
     pub fn log(&mut self, record: &MetricRecord) -> Result<()> {
         check_names(record)?;
         let line = to_line(record)?;
-        self.jsonl
+        let before = self
+            .jsonl
+            .metadata()
+            .map_err(|e| output_error(&self.jsonl_path, "writing", e))?
+            .len();
+        if let Err(e) = self
+            .jsonl
             .write_all(line.as_bytes())
             .and_then(|()| self.jsonl.flush())
-            .map_err(|e| output_error(&self.jsonl_path, "writing", e))?;
+        {
+            // Take back a partly written line (disk full…), so that a later
+            // record does not land after it in the middle of the file.
+            let _ = self.jsonl.set_len(before);
+            return Err(output_error(&self.jsonl_path, "writing", e));
+        }
         let csv = match record.scope {
             Scope::Step => &mut self.step_csv,
             Scope::Epoch => &mut self.epoch_csv,
