@@ -8,7 +8,8 @@
 //! `torch.utils.data.random_split(ds, [n_test, n - n_test], generator=torch.Generator().manual_seed(seed))`:
 //! the permutation is `torch.randperm(n)` on a fresh CPU generator seeded
 //! with `seed` ([`Mt19937`]), the test set is its first
-//! `n_test = round(n * test_fraction)` rows (rounded half away from zero) and
+//! `n_test = round(n * test_fraction)` rows (Python's `round`: halves go to
+//! the even neighbour, so 2.5 gives 2) and
 //! the train set the rest, each in permutation order.
 //!
 //! The parser is a small RFC 4180 reader: fields separated by commas,
@@ -174,7 +175,8 @@ impl CsvData {
                 if n == 1 { "" } else { "s" }
             )));
         }
-        let n_test = (n as f64 * test_fraction).round() as usize;
+        // Python's round(): ties to even.
+        let n_test = (n as f64 * test_fraction).round_ties_even() as usize;
         if n_test == 0 || n_test >= n {
             let empty = if n_test == 0 { "test" } else { "train" };
             return Err(self.error(format!(
