@@ -14,6 +14,9 @@ mod error;
 pub mod idx;
 pub mod loader;
 pub mod metrics;
+pub mod metrics_log;
+pub mod plot;
+pub mod tabular;
 pub mod train;
 pub mod trainer;
 
