@@ -3,16 +3,54 @@
 //! An optimizer is a config plus an object: `SgdConfig { lr: 0.1, ..Default::default() }.build(params)`
 //! validates the hyperparameters with PyTorch's messages and returns an
 //! [`Sgd`] that implements the object-safe [`Optimizer`] trait, so a program
-//! can pick one at run time as a `Box<dyn Optimizer>`. Each update rule is a
-//! plain function ([`sgd::sgd_update`]) separate from the bookkeeping of
-//! groups and state, like torch.optim's functional API.
+//! can pick one at run time as a `Box<dyn Optimizer>` (see [`registry`]).
+//!
+//! Every optimizer except LBFGS is a [`rule::Grouped`] over a config that
+//! implements [`rule::Rule`]: the config carries the hyperparameter table and
+//! a per-tensor update function that performs PyTorch's single-tensor
+//! (default CPU) path operation for operation, so the numbers are PyTorch's
+//! bit for bit; `Grouped` does param groups (also by name pattern), state
+//! keyed by parameter name, skipping parameters without gradients and state
+//! dicts. SGD, Adam and AdamW also have `fused: true`, libtorch's one-pass
+//! multi-tensor kernels (PyTorch's `fused=True` numbers).
+//!
+//! State dicts are saved with [`OptimizerState::save`] as a safetensors file
+//! plus a JSON file, both written atomically.
 #![deny(missing_docs)]
 
+pub mod adadelta;
+pub mod adagrad;
+pub mod adam;
+pub mod adamax;
+pub mod asgd;
+pub mod clip;
 mod error;
+pub mod lbfgs;
+pub mod nadam;
 pub mod optimizer;
+pub mod radam;
+pub mod registry;
+pub mod rmsprop;
+pub mod rprop;
+pub mod rule;
 pub mod sgd;
+mod util;
 
+pub use adadelta::{Adadelta, AdadeltaConfig};
+pub use adagrad::{Adagrad, AdagradConfig};
+pub use adam::{Adam, AdamConfig, AdamW, AdamWConfig};
+pub use adamax::{Adamax, AdamaxConfig};
+pub use asgd::{Asgd, AsgdConfig};
+pub use clip::{clip_grad_norm_, clip_grad_value_};
 pub use error::{Error, Result};
 pub use kiln_tensor::params::NamedParameter;
+pub use lbfgs::{Lbfgs, LbfgsConfig};
+pub use nadam::{NAdam, NAdamConfig};
 pub use optimizer::{Optimizer, OptimizerState};
+pub use radam::{RAdam, RAdamConfig};
+pub use registry::{optimizers, OptimizerRegistry};
+pub use rmsprop::{Rmsprop, RmspropConfig};
+pub use rprop::{Rprop, RpropConfig};
+pub use rule::{glob_match, GroupOverride, Grouped, ParamGroup, ParamState, Rule};
 pub use sgd::{Sgd, SgdConfig};
+pub use util::py_float;

@@ -92,29 +92,14 @@ pub(crate) fn check_group(group: usize, len: usize) -> Result<()> {
 }
 
 /// Errors unless every name in `params` is unique (state is keyed by name).
-pub(crate) fn check_unique_names(params: &[NamedParameter]) -> Result<()> {
+pub(crate) fn check_unique_names(params: &[&NamedParameter]) -> Result<()> {
     let mut names: Vec<&str> = params.iter().map(|p| p.name.as_str()).collect();
     names.sort_unstable();
-    match names.windows(2).find(|w| w[0] == w[1]) {
+    match names.windows(2).find(|w| w.first() == w.get(1)) {
         Some(w) => Err(Error::InvalidArgument(format!(
             "parameter name '{}' appears more than once; optimizer state is keyed by name",
-            w[0]
+            w.first().copied().unwrap_or_default()
         ))),
         None => Ok(()),
     }
-}
-
-/// Finds `key` in a state's tensors and checks its shape against `like`.
-pub(crate) fn state_tensor<'a>(state: &'a OptimizerState, key: &str, like: &Tensor) -> Result<Option<&'a Tensor>> {
-    let Some((_, t)) = state.tensors.iter().find(|(k, _)| k == key) else {
-        return Ok(None);
-    };
-    if t.size() != like.size() {
-        return Err(Error::State(format!(
-            "'{key}' has shape {:?} but the parameter has shape {:?}",
-            t.size(),
-            like.size()
-        )));
-    }
-    Ok(Some(t))
 }

@@ -1,0 +1,204 @@
+"""Records torch.optim trajectories for kiln-optim's golden tests.
+
+Run from the repository root:
+    PYTHONPATH=.libtorch python3 crates/optim/tests/golden/make_golden.py
+
+For every optimizer and flag combination: a small MLP (Linear(4,3), tanh,
+Linear(3,2)) plus one parameter that never receives a gradient, fixed data,
+MSE loss, STEPS steps; the parameters after each step are recorded, in
+float64 and float32. Each case carries the kiln spec string that must build
+the same optimizer. Writes optim_golden.json next to this script.
+"""
+import json
+import math
+import os
+
+import torch
+
+STEPS = 20
+LBFGS_STEPS = 4
+
+# (spec, torch class name, kwargs, overrides)
+# overrides: list of (patterns, hyperparameters) -> extra param groups.
+CASES = [
+    ("sgd:lr=0.05", "SGD", dict(lr=0.05), []),
+    ("sgd:lr=0.05,momentum=0.9", "SGD", dict(lr=0.05, momentum=0.9), []),
+    ("sgd:lr=0.05,momentum=0.9,nesterov=true", "SGD", dict(lr=0.05, momentum=0.9, nesterov=True), []),
+    ("sgd:lr=0.05,momentum=0.8,dampening=0.1,weight_decay=0.01", "SGD",
+     dict(lr=0.05, momentum=0.8, dampening=0.1, weight_decay=0.01), []),
+    ("sgd:lr=0.05,momentum=0.9,maximize=true", "SGD", dict(lr=0.05, momentum=0.9, maximize=True), []),
+    ("sgd:lr=0.05,momentum=0.9,weight_decay=0.1", "SGD", dict(lr=0.05, momentum=0.9, weight_decay=0.1),
+     [(["*.bias"], dict(weight_decay=0.0, lr=0.1))]),
+    ("sgd:lr=0.05,momentum=0.9,fused=true", "SGD", dict(lr=0.05, momentum=0.9, fused=True), []),
+    ("sgd:lr=0.05,momentum=0.9,nesterov=true,weight_decay=0.01,fused=true", "SGD",
+     dict(lr=0.05, momentum=0.9, nesterov=True, weight_decay=0.01, fused=True), []),
+    ("sgd:lr=0.05,fused=true", "SGD", dict(lr=0.05, fused=True), []),
+    ("adam:lr=0.05", "Adam", dict(lr=0.05), []),
+    ("adam:lr=0.05,betas=0.8;0.99,eps=1e-6,amsgrad=true", "Adam",
+     dict(lr=0.05, betas=(0.8, 0.99), eps=1e-6, amsgrad=True), []),
+    ("adam:lr=0.05,weight_decay=0.1", "Adam", dict(lr=0.05, weight_decay=0.1), []),
+    ("adam:lr=0.05,weight_decay=0.1,decoupled_weight_decay=true", "Adam",
+     dict(lr=0.05, weight_decay=0.1, decoupled_weight_decay=True), []),
+    ("adam:lr=0.05,maximize=true", "Adam", dict(lr=0.05, maximize=True), []),
+    ("adam:lr=0.05,fused=true", "Adam", dict(lr=0.05, fused=True), []),
+    ("adam:lr=0.05,amsgrad=true,weight_decay=0.1,fused=true", "Adam",
+     dict(lr=0.05, amsgrad=True, weight_decay=0.1, fused=True), []),
+    ("adamw:lr=0.05", "AdamW", dict(lr=0.05), []),
+    ("adamw:lr=0.05,weight_decay=0.05,amsgrad=true", "AdamW", dict(lr=0.05, weight_decay=0.05, amsgrad=True), []),
+    ("adamw:lr=0.05,maximize=true", "AdamW", dict(lr=0.05, maximize=True), []),
+    ("adamw:lr=0.05,weight_decay=0.1", "AdamW", dict(lr=0.05, weight_decay=0.1),
+     [(["*.bias", "unused"], dict(weight_decay=0.0))]),
+    ("adamw:lr=0.05,weight_decay=0.1,fused=true", "AdamW", dict(lr=0.05, weight_decay=0.1, fused=True), []),
+    ("adagrad:lr=0.1", "Adagrad", dict(lr=0.1), []),
+    ("adagrad:lr=0.1,lr_decay=0.01,weight_decay=0.1,initial_accumulator_value=0.1", "Adagrad",
+     dict(lr=0.1, lr_decay=0.01, weight_decay=0.1, initial_accumulator_value=0.1), []),
+    ("adagrad:lr=0.1,maximize=true", "Adagrad", dict(lr=0.1, maximize=True), []),
+    ("adadelta", "Adadelta", dict(), []),
+    ("adadelta:lr=0.5,rho=0.5,weight_decay=0.1", "Adadelta", dict(lr=0.5, rho=0.5, weight_decay=0.1), []),
+    ("adadelta:maximize=true", "Adadelta", dict(maximize=True), []),
+    ("adamax:lr=0.05", "Adamax", dict(lr=0.05), []),
+    ("adamax:lr=0.05,betas=0.8;0.9,weight_decay=0.1", "Adamax", dict(lr=0.05, betas=(0.8, 0.9), weight_decay=0.1), []),
+    ("adamax:lr=0.05,maximize=true", "Adamax", dict(lr=0.05, maximize=True), []),
+    ("nadam:lr=0.05", "NAdam", dict(lr=0.05), []),
+    ("nadam:lr=0.05,weight_decay=0.1,momentum_decay=0.01", "NAdam",
+     dict(lr=0.05, weight_decay=0.1, momentum_decay=0.01), []),
+    ("nadam:lr=0.05,weight_decay=0.1,decoupled_weight_decay=true", "NAdam",
+     dict(lr=0.05, weight_decay=0.1, decoupled_weight_decay=True), []),
+    ("nadam:lr=0.05,maximize=true", "NAdam", dict(lr=0.05, maximize=True), []),
+    ("radam:lr=0.05", "RAdam", dict(lr=0.05), []),
+    ("radam:lr=0.05,weight_decay=0.1", "RAdam", dict(lr=0.05, weight_decay=0.1), []),
+    ("radam:lr=0.05,weight_decay=0.1,decoupled_weight_decay=true", "RAdam",
+     dict(lr=0.05, weight_decay=0.1, decoupled_weight_decay=True), []),
+    ("radam:lr=0.05,maximize=true", "RAdam", dict(lr=0.05, maximize=True), []),
+    ("rmsprop:lr=0.01", "RMSprop", dict(lr=0.01), []),
+    ("rmsprop:lr=0.01,centered=true", "RMSprop", dict(lr=0.01, centered=True), []),
+    ("rmsprop:lr=0.01,momentum=0.9", "RMSprop", dict(lr=0.01, momentum=0.9), []),
+    ("rmsprop:lr=0.01,alpha=0.9,centered=true,momentum=0.5,weight_decay=0.1", "RMSprop",
+     dict(lr=0.01, alpha=0.9, centered=True, momentum=0.5, weight_decay=0.1), []),
+    ("rmsprop:lr=0.01,maximize=true", "RMSprop", dict(lr=0.01, maximize=True), []),
+    ("rprop:lr=0.01", "Rprop", dict(lr=0.01), []),
+    ("rprop:lr=0.01,etas=0.3;1.5,step_sizes=0.001;0.02", "Rprop",
+     dict(lr=0.01, etas=(0.3, 1.5), step_sizes=(0.001, 0.02)), []),
+    ("rprop:lr=0.01,maximize=true", "Rprop", dict(lr=0.01, maximize=True), []),
+    ("asgd:lr=0.05", "ASGD", dict(lr=0.05), []),
+    ("asgd:lr=0.05,lambd=0.01,alpha=0.5,t0=5,weight_decay=0.1", "ASGD",
+     dict(lr=0.05, lambd=0.01, alpha=0.5, t0=5, weight_decay=0.1), []),
+    ("asgd:lr=0.05,t0=3,maximize=true", "ASGD", dict(lr=0.05, t0=3, maximize=True), []),
+]
+
+LBFGS_CASES = [
+    ("lbfgs", dict()),
+    ("lbfgs:lr=0.5,max_iter=5,history_size=3", dict(lr=0.5, max_iter=5, history_size=3)),
+    ("lbfgs:line_search_fn=strong_wolfe", dict(line_search_fn="strong_wolfe")),
+    ("lbfgs:line_search_fn=strong_wolfe,max_iter=7,history_size=2,tolerance_change=1e-12", dict(
+        line_search_fn="strong_wolfe", max_iter=7, history_size=2, tolerance_change=1e-12)),
+]
+
+
+def data(dtype):
+    x = torch.tensor([[math.sin(0.7 * i + 0.3 * j) for j in range(4)] for i in range(8)], dtype=dtype)
+    y = torch.tensor([[math.cos(0.5 * i - 0.9 * j) for j in range(2)] for i in range(8)], dtype=dtype)
+    return x, y
+
+
+def init_params(dtype):
+    def mat(r, c, s):
+        return torch.tensor([[math.sin(s + 1.3 * i + 0.71 * j) * 0.5 for j in range(c)] for i in range(r)],
+                            dtype=dtype)
+
+    def vec(n, s):
+        return torch.tensor([math.cos(s + 0.9 * i) * 0.1 for i in range(n)], dtype=dtype)
+
+    return [("0.weight", mat(3, 4, 0.1)), ("0.bias", vec(3, 0.2)), ("unused", vec(2, 0.5)),
+            ("2.weight", mat(2, 3, 0.3)), ("2.bias", vec(2, 0.4))]
+
+
+def loss_fn(params, x, y):
+    p = dict(params)
+    h = torch.tanh(torch.nn.functional.linear(x, p["0.weight"], p["0.bias"]))
+    out = torch.nn.functional.linear(h, p["2.weight"], p["2.bias"])
+    return torch.nn.functional.mse_loss(out, y)
+
+
+def flat(params):
+    return [v for _, p in params for v in p.detach().reshape(-1).tolist()]
+
+
+def make_groups(params, overrides):
+    if not overrides:
+        return [p for _, p in params]
+    import fnmatch
+    groups = [{"params": []}] + [dict(hp, params=[]) for _, hp in overrides]
+    for name, p in params:
+        slot = 0
+        for i, (pats, _) in enumerate(overrides):
+            if any(fnmatch.fnmatchcase(name, pat) for pat in pats):
+                slot = i + 1
+                break
+        groups[slot]["params"].append(p)
+    return groups
+
+
+def run(cls, kwargs, overrides, dtype):
+    torch.set_default_dtype(dtype)
+    x, y = data(dtype)
+    params = [(n, t.clone().requires_grad_(True)) for n, t in init_params(dtype)]
+    opt = getattr(torch.optim, cls)(make_groups(params, overrides), **kwargs)
+    traj = []
+    for _ in range(STEPS):
+        opt.zero_grad()
+        loss = loss_fn(params, x, y)
+        loss.backward()
+        opt.step()
+        traj.append(flat(params))
+    torch.set_default_dtype(torch.float32)
+    return traj
+
+
+def run_lbfgs(kwargs, dtype):
+    torch.set_default_dtype(dtype)
+    x, y = data(dtype)
+    params = [(n, t.clone().requires_grad_(True)) for n, t in init_params(dtype)]
+    opt = torch.optim.LBFGS([p for _, p in params], **kwargs)
+    traj, losses = [], []
+
+    def closure():
+        opt.zero_grad()
+        loss = loss_fn(params, x, y)
+        loss.backward()
+        return loss
+
+    for _ in range(LBFGS_STEPS):
+        losses.append(float(opt.step(closure)))
+        traj.append(flat(params))
+    torch.set_default_dtype(torch.float32)
+    return traj, losses
+
+
+def main():
+    torch.set_num_threads(1)
+    out = {"torch": torch.__version__, "steps": STEPS, "cases": [], "lbfgs": []}
+    for spec, cls, kwargs, overrides in CASES:
+        case = {"spec": spec, "overrides": [{"patterns": p, "hyperparameters": h} for p, h in overrides]}
+        for key, dtype in (("f64", torch.float64), ("f32", torch.float32)):
+            case[key] = run(cls, kwargs, overrides, dtype)
+        out["cases"].append(case)
+    for spec, kwargs in LBFGS_CASES:
+        case = {"spec": spec}
+        for key, dtype in (("f64", torch.float64), ("f32", torch.float32)):
+            case[key], case[key + "_loss"] = run_lbfgs(kwargs, dtype)
+        out["lbfgs"].append(case)
+    init = {}
+    for key, dtype in (("f64", torch.float64), ("f32", torch.float32)):
+        x, y = data(dtype)
+        init[key] = {"x": x.reshape(-1).tolist(), "y": y.reshape(-1).tolist(),
+                     "params": [[n, list(t.shape), t.reshape(-1).tolist()] for n, t in init_params(dtype)]}
+    out["init"] = init
+    path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "optim_golden.json")
+    with open(path, "w") as f:
+        json.dump(out, f, separators=(",", ":"))
+    print(f"wrote {path}: {os.path.getsize(path)} bytes, {len(out['cases'])} cases + {len(out['lbfgs'])} lbfgs")
+
+
+if __name__ == "__main__":
+    main()
