@@ -135,14 +135,15 @@ impl Rule for SgdConfig {
     }
 
     fn validate(&self) -> Result<()> {
-        // `not 0.0 <= x` is also true for NaN, as in PyTorch.
-        if !(self.lr >= 0.0) {
+        // SGD checks `x < 0.0` (so NaN passes), unlike the other optimizers'
+        // `not 0.0 <= x`; kiln mirrors each.
+        if self.lr < 0.0 {
             return invalid(format!("Invalid learning rate: {}", py_float(self.lr)));
         }
-        if !(self.momentum >= 0.0) {
+        if self.momentum < 0.0 {
             return invalid(format!("Invalid momentum value: {}", py_float(self.momentum)));
         }
-        if !(self.weight_decay >= 0.0) {
+        if self.weight_decay < 0.0 {
             return invalid(format!("Invalid weight_decay value: {}", py_float(self.weight_decay)));
         }
         if self.nesterov && (self.momentum <= 0.0 || self.dampening != 0.0) {

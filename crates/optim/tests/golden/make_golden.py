@@ -95,6 +95,36 @@ LBFGS_CASES = [
 ]
 
 
+# Invalid hyperparameters: kiln must refuse them with PyTorch's message.
+ERRORS = [
+    ("sgd:lr=-1", "SGD", dict(lr=-1.0)),
+    ("sgd:momentum=-0.5", "SGD", dict(momentum=-0.5)),
+    ("sgd:weight_decay=-1e-5", "SGD", dict(weight_decay=-1e-5)),
+    ("sgd:nesterov=true", "SGD", dict(nesterov=True)),
+    ("adam:lr=nan", "Adam", dict(lr=float("nan"))),
+    ("adam:lr=-0.001", "Adam", dict(lr=-0.001)),
+    ("adam:eps=-1e-8", "Adam", dict(eps=-1e-8)),
+    ("adam:betas=1.0;0.999", "Adam", dict(betas=(1.0, 0.999))),
+    ("adam:betas=0.9;-0.1", "Adam", dict(betas=(0.9, -0.1))),
+    ("adam:weight_decay=-0.1", "Adam", dict(weight_decay=-0.1)),
+    ("adamw:betas=0.9;1.5", "AdamW", dict(betas=(0.9, 1.5))),
+    ("adagrad:lr_decay=-1", "Adagrad", dict(lr_decay=-1.0)),
+    ("adagrad:initial_accumulator_value=-0.1", "Adagrad", dict(initial_accumulator_value=-0.1)),
+    ("adagrad:eps=-1", "Adagrad", dict(eps=-1.0)),
+    ("adadelta:rho=1.5", "Adadelta", dict(rho=1.5)),
+    ("adadelta:eps=-1", "Adadelta", dict(eps=-1.0)),
+    ("adamax:betas=-0.1;0.9", "Adamax", dict(betas=(-0.1, 0.9))),
+    ("nadam:momentum_decay=-0.004", "NAdam", dict(momentum_decay=-0.004)),
+    ("radam:weight_decay=-1", "RAdam", dict(weight_decay=-1.0)),
+    ("rmsprop:alpha=-0.5", "RMSprop", dict(alpha=-0.5)),
+    ("rmsprop:momentum=-0.9", "RMSprop", dict(momentum=-0.9)),
+    ("rprop:etas=0.5;0.9", "Rprop", dict(etas=(0.5, 0.9))),
+    ("rprop:etas=1.5;2.0", "Rprop", dict(etas=(1.5, 2.0))),
+    ("asgd:weight_decay=-0.01", "ASGD", dict(weight_decay=-0.01)),
+    ("lbfgs:lr=-1", "LBFGS", dict(lr=-1.0)),
+]
+
+
 def data(dtype):
     x = torch.tensor([[math.sin(0.7 * i + 0.3 * j) for j in range(4)] for i in range(8)], dtype=dtype)
     y = torch.tensor([[math.cos(0.5 * i - 0.9 * j) for j in range(2)] for i in range(8)], dtype=dtype)
@@ -122,6 +152,19 @@ def loss_fn(params, x, y):
 
 def flat(params):
     return [v for _, p in params for v in p.detach().reshape(-1).tolist()]
+
+
+def grads_at_init(dtype):
+    torch.set_default_dtype(dtype)
+    x, y = data(dtype)
+    params = [(n, t.clone().requires_grad_(True)) for n, t in init_params(dtype)]
+    loss_fn(params, x, y).backward()
+    torch.set_default_dtype(torch.float32)
+    return params
+
+
+def grads_flat(params):
+    return [v for _, p in params if p.grad is not None for v in p.grad.reshape(-1).tolist()]
 
 
 def make_groups(params, overrides):
@@ -188,6 +231,26 @@ def main():
         for key, dtype in (("f64", torch.float64), ("f32", torch.float32)):
             case[key], case[key + "_loss"] = run_lbfgs(kwargs, dtype)
         out["lbfgs"].append(case)
+    out["clip"] = []
+    for max_norm, norm_type in ((0.1, 2.0), (0.05, 1.0), (0.02, math.inf), (0.1, 0.5), (0.1, 3.0), (100.0, 2.0)):
+        case = {"max_norm": max_norm, "norm_type": "inf" if math.isinf(norm_type) else norm_type}
+        for key, dtype in (("f64", torch.float64), ("f32", torch.float32)):
+            params = grads_at_init(dtype)
+            total = torch.nn.utils.clip_grad_norm_([p for _, p in params], max_norm, norm_type)
+            case[key] = {"total_norm": float(total), "grads": grads_flat(params)}
+        out["clip"].append(case)
+    out["clip_value"] = {}
+    for key, dtype in (("f64", torch.float64), ("f32", torch.float32)):
+        params = grads_at_init(dtype)
+        torch.nn.utils.clip_grad_value_([p for _, p in params], 0.05)
+        out["clip_value"][key] = grads_flat(params)
+    out["errors"] = []
+    for spec, cls, kwargs in ERRORS:
+        try:
+            getattr(torch.optim, cls)([torch.zeros(2, requires_grad=True)], **kwargs)
+            raise SystemExit(f"{spec} did not fail")
+        except ValueError as e:
+            out["errors"].append({"spec": spec, "message": str(e)})
     init = {}
     for key, dtype in (("f64", torch.float64), ("f32", torch.float32)):
         x, y = data(dtype)
