@@ -19,6 +19,7 @@
 #![deny(missing_docs)]
 
 pub mod adadelta;
+pub mod adafactor;
 pub mod adagrad;
 pub mod adam;
 pub mod adamax;
@@ -26,6 +27,7 @@ pub mod asgd;
 pub mod clip;
 mod error;
 pub mod lbfgs;
+pub mod muon;
 pub mod nadam;
 pub mod optimizer;
 pub mod radam;
@@ -37,6 +39,7 @@ pub mod sgd;
 mod util;
 
 pub use adadelta::{Adadelta, AdadeltaConfig};
+pub use adafactor::{Adafactor, AdafactorConfig};
 pub use adagrad::{Adagrad, AdagradConfig};
 pub use adam::{Adam, AdamConfig, AdamW, AdamWConfig};
 pub use adamax::{Adamax, AdamaxConfig};
@@ -45,6 +48,7 @@ pub use clip::{clip_grad_norm_, clip_grad_value_};
 pub use error::{Error, Result};
 pub use kiln_tensor::params::NamedParameter;
 pub use lbfgs::{Lbfgs, LbfgsConfig};
+pub use muon::{Muon, MuonConfig};
 pub use nadam::{NAdam, NAdamConfig};
 pub use optimizer::{Optimizer, OptimizerState};
 pub use radam::{RAdam, RAdamConfig};

@@ -38,24 +38,27 @@ pub fn config_from_spec<C: Rule + Default>(spec: &mut Spec) -> Result<C> {
     for &h in C::HYPERPARAMETERS {
         if let Some(base) = h.strip_suffix(".0") {
             accepted.push(base.to_string());
+            let parts = tuple_len::<C>(base);
             if let Some(list) = spec.f64_list(base)? {
-                let [a, b] = list.as_slice() else {
+                if list.len() != parts {
                     return Err(Error::InvalidArgument(format!(
-                        "{}: option {base} needs two values written a;b, got {}",
+                        "{}: option {base} needs {parts} values written a;b{}, got {}",
                         C::NAME,
+                        if parts == 3 { ";c" } else { "" },
                         list.len()
                     )));
-                };
-                cfg.set(&format!("{base}.0"), *a);
-                cfg.set(&format!("{base}.1"), *b);
+                }
+                for (i, v) in list.iter().enumerate() {
+                    cfg.set(&format!("{base}.{i}"), *v);
+                }
             }
             continue;
         }
-        if h.ends_with(".1") {
+        if is_tuple_tail(h) {
             continue;
         }
         accepted.push(h.to_string());
-        let is_bool = matches!(cfg.get(h), Some(v) if v == 0.0 || v == 1.0) && BOOLS.contains(&h);
+        let is_bool = BOOLS.contains(&h);
         let value = if is_bool { spec.bool(h)?.map(|b| f64::from(u8::from(b))) } else { spec.f64(h)? };
         if let Some(v) = value {
             cfg.set(h, v);
@@ -67,6 +70,16 @@ pub fn config_from_spec<C: Rule + Default>(spec: &mut Spec) -> Result<C> {
     Ok(cfg)
 }
 
+/// How many `base.N` entries a rule's table has.
+fn tuple_len<C: Rule>(base: &str) -> usize {
+    C::HYPERPARAMETERS.iter().filter(|h| h.strip_prefix(base).and_then(|r| r.strip_prefix('.')).is_some()).count()
+}
+
+/// `x.1`, `x.2`… (the tail of a tuple hyperparameter).
+fn is_tuple_tail(h: &str) -> bool {
+    h.rsplit_once('.').is_some_and(|(_, i)| i != "0" && i.chars().all(|c| c.is_ascii_digit()))
+}
+
 const BOOLS: &[&str] =
     &["nesterov", "maximize", "amsgrad", "centered", "decoupled_weight_decay", "fused", "nesterov_momentum"];
 
@@ -74,13 +87,14 @@ fn describe_options<C: Rule + Default>() -> String {
     let cfg = C::default();
     let mut out = Vec::new();
     for &h in C::HYPERPARAMETERS {
-        if h.ends_with(".1") {
+        if is_tuple_tail(h) {
             continue;
         }
         if let Some(base) = h.strip_suffix(".0") {
-            let a = cfg.get(h).map_or_else(String::new, py_float);
-            let b = cfg.get(&format!("{base}.1")).map_or_else(String::new, py_float);
-            out.push(format!("{base}={a};{b}"));
+            let values: Vec<String> = (0..tuple_len::<C>(base))
+                .map(|i| cfg.get(&format!("{base}.{i}")).map_or_else(String::new, |v| if v.is_nan() { "none".into() } else { py_float(v) }))
+                .collect();
+            out.push(format!("{base}={}", values.join(";")));
         } else if BOOLS.contains(&h) {
             out.push(format!("{h}={}", cfg.get(h).is_some_and(|v| v != 0.0)));
         } else {
@@ -166,6 +180,8 @@ pub fn optimizers() -> OptimizerRegistry {
     r.register_rule::<crate::RmspropConfig>();
     r.register_rule::<crate::RpropConfig>();
     r.register_rule::<crate::AsgdConfig>();
+    r.register_rule::<crate::AdafactorConfig>();
+    r.register_rule::<crate::MuonConfig>();
     crate::lbfgs::register(&mut r);
     r
 }

@@ -108,6 +108,11 @@ pub trait Rule: Clone + std::fmt::Debug + Serialize + DeserializeOwned + Send + 
         Ok(())
     }
 
+    /// Checks that this rule can optimize `param` (Muon: 2-D only).
+    fn check_param(&self, _param: &NamedParameter) -> Result<()> {
+        Ok(())
+    }
+
     /// The shape buffer `buffer` has for `param` (the parameter's, by default).
     fn buffer_shape(&self, _buffer: &str, param: &Tensor) -> Vec<i64> {
         param.size()
@@ -213,6 +218,9 @@ impl<C: Rule> Grouped<C> {
         check_unique_names(&all)?;
         for g in &groups {
             g.config.validate()?;
+            for p in &g.params {
+                g.config.check_param(p)?;
+            }
         }
         let states = groups.iter().map(|g| g.params.iter().map(|_| None).collect()).collect();
         Ok(Self { groups, states })

@@ -117,3 +117,11 @@ pub fn tolerance(dtype: &str) -> f64 {
 }
 
 pub const CPU: Device = Device::Cpu;
+
+/// The parameters a case gives its optimizer (all unless it lists some).
+pub fn only(case: &Value, params: Vec<NamedParameter>) -> Vec<NamedParameter> {
+    match case["params"].as_array() {
+        Some(names) => params.into_iter().filter(|p| names.iter().any(|n| n.as_str() == Some(p.name.as_str()))).collect(),
+        None => params,
+    }
+}

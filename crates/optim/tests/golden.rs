@@ -21,7 +21,7 @@ fn every_optimizer_matches_pytorch() -> Result<()> {
             let params = params(&g, dtype)?;
             let (x, y) = data(&g, dtype)?;
             let handles: Vec<_> = params.iter().map(|p| kiln_optim::NamedParameter { name: p.name.clone(), tensor: p.tensor.shallow_clone() }).collect();
-            let mut opt = registry.build_with_overrides(spec, handles, &overrides(case)?)?;
+            let mut opt = registry.build_with_overrides(spec, only(case, handles), &overrides(case)?)?;
             let traj = case[dtype].as_array().ok_or_else(|| anyhow!("no trajectory"))?;
             for (step, want) in traj.iter().enumerate() {
                 opt.zero_grad()?;

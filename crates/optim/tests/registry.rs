@@ -48,7 +48,7 @@ fn specs_parse_pairs_bools_and_reject_unknown_options() -> Result<()> {
     let err = r.build("sgd:lr=0.1,mommentum=0.9", params(&g, "f32")?).err().map(|e| e.to_string()).unwrap_or_default();
     ensure!(err.contains("unknown option(s) mommentum") && err.contains("momentum"), "{err}");
     let err = r.build("adam:betas=0.9", params(&g, "f32")?).err().map(|e| e.to_string()).unwrap_or_default();
-    ensure!(err.contains("betas needs two values"), "{err}");
+    ensure!(err.contains("betas needs 2 values"), "{err}");
     let err = r.build("adamm", params(&g, "f32")?).err().map(|e| e.to_string()).unwrap_or_default();
     ensure!(err.contains("unknown optimizer 'adamm'") && err.contains("adamw"), "{err}");
     let err = r.build("sgd:nesterov=maybe", params(&g, "f32")?).err().map(|e| e.to_string()).unwrap_or_default();

@@ -40,7 +40,7 @@ fn save_load_continue_is_bitwise_for_every_optimizer() -> Result<()> {
             let traj = case[dtype].as_array().ok_or_else(|| anyhow!("no trajectory"))?;
             let (x, y) = data(&g, dtype)?;
             let params = params(&g, dtype)?;
-            let mut opt = registry.build_with_overrides(spec, handles(&params), &ov)?;
+            let mut opt = registry.build_with_overrides(spec, only(case, handles(&params)), &ov)?;
             let k = 7;
             for _ in 0..k {
                 opt.zero_grad()?;
@@ -52,7 +52,7 @@ fn save_load_continue_is_bitwise_for_every_optimizer() -> Result<()> {
             // A new process would rebuild the model from its checkpoint and the
             // optimizer from the same spec, then load the state.
             let resumed = copy_params(&params)?;
-            let mut opt = registry.build_with_overrides(spec, handles(&resumed), &ov)?;
+            let mut opt = registry.build_with_overrides(spec, only(case, handles(&resumed)), &ov)?;
             opt.load_state_dict(&OptimizerState::load(&dir)?)?;
             for (step, want) in traj.iter().enumerate().skip(k) {
                 opt.zero_grad()?;

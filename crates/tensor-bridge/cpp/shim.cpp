@@ -195,4 +195,14 @@ char *kiln_vector_norm(tensor self, double ord, tensor *out) {
   KILN_TRY(*out = new at::Tensor(at::linalg_vector_norm(*self, ord)))
 }
 
+// out = torch.linalg.vector_norm(self, ord, dim=[dim], keepdim=keepdim)
+char *kiln_vector_norm_dim(tensor self, double ord, int64_t dim, int keepdim, tensor *out) {
+  KILN_TRY(*out = new at::Tensor(at::linalg_vector_norm(*self, ord, at::IntArrayRef{dim}, keepdim != 0)))
+}
+
+// out = torch.addmm(self, mat1, mat2, beta=beta, alpha=alpha)
+char *kiln_addmm(tensor self, tensor mat1, tensor mat2, double beta, double alpha, tensor *out) {
+  KILN_TRY(*out = new at::Tensor(at::addmm(*self, *mat1, *mat2, beta, alpha)))
+}
+
 }  // extern "C"

@@ -113,6 +113,22 @@ pub fn vector_norm(tensor: &Tensor, ord: f64) -> Result<Tensor> {
     owned(out)
 }
 
+/// `torch.linalg.vector_norm(tensor, ord, dim=[dim], keepdim=keepdim)`.
+pub fn vector_norm_dim(tensor: &Tensor, ord: f64, dim: i64, keepdim: bool) -> Result<Tensor> {
+    let mut out = std::ptr::null_mut();
+    // SAFETY: the input is live; `out` receives a tensor we then own.
+    check(unsafe { shim::kiln_vector_norm_dim(raw(tensor), ord, dim, i32::from(keepdim), &mut out) })?;
+    owned(out)
+}
+
+/// `torch.addmm(tensor, mat1, mat2, beta=beta, alpha=alpha)`: `β·tensor + α·mat1 @ mat2`.
+pub fn addmm(tensor: &Tensor, mat1: &Tensor, mat2: &Tensor, beta: f64, alpha: f64) -> Result<Tensor> {
+    let mut out = std::ptr::null_mut();
+    // SAFETY: inputs are live; `out` receives a tensor we then own.
+    check(unsafe { shim::kiln_addmm(raw(tensor), raw(mat1), raw(mat2), beta, alpha, &mut out) })?;
+    owned(out)
+}
+
 /// Hyperparameters of [`fused_sgd_`], as `torch._fused_sgd_` takes them.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct FusedSgd {

@@ -55,6 +55,21 @@ extern "C" {
         outs: *mut *mut C_tensor,
     ) -> *mut c_char;
     pub(crate) fn kiln_vector_norm(this: *mut C_tensor, ord: f64, out: *mut *mut C_tensor) -> *mut c_char;
+    pub(crate) fn kiln_vector_norm_dim(
+        this: *mut C_tensor,
+        ord: f64,
+        dim: i64,
+        keepdim: c_int,
+        out: *mut *mut C_tensor,
+    ) -> *mut c_char;
+    pub(crate) fn kiln_addmm(
+        this: *mut C_tensor,
+        mat1: *mut C_tensor,
+        mat2: *mut C_tensor,
+        beta: f64,
+        alpha: f64,
+        out: *mut *mut C_tensor,
+    ) -> *mut c_char;
     pub(crate) fn kiln_fused_sgd_(
         params: *const *mut C_tensor,
         grads: *const *mut C_tensor,

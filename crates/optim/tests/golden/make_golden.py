@@ -84,6 +84,14 @@ CASES = [
     ("asgd:lr=0.05,lambd=0.01,alpha=0.5,t0=5,weight_decay=0.1", "ASGD",
      dict(lr=0.05, lambd=0.01, alpha=0.5, t0=5, weight_decay=0.1), []),
     ("asgd:lr=0.05,t0=3,maximize=true", "ASGD", dict(lr=0.05, t0=3, maximize=True), []),
+    ("adafactor:lr=0.05", "Adafactor", dict(lr=0.05), []),
+    ("adafactor:lr=0.05,weight_decay=0.1,beta2_decay=-0.5,d=2.0", "Adafactor",
+     dict(lr=0.05, weight_decay=0.1, beta2_decay=-0.5, d=2.0), []),
+    ("adafactor:lr=0.05,eps=1e-4;1e-2,maximize=true", "Adafactor", dict(lr=0.05, eps=(1e-4, 1e-2), maximize=True), []),
+    ("muon:lr=0.05", "Muon", dict(lr=0.05), [], ["0.weight", "2.weight"]),
+    ("muon:lr=0.05,nesterov=false,momentum=0.9,weight_decay=0,ns_steps=3,adjust_lr_fn=1", "Muon",
+     dict(lr=0.05, nesterov=False, momentum=0.9, weight_decay=0.0, ns_steps=3, adjust_lr_fn="match_rms_adamw"), [],
+     ["0.weight", "2.weight"]),
 ]
 
 LBFGS_CASES = [
@@ -122,6 +130,10 @@ ERRORS = [
     ("rprop:etas=1.5;2.0", "Rprop", dict(etas=(1.5, 2.0))),
     ("asgd:weight_decay=-0.01", "ASGD", dict(weight_decay=-0.01)),
     ("lbfgs:lr=-1", "LBFGS", dict(lr=-1.0)),
+    ("adafactor:beta2_decay=0.5", "Adafactor", dict(beta2_decay=0.5)),
+    ("adafactor:d=0.5", "Adafactor", dict(d=0.5)),
+    ("adafactor:eps=-1;0.001", "Adafactor", dict(eps=(-1.0, 1e-3))),
+    ("muon:momentum=-1", "Muon", dict(momentum=-1.0)),
 ]
 
 
@@ -182,11 +194,12 @@ def make_groups(params, overrides):
     return groups
 
 
-def run(cls, kwargs, overrides, dtype):
+def run(cls, kwargs, overrides, dtype, only=None):
     torch.set_default_dtype(dtype)
     x, y = data(dtype)
     params = [(n, t.clone().requires_grad_(True)) for n, t in init_params(dtype)]
-    opt = getattr(torch.optim, cls)(make_groups(params, overrides), **kwargs)
+    chosen = [(n, p) for n, p in params if only is None or n in only]
+    opt = getattr(torch.optim, cls)(make_groups(chosen, overrides), **kwargs)
     traj = []
     for _ in range(STEPS):
         opt.zero_grad()
@@ -221,10 +234,13 @@ def run_lbfgs(kwargs, dtype):
 def main():
     torch.set_num_threads(1)
     out = {"torch": torch.__version__, "steps": STEPS, "cases": [], "lbfgs": []}
-    for spec, cls, kwargs, overrides in CASES:
+    for spec, cls, kwargs, overrides, *only in CASES:
+        only = only[0] if only else None
         case = {"spec": spec, "overrides": [{"patterns": p, "hyperparameters": h} for p, h in overrides]}
+        if only is not None:
+            case["params"] = only
         for key, dtype in (("f64", torch.float64), ("f32", torch.float32)):
-            case[key] = run(cls, kwargs, overrides, dtype)
+            case[key] = run(cls, kwargs, overrides, dtype, only)
         out["cases"].append(case)
     for spec, kwargs in LBFGS_CASES:
         case = {"spec": spec}
