@@ -36,6 +36,7 @@ pub mod rmsprop;
 pub mod rprop;
 pub mod rule;
 pub mod sgd;
+pub mod sparse_adam;
 mod util;
 
 pub use adadelta::{Adadelta, AdadeltaConfig};
@@ -57,4 +58,5 @@ pub use rmsprop::{Rmsprop, RmspropConfig};
 pub use rprop::{Rprop, RpropConfig};
 pub use rule::{glob_match, GroupOverride, Grouped, ParamGroup, ParamState, Rule};
 pub use sgd::{Sgd, SgdConfig};
+pub use sparse_adam::{SparseAdam, SparseAdamConfig};
 pub use util::py_float;

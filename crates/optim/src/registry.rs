@@ -182,6 +182,7 @@ pub fn optimizers() -> OptimizerRegistry {
     r.register_rule::<crate::AsgdConfig>();
     r.register_rule::<crate::AdafactorConfig>();
     r.register_rule::<crate::MuonConfig>();
+    r.register_rule::<crate::SparseAdamConfig>();
     crate::lbfgs::register(&mut r);
     r
 }

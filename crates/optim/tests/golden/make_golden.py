@@ -134,6 +134,8 @@ ERRORS = [
     ("adafactor:d=0.5", "Adafactor", dict(d=0.5)),
     ("adafactor:eps=-1;0.001", "Adafactor", dict(eps=(-1.0, 1e-3))),
     ("muon:momentum=-1", "Muon", dict(momentum=-1.0)),
+    ("sparse_adam:lr=0", "SparseAdam", dict(lr=0.0)),
+    ("sparse_adam:eps=0", "SparseAdam", dict(eps=0.0)),
 ]
 
 
@@ -211,6 +213,37 @@ def run(cls, kwargs, overrides, dtype, only=None):
     return traj
 
 
+SPARSE_CASES = [
+    ("sparse_adam:lr=0.05", dict(lr=0.05)),
+    ("sparse_adam:lr=0.05,betas=0.8;0.99,eps=1e-6,maximize=true", dict(lr=0.05, betas=(0.8, 0.99), eps=1e-6,
+                                                                         maximize=True)),
+]
+SPARSE_INDICES = [[1, 3, 3, 7], [0, 1, 9, 3], [5, 5, 2, 8]]
+
+
+def sparse_weight(dtype):
+    return torch.tensor([[math.sin(0.37 * i + 0.11 * j) for j in range(3)] for i in range(10)], dtype=dtype)
+
+
+def run_sparse(kwargs, dtype):
+    """An embedding bag with sparse gradients (nn.Embedding(sparse=True))."""
+    torch.set_default_dtype(dtype)
+    w = sparse_weight(dtype).requires_grad_(True)
+    idx = torch.tensor(SPARSE_INDICES)
+    target = torch.tensor([[0.5, -0.5, 1.0], [1.0, 0.0, -1.0], [-0.5, 0.25, 0.75]], dtype=dtype)
+    opt = torch.optim.SparseAdam([w], **kwargs)
+    traj = []
+    for _ in range(STEPS):
+        opt.zero_grad()
+        emb = torch.nn.functional.embedding(idx, w, sparse=True)
+        loss = torch.nn.functional.mse_loss(emb.sum(1), target)
+        loss.backward()
+        opt.step()
+        traj.append(w.detach().reshape(-1).tolist())
+    torch.set_default_dtype(torch.float32)
+    return traj
+
+
 def run_lbfgs(kwargs, dtype):
     torch.set_default_dtype(dtype)
     x, y = data(dtype)
@@ -247,6 +280,12 @@ def main():
         for key, dtype in (("f64", torch.float64), ("f32", torch.float32)):
             case[key], case[key + "_loss"] = run_lbfgs(kwargs, dtype)
         out["lbfgs"].append(case)
+    out["sparse"] = []
+    for spec, kwargs in SPARSE_CASES:
+        case = {"spec": spec}
+        for key, dtype in (("f64", torch.float64), ("f32", torch.float32)):
+            case[key] = run_sparse(kwargs, dtype)
+        out["sparse"].append(case)
     out["clip"] = []
     for max_norm, norm_type in ((0.1, 2.0), (0.05, 1.0), (0.02, math.inf), (0.1, 0.5), (0.1, 3.0), (100.0, 2.0)):
         case = {"max_norm": max_norm, "norm_type": "inf" if math.isinf(norm_type) else norm_type}
