@@ -8,7 +8,10 @@ fn main() {
         panic!("torch-sys did not report a libtorch lib dir; run scripts/setup.sh (or `make setup`) first");
     };
     let lib = PathBuf::from(lib);
-    let root = lib.parent().map(PathBuf::from).unwrap_or_else(|| lib.clone());
+    let root = lib
+        .parent()
+        .map(PathBuf::from)
+        .unwrap_or_else(|| lib.clone());
     let mut build = cc::Build::new();
     build
         .cpp(true)

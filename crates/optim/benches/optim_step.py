@@ -53,17 +53,21 @@ def main():
         print(json.dumps({"impl": "torch", "optimizer": name, "path": path, "threads": threads,
                           "tensors": tensors, "numel": numel, "seconds": [round(t, 6) for t in times]}))
         del opt
-    # Copy bandwidth: bytes read + written per second by copy_ of 40 MB buffers.
-    src = torch.randn(tensors * numel)
-    dst = torch.empty_like(src)
+    # Copy bandwidth on the step's own footprint: dst_i.copy_(src_i) over the
+    # same 100 tensors of `numel` values (bytes counted: read + write).
+    srcs = [torch.randn(numel) for _ in range(tensors)]
+    dsts = [torch.empty_like(s) for s in srcs]
+    def copy_all():
+        for d, s in zip(dsts, srcs):
+            d.copy_(s)
     for _ in range(3):
-        dst.copy_(src)
+        copy_all()
     times = []
     for _ in range(steps):
         t0 = time.perf_counter()
-        dst.copy_(src)
+        copy_all()
         times.append(time.perf_counter() - t0)
-    print(json.dumps({"impl": "copy", "bytes": 2 * src.numel() * 4, "seconds": [round(t, 6) for t in times]}))
+    print(json.dumps({"impl": "copy", "bytes": 2 * tensors * numel * 4, "seconds": [round(t, 6) for t in times]}))
 
 
 if __name__ == "__main__":

@@ -14,7 +14,10 @@ use std::time::Instant;
 type Res<T> = Result<T, Box<dyn std::error::Error>>;
 
 fn env(name: &str, default: usize) -> usize {
-    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
 }
 
 fn model(tensors: usize, numel: usize) -> Res<Vec<NamedParameter>> {
@@ -22,7 +25,8 @@ fn model(tensors: usize, numel: usize) -> Res<Vec<NamedParameter>> {
     let mut params = Vec::with_capacity(tensors);
     let mut loss: Option<Tensor> = None;
     for i in 0..tensors {
-        let p = Tensor::f_randn([numel as i64], (Kind::Float, Device::Cpu))?.set_requires_grad(true);
+        let p =
+            Tensor::f_randn([numel as i64], (Kind::Float, Device::Cpu))?.set_requires_grad(true);
         let g = Tensor::f_randn([numel as i64], (Kind::Float, Device::Cpu))?;
         // d(sum(p * g))/dp = g: gives every parameter a fixed gradient.
         let term = p.f_mul(&g)?.f_sum(Kind::Float)?;
@@ -30,7 +34,10 @@ fn model(tensors: usize, numel: usize) -> Res<Vec<NamedParameter>> {
             Some(l) => l.f_add(&term)?,
             None => term,
         });
-        params.push(NamedParameter { name: format!("layers.{i}.weight"), tensor: p });
+        params.push(NamedParameter {
+            name: format!("layers.{i}.weight"),
+            tensor: p,
+        });
     }
     if let Some(l) = loss {
         l.f_backward()?;
@@ -39,7 +46,13 @@ fn model(tensors: usize, numel: usize) -> Res<Vec<NamedParameter>> {
 }
 
 fn handles(params: &[NamedParameter]) -> Vec<NamedParameter> {
-    params.iter().map(|p| NamedParameter { name: p.name.clone(), tensor: p.tensor.shallow_clone() }).collect()
+    params
+        .iter()
+        .map(|p| NamedParameter {
+            name: p.name.clone(),
+            tensor: p.tensor.shallow_clone(),
+        })
+        .collect()
 }
 
 fn main() -> Res<()> {
@@ -55,7 +68,11 @@ fn main() -> Res<()> {
         ("adam", "default", "adam:lr=1e-3"),
         ("adam", "fused", "adam:lr=1e-3,fused=true"),
         ("adamw", "default", "adamw:lr=1e-3,weight_decay=0.01"),
-        ("adamw", "fused", "adamw:lr=1e-3,weight_decay=0.01,fused=true"),
+        (
+            "adamw",
+            "fused",
+            "adamw:lr=1e-3,weight_decay=0.01,fused=true",
+        ),
     ];
     let registry = optimizers();
     for (opt_name, path, spec) in variants {

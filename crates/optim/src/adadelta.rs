@@ -30,7 +30,13 @@ pub struct AdadeltaConfig {
 
 impl Default for AdadeltaConfig {
     fn default() -> Self {
-        Self { lr: 1.0, rho: 0.9, eps: 1e-6, weight_decay: 0.0, maximize: false }
+        Self {
+            lr: 1.0,
+            rho: 0.9,
+            eps: 1e-6,
+            weight_decay: 0.0,
+            maximize: false,
+        }
     }
 }
 
@@ -65,7 +71,10 @@ impl Rule for AdadeltaConfig {
             return invalid(format!("Invalid epsilon value: {}", py_float(self.eps)));
         }
         if !(self.weight_decay >= 0.0) {
-            return invalid(format!("Invalid weight_decay value: {}", py_float(self.weight_decay)));
+            return invalid(format!(
+                "Invalid weight_decay value: {}",
+                py_float(self.weight_decay)
+            ));
         }
         Ok(())
     }

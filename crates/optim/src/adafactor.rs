@@ -35,7 +35,14 @@ pub struct AdafactorConfig {
 
 impl Default for AdafactorConfig {
     fn default() -> Self {
-        Self { lr: 1e-2, beta2_decay: -0.8, eps: (None, 1e-3), d: 1.0, weight_decay: 0.0, maximize: false }
+        Self {
+            lr: 1e-2,
+            beta2_decay: -0.8,
+            eps: (None, 1e-3),
+            d: 1.0,
+            weight_decay: 0.0,
+            maximize: false,
+        }
     }
 }
 
@@ -52,8 +59,15 @@ impl AdafactorConfig {
 impl Rule for AdafactorConfig {
     const NAME: &'static str = "adafactor";
     /// `eps.0` reads as NaN while it is `None`; setting it to NaN makes it `None`.
-    const HYPERPARAMETERS: &'static [&'static str] =
-        &["lr", "beta2_decay", "eps.0", "eps.1", "d", "weight_decay", "maximize"];
+    const HYPERPARAMETERS: &'static [&'static str] = &[
+        "lr",
+        "beta2_decay",
+        "eps.0",
+        "eps.1",
+        "d",
+        "weight_decay",
+        "maximize",
+    ];
 
     fn get(&self, name: &str) -> Option<f64> {
         Some(match name {
@@ -84,10 +98,16 @@ impl Rule for AdafactorConfig {
 
     fn validate(&self) -> Result<()> {
         if !(self.lr >= 0.0) {
-            return invalid(format!("Learning rate should be >= 0 but is: {}", py_float(self.lr)));
+            return invalid(format!(
+                "Learning rate should be >= 0 but is: {}",
+                py_float(self.lr)
+            ));
         }
         if !(0.0 >= self.beta2_decay) {
-            return invalid(format!("beta2_decay should be <= 0 but is: {}", py_float(self.beta2_decay)));
+            return invalid(format!(
+                "beta2_decay should be <= 0 but is: {}",
+                py_float(self.beta2_decay)
+            ));
         }
         if let Some(e) = self.eps.0 {
             if !(e >= 0.0) {
@@ -95,13 +115,22 @@ impl Rule for AdafactorConfig {
             }
         }
         if !(self.eps.1 >= 0.0) {
-            return invalid(format!("epsilon2 should be >= 0 but is: {}", py_float(self.eps.1)));
+            return invalid(format!(
+                "epsilon2 should be >= 0 but is: {}",
+                py_float(self.eps.1)
+            ));
         }
         if !(1.0 <= self.d) {
-            return invalid(format!("Clipping threshold d should be >= 1 but is: {}", py_float(self.d)));
+            return invalid(format!(
+                "Clipping threshold d should be >= 1 but is: {}",
+                py_float(self.d)
+            ));
         }
         if !(self.weight_decay >= 0.0) {
-            return invalid(format!("weight_decay should be >= 0 but is: {}", py_float(self.weight_decay)));
+            return invalid(format!(
+                "weight_decay should be >= 0 but is: {}",
+                py_float(self.weight_decay)
+            ));
         }
         Ok(())
     }
@@ -130,16 +159,30 @@ impl Rule for AdafactorConfig {
         let factored = grad.dim() > 1;
         let (row_var, col_var, variance) = if factored {
             let r = state.buffer_or_init("row_var", || {
-                Ok(grad.f_new_zeros(self.buffer_shape("row_var", &grad), (grad.kind(), grad.device()))?)
+                Ok(grad.f_new_zeros(
+                    self.buffer_shape("row_var", &grad),
+                    (grad.kind(), grad.device()),
+                )?)
             })?;
             let c = state.buffer_or_init("col_var", || {
-                Ok(grad.f_new_zeros(self.buffer_shape("col_var", &grad), (grad.kind(), grad.device()))?)
+                Ok(grad.f_new_zeros(
+                    self.buffer_shape("col_var", &grad),
+                    (grad.kind(), grad.device()),
+                )?)
             })?;
             (Some(r), Some(c), None)
         } else {
-            (None, None, Some(state.buffer_or_init("variance", || Ok(grad.f_zeros_like()?))?))
+            (
+                None,
+                None,
+                Some(state.buffer_or_init("variance", || Ok(grad.f_zeros_like()?))?),
+            )
         };
-        let eps1 = self.eps.0.unwrap_or(if param.kind() == Kind::Double { f64::EPSILON } else { f64::from(f32::EPSILON) });
+        let eps1 = self.eps.0.unwrap_or(if param.kind() == Kind::Double {
+            f64::EPSILON
+        } else {
+            f64::from(f32::EPSILON)
+        });
         let eps2 = self.eps.1;
         let lr = self.lr;
         state.step += 1.0;
@@ -147,7 +190,8 @@ impl Rule for AdafactorConfig {
         let one_minus_beta2_t = step.powf(self.beta2_decay);
         let inv_sqrt = 1.0 / step.powf(0.5);
         let rho_t = if inv_sqrt < lr { inv_sqrt } else { lr };
-        let rms = ops::vector_norm(param, 2.0)?.f_double_value(&[])? / (param.numel() as f64).powf(0.5);
+        let rms =
+            ops::vector_norm(param, 2.0)?.f_double_value(&[])? / (param.numel() as f64).powf(0.5);
         let alpha = if rms > eps2 { rms } else { eps2 } * rho_t;
         if self.weight_decay != 0.0 {
             let _ = m(param).f_mul_scalar_(1.0 - lr * self.weight_decay)?;
@@ -165,7 +209,9 @@ impl Rule for AdafactorConfig {
                 let _ = m(&col_mean).f_square_()?.f_div_scalar_(second)?;
                 let _ = m(col_var).f_lerp_(&col_mean, one_minus_beta2_t)?;
                 let v = row_var.f_matmul(col_var)?;
-                let mean = row_var.f_mean_dim(Some(&[-2i64][..]), true, None::<Kind>)?.f_clamp_min_(eps1)?;
+                let mean = row_var
+                    .f_mean_dim(Some(&[-2i64][..]), true, None::<Kind>)?
+                    .f_clamp_min_(eps1)?;
                 let _ = m(&v).f_div_(&mean)?;
                 v
             }
@@ -178,7 +224,8 @@ impl Rule for AdafactorConfig {
         };
         let update = m(&var_estimate).f_clamp_min_(eps1 * eps1)?.f_rsqrt_()?;
         let _ = m(&update).f_mul_(&grad)?;
-        let ratio = ops::vector_norm(&update, 2.0)?.f_double_value(&[])? / ((update.numel() as f64).powf(0.5) * self.d);
+        let ratio = ops::vector_norm(&update, 2.0)?.f_double_value(&[])?
+            / ((update.numel() as f64).powf(0.5) * self.d);
         let denom = if ratio > 1.0 { ratio } else { 1.0 };
         ops::add_(param, &update, -alpha / denom)?;
         Ok(())

@@ -30,7 +30,14 @@ pub struct AdagradConfig {
 
 impl Default for AdagradConfig {
     fn default() -> Self {
-        Self { lr: 1e-2, lr_decay: 0.0, weight_decay: 0.0, initial_accumulator_value: 0.0, eps: 1e-10, maximize: false }
+        Self {
+            lr: 1e-2,
+            lr_decay: 0.0,
+            weight_decay: 0.0,
+            initial_accumulator_value: 0.0,
+            eps: 1e-10,
+            maximize: false,
+        }
     }
 }
 
@@ -60,10 +67,16 @@ impl Rule for AdagradConfig {
             return invalid(format!("Invalid learning rate: {}", py_float(self.lr)));
         }
         if !(self.lr_decay >= 0.0) {
-            return invalid(format!("Invalid lr_decay value: {}", py_float(self.lr_decay)));
+            return invalid(format!(
+                "Invalid lr_decay value: {}",
+                py_float(self.lr_decay)
+            ));
         }
         if !(self.weight_decay >= 0.0) {
-            return invalid(format!("Invalid weight_decay value: {}", py_float(self.weight_decay)));
+            return invalid(format!(
+                "Invalid weight_decay value: {}",
+                py_float(self.weight_decay)
+            ));
         }
         if !(self.initial_accumulator_value >= 0.0) {
             return invalid(format!(
@@ -78,7 +91,9 @@ impl Rule for AdagradConfig {
     }
 
     fn update(&self, param: &Tensor, grad: &Tensor, state: &mut ParamState) -> Result<()> {
-        let sum = state.buffer_or_init("sum", || Ok(param.f_full_like(self.initial_accumulator_value)?))?;
+        let sum = state.buffer_or_init("sum", || {
+            Ok(param.f_full_like(self.initial_accumulator_value)?)
+        })?;
         state.step += 1.0;
         let step = state.step;
         let grad = l2(maybe_neg(grad, self.maximize)?, param, self.weight_decay)?;

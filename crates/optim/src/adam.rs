@@ -63,7 +63,12 @@ impl AdamConfig {
 }
 
 /// PyTorch's Adam checks (shared by AdamW, NAdam, RAdam, Adamax).
-pub(crate) fn check_adam_like(lr: f64, eps: f64, betas: (f64, f64), weight_decay: f64) -> Result<()> {
+pub(crate) fn check_adam_like(
+    lr: f64,
+    eps: f64,
+    betas: (f64, f64),
+    weight_decay: f64,
+) -> Result<()> {
     if !(lr >= 0.0) {
         return invalid(format!("Invalid learning rate: {}", py_float(lr)));
     }
@@ -71,19 +76,33 @@ pub(crate) fn check_adam_like(lr: f64, eps: f64, betas: (f64, f64), weight_decay
         return invalid(format!("Invalid epsilon value: {}", py_float(eps)));
     }
     if !(0.0 <= betas.0 && betas.0 < 1.0) {
-        return invalid(format!("Invalid beta parameter at index 0: {}", py_float(betas.0)));
+        return invalid(format!(
+            "Invalid beta parameter at index 0: {}",
+            py_float(betas.0)
+        ));
     }
     if !(0.0 <= betas.1 && betas.1 < 1.0) {
-        return invalid(format!("Invalid beta parameter at index 1: {}", py_float(betas.1)));
+        return invalid(format!(
+            "Invalid beta parameter at index 1: {}",
+            py_float(betas.1)
+        ));
     }
     if !(weight_decay >= 0.0) {
-        return invalid(format!("Invalid weight_decay value: {}", py_float(weight_decay)));
+        return invalid(format!(
+            "Invalid weight_decay value: {}",
+            py_float(weight_decay)
+        ));
     }
     Ok(())
 }
 
 /// One Adam/AdamW update of one parameter, as `_single_tensor_adam`.
-pub fn adam_update(param: &Tensor, grad: &Tensor, state: &mut ParamState, cfg: &AdamConfig) -> Result<()> {
+pub fn adam_update(
+    param: &Tensor,
+    grad: &Tensor,
+    state: &mut ParamState,
+    cfg: &AdamConfig,
+) -> Result<()> {
     let (beta1, beta2) = cfg.betas;
     let mut grad = maybe_neg(grad, cfg.maximize)?;
     let exp_avg = state.buffer_or_init("exp_avg", || Ok(param.f_zeros_like()?))?;
@@ -129,7 +148,11 @@ fn fused_adam(items: &mut [Item<'_>], cfg: &AdamConfig) -> Result<()> {
         let st = &mut *item.state;
         let a = st.buffer_or_init("exp_avg", || Ok(p.f_zeros_like()?))?;
         let b = st.buffer_or_init("exp_avg_sq", || Ok(p.f_zeros_like()?))?;
-        let c = if cfg.amsgrad { Some(st.buffer_or_init("max_exp_avg_sq", || Ok(p.f_zeros_like()?))?) } else { None };
+        let c = if cfg.amsgrad {
+            Some(st.buffer_or_init("max_exp_avg_sq", || Ok(p.f_zeros_like()?))?)
+        } else {
+            None
+        };
         let step = match &st.step_tensor {
             Some((at, t)) if *at == st.step => t.shallow_clone(),
             _ => Tensor::f_scalar_tensor(st.step, (Kind::Float, p.device()))?,
@@ -221,7 +244,15 @@ pub struct AdamWConfig {
 
 impl Default for AdamWConfig {
     fn default() -> Self {
-        Self { lr: 1e-3, betas: (0.9, 0.999), eps: 1e-8, weight_decay: 1e-2, amsgrad: false, maximize: false, fused: false }
+        Self {
+            lr: 1e-3,
+            betas: (0.9, 0.999),
+            eps: 1e-8,
+            weight_decay: 1e-2,
+            amsgrad: false,
+            maximize: false,
+            fused: false,
+        }
     }
 }
 

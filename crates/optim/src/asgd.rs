@@ -31,7 +31,14 @@ pub struct AsgdConfig {
 
 impl Default for AsgdConfig {
     fn default() -> Self {
-        Self { lr: 1e-2, lambd: 1e-4, alpha: 0.75, t0: 1e6, weight_decay: 0.0, maximize: false }
+        Self {
+            lr: 1e-2,
+            lambd: 1e-4,
+            alpha: 0.75,
+            t0: 1e6,
+            weight_decay: 0.0,
+            maximize: false,
+        }
     }
 }
 
@@ -61,7 +68,10 @@ impl Rule for AsgdConfig {
             return invalid(format!("Invalid learning rate: {}", py_float(self.lr)));
         }
         if !(self.weight_decay >= 0.0) {
-            return invalid(format!("Invalid weight_decay value: {}", py_float(self.weight_decay)));
+            return invalid(format!(
+                "Invalid weight_decay value: {}",
+                py_float(self.weight_decay)
+            ));
         }
         Ok(())
     }
@@ -69,7 +79,9 @@ impl Rule for AsgdConfig {
     fn update(&self, param: &Tensor, grad: &Tensor, state: &mut ParamState) -> Result<()> {
         let ax = state.buffer_or_init("ax", || Ok(param.f_zeros_like()?))?;
         // eta and mu are 0-dim tensors of the scalar dtype in PyTorch.
-        let eta = state.value("eta").unwrap_or_else(|| round_scalar(param, self.lr));
+        let eta = state
+            .value("eta")
+            .unwrap_or_else(|| round_scalar(param, self.lr));
         let mu = state.value("mu").unwrap_or(1.0);
         state.step += 1.0;
         let step = state.step;
@@ -81,7 +93,7 @@ impl Rule for AsgdConfig {
             let _ = m(&d).f_mul_scalar_(mu)?;
             let _ = m(&ax).f_add_(&d)?;
         } else {
-            let _ = m(&ax).f_copy_(param)?;
+            m(&ax).f_copy_(param)?;
         }
         let new_eta = self.lr / (1.0 + self.lambd * self.lr * step).powf(self.alpha);
         let new_mu = 1.0 / (step - self.t0).max(1.0);

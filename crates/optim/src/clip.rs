@@ -4,8 +4,10 @@ use kiln_tensor::{ops, Device, Kind, Tensor};
 
 /// The gradients of `params` that are not None, grouped by (device, dtype)
 /// in first-occurrence order (PyTorch's `_group_tensors_by_device_and_dtype`).
-fn grouped_grads<'a>(params: impl IntoIterator<Item = &'a Tensor>) -> Result<Vec<((Device, Kind), Vec<Tensor>)>> {
-    let mut groups: Vec<((Device, Kind), Vec<Tensor>)> = Vec::new();
+type Groups = Vec<((Device, Kind), Vec<Tensor>)>;
+
+fn grouped_grads<'a>(params: impl IntoIterator<Item = &'a Tensor>) -> Result<Groups> {
+    let mut groups: Groups = Vec::new();
     for p in params {
         if !ops::has_grad(p)? {
             continue;
@@ -58,7 +60,10 @@ pub fn clip_grad_norm_<'a>(
         }
     }
     // `max_norm / (total_norm + 1e-6)` is `reciprocal() * max_norm` in PyTorch.
-    let clip_coef = total_norm.f_add_scalar(1e-6)?.f_reciprocal()?.f_mul_scalar(max_norm)?;
+    let clip_coef = total_norm
+        .f_add_scalar(1e-6)?
+        .f_reciprocal()?
+        .f_mul_scalar(max_norm)?;
     let clamped = clip_coef.f_clamp_max(1.0)?;
     for ((device, _), grads) in &groups {
         let refs: Vec<&Tensor> = grads.iter().collect();
@@ -69,10 +74,16 @@ pub fn clip_grad_norm_<'a>(
 
 /// `torch.nn.utils.clip_grad_value_(params, clip_value)`: clamps every
 /// gradient into `[-clip_value, clip_value]` in place.
-pub fn clip_grad_value_<'a>(params: impl IntoIterator<Item = &'a Tensor>, clip_value: f64) -> Result<()> {
+pub fn clip_grad_value_<'a>(
+    params: impl IntoIterator<Item = &'a Tensor>,
+    clip_value: f64,
+) -> Result<()> {
     for (_, grads) in grouped_grads(params)? {
         for g in grads {
-            let _ = g.shallow_clone().f_clamp_min_(-clip_value)?.f_clamp_max_(clip_value)?;
+            let _ = g
+                .shallow_clone()
+                .f_clamp_min_(-clip_value)?
+                .f_clamp_max_(clip_value)?;
         }
     }
     Ok(())

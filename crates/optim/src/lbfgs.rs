@@ -78,8 +78,15 @@ impl LbfgsConfig {
         Lbfgs::new(self, params)
     }
 
-    const NAMES: &'static [&'static str] =
-        &["lr", "max_iter", "max_eval", "tolerance_grad", "tolerance_change", "history_size", "line_search_fn"];
+    const NAMES: &'static [&'static str] = &[
+        "lr",
+        "max_iter",
+        "max_eval",
+        "tolerance_grad",
+        "tolerance_change",
+        "history_size",
+        "line_search_fn",
+    ];
 }
 
 /// A scalar of the algorithm: a Python float or a 0-dim tensor of the
@@ -108,7 +115,10 @@ impl Ctx {
         }
     }
     fn ten(self, v: f64) -> S {
-        S { v: self.rt(v), tensor: true }
+        S {
+            v: self.rt(v),
+            tensor: true,
+        }
     }
     fn bin(self, a: S, b: S, f: fn(f64, f64) -> f64) -> S {
         if a.tensor || b.tensor {
@@ -159,7 +169,10 @@ impl Ctx {
         x >= y
     }
     fn abs(self, a: S) -> S {
-        S { v: a.v.abs(), tensor: a.tensor }
+        S {
+            v: a.v.abs(),
+            tensor: a.tensor,
+        }
     }
     /// Python's `max(a, b)`: `a` unless `b > a`.
     fn max2(self, a: S, b: S) -> S {
@@ -182,10 +195,17 @@ impl Ctx {
     #[allow(clippy::too_many_arguments)]
     fn cubic(self, x1: S, f1: f64, g1: S, x2: S, f2: f64, g2: S, bounds: Option<(S, S)>) -> S {
         let (xmin, xmax) = bounds.unwrap_or(if self.le(x1, x2) { (x1, x2) } else { (x2, x1) });
-        let d1 = self.sub(self.add(g1, g2), self.div(self.mul(fl(3.0), fl(f1 - f2)), self.sub(x1, x2)));
+        let d1 = self.sub(
+            self.add(g1, g2),
+            self.div(self.mul(fl(3.0), fl(f1 - f2)), self.sub(x1, x2)),
+        );
         let d2_square = self.sub(self.mul(d1, d1), self.mul(g1, g2));
         if self.ge(d2_square, fl(0.0)) {
-            let d2 = if d2_square.tensor { self.ten(d2_square.v.sqrt()) } else { fl(d2_square.v.sqrt()) };
+            let d2 = if d2_square.tensor {
+                self.ten(d2_square.v.sqrt())
+            } else {
+                fl(d2_square.v.sqrt())
+            };
             let min_pos = if self.le(x1, x2) {
                 let num = self.sub(self.add(g2, d2), d1);
                 let den = self.add(self.sub(g2, g1), self.mul(fl(2.0), d2));
@@ -236,12 +256,19 @@ impl Lbfgs {
     pub fn new(cfg: LbfgsConfig, params: Vec<NamedParameter>) -> Result<Self> {
         cfg.validate()?;
         if params.is_empty() {
-            return Err(Error::InvalidArgument("optimizer got an empty parameter list".into()));
+            return Err(Error::InvalidArgument(
+                "optimizer got an empty parameter list".into(),
+            ));
         }
         let refs: Vec<&NamedParameter> = params.iter().collect();
         check_unique_names(&refs)?;
         let max_eval = cfg.max_eval.unwrap_or(cfg.max_iter * 5 / 4);
-        Ok(Self { cfg, max_eval, params, state: LbfgsState::default() })
+        Ok(Self {
+            cfg,
+            max_eval,
+            params,
+            state: LbfgsState::default(),
+        })
     }
 
     /// The current hyperparameters.
@@ -250,7 +277,12 @@ impl Lbfgs {
     }
 
     fn ctx(&self) -> Ctx {
-        Ctx { f32: self.params.first().is_some_and(|p| p.tensor.kind() != Kind::Double) }
+        Ctx {
+            f32: self
+                .params
+                .first()
+                .is_some_and(|p| p.tensor.kind() != Kind::Double),
+        }
     }
 
     fn gather_flat_grad(&self) -> Result<Tensor> {
@@ -259,7 +291,10 @@ impl Lbfgs {
             if ops::has_grad(&p.tensor)? {
                 views.push(p.tensor.grad().f_reshape([-1])?);
             } else {
-                views.push(p.tensor.f_new_zeros([p.tensor.numel() as i64], (p.tensor.kind(), p.tensor.device()))?);
+                views.push(p.tensor.f_new_zeros(
+                    [p.tensor.numel() as i64],
+                    (p.tensor.kind(), p.tensor.device()),
+                )?);
             }
         }
         Ok(Tensor::f_cat(&views, 0)?)
@@ -270,7 +305,9 @@ impl Lbfgs {
         let mut offset = 0i64;
         for p in &self.params {
             let numel = p.tensor.numel() as i64;
-            let piece = update.f_narrow(0, offset, numel)?.f_reshape(p.tensor.size())?;
+            let piece = update
+                .f_narrow(0, offset, numel)?
+                .f_reshape(p.tensor.size())?;
             ops::add_(&p.tensor, &piece, step_size)?;
             offset += numel;
         }
@@ -278,18 +315,27 @@ impl Lbfgs {
     }
 
     fn clone_params(&self) -> Result<Vec<Tensor>> {
-        self.params.iter().map(|p| Ok(ops::detached_clone(&p.tensor)?)).collect()
+        self.params
+            .iter()
+            .map(|p| Ok(ops::detached_clone(&p.tensor)?))
+            .collect()
     }
 
     fn set_params(&self, x: &[Tensor]) -> Result<()> {
         let _guard = tch::no_grad_guard();
         for (p, v) in self.params.iter().zip(x) {
-            let _ = p.tensor.shallow_clone().f_copy_(v)?;
+            p.tensor.shallow_clone().f_copy_(v)?;
         }
         Ok(())
     }
 
-    fn directional_evaluate(&self, closure: Closure<'_>, x: &[Tensor], t: S, d: &Tensor) -> Result<(f64, Tensor)> {
+    fn directional_evaluate(
+        &self,
+        closure: Closure<'_>,
+        x: &[Tensor],
+        t: S,
+        d: &Tensor,
+    ) -> Result<(f64, Tensor)> {
         self.add_grad(t.v, d)?;
         let loss = closure()?;
         let flat_grad = self.gather_flat_grad()?;
@@ -318,7 +364,8 @@ impl Lbfgs {
         let (mut f_new, mut g_new) = self.directional_evaluate(closure, x, t, d)?;
         let mut ls_func_evals = 1usize;
         let mut gtd_new = c.ten(val(&g_new.f_dot(d)?)?);
-        let (mut t_prev, mut f_prev, mut g_prev, mut gtd_prev) = (fl(0.0), f, g.shallow_clone(), gtd);
+        let (mut t_prev, mut f_prev, mut g_prev, mut gtd_prev) =
+            (fl(0.0), f, g.shallow_clone(), gtd);
         let mut done = false;
         let mut ls_iter = 0i64;
         let mut bracket: Vec<S> = Vec::new();
@@ -349,7 +396,15 @@ impl Lbfgs {
             let min_step = c.add(t, c.mul(fl(0.01), c.sub(t, t_prev)));
             let max_step = c.mul(t, fl(10.0));
             let tmp = t;
-            t = c.cubic(t_prev, f_prev, gtd_prev, t, f_new, gtd_new, Some((min_step, max_step)));
+            t = c.cubic(
+                t_prev,
+                f_prev,
+                gtd_prev,
+                t,
+                f_new,
+                gtd_new,
+                Some((min_step, max_step)),
+            );
             t_prev = tmp;
             f_prev = f_new;
             g_prev = ops::detached_clone(&g_new)?;
@@ -364,27 +419,49 @@ impl Lbfgs {
             bracket_f = vec![f, f_new];
             bracket_g = vec![g.shallow_clone(), g_new.shallow_clone()];
         } else if !broke {
-            return Err(Error::InvalidArgument(format!("LBFGS line search got a negative budget ({max_ls})")));
+            return Err(Error::InvalidArgument(format!(
+                "LBFGS line search got a negative budget ({max_ls})"
+            )));
         }
         let order = |bf: &[f64]| match (bf.first(), bf.last()) {
             (Some(a), Some(b)) if a <= b => (0usize, 1usize),
             _ => (1, 0),
         };
         let (mut low, mut high) = order(&bracket_f);
-        let at = |v: &[S], i: usize| v.get(i).copied().ok_or_else(|| Error::State("LBFGS line search bracket".into()));
-        let atf = |v: &[f64], i: usize| v.get(i).copied().ok_or_else(|| Error::State("LBFGS line search bracket".into()));
+        let at = |v: &[S], i: usize| {
+            v.get(i)
+                .copied()
+                .ok_or_else(|| Error::State("LBFGS line search bracket".into()))
+        };
+        let atf = |v: &[f64], i: usize| {
+            v.get(i)
+                .copied()
+                .ok_or_else(|| Error::State("LBFGS line search bracket".into()))
+        };
         let mut insuf_progress = false;
         while !done && ls_iter < max_ls {
             let (b0, b1) = (at(&bracket, 0)?, at(&bracket, 1)?);
             if c.lt(c.mul(c.abs(c.sub(b1, b0)), d_norm), fl(tolerance_change)) {
                 break;
             }
-            t = c.cubic(b0, atf(&bracket_f, 0)?, at(&bracket_gtd, 0)?, b1, atf(&bracket_f, 1)?, at(&bracket_gtd, 1)?, None);
+            t = c.cubic(
+                b0,
+                atf(&bracket_f, 0)?,
+                at(&bracket_gtd, 0)?,
+                b1,
+                atf(&bracket_f, 1)?,
+                at(&bracket_gtd, 1)?,
+                None,
+            );
             let (bmax, bmin) = (c.max2(b0, b1), c.min2(b0, b1));
             let eps = c.mul(fl(0.1), c.sub(bmax, bmin));
             if c.lt(c.min2(c.sub(bmax, t), c.sub(t, bmin)), eps) {
                 if insuf_progress || c.ge(t, bmax) || c.le(t, bmin) {
-                    t = if c.lt(c.abs(c.sub(t, bmax)), c.abs(c.sub(t, bmin))) { c.sub(bmax, eps) } else { c.add(bmin, eps) };
+                    t = if c.lt(c.abs(c.sub(t, bmax)), c.abs(c.sub(t, bmin))) {
+                        c.sub(bmax, eps)
+                    } else {
+                        c.add(bmin, eps)
+                    };
                     insuf_progress = false;
                 } else {
                     insuf_progress = true;
@@ -405,11 +482,17 @@ impl Lbfgs {
             } else {
                 if c.le(c.abs(gtd_new), c.mul(fl(-c2), gtd)) {
                     done = true;
-                } else if c.ge(c.mul(gtd_new, c.sub(at(&bracket, high)?, at(&bracket, low)?)), fl(0.0)) {
+                } else if c.ge(
+                    c.mul(gtd_new, c.sub(at(&bracket, high)?, at(&bracket, low)?)),
+                    fl(0.0),
+                ) {
                     let (bl, bfl) = (at(&bracket, low)?, atf(&bracket_f, low)?);
                     set(&mut bracket, high, bl)?;
                     set(&mut bracket_f, high, bfl)?;
-                    let gl = bracket_g.get(low).map(Tensor::shallow_clone).ok_or_else(|| Error::State("bracket".into()))?;
+                    let gl = bracket_g
+                        .get(low)
+                        .map(Tensor::shallow_clone)
+                        .ok_or_else(|| Error::State("bracket".into()))?;
                     set(&mut bracket_g, high, gl)?;
                     let bgl = at(&bracket_gtd, low)?;
                     set(&mut bracket_gtd, high, bgl)?;
@@ -422,7 +505,10 @@ impl Lbfgs {
         }
         let t = at(&bracket, low)?;
         let f_new = atf(&bracket_f, low)?;
-        let g_new = bracket_g.get(low).map(Tensor::shallow_clone).ok_or_else(|| Error::State("bracket".into()))?;
+        let g_new = bracket_g
+            .get(low)
+            .map(Tensor::shallow_clone)
+            .ok_or_else(|| Error::State("bracket".into()))?;
         Ok((f_new, g_new, t, ls_func_evals))
     }
 
@@ -434,7 +520,10 @@ impl Lbfgs {
         let mut current_evals = 1usize;
         self.state.func_evals += 1;
         let mut flat_grad = self.gather_flat_grad()?;
-        let opt_cond = c.le(c.ten(val(&flat_grad.f_abs()?.f_max()?)?), fl(cfg.tolerance_grad));
+        let opt_cond = c.le(
+            c.ten(val(&flat_grad.f_abs()?.f_max()?)?),
+            fl(cfg.tolerance_grad),
+        );
         if opt_cond {
             return Ok(orig_loss);
         }
@@ -452,7 +541,9 @@ impl Lbfgs {
                     flat_grad.f_neg()?
                 } else {
                     let (Some(prev), Some(d), Some(t)) = (&st.prev_flat_grad, &st.d, st.t) else {
-                        return Err(Error::State("LBFGS state lost its previous direction".into()));
+                        return Err(Error::State(
+                            "LBFGS state lost its previous direction".into(),
+                        ));
                     };
                     let y = flat_grad.f_sub(prev)?;
                     let s = d.f_mul_scalar(t.v)?;
@@ -473,9 +564,12 @@ impl Lbfgs {
                     let mut al = vec![fl(0.0); num_old];
                     let q = flat_grad.f_neg()?;
                     for i in (0..num_old).rev() {
-                        let (Some(stp), Some(dir), Some(ro), Some(a)) =
-                            (st.old_stps.get(i), st.old_dirs.get(i), st.ro.get(i).copied(), al.get_mut(i))
-                        else {
+                        let (Some(stp), Some(dir), Some(ro), Some(a)) = (
+                            st.old_stps.get(i),
+                            st.old_dirs.get(i),
+                            st.ro.get(i).copied(),
+                            al.get_mut(i),
+                        ) else {
                             continue;
                         };
                         *a = c.mul(c.ten(val(&stp.f_dot(&q)?)?), ro);
@@ -484,9 +578,12 @@ impl Lbfgs {
                     let h = st.h_diag.unwrap_or(fl(1.0));
                     let r = q.f_mul_scalar(h.v)?;
                     for i in 0..num_old {
-                        let (Some(stp), Some(dir), Some(ro), Some(a)) =
-                            (st.old_stps.get(i), st.old_dirs.get(i), st.ro.get(i).copied(), al.get(i).copied())
-                        else {
+                        let (Some(stp), Some(dir), Some(ro), Some(a)) = (
+                            st.old_stps.get(i),
+                            st.old_dirs.get(i),
+                            st.ro.get(i).copied(),
+                            al.get(i).copied(),
+                        ) else {
                             continue;
                         };
                         let be_i = c.mul(c.ten(val(&dir.f_dot(&r)?)?), ro);
@@ -496,14 +593,17 @@ impl Lbfgs {
                 };
                 match &st.prev_flat_grad {
                     Some(p) => {
-                        let _ = p.shallow_clone().f_copy_(&flat_grad)?;
+                        p.shallow_clone().f_copy_(&flat_grad)?;
                     }
                     None => st.prev_flat_grad = Some(ops::detached_clone(&flat_grad)?),
                 }
                 let prev_loss = loss;
                 st.prev_loss = Some(prev_loss);
                 let mut t = if st.n_iter == 1 {
-                    let inv = c.div(fl(1.0), c.ten(val(&flat_grad.f_abs()?.f_sum(flat_grad.kind())?)?));
+                    let inv = c.div(
+                        fl(1.0),
+                        c.ten(val(&flat_grad.f_abs()?.f_sum(flat_grad.kind())?)?),
+                    );
                     c.mul(c.min2(fl(1.0), inv), fl(cfg.lr))
                 } else {
                     fl(cfg.lr)
@@ -520,22 +620,36 @@ impl Lbfgs {
                     LineSearch::StrongWolfe => {
                         let x_init = self.clone_params()?;
                         let max_ls = self.max_eval as i64 - current_evals as i64;
-                        let (l, g, t_new, evals) =
-                            self.strong_wolfe(&mut *closure, &x_init, t, &d, loss, &flat_grad, gtd, max_ls)?;
+                        let (l, g, t_new, evals) = self.strong_wolfe(
+                            &mut *closure,
+                            &x_init,
+                            t,
+                            &d,
+                            loss,
+                            &flat_grad,
+                            gtd,
+                            max_ls,
+                        )?;
                         loss = l;
                         flat_grad = g;
                         t = t_new;
                         st.t = Some(t);
                         ls_func_evals = evals;
                         self.add_grad(t.v, &d)?;
-                        opt_cond = c.le(c.ten(val(&flat_grad.f_abs()?.f_max()?)?), fl(cfg.tolerance_grad));
+                        opt_cond = c.le(
+                            c.ten(val(&flat_grad.f_abs()?.f_max()?)?),
+                            fl(cfg.tolerance_grad),
+                        );
                     }
                     LineSearch::None => {
                         self.add_grad(t.v, &d)?;
                         if n_iter != cfg.max_iter {
                             loss = closure()?;
                             flat_grad = self.gather_flat_grad()?;
-                            opt_cond = c.le(c.ten(val(&flat_grad.f_abs()?.f_max()?)?), fl(cfg.tolerance_grad));
+                            opt_cond = c.le(
+                                c.ten(val(&flat_grad.f_abs()?.f_max()?)?),
+                                fl(cfg.tolerance_grad),
+                            );
                             ls_func_evals = 1;
                         }
                     }
@@ -545,7 +659,10 @@ impl Lbfgs {
                 if n_iter == cfg.max_iter || current_evals >= self.max_eval || opt_cond {
                     break;
                 }
-                if c.le(c.ten(val(&d.f_mul_scalar(t.v)?.f_abs()?.f_max()?)?), fl(cfg.tolerance_change)) {
+                if c.le(
+                    c.ten(val(&d.f_mul_scalar(t.v)?.f_abs()?.f_max()?)?),
+                    fl(cfg.tolerance_change),
+                ) {
                     break;
                 }
                 if (loss - prev_loss).abs() < cfg.tolerance_change {
@@ -574,7 +691,10 @@ fn s_json(s: S) -> Value {
 }
 
 fn s_from(v: &Value) -> Option<S> {
-    Some(S { v: v.get("value")?.as_f64()?, tensor: v.get("tensor")?.as_bool()? })
+    Some(S {
+        v: v.get("value")?.as_f64()?,
+        tensor: v.get("tensor")?.as_bool()?,
+    })
 }
 
 impl Optimizer for Lbfgs {
@@ -629,7 +749,10 @@ impl Optimizer for Lbfgs {
             if v >= 0.0 && v.fract() == 0.0 && v.is_finite() {
                 Ok(v as usize)
             } else {
-                Err(Error::InvalidHyperparameter(format!("lbfgs: {name} must be a non-negative integer, got {}", py_float(v))))
+                Err(Error::InvalidHyperparameter(format!(
+                    "lbfgs: {name} must be a non-negative integer, got {}",
+                    py_float(v)
+                )))
             }
         };
         match name {
@@ -640,7 +763,11 @@ impl Optimizer for Lbfgs {
             "tolerance_change" => next.tolerance_change = value,
             "history_size" => next.history_size = count(value)?,
             "line_search_fn" => {
-                next.line_search_fn = if value != 0.0 { LineSearch::StrongWolfe } else { LineSearch::None }
+                next.line_search_fn = if value != 0.0 {
+                    LineSearch::StrongWolfe
+                } else {
+                    LineSearch::None
+                }
             }
             _ => {
                 return Err(Error::InvalidArgument(format!(
@@ -673,7 +800,11 @@ impl Optimizer for Lbfgs {
             tensors.push((format!("lbfgs.old_stps.{i:06}"), s.shallow_clone()));
         }
         tensors.sort_by(|a, b| a.0.cmp(&b.0));
-        let params: Vec<Value> = self.params.iter().map(|p| json!([p.name, p.tensor.size()])).collect();
+        let params: Vec<Value> = self
+            .params
+            .iter()
+            .map(|p| json!([p.name, p.tensor.size()]))
+            .collect();
         let mut cfg = self.cfg;
         cfg.max_eval = Some(self.max_eval);
         let scalars = json!({
@@ -695,11 +826,20 @@ impl Optimizer for Lbfgs {
 
     fn load_state_dict(&mut self, saved: &OptimizerState) -> Result<()> {
         let s = &saved.scalars;
-        let kind = s.get("optimizer").and_then(Value::as_str).unwrap_or("nothing known");
+        let kind = s
+            .get("optimizer")
+            .and_then(Value::as_str)
+            .unwrap_or("nothing known");
         if kind != "lbfgs" {
-            return Err(Error::State(format!("it was saved by {kind}, not by lbfgs")));
+            return Err(Error::State(format!(
+                "it was saved by {kind}, not by lbfgs"
+            )));
         }
-        let ours: Vec<Value> = self.params.iter().map(|p| json!([p.name, p.tensor.size()])).collect();
+        let ours: Vec<Value> = self
+            .params
+            .iter()
+            .map(|p| json!([p.name, p.tensor.size()]))
+            .collect();
         if s.get("params").and_then(Value::as_array) != Some(&ours) {
             return Err(Error::State(format!(
                 "it is for parameters {} but this optimizer has {}",
@@ -713,7 +853,10 @@ impl Optimizer for Lbfgs {
             .and_then(|g| g.first())
             .cloned()
             .ok_or_else(|| Error::State("it has no param group".into()))
-            .and_then(|g| serde_json::from_value(g).map_err(|e| Error::State(format!("lbfgs hyperparameters: {e}"))))?;
+            .and_then(|g| {
+                serde_json::from_value(g)
+                    .map_err(|e| Error::State(format!("lbfgs hyperparameters: {e}")))
+            })?;
         cfg.validate()?;
         let st = s.get("state").cloned().unwrap_or(Value::Null);
         let numel: i64 = self.params.iter().map(|p| p.tensor.numel() as i64).sum();
@@ -723,12 +866,19 @@ impl Optimizer for Lbfgs {
         };
         let mut used = 0usize;
         let mut take = |key: &str| -> Result<Option<Tensor>> {
-            let Some((_, t)) = saved.tensors.iter().find(|(k, _)| k == key) else { return Ok(None) };
+            let Some((_, t)) = saved.tensors.iter().find(|(k, _)| k == key) else {
+                return Ok(None);
+            };
             if t.size() != [numel] {
-                return Err(Error::State(format!("'{key}' has shape {:?} but the parameters have {numel} values", t.size())));
+                return Err(Error::State(format!(
+                    "'{key}' has shape {:?} but the parameters have {numel} values",
+                    t.size()
+                )));
             }
             used += 1;
-            Ok(Some(ops::detached_clone(&t.f_to_device(device)?.f_to_kind(kind)?)?))
+            Ok(Some(ops::detached_clone(
+                &t.f_to_device(device)?.f_to_kind(kind)?,
+            )?))
         };
         let history = st.get("history").and_then(Value::as_u64).unwrap_or(0) as usize;
         let mut new = LbfgsState {
@@ -737,7 +887,11 @@ impl Optimizer for Lbfgs {
             d: take("lbfgs.d")?,
             t: st.get("t").and_then(s_from),
             prev_flat_grad: take("lbfgs.prev_flat_grad")?,
-            ro: st.get("ro").and_then(Value::as_array).map(|a| a.iter().filter_map(s_from).collect()).unwrap_or_default(),
+            ro: st
+                .get("ro")
+                .and_then(Value::as_array)
+                .map(|a| a.iter().filter_map(s_from).collect())
+                .unwrap_or_default(),
             h_diag: st.get("H_diag").and_then(s_from),
             prev_loss: st.get("prev_loss").and_then(Value::as_f64),
             ..LbfgsState::default()
@@ -770,8 +924,11 @@ impl Optimizer for Lbfgs {
 pub fn config_from_spec(spec: &mut Spec) -> Result<LbfgsConfig> {
     let mut cfg = LbfgsConfig::default();
     let count = |v: Option<i64>, name: &str| -> Result<Option<usize>> {
-        v.map(|v| usize::try_from(v).map_err(|_| Error::InvalidHyperparameter(format!("lbfgs: {name} must be >= 0"))))
-            .transpose()
+        v.map(|v| {
+            usize::try_from(v)
+                .map_err(|_| Error::InvalidHyperparameter(format!("lbfgs: {name} must be >= 0")))
+        })
+        .transpose()
     };
     if let Some(v) = spec.f64("lr")? {
         cfg.lr = v;
@@ -790,7 +947,11 @@ pub fn config_from_spec(spec: &mut Spec) -> Result<LbfgsConfig> {
         cfg.history_size = v;
     }
     if let Some(v) = spec.choice("line_search_fn", &["strong_wolfe", "none"])? {
-        cfg.line_search_fn = if v == "strong_wolfe" { LineSearch::StrongWolfe } else { LineSearch::None };
+        cfg.line_search_fn = if v == "strong_wolfe" {
+            LineSearch::StrongWolfe
+        } else {
+            LineSearch::None
+        };
     }
     spec.finish(LbfgsConfig::NAMES)?;
     cfg.validate()?;

@@ -17,6 +17,9 @@
 //! State dicts are saved with [`OptimizerState::save`] as a safetensors file
 //! plus a JSON file, both written atomically.
 #![deny(missing_docs)]
+// Validation mirrors PyTorch's `not 0.0 <= x`, which is true for NaN; the
+// negated comparisons are deliberate.
+#![allow(clippy::neg_cmp_op_on_partial_ord)]
 
 pub mod adadelta;
 pub mod adafactor;

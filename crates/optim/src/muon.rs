@@ -69,9 +69,16 @@ impl MuonConfig {
 }
 
 /// `_zeropower_via_newtonschulz`: the quintic Newton–Schulz iteration in bfloat16.
-pub fn zeropower_via_newtonschulz(grad: &Tensor, coefficients: (f64, f64, f64), ns_steps: usize, eps: f64) -> Result<Tensor> {
+pub fn zeropower_via_newtonschulz(
+    grad: &Tensor,
+    coefficients: (f64, f64, f64),
+    ns_steps: usize,
+    eps: f64,
+) -> Result<Tensor> {
     if ns_steps >= 100 {
-        return invalid("Number of steps must be less than 100 for computational efficiency".into());
+        return invalid(
+            "Number of steps must be less than 100 for computational efficiency".into(),
+        );
     }
     let size = grad.size();
     let [rows, cols] = size.as_slice() else {
@@ -138,9 +145,19 @@ impl Rule for MuonConfig {
             "ns_coefficients.1" => self.ns_coefficients.1 = value,
             "ns_coefficients.2" => self.ns_coefficients.2 = value,
             "eps" => self.eps = value,
-            "ns_steps" => self.ns_steps = if value >= 0.0 && value.is_finite() { value as usize } else { usize::MAX },
+            "ns_steps" => {
+                self.ns_steps = if value >= 0.0 && value.is_finite() {
+                    value as usize
+                } else {
+                    usize::MAX
+                }
+            }
             "adjust_lr_fn" => {
-                self.adjust_lr_fn = if value != 0.0 { AdjustLr::MatchRmsAdamw } else { AdjustLr::Original }
+                self.adjust_lr_fn = if value != 0.0 {
+                    AdjustLr::MatchRmsAdamw
+                } else {
+                    AdjustLr::Original
+                }
             }
             _ => return false,
         }
@@ -149,16 +166,27 @@ impl Rule for MuonConfig {
 
     fn validate(&self) -> Result<()> {
         if !(self.lr >= 0.0) {
-            return invalid(format!("Learning rate should be >= 0 but is: {}", py_float(self.lr)));
+            return invalid(format!(
+                "Learning rate should be >= 0 but is: {}",
+                py_float(self.lr)
+            ));
         }
         if !(self.momentum >= 0.0) {
-            return invalid(format!("momentum should be >= 0 but is: {}", py_float(self.momentum)));
+            return invalid(format!(
+                "momentum should be >= 0 but is: {}",
+                py_float(self.momentum)
+            ));
         }
         if !(self.weight_decay >= 0.0) {
-            return invalid(format!("weight decay should be >= 0 but is: {}", py_float(self.weight_decay)));
+            return invalid(format!(
+                "weight decay should be >= 0 but is: {}",
+                py_float(self.weight_decay)
+            ));
         }
         if self.ns_steps >= 100 {
-            return invalid("Number of steps must be less than 100 for computational efficiency".into());
+            return invalid(
+                "Number of steps must be less than 100 for computational efficiency".into(),
+            );
         }
         Ok(())
     }
@@ -180,8 +208,13 @@ impl Rule for MuonConfig {
         }
         let buf = state.buffer_or_init("momentum_buffer", || Ok(grad.f_zeros_like()?))?;
         let _ = m(&buf).f_lerp_(grad, 1.0 - self.momentum)?;
-        let update = if self.nesterov { grad.f_lerp(&buf, self.momentum)? } else { buf.shallow_clone() };
-        let update = zeropower_via_newtonschulz(&update, self.ns_coefficients, self.ns_steps, self.eps)?;
+        let update = if self.nesterov {
+            grad.f_lerp(&buf, self.momentum)?
+        } else {
+            buf.shallow_clone()
+        };
+        let update =
+            zeropower_via_newtonschulz(&update, self.ns_coefficients, self.ns_steps, self.eps)?;
         let size = param.size();
         let (a, b) = match size.as_slice() {
             [a, b, ..] => (*a as f64, *b as f64),

@@ -72,7 +72,10 @@ impl Rule for NAdamConfig {
     fn validate(&self) -> Result<()> {
         check_adam_like(self.lr, self.eps, self.betas, self.weight_decay)?;
         if !(self.momentum_decay >= 0.0) {
-            return invalid(format!("Invalid momentum_decay value: {}", py_float(self.momentum_decay)));
+            return invalid(format!(
+                "Invalid momentum_decay value: {}",
+                py_float(self.momentum_decay)
+            ));
         }
         Ok(())
     }
@@ -106,7 +109,12 @@ impl Rule for NAdamConfig {
         let mu_product_next = mu_product * mu_next;
         let _ = m(&denom).f_add_scalar_(self.eps)?;
         ops::addcdiv_(param, &grad, &denom, -lr * (1.0 - mu) / (1.0 - mu_product))?;
-        ops::addcdiv_(param, &exp_avg, &denom, (-lr * mu_next) / (1.0 - mu_product_next))?;
+        ops::addcdiv_(
+            param,
+            &exp_avg,
+            &denom,
+            (-lr * mu_next) / (1.0 - mu_product_next),
+        )?;
         Ok(())
     }
 }

@@ -26,17 +26,27 @@ impl OptimizerState {
     /// each written atomically. The JSON lists every tensor's name and shape,
     /// so [`OptimizerState::load`] detects files from two different saves.
     pub fn save(&self, dir: &Path) -> Result<()> {
-        std::fs::create_dir_all(dir)
-            .map_err(|source| kiln_tensor::Error::Io { path: dir.to_path_buf(), source })?;
-        let index: Vec<serde_json::Value> =
-            self.tensors.iter().map(|(k, t)| serde_json::json!([k, t.size()])).collect();
+        std::fs::create_dir_all(dir).map_err(|source| kiln_tensor::Error::Io {
+            path: dir.to_path_buf(),
+            source,
+        })?;
+        let index: Vec<serde_json::Value> = self
+            .tensors
+            .iter()
+            .map(|(k, t)| serde_json::json!([k, t.size()]))
+            .collect();
         let doc = serde_json::json!({ "format": "kiln-optim-state/1", "tensors": index, "scalars": self.scalars });
         let text = serde_json::to_string_pretty(&doc)
             .map_err(|e| Error::State(format!("cannot serialise optimizer scalars: {e}")))?;
         let cpu: Vec<(String, Tensor)> = self
             .tensors
             .iter()
-            .map(|(k, t)| Ok((k.clone(), t.f_to_device(kiln_tensor::Device::Cpu)?.f_contiguous()?)))
+            .map(|(k, t)| {
+                Ok((
+                    k.clone(),
+                    t.f_to_device(kiln_tensor::Device::Cpu)?.f_contiguous()?,
+                ))
+            })
             .collect::<Result<_>>()?;
         io::write_safetensors(&dir.join(STATE_TENSORS_FILE), &cpu)?;
         io::write_atomic(&dir.join(STATE_SCALARS_FILE), text.as_bytes())?;
@@ -51,19 +61,32 @@ impl OptimizerState {
         let doc: serde_json::Value = serde_json::from_slice(&text)
             .map_err(|e| Error::State(format!("{}: {e}", json_path.display())))?;
         if doc.get("format").and_then(|f| f.as_str()) != Some("kiln-optim-state/1") {
-            return Err(Error::State(format!("{} is not a kiln optimizer state", json_path.display())));
+            return Err(Error::State(format!(
+                "{} is not a kiln optimizer state",
+                json_path.display()
+            )));
         }
         let tensors = io::read_safetensors(&dir.join(STATE_TENSORS_FILE))?;
-        let index = doc.get("tensors").and_then(|t| t.as_array()).cloned().unwrap_or_default();
+        let index = doc
+            .get("tensors")
+            .and_then(|t| t.as_array())
+            .cloned()
+            .unwrap_or_default();
         let listed: Vec<(String, Vec<i64>)> = index
             .iter()
             .filter_map(|e| {
                 let name = e.get(0)?.as_str()?.to_string();
-                let shape = e.get(1)?.as_array()?.iter().filter_map(|d| d.as_i64()).collect();
+                let shape = e
+                    .get(1)?
+                    .as_array()?
+                    .iter()
+                    .filter_map(|d| d.as_i64())
+                    .collect();
                 Some((name, shape))
             })
             .collect();
-        let mut found: Vec<(String, Vec<i64>)> = tensors.iter().map(|(k, t)| (k.clone(), t.size())).collect();
+        let mut found: Vec<(String, Vec<i64>)> =
+            tensors.iter().map(|(k, t)| (k.clone(), t.size())).collect();
         let mut want = listed;
         found.sort();
         want.sort();
@@ -74,7 +97,10 @@ impl OptimizerState {
                 dir.join(STATE_TENSORS_FILE).display()
             )));
         }
-        let scalars = doc.get("scalars").cloned().unwrap_or(serde_json::Value::Null);
+        let scalars = doc
+            .get("scalars")
+            .cloned()
+            .unwrap_or(serde_json::Value::Null);
         Ok(Self { tensors, scalars })
     }
 }

@@ -34,7 +34,14 @@ pub struct RAdamConfig {
 
 impl Default for RAdamConfig {
     fn default() -> Self {
-        Self { lr: 1e-3, betas: (0.9, 0.999), eps: 1e-8, weight_decay: 0.0, decoupled_weight_decay: false, maximize: false }
+        Self {
+            lr: 1e-3,
+            betas: (0.9, 0.999),
+            eps: 1e-8,
+            weight_decay: 0.0,
+            decoupled_weight_decay: false,
+            maximize: false,
+        }
     }
 }
 
@@ -91,9 +98,16 @@ impl Rule for RAdamConfig {
             let sq = exp_avg_sq.f_sqrt()?;
             let _ = m(&sq).f_add_scalar_(self.eps)?;
             // `float / tensor` is `tensor.reciprocal() * float` in PyTorch.
-            let adaptive_lr = sq.f_reciprocal()?.f_mul_scalar(bias_correction2.powf(0.5))?;
-            let rect = ((rho_t - 4.0) * (rho_t - 2.0) * rho_inf / ((rho_inf - 4.0) * (rho_inf - 2.0) * rho_t)).powf(0.5);
-            bias_corrected_exp_avg.f_mul_scalar(lr)?.f_mul(&adaptive_lr)?.f_mul_scalar(rect)?
+            let adaptive_lr = sq
+                .f_reciprocal()?
+                .f_mul_scalar(bias_correction2.powf(0.5))?;
+            let rect = ((rho_t - 4.0) * (rho_t - 2.0) * rho_inf
+                / ((rho_inf - 4.0) * (rho_inf - 2.0) * rho_t))
+                .powf(0.5);
+            bias_corrected_exp_avg
+                .f_mul_scalar(lr)?
+                .f_mul(&adaptive_lr)?
+                .f_mul_scalar(rect)?
         } else {
             bias_corrected_exp_avg.f_mul_scalar(lr)?
         };

@@ -11,8 +11,11 @@ use kiln_tensor::spec::Spec;
 
 /// Builds an optimizer from a parsed spec and the parameters.
 /// Extra param groups chosen by name pattern ([`GroupOverride`]) may be passed.
-pub type Builder =
-    Box<dyn Fn(&mut Spec, Vec<NamedParameter>, &[GroupOverride]) -> Result<Box<dyn Optimizer>> + Send + Sync>;
+pub type Builder = Box<
+    dyn Fn(&mut Spec, Vec<NamedParameter>, &[GroupOverride]) -> Result<Box<dyn Optimizer>>
+        + Send
+        + Sync,
+>;
 
 struct Entry {
     name: String,
@@ -27,7 +30,9 @@ pub struct OptimizerRegistry {
 
 impl std::fmt::Debug for OptimizerRegistry {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("OptimizerRegistry").field("names", &self.names()).finish()
+        f.debug_struct("OptimizerRegistry")
+            .field("names", &self.names())
+            .finish()
     }
 }
 
@@ -59,7 +64,11 @@ pub fn config_from_spec<C: Rule + Default>(spec: &mut Spec) -> Result<C> {
         }
         accepted.push(h.to_string());
         let is_bool = BOOLS.contains(&h);
-        let value = if is_bool { spec.bool(h)?.map(|b| f64::from(u8::from(b))) } else { spec.f64(h)? };
+        let value = if is_bool {
+            spec.bool(h)?.map(|b| f64::from(u8::from(b)))
+        } else {
+            spec.f64(h)?
+        };
         if let Some(v) = value {
             cfg.set(h, v);
         }
@@ -72,16 +81,31 @@ pub fn config_from_spec<C: Rule + Default>(spec: &mut Spec) -> Result<C> {
 
 /// How many `base.N` entries a rule's table has.
 fn tuple_len<C: Rule>(base: &str) -> usize {
-    C::HYPERPARAMETERS.iter().filter(|h| h.strip_prefix(base).and_then(|r| r.strip_prefix('.')).is_some()).count()
+    C::HYPERPARAMETERS
+        .iter()
+        .filter(|h| {
+            h.strip_prefix(base)
+                .and_then(|r| r.strip_prefix('.'))
+                .is_some()
+        })
+        .count()
 }
 
 /// `x.1`, `x.2`… (the tail of a tuple hyperparameter).
 fn is_tuple_tail(h: &str) -> bool {
-    h.rsplit_once('.').is_some_and(|(_, i)| i != "0" && i.chars().all(|c| c.is_ascii_digit()))
+    h.rsplit_once('.')
+        .is_some_and(|(_, i)| i != "0" && i.chars().all(|c| c.is_ascii_digit()))
 }
 
-const BOOLS: &[&str] =
-    &["nesterov", "maximize", "amsgrad", "centered", "decoupled_weight_decay", "fused", "nesterov_momentum"];
+const BOOLS: &[&str] = &[
+    "nesterov",
+    "maximize",
+    "amsgrad",
+    "centered",
+    "decoupled_weight_decay",
+    "fused",
+    "nesterov_momentum",
+];
 
 fn describe_options<C: Rule + Default>() -> String {
     let cfg = C::default();
@@ -92,13 +116,25 @@ fn describe_options<C: Rule + Default>() -> String {
         }
         if let Some(base) = h.strip_suffix(".0") {
             let values: Vec<String> = (0..tuple_len::<C>(base))
-                .map(|i| cfg.get(&format!("{base}.{i}")).map_or_else(String::new, |v| if v.is_nan() { "none".into() } else { py_float(v) }))
+                .map(|i| {
+                    cfg.get(&format!("{base}.{i}"))
+                        .map_or_else(String::new, |v| {
+                            if v.is_nan() {
+                                "none".into()
+                            } else {
+                                py_float(v)
+                            }
+                        })
+                })
                 .collect();
             out.push(format!("{base}={}", values.join(";")));
         } else if BOOLS.contains(&h) {
             out.push(format!("{h}={}", cfg.get(h).is_some_and(|v| v != 0.0)));
         } else {
-            out.push(format!("{h}={}", cfg.get(h).map_or_else(String::new, py_float)));
+            out.push(format!(
+                "{h}={}",
+                cfg.get(h).map_or_else(String::new, py_float)
+            ));
         }
     }
     out.join(",")
@@ -107,13 +143,19 @@ fn describe_options<C: Rule + Default>() -> String {
 impl OptimizerRegistry {
     /// An empty registry.
     pub fn empty() -> Self {
-        Self { entries: Vec::new() }
+        Self {
+            entries: Vec::new(),
+        }
     }
 
     /// Registers (or replaces) `name` with its option summary and builder.
     pub fn register(&mut self, name: &str, options: &str, build: Builder) {
         self.entries.retain(|e| e.name != name);
-        self.entries.push(Entry { name: name.to_string(), options: options.to_string(), build });
+        self.entries.push(Entry {
+            name: name.to_string(),
+            options: options.to_string(),
+            build,
+        });
     }
 
     /// Registers a [`Rule`]-based optimizer under its name, with options
@@ -124,7 +166,8 @@ impl OptimizerRegistry {
             &describe_options::<C>(),
             Box::new(|spec, params, overrides| {
                 let cfg: C = config_from_spec(spec)?;
-                Ok(Box::new(Grouped::with_overrides(cfg, params, overrides)?) as Box<dyn Optimizer>)
+                Ok(Box::new(Grouped::with_overrides(cfg, params, overrides)?)
+                    as Box<dyn Optimizer>)
             }),
         );
     }
@@ -162,7 +205,10 @@ impl OptimizerRegistry {
     /// (what `kiln optimizers` prints).
     pub fn describe(&self) -> String {
         let width = self.entries.iter().map(|e| e.name.len()).max().unwrap_or(0);
-        self.entries.iter().map(|e| format!("{:width$}  {}\n", e.name, e.options)).collect()
+        self.entries
+            .iter()
+            .map(|e| format!("{:width$}  {}\n", e.name, e.options))
+            .collect()
     }
 }
 

@@ -34,7 +34,15 @@ pub struct RmspropConfig {
 
 impl Default for RmspropConfig {
     fn default() -> Self {
-        Self { lr: 1e-2, alpha: 0.99, eps: 1e-8, weight_decay: 0.0, momentum: 0.0, centered: false, maximize: false }
+        Self {
+            lr: 1e-2,
+            alpha: 0.99,
+            eps: 1e-8,
+            weight_decay: 0.0,
+            momentum: 0.0,
+            centered: false,
+            maximize: false,
+        }
     }
 }
 
@@ -68,10 +76,16 @@ impl Rule for RmspropConfig {
             return invalid(format!("Invalid epsilon value: {}", py_float(self.eps)));
         }
         if !(self.momentum >= 0.0) {
-            return invalid(format!("Invalid momentum value: {}", py_float(self.momentum)));
+            return invalid(format!(
+                "Invalid momentum value: {}",
+                py_float(self.momentum)
+            ));
         }
         if !(self.weight_decay >= 0.0) {
-            return invalid(format!("Invalid weight_decay value: {}", py_float(self.weight_decay)));
+            return invalid(format!(
+                "Invalid weight_decay value: {}",
+                py_float(self.weight_decay)
+            ));
         }
         if !(self.alpha >= 0.0) {
             return invalid(format!("Invalid alpha value: {}", py_float(self.alpha)));
@@ -86,8 +100,11 @@ impl Rule for RmspropConfig {
         } else {
             None
         };
-        let grad_avg =
-            if self.centered { Some(state.buffer_or_init("grad_avg", || Ok(param.f_zeros_like()?))?) } else { None };
+        let grad_avg = if self.centered {
+            Some(state.buffer_or_init("grad_avg", || Ok(param.f_zeros_like()?))?)
+        } else {
+            None
+        };
         state.step += 1.0;
         let grad = l2(maybe_neg(grad, self.maximize)?, param, self.weight_decay)?;
         let _ = m(&square_avg).f_mul_scalar_(self.alpha)?;

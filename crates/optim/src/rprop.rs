@@ -27,7 +27,12 @@ pub struct RpropConfig {
 
 impl Default for RpropConfig {
     fn default() -> Self {
-        Self { lr: 1e-2, etas: (0.5, 1.2), step_sizes: (1e-6, 50.0), maximize: false }
+        Self {
+            lr: 1e-2,
+            etas: (0.5, 1.2),
+            step_sizes: (1e-6, 50.0),
+            maximize: false,
+        }
     }
 }
 
@@ -58,7 +63,11 @@ impl Rule for RpropConfig {
         }
         let (minus, plus) = self.etas;
         if !(0.0 < minus && minus < 1.0 && 1.0 < plus) {
-            return invalid(format!("Invalid eta values: {}, {}", py_float(minus), py_float(plus)));
+            return invalid(format!(
+                "Invalid eta values: {}, {}",
+                py_float(minus),
+                py_float(plus)
+            ));
         }
         Ok(())
     }
@@ -76,12 +85,14 @@ impl Rule for RpropConfig {
         let _ = m(&sign).f_masked_fill_(&neg, etaminus)?;
         let zero = sign.f_eq(0.0)?;
         let _ = m(&sign).f_masked_fill_(&zero, 1.0)?;
-        let _ = m(&step_size).f_mul_(&sign)?.f_clamp_(self.step_sizes.0, self.step_sizes.1)?;
+        let _ = m(&step_size)
+            .f_mul_(&sign)?
+            .f_clamp_(self.step_sizes.0, self.step_sizes.1)?;
         let grad = ops::detached_clone(&grad)?;
         let minus = sign.f_eq(etaminus)?;
         let _ = m(&grad).f_masked_fill_(&minus, 0.0)?;
         ops::addcmul_(param, &grad.f_sign()?, &step_size, -1.0)?;
-        let _ = m(&prev).f_copy_(&grad)?;
+        m(&prev).f_copy_(&grad)?;
         Ok(())
     }
 }

@@ -27,11 +27,18 @@ pub struct ParamState {
 impl ParamState {
     /// A buffer (a handle sharing storage), if it exists.
     pub fn buffer(&self, name: &str) -> Option<Tensor> {
-        self.buffers.iter().find(|(k, _)| k == name).map(|(_, t)| t.shallow_clone())
+        self.buffers
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, t)| t.shallow_clone())
     }
 
     /// A buffer, created by `init` if it does not exist yet.
-    pub fn buffer_or_init(&mut self, name: &str, init: impl FnOnce() -> Result<Tensor>) -> Result<Tensor> {
+    pub fn buffer_or_init(
+        &mut self,
+        name: &str,
+        init: impl FnOnce() -> Result<Tensor>,
+    ) -> Result<Tensor> {
         if let Some(t) = self.buffer(name) {
             return Ok(t);
         }
@@ -192,7 +199,8 @@ pub fn glob_match(pattern: &str, name: &str) -> bool {
             },
         }
     }
-    p.get(pi..).is_some_and(|rest| rest.iter().all(|&c| c == '*'))
+    p.get(pi..)
+        .is_some_and(|rest| rest.iter().all(|&c| c == '*'))
 }
 
 /// A torch.optim optimizer made of a [`Rule`]: param groups, per-parameter
@@ -212,7 +220,9 @@ impl<C: Rule> Grouped<C> {
     /// Several param groups, each with its own hyperparameters.
     pub fn with_groups(groups: Vec<ParamGroup<C>>) -> Result<Self> {
         if groups.iter().all(|g| g.params.is_empty()) {
-            return Err(Error::InvalidArgument("optimizer got an empty parameter list".into()));
+            return Err(Error::InvalidArgument(
+                "optimizer got an empty parameter list".into(),
+            ));
         }
         let all: Vec<&NamedParameter> = groups.iter().flat_map(|g| g.params.iter()).collect();
         check_unique_names(&all)?;
@@ -222,7 +232,10 @@ impl<C: Rule> Grouped<C> {
                 g.config.check_param(p)?;
             }
         }
-        let states = groups.iter().map(|g| g.params.iter().map(|_| None).collect()).collect();
+        let states = groups
+            .iter()
+            .map(|g| g.params.iter().map(|_| None).collect())
+            .collect();
         Ok(Self { groups, states })
     }
 
@@ -230,14 +243,24 @@ impl<C: Rule> Grouped<C> {
     /// matches, with `config`; group `i + 1` holds those whose name matches
     /// `overrides[i]` (the first matching override wins), with `config`
     /// changed by that override. Parameter order within a group is kept.
-    pub fn with_overrides(config: C, params: Vec<NamedParameter>, overrides: &[GroupOverride]) -> Result<Self> {
-        let mut groups = vec![ParamGroup { config: config.clone(), params: Vec::new() }];
+    pub fn with_overrides(
+        config: C,
+        params: Vec<NamedParameter>,
+        overrides: &[GroupOverride],
+    ) -> Result<Self> {
+        let mut groups = vec![ParamGroup {
+            config: config.clone(),
+            params: Vec::new(),
+        }];
         for o in overrides {
             let mut cfg = config.clone();
             for (name, value) in &o.hyperparameters {
                 set_checked(&mut cfg, name, *value)?;
             }
-            groups.push(ParamGroup { config: cfg, params: Vec::new() });
+            groups.push(ParamGroup {
+                config: cfg,
+                params: Vec::new(),
+            });
         }
         for p in params {
             let slot = overrides
@@ -264,7 +287,11 @@ impl<C: Rule> Grouped<C> {
     /// The state of a parameter by name (`None` before its first step).
     pub fn param_state(&self, name: &str) -> Option<&ParamState> {
         self.groups.iter().zip(&self.states).find_map(|(g, s)| {
-            g.params.iter().position(|p| p.name == name).and_then(|i| s.get(i)).and_then(Option::as_ref)
+            g.params
+                .iter()
+                .position(|p| p.name == name)
+                .and_then(|i| s.get(i))
+                .and_then(Option::as_ref)
         })
     }
 }
@@ -301,7 +328,11 @@ impl<C: Rule> Optimizer for Grouped<C> {
                         continue;
                     }
                     let grad = p.tensor.grad();
-                    items.push(Item { param: &p.tensor, grad, state: st.get_or_insert_with(ParamState::default) });
+                    items.push(Item {
+                        param: &p.tensor,
+                        grad,
+                        state: st.get_or_insert_with(ParamState::default),
+                    });
                 }
                 group.config.update_group(&mut items)?;
             }
@@ -346,9 +377,16 @@ impl<C: Rule> Optimizer for Grouped<C> {
                 for (b, t) in &st.buffers {
                     tensors.push((format!("{}.{b}", p.name), t.shallow_clone()));
                 }
-                let values: Map<String, Value> = st.values.iter().map(|(k, v)| (k.clone(), number(*v))).collect();
+                let values: Map<String, Value> = st
+                    .values
+                    .iter()
+                    .map(|(k, v)| (k.clone(), number(*v)))
+                    .collect();
                 let buffers: Vec<&str> = st.buffer_names().collect();
-                state.insert(p.name.clone(), json!({ "step": number(st.step), "buffers": buffers, "values": values }));
+                state.insert(
+                    p.name.clone(),
+                    json!({ "step": number(st.step), "buffers": buffers, "values": values }),
+                );
             }
         }
         tensors.sort_by(|a, b| a.0.cmp(&b.0));
@@ -358,9 +396,15 @@ impl<C: Rule> Optimizer for Grouped<C> {
 
     fn load_state_dict(&mut self, saved: &OptimizerState) -> Result<()> {
         let s = &saved.scalars;
-        let kind = s.get("optimizer").and_then(Value::as_str).unwrap_or("nothing known");
+        let kind = s
+            .get("optimizer")
+            .and_then(Value::as_str)
+            .unwrap_or("nothing known");
         if kind != C::NAME {
-            return Err(Error::State(format!("it was saved by {kind}, not by {}", C::NAME)));
+            return Err(Error::State(format!(
+                "it was saved by {kind}, not by {}",
+                C::NAME
+            )));
         }
         let groups = s
             .get("param_groups")
@@ -407,19 +451,27 @@ impl<C: Rule> Optimizer for Grouped<C> {
                 };
                 if let Some(values) = entry.get("values").and_then(Value::as_object) {
                     for (k, v) in values {
-                        let v = v
-                            .as_f64()
-                            .ok_or_else(|| Error::State(format!("'{}' value '{k}' is not a number", p.name)))?;
+                        let v = v.as_f64().ok_or_else(|| {
+                            Error::State(format!("'{}' value '{k}' is not a number", p.name))
+                        })?;
                         st.values.push((k.clone(), v));
                     }
                 }
-                let buffers = entry.get("buffers").and_then(Value::as_array).cloned().unwrap_or_default();
+                let buffers = entry
+                    .get("buffers")
+                    .and_then(Value::as_array)
+                    .cloned()
+                    .unwrap_or_default();
                 for b in buffers.iter().filter_map(Value::as_str) {
                     let key = format!("{}.{b}", p.name);
                     let Some(i) = saved.tensors.iter().position(|(k, _)| *k == key) else {
                         return Err(Error::State(format!("the tensor '{key}' is missing")));
                     };
-                    let t = saved.tensors.get(i).map(|(_, t)| t).ok_or_else(|| Error::State(key.clone()))?;
+                    let t = saved
+                        .tensors
+                        .get(i)
+                        .map(|(_, t)| t)
+                        .ok_or_else(|| Error::State(key.clone()))?;
                     let want = cfg.buffer_shape(b, &p.tensor);
                     if t.size() != want {
                         return Err(Error::State(format!(
@@ -430,8 +482,13 @@ impl<C: Rule> Optimizer for Grouped<C> {
                     if let Some(u) = used.get_mut(i) {
                         *u = true;
                     }
-                    let kind = if t.is_floating_point() { p.tensor.kind() } else { t.kind() };
-                    let t = ops::detached_clone(&t.f_to_device(p.tensor.device())?.f_to_kind(kind)?)?;
+                    let kind = if t.is_floating_point() {
+                        p.tensor.kind()
+                    } else {
+                        t.kind()
+                    };
+                    let t =
+                        ops::detached_clone(&t.f_to_device(p.tensor.device())?.f_to_kind(kind)?)?;
                     st.buffers.push((b.to_string(), t));
                 }
                 states.push(Some(st));
@@ -439,11 +496,26 @@ impl<C: Rule> Optimizer for Grouped<C> {
             configs.push(cfg);
             new_states.push(states);
         }
-        if let Some(name) = state.keys().find(|k| !self.groups.iter().any(|g| g.params.iter().any(|p| &p.name == *k))) {
-            return Err(Error::State(format!("it has state for '{name}', which names no parameter of this optimizer")));
+        if let Some(name) = state.keys().find(|k| {
+            !self
+                .groups
+                .iter()
+                .any(|g| g.params.iter().any(|p| &p.name == *k))
+        }) {
+            return Err(Error::State(format!(
+                "it has state for '{name}', which names no parameter of this optimizer"
+            )));
         }
-        if let Some((key, _)) = saved.tensors.iter().zip(&used).find(|(_, u)| !**u).map(|(t, _)| t) {
-            return Err(Error::State(format!("the tensor '{key}' belongs to no parameter's state")));
+        if let Some((key, _)) = saved
+            .tensors
+            .iter()
+            .zip(&used)
+            .find(|(_, u)| !**u)
+            .map(|(t, _)| t)
+        {
+            return Err(Error::State(format!(
+                "the tensor '{key}' belongs to no parameter's state"
+            )));
         }
         for (g, cfg) in self.groups.iter_mut().zip(configs) {
             g.config = cfg;

@@ -38,7 +38,15 @@ pub struct SgdConfig {
 
 impl Default for SgdConfig {
     fn default() -> Self {
-        Self { lr: 1e-3, momentum: 0.0, dampening: 0.0, weight_decay: 0.0, nesterov: false, maximize: false, fused: false }
+        Self {
+            lr: 1e-3,
+            momentum: 0.0,
+            dampening: 0.0,
+            weight_decay: 0.0,
+            nesterov: false,
+            maximize: false,
+            fused: false,
+        }
     }
 }
 
@@ -55,8 +63,17 @@ impl SgdConfig {
 /// One SGD update of one parameter, as `torch.optim.sgd._single_tensor_sgd`
 /// computes it (same operations in the same order, so the same bits).
 /// `momentum_buffer` is created on the first step when momentum is used.
-pub fn sgd_update(param: &Tensor, grad: &Tensor, momentum_buffer: &mut Option<Tensor>, cfg: &SgdConfig) -> Result<()> {
-    let mut grad = if cfg.maximize { grad.f_neg()? } else { grad.shallow_clone() };
+pub fn sgd_update(
+    param: &Tensor,
+    grad: &Tensor,
+    momentum_buffer: &mut Option<Tensor>,
+    cfg: &SgdConfig,
+) -> Result<()> {
+    let mut grad = if cfg.maximize {
+        grad.f_neg()?
+    } else {
+        grad.shallow_clone()
+    };
     if cfg.weight_decay != 0.0 {
         grad = ops::add(&grad, param, cfg.weight_decay)?;
     }
@@ -73,7 +90,11 @@ pub fn sgd_update(param: &Tensor, grad: &Tensor, momentum_buffer: &mut Option<Te
                 buf
             }
         };
-        grad = if cfg.nesterov { ops::add(&grad, &buf, cfg.momentum)? } else { buf };
+        grad = if cfg.nesterov {
+            ops::add(&grad, &buf, cfg.momentum)?
+        } else {
+            buf
+        };
     }
     ops::add_(param, &grad, -cfg.lr)?;
     Ok(())
@@ -98,7 +119,10 @@ impl SgdConfig {
             return Ok(ops::fused_sgd_(&p, &g, &[], &h)?);
         }
         // Parameters without a buffer take the first-step formula (b = g).
-        let had: Vec<bool> = items.iter().map(|i| i.state.buffer(BUF).is_some()).collect();
+        let had: Vec<bool> = items
+            .iter()
+            .map(|i| i.state.buffer(BUF).is_some())
+            .collect();
         for first in [true, false] {
             let mut p = Vec::new();
             let mut g = Vec::new();
@@ -107,7 +131,9 @@ impl SgdConfig {
                 if has == first {
                     continue;
                 }
-                let buf = item.state.buffer_or_init(BUF, || Ok(item.grad.f_empty_like()?))?;
+                let buf = item
+                    .state
+                    .buffer_or_init(BUF, || Ok(item.grad.f_empty_like()?))?;
                 p.push(item.param);
                 g.push(&item.grad);
                 b.push(buf);
@@ -116,7 +142,15 @@ impl SgdConfig {
                 continue;
             }
             let br: Vec<&Tensor> = b.iter().collect();
-            ops::fused_sgd_(&p, &g, &br, &ops::FusedSgd { is_first_step: first, ..h })?;
+            ops::fused_sgd_(
+                &p,
+                &g,
+                &br,
+                &ops::FusedSgd {
+                    is_first_step: first,
+                    ..h
+                },
+            )?;
         }
         Ok(())
     }
@@ -141,10 +175,16 @@ impl Rule for SgdConfig {
             return invalid(format!("Invalid learning rate: {}", py_float(self.lr)));
         }
         if self.momentum < 0.0 {
-            return invalid(format!("Invalid momentum value: {}", py_float(self.momentum)));
+            return invalid(format!(
+                "Invalid momentum value: {}",
+                py_float(self.momentum)
+            ));
         }
         if self.weight_decay < 0.0 {
-            return invalid(format!("Invalid weight_decay value: {}", py_float(self.weight_decay)));
+            return invalid(format!(
+                "Invalid weight_decay value: {}",
+                py_float(self.weight_decay)
+            ));
         }
         if self.nesterov && (self.momentum <= 0.0 || self.dampening != 0.0) {
             return invalid("Nesterov momentum requires a momentum and zero dampening".into());
@@ -171,4 +211,3 @@ impl Rule for SgdConfig {
         Ok(())
     }
 }
-

@@ -30,7 +30,12 @@ pub struct SparseAdamConfig {
 
 impl Default for SparseAdamConfig {
     fn default() -> Self {
-        Self { lr: 1e-3, betas: (0.9, 0.999), eps: 1e-8, maximize: false }
+        Self {
+            lr: 1e-3,
+            betas: (0.9, 0.999),
+            eps: 1e-8,
+            maximize: false,
+        }
     }
 }
 
@@ -83,7 +88,13 @@ impl Rule for SparseAdamConfig {
         }
         let size = grad.size();
         let make_sparse = |v: &Tensor| -> Result<Tensor> {
-            Ok(Tensor::f_sparse_coo_tensor_indices_size(&indices, v, size.as_slice(), (v.kind(), v.device()), false)?)
+            Ok(Tensor::f_sparse_coo_tensor_indices_size(
+                &indices,
+                v,
+                size.as_slice(),
+                (v.kind(), v.device()),
+                false,
+            )?)
         };
         let old_exp_avg_values = exp_avg.f_sparse_mask(&grad)?.f_internal_values()?;
         let exp_avg_update_values = values.f_sub(&old_exp_avg_values)?;
@@ -91,11 +102,15 @@ impl Rule for SparseAdamConfig {
         let _ = m(&exp_avg).f_add_(&make_sparse(&exp_avg_update_values)?)?;
         let old_exp_avg_sq_values = exp_avg_sq.f_sparse_mask(&grad)?.f_internal_values()?;
         let exp_avg_sq_update_values = values.f_pow_tensor_scalar(2i64)?;
-        let _ = m(&exp_avg_sq_update_values).f_sub_(&old_exp_avg_sq_values)?.f_mul_scalar_(1.0 - beta2)?;
+        let _ = m(&exp_avg_sq_update_values)
+            .f_sub_(&old_exp_avg_sq_values)?
+            .f_mul_scalar_(1.0 - beta2)?;
         let _ = m(&exp_avg_sq).f_add_(&make_sparse(&exp_avg_sq_update_values)?)?;
         let numer = m(&exp_avg_update_values).f_add_(&old_exp_avg_values)?;
         let _ = m(&exp_avg_sq_update_values).f_add_(&old_exp_avg_sq_values)?;
-        let denom = m(&exp_avg_sq_update_values).f_sqrt_()?.f_add_scalar_(self.eps)?;
+        let denom = m(&exp_avg_sq_update_values)
+            .f_sqrt_()?
+            .f_add_scalar_(self.eps)?;
         let bias_correction1 = 1.0 - beta1.powf(step);
         let bias_correction2 = 1.0 - beta2.powf(step);
         let step_size = self.lr * bias_correction2.sqrt() / bias_correction1;

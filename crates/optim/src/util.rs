@@ -12,7 +12,11 @@ pub fn py_float(v: f64) -> String {
         return if v > 0.0 { "inf".into() } else { "-inf".into() };
     }
     if v == 0.0 {
-        return if v.is_sign_negative() { "-0.0".into() } else { "0.0".into() };
+        return if v.is_sign_negative() {
+            "-0.0".into()
+        } else {
+            "0.0".into()
+        };
     }
     // Shortest round-trip digits and decimal exponent, e.g. "1.5e-5".
     let sci = format!("{v:e}");
@@ -37,7 +41,11 @@ pub fn py_float(v: f64) -> String {
         format!("{sign}{body}")
     } else {
         let (first, rest) = digits.split_at(1.min(digits.len()));
-        let frac = if rest.is_empty() { String::new() } else { format!(".{rest}") };
+        let frac = if rest.is_empty() {
+            String::new()
+        } else {
+            format!(".{rest}")
+        };
         let esign = if exp < 0 { "-" } else { "+" };
         format!("{sign}{first}{frac}e{esign}{:02}", exp.abs())
     }
@@ -65,12 +73,20 @@ pub(crate) fn scalar_mul(param: &Tensor, a: f64, b: f64) -> f64 {
 
 /// `grad` or `-grad` (PyTorch's `maximize`).
 pub(crate) fn maybe_neg(grad: &Tensor, maximize: bool) -> Result<Tensor> {
-    Ok(if maximize { grad.f_neg()? } else { grad.shallow_clone() })
+    Ok(if maximize {
+        grad.f_neg()?
+    } else {
+        grad.shallow_clone()
+    })
 }
 
 /// `grad.add(param, alpha=weight_decay)` when weight decay is on.
 pub(crate) fn l2(grad: Tensor, param: &Tensor, weight_decay: f64) -> Result<Tensor> {
-    Ok(if weight_decay != 0.0 { kiln_tensor::ops::add(&grad, param, weight_decay)? } else { grad })
+    Ok(if weight_decay != 0.0 {
+        kiln_tensor::ops::add(&grad, param, weight_decay)?
+    } else {
+        grad
+    })
 }
 
 #[cfg(test)]

@@ -17,7 +17,8 @@ fn grads_flat(params: &[NamedParameter]) -> Result<Vec<f64>> {
     let mut out = Vec::new();
     for p in params {
         if ops::has_grad(&p.tensor)? {
-            let v: Vec<f64> = Vec::try_from(&p.tensor.grad().f_to_kind(Kind::Double)?.f_reshape([-1])?)?;
+            let v: Vec<f64> =
+                Vec::try_from(&p.tensor.grad().f_to_kind(Kind::Double)?.f_reshape([-1])?)?;
             out.extend(v);
         }
     }
@@ -27,19 +28,33 @@ fn grads_flat(params: &[NamedParameter]) -> Result<Vec<f64>> {
 #[test]
 fn clip_grad_norm_matches_pytorch() -> Result<()> {
     let g = golden()?;
-    for case in g["clip"].as_array().ok_or_else(|| anyhow!("no clip cases"))? {
-        let max_norm = case["max_norm"].as_f64().ok_or_else(|| anyhow!("max_norm"))?;
+    for case in g["clip"]
+        .as_array()
+        .ok_or_else(|| anyhow!("no clip cases"))?
+    {
+        let max_norm = case["max_norm"]
+            .as_f64()
+            .ok_or_else(|| anyhow!("max_norm"))?;
         let norm_type = match &case["norm_type"] {
             serde_json::Value::String(s) if s == "inf" => f64::INFINITY,
             v => v.as_f64().ok_or_else(|| anyhow!("norm_type"))?,
         };
         for dtype in ["f64", "f32"] {
             let params = grads_at_init(&g, dtype)?;
-            let total = clip_grad_norm_(params.iter().map(|p| &p.tensor), max_norm, norm_type, true)?;
-            let want_total = case[dtype]["total_norm"].as_f64().ok_or_else(|| anyhow!("total"))?;
-            ensure!(total.f_double_value(&[])? == want_total, "{norm_type} {dtype}: total norm {total} vs {want_total}");
+            let total =
+                clip_grad_norm_(params.iter().map(|p| &p.tensor), max_norm, norm_type, true)?;
+            let want_total = case[dtype]["total_norm"]
+                .as_f64()
+                .ok_or_else(|| anyhow!("total"))?;
+            ensure!(
+                total.f_double_value(&[])? == want_total,
+                "{norm_type} {dtype}: total norm {total} vs {want_total}"
+            );
             let (_, differ) = compare(&grads_flat(&params)?, &floats(&case[dtype]["grads"])?);
-            ensure!(differ == 0, "{norm_type} {dtype}: {differ} clipped gradients differ");
+            ensure!(
+                differ == 0,
+                "{norm_type} {dtype}: {differ} clipped gradients differ"
+            );
         }
     }
     Ok(())
@@ -69,7 +84,9 @@ fn nonfinite_norm_is_an_error_when_asked() -> Result<()> {
         .map(|e| e.to_string())
         .unwrap_or_default();
     ensure!(
-        err.starts_with("The total norm of order 2.0 for gradients from `parameters` is non-finite"),
+        err.starts_with(
+            "The total norm of order 2.0 for gradients from `parameters` is non-finite"
+        ),
         "{err}"
     );
     // Without the flag it returns the infinite norm.

@@ -7,7 +7,10 @@ use kiln_tensor::{Device, Kind, Reduction, Tensor};
 use serde_json::Value;
 
 pub fn golden() -> Result<Value> {
-    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/golden/optim_golden.json");
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/golden/optim_golden.json"
+    );
     let text = std::fs::read_to_string(path).with_context(|| path.to_string())?;
     Ok(serde_json::from_str(&text)?)
 }
@@ -34,27 +37,45 @@ pub fn params(g: &Value, dtype: &str) -> Result<Vec<NamedParameter>> {
     let mut out = Vec::new();
     for p in init.as_array().ok_or_else(|| anyhow!("no params"))? {
         let name = p[0].as_str().ok_or_else(|| anyhow!("no name"))?.to_string();
-        let shape: Vec<i64> = p[1].as_array().ok_or_else(|| anyhow!("no shape"))?.iter().filter_map(Value::as_i64).collect();
+        let shape: Vec<i64> = p[1]
+            .as_array()
+            .ok_or_else(|| anyhow!("no shape"))?
+            .iter()
+            .filter_map(Value::as_i64)
+            .collect();
         let data = floats(&p[2])?;
-        let t = Tensor::from_slice(&data).f_to_kind(kind(dtype))?.f_reshape(&shape)?.set_requires_grad(true);
+        let t = Tensor::from_slice(&data)
+            .f_to_kind(kind(dtype))?
+            .f_reshape(&shape)?
+            .set_requires_grad(true);
         out.push(NamedParameter { name, tensor: t });
     }
     Ok(out)
 }
 
 pub fn data(g: &Value, dtype: &str) -> Result<(Tensor, Tensor)> {
-    let x = Tensor::from_slice(&floats(&g["init"][dtype]["x"])?).f_to_kind(kind(dtype))?.f_reshape([8, 4])?;
-    let y = Tensor::from_slice(&floats(&g["init"][dtype]["y"])?).f_to_kind(kind(dtype))?.f_reshape([8, 2])?;
+    let x = Tensor::from_slice(&floats(&g["init"][dtype]["x"])?)
+        .f_to_kind(kind(dtype))?
+        .f_reshape([8, 4])?;
+    let y = Tensor::from_slice(&floats(&g["init"][dtype]["y"])?)
+        .f_to_kind(kind(dtype))?
+        .f_reshape([8, 2])?;
     Ok((x, y))
 }
 
 fn find<'a>(params: &'a [NamedParameter], name: &str) -> Result<&'a Tensor> {
-    params.iter().find(|p| p.name == name).map(|p| &p.tensor).ok_or_else(|| anyhow!("no parameter {name}"))
+    params
+        .iter()
+        .find(|p| p.name == name)
+        .map(|p| &p.tensor)
+        .ok_or_else(|| anyhow!("no parameter {name}"))
 }
 
 /// The MLP's MSE loss (forward only).
 pub fn loss(params: &[NamedParameter], x: &Tensor, y: &Tensor) -> Result<Tensor> {
-    let h = x.f_linear(find(params, "0.weight")?, Some(find(params, "0.bias")?))?.f_tanh()?;
+    let h = x
+        .f_linear(find(params, "0.weight")?, Some(find(params, "0.bias")?))?
+        .f_tanh()?;
     let out = h.f_linear(find(params, "2.weight")?, Some(find(params, "2.bias")?))?;
     Ok(out.f_mse_loss(y, Reduction::Mean)?)
 }
@@ -79,10 +100,19 @@ pub fn overrides(case: &Value) -> Result<Vec<GroupOverride>> {
     let mut out = Vec::new();
     for o in case["overrides"].as_array().cloned().unwrap_or_default() {
         let patterns = o["patterns"].as_array().cloned().unwrap_or_default();
-        let hp = o["hyperparameters"].as_object().cloned().unwrap_or_default();
+        let hp = o["hyperparameters"]
+            .as_object()
+            .cloned()
+            .unwrap_or_default();
         out.push(GroupOverride {
-            patterns: patterns.iter().filter_map(|p| p.as_str().map(String::from)).collect(),
-            hyperparameters: hp.iter().filter_map(|(k, v)| v.as_f64().map(|v| (k.clone(), v))).collect(),
+            patterns: patterns
+                .iter()
+                .filter_map(|p| p.as_str().map(String::from))
+                .collect(),
+            hyperparameters: hp
+                .iter()
+                .filter_map(|(k, v)| v.as_f64().map(|v| (k.clone(), v)))
+                .collect(),
         });
     }
     Ok(out)
@@ -121,7 +151,10 @@ pub const CPU: Device = Device::Cpu;
 /// The parameters a case gives its optimizer (all unless it lists some).
 pub fn only(case: &Value, params: Vec<NamedParameter>) -> Vec<NamedParameter> {
     match case["params"].as_array() {
-        Some(names) => params.into_iter().filter(|p| names.iter().any(|n| n.as_str() == Some(p.name.as_str()))).collect(),
+        Some(names) => params
+            .into_iter()
+            .filter(|p| names.iter().any(|n| n.as_str() == Some(p.name.as_str())))
+            .collect(),
         None => params,
     }
 }

@@ -18,12 +18,23 @@ fn temp_dir(tag: &str) -> Result<std::path::PathBuf> {
 fn copy_params(params: &[NamedParameter]) -> Result<Vec<NamedParameter>> {
     params
         .iter()
-        .map(|p| Ok(NamedParameter { name: p.name.clone(), tensor: ops::detached_clone(&p.tensor)?.set_requires_grad(true) }))
+        .map(|p| {
+            Ok(NamedParameter {
+                name: p.name.clone(),
+                tensor: ops::detached_clone(&p.tensor)?.set_requires_grad(true),
+            })
+        })
         .collect()
 }
 
 fn handles(params: &[NamedParameter]) -> Vec<NamedParameter> {
-    params.iter().map(|p| NamedParameter { name: p.name.clone(), tensor: p.tensor.shallow_clone() }).collect()
+    params
+        .iter()
+        .map(|p| NamedParameter {
+            name: p.name.clone(),
+            tensor: p.tensor.shallow_clone(),
+        })
+        .collect()
 }
 
 #[test]
@@ -37,7 +48,9 @@ fn save_load_continue_is_bitwise_for_every_optimizer() -> Result<()> {
         let spec = case["spec"].as_str().ok_or_else(|| anyhow!("no spec"))?;
         let ov = overrides(case)?;
         for dtype in ["f64", "f32"] {
-            let traj = case[dtype].as_array().ok_or_else(|| anyhow!("no trajectory"))?;
+            let traj = case[dtype]
+                .as_array()
+                .ok_or_else(|| anyhow!("no trajectory"))?;
             let (x, y) = data(&g, dtype)?;
             let params = params(&g, dtype)?;
             let mut opt = registry.build_with_overrides(spec, only(case, handles(&params)), &ov)?;
@@ -52,7 +65,8 @@ fn save_load_continue_is_bitwise_for_every_optimizer() -> Result<()> {
             // A new process would rebuild the model from its checkpoint and the
             // optimizer from the same spec, then load the state.
             let resumed = copy_params(&params)?;
-            let mut opt = registry.build_with_overrides(spec, only(case, handles(&resumed)), &ov)?;
+            let mut opt =
+                registry.build_with_overrides(spec, only(case, handles(&resumed)), &ov)?;
             opt.load_state_dict(&OptimizerState::load(&dir)?)?;
             for (step, want) in traj.iter().enumerate().skip(k) {
                 opt.zero_grad()?;
@@ -60,7 +74,10 @@ fn save_load_continue_is_bitwise_for_every_optimizer() -> Result<()> {
                 opt.step()?;
                 let (_, differ) = compare(&flat(&resumed)?, &floats(want)?);
                 if differ > 0 {
-                    failures.push(format!("{spec} [{dtype}] step {}: {differ} values differ", step + 1));
+                    failures.push(format!(
+                        "{spec} [{dtype}] step {}: {differ} values differ",
+                        step + 1
+                    ));
                     break;
                 }
             }
@@ -96,7 +113,10 @@ fn state_that_does_not_fit_is_an_error() -> Result<()> {
     let (_, adam) = stepped("adam:lr=0.1", "f32")?;
     let state = adam.state_dict()?;
     ensure!(state.tensors.iter().any(|(k, _)| k == "0.weight.exp_avg"));
-    ensure!(!state.tensors.iter().any(|(k, _)| k.starts_with("unused.")), "no state without a gradient");
+    ensure!(
+        !state.tensors.iter().any(|(k, _)| k.starts_with("unused.")),
+        "no state without a gradient"
+    );
 
     // Another optimizer.
     let (_, mut sgd) = stepped("sgd:lr=0.1,momentum=0.9", "f32")?;
@@ -116,19 +136,38 @@ fn state_that_does_not_fit_is_an_error() -> Result<()> {
     // Wrong shapes.
     let mut reshaped = params(&g, "f32")?;
     if let Some(p) = reshaped.first_mut() {
-        p.tensor = kiln_tensor::Tensor::f_zeros([4, 3], (kiln_tensor::Kind::Float, CPU))?.set_requires_grad(true);
+        p.tensor = kiln_tensor::Tensor::f_zeros([4, 3], (kiln_tensor::Kind::Float, CPU))?
+            .set_requires_grad(true);
     }
     let mut other = optimizers().build("adam", reshaped)?;
     let msg = load_err(other.as_mut(), &state)?;
-    ensure!(msg.contains("shape [3, 4]") && msg.contains("[4, 3]"), "{msg}");
+    ensure!(
+        msg.contains("shape [3, 4]") && msg.contains("[4, 3]"),
+        "{msg}"
+    );
 
     // A missing buffer and a stray one.
     let mut fresh = optimizers().build("adam", params(&g, "f32")?)?;
-    let mut missing = OptimizerState { tensors: state.tensors.iter().skip(1).map(|(k, t)| (k.clone(), t.shallow_clone())).collect(), scalars: state.scalars.clone() };
+    let mut missing = OptimizerState {
+        tensors: state
+            .tensors
+            .iter()
+            .skip(1)
+            .map(|(k, t)| (k.clone(), t.shallow_clone()))
+            .collect(),
+        scalars: state.scalars.clone(),
+    };
     let msg = load_err(fresh.as_mut(), &missing)?;
     ensure!(msg.contains("is missing"), "{msg}");
-    missing.tensors = state.tensors.iter().map(|(k, t)| (k.clone(), t.shallow_clone())).collect();
-    missing.tensors.push(("ghost.exp_avg".into(), kiln_tensor::Tensor::f_zeros([1], (kiln_tensor::Kind::Float, CPU))?));
+    missing.tensors = state
+        .tensors
+        .iter()
+        .map(|(k, t)| (k.clone(), t.shallow_clone()))
+        .collect();
+    missing.tensors.push((
+        "ghost.exp_avg".into(),
+        kiln_tensor::Tensor::f_zeros([1], (kiln_tensor::Kind::Float, CPU))?,
+    ));
     let msg = load_err(fresh.as_mut(), &missing)?;
     ensure!(msg.contains("ghost.exp_avg"), "{msg}");
 
@@ -138,7 +177,10 @@ fn state_that_does_not_fit_is_an_error() -> Result<()> {
     let (_, sgd) = stepped("sgd:lr=0.1,momentum=0.9", "f32")?;
     let other_dir = temp_dir("mixed-other")?;
     sgd.state_dict()?.save(&other_dir)?;
-    std::fs::copy(other_dir.join("optimizer.safetensors"), dir.join("optimizer.safetensors"))?;
+    std::fs::copy(
+        other_dir.join("optimizer.safetensors"),
+        dir.join("optimizer.safetensors"),
+    )?;
     let msg = match OptimizerState::load(&dir) {
         Ok(_) => bail!("mixed files should not load"),
         Err(e) => e.to_string(),

@@ -109,10 +109,16 @@ mod tests {
         assert_eq!("auto".parse::<DeviceSpec>().ok(), Some(DeviceSpec::Auto));
         assert_eq!("cpu".parse::<DeviceSpec>().ok(), Some(DeviceSpec::Cpu));
         assert_eq!("cuda".parse::<DeviceSpec>().ok(), Some(DeviceSpec::Cuda(0)));
-        assert_eq!("cuda:3".parse::<DeviceSpec>().ok(), Some(DeviceSpec::Cuda(3)));
+        assert_eq!(
+            "cuda:3".parse::<DeviceSpec>().ok(),
+            Some(DeviceSpec::Cuda(3))
+        );
         for bad in ["gpu", "cuda:", "cuda:x", "CPU", ""] {
             let err = bad.parse::<DeviceSpec>().err().map(|e| e.to_string());
-            assert!(err.is_some_and(|e| e.contains("use auto, cpu, cuda or cuda:N")), "{bad}");
+            assert!(
+                err.is_some_and(|e| e.contains("use auto, cpu, cuda or cuda:N")),
+                "{bad}"
+            );
         }
     }
 

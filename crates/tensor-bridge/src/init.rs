@@ -43,7 +43,12 @@ pub fn uniform_(tensor: &mut tch::Tensor, bound: f64) -> Result<()> {
 /// `nn.Linear(in_features, out_features, bias)` created under `path`
 /// (parameters `weight` [out, in] and `bias` [out]) and initialised exactly
 /// as PyTorch's `reset_parameters` does.
-pub fn linear(path: &nn::Path<'_>, in_features: i64, out_features: i64, bias: bool) -> Result<nn::Linear> {
+pub fn linear(
+    path: &nn::Path<'_>,
+    in_features: i64,
+    out_features: i64,
+    bias: bool,
+) -> Result<nn::Linear> {
     if in_features < 0 || out_features < 0 {
         return Err(Error::InvalidArgument(format!(
             "Linear needs non-negative sizes, got in_features={in_features}, out_features={out_features}"

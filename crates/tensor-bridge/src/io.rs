@@ -8,7 +8,10 @@ use std::path::{Path, PathBuf};
 use tch::Tensor;
 
 fn io_err(path: &Path, source: std::io::Error) -> Error {
-    Error::Io { path: path.to_path_buf(), source }
+    Error::Io {
+        path: path.to_path_buf(),
+        source,
+    }
 }
 
 fn temp_path(path: &Path) -> Result<PathBuf> {
@@ -57,7 +60,10 @@ pub fn write_safetensors(path: &Path, tensors: &[(String, Tensor)]) -> Result<()
 /// Reads the named tensors of a safetensors file, sorted by name.
 pub fn read_safetensors(path: &Path) -> Result<Vec<(String, Tensor)>> {
     if !path.exists() {
-        return Err(io_err(path, std::io::Error::from(std::io::ErrorKind::NotFound)));
+        return Err(io_err(
+            path,
+            std::io::Error::from(std::io::ErrorKind::NotFound),
+        ));
     }
     let mut tensors = Tensor::read_safetensors(path)?;
     tensors.sort_by(|a, b| a.0.cmp(&b.0));
@@ -75,7 +81,13 @@ mod tests {
         let path = dir.join("t.safetensors");
         let a = Tensor::from_slice(&[1.0f32, -0.1, 3.5]).f_reshape([3, 1])?;
         let b = Tensor::from_slice(&[0.1f64]);
-        write_safetensors(&path, &[("b".into(), b.shallow_clone()), ("a".into(), a.shallow_clone())])?;
+        write_safetensors(
+            &path,
+            &[
+                ("b".into(), b.shallow_clone()),
+                ("a".into(), a.shallow_clone()),
+            ],
+        )?;
         let back = read_safetensors(&path)?;
         assert_eq!(back.len(), 2);
         assert_eq!(back[0].0, "a");

@@ -98,7 +98,9 @@ pub fn foreach_norm(tensors: &[&Tensor], ord: f64) -> Result<Vec<Tensor>> {
     let a = raw_list(tensors);
     let mut outs: Vec<*mut torch_sys::C_tensor> = vec![std::ptr::null_mut(); a.len()];
     // SAFETY: `a` holds `len` live tensors; `outs` has room for `len` results we then own.
-    let err = check(unsafe { shim::kiln_foreach_norm(a.as_ptr(), a.len() as i64, ord, outs.as_mut_ptr()) });
+    let err = check(unsafe {
+        shim::kiln_foreach_norm(a.as_ptr(), a.len() as i64, ord, outs.as_mut_ptr())
+    });
     // Take ownership of whatever was produced before reporting an error.
     let owned_outs: Vec<Result<Tensor>> = outs.into_iter().map(owned).collect();
     err?;
@@ -117,12 +119,20 @@ pub fn vector_norm(tensor: &Tensor, ord: f64) -> Result<Tensor> {
 pub fn vector_norm_dim(tensor: &Tensor, ord: f64, dim: i64, keepdim: bool) -> Result<Tensor> {
     let mut out = std::ptr::null_mut();
     // SAFETY: the input is live; `out` receives a tensor we then own.
-    check(unsafe { shim::kiln_vector_norm_dim(raw(tensor), ord, dim, i32::from(keepdim), &mut out) })?;
+    check(unsafe {
+        shim::kiln_vector_norm_dim(raw(tensor), ord, dim, i32::from(keepdim), &mut out)
+    })?;
     owned(out)
 }
 
 /// `torch.addmm(tensor, mat1, mat2, beta=beta, alpha=alpha)`: `β·tensor + α·mat1 @ mat2`.
-pub fn addmm(tensor: &Tensor, mat1: &Tensor, mat2: &Tensor, beta: f64, alpha: f64) -> Result<Tensor> {
+pub fn addmm(
+    tensor: &Tensor,
+    mat1: &Tensor,
+    mat2: &Tensor,
+    beta: f64,
+    alpha: f64,
+) -> Result<Tensor> {
     let mut out = std::ptr::null_mut();
     // SAFETY: inputs are live; `out` receives a tensor we then own.
     check(unsafe { shim::kiln_addmm(raw(tensor), raw(mat1), raw(mat2), beta, alpha, &mut out) })?;
@@ -150,11 +160,24 @@ pub struct FusedSgd {
 
 /// `torch._fused_sgd_`: libtorch's one-pass SGD kernel (`SGD(fused=True)`).
 /// `momentum_buffers` is empty when momentum is 0, else one per parameter.
-pub fn fused_sgd_(params: &[&Tensor], grads: &[&Tensor], momentum_buffers: &[&Tensor], h: &FusedSgd) -> Result<()> {
-    if params.len() != grads.len() || !(momentum_buffers.is_empty() || momentum_buffers.len() == params.len()) {
-        return Err(crate::Error::InvalidArgument("fused_sgd_ needs lists of equal length".into()));
+pub fn fused_sgd_(
+    params: &[&Tensor],
+    grads: &[&Tensor],
+    momentum_buffers: &[&Tensor],
+    h: &FusedSgd,
+) -> Result<()> {
+    if params.len() != grads.len()
+        || !(momentum_buffers.is_empty() || momentum_buffers.len() == params.len())
+    {
+        return Err(crate::Error::InvalidArgument(
+            "fused_sgd_ needs lists of equal length".into(),
+        ));
     }
-    let (p, g, b) = (raw_list(params), raw_list(grads), raw_list(momentum_buffers));
+    let (p, g, b) = (
+        raw_list(params),
+        raw_list(grads),
+        raw_list(momentum_buffers),
+    );
     // SAFETY: every pointer array holds its stated number of live tensors for the call.
     check(unsafe {
         shim::kiln_fused_sgd_(
@@ -216,9 +239,18 @@ pub struct AdamLists<'a> {
 /// (`Adam(fused=True)`).
 pub fn fused_adam_(l: &AdamLists<'_>, h: &FusedAdam) -> Result<()> {
     let n = l.params.len();
-    let same = [l.grads.len(), l.exp_avgs.len(), l.exp_avg_sqs.len(), l.steps.len()].iter().all(|&k| k == n);
+    let same = [
+        l.grads.len(),
+        l.exp_avgs.len(),
+        l.exp_avg_sqs.len(),
+        l.steps.len(),
+    ]
+    .iter()
+    .all(|&k| k == n);
     if !same || !(l.max_exp_avg_sqs.is_empty() || l.max_exp_avg_sqs.len() == n) {
-        return Err(crate::Error::InvalidArgument("fused_adam_ needs lists of equal length".into()));
+        return Err(crate::Error::InvalidArgument(
+            "fused_adam_ needs lists of equal length".into(),
+        ));
     }
     let (p, g, m, v, mx, st) = (
         raw_list(l.params),
@@ -261,7 +293,10 @@ mod tests {
         let a = Tensor::from_slice(&[1.0f32, 2.0, 3.0]);
         let b = Tensor::from_slice(&[0.5f32, -1.0, 0.25]);
         assert!(add_(&a, &b, -2.0).is_ok());
-        assert_eq!(Vec::<f32>::try_from(&a).unwrap_or_default(), vec![0.0, 4.0, 2.5]);
+        assert_eq!(
+            Vec::<f32>::try_from(&a).unwrap_or_default(),
+            vec![0.0, 4.0, 2.5]
+        );
         let c = add(&a, &b, 1.0).map(|t| Vec::<f32>::try_from(&t).unwrap_or_default());
         assert_eq!(c.ok(), Some(vec![0.5, 3.0, 2.75]));
         // Shape errors come back as Err, not as an abort.
@@ -276,9 +311,15 @@ mod tests {
         let t1 = Tensor::from_slice(&[2.0f64, 3.0]);
         let t2 = Tensor::from_slice(&[4.0f64, 0.5]);
         assert!(addcmul_(&a, &t1, &t2, 0.5).is_ok());
-        assert_eq!(Vec::<f64>::try_from(&a).unwrap_or_default(), vec![5.0, 1.75]);
+        assert_eq!(
+            Vec::<f64>::try_from(&a).unwrap_or_default(),
+            vec![5.0, 1.75]
+        );
         assert!(addcdiv_(&a, &t1, &t2, 2.0).is_ok());
-        assert_eq!(Vec::<f64>::try_from(&a).unwrap_or_default(), vec![6.0, 13.75]);
+        assert_eq!(
+            Vec::<f64>::try_from(&a).unwrap_or_default(),
+            vec![6.0, 13.75]
+        );
         let x = Tensor::from_slice(&[1.0f32]);
         let y = Tensor::from_slice(&[2.0f32, 2.0]);
         assert!(foreach_add_(&[&x, &y], &[&x, &y], 0.5).is_ok());

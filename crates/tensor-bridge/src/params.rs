@@ -26,8 +26,13 @@ pub fn named_parameters(vs: &VarStore) -> Result<Vec<NamedParameter>> {
             .iter()
             .find(|(_, t)| t.data_ptr() == ptr && t.size() == var.tensor.size())
             .map(|(name, _)| name.clone())
-            .ok_or_else(|| Error::InvalidArgument("a trainable variable has no name in its VarStore".into()))?;
-        out.push(NamedParameter { name, tensor: var.tensor.shallow_clone() });
+            .ok_or_else(|| {
+                Error::InvalidArgument("a trainable variable has no name in its VarStore".into())
+            })?;
+        out.push(NamedParameter {
+            name,
+            tensor: var.tensor.shallow_clone(),
+        });
     }
     Ok(out)
 }
@@ -48,9 +53,15 @@ mod tests {
             for part in &parts[..parts.len() - 1] {
                 path = path / *part;
             }
-            assert!(path.f_var(parts[parts.len() - 1], &[2], Init::Const(1.0)).is_ok());
+            assert!(path
+                .f_var(parts[parts.len() - 1], &[2], Init::Const(1.0))
+                .is_ok());
         }
-        let got: Vec<String> = named_parameters(&vs).unwrap_or_default().into_iter().map(|p| p.name).collect();
+        let got: Vec<String> = named_parameters(&vs)
+            .unwrap_or_default()
+            .into_iter()
+            .map(|p| p.name)
+            .collect();
         assert_eq!(got, names);
     }
 }

@@ -68,7 +68,9 @@ pub struct Mt19937 {
 
 impl std::fmt::Debug for Mt19937 {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Mt19937").field("next", &self.next).finish_non_exhaustive()
+        f.debug_struct("Mt19937")
+            .field("next", &self.next)
+            .finish_non_exhaustive()
     }
 }
 
@@ -144,7 +146,13 @@ mod tests {
     #[test]
     fn matches_libtorch_generator_and_state_round_trips() {
         let _guard = crate::TEST_RNG.lock();
-        for (seed, n) in [(0u64, 1i64), (0, 2), (7, 10), (1234, 1000), (u64::MAX, 60_000)] {
+        for (seed, n) in [
+            (0u64, 1i64),
+            (0, 2),
+            (7, 10),
+            (1234, 1000),
+            (u64::MAX, 60_000),
+        ] {
             let ours = Mt19937::new(seed).randperm(n as usize).unwrap_or_default();
             assert_eq!(ours, libtorch_randperm(seed, n), "seed {seed}, n {n}");
         }

@@ -42,7 +42,11 @@ extern "C" {
         n: i64,
         scalar: f64,
     ) -> *mut c_char;
-    pub(crate) fn kiln_foreach_add_scalar_(selfs: *const *mut C_tensor, n: i64, scalar: f64) -> *mut c_char;
+    pub(crate) fn kiln_foreach_add_scalar_(
+        selfs: *const *mut C_tensor,
+        n: i64,
+        scalar: f64,
+    ) -> *mut c_char;
     pub(crate) fn kiln_foreach_mul_tensor_(
         selfs: *const *mut C_tensor,
         n: i64,
@@ -54,7 +58,11 @@ extern "C" {
         ord: f64,
         outs: *mut *mut C_tensor,
     ) -> *mut c_char;
-    pub(crate) fn kiln_vector_norm(this: *mut C_tensor, ord: f64, out: *mut *mut C_tensor) -> *mut c_char;
+    pub(crate) fn kiln_vector_norm(
+        this: *mut C_tensor,
+        ord: f64,
+        out: *mut *mut C_tensor,
+    ) -> *mut c_char;
     pub(crate) fn kiln_vector_norm_dim(
         this: *mut C_tensor,
         ord: f64,

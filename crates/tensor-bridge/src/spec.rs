@@ -50,7 +50,11 @@ impl std::str::FromStr for Spec {
             options.push((key, value.trim().to_string()));
         }
         let used = vec![false; options.len()];
-        Ok(Self { name: name.to_string(), options, used })
+        Ok(Self {
+            name: name.to_string(),
+            options,
+            used,
+        })
     }
 }
 
@@ -70,7 +74,10 @@ impl Spec {
     pub fn f64(&mut self, key: &str) -> Result<Option<f64>> {
         match self.raw(key) {
             None => Ok(None),
-            Some(v) => v.parse::<f64>().map(Some).map_err(|_| self.bad(key, &v, "a number")),
+            Some(v) => v
+                .parse::<f64>()
+                .map(Some)
+                .map_err(|_| self.bad(key, &v, "a number")),
         }
     }
 
@@ -78,7 +85,10 @@ impl Spec {
     pub fn i64(&mut self, key: &str) -> Result<Option<i64>> {
         match self.raw(key) {
             None => Ok(None),
-            Some(v) => v.parse::<i64>().map(Some).map_err(|_| self.bad(key, &v, "an integer")),
+            Some(v) => v
+                .parse::<i64>()
+                .map(Some)
+                .map_err(|_| self.bad(key, &v, "an integer")),
         }
     }
 
@@ -105,7 +115,9 @@ impl Spec {
 
     /// Option `key` as a list of f64 (`1;2;3` or `[1;2;3]`).
     pub fn f64_list(&mut self, key: &str) -> Result<Option<Vec<f64>>> {
-        let Some(v) = self.raw(key) else { return Ok(None) };
+        let Some(v) = self.raw(key) else {
+            return Ok(None);
+        };
         let inner = v.trim_start_matches('[').trim_end_matches(']');
         inner
             .split(';')
@@ -127,7 +139,11 @@ impl Spec {
         if unknown.is_empty() {
             return Ok(());
         }
-        let accepted = if accepted.is_empty() { "none".to_string() } else { accepted.join(", ") };
+        let accepted = if accepted.is_empty() {
+            "none".to_string()
+        } else {
+            accepted.join(", ")
+        };
         Err(Error::InvalidArgument(format!(
             "{}: unknown option(s) {}; accepted: {accepted}",
             self.name,
@@ -144,7 +160,11 @@ mod tests {
     fn parses_names_options_and_lists() {
         let mut s: Spec = "sgd:lr=1e-3, momentum=0.9,nesterov=true,weight=[1;2.5]"
             .parse()
-            .unwrap_or_else(|_| Spec { name: String::new(), options: vec![], used: vec![] });
+            .unwrap_or_else(|_| Spec {
+                name: String::new(),
+                options: vec![],
+                used: vec![],
+            });
         assert_eq!(s.name, "sgd");
         assert_eq!(s.f64("lr").ok().flatten(), Some(1e-3));
         assert_eq!(s.f64("momentum").ok().flatten(), Some(0.9));
@@ -160,9 +180,20 @@ mod tests {
         assert!(msg(":lr=1".parse()).contains("has no name"));
         assert!(msg("sgd:lr".parse()).contains("'lr' in spec 'sgd:lr' is not key=value"));
         assert!(msg("sgd:lr=1,lr=2".parse()).contains("given twice"));
-        let mut s: Spec = "adam:lr=x,foo=1".parse().unwrap_or_else(|_| Spec { name: String::new(), options: vec![], used: vec![] });
-        assert_eq!(s.f64("lr").err().map(|e| e.to_string()).as_deref(), Some("adam: option lr=x is not a number"));
-        let err = s.finish(&["lr", "betas"]).err().map(|e| e.to_string()).unwrap_or_default();
+        let mut s: Spec = "adam:lr=x,foo=1".parse().unwrap_or_else(|_| Spec {
+            name: String::new(),
+            options: vec![],
+            used: vec![],
+        });
+        assert_eq!(
+            s.f64("lr").err().map(|e| e.to_string()).as_deref(),
+            Some("adam: option lr=x is not a number")
+        );
+        let err = s
+            .finish(&["lr", "betas"])
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
         assert_eq!(err, "adam: unknown option(s) foo; accepted: lr, betas");
     }
 }
