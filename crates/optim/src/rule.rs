@@ -334,7 +334,9 @@ impl<C: Rule> Optimizer for Grouped<C> {
                         state: st.get_or_insert_with(ParamState::default),
                     });
                 }
-                group.config.update_group(&mut items)?;
+                if !items.is_empty() {
+                    group.config.update_group(&mut items)?;
+                }
             }
             Ok(())
         })
