@@ -54,6 +54,11 @@ impl Default for SgdConfig {
 pub type Sgd = Grouped<SgdConfig>;
 
 impl SgdConfig {
+    /// PyTorch's checks, with PyTorch's messages (same as [`Rule::validate`]).
+    pub fn validate(&self) -> Result<()> {
+        <Self as Rule>::validate(self)
+    }
+
     /// Builds an SGD optimizer over `params` (one param group).
     pub fn build(self, params: Vec<NamedParameter>) -> Result<Sgd> {
         Sgd::new(self, params)

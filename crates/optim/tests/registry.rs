@@ -176,12 +176,19 @@ fn fused_groups_without_gradients_are_skipped() -> Result<()> {
     let g = golden()?;
     let ps = params(&g, "f32")?;
     let (x, y) = data(&g, "f32")?;
-    let overrides = [GroupOverride { patterns: vec!["unused".into()], hyperparameters: vec![("lr".into(), 0.5)] }];
+    let overrides = [GroupOverride {
+        patterns: vec!["unused".into()],
+        hyperparameters: vec![("lr".into(), 0.5)],
+    }];
     let handles = ps
         .iter()
-        .map(|p| kiln_optim::NamedParameter { name: p.name.clone(), tensor: p.tensor.shallow_clone() })
+        .map(|p| kiln_optim::NamedParameter {
+            name: p.name.clone(),
+            tensor: p.tensor.shallow_clone(),
+        })
         .collect();
-    let mut opt = optimizers().build_with_overrides("adamw:lr=0.1,fused=true", handles, &overrides)?;
+    let mut opt =
+        optimizers().build_with_overrides("adamw:lr=0.1,fused=true", handles, &overrides)?;
     opt.zero_grad()?;
     loss_backward(&ps, &x, &y)?;
     opt.step()?;

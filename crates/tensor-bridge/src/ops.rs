@@ -337,4 +337,53 @@ mod tests {
         assert!(clear_grad(&w).is_ok());
         assert_eq!(has_grad(&w).ok(), Some(false));
     }
+
+    #[test]
+    fn norms_and_fused_kernels() -> Result<()> {
+        let a = Tensor::from_slice(&[3.0f32, 4.0]);
+        let b = Tensor::from_slice(&[1.0f32, -2.0, 2.0]).f_reshape([1, 3])?;
+        let norms = foreach_norm(&[&a, &b], 2.0)?;
+        assert_eq!(
+            norms
+                .iter()
+                .map(|n| n.double_value(&[]))
+                .collect::<Vec<_>>(),
+            vec![5.0, 3.0]
+        );
+        assert_eq!(vector_norm(&a, f64::INFINITY)?.double_value(&[]), 4.0);
+        assert_eq!(vector_norm_dim(&b, 1.0, -1, true)?.size(), vec![1, 1]);
+        let s = Tensor::from_slice(&[0.5f32]).f_reshape([])?;
+        foreach_mul_tensor_(&[&a], &s)?;
+        assert_eq!(Vec::<f32>::try_from(&a).unwrap_or_default(), vec![1.5, 2.0]);
+        // SGD without momentum: p -= lr * g.
+        let p = Tensor::from_slice(&[1.0f32, 1.0]);
+        let g = Tensor::from_slice(&[0.5f32, -0.5]);
+        let h = FusedSgd {
+            weight_decay: 0.0,
+            momentum: 0.0,
+            lr: 0.5,
+            dampening: 0.0,
+            nesterov: false,
+            maximize: false,
+            is_first_step: false,
+        };
+        fused_sgd_(&[&p], &[&g], &[], &h)?;
+        assert_eq!(
+            Vec::<f32>::try_from(&p).unwrap_or_default(),
+            vec![0.75, 1.25]
+        );
+        assert!(fused_sgd_(&[&p], &[], &[], &h).is_err());
+        let m = addmm(
+            &p.f_reshape([1, 2])?,
+            &Tensor::from_slice(&[1.0f32]).f_reshape([1, 1])?,
+            &g.f_reshape([1, 2])?,
+            2.0,
+            1.0,
+        )?;
+        assert_eq!(
+            Vec::<f32>::try_from(&m.f_reshape([-1])?).unwrap_or_default(),
+            vec![2.0, 2.0]
+        );
+        Ok(())
+    }
 }
