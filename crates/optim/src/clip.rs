@@ -12,7 +12,7 @@ fn grouped_grads<'a>(params: impl IntoIterator<Item = &'a Tensor>) -> Result<Gro
         if !ops::has_grad(p)? {
             continue;
         }
-        let g = p.grad();
+        let g = p.f_grad()?;
         let key = (g.device(), g.kind());
         match groups.iter_mut().find(|(k, _)| *k == key) {
             Some((_, v)) => v.push(g),

@@ -289,7 +289,7 @@ impl Lbfgs {
         let mut views = Vec::with_capacity(self.params.len());
         for p in &self.params {
             if ops::has_grad(&p.tensor)? {
-                views.push(p.tensor.grad().f_reshape([-1])?);
+                views.push(p.tensor.f_grad()?.f_reshape([-1])?);
             } else {
                 views.push(p.tensor.f_new_zeros(
                     [p.tensor.numel() as i64],

@@ -327,7 +327,7 @@ impl<C: Rule> Optimizer for Grouped<C> {
                     if !ops::has_grad(&p.tensor)? {
                         continue;
                     }
-                    let grad = p.tensor.grad();
+                    let grad = p.tensor.f_grad()?;
                     items.push(Item {
                         param: &p.tensor,
                         grad,
