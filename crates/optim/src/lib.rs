@@ -16,6 +16,37 @@
 //!
 //! State dicts are saved with [`OptimizerState::save`] as a safetensors file
 //! plus a JSON file, both written atomically.
+//!
+//! # Parity and deliberate differences from torch.optim
+//!
+//! The golden tests (`tests/golden/make_golden.py`) check every optimizer
+//! and flag combination against PyTorch 2.11 in float64 and float32: the
+//! trajectories are identical bit for bit, also after a save/load in the
+//! middle. Differences, all deliberate:
+//! - PyTorch keeps some per-parameter scalars (NAdam's `mu_product`, ASGD's
+//!   `eta` and `mu`, LBFGS's `ro`, `H_diag`, `gtd`…) as 0-dim tensors of
+//!   `torch.get_default_dtype()`; kiln rounds them to the *parameters'* dtype
+//!   (float64 parameters: float64, otherwise float32). Both agree whenever the
+//!   model's dtype is the default dtype, the usual case.
+//! - Step counters are `f64` (PyTorch's float32 `step` tensor stops counting
+//!   at 2^24 steps); the fused kernels get float32 step tensors as in PyTorch.
+//! - Not implemented: `foreach`, `capturable`, `differentiable`, complex
+//!   parameters, tensor-valued `lr`/`betas`, sparse gradients for Adagrad
+//!   (SparseAdam has them).
+//! - State is keyed by parameter *name* and stored as safetensors + JSON
+//!   (not PyTorch's pickled, id-keyed `state_dict`); LBFGS's state is over the
+//!   flattened parameters (`lbfgs.d`, `lbfgs.old_dirs.NNNNNN`…) and checks
+//!   the parameter names and shapes on load.
+//! - Hyperparameters that are not numbers read as numbers through
+//!   [`Optimizer::hyperparameter`]: booleans as 0/1, Adafactor's `eps.0 =
+//!   None` as NaN, Muon's `adjust_lr_fn` and LBFGS's `line_search_fn` as 0/1.
+//! - [`Optimizer::set_hyperparameter`] validates like the constructor
+//!   (PyTorch accepts anything assigned to `param_groups`).
+//! - Fused SGD with momentum where only some parameters have a momentum
+//!   buffer yet runs the kernel twice (first-step and later parameters);
+//!   PyTorch assumes all or none.
+//! - Results are PyTorch's for the same intra-op thread count (reductions in
+//!   `clip_grad_norm_`, Adafactor and Muon may depend on it, in both).
 #![deny(missing_docs)]
 // Validation mirrors PyTorch's `not 0.0 <= x`, which is true for NaN; the
 // negated comparisons are deliberate.
