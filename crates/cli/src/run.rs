@@ -8,7 +8,7 @@ use kiln_loop::checkpoint::{self, Checkpoint};
 use kiln_loop::trainer::{CheckpointConfig, EarlyStopping, Interval, Mode};
 use kiln_loop::{DataLoader, Dataset, Trainer, TrainerConfig, TutorialPrinter};
 use kiln_losses::Loss;
-use kiln_optim::{Optimizer, SgdConfig};
+use kiln_optim::Optimizer;
 use kiln_tensor::device::{set_threads, DeviceSpec};
 use kiln_tensor::nn::VarStore;
 use kiln_tensor::params::named_parameters;
@@ -28,12 +28,12 @@ pub struct TrainArgs {
     /// Samples per batch (the last short batch is kept).
     #[arg(long, default_value_t = 64)]
     pub batch_size: usize,
-    /// Learning rate (overridden by an `lr=` in --optimizer).
-    #[arg(long, default_value_t = 1e-3, allow_negative_numbers = true)]
-    pub lr: f64,
-    /// Momentum for optimizers that have one (overridden by `momentum=` in --optimizer).
-    #[arg(long, default_value_t = 0.9, allow_negative_numbers = true)]
-    pub momentum: f64,
+    /// Learning rate (default: 1e-3 for sgd, as in the tutorial; the optimizer's PyTorch default otherwise).
+    #[arg(long, allow_negative_numbers = true)]
+    pub lr: Option<f64>,
+    /// Momentum (default: 0.9 for sgd, as in the tutorial; only for optimizers that have one).
+    #[arg(long, allow_negative_numbers = true)]
+    pub momentum: Option<f64>,
     /// Loss spec: NAME[:key=value,...], e.g. cross-entropy:label_smoothing=0.1 (see `kiln losses`).
     #[arg(long, default_value = "cross-entropy")]
     pub loss: String,
@@ -266,43 +266,37 @@ fn build_loss(spec: &str) -> Result<Box<dyn Loss>> {
 
 /// `kiln optimizers`.
 pub fn describe_optimizers() -> String {
-    let d = SgdConfig::default();
-    format!(
-        "sgd  stochastic gradient descent (torch.optim.SGD)\n    lr={} momentum={} dampening={} weight_decay={} nesterov={} maximize={}\n",
-        d.lr, d.momentum, d.dampening, d.weight_decay, d.nesterov, d.maximize
-    )
+    kiln_optim::optimizers().describe()
+}
+
+/// The optimizer spec with --lr and --momentum folded in (options written in
+/// the spec win); plain `sgd` gets the tutorial's lr=1e-3, momentum=0.9.
+fn optimizer_spec(args: &TrainArgs) -> Result<String> {
+    let spec: Spec = args.optimizer.parse().map_err(usage)?;
+    let tutorial = spec.name == "sgd";
+    let mut text = args.optimizer.trim().to_string();
+    let mut add = |key: &str, value: Option<f64>, default: Option<f64>| {
+        if let Some(v) = value.or(default).filter(|_| !spec.contains(key)) {
+            text.push(if text.contains(':') { ',' } else { ':' });
+            text.push_str(&format!("{key}={v:?}"));
+        }
+    };
+    add("lr", args.lr, tutorial.then_some(1e-3));
+    add("momentum", args.momentum, tutorial.then_some(0.9));
+    Ok(text)
 }
 
 fn build_optimizer(args: &TrainArgs, vs: &VarStore) -> Result<Box<dyn Optimizer>> {
-    let mut spec: Spec = args.optimizer.parse().map_err(usage)?;
-    if spec.name != "sgd" {
-        return Err(usage(format!(
-            "unknown optimizer '{}'; accepted: sgd",
-            spec.name
-        )));
+    let spec = optimizer_spec(args)?;
+    let optimizer = kiln_optim::optimizers().build(&spec, named_parameters(vs)?).map_err(usage)?;
+    // PyTorch lets a NaN learning rate through (`nan < 0` is false); a run
+    // with one can only produce NaN, so kiln refuses it up front.
+    for group in 0..optimizer.num_groups() {
+        if let Some(lr) = optimizer.lr(group).filter(|lr| !lr.is_finite()) {
+            return Err(usage(format!("Invalid learning rate: {lr} (it must be a finite number)")));
+        }
     }
-    let cfg = SgdConfig {
-        lr: spec.f64("lr").map_err(usage)?.unwrap_or(args.lr),
-        momentum: spec
-            .f64("momentum")
-            .map_err(usage)?
-            .unwrap_or(args.momentum),
-        dampening: spec.f64("dampening").map_err(usage)?.unwrap_or(0.0),
-        weight_decay: spec.f64("weight_decay").map_err(usage)?.unwrap_or(0.0),
-        nesterov: spec.bool("nesterov").map_err(usage)?.unwrap_or(false),
-        maximize: spec.bool("maximize").map_err(usage)?.unwrap_or(false),
-    };
-    spec.finish(&[
-        "lr",
-        "momentum",
-        "dampening",
-        "weight_decay",
-        "nesterov",
-        "maximize",
-    ])
-    .map_err(usage)?;
-    let params = named_parameters(vs)?;
-    Ok(Box::new(cfg.build(params).map_err(usage)?))
+    Ok(optimizer)
 }
 
 fn metric_mode(metric: &str) -> Mode {

@@ -844,13 +844,13 @@ fn schedulers_drive_kiln_sgd() -> Result<()> {
                 }
                 Some(_) => Box::new(ChainedScheduler::new(&mut opt, built)?),
             };
-        let mut got = vec![vec![opt.config().lr]];
+        let mut got = vec![vec![opt.config(0).map_or(f64::NAN, |c| c.lr)]];
         for op in ops {
             match op.get("m") {
                 Some(m) => top.step_with_metric(&mut opt, num(m)?)?,
                 None => top.step(&mut opt)?,
             }
-            got.push(vec![opt.config().lr]);
+            got.push(vec![opt.config(0).map_or(f64::NAN, |c| c.lr)]);
         }
         check_exact(name, &got, &table(&case["lr"])?)?;
     }
@@ -865,9 +865,9 @@ fn cyclic_momentum_writes_sgd_momentum() -> Result<()> {
         ..CyclicLrConfig::new(0.01, 0.1)
     }
     .build(&mut opt)?;
-    ensure!(opt.config().momentum == 0.9 && opt.config().lr == 0.01);
+    ensure!(opt.config(0).map_or(f64::NAN, |c| c.momentum) == 0.9 && opt.config(0).map_or(f64::NAN, |c| c.lr) == 0.01);
     s.step(&mut opt)?;
-    ensure!(opt.config().momentum < 0.9 && opt.config().lr > 0.01);
+    ensure!(opt.config(0).map_or(f64::NAN, |c| c.momentum) < 0.9 && opt.config(0).map_or(f64::NAN, |c| c.lr) > 0.01);
     Ok(())
 }
 
