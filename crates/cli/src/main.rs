@@ -21,6 +21,8 @@ enum Command {
     Train(run::TrainArgs),
     /// Run the test loop on a checkpoint.
     Eval(run::EvalArgs),
+    /// Draw a run's loss, accuracy and lr curves to PNG and SVG.
+    Plot(run::PlotArgs),
     /// List every loss and its options with their defaults.
     Losses,
     /// List every optimizer and its options with their defaults.
@@ -61,6 +63,7 @@ fn main() -> ExitCode {
             run::merge_config(args, &sub).and_then(|args| run::train(&args))
         }
         Command::Eval(args) => run::eval(&args),
+        Command::Plot(args) => run::plot(&args),
         Command::Losses => {
             print!("{}", kiln_losses::registry().describe());
             Ok(())

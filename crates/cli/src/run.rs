@@ -1,12 +1,14 @@
 //! `kiln train` and `kiln eval`: flags to library calls.
-use crate::models::QuickstartMlp;
+use crate::models::{QuickstartMlp, TabularMlp};
 use crate::report::{JsonLines, ProgressPrinter};
 use crate::UsageError;
 use anyhow::{Context, Result};
 use clap::parser::ValueSource;
 use kiln_loop::checkpoint::{self, Checkpoint};
 use kiln_loop::trainer::{CheckpointConfig, EarlyStopping, Interval, Mode};
+use kiln_loop::metrics_log::MetricsLogger;
 use kiln_loop::{DataLoader, Dataset, Trainer, TrainerConfig, TutorialPrinter};
+use kiln_tensor::nn::ModuleT;
 use kiln_losses::Loss;
 use kiln_optim::Optimizer;
 use kiln_tensor::device::{set_threads, DeviceSpec};
@@ -34,9 +36,10 @@ pub struct TrainArgs {
     /// Momentum (default: 0.9 for sgd, as in the tutorial; only for optimizers that have one).
     #[arg(long, allow_negative_numbers = true)]
     pub momentum: Option<f64>,
-    /// Loss spec: NAME[:key=value,...], e.g. cross-entropy:label_smoothing=0.1 (see `kiln losses`).
-    #[arg(long, default_value = "cross-entropy")]
-    pub loss: String,
+    /// Loss spec: NAME[:key=value,...], e.g. cross-entropy:label_smoothing=0.1 (see `kiln losses`);
+    /// default: cross-entropy, or mse with --data csv:...
+    #[arg(long)]
+    pub loss: Option<String>,
     /// Optimizer spec: NAME[:key=value,...], e.g. sgd:nesterov=true (see `kiln optimizers`).
     #[arg(long, default_value = "sgd")]
     pub optimizer: String,
@@ -52,6 +55,10 @@ pub struct TrainArgs {
     /// Directory with the four (Fashion)MNIST IDX files, gzipped or not.
     #[arg(long)]
     pub data_dir: Option<PathBuf>,
+    /// Tabular data instead: csv:PATH,target=COLUMN[,test_fraction=0.2] (regression with a
+    /// standardising MLP; the split is seeded by --seed, else 0; the loss defaults to mse).
+    #[arg(long)]
+    pub data: Option<String>,
     /// Keep the training set in file order instead of reshuffling every epoch.
     #[arg(long)]
     pub no_shuffle: bool,
@@ -89,6 +96,15 @@ pub struct TrainArgs {
     /// When the scheduler steps: step (every optimizer step) or epoch; default: step for onecycle and cyclic, epoch otherwise.
     #[arg(long, value_parser = ["step", "epoch"])]
     pub scheduler_interval: Option<String>,
+    /// Rescale gradients to a total 2-norm of at most X before each step (clip_grad_norm_).
+    #[arg(long)]
+    pub clip_grad_norm: Option<f64>,
+    /// Clip every gradient element to [-X, X] before each step (clip_grad_value_).
+    #[arg(long)]
+    pub clip_grad_value: Option<f64>,
+    /// Draw loss/accuracy/lr curves (PNG and SVG) into RUN_DIR/plots at the end.
+    #[arg(long)]
+    pub plot: bool,
     /// Where checkpoints, metrics and the run's config go (default: runs/<UTC time>).
     #[arg(long)]
     pub run_dir: Option<PathBuf>,
@@ -142,6 +158,25 @@ pub struct EvalArgs {
     /// auto, cpu, cuda or cuda:N.
     #[arg(long, default_value = "auto")]
     pub device: String,
+}
+
+/// Flags of `kiln plot`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct PlotArgs {
+    /// The run directory (with metrics.jsonl).
+    pub run_dir: PathBuf,
+    /// Where the charts go (default: RUN_DIR/plots).
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+}
+
+/// `kiln plot`: loss, accuracy and lr curves of a run as PNG and SVG.
+pub fn plot(args: &PlotArgs) -> Result<()> {
+    let out = args.out.clone().unwrap_or_else(|| args.run_dir.join("plots"));
+    for path in kiln_loop::plot::plot_run(&args.run_dir, &out)? {
+        println!("{}", path.display());
+    }
+    Ok(())
 }
 
 const CLASSES: i64 = 10;
@@ -255,12 +290,71 @@ impl Loss for OneHot {
     }
 }
 
-fn build_loss(spec: &str) -> Result<Box<dyn Loss>> {
-    let loss = kiln_losses::registry().build(spec).map_err(usage)?;
+/// What the data asks the model to do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Task {
+    /// (Fashion)MNIST: 10 classes.
+    Classify,
+    /// Tabular data: one regression target.
+    Regress,
+}
+
+fn build_loss(spec: Option<&str>, task: Task) -> Result<Box<dyn Loss>> {
+    let default = match task {
+        Task::Classify => "cross-entropy",
+        Task::Regress => "mse",
+    };
+    let loss = kiln_losses::registry().build(spec.unwrap_or(default)).map_err(usage)?;
     // Class-label data: regression losses compare against one-hot vectors.
-    Ok(match loss.name() {
-        "mse" | "l1" | "huber" | "smooth-l1" => Box::new(OneHot(loss)),
+    Ok(match (task, loss.name()) {
+        (Task::Classify, "mse" | "l1" | "huber" | "smooth-l1") => Box::new(OneHot(loss)),
         _ => loss,
+    })
+}
+
+/// The train and test sets `args` name (IDX directory or `csv:` spec).
+fn prepare_data(
+    data: Option<&str>,
+    data_dir: Option<&Path>,
+    train_samples: Option<usize>,
+    test_samples: Option<usize>,
+    seed: Option<u64>,
+    device: Device,
+) -> Result<(Dataset, Dataset, Task)> {
+    let Some(spec) = data else {
+        let (train, test) = load_data(data_dir, train_samples, test_samples, device)?;
+        return Ok((train, test, Task::Classify));
+    };
+    let (kind, rest) = spec.split_once(':').unwrap_or((spec, ""));
+    if kind != "csv" {
+        return Err(usage(format!("--data {spec}: accepted: csv:PATH,target=COLUMN[,test_fraction=X]")));
+    }
+    let mut parts = rest.split(',');
+    let path = PathBuf::from(parts.next().unwrap_or_default());
+    let mut options: Spec = format!("csv:{}", parts.collect::<Vec<_>>().join(",")).parse().map_err(usage)?;
+    let target = options
+        .raw("target")
+        .ok_or_else(|| usage(format!("--data {spec}: name the target column with target=COLUMN")))?;
+    let fraction = options.f64("test_fraction").map_err(usage)?.unwrap_or(0.2);
+    options.finish(&["target", "test_fraction"]).map_err(usage)?;
+    let split = kiln_loop::tabular::CsvData::load(&path, &target, fraction, seed.unwrap_or(0))?;
+    let cut = |inputs: Tensor, targets: Tensor, n: Option<usize>, name: &str| -> Result<Dataset> {
+        let set = Dataset::from_tensors(inputs, targets, &format!("{} ({name})", path.display()))?;
+        let set = match n {
+            Some(n) => set.take(n)?,
+            None => set,
+        };
+        Ok(set.to_device(device)?)
+    };
+    let train = cut(split.train_inputs, split.train_targets, train_samples, "train split")?;
+    let test = cut(split.test_inputs, split.test_targets, test_samples, "test split")?;
+    Ok((train, test, Task::Regress))
+}
+
+fn build_model(task: Task, vs: &VarStore, train: &Dataset) -> Result<Box<dyn ModuleT>> {
+    Ok(match task {
+        Task::Classify => Box::new(QuickstartMlp::new(&vs.root(), train.features(), CLASSES)?),
+        Task::Regress => Box::new(TabularMlp::new(&vs.root(), &train.inputs)?),
     })
 }
 
@@ -339,6 +433,8 @@ fn trainer_config(args: &TrainArgs, run_dir: &Path) -> Result<TrainerConfig> {
         limit_train_batches: args.limit_train_batches,
         limit_test_batches: args.limit_test_batches,
         accumulate_grad_batches: args.accumulate_grad_batches,
+        clip_grad_norm: args.clip_grad_norm,
+        clip_grad_value: args.clip_grad_value,
         eval_every_steps: args.eval_every_steps,
         early_stopping: args
             .early_stopping
@@ -409,7 +505,6 @@ pub fn train(args: &TrainArgs) -> Result<()> {
     if let Some(threads) = args.threads {
         set_threads(threads).map_err(usage)?;
     }
-    let loss_fn = build_loss(&args.loss)?;
     let run_dir = args.run_dir.clone().unwrap_or_else(default_run_dir);
     let config = trainer_config(args, &run_dir)?;
     let resume = match &args.resume {
@@ -424,12 +519,15 @@ pub fn train(args: &TrainArgs) -> Result<()> {
         }
         None => None,
     };
-    let (train_set, test_set) = load_data(
+    let (train_set, test_set, task) = prepare_data(
+        args.data.as_deref(),
         args.data_dir.as_deref(),
         args.train_samples,
         args.test_samples,
+        args.seed,
         device,
     )?;
+    let loss_fn = build_loss(args.loss.as_deref(), task)?;
     if train_set.is_empty() {
         return Err(usage("the training set is empty (--train-samples 0?)"));
     }
@@ -439,7 +537,7 @@ pub fn train(args: &TrainArgs) -> Result<()> {
         kiln_tensor::rng::manual_seed(seed);
     }
     let vs = VarStore::new(device);
-    let model = QuickstartMlp::new(&vs.root(), train_set.features(), CLASSES)?;
+    let model = build_model(task, &vs, &train_set)?;
     if let Some(init) = &args.init {
         checkpoint::load_weights(&vs, init)?;
     }
@@ -451,7 +549,15 @@ pub fn train(args: &TrainArgs) -> Result<()> {
     let batches_per_epoch = train_loader
         .len()
         .min(config.limit_train_batches.unwrap_or(usize::MAX));
+    let resume_step = resume.as_ref().map(|c| c.progress.step);
     let mut trainer = Trainer::new(config)?.run_config(serde_json::to_value(args)?);
+    if task == Task::Regress {
+        trainer = trainer.metrics(vec![Box::new(kiln_loop::metrics::MeanLoss::default())]);
+    }
+    trainer = trainer.callback(match resume_step {
+        Some(step) => MetricsLogger::resume(&run_dir, step)?,
+        None => MetricsLogger::create(&run_dir)?,
+    });
     if let Some(spec) = &args.scheduler {
         let name = spec.split(':').next().unwrap_or_default();
         let interval = match args.scheduler_interval.as_deref() {
@@ -485,7 +591,7 @@ pub fn train(args: &TrainArgs) -> Result<()> {
         };
     }
     let summary = trainer.fit(
-        &model,
+        model.as_ref(),
         &vs,
         loss_fn.as_ref(),
         optimizer.as_mut(),
@@ -493,6 +599,11 @@ pub fn train(args: &TrainArgs) -> Result<()> {
         &test_loader,
         resume,
     )?;
+    if args.plot {
+        for path in kiln_loop::plot::plot_run(&run_dir, &run_dir.join("plots"))? {
+            eprintln!("kiln: wrote {}", path.display());
+        }
+    }
     if let kiln_loop::StopReason::NonFiniteLoss {
         epoch,
         batch,
@@ -540,29 +651,24 @@ pub fn eval(args: &EvalArgs) -> Result<()> {
             (None, Some(file)) => (checkpoint::read_weights(file)?, None),
             (None, None) => return Err(usage("give --checkpoint DIR or --weights FILE")),
         };
-    let data_dir = args
-        .data_dir
-        .clone()
-        .or_else(|| run.as_ref().and_then(|r| r.data_dir.clone()));
-    let test_samples = args
-        .test_samples
-        .or_else(|| run.as_ref().and_then(|r| r.test_samples));
-    let batch_size = args
-        .batch_size
-        .or(run.as_ref().map(|r| r.batch_size))
-        .unwrap_or(64);
+    let data_dir = args.data_dir.clone().or_else(|| run.as_ref().and_then(|r| r.data_dir.clone()));
+    let test_samples = args.test_samples.or_else(|| run.as_ref().and_then(|r| r.test_samples));
+    let batch_size = args.batch_size.or(run.as_ref().map(|r| r.batch_size)).unwrap_or(64);
     if batch_size == 0 {
         return Err(usage("--batch-size must be at least 1, got 0"));
     }
-    let (_, test_set) = load_data(data_dir.as_deref(), Some(0), test_samples, device)?;
+    let data = run.as_ref().and_then(|r| r.data.clone());
+    let seed = run.as_ref().and_then(|r| r.seed);
+    let (train_set, test_set, task) =
+        prepare_data(data.as_deref(), data_dir.as_deref(), None, test_samples, seed, device)?;
     let vs = VarStore::new(device);
-    let model = QuickstartMlp::new(&vs.root(), test_set.features(), CLASSES)?;
+    let model = build_model(task, &vs, &train_set)?;
     kiln_tensor::params::load_state_dict(&vs, &weights)?;
-    let loss_fn = build_loss(run.as_ref().map_or("cross-entropy", |r| r.loss.as_str()))?;
+    let loss_fn = build_loss(run.as_ref().and_then(|r| r.loss.as_deref()), task)?;
     let loader = DataLoader::new(&test_set, batch_size, false)?;
     kiln_loop::test(
         &loader,
-        &model,
+        model.as_ref(),
         loss_fn.as_ref(),
         &mut std::io::stdout().lock(),
     )?;

@@ -100,6 +100,10 @@ pub struct TrainerConfig {
     pub early_stopping: Option<EarlyStopping>,
     /// Stop at the first NaN or infinite training loss (without stepping on it).
     pub stop_on_nonfinite: bool,
+    /// Clip each gradient element to [-v, v] before stepping (`clip_grad_value_`).
+    pub clip_grad_value: Option<f64>,
+    /// Rescale gradients so their total 2-norm is at most this (`clip_grad_norm_`).
+    pub clip_grad_norm: Option<f64>,
     /// Checkpointing, if any.
     pub checkpoint: Option<CheckpointConfig>,
 }
@@ -117,6 +121,8 @@ impl Default for TrainerConfig {
             eval_every_steps: None,
             early_stopping: None,
             stop_on_nonfinite: true,
+            clip_grad_value: None,
+            clip_grad_norm: None,
             checkpoint: None,
         }
     }
@@ -181,6 +187,8 @@ pub struct StepInfo {
     pub loss: f64,
     /// Learning rate of the first param group.
     pub lr: Option<f64>,
+    /// Total gradient norm before clipping, when `clip_grad_norm` is set.
+    pub grad_norm: Option<f64>,
     /// Training throughput since the previous batch.
     pub samples_per_sec: f64,
     /// Whether the log interval asks for this batch to be reported.
@@ -312,9 +320,12 @@ impl<W: std::io::Write> Callback for TutorialPrinter<W> {
     }
 
     fn on_eval_end(&mut self, info: &EvalInfo) -> Result<()> {
-        let accuracy = info.get("accuracy").unwrap_or(f64::NAN);
         let loss = info.get("test_loss").unwrap_or(f64::NAN);
-        writeln!(self.out, "{}", test_report(accuracy, loss))?;
+        match info.get("accuracy") {
+            Some(accuracy) => writeln!(self.out, "{}", test_report(accuracy, loss))?,
+            // Regression: no accuracy to report.
+            None => writeln!(self.out, "Test Error: \n Avg loss: {loss:>8.6} \n")?,
+        }
         Ok(())
     }
 
@@ -326,6 +337,26 @@ impl<W: std::io::Write> Callback for TutorialPrinter<W> {
         }
         self.out.flush()?;
         Ok(())
+    }
+}
+
+/// Clips the gradients of every parameter the optimizer updates; returns the
+/// total norm when norm clipping is on.
+fn clip(optimizer: &dyn Optimizer, cfg: &TrainerConfig) -> Result<Option<f64>> {
+    if cfg.clip_grad_value.is_none() && cfg.clip_grad_norm.is_none() {
+        return Ok(None);
+    }
+    let params: Vec<&Tensor> =
+        (0..optimizer.num_groups()).flat_map(|g| optimizer.group_params(g)).map(|p| &p.tensor).collect();
+    if let Some(value) = cfg.clip_grad_value {
+        kiln_optim::clip_grad_value_(params.iter().copied(), value)?;
+    }
+    match cfg.clip_grad_norm {
+        Some(max_norm) => {
+            let total = kiln_optim::clip_grad_norm_(params.iter().copied(), max_norm, 2.0, false)?;
+            Ok(Some(total.f_double_value(&[])?))
+        }
+        None => Ok(None),
     }
 }
 
@@ -410,6 +441,12 @@ impl<'a> Trainer<'a> {
     /// Adds a callback (called in the order added).
     pub fn callback(mut self, callback: impl Callback + 'a) -> Self {
         self.callbacks.push(Box::new(callback));
+        self
+    }
+
+    /// Replaces the evaluation metrics (default: `test_loss` and `accuracy`).
+    pub fn metrics(mut self, metrics: Vec<Box<dyn Metric>>) -> Self {
+        self.metrics = metrics;
         self
     }
 
@@ -529,7 +566,9 @@ impl<'a> Trainer<'a> {
                 }
                 let stepped =
                     (batch_index + 1) % accumulate == 0 || batch_index + 1 == batches_per_epoch;
+                let mut grad_norm = None;
                 if stepped {
+                    grad_norm = clip(optimizer, &cfg)?;
                     optimizer.step()?;
                     optimizer.zero_grad()?;
                     progress.step += 1;
@@ -550,6 +589,7 @@ impl<'a> Trainer<'a> {
                     stepped,
                     loss: loss_value,
                     lr: optimizer.lr(0),
+                    grad_norm,
                     samples_per_sec: if elapsed > 0.0 {
                         batch.len() as f64 / elapsed
                     } else {
