@@ -97,10 +97,10 @@ pub struct TrainArgs {
     #[arg(long, value_parser = ["step", "epoch"])]
     pub scheduler_interval: Option<String>,
     /// Rescale gradients to a total 2-norm of at most X before each step (clip_grad_norm_).
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true)]
     pub clip_grad_norm: Option<f64>,
     /// Clip every gradient element to [-X, X] before each step (clip_grad_value_).
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true)]
     pub clip_grad_value: Option<f64>,
     /// Draw loss/accuracy/lr curves (PNG and SVG) into RUN_DIR/plots at the end.
     #[arg(long)]
