@@ -164,6 +164,10 @@ impl TrainerConfig {
         {
             return bad("early stopping patience must be at least 1");
         }
+        let positive = |v: Option<f64>| v.is_none_or(|v| v.is_finite() && v > 0.0);
+        if !positive(self.clip_grad_norm) || !positive(self.clip_grad_value) {
+            return bad("gradient clipping thresholds must be finite and positive");
+        }
         Ok(())
     }
 }
