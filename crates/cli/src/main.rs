@@ -18,7 +18,7 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Train the quickstart model on (Fashion)MNIST, printing what PyTorch's tutorial prints.
-    Train(run::TrainArgs),
+    Train(Box<run::TrainArgs>),
     /// Run the test loop on a checkpoint.
     Eval(run::EvalArgs),
     /// Draw a run's loss, accuracy and lr curves to PNG and SVG.
@@ -60,7 +60,7 @@ fn main() -> ExitCode {
                 .subcommand_matches("train")
                 .cloned()
                 .unwrap_or_default();
-            run::merge_config(args, &sub).and_then(|args| run::train(&args))
+            run::merge_config(*args, &sub).and_then(|args| run::train(&args))
         }
         Command::Eval(args) => run::eval(&args),
         Command::Plot(args) => run::plot(&args),

@@ -62,7 +62,11 @@ impl TabularMlp {
         kiln_tensor::tch::no_grad(|| -> kiln_tensor::Result<()> {
             let (mut m, mut s) = (mean.shallow_clone(), std.shallow_clone());
             if train_inputs.size().first().copied().unwrap_or(0) > 1 {
-                m.f_copy_(&train_inputs.f_mean_dim([0i64].as_slice(), false, kiln_tensor::Kind::Float)?)?;
+                m.f_copy_(&train_inputs.f_mean_dim(
+                    [0i64].as_slice(),
+                    false,
+                    kiln_tensor::Kind::Float,
+                )?)?;
                 // Constant columns keep a unit scale instead of dividing by zero.
                 let sd = train_inputs.f_std_dim([0i64].as_slice(), true, false)?;
                 s.f_copy_(&sd.f_where_scalarother(&sd.f_gt(0.0)?, 1.0)?)?;

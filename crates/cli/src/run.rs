@@ -5,13 +5,13 @@ use crate::UsageError;
 use anyhow::{Context, Result};
 use clap::parser::ValueSource;
 use kiln_loop::checkpoint::{self, Checkpoint};
-use kiln_loop::trainer::{CheckpointConfig, EarlyStopping, Interval, Mode};
 use kiln_loop::metrics_log::MetricsLogger;
+use kiln_loop::trainer::{CheckpointConfig, EarlyStopping, Interval, Mode};
 use kiln_loop::{DataLoader, Dataset, Trainer, TrainerConfig, TutorialPrinter};
-use kiln_tensor::nn::ModuleT;
 use kiln_losses::Loss;
 use kiln_optim::Optimizer;
 use kiln_tensor::device::{set_threads, DeviceSpec};
+use kiln_tensor::nn::ModuleT;
 use kiln_tensor::nn::VarStore;
 use kiln_tensor::params::named_parameters;
 use kiln_tensor::spec::Spec;
@@ -172,7 +172,10 @@ pub struct PlotArgs {
 
 /// `kiln plot`: loss, accuracy and lr curves of a run as PNG and SVG.
 pub fn plot(args: &PlotArgs) -> Result<()> {
-    let out = args.out.clone().unwrap_or_else(|| args.run_dir.join("plots"));
+    let out = args
+        .out
+        .clone()
+        .unwrap_or_else(|| args.run_dir.join("plots"));
     for path in kiln_loop::plot::plot_run(&args.run_dir, &out)? {
         println!("{}", path.display());
     }
@@ -304,7 +307,9 @@ fn build_loss(spec: Option<&str>, task: Task) -> Result<Box<dyn Loss>> {
         Task::Classify => "cross-entropy",
         Task::Regress => "mse",
     };
-    let loss = kiln_losses::registry().build(spec.unwrap_or(default)).map_err(usage)?;
+    let loss = kiln_losses::registry()
+        .build(spec.unwrap_or(default))
+        .map_err(usage)?;
     // Class-label data: regression losses compare against one-hot vectors.
     Ok(match (task, loss.name()) {
         (Task::Classify, "mse" | "l1" | "huber" | "smooth-l1") => Box::new(OneHot(loss)),
@@ -327,16 +332,24 @@ fn prepare_data(
     };
     let (kind, rest) = spec.split_once(':').unwrap_or((spec, ""));
     if kind != "csv" {
-        return Err(usage(format!("--data {spec}: accepted: csv:PATH,target=COLUMN[,test_fraction=X]")));
+        return Err(usage(format!(
+            "--data {spec}: accepted: csv:PATH,target=COLUMN[,test_fraction=X]"
+        )));
     }
     let mut parts = rest.split(',');
     let path = PathBuf::from(parts.next().unwrap_or_default());
-    let mut options: Spec = format!("csv:{}", parts.collect::<Vec<_>>().join(",")).parse().map_err(usage)?;
-    let target = options
-        .raw("target")
-        .ok_or_else(|| usage(format!("--data {spec}: name the target column with target=COLUMN")))?;
+    let mut options: Spec = format!("csv:{}", parts.collect::<Vec<_>>().join(","))
+        .parse()
+        .map_err(usage)?;
+    let target = options.raw("target").ok_or_else(|| {
+        usage(format!(
+            "--data {spec}: name the target column with target=COLUMN"
+        ))
+    })?;
     let fraction = options.f64("test_fraction").map_err(usage)?.unwrap_or(0.2);
-    options.finish(&["target", "test_fraction"]).map_err(usage)?;
+    options
+        .finish(&["target", "test_fraction"])
+        .map_err(usage)?;
     let split = kiln_loop::tabular::CsvData::load(&path, &target, fraction, seed.unwrap_or(0))?;
     let cut = |inputs: Tensor, targets: Tensor, n: Option<usize>, name: &str| -> Result<Dataset> {
         let set = Dataset::from_tensors(inputs, targets, &format!("{} ({name})", path.display()))?;
@@ -346,8 +359,18 @@ fn prepare_data(
         };
         Ok(set.to_device(device)?)
     };
-    let train = cut(split.train_inputs, split.train_targets, train_samples, "train split")?;
-    let test = cut(split.test_inputs, split.test_targets, test_samples, "test split")?;
+    let train = cut(
+        split.train_inputs,
+        split.train_targets,
+        train_samples,
+        "train split",
+    )?;
+    let test = cut(
+        split.test_inputs,
+        split.test_targets,
+        test_samples,
+        "test split",
+    )?;
     Ok((train, test, Task::Regress))
 }
 
@@ -382,12 +405,16 @@ fn optimizer_spec(args: &TrainArgs) -> Result<String> {
 
 fn build_optimizer(args: &TrainArgs, vs: &VarStore) -> Result<Box<dyn Optimizer>> {
     let spec = optimizer_spec(args)?;
-    let optimizer = kiln_optim::optimizers().build(&spec, named_parameters(vs)?).map_err(usage)?;
+    let optimizer = kiln_optim::optimizers()
+        .build(&spec, named_parameters(vs)?)
+        .map_err(usage)?;
     // PyTorch lets a NaN learning rate through (`nan < 0` is false); a run
     // with one can only produce NaN, so kiln refuses it up front.
     for group in 0..optimizer.num_groups() {
         if let Some(lr) = optimizer.lr(group).filter(|lr| !lr.is_finite()) {
-            return Err(usage(format!("Invalid learning rate: {lr} (it must be a finite number)")));
+            return Err(usage(format!(
+                "Invalid learning rate: {lr} (it must be a finite number)"
+            )));
         }
     }
     Ok(optimizer)
@@ -651,16 +678,30 @@ pub fn eval(args: &EvalArgs) -> Result<()> {
             (None, Some(file)) => (checkpoint::read_weights(file)?, None),
             (None, None) => return Err(usage("give --checkpoint DIR or --weights FILE")),
         };
-    let data_dir = args.data_dir.clone().or_else(|| run.as_ref().and_then(|r| r.data_dir.clone()));
-    let test_samples = args.test_samples.or_else(|| run.as_ref().and_then(|r| r.test_samples));
-    let batch_size = args.batch_size.or(run.as_ref().map(|r| r.batch_size)).unwrap_or(64);
+    let data_dir = args
+        .data_dir
+        .clone()
+        .or_else(|| run.as_ref().and_then(|r| r.data_dir.clone()));
+    let test_samples = args
+        .test_samples
+        .or_else(|| run.as_ref().and_then(|r| r.test_samples));
+    let batch_size = args
+        .batch_size
+        .or(run.as_ref().map(|r| r.batch_size))
+        .unwrap_or(64);
     if batch_size == 0 {
         return Err(usage("--batch-size must be at least 1, got 0"));
     }
     let data = run.as_ref().and_then(|r| r.data.clone());
     let seed = run.as_ref().and_then(|r| r.seed);
-    let (train_set, test_set, task) =
-        prepare_data(data.as_deref(), data_dir.as_deref(), None, test_samples, seed, device)?;
+    let (train_set, test_set, task) = prepare_data(
+        data.as_deref(),
+        data_dir.as_deref(),
+        None,
+        test_samples,
+        seed,
+        device,
+    )?;
     let vs = VarStore::new(device);
     let model = build_model(task, &vs, &train_set)?;
     kiln_tensor::params::load_state_dict(&vs, &weights)?;

@@ -350,8 +350,10 @@ fn clip(optimizer: &dyn Optimizer, cfg: &TrainerConfig) -> Result<Option<f64>> {
     if cfg.clip_grad_value.is_none() && cfg.clip_grad_norm.is_none() {
         return Ok(None);
     }
-    let params: Vec<&Tensor> =
-        (0..optimizer.num_groups()).flat_map(|g| optimizer.group_params(g)).map(|p| &p.tensor).collect();
+    let params: Vec<&Tensor> = (0..optimizer.num_groups())
+        .flat_map(|g| optimizer.group_params(g))
+        .map(|p| &p.tensor)
+        .collect();
     if let Some(value) = cfg.clip_grad_value {
         kiln_optim::clip_grad_value_(params.iter().copied(), value)?;
     }
