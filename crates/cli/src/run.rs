@@ -105,7 +105,7 @@ pub struct TrainArgs {
     /// Draw loss/accuracy/lr curves (PNG and SVG) into RUN_DIR/plots at the end.
     #[arg(long)]
     pub plot: bool,
-    /// Where checkpoints, metrics and the run's config go (default: runs/<UTC time>).
+    /// Where checkpoints, metrics and the run's config go (default: `runs/YYYYMMDD-HHMMSS`, UTC).
     #[arg(long)]
     pub run_dir: Option<PathBuf>,
     /// Write a checkpoint every N optimizer steps (one is always written after each epoch).
