@@ -30,6 +30,7 @@ train: build
 bench: setup
 	$(CARGO) build --release -p kiln-cli --benches
 	$(PY) scripts/bench/train_epoch.py --kiln-bin "$$(ls -t target/release/deps/train_epoch-* | grep -v '\.d$$' | head -n1)"
+	PYTHONPATH=$(CURDIR)/.libtorch PYTHON=$(PYTHON) bash crates/optim/benches/run.sh
 
 golden: build
 	$(PY) tests/golden/make_golden_logs.py
