@@ -15,9 +15,13 @@ pub fn data_dir() -> PathBuf {
         .unwrap_or_else(|| root().join(".data/fashion-mnist"))
 }
 
-/// Runs `kiln` with `args`.
+/// Runs `kiln` with `args`, from a scratch directory (so default run
+/// directories land there, not in the repository).
 pub fn kiln(args: &[&str]) -> Output {
+    let cwd = std::env::temp_dir().join("kiln-e2e-cwd");
+    std::fs::create_dir_all(&cwd).unwrap_or_else(|e| panic!("{}: {e}", cwd.display()));
     Command::new(env!("CARGO_BIN_EXE_kiln"))
+        .current_dir(cwd)
         .args(args)
         .output()
         .unwrap_or_else(|e| panic!("cannot run kiln: {e}"))

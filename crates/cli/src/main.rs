@@ -49,6 +49,27 @@ fn parse() -> Result<(Cli, clap::ArgMatches), ExitCode> {
     })
 }
 
+/// The error and its causes on one line; a cause already spelled out by the
+/// message before it is not repeated, and libtorch backtraces are dropped.
+fn one_line(err: &anyhow::Error) -> String {
+    let mut message = String::new();
+    for cause in err.chain() {
+        let text = cause.to_string();
+        let text = text.lines().next().unwrap_or_default().trim();
+        if text.is_empty() || message.contains(text) {
+            continue;
+        }
+        if !message.is_empty() {
+            message.push_str(": ");
+        }
+        message.push_str(text);
+    }
+    if message.is_empty() {
+        message.push_str("unknown error");
+    }
+    message
+}
+
 fn main() -> ExitCode {
     let (cli, matches) = match parse() {
         Ok(parsed) => parsed,
@@ -85,12 +106,7 @@ fn main() -> ExitCode {
             } else {
                 1
             };
-            // One line: the chain of causes joined, libtorch backtraces dropped.
-            let message = format!("{err:#}");
-            eprintln!(
-                "error: {}",
-                message.lines().next().unwrap_or("unknown error")
-            );
+            eprintln!("error: {}", one_line(&err));
             ExitCode::from(code)
         }
     }

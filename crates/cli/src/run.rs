@@ -267,17 +267,22 @@ fn os_seed() -> u64 {
         Ok(()) => u64::from_le_bytes(bytes) >> 1,
         Err(_) => {
             use std::hash::{BuildHasher, Hasher};
-            std::collections::hash_map::RandomState::new().build_hasher().finish() >> 1
+            std::collections::hash_map::RandomState::new()
+                .build_hasher()
+                .finish()
+                >> 1
         }
     }
 }
 
-/// `runs/YYYYMMDD-HHMMSS` in UTC (civil date from the Unix day count).
-fn default_run_dir() -> PathBuf {
+/// A new directory `runs/YYYYMMDD-HHMMSS` (UTC; `-2`, `-3`… when runs start
+/// in the same second), created here so two runs never share one.
+fn default_run_dir() -> Result<PathBuf> {
     let secs = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs());
     let (days, rem) = ((secs / 86_400) as i64, secs % 86_400);
+    // Civil date from the Unix day count (Howard Hinnant's algorithm).
     let z = days + 719_468;
     let era = z.div_euclid(146_097);
     let doe = z - era * 146_097;
@@ -287,12 +292,25 @@ fn default_run_dir() -> PathBuf {
     let day = doy - (153 * mp + 2) / 5 + 1;
     let month = if mp < 10 { mp + 3 } else { mp - 9 };
     let year = yoe + era * 400 + i64::from(month <= 2);
-    PathBuf::from(format!(
-        "runs/{year:04}{month:02}{day:02}-{:02}{:02}{:02}",
+    let stamp = format!(
+        "{year:04}{month:02}{day:02}-{:02}{:02}{:02}",
         rem / 3600,
         rem % 3600 / 60,
         rem % 60
-    ))
+    );
+    std::fs::create_dir_all("runs").context("creating runs/")?;
+    let mut n = 1;
+    loop {
+        let dir = match n {
+            1 => PathBuf::from(format!("runs/{stamp}")),
+            n => PathBuf::from(format!("runs/{stamp}-{n}")),
+        };
+        match std::fs::create_dir(&dir) {
+            Ok(()) => return Ok(dir),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => n += 1,
+            Err(e) => return Err(e).with_context(|| format!("creating {}", dir.display())),
+        }
+    }
 }
 
 /// One-hot float targets for regression losses (MSE) on class labels.
@@ -469,7 +487,7 @@ fn early_stopping(spec: &str) -> Result<EarlyStopping> {
     })
 }
 
-fn trainer_config(args: &TrainArgs, run_dir: &Path) -> Result<TrainerConfig> {
+fn trainer_config(args: &TrainArgs) -> Result<TrainerConfig> {
     let mut cfg = TrainerConfig {
         epochs: args.epochs,
         max_steps: args.max_steps,
@@ -484,12 +502,6 @@ fn trainer_config(args: &TrainArgs, run_dir: &Path) -> Result<TrainerConfig> {
             .as_deref()
             .map(early_stopping)
             .transpose()?,
-        checkpoint: Some(CheckpointConfig {
-            run_dir: run_dir.to_path_buf(),
-            every_steps: args.checkpoint_every,
-            keep_last: args.keep_checkpoints,
-            keep_best: args.keep_best.as_ref().map(|m| (m.clone(), metric_mode(m))),
-        }),
         ..TrainerConfig::default()
     };
     if args.dry_run {
@@ -497,6 +509,16 @@ fn trainer_config(args: &TrainArgs, run_dir: &Path) -> Result<TrainerConfig> {
     }
     cfg.validate().map_err(usage)?;
     Ok(cfg)
+}
+
+/// Where and how `args` asks checkpoints to be kept in `run_dir`.
+fn checkpoint_config(args: &TrainArgs, run_dir: &Path) -> CheckpointConfig {
+    CheckpointConfig {
+        run_dir: run_dir.to_path_buf(),
+        every_steps: args.checkpoint_every,
+        keep_last: args.keep_checkpoints,
+        keep_best: args.keep_best.as_ref().map(|m| (m.clone(), metric_mode(m))),
+    }
 }
 
 /// Loads the data `args` names, cut and checked, on `device`.
@@ -548,8 +570,10 @@ pub fn train(args: &TrainArgs) -> Result<()> {
     if let Some(threads) = args.threads {
         set_threads(threads).map_err(usage)?;
     }
-    let run_dir = args.run_dir.clone().unwrap_or_else(default_run_dir);
-    let config = trainer_config(args, &run_dir)?;
+    // Every flag is checked before anything touches the disk.
+    let mut config = trainer_config(args)?;
+    config.checkpoint = Some(checkpoint_config(args, Path::new("runs")));
+    config.validate().map_err(usage)?;
     let resume = match &args.resume {
         Some(run) => {
             let found =
@@ -579,7 +603,6 @@ pub fn train(args: &TrainArgs) -> Result<()> {
     let mut args = args.clone();
     let seed = *args.seed.get_or_insert_with(os_seed);
     let args = &args;
-    write_config(&run_dir, args)?;
     kiln_tensor::rng::manual_seed(seed);
     let vs = VarStore::new(device);
     let model = build_model(task, &vs, &train_set)?;
@@ -594,16 +617,7 @@ pub fn train(args: &TrainArgs) -> Result<()> {
     let batches_per_epoch = train_loader
         .len()
         .min(config.limit_train_batches.unwrap_or(usize::MAX));
-    let resume_step = resume.as_ref().map(|c| c.progress.step);
-    let mut trainer = Trainer::new(config)?.run_config(serde_json::to_value(args)?);
-    if task == Task::Regress {
-        trainer = trainer.metrics(vec![Box::new(kiln_loop::metrics::MeanLoss::default())]);
-    }
-    trainer = trainer.callback(match resume_step {
-        Some(step) => MetricsLogger::resume(&run_dir, step)?,
-        None => MetricsLogger::create(&run_dir)?,
-    });
-    if let Some(spec) = &args.scheduler {
+    let scheduler = if let Some(spec) = &args.scheduler {
         let name = spec.split(':').next().unwrap_or_default();
         let interval = match args.scheduler_interval.as_deref() {
             Some("step") => Interval::Step,
@@ -625,6 +639,26 @@ pub fn train(args: &TrainArgs) -> Result<()> {
         let scheduler = kiln_optim::scheduler::schedulers()
             .build(spec, optimizer.as_mut(), Some(total))
             .map_err(usage)?;
+        Some((scheduler, interval))
+    } else {
+        None
+    };
+    let run_dir = match &args.run_dir {
+        Some(dir) => dir.clone(),
+        None => default_run_dir()?,
+    };
+    config.checkpoint = Some(checkpoint_config(args, &run_dir));
+    write_config(&run_dir, args)?;
+    let resume_step = resume.as_ref().map(|c| c.progress.step);
+    let mut trainer = Trainer::new(config)?.run_config(serde_json::to_value(args)?);
+    if task == Task::Regress {
+        trainer = trainer.metrics(vec![Box::new(kiln_loop::metrics::MeanLoss::default())]);
+    }
+    trainer = trainer.callback(match resume_step {
+        Some(step) => MetricsLogger::resume(&run_dir, step)?,
+        None => MetricsLogger::create(&run_dir)?,
+    });
+    if let Some((scheduler, interval)) = scheduler {
         trainer = trainer.scheduler(scheduler, interval);
     }
     if !args.quiet {
