@@ -1,7 +1,6 @@
 //! How a run shows itself: a progress bar on a terminal, JSON lines for machines.
 use indicatif::{ProgressBar, ProgressStyle};
 use kiln_loop::checkpoint::Progress;
-use kiln_loop::train::test_report;
 use kiln_loop::{Callback, EvalInfo, FitSummary, StepInfo, StopReason};
 use std::io::Write;
 
@@ -69,13 +68,18 @@ impl Callback for ProgressPrinter {
     }
 
     fn on_eval_end(&mut self, info: &EvalInfo) -> kiln_loop::Result<()> {
-        let text = test_report(
-            info.get("accuracy").unwrap_or(f64::NAN),
-            info.get("test_loss").unwrap_or(f64::NAN),
-        );
+        let loss = info.get("test_loss").unwrap_or(f64::NAN);
+        let line = match info.get("accuracy") {
+            Some(acc) => format!(
+                "epoch {}: test accuracy {:.1}%, avg loss {loss:.6}",
+                info.epoch,
+                100.0 * acc
+            ),
+            None => format!("epoch {}: test avg loss {loss:.6}", info.epoch),
+        };
         match &self.bar {
-            Some(bar) => bar.println(format!("epoch {}: {}", info.epoch, text.replace('\n', ""))),
-            None => println!("{text}"),
+            Some(bar) => bar.println(line),
+            None => println!("{line}"),
         }
         Ok(())
     }
