@@ -403,3 +403,79 @@ fn gradient_clipping_is_logged() {
     assert_eq!(out.status.code(), Some(2));
     assert!(stderr.contains("clipping"), "{stderr}");
 }
+
+#[test]
+fn optimizer_specs_reach_the_optimizer() {
+    let run = temp_dir("optim").display().to_string();
+    let (out, adamw, stderr) = train(&[
+        "--epochs",
+        "1",
+        "--run-dir",
+        &run,
+        "--optimizer",
+        "adamw:lr=3e-4,weight_decay=0.05,betas=0.85;0.99",
+    ]);
+    assert!(out.status.success(), "{stderr}");
+    let (out, sgd, _) = train(&["--epochs", "1", "--run-dir", &run]);
+    assert!(out.status.success());
+    assert_ne!(adamw, sgd);
+    let (out, _, stderr) = train(&[
+        "--optimizer",
+        "adam",
+        "--momentum",
+        "0.9",
+        "--run-dir",
+        &run,
+    ]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        stderr.contains("momentum") && stderr.contains("betas"),
+        "{stderr}"
+    );
+    let (out, _, stderr) = train(&["--optimizer", "lion", "--run-dir", &run]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        stderr.contains("lion") && stderr.contains("adamw"),
+        "{stderr}"
+    );
+    // LBFGS steps through a closure that re-evaluates the batch.
+    let (out, lbfgs, stderr) = train(&[
+        "--epochs",
+        "1",
+        "--run-dir",
+        &run,
+        "--optimizer",
+        "lbfgs:lr=0.5,max_iter=4,line_search_fn=strong_wolfe",
+    ]);
+    assert!(out.status.success(), "{stderr}");
+    let accuracy: f64 = lbfgs
+        .split("Accuracy: ")
+        .nth(1)
+        .and_then(|s| s.split('%').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0.0);
+    assert!(accuracy > 50.0, "{lbfgs}");
+    let listing = text(&kiln(&["optimizers"])).0;
+    for name in [
+        "sgd",
+        "adam",
+        "adamw",
+        "adagrad",
+        "adadelta",
+        "adamax",
+        "nadam",
+        "radam",
+        "rmsprop",
+        "rprop",
+        "asgd",
+        "lbfgs",
+        "sparse_adam",
+        "adafactor",
+        "muon",
+    ] {
+        assert!(
+            listing.contains(name),
+            "kiln optimizers lacks {name}:\n{listing}"
+        );
+    }
+}

@@ -344,6 +344,49 @@ impl<W: std::io::Write> Callback for TutorialPrinter<W> {
     }
 }
 
+/// One `optimizer.step(closure)` on `batch`, the closure clearing the
+/// gradients, recomputing the loss and back-propagating it; returns the
+/// loss of the first evaluation, as PyTorch's `step(closure)` does.
+fn closure_step(
+    model: &dyn ModuleT,
+    loss_fn: &dyn Loss,
+    optimizer: &mut dyn Optimizer,
+    batch: &crate::Batch,
+    accumulate: usize,
+) -> Result<f64> {
+    if accumulate > 1 {
+        return Err(Error::InvalidArgument(format!(
+            "{} re-evaluates the loss itself and cannot accumulate gradients over batches",
+            optimizer.name()
+        )));
+    }
+    let params: Vec<Tensor> = (0..optimizer.num_groups())
+        .flat_map(|g| optimizer.group_params(g))
+        .map(|p| p.tensor.shallow_clone())
+        .collect();
+    let mut failure = None;
+    let mut closure = || -> kiln_optim::Result<f64> {
+        let run = || -> Result<f64> {
+            for p in &params {
+                kiln_tensor::ops::clear_grad(p)?;
+            }
+            let loss = loss_fn.forward(&forward(model, &batch.inputs, true)?, &batch.targets)?;
+            loss.f_backward()?;
+            Ok(loss.f_double_value(&[])?)
+        };
+        run().map_err(|e| {
+            let message = e.to_string();
+            failure = Some(e);
+            kiln_optim::Error::InvalidArgument(message)
+        })
+    };
+    match optimizer.step_with_closure(&mut closure) {
+        Ok(loss) => Ok(loss),
+        // Report the loop's own error rather than its text inside the optimizer's.
+        Err(err) => Err(failure.unwrap_or(Error::Optim(err))),
+    }
+}
+
 /// Clips the gradients of every parameter the optimizer updates; returns the
 /// total norm when norm clipping is on.
 fn clip(optimizer: &dyn Optimizer, cfg: &TrainerConfig) -> Result<Option<f64>> {
@@ -553,6 +596,35 @@ impl<'a> Trainer<'a> {
             {
                 let batch_index = start_batch + offset;
                 let batch = batch?;
+                if optimizer.requires_closure() {
+                    // LBFGS: the optimizer re-evaluates the batch's loss itself.
+                    let loss_value = closure_step(model, loss_fn, optimizer, &batch, accumulate)?;
+                    progress.step += 1;
+                    let info = StepInfo {
+                        epoch,
+                        batch: batch_index,
+                        batch_len: batch.len(),
+                        dataset_len,
+                        step: progress.step,
+                        stepped: true,
+                        loss: loss_value,
+                        lr: optimizer.lr(0),
+                        grad_norm: None,
+                        samples_per_sec: f64::NAN,
+                        log: batch_index % cfg.log_every == 0,
+                    };
+                    if cfg.stop_on_nonfinite && !loss_value.is_finite() {
+                        summary.stop = StopReason::NonFiniteLoss {
+                            epoch,
+                            batch: batch_index,
+                            step: progress.step - 1,
+                            loss: loss_value,
+                        };
+                        break 'epochs;
+                    }
+                    self.each(|c| c.on_batch_end(&info))?;
+                    continue;
+                }
                 let pred = forward(model, &batch.inputs, true)?;
                 let loss = loss_fn.forward(&pred, &batch.targets)?;
                 let loss_value = loss.f_double_value(&[])?;

@@ -708,6 +708,10 @@ impl Optimizer for Lbfgs {
         ))
     }
 
+    fn requires_closure(&self) -> bool {
+        true
+    }
+
     fn step_with_closure(&mut self, closure: &mut dyn FnMut() -> Result<f64>) -> Result<f64> {
         self.run(closure)
     }

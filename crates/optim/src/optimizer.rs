@@ -128,6 +128,12 @@ pub trait Optimizer {
         Ok(loss)
     }
 
+    /// Whether [`Optimizer::step`] cannot work alone and training loops must
+    /// call [`Optimizer::step_with_closure`] (LBFGS re-evaluates the loss).
+    fn requires_closure(&self) -> bool {
+        false
+    }
+
     /// Number of param groups.
     fn num_groups(&self) -> usize;
 
