@@ -6,6 +6,7 @@ use anyhow::{Context, Result};
 use clap::parser::ValueSource;
 use kiln_losses::Loss;
 use kiln_loop::checkpoint::{self, Checkpoint};
+use kiln_loop::distributed::DataParallel;
 use kiln_loop::trainer::{CheckpointConfig, EarlyStopping, Mode};
 use kiln_loop::{DataLoader, Dataset, Trainer, TrainerConfig, TutorialPrinter};
 use kiln_optim::{Optimizer, SgdConfig};
@@ -108,6 +109,14 @@ pub struct TrainArgs {
     #[arg(long)]
     #[serde(skip)]
     pub resume: Option<PathBuf>,
+    /// Train data-parallel across the processes of an MPI job (`mpirun -n N kiln train --distributed mpi`);
+    /// --batch-size is per rank. See docs/scale-out.md.
+    #[arg(long, value_parser = ["mpi"])]
+    pub distributed: Option<String>,
+    /// Abort every rank when a collective has not completed after this many seconds.
+    #[arg(long, default_value_t = crate::dist::DEFAULT_TIMEOUT_SECS)]
+    #[serde(default = "crate::dist::default_timeout")]
+    pub dist_timeout: f64,
     /// Take flags from this JSON file (flags given on the command line win).
     #[arg(long)]
     #[serde(skip)]
@@ -331,6 +340,12 @@ fn write_config(run_dir: &Path, args: &TrainArgs) -> Result<()> {
 
 /// `kiln train`.
 pub fn train(args: &TrainArgs) -> Result<()> {
+    crate::dist::run(args, train_on)
+}
+
+/// `kiln train` on this process, alone or as one rank of `dp`.
+fn train_on(args: &TrainArgs, dp: Option<DataParallel<'_>>) -> Result<()> {
+    let main = dp.is_none_or(|dp| dp.is_main());
     if args.batch_size == 0 {
         return Err(usage("--batch-size must be at least 1, got 0"));
     }
@@ -340,12 +355,18 @@ pub fn train(args: &TrainArgs) -> Result<()> {
     }
     let loss_fn = build_loss(&args.loss)?;
     let run_dir = args.run_dir.clone().unwrap_or_else(default_run_dir);
-    let config = trainer_config(args, &run_dir)?;
+    let mut config = trainer_config(args, &run_dir)?;
+    if !main {
+        // Rank 0 writes the checkpoints; every rank holds the same state.
+        config.checkpoint = None;
+    }
     let resume = match &args.resume {
         Some(run) => {
             let found = checkpoint::latest_valid(run, &mut |warning| eprintln!("warning: {warning}"))?;
             let (path, ckpt) = found.ok_or_else(|| anyhow::anyhow!("{}: no valid checkpoint to resume from", run.display()))?;
-            eprintln!("kiln: resuming {} from {}", run.display(), path.display());
+            if main {
+                eprintln!("kiln: resuming {} from {}", run.display(), path.display());
+            }
             Some(ckpt)
         }
         None => None,
@@ -354,7 +375,9 @@ pub fn train(args: &TrainArgs) -> Result<()> {
     if train_set.is_empty() {
         return Err(usage("the training set is empty (--train-samples 0?)"));
     }
-    write_config(&run_dir, args)?;
+    if main {
+        write_config(&run_dir, args)?;
+    }
 
     if let Some(seed) = args.seed {
         kiln_tensor::rng::manual_seed(seed);
@@ -366,19 +389,29 @@ pub fn train(args: &TrainArgs) -> Result<()> {
     }
     let mut optimizer = build_optimizer(args, &vs)?;
     // Shuffling the training set and not the test set is the tutorial's setup.
-    let train_loader = DataLoader::new(&train_set, args.batch_size, !args.no_shuffle)?;
-    let test_loader = DataLoader::new(&test_set, args.batch_size, false)?;
+    let mut train_loader = DataLoader::new(&train_set, args.batch_size, !args.no_shuffle)?;
+    let mut test_loader = DataLoader::new(&test_set, args.batch_size, false)?;
+    if let Some(dp) = dp {
+        (train_loader, test_loader) = crate::dist::shard(dp, args, device, train_loader, test_loader)?;
+    }
 
     let mut trainer = Trainer::new(config)?.run_config(serde_json::to_value(args)?);
-    if !args.quiet {
+    if let Some(dp) = dp {
+        trainer = trainer.data_parallel(dp);
+    }
+    if !args.quiet && main {
         let stdout = std::io::stdout();
         trainer = match args.log_format.as_str() {
             "json" => trainer.callback(JsonLines::new(stdout.lock())),
-            _ if stdout.is_terminal() => trainer.callback(ProgressPrinter::new(train_loader.len())),
+            // Open MPI gives ranks a pseudo-terminal: no progress bar there.
+            _ if stdout.is_terminal() && dp.is_none() => trainer.callback(ProgressPrinter::new(train_loader.len())),
             _ => trainer.callback(TutorialPrinter::new(stdout.lock())),
         };
     }
     let summary = trainer.fit(&model, &vs, loss_fn.as_ref(), optimizer.as_mut(), &train_loader, &test_loader, resume)?;
+    if let Some(dp) = dp {
+        dp.verify_replicas(&vs)?;
+    }
     if let kiln_loop::StopReason::NonFiniteLoss { epoch, batch, step, loss } = summary.stop {
         let kept = summary.last_checkpoint.as_ref().map_or("no checkpoint".into(), |p| format!("last good checkpoint {}", p.display()));
         anyhow::bail!("training loss became {loss} at epoch {epoch}, batch {batch} (after {step} steps); stopped, {kept}");

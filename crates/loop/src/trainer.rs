@@ -3,6 +3,7 @@
 //! early stopping, non-finite loss detection, callbacks and checkpoints
 //! that resume bit for bit.
 use crate::checkpoint::{self, Checkpoint, Progress};
+use crate::distributed::DataParallel;
 use crate::metrics::{Accuracy, MeanLoss, Metric};
 use crate::train::{loss_line, test_report};
 use crate::{DataLoader, Error, Result};
@@ -347,6 +348,7 @@ pub struct Trainer<'a> {
     callbacks: Vec<Box<dyn Callback + 'a>>,
     metrics: Vec<Box<dyn Metric>>,
     run_config: serde_json::Value,
+    data_parallel: Option<DataParallel<'a>>,
 }
 
 impl<'a> Trainer<'a> {
@@ -358,6 +360,7 @@ impl<'a> Trainer<'a> {
             callbacks: Vec::new(),
             metrics: vec![Box::new(MeanLoss::default()), Box::new(Accuracy::default())],
             run_config: serde_json::Value::Null,
+            data_parallel: None,
         })
     }
 
@@ -376,6 +379,15 @@ impl<'a> Trainer<'a> {
     /// The run's configuration, stored in every checkpoint.
     pub fn run_config(mut self, config: serde_json::Value) -> Self {
         self.run_config = config;
+        self
+    }
+
+    /// Trains data-parallel: rank 0's parameters are broadcast at the start,
+    /// gradients averaged over ranks before every optimizer step, a NaN loss
+    /// on any rank stops all, and evaluation metrics are summed over ranks.
+    /// The loaders should read shards ([`DataLoader::distributed`]).
+    pub fn data_parallel(mut self, dp: DataParallel<'a>) -> Self {
+        self.data_parallel = Some(dp);
         self
     }
 
@@ -411,6 +423,9 @@ impl<'a> Trainer<'a> {
             state = serde_json::from_value(ckpt.trainer).unwrap_or_default();
             progress = ckpt.progress;
         }
+        if let Some(dp) = &self.data_parallel {
+            dp.broadcast_parameters(vs)?;
+        }
         let mut summary = FitSummary { stop: StopReason::Completed, steps: progress.step, last_eval: None, last_checkpoint: None };
         self.each(|c| c.on_run_start(&progress))?;
         let dataset_len = train_loader.dataset().len();
@@ -423,6 +438,8 @@ impl<'a> Trainer<'a> {
                 break;
             }
             let start_batch = if epoch == progress.epoch { progress.batch } else { 0 };
+            // PyTorch's `sampler.set_epoch(epoch)` with 0-based epochs.
+            train_loader.set_epoch(epoch as u64 - 1);
             let batches = if start_batch > 0 {
                 train_loader.resume(progress.sampler_seed, start_batch)?
             } else {
@@ -437,7 +454,11 @@ impl<'a> Trainer<'a> {
                 let pred = forward(model, &batch.inputs, true)?;
                 let loss = loss_fn.forward(&pred, &batch.targets)?;
                 let loss_value = loss.f_double_value(&[])?;
-                if cfg.stop_on_nonfinite && !loss_value.is_finite() {
+                let nonfinite = match &self.data_parallel {
+                    Some(dp) if cfg.stop_on_nonfinite => dp.any(!loss_value.is_finite())?,
+                    _ => !loss_value.is_finite(),
+                };
+                if cfg.stop_on_nonfinite && nonfinite {
                     summary.stop = StopReason::NonFiniteLoss { epoch, batch: batch_index, step: progress.step, loss: loss_value };
                     break 'epochs;
                 }
@@ -448,6 +469,9 @@ impl<'a> Trainer<'a> {
                 }
                 let stepped = (batch_index + 1) % accumulate == 0 || batch_index + 1 == batches_per_epoch;
                 if stepped {
+                    if let Some(dp) = &self.data_parallel {
+                        dp.average_gradients(vs)?;
+                    }
                     optimizer.step()?;
                     optimizer.zero_grad()?;
                     progress.step += 1;
@@ -534,6 +558,9 @@ impl<'a> Trainer<'a> {
         end_of_epoch: bool,
     ) -> Result<EvalInfo> {
         evaluate(loader, model, loss_fn, &mut self.metrics, self.config.limit_test_batches)?;
+        if let Some(dp) = &self.data_parallel {
+            dp.reduce_metrics(&mut self.metrics)?;
+        }
         let mut metrics: Vec<(String, f64)> = self.metrics.iter().map(|m| (m.name(), m.value())).collect();
         metrics.sort_by(|a, b| a.0.cmp(&b.0));
         let info = EvalInfo { epoch, step, metrics, end_of_epoch };

@@ -1,0 +1,102 @@
+//! `kiln train --distributed mpi`: starts the communicator, runs the
+//! training on every rank, and turns an error on any rank into the end of
+//! all ranks (MPI_Abort) instead of a hang.
+use crate::run::TrainArgs;
+use crate::UsageError;
+use anyhow::Result;
+use kiln_loop::distributed::{Collective, DataParallel, DistributedSampler};
+use kiln_loop::DataLoader;
+use kiln_tensor::Device;
+
+/// `--dist-timeout`'s default, in seconds.
+pub const DEFAULT_TIMEOUT_SECS: f64 = 300.0;
+
+/// serde's default for `dist_timeout` (configs written before the flag existed).
+pub fn default_timeout() -> f64 {
+    DEFAULT_TIMEOUT_SECS
+}
+
+fn usage(message: String) -> anyhow::Error {
+    UsageError(message).into()
+}
+
+/// The communicator `args` ask for (`None` without `--distributed`).
+fn init(args: &TrainArgs) -> Result<Option<Box<dyn Collective>>> {
+    let Some(kind) = args.distributed.as_deref() else {
+        return Ok(None);
+    };
+    if !(args.dist_timeout.is_finite() && args.dist_timeout > 0.0) {
+        return Err(usage(format!(
+            "--dist-timeout must be a positive number of seconds, got {}",
+            args.dist_timeout
+        )));
+    }
+    match kind {
+        #[cfg(feature = "mpi")]
+        "mpi" => {
+            let timeout = std::time::Duration::from_secs_f64(args.dist_timeout);
+            Ok(Some(Box::new(kiln_loop::distributed::mpi::Mpi::init(timeout)?)))
+        }
+        #[cfg(not(feature = "mpi"))]
+        "mpi" => Err(usage("--distributed mpi: this kiln was built without the `mpi` feature (cargo build --features kiln-cli/mpi)".into())),
+        other => Err(usage(format!("unknown --distributed '{other}'; accepted: mpi"))),
+    }
+}
+
+/// Makes the loaders read this rank's shards: the training set through
+/// `DistributedSampler(shuffle=not --no-shuffle, seed=--seed or 0)`, the test
+/// set split without padding (each test sample is evaluated exactly once);
+/// and checks that every rank loaded data of the same sizes.
+pub fn shard<'d>(
+    dp: DataParallel<'_>,
+    args: &TrainArgs,
+    device: Device,
+    train: DataLoader<'d>,
+    test: DataLoader<'d>,
+) -> Result<(DataLoader<'d>, DataLoader<'d>)> {
+    if device != Device::Cpu {
+        return Err(usage(
+            "--distributed mpi trains on the CPU; pass --device cpu".into(),
+        ));
+    }
+    let sizes = [train.dataset().len() as f64, test.dataset().len() as f64];
+    dp.check_same("dataset sizes (train, test)", &sizes)?;
+    let sampler = DistributedSampler::new(dp.world_size(), dp.rank())?;
+    let train_sampler = sampler
+        .clone()
+        .shuffle(!args.no_shuffle)
+        .seed(args.seed.unwrap_or(0));
+    Ok((
+        train.distributed(train_sampler),
+        test.distributed(sampler.shuffle(false).pad(false)),
+    ))
+}
+
+/// Runs `train` once on this process: alone, or as one rank of the job
+/// `args.distributed` names. On a distributed error the message is printed
+/// with the rank and every rank is aborted with the error's exit code.
+pub fn run(
+    args: &TrainArgs,
+    train: impl FnOnce(&TrainArgs, Option<DataParallel<'_>>) -> Result<()>,
+) -> Result<()> {
+    let Some(comm) = init(args)? else {
+        return train(args, None);
+    };
+    let result = train(args, Some(DataParallel::new(comm.as_ref())));
+    if let Err(err) = &result {
+        let code = if err.downcast_ref::<UsageError>().is_some() {
+            2
+        } else {
+            1
+        };
+        let message = format!("{err:#}");
+        eprintln!(
+            "error: rank {} of {}: {}",
+            comm.rank(),
+            comm.world_size(),
+            message.lines().next().unwrap_or("unknown error")
+        );
+        comm.abort(code);
+    }
+    result
+}
