@@ -90,12 +90,14 @@ pub fn run(
             1
         };
         let message = format!("{err:#}");
-        eprintln!(
-            "error: rank {} of {}: {}",
+        // One write, so that MPI's forwarding does not split the line.
+        let line = format!(
+            "error: rank {} of {}: {}\n",
             comm.rank(),
             comm.world_size(),
             message.lines().next().unwrap_or("unknown error")
         );
+        let _ = std::io::Write::write_all(&mut std::io::stderr().lock(), line.as_bytes());
         comm.abort(code);
     }
     result
