@@ -16,11 +16,11 @@ build: setup
 	$(CARGO) build --release -p kiln-cli
 
 test: setup
-	$(CARGO) test --workspace
+	$(CARGO) test --workspace --features kiln-cli/mpi
 
 lint: setup
 	$(CARGO) fmt --all --check
-	$(CARGO) clippy --workspace --all-targets -- -D warnings
+	$(CARGO) clippy --workspace --all-targets --features kiln-cli/mpi -- -D warnings
 
 train: build
 	target/release/kiln train $(ARGS)
