@@ -5,7 +5,7 @@
 //! (Built with the `mpi` feature only: `make test` enables it.)
 mod common;
 
-use common::{kiln, temp_dir, text, write_dataset};
+use common::{temp_dir, text, write_dataset};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
@@ -66,7 +66,10 @@ fn final_params(run: &Path) -> Vec<(String, Vec<f32>)> {
         .iter()
         .map(|(name, t)| {
             let flat = t.reshape([-1]);
-            (name.clone(), Vec::<f32>::try_from(&flat).unwrap_or_default())
+            (
+                name.clone(),
+                Vec::<f32>::try_from(&flat).unwrap_or_default(),
+            )
         })
         .collect();
     params.sort_by(|a, b| a.0.cmp(&b.0));
@@ -82,10 +85,9 @@ fn max_rel_diff(a: &[(String, Vec<f32>)], b: &[(String, Vec<f32>)]) -> f64 {
         assert_eq!(va.len(), vb.len(), "{na}");
         assert!(!va.is_empty(), "{na}");
         let scale = vb.iter().fold(0.0f64, |m, &x| m.max(f64::from(x).abs()));
-        let diff = va
-            .iter()
-            .zip(vb)
-            .fold(0.0f64, |m, (&x, &y)| m.max((f64::from(x) - f64::from(y)).abs()));
+        let diff = va.iter().zip(vb).fold(0.0f64, |m, (&x, &y)| {
+            m.max((f64::from(x) - f64::from(y)).abs())
+        });
         worst = worst.max(diff / scale);
     }
     worst
@@ -100,7 +102,10 @@ fn dataset(name: &str, n: u32) -> PathBuf {
 fn run_ok(n: usize, args: &[&str]) -> String {
     let out = mpirun(n, args);
     let (stdout, stderr) = text(&out);
-    assert!(out.status.success(), "{n} ranks failed:\n{stdout}\n{stderr}");
+    assert!(
+        out.status.success(),
+        "{n} ranks failed:\n{stdout}\n{stderr}"
+    );
     stdout
 }
 
@@ -111,19 +116,36 @@ fn matches_one_process(name: &str, ranks: usize, per_rank: &str, global: &str) {
     let d = data.to_str().unwrap_or(".");
     let (many, one) = (data.join("many"), data.join("one"));
     let rest = ["--epochs", "2", "--test-samples", "100"];
-    let log = run_ok(ranks, &train_args(d, many.to_str().unwrap_or("."), per_rank, &rest));
+    let log = run_ok(
+        ranks,
+        &train_args(d, many.to_str().unwrap_or("."), per_rank, &rest),
+    );
     // Only rank 0 prints; every rank agreed on its parameters at the end
     // (the run checks it and fails otherwise).
     assert_eq!(log.matches("Training completed").count(), 1, "{log}");
     assert_eq!(log.matches("Test Error").count(), 2, "{log}");
-    run_ok(1, &train_args(d, one.to_str().unwrap_or("."), global, &rest));
+    run_ok(
+        1,
+        &train_args(d, one.to_str().unwrap_or("."), global, &rest),
+    );
     let (a, b) = (final_params(&many), final_params(&one));
     let rel = max_rel_diff(&a, &b);
     eprintln!("{ranks} ranks vs one process: max relative difference {rel:e}");
-    assert!(rel <= 1e-6, "{ranks} ranks vs one process: max relative difference {rel:e}");
+    assert!(
+        rel <= 1e-6,
+        "{ranks} ranks vs one process: max relative difference {rel:e}"
+    );
     // It did train: the parameters moved away from the initial ones.
     let init = data.join("init");
-    run_ok(1, &train_args(d, init.to_str().unwrap_or("."), global, &["--max-steps", "1", "--optimizer", "sgd:lr=0"]));
+    run_ok(
+        1,
+        &train_args(
+            d,
+            init.to_str().unwrap_or("."),
+            global,
+            &["--max-steps", "1", "--optimizer", "sgd:lr=0"],
+        ),
+    );
     assert!(max_rel_diff(&final_params(&init), &b) > 1e-3);
 }
 
@@ -143,15 +165,29 @@ fn resuming_a_distributed_run_is_exact() {
     let d = data.to_str().unwrap_or(".");
     let (full, part) = (data.join("full"), data.join("part"));
     let (full_s, part_s) = (full.to_str().unwrap_or("."), part.to_str().unwrap_or("."));
-    run_ok(2, &train_args(d, full_s, "16", &["--epochs", "2", "--test-samples", "50"]));
+    run_ok(
+        2,
+        &train_args(d, full_s, "16", &["--epochs", "2", "--test-samples", "50"]),
+    );
     // Stop mid-epoch 2 (8 steps per epoch), then resume to the end.
-    run_ok(2, &train_args(d, part_s, "16", &["--epochs", "2", "--test-samples", "50", "--max-steps", "11"]));
+    run_ok(
+        2,
+        &train_args(
+            d,
+            part_s,
+            "16",
+            &["--epochs", "2", "--test-samples", "50", "--max-steps", "11"],
+        ),
+    );
     let resumed = ["train", "--resume", part_s, "--max-steps", "1000"];
     let out = mpirun(2, &resumed);
     let (stdout, stderr) = text(&out);
     assert!(out.status.success(), "{stdout}\n{stderr}");
     assert_eq!(stderr.matches("kiln: resuming").count(), 1, "{stderr}");
-    assert_eq!(max_rel_diff(&final_params(&part), &final_params(&full)), 0.0);
+    assert_eq!(
+        max_rel_diff(&final_params(&part), &final_params(&full)),
+        0.0
+    );
 }
 
 #[test]
@@ -161,38 +197,74 @@ fn an_error_on_one_rank_ends_every_rank() {
     let missing = data.join("no-such-dir");
     let run = data.join("run");
     // MPMD: rank 1 reads a directory that does not exist.
-    let mut cmd = mpirun_cmd(1, &train_args(d, run.to_str().unwrap_or("."), "16", &[]), &[]);
+    let mut cmd = mpirun_cmd(
+        1,
+        &train_args(d, run.to_str().unwrap_or("."), "16", &[]),
+        &[],
+    );
     cmd.args([":", "-n", "1", env!("CARGO_BIN_EXE_kiln")]);
-    cmd.args(train_args(missing.to_str().unwrap_or("."), run.to_str().unwrap_or("."), "16", &[]));
+    cmd.args(train_args(
+        missing.to_str().unwrap_or("."),
+        run.to_str().unwrap_or("."),
+        "16",
+        &[],
+    ));
     let start = Instant::now();
-    let out = cmd.output().unwrap_or_else(|e| panic!("cannot run mpirun: {e}"));
+    let out = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run mpirun: {e}"));
     let (stdout, stderr) = text(&out);
     assert!(!out.status.success(), "{stdout}\n{stderr}");
     assert!(stderr.contains("error: rank 1 of 2: "), "{stderr}");
     assert!(stderr.contains("no-such-dir"), "{stderr}");
     assert!(start.elapsed() < Duration::from_secs(30));
     // Ranks that disagree on the data are stopped before training.
-    let out = mpirun_cmd(1, &train_args(d, run.to_str().unwrap_or("."), "16", &[]), &[])
-        .args([":", "-n", "1", env!("CARGO_BIN_EXE_kiln")])
-        .args(train_args(d, run.to_str().unwrap_or("."), "16", &["--train-samples", "32"]))
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run mpirun: {e}"));
+    let out = mpirun_cmd(
+        1,
+        &train_args(d, run.to_str().unwrap_or("."), "16", &[]),
+        &[],
+    )
+    .args([":", "-n", "1", env!("CARGO_BIN_EXE_kiln")])
+    .args(train_args(
+        d,
+        run.to_str().unwrap_or("."),
+        "16",
+        &["--train-samples", "32"],
+    ))
+    .output()
+    .unwrap_or_else(|e| panic!("cannot run mpirun: {e}"));
     let (_, stderr) = text(&out);
     assert!(!out.status.success(), "{stderr}");
-    assert!(stderr.contains("ranks disagree on dataset sizes"), "{stderr}");
+    assert!(
+        stderr.contains("ranks disagree on dataset sizes"),
+        "{stderr}"
+    );
 }
 
 /// Pids of the ranks of the job whose environment holds `marker`, by rank.
 fn rank_pids(marker: &str) -> Vec<(u32, String)> {
     let mut found = Vec::new();
     for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
-        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else { continue };
-        let Ok(env) = std::fs::read(entry.path().join("environ")) else { continue };
-        let vars: Vec<String> = env.split(|&b| b == 0).map(|v| String::from_utf8_lossy(v).into_owned()).collect();
-        if !vars.iter().any(|v| v == &format!("KILN_TEST_MARKER={marker}")) {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let Ok(env) = std::fs::read(entry.path().join("environ")) else {
+            continue;
+        };
+        let vars: Vec<String> = env
+            .split(|&b| b == 0)
+            .map(|v| String::from_utf8_lossy(v).into_owned())
+            .collect();
+        if !vars
+            .iter()
+            .any(|v| v == &format!("KILN_TEST_MARKER={marker}"))
+        {
             continue;
         }
-        if let Some(rank) = vars.iter().find_map(|v| v.strip_prefix("OMPI_COMM_WORLD_RANK=")) {
+        if let Some(rank) = vars
+            .iter()
+            .find_map(|v| v.strip_prefix("OMPI_COMM_WORLD_RANK="))
+        {
             found.push((pid, rank.to_string()));
         }
     }
@@ -205,9 +277,17 @@ fn hurt_rank_one(name: &str, signal: &str, timeout: &str) -> (Output, Duration) 
     let data = dataset(name, 2048);
     let run = data.join("run");
     let marker = format!("{name}-{}", std::process::id());
-    let args = train_args(data.to_str().unwrap_or("."), run.to_str().unwrap_or("."), "8", &["--epochs", "100"]);
+    let args = train_args(
+        data.to_str().unwrap_or("."),
+        run.to_str().unwrap_or("."),
+        "8",
+        &["--epochs", "100"],
+    );
     let mut args: Vec<&str> = args;
-    let pos = args.iter().position(|a| *a == "--dist-timeout").unwrap_or(0);
+    let pos = args
+        .iter()
+        .position(|a| *a == "--dist-timeout")
+        .unwrap_or(0);
     args[pos + 1] = timeout;
     let mut child: Child = mpirun_cmd(3, &args, &[("KILN_TEST_MARKER", &marker)])
         .stdout(Stdio::piped())
@@ -232,7 +312,9 @@ fn hurt_rank_one(name: &str, signal: &str, timeout: &str) -> (Output, Duration) 
     // Let training get going, then hurt rank 1.
     std::thread::sleep(Duration::from_millis(1500));
     let start = Instant::now();
-    let status = Command::new("kill").args([signal, &victim.to_string()]).status();
+    let status = Command::new("kill")
+        .args([signal, &victim.to_string()])
+        .status();
     assert!(status.is_ok_and(|s| s.success()));
     let out = child.wait_with_output().unwrap_or_else(|e| panic!("{e}"));
     (out, start.elapsed())

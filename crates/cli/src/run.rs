@@ -345,7 +345,7 @@ pub fn train(args: &TrainArgs) -> Result<()> {
 
 /// `kiln train` on this process, alone or as one rank of `dp`.
 fn train_on(args: &TrainArgs, dp: Option<DataParallel<'_>>) -> Result<()> {
-    let main = dp.is_none_or(|dp| dp.is_main());
+    let main = dp.map_or(true, |dp| dp.is_main());
     if args.batch_size == 0 {
         return Err(usage("--batch-size must be at least 1, got 0"));
     }
