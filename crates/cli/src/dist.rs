@@ -46,7 +46,8 @@ fn init(args: &TrainArgs) -> Result<Option<Box<dyn Collective>>> {
 /// Makes the loaders read this rank's shards: the training set through
 /// `DistributedSampler(shuffle=not --no-shuffle, seed=--seed or 0)`, the test
 /// set split without padding (each test sample is evaluated exactly once);
-/// and checks that every rank loaded data of the same sizes.
+/// and checks that every rank loaded data of the same sizes and runs the
+/// same schedule.
 pub fn shard<'d>(
     dp: DataParallel<'_>,
     args: &TrainArgs,
@@ -59,8 +60,22 @@ pub fn shard<'d>(
             "--distributed mpi trains on the CPU; pass --device cpu".into(),
         ));
     }
-    let sizes = [train.dataset().len() as f64, test.dataset().len() as f64];
-    dp.check_same("dataset sizes (train, test)", &sizes)?;
+    // Ranks that would take different numbers of steps would wait on each
+    // other forever: refuse them up front.
+    let opt = |v: Option<usize>| v.map_or(-1.0, |v| v as f64);
+    let settings = [
+        train.dataset().len() as f64,
+        test.dataset().len() as f64,
+        args.batch_size as f64,
+        args.epochs as f64,
+        opt(args.max_steps),
+        opt(args.limit_train_batches),
+        args.accumulate_grad_batches as f64,
+        args.seed.map_or(-1.0, |s| s as f64),
+    ];
+    let what = "dataset sizes and settings (train samples, test samples, batch size, epochs, \
+                max steps, train batches limit, accumulation, seed)";
+    dp.check_same(what, &settings)?;
     let sampler = DistributedSampler::new(dp.world_size(), dp.rank())?;
     let train_sampler = sampler
         .clone()

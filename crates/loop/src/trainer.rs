@@ -439,7 +439,7 @@ impl<'a> Trainer<'a> {
             }
             let start_batch = if epoch == progress.epoch { progress.batch } else { 0 };
             // PyTorch's `sampler.set_epoch(epoch)` with 0-based epochs.
-            train_loader.set_epoch(epoch as u64 - 1);
+            train_loader.set_epoch(epoch.saturating_sub(1) as u64);
             let batches = if start_batch > 0 {
                 train_loader.resume(progress.sampler_seed, start_batch)?
             } else {
