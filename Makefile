@@ -16,11 +16,11 @@ build: setup
 	$(CARGO) build --release -p kiln-cli
 
 test: setup
-	$(CARGO) test --workspace --features kiln-cli/mpi
+	$(CARGO) test --workspace --features kiln-cli/mpi,kiln-cli/nccl
 
 lint: setup
 	$(CARGO) fmt --all --check
-	$(CARGO) clippy --workspace --all-targets --features kiln-cli/mpi -- -D warnings
+	$(CARGO) clippy --workspace --all-targets --features kiln-cli/mpi,kiln-cli/nccl -- -D warnings
 
 train: build
 	target/release/kiln train $(ARGS)

@@ -20,6 +20,22 @@ fn usage(message: String) -> anyhow::Error {
     UsageError(message).into()
 }
 
+/// For `--distributed nccl`: this rank's GPU, `cuda:<local rank mod GPUs>`.
+#[cfg(feature = "nccl")]
+fn nccl_device(args: &TrainArgs) -> Result<usize> {
+    if !matches!(args.device.as_str(), "auto" | "cuda") {
+        return Err(usage(format!(
+            "--distributed nccl puts each rank on its own GPU; pass --device cuda or auto, not '{}'",
+            args.device
+        )));
+    }
+    let gpus = usize::try_from(kiln_tensor::tch::Cuda::device_count()).unwrap_or(0);
+    if gpus == 0 {
+        return Err(usage("--distributed nccl needs a CUDA device; none is available (use --distributed mpi on CPUs)".into()));
+    }
+    Ok(kiln_loop::distributed::nccl::local_rank() % gpus)
+}
+
 /// The communicator `args` ask for (`None` without `--distributed`).
 fn init(args: &TrainArgs) -> Result<Option<Box<dyn Collective>>> {
     let Some(kind) = args.distributed.as_deref() else {
@@ -39,7 +55,15 @@ fn init(args: &TrainArgs) -> Result<Option<Box<dyn Collective>>> {
         }
         #[cfg(not(feature = "mpi"))]
         "mpi" => Err(usage("--distributed mpi: this kiln was built without the `mpi` feature (cargo build --features kiln-cli/mpi)".into())),
-        other => Err(usage(format!("unknown --distributed '{other}'; accepted: mpi"))),
+        #[cfg(feature = "nccl")]
+        "nccl" => {
+            let timeout = std::time::Duration::from_secs_f64(args.dist_timeout);
+            let device = nccl_device(args)?;
+            Ok(Some(Box::new(kiln_loop::distributed::nccl::Nccl::init(timeout, device)?)))
+        }
+        #[cfg(not(feature = "nccl"))]
+        "nccl" => Err(usage("--distributed nccl: this kiln was built without the `nccl` feature (cargo build --features kiln-cli/nccl)".into())),
+        other => Err(usage(format!("unknown --distributed '{other}'; accepted: mpi, nccl"))),
     }
 }
 
@@ -55,10 +79,10 @@ pub fn shard<'d>(
     train: DataLoader<'d>,
     test: DataLoader<'d>,
 ) -> Result<(DataLoader<'d>, DataLoader<'d>)> {
-    if device != Device::Cpu {
-        return Err(usage(
-            "--distributed mpi trains on the CPU; pass --device cpu".into(),
-        ));
+    match (args.distributed.as_deref(), device) {
+        (Some("nccl"), Device::Cuda(_)) | (Some("mpi"), Device::Cpu) => {}
+        (Some("nccl"), _) => return Err(usage("--distributed nccl trains on CUDA devices".into())),
+        _ => return Err(usage("--distributed mpi trains on the CPU; pass --device cpu (or use --distributed nccl on GPUs)".into())),
     }
     // Ranks that would take different numbers of steps would wait on each
     // other forever: refuse them up front.
@@ -97,7 +121,13 @@ pub fn run(
     let Some(comm) = init(args)? else {
         return train(args, None);
     };
-    let result = train(args, Some(DataParallel::new(comm.as_ref())));
+    #[allow(unused_mut)]
+    let mut args = args.clone();
+    #[cfg(feature = "nccl")]
+    if args.distributed.as_deref() == Some("nccl") {
+        args.device = format!("cuda:{}", nccl_device(&args)?);
+    }
+    let result = train(&args, Some(DataParallel::new(comm.as_ref())));
     if let Err(err) = &result {
         let code = if err.downcast_ref::<UsageError>().is_some() {
             2

@@ -109,9 +109,9 @@ pub struct TrainArgs {
     #[arg(long)]
     #[serde(skip)]
     pub resume: Option<PathBuf>,
-    /// Train data-parallel across the processes of an MPI job (`mpirun -n N kiln train --distributed mpi`);
-    /// --batch-size is per rank. See docs/scale-out.md.
-    #[arg(long, value_parser = ["mpi"])]
+    /// Train data-parallel across the processes of an MPI job (`mpirun -n N kiln train --distributed mpi`;
+    /// nccl: one GPU per rank); --batch-size is per rank. See docs/scale-out.md.
+    #[arg(long, value_parser = ["mpi", "nccl"])]
     pub distributed: Option<String>,
     /// Abort every rank when a collective has not completed after this many seconds.
     #[arg(long, default_value_t = crate::dist::DEFAULT_TIMEOUT_SECS)]

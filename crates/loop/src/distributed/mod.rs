@@ -4,8 +4,9 @@
 //! with one all-reduce over one flat buffer, so every replica takes the same
 //! step. Evaluation metrics are summed over ranks.
 //!
-//! The transport is a [`Collective`]: [`Mpi`](mpi::Mpi) (feature `mpi`) over
-//! the system's MPI, or [`Single`] (one process, no communication).
+//! The transport is a [`Collective`]: `mpi::Mpi` (feature `mpi`) over the
+//! system's MPI, `nccl::Nccl` (feature `nccl`) for CUDA tensors, or
+//! [`Single`] (one process, no communication).
 //! [`DataParallel`] holds the algorithms on top of it and is what
 //! [`Trainer::data_parallel`](crate::Trainer::data_parallel) takes.
 use crate::metrics::Metric;
@@ -16,6 +17,8 @@ use kiln_tensor::{Kind, Tensor};
 
 #[cfg(feature = "mpi")]
 pub mod mpi;
+#[cfg(feature = "nccl")]
+pub mod nccl;
 mod sampler;
 
 pub use sampler::DistributedSampler;

@@ -116,7 +116,8 @@ impl Mpi {
         mpi::environment::library_version().unwrap_or_else(|_| "unknown MPI".into())
     }
 
-    fn watched<T>(&self, what: &'static str, f: impl FnOnce() -> T) -> T {
+    /// Runs `f` under the watchdog, as the collective `what`.
+    pub(crate) fn watched<T>(&self, what: &'static str, f: impl FnOnce() -> T) -> T {
         *self
             .watch
             .in_flight
