@@ -29,8 +29,11 @@ bench: setup
 	$(CARGO) build --release -p kiln-cli --benches
 	$(PY) scripts/bench/train_epoch.py --kiln-bin "$$(ls -t target/release/deps/train_epoch-* | grep -v '\.d$$' | head -n1)"
 
-golden: setup
+golden: build
 	$(PY) tests/golden/make_golden_logs.py
+	$(PY) tests/golden/interop/make_interop.py
+	$(PY) crates/losses/tests/golden/make_golden.py
+	$(PY) crates/optim/tests/golden/schedulers/make_golden.py
 
 doc: setup
 	$(CARGO) doc --workspace --no-deps

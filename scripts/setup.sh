@@ -13,6 +13,9 @@
 set -euo pipefail
 
 TORCH_VERSION=2.11.0
+SAFETENSORS_VERSION=0.7.0
+PACKAGING_VERSION=25.0
+NUMPY_VERSION=2.3.5
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cache=${KILN_CACHE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/kiln}
 
@@ -48,6 +51,14 @@ else
     rm -rf "$wheel_dir"
     mv "$partial" "$wheel_dir"
     trap - EXIT
+  fi
+  # safetensors (+ packaging, numpy) for Python: the reference scripts read and write kiln's
+  # checkpoints with it (safetensors.torch.load_file / save_file).
+  if [ ! -f "$wheel_dir/safetensors/torch.py" ] || [ ! -d "$wheel_dir/packaging" ] || [ ! -d "$wheel_dir/numpy" ]; then
+    say "adding safetensors, packaging and numpy to $wheel_dir"
+    python3 -m pip install --quiet --no-input --disable-pip-version-check --no-deps \
+      --target "$wheel_dir" "safetensors==$SAFETENSORS_VERSION" "packaging==$PACKAGING_VERSION" "numpy==$NUMPY_VERSION" ||
+      die "pip could not install safetensors==$SAFETENSORS_VERSION (see above)"
   fi
   ln -sfn "$wheel_dir" "$root/.libtorch"
 fi

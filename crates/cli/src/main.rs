@@ -25,10 +25,14 @@ enum Command {
     Losses,
     /// List every optimizer and its options with their defaults.
     Optimizers,
+    /// List every lr scheduler and its options with their defaults.
+    Schedulers,
 }
 
 fn parse() -> Result<(Cli, clap::ArgMatches), ExitCode> {
-    let parsed = Cli::command().try_get_matches().and_then(|m| Cli::from_arg_matches(&m).map(|cli| (cli, m)));
+    let parsed = Cli::command()
+        .try_get_matches()
+        .and_then(|m| Cli::from_arg_matches(&m).map(|cli| (cli, m)));
     parsed.map_err(|err| {
         if !err.use_stderr() {
             // --help and --version go to stdout and succeed.
@@ -50,12 +54,19 @@ fn main() -> ExitCode {
     };
     let result = match cli.command {
         Command::Train(args) => {
-            let sub = matches.subcommand_matches("train").cloned().unwrap_or_default();
+            let sub = matches
+                .subcommand_matches("train")
+                .cloned()
+                .unwrap_or_default();
             run::merge_config(args, &sub).and_then(|args| run::train(&args))
         }
         Command::Eval(args) => run::eval(&args),
         Command::Losses => {
             print!("{}", kiln_losses::registry().describe());
+            Ok(())
+        }
+        Command::Schedulers => {
+            print!("{}", kiln_optim::scheduler::schedulers().describe());
             Ok(())
         }
         Command::Optimizers => {
@@ -66,10 +77,17 @@ fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
-            let code = if err.downcast_ref::<UsageError>().is_some() { 2 } else { 1 };
+            let code = if err.downcast_ref::<UsageError>().is_some() {
+                2
+            } else {
+                1
+            };
             // One line: the chain of causes joined, libtorch backtraces dropped.
             let message = format!("{err:#}");
-            eprintln!("error: {}", message.lines().next().unwrap_or("unknown error"));
+            eprintln!(
+                "error: {}",
+                message.lines().next().unwrap_or("unknown error")
+            );
             ExitCode::from(code)
         }
     }

@@ -16,14 +16,19 @@ pub struct ProgressPrinter {
 impl ProgressPrinter {
     /// For epochs of `batches` batches.
     pub fn new(batches: usize) -> Self {
-        Self { batches, bar: None, samples_per_sec: f64::NAN }
+        Self {
+            batches,
+            bar: None,
+            samples_per_sec: f64::NAN,
+        }
     }
 
     fn bar(&mut self, epoch: usize, position: usize) -> &ProgressBar {
         self.bar.get_or_insert_with(|| {
             let bar = ProgressBar::new(self.batches as u64);
-            let style = ProgressStyle::with_template("epoch {prefix} {bar:30} {pos}/{len} {msg} ETA {eta}")
-                .unwrap_or_else(|_| ProgressStyle::default_bar());
+            let style =
+                ProgressStyle::with_template("epoch {prefix} {bar:30} {pos}/{len} {msg} ETA {eta}")
+                    .unwrap_or_else(|_| ProgressStyle::default_bar());
             bar.set_style(style);
             bar.set_prefix(epoch.to_string());
             bar.set_position(position as u64);
@@ -49,7 +54,11 @@ impl Callback for ProgressPrinter {
     fn on_batch_end(&mut self, info: &StepInfo) -> kiln_loop::Result<()> {
         // Smooth the throughput so the display does not flicker.
         let s = info.samples_per_sec;
-        self.samples_per_sec = if self.samples_per_sec.is_finite() { 0.9 * self.samples_per_sec + 0.1 * s } else { s };
+        self.samples_per_sec = if self.samples_per_sec.is_finite() {
+            0.9 * self.samples_per_sec + 0.1 * s
+        } else {
+            s
+        };
         let rate = self.samples_per_sec;
         let bar = self.bar(info.epoch, info.batch);
         bar.set_position(info.batch as u64 + 1);
@@ -60,7 +69,10 @@ impl Callback for ProgressPrinter {
     }
 
     fn on_eval_end(&mut self, info: &EvalInfo) -> kiln_loop::Result<()> {
-        let text = test_report(info.get("accuracy").unwrap_or(f64::NAN), info.get("test_loss").unwrap_or(f64::NAN));
+        let text = test_report(
+            info.get("accuracy").unwrap_or(f64::NAN),
+            info.get("test_loss").unwrap_or(f64::NAN),
+        );
         match &self.bar {
             Some(bar) => bar.println(format!("epoch {}: {}", info.epoch, text.replace('\n', ""))),
             None => println!("{text}"),
@@ -109,8 +121,11 @@ impl<W: Write> Callback for JsonLines<W> {
     }
 
     fn on_eval_end(&mut self, info: &EvalInfo) -> kiln_loop::Result<()> {
-        let metrics: serde_json::Map<String, serde_json::Value> =
-            info.metrics.iter().map(|(k, v)| (k.clone(), serde_json::json!(v))).collect();
+        let metrics: serde_json::Map<String, serde_json::Value> = info
+            .metrics
+            .iter()
+            .map(|(k, v)| (k.clone(), serde_json::json!(v)))
+            .collect();
         self.emit(serde_json::json!({ "event": "eval", "epoch": info.epoch, "step": info.step, "metrics": metrics }))
     }
 

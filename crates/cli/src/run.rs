@@ -4,12 +4,12 @@ use crate::report::{JsonLines, ProgressPrinter};
 use crate::UsageError;
 use anyhow::{Context, Result};
 use clap::parser::ValueSource;
-use kiln_losses::Loss;
 use kiln_loop::checkpoint::{self, Checkpoint};
 use kiln_loop::distributed::DataParallel;
-use kiln_loop::trainer::{CheckpointConfig, EarlyStopping, Mode};
+use kiln_loop::trainer::{CheckpointConfig, EarlyStopping, Interval, Mode};
 use kiln_loop::{DataLoader, Dataset, Trainer, TrainerConfig, TutorialPrinter};
-use kiln_optim::{Optimizer, SgdConfig};
+use kiln_losses::Loss;
+use kiln_optim::Optimizer;
 use kiln_tensor::device::{set_threads, DeviceSpec};
 use kiln_tensor::nn::VarStore;
 use kiln_tensor::params::named_parameters;
@@ -29,12 +29,12 @@ pub struct TrainArgs {
     /// Samples per batch (the last short batch is kept).
     #[arg(long, default_value_t = 64)]
     pub batch_size: usize,
-    /// Learning rate (overridden by an `lr=` in --optimizer).
-    #[arg(long, default_value_t = 1e-3, allow_negative_numbers = true)]
-    pub lr: f64,
-    /// Momentum for optimizers that have one (overridden by `momentum=` in --optimizer).
-    #[arg(long, default_value_t = 0.9, allow_negative_numbers = true)]
-    pub momentum: f64,
+    /// Learning rate (default: 1e-3 for sgd, as in the tutorial; the optimizer's PyTorch default otherwise).
+    #[arg(long, allow_negative_numbers = true)]
+    pub lr: Option<f64>,
+    /// Momentum (default: 0.9 for sgd, as in the tutorial; only for optimizers that have one).
+    #[arg(long, allow_negative_numbers = true)]
+    pub momentum: Option<f64>,
     /// Loss spec: NAME[:key=value,...], e.g. cross-entropy:label_smoothing=0.1 (see `kiln losses`).
     #[arg(long, default_value = "cross-entropy")]
     pub loss: String,
@@ -84,6 +84,12 @@ pub struct TrainArgs {
     /// (METRIC: test_loss, accuracy; mode defaults to min for losses, max otherwise).
     #[arg(long)]
     pub early_stopping: Option<String>,
+    /// LR scheduler spec: NAME[:key=value,...], e.g. onecycle:max_lr=0.1 or step:step_size=2 (see `kiln schedulers`).
+    #[arg(long)]
+    pub scheduler: Option<String>,
+    /// When the scheduler steps: step (every optimizer step) or epoch; default: step for onecycle and cyclic, epoch otherwise.
+    #[arg(long, value_parser = ["step", "epoch"])]
+    pub scheduler_interval: Option<String>,
     /// Where checkpoints, metrics and the run's config go (default: runs/<UTC time>).
     #[arg(long)]
     pub run_dir: Option<PathBuf>,
@@ -125,13 +131,23 @@ pub struct TrainArgs {
 
 /// Flags of `kiln eval`.
 #[derive(Debug, Clone, clap::Args)]
+#[command(group(clap::ArgGroup::new("source").required(true).args(["checkpoint", "weights"])))]
 pub struct EvalArgs {
     /// A checkpoint directory, or a run directory (its newest valid checkpoint).
     #[arg(long)]
-    pub checkpoint: PathBuf,
-    /// Data directory (default: the run's).
+    pub checkpoint: Option<PathBuf>,
+    /// A safetensors state dict of the quickstart model (e.g. saved by PyTorch).
+    #[arg(long)]
+    pub weights: Option<PathBuf>,
+    /// Data directory (default: the run's, else the setup's FashionMNIST).
     #[arg(long)]
     pub data_dir: Option<PathBuf>,
+    /// Evaluate on the first N test samples (default: the run's, else all).
+    #[arg(long)]
+    pub test_samples: Option<usize>,
+    /// Samples per batch (default: the run's, else 64).
+    #[arg(long)]
+    pub batch_size: Option<usize>,
     /// auto, cpu, cuda or cuda:N.
     #[arg(long, default_value = "auto")]
     pub device: String,
@@ -154,14 +170,26 @@ pub fn merge_config(mut args: TrainArgs, matches: &clap::ArgMatches) -> Result<T
     };
     let text = std::fs::read_to_string(&base_path)
         .map_err(|e| usage(format!("{}: {e}", base_path.display())))?;
-    let base: serde_json::Map<String, serde_json::Value> = serde_json::from_str(&text)
-        .map_err(|e| usage(format!("{}: not a JSON object of flags: {e}", base_path.display())))?;
+    let base: serde_json::Map<String, serde_json::Value> =
+        serde_json::from_str(&text).map_err(|e| {
+            usage(format!(
+                "{}: not a JSON object of flags: {e}",
+                base_path.display()
+            ))
+        })?;
     let mut merged = serde_json::to_value(&args)?;
-    let known: Vec<String> = merged.as_object().map(|o| o.keys().cloned().collect()).unwrap_or_default();
+    let known: Vec<String> = merged
+        .as_object()
+        .map(|o| o.keys().cloned().collect())
+        .unwrap_or_default();
     for (key, value) in base {
         let key = key.replace('-', "_");
         if !known.contains(&key) {
-            return Err(usage(format!("{}: unknown flag '{key}'; accepted: {}", base_path.display(), known.join(", "))));
+            return Err(usage(format!(
+                "{}: unknown flag '{key}'; accepted: {}",
+                base_path.display(),
+                known.join(", ")
+            )));
         }
         if matches.value_source(&key) != Some(ValueSource::CommandLine) {
             merged[&key] = value;
@@ -186,15 +214,24 @@ fn default_data_dir() -> Result<PathBuf> {
         .chain(option_env!("KILN_DEFAULT_DATA_DIR").map(PathBuf::from))
         .chain([PathBuf::from("/usr/share/datasets/fashion-mnist")])
         .collect();
-    candidates.iter().find(|p| p.is_dir()).cloned().ok_or_else(|| {
-        let tried: Vec<String> = candidates.iter().map(|p| p.display().to_string()).collect();
-        anyhow::anyhow!("no FashionMNIST found (tried {}); run `make setup` or pass --data-dir DIR", tried.join(", "))
-    })
+    candidates
+        .iter()
+        .find(|p| p.is_dir())
+        .cloned()
+        .ok_or_else(|| {
+            let tried: Vec<String> = candidates.iter().map(|p| p.display().to_string()).collect();
+            anyhow::anyhow!(
+                "no FashionMNIST found (tried {}); run `make setup` or pass --data-dir DIR",
+                tried.join(", ")
+            )
+        })
 }
 
 /// `runs/YYYYMMDD-HHMMSS` in UTC (civil date from the Unix day count).
 fn default_run_dir() -> PathBuf {
-    let secs = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
     let (days, rem) = ((secs / 86_400) as i64, secs % 86_400);
     let z = days + 719_468;
     let era = z.div_euclid(146_097);
@@ -238,29 +275,37 @@ fn build_loss(spec: &str) -> Result<Box<dyn Loss>> {
 
 /// `kiln optimizers`.
 pub fn describe_optimizers() -> String {
-    let d = SgdConfig::default();
-    format!(
-        "sgd  stochastic gradient descent (torch.optim.SGD)\n    lr={} momentum={} dampening={} weight_decay={} nesterov={} maximize={}\n",
-        d.lr, d.momentum, d.dampening, d.weight_decay, d.nesterov, d.maximize
-    )
+    kiln_optim::optimizers().describe()
+}
+
+/// The optimizer spec with --lr and --momentum folded in (options written in
+/// the spec win); plain `sgd` gets the tutorial's lr=1e-3, momentum=0.9.
+fn optimizer_spec(args: &TrainArgs) -> Result<String> {
+    let spec: Spec = args.optimizer.parse().map_err(usage)?;
+    let tutorial = spec.name == "sgd";
+    let mut text = args.optimizer.trim().to_string();
+    let mut add = |key: &str, value: Option<f64>, default: Option<f64>| {
+        if let Some(v) = value.or(default).filter(|_| !spec.contains(key)) {
+            text.push(if text.contains(':') { ',' } else { ':' });
+            text.push_str(&format!("{key}={v:?}"));
+        }
+    };
+    add("lr", args.lr, tutorial.then_some(1e-3));
+    add("momentum", args.momentum, tutorial.then_some(0.9));
+    Ok(text)
 }
 
 fn build_optimizer(args: &TrainArgs, vs: &VarStore) -> Result<Box<dyn Optimizer>> {
-    let mut spec: Spec = args.optimizer.parse().map_err(usage)?;
-    if spec.name != "sgd" {
-        return Err(usage(format!("unknown optimizer '{}'; accepted: sgd", spec.name)));
+    let spec = optimizer_spec(args)?;
+    let optimizer = kiln_optim::optimizers().build(&spec, named_parameters(vs)?).map_err(usage)?;
+    // PyTorch lets a NaN learning rate through (`nan < 0` is false); a run
+    // with one can only produce NaN, so kiln refuses it up front.
+    for group in 0..optimizer.num_groups() {
+        if let Some(lr) = optimizer.lr(group).filter(|lr| !lr.is_finite()) {
+            return Err(usage(format!("Invalid learning rate: {lr} (it must be a finite number)")));
+        }
     }
-    let cfg = SgdConfig {
-        lr: spec.f64("lr").map_err(usage)?.unwrap_or(args.lr),
-        momentum: spec.f64("momentum").map_err(usage)?.unwrap_or(args.momentum),
-        dampening: spec.f64("dampening").map_err(usage)?.unwrap_or(0.0),
-        weight_decay: spec.f64("weight_decay").map_err(usage)?.unwrap_or(0.0),
-        nesterov: spec.bool("nesterov").map_err(usage)?.unwrap_or(false),
-        maximize: spec.bool("maximize").map_err(usage)?.unwrap_or(false),
-    };
-    spec.finish(&["lr", "momentum", "dampening", "weight_decay", "nesterov", "maximize"]).map_err(usage)?;
-    let params = named_parameters(vs)?;
-    Ok(Box::new(cfg.build(params).map_err(usage)?))
+    Ok(optimizer)
 }
 
 fn metric_mode(metric: &str) -> Mode {
@@ -273,16 +318,27 @@ fn metric_mode(metric: &str) -> Mode {
 
 fn early_stopping(spec: &str) -> Result<EarlyStopping> {
     let mut spec: Spec = spec.parse().map_err(usage)?;
-    let mode = match spec.choice("mode", &["min", "max"]).map_err(usage)?.as_deref() {
+    let mode = match spec
+        .choice("mode", &["min", "max"])
+        .map_err(usage)?
+        .as_deref()
+    {
         Some("min") => Mode::Min,
         Some(_) => Mode::Max,
         None => metric_mode(&spec.name),
     };
     let patience = spec.i64("patience").map_err(usage)?.unwrap_or(3);
     let min_delta = spec.f64("min_delta").map_err(usage)?.unwrap_or(0.0);
-    spec.finish(&["patience", "min_delta", "mode"]).map_err(usage)?;
-    let patience = usize::try_from(patience).map_err(|_| usage("--early-stopping patience must be at least 1"))?;
-    Ok(EarlyStopping { monitor: spec.name.clone(), mode, patience, min_delta })
+    spec.finish(&["patience", "min_delta", "mode"])
+        .map_err(usage)?;
+    let patience = usize::try_from(patience)
+        .map_err(|_| usage("--early-stopping patience must be at least 1"))?;
+    Ok(EarlyStopping {
+        monitor: spec.name.clone(),
+        mode,
+        patience,
+        min_delta,
+    })
 }
 
 fn trainer_config(args: &TrainArgs, run_dir: &Path) -> Result<TrainerConfig> {
@@ -293,7 +349,11 @@ fn trainer_config(args: &TrainArgs, run_dir: &Path) -> Result<TrainerConfig> {
         limit_test_batches: args.limit_test_batches,
         accumulate_grad_batches: args.accumulate_grad_batches,
         eval_every_steps: args.eval_every_steps,
-        early_stopping: args.early_stopping.as_deref().map(early_stopping).transpose()?,
+        early_stopping: args
+            .early_stopping
+            .as_deref()
+            .map(early_stopping)
+            .transpose()?,
         checkpoint: Some(CheckpointConfig {
             run_dir: run_dir.to_path_buf(),
             every_steps: args.checkpoint_every,
@@ -310,7 +370,12 @@ fn trainer_config(args: &TrainArgs, run_dir: &Path) -> Result<TrainerConfig> {
 }
 
 /// Loads the data `args` names, cut and checked, on `device`.
-fn load_data(args_dir: Option<&Path>, train_samples: Option<usize>, test_samples: Option<usize>, device: Device) -> Result<(Dataset, Dataset)> {
+fn load_data(
+    args_dir: Option<&Path>,
+    train_samples: Option<usize>,
+    test_samples: Option<usize>,
+    device: Device,
+) -> Result<(Dataset, Dataset)> {
     let data_dir = match args_dir {
         Some(dir) => dir.to_path_buf(),
         None => default_data_dir()?,
@@ -330,10 +395,12 @@ fn load_data(args_dir: Option<&Path>, train_samples: Option<usize>, test_samples
 }
 
 fn write_config(run_dir: &Path, args: &TrainArgs) -> Result<()> {
-    std::fs::create_dir_all(run_dir).with_context(|| format!("creating run directory {}", run_dir.display()))?;
+    std::fs::create_dir_all(run_dir)
+        .with_context(|| format!("creating run directory {}", run_dir.display()))?;
     let path = run_dir.join(CONFIG_FILE);
     let tmp = run_dir.join(format!(".{CONFIG_FILE}.tmp"));
-    std::fs::write(&tmp, serde_json::to_string_pretty(args)?).with_context(|| format!("writing {}", tmp.display()))?;
+    std::fs::write(&tmp, serde_json::to_string_pretty(args)?)
+        .with_context(|| format!("writing {}", tmp.display()))?;
     std::fs::rename(&tmp, &path).with_context(|| format!("writing {}", path.display()))?;
     Ok(())
 }
@@ -349,7 +416,11 @@ fn train_on(args: &TrainArgs, dp: Option<DataParallel<'_>>) -> Result<()> {
     if args.batch_size == 0 {
         return Err(usage("--batch-size must be at least 1, got 0"));
     }
-    let device = args.device.parse::<DeviceSpec>().map_err(usage)?.resolve()?;
+    let device = args
+        .device
+        .parse::<DeviceSpec>()
+        .map_err(usage)?
+        .resolve()?;
     if let Some(threads) = args.threads {
         set_threads(threads).map_err(usage)?;
     }
@@ -362,8 +433,11 @@ fn train_on(args: &TrainArgs, dp: Option<DataParallel<'_>>) -> Result<()> {
     }
     let resume = match &args.resume {
         Some(run) => {
-            let found = checkpoint::latest_valid(run, &mut |warning| eprintln!("warning: {warning}"))?;
-            let (path, ckpt) = found.ok_or_else(|| anyhow::anyhow!("{}: no valid checkpoint to resume from", run.display()))?;
+            let found =
+                checkpoint::latest_valid(run, &mut |warning| eprintln!("warning: {warning}"))?;
+            let (path, ckpt) = found.ok_or_else(|| {
+                anyhow::anyhow!("{}: no valid checkpoint to resume from", run.display())
+            })?;
             if main {
                 eprintln!("kiln: resuming {} from {}", run.display(), path.display());
             }
@@ -371,7 +445,12 @@ fn train_on(args: &TrainArgs, dp: Option<DataParallel<'_>>) -> Result<()> {
         }
         None => None,
     };
-    let (train_set, test_set) = load_data(args.data_dir.as_deref(), args.train_samples, args.test_samples, device)?;
+    let (train_set, test_set) = load_data(
+        args.data_dir.as_deref(),
+        args.train_samples,
+        args.test_samples,
+        device,
+    )?;
     if train_set.is_empty() {
         return Err(usage("the training set is empty (--train-samples 0?)"));
     }
@@ -392,10 +471,38 @@ fn train_on(args: &TrainArgs, dp: Option<DataParallel<'_>>) -> Result<()> {
     let mut train_loader = DataLoader::new(&train_set, args.batch_size, !args.no_shuffle)?;
     let mut test_loader = DataLoader::new(&test_set, args.batch_size, false)?;
     if let Some(dp) = dp {
-        (train_loader, test_loader) = crate::dist::shard(dp, args, device, train_loader, test_loader)?;
+        (train_loader, test_loader) =
+            crate::dist::shard(dp, args, device, train_loader, test_loader)?;
     }
 
+    let batches_per_epoch = train_loader
+        .len()
+        .min(config.limit_train_batches.unwrap_or(usize::MAX));
     let mut trainer = Trainer::new(config)?.run_config(serde_json::to_value(args)?);
+    if let Some(spec) = &args.scheduler {
+        let name = spec.split(':').next().unwrap_or_default();
+        let interval = match args.scheduler_interval.as_deref() {
+            Some("step") => Interval::Step,
+            Some(_) => Interval::Epoch,
+            None if matches!(name, "onecycle" | "cyclic") => Interval::Step,
+            None => Interval::Epoch,
+        };
+        // Total scheduler steps, for schedules that need it (onecycle's total_steps).
+        let total = match interval {
+            Interval::Step => args
+                .epochs
+                .saturating_mul(batches_per_epoch.div_ceil(args.accumulate_grad_batches.max(1))),
+            Interval::Epoch => args.epochs,
+        };
+        let total = args
+            .max_steps
+            .filter(|_| interval == Interval::Step)
+            .map_or(total, |m| m.min(total));
+        let scheduler = kiln_optim::scheduler::schedulers()
+            .build(spec, optimizer.as_mut(), Some(total))
+            .map_err(usage)?;
+        trainer = trainer.scheduler(scheduler, interval);
+    }
     if let Some(dp) = dp {
         trainer = trainer.data_parallel(dp);
     }
@@ -404,39 +511,96 @@ fn train_on(args: &TrainArgs, dp: Option<DataParallel<'_>>) -> Result<()> {
         trainer = match args.log_format.as_str() {
             "json" => trainer.callback(JsonLines::new(stdout.lock())),
             // Open MPI gives ranks a pseudo-terminal: no progress bar there.
-            _ if stdout.is_terminal() && dp.is_none() => trainer.callback(ProgressPrinter::new(train_loader.len())),
+            _ if stdout.is_terminal() && dp.is_none() => {
+                trainer.callback(ProgressPrinter::new(train_loader.len()))
+            }
             _ => trainer.callback(TutorialPrinter::new(stdout.lock())),
         };
     }
-    let summary = trainer.fit(&model, &vs, loss_fn.as_ref(), optimizer.as_mut(), &train_loader, &test_loader, resume)?;
+    let summary = trainer.fit(
+        &model,
+        &vs,
+        loss_fn.as_ref(),
+        optimizer.as_mut(),
+        &train_loader,
+        &test_loader,
+        resume,
+    )?;
     if let Some(dp) = dp {
         dp.verify_replicas(&vs)?;
     }
-    if let kiln_loop::StopReason::NonFiniteLoss { epoch, batch, step, loss } = summary.stop {
-        let kept = summary.last_checkpoint.as_ref().map_or("no checkpoint".into(), |p| format!("last good checkpoint {}", p.display()));
+    if let kiln_loop::StopReason::NonFiniteLoss {
+        epoch,
+        batch,
+        step,
+        loss,
+    } = summary.stop
+    {
+        let kept = summary
+            .last_checkpoint
+            .as_ref()
+            .map_or("no checkpoint".into(), |p| {
+                format!("last good checkpoint {}", p.display())
+            });
         anyhow::bail!("training loss became {loss} at epoch {epoch}, batch {batch} (after {step} steps); stopped, {kept}");
     }
     Ok(())
 }
 
-/// `kiln eval`: the test loop on a checkpoint's weights.
+/// `kiln eval`: the test loop on a checkpoint's or a weights file's parameters.
 pub fn eval(args: &EvalArgs) -> Result<()> {
-    let device = args.device.parse::<DeviceSpec>().map_err(usage)?.resolve()?;
-    let (dir, ckpt): (PathBuf, Checkpoint) = if args.checkpoint.join("manifest.json").exists() {
-        (args.checkpoint.clone(), checkpoint::load(&args.checkpoint)?)
-    } else {
-        checkpoint::latest_valid(&args.checkpoint, &mut |w| eprintln!("warning: {w}"))?
-            .ok_or_else(|| anyhow::anyhow!("{}: no valid checkpoint here", args.checkpoint.display()))?
-    };
-    let run: TrainArgs = serde_json::from_value(ckpt.config.clone())
-        .with_context(|| format!("{}: the checkpoint's run config is unreadable", dir.display()))?;
-    let data_dir = args.data_dir.clone().or(run.data_dir.clone());
-    let (_, test_set) = load_data(data_dir.as_deref(), Some(0), run.test_samples, device)?;
+    let device = args
+        .device
+        .parse::<DeviceSpec>()
+        .map_err(usage)?
+        .resolve()?;
+    let (weights, run): (Vec<(String, Tensor)>, Option<TrainArgs>) =
+        match (&args.checkpoint, &args.weights) {
+            (Some(path), _) => {
+                let (dir, ckpt): (PathBuf, Checkpoint) = if path.join("manifest.json").exists() {
+                    (path.clone(), checkpoint::load(path)?)
+                } else {
+                    checkpoint::latest_valid(path, &mut |w| eprintln!("warning: {w}"))?.ok_or_else(
+                        || anyhow::anyhow!("{}: no valid checkpoint here", path.display()),
+                    )?
+                };
+                let run: TrainArgs =
+                    serde_json::from_value(ckpt.config.clone()).with_context(|| {
+                        format!(
+                            "{}: the checkpoint's run config is unreadable",
+                            dir.display()
+                        )
+                    })?;
+                (ckpt.model, Some(run))
+            }
+            (None, Some(file)) => (checkpoint::read_weights(file)?, None),
+            (None, None) => return Err(usage("give --checkpoint DIR or --weights FILE")),
+        };
+    let data_dir = args
+        .data_dir
+        .clone()
+        .or_else(|| run.as_ref().and_then(|r| r.data_dir.clone()));
+    let test_samples = args
+        .test_samples
+        .or_else(|| run.as_ref().and_then(|r| r.test_samples));
+    let batch_size = args
+        .batch_size
+        .or(run.as_ref().map(|r| r.batch_size))
+        .unwrap_or(64);
+    if batch_size == 0 {
+        return Err(usage("--batch-size must be at least 1, got 0"));
+    }
+    let (_, test_set) = load_data(data_dir.as_deref(), Some(0), test_samples, device)?;
     let vs = VarStore::new(device);
     let model = QuickstartMlp::new(&vs.root(), test_set.features(), CLASSES)?;
-    kiln_tensor::params::load_state_dict(&vs, &ckpt.model)?;
-    let loss_fn = build_loss(&run.loss)?;
-    let loader = DataLoader::new(&test_set, run.batch_size, false)?;
-    kiln_loop::test(&loader, &model, loss_fn.as_ref(), &mut std::io::stdout().lock())?;
+    kiln_tensor::params::load_state_dict(&vs, &weights)?;
+    let loss_fn = build_loss(run.as_ref().map_or("cross-entropy", |r| r.loss.as_str()))?;
+    let loader = DataLoader::new(&test_set, batch_size, false)?;
+    kiln_loop::test(
+        &loader,
+        &model,
+        loss_fn.as_ref(),
+        &mut std::io::stdout().lock(),
+    )?;
     Ok(())
 }

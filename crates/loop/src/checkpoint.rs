@@ -70,11 +70,16 @@ const MANIFEST: &str = "manifest.json";
 
 /// FNV-1a, 64 bit: detects torn and corrupted files (not an adversary).
 fn fnv1a64(bytes: &[u8]) -> u64 {
-    bytes.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, &b| (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3))
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, &b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+    })
 }
 
 fn io_error(path: &Path, err: impl std::fmt::Display) -> Error {
-    Error::Data { path: path.to_path_buf(), message: err.to_string() }
+    Error::Data {
+        path: path.to_path_buf(),
+        message: err.to_string(),
+    }
 }
 
 fn cpu(tensors: &[(String, Tensor)]) -> Result<Vec<(String, Tensor)>> {
@@ -85,7 +90,8 @@ fn cpu(tensors: &[(String, Tensor)]) -> Result<Vec<(String, Tensor)>> {
 }
 
 fn write_tensors(path: &Path, tensors: &[(String, Tensor)]) -> Result<()> {
-    Tensor::write_safetensors(&cpu(tensors)?, path).map_err(|e| io_error(path, kiln_tensor::Error::from(e)))
+    Tensor::write_safetensors(&cpu(tensors)?, path)
+        .map_err(|e| io_error(path, kiln_tensor::Error::from(e)))
 }
 
 fn read_tensors(path: &Path) -> Result<Vec<(String, Tensor)>> {
@@ -120,7 +126,12 @@ pub fn save(run_dir: &Path, ckpt: &Checkpoint) -> Result<PathBuf> {
     write_tensors(&tmp.join("optimizer.safetensors"), &ckpt.optimizer.tensors)?;
     write_json(&tmp.join("optimizer.json"), &ckpt.optimizer.scalars)?;
     let mut rng = vec![("cpu".to_string(), ckpt.rng_cpu.shallow_clone())];
-    rng.extend(ckpt.rng_cuda.iter().enumerate().map(|(i, t)| (format!("cuda:{i}"), t.shallow_clone())));
+    rng.extend(
+        ckpt.rng_cuda
+            .iter()
+            .enumerate()
+            .map(|(i, t)| (format!("cuda:{i}"), t.shallow_clone())),
+    );
     write_tensors(&tmp.join("rng.safetensors"), &rng)?;
     let state = StateFile {
         format: FORMAT,
@@ -131,10 +142,20 @@ pub fn save(run_dir: &Path, ckpt: &Checkpoint) -> Result<PathBuf> {
     write_json(&tmp.join("state.json"), &state)?;
 
     let mut manifest = Vec::new();
-    for file in ["model.safetensors", "optimizer.safetensors", "optimizer.json", "rng.safetensors", "state.json"] {
+    for file in [
+        "model.safetensors",
+        "optimizer.safetensors",
+        "optimizer.json",
+        "rng.safetensors",
+        "state.json",
+    ] {
         let path = tmp.join(file);
         let bytes = std::fs::read(&path).map_err(|e| io_error(&path, e))?;
-        manifest.push(ManifestEntry { file: file.into(), bytes: bytes.len() as u64, fnv1a64: format!("{:016x}", fnv1a64(&bytes)) });
+        manifest.push(ManifestEntry {
+            file: file.into(),
+            bytes: bytes.len() as u64,
+            fnv1a64: format!("{:016x}", fnv1a64(&bytes)),
+        });
         sync(&path)?;
     }
     let manifest_path = tmp.join(MANIFEST);
@@ -156,7 +177,9 @@ pub fn save(run_dir: &Path, ckpt: &Checkpoint) -> Result<PathBuf> {
 }
 
 fn sync(path: &Path) -> Result<()> {
-    std::fs::File::open(path).and_then(|f| f.sync_all()).map_err(|e| io_error(path, e))
+    std::fs::File::open(path)
+        .and_then(|f| f.sync_all())
+        .map_err(|e| io_error(path, e))
 }
 
 /// Checks a checkpoint directory against its manifest.
@@ -169,7 +192,12 @@ pub fn verify(dir: &Path) -> Result<()> {
         if bytes.len() as u64 != entry.bytes || sum != entry.fnv1a64 {
             return Err(io_error(
                 &path,
-                format!("checksum mismatch ({} bytes, fnv1a64 {sum}; manifest says {} bytes, {})", bytes.len(), entry.bytes, entry.fnv1a64),
+                format!(
+                    "checksum mismatch ({} bytes, fnv1a64 {sum}; manifest says {} bytes, {})",
+                    bytes.len(),
+                    entry.bytes,
+                    entry.fnv1a64
+                ),
             ));
         }
     }
@@ -181,7 +209,13 @@ pub fn load(dir: &Path) -> Result<Checkpoint> {
     verify(dir)?;
     let state: StateFile = read_json(&dir.join("state.json"))?;
     if state.format != FORMAT {
-        return Err(io_error(dir, format!("checkpoint format {} is not supported (this kiln reads {FORMAT})", state.format)));
+        return Err(io_error(
+            dir,
+            format!(
+                "checkpoint format {} is not supported (this kiln reads {FORMAT})",
+                state.format
+            ),
+        ));
     }
     let mut rng = read_tensors(&dir.join("rng.safetensors"))?;
     let cpu_at = rng
@@ -204,6 +238,15 @@ pub fn load(dir: &Path) -> Result<Checkpoint> {
     })
 }
 
+/// The step a checkpoint directory was written at (`step-000000123` → 123).
+pub fn step_of(dir: &Path) -> Option<usize> {
+    dir.file_name()?
+        .to_str()?
+        .strip_prefix("step-")?
+        .parse()
+        .ok()
+}
+
 /// The checkpoint directories of a run, oldest first (by step).
 pub fn list(run_dir: &Path) -> Result<Vec<PathBuf>> {
     let dir = checkpoints_dir(run_dir);
@@ -214,11 +257,7 @@ pub fn list(run_dir: &Path) -> Result<Vec<PathBuf>> {
     };
     let mut found: Vec<(usize, PathBuf)> = entries
         .flatten()
-        .filter_map(|e| {
-            let name = e.file_name().into_string().ok()?;
-            let step = name.strip_prefix("step-")?.parse::<usize>().ok()?;
-            Some((step, e.path()))
-        })
+        .filter_map(|e| Some((step_of(&e.path())?, e.path())))
         .collect();
     found.sort();
     Ok(found.into_iter().map(|(_, p)| p).collect())
@@ -226,7 +265,10 @@ pub fn list(run_dir: &Path) -> Result<Vec<PathBuf>> {
 
 /// The newest checkpoint of a run that verifies, skipping (and reporting
 /// through `warn`) every newer one that does not.
-pub fn latest_valid(run_dir: &Path, warn: &mut dyn FnMut(String)) -> Result<Option<(PathBuf, Checkpoint)>> {
+pub fn latest_valid(
+    run_dir: &Path,
+    warn: &mut dyn FnMut(String),
+) -> Result<Option<(PathBuf, Checkpoint)>> {
     for dir in list(run_dir)?.into_iter().rev() {
         match load(&dir) {
             Ok(ckpt) => return Ok(Some((dir, ckpt))),
@@ -277,8 +319,13 @@ pub fn restore_rng(cpu: &Tensor, cuda: &[Tensor]) -> Result<()> {
     Ok(())
 }
 
-/// Loads a safetensors file of weights (e.g. saved by PyTorch with
-/// `safetensors.torch.save_file(model.state_dict(), path)`) into `vs`.
+/// Reads a safetensors file of named tensors (e.g. written by PyTorch with
+/// `safetensors.torch.save_file(model.state_dict(), path)`).
+pub fn read_weights(path: &Path) -> Result<Vec<(String, Tensor)>> {
+    read_tensors(path)
+}
+
+/// Loads a safetensors file of weights into `vs` (`load_state_dict`, strict).
 pub fn load_weights(vs: &kiln_tensor::nn::VarStore, path: &Path) -> Result<()> {
     let tensors = read_tensors(path)?;
     kiln_tensor::params::load_state_dict(vs, &tensors).map_err(|e| io_error(path, e))

@@ -72,6 +72,33 @@ impl Dataset {
         })
     }
 
+    /// A dataset of in-memory tensors: `inputs` `[N, ...]` and `targets` `[N, ...]`
+    /// (class indices or regression values); `source` names it in errors.
+    pub fn from_tensors(inputs: Tensor, targets: Tensor, source: &str) -> Result<Self> {
+        let (n_in, n_tg) = (
+            inputs.size().first().copied(),
+            targets.size().first().copied(),
+        );
+        if n_in.is_none() || n_in != n_tg {
+            return Err(Error::InvalidArgument(format!(
+                "{source}: inputs {:?} and targets {:?} must have the same first dimension",
+                inputs.size(),
+                targets.size()
+            )));
+        }
+        let max_label = if targets.kind() == Kind::Int64 && targets.numel() > 0 {
+            targets.f_max()?.f_int64_value(&[])?
+        } else {
+            -1
+        };
+        Ok(Self {
+            inputs,
+            targets,
+            labels_path: PathBuf::from(source),
+            max_label,
+        })
+    }
+
     /// Loads the train and test sets from a directory holding the four IDX
     /// files (gzipped or not), e.g. `/usr/share/datasets/fashion-mnist`.
     pub fn load_mnist_dir(dir: &Path) -> Result<(Self, Self)> {

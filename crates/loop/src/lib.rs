@@ -15,6 +15,9 @@ mod error;
 pub mod idx;
 pub mod loader;
 pub mod metrics;
+pub mod metrics_log;
+pub mod plot;
+pub mod tabular;
 pub mod train;
 pub mod trainer;
 
@@ -22,4 +25,7 @@ pub use dataset::Dataset;
 pub use error::{Error, Result};
 pub use loader::{Batch, DataLoader};
 pub use train::{test, train, TestSummary, TrainSummary};
-pub use trainer::{Callback, EvalInfo, FitSummary, StepInfo, StopReason, Trainer, TrainerConfig, TutorialPrinter};
+pub use trainer::{
+    Callback, EvalInfo, FitSummary, Interval, StepInfo, StopReason, Trainer, TrainerConfig,
+    TutorialPrinter,
+};

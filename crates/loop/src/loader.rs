@@ -81,7 +81,9 @@ impl<'a> DataLoader<'a> {
 
     /// Samples one pass reads: the dataset, or this rank's shard of it.
     fn samples(&self) -> usize {
-        self.sampler.as_ref().map_or(self.dataset.len(), |s| s.num_samples(self.dataset.len()))
+        self.sampler
+            .as_ref()
+            .map_or(self.dataset.len(), |s| s.num_samples(self.dataset.len()))
     }
 
     /// The dataset this loader reads.
@@ -114,20 +116,38 @@ impl<'a> DataLoader<'a> {
     pub fn resume(&self, sampler_seed: Option<u64>, start_batch: usize) -> Result<Batches<'a>> {
         let order = match (self.shuffle, sampler_seed) {
             _ if self.sampler.is_some() => match (&self.sampler, sampler_seed) {
-                (Some(sampler), None) => Some(sampler.indices(self.epoch.get(), self.dataset.len())?),
-                _ => return Err(Error::InvalidArgument("a distributed pass has no sampler seed".into())),
+                (Some(sampler), None) => {
+                    Some(sampler.indices(self.epoch.get(), self.dataset.len())?)
+                }
+                _ => {
+                    return Err(Error::InvalidArgument(
+                        "a distributed pass has no sampler seed".into(),
+                    ))
+                }
             },
             (true, Some(seed)) => Some(Mt19937::new(seed).randperm(self.dataset.len())?),
             (false, None) => None,
             (true, None) => {
-                return Err(Error::InvalidArgument("resuming a shuffled pass needs its sampler seed".into()))
+                return Err(Error::InvalidArgument(
+                    "resuming a shuffled pass needs its sampler seed".into(),
+                ))
             }
             (false, Some(_)) => {
-                return Err(Error::InvalidArgument("an unshuffled pass has no sampler seed".into()))
+                return Err(Error::InvalidArgument(
+                    "an unshuffled pass has no sampler seed".into(),
+                ))
             }
         };
-        let next = start_batch.saturating_mul(self.batch_size).min(self.samples());
-        Ok(Batches { dataset: self.dataset, batch_size: self.batch_size, sampler_seed, order, next })
+        let next = start_batch
+            .saturating_mul(self.batch_size)
+            .min(self.samples());
+        Ok(Batches {
+            dataset: self.dataset,
+            batch_size: self.batch_size,
+            sampler_seed,
+            order,
+            next,
+        })
     }
 }
 

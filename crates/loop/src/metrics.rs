@@ -36,7 +36,10 @@ impl Metric for Accuracy {
     }
 
     fn update(&mut self, pred: &Tensor, target: &Tensor, _loss: f64) -> Result<()> {
-        let hits = pred.f_argmax(1, false)?.f_eq_tensor(target)?.f_to_kind(Kind::Float)?;
+        let hits = pred
+            .f_argmax(1, false)?
+            .f_eq_tensor(target)?
+            .f_to_kind(Kind::Float)?;
         self.correct += hits.f_sum(Kind::Float)?.f_double_value(&[])?;
         self.samples += target.size().first().map_or(0, |&n| n as usize);
         Ok(())
@@ -77,7 +80,11 @@ pub struct TopK {
 impl TopK {
     /// Top-`k` accuracy.
     pub fn new(k: usize) -> Self {
-        Self { k: k as i64, correct: 0.0, samples: 0 }
+        Self {
+            k: k as i64,
+            correct: 0.0,
+            samples: 0,
+        }
     }
 }
 
@@ -89,8 +96,13 @@ impl Metric for TopK {
     fn update(&mut self, pred: &Tensor, target: &Tensor, _loss: f64) -> Result<()> {
         let classes = pred.size().last().copied().unwrap_or(0);
         let (_, idx) = pred.f_topk(self.k.min(classes), 1, true, true)?;
-        let hits = idx.f_eq_tensor(&target.f_unsqueeze(1)?)?.f_any_dim(1, false)?;
-        self.correct += hits.f_to_kind(Kind::Float)?.f_sum(Kind::Float)?.f_double_value(&[])?;
+        let hits = idx
+            .f_eq_tensor(&target.f_unsqueeze(1)?)?
+            .f_any_dim(1, false)?;
+        self.correct += hits
+            .f_to_kind(Kind::Float)?
+            .f_sum(Kind::Float)?
+            .f_double_value(&[])?;
         self.samples += target.size().first().map_or(0, |&n| n as usize);
         Ok(())
     }
@@ -168,7 +180,8 @@ mod tests {
 
     #[test]
     fn accuracy_topk_and_mean_loss() -> anyhow::Result<()> {
-        let pred = Tensor::from_slice(&[0.1f32, 0.7, 0.2, 0.5, 0.3, 0.2, 0.2, 0.3, 0.5]).f_view([3, 3])?;
+        let pred =
+            Tensor::from_slice(&[0.1f32, 0.7, 0.2, 0.5, 0.3, 0.2, 0.2, 0.3, 0.5]).f_view([3, 3])?;
         let target = Tensor::from_slice(&[1i64, 1, 0]);
         let mut acc = Accuracy::default();
         let mut top2 = TopK::new(2);

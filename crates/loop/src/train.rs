@@ -33,7 +33,10 @@ pub fn loss_line(loss: f64, current: usize, size: usize) -> String {
 /// The tutorial's evaluation block (Python's `print` adds the final newline):
 /// `Test Error: \n Accuracy: {(100*correct):>0.1f}%, Avg loss: {test_loss:>8f} \n`.
 pub fn test_report(accuracy: f64, avg_loss: f64) -> String {
-    format!("Test Error: \n Accuracy: {:>0.1}%, Avg loss: {avg_loss:>8.6} \n", 100.0 * accuracy)
+    format!(
+        "Test Error: \n Accuracy: {:>0.1}%, Avg loss: {avg_loss:>8.6} \n",
+        100.0 * accuracy
+    )
 }
 
 /// One epoch of training, as the tutorial's `train(dataloader, model, loss_fn, optimizer)`:
@@ -79,7 +82,8 @@ pub fn test(
     loss_fn: &dyn Loss,
     out: &mut dyn Write,
 ) -> Result<TestSummary> {
-    let mut metrics: [Box<dyn Metric>; 2] = [Box::new(MeanLoss::default()), Box::new(Accuracy::default())];
+    let mut metrics: [Box<dyn Metric>; 2] =
+        [Box::new(MeanLoss::default()), Box::new(Accuracy::default())];
     evaluate(loader, model, loss_fn, &mut metrics, None)?;
     // An empty loader gives NaN where Python would divide by zero.
     let (avg_loss, accuracy) = (metrics[0].value(), metrics[1].value());

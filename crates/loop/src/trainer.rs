@@ -8,6 +8,7 @@ use crate::metrics::{Accuracy, MeanLoss, Metric};
 use crate::train::{loss_line, test_report};
 use crate::{DataLoader, Error, Result};
 use kiln_losses::Loss;
+use kiln_optim::scheduler::LrScheduler;
 use kiln_optim::Optimizer;
 use kiln_tensor::nn::{ModuleT, VarStore};
 use kiln_tensor::Tensor;
@@ -35,6 +36,17 @@ impl Mode {
             },
         }
     }
+}
+
+/// When the lr scheduler steps.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Interval {
+    /// After every optimizer step.
+    Step,
+    /// After every epoch (after its evaluation; ReduceLROnPlateau gets the
+    /// monitored metric, `test_loss` unless early stopping names another).
+    Epoch,
 }
 
 /// Stop when a monitored evaluation metric has not improved by more than
@@ -129,13 +141,22 @@ impl TrainerConfig {
         if self.log_every == 0 {
             return bad("log_every must be at least 1");
         }
-        if self.eval_every_steps == Some(0) || self.checkpoint.as_ref().is_some_and(|c| c.every_steps == Some(0)) {
+        if self.eval_every_steps == Some(0)
+            || self
+                .checkpoint
+                .as_ref()
+                .is_some_and(|c| c.every_steps == Some(0))
+        {
             return bad("an every-N-steps interval must be at least 1");
         }
         if self.checkpoint.as_ref().is_some_and(|c| c.keep_last == 0) {
             return bad("keep_last must be at least 1 (the newest checkpoint is what resume uses)");
         }
-        if self.early_stopping.as_ref().is_some_and(|e| e.patience == 0) {
+        if self
+            .early_stopping
+            .as_ref()
+            .is_some_and(|e| e.patience == 0)
+        {
             return bad("early stopping patience must be at least 1");
         }
         Ok(())
@@ -183,7 +204,10 @@ pub struct EvalInfo {
 impl EvalInfo {
     /// A metric's value by name.
     pub fn get(&self, name: &str) -> Option<f64> {
-        self.metrics.iter().find(|(n, _)| n == name).map(|(_, v)| *v)
+        self.metrics
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| *v)
     }
 }
 
@@ -279,7 +303,11 @@ impl<W: std::io::Write> Callback for TutorialPrinter<W> {
 
     fn on_batch_end(&mut self, info: &StepInfo) -> Result<()> {
         if info.log {
-            writeln!(self.out, "{}", loss_line(info.loss, info.batch * info.batch_len, info.dataset_len))?;
+            writeln!(
+                self.out,
+                "{}",
+                loss_line(info.loss, info.batch * info.batch_len, info.dataset_len)
+            )?;
         }
         Ok(())
     }
@@ -292,7 +320,9 @@ impl<W: std::io::Write> Callback for TutorialPrinter<W> {
     }
 
     fn on_run_end(&mut self, summary: &FitSummary) -> Result<()> {
-        if let StopReason::Completed | StopReason::MaxSteps | StopReason::EarlyStopped { .. } = summary.stop {
+        if let StopReason::Completed | StopReason::MaxSteps | StopReason::EarlyStopped { .. } =
+            summary.stop
+        {
             writeln!(self.out, "Training completed")?;
         }
         self.out.flush()?;
@@ -302,7 +332,10 @@ impl<W: std::io::Write> Callback for TutorialPrinter<W> {
 
 /// Runs `model` without letting a libtorch panic escape as a crash.
 pub(crate) fn forward(model: &dyn ModuleT, inputs: &Tensor, train: bool) -> Result<Tensor> {
-    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| model.forward_t(inputs, train))).map_err(|payload| {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        model.forward_t(inputs, train)
+    }))
+    .map_err(|payload| {
         let text = payload
             .downcast_ref::<String>()
             .map(String::as_str)
@@ -326,7 +359,9 @@ pub fn evaluate(
         for batch in loader.iter()?.take(limit.unwrap_or(usize::MAX)) {
             let batch = batch?;
             let pred = forward(model, &batch.inputs, false)?;
-            let loss = loss_fn.forward(&pred, &batch.targets)?.f_double_value(&[])?;
+            let loss = loss_fn
+                .forward(&pred, &batch.targets)?
+                .f_double_value(&[])?;
             for m in metrics.iter_mut() {
                 m.update(&pred, &batch.targets, loss)?;
             }
@@ -340,6 +375,7 @@ struct TrainerState {
     best_monitor: Option<f64>,
     bad_evals: usize,
     best_checkpoint: Option<(PathBuf, f64)>,
+    scheduler: Option<serde_json::Value>,
 }
 
 /// Drives training; build it with [`Trainer::new`] and add callbacks.
@@ -348,6 +384,7 @@ pub struct Trainer<'a> {
     callbacks: Vec<Box<dyn Callback + 'a>>,
     metrics: Vec<Box<dyn Metric>>,
     run_config: serde_json::Value,
+    scheduler: Option<(Box<dyn LrScheduler + 'a>, Interval)>,
     data_parallel: Option<DataParallel<'a>>,
 }
 
@@ -360,8 +397,17 @@ impl<'a> Trainer<'a> {
             callbacks: Vec::new(),
             metrics: vec![Box::new(MeanLoss::default()), Box::new(Accuracy::default())],
             run_config: serde_json::Value::Null,
+            scheduler: None,
             data_parallel: None,
         })
+    }
+
+    /// Steps `scheduler` every optimizer step or every epoch. Build it on the
+    /// optimizer passed to [`Trainer::fit`] (as in PyTorch, building sets the
+    /// initial lr); a resumed run restores its state from the checkpoint.
+    pub fn scheduler(mut self, scheduler: Box<dyn LrScheduler + 'a>, interval: Interval) -> Self {
+        self.scheduler = Some((scheduler, interval));
+        self
     }
 
     /// Adds a callback (called in the order added).
@@ -414,30 +460,57 @@ impl<'a> Trainer<'a> {
         resume: Option<Checkpoint>,
     ) -> Result<FitSummary> {
         let cfg = self.config.clone();
-        let mut progress = Progress { epoch: 1, batch: 0, step: 0, sampler_seed: None };
+        let mut progress = Progress {
+            epoch: 1,
+            batch: 0,
+            step: 0,
+            sampler_seed: None,
+        };
         let mut state = TrainerState::default();
         if let Some(ckpt) = resume {
             kiln_tensor::params::load_state_dict(vs, &ckpt.model)?;
             optimizer.load_state_dict(&ckpt.optimizer)?;
             checkpoint::restore_rng(&ckpt.rng_cpu, &ckpt.rng_cuda)?;
-            state = serde_json::from_value(ckpt.trainer).unwrap_or_default();
+            state = serde_json::from_value(ckpt.trainer)
+                .map_err(|e| Error::InvalidArgument(format!("checkpoint trainer state: {e}")))?;
+            match (&mut self.scheduler, &state.scheduler) {
+                (Some((sched, _)), Some(saved)) => sched.load_state_dict(saved)?,
+                (Some((sched, _)), None) => {
+                    return Err(Error::InvalidArgument(format!(
+                        "the checkpoint has no state for the {} scheduler; resume without --scheduler or start a new run",
+                        sched.name()
+                    )))
+                }
+                _ => {}
+            }
             progress = ckpt.progress;
         }
         if let Some(dp) = &self.data_parallel {
             dp.broadcast_parameters(vs)?;
         }
-        let mut summary = FitSummary { stop: StopReason::Completed, steps: progress.step, last_eval: None, last_checkpoint: None };
+        let mut summary = FitSummary {
+            stop: StopReason::Completed,
+            steps: progress.step,
+            last_eval: None,
+            last_checkpoint: None,
+        };
         self.each(|c| c.on_run_start(&progress))?;
         let dataset_len = train_loader.dataset().len();
         let accumulate = cfg.accumulate_grad_batches;
-        let batches_per_epoch = train_loader.len().min(cfg.limit_train_batches.unwrap_or(usize::MAX));
+        let batches_per_epoch = train_loader
+            .len()
+            .min(cfg.limit_train_batches.unwrap_or(usize::MAX));
 
         'epochs: for epoch in progress.epoch..=cfg.epochs {
             if cfg.max_steps.is_some_and(|m| progress.step >= m) {
                 summary.stop = StopReason::MaxSteps;
                 break;
             }
-            let start_batch = if epoch == progress.epoch { progress.batch } else { 0 };
+            let start_batch = if epoch == progress.epoch {
+                progress.batch
+            } else {
+                0
+            };
             // PyTorch's `sampler.set_epoch(epoch)` with 0-based epochs.
             train_loader.set_epoch(epoch.saturating_sub(1) as u64);
             let batches = if start_batch > 0 {
@@ -448,7 +521,10 @@ impl<'a> Trainer<'a> {
             };
             let sampler_seed = batches.sampler_seed();
             let mut clock = Instant::now();
-            for (offset, batch) in batches.take(batches_per_epoch.saturating_sub(start_batch)).enumerate() {
+            for (offset, batch) in batches
+                .take(batches_per_epoch.saturating_sub(start_batch))
+                .enumerate()
+            {
                 let batch_index = start_batch + offset;
                 let batch = batch?;
                 let pred = forward(model, &batch.inputs, true)?;
@@ -459,7 +535,12 @@ impl<'a> Trainer<'a> {
                     _ => !loss_value.is_finite(),
                 };
                 if cfg.stop_on_nonfinite && nonfinite {
-                    summary.stop = StopReason::NonFiniteLoss { epoch, batch: batch_index, step: progress.step, loss: loss_value };
+                    summary.stop = StopReason::NonFiniteLoss {
+                        epoch,
+                        batch: batch_index,
+                        step: progress.step,
+                        loss: loss_value,
+                    };
                     break 'epochs;
                 }
                 if accumulate > 1 {
@@ -467,7 +548,8 @@ impl<'a> Trainer<'a> {
                 } else {
                     loss.f_backward()?;
                 }
-                let stepped = (batch_index + 1) % accumulate == 0 || batch_index + 1 == batches_per_epoch;
+                let stepped =
+                    (batch_index + 1) % accumulate == 0 || batch_index + 1 == batches_per_epoch;
                 if stepped {
                     if let Some(dp) = &self.data_parallel {
                         dp.average_gradients(vs)?;
@@ -475,6 +557,11 @@ impl<'a> Trainer<'a> {
                     optimizer.step()?;
                     optimizer.zero_grad()?;
                     progress.step += 1;
+                    if let Some((sched, Interval::Step)) = &mut self.scheduler {
+                        if !sched.needs_metric() {
+                            sched.step(optimizer)?;
+                        }
+                    }
                 }
                 let elapsed = clock.elapsed().as_secs_f64();
                 clock = Instant::now();
@@ -487,28 +574,39 @@ impl<'a> Trainer<'a> {
                     stepped,
                     loss: loss_value,
                     lr: optimizer.lr(0),
-                    samples_per_sec: if elapsed > 0.0 { batch.len() as f64 / elapsed } else { f64::NAN },
+                    samples_per_sec: if elapsed > 0.0 {
+                        batch.len() as f64 / elapsed
+                    } else {
+                        f64::NAN
+                    },
                     log: batch_index % cfg.log_every == 0,
                 };
                 self.each(|c| c.on_batch_end(&info))?;
                 if !stepped {
                     continue;
                 }
-                let cursor = Progress { epoch, batch: batch_index + 1, step: progress.step, sampler_seed };
+                let cursor = Progress {
+                    epoch,
+                    batch: batch_index + 1,
+                    step: progress.step,
+                    sampler_seed,
+                };
                 if let Some(every) = cfg.eval_every_steps {
                     if progress.step % every == 0 {
-                        let eval = self.eval(model, loss_fn, test_loader, epoch, progress.step, false)?;
+                        let eval =
+                            self.eval(model, loss_fn, test_loader, epoch, progress.step, false)?;
                         summary.last_eval = Some(eval);
                     }
                 }
                 let every = cfg.checkpoint.as_ref().and_then(|c| c.every_steps);
                 if every.is_some_and(|n| progress.step % n == 0) {
-                    summary.last_checkpoint = Some(self.save(vs, optimizer, &cursor, &state)?);
+                    summary.last_checkpoint = Some(self.save(vs, optimizer, &cursor, &mut state)?);
                 }
                 if cfg.max_steps.is_some_and(|m| progress.step >= m) {
                     summary.stop = StopReason::MaxSteps;
                     if every.is_none_or(|n| progress.step % n != 0) && cfg.checkpoint.is_some() {
-                        summary.last_checkpoint = Some(self.save(vs, optimizer, &cursor, &state)?);
+                        summary.last_checkpoint =
+                            Some(self.save(vs, optimizer, &cursor, &mut state)?);
                     }
                     break 'epochs;
                 }
@@ -519,7 +617,10 @@ impl<'a> Trainer<'a> {
                 let eval = self.eval(model, loss_fn, test_loader, epoch, progress.step, true)?;
                 if let Some(es) = &cfg.early_stopping {
                     let value = eval.get(&es.monitor).ok_or_else(|| {
-                        Error::InvalidArgument(format!("early stopping monitors '{}', which no metric reports", es.monitor))
+                        Error::InvalidArgument(format!(
+                            "early stopping monitors '{}', which no metric reports",
+                            es.monitor
+                        ))
                     })?;
                     if es.mode.improves(value, state.best_monitor, es.min_delta) {
                         state.best_monitor = Some(value);
@@ -531,10 +632,33 @@ impl<'a> Trainer<'a> {
                 }
                 summary.last_eval = Some(eval);
             }
+            if let Some((sched, Interval::Epoch)) = &mut self.scheduler {
+                if sched.needs_metric() {
+                    let monitor = cfg
+                        .early_stopping
+                        .as_ref()
+                        .map_or("test_loss", |e| e.monitor.as_str());
+                    if let Some(value) = summary
+                        .last_eval
+                        .as_ref()
+                        .filter(|e| e.epoch == epoch)
+                        .and_then(|e| e.get(monitor))
+                    {
+                        sched.step_with_metric(optimizer, value)?;
+                    }
+                } else {
+                    sched.step(optimizer)?;
+                }
+            }
             self.each(|c| c.on_epoch_end(epoch))?;
-            let cursor = Progress { epoch: epoch + 1, batch: 0, step: progress.step, sampler_seed: None };
+            let cursor = Progress {
+                epoch: epoch + 1,
+                batch: 0,
+                step: progress.step,
+                sampler_seed: None,
+            };
             if cfg.checkpoint.is_some() {
-                let path = self.save(vs, optimizer, &cursor, &state)?;
+                let path = self.save(vs, optimizer, &cursor, &mut state)?;
                 self.track_best(&path, summary.last_eval.as_ref(), &mut state)?;
                 summary.last_checkpoint = Some(path);
             }
@@ -544,6 +668,21 @@ impl<'a> Trainer<'a> {
             }
         }
         summary.steps = progress.step;
+        if let (StopReason::NonFiniteLoss { step, .. }, Some(cfg)) =
+            (&summary.stop, &cfg.checkpoint)
+        {
+            // The parameters after `step` steps gave a non-finite loss: checkpoints
+            // of that step or later hold them. Keep only the good ones.
+            for dir in checkpoint::list(&cfg.run_dir)? {
+                if checkpoint::step_of(&dir).is_some_and(|s| s >= *step) {
+                    std::fs::remove_dir_all(&dir).map_err(|e| Error::Data {
+                        path: dir.clone(),
+                        message: e.to_string(),
+                    })?;
+                }
+            }
+            summary.last_checkpoint = checkpoint::list(&cfg.run_dir)?.pop();
+        }
         self.each(|c| c.on_run_end(&summary))?;
         Ok(summary)
     }
@@ -557,20 +696,41 @@ impl<'a> Trainer<'a> {
         step: usize,
         end_of_epoch: bool,
     ) -> Result<EvalInfo> {
-        evaluate(loader, model, loss_fn, &mut self.metrics, self.config.limit_test_batches)?;
+        evaluate(
+            loader,
+            model,
+            loss_fn,
+            &mut self.metrics,
+            self.config.limit_test_batches,
+        )?;
         if let Some(dp) = &self.data_parallel {
             dp.reduce_metrics(&mut self.metrics)?;
         }
-        let mut metrics: Vec<(String, f64)> = self.metrics.iter().map(|m| (m.name(), m.value())).collect();
+        let mut metrics: Vec<(String, f64)> =
+            self.metrics.iter().map(|m| (m.name(), m.value())).collect();
         metrics.sort_by(|a, b| a.0.cmp(&b.0));
-        let info = EvalInfo { epoch, step, metrics, end_of_epoch };
+        let info = EvalInfo {
+            epoch,
+            step,
+            metrics,
+            end_of_epoch,
+        };
         self.each(|c| c.on_eval_end(&info))?;
         Ok(info)
     }
 
-    fn save(&mut self, vs: &VarStore, optimizer: &dyn Optimizer, progress: &Progress, state: &TrainerState) -> Result<PathBuf> {
+    fn save(
+        &mut self,
+        vs: &VarStore,
+        optimizer: &dyn Optimizer,
+        progress: &Progress,
+        state: &mut TrainerState,
+    ) -> Result<PathBuf> {
+        state.scheduler = self.scheduler.as_ref().map(|(s, _)| s.state_dict());
         let Some(cfg) = self.config.checkpoint.clone() else {
-            return Err(Error::InvalidArgument("checkpointing is not configured".into()));
+            return Err(Error::InvalidArgument(
+                "checkpointing is not configured".into(),
+            ));
         };
         let (rng_cpu, rng_cuda) = checkpoint::capture_rng()?;
         let ckpt = Checkpoint {
@@ -579,7 +739,8 @@ impl<'a> Trainer<'a> {
             rng_cpu,
             rng_cuda,
             progress: progress.clone(),
-            trainer: serde_json::to_value(state).map_err(|e| Error::InvalidArgument(e.to_string()))?,
+            trainer: serde_json::to_value(&*state)
+                .map_err(|e| Error::InvalidArgument(e.to_string()))?,
             config: self.run_config.clone(),
         };
         let path = checkpoint::save(&cfg.run_dir, &ckpt)?;
@@ -589,16 +750,31 @@ impl<'a> Trainer<'a> {
         Ok(path)
     }
 
-    fn track_best(&mut self, path: &Path, eval: Option<&EvalInfo>, state: &mut TrainerState) -> Result<()> {
-        let Some(cfg) = self.config.checkpoint.clone() else { return Ok(()) };
-        let (Some((metric, mode)), Some(eval)) = (cfg.keep_best, eval) else { return Ok(()) };
-        let Some(value) = eval.get(&metric) else { return Ok(()) };
+    fn track_best(
+        &mut self,
+        path: &Path,
+        eval: Option<&EvalInfo>,
+        state: &mut TrainerState,
+    ) -> Result<()> {
+        let Some(cfg) = self.config.checkpoint.clone() else {
+            return Ok(());
+        };
+        let (Some((metric, mode)), Some(eval)) = (cfg.keep_best, eval) else {
+            return Ok(());
+        };
+        let Some(value) = eval.get(&metric) else {
+            return Ok(());
+        };
         if mode.improves(value, state.best_checkpoint.as_ref().map(|(_, v)| *v), 0.0) {
             let old = state.best_checkpoint.replace((path.to_path_buf(), value));
             // The best checkpoint is also recorded in a file a person can read.
             let best = cfg.run_dir.join("best.json");
-            let text = serde_json::json!({ "checkpoint": path, "metric": metric, "value": value }).to_string();
-            std::fs::write(&best, text).map_err(|e| Error::Data { path: best.clone(), message: e.to_string() })?;
+            let text = serde_json::json!({ "checkpoint": path, "metric": metric, "value": value })
+                .to_string();
+            std::fs::write(&best, text).map_err(|e| Error::Data {
+                path: best.clone(),
+                message: e.to_string(),
+            })?;
             if let Some((old, _)) = old {
                 let newest_kept = checkpoint::list(&cfg.run_dir)?;
                 let cut = newest_kept.len().saturating_sub(cfg.keep_last);

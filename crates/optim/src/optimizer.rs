@@ -1,6 +1,7 @@
 //! The `Optimizer` trait every kiln optimizer implements, and its state.
 use crate::{Error, NamedParameter, Result};
-use kiln_tensor::Tensor;
+use kiln_tensor::{io, Tensor};
+use std::path::Path;
 
 /// Everything an optimizer needs to continue exactly where it stopped:
 /// per-parameter buffers keyed by `"{parameter name}.{buffer}"` (e.g.
@@ -12,6 +13,96 @@ pub struct OptimizerState {
     pub tensors: Vec<(String, Tensor)>,
     /// Hyperparameters and counters; its layout is the optimizer's own.
     pub scalars: serde_json::Value,
+}
+
+/// File name of the buffers inside a state directory.
+pub const STATE_TENSORS_FILE: &str = "optimizer.safetensors";
+/// File name of the scalars inside a state directory.
+pub const STATE_SCALARS_FILE: &str = "optimizer.json";
+
+impl OptimizerState {
+    /// Saves the state into directory `dir` (created if needed) as
+    /// [`STATE_TENSORS_FILE`] (safetensors) and [`STATE_SCALARS_FILE`] (JSON),
+    /// each written atomically. The JSON lists every tensor's name and shape,
+    /// so [`OptimizerState::load`] detects files from two different saves.
+    pub fn save(&self, dir: &Path) -> Result<()> {
+        std::fs::create_dir_all(dir).map_err(|source| kiln_tensor::Error::Io {
+            path: dir.to_path_buf(),
+            source,
+        })?;
+        let index: Vec<serde_json::Value> = self
+            .tensors
+            .iter()
+            .map(|(k, t)| serde_json::json!([k, t.size()]))
+            .collect();
+        let doc = serde_json::json!({ "format": "kiln-optim-state/1", "tensors": index, "scalars": self.scalars });
+        let text = serde_json::to_string_pretty(&doc)
+            .map_err(|e| Error::State(format!("cannot serialise optimizer scalars: {e}")))?;
+        let cpu: Vec<(String, Tensor)> = self
+            .tensors
+            .iter()
+            .map(|(k, t)| {
+                Ok((
+                    k.clone(),
+                    t.f_to_device(kiln_tensor::Device::Cpu)?.f_contiguous()?,
+                ))
+            })
+            .collect::<Result<_>>()?;
+        io::write_safetensors(&dir.join(STATE_TENSORS_FILE), &cpu)?;
+        io::write_atomic(&dir.join(STATE_SCALARS_FILE), text.as_bytes())?;
+        Ok(())
+    }
+
+    /// Loads a state saved by [`OptimizerState::save`] (tensors on the CPU;
+    /// [`Optimizer::load_state_dict`] moves them to the parameters' device).
+    pub fn load(dir: &Path) -> Result<Self> {
+        let json_path = dir.join(STATE_SCALARS_FILE);
+        let text = io::read(&json_path)?;
+        let doc: serde_json::Value = serde_json::from_slice(&text)
+            .map_err(|e| Error::State(format!("{}: {e}", json_path.display())))?;
+        if doc.get("format").and_then(|f| f.as_str()) != Some("kiln-optim-state/1") {
+            return Err(Error::State(format!(
+                "{} is not a kiln optimizer state",
+                json_path.display()
+            )));
+        }
+        let tensors = io::read_safetensors(&dir.join(STATE_TENSORS_FILE))?;
+        let index = doc
+            .get("tensors")
+            .and_then(|t| t.as_array())
+            .cloned()
+            .unwrap_or_default();
+        let listed: Vec<(String, Vec<i64>)> = index
+            .iter()
+            .filter_map(|e| {
+                let name = e.get(0)?.as_str()?.to_string();
+                let shape = e
+                    .get(1)?
+                    .as_array()?
+                    .iter()
+                    .filter_map(|d| d.as_i64())
+                    .collect();
+                Some((name, shape))
+            })
+            .collect();
+        let mut found: Vec<(String, Vec<i64>)> =
+            tensors.iter().map(|(k, t)| (k.clone(), t.size())).collect();
+        let mut want = listed;
+        found.sort();
+        want.sort();
+        if found != want {
+            return Err(Error::State(format!(
+                "{} and {} do not belong to the same save",
+                json_path.display(),
+                dir.join(STATE_TENSORS_FILE).display()
+            )));
+        }
+        let scalars = doc
+            .get("scalars")
+            .cloned()
+            .unwrap_or(serde_json::Value::Null);
+        Ok(Self { tensors, scalars })
+    }
 }
 
 /// An optimizer over named parameters grouped into param groups.
@@ -92,33 +183,14 @@ pub(crate) fn check_group(group: usize, len: usize) -> Result<()> {
 }
 
 /// Errors unless every name in `params` is unique (state is keyed by name).
-pub(crate) fn check_unique_names(params: &[NamedParameter]) -> Result<()> {
+pub(crate) fn check_unique_names(params: &[&NamedParameter]) -> Result<()> {
     let mut names: Vec<&str> = params.iter().map(|p| p.name.as_str()).collect();
     names.sort_unstable();
-    match names.windows(2).find(|w| w[0] == w[1]) {
+    match names.windows(2).find(|w| w.first() == w.get(1)) {
         Some(w) => Err(Error::InvalidArgument(format!(
             "parameter name '{}' appears more than once; optimizer state is keyed by name",
-            w[0]
+            w.first().copied().unwrap_or_default()
         ))),
         None => Ok(()),
     }
-}
-
-/// Finds `key` in a state's tensors and checks its shape against `like`.
-pub(crate) fn state_tensor<'a>(
-    state: &'a OptimizerState,
-    key: &str,
-    like: &Tensor,
-) -> Result<Option<&'a Tensor>> {
-    let Some((_, t)) = state.tensors.iter().find(|(k, _)| k == key) else {
-        return Ok(None);
-    };
-    if t.size() != like.size() {
-        return Err(Error::State(format!(
-            "'{key}' has shape {:?} but the parameter has shape {:?}",
-            t.size(),
-            like.size()
-        )));
-    }
-    Ok(Some(t))
 }

@@ -1,10 +1,23 @@
 //! Stochastic gradient descent (`torch.optim.SGD`).
-use crate::optimizer::{check_group, check_unique_names, state_tensor};
-use crate::{Error, NamedParameter, Optimizer, OptimizerState, Result};
-use kiln_tensor::{ops, tch, Tensor};
+//!
+//! With `g` the gradient (negated if `maximize`), `λ` the weight decay, `μ`
+//! the momentum, `τ` the dampening and `γ` the learning rate:
+//!
+//! ```text
+//! g ← g + λ θ
+//! b ← g                        (first step)
+//! b ← μ b + (1 − τ) g          (later steps)
+//! g ← g + μ b  if nesterov, else g ← b      (when μ ≠ 0)
+//! θ ← θ − γ g
+//! ```
+use crate::rule::{Grouped, Item, ParamState, Rule};
+use crate::util::{invalid, py_float};
+use crate::{NamedParameter, Result};
+use kiln_tensor::{ops, Tensor};
 
 /// SGD's hyperparameters, with PyTorch's defaults (`lr=1e-3`).
 #[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(default)]
 pub struct SgdConfig {
     /// Learning rate.
     pub lr: f64,
@@ -18,6 +31,9 @@ pub struct SgdConfig {
     pub nesterov: bool,
     /// Maximise the objective instead of minimising it.
     pub maximize: bool,
+    /// Use libtorch's one-pass multi-tensor kernel (`SGD(fused=True)`); its
+    /// numbers are those of PyTorch's fused path, not of the default path.
+    pub fused: bool,
 }
 
 impl Default for SgdConfig {
@@ -29,65 +45,23 @@ impl Default for SgdConfig {
             weight_decay: 0.0,
             nesterov: false,
             maximize: false,
+            fused: false,
         }
     }
 }
 
+/// `torch.optim.SGD`: [`SgdConfig`]'s rule over param groups.
+pub type Sgd = Grouped<SgdConfig>;
+
 impl SgdConfig {
-    /// PyTorch's checks, with PyTorch's messages.
+    /// PyTorch's checks, with PyTorch's messages (same as [`Rule::validate`]).
     pub fn validate(&self) -> Result<()> {
-        let bad = |m: String| Err(Error::InvalidHyperparameter(m));
-        // `not 0.0 <= x` is also true for NaN, as in PyTorch.
-        if !(self.lr >= 0.0) {
-            return bad(format!("Invalid learning rate: {}", self.lr));
-        }
-        if !(self.momentum >= 0.0) {
-            return bad(format!("Invalid momentum value: {}", self.momentum));
-        }
-        if !(self.weight_decay >= 0.0) {
-            return bad(format!("Invalid weight_decay value: {}", self.weight_decay));
-        }
-        if self.nesterov && (self.momentum <= 0.0 || self.dampening != 0.0) {
-            return bad("Nesterov momentum requires a momentum and zero dampening".into());
-        }
-        Ok(())
+        <Self as Rule>::validate(self)
     }
 
     /// Builds an SGD optimizer over `params` (one param group).
     pub fn build(self, params: Vec<NamedParameter>) -> Result<Sgd> {
         Sgd::new(self, params)
-    }
-
-    fn get(&self, name: &str) -> Option<f64> {
-        Some(match name {
-            "lr" => self.lr,
-            "momentum" => self.momentum,
-            "dampening" => self.dampening,
-            "weight_decay" => self.weight_decay,
-            "nesterov" => f64::from(u8::from(self.nesterov)),
-            "maximize" => f64::from(u8::from(self.maximize)),
-            _ => return None,
-        })
-    }
-
-    fn set(&mut self, name: &str, value: f64) -> Result<()> {
-        let mut next = *self;
-        match name {
-            "lr" => next.lr = value,
-            "momentum" => next.momentum = value,
-            "dampening" => next.dampening = value,
-            "weight_decay" => next.weight_decay = value,
-            "nesterov" => next.nesterov = value != 0.0,
-            "maximize" => next.maximize = value != 0.0,
-            _ => {
-                return Err(Error::InvalidArgument(format!(
-                    "sgd has no hyperparameter '{name}' (it has lr, momentum, dampening, weight_decay, nesterov, maximize)"
-                )))
-            }
-        }
-        next.validate()?;
-        *self = next;
-        Ok(())
     }
 }
 
@@ -131,120 +105,114 @@ pub fn sgd_update(
     Ok(())
 }
 
-/// `torch.optim.SGD` over one param group.
-#[derive(Debug)]
-pub struct Sgd {
-    cfg: SgdConfig,
-    params: Vec<NamedParameter>,
-    momentum_buffers: Vec<Option<Tensor>>,
-}
+const BUF: &str = "momentum_buffer";
 
-impl Sgd {
-    /// Validates `cfg` and creates the optimizer.
-    pub fn new(cfg: SgdConfig, params: Vec<NamedParameter>) -> Result<Self> {
-        cfg.validate()?;
-        check_unique_names(&params)?;
-        let momentum_buffers = params.iter().map(|_| None).collect();
-        Ok(Self {
-            cfg,
-            params,
-            momentum_buffers,
-        })
-    }
-
-    /// The current hyperparameters.
-    pub fn config(&self) -> &SgdConfig {
-        &self.cfg
-    }
-}
-
-impl Optimizer for Sgd {
-    fn name(&self) -> &str {
-        "sgd"
-    }
-
-    fn step(&mut self) -> Result<()> {
-        tch::no_grad(|| {
-            for (p, buf) in self.params.iter().zip(self.momentum_buffers.iter_mut()) {
-                if !ops::has_grad(&p.tensor)? {
+impl SgdConfig {
+    fn fused_update(&self, items: &mut [Item<'_>]) -> Result<()> {
+        let h = ops::FusedSgd {
+            weight_decay: self.weight_decay,
+            momentum: self.momentum,
+            lr: self.lr,
+            dampening: self.dampening,
+            nesterov: self.nesterov,
+            maximize: self.maximize,
+            is_first_step: false,
+        };
+        if self.momentum == 0.0 {
+            let p: Vec<&Tensor> = items.iter().map(|i| i.param).collect();
+            let g: Vec<&Tensor> = items.iter().map(|i| &i.grad).collect();
+            return Ok(ops::fused_sgd_(&p, &g, &[], &h)?);
+        }
+        // Parameters without a buffer take the first-step formula (b = g).
+        let had: Vec<bool> = items
+            .iter()
+            .map(|i| i.state.buffer(BUF).is_some())
+            .collect();
+        for first in [true, false] {
+            let mut p = Vec::new();
+            let mut g = Vec::new();
+            let mut b = Vec::new();
+            for (item, &has) in items.iter_mut().zip(&had) {
+                if has == first {
                     continue;
                 }
-                sgd_update(&p.tensor, &p.tensor.grad(), buf, &self.cfg)?;
+                let buf = item
+                    .state
+                    .buffer_or_init(BUF, || Ok(item.grad.f_empty_like()?))?;
+                p.push(item.param);
+                g.push(&item.grad);
+                b.push(buf);
             }
-            Ok(())
-        })
-    }
-
-    fn num_groups(&self) -> usize {
-        1
-    }
-
-    fn group_params(&self, group: usize) -> &[NamedParameter] {
-        if group == 0 {
-            &self.params
-        } else {
-            &[]
-        }
-    }
-
-    fn hyperparameter(&self, group: usize, name: &str) -> Option<f64> {
-        (group == 0).then(|| self.cfg.get(name)).flatten()
-    }
-
-    fn set_hyperparameter(&mut self, group: usize, name: &str, value: f64) -> Result<()> {
-        check_group(group, 1)?;
-        self.cfg.set(name, value)
-    }
-
-    fn state_dict(&self) -> Result<OptimizerState> {
-        let mut tensors: Vec<(String, Tensor)> = self
-            .params
-            .iter()
-            .zip(&self.momentum_buffers)
-            .filter_map(|(p, b)| {
-                b.as_ref()
-                    .map(|b| (format!("{}.momentum_buffer", p.name), b.shallow_clone()))
-            })
-            .collect();
-        tensors.sort_by(|a, b| a.0.cmp(&b.0));
-        let scalars = serde_json::json!({ "optimizer": "sgd", "param_groups": [self.cfg] });
-        Ok(OptimizerState { tensors, scalars })
-    }
-
-    fn load_state_dict(&mut self, state: &OptimizerState) -> Result<()> {
-        if state.scalars.get("optimizer").and_then(|v| v.as_str()) != Some("sgd") {
-            return Err(Error::State("it was not saved by sgd".into()));
-        }
-        let groups = state.scalars.get("param_groups").and_then(|g| g.as_array());
-        let cfg: SgdConfig = match groups.map(|g| g.as_slice()) {
-            Some([one]) => serde_json::from_value(one.clone())
-                .map_err(|e| Error::State(format!("sgd hyperparameters: {e}")))?,
-            _ => {
-                return Err(Error::State(
-                    "sgd state must have exactly one param group".into(),
-                ))
+            if p.is_empty() {
+                continue;
             }
-        };
-        cfg.validate()?;
-        let known: Vec<String> = self
-            .params
-            .iter()
-            .map(|p| format!("{}.momentum_buffer", p.name))
-            .collect();
-        if let Some((key, _)) = state.tensors.iter().find(|(k, _)| !known.contains(k)) {
-            return Err(Error::State(format!(
-                "'{key}' names no parameter of this optimizer"
-            )));
+            let br: Vec<&Tensor> = b.iter().collect();
+            ops::fused_sgd_(
+                &p,
+                &g,
+                &br,
+                &ops::FusedSgd {
+                    is_first_step: first,
+                    ..h
+                },
+            )?;
         }
-        let mut buffers = Vec::with_capacity(self.params.len());
-        for (p, key) in self.params.iter().zip(&known) {
-            let buf = state_tensor(state, key, &p.tensor)?
-                .map(|t| ops::detached_clone(&t.f_to(p.tensor.device())?))
-                .transpose()?;
-            buffers.push(buf);
+        Ok(())
+    }
+}
+
+impl Rule for SgdConfig {
+    const NAME: &'static str = "sgd";
+    crate::hyperparameter_table! {
+        "lr" => lr: f64,
+        "momentum" => momentum: f64,
+        "dampening" => dampening: f64,
+        "weight_decay" => weight_decay: f64,
+        "nesterov" => nesterov: bool,
+        "maximize" => maximize: bool,
+        "fused" => fused: bool,
+    }
+
+    fn validate(&self) -> Result<()> {
+        // SGD checks `x < 0.0` (so NaN passes), unlike the other optimizers'
+        // `not 0.0 <= x`; kiln mirrors each.
+        if self.lr < 0.0 {
+            return invalid(format!("Invalid learning rate: {}", py_float(self.lr)));
         }
-        self.cfg = cfg;
-        self.momentum_buffers = buffers;
+        if self.momentum < 0.0 {
+            return invalid(format!(
+                "Invalid momentum value: {}",
+                py_float(self.momentum)
+            ));
+        }
+        if self.weight_decay < 0.0 {
+            return invalid(format!(
+                "Invalid weight_decay value: {}",
+                py_float(self.weight_decay)
+            ));
+        }
+        if self.nesterov && (self.momentum <= 0.0 || self.dampening != 0.0) {
+            return invalid("Nesterov momentum requires a momentum and zero dampening".into());
+        }
+        Ok(())
+    }
+
+    fn update(&self, param: &Tensor, grad: &Tensor, state: &mut ParamState) -> Result<()> {
+        let mut buf = state.buffer(BUF);
+        sgd_update(param, grad, &mut buf, self)?;
+        if let Some(b) = buf {
+            state.set_buffer(BUF, b);
+        }
+        Ok(())
+    }
+
+    fn update_group(&self, items: &mut [Item<'_>]) -> Result<()> {
+        if self.fused {
+            return self.fused_update(items);
+        }
+        for item in items.iter_mut() {
+            self.update(item.param, &item.grad, item.state)?;
+        }
         Ok(())
     }
 }

@@ -143,4 +143,66 @@ char *kiln_foreach_mul_scalar_(tensor *selfs, int64_t n, double scalar) {
   KILN_TRY(at::_foreach_mul_(kiln_list(selfs, n), scalar))
 }
 
+// torch._foreach_add_(selfs, scalar)
+char *kiln_foreach_add_scalar_(tensor *selfs, int64_t n, double scalar) {
+  KILN_TRY(at::_foreach_add_(kiln_list(selfs, n), scalar))
+}
+
+// torch._foreach_mul_(selfs, other) with a 0-dim tensor `other`.
+char *kiln_foreach_mul_tensor_(tensor *selfs, int64_t n, tensor other) {
+  KILN_TRY(at::_foreach_mul_(kiln_list(selfs, n), *other))
+}
+
+// outs[i] = torch._foreach_norm(selfs, ord)[i]; `outs` has room for n tensors.
+char *kiln_foreach_norm(tensor *selfs, int64_t n, double ord, tensor *outs) {
+  KILN_TRY({
+    auto norms = at::_foreach_norm(kiln_list(selfs, n), ord);
+    for (size_t i = 0; i < norms.size(); ++i) outs[i] = new at::Tensor(norms[i]);
+  })
+}
+
+// torch._fused_sgd_(params, grads, momentum_buffers, ...); nbufs is 0 or n.
+char *kiln_fused_sgd_(tensor *params, tensor *grads, tensor *bufs, int64_t n, int64_t nbufs,
+                      double weight_decay, double momentum, double lr, double dampening,
+                      int nesterov, int maximize, int is_first_step) {
+  KILN_TRY(at::_fused_sgd_(kiln_list(params, n), kiln_list(grads, n), kiln_list(bufs, nbufs),
+                           weight_decay, momentum, lr, dampening, nesterov != 0, maximize != 0,
+                           is_first_step != 0))
+}
+
+// torch._fused_adam_ / torch._fused_adamw_ (decoupled != 0); nmax is 0 or n.
+char *kiln_fused_adam_(tensor *params, tensor *grads, tensor *exp_avgs, tensor *exp_avg_sqs,
+                       tensor *max_exp_avg_sqs, int64_t nmax, tensor *steps, int64_t n, double lr,
+                       double beta1, double beta2, double weight_decay, double eps, int amsgrad,
+                       int maximize, int decoupled) {
+  KILN_TRY({
+    if (decoupled != 0) {
+      at::_fused_adamw_(kiln_list(params, n), kiln_list(grads, n), kiln_list(exp_avgs, n),
+                        kiln_list(exp_avg_sqs, n), kiln_list(max_exp_avg_sqs, nmax),
+                        kiln_list(steps, n), lr, beta1, beta2, weight_decay, eps, amsgrad != 0,
+                        maximize != 0);
+    } else {
+      at::_fused_adam_(kiln_list(params, n), kiln_list(grads, n), kiln_list(exp_avgs, n),
+                       kiln_list(exp_avg_sqs, n), kiln_list(max_exp_avg_sqs, nmax),
+                       kiln_list(steps, n), lr, beta1, beta2, weight_decay, eps, amsgrad != 0,
+                       maximize != 0);
+    }
+  })
+}
+
+// out = torch.linalg.vector_norm(self, ord) over all elements.
+char *kiln_vector_norm(tensor self, double ord, tensor *out) {
+  KILN_TRY(*out = new at::Tensor(at::linalg_vector_norm(*self, ord)))
+}
+
+// out = torch.linalg.vector_norm(self, ord, dim=[dim], keepdim=keepdim)
+char *kiln_vector_norm_dim(tensor self, double ord, int64_t dim, int keepdim, tensor *out) {
+  KILN_TRY(*out = new at::Tensor(at::linalg_vector_norm(*self, ord, at::IntArrayRef{dim}, keepdim != 0)))
+}
+
+// out = torch.addmm(self, mat1, mat2, beta=beta, alpha=alpha)
+char *kiln_addmm(tensor self, tensor mat1, tensor mat2, double beta, double alpha, tensor *out) {
+  KILN_TRY(*out = new at::Tensor(at::addmm(*self, *mat1, *mat2, beta, alpha)))
+}
+
 }  // extern "C"

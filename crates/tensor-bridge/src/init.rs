@@ -41,7 +41,7 @@ pub fn uniform_(tensor: &mut tch::Tensor, bound: f64) -> Result<()> {
 }
 
 /// `nn.Linear(in_features, out_features, bias)` created under `path`
-/// (parameters `weight` [out, in] and `bias` [out]) and initialised exactly
+/// (parameters `weight` `[out, in]` and `bias` `[out]`) and initialised exactly
 /// as PyTorch's `reset_parameters` does.
 pub fn linear(
     path: &nn::Path<'_>,

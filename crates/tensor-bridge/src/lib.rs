@@ -10,6 +10,7 @@
 //! - [`init`]: PyTorch's default initialisers (`nn.Linear.reset_parameters`);
 //! - [`ops`]: the few libtorch calls tch does not wrap (`add_` with `alpha`,
 //!   `grad = None`, multi-tensor kernels), through a small C++ shim;
+//! - [`io`]: atomic file writes and safetensors I/O;
 //! - [`params`]: a `VarStore`'s parameters by name, in creation order.
 //! - [`spec`]: `name:key=value,...` component spec strings for registries.
 #![deny(missing_docs)]
@@ -17,6 +18,7 @@
 pub mod device;
 mod error;
 pub mod init;
+pub mod io;
 pub mod ops;
 pub mod params;
 pub mod rng;

@@ -78,6 +78,211 @@ pub fn foreach_mul_(tensors: &[&Tensor], scalar: f64) -> Result<()> {
     check(unsafe { shim::kiln_foreach_mul_scalar_(a.as_ptr(), a.len() as i64, scalar) })
 }
 
+/// `torch._foreach_add_(tensors, scalar)`.
+pub fn foreach_add_scalar_(tensors: &[&Tensor], scalar: f64) -> Result<()> {
+    let a = raw_list(tensors);
+    // SAFETY: the pointer array holds `len` live tensors for the call.
+    check(unsafe { shim::kiln_foreach_add_scalar_(a.as_ptr(), a.len() as i64, scalar) })
+}
+
+/// `torch._foreach_mul_(tensors, other)` with a 0-dim tensor `other`
+/// (what `clip_grad_norm_` scales the gradients with).
+pub fn foreach_mul_tensor_(tensors: &[&Tensor], other: &Tensor) -> Result<()> {
+    let a = raw_list(tensors);
+    // SAFETY: the pointer array holds `len` live tensors; `other` is live.
+    check(unsafe { shim::kiln_foreach_mul_tensor_(a.as_ptr(), a.len() as i64, raw(other)) })
+}
+
+/// `torch._foreach_norm(tensors, ord)`: one 0-dim norm per tensor.
+pub fn foreach_norm(tensors: &[&Tensor], ord: f64) -> Result<Vec<Tensor>> {
+    let a = raw_list(tensors);
+    let mut outs: Vec<*mut torch_sys::C_tensor> = vec![std::ptr::null_mut(); a.len()];
+    // SAFETY: `a` holds `len` live tensors; `outs` has room for `len` results we then own.
+    let err = check(unsafe {
+        shim::kiln_foreach_norm(a.as_ptr(), a.len() as i64, ord, outs.as_mut_ptr())
+    });
+    // Take ownership of whatever was produced before reporting an error.
+    let owned_outs: Vec<Result<Tensor>> = outs.into_iter().map(owned).collect();
+    err?;
+    owned_outs.into_iter().collect()
+}
+
+/// `torch.linalg.vector_norm(tensor, ord)` over all elements (0-dim result).
+pub fn vector_norm(tensor: &Tensor, ord: f64) -> Result<Tensor> {
+    let mut out = std::ptr::null_mut();
+    // SAFETY: the input is live; `out` receives a tensor we then own.
+    check(unsafe { shim::kiln_vector_norm(raw(tensor), ord, &mut out) })?;
+    owned(out)
+}
+
+/// `torch.linalg.vector_norm(tensor, ord, dim=[dim], keepdim=keepdim)`.
+pub fn vector_norm_dim(tensor: &Tensor, ord: f64, dim: i64, keepdim: bool) -> Result<Tensor> {
+    let mut out = std::ptr::null_mut();
+    // SAFETY: the input is live; `out` receives a tensor we then own.
+    check(unsafe {
+        shim::kiln_vector_norm_dim(raw(tensor), ord, dim, i32::from(keepdim), &mut out)
+    })?;
+    owned(out)
+}
+
+/// `torch.addmm(tensor, mat1, mat2, beta=beta, alpha=alpha)`: `β·tensor + α·mat1 @ mat2`.
+pub fn addmm(
+    tensor: &Tensor,
+    mat1: &Tensor,
+    mat2: &Tensor,
+    beta: f64,
+    alpha: f64,
+) -> Result<Tensor> {
+    let mut out = std::ptr::null_mut();
+    // SAFETY: inputs are live; `out` receives a tensor we then own.
+    check(unsafe { shim::kiln_addmm(raw(tensor), raw(mat1), raw(mat2), beta, alpha, &mut out) })?;
+    owned(out)
+}
+
+/// Hyperparameters of [`fused_sgd_`], as `torch._fused_sgd_` takes them.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct FusedSgd {
+    /// L2 penalty.
+    pub weight_decay: f64,
+    /// Momentum factor.
+    pub momentum: f64,
+    /// Learning rate.
+    pub lr: f64,
+    /// Dampening.
+    pub dampening: f64,
+    /// Nesterov momentum.
+    pub nesterov: bool,
+    /// Maximise instead of minimise.
+    pub maximize: bool,
+    /// The momentum buffers are uninitialised and must be set to the gradient.
+    pub is_first_step: bool,
+}
+
+/// `torch._fused_sgd_`: libtorch's one-pass SGD kernel (`SGD(fused=True)`).
+/// `momentum_buffers` is empty when momentum is 0, else one per parameter.
+pub fn fused_sgd_(
+    params: &[&Tensor],
+    grads: &[&Tensor],
+    momentum_buffers: &[&Tensor],
+    h: &FusedSgd,
+) -> Result<()> {
+    if params.len() != grads.len()
+        || !(momentum_buffers.is_empty() || momentum_buffers.len() == params.len())
+    {
+        return Err(crate::Error::InvalidArgument(
+            "fused_sgd_ needs lists of equal length".into(),
+        ));
+    }
+    let (p, g, b) = (
+        raw_list(params),
+        raw_list(grads),
+        raw_list(momentum_buffers),
+    );
+    // SAFETY: every pointer array holds its stated number of live tensors for the call.
+    check(unsafe {
+        shim::kiln_fused_sgd_(
+            p.as_ptr(),
+            g.as_ptr(),
+            b.as_ptr(),
+            p.len() as i64,
+            b.len() as i64,
+            h.weight_decay,
+            h.momentum,
+            h.lr,
+            h.dampening,
+            i32::from(h.nesterov),
+            i32::from(h.maximize),
+            i32::from(h.is_first_step),
+        )
+    })
+}
+
+/// Hyperparameters of [`fused_adam_`], as `torch._fused_adam(w)_` takes them.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct FusedAdam {
+    /// Learning rate.
+    pub lr: f64,
+    /// First moment decay.
+    pub beta1: f64,
+    /// Second moment decay.
+    pub beta2: f64,
+    /// Weight decay (L2 for Adam, decoupled for AdamW).
+    pub weight_decay: f64,
+    /// Denominator epsilon.
+    pub eps: f64,
+    /// AMSGrad variant.
+    pub amsgrad: bool,
+    /// Maximise instead of minimise.
+    pub maximize: bool,
+    /// `_fused_adamw_` (decoupled weight decay) instead of `_fused_adam_`.
+    pub decoupled_weight_decay: bool,
+}
+
+/// The per-parameter lists `torch._fused_adam_` updates.
+#[derive(Debug, Clone, Copy)]
+pub struct AdamLists<'a> {
+    /// Parameters.
+    pub params: &'a [&'a Tensor],
+    /// Their gradients.
+    pub grads: &'a [&'a Tensor],
+    /// First moments.
+    pub exp_avgs: &'a [&'a Tensor],
+    /// Second moments.
+    pub exp_avg_sqs: &'a [&'a Tensor],
+    /// Running maxima of the second moments (empty unless amsgrad).
+    pub max_exp_avg_sqs: &'a [&'a Tensor],
+    /// float32 0-dim step counters, already incremented for this step.
+    pub steps: &'a [&'a Tensor],
+}
+
+/// `torch._fused_adam_` / `torch._fused_adamw_`: libtorch's one-pass Adam kernel
+/// (`Adam(fused=True)`).
+pub fn fused_adam_(l: &AdamLists<'_>, h: &FusedAdam) -> Result<()> {
+    let n = l.params.len();
+    let same = [
+        l.grads.len(),
+        l.exp_avgs.len(),
+        l.exp_avg_sqs.len(),
+        l.steps.len(),
+    ]
+    .iter()
+    .all(|&k| k == n);
+    if !same || !(l.max_exp_avg_sqs.is_empty() || l.max_exp_avg_sqs.len() == n) {
+        return Err(crate::Error::InvalidArgument(
+            "fused_adam_ needs lists of equal length".into(),
+        ));
+    }
+    let (p, g, m, v, mx, st) = (
+        raw_list(l.params),
+        raw_list(l.grads),
+        raw_list(l.exp_avgs),
+        raw_list(l.exp_avg_sqs),
+        raw_list(l.max_exp_avg_sqs),
+        raw_list(l.steps),
+    );
+    // SAFETY: every pointer array holds its stated number of live tensors for the call.
+    check(unsafe {
+        shim::kiln_fused_adam_(
+            p.as_ptr(),
+            g.as_ptr(),
+            m.as_ptr(),
+            v.as_ptr(),
+            mx.as_ptr(),
+            mx.len() as i64,
+            st.as_ptr(),
+            n as i64,
+            h.lr,
+            h.beta1,
+            h.beta2,
+            h.weight_decay,
+            h.eps,
+            i32::from(h.amsgrad),
+            i32::from(h.maximize),
+            i32::from(h.decoupled_weight_decay),
+        )
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -131,5 +336,54 @@ mod tests {
         assert_eq!(has_grad(&w).ok(), Some(true));
         assert!(clear_grad(&w).is_ok());
         assert_eq!(has_grad(&w).ok(), Some(false));
+    }
+
+    #[test]
+    fn norms_and_fused_kernels() -> Result<()> {
+        let a = Tensor::from_slice(&[3.0f32, 4.0]);
+        let b = Tensor::from_slice(&[1.0f32, -2.0, 2.0]).f_reshape([1, 3])?;
+        let norms = foreach_norm(&[&a, &b], 2.0)?;
+        assert_eq!(
+            norms
+                .iter()
+                .map(|n| n.double_value(&[]))
+                .collect::<Vec<_>>(),
+            vec![5.0, 3.0]
+        );
+        assert_eq!(vector_norm(&a, f64::INFINITY)?.double_value(&[]), 4.0);
+        assert_eq!(vector_norm_dim(&b, 1.0, -1, true)?.size(), vec![1, 1]);
+        let s = Tensor::from_slice(&[0.5f32]).f_reshape([])?;
+        foreach_mul_tensor_(&[&a], &s)?;
+        assert_eq!(Vec::<f32>::try_from(&a).unwrap_or_default(), vec![1.5, 2.0]);
+        // SGD without momentum: p -= lr * g.
+        let p = Tensor::from_slice(&[1.0f32, 1.0]);
+        let g = Tensor::from_slice(&[0.5f32, -0.5]);
+        let h = FusedSgd {
+            weight_decay: 0.0,
+            momentum: 0.0,
+            lr: 0.5,
+            dampening: 0.0,
+            nesterov: false,
+            maximize: false,
+            is_first_step: false,
+        };
+        fused_sgd_(&[&p], &[&g], &[], &h)?;
+        assert_eq!(
+            Vec::<f32>::try_from(&p).unwrap_or_default(),
+            vec![0.75, 1.25]
+        );
+        assert!(fused_sgd_(&[&p], &[], &[], &h).is_err());
+        let m = addmm(
+            &p.f_reshape([1, 2])?,
+            &Tensor::from_slice(&[1.0f32]).f_reshape([1, 1])?,
+            &g.f_reshape([1, 2])?,
+            2.0,
+            1.0,
+        )?;
+        assert_eq!(
+            Vec::<f32>::try_from(&m.f_reshape([-1])?).unwrap_or_default(),
+            vec![2.0, 2.0]
+        );
+        Ok(())
     }
 }

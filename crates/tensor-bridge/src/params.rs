@@ -69,8 +69,10 @@ mod tests {
 /// Every variable of `vs` (trainable or not) by name, in creation order for
 /// trainable ones and then by name: PyTorch's `model.state_dict()` content.
 pub fn state_dict(vs: &VarStore) -> Result<Vec<(String, Tensor)>> {
-    let mut out: Vec<(String, Tensor)> =
-        named_parameters(vs)?.into_iter().map(|p| (p.name, p.tensor)).collect();
+    let mut out: Vec<(String, Tensor)> = named_parameters(vs)?
+        .into_iter()
+        .map(|p| (p.name, p.tensor))
+        .collect();
     let mut rest: Vec<(String, Tensor)> = vs
         .variables()
         .into_iter()
@@ -98,12 +100,24 @@ pub fn load_state_dict(vs: &VarStore, tensors: &[(String, Tensor)]) -> Result<()
         .map(|(n, _)| n.as_str())
         .collect();
     let mut problems = Vec::new();
-    let quote = |names: &[&str]| names.iter().map(|n| format!("\"{n}\"")).collect::<Vec<_>>().join(", ");
+    let quote = |names: &[&str]| {
+        names
+            .iter()
+            .map(|n| format!("\"{n}\""))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
     if !missing.is_empty() {
-        problems.push(format!("Missing key(s) in state_dict: {}.", quote(&missing)));
+        problems.push(format!(
+            "Missing key(s) in state_dict: {}.",
+            quote(&missing)
+        ));
     }
     if !unexpected.is_empty() {
-        problems.push(format!("Unexpected key(s) in state_dict: {}.", quote(&unexpected)));
+        problems.push(format!(
+            "Unexpected key(s) in state_dict: {}.",
+            quote(&unexpected)
+        ));
     }
     for (name, src) in tensors {
         if let Some(dst) = vars.get(name) {
@@ -153,12 +167,30 @@ mod state_dict_tests {
         assert!(load_state_dict(&other, &saved).is_ok());
         assert_eq!(other.variables()["w"].double_value(&[1, 2]), 1.5);
         let bad = vec![
-            ("w".to_string(), Tensor::zeros([3, 3], (tch::Kind::Float, tch::Device::Cpu))),
-            ("extra".to_string(), Tensor::zeros([1], (tch::Kind::Float, tch::Device::Cpu))),
+            (
+                "w".to_string(),
+                Tensor::zeros([3, 3], (tch::Kind::Float, tch::Device::Cpu)),
+            ),
+            (
+                "extra".to_string(),
+                Tensor::zeros([1], (tch::Kind::Float, tch::Device::Cpu)),
+            ),
         ];
-        let msg = load_state_dict(&other, &bad).err().map(|e| e.to_string()).unwrap_or_default();
-        assert!(msg.contains("Missing key(s) in state_dict: \"b\"."), "{msg}");
-        assert!(msg.contains("Unexpected key(s) in state_dict: \"extra\"."), "{msg}");
-        assert!(msg.contains("size mismatch for w: copying a param with shape [3, 3]"), "{msg}");
+        let msg = load_state_dict(&other, &bad)
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(
+            msg.contains("Missing key(s) in state_dict: \"b\"."),
+            "{msg}"
+        );
+        assert!(
+            msg.contains("Unexpected key(s) in state_dict: \"extra\"."),
+            "{msg}"
+        );
+        assert!(
+            msg.contains("size mismatch for w: copying a param with shape [3, 3]"),
+            "{msg}"
+        );
     }
 }

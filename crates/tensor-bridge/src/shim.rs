@@ -42,6 +42,74 @@ extern "C" {
         n: i64,
         scalar: f64,
     ) -> *mut c_char;
+    pub(crate) fn kiln_foreach_add_scalar_(
+        selfs: *const *mut C_tensor,
+        n: i64,
+        scalar: f64,
+    ) -> *mut c_char;
+    pub(crate) fn kiln_foreach_mul_tensor_(
+        selfs: *const *mut C_tensor,
+        n: i64,
+        other: *mut C_tensor,
+    ) -> *mut c_char;
+    pub(crate) fn kiln_foreach_norm(
+        selfs: *const *mut C_tensor,
+        n: i64,
+        ord: f64,
+        outs: *mut *mut C_tensor,
+    ) -> *mut c_char;
+    pub(crate) fn kiln_vector_norm(
+        this: *mut C_tensor,
+        ord: f64,
+        out: *mut *mut C_tensor,
+    ) -> *mut c_char;
+    pub(crate) fn kiln_vector_norm_dim(
+        this: *mut C_tensor,
+        ord: f64,
+        dim: i64,
+        keepdim: c_int,
+        out: *mut *mut C_tensor,
+    ) -> *mut c_char;
+    pub(crate) fn kiln_addmm(
+        this: *mut C_tensor,
+        mat1: *mut C_tensor,
+        mat2: *mut C_tensor,
+        beta: f64,
+        alpha: f64,
+        out: *mut *mut C_tensor,
+    ) -> *mut c_char;
+    pub(crate) fn kiln_fused_sgd_(
+        params: *const *mut C_tensor,
+        grads: *const *mut C_tensor,
+        bufs: *const *mut C_tensor,
+        n: i64,
+        nbufs: i64,
+        weight_decay: f64,
+        momentum: f64,
+        lr: f64,
+        dampening: f64,
+        nesterov: c_int,
+        maximize: c_int,
+        is_first_step: c_int,
+    ) -> *mut c_char;
+    pub(crate) fn kiln_fused_adam_(
+        params: *const *mut C_tensor,
+        grads: *const *mut C_tensor,
+        exp_avgs: *const *mut C_tensor,
+        exp_avg_sqs: *const *mut C_tensor,
+        max_exp_avg_sqs: *const *mut C_tensor,
+        nmax: i64,
+        steps: *const *mut C_tensor,
+        n: i64,
+        lr: f64,
+        beta1: f64,
+        beta2: f64,
+        weight_decay: f64,
+        eps: f64,
+        amsgrad: c_int,
+        maximize: c_int,
+        decoupled: c_int,
+    ) -> *mut c_char;
 }
 
 /// Turns a shim return value into a `Result`, freeing the message.

@@ -59,6 +59,11 @@ impl std::str::FromStr for Spec {
 }
 
 impl Spec {
+    /// Whether option `key` was given (without marking it used).
+    pub fn contains(&self, key: &str) -> bool {
+        self.options.iter().any(|(k, _)| k == key)
+    }
+
     /// The raw text of option `key`, marking it used.
     pub fn raw(&mut self, key: &str) -> Option<String> {
         let i = self.options.iter().position(|(k, _)| k == key)?;

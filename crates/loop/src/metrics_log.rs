@@ -1,0 +1,564 @@
+//! A run's metrics on disk: `metrics.jsonl` plus two CSV views.
+//!
+//! [`MetricsWriter`] appends one JSON object per line to
+//! `RUN_DIR/metrics.jsonl`:
+//!
+//! ```text
+//! {"scope":"step","step":100,"epoch":1,"values":{"loss":0.52,"lr":0.001}}
+//! {"scope":"epoch","step":938,"epoch":1,"values":{"accuracy":0.64,"loss":0.91}}
+//! ```
+//!
+//! and the same records, one row each, to `metrics_step.csv` and
+//! `metrics_epoch.csv` (header `step,epoch,` then the metric names in sorted
+//! order; a record without a metric leaves its cell empty). Metric names are
+//! kept in a `BTreeMap`, so files are byte-identical from run to run.
+//!
+//! Conventions kiln uses for the names (see [`LOSS`], [`LR`], [`ACCURACY`]):
+//! a `step` record's `loss` is the training loss of that optimizer step and
+//! `lr` the learning rate it used; an `epoch` record's `loss` and `accuracy`
+//! are the test set's average loss and accuracy (a fraction) after that
+//! epoch, and its `step` is the number of optimizer steps taken so far.
+//!
+//! Durability: each record is written with a single `write` of the whole
+//! line and flushed before [`MetricsWriter::log`] returns, so a killed run
+//! loses at most the record being written; [`read_metrics`] ignores a torn
+//! last line (with a warning). Whole-file rewrites (a CSV growing a column,
+//! the truncation done by [`MetricsWriter::open_append`]) go to a temporary
+//! file that is synced and renamed over the old one, so no file is ever
+//! half-written.
+//!
+//! Non-finite values, which JSON numbers cannot hold, are written as the JSON
+//! strings `"NaN"`, `"inf"` and `"-inf"` (and the same words in the CSVs), and
+//! read back as the same `f64`.
+use crate::{Error, Result};
+use serde::de::{self, Deserializer, Visitor};
+use serde::{Deserialize, Serialize, Serializer};
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+
+/// File name of the JSON-lines metrics log inside a run directory.
+pub const METRICS_FILE: &str = "metrics.jsonl";
+/// File name of the CSV holding the `step` records.
+pub const STEP_CSV: &str = "metrics_step.csv";
+/// File name of the CSV holding the `epoch` records.
+pub const EPOCH_CSV: &str = "metrics_epoch.csv";
+
+/// Metric name of a loss: the training loss in `step` records, the test
+/// set's average loss in `epoch` records.
+pub const LOSS: &str = "loss";
+/// Metric name of the learning rate (of the first parameter group).
+pub const LR: &str = "lr";
+/// Metric name of the accuracy, a fraction in `[0, 1]`, in `epoch` records.
+pub const ACCURACY: &str = "accuracy";
+
+/// Which kind of moment a record describes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Scope {
+    /// After one optimizer step.
+    Step,
+    /// After one epoch (training pass plus evaluation).
+    Epoch,
+}
+
+impl Scope {
+    /// `"step"` or `"epoch"`, as in the files.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Scope::Step => "step",
+            Scope::Epoch => "epoch",
+        }
+    }
+
+    /// The CSV file of this scope ([`STEP_CSV`] or [`EPOCH_CSV`]).
+    pub fn csv_file(self) -> &'static str {
+        match self {
+            Scope::Step => STEP_CSV,
+            Scope::Epoch => EPOCH_CSV,
+        }
+    }
+}
+
+impl fmt::Display for Scope {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// One line of `metrics.jsonl`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MetricRecord {
+    /// Step or epoch record.
+    pub scope: Scope,
+    /// Optimizer steps taken so far (the step just taken for a `step` record).
+    pub step: u64,
+    /// The epoch (1-based, as the quickstart prints it).
+    pub epoch: u64,
+    /// Metric values by name, in name order.
+    pub values: BTreeMap<String, f64>,
+}
+
+impl MetricRecord {
+    /// A record from `(name, value)` pairs; a later pair with the same name wins.
+    pub fn new<'a>(
+        scope: Scope,
+        step: u64,
+        epoch: u64,
+        values: impl IntoIterator<Item = (&'a str, f64)>,
+    ) -> Self {
+        Self {
+            scope,
+            step,
+            epoch,
+            values: values
+                .into_iter()
+                .map(|(name, value)| (name.to_string(), value))
+                .collect(),
+        }
+    }
+
+    /// The value of metric `name`, if the record has it.
+    pub fn get(&self, name: &str) -> Option<f64> {
+        self.values.get(name).copied()
+    }
+}
+
+/// An `f64` as it travels through JSON: finite numbers as numbers, the
+/// non-finite ones as the strings `"NaN"`, `"inf"`, `"-inf"`.
+#[derive(Debug, Clone, Copy)]
+struct JsonF64(f64);
+
+impl Serialize for JsonF64 {
+    fn serialize<S: Serializer>(&self, serializer: S) -> std::result::Result<S::Ok, S::Error> {
+        if self.0.is_finite() {
+            serializer.serialize_f64(self.0)
+        } else {
+            serializer.serialize_str(non_finite_word(self.0))
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for JsonF64 {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> std::result::Result<Self, D::Error> {
+        struct V;
+        impl Visitor<'_> for V {
+            type Value = JsonF64;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a number or one of \"NaN\", \"inf\", \"-inf\"")
+            }
+            fn visit_f64<E: de::Error>(self, v: f64) -> std::result::Result<JsonF64, E> {
+                Ok(JsonF64(v))
+            }
+            fn visit_i64<E: de::Error>(self, v: i64) -> std::result::Result<JsonF64, E> {
+                Ok(JsonF64(v as f64))
+            }
+            fn visit_u64<E: de::Error>(self, v: u64) -> std::result::Result<JsonF64, E> {
+                Ok(JsonF64(v as f64))
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> std::result::Result<JsonF64, E> {
+                match v {
+                    "NaN" => Ok(JsonF64(f64::NAN)),
+                    "inf" => Ok(JsonF64(f64::INFINITY)),
+                    "-inf" => Ok(JsonF64(f64::NEG_INFINITY)),
+                    _ => Err(E::invalid_value(de::Unexpected::Str(v), &self)),
+                }
+            }
+        }
+        deserializer.deserialize_any(V)
+    }
+}
+
+fn non_finite_word(v: f64) -> &'static str {
+    if v.is_nan() {
+        "NaN"
+    } else if v > 0.0 {
+        "inf"
+    } else {
+        "-inf"
+    }
+}
+
+/// The on-disk shape of a record; field order is the order in the file.
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Wire {
+    scope: Scope,
+    step: u64,
+    epoch: u64,
+    values: BTreeMap<String, JsonF64>,
+}
+
+fn to_line(record: &MetricRecord) -> Result<String> {
+    let wire = Wire {
+        scope: record.scope,
+        step: record.step,
+        epoch: record.epoch,
+        values: record
+            .values
+            .iter()
+            .map(|(k, &v)| (k.clone(), JsonF64(v)))
+            .collect(),
+    };
+    let mut line = serde_json::to_string(&wire)
+        .map_err(|e| Error::InvalidArgument(format!("cannot encode metric record: {e}")))?;
+    line.push('\n');
+    Ok(line)
+}
+
+fn from_line(line: &str) -> std::result::Result<MetricRecord, serde_json::Error> {
+    let wire: Wire = serde_json::from_str(line)?;
+    Ok(MetricRecord {
+        scope: wire.scope,
+        step: wire.step,
+        epoch: wire.epoch,
+        values: wire.values.into_iter().map(|(k, v)| (k, v.0)).collect(),
+    })
+}
+
+fn check_names(record: &MetricRecord) -> Result<()> {
+    for name in record.values.keys() {
+        if name.is_empty() || name == "step" || name == "epoch" {
+            return Err(Error::InvalidArgument(format!(
+                "metric name {name:?} is not allowed: names must be non-empty and not \"step\" or \"epoch\" (the CSV columns)"
+            )));
+        }
+        if name.chars().any(char::is_control) {
+            return Err(Error::InvalidArgument(format!(
+                "metric name {name:?} contains a control character"
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// A CSV field, quoted (RFC 4180) only when it has to be.
+fn csv_field(text: &str) -> String {
+    if text.contains([',', '"', '\n', '\r']) || text.starts_with(' ') || text.ends_with(' ') {
+        format!("\"{}\"", text.replace('"', "\"\""))
+    } else {
+        text.to_string()
+    }
+}
+
+fn csv_number(v: f64) -> String {
+    if v.is_finite() {
+        // Rust's `Display` for f64 is the shortest text that reads back exactly.
+        format!("{v}")
+    } else {
+        non_finite_word(v).to_string()
+    }
+}
+
+fn csv_header(columns: &BTreeSet<String>) -> String {
+    let mut line = String::from("step,epoch");
+    for name in columns {
+        line.push(',');
+        line.push_str(&csv_field(name));
+    }
+    line.push('\n');
+    line
+}
+
+fn csv_row(record: &MetricRecord, columns: &BTreeSet<String>) -> String {
+    let mut line = format!("{},{}", record.step, record.epoch);
+    for name in columns {
+        line.push(',');
+        if let Some(&v) = record.values.get(name) {
+            line.push_str(&csv_number(v));
+        }
+    }
+    line.push('\n');
+    line
+}
+
+fn output_error(path: &Path, what: &str, err: io::Error) -> Error {
+    Error::Output(io::Error::new(
+        err.kind(),
+        format!("{what} {}: {err}", path.display()),
+    ))
+}
+
+/// Writes `contents` to `path` through a synced temporary file in the same
+/// directory and a rename, so `path` is always either the old or the new file.
+pub(crate) fn write_atomic(path: &Path, contents: &[u8]) -> Result<()> {
+    let tmp = temp_path(path);
+    let result = (|| {
+        let mut file = File::create(&tmp)?;
+        file.write_all(contents)?;
+        file.sync_all()?;
+        drop(file);
+        fs::rename(&tmp, path)
+    })();
+    result.map_err(|e| {
+        let _ = fs::remove_file(&tmp);
+        output_error(path, "writing", e)
+    })
+}
+
+/// `dir/.name.tmp.ext`: hidden, same directory (so rename is atomic), same
+/// extension (so encoders that pick a format by extension still can).
+pub(crate) fn temp_path(path: &Path) -> PathBuf {
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let tmp_name = match name.rsplit_once('.') {
+        Some((stem, ext)) if !stem.is_empty() => format!(".{stem}.tmp.{ext}"),
+        _ => format!(".{name}.tmp"),
+    };
+    path.with_file_name(tmp_name)
+}
+
+/// One of the two CSV files: its open handle and current columns.
+#[derive(Debug)]
+struct CsvFile {
+    path: PathBuf,
+    scope: Scope,
+    columns: BTreeSet<String>,
+    file: File,
+}
+
+impl CsvFile {
+    /// Writes the whole CSV for `records` (those of this scope) atomically
+    /// and opens it for appending.
+    fn rewrite(path: PathBuf, scope: Scope, records: &[MetricRecord]) -> Result<Self> {
+        let of_scope = || records.iter().filter(|r| r.scope == scope);
+        let columns: BTreeSet<String> = of_scope().flat_map(|r| r.values.keys().cloned()).collect();
+        let mut text = csv_header(&columns);
+        for record in of_scope() {
+            text.push_str(&csv_row(record, &columns));
+        }
+        write_atomic(&path, text.as_bytes())?;
+        let file = OpenOptions::new()
+            .append(true)
+            .open(&path)
+            .map_err(|e| output_error(&path, "opening", e))?;
+        Ok(Self {
+            path,
+            scope,
+            columns,
+            file,
+        })
+    }
+
+    fn append(&mut self, record: &MetricRecord) -> Result<()> {
+        let row = csv_row(record, &self.columns);
+        self.file
+            .write_all(row.as_bytes())
+            .and_then(|()| self.file.flush())
+            .map_err(|e| output_error(&self.path, "writing", e))
+    }
+}
+
+/// Appends metric records to a run directory's `metrics.jsonl` and CSVs.
+///
+/// Every [`log`](Self::log) writes and flushes one line per file before it
+/// returns. `metrics.jsonl` is the source of truth; the CSVs are views of it
+/// that are rebuilt from it when a column appears or a run resumes.
+#[derive(Debug)]
+pub struct MetricsWriter {
+    run_dir: PathBuf,
+    jsonl_path: PathBuf,
+    jsonl: File,
+    step_csv: CsvFile,
+    epoch_csv: CsvFile,
+}
+
+impl MetricsWriter {
+    /// Starts the metrics of a new run in `run_dir` (created if missing).
+    ///
+    /// Existing metrics files in `run_dir` are replaced by empty ones; a
+    /// caller that must not overwrite an earlier run checks
+    /// [`has_metrics`] first.
+    pub fn create(run_dir: &Path) -> Result<Self> {
+        fs::create_dir_all(run_dir).map_err(|e| output_error(run_dir, "creating", e))?;
+        Self::start(run_dir, &[])
+    }
+
+    /// Continues the run in `run_dir` after its checkpoint at `resume_step`.
+    ///
+    /// Records with `step > resume_step` (written after the checkpoint by the
+    /// interrupted run) are dropped, as is a torn last line, and the three
+    /// files are rewritten atomically, so that once the resumed run has logged
+    /// the same records again the files equal those of an uninterrupted run.
+    /// Missing metrics files are created; a malformed `metrics.jsonl` is an
+    /// error, never silently discarded.
+    pub fn open_append(run_dir: &Path, resume_step: u64) -> Result<Self> {
+        if !run_dir.is_dir() {
+            return Err(Error::Data {
+                path: run_dir.to_path_buf(),
+                message: "run directory does not exist; nothing to resume".into(),
+            });
+        }
+        let path = run_dir.join(METRICS_FILE);
+        let records = if path.exists() {
+            read_metrics_file(&path)?
+                .into_iter()
+                .filter(|r| r.step <= resume_step)
+                .collect()
+        } else {
+            Vec::new()
+        };
+        Self::start(run_dir, &records)
+    }
+
+    /// Writes `records` as the complete contents of the three files and
+    /// opens them for appending.
+    fn start(run_dir: &Path, records: &[MetricRecord]) -> Result<Self> {
+        let jsonl_path = run_dir.join(METRICS_FILE);
+        let mut text = String::new();
+        for record in records {
+            text.push_str(&to_line(record)?);
+        }
+        write_atomic(&jsonl_path, text.as_bytes())?;
+        let jsonl = OpenOptions::new()
+            .append(true)
+            .open(&jsonl_path)
+            .map_err(|e| output_error(&jsonl_path, "opening", e))?;
+        let step_csv = CsvFile::rewrite(run_dir.join(STEP_CSV), Scope::Step, records)?;
+        let epoch_csv = CsvFile::rewrite(run_dir.join(EPOCH_CSV), Scope::Epoch, records)?;
+        Ok(Self {
+            run_dir: run_dir.to_path_buf(),
+            jsonl_path,
+            jsonl,
+            step_csv,
+            epoch_csv,
+        })
+    }
+
+    /// The run directory the files live in.
+    pub fn run_dir(&self) -> &Path {
+        &self.run_dir
+    }
+
+    /// Appends `record` to `metrics.jsonl` and to its scope's CSV, flushing
+    /// both. A metric name the CSV has not seen yet makes it rewrite itself
+    /// (atomically) with the wider header.
+    ///
+    /// Names must be non-empty, free of control characters and other than
+    /// `step` and `epoch`.
+    pub fn log(&mut self, record: &MetricRecord) -> Result<()> {
+        check_names(record)?;
+        let line = to_line(record)?;
+        let before = self
+            .jsonl
+            .metadata()
+            .map_err(|e| output_error(&self.jsonl_path, "writing", e))?
+            .len();
+        if let Err(e) = self
+            .jsonl
+            .write_all(line.as_bytes())
+            .and_then(|()| self.jsonl.flush())
+        {
+            // Take back a partly written line (disk full…), so that a later
+            // record does not land after it in the middle of the file.
+            let _ = self.jsonl.set_len(before);
+            return Err(output_error(&self.jsonl_path, "writing", e));
+        }
+        let csv = match record.scope {
+            Scope::Step => &mut self.step_csv,
+            Scope::Epoch => &mut self.epoch_csv,
+        };
+        if record.values.keys().all(|k| csv.columns.contains(k)) {
+            csv.append(record)
+        } else {
+            // The record is already in metrics.jsonl: rebuild the CSV from it.
+            let records = read_metrics_file(&self.jsonl_path)?;
+            *csv = CsvFile::rewrite(csv.path.clone(), csv.scope, &records)?;
+            Ok(())
+        }
+    }
+
+    /// Logs a `step` record.
+    pub fn log_step<'a>(
+        &mut self,
+        step: u64,
+        epoch: u64,
+        values: impl IntoIterator<Item = (&'a str, f64)>,
+    ) -> Result<()> {
+        self.log(&MetricRecord::new(Scope::Step, step, epoch, values))
+    }
+
+    /// Logs an `epoch` record.
+    pub fn log_epoch<'a>(
+        &mut self,
+        step: u64,
+        epoch: u64,
+        values: impl IntoIterator<Item = (&'a str, f64)>,
+    ) -> Result<()> {
+        self.log(&MetricRecord::new(Scope::Epoch, step, epoch, values))
+    }
+}
+
+/// Whether `run_dir` holds a non-empty `metrics.jsonl`.
+pub fn has_metrics(run_dir: &Path) -> bool {
+    fs::metadata(run_dir.join(METRICS_FILE)).is_ok_and(|m| m.len() > 0)
+}
+
+/// Reads `run_dir/metrics.jsonl` back, in file order.
+///
+/// A malformed line is an error naming the file and line number, except a
+/// last line without its newline (a run killed while writing it), which is
+/// skipped with a warning.
+pub fn read_metrics(run_dir: &Path) -> Result<Vec<MetricRecord>> {
+    let path = run_dir.join(METRICS_FILE);
+    if !path.is_file() {
+        return Err(Error::Data {
+            path,
+            message: format!(
+                "no {METRICS_FILE} here; is {} a kiln run directory?",
+                run_dir.display()
+            ),
+        });
+    }
+    read_metrics_file(&path)
+}
+
+fn read_metrics_file(path: &Path) -> Result<Vec<MetricRecord>> {
+    let bad = |message: String| Error::Data {
+        path: path.to_path_buf(),
+        message,
+    };
+    let bytes = fs::read(path).map_err(|e| bad(format!("cannot read: {e}")))?;
+    if bytes.is_empty() {
+        return Ok(Vec::new());
+    }
+    let complete = bytes.ends_with(b"\n");
+    let lines: Vec<&[u8]> = bytes.split(|&b| b == b'\n').collect();
+    // `split` yields one empty piece after a final newline; `complete` says
+    // whether the last piece is a whole line or a torn one.
+    let count = lines.len();
+    let mut records = Vec::new();
+    for (i, raw) in lines.into_iter().enumerate() {
+        let number = i + 1;
+        let is_last_piece = number == count;
+        if is_last_piece && complete {
+            break;
+        }
+        let torn = is_last_piece && !complete;
+        let parsed = std::str::from_utf8(raw)
+            .map_err(|e| format!("not UTF-8 ({e})"))
+            .and_then(|text| {
+                let text = text.strip_suffix('\r').unwrap_or(text);
+                if text.trim().is_empty() {
+                    Err("empty line".to_string())
+                } else {
+                    from_line(text).map_err(|e| e.to_string())
+                }
+            });
+        match parsed {
+            Ok(record) => records.push(record),
+            Err(message) if torn => {
+                tracing::warn!(
+                    "{}: line {number}: ignoring an incomplete last line ({message}); the run was probably interrupted while writing it",
+                    path.display()
+                );
+            }
+            Err(message) => return Err(bad(format!("line {number}: {message}"))),
+        }
+    }
+    Ok(records)
+}

@@ -1,0 +1,107 @@
+//! Adagrad (`torch.optim.Adagrad`).
+//!
+//! ```text
+//! g ← g + λ θ;   γ̃ ← γ / (1 + (t − 1) η)
+//! s ← s + g²
+//! θ ← θ − γ̃ g / (√s + ε)
+//! ```
+use crate::rule::{Grouped, ParamState, Rule};
+use crate::util::{invalid, l2, m, maybe_neg, py_float};
+use crate::{NamedParameter, Result};
+use kiln_tensor::{ops, Tensor};
+
+/// Adagrad's hyperparameters, with PyTorch's defaults.
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(default)]
+pub struct AdagradConfig {
+    /// Learning rate (1e-2).
+    pub lr: f64,
+    /// Learning-rate decay η (0).
+    pub lr_decay: f64,
+    /// L2 penalty (0).
+    pub weight_decay: f64,
+    /// Initial value of the sum of squares (0).
+    pub initial_accumulator_value: f64,
+    /// Term added to the denominator (1e-10).
+    pub eps: f64,
+    /// Maximise the objective.
+    pub maximize: bool,
+}
+
+impl Default for AdagradConfig {
+    fn default() -> Self {
+        Self {
+            lr: 1e-2,
+            lr_decay: 0.0,
+            weight_decay: 0.0,
+            initial_accumulator_value: 0.0,
+            eps: 1e-10,
+            maximize: false,
+        }
+    }
+}
+
+/// `torch.optim.Adagrad`.
+pub type Adagrad = Grouped<AdagradConfig>;
+
+impl AdagradConfig {
+    /// Builds the optimizer over `params` (one param group).
+    pub fn build(self, params: Vec<NamedParameter>) -> Result<Adagrad> {
+        Adagrad::new(self, params)
+    }
+}
+
+impl Rule for AdagradConfig {
+    const NAME: &'static str = "adagrad";
+    crate::hyperparameter_table! {
+        "lr" => lr: f64,
+        "lr_decay" => lr_decay: f64,
+        "weight_decay" => weight_decay: f64,
+        "initial_accumulator_value" => initial_accumulator_value: f64,
+        "eps" => eps: f64,
+        "maximize" => maximize: bool,
+    }
+
+    fn validate(&self) -> Result<()> {
+        if !(self.lr >= 0.0) {
+            return invalid(format!("Invalid learning rate: {}", py_float(self.lr)));
+        }
+        if !(self.lr_decay >= 0.0) {
+            return invalid(format!(
+                "Invalid lr_decay value: {}",
+                py_float(self.lr_decay)
+            ));
+        }
+        if !(self.weight_decay >= 0.0) {
+            return invalid(format!(
+                "Invalid weight_decay value: {}",
+                py_float(self.weight_decay)
+            ));
+        }
+        if !(self.initial_accumulator_value >= 0.0) {
+            return invalid(format!(
+                "Invalid initial_accumulator_value value: {}",
+                py_float(self.initial_accumulator_value)
+            ));
+        }
+        if !(self.eps >= 0.0) {
+            return invalid(format!("Invalid epsilon value: {}", py_float(self.eps)));
+        }
+        Ok(())
+    }
+
+    fn update(&self, param: &Tensor, grad: &Tensor, state: &mut ParamState) -> Result<()> {
+        let sum = state.buffer_or_init("sum", || {
+            Ok(param.f_full_like(self.initial_accumulator_value)?)
+        })?;
+        state.step += 1.0;
+        let step = state.step;
+        let grad = l2(maybe_neg(grad, self.maximize)?, param, self.weight_decay)?;
+        let clr = self.lr / (1.0 + (step - 1.0) * self.lr_decay);
+        ops::addcmul_(&sum, &grad, &grad, 1.0)?;
+        let std = sum.f_sqrt()?;
+        let _ = m(&std).f_add_scalar_(self.eps)?;
+        ops::addcdiv_(param, &grad, &std, -clr)?;
+        Ok(())
+    }
+}

@@ -1,0 +1,974 @@
+//! L-BFGS (`torch.optim.LBFGS`), closure-based, with optional strong-Wolfe
+//! line search.
+//!
+//! Each [`Optimizer::step_with_closure`] runs up to `max_iter` iterations:
+//! the direction is `d = −H g` from the two-loop recursion over the last
+//! `history_size` pairs `(s, y)` (with `H₀ = sᵀy / yᵀy`), the step is
+//! `θ ← θ + t d` with `t = lr` (the first iteration ever uses
+//! `min(1, 1/‖g‖₁) lr`) or the strong-Wolfe step. [`Optimizer::step`]
+//! without a closure is an error, as in PyTorch.
+//!
+//! PyTorch computes several scalars of this algorithm (`gtd`, `ys`, `ro`,
+//! `H_diag`, sometimes `t`) as 0-dim tensors of the parameters' dtype and
+//! others as Python floats; kiln tracks which is which and rounds to float32
+//! exactly where PyTorch's float32 tensors do, so float32 runs follow the same
+//! branches and numbers.
+use crate::optimizer::check_unique_names;
+use crate::registry::OptimizerRegistry;
+use crate::util::{invalid, py_float};
+use crate::{Error, NamedParameter, Optimizer, OptimizerState, Result};
+use kiln_tensor::spec::Spec;
+use kiln_tensor::{ops, tch, Kind, Tensor};
+use serde_json::{json, Value};
+
+/// The line search LBFGS uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub enum LineSearch {
+    /// Fixed step `lr` (PyTorch's `line_search_fn=None`).
+    None,
+    /// Strong-Wolfe line search (`line_search_fn="strong_wolfe"`).
+    StrongWolfe,
+}
+
+/// LBFGS's hyperparameters, with PyTorch's defaults.
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct LbfgsConfig {
+    /// Learning rate (1).
+    pub lr: f64,
+    /// Maximal number of iterations per step (20).
+    pub max_iter: usize,
+    /// Maximal number of closure evaluations per step (`max_iter * 5 / 4`
+    /// when `None`, computed at construction as PyTorch does).
+    pub max_eval: Option<usize>,
+    /// Termination tolerance on first-order optimality (1e-7).
+    pub tolerance_grad: f64,
+    /// Termination tolerance on function value / parameter changes (1e-9).
+    pub tolerance_change: f64,
+    /// Number of (s, y) pairs kept (100).
+    pub history_size: usize,
+    /// The line search (none).
+    pub line_search_fn: LineSearch,
+}
+
+impl Default for LbfgsConfig {
+    fn default() -> Self {
+        Self {
+            lr: 1.0,
+            max_iter: 20,
+            max_eval: None,
+            tolerance_grad: 1e-7,
+            tolerance_change: 1e-9,
+            history_size: 100,
+            line_search_fn: LineSearch::None,
+        }
+    }
+}
+
+impl LbfgsConfig {
+    /// PyTorch's check (`Invalid learning rate`).
+    pub fn validate(&self) -> Result<()> {
+        if !(self.lr >= 0.0) {
+            return invalid(format!("Invalid learning rate: {}", py_float(self.lr)));
+        }
+        Ok(())
+    }
+
+    /// Builds the optimizer over `params` (LBFGS has a single param group).
+    pub fn build(self, params: Vec<NamedParameter>) -> Result<Lbfgs> {
+        Lbfgs::new(self, params)
+    }
+
+    const NAMES: &'static [&'static str] = &[
+        "lr",
+        "max_iter",
+        "max_eval",
+        "tolerance_grad",
+        "tolerance_change",
+        "history_size",
+        "line_search_fn",
+    ];
+}
+
+/// A scalar of the algorithm: a Python float or a 0-dim tensor of the
+/// parameters' dtype (`tensor`), whose arithmetic rounds to that dtype.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct S {
+    v: f64,
+    tensor: bool,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Ctx {
+    f32: bool,
+}
+
+fn fl(v: f64) -> S {
+    S { v, tensor: false }
+}
+
+impl Ctx {
+    fn rt(self, x: f64) -> f64 {
+        if self.f32 {
+            f64::from(x as f32)
+        } else {
+            x
+        }
+    }
+    fn ten(self, v: f64) -> S {
+        S {
+            v: self.rt(v),
+            tensor: true,
+        }
+    }
+    fn bin(self, a: S, b: S, f: fn(f64, f64) -> f64) -> S {
+        if a.tensor || b.tensor {
+            self.ten(f(self.rt(a.v), self.rt(b.v)))
+        } else {
+            fl(f(a.v, b.v))
+        }
+    }
+    fn add(self, a: S, b: S) -> S {
+        self.bin(a, b, |x, y| x + y)
+    }
+    fn sub(self, a: S, b: S) -> S {
+        self.bin(a, b, |x, y| x - y)
+    }
+    fn mul(self, a: S, b: S) -> S {
+        self.bin(a, b, |x, y| x * y)
+    }
+    fn div(self, a: S, b: S) -> S {
+        if b.tensor && !a.tensor {
+            // `float / tensor` is `tensor.reciprocal() * float`.
+            let r = self.rt(1.0 / b.v);
+            self.ten(r * self.rt(a.v))
+        } else {
+            self.bin(a, b, |x, y| x / y)
+        }
+    }
+    fn cmp(self, a: S, b: S) -> (f64, f64) {
+        if a.tensor || b.tensor {
+            (self.rt(a.v), self.rt(b.v))
+        } else {
+            (a.v, b.v)
+        }
+    }
+    fn lt(self, a: S, b: S) -> bool {
+        let (x, y) = self.cmp(a, b);
+        x < y
+    }
+    fn le(self, a: S, b: S) -> bool {
+        let (x, y) = self.cmp(a, b);
+        x <= y
+    }
+    fn gt(self, a: S, b: S) -> bool {
+        let (x, y) = self.cmp(a, b);
+        x > y
+    }
+    fn ge(self, a: S, b: S) -> bool {
+        let (x, y) = self.cmp(a, b);
+        x >= y
+    }
+    fn abs(self, a: S) -> S {
+        S {
+            v: a.v.abs(),
+            tensor: a.tensor,
+        }
+    }
+    /// Python's `max(a, b)`: `a` unless `b > a`.
+    fn max2(self, a: S, b: S) -> S {
+        if self.gt(b, a) {
+            b
+        } else {
+            a
+        }
+    }
+    /// Python's `min(a, b)`: `a` unless `b < a`.
+    fn min2(self, a: S, b: S) -> S {
+        if self.lt(b, a) {
+            b
+        } else {
+            a
+        }
+    }
+
+    /// `_cubic_interpolate`.
+    #[allow(clippy::too_many_arguments)]
+    fn cubic(self, x1: S, f1: f64, g1: S, x2: S, f2: f64, g2: S, bounds: Option<(S, S)>) -> S {
+        let (xmin, xmax) = bounds.unwrap_or(if self.le(x1, x2) { (x1, x2) } else { (x2, x1) });
+        let d1 = self.sub(
+            self.add(g1, g2),
+            self.div(self.mul(fl(3.0), fl(f1 - f2)), self.sub(x1, x2)),
+        );
+        let d2_square = self.sub(self.mul(d1, d1), self.mul(g1, g2));
+        if self.ge(d2_square, fl(0.0)) {
+            let d2 = if d2_square.tensor {
+                self.ten(d2_square.v.sqrt())
+            } else {
+                fl(d2_square.v.sqrt())
+            };
+            let min_pos = if self.le(x1, x2) {
+                let num = self.sub(self.add(g2, d2), d1);
+                let den = self.add(self.sub(g2, g1), self.mul(fl(2.0), d2));
+                self.sub(x2, self.mul(self.sub(x2, x1), self.div(num, den)))
+            } else {
+                let num = self.sub(self.add(g1, d2), d1);
+                let den = self.add(self.sub(g1, g2), self.mul(fl(2.0), d2));
+                self.sub(x1, self.mul(self.sub(x1, x2), self.div(num, den)))
+            };
+            self.min2(self.max2(min_pos, xmin), xmax)
+        } else {
+            self.div(self.add(xmin, xmax), fl(2.0))
+        }
+    }
+}
+
+#[derive(Debug, Default)]
+struct LbfgsState {
+    func_evals: usize,
+    n_iter: usize,
+    d: Option<Tensor>,
+    t: Option<S>,
+    old_dirs: Vec<Tensor>,
+    old_stps: Vec<Tensor>,
+    ro: Vec<S>,
+    h_diag: Option<S>,
+    prev_flat_grad: Option<Tensor>,
+    prev_loss: Option<f64>,
+}
+
+/// `torch.optim.LBFGS` (one param group).
+#[derive(Debug)]
+pub struct Lbfgs {
+    cfg: LbfgsConfig,
+    max_eval: usize,
+    params: Vec<NamedParameter>,
+    state: LbfgsState,
+}
+
+type Closure<'a> = &'a mut dyn FnMut() -> Result<f64>;
+
+fn val(t: &Tensor) -> Result<f64> {
+    Ok(t.f_double_value(&[])?)
+}
+
+impl Lbfgs {
+    /// Validates `cfg` and creates the optimizer.
+    pub fn new(cfg: LbfgsConfig, params: Vec<NamedParameter>) -> Result<Self> {
+        cfg.validate()?;
+        if params.is_empty() {
+            return Err(Error::InvalidArgument(
+                "optimizer got an empty parameter list".into(),
+            ));
+        }
+        let refs: Vec<&NamedParameter> = params.iter().collect();
+        check_unique_names(&refs)?;
+        let max_eval = cfg.max_eval.unwrap_or(cfg.max_iter * 5 / 4);
+        Ok(Self {
+            cfg,
+            max_eval,
+            params,
+            state: LbfgsState::default(),
+        })
+    }
+
+    /// The current hyperparameters.
+    pub fn config(&self) -> &LbfgsConfig {
+        &self.cfg
+    }
+
+    fn ctx(&self) -> Ctx {
+        Ctx {
+            f32: self
+                .params
+                .first()
+                .is_some_and(|p| p.tensor.kind() != Kind::Double),
+        }
+    }
+
+    fn gather_flat_grad(&self) -> Result<Tensor> {
+        let mut views = Vec::with_capacity(self.params.len());
+        for p in &self.params {
+            if ops::has_grad(&p.tensor)? {
+                views.push(p.tensor.f_grad()?.f_reshape([-1])?);
+            } else {
+                views.push(p.tensor.f_new_zeros(
+                    [p.tensor.numel() as i64],
+                    (p.tensor.kind(), p.tensor.device()),
+                )?);
+            }
+        }
+        Ok(Tensor::f_cat(&views, 0)?)
+    }
+
+    fn add_grad(&self, step_size: f64, update: &Tensor) -> Result<()> {
+        let _guard = tch::no_grad_guard();
+        let mut offset = 0i64;
+        for p in &self.params {
+            let numel = p.tensor.numel() as i64;
+            let piece = update
+                .f_narrow(0, offset, numel)?
+                .f_reshape(p.tensor.size())?;
+            ops::add_(&p.tensor, &piece, step_size)?;
+            offset += numel;
+        }
+        Ok(())
+    }
+
+    fn clone_params(&self) -> Result<Vec<Tensor>> {
+        self.params
+            .iter()
+            .map(|p| Ok(ops::detached_clone(&p.tensor)?))
+            .collect()
+    }
+
+    fn set_params(&self, x: &[Tensor]) -> Result<()> {
+        let _guard = tch::no_grad_guard();
+        for (p, v) in self.params.iter().zip(x) {
+            p.tensor.shallow_clone().f_copy_(v)?;
+        }
+        Ok(())
+    }
+
+    fn directional_evaluate(
+        &self,
+        closure: Closure<'_>,
+        x: &[Tensor],
+        t: S,
+        d: &Tensor,
+    ) -> Result<(f64, Tensor)> {
+        self.add_grad(t.v, d)?;
+        let loss = closure()?;
+        let flat_grad = self.gather_flat_grad()?;
+        self.set_params(x)?;
+        Ok((loss, flat_grad))
+    }
+
+    /// `_strong_wolfe` with PyTorch's constants (c1 = 1e-4, c2 = 0.9,
+    /// tolerance_change = 1e-9).
+    #[allow(clippy::too_many_arguments)]
+    fn strong_wolfe(
+        &self,
+        closure: Closure<'_>,
+        x: &[Tensor],
+        mut t: S,
+        d: &Tensor,
+        f: f64,
+        g: &Tensor,
+        gtd: S,
+        max_ls: i64,
+    ) -> Result<(f64, Tensor, S, usize)> {
+        let c = self.ctx();
+        let (c1, c2, tolerance_change) = (1e-4, 0.9, 1e-9);
+        let d_norm = c.ten(val(&d.f_abs()?.f_max()?)?);
+        let g = ops::detached_clone(g)?;
+        let (mut f_new, mut g_new) = self.directional_evaluate(closure, x, t, d)?;
+        let mut ls_func_evals = 1usize;
+        let mut gtd_new = c.ten(val(&g_new.f_dot(d)?)?);
+        let (mut t_prev, mut f_prev, mut g_prev, mut gtd_prev) =
+            (fl(0.0), f, g.shallow_clone(), gtd);
+        let mut done = false;
+        let mut ls_iter = 0i64;
+        let mut bracket: Vec<S> = Vec::new();
+        let mut bracket_f: Vec<f64> = Vec::new();
+        let mut bracket_g: Vec<Tensor> = Vec::new();
+        let mut bracket_gtd: Vec<S> = Vec::new();
+        let armijo = |t: S| c.add(fl(f), c.mul(c.mul(fl(c1), t), gtd));
+        let mut broke = false;
+        while ls_iter < max_ls {
+            let armijo_fails = c.gt(fl(f_new), armijo(t)) || (ls_iter > 1 && f_new >= f_prev);
+            let wolfe = !armijo_fails && c.le(c.abs(gtd_new), c.mul(fl(-c2), gtd));
+            if wolfe {
+                bracket = vec![t];
+                bracket_f = vec![f_new];
+                bracket_g = vec![g_new.shallow_clone()];
+                done = true;
+                broke = true;
+                break;
+            }
+            if armijo_fails || c.ge(gtd_new, fl(0.0)) {
+                bracket = vec![t_prev, t];
+                bracket_f = vec![f_prev, f_new];
+                bracket_g = vec![g_prev.shallow_clone(), ops::detached_clone(&g_new)?];
+                bracket_gtd = vec![gtd_prev, gtd_new];
+                broke = true;
+                break;
+            }
+            let min_step = c.add(t, c.mul(fl(0.01), c.sub(t, t_prev)));
+            let max_step = c.mul(t, fl(10.0));
+            let tmp = t;
+            t = c.cubic(
+                t_prev,
+                f_prev,
+                gtd_prev,
+                t,
+                f_new,
+                gtd_new,
+                Some((min_step, max_step)),
+            );
+            t_prev = tmp;
+            f_prev = f_new;
+            g_prev = ops::detached_clone(&g_new)?;
+            gtd_prev = gtd_new;
+            (f_new, g_new) = self.directional_evaluate(closure, x, t, d)?;
+            ls_func_evals += 1;
+            gtd_new = c.ten(val(&g_new.f_dot(d)?)?);
+            ls_iter += 1;
+        }
+        if ls_iter == max_ls {
+            bracket = vec![fl(0.0), t];
+            bracket_f = vec![f, f_new];
+            bracket_g = vec![g.shallow_clone(), g_new.shallow_clone()];
+        } else if !broke {
+            return Err(Error::InvalidArgument(format!(
+                "LBFGS line search got a negative budget ({max_ls})"
+            )));
+        }
+        let order = |bf: &[f64]| match (bf.first(), bf.last()) {
+            (Some(a), Some(b)) if a <= b => (0usize, 1usize),
+            _ => (1, 0),
+        };
+        let (mut low, mut high) = order(&bracket_f);
+        let at = |v: &[S], i: usize| {
+            v.get(i)
+                .copied()
+                .ok_or_else(|| Error::State("LBFGS line search bracket".into()))
+        };
+        let atf = |v: &[f64], i: usize| {
+            v.get(i)
+                .copied()
+                .ok_or_else(|| Error::State("LBFGS line search bracket".into()))
+        };
+        let mut insuf_progress = false;
+        while !done && ls_iter < max_ls {
+            let (b0, b1) = (at(&bracket, 0)?, at(&bracket, 1)?);
+            if c.lt(c.mul(c.abs(c.sub(b1, b0)), d_norm), fl(tolerance_change)) {
+                break;
+            }
+            t = c.cubic(
+                b0,
+                atf(&bracket_f, 0)?,
+                at(&bracket_gtd, 0)?,
+                b1,
+                atf(&bracket_f, 1)?,
+                at(&bracket_gtd, 1)?,
+                None,
+            );
+            let (bmax, bmin) = (c.max2(b0, b1), c.min2(b0, b1));
+            let eps = c.mul(fl(0.1), c.sub(bmax, bmin));
+            if c.lt(c.min2(c.sub(bmax, t), c.sub(t, bmin)), eps) {
+                if insuf_progress || c.ge(t, bmax) || c.le(t, bmin) {
+                    t = if c.lt(c.abs(c.sub(t, bmax)), c.abs(c.sub(t, bmin))) {
+                        c.sub(bmax, eps)
+                    } else {
+                        c.add(bmin, eps)
+                    };
+                    insuf_progress = false;
+                } else {
+                    insuf_progress = true;
+                }
+            } else {
+                insuf_progress = false;
+            }
+            (f_new, g_new) = self.directional_evaluate(closure, x, t, d)?;
+            ls_func_evals += 1;
+            gtd_new = c.ten(val(&g_new.f_dot(d)?)?);
+            ls_iter += 1;
+            if c.gt(fl(f_new), armijo(t)) || f_new >= atf(&bracket_f, low)? {
+                set(&mut bracket, high, t)?;
+                set(&mut bracket_f, high, f_new)?;
+                set(&mut bracket_g, high, ops::detached_clone(&g_new)?)?;
+                set(&mut bracket_gtd, high, gtd_new)?;
+                (low, high) = order(&bracket_f);
+            } else {
+                if c.le(c.abs(gtd_new), c.mul(fl(-c2), gtd)) {
+                    done = true;
+                } else if c.ge(
+                    c.mul(gtd_new, c.sub(at(&bracket, high)?, at(&bracket, low)?)),
+                    fl(0.0),
+                ) {
+                    let (bl, bfl) = (at(&bracket, low)?, atf(&bracket_f, low)?);
+                    set(&mut bracket, high, bl)?;
+                    set(&mut bracket_f, high, bfl)?;
+                    let gl = bracket_g
+                        .get(low)
+                        .map(Tensor::shallow_clone)
+                        .ok_or_else(|| Error::State("bracket".into()))?;
+                    set(&mut bracket_g, high, gl)?;
+                    let bgl = at(&bracket_gtd, low)?;
+                    set(&mut bracket_gtd, high, bgl)?;
+                }
+                set(&mut bracket, low, t)?;
+                set(&mut bracket_f, low, f_new)?;
+                set(&mut bracket_g, low, ops::detached_clone(&g_new)?)?;
+                set(&mut bracket_gtd, low, gtd_new)?;
+            }
+        }
+        let t = at(&bracket, low)?;
+        let f_new = atf(&bracket_f, low)?;
+        let g_new = bracket_g
+            .get(low)
+            .map(Tensor::shallow_clone)
+            .ok_or_else(|| Error::State("bracket".into()))?;
+        Ok((f_new, g_new, t, ls_func_evals))
+    }
+
+    fn run(&mut self, closure: Closure<'_>) -> Result<f64> {
+        let c = self.ctx();
+        let cfg = self.cfg;
+        let orig_loss = closure()?;
+        let mut loss = orig_loss;
+        let mut current_evals = 1usize;
+        self.state.func_evals += 1;
+        let mut flat_grad = self.gather_flat_grad()?;
+        let opt_cond = c.le(
+            c.ten(val(&flat_grad.f_abs()?.f_max()?)?),
+            fl(cfg.tolerance_grad),
+        );
+        if opt_cond {
+            return Ok(orig_loss);
+        }
+        let mut st = std::mem::take(&mut self.state);
+        let result = (|| -> Result<()> {
+            let mut n_iter = 0usize;
+            while n_iter < cfg.max_iter {
+                n_iter += 1;
+                st.n_iter += 1;
+                let d = if st.n_iter == 1 {
+                    st.old_dirs.clear();
+                    st.old_stps.clear();
+                    st.ro.clear();
+                    st.h_diag = Some(fl(1.0));
+                    flat_grad.f_neg()?
+                } else {
+                    let (Some(prev), Some(d), Some(t)) = (&st.prev_flat_grad, &st.d, st.t) else {
+                        return Err(Error::State(
+                            "LBFGS state lost its previous direction".into(),
+                        ));
+                    };
+                    let y = flat_grad.f_sub(prev)?;
+                    let s = d.f_mul_scalar(t.v)?;
+                    let ys = c.ten(val(&y.f_dot(&s)?)?);
+                    if c.gt(ys, fl(1e-10)) {
+                        if st.old_dirs.len() == cfg.history_size && !st.old_dirs.is_empty() {
+                            let _ = st.old_dirs.remove(0);
+                            let _ = st.old_stps.remove(0);
+                            st.ro.remove(0);
+                        }
+                        let yy = c.ten(val(&y.f_dot(&y)?)?);
+                        st.old_dirs.push(y);
+                        st.old_stps.push(s);
+                        st.ro.push(c.div(fl(1.0), ys));
+                        st.h_diag = Some(c.div(ys, yy));
+                    }
+                    let num_old = st.old_dirs.len();
+                    let mut al = vec![fl(0.0); num_old];
+                    let q = flat_grad.f_neg()?;
+                    for i in (0..num_old).rev() {
+                        let (Some(stp), Some(dir), Some(ro), Some(a)) = (
+                            st.old_stps.get(i),
+                            st.old_dirs.get(i),
+                            st.ro.get(i).copied(),
+                            al.get_mut(i),
+                        ) else {
+                            continue;
+                        };
+                        *a = c.mul(c.ten(val(&stp.f_dot(&q)?)?), ro);
+                        ops::add_(&q, dir, -a.v)?;
+                    }
+                    let h = st.h_diag.unwrap_or(fl(1.0));
+                    let r = q.f_mul_scalar(h.v)?;
+                    for i in 0..num_old {
+                        let (Some(stp), Some(dir), Some(ro), Some(a)) = (
+                            st.old_stps.get(i),
+                            st.old_dirs.get(i),
+                            st.ro.get(i).copied(),
+                            al.get(i).copied(),
+                        ) else {
+                            continue;
+                        };
+                        let be_i = c.mul(c.ten(val(&dir.f_dot(&r)?)?), ro);
+                        ops::add_(&r, stp, c.sub(a, be_i).v)?;
+                    }
+                    r
+                };
+                match &st.prev_flat_grad {
+                    Some(p) => {
+                        p.shallow_clone().f_copy_(&flat_grad)?;
+                    }
+                    None => st.prev_flat_grad = Some(ops::detached_clone(&flat_grad)?),
+                }
+                let prev_loss = loss;
+                st.prev_loss = Some(prev_loss);
+                let mut t = if st.n_iter == 1 {
+                    let inv = c.div(
+                        fl(1.0),
+                        c.ten(val(&flat_grad.f_abs()?.f_sum(flat_grad.kind())?)?),
+                    );
+                    c.mul(c.min2(fl(1.0), inv), fl(cfg.lr))
+                } else {
+                    fl(cfg.lr)
+                };
+                st.d = Some(d.shallow_clone());
+                st.t = Some(t);
+                let gtd = c.ten(val(&flat_grad.f_dot(&d)?)?);
+                if c.gt(gtd, fl(-cfg.tolerance_change)) {
+                    break;
+                }
+                let mut ls_func_evals = 0usize;
+                let mut opt_cond = false;
+                match cfg.line_search_fn {
+                    LineSearch::StrongWolfe => {
+                        let x_init = self.clone_params()?;
+                        let max_ls = self.max_eval as i64 - current_evals as i64;
+                        let (l, g, t_new, evals) = self.strong_wolfe(
+                            &mut *closure,
+                            &x_init,
+                            t,
+                            &d,
+                            loss,
+                            &flat_grad,
+                            gtd,
+                            max_ls,
+                        )?;
+                        loss = l;
+                        flat_grad = g;
+                        t = t_new;
+                        st.t = Some(t);
+                        ls_func_evals = evals;
+                        self.add_grad(t.v, &d)?;
+                        opt_cond = c.le(
+                            c.ten(val(&flat_grad.f_abs()?.f_max()?)?),
+                            fl(cfg.tolerance_grad),
+                        );
+                    }
+                    LineSearch::None => {
+                        self.add_grad(t.v, &d)?;
+                        if n_iter != cfg.max_iter {
+                            loss = closure()?;
+                            flat_grad = self.gather_flat_grad()?;
+                            opt_cond = c.le(
+                                c.ten(val(&flat_grad.f_abs()?.f_max()?)?),
+                                fl(cfg.tolerance_grad),
+                            );
+                            ls_func_evals = 1;
+                        }
+                    }
+                }
+                current_evals += ls_func_evals;
+                st.func_evals += ls_func_evals;
+                if n_iter == cfg.max_iter || current_evals >= self.max_eval || opt_cond {
+                    break;
+                }
+                if c.le(
+                    c.ten(val(&d.f_mul_scalar(t.v)?.f_abs()?.f_max()?)?),
+                    fl(cfg.tolerance_change),
+                ) {
+                    break;
+                }
+                if (loss - prev_loss).abs() < cfg.tolerance_change {
+                    break;
+                }
+            }
+            Ok(())
+        })();
+        self.state = st;
+        result.map(|()| orig_loss)
+    }
+}
+
+fn set<T>(v: &mut [T], i: usize, x: T) -> Result<()> {
+    match v.get_mut(i) {
+        Some(slot) => {
+            *slot = x;
+            Ok(())
+        }
+        None => Err(Error::State("LBFGS line search bracket".into())),
+    }
+}
+
+fn s_json(s: S) -> Value {
+    json!({ "value": s.v, "tensor": s.tensor })
+}
+
+fn s_from(v: &Value) -> Option<S> {
+    Some(S {
+        v: v.get("value")?.as_f64()?,
+        tensor: v.get("tensor")?.as_bool()?,
+    })
+}
+
+impl Optimizer for Lbfgs {
+    fn name(&self) -> &str {
+        "lbfgs"
+    }
+
+    fn step(&mut self) -> Result<()> {
+        Err(Error::InvalidArgument(
+            "LBFGS needs a closure that re-evaluates the model: call step_with_closure".into(),
+        ))
+    }
+
+    fn step_with_closure(&mut self, closure: &mut dyn FnMut() -> Result<f64>) -> Result<f64> {
+        self.run(closure)
+    }
+
+    fn num_groups(&self) -> usize {
+        1
+    }
+
+    fn group_params(&self, group: usize) -> &[NamedParameter] {
+        if group == 0 {
+            &self.params
+        } else {
+            &[]
+        }
+    }
+
+    fn hyperparameter(&self, group: usize, name: &str) -> Option<f64> {
+        if group != 0 {
+            return None;
+        }
+        let c = &self.cfg;
+        Some(match name {
+            "lr" => c.lr,
+            "max_iter" => c.max_iter as f64,
+            "max_eval" => self.max_eval as f64,
+            "tolerance_grad" => c.tolerance_grad,
+            "tolerance_change" => c.tolerance_change,
+            "history_size" => c.history_size as f64,
+            "line_search_fn" => f64::from(u8::from(c.line_search_fn == LineSearch::StrongWolfe)),
+            _ => return None,
+        })
+    }
+
+    fn set_hyperparameter(&mut self, group: usize, name: &str, value: f64) -> Result<()> {
+        crate::optimizer::check_group(group, 1)?;
+        let mut next = self.cfg;
+        let mut max_eval = self.max_eval;
+        let count = |v: f64| {
+            if v >= 0.0 && v.fract() == 0.0 && v.is_finite() {
+                Ok(v as usize)
+            } else {
+                Err(Error::InvalidHyperparameter(format!(
+                    "lbfgs: {name} must be a non-negative integer, got {}",
+                    py_float(v)
+                )))
+            }
+        };
+        match name {
+            "lr" => next.lr = value,
+            "max_iter" => next.max_iter = count(value)?,
+            "max_eval" => max_eval = count(value)?,
+            "tolerance_grad" => next.tolerance_grad = value,
+            "tolerance_change" => next.tolerance_change = value,
+            "history_size" => next.history_size = count(value)?,
+            "line_search_fn" => {
+                next.line_search_fn = if value != 0.0 {
+                    LineSearch::StrongWolfe
+                } else {
+                    LineSearch::None
+                }
+            }
+            _ => {
+                return Err(Error::InvalidArgument(format!(
+                    "lbfgs has no hyperparameter '{name}' (it has {})",
+                    LbfgsConfig::NAMES.join(", ")
+                )))
+            }
+        }
+        next.validate()?;
+        next.max_eval = Some(max_eval);
+        self.cfg = next;
+        self.max_eval = max_eval;
+        Ok(())
+    }
+
+    /// LBFGS's state is over the flattened parameters, not per parameter:
+    /// tensors are `lbfgs.d`, `lbfgs.prev_flat_grad`, `lbfgs.old_dirs.NNNN`,
+    /// `lbfgs.old_stps.NNNN`; the parameter names and sizes are checked on load.
+    fn state_dict(&self) -> Result<OptimizerState> {
+        let st = &self.state;
+        let mut tensors = Vec::new();
+        if let Some(d) = &st.d {
+            tensors.push(("lbfgs.d".to_string(), d.shallow_clone()));
+        }
+        if let Some(p) = &st.prev_flat_grad {
+            tensors.push(("lbfgs.prev_flat_grad".to_string(), p.shallow_clone()));
+        }
+        for (i, (y, s)) in st.old_dirs.iter().zip(&st.old_stps).enumerate() {
+            tensors.push((format!("lbfgs.old_dirs.{i:06}"), y.shallow_clone()));
+            tensors.push((format!("lbfgs.old_stps.{i:06}"), s.shallow_clone()));
+        }
+        tensors.sort_by(|a, b| a.0.cmp(&b.0));
+        let params: Vec<Value> = self
+            .params
+            .iter()
+            .map(|p| json!([p.name, p.tensor.size()]))
+            .collect();
+        let mut cfg = self.cfg;
+        cfg.max_eval = Some(self.max_eval);
+        let scalars = json!({
+            "optimizer": "lbfgs",
+            "param_groups": [cfg],
+            "params": params,
+            "state": {
+                "func_evals": st.func_evals,
+                "n_iter": st.n_iter,
+                "t": st.t.map(s_json),
+                "ro": st.ro.iter().map(|r| s_json(*r)).collect::<Vec<_>>(),
+                "H_diag": st.h_diag.map(s_json),
+                "prev_loss": st.prev_loss,
+                "history": st.old_dirs.len(),
+            }
+        });
+        Ok(OptimizerState { tensors, scalars })
+    }
+
+    fn load_state_dict(&mut self, saved: &OptimizerState) -> Result<()> {
+        let s = &saved.scalars;
+        let kind = s
+            .get("optimizer")
+            .and_then(Value::as_str)
+            .unwrap_or("nothing known");
+        if kind != "lbfgs" {
+            return Err(Error::State(format!(
+                "it was saved by {kind}, not by lbfgs"
+            )));
+        }
+        let ours: Vec<Value> = self
+            .params
+            .iter()
+            .map(|p| json!([p.name, p.tensor.size()]))
+            .collect();
+        if s.get("params").and_then(Value::as_array) != Some(&ours) {
+            return Err(Error::State(format!(
+                "it is for parameters {} but this optimizer has {}",
+                s.get("params").cloned().unwrap_or(Value::Null),
+                Value::Array(ours)
+            )));
+        }
+        let cfg: LbfgsConfig = s
+            .get("param_groups")
+            .and_then(Value::as_array)
+            .and_then(|g| g.first())
+            .cloned()
+            .ok_or_else(|| Error::State("it has no param group".into()))
+            .and_then(|g| {
+                serde_json::from_value(g)
+                    .map_err(|e| Error::State(format!("lbfgs hyperparameters: {e}")))
+            })?;
+        cfg.validate()?;
+        let st = s.get("state").cloned().unwrap_or(Value::Null);
+        let numel: i64 = self.params.iter().map(|p| p.tensor.numel() as i64).sum();
+        let (device, kind) = match self.params.first() {
+            Some(p) => (p.tensor.device(), p.tensor.kind()),
+            None => return Err(Error::State("no parameters".into())),
+        };
+        let mut used = 0usize;
+        let mut take = |key: &str| -> Result<Option<Tensor>> {
+            let Some((_, t)) = saved.tensors.iter().find(|(k, _)| k == key) else {
+                return Ok(None);
+            };
+            if t.size() != [numel] {
+                return Err(Error::State(format!(
+                    "'{key}' has shape {:?} but the parameters have {numel} values",
+                    t.size()
+                )));
+            }
+            used += 1;
+            Ok(Some(ops::detached_clone(
+                &t.f_to_device(device)?.f_to_kind(kind)?,
+            )?))
+        };
+        let history = st.get("history").and_then(Value::as_u64).unwrap_or(0) as usize;
+        let mut new = LbfgsState {
+            func_evals: st.get("func_evals").and_then(Value::as_u64).unwrap_or(0) as usize,
+            n_iter: st.get("n_iter").and_then(Value::as_u64).unwrap_or(0) as usize,
+            d: take("lbfgs.d")?,
+            t: st.get("t").and_then(s_from),
+            prev_flat_grad: take("lbfgs.prev_flat_grad")?,
+            ro: st
+                .get("ro")
+                .and_then(Value::as_array)
+                .map(|a| a.iter().filter_map(s_from).collect())
+                .unwrap_or_default(),
+            h_diag: st.get("H_diag").and_then(s_from),
+            prev_loss: st.get("prev_loss").and_then(Value::as_f64),
+            ..LbfgsState::default()
+        };
+        for i in 0..history {
+            let y = take(&format!("lbfgs.old_dirs.{i:06}"))?;
+            let s = take(&format!("lbfgs.old_stps.{i:06}"))?;
+            match (y, s) {
+                (Some(y), Some(s)) => {
+                    new.old_dirs.push(y);
+                    new.old_stps.push(s);
+                }
+                _ => return Err(Error::State(format!("history pair {i} is missing"))),
+            }
+        }
+        if new.ro.len() != history {
+            return Err(Error::State("ro does not match the history".into()));
+        }
+        if used != saved.tensors.len() {
+            return Err(Error::State("it has tensors LBFGS does not know".into()));
+        }
+        self.max_eval = cfg.max_eval.unwrap_or(cfg.max_iter * 5 / 4);
+        self.cfg = cfg;
+        self.state = new;
+        Ok(())
+    }
+}
+
+/// Reads LBFGS options from a spec (`line_search_fn=strong_wolfe|none`).
+pub fn config_from_spec(spec: &mut Spec) -> Result<LbfgsConfig> {
+    let mut cfg = LbfgsConfig::default();
+    let count = |v: Option<i64>, name: &str| -> Result<Option<usize>> {
+        v.map(|v| {
+            usize::try_from(v)
+                .map_err(|_| Error::InvalidHyperparameter(format!("lbfgs: {name} must be >= 0")))
+        })
+        .transpose()
+    };
+    if let Some(v) = spec.f64("lr")? {
+        cfg.lr = v;
+    }
+    if let Some(v) = count(spec.i64("max_iter")?, "max_iter")? {
+        cfg.max_iter = v;
+    }
+    cfg.max_eval = count(spec.i64("max_eval")?, "max_eval")?;
+    if let Some(v) = spec.f64("tolerance_grad")? {
+        cfg.tolerance_grad = v;
+    }
+    if let Some(v) = spec.f64("tolerance_change")? {
+        cfg.tolerance_change = v;
+    }
+    if let Some(v) = count(spec.i64("history_size")?, "history_size")? {
+        cfg.history_size = v;
+    }
+    if let Some(v) = spec.choice("line_search_fn", &["strong_wolfe", "none"])? {
+        cfg.line_search_fn = if v == "strong_wolfe" {
+            LineSearch::StrongWolfe
+        } else {
+            LineSearch::None
+        };
+    }
+    spec.finish(LbfgsConfig::NAMES)?;
+    cfg.validate()?;
+    Ok(cfg)
+}
+
+pub(crate) fn register(r: &mut OptimizerRegistry) {
+    r.register(
+        "lbfgs",
+        "lr=1.0,max_iter=20,max_eval=max_iter*5/4,tolerance_grad=1e-07,tolerance_change=1e-09,history_size=100,line_search_fn=none|strong_wolfe",
+        Box::new(|spec, params, overrides| {
+            if !overrides.is_empty() {
+                return Err(Error::InvalidArgument(
+                    "LBFGS doesn't support per-parameter options (parameter groups)".into(),
+                ));
+            }
+            Ok(Box::new(Lbfgs::new(config_from_spec(spec)?, params)?) as Box<dyn Optimizer>)
+        }),
+    );
+}

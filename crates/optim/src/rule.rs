@@ -1,0 +1,540 @@
+//! The generic optimizer: param groups, state keyed by parameter name,
+//! gradient-less parameters skipped, state (de)serialisation. Each concrete
+//! optimizer only provides a [`Rule`]: its hyperparameter table, its checks
+//! and its per-tensor update function.
+use crate::optimizer::{check_group, check_unique_names};
+use crate::{Error, NamedParameter, Optimizer, OptimizerState, Result};
+use kiln_tensor::{ops, tch, Kind, Tensor};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use serde_json::{json, Map, Value};
+
+/// Per-parameter optimizer state: the step counter, named buffers
+/// (`exp_avg`, `momentum_buffer`…) and named scalars (`mu_product`, `eta`…).
+///
+/// Buffers and scalars keep insertion order; nothing here is a hash map.
+#[derive(Debug, Default)]
+pub struct ParamState {
+    /// Number of steps taken (PyTorch's `state["step"]`).
+    pub step: f64,
+    buffers: Vec<(String, Tensor)>,
+    values: Vec<(String, f64)>,
+    /// A float32 0-dim copy of `step` for libtorch's fused kernels, with the
+    /// step it was last synchronised at.
+    pub(crate) step_tensor: Option<(f64, Tensor)>,
+}
+
+impl ParamState {
+    /// A buffer (a handle sharing storage), if it exists.
+    pub fn buffer(&self, name: &str) -> Option<Tensor> {
+        self.buffers
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, t)| t.shallow_clone())
+    }
+
+    /// A buffer, created by `init` if it does not exist yet.
+    pub fn buffer_or_init(
+        &mut self,
+        name: &str,
+        init: impl FnOnce() -> Result<Tensor>,
+    ) -> Result<Tensor> {
+        if let Some(t) = self.buffer(name) {
+            return Ok(t);
+        }
+        let t = init()?;
+        self.buffers.push((name.to_string(), t.shallow_clone()));
+        Ok(t)
+    }
+
+    /// Sets (or replaces) a buffer.
+    pub fn set_buffer(&mut self, name: &str, tensor: Tensor) {
+        match self.buffers.iter_mut().find(|(k, _)| k == name) {
+            Some((_, t)) => *t = tensor,
+            None => self.buffers.push((name.to_string(), tensor)),
+        }
+    }
+
+    /// A named scalar, if set.
+    pub fn value(&self, name: &str) -> Option<f64> {
+        self.values.iter().find(|(k, _)| k == name).map(|(_, v)| *v)
+    }
+
+    /// Sets (or replaces) a named scalar.
+    pub fn set_value(&mut self, name: &str, value: f64) {
+        match self.values.iter_mut().find(|(k, _)| k == name) {
+            Some((_, v)) => *v = value,
+            None => self.values.push((name.to_string(), value)),
+        }
+    }
+
+    /// Buffer names, in creation order.
+    pub fn buffer_names(&self) -> impl Iterator<Item = &str> {
+        self.buffers.iter().map(|(k, _)| k.as_str())
+    }
+}
+
+/// One parameter handed to [`Rule::update_group`].
+#[derive(Debug)]
+pub struct Item<'a> {
+    /// The parameter.
+    pub param: &'a Tensor,
+    /// Its gradient.
+    pub grad: Tensor,
+    /// Its state (fresh on the first step).
+    pub state: &'a mut ParamState,
+}
+
+/// An optimizer's update rule and hyperparameter table: what a concrete
+/// optimizer writes; [`Grouped`] does the rest.
+pub trait Rule: Clone + std::fmt::Debug + Serialize + DeserializeOwned + Send + 'static {
+    /// The name in spec strings and state dicts (`adam`).
+    const NAME: &'static str;
+    /// The hyperparameter names [`Rule::get`] and [`Rule::set`] accept.
+    const HYPERPARAMETERS: &'static [&'static str];
+
+    /// PyTorch's constructor checks, with PyTorch's messages.
+    fn validate(&self) -> Result<()>;
+
+    /// A hyperparameter by PyTorch name (booleans as 0/1, `betas.0`…).
+    fn get(&self, name: &str) -> Option<f64>;
+
+    /// Sets a hyperparameter without validating; `false` if the name is unknown.
+    fn set(&mut self, name: &str, value: f64) -> bool;
+
+    /// One update of one parameter from its gradient (PyTorch's
+    /// single-tensor path, operation for operation).
+    fn update(&self, param: &Tensor, grad: &Tensor, state: &mut ParamState) -> Result<()>;
+
+    /// Updates all parameters of a group that have gradients. The default
+    /// calls [`Rule::update`] on each in order; fused fast paths override it.
+    fn update_group(&self, items: &mut [Item<'_>]) -> Result<()> {
+        for item in items.iter_mut() {
+            self.update(item.param, &item.grad, item.state)?;
+        }
+        Ok(())
+    }
+
+    /// Checks that this rule can optimize `param` (Muon: 2-D only).
+    fn check_param(&self, _param: &NamedParameter) -> Result<()> {
+        Ok(())
+    }
+
+    /// The shape buffer `buffer` has for `param` (the parameter's, by default).
+    fn buffer_shape(&self, _buffer: &str, param: &Tensor) -> Vec<i64> {
+        param.size()
+    }
+}
+
+/// Defines [`Rule::HYPERPARAMETERS`], [`Rule::get`] and [`Rule::set`] from a
+/// table `"name" => field: kind` where kind is `f64`, `bool` or `usize`.
+#[macro_export]
+#[doc(hidden)]
+macro_rules! hyperparameter_table {
+    ($($name:literal => $field:ident $(. $idx:tt)? : $kind:ident),* $(,)?) => {
+        const HYPERPARAMETERS: &'static [&'static str] = &[$($name),*];
+        fn get(&self, name: &str) -> Option<f64> {
+            match name {
+                $($name => Some($crate::hyperparameter_table!(@get $kind, self.$field $(.$idx)?)),)*
+                _ => None,
+            }
+        }
+        fn set(&mut self, name: &str, value: f64) -> bool {
+            match name {
+                $($name => { $crate::hyperparameter_table!(@set $kind, self.$field $(.$idx)?, value); true })*
+                _ => false,
+            }
+        }
+    };
+    (@get f64, $e:expr) => { $e };
+    (@get bool, $e:expr) => { if $e { 1.0 } else { 0.0 } };
+    (@get usize, $e:expr) => { $e as f64 };
+    (@set f64, $e:expr, $v:expr) => { $e = $v };
+    (@set bool, $e:expr, $v:expr) => { $e = $v != 0.0 };
+    (@set usize, $e:expr, $v:expr) => { $e = if $v >= 0.0 && $v.is_finite() { $v as usize } else { usize::MAX } };
+}
+
+/// A param group: parameters sharing hyperparameters.
+#[derive(Debug)]
+pub struct ParamGroup<C> {
+    /// The group's hyperparameters.
+    pub config: C,
+    /// The group's parameters.
+    pub params: Vec<NamedParameter>,
+}
+
+/// Hyperparameter overrides for the parameters whose names match a pattern
+/// (`*.bias` → `weight_decay=0`); see [`Grouped::with_overrides`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct GroupOverride {
+    /// Glob patterns over parameter names (`*` any run, `?` one character).
+    pub patterns: Vec<String>,
+    /// Hyperparameters (PyTorch names) and their values in this group.
+    pub hyperparameters: Vec<(String, f64)>,
+}
+
+/// Whether `name` matches the glob `pattern` (`*` any run of characters,
+/// including dots; `?` exactly one character).
+pub fn glob_match(pattern: &str, name: &str) -> bool {
+    let (p, n): (Vec<char>, Vec<char>) = (pattern.chars().collect(), name.chars().collect());
+    let (mut pi, mut ni) = (0usize, 0usize);
+    let mut star: Option<(usize, usize)> = None;
+    while ni < n.len() {
+        match p.get(pi) {
+            Some('*') => {
+                star = Some((pi, ni));
+                pi += 1;
+            }
+            Some(&c) if c == '?' || Some(&c) == n.get(ni) => {
+                pi += 1;
+                ni += 1;
+            }
+            _ => match star {
+                Some((sp, sn)) => {
+                    pi = sp + 1;
+                    ni = sn + 1;
+                    star = Some((sp, sn + 1));
+                }
+                None => return false,
+            },
+        }
+    }
+    p.get(pi..)
+        .is_some_and(|rest| rest.iter().all(|&c| c == '*'))
+}
+
+/// A torch.optim optimizer made of a [`Rule`]: param groups, per-parameter
+/// state keyed by name, and the [`Optimizer`] trait.
+#[derive(Debug)]
+pub struct Grouped<C: Rule> {
+    groups: Vec<ParamGroup<C>>,
+    states: Vec<Vec<Option<ParamState>>>,
+}
+
+impl<C: Rule> Grouped<C> {
+    /// One param group with hyperparameters `config`.
+    pub fn new(config: C, params: Vec<NamedParameter>) -> Result<Self> {
+        Self::with_groups(vec![ParamGroup { config, params }])
+    }
+
+    /// Several param groups, each with its own hyperparameters.
+    pub fn with_groups(groups: Vec<ParamGroup<C>>) -> Result<Self> {
+        if groups.iter().all(|g| g.params.is_empty()) {
+            return Err(Error::InvalidArgument(
+                "optimizer got an empty parameter list".into(),
+            ));
+        }
+        let all: Vec<&NamedParameter> = groups.iter().flat_map(|g| g.params.iter()).collect();
+        check_unique_names(&all)?;
+        for g in &groups {
+            g.config.validate()?;
+            for p in &g.params {
+                g.config.check_param(p)?;
+            }
+        }
+        let states = groups
+            .iter()
+            .map(|g| g.params.iter().map(|_| None).collect())
+            .collect();
+        Ok(Self { groups, states })
+    }
+
+    /// Groups by name patterns: group 0 holds the parameters no override
+    /// matches, with `config`; group `i + 1` holds those whose name matches
+    /// `overrides[i]` (the first matching override wins), with `config`
+    /// changed by that override. Parameter order within a group is kept.
+    pub fn with_overrides(
+        config: C,
+        params: Vec<NamedParameter>,
+        overrides: &[GroupOverride],
+    ) -> Result<Self> {
+        let mut groups = vec![ParamGroup {
+            config: config.clone(),
+            params: Vec::new(),
+        }];
+        for o in overrides {
+            let mut cfg = config.clone();
+            for (name, value) in &o.hyperparameters {
+                set_checked(&mut cfg, name, *value)?;
+            }
+            groups.push(ParamGroup {
+                config: cfg,
+                params: Vec::new(),
+            });
+        }
+        for p in params {
+            let slot = overrides
+                .iter()
+                .position(|o| o.patterns.iter().any(|pat| glob_match(pat, &p.name)))
+                .map_or(0, |i| i + 1);
+            if let Some(g) = groups.get_mut(slot) {
+                g.params.push(p);
+            }
+        }
+        Self::with_groups(groups)
+    }
+
+    /// The param groups.
+    pub fn groups(&self) -> &[ParamGroup<C>] {
+        &self.groups
+    }
+
+    /// The hyperparameters of group `group`.
+    pub fn config(&self, group: usize) -> Option<&C> {
+        self.groups.get(group).map(|g| &g.config)
+    }
+
+    /// The state of a parameter by name (`None` before its first step).
+    pub fn param_state(&self, name: &str) -> Option<&ParamState> {
+        self.groups.iter().zip(&self.states).find_map(|(g, s)| {
+            g.params
+                .iter()
+                .position(|p| p.name == name)
+                .and_then(|i| s.get(i))
+                .and_then(Option::as_ref)
+        })
+    }
+}
+
+fn set_checked<C: Rule>(cfg: &mut C, name: &str, value: f64) -> Result<()> {
+    let mut next = cfg.clone();
+    if !next.set(name, value) {
+        return Err(Error::InvalidArgument(format!(
+            "{} has no hyperparameter '{name}' (it has {})",
+            C::NAME,
+            C::HYPERPARAMETERS.join(", ")
+        )));
+    }
+    next.validate()?;
+    *cfg = next;
+    Ok(())
+}
+
+fn number(v: f64) -> Value {
+    serde_json::Number::from_f64(v).map_or(Value::Null, Value::Number)
+}
+
+impl<C: Rule> Optimizer for Grouped<C> {
+    fn name(&self) -> &str {
+        C::NAME
+    }
+
+    fn step(&mut self) -> Result<()> {
+        tch::no_grad(|| {
+            for (group, states) in self.groups.iter().zip(self.states.iter_mut()) {
+                let mut items = Vec::with_capacity(group.params.len());
+                for (p, st) in group.params.iter().zip(states.iter_mut()) {
+                    if !ops::has_grad(&p.tensor)? {
+                        continue;
+                    }
+                    let grad = p.tensor.f_grad()?;
+                    items.push(Item {
+                        param: &p.tensor,
+                        grad,
+                        state: st.get_or_insert_with(ParamState::default),
+                    });
+                }
+                if !items.is_empty() {
+                    group.config.update_group(&mut items)?;
+                }
+            }
+            Ok(())
+        })
+    }
+
+    fn num_groups(&self) -> usize {
+        self.groups.len()
+    }
+
+    fn group_params(&self, group: usize) -> &[NamedParameter] {
+        self.groups.get(group).map_or(&[], |g| g.params.as_slice())
+    }
+
+    fn hyperparameter(&self, group: usize, name: &str) -> Option<f64> {
+        self.groups.get(group).and_then(|g| g.config.get(name))
+    }
+
+    fn set_hyperparameter(&mut self, group: usize, name: &str, value: f64) -> Result<()> {
+        check_group(group, self.groups.len())?;
+        match self.groups.get_mut(group) {
+            Some(g) => set_checked(&mut g.config, name, value),
+            None => Ok(()),
+        }
+    }
+
+    fn state_dict(&self) -> Result<OptimizerState> {
+        let mut tensors = Vec::new();
+        let mut state = Map::new();
+        let mut groups = Vec::with_capacity(self.groups.len());
+        for (group, states) in self.groups.iter().zip(&self.states) {
+            let mut g = serde_json::to_value(&group.config)
+                .map_err(|e| Error::State(format!("cannot serialise hyperparameters: {e}")))?;
+            let names: Vec<&str> = group.params.iter().map(|p| p.name.as_str()).collect();
+            if let Value::Object(m) = &mut g {
+                m.insert("params".into(), json!(names));
+            }
+            groups.push(g);
+            for (p, st) in group.params.iter().zip(states) {
+                let Some(st) = st else { continue };
+                for (b, t) in &st.buffers {
+                    tensors.push((format!("{}.{b}", p.name), t.shallow_clone()));
+                }
+                let values: Map<String, Value> = st
+                    .values
+                    .iter()
+                    .map(|(k, v)| (k.clone(), number(*v)))
+                    .collect();
+                let buffers: Vec<&str> = st.buffer_names().collect();
+                state.insert(
+                    p.name.clone(),
+                    json!({ "step": number(st.step), "buffers": buffers, "values": values }),
+                );
+            }
+        }
+        tensors.sort_by(|a, b| a.0.cmp(&b.0));
+        let scalars = json!({ "optimizer": C::NAME, "param_groups": groups, "state": state });
+        Ok(OptimizerState { tensors, scalars })
+    }
+
+    fn load_state_dict(&mut self, saved: &OptimizerState) -> Result<()> {
+        let s = &saved.scalars;
+        let kind = s
+            .get("optimizer")
+            .and_then(Value::as_str)
+            .unwrap_or("nothing known");
+        if kind != C::NAME {
+            return Err(Error::State(format!(
+                "it was saved by {kind}, not by {}",
+                C::NAME
+            )));
+        }
+        let groups = s
+            .get("param_groups")
+            .and_then(Value::as_array)
+            .ok_or_else(|| Error::State("it has no param_groups".into()))?;
+        if groups.len() != self.groups.len() {
+            return Err(Error::State(format!(
+                "it has {} param groups but this optimizer has {}",
+                groups.len(),
+                self.groups.len()
+            )));
+        }
+        let empty = Map::new();
+        let state = s.get("state").and_then(Value::as_object).unwrap_or(&empty);
+        let mut configs = Vec::with_capacity(groups.len());
+        let mut new_states = Vec::with_capacity(groups.len());
+        let mut used = vec![false; saved.tensors.len()];
+        for (gi, (saved_group, group)) in groups.iter().zip(&self.groups).enumerate() {
+            let names: Vec<&str> = saved_group
+                .get("params")
+                .and_then(Value::as_array)
+                .map(|a| a.iter().filter_map(Value::as_str).collect())
+                .unwrap_or_default();
+            let ours: Vec<&str> = group.params.iter().map(|p| p.name.as_str()).collect();
+            if names != ours {
+                return Err(Error::State(format!(
+                    "param group {gi} holds parameters {names:?} but this optimizer's holds {ours:?}"
+                )));
+            }
+            let cfg: C = serde_json::from_value(saved_group.clone())
+                .map_err(|e| Error::State(format!("hyperparameters of param group {gi}: {e}")))?;
+            cfg.validate()?;
+            let mut states = Vec::with_capacity(group.params.len());
+            for p in &group.params {
+                let Some(entry) = state.get(&p.name) else {
+                    states.push(None);
+                    continue;
+                };
+                let mut st = ParamState {
+                    step: entry.get("step").and_then(Value::as_f64).ok_or_else(|| {
+                        Error::State(format!("the state of '{}' has no step", p.name))
+                    })?,
+                    ..ParamState::default()
+                };
+                if let Some(values) = entry.get("values").and_then(Value::as_object) {
+                    for (k, v) in values {
+                        let v = v.as_f64().ok_or_else(|| {
+                            Error::State(format!("'{}' value '{k}' is not a number", p.name))
+                        })?;
+                        st.values.push((k.clone(), v));
+                    }
+                }
+                let buffers = entry
+                    .get("buffers")
+                    .and_then(Value::as_array)
+                    .cloned()
+                    .unwrap_or_default();
+                for b in buffers.iter().filter_map(Value::as_str) {
+                    let key = format!("{}.{b}", p.name);
+                    let Some(i) = saved.tensors.iter().position(|(k, _)| *k == key) else {
+                        return Err(Error::State(format!("the tensor '{key}' is missing")));
+                    };
+                    let t = saved
+                        .tensors
+                        .get(i)
+                        .map(|(_, t)| t)
+                        .ok_or_else(|| Error::State(key.clone()))?;
+                    let want = cfg.buffer_shape(b, &p.tensor);
+                    if t.size() != want {
+                        return Err(Error::State(format!(
+                            "'{key}' has shape {:?} but this optimizer needs {want:?}",
+                            t.size()
+                        )));
+                    }
+                    if let Some(u) = used.get_mut(i) {
+                        *u = true;
+                    }
+                    let kind = if t.is_floating_point() {
+                        p.tensor.kind()
+                    } else {
+                        t.kind()
+                    };
+                    let t =
+                        ops::detached_clone(&t.f_to_device(p.tensor.device())?.f_to_kind(kind)?)?;
+                    st.buffers.push((b.to_string(), t));
+                }
+                states.push(Some(st));
+            }
+            configs.push(cfg);
+            new_states.push(states);
+        }
+        if let Some(name) = state.keys().find(|k| {
+            !self
+                .groups
+                .iter()
+                .any(|g| g.params.iter().any(|p| &p.name == *k))
+        }) {
+            return Err(Error::State(format!(
+                "it has state for '{name}', which names no parameter of this optimizer"
+            )));
+        }
+        if let Some((key, _)) = saved
+            .tensors
+            .iter()
+            .zip(&used)
+            .find(|(_, u)| !**u)
+            .map(|(t, _)| t)
+        {
+            return Err(Error::State(format!(
+                "the tensor '{key}' belongs to no parameter's state"
+            )));
+        }
+        for (g, cfg) in self.groups.iter_mut().zip(configs) {
+            g.config = cfg;
+        }
+        self.states = new_states;
+        Ok(())
+    }
+}
+
+/// The dtype PyTorch keeps 0-dim optimizer scalars in (`_get_scalar_dtype()`):
+/// float64 when the parameters are float64, else float32. kiln follows the
+/// parameter's dtype where PyTorch follows the global default dtype; they
+/// agree whenever the model's dtype is the default dtype.
+pub(crate) fn round_scalar(param: &Tensor, v: f64) -> f64 {
+    if param.kind() == Kind::Double {
+        v
+    } else {
+        f64::from(v as f32)
+    }
+}

@@ -1,0 +1,263 @@
+//! Runs survive SIGKILL: kill a run mid-epoch, resume it, and it ends with
+//! exactly the parameters, optimizer state and log of a run never stopped.
+mod common;
+
+use common::{data_dir, kiln, temp_dir, text};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+const EPOCHS: &str = "3";
+
+fn args(run: &Path) -> Vec<String> {
+    let data = data_dir();
+    [
+        "train",
+        "--seed",
+        "5",
+        "--epochs",
+        EPOCHS,
+        "--train-samples",
+        "3200",
+        "--test-samples",
+        "500",
+        "--threads",
+        "1",
+        "--checkpoint-every",
+        "7",
+        "--keep-checkpoints",
+        "100",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .chain([
+        "--data-dir".into(),
+        data.display().to_string(),
+        "--run-dir".into(),
+        run.display().to_string(),
+    ])
+    .collect()
+}
+
+fn checkpoints(run: &Path) -> Vec<PathBuf> {
+    let mut found: Vec<PathBuf> = std::fs::read_dir(run.join("checkpoints"))
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| {
+            p.file_name()
+                .is_some_and(|n| n.to_string_lossy().starts_with("step-"))
+        })
+        .collect();
+    found.sort();
+    found
+}
+
+fn newest(run: &Path) -> PathBuf {
+    checkpoints(run)
+        .pop()
+        .unwrap_or_else(|| panic!("{}: no checkpoint", run.display()))
+}
+
+fn same_file(a: &Path, b: &Path) {
+    let (x, y) = (
+        std::fs::read(a).unwrap_or_default(),
+        std::fs::read(b).unwrap_or_default(),
+    );
+    assert!(!x.is_empty(), "{} is empty", a.display());
+    assert!(x == y, "{} and {} differ", a.display(), b.display());
+}
+
+/// The uninterrupted reference run: its stdout and final checkpoint.
+fn reference(name: &str) -> (String, PathBuf) {
+    let run = temp_dir(name);
+    let argv = args(&run);
+    let out = kiln(&argv.iter().map(String::as_str).collect::<Vec<_>>());
+    let (stdout, stderr) = text(&out);
+    assert!(out.status.success(), "{stderr}");
+    (stdout, newest(&run))
+}
+
+/// Starts a run and SIGKILLs it once a checkpoint past `after_step` exists.
+fn killed_run(name: &str, after_step: usize) -> PathBuf {
+    let run = temp_dir(name);
+    let mut child = Command::new(env!("CARGO_BIN_EXE_kiln"))
+        .args(args(&run))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap_or_else(|e| panic!("spawn kiln: {e}"));
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let target = format!("step-{after_step:09}");
+    loop {
+        let reached = checkpoints(&run).iter().any(|p| {
+            p.file_name()
+                .is_some_and(|n| n.to_string_lossy().as_ref() >= target.as_str())
+        });
+        if reached {
+            break;
+        }
+        assert!(
+            child.try_wait().ok().flatten().is_none(),
+            "the run ended before step {after_step}"
+        );
+        assert!(
+            Instant::now() < deadline,
+            "no checkpoint past step {after_step} within 120 s"
+        );
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    let finished = child.try_wait().ok().flatten().is_some();
+    child.kill().unwrap_or_default(); // SIGKILL
+    let _ = child.wait();
+    assert!(!finished, "the run finished before it could be killed");
+    run
+}
+
+fn resume(run: &Path, extra: &[&str]) -> (String, String) {
+    let run_s = run.display().to_string();
+    let mut argv = vec!["train", "--resume", run_s.as_str()];
+    argv.extend_from_slice(extra);
+    let out = kiln(&argv);
+    let (stdout, stderr) = text(&out);
+    assert!(out.status.success(), "resume failed: {stderr}");
+    (stdout, stderr)
+}
+
+#[test]
+fn sigkill_mid_epoch_then_resume_is_bit_identical() {
+    let (log, final_ckpt) = reference("resume-ref");
+    // 50 batches per epoch: step 63 is mid-epoch 2.
+    let run = killed_run("resume-kill", 63);
+    let (stdout, stderr) = resume(&run, &[]);
+    assert!(stderr.contains("resuming"), "{stderr}");
+    let resumed = newest(&run);
+    assert_eq!(resumed.file_name(), final_ckpt.file_name());
+    for file in [
+        "model.safetensors",
+        "optimizer.safetensors",
+        "optimizer.json",
+        "rng.safetensors",
+    ] {
+        same_file(&final_ckpt.join(file), &resumed.join(file));
+    }
+    // The resumed run prints exactly the rest of the uninterrupted log.
+    assert!(
+        stdout.ends_with("Training completed\n") && log.ends_with(&stdout),
+        "resumed log:\n{stdout}\nfull log:\n{log}"
+    );
+    assert!(stdout.contains("Epoch 3"), "{stdout}");
+}
+
+#[test]
+fn corrupt_newest_checkpoint_is_skipped_with_a_warning() {
+    let (_, final_ckpt) = reference("corrupt-ref");
+    let run = killed_run("corrupt-kill", 70);
+    let all = checkpoints(&run);
+    let newest_dir = all.last().cloned().unwrap_or_default();
+    // Truncate the newest checkpoint's weights and leave a half-written temp dir around.
+    let model = newest_dir.join("model.safetensors");
+    let bytes = std::fs::read(&model).unwrap_or_default();
+    std::fs::write(&model, &bytes[..bytes.len() / 2]).unwrap_or_default();
+    std::fs::create_dir_all(run.join("checkpoints/.tmp-step-000000999-1")).unwrap_or_default();
+    let (_, stderr) = resume(&run, &[]);
+    assert!(
+        stderr.contains("warning: skipping checkpoint") && stderr.contains("checksum mismatch"),
+        "{stderr}"
+    );
+    same_file(
+        &final_ckpt.join("model.safetensors"),
+        &newest(&run).join("model.safetensors"),
+    );
+    assert!(
+        !run.join("checkpoints/.tmp-step-000000999-1").exists(),
+        "temp leftovers are cleaned up"
+    );
+}
+
+#[test]
+fn resume_between_epochs_with_more_epochs() {
+    let (log, final_ckpt) = reference("epochs-ref");
+    let run = temp_dir("epochs-short");
+    let mut argv = args(&run);
+    let at = argv.iter().position(|a| a == "--epochs").unwrap_or(0) + 1;
+    argv[at] = "1".into();
+    let out = kiln(&argv.iter().map(String::as_str).collect::<Vec<_>>());
+    assert!(out.status.success(), "{}", text(&out).1);
+    // Flags on the command line override the run's saved config.
+    let (stdout, _) = resume(&run, &["--epochs", EPOCHS]);
+    assert!(stdout.starts_with("Epoch 2\n"), "{stdout}");
+    assert!(log.ends_with(&stdout), "{stdout}");
+    same_file(
+        &final_ckpt.join("model.safetensors"),
+        &newest(&run).join("model.safetensors"),
+    );
+}
+
+#[test]
+fn resume_without_checkpoints_is_an_error() {
+    let run = temp_dir("resume-empty");
+    std::fs::write(run.join("config.json"), "{}").unwrap_or_default();
+    let out = kiln(&["train", "--resume", run.to_str().unwrap_or("")]);
+    let (_, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("no valid checkpoint"), "{stderr}");
+}
+
+/// Stops a run at `stop` steps (mid-epoch), resumes it to the end, and
+/// compares with an uninterrupted run; `extra` adds flags to both.
+fn stop_resume_matches(name: &str, extra: &[&str], stop: usize) {
+    let reference_run = temp_dir(&format!("{name}-ref"));
+    let mut argv = args(&reference_run);
+    argv.extend(extra.iter().map(|s| s.to_string()));
+    let out = kiln(&argv.iter().map(String::as_str).collect::<Vec<_>>());
+    let (log, stderr) = text(&out);
+    assert!(out.status.success(), "{stderr}");
+
+    let run = temp_dir(name);
+    let mut argv = args(&run);
+    argv.extend(extra.iter().map(|s| s.to_string()));
+    argv.extend(["--max-steps".to_string(), stop.to_string()]);
+    let out = kiln(&argv.iter().map(String::as_str).collect::<Vec<_>>());
+    assert!(out.status.success(), "{}", text(&out).1);
+    let (stdout, _) = resume(&run, &["--max-steps", "1000000"]);
+    assert!(log.ends_with(&stdout), "resumed:\n{stdout}\nfull:\n{log}");
+    for file in [
+        "model.safetensors",
+        "optimizer.safetensors",
+        "optimizer.json",
+    ] {
+        same_file(&newest(&reference_run).join(file), &newest(&run).join(file));
+    }
+}
+
+#[test]
+fn onecycle_scheduler_state_resumes_exactly() {
+    stop_resume_matches(
+        "onecycle",
+        &[
+            "--scheduler",
+            "onecycle:max_lr=0.05,total_steps=150",
+            "--lr",
+            "0.01",
+        ],
+        61,
+    );
+}
+
+#[test]
+fn accumulation_and_plateau_resume_exactly() {
+    stop_resume_matches(
+        "plateau",
+        &[
+            "--scheduler",
+            "plateau:patience=0,factor=0.5",
+            "--accumulate-grad-batches",
+            "3",
+            "--lr",
+            "0.05",
+        ],
+        40,
+    );
+}

@@ -1,0 +1,237 @@
+//! Watching and steering runs from the CLI: early stopping, NaN detection,
+//! JSON logs, config files, evaluation of checkpoints, dry runs, spec strings.
+mod common;
+
+use common::{data_dir, kiln, temp_dir, text};
+
+fn train(extra: &[&str]) -> (std::process::Output, String, String) {
+    let data = data_dir().display().to_string();
+    let mut argv = vec![
+        "train",
+        "--data-dir",
+        data.as_str(),
+        "--train-samples",
+        "1280",
+        "--test-samples",
+        "300",
+        "--seed",
+        "2",
+        "--threads",
+        "1",
+    ];
+    argv.extend_from_slice(extra);
+    let out = kiln(&argv);
+    let (stdout, stderr) = text(&out);
+    (out, stdout, stderr)
+}
+
+#[test]
+fn early_stopping_stops_after_patience() {
+    let run = temp_dir("early");
+    let run_s = run.display().to_string();
+    // No epoch can improve accuracy by 50 points, so the second evaluation is the first bad one.
+    let (out, stdout, stderr) = train(&[
+        "--epochs",
+        "5",
+        "--early-stopping",
+        "accuracy:patience=1,min_delta=0.5",
+        "--run-dir",
+        &run_s,
+    ]);
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        stdout.contains("Epoch 2\n") && !stdout.contains("Epoch 3\n"),
+        "{stdout}"
+    );
+    assert!(stdout.ends_with("Training completed\n"), "{stdout}");
+}
+
+#[test]
+fn nonfinite_loss_stops_and_keeps_the_last_good_checkpoint() {
+    let run = temp_dir("nan");
+    let run_s = run.display().to_string();
+    let (out, stdout, stderr) = train(&[
+        "--lr",
+        "1e12",
+        "--checkpoint-every",
+        "1",
+        "--run-dir",
+        &run_s,
+    ]);
+    assert_eq!(out.status.code(), Some(1), "{stdout}{stderr}");
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(
+        stderr.contains("training loss became") && stderr.contains("last good checkpoint"),
+        "{stderr}"
+    );
+    // The step named in the message and every later checkpoint are gone.
+    let step: usize = stderr
+        .split("(after ")
+        .nth(1)
+        .and_then(|s| s.split(' ').next())
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let names: Vec<String> = std::fs::read_dir(run.join("checkpoints"))
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(
+        names
+            .iter()
+            .all(|n| n.starts_with('.') || n < &format!("step-{step:09}")),
+        "{names:?} vs step {step}"
+    );
+}
+
+#[test]
+fn json_log_format_is_one_object_per_line() {
+    let (out, stdout, stderr) = train(&[
+        "--epochs",
+        "1",
+        "--log-format",
+        "json",
+        "--run-dir",
+        &temp_dir("json").display().to_string(),
+    ]);
+    assert!(out.status.success(), "{stderr}");
+    let events: Vec<String> = stdout
+        .lines()
+        .map(|l| {
+            let v: serde_json::Value =
+                serde_json::from_str(l).unwrap_or_else(|e| panic!("{l}: {e}"));
+            v["event"].as_str().unwrap_or_default().to_string()
+        })
+        .collect();
+    assert_eq!(events.first().map(String::as_str), Some("step"));
+    assert!(events.contains(&"eval".to_string()));
+    assert_eq!(events.last().map(String::as_str), Some("end"));
+}
+
+#[test]
+fn config_file_gives_flags_and_command_line_wins() {
+    let dir = temp_dir("config");
+    let config = dir.join("run.json");
+    std::fs::write(&config, r#"{"epochs": 3, "batch-size": 128, "lr": 0.01}"#).unwrap_or_default();
+    let run = dir.join("run");
+    let (out, stdout, stderr) = train(&[
+        "--config",
+        config.to_str().unwrap_or(""),
+        "--epochs",
+        "1",
+        "--run-dir",
+        run.to_str().unwrap_or(""),
+    ]);
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        stdout.contains("Epoch 1\n") && !stdout.contains("Epoch 2\n"),
+        "{stdout}"
+    );
+    let saved: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(run.join("config.json")).unwrap_or_default())
+            .unwrap_or_default();
+    assert_eq!(saved["epochs"], 1);
+    assert_eq!(saved["batch_size"], 128);
+    assert_eq!(saved["lr"], 0.01);
+    std::fs::write(&config, r#"{"epochz": 3}"#).unwrap_or_default();
+    let (out, _, stderr) = train(&["--config", config.to_str().unwrap_or("")]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        stderr.contains("unknown flag 'epochz'") && stderr.contains("epochs"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn eval_reproduces_the_last_test_report() {
+    let run = temp_dir("eval");
+    let run_s = run.display().to_string();
+    let (out, stdout, stderr) = train(&["--epochs", "2", "--run-dir", &run_s]);
+    assert!(out.status.success(), "{stderr}");
+    let last_report = stdout
+        .rsplit("Test Error:")
+        .next()
+        .unwrap_or_default()
+        .trim_end_matches("Training completed\n");
+    let out = kiln(&["eval", "--checkpoint", &run_s]);
+    let (eval_out, stderr) = text(&out);
+    assert!(out.status.success(), "{stderr}");
+    assert_eq!(eval_out, format!("Test Error:{last_report}"));
+}
+
+#[test]
+fn dry_run_is_one_batch_of_each() {
+    let (out, stdout, stderr) = train(&[
+        "--dry-run",
+        "--run-dir",
+        &temp_dir("dry").display().to_string(),
+    ]);
+    assert!(out.status.success(), "{stderr}");
+    assert_eq!(
+        stdout.lines().filter(|l| l.starts_with("loss: ")).count(),
+        1,
+        "{stdout}"
+    );
+    assert_eq!(stdout.matches("Test Error").count(), 1, "{stdout}");
+}
+
+#[test]
+fn loss_spec_strings_reach_the_loss() {
+    let run = temp_dir("spec").display().to_string();
+    let (out, plain, stderr) = train(&["--epochs", "1", "--run-dir", &run]);
+    assert!(out.status.success(), "{stderr}");
+    let (out, smoothed, stderr) = train(&[
+        "--epochs",
+        "1",
+        "--run-dir",
+        &run,
+        "--loss",
+        "cross-entropy:label_smoothing=0.1,ignore_index=3",
+    ]);
+    assert!(out.status.success(), "{stderr}");
+    assert_ne!(plain, smoothed, "options must change the loss");
+    let (out, _, stderr) = train(&["--loss", "huber:delta=0.5,epsilon=1", "--run-dir", &run]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        stderr.contains("epsilon") && stderr.contains("delta"),
+        "{stderr}"
+    );
+    let listing = text(&kiln(&["losses"])).0;
+    for name in [
+        "cross-entropy",
+        "nll",
+        "mse",
+        "ctc",
+        "kl-div",
+        "bce-with-logits",
+        "triplet-margin-with-distance",
+        "huber",
+    ] {
+        assert!(listing.contains(name), "kiln losses lacks {name}");
+    }
+    assert!(listing.contains("label_smoothing"), "{listing}");
+}
+
+#[test]
+fn scheduler_specs_are_checked() {
+    let (out, _, stderr) = train(&[
+        "--scheduler",
+        "onecycle:max_lr=-1",
+        "--run-dir",
+        &temp_dir("sched").display().to_string(),
+    ]);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    let (out, _, stderr) = train(&[
+        "--scheduler",
+        "warp",
+        "--run-dir",
+        &temp_dir("sched2").display().to_string(),
+    ]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        stderr.contains("warp") && stderr.contains("onecycle"),
+        "{stderr}"
+    );
+    assert!(text(&kiln(&["schedulers"])).0.contains("cosine"));
+}
