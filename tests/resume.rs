@@ -148,6 +148,36 @@ fn sigkill_mid_epoch_then_resume_is_bit_identical() {
         "resumed log:\n{stdout}\nfull log:\n{log}"
     );
     assert!(stdout.contains("Epoch 3"), "{stdout}");
+    // The metrics files continue where the checkpoint was: the same steps,
+    // losses and learning rates as the uninterrupted run.
+    let reference_run = final_ckpt
+        .parent()
+        .and_then(|p| p.parent())
+        .map(Path::to_path_buf)
+        .unwrap_or_default();
+    assert_eq!(loss_curve(&reference_run), loss_curve(&run));
+}
+
+/// (scope, step, loss, lr) of every metrics record: the deterministic part.
+fn loss_curve(run: &Path) -> Vec<String> {
+    let text = std::fs::read_to_string(run.join("metrics.jsonl")).unwrap_or_default();
+    let curve: Vec<String> = text
+        .lines()
+        .map(|l| {
+            let v: serde_json::Value = serde_json::from_str(l).unwrap_or_default();
+            format!(
+                "{} {} {} {}",
+                v["scope"], v["step"], v["values"]["loss"], v["values"]["lr"]
+            )
+        })
+        .collect();
+    assert!(
+        curve.len() > 100,
+        "{}: {} records",
+        run.display(),
+        curve.len()
+    );
+    curve
 }
 
 #[test]

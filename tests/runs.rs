@@ -235,3 +235,171 @@ fn scheduler_specs_are_checked() {
     );
     assert!(text(&kiln(&["schedulers"])).0.contains("cosine"));
 }
+
+#[test]
+fn metrics_files_and_plots_are_written() {
+    let run = temp_dir("plot");
+    let run_s = run.display().to_string();
+    let (out, _, stderr) = train(&[
+        "--epochs",
+        "2",
+        "--run-dir",
+        &run_s,
+        "--plot",
+        "--scheduler",
+        "step:step_size=1,gamma=0.5",
+    ]);
+    assert!(out.status.success(), "{stderr}");
+    let jsonl = std::fs::read_to_string(run.join("metrics.jsonl")).unwrap_or_default();
+    // 1280 samples / 64 = 20 steps per epoch, 2 epochs; plus 2 evaluations.
+    assert_eq!(
+        jsonl
+            .lines()
+            .filter(|l| l.contains("\"scope\":\"step\""))
+            .count(),
+        40,
+        "{jsonl}"
+    );
+    assert_eq!(
+        jsonl
+            .lines()
+            .filter(|l| l.contains("\"scope\":\"epoch\""))
+            .count(),
+        2,
+        "{jsonl}"
+    );
+    let epochs = std::fs::read_to_string(run.join("metrics_epoch.csv")).unwrap_or_default();
+    assert!(
+        epochs.starts_with("step,epoch,accuracy,loss\n20,1,"),
+        "{epochs}"
+    );
+    for chart in ["loss", "accuracy", "lr"] {
+        let png = std::fs::read(run.join(format!("plots/{chart}.png"))).unwrap_or_default();
+        assert!(
+            png.starts_with(b"\x89PNG\r\n\x1a\n") && png.len() > 1000,
+            "{chart}.png"
+        );
+        let svg =
+            std::fs::read_to_string(run.join(format!("plots/{chart}.svg"))).unwrap_or_default();
+        assert!(
+            svg.starts_with("<svg") && svg.trim_end().ends_with("</svg>"),
+            "{chart}.svg"
+        );
+    }
+    // `kiln plot` redraws into another directory.
+    let other = run.join("again");
+    let out = kiln(&["plot", &run_s, "--out", other.to_str().unwrap_or("")]);
+    assert!(out.status.success(), "{}", text(&out).1);
+    assert!(other.join("loss.svg").is_file());
+    let out = kiln(&["plot", "/nonexistent-run"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out).1.contains("metrics.jsonl"));
+}
+
+#[test]
+fn csv_regression_trains_and_bad_csv_is_named() {
+    let dir = temp_dir("csv");
+    let mut rows = String::from("size,rooms,\"note, quoted\",price\n");
+    for i in 0..200 {
+        let (size, rooms) = (30 + (i * 7) % 90, 1 + i % 4);
+        rows.push_str(&format!(
+            "{size},{rooms},{},{}\n",
+            i % 3,
+            2 * size + 15 * rooms + 5
+        ));
+    }
+    let csv = dir.join("prices.csv");
+    std::fs::write(&csv, rows).unwrap_or_default();
+    let spec = format!("csv:{},target=price", csv.display());
+    let run = dir.join("run").display().to_string();
+    let out = kiln(&[
+        "train",
+        "--data",
+        &spec,
+        "--epochs",
+        "30",
+        "--batch-size",
+        "16",
+        "--optimizer",
+        "adam:lr=0.01",
+        "--seed",
+        "1",
+        "--run-dir",
+        &run,
+    ]);
+    let (stdout, stderr) = text(&out);
+    assert!(out.status.success(), "{stderr}");
+    let losses: Vec<f64> = stdout
+        .lines()
+        .filter_map(|l| l.strip_prefix(" Avg loss: "))
+        .filter_map(|v| v.trim().parse().ok())
+        .collect();
+    assert_eq!(losses.len(), 30, "{stdout}");
+    assert!(
+        losses[29] < losses[0] / 20.0,
+        "regression did not learn: {losses:?}"
+    );
+    let out = kiln(&["eval", "--checkpoint", &run]);
+    assert!(
+        out.status.success() && text(&out).0.contains("Avg loss"),
+        "{}",
+        text(&out).1
+    );
+
+    std::fs::write(&csv, "size,price\n1,2\n3,three\n").unwrap_or_default();
+    let out = kiln(&["train", "--data", &spec, "--run-dir", &run]);
+    let (_, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr.contains("line 3") && stderr.contains("\"three\" is not a number"),
+        "{stderr}"
+    );
+    let out = kiln(&[
+        "train",
+        "--data",
+        &format!("csv:{},target=cost", csv.display()),
+        "--run-dir",
+        &run,
+    ]);
+    assert!(
+        text(&out).1.contains("no column \"cost\""),
+        "{}",
+        text(&out).1
+    );
+    let out = kiln(&[
+        "train",
+        "--data",
+        &format!("csv:{}", csv.display()),
+        "--run-dir",
+        &run,
+    ]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out).1.contains("target=COLUMN"));
+}
+
+#[test]
+fn gradient_clipping_is_logged() {
+    let run = temp_dir("clip");
+    let (out, _, stderr) = train(&[
+        "--epochs",
+        "1",
+        "--clip-grad-norm",
+        "0.5",
+        "--clip-grad-value",
+        "0.1",
+        "--run-dir",
+        run.to_str().unwrap_or(""),
+    ]);
+    assert!(out.status.success(), "{stderr}");
+    let jsonl = std::fs::read_to_string(run.join("metrics.jsonl")).unwrap_or_default();
+    assert!(
+        jsonl
+            .lines()
+            .next()
+            .is_some_and(|l| l.contains("\"grad_norm\"")),
+        "{jsonl}"
+    );
+    let (out, _, stderr) = train(&["--clip-grad-norm", "-1"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr.contains("clipping"), "{stderr}");
+}

@@ -18,9 +18,11 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Train the quickstart model on (Fashion)MNIST, printing what PyTorch's tutorial prints.
-    Train(run::TrainArgs),
+    Train(Box<run::TrainArgs>),
     /// Run the test loop on a checkpoint.
     Eval(run::EvalArgs),
+    /// Draw a run's loss, accuracy and lr curves to PNG and SVG.
+    Plot(run::PlotArgs),
     /// List every loss and its options with their defaults.
     Losses,
     /// List every optimizer and its options with their defaults.
@@ -58,9 +60,10 @@ fn main() -> ExitCode {
                 .subcommand_matches("train")
                 .cloned()
                 .unwrap_or_default();
-            run::merge_config(args, &sub).and_then(|args| run::train(&args))
+            run::merge_config(*args, &sub).and_then(|args| run::train(&args))
         }
         Command::Eval(args) => run::eval(&args),
+        Command::Plot(args) => run::plot(&args),
         Command::Losses => {
             print!("{}", kiln_losses::registry().describe());
             Ok(())

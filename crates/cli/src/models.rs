@@ -33,3 +33,54 @@ impl ModuleT for QuickstartMlp {
         l4.forward(&l2.forward(&l0.forward(&x).relu()).relu())
     }
 }
+
+/// A regression MLP for tabular data:
+/// `Linear(features, 64), ReLU, Linear(64, 64), ReLU, Linear(64, 1)` over
+/// features standardised with the training split's mean and standard
+/// deviation (kept as buffers, so checkpoints carry them).
+#[derive(Debug)]
+pub struct TabularMlp {
+    mean: Tensor,
+    std: Tensor,
+    layers: [nn::Linear; 3],
+}
+
+impl TabularMlp {
+    /// Creates the network for `features` inputs; `train_inputs` give the
+    /// standardisation statistics.
+    pub fn new(path: &nn::Path<'_>, train_inputs: &Tensor) -> kiln_tensor::Result<Self> {
+        let features = train_inputs.size().get(1).copied().unwrap_or(0);
+        let stack = path / "layers";
+        let layers = [
+            linear(&(&stack / "0"), features, 64, true)?,
+            linear(&(&stack / "2"), 64, 64, true)?,
+            linear(&(&stack / "4"), 64, 1, true)?,
+        ];
+        let stats = path / "standardize";
+        let mean = stats.f_zeros_no_train("mean", &[features])?;
+        let std = stats.f_ones_no_train("std", &[features])?;
+        kiln_tensor::tch::no_grad(|| -> kiln_tensor::Result<()> {
+            let (mut m, mut s) = (mean.shallow_clone(), std.shallow_clone());
+            if train_inputs.size().first().copied().unwrap_or(0) > 1 {
+                m.f_copy_(&train_inputs.f_mean_dim(
+                    [0i64].as_slice(),
+                    false,
+                    kiln_tensor::Kind::Float,
+                )?)?;
+                // Constant columns keep a unit scale instead of dividing by zero.
+                let sd = train_inputs.f_std_dim([0i64].as_slice(), true, false)?;
+                s.f_copy_(&sd.f_where_scalarother(&sd.f_gt(0.0)?, 1.0)?)?;
+            }
+            Ok(())
+        })?;
+        Ok(Self { mean, std, layers })
+    }
+}
+
+impl ModuleT for TabularMlp {
+    fn forward_t(&self, xs: &Tensor, _train: bool) -> Tensor {
+        let [l0, l2, l4] = &self.layers;
+        let x = (xs - &self.mean) / &self.std;
+        l4.forward(&l2.forward(&l0.forward(&x).relu()).relu())
+    }
+}

@@ -1,16 +1,18 @@
 //! `kiln train` and `kiln eval`: flags to library calls.
-use crate::models::QuickstartMlp;
+use crate::models::{QuickstartMlp, TabularMlp};
 use crate::report::{JsonLines, ProgressPrinter};
 use crate::UsageError;
 use anyhow::{Context, Result};
 use clap::parser::ValueSource;
 use kiln_loop::checkpoint::{self, Checkpoint};
 use kiln_loop::distributed::DataParallel;
+use kiln_loop::metrics_log::MetricsLogger;
 use kiln_loop::trainer::{CheckpointConfig, EarlyStopping, Interval, Mode};
 use kiln_loop::{DataLoader, Dataset, Trainer, TrainerConfig, TutorialPrinter};
 use kiln_losses::Loss;
 use kiln_optim::Optimizer;
 use kiln_tensor::device::{set_threads, DeviceSpec};
+use kiln_tensor::nn::ModuleT;
 use kiln_tensor::nn::VarStore;
 use kiln_tensor::params::named_parameters;
 use kiln_tensor::spec::Spec;
@@ -35,9 +37,10 @@ pub struct TrainArgs {
     /// Momentum (default: 0.9 for sgd, as in the tutorial; only for optimizers that have one).
     #[arg(long, allow_negative_numbers = true)]
     pub momentum: Option<f64>,
-    /// Loss spec: NAME[:key=value,...], e.g. cross-entropy:label_smoothing=0.1 (see `kiln losses`).
-    #[arg(long, default_value = "cross-entropy")]
-    pub loss: String,
+    /// Loss spec: NAME[:key=value,...], e.g. cross-entropy:label_smoothing=0.1 (see `kiln losses`);
+    /// default: cross-entropy, or mse with --data csv:...
+    #[arg(long)]
+    pub loss: Option<String>,
     /// Optimizer spec: NAME[:key=value,...], e.g. sgd:nesterov=true (see `kiln optimizers`).
     #[arg(long, default_value = "sgd")]
     pub optimizer: String,
@@ -53,6 +56,10 @@ pub struct TrainArgs {
     /// Directory with the four (Fashion)MNIST IDX files, gzipped or not.
     #[arg(long)]
     pub data_dir: Option<PathBuf>,
+    /// Tabular data instead: csv:PATH,target=COLUMN[,test_fraction=0.2] (regression with a
+    /// standardising MLP; the split is seeded by --seed, else 0; the loss defaults to mse).
+    #[arg(long)]
+    pub data: Option<String>,
     /// Keep the training set in file order instead of reshuffling every epoch.
     #[arg(long)]
     pub no_shuffle: bool,
@@ -90,7 +97,16 @@ pub struct TrainArgs {
     /// When the scheduler steps: step (every optimizer step) or epoch; default: step for onecycle and cyclic, epoch otherwise.
     #[arg(long, value_parser = ["step", "epoch"])]
     pub scheduler_interval: Option<String>,
-    /// Where checkpoints, metrics and the run's config go (default: runs/<UTC time>).
+    /// Rescale gradients to a total 2-norm of at most X before each step (clip_grad_norm_).
+    #[arg(long, allow_negative_numbers = true)]
+    pub clip_grad_norm: Option<f64>,
+    /// Clip every gradient element to [-X, X] before each step (clip_grad_value_).
+    #[arg(long, allow_negative_numbers = true)]
+    pub clip_grad_value: Option<f64>,
+    /// Draw loss/accuracy/lr curves (PNG and SVG) into RUN_DIR/plots at the end.
+    #[arg(long)]
+    pub plot: bool,
+    /// Where checkpoints, metrics and the run's config go (default: `runs/YYYYMMDD-HHMMSS`, UTC).
     #[arg(long)]
     pub run_dir: Option<PathBuf>,
     /// Write a checkpoint every N optimizer steps (one is always written after each epoch).
@@ -151,6 +167,28 @@ pub struct EvalArgs {
     /// auto, cpu, cuda or cuda:N.
     #[arg(long, default_value = "auto")]
     pub device: String,
+}
+
+/// Flags of `kiln plot`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct PlotArgs {
+    /// The run directory (with metrics.jsonl).
+    pub run_dir: PathBuf,
+    /// Where the charts go (default: RUN_DIR/plots).
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+}
+
+/// `kiln plot`: loss, accuracy and lr curves of a run as PNG and SVG.
+pub fn plot(args: &PlotArgs) -> Result<()> {
+    let out = args
+        .out
+        .clone()
+        .unwrap_or_else(|| args.run_dir.join("plots"));
+    for path in kiln_loop::plot::plot_run(&args.run_dir, &out)? {
+        println!("{}", path.display());
+    }
+    Ok(())
 }
 
 const CLASSES: i64 = 10;
@@ -264,12 +302,91 @@ impl Loss for OneHot {
     }
 }
 
-fn build_loss(spec: &str) -> Result<Box<dyn Loss>> {
-    let loss = kiln_losses::registry().build(spec).map_err(usage)?;
+/// What the data asks the model to do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Task {
+    /// (Fashion)MNIST: 10 classes.
+    Classify,
+    /// Tabular data: one regression target.
+    Regress,
+}
+
+fn build_loss(spec: Option<&str>, task: Task) -> Result<Box<dyn Loss>> {
+    let default = match task {
+        Task::Classify => "cross-entropy",
+        Task::Regress => "mse",
+    };
+    let loss = kiln_losses::registry()
+        .build(spec.unwrap_or(default))
+        .map_err(usage)?;
     // Class-label data: regression losses compare against one-hot vectors.
-    Ok(match loss.name() {
-        "mse" | "l1" | "huber" | "smooth-l1" => Box::new(OneHot(loss)),
+    Ok(match (task, loss.name()) {
+        (Task::Classify, "mse" | "l1" | "huber" | "smooth-l1") => Box::new(OneHot(loss)),
         _ => loss,
+    })
+}
+
+/// The train and test sets `args` name (IDX directory or `csv:` spec).
+fn prepare_data(
+    data: Option<&str>,
+    data_dir: Option<&Path>,
+    train_samples: Option<usize>,
+    test_samples: Option<usize>,
+    seed: Option<u64>,
+    device: Device,
+) -> Result<(Dataset, Dataset, Task)> {
+    let Some(spec) = data else {
+        let (train, test) = load_data(data_dir, train_samples, test_samples, device)?;
+        return Ok((train, test, Task::Classify));
+    };
+    let (kind, rest) = spec.split_once(':').unwrap_or((spec, ""));
+    if kind != "csv" {
+        return Err(usage(format!(
+            "--data {spec}: accepted: csv:PATH,target=COLUMN[,test_fraction=X]"
+        )));
+    }
+    let mut parts = rest.split(',');
+    let path = PathBuf::from(parts.next().unwrap_or_default());
+    let mut options: Spec = format!("csv:{}", parts.collect::<Vec<_>>().join(","))
+        .parse()
+        .map_err(usage)?;
+    let target = options.raw("target").ok_or_else(|| {
+        usage(format!(
+            "--data {spec}: name the target column with target=COLUMN"
+        ))
+    })?;
+    let fraction = options.f64("test_fraction").map_err(usage)?.unwrap_or(0.2);
+    options
+        .finish(&["target", "test_fraction"])
+        .map_err(usage)?;
+    let split = kiln_loop::tabular::CsvData::load(&path, &target, fraction, seed.unwrap_or(0))?;
+    let cut = |inputs: Tensor, targets: Tensor, n: Option<usize>, name: &str| -> Result<Dataset> {
+        let set = Dataset::from_tensors(inputs, targets, &format!("{} ({name})", path.display()))?;
+        let set = match n {
+            Some(n) => set.take(n)?,
+            None => set,
+        };
+        Ok(set.to_device(device)?)
+    };
+    let train = cut(
+        split.train_inputs,
+        split.train_targets,
+        train_samples,
+        "train split",
+    )?;
+    let test = cut(
+        split.test_inputs,
+        split.test_targets,
+        test_samples,
+        "test split",
+    )?;
+    Ok((train, test, Task::Regress))
+}
+
+fn build_model(task: Task, vs: &VarStore, train: &Dataset) -> Result<Box<dyn ModuleT>> {
+    Ok(match task {
+        Task::Classify => Box::new(QuickstartMlp::new(&vs.root(), train.features(), CLASSES)?),
+        Task::Regress => Box::new(TabularMlp::new(&vs.root(), &train.inputs)?),
     })
 }
 
@@ -297,12 +414,16 @@ fn optimizer_spec(args: &TrainArgs) -> Result<String> {
 
 fn build_optimizer(args: &TrainArgs, vs: &VarStore) -> Result<Box<dyn Optimizer>> {
     let spec = optimizer_spec(args)?;
-    let optimizer = kiln_optim::optimizers().build(&spec, named_parameters(vs)?).map_err(usage)?;
+    let optimizer = kiln_optim::optimizers()
+        .build(&spec, named_parameters(vs)?)
+        .map_err(usage)?;
     // PyTorch lets a NaN learning rate through (`nan < 0` is false); a run
     // with one can only produce NaN, so kiln refuses it up front.
     for group in 0..optimizer.num_groups() {
         if let Some(lr) = optimizer.lr(group).filter(|lr| !lr.is_finite()) {
-            return Err(usage(format!("Invalid learning rate: {lr} (it must be a finite number)")));
+            return Err(usage(format!(
+                "Invalid learning rate: {lr} (it must be a finite number)"
+            )));
         }
     }
     Ok(optimizer)
@@ -348,6 +469,8 @@ fn trainer_config(args: &TrainArgs, run_dir: &Path) -> Result<TrainerConfig> {
         limit_train_batches: args.limit_train_batches,
         limit_test_batches: args.limit_test_batches,
         accumulate_grad_batches: args.accumulate_grad_batches,
+        clip_grad_norm: args.clip_grad_norm,
+        clip_grad_value: args.clip_grad_value,
         eval_every_steps: args.eval_every_steps,
         early_stopping: args
             .early_stopping
@@ -412,7 +535,7 @@ pub fn train(args: &TrainArgs) -> Result<()> {
 
 /// `kiln train` on this process, alone or as one rank of `dp`.
 fn train_on(args: &TrainArgs, dp: Option<DataParallel<'_>>) -> Result<()> {
-    let main = dp.map_or(true, |dp| dp.is_main());
+    let main = dp.is_none_or(|dp| dp.is_main());
     if args.batch_size == 0 {
         return Err(usage("--batch-size must be at least 1, got 0"));
     }
@@ -424,7 +547,6 @@ fn train_on(args: &TrainArgs, dp: Option<DataParallel<'_>>) -> Result<()> {
     if let Some(threads) = args.threads {
         set_threads(threads).map_err(usage)?;
     }
-    let loss_fn = build_loss(&args.loss)?;
     let run_dir = args.run_dir.clone().unwrap_or_else(default_run_dir);
     let mut config = trainer_config(args, &run_dir)?;
     if !main {
@@ -445,12 +567,15 @@ fn train_on(args: &TrainArgs, dp: Option<DataParallel<'_>>) -> Result<()> {
         }
         None => None,
     };
-    let (train_set, test_set) = load_data(
+    let (train_set, test_set, task) = prepare_data(
+        args.data.as_deref(),
         args.data_dir.as_deref(),
         args.train_samples,
         args.test_samples,
+        args.seed,
         device,
     )?;
+    let loss_fn = build_loss(args.loss.as_deref(), task)?;
     if train_set.is_empty() {
         return Err(usage("the training set is empty (--train-samples 0?)"));
     }
@@ -462,7 +587,7 @@ fn train_on(args: &TrainArgs, dp: Option<DataParallel<'_>>) -> Result<()> {
         kiln_tensor::rng::manual_seed(seed);
     }
     let vs = VarStore::new(device);
-    let model = QuickstartMlp::new(&vs.root(), train_set.features(), CLASSES)?;
+    let model = build_model(task, &vs, &train_set)?;
     if let Some(init) = &args.init {
         checkpoint::load_weights(&vs, init)?;
     }
@@ -478,7 +603,18 @@ fn train_on(args: &TrainArgs, dp: Option<DataParallel<'_>>) -> Result<()> {
     let batches_per_epoch = train_loader
         .len()
         .min(config.limit_train_batches.unwrap_or(usize::MAX));
+    let resume_step = resume.as_ref().map(|c| c.progress.step);
     let mut trainer = Trainer::new(config)?.run_config(serde_json::to_value(args)?);
+    if task == Task::Regress {
+        trainer = trainer.metrics(vec![Box::new(kiln_loop::metrics::MeanLoss::default())]);
+    }
+    if main {
+        // Rank 0 writes the metrics files; evaluations are reduced over ranks.
+        trainer = trainer.callback(match resume_step {
+            Some(step) => MetricsLogger::resume(&run_dir, step)?,
+            None => MetricsLogger::create(&run_dir)?,
+        });
+    }
     if let Some(spec) = &args.scheduler {
         let name = spec.split(':').next().unwrap_or_default();
         let interval = match args.scheduler_interval.as_deref() {
@@ -518,7 +654,7 @@ fn train_on(args: &TrainArgs, dp: Option<DataParallel<'_>>) -> Result<()> {
         };
     }
     let summary = trainer.fit(
-        &model,
+        model.as_ref(),
         &vs,
         loss_fn.as_ref(),
         optimizer.as_mut(),
@@ -528,6 +664,11 @@ fn train_on(args: &TrainArgs, dp: Option<DataParallel<'_>>) -> Result<()> {
     )?;
     if let Some(dp) = dp {
         dp.verify_replicas(&vs)?;
+    }
+    if args.plot && main {
+        for path in kiln_loop::plot::plot_run(&run_dir, &run_dir.join("plots"))? {
+            eprintln!("kiln: wrote {}", path.display());
+        }
     }
     if let kiln_loop::StopReason::NonFiniteLoss {
         epoch,
@@ -590,15 +731,24 @@ pub fn eval(args: &EvalArgs) -> Result<()> {
     if batch_size == 0 {
         return Err(usage("--batch-size must be at least 1, got 0"));
     }
-    let (_, test_set) = load_data(data_dir.as_deref(), Some(0), test_samples, device)?;
+    let data = run.as_ref().and_then(|r| r.data.clone());
+    let seed = run.as_ref().and_then(|r| r.seed);
+    let (train_set, test_set, task) = prepare_data(
+        data.as_deref(),
+        data_dir.as_deref(),
+        None,
+        test_samples,
+        seed,
+        device,
+    )?;
     let vs = VarStore::new(device);
-    let model = QuickstartMlp::new(&vs.root(), test_set.features(), CLASSES)?;
+    let model = build_model(task, &vs, &train_set)?;
     kiln_tensor::params::load_state_dict(&vs, &weights)?;
-    let loss_fn = build_loss(run.as_ref().map_or("cross-entropy", |r| r.loss.as_str()))?;
+    let loss_fn = build_loss(run.as_ref().and_then(|r| r.loss.as_deref()), task)?;
     let loader = DataLoader::new(&test_set, batch_size, false)?;
     kiln_loop::test(
         &loader,
-        &model,
+        model.as_ref(),
         loss_fn.as_ref(),
         &mut std::io::stdout().lock(),
     )?;

@@ -1,7 +1,7 @@
 //! kiln-loop: datasets, loaders and the train/test loops.
 //!
 //! The loops are PyTorch's quickstart `train` and `test` functions as plain
-//! Rust functions ([`train`], [`test`]), printing the same lines. The
+//! Rust functions ([`train()`], [`test()`]), printing the same lines. The
 //! [`DataLoader`] consumes libtorch's global generator exactly as
 //! `torch.utils.data.DataLoader` does (a base seed per iterator, and for a
 //! shuffled loader a sampler seed feeding `randperm`), so a seed gives the

@@ -562,3 +562,55 @@ fn read_metrics_file(path: &Path) -> Result<Vec<MetricRecord>> {
     }
     Ok(records)
 }
+
+/// A [`crate::Callback`] writing the run's metrics with a [`MetricsWriter`]:
+/// a step record after every optimizer step (`loss`, `lr`, `samples_per_sec`,
+/// `grad_norm` when clipping by norm) and an epoch record after every
+/// evaluation (`loss` = the test loss, `accuracy`, and any other metric).
+pub struct MetricsLogger {
+    writer: MetricsWriter,
+}
+
+impl MetricsLogger {
+    /// Starts fresh files in `run_dir`.
+    pub fn create(run_dir: &Path) -> Result<Self> {
+        Ok(Self {
+            writer: MetricsWriter::create(run_dir)?,
+        })
+    }
+
+    /// Continues a resumed run's files, dropping records after `resume_step`.
+    pub fn resume(run_dir: &Path, resume_step: usize) -> Result<Self> {
+        Ok(Self {
+            writer: MetricsWriter::open_append(run_dir, resume_step as u64)?,
+        })
+    }
+}
+
+impl crate::Callback for MetricsLogger {
+    fn on_batch_end(&mut self, info: &crate::StepInfo) -> Result<()> {
+        if !info.stepped {
+            return Ok(());
+        }
+        let mut values = vec![(LOSS, info.loss), ("samples_per_sec", info.samples_per_sec)];
+        values.extend(info.lr.map(|lr| (LR, lr)));
+        values.extend(info.grad_norm.map(|n| ("grad_norm", n)));
+        self.writer
+            .log_step(info.step as u64, info.epoch as u64, values)
+    }
+
+    fn on_eval_end(&mut self, info: &crate::EvalInfo) -> Result<()> {
+        let values = info.metrics.iter().map(|(name, v)| {
+            (
+                if name == "test_loss" {
+                    LOSS
+                } else {
+                    name.as_str()
+                },
+                *v,
+            )
+        });
+        self.writer
+            .log_epoch(info.step as u64, info.epoch as u64, values)
+    }
+}

@@ -101,6 +101,10 @@ pub struct TrainerConfig {
     pub early_stopping: Option<EarlyStopping>,
     /// Stop at the first NaN or infinite training loss (without stepping on it).
     pub stop_on_nonfinite: bool,
+    /// Clip each gradient element to [-v, v] before stepping (`clip_grad_value_`).
+    pub clip_grad_value: Option<f64>,
+    /// Rescale gradients so their total 2-norm is at most this (`clip_grad_norm_`).
+    pub clip_grad_norm: Option<f64>,
     /// Checkpointing, if any.
     pub checkpoint: Option<CheckpointConfig>,
 }
@@ -118,6 +122,8 @@ impl Default for TrainerConfig {
             eval_every_steps: None,
             early_stopping: None,
             stop_on_nonfinite: true,
+            clip_grad_value: None,
+            clip_grad_norm: None,
             checkpoint: None,
         }
     }
@@ -159,6 +165,10 @@ impl TrainerConfig {
         {
             return bad("early stopping patience must be at least 1");
         }
+        let positive = |v: Option<f64>| v.is_none_or(|v| v.is_finite() && v > 0.0);
+        if !positive(self.clip_grad_norm) || !positive(self.clip_grad_value) {
+            return bad("gradient clipping thresholds must be finite and positive");
+        }
         Ok(())
     }
 }
@@ -182,6 +192,8 @@ pub struct StepInfo {
     pub loss: f64,
     /// Learning rate of the first param group.
     pub lr: Option<f64>,
+    /// Total gradient norm before clipping, when `clip_grad_norm` is set.
+    pub grad_norm: Option<f64>,
     /// Training throughput since the previous batch.
     pub samples_per_sec: f64,
     /// Whether the log interval asks for this batch to be reported.
@@ -313,9 +325,12 @@ impl<W: std::io::Write> Callback for TutorialPrinter<W> {
     }
 
     fn on_eval_end(&mut self, info: &EvalInfo) -> Result<()> {
-        let accuracy = info.get("accuracy").unwrap_or(f64::NAN);
         let loss = info.get("test_loss").unwrap_or(f64::NAN);
-        writeln!(self.out, "{}", test_report(accuracy, loss))?;
+        match info.get("accuracy") {
+            Some(accuracy) => writeln!(self.out, "{}", test_report(accuracy, loss))?,
+            // Regression: no accuracy to report.
+            None => writeln!(self.out, "Test Error: \n Avg loss: {loss:>8.6} \n")?,
+        }
         Ok(())
     }
 
@@ -327,6 +342,28 @@ impl<W: std::io::Write> Callback for TutorialPrinter<W> {
         }
         self.out.flush()?;
         Ok(())
+    }
+}
+
+/// Clips the gradients of every parameter the optimizer updates; returns the
+/// total norm when norm clipping is on.
+fn clip(optimizer: &dyn Optimizer, cfg: &TrainerConfig) -> Result<Option<f64>> {
+    if cfg.clip_grad_value.is_none() && cfg.clip_grad_norm.is_none() {
+        return Ok(None);
+    }
+    let params: Vec<&Tensor> = (0..optimizer.num_groups())
+        .flat_map(|g| optimizer.group_params(g))
+        .map(|p| &p.tensor)
+        .collect();
+    if let Some(value) = cfg.clip_grad_value {
+        kiln_optim::clip_grad_value_(params.iter().copied(), value)?;
+    }
+    match cfg.clip_grad_norm {
+        Some(max_norm) => {
+            let total = kiln_optim::clip_grad_norm_(params.iter().copied(), max_norm, 2.0, false)?;
+            Ok(Some(total.f_double_value(&[])?))
+        }
+        None => Ok(None),
     }
 }
 
@@ -413,6 +450,12 @@ impl<'a> Trainer<'a> {
     /// Adds a callback (called in the order added).
     pub fn callback(mut self, callback: impl Callback + 'a) -> Self {
         self.callbacks.push(Box::new(callback));
+        self
+    }
+
+    /// Replaces the evaluation metrics (default: `test_loss` and `accuracy`).
+    pub fn metrics(mut self, metrics: Vec<Box<dyn Metric>>) -> Self {
+        self.metrics = metrics;
         self
     }
 
@@ -550,10 +593,13 @@ impl<'a> Trainer<'a> {
                 }
                 let stepped =
                     (batch_index + 1) % accumulate == 0 || batch_index + 1 == batches_per_epoch;
+                let mut grad_norm = None;
                 if stepped {
+                    // Clipping sees the averaged gradients, as with DDP.
                     if let Some(dp) = &self.data_parallel {
                         dp.average_gradients(vs)?;
                     }
+                    grad_norm = clip(optimizer, &cfg)?;
                     optimizer.step()?;
                     optimizer.zero_grad()?;
                     progress.step += 1;
@@ -574,6 +620,7 @@ impl<'a> Trainer<'a> {
                     stepped,
                     loss: loss_value,
                     lr: optimizer.lr(0),
+                    grad_norm,
                     samples_per_sec: if elapsed > 0.0 {
                         batch.len() as f64 / elapsed
                     } else {

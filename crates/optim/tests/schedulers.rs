@@ -865,9 +865,15 @@ fn cyclic_momentum_writes_sgd_momentum() -> Result<()> {
         ..CyclicLrConfig::new(0.01, 0.1)
     }
     .build(&mut opt)?;
-    ensure!(opt.config(0).map_or(f64::NAN, |c| c.momentum) == 0.9 && opt.config(0).map_or(f64::NAN, |c| c.lr) == 0.01);
+    ensure!(
+        opt.config(0).map_or(f64::NAN, |c| c.momentum) == 0.9
+            && opt.config(0).map_or(f64::NAN, |c| c.lr) == 0.01
+    );
     s.step(&mut opt)?;
-    ensure!(opt.config(0).map_or(f64::NAN, |c| c.momentum) < 0.9 && opt.config(0).map_or(f64::NAN, |c| c.lr) > 0.01);
+    ensure!(
+        opt.config(0).map_or(f64::NAN, |c| c.momentum) < 0.9
+            && opt.config(0).map_or(f64::NAN, |c| c.lr) > 0.01
+    );
     Ok(())
 }
 
