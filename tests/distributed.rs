@@ -338,3 +338,34 @@ fn a_stalled_rank_is_caught_by_the_collective_timeout() {
     assert!(stderr.contains("did not complete within 3 s"), "{stderr}");
     assert!(took < Duration::from_secs(30), "took {took:?}");
 }
+
+#[test]
+fn without_a_seed_every_rank_takes_rank_zeros() {
+    // Each process would draw its own seed from the OS; rank 0's is shared
+    // (else the ranks' settings check fails) and recorded.
+    let data = dataset("distseed", 128);
+    let run = data.join("run");
+    let args = [
+        "train",
+        "--distributed",
+        "mpi",
+        "--device",
+        "cpu",
+        "--threads",
+        "1",
+        "--epochs",
+        "1",
+        "--data-dir",
+        data.to_str().unwrap_or("."),
+        "--run-dir",
+        run.to_str().unwrap_or("."),
+        "--batch-size",
+        "16",
+        "--dist-timeout",
+        "60",
+    ];
+    run_ok(2, &args);
+    let config = std::fs::read_to_string(run.join("config.json")).unwrap_or_default();
+    let config: serde_json::Value = serde_json::from_str(&config).unwrap_or_default();
+    assert!(config["seed"].is_u64(), "{config}");
+}

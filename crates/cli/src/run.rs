@@ -44,7 +44,8 @@ pub struct TrainArgs {
     /// Optimizer spec: NAME[:key=value,...], e.g. sgd:nesterov=true (see `kiln optimizers`).
     #[arg(long, default_value = "sgd")]
     pub optimizer: String,
-    /// Seed libtorch's generator (torch.manual_seed); without it, libtorch's default seed is used, as in PyTorch.
+    /// Seed libtorch's generator (torch.manual_seed). Without it a fresh seed is drawn from the
+    /// operating system, as PyTorch does at start-up, and recorded in the run's config.json.
     #[arg(long)]
     pub seed: Option<u64>,
     /// auto, cpu, cuda or cuda:N.
@@ -263,6 +264,21 @@ fn default_data_dir() -> Result<PathBuf> {
                 tried.join(", ")
             )
         })
+}
+
+/// A seed from the operating system's entropy (`/dev/urandom`), like
+/// PyTorch's default generator seed; falls back on the hasher's random keys.
+fn os_seed() -> u64 {
+    use std::io::Read;
+    let mut bytes = [0u8; 8];
+    let read = std::fs::File::open("/dev/urandom").and_then(|mut f| f.read_exact(&mut bytes));
+    match read {
+        Ok(()) => u64::from_le_bytes(bytes) >> 1,
+        Err(_) => {
+            use std::hash::{BuildHasher, Hasher};
+            std::collections::hash_map::RandomState::new().build_hasher().finish() >> 1
+        }
+    }
 }
 
 /// `runs/YYYYMMDD-HHMMSS` in UTC (civil date from the Unix day count).
@@ -579,13 +595,21 @@ fn train_on(args: &TrainArgs, dp: Option<DataParallel<'_>>) -> Result<()> {
     if train_set.is_empty() {
         return Err(usage("the training set is empty (--train-samples 0?)"));
     }
+    // PyTorch seeds its generator from the OS when a program does not; kiln
+    // does the same but records the seed, so every run can be repeated.
+    // Data-parallel ranks all take rank 0's.
+    let mut args = args.clone();
+    let seed = match (args.seed, dp) {
+        (Some(seed), _) => seed,
+        (None, Some(dp)) => dp.broadcast_u64(os_seed())?,
+        (None, None) => os_seed(),
+    };
+    args.seed = Some(seed);
+    let args = &args;
     if main {
         write_config(&run_dir, args)?;
     }
-
-    if let Some(seed) = args.seed {
-        kiln_tensor::rng::manual_seed(seed);
-    }
+    kiln_tensor::rng::manual_seed(seed);
     let vs = VarStore::new(device);
     let model = build_model(task, &vs, &train_set)?;
     if let Some(init) = &args.init {

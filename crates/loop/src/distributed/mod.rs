@@ -186,6 +186,17 @@ impl<'c> DataParallel<'c> {
         })
     }
 
+    /// Rank 0's `value`, on every rank (one small broadcast).
+    pub fn broadcast_u64(&self, value: u64) -> Result<u64> {
+        if self.world_size() == 1 {
+            return Ok(value);
+        }
+        let buf = Tensor::f_from_slice(&[i64::from_ne_bytes(value.to_ne_bytes())])?;
+        self.comm.broadcast(&buf, 0)?;
+        let word = buf.f_int64_value(&[0])?;
+        Ok(u64::from_ne_bytes(word.to_ne_bytes()))
+    }
+
     /// Whether `flag` is true on any rank (one small all-reduce).
     pub fn any(&self, flag: bool) -> Result<bool> {
         if self.world_size() == 1 {
