@@ -18,11 +18,11 @@ build: setup
 	$(CARGO) build --release -p kiln-cli
 
 test: setup
-	$(CARGO) test --workspace
+	$(CARGO) test --workspace --features kiln-cli/mpi,kiln-cli/nccl
 
 lint: setup
 	$(CARGO) fmt --all --check
-	$(CARGO) clippy --workspace --all-targets -- -D warnings
+	$(CARGO) clippy --workspace --all-targets --features kiln-cli/mpi,kiln-cli/nccl -- -D warnings
 
 train: build
 	target/release/kiln train --seed $(SEED) $(ARGS)

@@ -8,6 +8,8 @@
 #      gives every binary an rpath, so nothing needs exporting.
 #   3. FashionMNIST: Debian's dataset-fashion-mnist, from /usr/share/datasets or
 #      unpacked from the package (apt-get download + dpkg-deb -x, no root).
+#   4. MPI for the `mpi` feature: Open MPI and libclang from Debian (root:
+#      apt-get install; otherwise an error naming the packages).
 set -euo pipefail
 
 TORCH_VERSION=2.11.0
@@ -107,5 +109,28 @@ if ! has_idx "$data"; then
       rm -rf "$tmp" "$unpacked" && mv "$unpacked.partial" "$unpacked"
     fi
     ln -sfn "$unpacked/usr/share/datasets/fashion-mnist" "$data"
+  fi
+fi
+
+# --- 4. MPI (data-parallel training, cargo feature `mpi`; `make test` uses it) --
+# Open MPI from Debian, plus libclang for the bindgen run of the `mpi` crate's
+# build script. Installed with apt-get when root; otherwise a one-line error.
+# KILN_NO_MPI=1 skips this section (default-feature builds need no MPI).
+mpi_packages="libopenmpi-dev openmpi-bin libclang-dev"
+has_mpi() {
+  command -v mpirun >/dev/null 2>&1 && command -v mpicc >/dev/null 2>&1 &&
+    [ -n "$(mpicc -showme:incdirs 2>/dev/null)" ] &&
+    ls /usr/lib/llvm-*/lib/libclang*.so* /usr/lib/*/libclang*.so* >/dev/null 2>&1
+}
+if [ -z "${KILN_NO_MPI:-}" ] && ! has_mpi; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    say "installing $mpi_packages (apt-get)"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get install -y -q $mpi_packages >/dev/null 2>&1 ||
+      (apt-get update >/dev/null 2>&1 && apt-get install -y -q $mpi_packages >/dev/null 2>&1) ||
+      die "apt-get install $mpi_packages failed"
+    has_mpi || die "MPI is still missing after installing $mpi_packages"
+  else
+    die "MPI is missing: install $mpi_packages (as root: apt-get install $mpi_packages), or set KILN_NO_MPI=1 to build without the mpi feature"
   fi
 fi

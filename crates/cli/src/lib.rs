@@ -3,6 +3,7 @@
 //! them. The binary (`src/main.rs`) only parses arguments and reports errors.
 #![deny(missing_docs)]
 
+pub mod dist;
 pub mod models;
 pub mod report;
 pub mod run;

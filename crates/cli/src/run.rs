@@ -5,6 +5,7 @@ use crate::UsageError;
 use anyhow::{Context, Result};
 use clap::parser::ValueSource;
 use kiln_loop::checkpoint::{self, Checkpoint};
+use kiln_loop::distributed::DataParallel;
 use kiln_loop::metrics_log::MetricsLogger;
 use kiln_loop::trainer::{CheckpointConfig, EarlyStopping, Interval, Mode};
 use kiln_loop::{DataLoader, Dataset, Trainer, TrainerConfig, TutorialPrinter};
@@ -131,6 +132,14 @@ pub struct TrainArgs {
     #[arg(long)]
     #[serde(skip)]
     pub resume: Option<PathBuf>,
+    /// Train data-parallel across the processes of an MPI job (`mpirun -n N kiln train --distributed mpi`;
+    /// nccl: one GPU per rank); --batch-size is per rank. See docs/scale-out.md.
+    #[arg(long, value_parser = ["mpi", "nccl"])]
+    pub distributed: Option<String>,
+    /// Abort every rank when a collective has not completed after this many seconds.
+    #[arg(long, default_value_t = crate::dist::DEFAULT_TIMEOUT_SECS)]
+    #[serde(default = "crate::dist::default_timeout")]
+    pub dist_timeout: f64,
     /// Take flags from this JSON file (flags given on the command line win).
     #[arg(long)]
     #[serde(skip)]
@@ -559,6 +568,12 @@ fn write_config(run_dir: &Path, args: &TrainArgs) -> Result<()> {
 
 /// `kiln train`.
 pub fn train(args: &TrainArgs) -> Result<()> {
+    crate::dist::run(args, train_on)
+}
+
+/// `kiln train` on this process, alone or as one rank of `dp`.
+fn train_on(args: &TrainArgs, dp: Option<DataParallel<'_>>) -> Result<()> {
+    let main = dp.is_none_or(|dp| dp.is_main());
     if args.batch_size == 0 {
         return Err(usage("--batch-size must be at least 1, got 0"));
     }
@@ -581,7 +596,9 @@ pub fn train(args: &TrainArgs) -> Result<()> {
             let (path, ckpt) = found.ok_or_else(|| {
                 anyhow::anyhow!("{}: no valid checkpoint to resume from", run.display())
             })?;
-            eprintln!("kiln: resuming {} from {}", run.display(), path.display());
+            if main {
+                eprintln!("kiln: resuming {} from {}", run.display(), path.display());
+            }
             Some(ckpt)
         }
         None => None,
@@ -600,8 +617,14 @@ pub fn train(args: &TrainArgs) -> Result<()> {
     }
     // PyTorch seeds its generator from the OS when a program does not; kiln
     // does the same but records the seed, so every run can be repeated.
+    // Data-parallel ranks all take rank 0's.
     let mut args = args.clone();
-    let seed = *args.seed.get_or_insert_with(os_seed);
+    let seed = match (args.seed, dp) {
+        (Some(seed), _) => seed,
+        (None, Some(dp)) => dp.broadcast_u64(os_seed())?,
+        (None, None) => os_seed(),
+    };
+    args.seed = Some(seed);
     let args = &args;
     kiln_tensor::rng::manual_seed(seed);
     let vs = VarStore::new(device);
@@ -611,8 +634,12 @@ pub fn train(args: &TrainArgs) -> Result<()> {
     }
     let mut optimizer = build_optimizer(args, &vs)?;
     // Shuffling the training set and not the test set is the tutorial's setup.
-    let train_loader = DataLoader::new(&train_set, args.batch_size, !args.no_shuffle)?;
-    let test_loader = DataLoader::new(&test_set, args.batch_size, false)?;
+    let mut train_loader = DataLoader::new(&train_set, args.batch_size, !args.no_shuffle)?;
+    let mut test_loader = DataLoader::new(&test_set, args.batch_size, false)?;
+    if let Some(dp) = dp {
+        (train_loader, test_loader) =
+            crate::dist::shard(dp, args, device, train_loader, test_loader)?;
+    }
 
     let batches_per_epoch = train_loader
         .len()
@@ -643,29 +670,45 @@ pub fn train(args: &TrainArgs) -> Result<()> {
     } else {
         None
     };
-    let run_dir = match &args.run_dir {
-        Some(dir) => dir.clone(),
-        None => default_run_dir()?,
+    // Rank 0 (or the only process) owns the run directory: config,
+    // checkpoints and metrics files; every rank holds the same state.
+    let run_dir = match (&args.run_dir, main) {
+        (Some(dir), _) => dir.clone(),
+        (None, true) => default_run_dir()?,
+        (None, false) => PathBuf::new(),
     };
-    config.checkpoint = Some(checkpoint_config(args, &run_dir));
-    write_config(&run_dir, args)?;
+    config.checkpoint = if main {
+        write_config(&run_dir, args)?;
+        Some(checkpoint_config(args, &run_dir))
+    } else {
+        None
+    };
     let resume_step = resume.as_ref().map(|c| c.progress.step);
     let mut trainer = Trainer::new(config)?.run_config(serde_json::to_value(args)?);
     if task == Task::Regress {
         trainer = trainer.metrics(vec![Box::new(kiln_loop::metrics::MeanLoss::default())]);
     }
-    trainer = trainer.callback(match resume_step {
-        Some(step) => MetricsLogger::resume(&run_dir, step)?,
-        None => MetricsLogger::create(&run_dir)?,
-    });
+    if main {
+        // Evaluations are reduced over ranks before they reach the callbacks.
+        trainer = trainer.callback(match resume_step {
+            Some(step) => MetricsLogger::resume(&run_dir, step)?,
+            None => MetricsLogger::create(&run_dir)?,
+        });
+    }
     if let Some((scheduler, interval)) = scheduler {
         trainer = trainer.scheduler(scheduler, interval);
     }
-    if !args.quiet {
+    if let Some(dp) = dp {
+        trainer = trainer.data_parallel(dp);
+    }
+    if !args.quiet && main {
         let stdout = std::io::stdout();
         trainer = match args.log_format.as_str() {
             "json" => trainer.callback(JsonLines::new(stdout.lock())),
-            _ if stdout.is_terminal() => trainer.callback(ProgressPrinter::new(train_loader.len())),
+            // Open MPI gives ranks a pseudo-terminal: no progress bar there.
+            _ if stdout.is_terminal() && dp.is_none() => {
+                trainer.callback(ProgressPrinter::new(train_loader.len()))
+            }
             _ => trainer.callback(TutorialPrinter::new(stdout.lock())),
         };
     }
@@ -678,7 +721,10 @@ pub fn train(args: &TrainArgs) -> Result<()> {
         &test_loader,
         resume,
     )?;
-    if args.plot {
+    if let Some(dp) = dp {
+        dp.verify_replicas(&vs)?;
+    }
+    if args.plot && main {
         for path in kiln_loop::plot::plot_run(&run_dir, &run_dir.join("plots"))? {
             eprintln!("kiln: wrote {}", path.display());
         }

@@ -10,6 +10,7 @@
 
 pub mod checkpoint;
 pub mod dataset;
+pub mod distributed;
 mod error;
 pub mod idx;
 pub mod loader;

@@ -5,9 +5,11 @@
 //! then draws its own seed and permutes with `randperm(n, generator)` on a
 //! fresh generator. [`DataLoader::iter`] makes the same two draws in the same
 //! order, so the global generator and the batch order match PyTorch's.
+use crate::distributed::DistributedSampler;
 use crate::{Dataset, Error, Result};
 use kiln_tensor::rng::{draw_seed, Mt19937};
 use kiln_tensor::Tensor;
+use std::cell::Cell;
 
 /// One batch: inputs `[B, ...]` and targets `[B]`.
 #[derive(Debug)]
@@ -36,6 +38,8 @@ pub struct DataLoader<'a> {
     dataset: &'a Dataset,
     batch_size: usize,
     shuffle: bool,
+    sampler: Option<DistributedSampler>,
+    epoch: Cell<u64>,
 }
 
 impl<'a> DataLoader<'a> {
@@ -56,7 +60,30 @@ impl<'a> DataLoader<'a> {
             dataset,
             batch_size,
             shuffle,
+            sampler: None,
+            epoch: Cell::new(0),
         })
+    }
+
+    /// Reads this rank's shard through `sampler` (`DataLoader(dataset,
+    /// sampler=DistributedSampler(...))`); the loader's own `shuffle` is
+    /// then unused, as PyTorch forbids both.
+    pub fn distributed(mut self, sampler: DistributedSampler) -> Self {
+        self.sampler = Some(sampler);
+        self
+    }
+
+    /// The sampler's epoch (`sampler.set_epoch(epoch)`), which seeds the
+    /// distributed permutation; without a distributed sampler it is unused.
+    pub fn set_epoch(&self, epoch: u64) {
+        self.epoch.set(epoch);
+    }
+
+    /// Samples one pass reads: the dataset, or this rank's shard of it.
+    fn samples(&self) -> usize {
+        self.sampler
+            .as_ref()
+            .map_or(self.dataset.len(), |s| s.num_samples(self.dataset.len()))
     }
 
     /// The dataset this loader reads.
@@ -66,7 +93,7 @@ impl<'a> DataLoader<'a> {
 
     /// Number of batches per pass (`len(dataloader)`).
     pub fn len(&self) -> usize {
-        self.dataset.len().div_ceil(self.batch_size)
+        self.samples().div_ceil(self.batch_size)
     }
 
     /// Whether a pass yields no batch.
@@ -77,11 +104,9 @@ impl<'a> DataLoader<'a> {
     /// Starts a pass, consuming the global generator as PyTorch does.
     pub fn iter(&self) -> Result<Batches<'a>> {
         let _base_seed = draw_seed()?;
-        let sampler_seed = if self.shuffle {
-            Some(draw_seed()?)
-        } else {
-            None
-        };
+        // A DistributedSampler draws nothing from the global generator.
+        let shuffled = self.shuffle && self.sampler.is_none();
+        let sampler_seed = if shuffled { Some(draw_seed()?) } else { None };
         self.resume(sampler_seed, 0)
     }
 
@@ -90,6 +115,16 @@ impl<'a> DataLoader<'a> {
     /// what [`Batches::sampler_seed`] reported for that pass.
     pub fn resume(&self, sampler_seed: Option<u64>, start_batch: usize) -> Result<Batches<'a>> {
         let order = match (self.shuffle, sampler_seed) {
+            _ if self.sampler.is_some() => match (&self.sampler, sampler_seed) {
+                (Some(sampler), None) => {
+                    Some(sampler.indices(self.epoch.get(), self.dataset.len())?)
+                }
+                _ => {
+                    return Err(Error::InvalidArgument(
+                        "a distributed pass has no sampler seed".into(),
+                    ))
+                }
+            },
             (true, Some(seed)) => Some(Mt19937::new(seed).randperm(self.dataset.len())?),
             (false, None) => None,
             (true, None) => {
@@ -105,7 +140,7 @@ impl<'a> DataLoader<'a> {
         };
         let next = start_batch
             .saturating_mul(self.batch_size)
-            .min(self.dataset.len());
+            .min(self.samples());
         Ok(Batches {
             dataset: self.dataset,
             batch_size: self.batch_size,
@@ -155,7 +190,7 @@ impl Iterator for Batches<'_> {
     type Item = Result<Batch>;
 
     fn next(&mut self) -> Option<Self::Item> {
-        let n = self.dataset.len();
+        let n = self.order.as_ref().map_or(self.dataset.len(), Vec::len);
         if self.next >= n {
             return None;
         }

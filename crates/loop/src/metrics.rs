@@ -12,6 +12,14 @@ pub trait Metric {
     fn value(&self) -> f64;
     /// Forgets everything added.
     fn reset(&mut self);
+    /// The sums this metric accumulates, so that data-parallel evaluation
+    /// can add them over ranks; `None` (the default) if it cannot be.
+    fn totals(&self) -> Option<Vec<f64>> {
+        None
+    }
+    /// Replaces the sums with `totals`, as [`Metric::totals`] returned them
+    /// (summed over ranks).
+    fn set_totals(&mut self, _totals: &[f64]) {}
 }
 
 /// Fraction of samples whose arg-max equals the label, accumulated as the
@@ -47,6 +55,17 @@ impl Metric for Accuracy {
 
     fn reset(&mut self) {
         *self = Self::default();
+    }
+
+    fn totals(&self) -> Option<Vec<f64>> {
+        Some(vec![self.correct, self.samples as f64])
+    }
+
+    fn set_totals(&mut self, totals: &[f64]) {
+        if let [correct, samples] = totals {
+            self.correct = *correct;
+            self.samples = *samples as usize;
+        }
     }
 }
 
@@ -100,6 +119,17 @@ impl Metric for TopK {
         self.correct = 0.0;
         self.samples = 0;
     }
+
+    fn totals(&self) -> Option<Vec<f64>> {
+        Some(vec![self.correct, self.samples as f64])
+    }
+
+    fn set_totals(&mut self, totals: &[f64]) {
+        if let [correct, samples] = totals {
+            self.correct = *correct;
+            self.samples = *samples as usize;
+        }
+    }
 }
 
 /// Mean of the batch losses (the tutorial's `test_loss / num_batches`).
@@ -130,6 +160,17 @@ impl Metric for MeanLoss {
 
     fn reset(&mut self) {
         *self = Self::default();
+    }
+
+    fn totals(&self) -> Option<Vec<f64>> {
+        Some(vec![self.total, self.batches as f64])
+    }
+
+    fn set_totals(&mut self, totals: &[f64]) {
+        if let [total, batches] = totals {
+            self.total = *total;
+            self.batches = *batches as usize;
+        }
     }
 }
 

@@ -3,6 +3,7 @@
 //! early stopping, non-finite loss detection, callbacks and checkpoints
 //! that resume bit for bit.
 use crate::checkpoint::{self, Checkpoint, Progress};
+use crate::distributed::DataParallel;
 use crate::metrics::{Accuracy, MeanLoss, Metric};
 use crate::train::{loss_line, test_report};
 use crate::{DataLoader, Error, Result};
@@ -464,6 +465,7 @@ pub struct Trainer<'a> {
     metrics: Vec<Box<dyn Metric>>,
     run_config: serde_json::Value,
     scheduler: Option<(Box<dyn LrScheduler + 'a>, Interval)>,
+    data_parallel: Option<DataParallel<'a>>,
 }
 
 impl<'a> Trainer<'a> {
@@ -476,6 +478,7 @@ impl<'a> Trainer<'a> {
             metrics: vec![Box::new(MeanLoss::default()), Box::new(Accuracy::default())],
             run_config: serde_json::Value::Null,
             scheduler: None,
+            data_parallel: None,
         })
     }
 
@@ -508,6 +511,15 @@ impl<'a> Trainer<'a> {
     /// The run's configuration, stored in every checkpoint.
     pub fn run_config(mut self, config: serde_json::Value) -> Self {
         self.run_config = config;
+        self
+    }
+
+    /// Trains data-parallel: rank 0's parameters are broadcast at the start,
+    /// gradients averaged over ranks before every optimizer step, a NaN loss
+    /// on any rank stops all, and evaluation metrics are summed over ranks.
+    /// The loaders should read shards ([`DataLoader::distributed`]).
+    pub fn data_parallel(mut self, dp: DataParallel<'a>) -> Self {
+        self.data_parallel = Some(dp);
         self
     }
 
@@ -559,6 +571,9 @@ impl<'a> Trainer<'a> {
             }
             progress = ckpt.progress;
         }
+        if let Some(dp) = &self.data_parallel {
+            dp.broadcast_parameters(vs)?;
+        }
         let mut summary = FitSummary {
             stop: StopReason::Completed,
             steps: progress.step,
@@ -582,6 +597,8 @@ impl<'a> Trainer<'a> {
             } else {
                 0
             };
+            // PyTorch's `sampler.set_epoch(epoch)` with 0-based epochs.
+            train_loader.set_epoch(epoch.saturating_sub(1) as u64);
             let batches = if start_batch > 0 {
                 train_loader.resume(progress.sampler_seed, start_batch)?
             } else {
@@ -628,7 +645,11 @@ impl<'a> Trainer<'a> {
                 let pred = forward(model, &batch.inputs, true)?;
                 let loss = loss_fn.forward(&pred, &batch.targets)?;
                 let loss_value = loss.f_double_value(&[])?;
-                if cfg.stop_on_nonfinite && !loss_value.is_finite() {
+                let nonfinite = match &self.data_parallel {
+                    Some(dp) if cfg.stop_on_nonfinite => dp.any(!loss_value.is_finite())?,
+                    _ => !loss_value.is_finite(),
+                };
+                if cfg.stop_on_nonfinite && nonfinite {
                     summary.stop = StopReason::NonFiniteLoss {
                         epoch,
                         batch: batch_index,
@@ -646,6 +667,10 @@ impl<'a> Trainer<'a> {
                     (batch_index + 1) % accumulate == 0 || batch_index + 1 == batches_per_epoch;
                 let mut grad_norm = None;
                 if stepped {
+                    // Clipping sees the averaged gradients, as with DDP.
+                    if let Some(dp) = &self.data_parallel {
+                        dp.average_gradients(vs)?;
+                    }
                     grad_norm = clip(optimizer, &cfg)?;
                     optimizer.step()?;
                     optimizer.zero_grad()?;
@@ -797,6 +822,9 @@ impl<'a> Trainer<'a> {
             &mut self.metrics,
             self.config.limit_test_batches,
         )?;
+        if let Some(dp) = &self.data_parallel {
+            dp.reduce_metrics(&mut self.metrics)?;
+        }
         let mut metrics: Vec<(String, f64)> =
             self.metrics.iter().map(|m| (m.name(), m.value())).collect();
         metrics.sort_by(|a, b| a.0.cmp(&b.0));

@@ -1,0 +1,371 @@
+//! `kiln train --distributed mpi` under `mpirun`: replicas stay identical,
+//! N ranks × batch B train exactly like one process with batch N×B on the
+//! same sample order, resume is exact, and a failed, killed or stalled rank
+//! ends the whole job with a non-zero status instead of a hang.
+//! (Built with the `mpi` feature only: `make test` enables it.)
+mod common;
+
+use common::{temp_dir, text, write_dataset};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+/// `mpirun` as root on an oversubscribed small machine, `n` ranks of `kiln args`.
+fn mpirun_cmd(n: usize, args: &[&str], extra_env: &[(&str, &str)]) -> Command {
+    let mut cmd = Command::new("mpirun");
+    cmd.env("OMPI_ALLOW_RUN_AS_ROOT", "1")
+        .env("OMPI_ALLOW_RUN_AS_ROOT_CONFIRM", "1")
+        .args(["--oversubscribe", "--bind-to", "none", "-n", &n.to_string()]);
+    for (k, v) in extra_env {
+        cmd.env(k, v).args(["-x", k]);
+    }
+    cmd.arg(env!("CARGO_BIN_EXE_kiln")).args(args);
+    cmd
+}
+
+fn mpirun(n: usize, args: &[&str]) -> Output {
+    mpirun_cmd(n, args, &[])
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run mpirun: {e}"))
+}
+
+/// Common flags: CPU, one thread per rank, a fixed seed.
+fn train_args<'a>(data: &'a str, run: &'a str, batch: &'a str, rest: &[&'a str]) -> Vec<&'a str> {
+    let mut v = vec![
+        "train",
+        "--distributed",
+        "mpi",
+        "--device",
+        "cpu",
+        "--threads",
+        "1",
+        "--seed",
+        "5",
+        "--lr",
+        "0.05",
+        "--data-dir",
+        data,
+        "--run-dir",
+        run,
+        "--batch-size",
+        batch,
+        "--dist-timeout",
+        "60",
+    ];
+    v.extend_from_slice(rest);
+    v
+}
+
+/// The parameters of the newest checkpoint in `run`.
+fn final_params(run: &Path) -> Vec<(String, Vec<f32>)> {
+    let found = kiln_loop::checkpoint::latest_valid(run, &mut |_| {})
+        .unwrap_or_else(|e| panic!("{}: {e}", run.display()));
+    let (_, ckpt) = found.unwrap_or_else(|| panic!("{}: no checkpoint", run.display()));
+    let mut params: Vec<(String, Vec<f32>)> = ckpt
+        .model
+        .iter()
+        .map(|(name, t)| {
+            let flat = t.reshape([-1]);
+            (
+                name.clone(),
+                Vec::<f32>::try_from(&flat).unwrap_or_default(),
+            )
+        })
+        .collect();
+    params.sort_by(|a, b| a.0.cmp(&b.0));
+    params
+}
+
+/// Largest |a - b| / max|b| over tensors (relative to each tensor's scale).
+fn max_rel_diff(a: &[(String, Vec<f32>)], b: &[(String, Vec<f32>)]) -> f64 {
+    assert_eq!(a.len(), b.len());
+    let mut worst = 0.0f64;
+    for ((na, va), (nb, vb)) in a.iter().zip(b) {
+        assert_eq!(na, nb);
+        assert_eq!(va.len(), vb.len(), "{na}");
+        assert!(!va.is_empty(), "{na}");
+        let scale = vb.iter().fold(0.0f64, |m, &x| m.max(f64::from(x).abs()));
+        let diff = va.iter().zip(vb).fold(0.0f64, |m, (&x, &y)| {
+            m.max((f64::from(x) - f64::from(y)).abs())
+        });
+        worst = worst.max(diff / scale);
+    }
+    worst
+}
+
+fn dataset(name: &str, n: u32) -> PathBuf {
+    let dir = temp_dir(name);
+    write_dataset(&dir, n, 28, |i| (i * 7 % 10) as u8);
+    dir
+}
+
+fn run_ok(n: usize, args: &[&str]) -> String {
+    let out = mpirun(n, args);
+    let (stdout, stderr) = text(&out);
+    assert!(
+        out.status.success(),
+        "{n} ranks failed:\n{stdout}\n{stderr}"
+    );
+    stdout
+}
+
+/// `ranks` × `batch / ranks` against one process × `batch`, same seed.
+fn matches_one_process(name: &str, ranks: usize, per_rank: &str, global: &str) {
+    // 456 samples: not a multiple of 4 × 16, so the padded last batch is tested too.
+    let data = dataset(name, 456);
+    let d = data.to_str().unwrap_or(".");
+    let (many, one) = (data.join("many"), data.join("one"));
+    let rest = ["--epochs", "2", "--test-samples", "100"];
+    let log = run_ok(
+        ranks,
+        &train_args(d, many.to_str().unwrap_or("."), per_rank, &rest),
+    );
+    // Only rank 0 prints; every rank agreed on its parameters at the end
+    // (the run checks it and fails otherwise).
+    assert_eq!(log.matches("Training completed").count(), 1, "{log}");
+    assert_eq!(log.matches("Test Error").count(), 2, "{log}");
+    run_ok(
+        1,
+        &train_args(d, one.to_str().unwrap_or("."), global, &rest),
+    );
+    let (a, b) = (final_params(&many), final_params(&one));
+    let rel = max_rel_diff(&a, &b);
+    eprintln!("{ranks} ranks vs one process: max relative difference {rel:e}");
+    assert!(
+        rel <= 1e-6,
+        "{ranks} ranks vs one process: max relative difference {rel:e}"
+    );
+    // It did train: the parameters moved away from the initial ones.
+    let init = data.join("init");
+    run_ok(
+        1,
+        &train_args(
+            d,
+            init.to_str().unwrap_or("."),
+            global,
+            &["--max-steps", "1", "--optimizer", "sgd:lr=0"],
+        ),
+    );
+    assert!(max_rel_diff(&final_params(&init), &b) > 1e-3);
+}
+
+#[test]
+fn two_ranks_train_like_one_process_with_the_global_batch() {
+    matches_one_process("dist2", 2, "32", "64");
+}
+
+#[test]
+fn four_ranks_train_like_one_process_with_the_global_batch() {
+    matches_one_process("dist4", 4, "16", "64");
+}
+
+#[test]
+fn resuming_a_distributed_run_is_exact() {
+    let data = dataset("distresume", 256);
+    let d = data.to_str().unwrap_or(".");
+    let (full, part) = (data.join("full"), data.join("part"));
+    let (full_s, part_s) = (full.to_str().unwrap_or("."), part.to_str().unwrap_or("."));
+    run_ok(
+        2,
+        &train_args(d, full_s, "16", &["--epochs", "2", "--test-samples", "50"]),
+    );
+    // Stop mid-epoch 2 (8 steps per epoch), then resume to the end.
+    run_ok(
+        2,
+        &train_args(
+            d,
+            part_s,
+            "16",
+            &["--epochs", "2", "--test-samples", "50", "--max-steps", "11"],
+        ),
+    );
+    let resumed = ["train", "--resume", part_s, "--max-steps", "1000"];
+    let out = mpirun(2, &resumed);
+    let (stdout, stderr) = text(&out);
+    assert!(out.status.success(), "{stdout}\n{stderr}");
+    assert_eq!(stderr.matches("kiln: resuming").count(), 1, "{stderr}");
+    assert_eq!(
+        max_rel_diff(&final_params(&part), &final_params(&full)),
+        0.0
+    );
+}
+
+#[test]
+fn an_error_on_one_rank_ends_every_rank() {
+    let data = dataset("disterr", 64);
+    let d = data.to_str().unwrap_or(".");
+    let missing = data.join("no-such-dir");
+    let run = data.join("run");
+    // MPMD: rank 1 reads a directory that does not exist.
+    let mut cmd = mpirun_cmd(
+        1,
+        &train_args(d, run.to_str().unwrap_or("."), "16", &[]),
+        &[],
+    );
+    cmd.args([":", "-n", "1", env!("CARGO_BIN_EXE_kiln")]);
+    cmd.args(train_args(
+        missing.to_str().unwrap_or("."),
+        run.to_str().unwrap_or("."),
+        "16",
+        &[],
+    ));
+    let start = Instant::now();
+    let out = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run mpirun: {e}"));
+    let (stdout, stderr) = text(&out);
+    assert!(!out.status.success(), "{stdout}\n{stderr}");
+    assert!(stderr.contains("error: rank 1 of 2: "), "{stderr}");
+    assert!(stderr.contains("no-such-dir"), "{stderr}");
+    assert!(start.elapsed() < Duration::from_secs(30));
+    // Ranks that disagree on the data are stopped before training.
+    let out = mpirun_cmd(
+        1,
+        &train_args(d, run.to_str().unwrap_or("."), "16", &[]),
+        &[],
+    )
+    .args([":", "-n", "1", env!("CARGO_BIN_EXE_kiln")])
+    .args(train_args(
+        d,
+        run.to_str().unwrap_or("."),
+        "16",
+        &["--train-samples", "32"],
+    ))
+    .output()
+    .unwrap_or_else(|e| panic!("cannot run mpirun: {e}"));
+    let (_, stderr) = text(&out);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("ranks disagree on dataset sizes"),
+        "{stderr}"
+    );
+}
+
+/// Pids of the ranks of the job whose environment holds `marker`, by rank.
+fn rank_pids(marker: &str) -> Vec<(u32, String)> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let Ok(env) = std::fs::read(entry.path().join("environ")) else {
+            continue;
+        };
+        let vars: Vec<String> = env
+            .split(|&b| b == 0)
+            .map(|v| String::from_utf8_lossy(v).into_owned())
+            .collect();
+        if !vars
+            .iter()
+            .any(|v| v == &format!("KILN_TEST_MARKER={marker}"))
+        {
+            continue;
+        }
+        if let Some(rank) = vars
+            .iter()
+            .find_map(|v| v.strip_prefix("OMPI_COMM_WORLD_RANK="))
+        {
+            found.push((pid, rank.to_string()));
+        }
+    }
+    found
+}
+
+/// Starts a long 3-rank run, waits for its first log line, sends `signal`
+/// to rank 1 and returns how the job ended and how long that took.
+fn hurt_rank_one(name: &str, signal: &str, timeout: &str) -> (Output, Duration) {
+    let data = dataset(name, 2048);
+    let run = data.join("run");
+    let marker = format!("{name}-{}", std::process::id());
+    let args = train_args(
+        data.to_str().unwrap_or("."),
+        run.to_str().unwrap_or("."),
+        "8",
+        &["--epochs", "100"],
+    );
+    let mut args: Vec<&str> = args;
+    let pos = args
+        .iter()
+        .position(|a| *a == "--dist-timeout")
+        .unwrap_or(0);
+    args[pos + 1] = timeout;
+    let mut child: Child = mpirun_cmd(3, &args, &[("KILN_TEST_MARKER", &marker)])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot run mpirun: {e}"));
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let victim = loop {
+        let pids = rank_pids(&marker);
+        if pids.len() == 3 && run.join("config.json").exists() {
+            break pids.into_iter().find(|(_, r)| r == "1").map(|(p, _)| p);
+        }
+        if Instant::now() > deadline {
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let Some(victim) = victim else {
+        let _ = child.kill();
+        panic!("the 3 ranks did not start");
+    };
+    // Let training get going, then hurt rank 1.
+    std::thread::sleep(Duration::from_millis(1500));
+    let start = Instant::now();
+    let status = Command::new("kill")
+        .args([signal, &victim.to_string()])
+        .status();
+    assert!(status.is_ok_and(|s| s.success()));
+    let out = child.wait_with_output().unwrap_or_else(|e| panic!("{e}"));
+    (out, start.elapsed())
+}
+
+#[test]
+fn a_killed_rank_ends_every_rank() {
+    let (out, took) = hurt_rank_one("distkill", "-KILL", "60");
+    let (stdout, stderr) = text(&out);
+    assert!(!out.status.success(), "{stdout}\n{stderr}");
+    assert!(took < Duration::from_secs(30), "took {took:?}");
+    assert!(!stdout.contains("Training completed"), "{stdout}");
+}
+
+#[test]
+fn a_stalled_rank_is_caught_by_the_collective_timeout() {
+    // SIGSTOP: rank 1 neither dies nor answers; the others' watchdogs abort.
+    let (out, took) = hurt_rank_one("diststop", "-STOP", "3");
+    let (stdout, stderr) = text(&out);
+    assert!(!out.status.success(), "{stdout}\n{stderr}");
+    assert!(stderr.contains("did not complete within 3 s"), "{stderr}");
+    assert!(took < Duration::from_secs(30), "took {took:?}");
+}
+
+#[test]
+fn without_a_seed_every_rank_takes_rank_zeros() {
+    // Each process would draw its own seed from the OS; rank 0's is shared
+    // (else the ranks' settings check fails) and recorded.
+    let data = dataset("distseed", 128);
+    let run = data.join("run");
+    let args = [
+        "train",
+        "--distributed",
+        "mpi",
+        "--device",
+        "cpu",
+        "--threads",
+        "1",
+        "--epochs",
+        "1",
+        "--data-dir",
+        data.to_str().unwrap_or("."),
+        "--run-dir",
+        run.to_str().unwrap_or("."),
+        "--batch-size",
+        "16",
+        "--dist-timeout",
+        "60",
+    ];
+    run_ok(2, &args);
+    let config = std::fs::read_to_string(run.join("config.json")).unwrap_or_default();
+    let config: serde_json::Value = serde_json::from_str(&config).unwrap_or_default();
+    assert!(config["seed"].is_u64(), "{config}");
+}
