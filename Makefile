@@ -8,6 +8,9 @@ PY := PYTHONPATH=$(CURDIR)/.libtorch $(PYTHON) -W ignore
 # `make train` is the tutorial with seed 0 (PyTorch reaches 82.0% with it).
 SEED ?= 0
 ARGS ?=
+# MPI data parallelism (setup installs Open MPI); `make FEATURES= ...` builds without it.
+FEATURES ?= kiln-cli/mpi,kiln-cli/nccl
+FEATURE_FLAGS := $(if $(FEATURES),--features $(FEATURES),)
 
 .PHONY: setup build test lint train bench golden doc clean-setup
 
@@ -15,27 +18,29 @@ setup:
 	@bash scripts/setup.sh
 
 build: setup
-	$(CARGO) build --release -p kiln-cli
+	$(CARGO) build --release -p kiln-cli $(FEATURE_FLAGS)
 
 test: setup
-	$(CARGO) test --workspace --features kiln-cli/mpi,kiln-cli/nccl
+	$(CARGO) test --workspace $(FEATURE_FLAGS)
 
 lint: setup
 	$(CARGO) fmt --all --check
-	$(CARGO) clippy --workspace --all-targets --features kiln-cli/mpi,kiln-cli/nccl -- -D warnings
+	$(CARGO) clippy --workspace --all-targets $(FEATURE_FLAGS) -- -D warnings
 
 train: build
 	target/release/kiln train --seed $(SEED) $(ARGS)
 
 bench: setup
-	$(CARGO) build --release -p kiln-cli --benches
+	$(CARGO) build --release -p kiln-cli --benches $(FEATURE_FLAGS)
 	$(PY) scripts/bench/train_epoch.py --kiln-bin "$$(ls -t target/release/deps/train_epoch-* | grep -v '\.d$$' | head -n1)"
 	PYTHONPATH=$(CURDIR)/.libtorch PYTHON=$(PYTHON) bash crates/optim/benches/run.sh
+	$(PY) scripts/bench/scaling.py --bin "$$(ls -t target/release/deps/scaling-* | grep -v '\.d$$' | head -n1)"
 
 golden: build
 	$(PY) tests/golden/make_golden_logs.py
 	$(PY) tests/golden/interop/make_interop.py
 	$(PY) crates/losses/tests/golden/make_golden.py
+	$(PY) crates/optim/tests/golden/make_golden.py
 	$(PY) crates/optim/tests/golden/schedulers/make_golden.py
 
 doc: setup
