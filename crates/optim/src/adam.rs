@@ -192,11 +192,7 @@ fn fused_adam(items: &mut [Item<'_>], cfg: &AdamConfig) -> Result<()> {
 impl Rule for AdamConfig {
     const NAME: &'static str = "adam";
     crate::hyperparameter_table! {
-        "lr" => lr: f64,
-        "betas.0" => betas.0: f64,
-        "betas.1" => betas.1: f64,
-        "eps" => eps: f64,
-        "weight_decay" => weight_decay: f64,
+        @adam_like
         "amsgrad" => amsgrad: bool,
         "maximize" => maximize: bool,
         "decoupled_weight_decay" => decoupled_weight_decay: bool,
@@ -283,11 +279,7 @@ impl AdamWConfig {
 impl Rule for AdamWConfig {
     const NAME: &'static str = "adamw";
     crate::hyperparameter_table! {
-        "lr" => lr: f64,
-        "betas.0" => betas.0: f64,
-        "betas.1" => betas.1: f64,
-        "eps" => eps: f64,
-        "weight_decay" => weight_decay: f64,
+        @adam_like
         "amsgrad" => amsgrad: bool,
         "maximize" => maximize: bool,
         "fused" => fused: bool,

@@ -59,11 +59,7 @@ impl NAdamConfig {
 impl Rule for NAdamConfig {
     const NAME: &'static str = "nadam";
     crate::hyperparameter_table! {
-        "lr" => lr: f64,
-        "betas.0" => betas.0: f64,
-        "betas.1" => betas.1: f64,
-        "eps" => eps: f64,
-        "weight_decay" => weight_decay: f64,
+        @adam_like
         "momentum_decay" => momentum_decay: f64,
         "decoupled_weight_decay" => decoupled_weight_decay: bool,
         "maximize" => maximize: bool,

@@ -127,10 +127,23 @@ pub trait Rule: Clone + std::fmt::Debug + Serialize + DeserializeOwned + Send + 
 }
 
 /// Defines [`Rule::HYPERPARAMETERS`], [`Rule::get`] and [`Rule::set`] from a
-/// table `"name" => field: kind` where kind is `f64`, `bool` or `usize`.
+/// table `"name" => field: kind` where kind is `f64`, `bool` or `usize`;
+/// `@adam_like` first stands for the Adam family's `lr`, `betas.0`,
+/// `betas.1`, `eps` and `weight_decay` entries.
 #[macro_export]
 #[doc(hidden)]
 macro_rules! hyperparameter_table {
+    // The Adam family's leading entries: lr, betas, eps, weight_decay.
+    (@adam_like $($rest:tt)*) => {
+        $crate::hyperparameter_table! {
+            "lr" => lr: f64,
+            "betas.0" => betas.0: f64,
+            "betas.1" => betas.1: f64,
+            "eps" => eps: f64,
+            "weight_decay" => weight_decay: f64,
+            $($rest)*
+        }
+    };
     ($($name:literal => $field:ident $(. $idx:tt)? : $kind:ident),* $(,)?) => {
         const HYPERPARAMETERS: &'static [&'static str] = &[$($name),*];
         fn get(&self, name: &str) -> Option<f64> {
