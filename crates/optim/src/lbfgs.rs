@@ -15,7 +15,7 @@
 //! branches and numbers.
 use crate::optimizer::check_unique_names;
 use crate::registry::OptimizerRegistry;
-use crate::util::{invalid, py_float};
+use crate::util::{non_negative, py_float};
 use crate::{Error, NamedParameter, Optimizer, OptimizerState, Result};
 use kiln_tensor::spec::Spec;
 use kiln_tensor::{ops, tch, Kind, Tensor};
@@ -67,9 +67,7 @@ impl Default for LbfgsConfig {
 impl LbfgsConfig {
     /// PyTorch's check (`Invalid learning rate`).
     pub fn validate(&self) -> Result<()> {
-        if !(self.lr >= 0.0) {
-            return invalid(format!("Invalid learning rate: {}", py_float(self.lr)));
-        }
+        non_negative(self.lr, "learning rate")?;
         Ok(())
     }
 

@@ -8,7 +8,7 @@
 //! ```
 use crate::adam::check_adam_like;
 use crate::rule::{round_scalar, Grouped, ParamState, Rule};
-use crate::util::{invalid, l2, m, maybe_neg, py_float, scalar_mul};
+use crate::util::{l2, m, maybe_neg, non_negative, scalar_mul};
 use crate::{NamedParameter, Result};
 use kiln_tensor::{ops, Tensor};
 
@@ -67,12 +67,7 @@ impl Rule for NAdamConfig {
 
     fn validate(&self) -> Result<()> {
         check_adam_like(self.lr, self.eps, self.betas, self.weight_decay)?;
-        if !(self.momentum_decay >= 0.0) {
-            return invalid(format!(
-                "Invalid momentum_decay value: {}",
-                py_float(self.momentum_decay)
-            ));
-        }
+        non_negative(self.momentum_decay, "momentum_decay value")?;
         Ok(())
     }
 
