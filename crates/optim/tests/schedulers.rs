@@ -890,13 +890,8 @@ fn cyclic_momentum_writes_sgd_momentum() -> Result<()> {
 // Registry.
 
 fn registry_seq(spec: &str, opt: &mut DictOpt, hint: Option<usize>, n: usize) -> Result<Vec<f64>> {
-    let mut s = schedulers().build(spec, opt, hint)?;
-    let mut out = vec![opt.groups[0]["lr"]];
-    for _ in 0..n {
-        s.step(opt)?;
-        out.push(opt.groups[0]["lr"]);
-    }
-    Ok(out)
+    let s = schedulers().build(spec, opt, hint)?;
+    config_seq(opt, s, n)
 }
 
 fn config_seq(opt: &mut DictOpt, mut s: Box<dyn LrScheduler>, n: usize) -> Result<Vec<f64>> {
