@@ -13,7 +13,7 @@
 //! others as Python floats; kiln tracks which is which and rounds to float32
 //! exactly where PyTorch's float32 tensors do, so float32 runs follow the same
 //! branches and numbers.
-use crate::optimizer::check_unique_names;
+use crate::optimizer::{check_saved_by, check_unique_names};
 use crate::registry::OptimizerRegistry;
 use crate::util::{non_negative, py_float};
 use crate::{Error, NamedParameter, Optimizer, OptimizerState, Result};
@@ -823,16 +823,8 @@ impl Optimizer for Lbfgs {
     }
 
     fn load_state_dict(&mut self, saved: &OptimizerState) -> Result<()> {
+        check_saved_by(saved, "lbfgs")?;
         let s = &saved.scalars;
-        let kind = s
-            .get("optimizer")
-            .and_then(Value::as_str)
-            .unwrap_or("nothing known");
-        if kind != "lbfgs" {
-            return Err(Error::State(format!(
-                "it was saved by {kind}, not by lbfgs"
-            )));
-        }
         let ours: Vec<Value> = self
             .params
             .iter()

@@ -2,7 +2,7 @@
 //! gradient-less parameters skipped, state (de)serialisation. Each concrete
 //! optimizer only provides a [`Rule`]: its hyperparameter table, its checks
 //! and its per-tensor update function.
-use crate::optimizer::{check_group, check_unique_names};
+use crate::optimizer::{check_group, check_saved_by, check_unique_names};
 use crate::{Error, NamedParameter, Optimizer, OptimizerState, Result};
 use kiln_tensor::{ops, tch, Kind, Tensor};
 use serde::de::DeserializeOwned;
@@ -410,17 +410,8 @@ impl<C: Rule> Optimizer for Grouped<C> {
     }
 
     fn load_state_dict(&mut self, saved: &OptimizerState) -> Result<()> {
+        check_saved_by(saved, C::NAME)?;
         let s = &saved.scalars;
-        let kind = s
-            .get("optimizer")
-            .and_then(Value::as_str)
-            .unwrap_or("nothing known");
-        if kind != C::NAME {
-            return Err(Error::State(format!(
-                "it was saved by {kind}, not by {}",
-                C::NAME
-            )));
-        }
         let groups = s
             .get("param_groups")
             .and_then(Value::as_array)
