@@ -8,7 +8,7 @@
 //! θ ← θ − γ Δ
 //! ```
 use crate::rule::{Grouped, ParamState, Rule};
-use crate::util::{invalid, l2, m, maybe_neg, py_float};
+use crate::util::{invalid, l2, m, maybe_neg, non_negative, py_float};
 use crate::{NamedParameter, Result};
 use kiln_tensor::{ops, Tensor};
 
@@ -61,21 +61,12 @@ impl Rule for AdadeltaConfig {
     }
 
     fn validate(&self) -> Result<()> {
-        if !(self.lr >= 0.0) {
-            return invalid(format!("Invalid learning rate: {}", py_float(self.lr)));
-        }
+        non_negative(self.lr, "learning rate")?;
         if !(0.0 <= self.rho && self.rho <= 1.0) {
             return invalid(format!("Invalid rho value: {}", py_float(self.rho)));
         }
-        if !(self.eps >= 0.0) {
-            return invalid(format!("Invalid epsilon value: {}", py_float(self.eps)));
-        }
-        if !(self.weight_decay >= 0.0) {
-            return invalid(format!(
-                "Invalid weight_decay value: {}",
-                py_float(self.weight_decay)
-            ));
-        }
+        non_negative(self.eps, "epsilon value")?;
+        non_negative(self.weight_decay, "weight_decay value")?;
         Ok(())
     }
 

@@ -11,7 +11,7 @@
 //! U = g / √max(V, ε1²);   θ ← θ − α_t U / max(1, RMS(U) / d)
 //! ```
 use crate::rule::{Grouped, ParamState, Rule};
-use crate::util::{invalid, m, maybe_neg, py_float};
+use crate::util::{at_least_zero, invalid, m, maybe_neg, py_float};
 use crate::{NamedParameter, Result};
 use kiln_tensor::{ops, Kind, Tensor};
 
@@ -97,12 +97,7 @@ impl Rule for AdafactorConfig {
     }
 
     fn validate(&self) -> Result<()> {
-        if !(self.lr >= 0.0) {
-            return invalid(format!(
-                "Learning rate should be >= 0 but is: {}",
-                py_float(self.lr)
-            ));
-        }
+        at_least_zero(self.lr, "Learning rate")?;
         if !(0.0 >= self.beta2_decay) {
             return invalid(format!(
                 "beta2_decay should be <= 0 but is: {}",
@@ -110,28 +105,16 @@ impl Rule for AdafactorConfig {
             ));
         }
         if let Some(e) = self.eps.0 {
-            if !(e >= 0.0) {
-                return invalid(format!("epsilon1 should be >= 0 but is: {}", py_float(e)));
-            }
+            at_least_zero(e, "epsilon1")?;
         }
-        if !(self.eps.1 >= 0.0) {
-            return invalid(format!(
-                "epsilon2 should be >= 0 but is: {}",
-                py_float(self.eps.1)
-            ));
-        }
+        at_least_zero(self.eps.1, "epsilon2")?;
         if !(1.0 <= self.d) {
             return invalid(format!(
                 "Clipping threshold d should be >= 1 but is: {}",
                 py_float(self.d)
             ));
         }
-        if !(self.weight_decay >= 0.0) {
-            return invalid(format!(
-                "weight_decay should be >= 0 but is: {}",
-                py_float(self.weight_decay)
-            ));
-        }
+        at_least_zero(self.weight_decay, "weight_decay")?;
         Ok(())
     }
 

@@ -6,7 +6,7 @@
 //! θ ← θ − γ̃ g / (√s + ε)
 //! ```
 use crate::rule::{Grouped, ParamState, Rule};
-use crate::util::{invalid, l2, m, maybe_neg, py_float};
+use crate::util::{l2, m, maybe_neg, non_negative};
 use crate::{NamedParameter, Result};
 use kiln_tensor::{ops, Tensor};
 
@@ -63,30 +63,14 @@ impl Rule for AdagradConfig {
     }
 
     fn validate(&self) -> Result<()> {
-        if !(self.lr >= 0.0) {
-            return invalid(format!("Invalid learning rate: {}", py_float(self.lr)));
-        }
-        if !(self.lr_decay >= 0.0) {
-            return invalid(format!(
-                "Invalid lr_decay value: {}",
-                py_float(self.lr_decay)
-            ));
-        }
-        if !(self.weight_decay >= 0.0) {
-            return invalid(format!(
-                "Invalid weight_decay value: {}",
-                py_float(self.weight_decay)
-            ));
-        }
-        if !(self.initial_accumulator_value >= 0.0) {
-            return invalid(format!(
-                "Invalid initial_accumulator_value value: {}",
-                py_float(self.initial_accumulator_value)
-            ));
-        }
-        if !(self.eps >= 0.0) {
-            return invalid(format!("Invalid epsilon value: {}", py_float(self.eps)));
-        }
+        non_negative(self.lr, "learning rate")?;
+        non_negative(self.lr_decay, "lr_decay value")?;
+        non_negative(self.weight_decay, "weight_decay value")?;
+        non_negative(
+            self.initial_accumulator_value,
+            "initial_accumulator_value value",
+        )?;
+        non_negative(self.eps, "epsilon value")?;
         Ok(())
     }
 

@@ -11,7 +11,7 @@
 //! θ ← θ − γ / (1 − β1^t) · m / (√v / √(1 − β2^t) + ε)
 //! ```
 use crate::rule::{Grouped, Item, ParamState, Rule};
-use crate::util::{invalid, l2, m, maybe_neg, py_float};
+use crate::util::{invalid, l2, m, maybe_neg, non_negative, py_float};
 use crate::{NamedParameter, Result};
 use kiln_tensor::{ops, Kind, Tensor};
 
@@ -69,12 +69,8 @@ pub(crate) fn check_adam_like(
     betas: (f64, f64),
     weight_decay: f64,
 ) -> Result<()> {
-    if !(lr >= 0.0) {
-        return invalid(format!("Invalid learning rate: {}", py_float(lr)));
-    }
-    if !(eps >= 0.0) {
-        return invalid(format!("Invalid epsilon value: {}", py_float(eps)));
-    }
+    non_negative(lr, "learning rate")?;
+    non_negative(eps, "epsilon value")?;
     if !(0.0 <= betas.0 && betas.0 < 1.0) {
         return invalid(format!(
             "Invalid beta parameter at index 0: {}",
@@ -87,12 +83,7 @@ pub(crate) fn check_adam_like(
             py_float(betas.1)
         ));
     }
-    if !(weight_decay >= 0.0) {
-        return invalid(format!(
-            "Invalid weight_decay value: {}",
-            py_float(weight_decay)
-        ));
-    }
+    non_negative(weight_decay, "weight_decay value")?;
     Ok(())
 }
 
@@ -192,11 +183,7 @@ fn fused_adam(items: &mut [Item<'_>], cfg: &AdamConfig) -> Result<()> {
 impl Rule for AdamConfig {
     const NAME: &'static str = "adam";
     crate::hyperparameter_table! {
-        "lr" => lr: f64,
-        "betas.0" => betas.0: f64,
-        "betas.1" => betas.1: f64,
-        "eps" => eps: f64,
-        "weight_decay" => weight_decay: f64,
+        @adam_like
         "amsgrad" => amsgrad: bool,
         "maximize" => maximize: bool,
         "decoupled_weight_decay" => decoupled_weight_decay: bool,
@@ -283,11 +270,7 @@ impl AdamWConfig {
 impl Rule for AdamWConfig {
     const NAME: &'static str = "adamw";
     crate::hyperparameter_table! {
-        "lr" => lr: f64,
-        "betas.0" => betas.0: f64,
-        "betas.1" => betas.1: f64,
-        "eps" => eps: f64,
-        "weight_decay" => weight_decay: f64,
+        @adam_like
         "amsgrad" => amsgrad: bool,
         "maximize" => maximize: bool,
         "fused" => fused: bool,

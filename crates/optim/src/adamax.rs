@@ -53,11 +53,7 @@ impl AdamaxConfig {
 impl Rule for AdamaxConfig {
     const NAME: &'static str = "adamax";
     crate::hyperparameter_table! {
-        "lr" => lr: f64,
-        "betas.0" => betas.0: f64,
-        "betas.1" => betas.1: f64,
-        "eps" => eps: f64,
-        "weight_decay" => weight_decay: f64,
+        @adam_like
         "maximize" => maximize: bool,
     }
 

@@ -7,7 +7,7 @@
 //! η_{t+1} = γ / (1 + λ γ t)^α;   μ_{t+1} = 1 / max(1, t − t0)
 //! ```
 use crate::rule::{round_scalar, Grouped, ParamState, Rule};
-use crate::util::{invalid, l2, m, maybe_neg, py_float};
+use crate::util::{l2, m, maybe_neg, non_negative};
 use crate::{NamedParameter, Result};
 use kiln_tensor::{ops, Tensor};
 
@@ -64,15 +64,8 @@ impl Rule for AsgdConfig {
     }
 
     fn validate(&self) -> Result<()> {
-        if !(self.lr >= 0.0) {
-            return invalid(format!("Invalid learning rate: {}", py_float(self.lr)));
-        }
-        if !(self.weight_decay >= 0.0) {
-            return invalid(format!(
-                "Invalid weight_decay value: {}",
-                py_float(self.weight_decay)
-            ));
-        }
+        non_negative(self.lr, "learning rate")?;
+        non_negative(self.weight_decay, "weight_decay value")?;
         Ok(())
     }
 

@@ -13,9 +13,9 @@
 //! others as Python floats; kiln tracks which is which and rounds to float32
 //! exactly where PyTorch's float32 tensors do, so float32 runs follow the same
 //! branches and numbers.
-use crate::optimizer::check_unique_names;
+use crate::optimizer::{check_saved_by, check_unique_names};
 use crate::registry::OptimizerRegistry;
-use crate::util::{invalid, py_float};
+use crate::util::{non_negative, py_float};
 use crate::{Error, NamedParameter, Optimizer, OptimizerState, Result};
 use kiln_tensor::spec::Spec;
 use kiln_tensor::{ops, tch, Kind, Tensor};
@@ -67,9 +67,7 @@ impl Default for LbfgsConfig {
 impl LbfgsConfig {
     /// PyTorch's check (`Invalid learning rate`).
     pub fn validate(&self) -> Result<()> {
-        if !(self.lr >= 0.0) {
-            return invalid(format!("Invalid learning rate: {}", py_float(self.lr)));
-        }
+        non_negative(self.lr, "learning rate")?;
         Ok(())
     }
 
@@ -829,16 +827,8 @@ impl Optimizer for Lbfgs {
     }
 
     fn load_state_dict(&mut self, saved: &OptimizerState) -> Result<()> {
+        check_saved_by(saved, "lbfgs")?;
         let s = &saved.scalars;
-        let kind = s
-            .get("optimizer")
-            .and_then(Value::as_str)
-            .unwrap_or("nothing known");
-        if kind != "lbfgs" {
-            return Err(Error::State(format!(
-                "it was saved by {kind}, not by lbfgs"
-            )));
-        }
         let ours: Vec<Value> = self
             .params
             .iter()

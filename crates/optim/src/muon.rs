@@ -8,7 +8,7 @@
 //!                                     or 0.2 γ √max(A, B) ("match_rms_adamw")
 //! ```
 use crate::rule::{Grouped, ParamState, Rule};
-use crate::util::{invalid, m, py_float};
+use crate::util::{at_least_zero, invalid, m};
 use crate::{Error, NamedParameter, Result};
 use kiln_tensor::{ops, Kind, Tensor};
 
@@ -165,24 +165,9 @@ impl Rule for MuonConfig {
     }
 
     fn validate(&self) -> Result<()> {
-        if !(self.lr >= 0.0) {
-            return invalid(format!(
-                "Learning rate should be >= 0 but is: {}",
-                py_float(self.lr)
-            ));
-        }
-        if !(self.momentum >= 0.0) {
-            return invalid(format!(
-                "momentum should be >= 0 but is: {}",
-                py_float(self.momentum)
-            ));
-        }
-        if !(self.weight_decay >= 0.0) {
-            return invalid(format!(
-                "weight decay should be >= 0 but is: {}",
-                py_float(self.weight_decay)
-            ));
-        }
+        at_least_zero(self.lr, "Learning rate")?;
+        at_least_zero(self.momentum, "momentum")?;
+        at_least_zero(self.weight_decay, "weight decay")?;
         if self.ns_steps >= 100 {
             return invalid(
                 "Number of steps must be less than 100 for computational efficiency".into(),

@@ -8,7 +8,7 @@
 //! ```
 use crate::adam::check_adam_like;
 use crate::rule::{round_scalar, Grouped, ParamState, Rule};
-use crate::util::{invalid, l2, m, maybe_neg, py_float, scalar_mul};
+use crate::util::{l2, m, maybe_neg, non_negative, scalar_mul};
 use crate::{NamedParameter, Result};
 use kiln_tensor::{ops, Tensor};
 
@@ -59,11 +59,7 @@ impl NAdamConfig {
 impl Rule for NAdamConfig {
     const NAME: &'static str = "nadam";
     crate::hyperparameter_table! {
-        "lr" => lr: f64,
-        "betas.0" => betas.0: f64,
-        "betas.1" => betas.1: f64,
-        "eps" => eps: f64,
-        "weight_decay" => weight_decay: f64,
+        @adam_like
         "momentum_decay" => momentum_decay: f64,
         "decoupled_weight_decay" => decoupled_weight_decay: bool,
         "maximize" => maximize: bool,
@@ -71,12 +67,7 @@ impl Rule for NAdamConfig {
 
     fn validate(&self) -> Result<()> {
         check_adam_like(self.lr, self.eps, self.betas, self.weight_decay)?;
-        if !(self.momentum_decay >= 0.0) {
-            return invalid(format!(
-                "Invalid momentum_decay value: {}",
-                py_float(self.momentum_decay)
-            ));
-        }
+        non_negative(self.momentum_decay, "momentum_decay value")?;
         Ok(())
     }
 

@@ -177,6 +177,22 @@ pub trait Optimizer {
     }
 }
 
+/// Checks that `saved` was written by the optimizer named `name` (its
+/// `optimizer` scalar).
+pub(crate) fn check_saved_by(saved: &OptimizerState, name: &str) -> Result<()> {
+    let kind = saved
+        .scalars
+        .get("optimizer")
+        .and_then(serde_json::Value::as_str)
+        .unwrap_or("nothing known");
+    if kind != name {
+        return Err(Error::State(format!(
+            "it was saved by {kind}, not by {name}"
+        )));
+    }
+    Ok(())
+}
+
 /// Checks that `group` exists among `len` groups.
 pub(crate) fn check_group(group: usize, len: usize) -> Result<()> {
     if group < len {

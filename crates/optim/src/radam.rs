@@ -58,11 +58,7 @@ impl RAdamConfig {
 impl Rule for RAdamConfig {
     const NAME: &'static str = "radam";
     crate::hyperparameter_table! {
-        "lr" => lr: f64,
-        "betas.0" => betas.0: f64,
-        "betas.1" => betas.1: f64,
-        "eps" => eps: f64,
-        "weight_decay" => weight_decay: f64,
+        @adam_like
         "decoupled_weight_decay" => decoupled_weight_decay: bool,
         "maximize" => maximize: bool,
     }

@@ -8,7 +8,7 @@
 //! θ ← θ − γ g / a                     otherwise
 //! ```
 use crate::rule::{Grouped, ParamState, Rule};
-use crate::util::{invalid, l2, m, maybe_neg, py_float};
+use crate::util::{l2, m, maybe_neg, non_negative};
 use crate::{NamedParameter, Result};
 use kiln_tensor::{ops, Tensor};
 
@@ -69,27 +69,11 @@ impl Rule for RmspropConfig {
     }
 
     fn validate(&self) -> Result<()> {
-        if !(self.lr >= 0.0) {
-            return invalid(format!("Invalid learning rate: {}", py_float(self.lr)));
-        }
-        if !(self.eps >= 0.0) {
-            return invalid(format!("Invalid epsilon value: {}", py_float(self.eps)));
-        }
-        if !(self.momentum >= 0.0) {
-            return invalid(format!(
-                "Invalid momentum value: {}",
-                py_float(self.momentum)
-            ));
-        }
-        if !(self.weight_decay >= 0.0) {
-            return invalid(format!(
-                "Invalid weight_decay value: {}",
-                py_float(self.weight_decay)
-            ));
-        }
-        if !(self.alpha >= 0.0) {
-            return invalid(format!("Invalid alpha value: {}", py_float(self.alpha)));
-        }
+        non_negative(self.lr, "learning rate")?;
+        non_negative(self.eps, "epsilon value")?;
+        non_negative(self.momentum, "momentum value")?;
+        non_negative(self.weight_decay, "weight_decay value")?;
+        non_negative(self.alpha, "alpha value")?;
         Ok(())
     }
 

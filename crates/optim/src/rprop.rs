@@ -7,7 +7,7 @@
 //! θ ← θ − sign(g) Δ;   g_prev ← g
 //! ```
 use crate::rule::{Grouped, ParamState, Rule};
-use crate::util::{invalid, m, maybe_neg, py_float};
+use crate::util::{invalid, m, maybe_neg, non_negative, py_float};
 use crate::{NamedParameter, Result};
 use kiln_tensor::{ops, Tensor};
 
@@ -58,9 +58,7 @@ impl Rule for RpropConfig {
     }
 
     fn validate(&self) -> Result<()> {
-        if !(self.lr >= 0.0) {
-            return invalid(format!("Invalid learning rate: {}", py_float(self.lr)));
-        }
+        non_negative(self.lr, "learning rate")?;
         let (minus, plus) = self.etas;
         if !(0.0 < minus && minus < 1.0 && 1.0 < plus) {
             return invalid(format!(

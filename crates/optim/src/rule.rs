@@ -2,7 +2,7 @@
 //! gradient-less parameters skipped, state (de)serialisation. Each concrete
 //! optimizer only provides a [`Rule`]: its hyperparameter table, its checks
 //! and its per-tensor update function.
-use crate::optimizer::{check_group, check_unique_names};
+use crate::optimizer::{check_group, check_saved_by, check_unique_names};
 use crate::{Error, NamedParameter, Optimizer, OptimizerState, Result};
 use kiln_tensor::{ops, tch, Kind, Tensor};
 use serde::de::DeserializeOwned;
@@ -127,10 +127,23 @@ pub trait Rule: Clone + std::fmt::Debug + Serialize + DeserializeOwned + Send + 
 }
 
 /// Defines [`Rule::HYPERPARAMETERS`], [`Rule::get`] and [`Rule::set`] from a
-/// table `"name" => field: kind` where kind is `f64`, `bool` or `usize`.
+/// table `"name" => field: kind` where kind is `f64`, `bool` or `usize`;
+/// `@adam_like` first stands for the Adam family's `lr`, `betas.0`,
+/// `betas.1`, `eps` and `weight_decay` entries.
 #[macro_export]
 #[doc(hidden)]
 macro_rules! hyperparameter_table {
+    // The Adam family's leading entries: lr, betas, eps, weight_decay.
+    (@adam_like $($rest:tt)*) => {
+        $crate::hyperparameter_table! {
+            "lr" => lr: f64,
+            "betas.0" => betas.0: f64,
+            "betas.1" => betas.1: f64,
+            "eps" => eps: f64,
+            "weight_decay" => weight_decay: f64,
+            $($rest)*
+        }
+    };
     ($($name:literal => $field:ident $(. $idx:tt)? : $kind:ident),* $(,)?) => {
         const HYPERPARAMETERS: &'static [&'static str] = &[$($name),*];
         fn get(&self, name: &str) -> Option<f64> {
@@ -397,17 +410,8 @@ impl<C: Rule> Optimizer for Grouped<C> {
     }
 
     fn load_state_dict(&mut self, saved: &OptimizerState) -> Result<()> {
+        check_saved_by(saved, C::NAME)?;
         let s = &saved.scalars;
-        let kind = s
-            .get("optimizer")
-            .and_then(Value::as_str)
-            .unwrap_or("nothing known");
-        if kind != C::NAME {
-            return Err(Error::State(format!(
-                "it was saved by {kind}, not by {}",
-                C::NAME
-            )));
-        }
         let groups = s
             .get("param_groups")
             .and_then(Value::as_array)

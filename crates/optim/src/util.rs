@@ -56,6 +56,24 @@ pub(crate) fn invalid<T>(msg: String) -> Result<T> {
     Err(Error::InvalidHyperparameter(msg))
 }
 
+/// PyTorch's `if not 0.0 <= value: raise ValueError(f"Invalid {what}: {value}")`
+/// (NaN is invalid too).
+pub(crate) fn non_negative(value: f64, what: &str) -> Result<()> {
+    if !(value >= 0.0) {
+        return invalid(format!("Invalid {what}: {}", py_float(value)));
+    }
+    Ok(())
+}
+
+/// The newer optimizers' form of [`non_negative`] (Adafactor, Muon):
+/// `"{what} should be >= 0 but is: {value}"`.
+pub(crate) fn at_least_zero(value: f64, what: &str) -> Result<()> {
+    if !(value >= 0.0) {
+        return invalid(format!("{what} should be >= 0 but is: {}", py_float(value)));
+    }
+    Ok(())
+}
+
 /// A mutable handle on the same tensor (tch's in-place calls take `&mut self`).
 pub(crate) fn m(t: &Tensor) -> Tensor {
     t.shallow_clone()

@@ -31,6 +31,17 @@ pub fn floats(v: &Value) -> Result<Vec<f64>> {
         .collect()
 }
 
+/// New handles on the same tensors (what an optimizer takes ownership of).
+pub fn handles(params: &[NamedParameter]) -> Vec<NamedParameter> {
+    params
+        .iter()
+        .map(|p| NamedParameter {
+            name: p.name.clone(),
+            tensor: p.tensor.shallow_clone(),
+        })
+        .collect()
+}
+
 /// The fixture's initial parameters (including `unused`, which gets no gradient).
 pub fn params(g: &Value, dtype: &str) -> Result<Vec<NamedParameter>> {
     let init = &g["init"][dtype]["params"];

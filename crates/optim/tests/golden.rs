@@ -20,13 +20,7 @@ fn every_optimizer_matches_pytorch() -> Result<()> {
         for dtype in ["f64", "f32"] {
             let params = params(&g, dtype)?;
             let (x, y) = data(&g, dtype)?;
-            let handles: Vec<_> = params
-                .iter()
-                .map(|p| kiln_optim::NamedParameter {
-                    name: p.name.clone(),
-                    tensor: p.tensor.shallow_clone(),
-                })
-                .collect();
+            let handles = handles(&params);
             let mut opt =
                 registry.build_with_overrides(spec, only(case, handles), &overrides(case)?)?;
             let traj = case[dtype]
@@ -81,14 +75,6 @@ fn lbfgs_matches_pytorch_and_resumes_bitwise() -> Result<()> {
             let losses = floats(&case[format!("{dtype}_loss")])?;
             let (x, y) = data(&g, dtype)?;
             let mut params = params(&g, dtype)?;
-            let handles = |ps: &[kiln_optim::NamedParameter]| -> Vec<kiln_optim::NamedParameter> {
-                ps.iter()
-                    .map(|p| kiln_optim::NamedParameter {
-                        name: p.name.clone(),
-                        tensor: p.tensor.shallow_clone(),
-                    })
-                    .collect()
-            };
             let mut opt = registry.build(spec, handles(&params))?;
             if opt.step().is_ok() {
                 bail!("lbfgs step() without a closure must fail");
@@ -215,15 +201,7 @@ fn sparse_adam_matches_pytorch_and_resumes_bitwise() -> Result<()> {
     // Dense gradients are refused with PyTorch's message.
     let p = params(&g, "f32")?;
     let (x, y) = data(&g, "f32")?;
-    let mut opt = registry.build(
-        "sparse_adam",
-        p.iter()
-            .map(|q| kiln_optim::NamedParameter {
-                name: q.name.clone(),
-                tensor: q.tensor.shallow_clone(),
-            })
-            .collect(),
-    )?;
+    let mut opt = registry.build("sparse_adam", handles(&p))?;
     loss_backward(&p, &x, &y)?;
     let err = opt.step().err().map(|e| e.to_string()).unwrap_or_default();
     if err != "SparseAdam does not support dense gradients, please consider Adam instead" {

@@ -180,13 +180,7 @@ fn fused_groups_without_gradients_are_skipped() -> Result<()> {
         patterns: vec!["unused".into()],
         hyperparameters: vec![("lr".into(), 0.5)],
     }];
-    let handles = ps
-        .iter()
-        .map(|p| kiln_optim::NamedParameter {
-            name: p.name.clone(),
-            tensor: p.tensor.shallow_clone(),
-        })
-        .collect();
+    let handles = handles(&ps);
     let mut opt =
         optimizers().build_with_overrides("adamw:lr=0.1,fused=true", handles, &overrides)?;
     opt.zero_grad()?;

@@ -50,6 +50,11 @@ impl DictOpt {
         Ok(Self { groups, strict })
     }
 
+    /// Every group's lr, in group order.
+    fn lrs(&self) -> Vec<f64> {
+        self.groups.iter().map(|g| g["lr"]).collect()
+    }
+
     fn momenta(&self) -> Vec<f64> {
         self.groups
             .iter()
@@ -553,11 +558,11 @@ type Rows = Vec<Vec<f64>>;
 fn run_case(case: &Value, strict: bool) -> Result<(Rows, Rows)> {
     let mut opt = new_opt(case, strict)?;
     let mut b = build_case(case, &mut opt)?;
-    let mut lrs = vec![opt.groups.iter().map(|g| g["lr"]).collect::<Vec<_>>()];
+    let mut lrs = vec![opt.lrs()];
     let mut moms = vec![opt.momenta()];
     for op in case["ops"].as_array().ok_or_else(|| anyhow!("ops"))? {
         apply_op(&mut b, &mut opt, op)?;
-        let now: Vec<f64> = opt.groups.iter().map(|g| g["lr"]).collect();
+        let now = opt.lrs();
         if !case["ops"]
             .as_array()
             .is_some_and(|o| o.iter().any(|x| x.get("k").is_some()))
@@ -573,6 +578,34 @@ fn run_case(case: &Value, strict: bool) -> Result<(Rows, Rows)> {
     Ok((lrs, moms))
 }
 
+/// A golden case's name.
+fn case_name(case: &Value) -> &str {
+    case["name"].as_str().unwrap_or_default()
+}
+
+/// The checks that failed over the golden cases, reported all together.
+#[derive(Default)]
+struct Failures(Vec<String>);
+
+impl Failures {
+    fn record(&mut self, name: &str, result: Result<()>) {
+        if let Err(e) = result {
+            self.0.push(format!("{name}: {e:#}"));
+        }
+    }
+
+    /// Errors listing every failure (`"{n} {what} differ"`) unless there were none.
+    fn finish(self, what: &str) -> Result<()> {
+        ensure!(
+            self.0.is_empty(),
+            "{} {what} differ:\n{}",
+            self.0.len(),
+            self.0.join("\n")
+        );
+        Ok(())
+    }
+}
+
 fn cases() -> Result<Vec<Value>> {
     let f = fixture("schedulers.json")?;
     Ok(f["cases"]
@@ -585,9 +618,9 @@ fn cases() -> Result<Vec<Value>> {
 fn golden_sequences_match_pytorch_bit_for_bit() -> Result<()> {
     let cases = cases()?;
     ensure!(cases.len() >= 40, "only {} cases", cases.len());
-    let mut failures = Vec::new();
+    let mut failures = Failures::default();
     for case in &cases {
-        let name = case["name"].as_str().unwrap_or_default();
+        let name = case_name(case);
         let result = run_case(case, false).and_then(|(lrs, moms)| {
             check_exact(&format!("{name} lr"), &lrs, &table(&case["lr"])?)?;
             if let Some(m) = case.get("momentum").filter(|m| !m.is_null()) {
@@ -595,39 +628,23 @@ fn golden_sequences_match_pytorch_bit_for_bit() -> Result<()> {
             }
             Ok(())
         });
-        if let Err(e) = result {
-            failures.push(format!("{name}: {e:#}"));
-        }
+        failures.record(name, result);
     }
-    ensure!(
-        failures.is_empty(),
-        "{} cases differ:\n{}",
-        failures.len(),
-        failures.join("\n")
-    );
-    Ok(())
+    failures.finish("cases")
 }
 
 /// The same sequences with an optimizer that cannot store `initial_lr`
 /// (kiln's Sgd today): every case still matches.
 #[test]
 fn golden_sequences_without_initial_lr_in_the_optimizer() -> Result<()> {
-    let mut failures = Vec::new();
+    let mut failures = Failures::default();
     for case in &cases()? {
-        let name = case["name"].as_str().unwrap_or_default();
+        let name = case_name(case);
         let result =
             run_case(case, true).and_then(|(lrs, _)| check_exact(name, &lrs, &table(&case["lr"])?));
-        if let Err(e) = result {
-            failures.push(format!("{name}: {e:#}"));
-        }
+        failures.record(name, result);
     }
-    ensure!(
-        failures.is_empty(),
-        "{} cases differ:\n{}",
-        failures.len(),
-        failures.join("\n")
-    );
-    Ok(())
+    failures.finish("cases")
 }
 
 /// Stops after k ops, saves the scheduler state (through JSON text) and the
@@ -635,9 +652,9 @@ fn golden_sequences_without_initial_lr_in_the_optimizer() -> Result<()> {
 /// sequence is the uninterrupted golden one.
 #[test]
 fn state_round_trip_continues_identically() -> Result<()> {
-    let mut failures = Vec::new();
+    let mut failures = Failures::default();
     for case in &cases()? {
-        let name = case["name"].as_str().unwrap_or_default();
+        let name = case_name(case);
         let ops = case["ops"].as_array().ok_or_else(|| anyhow!("ops"))?;
         let want = table(&case["lr"])?;
         let splits = [
@@ -651,10 +668,10 @@ fn state_round_trip_continues_identically() -> Result<()> {
             let result = (|| -> Result<()> {
                 let mut opt = new_opt(case, false)?;
                 let mut b = build_case(case, &mut opt)?;
-                let mut lrs = vec![opt.groups.iter().map(|g| g["lr"]).collect::<Vec<_>>()];
+                let mut lrs = vec![opt.lrs()];
                 for op in &ops[..k] {
                     apply_op(&mut b, &mut opt, op)?;
-                    lrs.push(opt.groups.iter().map(|g| g["lr"]).collect());
+                    lrs.push(opt.lrs());
                 }
                 let text = serde_json::to_string(&b.top.sched().state_dict())?;
                 let others: Vec<String> = b
@@ -676,22 +693,14 @@ fn state_round_trip_continues_identically() -> Result<()> {
                 }
                 for op in &ops[k..] {
                     apply_op(&mut b, &mut opt, op)?;
-                    lrs.push(opt.groups.iter().map(|g| g["lr"]).collect());
+                    lrs.push(opt.lrs());
                 }
                 check_exact(&format!("split at {k}"), &lrs, &want)
             })();
-            if let Err(e) = result {
-                failures.push(format!("{name}: {e:#}"));
-            }
+            failures.record(name, result);
         }
     }
-    ensure!(
-        failures.is_empty(),
-        "{} round trips differ:\n{}",
-        failures.len(),
-        failures.join("\n")
-    );
-    Ok(())
+    failures.finish("round trips")
 }
 
 #[test]
@@ -814,7 +823,7 @@ fn schedulers_drive_kiln_sgd() -> Result<()> {
         if table(&case["lr"])?.iter().flatten().any(|lr| *lr < 0.0) {
             continue;
         }
-        let name = case["name"].as_str().unwrap_or_default();
+        let name = case_name(case);
         let mut opt = sgd(lrs[0], 0.9)?;
         let mut built = case["build"]
             .as_array()
@@ -881,13 +890,8 @@ fn cyclic_momentum_writes_sgd_momentum() -> Result<()> {
 // Registry.
 
 fn registry_seq(spec: &str, opt: &mut DictOpt, hint: Option<usize>, n: usize) -> Result<Vec<f64>> {
-    let mut s = schedulers().build(spec, opt, hint)?;
-    let mut out = vec![opt.groups[0]["lr"]];
-    for _ in 0..n {
-        s.step(opt)?;
-        out.push(opt.groups[0]["lr"]);
-    }
-    Ok(out)
+    let s = schedulers().build(spec, opt, hint)?;
+    config_seq(opt, s, n)
 }
 
 fn config_seq(opt: &mut DictOpt, mut s: Box<dyn LrScheduler>, n: usize) -> Result<Vec<f64>> {

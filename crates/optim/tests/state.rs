@@ -27,16 +27,6 @@ fn copy_params(params: &[NamedParameter]) -> Result<Vec<NamedParameter>> {
         .collect()
 }
 
-fn handles(params: &[NamedParameter]) -> Vec<NamedParameter> {
-    params
-        .iter()
-        .map(|p| NamedParameter {
-            name: p.name.clone(),
-            tensor: p.tensor.shallow_clone(),
-        })
-        .collect()
-}
-
 #[test]
 fn save_load_continue_is_bitwise_for_every_optimizer() -> Result<()> {
     kiln_tensor::tch::set_num_threads(1);

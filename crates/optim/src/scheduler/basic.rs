@@ -38,6 +38,11 @@ impl Lambdas {
     }
 }
 
+/// Every lr times one factor.
+fn scaled(lrs: &[f64], factor: f64) -> Vec<f64> {
+    lrs.iter().map(|lr| lr * factor).collect()
+}
+
 fn epoch_usize(e: i64) -> usize {
     usize::try_from(e).unwrap_or_default()
 }
@@ -197,7 +202,7 @@ impl Rule for StepRule {
         if epoch_usize(ctx.last_epoch) % self.cfg.step_size != 0 {
             return Ok(lrs);
         }
-        Ok(lrs.iter().map(|lr| lr * self.cfg.gamma).collect())
+        Ok(scaled(&lrs, self.cfg.gamma))
     }
     fn closed_form(&self, ctx: &Ctx<'_>) -> Option<Result<Vec<f64>>> {
         if self.cfg.step_size == 0 {
@@ -206,11 +211,7 @@ impl Rule for StepRule {
             )));
         }
         let k = (epoch_usize(ctx.last_epoch) / self.cfg.step_size) as f64;
-        Some(Ok(ctx
-            .base_lrs
-            .iter()
-            .map(|b| b * self.cfg.gamma.powf(k))
-            .collect()))
+        Some(Ok(scaled(ctx.base_lrs, self.cfg.gamma.powf(k))))
     }
     fn save(&self, map: &mut Map<String, Value>) {
         map.insert("step_size".into(), Value::from(self.cfg.step_size));
@@ -286,17 +287,13 @@ impl Rule for MultiStepRule {
             return Ok(lrs);
         }
         let factor = self.cfg.gamma.powf(n as f64);
-        Ok(lrs.iter().map(|lr| lr * factor).collect())
+        Ok(scaled(&lrs, factor))
     }
     fn closed_form(&self, ctx: &Ctx<'_>) -> Option<Result<Vec<f64>>> {
         let mut sorted: Vec<i64> = self.cfg.milestones.iter().map(|m| *m as i64).collect();
         sorted.sort_unstable();
         let k = super::bisect_right(&sorted, ctx.last_epoch) as f64;
-        Some(Ok(ctx
-            .base_lrs
-            .iter()
-            .map(|b| b * self.cfg.gamma.powf(k))
-            .collect()))
+        Some(Ok(scaled(ctx.base_lrs, self.cfg.gamma.powf(k))))
     }
     fn save(&self, map: &mut Map<String, Value>) {
         map.insert(
@@ -371,13 +368,13 @@ impl Rule for ConstantRule {
     fn get_lr(&mut self, ctx: &Ctx<'_>, opt: &mut dyn Optimizer) -> Result<Vec<f64>> {
         let lrs = group_lrs(opt)?;
         if ctx.last_epoch == 0 {
-            return Ok(lrs.iter().map(|lr| lr * self.cfg.factor).collect());
+            return Ok(scaled(&lrs, self.cfg.factor));
         }
         if ctx.last_epoch != self.cfg.total_iters as i64 {
             return Ok(lrs);
         }
         let inv = div(1.0, self.cfg.factor, "ConstantLR (factor is 0)")?;
-        Ok(lrs.iter().map(|lr| lr * inv).collect())
+        Ok(scaled(&lrs, inv))
     }
     fn closed_form(&self, ctx: &Ctx<'_>) -> Option<Result<Vec<f64>>> {
         let f = self.cfg.factor;
@@ -386,7 +383,7 @@ impl Rule for ConstantRule {
         } else {
             0.0
         };
-        Some(Ok(ctx.base_lrs.iter().map(|b| b * (f + reached)).collect()))
+        Some(Ok(scaled(ctx.base_lrs, f + reached)))
     }
     fn save(&self, map: &mut Map<String, Value>) {
         map.insert("factor".into(), fnum(self.cfg.factor));
@@ -467,14 +464,14 @@ impl Rule for LinearRule {
             self.cfg.total_iters as i64,
         );
         if ctx.last_epoch == 0 {
-            return Ok(lrs.iter().map(|lr| lr * s).collect());
+            return Ok(scaled(&lrs, s));
         }
         if ctx.is_initial || ctx.last_epoch > n {
             return Ok(lrs);
         }
         let denom = n as f64 * s + (ctx.last_epoch - 1) as f64 * (e - s);
         let factor = 1.0 + div(e - s, denom, "LinearLR")?;
-        Ok(lrs.iter().map(|lr| lr * factor).collect())
+        Ok(scaled(&lrs, factor))
     }
     fn closed_form(&self, ctx: &Ctx<'_>) -> Option<Result<Vec<f64>>> {
         let (s, e, n) = (
@@ -485,7 +482,7 @@ impl Rule for LinearRule {
         let m = n.min(ctx.last_epoch) as f64;
         Some(
             div((e - s) * m, n as f64, "LinearLR (total_iters is 0)")
-                .map(|frac| ctx.base_lrs.iter().map(|b| b * (s + frac)).collect()),
+                .map(|frac| scaled(ctx.base_lrs, s + frac)),
         )
     }
     fn save(&self, map: &mut Map<String, Value>) {
@@ -543,11 +540,11 @@ impl Rule for ExponentialRule {
         if ctx.is_initial {
             return Ok(lrs);
         }
-        Ok(lrs.iter().map(|lr| lr * self.cfg.gamma).collect())
+        Ok(scaled(&lrs, self.cfg.gamma))
     }
     fn closed_form(&self, ctx: &Ctx<'_>) -> Option<Result<Vec<f64>>> {
         let f = self.cfg.gamma.powf(ctx.last_epoch as f64);
-        Some(Ok(ctx.base_lrs.iter().map(|b| b * f).collect()))
+        Some(Ok(scaled(ctx.base_lrs, f)))
     }
     fn save(&self, map: &mut Map<String, Value>) {
         map.insert("gamma".into(), fnum(self.cfg.gamma));
@@ -613,7 +610,7 @@ impl Rule for PolynomialRule {
         let num = 1.0 - div(ctx.last_epoch as f64, n as f64, what)?;
         let den = 1.0 - div((ctx.last_epoch - 1) as f64, n as f64, what)?;
         let decay = div(num, den, "PolynomialLR")?.powf(self.cfg.power);
-        Ok(lrs.iter().map(|lr| lr * decay).collect())
+        Ok(scaled(&lrs, decay))
     }
     fn closed_form(&self, ctx: &Ctx<'_>) -> Option<Result<Vec<f64>>> {
         let n = self.cfg.total_iters as i64;
@@ -621,7 +618,7 @@ impl Rule for PolynomialRule {
         Some(
             div(m, n as f64, "PolynomialLR (total_iters is 0)").map(|frac| {
                 let f = (1.0 - frac).powf(self.cfg.power);
-                ctx.base_lrs.iter().map(|b| b * f).collect()
+                scaled(ctx.base_lrs, f)
             }),
         )
     }

@@ -53,6 +53,29 @@ fn shared_initial_lrs(
     current
 }
 
+/// The [`LrScheduler`] methods a composite passes on to its children
+/// (`undo_initial_step`, `initial_lrs`, `rebase`), inside the trait impl of a
+/// struct with a `schedulers: Vec<Box<dyn LrScheduler>>` field.
+macro_rules! forward_to_children {
+    () => {
+        fn undo_initial_step(&mut self) {
+            for s in &mut self.schedulers {
+                s.undo_initial_step();
+            }
+        }
+
+        fn initial_lrs(&self) -> Option<&[f64]> {
+            self.schedulers.iter().find_map(|s| s.initial_lrs())
+        }
+
+        fn rebase(&mut self, initial_lrs: &[f64]) {
+            for s in &mut self.schedulers {
+                s.rebase(initial_lrs);
+            }
+        }
+    };
+}
+
 fn children_state(schedulers: &[Box<dyn LrScheduler>]) -> Value {
     Value::Array(schedulers.iter().map(|s| s.state_dict()).collect())
 }
@@ -212,21 +235,7 @@ impl LrScheduler for SequentialLr {
         ))
     }
 
-    fn undo_initial_step(&mut self) {
-        for s in &mut self.schedulers {
-            s.undo_initial_step();
-        }
-    }
-
-    fn initial_lrs(&self) -> Option<&[f64]> {
-        self.schedulers.iter().find_map(|s| s.initial_lrs())
-    }
-
-    fn rebase(&mut self, initial_lrs: &[f64]) {
-        for s in &mut self.schedulers {
-            s.rebase(initial_lrs);
-        }
-    }
+    forward_to_children!();
 }
 
 /// `torch.optim.lr_scheduler.ChainedScheduler`: each step steps every
@@ -299,19 +308,5 @@ impl LrScheduler for ChainedScheduler {
         Ok(())
     }
 
-    fn undo_initial_step(&mut self) {
-        for s in &mut self.schedulers {
-            s.undo_initial_step();
-        }
-    }
-
-    fn initial_lrs(&self) -> Option<&[f64]> {
-        self.schedulers.iter().find_map(|s| s.initial_lrs())
-    }
-
-    fn rebase(&mut self, initial_lrs: &[f64]) {
-        for s in &mut self.schedulers {
-            s.rebase(initial_lrs);
-        }
-    }
+    forward_to_children!();
 }

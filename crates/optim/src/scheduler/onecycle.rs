@@ -121,36 +121,21 @@ impl OneCycleLrConfig {
             }
         };
         let (pct, tf) = (self.pct_start, total_steps as f64);
+        let phase = |end_step, start, end| Phase {
+            end_step,
+            start,
+            end,
+        };
         let phases = if self.three_phase {
             vec![
-                Phase {
-                    end_step: pct * tf - 1.0,
-                    start: Point::Initial,
-                    end: Point::Max,
-                },
-                Phase {
-                    end_step: 2.0 * pct * tf - 2.0,
-                    start: Point::Max,
-                    end: Point::Initial,
-                },
-                Phase {
-                    end_step: tf - 1.0,
-                    start: Point::Initial,
-                    end: Point::Min,
-                },
+                phase(pct * tf - 1.0, Point::Initial, Point::Max),
+                phase(2.0 * pct * tf - 2.0, Point::Max, Point::Initial),
+                phase(tf - 1.0, Point::Initial, Point::Min),
             ]
         } else {
             vec![
-                Phase {
-                    end_step: pct * tf - 1.0,
-                    start: Point::Initial,
-                    end: Point::Max,
-                },
-                Phase {
-                    end_step: tf - 1.0,
-                    start: Point::Max,
-                    end: Point::Min,
-                },
+                phase(pct * tf - 1.0, Point::Initial, Point::Max),
+                phase(tf - 1.0, Point::Max, Point::Min),
             ]
         };
         // `pct_start < 0 or pct_start > 1` in PyTorch: NaN passes.

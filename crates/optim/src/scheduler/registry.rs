@@ -202,6 +202,30 @@ fn anneal(spec: &mut Spec, key: &str, message: &str) -> Result<Option<AnnealStra
     }
 }
 
+/// Overrides a config's default with an option's value when the spec gives one.
+fn set<T>(slot: &mut T, value: Option<T>) {
+    if let Some(v) = value {
+        *slot = v;
+    }
+}
+
+/// Reads an option that names one of `choices`; any other value is an
+/// `InvalidArgument` with the message `unknown(value)`.
+fn choice<T: Copy>(
+    spec: &mut Spec,
+    key: &str,
+    choices: &[(&str, T)],
+    unknown: impl FnOnce(&str) -> String,
+) -> Result<Option<T>> {
+    let Some(value) = spec.raw(key) else {
+        return Ok(None);
+    };
+    match choices.iter().find(|(name, _)| *name == value) {
+        Some((_, v)) => Ok(Some(*v)),
+        None => Err(Error::InvalidArgument(unknown(&value))),
+    }
+}
+
 fn opt(name: &str, default: &str, help: &str) -> OptionDoc {
     OptionDoc::new(name, default, help)
 }
@@ -400,34 +424,21 @@ pub fn schedulers() -> SchedulerRegistry {
             let base_lr = required(group_values(s, "base_lr")?, s, "base_lr")?;
             let max_lr = required(group_values(s, "max_lr")?, s, "max_lr")?;
             let mut cfg = CyclicLrConfig::new(base_lr, max_lr);
-            if let Some(v) = count(s, "step_size_up")? {
-                cfg.step_size_up = v;
-            }
+            set(&mut cfg.step_size_up, count(s, "step_size_up")?);
             cfg.step_size_down = count(s, "step_size_down")?;
-            if let Some(m) = s.raw("mode") {
-                cfg.mode = match m.as_str() {
-                    "triangular" => CyclicMode::Triangular,
-                    "triangular2" => CyclicMode::Triangular2,
-                    "exp_range" => CyclicMode::ExpRange,
-                    _ => {
-                        return Err(Error::InvalidArgument(
-                            "cyclic: mode is invalid and scale_fn is None".into(),
-                        ))
-                    }
-                };
-            }
-            if let Some(v) = s.f64("gamma")? {
-                cfg.gamma = v;
-            }
-            if let Some(v) = s.bool("cycle_momentum")? {
-                cfg.cycle_momentum = v;
-            }
-            if let Some(v) = group_values(s, "base_momentum")? {
-                cfg.base_momentum = v;
-            }
-            if let Some(v) = group_values(s, "max_momentum")? {
-                cfg.max_momentum = v;
-            }
+            let modes = [
+                ("triangular", CyclicMode::Triangular),
+                ("triangular2", CyclicMode::Triangular2),
+                ("exp_range", CyclicMode::ExpRange),
+            ];
+            let mode = choice(s, "mode", &modes, |_| {
+                "cyclic: mode is invalid and scale_fn is None".into()
+            })?;
+            set(&mut cfg.mode, mode);
+            set(&mut cfg.gamma, s.f64("gamma")?);
+            set(&mut cfg.cycle_momentum, s.bool("cycle_momentum")?);
+            set(&mut cfg.base_momentum, group_values(s, "base_momentum")?);
+            set(&mut cfg.max_momentum, group_values(s, "max_momentum")?);
             boxed(move |o| cfg.build(o))
         }),
     );
@@ -461,30 +472,14 @@ pub fn schedulers() -> SchedulerRegistry {
             cfg.total_steps = total;
             cfg.epochs = epochs;
             cfg.steps_per_epoch = spe;
-            if let Some(v) = s.f64("pct_start")? {
-                cfg.pct_start = v;
-            }
-            if let Some(v) = anneal(s, "anneal_strategy", "anneal_strategy must be one of 'cos' or 'linear'")? {
-                cfg.anneal_strategy = v;
-            }
-            if let Some(v) = s.bool("cycle_momentum")? {
-                cfg.cycle_momentum = v;
-            }
-            if let Some(v) = group_values(s, "base_momentum")? {
-                cfg.base_momentum = v;
-            }
-            if let Some(v) = group_values(s, "max_momentum")? {
-                cfg.max_momentum = v;
-            }
-            if let Some(v) = s.f64("div_factor")? {
-                cfg.div_factor = v;
-            }
-            if let Some(v) = s.f64("final_div_factor")? {
-                cfg.final_div_factor = v;
-            }
-            if let Some(v) = s.bool("three_phase")? {
-                cfg.three_phase = v;
-            }
+            set(&mut cfg.pct_start, s.f64("pct_start")?);
+            set(&mut cfg.anneal_strategy, anneal(s, "anneal_strategy", "anneal_strategy must be one of 'cos' or 'linear'")?);
+            set(&mut cfg.cycle_momentum, s.bool("cycle_momentum")?);
+            set(&mut cfg.base_momentum, group_values(s, "base_momentum")?);
+            set(&mut cfg.max_momentum, group_values(s, "max_momentum")?);
+            set(&mut cfg.div_factor, s.f64("div_factor")?);
+            set(&mut cfg.final_div_factor, s.f64("final_div_factor")?);
+            set(&mut cfg.three_phase, s.bool("three_phase")?);
             boxed(move |o| cfg.build(o))
         }),
     );
@@ -507,46 +502,22 @@ pub fn schedulers() -> SchedulerRegistry {
         ],
         Box::new(|s, _| {
             let mut cfg = ReduceLrOnPlateauConfig::default();
-            if let Some(m) = s.raw("mode") {
-                cfg.mode = match m.as_str() {
-                    "min" => PlateauMode::Min,
-                    "max" => PlateauMode::Max,
-                    _ => {
-                        return Err(Error::InvalidArgument(format!(
-                            "plateau: mode {m} is unknown!"
-                        )))
-                    }
-                };
-            }
-            if let Some(m) = s.raw("threshold_mode") {
-                cfg.threshold_mode = match m.as_str() {
-                    "rel" => ThresholdMode::Rel,
-                    "abs" => ThresholdMode::Abs,
-                    _ => {
-                        return Err(Error::InvalidArgument(format!(
-                            "plateau: threshold mode {m} is unknown!"
-                        )))
-                    }
-                };
-            }
-            if let Some(v) = s.f64("factor")? {
-                cfg.factor = v;
-            }
-            if let Some(v) = count(s, "patience")? {
-                cfg.patience = v;
-            }
-            if let Some(v) = s.f64("threshold")? {
-                cfg.threshold = v;
-            }
-            if let Some(v) = count(s, "cooldown")? {
-                cfg.cooldown = v;
-            }
-            if let Some(v) = group_values(s, "min_lr")? {
-                cfg.min_lr = v;
-            }
-            if let Some(v) = s.f64("eps")? {
-                cfg.eps = v;
-            }
+            let modes = [("min", PlateauMode::Min), ("max", PlateauMode::Max)];
+            let mode = choice(s, "mode", &modes, |m| {
+                format!("plateau: mode {m} is unknown!")
+            })?;
+            set(&mut cfg.mode, mode);
+            let modes = [("rel", ThresholdMode::Rel), ("abs", ThresholdMode::Abs)];
+            let mode = choice(s, "threshold_mode", &modes, |m| {
+                format!("plateau: threshold mode {m} is unknown!")
+            })?;
+            set(&mut cfg.threshold_mode, mode);
+            set(&mut cfg.factor, s.f64("factor")?);
+            set(&mut cfg.patience, count(s, "patience")?);
+            set(&mut cfg.threshold, s.f64("threshold")?);
+            set(&mut cfg.cooldown, count(s, "cooldown")?);
+            set(&mut cfg.min_lr, group_values(s, "min_lr")?);
+            set(&mut cfg.eps, s.f64("eps")?);
             boxed(move |o| cfg.build(o))
         }),
     );
@@ -560,12 +531,8 @@ pub fn schedulers() -> SchedulerRegistry {
         ],
         Box::new(|s, _| {
             let mut cfg = SwalrConfig::new(required(group_values(s, "swa_lr")?, s, "swa_lr")?);
-            if let Some(v) = s.i64("anneal_epochs")? {
-                cfg.anneal_epochs = v;
-            }
-            if let Some(v) = anneal(s, "anneal_strategy", "anneal_strategy must by one of 'cos' or 'linear'")? {
-                cfg.anneal_strategy = v;
-            }
+            set(&mut cfg.anneal_epochs, s.i64("anneal_epochs")?);
+            set(&mut cfg.anneal_strategy, anneal(s, "anneal_strategy", "anneal_strategy must by one of 'cos' or 'linear'")?);
             boxed(move |o| cfg.build(o))
         }),
     );
