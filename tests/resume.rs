@@ -181,6 +181,51 @@ fn loss_curve(run: &Path) -> Vec<String> {
 }
 
 #[test]
+fn sigkill_between_epochs_then_resume_is_bit_identical() {
+    let (log, final_ckpt) = reference("between-ref");
+    // Only epoch-end checkpoints: whichever is newest at the kill is between epochs.
+    let run = temp_dir("between-kill");
+    let mut argv = args(&run);
+    let at = argv
+        .iter()
+        .position(|a| a == "--checkpoint-every")
+        .unwrap_or(0)
+        + 1;
+    argv[at] = "1000".into();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_kiln"))
+        .args(&argv)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap_or_else(|e| panic!("spawn kiln: {e}"));
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while checkpoints(&run).is_empty() {
+        assert!(
+            child.try_wait().ok().flatten().is_none(),
+            "the run ended before its first checkpoint"
+        );
+        assert!(Instant::now() < deadline, "no checkpoint within 120 s");
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    let finished = child.try_wait().ok().flatten().is_some();
+    child.kill().unwrap_or_default();
+    let _ = child.wait();
+    assert!(!finished, "the run finished before it could be killed");
+    let resumed_from = newest(&run);
+    let (stdout, _) = resume(&run, &[]);
+    assert!(
+        stdout.starts_with("Epoch "),
+        "resumed at an epoch boundary ({}): {stdout}",
+        resumed_from.display()
+    );
+    assert!(log.ends_with(&stdout), "{stdout}");
+    same_file(
+        &final_ckpt.join("model.safetensors"),
+        &newest(&run).join("model.safetensors"),
+    );
+}
+
+#[test]
 fn corrupt_newest_checkpoint_is_skipped_with_a_warning() {
     let (_, final_ckpt) = reference("corrupt-ref");
     let run = killed_run("corrupt-kill", 70);

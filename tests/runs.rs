@@ -479,3 +479,58 @@ fn optimizer_specs_reach_the_optimizer() {
         );
     }
 }
+
+#[test]
+fn keep_best_top_k_and_eval_schedule() {
+    let run = temp_dir("best");
+    let run_s = run.display().to_string();
+    let (out, stdout, stderr) = train(&[
+        "--epochs",
+        "3",
+        "--run-dir",
+        &run_s,
+        "--keep-checkpoints",
+        "1",
+        "--keep-best",
+        "test_loss",
+        "--top-k",
+        "3",
+        "--eval-every-epochs",
+        "1",
+        "--lr",
+        "0.05",
+    ]);
+    assert!(out.status.success(), "{stderr}");
+    assert_eq!(stdout.matches("Test Error").count(), 3, "{stdout}");
+    let best: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(run.join("best.json")).unwrap_or_default())
+            .unwrap_or_default();
+    assert_eq!(best["metric"], "test_loss");
+    let best_dir = std::path::PathBuf::from(best["checkpoint"].as_str().unwrap_or_default());
+    assert!(
+        best_dir.join("manifest.json").is_file(),
+        "the best checkpoint is kept: {best}"
+    );
+    let kept: Vec<String> = std::fs::read_dir(run.join("checkpoints"))
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(
+        kept.len() <= 2 && kept.contains(&"step-000000060".to_string()),
+        "{kept:?}"
+    );
+    let jsonl = std::fs::read_to_string(run.join("metrics.jsonl")).unwrap_or_default();
+    assert!(jsonl.contains("\"top3_accuracy\""), "{jsonl}");
+    let (out, stdout, _) = train(&[
+        "--epochs",
+        "2",
+        "--eval-every-epochs",
+        "0",
+        "--run-dir",
+        &temp_dir("noeval").display().to_string(),
+    ]);
+    assert!(out.status.success());
+    assert!(!stdout.contains("Test Error"), "{stdout}");
+}

@@ -88,6 +88,12 @@ pub struct TrainArgs {
     /// Also evaluate every N optimizer steps.
     #[arg(long)]
     pub eval_every_steps: Option<usize>,
+    /// Evaluate after every N epochs (0: never at epoch ends).
+    #[arg(long, default_value_t = 1)]
+    pub eval_every_epochs: usize,
+    /// Also report top-K accuracy (`topK_accuracy`) in evaluations.
+    #[arg(long)]
+    pub top_k: Option<usize>,
     /// Stop when a metric stops improving: METRIC[:patience=N,min_delta=X,mode=min|max]
     /// (METRIC: test_loss, accuracy; mode defaults to min for losses, max otherwise).
     #[arg(long)]
@@ -506,6 +512,7 @@ fn trainer_config(args: &TrainArgs) -> Result<TrainerConfig> {
         clip_grad_norm: args.clip_grad_norm,
         clip_grad_value: args.clip_grad_value,
         eval_every_steps: args.eval_every_steps,
+        eval_every_epochs: args.eval_every_epochs,
         early_stopping: args
             .early_stopping
             .as_deref()
@@ -687,6 +694,11 @@ fn train_on(args: &TrainArgs, dp: Option<DataParallel<'_>>) -> Result<()> {
     let mut trainer = Trainer::new(config)?.run_config(serde_json::to_value(args)?);
     if task == Task::Regress {
         trainer = trainer.metrics(vec![Box::new(kiln_loop::metrics::MeanLoss::default())]);
+    } else if let Some(k) = args.top_k {
+        if k == 0 {
+            return Err(usage("--top-k must be at least 1"));
+        }
+        trainer = trainer.metric(kiln_loop::metrics::TopK::new(k));
     }
     if main {
         // Evaluations are reduced over ranks before they reach the callbacks.
