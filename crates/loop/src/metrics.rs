@@ -22,12 +22,65 @@ pub trait Metric {
     fn set_totals(&mut self, _totals: &[f64]) {}
 }
 
+/// A sum over a count: what each metric here accumulates (hits over
+/// samples, losses over batches). Both add up over ranks.
+#[derive(Debug, Default, Clone, Copy)]
+struct Ratio {
+    sum: f64,
+    count: f64,
+}
+
+impl Ratio {
+    fn add(&mut self, sum: f64, count: usize) {
+        self.sum += sum;
+        self.count += count as f64;
+    }
+
+    fn value(&self) -> f64 {
+        if self.count == 0.0 {
+            f64::NAN
+        } else {
+            self.sum / self.count
+        }
+    }
+}
+
+/// The [`Metric`] methods of a metric whose state is a `ratio: Ratio` field.
+macro_rules! ratio_methods {
+    () => {
+        fn value(&self) -> f64 {
+            self.ratio.value()
+        }
+
+        fn reset(&mut self) {
+            self.ratio = Ratio::default();
+        }
+
+        fn totals(&self) -> Option<Vec<f64>> {
+            Some(vec![self.ratio.sum, self.ratio.count])
+        }
+
+        fn set_totals(&mut self, totals: &[f64]) {
+            if let [sum, count] = totals {
+                self.ratio = Ratio {
+                    sum: *sum,
+                    count: *count,
+                };
+            }
+        }
+    };
+}
+
+/// Number of samples in a batch of targets.
+fn samples(target: &Tensor) -> usize {
+    target.size().first().map_or(0, |&n| n as usize)
+}
+
 /// Fraction of samples whose arg-max equals the label, accumulated as the
 /// tutorial does (`(pred.argmax(1) == y).type(torch.float).sum().item()`).
 #[derive(Debug, Default, Clone)]
 pub struct Accuracy {
-    correct: f64,
-    samples: usize,
+    ratio: Ratio,
 }
 
 impl Metric for Accuracy {
@@ -40,41 +93,19 @@ impl Metric for Accuracy {
             .f_argmax(1, false)?
             .f_eq_tensor(target)?
             .f_to_kind(Kind::Float)?;
-        self.correct += hits.f_sum(Kind::Float)?.f_double_value(&[])?;
-        self.samples += target.size().first().map_or(0, |&n| n as usize);
+        let correct = hits.f_sum(Kind::Float)?.f_double_value(&[])?;
+        self.ratio.add(correct, samples(target));
         Ok(())
     }
 
-    fn value(&self) -> f64 {
-        if self.samples == 0 {
-            f64::NAN
-        } else {
-            self.correct / self.samples as f64
-        }
-    }
-
-    fn reset(&mut self) {
-        *self = Self::default();
-    }
-
-    fn totals(&self) -> Option<Vec<f64>> {
-        Some(vec![self.correct, self.samples as f64])
-    }
-
-    fn set_totals(&mut self, totals: &[f64]) {
-        if let [correct, samples] = totals {
-            self.correct = *correct;
-            self.samples = *samples as usize;
-        }
-    }
+    ratio_methods!();
 }
 
 /// Fraction of samples whose label is among the `k` largest outputs.
 #[derive(Debug, Clone)]
 pub struct TopK {
     k: i64,
-    correct: f64,
-    samples: usize,
+    ratio: Ratio,
 }
 
 impl TopK {
@@ -82,8 +113,7 @@ impl TopK {
     pub fn new(k: usize) -> Self {
         Self {
             k: k as i64,
-            correct: 0.0,
-            samples: 0,
+            ratio: Ratio::default(),
         }
     }
 }
@@ -99,44 +129,21 @@ impl Metric for TopK {
         let hits = idx
             .f_eq_tensor(&target.f_unsqueeze(1)?)?
             .f_any_dim(1, false)?;
-        self.correct += hits
+        let correct = hits
             .f_to_kind(Kind::Float)?
             .f_sum(Kind::Float)?
             .f_double_value(&[])?;
-        self.samples += target.size().first().map_or(0, |&n| n as usize);
+        self.ratio.add(correct, samples(target));
         Ok(())
     }
 
-    fn value(&self) -> f64 {
-        if self.samples == 0 {
-            f64::NAN
-        } else {
-            self.correct / self.samples as f64
-        }
-    }
-
-    fn reset(&mut self) {
-        self.correct = 0.0;
-        self.samples = 0;
-    }
-
-    fn totals(&self) -> Option<Vec<f64>> {
-        Some(vec![self.correct, self.samples as f64])
-    }
-
-    fn set_totals(&mut self, totals: &[f64]) {
-        if let [correct, samples] = totals {
-            self.correct = *correct;
-            self.samples = *samples as usize;
-        }
-    }
+    ratio_methods!();
 }
 
 /// Mean of the batch losses (the tutorial's `test_loss / num_batches`).
 #[derive(Debug, Default, Clone)]
 pub struct MeanLoss {
-    total: f64,
-    batches: usize,
+    ratio: Ratio,
 }
 
 impl Metric for MeanLoss {
@@ -145,33 +152,11 @@ impl Metric for MeanLoss {
     }
 
     fn update(&mut self, _pred: &Tensor, _target: &Tensor, loss: f64) -> Result<()> {
-        self.total += loss;
-        self.batches += 1;
+        self.ratio.add(loss, 1);
         Ok(())
     }
 
-    fn value(&self) -> f64 {
-        if self.batches == 0 {
-            f64::NAN
-        } else {
-            self.total / self.batches as f64
-        }
-    }
-
-    fn reset(&mut self) {
-        *self = Self::default();
-    }
-
-    fn totals(&self) -> Option<Vec<f64>> {
-        Some(vec![self.total, self.batches as f64])
-    }
-
-    fn set_totals(&mut self, totals: &[f64]) {
-        if let [total, batches] = totals {
-            self.total = *total;
-            self.batches = *batches as usize;
-        }
-    }
+    ratio_methods!();
 }
 
 #[cfg(test)]
