@@ -73,16 +73,7 @@ impl Loss for BceLoss {
         let n = Self::NAME;
         let s = util::float(n, "input", input)?;
         let ts = util::float(n, "target", target)?;
-        if ts != s {
-            return Err(invalid(
-                n,
-                format!(
-                    "input {} and target {} must have the same size",
-                    fmt(&s),
-                    fmt(&ts)
-                ),
-            ));
-        }
+        util::same_size(n, &s, &ts)?;
         check_unit_interval(n, "input", input)?;
         check_unit_interval(n, "target", target)?;
         let weight = match &self.cfg.weight {
@@ -163,16 +154,7 @@ impl Loss for BceWithLogitsLoss {
         let n = Self::NAME;
         let s = util::float(n, "input", input)?;
         let ts = util::float(n, "target", target)?;
-        if ts != s {
-            return Err(invalid(
-                n,
-                format!(
-                    "input {} and target {} must have the same size",
-                    fmt(&s),
-                    fmt(&ts)
-                ),
-            ));
-        }
+        util::same_size(n, &s, &ts)?;
         let mut tensors = Vec::new();
         for (what, w) in [
             ("weight", &self.cfg.weight),

@@ -368,17 +368,7 @@ impl Loss for MultiMarginLoss {
     fn forward(&self, input: &Tensor, target: &Tensor) -> Result<Tensor> {
         let n = Self::NAME;
         let s = util::float(n, "input", input)?;
-        let ts = util::shape(n, "target", target)?;
-        let tk = util::kind(n, "target", target)?;
-        if tk != Kind::Int64 {
-            return Err(invalid(
-                n,
-                format!(
-                    "target {} must hold int64 class indices, got {tk:?}",
-                    fmt(&ts)
-                ),
-            ));
-        }
+        let ts = util::int64_indices(n, "target", target)?;
         let (nframe, dim) = match s.as_slice() {
             [] => (1, 1),
             [c] if *c != 0 => (1, *c),
@@ -488,17 +478,7 @@ impl Loss for MultiLabelMarginLoss {
     fn forward(&self, input: &Tensor, target: &Tensor) -> Result<Tensor> {
         let n = Self::NAME;
         let s = util::float(n, "input", input)?;
-        let ts = util::shape(n, "target", target)?;
-        let tk = util::kind(n, "target", target)?;
-        if tk != Kind::Int64 {
-            return Err(invalid(
-                n,
-                format!(
-                    "target {} must hold int64 class indices, got {tk:?}",
-                    fmt(&ts)
-                ),
-            ));
-        }
+        let ts = util::int64_indices(n, "target", target)?;
         let dim = match s.as_slice() {
             [] => {
                 if ts.len() > 1 || target.numel() != 1 {

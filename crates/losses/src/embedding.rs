@@ -270,12 +270,7 @@ impl TripletMarginLoss {
     pub const NAME: &'static str = "triplet-margin";
     /// Validates margin > 0.
     pub fn new(cfg: TripletMarginConfig) -> Result<Self> {
-        if cfg.margin.is_nan() || cfg.margin <= 0.0 {
-            return Err(invalid(
-                Self::NAME,
-                format!("margin must be greater than 0, got {}", cfg.margin),
-            ));
-        }
+        util::positive_margin(Self::NAME, cfg.margin)?;
         Ok(Self { cfg })
     }
     /// The options.
@@ -415,12 +410,7 @@ impl TripletMarginWithDistanceLoss {
     pub const NAME: &'static str = "triplet-margin-with-distance";
     /// Validates margin > 0.
     pub fn new(cfg: TripletMarginWithDistanceConfig) -> Result<Self> {
-        if cfg.margin.is_nan() || cfg.margin <= 0.0 {
-            return Err(invalid(
-                Self::NAME,
-                format!("margin must be greater than 0, got {}", cfg.margin),
-            ));
-        }
+        util::positive_margin(Self::NAME, cfg.margin)?;
         Ok(Self { cfg })
     }
     /// The options.

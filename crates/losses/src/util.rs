@@ -49,9 +49,18 @@ pub(crate) fn float(loss: &str, what: &str, t: &Tensor) -> Result<Vec<i64>> {
 /// Errors unless `t` is defined and holds class indices (int64, or uint8 as
 /// PyTorch also accepts); returns its shape.
 pub(crate) fn class_indices(loss: &str, what: &str, t: &Tensor) -> Result<Vec<i64>> {
+    indices_of(loss, what, t, &[Kind::Int64, Kind::Uint8])
+}
+
+/// As [`class_indices`] for kernels that take int64 only (multi-margin losses).
+pub(crate) fn int64_indices(loss: &str, what: &str, t: &Tensor) -> Result<Vec<i64>> {
+    indices_of(loss, what, t, &[Kind::Int64])
+}
+
+fn indices_of(loss: &str, what: &str, t: &Tensor, allowed: &[Kind]) -> Result<Vec<i64>> {
     let s = shape(loss, what, t)?;
     let k = kind(loss, what, t)?;
-    if !matches!(k, Kind::Int64 | Kind::Uint8) {
+    if !allowed.contains(&k) {
         return Err(invalid(
             loss,
             format!(
@@ -61,6 +70,32 @@ pub(crate) fn class_indices(loss: &str, what: &str, t: &Tensor) -> Result<Vec<i6
         ));
     }
     Ok(s)
+}
+
+/// Errors unless the input and target shapes are equal.
+pub(crate) fn same_size(loss: &str, input: &[i64], target: &[i64]) -> Result<()> {
+    if input == target {
+        return Ok(());
+    }
+    Err(invalid(
+        loss,
+        format!(
+            "input {} and target {} must have the same size",
+            fmt(input),
+            fmt(target)
+        ),
+    ))
+}
+
+/// Errors unless `margin > 0` (the triplet losses' rule).
+pub(crate) fn positive_margin(loss: &str, margin: f64) -> Result<()> {
+    if margin.is_nan() || margin <= 0.0 {
+        return Err(invalid(
+            loss,
+            format!("margin must be greater than 0, got {margin}"),
+        ));
+    }
+    Ok(())
 }
 
 /// A shape as PyTorch prints it in kiln messages: `[64, 10]`.
