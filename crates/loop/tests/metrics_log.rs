@@ -1,36 +1,15 @@
 //! The metrics log: file formats, CSV widening, torn lines, resume truncation.
+mod common;
+
 use anyhow::{ensure, Result};
+use common::TempDir;
 use kiln_loop::metrics_log::{
     has_metrics, read_metrics, MetricRecord, MetricsWriter, Scope, EPOCH_CSV, METRICS_FILE,
     STEP_CSV,
 };
 use std::fs;
 use std::io::Write;
-use std::path::{Path, PathBuf};
-
-/// A fresh, empty directory under the system temp dir, removed on drop.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(name: &str) -> Result<Self> {
-        let dir =
-            std::env::temp_dir().join(format!("kiln-loop-metrics-{}-{name}", std::process::id()));
-        if dir.exists() {
-            fs::remove_dir_all(&dir)?;
-        }
-        fs::create_dir_all(&dir)?;
-        Ok(Self(dir))
-    }
-    fn path(&self) -> &Path {
-        &self.0
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = fs::remove_dir_all(&self.0);
-    }
-}
+use std::path::Path;
 
 fn read(dir: &Path, name: &str) -> Result<String> {
     Ok(fs::read_to_string(dir.join(name))?)

@@ -1,33 +1,13 @@
 //! Run charts: which files are written, and that they are real PNG/SVG images.
+mod common;
+
 use anyhow::{bail, ensure, Context, Result};
+use common::TempDir;
 use kiln_loop::metrics_log::MetricsWriter;
 use kiln_loop::plot::{plot_run, CHART_SIZE};
 use std::fs;
 use std::io::Read;
-use std::path::{Path, PathBuf};
-
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(name: &str) -> Result<Self> {
-        let dir =
-            std::env::temp_dir().join(format!("kiln-loop-plot-{}-{name}", std::process::id()));
-        if dir.exists() {
-            fs::remove_dir_all(&dir)?;
-        }
-        fs::create_dir_all(&dir)?;
-        Ok(Self(dir))
-    }
-    fn path(&self) -> &Path {
-        &self.0
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = fs::remove_dir_all(&self.0);
-    }
-}
+use std::path::Path;
 
 /// A decoded 8-bit RGB PNG.
 struct Rgb {

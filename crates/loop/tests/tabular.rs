@@ -1,35 +1,11 @@
 //! CSV regression tables: parsing, the seeded split, and one-line errors.
+mod common;
+
 use anyhow::{ensure, Result};
+use common::TempDir;
 use kiln_loop::tabular::CsvData;
 use kiln_tensor::rng::Mt19937;
 use kiln_tensor::{Kind, Tensor};
-use std::fs;
-use std::path::PathBuf;
-
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(name: &str) -> Result<Self> {
-        let dir =
-            std::env::temp_dir().join(format!("kiln-loop-tabular-{}-{name}", std::process::id()));
-        if dir.exists() {
-            fs::remove_dir_all(&dir)?;
-        }
-        fs::create_dir_all(&dir)?;
-        Ok(Self(dir))
-    }
-    fn file(&self, name: &str, contents: &str) -> Result<PathBuf> {
-        let path = self.0.join(name);
-        fs::write(&path, contents)?;
-        Ok(path)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = fs::remove_dir_all(&self.0);
-    }
-}
 
 fn values(t: &Tensor) -> Result<Vec<f32>> {
     Ok(Vec::<f32>::try_from(&t.f_flatten(0, -1)?)?)
@@ -213,7 +189,7 @@ fn errors_name_the_file_line_and_column() -> Result<()> {
     for (name, contents, expected) in cases {
         let err = load_error(&tmp, name, contents, 0.5)?;
         ensure!(
-            err.starts_with(&format!("{}", tmp.0.join(expected).display())),
+            err.starts_with(&format!("{}", tmp.path().join(expected).display())),
             "{name}:\n got      {err}\n expected {expected}"
         );
     }
@@ -226,7 +202,7 @@ fn errors_name_the_file_line_and_column() -> Result<()> {
     let err = load_error(&tmp, "small2.csv", "a,price\n1,2\n3,4\n5,6\n", 0.9)?;
     ensure!(err.contains("leaves the train set empty"), "{err}");
 
-    let missing = tmp.0.join("missing.csv");
+    let missing = tmp.path().join("missing.csv");
     let err = CsvData::load(&missing, "price", 0.2, 0)
         .err()
         .map(|e| e.to_string())
