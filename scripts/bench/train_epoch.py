@@ -6,6 +6,7 @@ worker `--reps` times each with the same thread count and prints the medians
 and the ratio kiln/PyTorch.
 """
 import argparse
+import contextlib
 import json
 import os
 import statistics
@@ -22,7 +23,7 @@ def torch_epoch(args):
     from torch.utils.data import DataLoader, TensorDataset
 
     sys.path.insert(0, os.path.join(ROOT, "scripts/reference"))
-    from quickstart import NeuralNetwork, find, read_idx
+    from quickstart import NeuralNetwork, find, read_idx, train
 
     torch.set_num_threads(args.threads)
     images = read_idx(find(args.data_dir, "train-images-idx3-ubyte")).unsqueeze(1).to(torch.float32).div(255)
@@ -32,18 +33,10 @@ def torch_epoch(args):
     loader = DataLoader(TensorDataset(images, labels), batch_size=64, shuffle=True)
     loss_fn = nn.CrossEntropyLoss()
     optimizer = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9)
-    size = len(loader.dataset)
     start = time.perf_counter()
-    model.train()
-    for batch, (X, y) in enumerate(loader):
-        pred = model(X)
-        loss = loss_fn(pred, y)
-        loss.backward()
-        optimizer.step()
-        optimizer.zero_grad()
-        if batch % 100 == 0:
-            loss, current = loss.item(), batch * len(X)
-            print(f"loss: {loss:>7f}  [{current:>5d}/{size:>5d}]", file=sys.stderr)
+    # The tutorial's own train loop; its progress lines go to stderr.
+    with contextlib.redirect_stdout(sys.stderr):
+        train(loader, model, loss_fn, optimizer)
     print(json.dumps({"seconds": time.perf_counter() - start}))
 
 
