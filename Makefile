@@ -37,7 +37,6 @@ bench: setup
 	$(PY) scripts/bench/scaling.py --bin "$$(ls -t target/release/deps/scaling-* | grep -v '\.d$$' | head -n1)"
 
 golden: build
-	$(PY) tests/golden/make_golden_logs.py
 	$(PY) tests/golden/interop/make_interop.py
 	$(PY) crates/losses/tests/golden/make_golden.py
 	$(PY) crates/optim/tests/golden/make_golden.py

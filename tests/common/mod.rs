@@ -81,3 +81,19 @@ pub fn text(out: &Output) -> (String, String) {
         String::from_utf8_lossy(&out.stderr).into_owned(),
     )
 }
+
+/// Runs a committed Python script (path relative to the repository root) on
+/// the torch the setup installed (`.libtorch`), returning its stdout.
+pub fn pytorch(script: &str, args: &[&str]) -> String {
+    let out = Command::new(std::env::var("PYTHON").unwrap_or_else(|_| "python3".into()))
+        .env("PYTHONPATH", root().join(".libtorch"))
+        .arg("-W")
+        .arg("ignore")
+        .arg(root().join(script))
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run python3 {script}: {e}"));
+    let (stdout, stderr) = text(&out);
+    assert!(out.status.success(), "python3 {script} failed: {stderr}");
+    stdout
+}
