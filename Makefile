@@ -30,9 +30,9 @@ lint: setup
 train: build
 	target/release/kiln train --seed $(SEED) $(ARGS)
 
-bench: setup
+bench: build
 	$(CARGO) build --release -p kiln-cli --benches $(FEATURE_FLAGS)
-	$(PY) scripts/bench/train_epoch.py --kiln-bin "$$(ls -t target/release/deps/train_epoch-* | grep -v '\.d$$' | head -n1)"
+	$(PY) scripts/bench/train_epoch.py --kiln-bin target/release/kiln
 	PYTHONPATH=$(CURDIR)/.libtorch PYTHON=$(PYTHON) bash crates/optim/benches/run.sh
 	$(PY) scripts/bench/scaling.py --bin "$$(ls -t target/release/deps/scaling-* | grep -v '\.d$$' | head -n1)"
 

@@ -1,5 +1,7 @@
 //! Bad input: one line naming the problem, exit 2 for usage errors and 1
-//! otherwise, never a panic or a libtorch abort.
+//! otherwise, never a panic or a libtorch abort. Argument errors keep clap's
+//! suggestion on that line and add clap's usage line and a pointer to the
+//! subcommand's help.
 mod common;
 
 use common::{data_dir, idx_bytes, kiln, temp_dir, text, write_dataset};
@@ -13,15 +15,19 @@ fn expect_error(args: &[&str], code: i32, needles: &[&str]) {
         Some(code),
         "{args:?}: stderr {stderr:?} stdout {stdout:?}"
     );
-    assert_eq!(
-        stderr.lines().count(),
-        1,
+    let lines: Vec<&str> = stderr.lines().collect();
+    let clap_report = lines.len() == 3
+        && lines[1].starts_with("Usage: kiln")
+        && lines[2].starts_with("For more information, try 'kiln");
+    assert!(
+        lines.len() == 1 || clap_report,
         "{args:?}: not one line: {stderr:?}"
     );
+    assert!(lines[0].starts_with("error: "), "{args:?}: {stderr:?}");
     assert!(!stderr.contains("panicked"), "{args:?}: {stderr}");
     for needle in needles {
         assert!(
-            stderr.contains(needle),
+            lines[0].contains(needle),
             "{args:?}: {stderr:?} lacks {needle:?}"
         );
     }

@@ -158,16 +158,18 @@ fn sigkill_mid_epoch_then_resume_is_bit_identical() {
     assert_eq!(loss_curve(&reference_run), loss_curve(&run));
 }
 
-/// (scope, step, loss, lr) of every metrics record: the deterministic part.
+/// (scope, step, losses, accuracy, lr) of every metrics record: the
+/// deterministic part (timings differ from run to run).
 fn loss_curve(run: &Path) -> Vec<String> {
     let text = std::fs::read_to_string(run.join("metrics.jsonl")).unwrap_or_default();
     let curve: Vec<String> = text
         .lines()
         .map(|l| {
             let v: serde_json::Value = serde_json::from_str(l).unwrap_or_default();
+            let m = &v["values"];
             format!(
-                "{} {} {} {}",
-                v["scope"], v["step"], v["values"]["loss"], v["values"]["lr"]
+                "{} {} {} {} {} {}",
+                v["scope"], v["step"], m["train_loss"], m["test_loss"], m["test_accuracy"], m["lr"]
             )
         })
         .collect();
@@ -271,13 +273,32 @@ fn resume_between_epochs_with_more_epochs() {
 }
 
 #[test]
-fn resume_without_checkpoints_is_an_error() {
+fn a_run_without_checkpoints_resumes_from_its_start_and_a_non_run_is_refused() {
+    // A run killed before its first checkpoint left only its config: resuming
+    // trains it from the start, exactly as the original command would have.
+    let reference = temp_dir("resume-empty-ref");
+    let argv = args(&reference);
+    let out = kiln(&argv.iter().map(String::as_str).collect::<Vec<_>>());
+    let (log, stderr) = text(&out);
+    assert!(out.status.success(), "{stderr}");
     let run = temp_dir("resume-empty");
-    std::fs::write(run.join("config.json"), "{}").unwrap_or_default();
-    let out = kiln(&["train", "--resume", run.to_str().unwrap_or("")]);
+    std::fs::copy(reference.join("config.json"), run.join("config.json")).unwrap_or_default();
+    let (stdout, stderr) = resume(&run, &[]);
+    assert!(stderr.contains("has no checkpoint yet"), "{stderr}");
+    assert_eq!(stdout, log);
+    same_file(
+        &newest(&reference).join("model.safetensors"),
+        &newest(&run).join("model.safetensors"),
+    );
+    // A directory that is not a run is refused, naming what to do.
+    let empty = temp_dir("resume-not-a-run");
+    let out = kiln(&["train", "--resume", empty.to_str().unwrap_or("")]);
     let (_, stderr) = text(&out);
-    assert_eq!(out.status.code(), Some(1), "{stderr}");
-    assert!(stderr.contains("no valid checkpoint"), "{stderr}");
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("not a kiln run directory") && stderr.contains("--run-dir"),
+        "{stderr}"
+    );
 }
 
 /// Stops a run at `stop` steps (mid-epoch), resumes it to the end, and

@@ -34,7 +34,7 @@ fn early_stopping_stops_after_patience() {
         "--epochs",
         "5",
         "--early-stopping",
-        "accuracy:patience=1,min_delta=0.5",
+        "test_accuracy:patience=1,min_delta=0.5",
         "--run-dir",
         &run_s,
     ]);
@@ -43,7 +43,13 @@ fn early_stopping_stops_after_patience() {
         stdout.contains("Epoch 2\n") && !stdout.contains("Epoch 3\n"),
         "{stdout}"
     );
-    assert!(stdout.ends_with("Training completed\n"), "{stdout}");
+    // It says why it stopped, not that training completed.
+    assert!(
+        stdout.contains(
+            "Training stopped: early stopping after epoch 2: test_accuracy stopped improving"
+        ),
+        "{stdout}"
+    );
 }
 
 #[test]
@@ -59,7 +65,16 @@ fn nonfinite_loss_stops_and_keeps_the_last_good_checkpoint() {
         &run_s,
     ]);
     assert_eq!(out.status.code(), Some(1), "{stdout}{stderr}");
-    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    // The start of the run is announced; then one error line.
+    let errors: Vec<&str> = stderr.lines().filter(|l| l.starts_with("error:")).collect();
+    assert_eq!(errors.len(), 1, "{stderr}");
+    assert!(
+        stderr
+            .lines()
+            .last()
+            .is_some_and(|l| l.starts_with("error:")),
+        "{stderr}"
+    );
     assert!(
         stderr.contains("training loss became") && stderr.contains("last good checkpoint"),
         "{stderr}"
@@ -133,7 +148,8 @@ fn config_file_gives_flags_and_command_line_wins() {
             .unwrap_or_default();
     assert_eq!(saved["epochs"], 1);
     assert_eq!(saved["batch_size"], 128);
-    assert_eq!(saved["lr"], 0.01);
+    // --lr is not a setting of its own: it lands in the optimizer spec that ran.
+    assert_eq!(saved["optimizer"], "sgd:lr=0.01,momentum=0.9");
     std::fs::write(&config, r#"{"epochz": 3}"#).unwrap_or_default();
     let (out, _, stderr) = train(&["--config", config.to_str().unwrap_or("")]);
     assert_eq!(out.status.code(), Some(2));
@@ -179,13 +195,14 @@ fn dry_run_is_one_batch_of_each() {
 #[test]
 fn loss_spec_strings_reach_the_loss() {
     let run = temp_dir("spec").display().to_string();
+    let run2 = temp_dir("spec2").display().to_string();
     let (out, plain, stderr) = train(&["--epochs", "1", "--run-dir", &run]);
     assert!(out.status.success(), "{stderr}");
     let (out, smoothed, stderr) = train(&[
         "--epochs",
         "1",
         "--run-dir",
-        &run,
+        &run2,
         "--loss",
         "cross-entropy:label_smoothing=0.1,ignore_index=3",
     ]);
@@ -270,7 +287,7 @@ fn metrics_files_and_plots_are_written() {
     );
     let epochs = std::fs::read_to_string(run.join("metrics_epoch.csv")).unwrap_or_default();
     assert!(
-        epochs.starts_with("step,epoch,accuracy,loss\n20,1,"),
+        epochs.starts_with("step,epoch,epoch_train_seconds,test_accuracy,test_loss\n20,1,"),
         "{epochs}"
     );
     for chart in ["loss", "accuracy", "lr"] {
@@ -416,7 +433,12 @@ fn optimizer_specs_reach_the_optimizer() {
         "adamw:lr=3e-4,weight_decay=0.05,betas=0.85;0.99",
     ]);
     assert!(out.status.success(), "{stderr}");
-    let (out, sgd, _) = train(&["--epochs", "1", "--run-dir", &run]);
+    let (out, sgd, _) = train(&[
+        "--epochs",
+        "1",
+        "--run-dir",
+        &temp_dir("optim-sgd").display().to_string(),
+    ]);
     assert!(out.status.success());
     assert_ne!(adamw, sgd);
     let (out, _, stderr) = train(&[
@@ -443,7 +465,7 @@ fn optimizer_specs_reach_the_optimizer() {
         "--epochs",
         "1",
         "--run-dir",
-        &run,
+        &temp_dir("optim-lbfgs").display().to_string(),
         "--optimizer",
         "lbfgs:lr=0.5,max_iter=4,line_search_fn=strong_wolfe",
     ]);
@@ -506,7 +528,8 @@ fn keep_best_top_k_and_eval_schedule() {
         serde_json::from_str(&std::fs::read_to_string(run.join("best.json")).unwrap_or_default())
             .unwrap_or_default();
     assert_eq!(best["metric"], "test_loss");
-    let best_dir = std::path::PathBuf::from(best["checkpoint"].as_str().unwrap_or_default());
+    // Paths inside a run are relative to it.
+    let best_dir = run.join(best["checkpoint"].as_str().unwrap_or_default());
     assert!(
         best_dir.join("manifest.json").is_file(),
         "the best checkpoint is kept: {best}"
@@ -522,7 +545,7 @@ fn keep_best_top_k_and_eval_schedule() {
         "{kept:?}"
     );
     let jsonl = std::fs::read_to_string(run.join("metrics.jsonl")).unwrap_or_default();
-    assert!(jsonl.contains("\"top3_accuracy\""), "{jsonl}");
+    assert!(jsonl.contains("\"test_top3_accuracy\""), "{jsonl}");
     let (out, stdout, _) = train(&[
         "--epochs",
         "2",

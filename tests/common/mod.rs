@@ -15,10 +15,32 @@ pub fn data_dir() -> PathBuf {
         .unwrap_or_else(|| root().join(".data/fashion-mnist"))
 }
 
+/// This test process's scratch root, `$TMP/kiln-e2e/<pid>`. The first call
+/// removes the roots of earlier test processes that are gone, so runs,
+/// checkpoints and data the tests write never pile up on the disk.
+fn scratch_root() -> PathBuf {
+    static ROOT: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    ROOT.get_or_init(|| {
+        let all = std::env::temp_dir().join("kiln-e2e");
+        for entry in std::fs::read_dir(&all).into_iter().flatten().flatten() {
+            let alive = entry
+                .file_name()
+                .to_str()
+                .and_then(|pid| pid.parse::<u32>().ok())
+                .is_some_and(|pid| Path::new(&format!("/proc/{pid}")).exists());
+            if !alive {
+                let _ = std::fs::remove_dir_all(entry.path());
+            }
+        }
+        all.join(std::process::id().to_string())
+    })
+    .clone()
+}
+
 /// Runs `kiln` with `args`, from a scratch directory (so default run
 /// directories land there, not in the repository).
 pub fn kiln(args: &[&str]) -> Output {
-    let cwd = std::env::temp_dir().join("kiln-e2e-cwd");
+    let cwd = scratch_root().join("cwd");
     std::fs::create_dir_all(&cwd).unwrap_or_else(|e| panic!("{}: {e}", cwd.display()));
     Command::new(env!("CARGO_BIN_EXE_kiln"))
         .current_dir(cwd)
@@ -27,9 +49,9 @@ pub fn kiln(args: &[&str]) -> Output {
         .unwrap_or_else(|e| panic!("cannot run kiln: {e}"))
 }
 
-/// A fresh empty directory for one test.
+/// A fresh empty directory for one test (under [`scratch_root`]).
 pub fn temp_dir(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("kiln-e2e-{name}-{}", std::process::id()));
+    let dir = scratch_root().join(name);
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display()));
     dir

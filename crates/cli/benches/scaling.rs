@@ -7,12 +7,12 @@
 //!   split into compute (forward, backward, optimizer step) and the gradient
 //!   all-reduce (flatten, all-reduce, average, copy back).
 use anyhow::{Context, Result};
-use kiln_cli::models::QuickstartMlp;
 use kiln_loop::distributed::mpi::Mpi;
 use kiln_loop::distributed::{Collective, DataParallel, ReduceOp};
+use kiln_loop::models::mlp::{self, MlpConfig};
+use kiln_loop::Model;
 use kiln_optim::{Optimizer, SgdConfig};
-use kiln_tensor::nn::{ModuleT, VarStore};
-use kiln_tensor::{params::named_parameters, Device, Kind, Tensor};
+use kiln_tensor::{Device, Kind, Tensor};
 use std::time::{Duration, Instant};
 
 fn median(mut v: Vec<f64>) -> f64 {
@@ -61,31 +61,27 @@ fn main() -> Result<()> {
     let sweep = allreduce_sweep(&comm)?;
 
     kiln_tensor::rng::manual_seed(comm.rank() as u64);
-    let vs = VarStore::new(Device::Cpu);
-    let model = QuickstartMlp::new(&vs.root(), 28 * 28, 10)?;
+    let model = mlp::build(&MlpConfig::default(), 28 * 28, 10, None, Device::Cpu)?;
+    let params = model.parameters()?;
     let loss = kiln_losses::registry().build("cross-entropy")?;
     let mut opt = SgdConfig {
         lr: 1e-3,
         momentum: 0.9,
         ..Default::default()
     }
-    .build(named_parameters(&vs)?)?;
+    .build(model.parameters()?)?;
     let dp = DataParallel::new(&comm);
-    dp.broadcast_parameters(&vs)?;
-    let grad_bytes: i64 = vs
-        .trainable_variables()
-        .iter()
-        .map(|t| t.numel() as i64 * 4)
-        .sum();
+    dp.broadcast_model(&model)?;
+    let grad_bytes: i64 = params.iter().map(|p| p.tensor.numel() as i64 * 4).sum();
     let x = Tensor::f_rand([batch, 1, 28, 28], (Kind::Float, Device::Cpu))?;
     let y = Tensor::f_randint(10, [batch], (Kind::Int64, Device::Cpu))?;
     let (mut compute, mut reduce) = (Vec::new(), Vec::new());
     for step in 0..steps + 5 {
         let t0 = Instant::now();
-        let pred = model.forward_t(&x, true);
+        let pred = model.forward(&x)?;
         loss.as_ref().forward(&pred, &y)?.f_backward()?;
         let t1 = Instant::now();
-        dp.average_gradients(&vs)?;
+        dp.average_gradients(&params)?;
         let t2 = Instant::now();
         opt.step()?;
         opt.zero_grad()?;
@@ -95,7 +91,7 @@ fn main() -> Result<()> {
             reduce.push((t2 - t1).as_secs_f64());
         }
     }
-    dp.verify_replicas(&vs)?;
+    dp.verify_replicas(&model)?;
     let (compute, reduce) = (median(compute), median(reduce));
     if comm.rank() == 0 {
         let sweep: Vec<String> = sweep

@@ -1,10 +1,12 @@
 //! `kiln`: train and evaluate PyTorch-equivalent models from the command line.
 //!
-//! The binary is thin: flags become library calls of kiln-tensor,
-//! kiln-losses, kiln-optim and kiln-loop. It is the only crate that uses
-//! `anyhow`.
+//! The binary is thin: it parses flags, calls kiln-loop's run library
+//! (`kiln_loop::run`) or a registry, and maps errors to one line and an exit
+//! code (2 for a usage error, 128 + the signal for an interrupt, 1 for any
+//! other failure). It is the only crate that uses `anyhow`.
+mod args;
+
 use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
-use kiln_cli::{run, UsageError};
 use std::process::ExitCode;
 
 /// Train neural networks on libtorch, with PyTorch's numbers.
@@ -18,17 +20,67 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Train the quickstart model on (Fashion)MNIST, printing what PyTorch's tutorial prints.
-    Train(Box<run::TrainArgs>),
-    /// Run the test loop on a checkpoint.
-    Eval(run::EvalArgs),
+    Train(Box<args::TrainArgs>),
+    /// Run the test loop on a checkpoint (or a PyTorch state dict).
+    Eval(args::EvalArgs),
     /// Draw a run's loss, accuracy and lr curves to PNG and SVG.
-    Plot(run::PlotArgs),
+    Plot(args::PlotArgs),
     /// List every loss and its options with their defaults.
     Losses,
     /// List every optimizer and its options with their defaults.
     Optimizers,
     /// List every lr scheduler and its options with their defaults.
     Schedulers,
+}
+
+/// The subcommand the command line names, if any.
+fn subcommand() -> Option<String> {
+    let name = std::env::args().nth(1)?;
+    Cli::command()
+        .get_subcommands()
+        .any(|c| c.get_name() == name)
+        .then_some(name)
+}
+
+/// clap's report, compacted: the error with its details and tips on one
+/// line, the usage line, and where to read more (the subcommand's help).
+fn clap_error(err: &clap::Error) -> String {
+    let text = err.to_string();
+    let mut message = String::new();
+    let mut tips = Vec::new();
+    let mut usage = None;
+    for line in text.lines().map(str::trim).filter(|l| !l.is_empty()) {
+        if let Some(tip) = line.strip_prefix("tip: ") {
+            tips.push(tip.to_string());
+        } else if line.starts_with("Usage: ") {
+            usage = Some(line.to_string());
+        } else if line.starts_with("For more information") {
+        } else if message.is_empty() {
+            message = line.strip_prefix("error: ").unwrap_or(line).to_string();
+        } else {
+            let sep = if message.ends_with(':') { " " } else { ", " };
+            message.push_str(sep);
+            message.push_str(line);
+        }
+    }
+    if !tips.is_empty() {
+        message.push_str(&format!(" ({})", tips.join("; ")));
+    }
+    let sub = subcommand();
+    let mut cmd = Cli::command();
+    let usage = usage.unwrap_or_else(|| {
+        let rendered = match sub.as_deref().and_then(|s| cmd.find_subcommand_mut(s)) {
+            Some(c) => c.render_usage(),
+            None => cmd.render_usage(),
+        };
+        rendered.to_string().trim().to_string()
+    });
+    let usage = usage.replace("Usage: train", "Usage: kiln train");
+    let command = match &sub {
+        Some(s) => format!("kiln {s}"),
+        None => "kiln".into(),
+    };
+    format!("error: {message}\n{usage}\nFor more information, try '{command} --help'.\n")
 }
 
 fn parse() -> Result<(Cli, clap::ArgMatches), ExitCode> {
@@ -41,10 +93,7 @@ fn parse() -> Result<(Cli, clap::ArgMatches), ExitCode> {
             let _ = err.print();
             return ExitCode::SUCCESS;
         }
-        // clap's report spans several lines; keep its first, add the way out.
-        let text = err.to_string();
-        let first = text.lines().next().unwrap_or("invalid arguments");
-        eprintln!("{first}; see 'kiln --help'");
+        eprint!("{}", clap_error(&err));
         ExitCode::from(2)
     })
 }
@@ -70,44 +119,44 @@ fn one_line(err: &anyhow::Error) -> String {
     message
 }
 
-fn main() -> ExitCode {
-    let (cli, matches) = match parse() {
-        Ok(parsed) => parsed,
-        Err(code) => return code,
-    };
-    let result = match cli.command {
+fn run(cli: Cli, matches: &clap::ArgMatches) -> anyhow::Result<()> {
+    match cli.command {
         Command::Train(args) => {
             let sub = matches
                 .subcommand_matches("train")
                 .cloned()
                 .unwrap_or_default();
-            run::merge_config(*args, &sub).and_then(|args| run::train(&args))
+            kiln_loop::run::train(&args.request(&sub)?)?;
         }
-        Command::Eval(args) => run::eval(&args),
-        Command::Plot(args) => run::plot(&args),
-        Command::Losses => {
-            print!("{}", kiln_losses::registry().describe());
-            Ok(())
+        Command::Eval(args) => {
+            kiln_loop::run::evaluate(&args.request()?)?;
         }
-        Command::Schedulers => {
-            print!("{}", kiln_optim::scheduler::schedulers().describe());
-            Ok(())
+        Command::Plot(args) => {
+            let out = args.out.unwrap_or_else(|| args.run_dir.join("plots"));
+            for path in kiln_loop::plot::plot_run(&args.run_dir, &out)? {
+                println!("{}", path.display());
+            }
         }
-        Command::Optimizers => {
-            print!("{}", run::describe_optimizers());
-            Ok(())
-        }
+        Command::Losses => print!("{}", kiln_losses::registry().describe()),
+        Command::Optimizers => print!("{}", kiln_optim::optimizers().describe()),
+        Command::Schedulers => print!("{}", kiln_optim::scheduler::schedulers().describe()),
+    }
+    Ok(())
+}
+
+fn main() -> ExitCode {
+    let (cli, matches) = match parse() {
+        Ok(parsed) => parsed,
+        Err(code) => return code,
     };
-    match result {
+    match run(cli, &matches) {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
-            let code = if err.downcast_ref::<UsageError>().is_some() {
-                2
-            } else {
-                1
-            };
+            let code = err
+                .downcast_ref::<kiln_loop::Error>()
+                .map_or(1, kiln_loop::Error::exit_code);
             eprintln!("error: {}", one_line(&err));
-            ExitCode::from(code)
+            ExitCode::from(u8::try_from(code).unwrap_or(1))
         }
     }
 }

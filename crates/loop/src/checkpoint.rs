@@ -1,19 +1,22 @@
 //! Checkpoints that survive a crash at any moment.
 //!
 //! A checkpoint is a directory `RUN/checkpoints/step-000000123/` holding
-//! `model.safetensors` (names as PyTorch's `state_dict()` gives them, so
-//! `torch` loads it with `safetensors.torch.load_file` + `load_state_dict`),
-//! `optimizer.safetensors` + `optimizer.json`, `rng.safetensors` (libtorch's
-//! CPU and CUDA generator states), `state.json` (loop counters, the data
-//! order cursor, scheduler and trainer state, the run config) and, written
-//! last, `manifest.json` with every file's size and FNV-1a checksum.
-//! Everything is first written into a hidden temporary directory and then
-//! renamed into place, so a checkpoint either exists whole or not at all; a
-//! directory whose manifest is missing or does not match is skipped on
-//! resume with a warning.
+//! `model.safetensors` (parameters and buffers, named as PyTorch's
+//! `state_dict()` names them, so `torch` loads it with
+//! `safetensors.torch.load_file` + `load_state_dict`), the optimizer's state
+//! as [`OptimizerState::save`] writes it (`optimizer.safetensors` +
+//! `optimizer.json`), `rng.safetensors` (libtorch's CPU and CUDA generator
+//! states), `state.json` (loop counters, the data order cursor, scheduler
+//! and trainer state, the run config) and, written last, `manifest.json`
+//! with every file's size and FNV-1a checksum. Everything is first written
+//! into a hidden temporary directory and then renamed into place, so a
+//! checkpoint either exists whole or not at all; a write that fails (a full
+//! disk) removes its temporary directory and says which checkpoint a resume
+//! would continue from. A directory whose manifest is missing or does not
+//! match is skipped on resume with a warning.
 use crate::{Error, Result};
 use kiln_optim::OptimizerState;
-use kiln_tensor::{Device, Tensor};
+use kiln_tensor::{io, Tensor};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 
@@ -65,7 +68,7 @@ struct ManifestEntry {
     fnv1a64: String,
 }
 
-const FORMAT: u32 = 1;
+const FORMAT: u32 = 2;
 const MANIFEST: &str = "manifest.json";
 
 /// FNV-1a, 64 bit: detects torn and corrupted files (not an adversary).
@@ -82,25 +85,17 @@ fn io_error(path: &Path, err: impl std::fmt::Display) -> Error {
     }
 }
 
-fn cpu(tensors: &[(String, Tensor)]) -> Result<Vec<(String, Tensor)>> {
-    tensors
-        .iter()
-        .map(|(n, t)| Ok((n.clone(), t.f_to(Device::Cpu)?.f_contiguous()?)))
-        .collect()
-}
-
 fn write_tensors(path: &Path, tensors: &[(String, Tensor)]) -> Result<()> {
-    Tensor::write_safetensors(&cpu(tensors)?, path)
-        .map_err(|e| io_error(path, kiln_tensor::Error::from(e)))
+    Ok(io::write_safetensors(path, tensors)?)
 }
 
 fn read_tensors(path: &Path) -> Result<Vec<(String, Tensor)>> {
-    Tensor::read_safetensors(path).map_err(|e| io_error(path, kiln_tensor::Error::from(e)))
+    io::read_safetensors(path).map_err(|e| io_error(path, e))
 }
 
 fn write_json(path: &Path, value: &impl Serialize) -> Result<()> {
     let text = serde_json::to_string_pretty(value).map_err(|e| io_error(path, e))?;
-    std::fs::write(path, text).map_err(|e| io_error(path, e))
+    Ok(io::write_atomic(path, text.as_bytes())?)
 }
 
 fn read_json<T: for<'de> Deserialize<'de>>(path: &Path) -> Result<T> {
@@ -108,23 +103,82 @@ fn read_json<T: for<'de> Deserialize<'de>>(path: &Path) -> Result<T> {
     serde_json::from_str(&text).map_err(|e| io_error(path, e))
 }
 
+/// The file and operating-system error behind a failed write, if that is
+/// what `err` is.
+fn failed_write(err: &Error) -> Option<(&Path, &std::io::Error)> {
+    let tensor = match err {
+        Error::Tensor(e) | Error::Optim(kiln_optim::Error::Tensor(e)) => e,
+        _ => return None,
+    };
+    match tensor {
+        kiln_tensor::Error::Io { path, source } => Some((path, source)),
+        _ => None,
+    }
+}
+
 /// The checkpoints directory of a run.
 pub fn checkpoints_dir(run_dir: &Path) -> PathBuf {
     run_dir.join("checkpoints")
 }
 
-/// Writes `ckpt` as `RUN/checkpoints/step-{step:09}` atomically and returns its path.
+/// Writes `ckpt` as `RUN/checkpoints/step-{step:09}` atomically and returns
+/// its path. On failure nothing is left behind and the error names the file
+/// that could not be written, why (e.g. "no space left on device") and the
+/// newest complete checkpoint, which a resume continues from.
 pub fn save(run_dir: &Path, ckpt: &Checkpoint) -> Result<PathBuf> {
     let dir = checkpoints_dir(run_dir);
-    std::fs::create_dir_all(&dir).map_err(|e| io_error(&dir, e))?;
     let name = format!("step-{:09}", ckpt.progress.step);
+    let target = dir.join(&name);
     let tmp = dir.join(format!(".tmp-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&tmp);
-    std::fs::create_dir_all(&tmp).map_err(|e| io_error(&tmp, e))?;
+    let written = std::fs::create_dir_all(&dir)
+        .map_err(|e| io_error(&dir, e))
+        .and_then(|()| write_into(&tmp, ckpt))
+        .and_then(|()| commit(&dir, &tmp, &target));
+    match written {
+        Ok(()) => Ok(target),
+        Err(err) => {
+            let _ = std::fs::remove_dir_all(&tmp);
+            let last = list(run_dir).ok().and_then(|mut all| all.pop());
+            let resume = match &last {
+                Some(last) => format!(
+                    "; the last complete checkpoint is {} (`kiln train --resume {}` continues from it)",
+                    last.display(),
+                    run_dir.display()
+                ),
+                None => "; the run has no complete checkpoint yet".into(),
+            };
+            let (path, message) = match failed_write(&err) {
+                // Name the file as it would have been, not the temporary one.
+                Some((path, source)) => (
+                    path.strip_prefix(&tmp)
+                        .map_or_else(|_| path.to_path_buf(), |rel| target.join(rel)),
+                    lowercase_first(&source.to_string()),
+                ),
+                None => (target.clone(), err.to_string()),
+            };
+            Err(Error::Write {
+                path,
+                message: format!("{message}{resume}"),
+            })
+        }
+    }
+}
 
+/// "No space left on device (os error 28)" → "no space left on device (os error 28)".
+fn lowercase_first(text: &str) -> String {
+    let mut chars = text.chars();
+    match chars.next() {
+        Some(c) => c.to_lowercase().chain(chars).collect(),
+        None => String::new(),
+    }
+}
+
+/// Every file of the checkpoint into `tmp`, the manifest last.
+fn write_into(tmp: &Path, ckpt: &Checkpoint) -> Result<()> {
+    let _ = std::fs::remove_dir_all(tmp);
+    std::fs::create_dir_all(tmp).map_err(|e| io_error(tmp, e))?;
     write_tensors(&tmp.join("model.safetensors"), &ckpt.model)?;
-    write_tensors(&tmp.join("optimizer.safetensors"), &ckpt.optimizer.tensors)?;
-    write_json(&tmp.join("optimizer.json"), &ckpt.optimizer.scalars)?;
+    ckpt.optimizer.save(tmp)?;
     let mut rng = vec![("cpu".to_string(), ckpt.rng_cpu.shallow_clone())];
     rng.extend(
         ckpt.rng_cuda
@@ -140,15 +194,8 @@ pub fn save(run_dir: &Path, ckpt: &Checkpoint) -> Result<PathBuf> {
         config: ckpt.config.clone(),
     };
     write_json(&tmp.join("state.json"), &state)?;
-
     let mut manifest = Vec::new();
-    for file in [
-        "model.safetensors",
-        "optimizer.safetensors",
-        "optimizer.json",
-        "rng.safetensors",
-        "state.json",
-    ] {
+    for file in FILES {
         let path = tmp.join(file);
         let bytes = std::fs::read(&path).map_err(|e| io_error(&path, e))?;
         manifest.push(ManifestEntry {
@@ -156,24 +203,38 @@ pub fn save(run_dir: &Path, ckpt: &Checkpoint) -> Result<PathBuf> {
             bytes: bytes.len() as u64,
             fnv1a64: format!("{:016x}", fnv1a64(&bytes)),
         });
-        sync(&path)?;
     }
-    let manifest_path = tmp.join(MANIFEST);
-    write_json(&manifest_path, &manifest)?;
-    sync(&manifest_path)?;
+    write_json(&tmp.join(MANIFEST), &manifest)
+}
 
-    let target = dir.join(&name);
+/// The files of a checkpoint besides the manifest.
+const FILES: [&str; 5] = [
+    "model.safetensors",
+    kiln_optim::STATE_TENSORS_FILE,
+    kiln_optim::STATE_SCALARS_FILE,
+    "rng.safetensors",
+    "state.json",
+];
+
+/// Renames the finished `tmp` into `target` (replacing a checkpoint of the
+/// same step, e.g. written again after a resume).
+fn commit(dir: &Path, tmp: &Path, target: &Path) -> Result<()> {
     if target.exists() {
-        // Same step written again (e.g. after a resume): replace it whole.
-        let old = dir.join(format!(".old-{name}-{}", std::process::id()));
-        std::fs::rename(&target, &old).map_err(|e| io_error(&target, e))?;
-        std::fs::rename(&tmp, &target).map_err(|e| io_error(&target, e))?;
+        let old = dir.join(format!(
+            ".old-{}-{}",
+            target
+                .file_name()
+                .map(|n| n.to_string_lossy())
+                .unwrap_or_default(),
+            std::process::id()
+        ));
+        std::fs::rename(target, &old).map_err(|e| io_error(target, e))?;
+        std::fs::rename(tmp, target).map_err(|e| io_error(target, e))?;
         let _ = std::fs::remove_dir_all(&old);
     } else {
-        std::fs::rename(&tmp, &target).map_err(|e| io_error(&target, e))?;
+        std::fs::rename(tmp, target).map_err(|e| io_error(target, e))?;
     }
-    sync(&dir)?;
-    Ok(target)
+    sync(dir)
 }
 
 fn sync(path: &Path) -> Result<()> {
@@ -226,10 +287,7 @@ pub fn load(dir: &Path) -> Result<Checkpoint> {
     rng.sort_by(|a, b| a.0.cmp(&b.0));
     Ok(Checkpoint {
         model: read_tensors(&dir.join("model.safetensors"))?,
-        optimizer: OptimizerState {
-            tensors: read_tensors(&dir.join("optimizer.safetensors"))?,
-            scalars: read_json(&dir.join("optimizer.json"))?,
-        },
+        optimizer: OptimizerState::load(dir).map_err(|e| io_error(dir, e))?,
         rng_cpu,
         rng_cuda: rng.into_iter().map(|(_, t)| t).collect(),
         progress: state.progress,
@@ -284,20 +342,67 @@ pub fn prune(run_dir: &Path, keep_last: usize, keep: Option<&Path>) -> Result<()
     let cut = all.len().saturating_sub(keep_last);
     for dir in all.iter().take(cut) {
         if Some(dir.as_path()) != keep {
-            std::fs::remove_dir_all(dir).map_err(|e| io_error(dir, e))?;
-        }
-    }
-    // Leftovers of writes that were killed halfway.
-    if let Ok(entries) = std::fs::read_dir(checkpoints_dir(run_dir)) {
-        for e in entries.flatten() {
-            let name = e.file_name();
-            let name = name.to_string_lossy();
-            if name.starts_with(".tmp-") || name.starts_with(".old-") {
-                let _ = std::fs::remove_dir_all(e.path());
-            }
+            remove(dir)?;
         }
     }
     Ok(())
+}
+
+/// Removes a checkpoint directory.
+pub fn remove(dir: &Path) -> Result<()> {
+    std::fs::remove_dir_all(dir).map_err(|e| io_error(dir, e))
+}
+
+/// Removes what interrupted writes left in a run directory (temporary
+/// checkpoint directories, temporary files), so a run resumed after a crash
+/// or a full disk starts with the space they held. Returns what it removed.
+pub fn clean_stale(run_dir: &Path) -> Result<Vec<PathBuf>> {
+    let mut removed = Vec::new();
+    for dir in [run_dir.to_path_buf(), checkpoints_dir(run_dir)] {
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            continue;
+        };
+        for e in entries.flatten() {
+            let name = e.file_name();
+            if !io::is_temporary(&name.to_string_lossy()) {
+                continue;
+            }
+            let path = e.path();
+            let gone = if path.is_dir() {
+                std::fs::remove_dir_all(&path)
+            } else {
+                std::fs::remove_file(&path)
+            };
+            gone.map_err(|err| io_error(&path, err))?;
+            removed.push(path);
+        }
+    }
+    Ok(removed)
+}
+
+/// The marker of the best checkpoint: `RUN/best.json` with the checkpoint's
+/// path relative to the run, the metric and its value.
+pub const BEST_FILE: &str = "best.json";
+
+/// Records `checkpoint` (relative to `run_dir`) as the run's best by `metric`.
+pub fn write_best(run_dir: &Path, checkpoint: &Path, metric: &str, value: f64) -> Result<()> {
+    let text = serde_json::json!({ "checkpoint": checkpoint, "metric": metric, "value": value })
+        .to_string();
+    Ok(io::write_atomic(&run_dir.join(BEST_FILE), text.as_bytes())?)
+}
+
+/// The run's best checkpoint, as [`write_best`] recorded it.
+pub fn best(run_dir: &Path) -> Result<Option<PathBuf>> {
+    let path = run_dir.join(BEST_FILE);
+    if !path.exists() {
+        return Ok(None);
+    }
+    let value: serde_json::Value = read_json(&path)?;
+    let rel = value
+        .get("checkpoint")
+        .and_then(|c| c.as_str())
+        .ok_or_else(|| io_error(&path, "no \"checkpoint\" entry"))?;
+    Ok(Some(run_dir.join(rel)))
 }
 
 /// libtorch's generator states now (CPU, then each CUDA device).
@@ -325,8 +430,11 @@ pub fn read_weights(path: &Path) -> Result<Vec<(String, Tensor)>> {
     read_tensors(path)
 }
 
-/// Loads a safetensors file of weights into `vs` (`load_state_dict`, strict).
-pub fn load_weights(vs: &kiln_tensor::nn::VarStore, path: &Path) -> Result<()> {
+/// Loads a safetensors state dict (e.g. PyTorch's) into `model`
+/// (`load_state_dict`, strict); errors name the file.
+pub fn load_weights(model: &dyn crate::Model, path: &Path) -> Result<()> {
     let tensors = read_tensors(path)?;
-    kiln_tensor::params::load_state_dict(vs, &tensors).map_err(|e| io_error(path, e))
+    model
+        .load_state_dict(&tensors)
+        .map_err(|e| io_error(path, e))
 }

@@ -11,9 +11,34 @@ pub enum Error {
         /// What is wrong and, where possible, what to do.
         message: String,
     },
+    /// Writing a file of the run failed (a full disk, permissions); the
+    /// message says why and what a resume would continue from.
+    #[error("writing {path}: {message}")]
+    Write {
+        /// The file that could not be written.
+        path: PathBuf,
+        /// What the operating system said, and the way out.
+        message: String,
+    },
+    /// What the user asked for cannot work (a bad flag value, an unknown
+    /// component or option, settings that contradict each other or the
+    /// data); the message names the flag. `kiln` exits with code 2.
+    #[error("{0}")]
+    Usage(String),
     /// An argument is out of its domain.
     #[error("{0}")]
     InvalidArgument(String),
+    /// The training loss became NaN or infinite; the message says what was kept.
+    #[error("{0}")]
+    NonFiniteLoss(String),
+    /// A signal stopped the run after a checkpoint; the message says how to resume.
+    #[error("{message}")]
+    Interrupted {
+        /// The signal number (SIGINT 2, SIGTERM 15).
+        signal: i32,
+        /// What happened and how to resume.
+        message: String,
+    },
     /// The model's forward pass failed.
     #[error("model forward failed: {0}")]
     Model(String),
@@ -34,6 +59,19 @@ pub enum Error {
 impl From<kiln_tensor::tch::TchError> for Error {
     fn from(err: kiln_tensor::tch::TchError) -> Self {
         Error::Tensor(err.into())
+    }
+}
+
+impl Error {
+    /// The exit code a command-line tool should end with: 2 for a usage
+    /// error, 128 + the signal for an interrupt (130 for SIGINT, 143 for
+    /// SIGTERM), 1 for any other failure.
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            Error::Usage(_) => 2,
+            Error::Interrupted { signal, .. } => 128 + signal,
+            _ => 1,
+        }
     }
 }
 

@@ -1,31 +1,40 @@
-//! kiln-loop: datasets, loaders and the train/test loops.
+//! kiln-loop: data, models, the training loop and runs.
 //!
-//! The loops are PyTorch's quickstart `train` and `test` functions as plain
-//! Rust functions ([`train()`], [`test()`]), printing the same lines. The
-//! [`DataLoader`] consumes libtorch's global generator exactly as
-//! `torch.utils.data.DataLoader` does (a base seed per iterator, and for a
-//! shuffled loader a sampler seed feeding `randperm`), so a seed gives the
-//! same batches, in the same order, as in PyTorch.
+//! - [`tutorial`]: PyTorch's quickstart `train` and `test` functions as plain
+//!   Rust, printing the same lines — the reference loop.
+//! - [`Trainer`]: the loop a real run needs (limits, accumulation, clipping,
+//!   schedulers, evaluation, early stopping, checkpoints and bit-exact
+//!   resume, interrupts, data parallelism), with one step path for every
+//!   optimizer and [`Callback`]s for everything that watches it
+//!   ([`loggers`]).
+//! - [`Model`]: what the Trainer trains ([`models`]).
+//! - [`data`]: IDX and CSV data and the [`DataLoader`], which consumes
+//!   libtorch's global generator exactly as `torch.utils.data.DataLoader`
+//!   does, so a seed gives the same batches in the same order as PyTorch.
+//! - [`run`]: what a run is on disk and from flags: its directory, saved
+//!   configuration, seed, resume, and building every component from a
+//!   [`run::RunConfig`]. The `kiln` CLI is a thin layer over it.
 #![deny(missing_docs)]
 
 pub mod checkpoint;
-pub mod dataset;
+pub mod data;
 pub mod distributed;
 mod error;
-pub mod idx;
-pub mod loader;
+pub mod eval;
+pub mod json_f64;
+pub mod loggers;
 pub mod metrics;
-pub mod metrics_log;
+pub mod models;
 pub mod plot;
-pub mod tabular;
-pub mod train;
+pub mod run;
 pub mod trainer;
+pub mod tutorial;
 
-pub use dataset::Dataset;
+pub use data::{Batch, DataLoader, Dataset};
 pub use error::{Error, Result};
-pub use loader::{Batch, DataLoader};
-pub use train::{test, train, TestSummary, TrainSummary};
+pub use models::Model;
 pub use trainer::{
-    Callback, EvalInfo, FitSummary, Interval, StepInfo, StopReason, Trainer, TrainerConfig,
-    TutorialPrinter,
+    BeforeStep, Callback, EvalInfo, FitSummary, Interval, Loaders, StepInfo, StopReason, Trainer,
+    TrainerConfig,
 };
+pub use tutorial::{test, train, TestSummary, TrainSummary};

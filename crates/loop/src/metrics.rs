@@ -4,7 +4,8 @@ use kiln_tensor::{Kind, Tensor};
 
 /// A quantity accumulated over the batches of one evaluation pass.
 pub trait Metric {
-    /// Name used in logs and metric files (`accuracy`, `top5_accuracy`).
+    /// Name of the quantity (`loss`, `accuracy`, `top5_accuracy`); the
+    /// Trainer reports it per evaluation set as `test_accuracy`, `val_loss`….
     fn name(&self) -> String;
     /// Adds one batch: the model's output, the targets and the batch loss.
     fn update(&mut self, pred: &Tensor, target: &Tensor, loss: f64) -> Result<()>;
@@ -148,7 +149,7 @@ pub struct MeanLoss {
 
 impl Metric for MeanLoss {
     fn name(&self) -> String {
-        "test_loss".into()
+        "loss".into()
     }
 
     fn update(&mut self, _pred: &Tensor, _target: &Tensor, loss: f64) -> Result<()> {

@@ -1,6 +1,6 @@
 //! Charts of a run's metrics: loss, accuracy and learning rate, as PNG and SVG.
 //!
-//! [`plot_run`] reads `RUN_DIR/metrics.jsonl` (see [`crate::metrics_log`])
+//! [`plot_run`] reads `RUN_DIR/metrics.jsonl` (see [`crate::loggers::metrics_log`])
 //! and draws, into `OUT_DIR`:
 //!
 //! - `loss.{png,svg}`: the training loss of every step (`step` records'
@@ -15,8 +15,10 @@
 //! the DejaVu Sans font embedded in the crate (`assets/DejaVuSans.ttf`), so
 //! no system font is needed. Files are written to a temporary name and
 //! renamed into place.
-use crate::metrics_log::{read_metrics, temp_path, write_atomic, MetricRecord, Scope};
-use crate::metrics_log::{ACCURACY, LOSS, LR};
+use crate::loggers::metrics_log::{read_metrics, MetricRecord, Scope};
+use crate::loggers::metrics_log::{
+    LR, TEST_ACCURACY, TEST_LOSS, TRAIN_LOSS, VAL_ACCURACY, VAL_LOSS,
+};
 use crate::{Error, Result};
 use plotters::coord::Shift;
 use plotters::prelude::*;
@@ -62,8 +64,8 @@ struct Chart {
 /// Draws the charts of the run in `run_dir` into `out_dir` (created if
 /// missing) and returns the files written, PNG then SVG for each chart.
 ///
-/// Errors if `metrics.jsonl` is missing or malformed, if it holds none of
-/// `loss`, `accuracy` and `lr`, or if a file cannot be written.
+/// Errors if `metrics.jsonl` is missing or malformed, if it holds no loss,
+/// accuracy or lr values, or if a file cannot be written.
 pub fn plot_run(run_dir: &Path, out_dir: &Path) -> Result<Vec<PathBuf>> {
     let records = read_metrics(run_dir)?;
     let name = run_dir
@@ -76,8 +78,10 @@ pub fn plot_run(run_dir: &Path, out_dir: &Path) -> Result<Vec<PathBuf>> {
     let written = plot_records(&records, &name, out_dir)?;
     if written.is_empty() {
         return Err(Error::Data {
-            path: run_dir.join(crate::metrics_log::METRICS_FILE),
-            message: format!("nothing to plot: no finite {LOSS:?}, {ACCURACY:?} or {LR:?} values"),
+            path: run_dir.join(crate::loggers::metrics_log::METRICS_FILE),
+            message: format!(
+                "nothing to plot: no finite {TRAIN_LOSS:?}, {TEST_LOSS:?}, {VAL_LOSS:?}, {TEST_ACCURACY:?}, {VAL_ACCURACY:?} or {LR:?} values"
+            ),
         });
     }
     Ok(written)
@@ -85,7 +89,7 @@ pub fn plot_run(run_dir: &Path, out_dir: &Path) -> Result<Vec<PathBuf>> {
 
 /// Draws the charts of `records` into `out_dir` (created if missing), with
 /// `run_name` in the titles; returns the files written (none if the records
-/// hold no finite `loss`, `accuracy` or `lr` value).
+/// hold no finite loss, accuracy or lr value).
 pub fn plot_records(
     records: &[MetricRecord],
     run_name: &str,
@@ -225,13 +229,19 @@ fn charts(records: &[MetricRecord], run_name: &str) -> Vec<Chart> {
                     "train loss (per step)",
                     BLUE,
                     false,
-                    points(records, Scope::Step, LOSS, by_step),
+                    points(records, Scope::Step, TRAIN_LOSS, by_step),
+                ),
+                series(
+                    "validation loss (per epoch)",
+                    GREEN,
+                    true,
+                    points(records, Scope::Epoch, VAL_LOSS, by_step),
                 ),
                 series(
                     "test loss (per epoch)",
                     ORANGE,
                     true,
-                    points(records, Scope::Epoch, LOSS, by_step),
+                    points(records, Scope::Epoch, TEST_LOSS, by_step),
                 ),
             ]
             .into_iter()
@@ -244,13 +254,22 @@ fn charts(records: &[MetricRecord], run_name: &str) -> Vec<Chart> {
             x_desc: "epoch",
             y_desc: "accuracy",
             legend: SeriesLabelPosition::LowerRight,
-            series: series(
-                "test accuracy",
-                GREEN,
-                true,
-                points(records, Scope::Epoch, ACCURACY, by_epoch),
-            )
+            series: [
+                series(
+                    "validation accuracy",
+                    BLUE,
+                    true,
+                    points(records, Scope::Epoch, VAL_ACCURACY, by_epoch),
+                ),
+                series(
+                    "test accuracy",
+                    GREEN,
+                    true,
+                    points(records, Scope::Epoch, TEST_ACCURACY, by_epoch),
+                ),
+            ]
             .into_iter()
+            .flatten()
             .collect(),
         },
         Chart {
@@ -400,19 +419,18 @@ fn draw<DB: DrawingBackend>(
 }
 
 fn write_png(chart: &Chart, path: &Path) -> Result<()> {
-    // The encoder picks the format from the extension: keep `.png`.
-    let tmp = temp_path(path);
-    let drawn = {
-        let root = BitMapBackend::new(&tmp, CHART_SIZE).into_drawing_area();
-        draw(chart, &root)
-    };
-    let renamed = drawn
-        .map_err(|e| text_error(path, e))
-        .and_then(|()| fs::rename(&tmp, path).map_err(|e| output_error(path, e)));
-    if renamed.is_err() {
-        let _ = fs::remove_file(&tmp);
+    use image::ImageEncoder;
+    let (w, h) = CHART_SIZE;
+    let mut rgb = vec![0u8; (w * h * 3) as usize];
+    {
+        let root = BitMapBackend::with_buffer(&mut rgb, CHART_SIZE).into_drawing_area();
+        draw(chart, &root).map_err(|e| text_error(path, e))?;
     }
-    renamed
+    let mut png = Vec::new();
+    image::codecs::png::PngEncoder::new(&mut png)
+        .write_image(&rgb, w, h, image::ColorType::Rgb8)
+        .map_err(|e| text_error(path, e))?;
+    Ok(kiln_tensor::io::write_atomic(path, &png)?)
 }
 
 fn write_svg(chart: &Chart, path: &Path) -> Result<()> {
@@ -421,7 +439,7 @@ fn write_svg(chart: &Chart, path: &Path) -> Result<()> {
         let root = SVGBackend::with_string(&mut svg, CHART_SIZE).into_drawing_area();
         draw(chart, &root).map_err(|e| text_error(path, e))?;
     }
-    write_atomic(path, svg.as_bytes())
+    Ok(kiln_tensor::io::write_atomic(path, svg.as_bytes())?)
 }
 
 #[cfg(test)]

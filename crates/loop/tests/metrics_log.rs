@@ -3,7 +3,7 @@ mod common;
 
 use anyhow::{ensure, Result};
 use common::TempDir;
-use kiln_loop::metrics_log::{
+use kiln_loop::loggers::metrics_log::{
     has_metrics, read_metrics, MetricRecord, MetricsWriter, Scope, EPOCH_CSV, METRICS_FILE,
     STEP_CSV,
 };

@@ -3,7 +3,7 @@ mod common;
 
 use anyhow::{bail, ensure, Context, Result};
 use common::TempDir;
-use kiln_loop::metrics_log::MetricsWriter;
+use kiln_loop::loggers::metrics_log::MetricsWriter;
 use kiln_loop::plot::{plot_run, CHART_SIZE};
 use std::fs;
 use std::io::Read;
@@ -134,15 +134,15 @@ fn write_run(dir: &Path) -> Result<()> {
             let loss =
                 2.3 * (-(step as f64) / 60.0).exp() + 0.3 + 0.05 * ((step as f64) * 1.7).sin();
             let lr = 0.1 * 0.5f64.powi(epoch as i32 - 1);
-            writer.log_step(step, epoch, [("loss", loss), ("lr", lr)])?;
+            writer.log_step(step, epoch, [("train_loss", loss), ("lr", lr)])?;
         }
         let step = epoch * steps_per_epoch;
         writer.log_epoch(
             step,
             epoch,
             [
-                ("loss", 0.9 / epoch as f64),
-                ("accuracy", 0.5 + 0.1 * epoch as f64),
+                ("test_loss", 0.9 / epoch as f64),
+                ("test_accuracy", 0.5 + 0.1 * epoch as f64),
             ],
         )?;
     }
@@ -245,8 +245,8 @@ fn a_chart_whose_metric_is_absent_is_skipped() -> Result<()> {
     let tmp = TempDir::new("partial")?;
     let run = tmp.path().join("run");
     let mut writer = MetricsWriter::create(&run)?;
-    writer.log_step(1, 1, [("loss", 1.0)])?; // a single point still plots
-    writer.log_step(2, 1, [("loss", f64::NAN)])?; // non-finite points are left out
+    writer.log_step(1, 1, [("train_loss", 1.0)])?; // a single point still plots
+    writer.log_step(2, 1, [("train_loss", f64::NAN)])?; // non-finite points are left out
     drop(writer);
     let files = plot_run(&run, &tmp.path().join("out"))?;
     ensure!(files.len() == 2, "{files:?}");
@@ -286,7 +286,7 @@ fn a_long_run_is_thinned_to_the_chart_width() -> Result<()> {
     let mut writer = MetricsWriter::create(&run)?;
     for step in 1..=20_000u64 {
         let loss = 1.0 / (step as f64).sqrt() + if step % 1000 == 500 { 3.0 } else { 0.0 };
-        writer.log_step(step, 1, [("loss", loss)])?;
+        writer.log_step(step, 1, [("train_loss", loss)])?;
     }
     drop(writer);
     let out = tmp.path().join("out");

@@ -3,7 +3,7 @@ mod common;
 
 use anyhow::{ensure, Result};
 use common::TempDir;
-use kiln_loop::tabular::CsvData;
+use kiln_loop::data::tabular::CsvData;
 use kiln_tensor::rng::Mt19937;
 use kiln_tensor::{Kind, Tensor};
 

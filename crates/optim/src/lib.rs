@@ -87,7 +87,7 @@ pub use kiln_tensor::params::NamedParameter;
 pub use lbfgs::{Lbfgs, LbfgsConfig};
 pub use muon::{Muon, MuonConfig};
 pub use nadam::{NAdam, NAdamConfig};
-pub use optimizer::{Optimizer, OptimizerState};
+pub use optimizer::{Optimizer, OptimizerState, STATE_SCALARS_FILE, STATE_TENSORS_FILE};
 pub use radam::{RAdam, RAdamConfig};
 pub use registry::{optimizers, OptimizerRegistry};
 pub use rmsprop::{Rmsprop, RmspropConfig};

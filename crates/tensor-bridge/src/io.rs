@@ -14,31 +14,48 @@ fn io_err(path: &Path, source: std::io::Error) -> Error {
     }
 }
 
+/// `dir/.name.tmp-PID`: hidden, in the destination's directory (so the
+/// rename is atomic), unique per process.
 fn temp_path(path: &Path) -> Result<PathBuf> {
     let name = path
         .file_name()
         .ok_or_else(|| Error::InvalidArgument(format!("{} names no file", path.display())))?;
-    let mut tmp = name.to_os_string();
+    let mut tmp = std::ffi::OsString::from(".");
+    tmp.push(name);
     tmp.push(format!(".tmp-{}", std::process::id()));
     Ok(path.with_file_name(tmp))
 }
 
-fn commit(tmp: &Path, path: &Path) -> Result<()> {
-    if let Ok(f) = std::fs::File::open(tmp) {
-        // Best effort: flush the data before the rename makes it visible.
-        let _ = f.sync_all();
-    }
-    std::fs::rename(tmp, path).map_err(|e| {
-        let _ = std::fs::remove_file(tmp);
-        io_err(path, e)
-    })
+/// Whether `name` is a temporary file or directory left by an interrupted
+/// atomic write (of this module or of a checkpoint).
+pub fn is_temporary(name: &str) -> bool {
+    name.starts_with('.') && (name.contains(".tmp-") || name.starts_with(".old-"))
 }
 
-/// Writes `bytes` to `path` atomically (temporary file + rename).
+/// Writes `bytes` to `path` atomically: a temporary file in the same
+/// directory is written, flushed to disk and renamed over `path`, so a
+/// reader (or a crash) sees the old file or the new one, never a torn one.
+/// On failure (a full disk…) the temporary file is removed and the error
+/// names `path`.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    use std::io::Write;
     let tmp = temp_path(path)?;
-    std::fs::write(&tmp, bytes).map_err(|e| io_err(&tmp, e))?;
-    commit(&tmp, path)
+    let written = (|| {
+        let mut file = std::fs::File::create(&tmp)?;
+        file.write_all(bytes)?;
+        file.sync_all()?;
+        drop(file);
+        std::fs::rename(&tmp, path)
+    })();
+    written.map_err(|e| {
+        let _ = std::fs::remove_file(&tmp);
+        io_err(path, e)
+    })?;
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        // Best effort: make the rename itself durable.
+        let _ = std::fs::File::open(dir).and_then(|d| d.sync_all());
+    }
+    Ok(())
 }
 
 /// Reads a whole file.
@@ -46,15 +63,72 @@ pub fn read(path: &Path) -> Result<Vec<u8>> {
     std::fs::read(path).map_err(|e| io_err(path, e))
 }
 
-/// Writes named tensors to a safetensors file atomically.
-pub fn write_safetensors(path: &Path, tensors: &[(String, Tensor)]) -> Result<()> {
-    let tmp = temp_path(path)?;
-    let pairs: Vec<(&str, &Tensor)> = tensors.iter().map(|(k, t)| (k.as_str(), t)).collect();
-    if let Err(e) = Tensor::write_safetensors(&pairs, &tmp) {
-        let _ = std::fs::remove_file(&tmp);
-        return Err(e.into());
+/// A CPU tensor's bytes as the safetensors format stores them.
+struct TensorBytes {
+    dtype: safetensors::Dtype,
+    shape: Vec<usize>,
+    data: Vec<u8>,
+}
+
+impl safetensors::View for &TensorBytes {
+    fn dtype(&self) -> safetensors::Dtype {
+        self.dtype
     }
-    commit(&tmp, path)
+    fn shape(&self) -> &[usize] {
+        &self.shape
+    }
+    fn data(&self) -> std::borrow::Cow<'_, [u8]> {
+        std::borrow::Cow::Borrowed(&self.data)
+    }
+    fn data_len(&self) -> usize {
+        self.data.len()
+    }
+}
+
+fn tensor_bytes(name: &str, tensor: &Tensor) -> Result<TensorBytes> {
+    use safetensors::Dtype;
+    use tch::Kind;
+    let dtype = match tensor.kind() {
+        Kind::Float => Dtype::F32,
+        Kind::Double => Dtype::F64,
+        Kind::Half => Dtype::F16,
+        Kind::BFloat16 => Dtype::BF16,
+        Kind::Int64 => Dtype::I64,
+        Kind::Int => Dtype::I32,
+        Kind::Int16 => Dtype::I16,
+        Kind::Int8 => Dtype::I8,
+        Kind::Uint8 => Dtype::U8,
+        Kind::Bool => Dtype::BOOL,
+        other => {
+            return Err(Error::InvalidArgument(format!(
+                "tensor '{name}' has dtype {other:?}, which safetensors files cannot hold"
+            )))
+        }
+    };
+    let shape = tensor.size().iter().map(|&d| d as usize).collect();
+    let flat = tensor
+        .f_to_device(tch::Device::Cpu)?
+        .f_contiguous()?
+        .f_reshape([-1])?;
+    let data = if flat.kind() == Kind::Uint8 {
+        Vec::<u8>::try_from(&flat)?
+    } else {
+        Vec::<u8>::try_from(&flat.f_view_dtype(Kind::Uint8)?)?
+    };
+    Ok(TensorBytes { dtype, shape, data })
+}
+
+/// Writes named tensors (any device) to a safetensors file atomically
+/// ([`write_atomic`]); PyTorch reads it with `safetensors.torch.load_file`.
+pub fn write_safetensors(path: &Path, tensors: &[(String, Tensor)]) -> Result<()> {
+    let encoded: Vec<(String, TensorBytes)> = tensors
+        .iter()
+        .map(|(k, t)| Ok((k.clone(), tensor_bytes(k, t)?)))
+        .collect::<Result<_>>()?;
+    let views = encoded.iter().map(|(k, t)| (k.as_str(), t));
+    let bytes = safetensors::tensor::serialize(views, &None)
+        .map_err(|e| Error::InvalidArgument(format!("{}: {e:?}", path.display())))?;
+    write_atomic(path, &bytes)
 }
 
 /// Reads the named tensors of a safetensors file, sorted by name.
@@ -96,6 +170,35 @@ mod tests {
         write_atomic(&dir.join("x.json"), b"{}")?;
         assert_eq!(read(&dir.join("x.json"))?, b"{}");
         assert!(read_safetensors(&dir.join("missing.safetensors")).is_err());
+        // Every dtype a state dict holds, 0-dim tensors included, reads back bitwise.
+        let kinds = [
+            tch::Kind::BFloat16,
+            tch::Kind::Half,
+            tch::Kind::Int64,
+            tch::Kind::Bool,
+            tch::Kind::Uint8,
+        ];
+        let mixed: Vec<(String, Tensor)> = kinds
+            .iter()
+            .enumerate()
+            .map(|(i, &k)| (format!("t{i}"), a.f_to_kind(k).unwrap_or_else(|_| a.copy())))
+            .chain([("scalar".to_string(), Tensor::from(2.5f64))])
+            .collect();
+        write_safetensors(&dir.join("m.safetensors"), &mixed)?;
+        let back = read_safetensors(&dir.join("m.safetensors"))?;
+        for ((n1, t1), (n2, t2)) in back.iter().zip(
+            mixed
+                .iter()
+                .filter(|(n, _)| n == "scalar")
+                .chain(mixed.iter().filter(|(n, _)| n != "scalar")),
+        ) {
+            assert_eq!(n1, n2);
+            assert_eq!(t1.kind(), t2.kind(), "{n1}");
+            assert_eq!(t1.size(), t2.size(), "{n1}");
+            assert!(t1.equal(t2), "{n1}");
+        }
+        assert!(is_temporary(".x.json.tmp-12") && is_temporary(".tmp-step-000000001-3"));
+        assert!(!is_temporary("config.json") && !is_temporary("step-000000001"));
         std::fs::remove_dir_all(&dir)?;
         Ok(())
     }

@@ -73,30 +73,33 @@ pub fn state_dict(vs: &VarStore) -> Result<Vec<(String, Tensor)>> {
         .into_iter()
         .map(|p| (p.name, p.tensor))
         .collect();
-    let mut rest: Vec<(String, Tensor)> = vs
-        .variables()
-        .into_iter()
-        .filter(|(name, _)| !out.iter().any(|(n, _)| n == name))
-        .collect();
-    rest.sort_by(|a, b| a.0.cmp(&b.0));
-    out.extend(rest);
+    out.extend(buffers(vs)?);
     Ok(out)
 }
 
-/// `model.load_state_dict(tensors, strict=True)`: copies each tensor into the
-/// variable of the same name, converting dtype and device. Every missing or
-/// unexpected key and every shape mismatch is reported, in PyTorch's words.
+/// `model.load_state_dict(tensors, strict=True)` into `vs`: see [`copy_state`].
 pub fn load_state_dict(vs: &VarStore, tensors: &[(String, Tensor)]) -> Result<()> {
-    let vars = vs.variables();
-    let mut missing: Vec<&str> = vars
-        .keys()
-        .filter(|name| !tensors.iter().any(|(n, _)| n == *name))
-        .map(String::as_str)
+    let mut targets: Vec<(String, Tensor)> = vs.variables().into_iter().collect();
+    targets.sort_by(|a, b| a.0.cmp(&b.0));
+    copy_state(&targets, tensors)
+}
+
+/// `load_state_dict(strict=True)` over any named tensors: copies each tensor
+/// of `source` into the target of the same name (in place, outside autograd,
+/// converting dtype and device). Every missing or unexpected key and every
+/// shape mismatch is reported at once, in PyTorch's words, before anything
+/// is copied.
+pub fn copy_state(targets: &[(String, Tensor)], source: &[(String, Tensor)]) -> Result<()> {
+    let find = |name: &str| targets.iter().find(|(n, _)| n == name).map(|(_, t)| t);
+    let mut missing: Vec<&str> = targets
+        .iter()
+        .filter(|(name, _)| !source.iter().any(|(n, _)| n == name))
+        .map(|(n, _)| n.as_str())
         .collect();
     missing.sort_unstable();
-    let unexpected: Vec<&str> = tensors
+    let unexpected: Vec<&str> = source
         .iter()
-        .filter(|(n, _)| !vars.contains_key(n))
+        .filter(|(n, _)| find(n).is_none())
         .map(|(n, _)| n.as_str())
         .collect();
     let mut problems = Vec::new();
@@ -119,8 +122,8 @@ pub fn load_state_dict(vs: &VarStore, tensors: &[(String, Tensor)]) -> Result<()
             quote(&unexpected)
         ));
     }
-    for (name, src) in tensors {
-        if let Some(dst) = vars.get(name) {
+    for (name, src) in source {
+        if let Some(dst) = find(name) {
             if dst.size() != src.size() {
                 problems.push(format!(
                     "size mismatch for {name}: copying a param with shape {:?} from checkpoint, the shape in current model is {:?}.",
@@ -137,14 +140,27 @@ pub fn load_state_dict(vs: &VarStore, tensors: &[(String, Tensor)]) -> Result<()
         )));
     }
     tch::no_grad(|| -> Result<()> {
-        for (name, src) in tensors {
-            if let Some(dst) = vars.get(name) {
+        for (name, src) in source {
+            if let Some(dst) = find(name) {
                 let mut dst = dst.shallow_clone();
                 dst.f_copy_(&src.f_to_kind(dst.kind())?.f_to(dst.device())?)?;
             }
         }
         Ok(())
     })
+}
+
+/// The variables of `vs` that are not trained (buffers: running statistics,
+/// normalisation constants), sorted by name.
+pub fn buffers(vs: &VarStore) -> Result<Vec<(String, Tensor)>> {
+    let trained: Vec<String> = named_parameters(vs)?.into_iter().map(|p| p.name).collect();
+    let mut out: Vec<(String, Tensor)> = vs
+        .variables()
+        .into_iter()
+        .filter(|(name, _)| !trained.contains(name))
+        .collect();
+    out.sort_by(|a, b| a.0.cmp(&b.0));
+    Ok(out)
 }
 
 #[cfg(test)]

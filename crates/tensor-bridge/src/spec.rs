@@ -58,7 +58,40 @@ impl std::str::FromStr for Spec {
     }
 }
 
+impl std::fmt::Display for Spec {
+    /// The canonical text: `name` or `name:key=value,...` in option order.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.name)?;
+        for (i, (k, v)) in self.options.iter().enumerate() {
+            f.write_str(if i == 0 { ":" } else { "," })?;
+            write!(f, "{k}={v}")?;
+        }
+        Ok(())
+    }
+}
+
 impl Spec {
+    /// A spec with a name and no options.
+    pub fn named(name: &str) -> Self {
+        Self {
+            name: name.to_string(),
+            options: Vec::new(),
+            used: Vec::new(),
+        }
+    }
+
+    /// Sets option `key` to `value` (text as written in a spec), replacing
+    /// its value if it is there and appending it otherwise.
+    pub fn set(&mut self, key: &str, value: &str) {
+        match self.options.iter_mut().find(|(k, _)| k == key) {
+            Some((_, v)) => *v = value.to_string(),
+            None => {
+                self.options.push((key.to_string(), value.to_string()));
+                self.used.push(false);
+            }
+        }
+    }
+
     /// Whether option `key` was given (without marking it used).
     pub fn contains(&self, key: &str) -> bool {
         self.options.iter().any(|(k, _)| k == key)

@@ -10,9 +10,8 @@
 //! [`DataParallel`] holds the algorithms on top of it and is what
 //! [`Trainer::data_parallel`](crate::Trainer::data_parallel) takes.
 use crate::metrics::Metric;
-use crate::{Error, Result};
-use kiln_tensor::nn::VarStore;
-use kiln_tensor::params::named_parameters;
+use crate::{Error, Model, Result};
+use kiln_tensor::params::NamedParameter;
 use kiln_tensor::{Kind, Tensor};
 
 #[cfg(feature = "mpi")]
@@ -92,7 +91,19 @@ impl std::fmt::Debug for DataParallel<'_> {
     }
 }
 
-/// The trainable parameters of `vs`, each flattened, in creation order.
+/// `tensors` grouped by dtype (first appearance order), for flat buffers.
+fn by_kind(tensors: &[Tensor]) -> Vec<Vec<Tensor>> {
+    let mut groups: Vec<(Kind, Vec<Tensor>)> = Vec::new();
+    for t in tensors {
+        match groups.iter_mut().find(|(k, _)| *k == t.kind()) {
+            Some((_, g)) => g.push(t.shallow_clone()),
+            None => groups.push((t.kind(), vec![t.shallow_clone()])),
+        }
+    }
+    groups.into_iter().map(|(_, g)| g).collect()
+}
+
+/// Each tensor flattened.
 fn flat_views(tensors: &[Tensor]) -> Result<Vec<Tensor>> {
     tensors.iter().map(|t| Ok(t.f_reshape([-1])?)).collect()
 }
@@ -140,24 +151,21 @@ impl<'c> DataParallel<'c> {
         DistributedSampler::new(self.world_size(), self.rank())
     }
 
-    fn parameters(vs: &VarStore) -> Result<Vec<(String, Tensor)>> {
-        Ok(named_parameters(vs)?
-            .into_iter()
-            .map(|p| (p.name, p.tensor))
-            .collect())
-    }
-
-    /// Overwrites every rank's parameters with rank 0's (one broadcast of
-    /// one flat buffer), so replicas start identical whatever their seed.
-    pub fn broadcast_parameters(&self, vs: &VarStore) -> Result<()> {
+    /// Overwrites every rank's parameters and buffers with rank 0's (one
+    /// broadcast of one flat buffer per dtype), so replicas start identical
+    /// whatever their seed.
+    pub fn broadcast_model(&self, model: &dyn Model) -> Result<()> {
         if self.world_size() == 1 {
             return Ok(());
         }
-        let params: Vec<Tensor> = Self::parameters(vs)?.into_iter().map(|(_, t)| t).collect();
+        let tensors: Vec<Tensor> = model.state_dict()?.into_iter().map(|(_, t)| t).collect();
         kiln_tensor::tch::no_grad(|| {
-            let flat = Tensor::f_cat(&flat_views(&params)?, 0)?;
-            self.comm.broadcast(&flat, 0)?;
-            unflatten_into(&flat, &params)
+            for group in by_kind(&tensors) {
+                let flat = Tensor::f_cat(&flat_views(&group)?, 0)?;
+                self.comm.broadcast(&flat, 0)?;
+                unflatten_into(&flat, &group)?;
+            }
+            Ok(())
         })
     }
 
@@ -165,18 +173,19 @@ impl<'c> DataParallel<'c> {
     /// gradients are copied into one contiguous buffer, all-reduced (sum)
     /// in place, divided by the world size and copied back. Every parameter
     /// must have a gradient (as DDP without `find_unused_parameters`).
-    pub fn average_gradients(&self, vs: &VarStore) -> Result<()> {
+    pub fn average_gradients(&self, params: &[NamedParameter]) -> Result<()> {
         if self.world_size() == 1 {
             return Ok(());
         }
         let mut grads = Vec::new();
-        for (name, p) in Self::parameters(vs)? {
-            if !kiln_tensor::ops::has_grad(&p)? {
+        for p in params {
+            if !kiln_tensor::ops::has_grad(&p.tensor)? {
                 return Err(Error::InvalidArgument(format!(
-                    "parameter '{name}' has no gradient; data-parallel training needs every parameter to take part in the loss"
+                    "parameter '{}' has no gradient; data-parallel training needs every parameter to take part in the loss",
+                    p.name
                 )));
             }
-            grads.push(p.grad());
+            grads.push(p.tensor.grad());
         }
         kiln_tensor::tch::no_grad(|| {
             let mut flat = Tensor::f_cat(&flat_views(&grads)?, 0)?;
@@ -184,6 +193,16 @@ impl<'c> DataParallel<'c> {
             let _ = flat.f_div_scalar_(self.world_size() as f64)?;
             unflatten_into(&flat, &grads)
         })
+    }
+
+    /// The mean of `value` over ranks (one small all-reduce).
+    pub fn mean(&self, value: f64) -> Result<f64> {
+        if self.world_size() == 1 {
+            return Ok(value);
+        }
+        let buf = Tensor::f_from_slice(&[value])?;
+        self.comm.all_reduce(&buf, ReduceOp::Sum)?;
+        Ok(buf.f_double_value(&[0])? / self.world_size() as f64)
     }
 
     /// Rank 0's `value`, on every rank (one small broadcast).
@@ -195,6 +214,27 @@ impl<'c> DataParallel<'c> {
         self.comm.broadcast(&buf, 0)?;
         let word = buf.f_int64_value(&[0])?;
         Ok(u64::from_ne_bytes(word.to_ne_bytes()))
+    }
+
+    /// The largest `value` over ranks (one small all-reduce; exact for
+    /// values below 2^53).
+    pub fn max_u64(&self, value: u64) -> Result<u64> {
+        if self.world_size() == 1 {
+            return Ok(value);
+        }
+        let buf = Tensor::f_from_slice(&[value as f64])?;
+        self.comm.all_reduce(&buf, ReduceOp::Max)?;
+        Ok(buf.f_double_value(&[0])? as u64)
+    }
+
+    /// Errors on every rank unless all ranks passed the same `values`
+    /// (hashes, sizes), compared exactly as 32-bit halves.
+    pub fn check_same_u64(&self, what: &str, values: &[u64]) -> Result<()> {
+        let halves: Vec<f64> = values
+            .iter()
+            .flat_map(|v| [(v >> 32) as f64, (v & 0xffff_ffff) as f64])
+            .collect();
+        self.check_same(what, &halves)
     }
 
     /// Whether `flag` is true on any rank (one small all-reduce).
@@ -258,11 +298,11 @@ impl<'c> DataParallel<'c> {
 
     /// Errors on every rank unless all replicas' parameters are bitwise
     /// identical (an element-wise max and min all-reduce of all parameters).
-    pub fn verify_replicas(&self, vs: &VarStore) -> Result<()> {
+    pub fn verify_replicas(&self, model: &dyn Model) -> Result<()> {
         if self.world_size() == 1 {
             return Ok(());
         }
-        let params: Vec<Tensor> = Self::parameters(vs)?.into_iter().map(|(_, t)| t).collect();
+        let params: Vec<Tensor> = model.parameters()?.into_iter().map(|p| p.tensor).collect();
         kiln_tensor::tch::no_grad(|| {
             let flat = Tensor::f_cat(&flat_views(&params)?, 0)?.f_to_kind(Kind::Float)?;
             let max = kiln_tensor::ops::detached_clone(&flat)?;
@@ -287,8 +327,17 @@ impl<'c> DataParallel<'c> {
 mod tests {
     use super::*;
     use crate::metrics::{Accuracy, MeanLoss};
-    use kiln_tensor::nn::{self, Module};
+    use crate::models::mlp::{self, MlpConfig};
     use kiln_tensor::Device;
+
+    /// A one-layer network `Linear(3, 2)`.
+    fn tiny() -> Result<impl Model> {
+        let cfg = MlpConfig {
+            hidden: vec![],
+            ..MlpConfig::default()
+        };
+        mlp::build(&cfg, 3, 2, None, Device::Cpu)
+    }
 
     /// A fake communicator for `n` ranks whose peers all hold the same
     /// buffer as this one, so sums are `n` times the local buffer.
@@ -317,29 +366,25 @@ mod tests {
 
     #[test]
     fn averaging_identical_gradients_leaves_them_unchanged() -> anyhow::Result<()> {
-        let vs = VarStore::new(Device::Cpu);
-        let lin = nn::linear(vs.root() / "l", 3, 2, Default::default());
+        let model = tiny()?;
         let x = Tensor::f_from_slice(&[1.0f32, 2.0, 3.0, -1.0, 0.5, 2.0])?.f_view([2, 3])?;
-        lin.forward(&x).f_sum(Kind::Float)?.f_backward()?;
-        let before: Vec<Tensor> = vs
-            .trainable_variables()
-            .iter()
-            .map(|t| t.grad().copy())
-            .collect();
-        DataParallel::new(&Mirror(4)).average_gradients(&vs)?;
-        for (t, b) in vs.trainable_variables().iter().zip(&before) {
-            assert!(t.grad().allclose(b, 0.0, 0.0, false));
+        model.forward(&x)?.f_sum(Kind::Float)?.f_backward()?;
+        let params = model.parameters()?;
+        let before: Vec<Tensor> = params.iter().map(|p| p.tensor.grad().copy()).collect();
+        DataParallel::new(&Mirror(4)).average_gradients(&params)?;
+        for (p, b) in params.iter().zip(&before) {
+            assert!(p.tensor.grad().allclose(b, 0.0, 0.0, false));
         }
-        DataParallel::new(&Mirror(4)).verify_replicas(&vs)?;
+        DataParallel::new(&Mirror(4)).verify_replicas(&model)?;
+        assert_eq!(DataParallel::new(&Mirror(4)).mean(2.5)?, 2.5);
         Ok(())
     }
 
     #[test]
     fn missing_gradients_are_an_error_and_metrics_sum() -> anyhow::Result<()> {
-        let vs = VarStore::new(Device::Cpu);
-        let _lin = nn::linear(vs.root() / "l", 3, 2, Default::default());
+        let model = tiny()?;
         let err = DataParallel::new(&Mirror(2))
-            .average_gradients(&vs)
+            .average_gradients(&model.parameters()?)
             .err()
             .map(|e| e.to_string());
         assert!(
@@ -389,9 +434,8 @@ mod tests {
 
     #[test]
     fn diverged_replicas_and_disagreeing_ranks_are_errors() -> anyhow::Result<()> {
-        let vs = VarStore::new(Device::Cpu);
-        let _lin = nn::linear(vs.root() / "l", 3, 2, Default::default());
-        let err = DataParallel::new(&Skewed).verify_replicas(&vs).err();
+        let model = tiny()?;
+        let err = DataParallel::new(&Skewed).verify_replicas(&model).err();
         assert!(err.is_some_and(|e| e.to_string().starts_with("replicas diverged")));
         let err = DataParallel::new(&Skewed).check_same("sizes", &[4.0]).err();
         assert!(err.is_some_and(|e| e.to_string().contains("ranks disagree on sizes")));

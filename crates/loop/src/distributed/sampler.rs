@@ -81,7 +81,7 @@ impl DistributedSampler {
     /// reads per epoch.
     pub fn num_samples(&self, len: usize) -> usize {
         let p = self.num_replicas;
-        if self.drop_last && len % p != 0 {
+        if self.drop_last && !len.is_multiple_of(p) {
             // math.ceil((len - p) / p), which is 0 when len < p.
             len.saturating_sub(p).div_ceil(p)
         } else if self.pad || self.drop_last {

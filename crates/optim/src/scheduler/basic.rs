@@ -199,7 +199,7 @@ impl Rule for StepRule {
                 "StepLR: integer modulo by zero (step_size is 0)".into(),
             ));
         }
-        if epoch_usize(ctx.last_epoch) % self.cfg.step_size != 0 {
+        if !epoch_usize(ctx.last_epoch).is_multiple_of(self.cfg.step_size) {
             return Ok(lrs);
         }
         Ok(scaled(&lrs, self.cfg.gamma))

@@ -1,10 +1,10 @@
-//! PyTorch's quickstart `train` and `test` loops, printing the same lines.
+//! PyTorch's quickstart `train` and `test` functions, printing the same
+//! lines: the reference loop the [`crate::Trainer`] is checked against.
+use crate::eval::evaluate;
 use crate::metrics::{Accuracy, MeanLoss, Metric};
-use crate::trainer::{evaluate, forward};
-use crate::{DataLoader, Result};
+use crate::{DataLoader, Model, Result};
 use kiln_losses::Loss;
 use kiln_optim::Optimizer;
-use kiln_tensor::nn::ModuleT;
 use std::io::Write;
 
 /// What one training pass did.
@@ -40,24 +40,25 @@ pub fn test_report(accuracy: f64, avg_loss: f64) -> String {
 }
 
 /// One epoch of training, as the tutorial's `train(dataloader, model, loss_fn, optimizer)`:
-/// forward, loss, backward, `optimizer.step()`, `optimizer.zero_grad()`, and
+/// `model.train()`, then per batch forward, loss, backward, `optimizer.step()`, `optimizer.zero_grad()`, and
 /// every 100 batches `loss: {loss:>7f}  [{current:>5d}/{size:>5d}]` with
 /// `current = batch * len(X)`.
 pub fn train(
     loader: &DataLoader<'_>,
-    model: &dyn ModuleT,
+    model: &mut dyn Model,
     loss_fn: &dyn Loss,
     optimizer: &mut dyn Optimizer,
     out: &mut dyn Write,
 ) -> Result<TrainSummary> {
     let size = loader.dataset().len();
+    model.set_training(true)?;
     let mut summary = TrainSummary {
         steps: 0,
         last_loss: f64::NAN,
     };
     for (batch_index, batch) in loader.iter()?.enumerate() {
         let batch = batch?;
-        let pred = forward(model, &batch.inputs, true)?;
+        let pred = model.forward(&batch.inputs)?;
         let loss = loss_fn.forward(&pred, &batch.targets)?;
         loss.f_backward()?;
         optimizer.step()?;
@@ -73,12 +74,12 @@ pub fn train(
     Ok(summary)
 }
 
-/// One evaluation pass, as the tutorial's `test(dataloader, model, loss_fn)`:
-/// prints `Test Error: \n Accuracy: {100*correct:>0.1f}%, Avg loss: {test_loss:>8f} \n`
+/// One evaluation pass, as the tutorial's `test(dataloader, model, loss_fn)`
+/// (`model.eval()`, no gradients): prints `Test Error: \n Accuracy: {100*correct:>0.1f}%, Avg loss: {test_loss:>8f} \n`
 /// followed by a newline, exactly as Python's `print` leaves it.
 pub fn test(
     loader: &DataLoader<'_>,
-    model: &dyn ModuleT,
+    model: &mut dyn Model,
     loss_fn: &dyn Loss,
     out: &mut dyn Write,
 ) -> Result<TestSummary> {

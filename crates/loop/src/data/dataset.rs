@@ -1,5 +1,6 @@
 //! In-memory labelled image datasets (MNIST-style IDX files).
-use crate::{idx, Error, Result};
+use crate::data::idx;
+use crate::{Error, Result};
 use kiln_tensor::{Device, Kind, Tensor};
 use std::path::{Path, PathBuf};
 
@@ -141,6 +142,49 @@ impl Dataset {
         };
         Ok(Self {
             inputs: self.inputs.f_narrow(0, 0, n)?,
+            targets,
+            labels_path: self.labels_path.clone(),
+            max_label,
+        })
+    }
+
+    /// `torch.utils.data.random_split(self, [1 - fraction, fraction],
+    /// generator=torch.Generator().manual_seed(seed))`: a permutation from a
+    /// private generator (the global one is not touched), the first part for
+    /// training, the rest (`floor(n * fraction)` samples, one more when the
+    /// floors leave a remainder for both) for validation. Both keep PyTorch's
+    /// order of the permutation.
+    pub fn random_split(&self, fraction: f64, seed: u64) -> Result<(Self, Self)> {
+        let n = self.len();
+        // PyTorch: floor each share, then hand out the remainder round-robin.
+        let mut lengths = [
+            ((1.0 - fraction) * n as f64).floor() as usize,
+            (fraction * n as f64).floor() as usize,
+        ];
+        for i in 0..n - lengths[0] - lengths[1] {
+            lengths[i % 2] += 1;
+        }
+        if lengths.contains(&0) {
+            return Err(Error::Usage(format!(
+                "--val-fraction {fraction} of {n} training samples leaves an empty split"
+            )));
+        }
+        let order = kiln_tensor::rng::Mt19937::new(seed).randperm(n)?;
+        let (train_ids, val_ids) = order.split_at(lengths[0]);
+        Ok((self.select(train_ids)?, self.select(val_ids)?))
+    }
+
+    /// The samples at `indices`, in that order (`Subset(self, indices)`).
+    pub fn select(&self, indices: &[i64]) -> Result<Self> {
+        let index = Tensor::f_from_slice(indices)?.f_to(self.inputs.device())?;
+        let targets = self.targets.f_index_select(0, &index)?;
+        let max_label = if targets.kind() == Kind::Int64 && targets.numel() > 0 {
+            targets.f_max()?.f_int64_value(&[])?
+        } else {
+            -1
+        };
+        Ok(Self {
+            inputs: self.inputs.f_index_select(0, &index)?,
             targets,
             labels_path: self.labels_path.clone(),
             max_label,

@@ -2,16 +2,17 @@
 //!
 //! `FocalLoss` (Lin et al. 2017) is not in torch.nn; here it is a type
 //! implementing `kiln_losses::Loss`, and a one-line closure is a second
-//! custom loss. Both train the same small classifier on generated data with
+//! custom loss. Both train the same small classifier (a tch module of your
+//! own, adapted by `VarStoreModel`) on generated data with
 //! `kiln_loop::train` / `kiln_loop::test`.
 //!
-//!     cargo run -p kiln-losses --example custom_loss
-use kiln_loop::{test, train, DataLoader, Dataset};
+//!     cargo run -p kiln-loop --example custom_loss
+use kiln_loop::models::VarStoreModel;
+use kiln_loop::{test, train, DataLoader, Dataset, Model};
 use kiln_losses::{CrossEntropyLoss, Loss, Result};
 use kiln_optim::SgdConfig;
 use kiln_tensor::init::linear;
-use kiln_tensor::nn::{self, Module, ModuleT, VarStore};
-use kiln_tensor::params::named_parameters;
+use kiln_tensor::nn::{self, Module, ModuleT};
 use kiln_tensor::{Device, Kind, Reduction, Tensor};
 
 /// Focal loss: `mean(-(1 - p_t)^gamma * log p_t)` over class-index targets.
@@ -65,25 +66,32 @@ fn rings(n: i64) -> anyhow::Result<Dataset> {
 fn run(name: &str, loss: &dyn Loss) -> anyhow::Result<()> {
     kiln_tensor::rng::manual_seed(0);
     let (train_set, test_set) = (rings(2048)?, rings(512)?);
-    let vs = VarStore::new(Device::Cpu);
-    let model = Classifier {
-        hidden: linear(&(vs.root() / "hidden"), 2, 32, true)?,
-        out: linear(&(vs.root() / "out"), 32, 2, true)?,
-    };
+    let mut model = VarStoreModel::new(Device::Cpu, |root| {
+        Ok(Classifier {
+            hidden: linear(&(root / "hidden"), 2, 32, true)?,
+            out: linear(&(root / "out"), 32, 2, true)?,
+        })
+    })?;
     let mut opt = SgdConfig {
         lr: 0.1,
         momentum: 0.9,
         ..Default::default()
     }
-    .build(named_parameters(&vs)?)?;
+    .build(model.parameters()?)?;
     let train_loader = DataLoader::new(&train_set, 64, true)?;
     let test_loader = DataLoader::new(&test_set, 64, false)?;
     println!("== {name}");
     let mut out = std::io::stdout();
     for _ in 0..5 {
-        train(&train_loader, &model, loss, &mut opt, &mut std::io::sink())?;
+        train(
+            &train_loader,
+            &mut model,
+            loss,
+            &mut opt,
+            &mut std::io::sink(),
+        )?;
     }
-    let report = test(&test_loader, &model, loss, &mut out)?;
+    let report = test(&test_loader, &mut model, loss, &mut out)?;
     anyhow::ensure!(
         report.accuracy > 0.9,
         "{name} did not learn the rings: {report:?}"

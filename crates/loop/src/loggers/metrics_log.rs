@@ -4,8 +4,8 @@
 //! `RUN_DIR/metrics.jsonl`:
 //!
 //! ```text
-//! {"scope":"step","step":100,"epoch":1,"values":{"loss":0.52,"lr":0.001}}
-//! {"scope":"epoch","step":938,"epoch":1,"values":{"accuracy":0.64,"loss":0.91}}
+//! {"scope":"step","step":100,"epoch":1,"values":{"lr":0.001,"train_loss":0.52}}
+//! {"scope":"epoch","step":938,"epoch":1,"values":{"test_accuracy":0.64,"test_loss":0.91}}
 //! ```
 //!
 //! and the same records, one row each, to `metrics_step.csv` and
@@ -13,26 +13,29 @@
 //! order; a record without a metric leaves its cell empty). Metric names are
 //! kept in a `BTreeMap`, so files are byte-identical from run to run.
 //!
-//! Conventions kiln uses for the names (see [`LOSS`], [`LR`], [`ACCURACY`]):
-//! a `step` record's `loss` is the training loss of that optimizer step and
-//! `lr` the learning rate it used; an `epoch` record's `loss` and `accuracy`
-//! are the test set's average loss and accuracy (a fraction) after that
-//! epoch, and its `step` is the number of optimizer steps taken so far.
+//! One name per quantity, the same in the JSONL, the CSVs, the plots and
+//! the monitors of early stopping and best checkpoints: a `step` record has
+//! the training loss of that optimizer step ([`TRAIN_LOSS`]), the learning
+//! rate it used ([`LR`]), `samples_per_sec` and, when clipping by norm,
+//! `grad_norm`; evaluation metrics are `{set}_{metric}` — `test_loss`,
+//! `test_accuracy` (a fraction), `val_loss`, `test_top5_accuracy`… — in an
+//! `epoch` record after each epoch's evaluation, or in a `step` record of
+//! their own for evaluations every N steps. A record's `step` is the number
+//! of optimizer steps taken so far.
 //!
 //! Durability: each record is written with a single `write` of the whole
 //! line and flushed before [`MetricsWriter::log`] returns, so a killed run
 //! loses at most the record being written; [`read_metrics`] ignores a torn
 //! last line (with a warning). Whole-file rewrites (a CSV growing a column,
-//! the truncation done by [`MetricsWriter::open_append`]) go to a temporary
-//! file that is synced and renamed over the old one, so no file is ever
-//! half-written.
+//! the truncation done by [`MetricsWriter::open_append`]) go through
+//! [`kiln_tensor::io::write_atomic`], so no file is ever half-written.
 //!
 //! Non-finite values, which JSON numbers cannot hold, are written as the JSON
 //! strings `"NaN"`, `"inf"` and `"-inf"` (and the same words in the CSVs), and
 //! read back as the same `f64`.
+use crate::json_f64::{non_finite_word, JsonF64};
 use crate::{Error, Result};
-use serde::de::{self, Deserializer, Visitor};
-use serde::{Deserialize, Serialize, Serializer};
+use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::fs::{self, File, OpenOptions};
@@ -46,13 +49,18 @@ pub const STEP_CSV: &str = "metrics_step.csv";
 /// File name of the CSV holding the `epoch` records.
 pub const EPOCH_CSV: &str = "metrics_epoch.csv";
 
-/// Metric name of a loss: the training loss in `step` records, the test
-/// set's average loss in `epoch` records.
-pub const LOSS: &str = "loss";
-/// Metric name of the learning rate (of the first parameter group).
+/// The training loss of an optimizer step.
+pub const TRAIN_LOSS: &str = "train_loss";
+/// The learning rate (of the first parameter group).
 pub const LR: &str = "lr";
-/// Metric name of the accuracy, a fraction in `[0, 1]`, in `epoch` records.
-pub const ACCURACY: &str = "accuracy";
+/// The test set's average loss.
+pub const TEST_LOSS: &str = "test_loss";
+/// The test set's accuracy, a fraction in `[0, 1]`.
+pub const TEST_ACCURACY: &str = "test_accuracy";
+/// The validation split's average loss.
+pub const VAL_LOSS: &str = "val_loss";
+/// The validation split's accuracy.
+pub const VAL_ACCURACY: &str = "val_accuracy";
 
 /// Which kind of moment a record describes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -123,61 +131,6 @@ impl MetricRecord {
     /// The value of metric `name`, if the record has it.
     pub fn get(&self, name: &str) -> Option<f64> {
         self.values.get(name).copied()
-    }
-}
-
-/// An `f64` as it travels through JSON: finite numbers as numbers, the
-/// non-finite ones as the strings `"NaN"`, `"inf"`, `"-inf"`.
-#[derive(Debug, Clone, Copy)]
-struct JsonF64(f64);
-
-impl Serialize for JsonF64 {
-    fn serialize<S: Serializer>(&self, serializer: S) -> std::result::Result<S::Ok, S::Error> {
-        if self.0.is_finite() {
-            serializer.serialize_f64(self.0)
-        } else {
-            serializer.serialize_str(non_finite_word(self.0))
-        }
-    }
-}
-
-impl<'de> Deserialize<'de> for JsonF64 {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> std::result::Result<Self, D::Error> {
-        struct V;
-        impl Visitor<'_> for V {
-            type Value = JsonF64;
-            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("a number or one of \"NaN\", \"inf\", \"-inf\"")
-            }
-            fn visit_f64<E: de::Error>(self, v: f64) -> std::result::Result<JsonF64, E> {
-                Ok(JsonF64(v))
-            }
-            fn visit_i64<E: de::Error>(self, v: i64) -> std::result::Result<JsonF64, E> {
-                Ok(JsonF64(v as f64))
-            }
-            fn visit_u64<E: de::Error>(self, v: u64) -> std::result::Result<JsonF64, E> {
-                Ok(JsonF64(v as f64))
-            }
-            fn visit_str<E: de::Error>(self, v: &str) -> std::result::Result<JsonF64, E> {
-                match v {
-                    "NaN" => Ok(JsonF64(f64::NAN)),
-                    "inf" => Ok(JsonF64(f64::INFINITY)),
-                    "-inf" => Ok(JsonF64(f64::NEG_INFINITY)),
-                    _ => Err(E::invalid_value(de::Unexpected::Str(v), &self)),
-                }
-            }
-        }
-        deserializer.deserialize_any(V)
-    }
-}
-
-fn non_finite_word(v: f64) -> &'static str {
-    if v.is_nan() {
-        "NaN"
-    } else if v > 0.0 {
-        "inf"
-    } else {
-        "-inf"
     }
 }
 
@@ -281,37 +234,6 @@ fn output_error(path: &Path, what: &str, err: io::Error) -> Error {
     ))
 }
 
-/// Writes `contents` to `path` through a synced temporary file in the same
-/// directory and a rename, so `path` is always either the old or the new file.
-pub(crate) fn write_atomic(path: &Path, contents: &[u8]) -> Result<()> {
-    let tmp = temp_path(path);
-    let result = (|| {
-        let mut file = File::create(&tmp)?;
-        file.write_all(contents)?;
-        file.sync_all()?;
-        drop(file);
-        fs::rename(&tmp, path)
-    })();
-    result.map_err(|e| {
-        let _ = fs::remove_file(&tmp);
-        output_error(path, "writing", e)
-    })
-}
-
-/// `dir/.name.tmp.ext`: hidden, same directory (so rename is atomic), same
-/// extension (so encoders that pick a format by extension still can).
-pub(crate) fn temp_path(path: &Path) -> PathBuf {
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let tmp_name = match name.rsplit_once('.') {
-        Some((stem, ext)) if !stem.is_empty() => format!(".{stem}.tmp.{ext}"),
-        _ => format!(".{name}.tmp"),
-    };
-    path.with_file_name(tmp_name)
-}
-
 /// One of the two CSV files: its open handle and current columns.
 #[derive(Debug)]
 struct CsvFile {
@@ -331,7 +253,7 @@ impl CsvFile {
         for record in of_scope() {
             text.push_str(&csv_row(record, &columns));
         }
-        write_atomic(&path, text.as_bytes())?;
+        kiln_tensor::io::write_atomic(&path, text.as_bytes())?;
         let file = OpenOptions::new()
             .append(true)
             .open(&path)
@@ -413,7 +335,7 @@ impl MetricsWriter {
         for record in records {
             text.push_str(&to_line(record)?);
         }
-        write_atomic(&jsonl_path, text.as_bytes())?;
+        kiln_tensor::io::write_atomic(&jsonl_path, text.as_bytes())?;
         let jsonl = OpenOptions::new()
             .append(true)
             .open(&jsonl_path)
@@ -563,54 +485,102 @@ fn read_metrics_file(path: &Path) -> Result<Vec<MetricRecord>> {
     Ok(records)
 }
 
+/// The seconds an epoch spent training (from its first batch to the end
+/// of its last, evaluation excluded), in its `epoch` record.
+pub const EPOCH_TRAIN_SECONDS: &str = "epoch_train_seconds";
+
 /// A [`crate::Callback`] writing the run's metrics with a [`MetricsWriter`]:
-/// a step record after every optimizer step (`loss`, `lr`, `samples_per_sec`,
-/// `grad_norm` when clipping by norm) and an epoch record after every
-/// evaluation (`loss` = the test loss, `accuracy`, and any other metric).
+/// a step record after every optimizer step ([`TRAIN_LOSS`], [`LR`],
+/// `samples_per_sec`, `grad_norm` when clipping by norm) and a record after
+/// every evaluation (an `epoch` record at epoch ends, with
+/// [`EPOCH_TRAIN_SECONDS`], a `step` record for evaluations every N steps),
+/// under the metric names the evaluation gives.
+///
+/// The files are opened (a resumed run's truncated to its checkpoint) when
+/// training starts, so a run that fails to start leaves them untouched.
 pub struct MetricsLogger {
-    writer: MetricsWriter,
+    run_dir: PathBuf,
+    resume_step: Option<usize>,
+    writer: Option<MetricsWriter>,
+    epoch_start: Option<std::time::Instant>,
+    last_batch_end: Option<std::time::Instant>,
 }
 
 impl MetricsLogger {
-    /// Starts fresh files in `run_dir`.
+    /// Fresh files in `run_dir`.
     pub fn create(run_dir: &Path) -> Result<Self> {
-        Ok(Self {
-            writer: MetricsWriter::create(run_dir)?,
-        })
+        Ok(Self::new(run_dir, None))
     }
 
     /// Continues a resumed run's files, dropping records after `resume_step`.
     pub fn resume(run_dir: &Path, resume_step: usize) -> Result<Self> {
-        Ok(Self {
-            writer: MetricsWriter::open_append(run_dir, resume_step as u64)?,
+        Ok(Self::new(run_dir, Some(resume_step)))
+    }
+
+    fn new(run_dir: &Path, resume_step: Option<usize>) -> Self {
+        Self {
+            run_dir: run_dir.to_path_buf(),
+            resume_step,
+            writer: None,
+            epoch_start: None,
+            last_batch_end: None,
+        }
+    }
+
+    fn writer(&mut self) -> Result<&mut MetricsWriter> {
+        self.writer.as_mut().ok_or_else(|| {
+            Error::InvalidArgument("the metrics logger is used before the run started".into())
         })
     }
 }
 
 impl crate::Callback for MetricsLogger {
+    fn on_run_start(&mut self, _start: &crate::checkpoint::Progress) -> Result<()> {
+        self.writer = Some(match self.resume_step {
+            Some(step) => MetricsWriter::open_append(&self.run_dir, step as u64)?,
+            None => MetricsWriter::create(&self.run_dir)?,
+        });
+        self.epoch_start = Some(std::time::Instant::now());
+        Ok(())
+    }
+
+    fn on_epoch_start(&mut self, _epoch: usize) -> Result<()> {
+        self.epoch_start = Some(std::time::Instant::now());
+        Ok(())
+    }
+
     fn on_batch_end(&mut self, info: &crate::StepInfo) -> Result<()> {
+        self.last_batch_end = Some(std::time::Instant::now());
         if !info.stepped {
             return Ok(());
         }
-        let mut values = vec![(LOSS, info.loss), ("samples_per_sec", info.samples_per_sec)];
+        let mut values = vec![
+            (TRAIN_LOSS, info.loss),
+            ("samples_per_sec", info.samples_per_sec),
+        ];
         values.extend(info.lr.map(|lr| (LR, lr)));
         values.extend(info.grad_norm.map(|n| ("grad_norm", n)));
-        self.writer
+        self.writer()?
             .log_step(info.step as u64, info.epoch as u64, values)
     }
 
     fn on_eval_end(&mut self, info: &crate::EvalInfo) -> Result<()> {
-        let values = info.metrics.iter().map(|(name, v)| {
-            (
-                if name == "test_loss" {
-                    LOSS
-                } else {
-                    name.as_str()
-                },
-                *v,
-            )
-        });
-        self.writer
-            .log_epoch(info.step as u64, info.epoch as u64, values)
+        let scope = if info.end_of_epoch {
+            Scope::Epoch
+        } else {
+            Scope::Step
+        };
+        let mut values: Vec<(&str, f64)> = info
+            .metrics
+            .iter()
+            .map(|(name, v)| (name.as_str(), *v))
+            .collect();
+        let train_seconds = match (info.end_of_epoch, self.epoch_start, self.last_batch_end) {
+            (true, Some(start), Some(end)) if end > start => Some((end - start).as_secs_f64()),
+            _ => None,
+        };
+        values.extend(train_seconds.map(|s| (EPOCH_TRAIN_SECONDS, s)));
+        let record = MetricRecord::new(scope, info.step as u64, info.epoch as u64, values);
+        self.writer()?.log(&record)
     }
 }

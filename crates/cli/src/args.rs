@@ -1,0 +1,239 @@
+//! The flags of each command, and how they become library requests.
+//!
+//! Defaults shown in `--help` are read from the library's
+//! [`RunConfig::default`]; what a run actually uses is decided by
+//! [`kiln_loop::run`], which merges only the flags given on the command line
+//! over a resumed run's saved config and `--config FILE`.
+use clap::parser::ValueSource;
+use kiln_loop::run::{EvalRequest, LogFormat, RunConfig, TrainRequest};
+use serde::Serialize;
+use std::path::PathBuf;
+
+fn defaults() -> RunConfig {
+    RunConfig::default()
+}
+
+/// Flags of `kiln train`; the defaults are the PyTorch quickstart's.
+#[derive(Debug, Clone, clap::Args, Serialize)]
+pub struct TrainArgs {
+    /// Passes over the training set.
+    #[arg(long, default_value_t = defaults().epochs)]
+    pub epochs: usize,
+    /// Samples per batch (the last short batch is kept).
+    #[arg(long, default_value_t = defaults().batch_size)]
+    pub batch_size: usize,
+    /// Learning rate, set on the optimizer spec unless it names one (sgd: 1e-3, as in the tutorial).
+    #[arg(long, allow_negative_numbers = true)]
+    #[serde(with = "kiln_loop::json_f64::option")]
+    pub lr: Option<f64>,
+    /// Momentum, set on the optimizer spec unless it names one (sgd: 0.9, as in the tutorial).
+    #[arg(long, allow_negative_numbers = true)]
+    #[serde(with = "kiln_loop::json_f64::option")]
+    pub momentum: Option<f64>,
+    /// Loss spec: NAME[:key=value,...], e.g. cross-entropy:label_smoothing=0.1 (see `kiln losses`);
+    /// default: cross-entropy, or mse with --data csv:...
+    #[arg(long)]
+    pub loss: Option<String>,
+    /// Optimizer spec: NAME[:key=value,...], e.g. adamw:lr=3e-4 (see `kiln optimizers`).
+    #[arg(long, default_value_t = defaults().optimizer)]
+    pub optimizer: String,
+    /// LR scheduler spec: NAME[:key=value,...], e.g. onecycle:max_lr=0.1 (see `kiln schedulers`).
+    #[arg(long)]
+    pub scheduler: Option<String>,
+    /// When the scheduler steps: step or epoch (default: step for onecycle and cyclic, else epoch).
+    #[arg(long, value_parser = ["step", "epoch"])]
+    pub scheduler_interval: Option<String>,
+    /// Seed libtorch's generator (torch.manual_seed); default: drawn from the OS and recorded.
+    #[arg(long)]
+    pub seed: Option<u64>,
+    /// auto, cpu, cuda or cuda:N.
+    #[arg(long, default_value_t = defaults().device)]
+    pub device: String,
+    /// libtorch intra-op threads (torch.set_num_threads); default: libtorch's choice.
+    #[arg(long)]
+    pub threads: Option<usize>,
+    /// Directory with the four (Fashion)MNIST IDX files, gzipped or not.
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
+    /// Tabular data instead: csv:PATH,target=COLUMN[,test_fraction=0.2] (regression; the split
+    /// is seeded by the run's seed; the loss defaults to mse).
+    #[arg(long)]
+    pub data: Option<String>,
+    /// Keep the training set in file order instead of reshuffling every epoch.
+    #[arg(long)]
+    pub no_shuffle: bool,
+    /// Train on the first N training samples only.
+    #[arg(long)]
+    pub train_samples: Option<usize>,
+    /// Evaluate on the first N test samples only.
+    #[arg(long)]
+    pub test_samples: Option<usize>,
+    /// Hold out this share of the training samples (seeded, as torch's random_split) and report
+    /// val_loss/val_accuracy; early stopping, --keep-best and plateau schedulers can monitor them.
+    #[arg(long)]
+    #[serde(with = "kiln_loop::json_f64::option")]
+    pub val_fraction: Option<f64>,
+    /// Stop after N optimizer steps.
+    #[arg(long)]
+    pub max_steps: Option<usize>,
+    /// Train on at most N batches per epoch.
+    #[arg(long)]
+    pub limit_train_batches: Option<usize>,
+    /// Evaluate on at most N batches.
+    #[arg(long)]
+    pub limit_test_batches: Option<usize>,
+    /// One batch of training and one of evaluation, to check the setup.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Sum gradients over N batches per optimizer step.
+    #[arg(long, default_value_t = defaults().accumulate_grad_batches)]
+    pub accumulate_grad_batches: usize,
+    /// Also evaluate every N optimizer steps.
+    #[arg(long)]
+    pub eval_every_steps: Option<usize>,
+    /// Evaluate after every N epochs (0: never at epoch ends).
+    #[arg(long, default_value_t = defaults().eval_every_epochs)]
+    pub eval_every_epochs: usize,
+    /// Also report top-K accuracy (test_topK_accuracy) in evaluations.
+    #[arg(long)]
+    pub top_k: Option<usize>,
+    /// Stop when a metric stops improving: METRIC[:patience=N,min_delta=X,mode=min|max]
+    /// (METRIC: test_loss, test_accuracy, val_loss, val_accuracy…).
+    #[arg(long)]
+    pub early_stopping: Option<String>,
+    /// Rescale gradients to a total 2-norm of at most X before each step (clip_grad_norm_).
+    #[arg(long, allow_negative_numbers = true)]
+    #[serde(with = "kiln_loop::json_f64::option")]
+    pub clip_grad_norm: Option<f64>,
+    /// Clip every gradient element to [-X, X] before each step (clip_grad_value_).
+    #[arg(long, allow_negative_numbers = true)]
+    #[serde(with = "kiln_loop::json_f64::option")]
+    pub clip_grad_value: Option<f64>,
+    /// Draw loss/accuracy/lr curves (PNG and SVG) into RUN_DIR/plots at the end.
+    #[arg(long)]
+    pub plot: bool,
+    /// Write a checkpoint every N optimizer steps (one is always written after each epoch).
+    #[arg(long)]
+    pub checkpoint_every: Option<usize>,
+    /// Keep the newest N checkpoints.
+    #[arg(long, default_value_t = defaults().keep_checkpoints)]
+    pub keep_checkpoints: usize,
+    /// Also keep the best checkpoint by this metric (test_loss, val_accuracy…).
+    #[arg(long)]
+    pub keep_best: Option<String>,
+    /// Start from these weights (a safetensors state dict, e.g. saved by PyTorch).
+    #[arg(long)]
+    pub init: Option<PathBuf>,
+    /// Train data-parallel across the processes of an MPI job (`mpirun -n N kiln train
+    /// --distributed mpi`; nccl: one GPU per rank); --batch-size is per rank.
+    #[arg(long, value_parser = ["mpi", "nccl"])]
+    pub distributed: Option<String>,
+    /// Abort every rank when a collective has not completed after this many seconds.
+    #[arg(long, default_value_t = defaults().dist_timeout)]
+    #[serde(with = "kiln_loop::json_f64::plain")]
+    pub dist_timeout: f64,
+
+    /// Where checkpoints, metrics and the run's config go (default: runs/YYYYMMDD-HHMMSS, UTC).
+    #[arg(long)]
+    #[serde(skip)]
+    pub run_dir: Option<PathBuf>,
+    /// Continue the run in this directory from its newest valid checkpoint (flags given again
+    /// override its saved config).
+    #[arg(long)]
+    #[serde(skip)]
+    pub resume: Option<PathBuf>,
+    /// Take flags from this JSON file (flags given on the command line win).
+    #[arg(long)]
+    #[serde(skip)]
+    pub config: Option<PathBuf>,
+    /// Print nothing on stdout.
+    #[arg(long)]
+    #[serde(skip)]
+    pub quiet: bool,
+    /// plain: the tutorial's lines (a progress bar on a terminal); json: one JSON object per event.
+    #[arg(long, default_value = "plain", value_parser = ["plain", "json"])]
+    #[serde(skip)]
+    pub log_format: String,
+}
+
+impl TrainArgs {
+    /// The library request: the flags given on the command line (and only
+    /// those, so saved and file configs keep theirs) and how to report.
+    pub fn request(&self, matches: &clap::ArgMatches) -> anyhow::Result<TrainRequest> {
+        let given = |key: &str| matches.value_source(key) == Some(ValueSource::CommandLine);
+        let flags = match serde_json::to_value(self)? {
+            serde_json::Value::Object(all) => all.into_iter().filter(|(k, _)| given(k)).collect(),
+            _ => serde_json::Map::new(),
+        };
+        Ok(TrainRequest {
+            flags,
+            config_file: self.config.clone(),
+            resume: self.resume.clone(),
+            run_dir: self.run_dir.clone(),
+            quiet: self.quiet,
+            format: if self.log_format == "json" {
+                LogFormat::Json
+            } else {
+                LogFormat::Plain
+            },
+        })
+    }
+}
+
+/// Flags of `kiln eval`.
+#[derive(Debug, Clone, clap::Args, Serialize)]
+#[command(group(clap::ArgGroup::new("source").required(true).args(["checkpoint", "weights"])))]
+pub struct EvalArgs {
+    /// A checkpoint directory, or a run directory (its newest valid checkpoint, see --which).
+    #[arg(long)]
+    #[serde(skip)]
+    pub checkpoint: Option<PathBuf>,
+    /// With a run directory: evaluate its last or its best checkpoint.
+    #[arg(long, value_parser = ["last", "best"])]
+    #[serde(skip)]
+    pub which: Option<String>,
+    /// A safetensors state dict of the quickstart model (e.g. saved by PyTorch).
+    #[arg(long)]
+    #[serde(skip)]
+    pub weights: Option<PathBuf>,
+    /// Data directory (default: the run's, else the setup's FashionMNIST).
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
+    /// Evaluate on the first N test samples (default: the run's, else all).
+    #[arg(long)]
+    pub test_samples: Option<usize>,
+    /// Samples per batch (default: the run's, else 64).
+    #[arg(long)]
+    pub batch_size: Option<usize>,
+    /// auto, cpu, cuda or cuda:N (default: the run's, else auto).
+    #[arg(long)]
+    pub device: Option<String>,
+}
+
+impl EvalArgs {
+    /// The library request.
+    pub fn request(&self) -> anyhow::Result<EvalRequest> {
+        let flags = match serde_json::to_value(self)? {
+            serde_json::Value::Object(all) => {
+                all.into_iter().filter(|(_, v)| !v.is_null()).collect()
+            }
+            _ => serde_json::Map::new(),
+        };
+        Ok(EvalRequest {
+            checkpoint: self.checkpoint.clone(),
+            which: self.which.clone(),
+            weights: self.weights.clone(),
+            flags,
+        })
+    }
+}
+
+/// Flags of `kiln plot`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct PlotArgs {
+    /// The run directory (with metrics.jsonl).
+    pub run_dir: PathBuf,
+    /// Where the charts go (default: RUN_DIR/plots).
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+}

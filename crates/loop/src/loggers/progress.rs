@@ -1,0 +1,100 @@
+//! A progress bar for terminals.
+use crate::checkpoint::Progress;
+use crate::{Callback, EvalInfo, FitSummary, Result, StepInfo, StopReason};
+use indicatif::{ProgressBar, ProgressStyle};
+
+/// A progress bar per epoch with the loss, samples/s and ETA; evaluation
+/// results are printed above it; cleared at the end (and before an
+/// interrupt is reported).
+pub struct ProgressPrinter {
+    batches: usize,
+    bar: Option<ProgressBar>,
+    samples_per_sec: f64,
+}
+
+impl ProgressPrinter {
+    /// For epochs of `batches` batches.
+    pub fn new(batches: usize) -> Self {
+        Self {
+            batches,
+            bar: None,
+            samples_per_sec: f64::NAN,
+        }
+    }
+
+    fn bar(&mut self, epoch: usize, position: usize) -> &ProgressBar {
+        self.bar.get_or_insert_with(|| {
+            let bar = ProgressBar::new(self.batches as u64);
+            let style =
+                ProgressStyle::with_template("epoch {prefix} {bar:30} {pos}/{len} {msg} ETA {eta}")
+                    .unwrap_or_else(|_| ProgressStyle::default_bar());
+            bar.set_style(style);
+            bar.set_prefix(epoch.to_string());
+            bar.set_position(position as u64);
+            bar
+        })
+    }
+}
+
+impl Callback for ProgressPrinter {
+    fn on_run_start(&mut self, start: &Progress) -> Result<()> {
+        if start.batch > 0 {
+            self.bar(start.epoch, start.batch);
+        }
+        Ok(())
+    }
+
+    fn on_epoch_start(&mut self, epoch: usize) -> Result<()> {
+        if let Some(bar) = self.bar.take() {
+            bar.finish_and_clear();
+        }
+        self.bar(epoch, 0);
+        Ok(())
+    }
+
+    fn on_batch_end(&mut self, info: &StepInfo) -> Result<()> {
+        // Smooth the throughput so the display does not flicker.
+        let s = info.samples_per_sec;
+        self.samples_per_sec = if self.samples_per_sec.is_finite() {
+            0.9 * self.samples_per_sec + 0.1 * s
+        } else {
+            s
+        };
+        let rate = self.samples_per_sec;
+        let bar = self.bar(info.epoch, info.batch);
+        bar.set_position(info.batch as u64 + 1);
+        if info.log || info.batch.is_multiple_of(10) {
+            bar.set_message(format!("loss {:.6} {:.0} samples/s", info.loss, rate));
+        }
+        Ok(())
+    }
+
+    fn on_eval_end(&mut self, info: &EvalInfo) -> Result<()> {
+        let mut parts = Vec::new();
+        for set in super::eval_sets(info) {
+            let loss = info.get(&format!("{set}_loss")).unwrap_or(f64::NAN);
+            parts.push(match info.get(&format!("{set}_accuracy")) {
+                Some(acc) => format!("{set} accuracy {:.1}%, avg loss {loss:.6}", 100.0 * acc),
+                None => format!("{set} avg loss {loss:.6}"),
+            });
+        }
+        let line = format!("epoch {}: {}", info.epoch, parts.join("; "));
+        match &self.bar {
+            Some(bar) => bar.println(line),
+            None => println!("{line}"),
+        }
+        Ok(())
+    }
+
+    fn on_run_end(&mut self, summary: &FitSummary) -> Result<()> {
+        if let Some(bar) = self.bar.take() {
+            bar.finish_and_clear();
+        }
+        match &summary.stop {
+            StopReason::Completed => println!("Training completed"),
+            StopReason::NonFiniteLoss { .. } | StopReason::Interrupted { .. } => {}
+            other => println!("Training stopped: {other}"),
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,153 @@
+//! What the Trainer trains: the [`Model`] trait and its adapters.
+//!
+//! A `Model` is PyTorch's `nn.Module` as a training loop sees it: a forward
+//! pass, train/eval mode, named parameters (in `named_parameters()` order and
+//! names), named buffers, and a state dict of both. Checkpoints, `--init`,
+//! `kiln eval`, interop with PyTorch and data-parallel training all go
+//! through this trait, so a model plugs into kiln in one place.
+//!
+//! [`VarStoreModel`] adapts any tch `nn::ModuleT` built on a `VarStore`
+//! (kiln does not invent a module system); the built-in networks of
+//! [`mlp`] are such modules.
+use crate::{Error, Result};
+use kiln_tensor::nn::{ModuleT, VarStore};
+use kiln_tensor::params::NamedParameter;
+use kiln_tensor::{Device, Tensor};
+
+pub mod mlp;
+
+/// A trainable network. Object safe: the CLI picks one at run time.
+pub trait Model {
+    /// The forward pass on a batch, in the current mode.
+    fn forward(&self, inputs: &Tensor) -> Result<Tensor>;
+
+    /// `model.train()` (`true`) or `model.eval()` (`false`): dropout and
+    /// batch-norm statistics follow it, as in PyTorch.
+    fn set_training(&mut self, training: bool) -> Result<()>;
+
+    /// Whether the model is in training mode.
+    fn is_training(&self) -> bool;
+
+    /// The trainable parameters, in PyTorch's `named_parameters()` order,
+    /// named as PyTorch names them (`linear_relu_stack.0.weight`). Each is a
+    /// handle sharing storage and gradient with the model's own tensor.
+    fn parameters(&self) -> Result<Vec<NamedParameter>>;
+
+    /// The buffers (tensors in the state dict that are not trained: batch-norm
+    /// running statistics, normalisation constants), sorted by name.
+    fn buffers(&self) -> Result<Vec<(String, Tensor)>>;
+
+    /// Where the parameters live.
+    fn device(&self) -> Device;
+
+    /// `model.state_dict()`: the parameters, then the buffers.
+    fn state_dict(&self) -> Result<Vec<(String, Tensor)>> {
+        let mut out: Vec<(String, Tensor)> = self
+            .parameters()?
+            .into_iter()
+            .map(|p| (p.name, p.tensor))
+            .collect();
+        out.extend(self.buffers()?);
+        Ok(out)
+    }
+
+    /// `model.load_state_dict(tensors, strict=True)`: every parameter and
+    /// buffer is overwritten in place; missing, unexpected and mis-shaped
+    /// entries are reported in PyTorch's words before anything changes.
+    fn load_state_dict(&self, tensors: &[(String, Tensor)]) -> Result<()> {
+        kiln_tensor::params::copy_state(&self.state_dict()?, tensors)?;
+        Ok(())
+    }
+}
+
+/// Turns a panic inside libtorch (tch's infallible `Module` API) into an
+/// [`Error::Model`] instead of a crash.
+pub fn catch_forward(forward: impl FnOnce() -> Tensor) -> Result<Tensor> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(forward)).map_err(|payload| {
+        let text = payload
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| payload.downcast_ref::<&str>().copied())
+            .unwrap_or("the model panicked");
+        Error::Model(text.lines().next().unwrap_or(text).to_string())
+    })
+}
+
+/// A network's forward pass, fallible. Every tch `nn::ModuleT` is one
+/// (its panics become errors through [`catch_forward`]); kiln's own networks
+/// implement it directly with tch's `f_*` calls.
+pub trait Network {
+    /// The forward pass; `train` selects training behaviour (dropout…).
+    fn forward_t(&self, inputs: &Tensor, train: bool) -> Result<Tensor>;
+}
+
+impl<M: ModuleT> Network for M {
+    fn forward_t(&self, inputs: &Tensor, train: bool) -> Result<Tensor> {
+        catch_forward(|| ModuleT::forward_t(self, inputs, train))
+    }
+}
+
+/// A tch module over its `VarStore`: the store's trainable variables are the
+/// parameters (in creation order, which is PyTorch's registration order when
+/// the module creates them as PyTorch does) and its other variables the
+/// buffers.
+#[derive(Debug)]
+pub struct VarStoreModel<M> {
+    vs: VarStore,
+    module: M,
+    training: bool,
+}
+
+impl<M: Network> VarStoreModel<M> {
+    /// Builds the module on a new store on `device` with `build` (which
+    /// creates its variables under the root path), in training mode.
+    pub fn new(
+        device: Device,
+        build: impl FnOnce(&kiln_tensor::nn::Path<'_>) -> Result<M>,
+    ) -> Result<Self> {
+        let vs = VarStore::new(device);
+        let module = build(&vs.root())?;
+        Ok(Self {
+            vs,
+            module,
+            training: true,
+        })
+    }
+
+    /// The store.
+    pub fn var_store(&self) -> &VarStore {
+        &self.vs
+    }
+
+    /// The module.
+    pub fn module(&self) -> &M {
+        &self.module
+    }
+}
+
+impl<M: Network> Model for VarStoreModel<M> {
+    fn forward(&self, inputs: &Tensor) -> Result<Tensor> {
+        self.module.forward_t(inputs, self.training)
+    }
+
+    fn set_training(&mut self, training: bool) -> Result<()> {
+        self.training = training;
+        Ok(())
+    }
+
+    fn is_training(&self) -> bool {
+        self.training
+    }
+
+    fn parameters(&self) -> Result<Vec<NamedParameter>> {
+        Ok(kiln_tensor::params::named_parameters(&self.vs)?)
+    }
+
+    fn buffers(&self) -> Result<Vec<(String, Tensor)>> {
+        Ok(kiln_tensor::params::buffers(&self.vs)?)
+    }
+
+    fn device(&self) -> Device {
+        self.vs.device()
+    }
+}

@@ -1,0 +1,194 @@
+//! The one step path: how a batch becomes gradients and an optimizer step.
+//!
+//! This is the only place where optimizers differ: an ordinary optimizer
+//! gets one forward/backward per batch (summed over `accumulate` batches)
+//! and then `step()`; a closure optimizer (LBFGS) gets `step(closure)` whose
+//! closure clears the gradients and runs forward/backward again each time it
+//! is called. Both produce their gradients through the same
+//! [`StepPath::gradients_ready`] (averaging over data-parallel ranks, then
+//! clipping), so every setting works with every optimizer; what happens
+//! after a step is the caller's (`fit.rs`), shared by both.
+use crate::distributed::DataParallel;
+use crate::{Batch, Error, Model, Result};
+use kiln_losses::Loss;
+use kiln_optim::Optimizer;
+use kiln_tensor::params::NamedParameter;
+use kiln_tensor::Tensor;
+
+/// What one training batch did.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) enum Outcome {
+    /// Gradients were added; the optimizer steps on a later batch.
+    Accumulated {
+        /// The batch's loss.
+        loss: f64,
+    },
+    /// The optimizer stepped.
+    Stepped {
+        /// The batch's loss (a closure optimizer's first evaluation).
+        loss: f64,
+        /// Total gradient norm before clipping, when clipping by norm.
+        grad_norm: Option<f64>,
+    },
+    /// The loss was NaN or infinite (on any rank): nothing was stepped.
+    NonFinite {
+        /// The offending loss.
+        loss: f64,
+    },
+}
+
+/// The settings and handles every step uses.
+pub(crate) struct StepPath<'a> {
+    pub loss_fn: &'a dyn Loss,
+    pub data_parallel: Option<DataParallel<'a>>,
+    pub accumulate: usize,
+    pub stop_on_nonfinite: bool,
+    pub clip_grad_value: Option<f64>,
+    pub clip_grad_norm: Option<f64>,
+    /// The model's parameters (handles sharing gradients with the model).
+    pub params: Vec<NamedParameter>,
+    /// The parameters the optimizer updates: what clipping sees.
+    pub clipped: Vec<Tensor>,
+}
+
+impl StepPath<'_> {
+    /// Trains on one batch; `step_now` says whether this batch ends an
+    /// accumulation window. `before_step` sees the final gradients (the
+    /// callbacks' `on_before_optimizer_step`).
+    pub fn train_batch(
+        &mut self,
+        model: &dyn Model,
+        optimizer: &mut dyn Optimizer,
+        batch: &Batch,
+        step_now: bool,
+        before_step: &mut dyn FnMut(&[NamedParameter]) -> Result<()>,
+    ) -> Result<Outcome> {
+        if optimizer.requires_closure() {
+            self.closure_step(model, optimizer, batch, before_step)
+        } else {
+            self.plain_step(model, optimizer, batch, step_now, before_step)
+        }
+    }
+
+    fn plain_step(
+        &mut self,
+        model: &dyn Model,
+        optimizer: &mut dyn Optimizer,
+        batch: &Batch,
+        step_now: bool,
+        before_step: &mut dyn FnMut(&[NamedParameter]) -> Result<()>,
+    ) -> Result<Outcome> {
+        let loss = self.forward_loss(model, batch)?;
+        let value = loss.f_double_value(&[])?;
+        if self.nonfinite(value)? {
+            return Ok(Outcome::NonFinite { loss: value });
+        }
+        if self.accumulate > 1 {
+            loss.f_div_scalar(self.accumulate as f64)?.f_backward()?;
+        } else {
+            loss.f_backward()?;
+        }
+        if !step_now {
+            return Ok(Outcome::Accumulated { loss: value });
+        }
+        let grad_norm = self.gradients_ready()?;
+        before_step(&self.params)?;
+        optimizer.step()?;
+        optimizer.zero_grad()?;
+        Ok(Outcome::Stepped {
+            loss: value,
+            grad_norm,
+        })
+    }
+
+    /// `optimizer.step(closure)`: the closure clears the gradients, runs
+    /// forward and backward and prepares the gradients like any step; under
+    /// data parallelism the loss it returns is the mean over ranks, so every
+    /// replica's optimizer takes the same decisions (LBFGS's line search and
+    /// tolerances read it).
+    fn closure_step(
+        &mut self,
+        model: &dyn Model,
+        optimizer: &mut dyn Optimizer,
+        batch: &Batch,
+        before_step: &mut dyn FnMut(&[NamedParameter]) -> Result<()>,
+    ) -> Result<Outcome> {
+        let mut first: Option<(f64, Option<f64>)> = None;
+        let mut nonfinite: Option<f64> = None;
+        let mut failure: Option<Error> = None;
+        let mut closure = || -> kiln_optim::Result<f64> {
+            let mut run = || -> Result<f64> {
+                for p in &self.params {
+                    kiln_tensor::ops::clear_grad(&p.tensor)?;
+                }
+                let loss = self.forward_loss(model, batch)?;
+                let mut value = loss.f_double_value(&[])?;
+                if let Some(dp) = self.data_parallel {
+                    value = dp.mean(value)?;
+                }
+                if self.stop_on_nonfinite && !value.is_finite() {
+                    nonfinite = Some(value);
+                    return Err(Error::InvalidArgument(format!("non-finite loss {value}")));
+                }
+                loss.f_backward()?;
+                let grad_norm = self.gradients_ready()?;
+                before_step(&self.params)?;
+                first.get_or_insert((value, grad_norm));
+                Ok(value)
+            };
+            run().map_err(|e| {
+                let message = e.to_string();
+                failure = Some(e);
+                kiln_optim::Error::InvalidArgument(message)
+            })
+        };
+        let result = optimizer.step_with_closure(&mut closure);
+        if let Some(loss) = nonfinite {
+            return Ok(Outcome::NonFinite { loss });
+        }
+        if let Err(err) = result {
+            // Report the loop's own error rather than its text inside the optimizer's.
+            return Err(failure.unwrap_or(Error::Optim(err)));
+        }
+        optimizer.zero_grad()?;
+        let (loss, grad_norm) = first.unwrap_or((f64::NAN, None));
+        Ok(Outcome::Stepped { loss, grad_norm })
+    }
+
+    /// The model's output on the batch and the loss.
+    fn forward_loss(&self, model: &dyn Model, batch: &Batch) -> Result<Tensor> {
+        let pred = model.forward(&batch.inputs)?;
+        Ok(self.loss_fn.forward(&pred, &batch.targets)?)
+    }
+
+    /// Whether training must stop on `loss` (agreed over ranks).
+    fn nonfinite(&self, loss: f64) -> Result<bool> {
+        if !self.stop_on_nonfinite {
+            return Ok(false);
+        }
+        match self.data_parallel {
+            Some(dp) => dp.any(!loss.is_finite()),
+            None => Ok(!loss.is_finite()),
+        }
+    }
+
+    /// Turns the backward pass's gradients into the ones the optimizer uses:
+    /// averaged over ranks (as DDP does during backward, so clipping sees the
+    /// averaged gradients), then clipped. Returns the total norm before
+    /// clipping when clipping by norm.
+    fn gradients_ready(&mut self) -> Result<Option<f64>> {
+        if let Some(dp) = self.data_parallel {
+            dp.average_gradients(&self.params)?;
+        }
+        if let Some(value) = self.clip_grad_value {
+            kiln_optim::clip_grad_value_(self.clipped.iter(), value)?;
+        }
+        match self.clip_grad_norm {
+            Some(max_norm) => {
+                let total = kiln_optim::clip_grad_norm_(self.clipped.iter(), max_norm, 2.0, false)?;
+                Ok(Some(total.f_double_value(&[])?))
+            }
+            None => Ok(None),
+        }
+    }
+}
