@@ -24,7 +24,7 @@
 //!   a spec to its canonical name with every option's effective value, and
 //!   prints one [`describe`](Registry::describe) layout for all registries.
 //!
-//! ```
+//! ```no_run
 //! use kiln_tensor::spec::{OptionInfo, OptionVisitor, Options, Spec};
 //!
 //! #[derive(Debug, PartialEq)]
@@ -46,6 +46,7 @@
 //! assert_eq!(Spec::from_config("halve", &mut cfg)?.to_string(), "halve:every=10,factor=0.25");
 //! # Ok::<(), kiln_tensor::Error>(())
 //! ```
+
 use crate::{Error, Result};
 use std::fmt;
 
