@@ -469,7 +469,7 @@ fn optimizer_specs_reach_the_optimizer() {
         "rprop",
         "asgd",
         "lbfgs",
-        "sparse_adam",
+        "sparse-adam",
         "adafactor",
         "muon",
     ] {
