@@ -185,13 +185,13 @@ fn values_read_and_write_canonically() {
         norm(Box::new((None::<f64>, 0.0)), "none;1e-3"),
         Ok("none;0.001".into())
     );
-    assert_eq!(norm(Box::new(Vec::<f64>::new()), "[]"), Ok("[]".into()));
+    assert_eq!(norm(Box::<Vec<f64>>::default(), "[]"), Ok("[]".into()));
     assert_eq!(
-        norm(Box::new(Vec::<f64>::new()), "1;2"),
+        norm(Box::<Vec<f64>>::default(), "1;2"),
         Ok("1.0;2.0".into())
     );
     assert_eq!(
-        norm(Box::new(Vec::<f64>::new()), "1;x"),
+        norm(Box::<Vec<f64>>::default(), "1;x"),
         Err("a ;-separated list of numbers".into())
     );
     assert_eq!(norm(Box::new(Mode::Min), "max"), Ok("max".into()));
