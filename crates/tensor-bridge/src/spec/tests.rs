@@ -397,3 +397,12 @@ fn suggestions() {
     assert_eq!(edit_distance("kitten", "sitting"), 3);
     assert_eq!(edit_distance("", "abc"), 3);
 }
+
+#[test]
+fn registries_can_be_shared_between_threads() {
+    fn shared<T: Send + Sync + Clone>(_: &T) {}
+    let r = registry();
+    shared(&r);
+    let spec: Spec = "demo-thing:steps=1".parse().unwrap_or_else(|_| spec("x"));
+    shared(&spec);
+}
