@@ -290,12 +290,23 @@ fn defaults_come_from_the_configs() -> Result<()> {
     Ok(())
 }
 
+/// One naming style: canonical names are kebab-case.
+fn is_kebab(name: &str) -> bool {
+    !name.is_empty()
+        && !name.starts_with('-')
+        && !name.ends_with('-')
+        && name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+}
+
 /// Resolving gives canonical text that builds the same loss and resolves to
 /// itself; PyTorch's class names and argument names are aliases.
 #[test]
 fn resolved_specs_round_trip() -> Result<()> {
     let r = registry();
     for e in r.entries() {
+        ensure!(is_kebab(&e.name), "{} is not kebab-case", e.name);
         let resolved = r.resolve(&e.name.parse()?)?;
         ensure!(
             r.resolve(&resolved)? == resolved,

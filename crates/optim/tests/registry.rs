@@ -216,6 +216,16 @@ fn fused_groups_without_gradients_are_skipped() -> Result<()> {
     Ok(())
 }
 
+/// One naming style: canonical names are kebab-case.
+fn is_kebab(name: &str) -> bool {
+    !name.is_empty()
+        && !name.starts_with('-')
+        && !name.ends_with('-')
+        && name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+}
+
 /// The defaults `describe` and `resolve` show are the configs' `Default`:
 /// every entry's resolved name-only spec is its default config written out.
 #[test]
@@ -252,6 +262,7 @@ fn defaults_come_from_the_configs() -> Result<()> {
     ];
     let names: Vec<&str> = want.iter().map(|s| s.name.as_str()).collect();
     ensure!(r.names() == names, "{:?} vs {names:?}", r.names());
+    ensure!(names.iter().all(|n| is_kebab(n)), "{names:?}");
     for w in &want {
         let got = r.resolve(&w.name.parse()?)?;
         ensure!(&got == w, "{}: resolved {got}, Default gives {w}", w.name);

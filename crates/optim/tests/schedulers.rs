@@ -1237,6 +1237,14 @@ fn registry_resolves_specs_that_round_trip() -> Result<()> {
     }
     // Every spec-buildable scheduler was covered.
     ensure!(seen.len() == reg.names().len(), "{seen:?}");
+    // One naming style: canonical names are kebab-case.
+    ensure!(
+        reg.names().iter().all(|n| !n.is_empty()
+            && n.chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')),
+        "{:?}",
+        reg.names()
+    );
     Ok(())
 }
 
