@@ -49,7 +49,7 @@ pub trait OptionVisitor {
 /// A config whose fields are spec options: it visits each field once, in
 /// the order specs list them. Reading a spec ([`Spec::apply`]), writing one
 /// ([`Spec::from_config`]) and documenting the options with the config's
-/// current values as defaults ([`OptionDoc::collect`]) all come from this one
+/// current values as defaults ([`OptionDoc::collect`](super::OptionDoc::collect)) all come from this one
 /// visit.
 pub trait Options {
     /// Calls `visitor.option(info, &mut field)` for each option.
