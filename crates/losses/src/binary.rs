@@ -3,8 +3,8 @@
 use crate::error::{invalid, Result};
 use crate::reduction::Reduction;
 use crate::util::{self, fmt, kernel};
-use crate::Loss;
-use kiln_tensor::spec::Spec;
+use crate::{Loss, TargetKind, Targets};
+use kiln_tensor::spec::{OptionInfo, OptionVisitor, Options};
 use kiln_tensor::Tensor;
 
 /// Errors unless every value of floating `t` lies in [0, 1] (NaN fails).
@@ -59,13 +59,6 @@ impl BceLoss {
     pub fn config(&self) -> &BceConfig {
         &self.cfg
     }
-    /// Reads `weight`, `reduction` from a spec.
-    pub fn from_spec(spec: &mut Spec) -> Result<Self> {
-        Self::new(BceConfig {
-            weight: spec.f64_list("weight")?,
-            reduction: util::spec_reduction(spec, Self::NAME)?.unwrap_or_default(),
-        })
-    }
 }
 
 impl Loss for BceLoss {
@@ -104,6 +97,11 @@ impl Loss for BceLoss {
     fn name(&self) -> &str {
         Self::NAME
     }
+    fn targets(&self) -> Targets {
+        Targets::new(TargetKind::Values {
+            one_hot_from_classes: false,
+        })
+    }
 }
 
 // ---------------------------------------------------------------------------
@@ -138,14 +136,6 @@ impl BceWithLogitsLoss {
     /// The options.
     pub fn config(&self) -> &BceWithLogitsConfig {
         &self.cfg
-    }
-    /// Reads `weight`, `pos_weight`, `reduction` from a spec.
-    pub fn from_spec(spec: &mut Spec) -> Result<Self> {
-        Self::new(BceWithLogitsConfig {
-            weight: spec.f64_list("weight")?,
-            reduction: util::spec_reduction(spec, Self::NAME)?.unwrap_or_default(),
-            pos_weight: spec.f64_list("pos_weight")?,
-        })
     }
 }
 
@@ -183,6 +173,11 @@ impl Loss for BceWithLogitsLoss {
     fn name(&self) -> &str {
         Self::NAME
     }
+    fn targets(&self) -> Targets {
+        Targets::new(TargetKind::Values {
+            one_hot_from_classes: false,
+        })
+    }
 }
 
 // ---------------------------------------------------------------------------
@@ -212,12 +207,6 @@ impl SoftMarginLoss {
     pub fn config(&self) -> &SoftMarginConfig {
         &self.cfg
     }
-    /// Reads `reduction` from a spec.
-    pub fn from_spec(spec: &mut Spec) -> Result<Self> {
-        Self::new(SoftMarginConfig {
-            reduction: util::spec_reduction(spec, Self::NAME)?.unwrap_or_default(),
-        })
-    }
 }
 
 impl Loss for SoftMarginLoss {
@@ -233,6 +222,9 @@ impl Loss for SoftMarginLoss {
     }
     fn name(&self) -> &str {
         Self::NAME
+    }
+    fn targets(&self) -> Targets {
+        Targets::new(TargetKind::Signs)
     }
 }
 
@@ -274,14 +266,6 @@ impl HingeEmbeddingLoss {
     pub fn config(&self) -> &HingeEmbeddingConfig {
         &self.cfg
     }
-    /// Reads `margin`, `reduction` from a spec.
-    pub fn from_spec(spec: &mut Spec) -> Result<Self> {
-        let d = HingeEmbeddingConfig::default();
-        Self::new(HingeEmbeddingConfig {
-            margin: spec.f64("margin")?.unwrap_or(d.margin),
-            reduction: util::spec_reduction(spec, Self::NAME)?.unwrap_or(d.reduction),
-        })
-    }
 }
 
 impl Loss for HingeEmbeddingLoss {
@@ -297,5 +281,64 @@ impl Loss for HingeEmbeddingLoss {
     }
     fn name(&self) -> &str {
         Self::NAME
+    }
+    fn targets(&self) -> Targets {
+        Targets::new(TargetKind::Signs)
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Spec options: each config visits its fields once (see `kiln_tensor::spec::Options`).
+
+util::from_spec!(
+    BceLoss(BceConfig),
+    BceWithLogitsLoss(BceWithLogitsConfig),
+    SoftMarginLoss(SoftMarginConfig),
+    HingeEmbeddingLoss(HingeEmbeddingConfig)
+);
+
+impl Options for BceConfig {
+    fn options(&mut self, v: &mut dyn OptionVisitor) -> kiln_tensor::Result<()> {
+        v.option(
+            OptionInfo::new(
+                "weight",
+                "rescaling weights, ;-separated, broadcast over the last dimension",
+            ),
+            &mut self.weight,
+        )?;
+        v.option(util::REDUCTION, &mut self.reduction)
+    }
+}
+
+impl Options for BceWithLogitsConfig {
+    fn options(&mut self, v: &mut dyn OptionVisitor) -> kiln_tensor::Result<()> {
+        v.option(
+            OptionInfo::new(
+                "weight",
+                "rescaling weights, ;-separated, broadcast over the last dimension",
+            ),
+            &mut self.weight,
+        )?;
+        v.option(util::REDUCTION, &mut self.reduction)?;
+        v.option(
+            OptionInfo::new(
+                "pos_weight",
+                "weights of positive examples per class, ;-separated",
+            ),
+            &mut self.pos_weight,
+        )
+    }
+}
+
+impl Options for SoftMarginConfig {
+    fn options(&mut self, v: &mut dyn OptionVisitor) -> kiln_tensor::Result<()> {
+        v.option(util::REDUCTION, &mut self.reduction)
+    }
+}
+
+impl Options for HingeEmbeddingConfig {
+    fn options(&mut self, v: &mut dyn OptionVisitor) -> kiln_tensor::Result<()> {
+        v.option(OptionInfo::new("margin", "margin"), &mut self.margin)?;
+        v.option(util::REDUCTION, &mut self.reduction)
     }
 }

@@ -3,8 +3,8 @@
 use crate::error::{invalid, Result};
 use crate::reduction::Reduction;
 use crate::util::{self, fmt, kernel};
-use crate::Loss;
-use kiln_tensor::spec::Spec;
+use crate::{Loss, TargetKind, Targets};
+use kiln_tensor::spec::{OptionInfo, OptionVisitor, Options};
 use kiln_tensor::{Kind, Tensor};
 
 /// Checks a class-index target against an input of shape `s` (`[C]`,
@@ -139,17 +139,6 @@ impl CrossEntropyLoss {
     pub fn config(&self) -> &CrossEntropyConfig {
         &self.cfg
     }
-
-    /// Reads `weight`, `ignore_index`, `reduction`, `label_smoothing` from a spec.
-    pub fn from_spec(spec: &mut Spec) -> Result<Self> {
-        let d = CrossEntropyConfig::default();
-        Self::new(CrossEntropyConfig {
-            weight: spec.f64_list("weight")?,
-            ignore_index: spec.i64("ignore_index")?.unwrap_or(d.ignore_index),
-            reduction: util::spec_reduction(spec, Self::NAME)?.unwrap_or(d.reduction),
-            label_smoothing: spec.f64("label_smoothing")?.unwrap_or(d.label_smoothing),
-        })
-    }
 }
 
 impl Loss for CrossEntropyLoss {
@@ -208,6 +197,11 @@ impl Loss for CrossEntropyLoss {
     fn name(&self) -> &str {
         Self::NAME
     }
+    fn targets(&self) -> Targets {
+        Targets::new(TargetKind::ClassIndices {
+            probabilities: true,
+        })
+    }
 }
 
 // ---------------------------------------------------------------------------
@@ -256,16 +250,6 @@ impl NllLoss {
     pub fn config(&self) -> &NllConfig {
         &self.cfg
     }
-
-    /// Reads `weight`, `ignore_index`, `reduction` from a spec.
-    pub fn from_spec(spec: &mut Spec) -> Result<Self> {
-        let d = NllConfig::default();
-        Self::new(NllConfig {
-            weight: spec.f64_list("weight")?,
-            ignore_index: spec.i64("ignore_index")?.unwrap_or(d.ignore_index),
-            reduction: util::spec_reduction(spec, Self::NAME)?.unwrap_or(d.reduction),
-        })
-    }
 }
 
 impl Loss for NllLoss {
@@ -288,6 +272,11 @@ impl Loss for NllLoss {
 
     fn name(&self) -> &str {
         Self::NAME
+    }
+    fn targets(&self) -> Targets {
+        Targets::new(TargetKind::ClassIndices {
+            probabilities: false,
+        })
     }
 }
 
@@ -350,17 +339,6 @@ impl MultiMarginLoss {
     /// The options.
     pub fn config(&self) -> &MultiMarginConfig {
         &self.cfg
-    }
-
-    /// Reads `p`, `margin`, `weight`, `reduction` from a spec.
-    pub fn from_spec(spec: &mut Spec) -> Result<Self> {
-        let d = MultiMarginConfig::default();
-        Self::new(MultiMarginConfig {
-            p: spec.i64("p")?.unwrap_or(d.p),
-            margin: spec.f64("margin")?.unwrap_or(d.margin),
-            weight: spec.f64_list("weight")?,
-            reduction: util::spec_reduction(spec, Self::NAME)?.unwrap_or(d.reduction),
-        })
     }
 }
 
@@ -430,6 +408,11 @@ impl Loss for MultiMarginLoss {
     fn name(&self) -> &str {
         Self::NAME
     }
+    fn targets(&self) -> Targets {
+        Targets::new(TargetKind::ClassIndices {
+            probabilities: false,
+        })
+    }
 }
 
 // ---------------------------------------------------------------------------
@@ -464,13 +447,6 @@ impl MultiLabelMarginLoss {
     /// The options.
     pub fn config(&self) -> &MultiLabelMarginConfig {
         &self.cfg
-    }
-
-    /// Reads `reduction` from a spec.
-    pub fn from_spec(spec: &mut Spec) -> Result<Self> {
-        Self::new(MultiLabelMarginConfig {
-            reduction: util::spec_reduction(spec, Self::NAME)?.unwrap_or_default(),
-        })
     }
 }
 
@@ -538,6 +514,9 @@ impl Loss for MultiLabelMarginLoss {
     fn name(&self) -> &str {
         Self::NAME
     }
+    fn targets(&self) -> Targets {
+        Targets::new(TargetKind::ClassIndexLists)
+    }
 }
 
 // ---------------------------------------------------------------------------
@@ -573,14 +552,6 @@ impl MultiLabelSoftMarginLoss {
     pub fn config(&self) -> &MultiLabelSoftMarginConfig {
         &self.cfg
     }
-
-    /// Reads `weight`, `reduction` from a spec.
-    pub fn from_spec(spec: &mut Spec) -> Result<Self> {
-        Self::new(MultiLabelSoftMarginConfig {
-            weight: spec.f64_list("weight")?,
-            reduction: util::spec_reduction(spec, Self::NAME)?.unwrap_or_default(),
-        })
-    }
 }
 
 impl Loss for MultiLabelSoftMarginLoss {
@@ -614,5 +585,81 @@ impl Loss for MultiLabelSoftMarginLoss {
 
     fn name(&self) -> &str {
         Self::NAME
+    }
+    fn targets(&self) -> Targets {
+        Targets::new(TargetKind::Values {
+            one_hot_from_classes: false,
+        })
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Spec options: each config visits its fields once (see `kiln_tensor::spec::Options`).
+
+util::from_spec!(
+    CrossEntropyLoss(CrossEntropyConfig),
+    NllLoss(NllConfig),
+    MultiMarginLoss(MultiMarginConfig),
+    MultiLabelMarginLoss(MultiLabelMarginConfig),
+    MultiLabelSoftMarginLoss(MultiLabelSoftMarginConfig)
+);
+
+impl Options for CrossEntropyConfig {
+    fn options(&mut self, v: &mut dyn OptionVisitor) -> kiln_tensor::Result<()> {
+        v.option(
+            OptionInfo::new("weight", "per-class weights w_c, ;-separated (C values)"),
+            &mut self.weight,
+        )?;
+        v.option(
+            OptionInfo::new("ignore_index", "class index whose targets are ignored"),
+            &mut self.ignore_index,
+        )?;
+        v.option(util::REDUCTION, &mut self.reduction)?;
+        v.option(
+            OptionInfo::new("label_smoothing", "label smoothing in [0, 1]"),
+            &mut self.label_smoothing,
+        )
+    }
+}
+
+impl Options for NllConfig {
+    fn options(&mut self, v: &mut dyn OptionVisitor) -> kiln_tensor::Result<()> {
+        v.option(
+            OptionInfo::new("weight", "per-class weights w_c, ;-separated (C values)"),
+            &mut self.weight,
+        )?;
+        v.option(
+            OptionInfo::new("ignore_index", "class index whose targets are ignored"),
+            &mut self.ignore_index,
+        )?;
+        v.option(util::REDUCTION, &mut self.reduction)
+    }
+}
+
+impl Options for MultiMarginConfig {
+    fn options(&mut self, v: &mut dyn OptionVisitor) -> kiln_tensor::Result<()> {
+        v.option(OptionInfo::new("p", "exponent, 1 or 2"), &mut self.p)?;
+        v.option(OptionInfo::new("margin", "margin"), &mut self.margin)?;
+        v.option(
+            OptionInfo::new("weight", "per-class weights w_c, ;-separated (C values)"),
+            &mut self.weight,
+        )?;
+        v.option(util::REDUCTION, &mut self.reduction)
+    }
+}
+
+impl Options for MultiLabelMarginConfig {
+    fn options(&mut self, v: &mut dyn OptionVisitor) -> kiln_tensor::Result<()> {
+        v.option(util::REDUCTION, &mut self.reduction)
+    }
+}
+
+impl Options for MultiLabelSoftMarginConfig {
+    fn options(&mut self, v: &mut dyn OptionVisitor) -> kiln_tensor::Result<()> {
+        v.option(
+            OptionInfo::new("weight", "per-class weights w_c, ;-separated (C values)"),
+            &mut self.weight,
+        )?;
+        v.option(util::REDUCTION, &mut self.reduction)
     }
 }

@@ -2,8 +2,8 @@
 use crate::error::{invalid, Result};
 use crate::reduction::Reduction;
 use crate::util::{self, fmt, kernel};
-use crate::Loss;
-use kiln_tensor::spec::Spec;
+use crate::{Loss, TargetKind, Targets};
+use kiln_tensor::spec::{OptionInfo, OptionVisitor, Options};
 use kiln_tensor::{Device, Kind, Tensor};
 
 /// Options of [`CtcLoss`]; `Default` is `nn.CTCLoss()`'s.
@@ -54,14 +54,6 @@ impl CtcLoss {
     /// The options.
     pub fn config(&self) -> &CtcConfig {
         &self.cfg
-    }
-    /// Reads `blank`, `reduction`, `zero_infinity` from a spec.
-    pub fn from_spec(spec: &mut Spec) -> Result<Self> {
-        Self::new(CtcConfig {
-            blank: spec.i64("blank")?.unwrap_or(0),
-            reduction: util::spec_reduction(spec, Self::NAME)?.unwrap_or_default(),
-            zero_infinity: spec.bool("zero_infinity")?.unwrap_or(false),
-        })
     }
 
     fn check(&self, log_probs: &Tensor, targets: &Tensor, il: &[i64], tl: &[i64]) -> Result<()> {
@@ -271,5 +263,27 @@ impl Loss for CtcLoss {
     }
     fn name(&self) -> &str {
         Self::NAME
+    }
+    fn targets(&self) -> Targets {
+        Targets::new(TargetKind::LabelSequences)
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Spec options: each config visits its fields once (see `kiln_tensor::spec::Options`).
+
+util::from_spec!(CtcLoss(CtcConfig));
+
+impl Options for CtcConfig {
+    fn options(&mut self, v: &mut dyn OptionVisitor) -> kiln_tensor::Result<()> {
+        v.option(
+            OptionInfo::new("blank", "index of the blank label"),
+            &mut self.blank,
+        )?;
+        v.option(util::REDUCTION, &mut self.reduction)?;
+        v.option(
+            OptionInfo::new("zero_infinity", "zero infinite losses and their gradients"),
+            &mut self.zero_infinity,
+        )
     }
 }

@@ -3,8 +3,8 @@
 use crate::error::{invalid, Result};
 use crate::reduction::Reduction;
 use crate::util::{self, fmt, kernel};
-use crate::Loss;
-use kiln_tensor::spec::Spec;
+use crate::{Loss, TargetKind, Targets};
+use kiln_tensor::spec::{OptionInfo, OptionValue, OptionVisitor, Options};
 use kiln_tensor::Tensor;
 use std::sync::Arc;
 
@@ -46,13 +46,6 @@ impl MarginRankingLoss {
     /// The options.
     pub fn config(&self) -> &MarginRankingConfig {
         &self.cfg
-    }
-    /// Reads `margin`, `reduction` from a spec.
-    pub fn from_spec(spec: &mut Spec) -> Result<Self> {
-        Self::new(MarginRankingConfig {
-            margin: spec.f64("margin")?.unwrap_or(0.0),
-            reduction: util::spec_reduction(spec, Self::NAME)?.unwrap_or_default(),
-        })
     }
 
     /// `MarginRankingLoss()(input1, input2, target)`: all three with the same
@@ -97,6 +90,9 @@ impl Loss for MarginRankingLoss {
     fn name(&self) -> &str {
         Self::NAME
     }
+    fn targets(&self) -> Targets {
+        Targets::new(TargetKind::Signs).stacked(2, 1)
+    }
 }
 
 // ---------------------------------------------------------------------------
@@ -132,13 +128,6 @@ impl CosineEmbeddingLoss {
     /// The options.
     pub fn config(&self) -> &CosineEmbeddingConfig {
         &self.cfg
-    }
-    /// Reads `margin`, `reduction` from a spec.
-    pub fn from_spec(spec: &mut Spec) -> Result<Self> {
-        Self::new(CosineEmbeddingConfig {
-            margin: spec.f64("margin")?.unwrap_or(0.0),
-            reduction: util::spec_reduction(spec, Self::NAME)?.unwrap_or_default(),
-        })
     }
 
     /// `CosineEmbeddingLoss()(input1, input2, target)`.
@@ -193,6 +182,9 @@ impl Loss for CosineEmbeddingLoss {
     }
     fn name(&self) -> &str {
         Self::NAME
+    }
+    fn targets(&self) -> Targets {
+        Targets::new(TargetKind::Signs).stacked(2, 1)
     }
 }
 
@@ -277,17 +269,6 @@ impl TripletMarginLoss {
     pub fn config(&self) -> &TripletMarginConfig {
         &self.cfg
     }
-    /// Reads `margin`, `p`, `eps`, `swap`, `reduction` from a spec.
-    pub fn from_spec(spec: &mut Spec) -> Result<Self> {
-        let d = TripletMarginConfig::default();
-        Self::new(TripletMarginConfig {
-            margin: spec.f64("margin")?.unwrap_or(d.margin),
-            p: spec.f64("p")?.unwrap_or(d.p),
-            eps: spec.f64("eps")?.unwrap_or(d.eps),
-            swap: spec.bool("swap")?.unwrap_or(d.swap),
-            reduction: util::spec_reduction(spec, Self::NAME)?.unwrap_or(d.reduction),
-        })
-    }
 
     /// `TripletMarginLoss()(anchor, positive, negative)`.
     pub fn forward3(
@@ -324,6 +305,12 @@ impl Loss for TripletMarginLoss {
     fn name(&self) -> &str {
         Self::NAME
     }
+    fn targets(&self) -> Targets {
+        Targets::new(TargetKind::Values {
+            one_hot_from_classes: false,
+        })
+        .stacked(1, 2)
+    }
 }
 
 // ---------------------------------------------------------------------------
@@ -350,6 +337,27 @@ impl std::fmt::Debug for TripletDistance {
             TripletDistance::Cosine => f.write_str("Cosine"),
             TripletDistance::Custom(_) => f.write_str("Custom(..)"),
         }
+    }
+}
+
+/// `pairwise` or `cosine` in specs. A [`TripletDistance::Custom`] function
+/// is written `custom`, which no spec can read back (it exists only in code).
+impl OptionValue for TripletDistance {
+    fn parse_text(&mut self, text: &str) -> std::result::Result<(), String> {
+        *self = match text {
+            "pairwise" => TripletDistance::Pairwise,
+            "cosine" => TripletDistance::Cosine,
+            _ => return Err("one of pairwise, cosine".into()),
+        };
+        Ok(())
+    }
+    fn format_text(&self) -> String {
+        match self {
+            TripletDistance::Pairwise => "pairwise",
+            TripletDistance::Cosine => "cosine",
+            TripletDistance::Custom(_) => "custom",
+        }
+        .into()
     }
 }
 
@@ -417,20 +425,6 @@ impl TripletMarginWithDistanceLoss {
     pub fn config(&self) -> &TripletMarginWithDistanceConfig {
         &self.cfg
     }
-    /// Reads `distance` (pairwise|cosine), `margin`, `swap`, `reduction` from a spec.
-    pub fn from_spec(spec: &mut Spec) -> Result<Self> {
-        let d = TripletMarginWithDistanceConfig::default();
-        let distance = match spec.choice("distance", &["pairwise", "cosine"])?.as_deref() {
-            Some("cosine") => TripletDistance::Cosine,
-            _ => TripletDistance::Pairwise,
-        };
-        Self::new(TripletMarginWithDistanceConfig {
-            distance,
-            margin: spec.f64("margin")?.unwrap_or(d.margin),
-            swap: spec.bool("swap")?.unwrap_or(d.swap),
-            reduction: util::spec_reduction(spec, Self::NAME)?.unwrap_or(d.reduction),
-        })
-    }
 
     /// `TripletMarginWithDistanceLoss(...)(anchor, positive, negative)`.
     pub fn forward3(
@@ -476,5 +470,76 @@ impl Loss for TripletMarginWithDistanceLoss {
     }
     fn name(&self) -> &str {
         Self::NAME
+    }
+    fn targets(&self) -> Targets {
+        Targets::new(TargetKind::Values {
+            one_hot_from_classes: false,
+        })
+        .stacked(1, 2)
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Spec options: each config visits its fields once (see `kiln_tensor::spec::Options`).
+
+util::from_spec!(
+    MarginRankingLoss(MarginRankingConfig),
+    CosineEmbeddingLoss(CosineEmbeddingConfig),
+    TripletMarginLoss(TripletMarginConfig),
+    TripletMarginWithDistanceLoss(TripletMarginWithDistanceConfig)
+);
+
+impl Options for MarginRankingConfig {
+    fn options(&mut self, v: &mut dyn OptionVisitor) -> kiln_tensor::Result<()> {
+        v.option(OptionInfo::new("margin", "margin"), &mut self.margin)?;
+        v.option(util::REDUCTION, &mut self.reduction)
+    }
+}
+
+impl Options for CosineEmbeddingConfig {
+    fn options(&mut self, v: &mut dyn OptionVisitor) -> kiln_tensor::Result<()> {
+        v.option(
+            OptionInfo::new("margin", "margin in [-1, 1]"),
+            &mut self.margin,
+        )?;
+        v.option(util::REDUCTION, &mut self.reduction)
+    }
+}
+
+impl Options for TripletMarginConfig {
+    fn options(&mut self, v: &mut dyn OptionVisitor) -> kiln_tensor::Result<()> {
+        v.option(OptionInfo::new("margin", "margin, > 0"), &mut self.margin)?;
+        v.option(
+            OptionInfo::new("p", "norm degree of the pairwise distance"),
+            &mut self.p,
+        )?;
+        v.option(
+            OptionInfo::new("eps", "added inside the pairwise distance"),
+            &mut self.eps,
+        )?;
+        v.option(
+            OptionInfo::new("swap", "use the distance swap"),
+            &mut self.swap,
+        )?;
+        v.option(util::REDUCTION, &mut self.reduction)
+    }
+}
+
+impl Options for TripletMarginWithDistanceConfig {
+    fn options(&mut self, v: &mut dyn OptionVisitor) -> kiln_tensor::Result<()> {
+        v.option(
+            OptionInfo::new(
+                "distance",
+                "pairwise | cosine (any function through the Rust API)",
+            )
+            .aliases(&["distance_function"]),
+            &mut self.distance,
+        )?;
+        v.option(OptionInfo::new("margin", "margin, > 0"), &mut self.margin)?;
+        v.option(
+            OptionInfo::new("swap", "use the distance swap"),
+            &mut self.swap,
+        )?;
+        v.option(util::REDUCTION, &mut self.reduction)
     }
 }

@@ -22,15 +22,8 @@ pub enum Error {
         #[source]
         source: kiln_tensor::Error,
     },
-    /// A spec string names no registered loss.
-    #[error("unknown loss '{name}'; accepted: {accepted}")]
-    UnknownLoss {
-        /// The name asked for.
-        name: String,
-        /// The registered names, comma-separated.
-        accepted: String,
-    },
-    /// An error from kiln-tensor (spec parsing, libtorch outside a loss kernel).
+    /// An error from kiln-tensor: a bad spec (unknown loss or option, bad
+    /// value), libtorch outside a loss kernel.
     #[error(transparent)]
     Tensor(#[from] kiln_tensor::Error),
 }

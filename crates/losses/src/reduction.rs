@@ -1,5 +1,6 @@
 //! Reductions over the per-element losses.
 use crate::error::{invalid, Result};
+use kiln_tensor::spec::Choice;
 use kiln_tensor::tch;
 
 /// How a loss reduces its per-element values (`reduction=` in PyTorch).
@@ -14,27 +15,26 @@ pub enum Reduction {
     Sum,
 }
 
+kiln_tensor::choices!(Reduction {
+    None = "none",
+    Mean = "mean",
+    Sum = "sum",
+});
+
 impl Reduction {
     /// The spec/PyTorch spelling: `none`, `mean` or `sum`.
     pub fn as_str(self) -> &'static str {
-        match self {
-            Reduction::None => "none",
-            Reduction::Mean => "mean",
-            Reduction::Sum => "sum",
-        }
+        self.word()
     }
 
     /// Parses `none`, `mean` or `sum`; `loss` names the loss in the error.
     pub fn parse(loss: &str, text: &str) -> Result<Self> {
-        match text {
-            "none" => Ok(Reduction::None),
-            "mean" => Ok(Reduction::Mean),
-            "sum" => Ok(Reduction::Sum),
-            other => Err(invalid(
+        Self::from_word(text).ok_or_else(|| {
+            invalid(
                 loss,
-                format!("reduction '{other}' is not one of none, mean, sum"),
-            )),
-        }
+                format!("reduction '{text}' is not {}", Self::expected()),
+            )
+        })
     }
 }
 
@@ -63,30 +63,27 @@ pub enum KlDivReduction {
     BatchMean,
 }
 
+kiln_tensor::choices!(KlDivReduction {
+    None = "none",
+    Mean = "mean",
+    Sum = "sum",
+    BatchMean = "batchmean",
+});
+
 impl KlDivReduction {
     /// The spec/PyTorch spelling.
     pub fn as_str(self) -> &'static str {
-        match self {
-            KlDivReduction::None => "none",
-            KlDivReduction::Mean => "mean",
-            KlDivReduction::Sum => "sum",
-            KlDivReduction::BatchMean => "batchmean",
-        }
+        self.word()
     }
 
     /// Parses `none`, `mean`, `sum` or `batchmean`.
     pub fn parse(loss: &str, text: &str) -> Result<Self> {
-        match text {
-            "batchmean" => Ok(KlDivReduction::BatchMean),
-            other => Reduction::parse(loss, other)
-                .map(KlDivReduction::from)
-                .map_err(|_| {
-                    invalid(
-                        loss,
-                        format!("reduction '{other}' is not one of none, mean, sum, batchmean"),
-                    )
-                }),
-        }
+        Self::from_word(text).ok_or_else(|| {
+            invalid(
+                loss,
+                format!("reduction '{text}' is not {}", Self::expected()),
+            )
+        })
     }
 }
 

@@ -3,8 +3,8 @@
 use crate::error::{invalid, Result};
 use crate::reduction::{KlDivReduction, Reduction};
 use crate::util::{self, fmt, kernel};
-use crate::Loss;
-use kiln_tensor::spec::Spec;
+use crate::{Loss, TargetKind, Targets};
+use kiln_tensor::spec::{OptionInfo, OptionVisitor, Options};
 use kiln_tensor::{tch, Tensor};
 
 /// Broadcasts input and target as `torch.broadcast_tensors` (PyTorch warns
@@ -61,12 +61,6 @@ impl L1Loss {
     pub fn config(&self) -> &L1Config {
         &self.cfg
     }
-    /// Reads `reduction` from a spec.
-    pub fn from_spec(spec: &mut Spec) -> Result<Self> {
-        Self::new(L1Config {
-            reduction: util::spec_reduction(spec, Self::NAME)?.unwrap_or_default(),
-        })
-    }
 }
 
 impl Loss for L1Loss {
@@ -76,6 +70,11 @@ impl Loss for L1Loss {
     }
     fn name(&self) -> &str {
         Self::NAME
+    }
+    fn targets(&self) -> Targets {
+        Targets::new(TargetKind::Values {
+            one_hot_from_classes: true,
+        })
     }
 }
 
@@ -97,12 +96,6 @@ impl MseLoss {
     pub fn config(&self) -> &MseConfig {
         &self.cfg
     }
-    /// Reads `reduction` from a spec.
-    pub fn from_spec(spec: &mut Spec) -> Result<Self> {
-        Self::new(MseConfig {
-            reduction: util::spec_reduction(spec, Self::NAME)?.unwrap_or_default(),
-        })
-    }
 }
 
 impl Loss for MseLoss {
@@ -112,6 +105,11 @@ impl Loss for MseLoss {
     }
     fn name(&self) -> &str {
         Self::NAME
+    }
+    fn targets(&self) -> Targets {
+        Targets::new(TargetKind::Values {
+            one_hot_from_classes: true,
+        })
     }
 }
 
@@ -159,14 +157,6 @@ impl HuberLoss {
     pub fn config(&self) -> &HuberConfig {
         &self.cfg
     }
-    /// Reads `reduction`, `delta` from a spec.
-    pub fn from_spec(spec: &mut Spec) -> Result<Self> {
-        let d = HuberConfig::default();
-        Self::new(HuberConfig {
-            reduction: util::spec_reduction(spec, Self::NAME)?.unwrap_or(d.reduction),
-            delta: spec.f64("delta")?.unwrap_or(d.delta),
-        })
-    }
 }
 
 impl Loss for HuberLoss {
@@ -179,6 +169,11 @@ impl Loss for HuberLoss {
     }
     fn name(&self) -> &str {
         Self::NAME
+    }
+    fn targets(&self) -> Targets {
+        Targets::new(TargetKind::Values {
+            one_hot_from_classes: true,
+        })
     }
 }
 
@@ -225,14 +220,6 @@ impl SmoothL1Loss {
     pub fn config(&self) -> &SmoothL1Config {
         &self.cfg
     }
-    /// Reads `reduction`, `beta` from a spec.
-    pub fn from_spec(spec: &mut Spec) -> Result<Self> {
-        let d = SmoothL1Config::default();
-        Self::new(SmoothL1Config {
-            reduction: util::spec_reduction(spec, Self::NAME)?.unwrap_or(d.reduction),
-            beta: spec.f64("beta")?.unwrap_or(d.beta),
-        })
-    }
 }
 
 impl Loss for SmoothL1Loss {
@@ -247,6 +234,11 @@ impl Loss for SmoothL1Loss {
     }
     fn name(&self) -> &str {
         Self::NAME
+    }
+    fn targets(&self) -> Targets {
+        Targets::new(TargetKind::Values {
+            one_hot_from_classes: true,
+        })
     }
 }
 
@@ -295,16 +287,6 @@ impl PoissonNllLoss {
     pub fn config(&self) -> &PoissonNllConfig {
         &self.cfg
     }
-    /// Reads `log_input`, `full`, `eps`, `reduction` from a spec.
-    pub fn from_spec(spec: &mut Spec) -> Result<Self> {
-        let d = PoissonNllConfig::default();
-        Self::new(PoissonNllConfig {
-            log_input: spec.bool("log_input")?.unwrap_or(d.log_input),
-            full: spec.bool("full")?.unwrap_or(d.full),
-            eps: spec.f64("eps")?.unwrap_or(d.eps),
-            reduction: util::spec_reduction(spec, Self::NAME)?.unwrap_or(d.reduction),
-        })
-    }
 }
 
 impl Loss for PoissonNllLoss {
@@ -321,6 +303,11 @@ impl Loss for PoissonNllLoss {
     }
     fn name(&self) -> &str {
         Self::NAME
+    }
+    fn targets(&self) -> Targets {
+        Targets::new(TargetKind::Values {
+            one_hot_from_classes: false,
+        })
     }
 }
 
@@ -370,15 +357,6 @@ impl GaussianNllLoss {
     /// The options.
     pub fn config(&self) -> &GaussianNllConfig {
         &self.cfg
-    }
-    /// Reads `full`, `eps`, `reduction` from a spec.
-    pub fn from_spec(spec: &mut Spec) -> Result<Self> {
-        let d = GaussianNllConfig::default();
-        Self::new(GaussianNllConfig {
-            full: spec.bool("full")?.unwrap_or(d.full),
-            eps: spec.f64("eps")?.unwrap_or(d.eps),
-            reduction: util::spec_reduction(spec, Self::NAME)?.unwrap_or(d.reduction),
-        })
     }
 
     /// The loss of Gaussian means `input` with variances `var` against `target`
@@ -467,6 +445,12 @@ impl Loss for GaussianNllLoss {
     fn name(&self) -> &str {
         Self::NAME
     }
+    fn targets(&self) -> Targets {
+        Targets::new(TargetKind::Values {
+            one_hot_from_classes: false,
+        })
+        .stacked(2, 1)
+    }
 }
 
 // ---------------------------------------------------------------------------
@@ -501,17 +485,6 @@ impl KlDivLoss {
     pub fn config(&self) -> &KlDivConfig {
         &self.cfg
     }
-    /// Reads `reduction` (none|mean|sum|batchmean), `log_target` from a spec.
-    pub fn from_spec(spec: &mut Spec) -> Result<Self> {
-        let reduction = match spec.raw("reduction") {
-            None => KlDivReduction::default(),
-            Some(v) => KlDivReduction::parse(Self::NAME, &v)?,
-        };
-        Self::new(KlDivConfig {
-            reduction,
-            log_target: spec.bool("log_target")?.unwrap_or(false),
-        })
-    }
 }
 
 impl Loss for KlDivLoss {
@@ -533,5 +506,106 @@ impl Loss for KlDivLoss {
     }
     fn name(&self) -> &str {
         Self::NAME
+    }
+    fn targets(&self) -> Targets {
+        Targets::new(TargetKind::Values {
+            one_hot_from_classes: false,
+        })
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Spec options: each config visits its fields once (see `kiln_tensor::spec::Options`).
+
+util::from_spec!(
+    L1Loss(L1Config),
+    MseLoss(MseConfig),
+    HuberLoss(HuberConfig),
+    SmoothL1Loss(SmoothL1Config),
+    PoissonNllLoss(PoissonNllConfig),
+    GaussianNllLoss(GaussianNllConfig),
+    KlDivLoss(KlDivConfig)
+);
+
+impl Options for L1Config {
+    fn options(&mut self, v: &mut dyn OptionVisitor) -> kiln_tensor::Result<()> {
+        v.option(util::REDUCTION, &mut self.reduction)
+    }
+}
+
+impl Options for MseConfig {
+    fn options(&mut self, v: &mut dyn OptionVisitor) -> kiln_tensor::Result<()> {
+        v.option(util::REDUCTION, &mut self.reduction)
+    }
+}
+
+impl Options for HuberConfig {
+    fn options(&mut self, v: &mut dyn OptionVisitor) -> kiln_tensor::Result<()> {
+        v.option(util::REDUCTION, &mut self.reduction)?;
+        v.option(
+            OptionInfo::new(
+                "delta",
+                "threshold between the quadratic and linear parts, > 0",
+            ),
+            &mut self.delta,
+        )
+    }
+}
+
+impl Options for SmoothL1Config {
+    fn options(&mut self, v: &mut dyn OptionVisitor) -> kiln_tensor::Result<()> {
+        v.option(util::REDUCTION, &mut self.reduction)?;
+        v.option(
+            OptionInfo::new(
+                "beta",
+                "threshold between the quadratic and linear parts, >= 0",
+            ),
+            &mut self.beta,
+        )
+    }
+}
+
+impl Options for PoissonNllConfig {
+    fn options(&mut self, v: &mut dyn OptionVisitor) -> kiln_tensor::Result<()> {
+        v.option(
+            OptionInfo::new("log_input", "the input is log(rate)"),
+            &mut self.log_input,
+        )?;
+        v.option(
+            OptionInfo::new("full", "add the Stirling approximation term"),
+            &mut self.full,
+        )?;
+        v.option(
+            OptionInfo::new(
+                "eps",
+                "added to the rate before the log when log_input=false",
+            ),
+            &mut self.eps,
+        )?;
+        v.option(util::REDUCTION, &mut self.reduction)
+    }
+}
+
+impl Options for GaussianNllConfig {
+    fn options(&mut self, v: &mut dyn OptionVisitor) -> kiln_tensor::Result<()> {
+        v.option(
+            OptionInfo::new("full", "add the constant 0.5 log(2 pi)"),
+            &mut self.full,
+        )?;
+        v.option(
+            OptionInfo::new("eps", "variances are clamped to at least eps"),
+            &mut self.eps,
+        )?;
+        v.option(util::REDUCTION, &mut self.reduction)
+    }
+}
+
+impl Options for KlDivConfig {
+    fn options(&mut self, v: &mut dyn OptionVisitor) -> kiln_tensor::Result<()> {
+        v.option(util::KL_REDUCTION, &mut self.reduction)?;
+        v.option(
+            OptionInfo::new("log_target", "the target is given as log-probabilities"),
+            &mut self.log_target,
+        )
     }
 }

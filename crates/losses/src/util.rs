@@ -1,7 +1,7 @@
 //! Shared checks and helpers (crate-private).
 use crate::error::{invalid, Error, Result};
 use crate::reduction::Reduction;
-use kiln_tensor::spec::Spec;
+use kiln_tensor::spec::OptionInfo;
 use kiln_tensor::tch::TchError;
 use kiln_tensor::{Kind, Tensor};
 
@@ -219,13 +219,32 @@ pub(crate) fn reduce(loss: &str, t: Tensor, r: Reduction) -> Result<Tensor> {
     }
 }
 
-/// Reads `reduction=` from a spec.
-pub(crate) fn spec_reduction(spec: &mut Spec, loss: &str) -> Result<Option<Reduction>> {
-    match spec.raw("reduction") {
-        None => Ok(None),
-        Some(v) => Reduction::parse(loss, &v).map(Some),
-    }
+/// `Loss::from_spec`: the loss' options read from a spec into its config's
+/// `Default` (as the registry does), then `new`.
+macro_rules! from_spec {
+    ($($loss:ident($cfg:ident)),+ $(,)?) => {$(
+        impl $loss {
+            /// Builds the loss from a spec's options, read into the config's
+            /// `Default` ([`Spec::apply`](kiln_tensor::spec::Spec::apply));
+            /// the registry does the same from a resolved spec.
+            pub fn from_spec(spec: &mut kiln_tensor::spec::Spec) -> Result<Self> {
+                let mut cfg = $cfg::default();
+                spec.apply(&mut cfg)?;
+                Self::new(cfg)
+            }
+        }
+    )+};
 }
+pub(crate) use from_spec;
+
+/// The `reduction` option of the losses (`Reduction`).
+pub(crate) const REDUCTION: OptionInfo = OptionInfo::new("reduction", "none | mean | sum");
+
+/// KL divergence's `reduction` option (`KlDivReduction`).
+pub(crate) const KL_REDUCTION: OptionInfo = OptionInfo::new(
+    "reduction",
+    "none | mean | sum | batchmean (the KL divergence)",
+);
 
 /// Splits `t` along dim 0 into exactly `n` tensors (inputs stacked for
 /// [`Loss::forward`](crate::Loss::forward) of multi-input losses).

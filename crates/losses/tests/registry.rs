@@ -50,8 +50,15 @@ fn unknown_name_lists_accepted() -> Result<()> {
     let msg = err_msg(registry().build("cross-entropi:ignore_index=3"))?;
     ensure!(
         msg == format!(
-            "unknown loss 'cross-entropi'; accepted: {}",
+            "unknown loss 'cross-entropi' (did you mean 'cross-entropy'?); accepted: {}",
             NAMES.join(", ")
+        ),
+        "{msg}"
+    );
+    let msg = err_msg(registry().build("MSEloss"))?;
+    ensure!(
+        msg.starts_with(
+            "unknown loss 'MSEloss' (did you mean 'MSELoss'?); accepted: cross-entropy, nll"
         ),
         "{msg}"
     );
@@ -62,7 +69,7 @@ fn unknown_name_lists_accepted() -> Result<()> {
 fn unknown_option_lists_accepted() -> Result<()> {
     let msg = err_msg(registry().build("cross-entropy:smoothing=0.1"))?;
     ensure!(
-        msg == "cross-entropy: unknown option(s) smoothing; accepted: weight, ignore_index, reduction, label_smoothing",
+        msg == "cross-entropy: unknown option(s) smoothing (did you mean label_smoothing?); accepted: weight, ignore_index, reduction, label_smoothing",
         "{msg}"
     );
     let msg = err_msg(registry().build("mse:delta=1"))?;
@@ -81,11 +88,11 @@ fn bad_values_are_named() -> Result<()> {
         ("huber:delta=-1", "huber: delta must be > 0, got -1"),
         (
             "mse:reduction=avg",
-            "mse: reduction 'avg' is not one of none, mean, sum",
+            "mse: option reduction=avg is not one of none, mean, sum",
         ),
         (
             "kl-div:reduction=avg",
-            "kl-div: reduction 'avg' is not one of none, mean, sum, batchmean",
+            "kl-div: option reduction=avg is not one of none, mean, sum, batchmean",
         ),
         (
             "nll:ignore_index=1.5",
@@ -97,11 +104,11 @@ fn bad_values_are_named() -> Result<()> {
         ),
         (
             "cross-entropy:weight=1;x",
-            "cross-entropy: option weight=1;x is not a ;-separated list of numbers",
+            "cross-entropy: option weight=1;x is not none or a ;-separated list of numbers",
         ),
         (
             "bce-with-logits:pos_weight=a",
-            "bce-with-logits: option pos_weight=a is not a ;-separated list of numbers",
+            "bce-with-logits: option pos_weight=a is not none or a ;-separated list of numbers",
         ),
         (
             "ctc:zero_infinity=yes",
@@ -159,55 +166,338 @@ fn spec_options_reach_the_loss() -> Result<()> {
 
 #[test]
 fn describe_lists_names_summaries_and_defaults() -> Result<()> {
-    let text = registry().describe();
-    for name in NAMES {
+    let r = registry();
+    let text = r.describe();
+    ensure!(
+        text.starts_with("Losses (spec: NAME[:key=value,...]"),
+        "{text}"
+    );
+    for e in r.entries() {
         ensure!(
-            text.lines().any(|l| l.starts_with(name)),
-            "{name} missing from describe()"
+            text.contains(&format!(
+                "\n{} ({})\n    {}\n",
+                e.name,
+                e.aliases.join(", "),
+                e.summary
+            )),
+            "{} missing from describe():\n{text}",
+            e.name
+        );
+        for o in &e.options {
+            let default = o.default.as_deref().unwrap_or("?");
+            ensure!(
+                text.contains(&format!("    {}={default} ", o.name)),
+                "{}: {} missing from describe()",
+                e.name,
+                o.name
+            );
+        }
+    }
+    for want in [
+        "label_smoothing=0.0",
+        "ignore_index=-100",
+        "reduction=mean",
+        "batchmean",
+        "distance=pairwise",
+        "(also distance_function)",
+        "eps=1e-08",
+        "log_input=true",
+    ] {
+        ensure!(text.contains(want), "{want} missing from\n{text}");
+    }
+    Ok(())
+}
+
+/// Every entry's documented defaults are its config's `Default`, and its
+/// resolved spec (name alone) is that config written as a spec.
+#[test]
+fn defaults_come_from_the_configs() -> Result<()> {
+    use kiln_tensor::spec::Spec;
+    fn written<C: kiln_tensor::spec::Options + Default>(name: &str) -> Result<Spec> {
+        Ok(Spec::from_config(name, &mut C::default())?)
+    }
+    let r = registry();
+    let pairs: Vec<(&str, Spec)> = vec![
+        (
+            "cross-entropy",
+            written::<CrossEntropyConfig>("cross-entropy")?,
+        ),
+        ("nll", written::<NllConfig>("nll")?),
+        ("mse", written::<MseConfig>("mse")?),
+        ("l1", written::<L1Config>("l1")?),
+        ("ctc", written::<CtcConfig>("ctc")?),
+        ("poisson-nll", written::<PoissonNllConfig>("poisson-nll")?),
+        (
+            "gaussian-nll",
+            written::<GaussianNllConfig>("gaussian-nll")?,
+        ),
+        ("kl-div", written::<KlDivConfig>("kl-div")?),
+        ("bce", written::<BceConfig>("bce")?),
+        (
+            "bce-with-logits",
+            written::<BceWithLogitsConfig>("bce-with-logits")?,
+        ),
+        (
+            "margin-ranking",
+            written::<MarginRankingConfig>("margin-ranking")?,
+        ),
+        (
+            "hinge-embedding",
+            written::<HingeEmbeddingConfig>("hinge-embedding")?,
+        ),
+        (
+            "multilabel-margin",
+            written::<MultiLabelMarginConfig>("multilabel-margin")?,
+        ),
+        ("huber", written::<HuberConfig>("huber")?),
+        ("smooth-l1", written::<SmoothL1Config>("smooth-l1")?),
+        ("soft-margin", written::<SoftMarginConfig>("soft-margin")?),
+        (
+            "multilabel-soft-margin",
+            written::<MultiLabelSoftMarginConfig>("multilabel-soft-margin")?,
+        ),
+        (
+            "cosine-embedding",
+            written::<CosineEmbeddingConfig>("cosine-embedding")?,
+        ),
+        (
+            "multi-margin",
+            written::<MultiMarginConfig>("multi-margin")?,
+        ),
+        (
+            "triplet-margin",
+            written::<TripletMarginConfig>("triplet-margin")?,
+        ),
+        (
+            "triplet-margin-with-distance",
+            written::<TripletMarginWithDistanceConfig>("triplet-margin-with-distance")?,
+        ),
+    ];
+    ensure!(pairs.len() == r.names().len());
+    for (name, want) in pairs {
+        let resolved = r.resolve(&name.parse()?)?;
+        ensure!(
+            resolved == want,
+            "{name}: resolved {resolved}, Default gives {want}"
         );
     }
+    let ce = r.resolve(&"cross-entropy".parse()?)?;
     ensure!(
-        text.contains("label_smoothing") && text.contains("[0]"),
-        "{text}"
+        ce.to_string()
+            == "cross-entropy:weight=none,ignore_index=-100,reduction=mean,label_smoothing=0.0",
+        "{ce}"
     );
+    Ok(())
+}
+
+/// One naming style: canonical names are kebab-case.
+fn is_kebab(name: &str) -> bool {
+    !name.is_empty()
+        && !name.starts_with('-')
+        && !name.ends_with('-')
+        && name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+}
+
+/// Resolving gives canonical text that builds the same loss and resolves to
+/// itself; PyTorch's class names and argument names are aliases.
+#[test]
+fn resolved_specs_round_trip() -> Result<()> {
+    let r = registry();
+    for e in r.entries() {
+        ensure!(is_kebab(&e.name), "{} is not kebab-case", e.name);
+        let resolved = r.resolve(&e.name.parse()?)?;
+        ensure!(
+            r.resolve(&resolved)? == resolved,
+            "{resolved} is not a fixed point"
+        );
+        let loss = r.build(&resolved.to_string())?;
+        ensure!(loss.name() == e.name, "{} built {}", e.name, loss.name());
+        for alias in &e.aliases {
+            ensure!(r.resolve(&alias.parse()?)? == resolved, "alias {alias}");
+        }
+    }
+    let given =
+        "CrossEntropyLoss: label_smoothing=1e-1, ignore_index=3, weight=[1;2;0.5;1], reduction=sum";
+    let resolved = r.resolve(&given.parse()?)?;
     ensure!(
-        text.contains("ignore_index") && text.contains("[-100]"),
-        "{text}"
+        resolved.to_string()
+            == "cross-entropy:weight=1.0;2.0;0.5;1.0,ignore_index=3,reduction=sum,label_smoothing=0.1",
+        "{resolved}"
     );
-    ensure!(text.contains("batchmean"), "{text}");
+    let x = randn(&[6, 4])?;
+    let y = ti(&[0, 3, 1, 2, 3, 3], &[6])?;
+    let a = common::scalar(&r.build(given)?.forward(&x, &y)?)?;
+    let b = common::scalar(&r.build(&resolved.to_string())?.forward(&x, &y)?)?;
+    ensure!(a.to_bits() == b.to_bits(), "{a} != {b}");
+    let t = r.resolve(&"TripletMarginWithDistanceLoss:distance_function=cosine".parse()?)?;
+    ensure!(
+        t.to_string()
+            == "triplet-margin-with-distance:distance=cosine,margin=1.0,swap=false,reduction=mean",
+        "{t}"
+    );
+    let h = r.build("HuberLoss:delta=0.5")?;
+    ensure!(h.name() == "huber");
+    Ok(())
+}
+
+#[test]
+fn every_loss_declares_its_targets() -> Result<()> {
+    let r = registry();
+    let plain = Targets::new;
+    let values = |one_hot| TargetKind::Values {
+        one_hot_from_classes: one_hot,
+    };
+    let want = [
+        (
+            "cross-entropy",
+            plain(TargetKind::ClassIndices {
+                probabilities: true,
+            }),
+        ),
+        (
+            "nll",
+            plain(TargetKind::ClassIndices {
+                probabilities: false,
+            }),
+        ),
+        ("mse", plain(values(true))),
+        ("l1", plain(values(true))),
+        ("ctc", plain(TargetKind::LabelSequences)),
+        ("poisson-nll", plain(values(false))),
+        ("gaussian-nll", plain(values(false)).stacked(2, 1)),
+        ("kl-div", plain(values(false))),
+        ("bce", plain(values(false))),
+        ("bce-with-logits", plain(values(false))),
+        ("margin-ranking", plain(TargetKind::Signs).stacked(2, 1)),
+        ("hinge-embedding", plain(TargetKind::Signs)),
+        ("multilabel-margin", plain(TargetKind::ClassIndexLists)),
+        ("huber", plain(values(true))),
+        ("smooth-l1", plain(values(true))),
+        ("soft-margin", plain(TargetKind::Signs)),
+        ("multilabel-soft-margin", plain(values(false))),
+        ("cosine-embedding", plain(TargetKind::Signs).stacked(2, 1)),
+        (
+            "multi-margin",
+            plain(TargetKind::ClassIndices {
+                probabilities: false,
+            }),
+        ),
+        ("triplet-margin", plain(values(false)).stacked(1, 2)),
+        (
+            "triplet-margin-with-distance",
+            plain(values(false)).stacked(1, 2),
+        ),
+    ];
+    ensure!(want.len() == 21);
+    for (name, targets) in want {
+        let got = r.build(name)?.targets();
+        ensure!(got == targets, "{name}: {got:?}, want {targets:?}");
+    }
+    // What the training loop asks.
+    let ce = r.build("cross-entropy")?.targets();
+    ensure!(ce.takes_class_indices() && !ce.takes_values() && !ce.one_hot_from_classes());
+    let mse = r.build("mse")?.targets();
+    ensure!(!mse.takes_class_indices() && mse.takes_values() && mse.one_hot_from_classes());
+    let bce = r.build("bce")?.targets();
+    ensure!(!bce.takes_class_indices() && bce.takes_values() && !bce.one_hot_from_classes());
+    ensure!(!r.build("margin-ranking")?.targets().is_plain() && ce.is_plain());
+    ensure!(ce.kind.to_string() == "class indices (int64) or class probabilities");
+    let closure = |x: &Tensor, _: &Tensor| -> kiln_losses::Result<Tensor> { Ok(x.shallow_clone()) };
+    let any = closure.targets();
+    ensure!(any == Targets::ANY && any.takes_class_indices() && any.takes_values());
     Ok(())
 }
 
 #[test]
 fn downstream_crates_register_their_own() -> Result<()> {
+    use kiln_tensor::spec::{OptionDoc, OptionInfo, OptionVisitor, Options, Spec};
+    use std::sync::Arc;
     let mut r = registry();
-    r.register(LossEntry::new(
-        "scaled-mse",
-        "MSE times a factor",
-        vec![LossOption::new("scale", "1", "the factor")],
-        |spec| {
-            let scale = spec.f64("scale")?.unwrap_or(1.0);
-            let mse = MseLoss::default();
-            Ok(Box::new(
-                move |x: &Tensor, y: &Tensor| -> kiln_losses::Result<Tensor> {
-                    Ok(mse.forward(x, y)?.f_mul_scalar(scale)?)
-                },
-            ) as Box<dyn Loss>)
-        },
-    ));
-    ensure!(r.names().len() == 22 && r.names().contains(&"scaled-mse"));
-    let l = r.build("scaled-mse:scale=2")?;
+    // A closure builder with a hand-written option.
+    r.register(
+        LossEntry::new(
+            "scaled-mse",
+            "MSE times a factor",
+            Arc::new(|spec: &mut Spec| -> kiln_losses::Result<Box<dyn Loss>> {
+                let scale = spec.f64("scale")?.unwrap_or(1.0);
+                let mse = MseLoss::default();
+                Ok(Box::new(
+                    move |x: &Tensor, y: &Tensor| -> kiln_losses::Result<Tensor> {
+                        Ok(mse.forward(x, y)?.f_mul_scalar(scale)?)
+                    },
+                ))
+            }),
+        )
+        .alias("ScaledMSELoss")
+        .option(OptionDoc::new("scale", 1.0, "the factor").alias("factor")),
+    );
+    // A config-based loss: options and defaults from its config.
+    #[derive(Debug, Clone, PartialEq)]
+    struct FocalConfig {
+        gamma: f64,
+    }
+    impl Default for FocalConfig {
+        fn default() -> Self {
+            Self { gamma: 2.0 }
+        }
+    }
+    impl Options for FocalConfig {
+        fn options(&mut self, v: &mut dyn OptionVisitor) -> kiln_tensor::Result<()> {
+            v.option(
+                OptionInfo::new("gamma", "focusing parameter"),
+                &mut self.gamma,
+            )
+        }
+    }
+    struct Focal(FocalConfig);
+    impl Loss for Focal {
+        fn forward(&self, input: &Tensor, _target: &Tensor) -> kiln_losses::Result<Tensor> {
+            Ok(input.f_mul_scalar(self.0.gamma)?.f_sum(Kind::Double)?)
+        }
+        fn name(&self) -> &str {
+            "focal"
+        }
+        fn targets(&self) -> Targets {
+            Targets::new(TargetKind::ClassIndices {
+                probabilities: false,
+            })
+        }
+    }
+    r.register(loss_entry("focal", "focal loss", |c: FocalConfig| {
+        Ok(Focal(c))
+    }));
+    ensure!(r.names().len() == 23 && r.names().contains(&"scaled-mse"));
+    let l = r.build("ScaledMSELoss:factor=2")?;
     ensure!(l.name() == "custom");
     let (x, y) = (randn(&[4])?, randn(&[4])?);
     let a = common::scalar(&l.forward(&x, &y)?)?;
     let b = common::scalar(&MseLoss::default().forward(&x, &y)?)?;
     ensure!(a == 2.0 * b);
-    let msg = err_msg(r.build("scaled-mse:factor=2"))?;
+    let msg = err_msg(r.build("scaled-mse:scael=2"))?;
     ensure!(
-        msg == "scaled-mse: unknown option(s) factor; accepted: scale",
+        msg == "scaled-mse: unknown option(s) scael (did you mean scale?); accepted: scale",
         "{msg}"
     );
-    ensure!(r.describe().contains("scaled-mse"));
+    ensure!(r.resolve(&"scaled-mse".parse()?)?.to_string() == "scaled-mse:scale=1.0");
+    let focal = r.build("focal:gamma=3")?;
+    ensure!(focal.name() == "focal" && !focal.targets().takes_values());
+    ensure!(common::scalar(&focal.forward(&common::t64(&[1.0, 2.0], &[2])?, &y)?)? == 9.0);
+    ensure!(r.resolve(&"focal".parse()?)?.to_string() == "focal:gamma=2.0");
+    // Registering a name again replaces the entry.
+    r.register(loss_entry("focal", "focal loss v2", |c: FocalConfig| {
+        Ok(Focal(c))
+    }));
+    ensure!(
+        r.names().len() == 23
+            && r.get("focal").map(|e| e.summary.as_str()) == Some("focal loss v2")
+    );
+    let text = r.describe();
+    ensure!(
+        text.contains("scaled-mse (ScaledMSELoss)") && text.contains("gamma=2.0"),
+        "{text}"
+    );
     Ok(())
 }
 

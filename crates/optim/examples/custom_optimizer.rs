@@ -4,12 +4,13 @@
 //! Only the update rule and the hyperparameter table are written here; the
 //! generic [`kiln_optim::Grouped`] adaptor turns it into a full [`Optimizer`] (param
 //! groups, named state, state dicts, `zero_grad`, hyperparameter access for
-//! schedulers), and the registry makes it available by spec string.
+//! schedulers), and the registry makes it available by spec string, with its
+//! options and defaults (from the table and `Default`) in `describe()`.
 //!
 //! ```text
 //! cargo run -p kiln-optim --example custom_optimizer
 //! ```
-use kiln_optim::{optimizers, NamedParameter, Optimizer, ParamState, Result, Rule};
+use kiln_optim::{optimizers, rule_entry, NamedParameter, Optimizer, ParamState, Result, Rule};
 use kiln_tensor::{ops, tch, Device, Kind, Reduction, Tensor};
 
 /// Lion's hyperparameters.
@@ -32,7 +33,11 @@ impl Default for LionConfig {
 
 impl Rule for LionConfig {
     const NAME: &'static str = "lion";
-    const HYPERPARAMETERS: &'static [&'static str] = &["lr", "betas.0", "betas.1", "weight_decay"];
+    kiln_optim::hyperparameter_table! {
+        lr: f64 = "learning rate",
+        betas: (f64, f64) = "interpolation factors of the update and of the momentum",
+        weight_decay: f64 = "decoupled weight decay",
+    }
 
     fn validate(&self) -> Result<()> {
         if self.lr.is_nan() || self.lr < 0.0 {
@@ -42,27 +47,6 @@ impl Rule for LionConfig {
             )));
         }
         Ok(())
-    }
-
-    fn get(&self, name: &str) -> Option<f64> {
-        Some(match name {
-            "lr" => self.lr,
-            "betas.0" => self.betas.0,
-            "betas.1" => self.betas.1,
-            "weight_decay" => self.weight_decay,
-            _ => return None,
-        })
-    }
-
-    fn set(&mut self, name: &str, value: f64) -> bool {
-        match name {
-            "lr" => self.lr = value,
-            "betas.0" => self.betas.0 = value,
-            "betas.1" => self.betas.1 = value,
-            "weight_decay" => self.weight_decay = value,
-            _ => return false,
-        }
-        true
     }
 
     /// c = β1 m + (1 − β1) g;  θ ← θ (1 − γλ) − γ sign(c);  m ← β2 m + (1 − β2) g
@@ -105,16 +89,11 @@ fn main() -> std::result::Result<(), Box<dyn std::error::Error>> {
 
     // Register it next to the built-in optimizers and build it from a spec.
     let mut registry = optimizers();
-    registry.register_rule::<LionConfig>();
-    let mut opt: Box<dyn Optimizer> = registry.build("lion:lr=0.01,betas=0.9;0.9", params)?;
-    println!(
-        "{}",
-        registry
-            .describe()
-            .lines()
-            .find(|l| l.starts_with("lion"))
-            .unwrap_or_default()
-    );
+    registry
+        .register(rule_entry::<LionConfig>("Lion: sign of an interpolated momentum").alias("Lion"));
+    let spec = "Lion:lr=0.01,betas=0.9;0.9";
+    println!("{spec} resolves to {}", registry.resolve(&spec.parse()?)?);
+    let mut opt: Box<dyn Optimizer> = registry.build(spec, params)?;
 
     let mut first = None;
     let mut last = 0.0;

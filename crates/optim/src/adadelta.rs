@@ -53,11 +53,11 @@ impl AdadeltaConfig {
 impl Rule for AdadeltaConfig {
     const NAME: &'static str = "adadelta";
     crate::hyperparameter_table! {
-        "lr" => lr: f64,
-        "rho" => rho: f64,
-        "eps" => eps: f64,
-        "weight_decay" => weight_decay: f64,
-        "maximize" => maximize: bool,
+        lr: f64 = "coefficient scaling the delta",
+        rho: f64 = "decay rate of the running averages",
+        eps: f64 = "term added inside the square roots for numerical stability",
+        weight_decay: f64 = "L2 penalty added to the gradient",
+        maximize: bool = "maximise the objective instead of minimising it",
     }
 
     fn validate(&self) -> Result<()> {

@@ -58,42 +58,14 @@ impl AdafactorConfig {
 
 impl Rule for AdafactorConfig {
     const NAME: &'static str = "adafactor";
-    /// `eps.0` reads as NaN while it is `None`; setting it to NaN makes it `None`.
-    const HYPERPARAMETERS: &'static [&'static str] = &[
-        "lr",
-        "beta2_decay",
-        "eps.0",
-        "eps.1",
-        "d",
-        "weight_decay",
-        "maximize",
-    ];
-
-    fn get(&self, name: &str) -> Option<f64> {
-        Some(match name {
-            "lr" => self.lr,
-            "beta2_decay" => self.beta2_decay,
-            "eps.0" => self.eps.0.unwrap_or(f64::NAN),
-            "eps.1" => self.eps.1,
-            "d" => self.d,
-            "weight_decay" => self.weight_decay,
-            "maximize" => f64::from(u8::from(self.maximize)),
-            _ => return None,
-        })
-    }
-
-    fn set(&mut self, name: &str, value: f64) -> bool {
-        match name {
-            "lr" => self.lr = value,
-            "beta2_decay" => self.beta2_decay = value,
-            "eps.0" => self.eps.0 = (!value.is_nan()).then_some(value),
-            "eps.1" => self.eps.1 = value,
-            "d" => self.d = value,
-            "weight_decay" => self.weight_decay = value,
-            "maximize" => self.maximize = value != 0.0,
-            _ => return false,
-        }
-        true
+    // `eps.0` reads as NaN while it is `None`; setting it to NaN makes it `None`.
+    crate::hyperparameter_table! {
+        lr: f64 = "learning rate",
+        beta2_decay: f64 = "decay exponent of beta2",
+        eps: (Option<f64>, f64) = "(eps1, eps2): eps1 none means the dtype's machine epsilon",
+        d: f64 = "clipping threshold of the update's RMS",
+        weight_decay: f64 = "decoupled weight decay",
+        maximize: bool = "maximise the objective instead of minimising it",
     }
 
     fn validate(&self) -> Result<()> {

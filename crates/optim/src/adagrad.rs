@@ -54,12 +54,12 @@ impl AdagradConfig {
 impl Rule for AdagradConfig {
     const NAME: &'static str = "adagrad";
     crate::hyperparameter_table! {
-        "lr" => lr: f64,
-        "lr_decay" => lr_decay: f64,
-        "weight_decay" => weight_decay: f64,
-        "initial_accumulator_value" => initial_accumulator_value: f64,
-        "eps" => eps: f64,
-        "maximize" => maximize: bool,
+        lr: f64 = "learning rate",
+        lr_decay: f64 = "learning-rate decay",
+        weight_decay: f64 = "L2 penalty added to the gradient",
+        initial_accumulator_value: f64 = "initial value of the sum of squares",
+        eps: f64 = "term added to the denominator for numerical stability",
+        maximize: bool = "maximise the objective instead of minimising it",
     }
 
     fn validate(&self) -> Result<()> {

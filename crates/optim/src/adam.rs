@@ -184,10 +184,10 @@ impl Rule for AdamConfig {
     const NAME: &'static str = "adam";
     crate::hyperparameter_table! {
         @adam_like
-        "amsgrad" => amsgrad: bool,
-        "maximize" => maximize: bool,
-        "decoupled_weight_decay" => decoupled_weight_decay: bool,
-        "fused" => fused: bool,
+        amsgrad: bool = "AMSGrad: divide by the running maximum of the second moment",
+        maximize: bool = "maximise the objective instead of minimising it",
+        decoupled_weight_decay: bool = "decay the weights directly (AdamW) instead of adding L2 to the gradient",
+        fused: bool = "libtorch's one-pass multi-tensor kernel (PyTorch's fused=True numbers)",
     }
 
     fn validate(&self) -> Result<()> {
@@ -271,9 +271,9 @@ impl Rule for AdamWConfig {
     const NAME: &'static str = "adamw";
     crate::hyperparameter_table! {
         @adam_like
-        "amsgrad" => amsgrad: bool,
-        "maximize" => maximize: bool,
-        "fused" => fused: bool,
+        amsgrad: bool = "AMSGrad: divide by the running maximum of the second moment",
+        maximize: bool = "maximise the objective instead of minimising it",
+        fused: bool = "libtorch's one-pass multi-tensor kernel (PyTorch's fused=True numbers)",
     }
 
     fn validate(&self) -> Result<()> {

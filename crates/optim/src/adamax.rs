@@ -54,7 +54,7 @@ impl Rule for AdamaxConfig {
     const NAME: &'static str = "adamax";
     crate::hyperparameter_table! {
         @adam_like
-        "maximize" => maximize: bool,
+        maximize: bool = "maximise the objective instead of minimising it",
     }
 
     fn validate(&self) -> Result<()> {

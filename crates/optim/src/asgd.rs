@@ -55,12 +55,12 @@ impl AsgdConfig {
 impl Rule for AsgdConfig {
     const NAME: &'static str = "asgd";
     crate::hyperparameter_table! {
-        "lr" => lr: f64,
-        "lambd" => lambd: f64,
-        "alpha" => alpha: f64,
-        "t0" => t0: f64,
-        "weight_decay" => weight_decay: f64,
-        "maximize" => maximize: bool,
+        lr: f64 = "learning rate",
+        lambd: f64 = "decay term",
+        alpha: f64 = "power for the eta update",
+        t0: f64 = "step at which averaging starts",
+        weight_decay: f64 = "L2 penalty added to the gradient",
+        maximize: bool = "maximise the objective instead of minimising it",
     }
 
     fn validate(&self) -> Result<()> {

@@ -14,10 +14,9 @@
 //! exactly where PyTorch's float32 tensors do, so float32 runs follow the same
 //! branches and numbers.
 use crate::optimizer::{check_saved_by, check_unique_names};
-use crate::registry::OptimizerRegistry;
 use crate::util::{non_negative, py_float};
 use crate::{Error, NamedParameter, Optimizer, OptimizerState, Result};
-use kiln_tensor::spec::Spec;
+use kiln_tensor::spec::{OptionInfo, OptionVisitor, Options};
 use kiln_tensor::{ops, tch, Kind, Tensor};
 use serde_json::{json, Value};
 
@@ -29,6 +28,11 @@ pub enum LineSearch {
     /// Strong-Wolfe line search (`line_search_fn="strong_wolfe"`).
     StrongWolfe,
 }
+
+kiln_tensor::choices!(LineSearch {
+    None = "none",
+    StrongWolfe = "strong_wolfe",
+});
 
 /// LBFGS's hyperparameters, with PyTorch's defaults.
 #[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
@@ -85,6 +89,46 @@ impl LbfgsConfig {
         "history_size",
         "line_search_fn",
     ];
+}
+
+/// LBFGS's spec options, with PyTorch's names.
+impl Options for LbfgsConfig {
+    fn options(&mut self, v: &mut dyn OptionVisitor) -> kiln_tensor::Result<()> {
+        v.option(OptionInfo::new("lr", "learning rate"), &mut self.lr)?;
+        v.option(
+            OptionInfo::new("max_iter", "maximal number of iterations per step"),
+            &mut self.max_iter,
+        )?;
+        v.option(
+            OptionInfo::new(
+                "max_eval",
+                "maximal number of closure evaluations per step; none: max_iter * 5 / 4",
+            ),
+            &mut self.max_eval,
+        )?;
+        v.option(
+            OptionInfo::new(
+                "tolerance_grad",
+                "termination tolerance on first-order optimality",
+            ),
+            &mut self.tolerance_grad,
+        )?;
+        v.option(
+            OptionInfo::new(
+                "tolerance_change",
+                "termination tolerance on function value and parameter changes",
+            ),
+            &mut self.tolerance_change,
+        )?;
+        v.option(
+            OptionInfo::new("history_size", "number of (s, y) pairs kept"),
+            &mut self.history_size,
+        )?;
+        v.option(
+            OptionInfo::new("line_search_fn", "none | strong_wolfe"),
+            &mut self.line_search_fn,
+        )
+    }
 }
 
 /// A scalar of the algorithm: a Python float or a 0-dim tensor of the
@@ -912,57 +956,4 @@ impl Optimizer for Lbfgs {
         self.state = new;
         Ok(())
     }
-}
-
-/// Reads LBFGS options from a spec (`line_search_fn=strong_wolfe|none`).
-pub fn config_from_spec(spec: &mut Spec) -> Result<LbfgsConfig> {
-    let mut cfg = LbfgsConfig::default();
-    let count = |v: Option<i64>, name: &str| -> Result<Option<usize>> {
-        v.map(|v| {
-            usize::try_from(v)
-                .map_err(|_| Error::InvalidHyperparameter(format!("lbfgs: {name} must be >= 0")))
-        })
-        .transpose()
-    };
-    if let Some(v) = spec.f64("lr")? {
-        cfg.lr = v;
-    }
-    if let Some(v) = count(spec.i64("max_iter")?, "max_iter")? {
-        cfg.max_iter = v;
-    }
-    cfg.max_eval = count(spec.i64("max_eval")?, "max_eval")?;
-    if let Some(v) = spec.f64("tolerance_grad")? {
-        cfg.tolerance_grad = v;
-    }
-    if let Some(v) = spec.f64("tolerance_change")? {
-        cfg.tolerance_change = v;
-    }
-    if let Some(v) = count(spec.i64("history_size")?, "history_size")? {
-        cfg.history_size = v;
-    }
-    if let Some(v) = spec.choice("line_search_fn", &["strong_wolfe", "none"])? {
-        cfg.line_search_fn = if v == "strong_wolfe" {
-            LineSearch::StrongWolfe
-        } else {
-            LineSearch::None
-        };
-    }
-    spec.finish(LbfgsConfig::NAMES)?;
-    cfg.validate()?;
-    Ok(cfg)
-}
-
-pub(crate) fn register(r: &mut OptimizerRegistry) {
-    r.register(
-        "lbfgs",
-        "lr=1.0,max_iter=20,max_eval=max_iter*5/4,tolerance_grad=1e-07,tolerance_change=1e-09,history_size=100,line_search_fn=none|strong_wolfe",
-        Box::new(|spec, params, overrides| {
-            if !overrides.is_empty() {
-                return Err(Error::InvalidArgument(
-                    "LBFGS doesn't support per-parameter options (parameter groups)".into(),
-                ));
-            }
-            Ok(Box::new(Lbfgs::new(config_from_spec(spec)?, params)?) as Box<dyn Optimizer>)
-        }),
-    );
 }

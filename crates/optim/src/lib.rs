@@ -89,10 +89,12 @@ pub use muon::{Muon, MuonConfig};
 pub use nadam::{NAdam, NAdamConfig};
 pub use optimizer::{Optimizer, OptimizerState, STATE_SCALARS_FILE, STATE_TENSORS_FILE};
 pub use radam::{RAdam, RAdamConfig};
-pub use registry::{optimizers, OptimizerRegistry};
+pub use registry::{optimizers, rule_entry, OptimizerBuild, OptimizerEntry, OptimizerRegistry};
 pub use rmsprop::{Rmsprop, RmspropConfig};
 pub use rprop::{Rprop, RpropConfig};
-pub use rule::{glob_match, GroupOverride, Grouped, ParamGroup, ParamState, Rule};
+pub use rule::{
+    glob_match, GroupOverride, Grouped, Hyperparameter, ParamGroup, ParamState, Rule, RuleOptions,
+};
 pub use sgd::{Sgd, SgdConfig};
 pub use sparse_adam::{SparseAdam, SparseAdamConfig};
 pub use util::py_float;

@@ -7,9 +7,10 @@
 //! θ ← θ (1 − γ λ);   θ ← θ − γ̃ u,   γ̃ = γ √max(1, A/B)  ("original")
 //!                                     or 0.2 γ √max(A, B) ("match_rms_adamw")
 //! ```
-use crate::rule::{Grouped, ParamState, Rule};
+use crate::rule::{Grouped, Hyperparameter, ParamState, Rule};
 use crate::util::{at_least_zero, invalid, m};
 use crate::{Error, NamedParameter, Result};
+use kiln_tensor::spec::OptionValue;
 use kiln_tensor::{ops, Kind, Tensor};
 
 /// How Muon scales the learning rate by the parameter's shape.
@@ -19,6 +20,45 @@ pub enum AdjustLr {
     Original,
     /// `0.2 √max(A, B)` (`"match_rms_adamw"`).
     MatchRmsAdamw,
+}
+
+/// `original` or `match_rms_adamw` in specs (PyTorch's words; `none` is
+/// PyTorch's `None`, the original). `0` and `1` are accepted too, the numbers
+/// [`Optimizer::hyperparameter`](crate::Optimizer::hyperparameter) reads.
+impl OptionValue for AdjustLr {
+    fn parse_text(&mut self, text: &str) -> std::result::Result<(), String> {
+        *self = match text {
+            "original" | "none" | "0" => AdjustLr::Original,
+            "match_rms_adamw" | "1" => AdjustLr::MatchRmsAdamw,
+            _ => return Err("one of original, match_rms_adamw".into()),
+        };
+        Ok(())
+    }
+    fn format_text(&self) -> String {
+        match self {
+            AdjustLr::Original => "original",
+            AdjustLr::MatchRmsAdamw => "match_rms_adamw",
+        }
+        .into()
+    }
+}
+
+/// 0 for original, 1 for match_rms_adamw; any value but 0 sets match_rms_adamw.
+impl Hyperparameter for AdjustLr {
+    fn get_part(&self, part: Option<usize>) -> Option<f64> {
+        part.is_none()
+            .then_some(f64::from(u8::from(*self == AdjustLr::MatchRmsAdamw)))
+    }
+    fn set_part(&mut self, part: Option<usize>, value: f64) -> bool {
+        part.is_none() && {
+            *self = if value != 0.0 {
+                AdjustLr::MatchRmsAdamw
+            } else {
+                AdjustLr::Original
+            };
+            true
+        }
+    }
 }
 
 /// Muon's hyperparameters, with PyTorch's defaults.
@@ -105,63 +145,16 @@ pub fn zeropower_via_newtonschulz(
 
 impl Rule for MuonConfig {
     const NAME: &'static str = "muon";
-    const HYPERPARAMETERS: &'static [&'static str] = &[
-        "lr",
-        "weight_decay",
-        "momentum",
-        "nesterov",
-        "ns_coefficients.0",
-        "ns_coefficients.1",
-        "ns_coefficients.2",
-        "eps",
-        "ns_steps",
-        "adjust_lr_fn",
-    ];
-
-    /// `adjust_lr_fn` reads 0 for original, 1 for match_rms_adamw.
-    fn get(&self, name: &str) -> Option<f64> {
-        Some(match name {
-            "lr" => self.lr,
-            "weight_decay" => self.weight_decay,
-            "momentum" => self.momentum,
-            "nesterov" => f64::from(u8::from(self.nesterov)),
-            "ns_coefficients.0" => self.ns_coefficients.0,
-            "ns_coefficients.1" => self.ns_coefficients.1,
-            "ns_coefficients.2" => self.ns_coefficients.2,
-            "eps" => self.eps,
-            "ns_steps" => self.ns_steps as f64,
-            "adjust_lr_fn" => f64::from(u8::from(self.adjust_lr_fn == AdjustLr::MatchRmsAdamw)),
-            _ => return None,
-        })
-    }
-
-    fn set(&mut self, name: &str, value: f64) -> bool {
-        match name {
-            "lr" => self.lr = value,
-            "weight_decay" => self.weight_decay = value,
-            "momentum" => self.momentum = value,
-            "nesterov" => self.nesterov = value != 0.0,
-            "ns_coefficients.0" => self.ns_coefficients.0 = value,
-            "ns_coefficients.1" => self.ns_coefficients.1 = value,
-            "ns_coefficients.2" => self.ns_coefficients.2 = value,
-            "eps" => self.eps = value,
-            "ns_steps" => {
-                self.ns_steps = if value >= 0.0 && value.is_finite() {
-                    value as usize
-                } else {
-                    usize::MAX
-                }
-            }
-            "adjust_lr_fn" => {
-                self.adjust_lr_fn = if value != 0.0 {
-                    AdjustLr::MatchRmsAdamw
-                } else {
-                    AdjustLr::Original
-                }
-            }
-            _ => return false,
-        }
-        true
+    // `adjust_lr_fn` reads 0 for original, 1 for match_rms_adamw.
+    crate::hyperparameter_table! {
+        lr: f64 = "learning rate",
+        weight_decay: f64 = "decoupled weight decay",
+        momentum: f64 = "momentum factor",
+        nesterov: bool = "Nesterov momentum",
+        ns_coefficients: (f64, f64, f64) = "Newton-Schulz coefficients (a, b, c)",
+        eps: f64 = "norm floor of the Newton-Schulz input",
+        ns_steps: usize = "Newton-Schulz iterations",
+        adjust_lr_fn: AdjustLr = "original | match_rms_adamw: how the lr is scaled by the parameter's shape",
     }
 
     fn validate(&self) -> Result<()> {

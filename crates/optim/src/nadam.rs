@@ -60,9 +60,9 @@ impl Rule for NAdamConfig {
     const NAME: &'static str = "nadam";
     crate::hyperparameter_table! {
         @adam_like
-        "momentum_decay" => momentum_decay: f64,
-        "decoupled_weight_decay" => decoupled_weight_decay: bool,
-        "maximize" => maximize: bool,
+        momentum_decay: f64 = "momentum decay",
+        decoupled_weight_decay: bool = "decay the weights directly (NAdamW)",
+        maximize: bool = "maximise the objective instead of minimising it",
     }
 
     fn validate(&self) -> Result<()> {

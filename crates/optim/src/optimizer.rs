@@ -185,7 +185,8 @@ pub(crate) fn check_saved_by(saved: &OptimizerState, name: &str) -> Result<()> {
         .get("optimizer")
         .and_then(serde_json::Value::as_str)
         .unwrap_or("nothing known");
-    if kind != name {
+    // SparseAdam's state was tagged `sparse_adam` before names became kebab-case.
+    if kind != name && !(kind == "sparse_adam" && name == "sparse-adam") {
         return Err(Error::State(format!(
             "it was saved by {kind}, not by {name}"
         )));

@@ -59,8 +59,8 @@ impl Rule for RAdamConfig {
     const NAME: &'static str = "radam";
     crate::hyperparameter_table! {
         @adam_like
-        "decoupled_weight_decay" => decoupled_weight_decay: bool,
-        "maximize" => maximize: bool,
+        decoupled_weight_decay: bool = "decay the weights directly (RAdamW)",
+        maximize: bool = "maximise the objective instead of minimising it",
     }
 
     fn validate(&self) -> Result<()> {

@@ -59,13 +59,13 @@ impl RmspropConfig {
 impl Rule for RmspropConfig {
     const NAME: &'static str = "rmsprop";
     crate::hyperparameter_table! {
-        "lr" => lr: f64,
-        "alpha" => alpha: f64,
-        "eps" => eps: f64,
-        "weight_decay" => weight_decay: f64,
-        "momentum" => momentum: f64,
-        "centered" => centered: bool,
-        "maximize" => maximize: bool,
+        lr: f64 = "learning rate",
+        alpha: f64 = "smoothing constant",
+        eps: f64 = "term added to the denominator for numerical stability",
+        weight_decay: f64 = "L2 penalty added to the gradient",
+        momentum: f64 = "momentum factor",
+        centered: bool = "normalise by the estimated variance of the gradient",
+        maximize: bool = "maximise the objective instead of minimising it",
     }
 
     fn validate(&self) -> Result<()> {

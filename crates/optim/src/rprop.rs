@@ -49,12 +49,10 @@ impl RpropConfig {
 impl Rule for RpropConfig {
     const NAME: &'static str = "rprop";
     crate::hyperparameter_table! {
-        "lr" => lr: f64,
-        "etas.0" => etas.0: f64,
-        "etas.1" => etas.1: f64,
-        "step_sizes.0" => step_sizes.0: f64,
-        "step_sizes.1" => step_sizes.1: f64,
-        "maximize" => maximize: bool,
+        lr: f64 = "initial step size",
+        etas: (f64, f64) = "multiplicative decrease and increase factors",
+        step_sizes: (f64, f64) = "minimal and maximal step sizes",
+        maximize: bool = "maximise the objective instead of minimising it",
     }
 
     fn validate(&self) -> Result<()> {

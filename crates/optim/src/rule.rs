@@ -4,6 +4,10 @@
 //! and its per-tensor update function.
 use crate::optimizer::{check_group, check_saved_by, check_unique_names};
 use crate::{Error, NamedParameter, Optimizer, OptimizerState, Result};
+use kiln_tensor::spec::{ListItem, OptionValue, Options};
+pub use kiln_tensor::spec::{OptionInfo, OptionVisitor};
+#[doc(hidden)]
+pub use kiln_tensor::Result as SpecResult;
 use kiln_tensor::{ops, tch, Kind, Tensor};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -87,10 +91,14 @@ pub struct Item<'a> {
 
 /// An optimizer's update rule and hyperparameter table: what a concrete
 /// optimizer writes; [`Grouped`] does the rest.
+///
+/// [`hyperparameter_table!`](crate::hyperparameter_table) writes
+/// `HYPERPARAMETERS`, `get`, `set` and `options` from one table.
 pub trait Rule: Clone + std::fmt::Debug + Serialize + DeserializeOwned + Send + 'static {
     /// The name in spec strings and state dicts (`adam`).
     const NAME: &'static str;
-    /// The hyperparameter names [`Rule::get`] and [`Rule::set`] accept.
+    /// The hyperparameter names [`Rule::get`] and [`Rule::set`] accept
+    /// (a tuple option `betas` is `betas.0`, `betas.1`).
     const HYPERPARAMETERS: &'static [&'static str];
 
     /// PyTorch's constructor checks, with PyTorch's messages.
@@ -101,6 +109,11 @@ pub trait Rule: Clone + std::fmt::Debug + Serialize + DeserializeOwned + Send + 
 
     /// Sets a hyperparameter without validating; `false` if the name is unknown.
     fn set(&mut self, name: &str, value: f64) -> bool;
+
+    /// Visits each spec option (a tuple such as `betas` is one option) with
+    /// its PyTorch name and help: how the registry reads a spec into the
+    /// config and documents its defaults (see [`kiln_tensor::spec::Options`]).
+    fn options(&mut self, visitor: &mut dyn OptionVisitor) -> kiln_tensor::Result<()>;
 
     /// One update of one parameter from its gradient (PyTorch's
     /// single-tensor path, operation for operation).
@@ -126,45 +139,189 @@ pub trait Rule: Clone + std::fmt::Debug + Serialize + DeserializeOwned + Send + 
     }
 }
 
-/// Defines [`Rule::HYPERPARAMETERS`], [`Rule::get`] and [`Rule::set`] from a
-/// table `"name" => field: kind` where kind is `f64`, `bool` or `usize`;
-/// `@adam_like` first stands for the Adam family's `lr`, `betas.0`,
-/// `betas.1`, `eps` and `weight_decay` entries.
-#[macro_export]
+/// A [`Rule`] config seen as [`Options`] (what the registry reads specs into).
+#[derive(Debug)]
+pub struct RuleOptions<'a, C>(pub &'a mut C);
+
+impl<C: Rule> Options for RuleOptions<'_, C> {
+    fn options(&mut self, visitor: &mut dyn OptionVisitor) -> kiln_tensor::Result<()> {
+        self.0.options(visitor)
+    }
+}
+
+/// A hyperparameter field seen as numbers, for [`Rule::get`] / [`Rule::set`]:
+/// a scalar has one part (`part` is `None`), a tuple one per element
+/// (`Some(i)` for `name.i`).
+pub trait Hyperparameter: OptionValue {
+    /// The number `part` names; `None` if there is no such part.
+    fn get_part(&self, part: Option<usize>) -> Option<f64>;
+    /// Sets the number `part` names; `false` if there is no such part.
+    fn set_part(&mut self, part: Option<usize>, value: f64) -> bool;
+}
+
+impl Hyperparameter for f64 {
+    fn get_part(&self, part: Option<usize>) -> Option<f64> {
+        part.is_none().then_some(*self)
+    }
+    fn set_part(&mut self, part: Option<usize>, value: f64) -> bool {
+        part.is_none() && {
+            *self = value;
+            true
+        }
+    }
+}
+
+/// 0 or 1; any value but 0 sets `true`.
+impl Hyperparameter for bool {
+    fn get_part(&self, part: Option<usize>) -> Option<f64> {
+        part.is_none().then_some(if *self { 1.0 } else { 0.0 })
+    }
+    fn set_part(&mut self, part: Option<usize>, value: f64) -> bool {
+        part.is_none() && {
+            *self = value != 0.0;
+            true
+        }
+    }
+}
+
+/// A count; a negative or non-finite value sets `usize::MAX` (which the
+/// rule's checks then refuse).
+impl Hyperparameter for usize {
+    fn get_part(&self, part: Option<usize>) -> Option<f64> {
+        part.is_none().then_some(*self as f64)
+    }
+    fn set_part(&mut self, part: Option<usize>, value: f64) -> bool {
+        part.is_none() && {
+            *self = if value >= 0.0 && value.is_finite() {
+                value as usize
+            } else {
+                usize::MAX
+            };
+            true
+        }
+    }
+}
+
+/// An optional number reads as NaN while it is `None`; setting NaN makes it `None`.
+impl Hyperparameter for Option<f64> {
+    fn get_part(&self, part: Option<usize>) -> Option<f64> {
+        part.is_none().then_some(self.unwrap_or(f64::NAN))
+    }
+    fn set_part(&mut self, part: Option<usize>, value: f64) -> bool {
+        part.is_none() && {
+            *self = (!value.is_nan()).then_some(value);
+            true
+        }
+    }
+}
+
+macro_rules! tuple_hyperparameter {
+    ($($t:ident $i:tt),+) => {
+        /// `name.0`, `name.1`… for each element.
+        impl<$($t: Hyperparameter + ListItem),+> Hyperparameter for ($($t,)+) {
+            fn get_part(&self, part: Option<usize>) -> Option<f64> {
+                match part {
+                    $(Some($i) => self.$i.get_part(None),)+
+                    _ => None,
+                }
+            }
+            fn set_part(&mut self, part: Option<usize>, value: f64) -> bool {
+                match part {
+                    $(Some($i) => self.$i.set_part(None, value),)+
+                    _ => false,
+                }
+            }
+        }
+    };
+}
+
+tuple_hyperparameter!(A 0, B 1);
+tuple_hyperparameter!(A 0, B 1, C 2);
+
+/// `betas.1` → (`betas`, `Some(1)`); `lr` → (`lr`, `None`).
 #[doc(hidden)]
+pub fn split_part(name: &str) -> (&str, Option<usize>) {
+    match name.rsplit_once('.') {
+        Some((base, i)) if !i.is_empty() && i.chars().all(|c| c.is_ascii_digit()) => {
+            (base, i.parse().ok())
+        }
+        _ => (name, None),
+    }
+}
+
+/// Writes a [`Rule`]'s `HYPERPARAMETERS`, `get`, `set` and `options` from one
+/// table of its spec options, inside `impl Rule for Config { ... }`:
+///
+/// ```text
+/// kiln_optim::hyperparameter_table! {
+///     lr: f64 = "learning rate",
+///     betas: (f64, f64) = "coefficients of the running averages",
+///     amsgrad: bool = "use the maximum of past squared averages",
+/// }
+/// ```
+///
+/// Each entry is `field: Type = "help"`, the field named as PyTorch names the
+/// argument; the type is one token (`f64`, `bool`, `usize`, an enum) or a
+/// parenthesised pair or triple, and implements [`Hyperparameter`]. A tuple
+/// is one spec option (`betas=0.9;0.999`) and one hyperparameter per element
+/// (`betas.0`, `betas.1`). `@adam_like` first stands for the Adam family's
+/// `lr`, `betas`, `eps` and `weight_decay`.
+#[macro_export]
 macro_rules! hyperparameter_table {
     // The Adam family's leading entries: lr, betas, eps, weight_decay.
     (@adam_like $($rest:tt)*) => {
         $crate::hyperparameter_table! {
-            "lr" => lr: f64,
-            "betas.0" => betas.0: f64,
-            "betas.1" => betas.1: f64,
-            "eps" => eps: f64,
-            "weight_decay" => weight_decay: f64,
+            lr: f64 = "learning rate",
+            betas: (f64, f64) = "decay rates of the running averages of the gradient and of its square",
+            eps: f64 = "term added to the denominator for numerical stability",
+            weight_decay: f64 = "weight decay",
             $($rest)*
         }
     };
-    ($($name:literal => $field:ident $(. $idx:tt)? : $kind:ident),* $(,)?) => {
-        const HYPERPARAMETERS: &'static [&'static str] = &[$($name),*];
+    // Hyperparameter names: one per scalar, `name.i` per tuple element.
+    (@names [$($acc:expr,)*]) => { &[$($acc,)*] };
+    (@names [$($acc:expr,)*] $field:ident ($a:ty, $b:ty, $c:ty) $($rest:tt)*) => {
+        $crate::hyperparameter_table!(@names [$($acc,)*
+            concat!(stringify!($field), ".0"),
+            concat!(stringify!($field), ".1"),
+            concat!(stringify!($field), ".2"),] $($rest)*)
+    };
+    (@names [$($acc:expr,)*] $field:ident ($a:ty, $b:ty) $($rest:tt)*) => {
+        $crate::hyperparameter_table!(@names [$($acc,)*
+            concat!(stringify!($field), ".0"),
+            concat!(stringify!($field), ".1"),] $($rest)*)
+    };
+    (@names [$($acc:expr,)*] $field:ident $kind:tt $($rest:tt)*) => {
+        $crate::hyperparameter_table!(@names [$($acc,)* stringify!($field),] $($rest)*)
+    };
+    ($($field:ident : $kind:tt = $help:literal),* $(,)?) => {
+        const HYPERPARAMETERS: &'static [&'static str] =
+            $crate::hyperparameter_table!(@names [] $($field $kind)*);
         fn get(&self, name: &str) -> Option<f64> {
-            match name {
-                $($name => Some($crate::hyperparameter_table!(@get $kind, self.$field $(.$idx)?)),)*
-                _ => None,
-            }
+            let (base, part) = $crate::rule::split_part(name);
+            $(if base == stringify!($field) {
+                return $crate::rule::Hyperparameter::get_part(&self.$field, part);
+            })*
+            None
         }
         fn set(&mut self, name: &str, value: f64) -> bool {
-            match name {
-                $($name => { $crate::hyperparameter_table!(@set $kind, self.$field $(.$idx)?, value); true })*
-                _ => false,
-            }
+            let (base, part) = $crate::rule::split_part(name);
+            $(if base == stringify!($field) {
+                return $crate::rule::Hyperparameter::set_part(&mut self.$field, part, value);
+            })*
+            false
+        }
+        fn options(
+            &mut self,
+            visitor: &mut dyn $crate::rule::OptionVisitor,
+        ) -> $crate::rule::SpecResult<()> {
+            $(visitor.option(
+                $crate::rule::OptionInfo::new(stringify!($field), $help),
+                &mut self.$field,
+            )?;)*
+            Ok(())
         }
     };
-    (@get f64, $e:expr) => { $e };
-    (@get bool, $e:expr) => { if $e { 1.0 } else { 0.0 } };
-    (@get usize, $e:expr) => { $e as f64 };
-    (@set f64, $e:expr, $v:expr) => { $e = $v };
-    (@set bool, $e:expr, $v:expr) => { $e = $v != 0.0 };
-    (@set usize, $e:expr, $v:expr) => { $e = if $v >= 0.0 && $v.is_finite() { $v as usize } else { usize::MAX } };
 }
 
 /// A param group: parameters sharing hyperparameters.

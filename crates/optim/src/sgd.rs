@@ -164,13 +164,13 @@ impl SgdConfig {
 impl Rule for SgdConfig {
     const NAME: &'static str = "sgd";
     crate::hyperparameter_table! {
-        "lr" => lr: f64,
-        "momentum" => momentum: f64,
-        "dampening" => dampening: f64,
-        "weight_decay" => weight_decay: f64,
-        "nesterov" => nesterov: bool,
-        "maximize" => maximize: bool,
-        "fused" => fused: bool,
+        lr: f64 = "learning rate",
+        momentum: f64 = "momentum factor",
+        dampening: f64 = "dampening for momentum",
+        weight_decay: f64 = "L2 penalty added to the gradient",
+        nesterov: bool = "Nesterov momentum (needs momentum > 0 and dampening = 0)",
+        maximize: bool = "maximise the objective instead of minimising it",
+        fused: bool = "libtorch's one-pass multi-tensor kernel (PyTorch's fused=True numbers)",
     }
 
     fn validate(&self) -> Result<()> {

@@ -50,13 +50,12 @@ impl SparseAdamConfig {
 }
 
 impl Rule for SparseAdamConfig {
-    const NAME: &'static str = "sparse_adam";
+    const NAME: &'static str = "sparse-adam";
     crate::hyperparameter_table! {
-        "lr" => lr: f64,
-        "betas.0" => betas.0: f64,
-        "betas.1" => betas.1: f64,
-        "eps" => eps: f64,
-        "maximize" => maximize: bool,
+        lr: f64 = "learning rate",
+        betas: (f64, f64) = "decay rates of the running averages of the gradient and of its square",
+        eps: f64 = "term added to the denominator for numerical stability",
+        maximize: bool = "maximise the objective instead of minimising it",
     }
 
     fn validate(&self) -> Result<()> {

@@ -2,54 +2,7 @@
 use crate::{Error, Result};
 use kiln_tensor::{Kind, Tensor};
 
-/// Formats a float as Python's `repr(float)` does (`-1.0`, `1e-05`, `inf`),
-/// so validation messages read exactly like PyTorch's.
-pub fn py_float(v: f64) -> String {
-    if v.is_nan() {
-        return "nan".into();
-    }
-    if v.is_infinite() {
-        return if v > 0.0 { "inf".into() } else { "-inf".into() };
-    }
-    if v == 0.0 {
-        return if v.is_sign_negative() {
-            "-0.0".into()
-        } else {
-            "0.0".into()
-        };
-    }
-    // Shortest round-trip digits and decimal exponent, e.g. "1.5e-5".
-    let sci = format!("{v:e}");
-    let (mantissa, exp) = sci.split_once('e').unwrap_or((sci.as_str(), "0"));
-    let exp: i32 = exp.parse().unwrap_or(0);
-    let negative = mantissa.starts_with('-');
-    let digits: String = mantissa.chars().filter(char::is_ascii_digit).collect();
-    let sign = if negative { "-" } else { "" };
-    if (-4..16).contains(&exp) {
-        let n = digits.len() as i32;
-        let body = if exp >= 0 {
-            let int_len = exp + 1;
-            if n <= int_len {
-                format!("{digits}{}.0", "0".repeat((int_len - n) as usize))
-            } else {
-                let (a, b) = digits.split_at(int_len as usize);
-                format!("{a}.{b}")
-            }
-        } else {
-            format!("0.{}{digits}", "0".repeat((-exp - 1) as usize))
-        };
-        format!("{sign}{body}")
-    } else {
-        let (first, rest) = digits.split_at(1.min(digits.len()));
-        let frac = if rest.is_empty() {
-            String::new()
-        } else {
-            format!(".{rest}")
-        };
-        let esign = if exp < 0 { "-" } else { "+" };
-        format!("{sign}{first}{frac}e{esign}{:02}", exp.abs())
-    }
-}
+pub use kiln_tensor::spec::py_float;
 
 /// An `InvalidHyperparameter` error.
 pub(crate) fn invalid<T>(msg: String) -> Result<T> {

@@ -82,7 +82,10 @@ fn specs_parse_pairs_bools_and_reject_unknown_options() -> Result<()> {
         .err()
         .map(|e| e.to_string())
         .unwrap_or_default();
-    ensure!(err.contains("betas needs 2 values"), "{err}");
+    ensure!(
+        err == "adam: option betas=0.9 is not 2 values written a;b",
+        "{err}"
+    );
     let err = r
         .build("adamm", params(&g, "f32")?)
         .err()
@@ -117,10 +120,33 @@ fn describe_lists_every_optimizer_with_defaults() -> Result<()> {
     }
     let text = r.describe();
     ensure!(
-        text.contains("lr=0.001,momentum=0.0,dampening=0.0,weight_decay=0.0,nesterov=false"),
+        text.starts_with("Optimizers (spec: NAME[:key=value,...]"),
         "{text}"
     );
-    ensure!(text.contains("betas=0.9;0.999"), "{text}");
+    ensure!(
+        text.contains("\nsgd (SGD)\n    stochastic gradient descent, with momentum and Nesterov\n    lr=0.001 "),
+        "{text}"
+    );
+    for want in [
+        "    momentum=0.0 ",
+        "    nesterov=false ",
+        "    betas=0.9;0.999 ",
+        "\nsparse-adam (SparseAdam, sparse_adam)\n",
+        "    eps=none;0.001 ",
+        "    adjust_lr_fn=original ",
+        "    ns_coefficients=3.4445;-4.775;2.0315 ",
+        "    max_eval=none ",
+        "    line_search_fn=none ",
+    ] {
+        ensure!(text.contains(want), "{want:?} missing from\n{text}");
+    }
+    // Every option of every entry is listed with its default.
+    for e in r.entries() {
+        for o in &e.options {
+            let line = format!("    {}={} ", o.name, o.default.as_deref().unwrap_or("?"));
+            ensure!(text.contains(&line), "{}: {line:?} missing", e.name);
+        }
+    }
     Ok(())
 }
 
@@ -187,5 +213,311 @@ fn fused_groups_without_gradients_are_skipped() -> Result<()> {
     loss_backward(&ps, &x, &y)?;
     opt.step()?;
     ensure!(opt.group_params(1).len() == 1);
+    Ok(())
+}
+
+/// One naming style: canonical names are kebab-case.
+fn is_kebab(name: &str) -> bool {
+    !name.is_empty()
+        && !name.starts_with('-')
+        && !name.ends_with('-')
+        && name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+}
+
+/// The defaults `describe` and `resolve` show are the configs' `Default`:
+/// every entry's resolved name-only spec is its default config written out.
+#[test]
+fn defaults_come_from_the_configs() -> Result<()> {
+    use kiln_optim::{
+        AdadeltaConfig, AdafactorConfig, AdagradConfig, AdamConfig, AdamWConfig, AdamaxConfig,
+        AsgdConfig, LbfgsConfig, MuonConfig, NAdamConfig, RAdamConfig, RmspropConfig, RpropConfig,
+        Rule, RuleOptions, SgdConfig, SparseAdamConfig,
+    };
+    use kiln_tensor::spec::Spec;
+    fn written<C: Rule + Default>() -> Result<Spec> {
+        Ok(Spec::from_config(
+            C::NAME,
+            &mut RuleOptions(&mut C::default()),
+        )?)
+    }
+    let r = optimizers();
+    let want = [
+        written::<SgdConfig>()?,
+        written::<AdamConfig>()?,
+        written::<AdamWConfig>()?,
+        written::<AdagradConfig>()?,
+        written::<AdadeltaConfig>()?,
+        written::<AdamaxConfig>()?,
+        written::<NAdamConfig>()?,
+        written::<RAdamConfig>()?,
+        written::<RmspropConfig>()?,
+        written::<RpropConfig>()?,
+        written::<AsgdConfig>()?,
+        written::<AdafactorConfig>()?,
+        written::<MuonConfig>()?,
+        written::<SparseAdamConfig>()?,
+        Spec::from_config("lbfgs", &mut LbfgsConfig::default())?,
+    ];
+    let names: Vec<&str> = want.iter().map(|s| s.name.as_str()).collect();
+    ensure!(r.names() == names, "{:?} vs {names:?}", r.names());
+    ensure!(names.iter().all(|n| is_kebab(n)), "{names:?}");
+    for w in &want {
+        let got = r.resolve(&w.name.parse()?)?;
+        ensure!(&got == w, "{}: resolved {got}, Default gives {w}", w.name);
+    }
+    ensure!(
+        r.resolve(&"sgd".parse()?)?.to_string()
+            == "sgd:lr=0.001,momentum=0.0,dampening=0.0,weight_decay=0.0,nesterov=false,maximize=false,fused=false"
+    );
+    ensure!(
+        r.resolve(&"AdamW".parse()?)?.to_string()
+            == "adamw:lr=0.001,betas=0.9;0.999,eps=1e-08,weight_decay=0.01,amsgrad=false,maximize=false,fused=false"
+    );
+    Ok(())
+}
+
+/// The hyperparameter table is the one list of names and types: every
+/// hyperparameter `get` reads is reachable by a spec option, and booleans are
+/// read as booleans (no second list of boolean names).
+#[test]
+fn tables_declare_names_and_types_once() -> Result<()> {
+    use kiln_optim::{
+        AdadeltaConfig, AdafactorConfig, AdagradConfig, AdamConfig, AdamWConfig, AdamaxConfig,
+        AsgdConfig, MuonConfig, NAdamConfig, RAdamConfig, RmspropConfig, RpropConfig, Rule,
+        SgdConfig, SparseAdamConfig,
+    };
+    fn check<C: Rule + Default>() -> Result<()> {
+        let c = C::default();
+        for h in C::HYPERPARAMETERS {
+            ensure!(c.get(h).is_some(), "{}: get({h})", C::NAME);
+            let mut d = C::default();
+            ensure!(d.set(h, 0.0), "{}: set({h})", C::NAME);
+        }
+        ensure!(c.get("nope").is_none() && c.get("lr.0").is_none());
+        Ok(())
+    }
+    check::<SgdConfig>()?;
+    check::<AdamConfig>()?;
+    check::<AdamWConfig>()?;
+    check::<AdagradConfig>()?;
+    check::<AdadeltaConfig>()?;
+    check::<AdamaxConfig>()?;
+    check::<NAdamConfig>()?;
+    check::<RAdamConfig>()?;
+    check::<RmspropConfig>()?;
+    check::<RpropConfig>()?;
+    check::<AsgdConfig>()?;
+    check::<AdafactorConfig>()?;
+    check::<MuonConfig>()?;
+    check::<SparseAdamConfig>()?;
+    ensure!(
+        AdamConfig::HYPERPARAMETERS
+            == [
+                "lr",
+                "betas.0",
+                "betas.1",
+                "eps",
+                "weight_decay",
+                "amsgrad",
+                "maximize",
+                "decoupled_weight_decay",
+                "fused"
+            ]
+    );
+    ensure!(MuonConfig::HYPERPARAMETERS.contains(&"ns_coefficients.2"));
+    let mut a = AdafactorConfig::default();
+    ensure!(a.get("eps.0").is_some_and(f64::is_nan) && a.get("eps.1") == Some(1e-3));
+    ensure!(a.set("eps.0", 1e-30) && a.eps.0 == Some(1e-30));
+    let mut m = MuonConfig::default();
+    ensure!(m.set("adjust_lr_fn", 1.0) && m.get("adjust_lr_fn") == Some(1.0));
+    let r = optimizers();
+    let resolved = |s: &str| -> Result<String> { Ok(r.resolve(&s.parse()?)?.to_string()) };
+    ensure!(
+        resolved("sgd:nesterov=1,fused=0")?.contains("nesterov=true,maximize=false,fused=false")
+    );
+    ensure!(resolved("muon:adjust_lr_fn=1")?.contains("adjust_lr_fn=match_rms_adamw"));
+    ensure!(resolved("Adafactor:eps=[none;1e-2]")?.contains("eps=none;0.01"));
+    ensure!(resolved("lbfgs:line_search_fn=strong_wolfe,max_eval=9")?
+        .contains("max_eval=9,tolerance_grad=1e-07,tolerance_change=1e-09,history_size=100,line_search_fn=strong_wolfe"));
+    let err = r
+        .resolve(&"sgd:nesterov=maybe".parse()?)
+        .err()
+        .map(|e| e.to_string())
+        .unwrap_or_default();
+    ensure!(
+        err == "sgd: option nesterov=maybe is not true or false",
+        "{err}"
+    );
+    let err = r
+        .resolve(&"lbfgs:line_search_fn=wolfe".parse()?)
+        .err()
+        .map(|e| e.to_string())
+        .unwrap_or_default();
+    ensure!(
+        err == "lbfgs: option line_search_fn=wolfe is not one of none, strong_wolfe",
+        "{err}"
+    );
+    Ok(())
+}
+
+/// Resolved specs are fixed points and build the same optimizer; PyTorch's
+/// class names (and `sparse_adam`) are aliases.
+#[test]
+fn resolved_specs_round_trip_and_aliases() -> Result<()> {
+    let g = golden()?;
+    let r = optimizers();
+    let matrices = |ps: Vec<kiln_optim::NamedParameter>| -> Vec<kiln_optim::NamedParameter> {
+        ps.into_iter().filter(|p| p.tensor.dim() == 2).collect()
+    };
+    let given = [
+        "SGD:lr=0.1,momentum=0.9,nesterov=1",
+        "Adam:betas=[0.8;0.9],amsgrad=true",
+        "AdamW:lr=3e-4,weight_decay=5e-2",
+        "Adagrad:lr_decay=1e-3",
+        "Adadelta:rho=0.8",
+        "Adamax",
+        "NAdam:momentum_decay=0.005,decoupled_weight_decay=true",
+        "RAdam:decoupled_weight_decay=true",
+        "RMSprop:centered=true,momentum=0.5",
+        "Rprop:etas=0.4;1.3,step_sizes=1e-5;10",
+        "ASGD:t0=100",
+        "Adafactor:eps=1e-30;1e-3",
+        "Muon:ns_steps=3,adjust_lr_fn=match_rms_adamw",
+        "SparseAdam:lr=0.01",
+        "sparse_adam:lr=0.01",
+        "LBFGS:history_size=5,line_search_fn=strong_wolfe",
+    ];
+    for spec in given {
+        let resolved = r.resolve(&spec.parse()?)?;
+        ensure!(
+            r.resolve(&resolved)? == resolved,
+            "{resolved} is not a fixed point"
+        );
+        let ps = |s: &str| -> Result<Vec<kiln_optim::NamedParameter>> {
+            let p = params(&g, "f32")?;
+            Ok(if s.starts_with("Muon") || s.starts_with("muon") {
+                matrices(p)
+            } else {
+                p
+            })
+        };
+        let a = r.build(spec, ps(spec)?)?;
+        let b = r.build(&resolved.to_string(), ps(spec)?)?;
+        ensure!(a.name() == resolved.name && b.name() == resolved.name);
+        let (sa, sb) = (a.state_dict()?.scalars, b.state_dict()?.scalars);
+        ensure!(
+            sa["param_groups"] == sb["param_groups"],
+            "{spec}: {} vs {}",
+            sa["param_groups"],
+            sb["param_groups"]
+        );
+    }
+    ensure!(r.resolve(&"sparse_adam".parse()?)?.name == "sparse-adam");
+    ensure!(r.build("sparse_adam", params(&g, "f32")?)?.name() == "sparse-adam");
+    let err = r
+        .build("adamW", params(&g, "f32")?)
+        .err()
+        .map(|e| e.to_string())
+        .unwrap_or_default();
+    ensure!(
+        err.starts_with(
+            "unknown optimizer 'adamW' (did you mean 'adamw'?); accepted: sgd, adam, adamw"
+        ),
+        "{err}"
+    );
+    Ok(())
+}
+
+#[test]
+fn downstream_crates_register_their_own() -> Result<()> {
+    use kiln_optim::{rule_entry, Error, OptimizerEntry, ParamState, Rule};
+    use kiln_tensor::spec::{OptionDoc, Spec};
+    use kiln_tensor::Tensor;
+    use std::sync::Arc;
+    /// Plain gradient descent with a scaled step.
+    #[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
+    struct ScaledConfig {
+        lr: f64,
+        scale: f64,
+        flip: bool,
+    }
+    impl Default for ScaledConfig {
+        fn default() -> Self {
+            Self {
+                lr: 0.5,
+                scale: 2.0,
+                flip: false,
+            }
+        }
+    }
+    impl Rule for ScaledConfig {
+        const NAME: &'static str = "scaled-gd";
+        kiln_optim::hyperparameter_table! {
+            lr: f64 = "learning rate",
+            scale: f64 = "step multiplier",
+            flip: bool = "ascend instead",
+        }
+        fn validate(&self) -> kiln_optim::Result<()> {
+            if self.scale <= 0.0 {
+                return Err(Error::InvalidHyperparameter("scale must be > 0".into()));
+            }
+            Ok(())
+        }
+        fn update(&self, p: &Tensor, g: &Tensor, _: &mut ParamState) -> kiln_optim::Result<()> {
+            let sign = if self.flip { 1.0 } else { -1.0 };
+            kiln_tensor::ops::add_(p, g, sign * self.lr * self.scale)?;
+            Ok(())
+        }
+    }
+    let g = golden()?;
+    let mut r = optimizers();
+    r.register(rule_entry::<ScaledConfig>("gradient descent, scaled").alias("ScaledGD"));
+    // A closure builder with hand-written options.
+    r.register(
+        OptimizerEntry::new(
+            "sgd-one",
+            "SGD with lr=1 unless given",
+            Arc::new(|spec: &mut Spec, params, overrides| {
+                let lr = spec.f64("lr")?.unwrap_or(1.0);
+                optimizers().build_with_overrides(&format!("sgd:lr={lr}"), params, overrides)
+            }),
+        )
+        .option(OptionDoc::new("lr", 1.0, "learning rate").alias("learning_rate")),
+    );
+    ensure!(r.names().len() == 17);
+    let opt = r.build("ScaledGD:scale=3", params(&g, "f32")?)?;
+    ensure!(opt.name() == "scaled-gd" && opt.hyperparameter(0, "scale") == Some(3.0));
+    ensure!(opt.hyperparameter(0, "flip") == Some(0.0));
+    ensure!(
+        r.resolve(&"ScaledGD".parse()?)?.to_string() == "scaled-gd:lr=0.5,scale=2.0,flip=false"
+    );
+    let err = r
+        .build("scaled-gd:scale=-1", params(&g, "f32")?)
+        .err()
+        .map(|e| e.to_string())
+        .unwrap_or_default();
+    ensure!(err == "scale must be > 0", "{err}");
+    let opt = r.build("sgd-one:learning_rate=0.25", params(&g, "f32")?)?;
+    ensure!(opt.name() == "sgd" && opt.lr(0) == Some(0.25));
+    ensure!(r.resolve(&"sgd-one".parse()?)?.to_string() == "sgd-one:lr=1.0");
+    let err = r
+        .build("sgd-one:lrr=1", params(&g, "f32")?)
+        .err()
+        .map(|e| e.to_string())
+        .unwrap_or_default();
+    ensure!(
+        err == "sgd-one: unknown option(s) lrr (did you mean lr?); accepted: lr",
+        "{err}"
+    );
+    // Registering a name again replaces it.
+    r.register(rule_entry::<ScaledConfig>("v2"));
+    ensure!(r.names().len() == 17 && r.get("scaled-gd").map(|e| e.summary.as_str()) == Some("v2"));
+    let text = r.describe();
+    ensure!(
+        text.contains("\nscaled-gd\n    v2\n    lr=0.5 ") && text.contains("flip=false"),
+        "{text}"
+    );
     Ok(())
 }

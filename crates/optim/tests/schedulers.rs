@@ -984,13 +984,13 @@ fn registry_errors_and_description() -> Result<()> {
     };
     let e = err("nope", &mut o, None);
     ensure!(
-        e.starts_with("unknown scheduler 'nope'; known: step, multistep"),
+        e.starts_with("unknown scheduler 'nope'; accepted: step, multistep"),
         "{e}"
     );
     ensure!(err("lambda", &mut o, None).contains("built from code"));
     let e = err("step:step_size=3,gama=0.5", &mut o, None);
     ensure!(
-        e == "step: unknown option(s) gama; accepted: step_size, gamma",
+        e == "step: unknown option(s) gama (did you mean gamma?); accepted: step_size, gamma",
         "{e}"
     );
     ensure!(
@@ -1014,16 +1014,24 @@ fn registry_errors_and_description() -> Result<()> {
         Some(5),
     );
     ensure!(
-        e == "onecycle: anneal_strategy must be one of 'cos' or 'linear', instead got cosine",
+        e == "onecycle: option anneal_strategy=cosine is not one of cos, linear",
         "{e}"
     );
-    ensure!(err("plateau:mode=mid", &mut o, None) == "plateau: mode mid is unknown!");
     ensure!(
-        err("plateau:threshold_mode=x", &mut o, None) == "plateau: threshold mode x is unknown!"
+        err("plateau:mode=mid", &mut o, None) == "plateau: option mode=mid is not one of min, max"
+    );
+    ensure!(
+        err("plateau:threshold_mode=x", &mut o, None)
+            == "plateau: option threshold_mode=x is not one of rel, abs"
     );
     ensure!(
         err("cyclic:base_lr=0.1,max_lr=1,mode=sine", &mut o, None)
-            == "cyclic: mode is invalid and scale_fn is None"
+            == "cyclic: option mode=sine is not one of triangular, triangular2, exp_range"
+    );
+    ensure!(err("cyclic:max_lr=1", &mut o, None) == "cyclic: option base_lr is required");
+    ensure!(
+        err("CosineAnnealingLR:T_max=3,t_max=4", &mut o, None)
+            == "cosine: option t_max is given twice (as T_max and t_max)"
     );
     ensure!(err("cosine", &mut o, None).contains("t_max is required"));
     ensure!(
@@ -1031,21 +1039,40 @@ fn registry_errors_and_description() -> Result<()> {
             == "Constant multiplicative factor expected to be between 0 and 1."
     );
     let d = reg.describe();
-    for name in reg.names() {
+    for e in reg.entries() {
         ensure!(
-            d.contains(&format!("  {name}  ")),
-            "describe() lacks {name}"
+            d.contains(&format!(
+                "\n{} ({})\n    {}\n",
+                e.name,
+                e.aliases.join(", "),
+                e.summary
+            )),
+            "describe() lacks {}",
+            e.name
         );
+        for o in &e.options {
+            let lhs = match &o.default {
+                Some(v) => format!("    {}={v} ", o.name),
+                None => format!("    {} (required) ", o.name),
+            };
+            ensure!(d.contains(&lhs), "describe() lacks {lhs:?}");
+        }
     }
     for name in [
-        "lambda",
-        "multiplicative",
-        "sequential",
-        "chained",
-        "step_size",
-        "max_lr",
-        "0.3",
-        "1e-8",
+        "lambda (LambdaLR)",
+        "multiplicative (MultiplicativeLR)",
+        "sequential (SequentialLR)",
+        "chained (ChainedScheduler)",
+        "step_size (required)",
+        "max_lr (required)",
+        "pct_start=0.3 ",
+        "eps=1e-08 ",
+        "t_max=none ",
+        "(also T_max)",
+        "(also T_0)",
+        "factor=0.3333333333333333 ",
+        "base_momentum=0.85 ",
+        "step_size_down=none ",
     ] {
         ensure!(d.contains(name), "describe() lacks {name}");
     }
@@ -1055,14 +1082,17 @@ fn registry_errors_and_description() -> Result<()> {
 
 #[test]
 fn registry_accepts_downstream_schedulers() -> Result<()> {
+    use kiln_optim::scheduler::{scheduler_entry, SchedulerEntry};
+    use kiln_tensor::spec::{OptionDoc, OptionInfo, OptionVisitor, Options, Spec};
+    use std::sync::Arc;
     let mut reg = schedulers();
+    // A closure builder with a hand-written option.
     reg.register(
-        "halve",
-        "halves once",
-        vec![kiln_optim::scheduler::OptionDoc::new("at", "1", "step")],
-        Box::new(|s, _| {
-            let at = s.i64("at")?.unwrap_or(1) as usize;
-            Ok(Box::new(move |o: &mut dyn Optimizer| {
+        SchedulerEntry::new(
+            "halve",
+            "halves once",
+            Arc::new(|s: &mut Spec, o: &mut dyn Optimizer, _| {
+                let at = s.value::<usize>("at")?.unwrap_or(1);
                 Ok(Box::new(
                     MultiStepLrConfig {
                         milestones: vec![at],
@@ -1070,23 +1100,151 @@ fn registry_accepts_downstream_schedulers() -> Result<()> {
                     }
                     .build(o)?,
                 ) as Box<dyn LrScheduler>)
-            }))
-        }),
-    )?;
-    ensure!(reg
-        .register(
-            "halve",
-            "",
-            vec![],
-            Box::new(|_, _| Err(kiln_optim::Error::InvalidArgument("x".into())))
+            }),
         )
-        .is_err());
+        .option(OptionDoc::new("at", 1usize, "step")),
+    );
+    // A config-based one: options and defaults from its config.
+    struct Third {
+        every: usize,
+    }
+    impl Options for Third {
+        fn options(&mut self, v: &mut dyn OptionVisitor) -> kiln_tensor::Result<()> {
+            v.option(
+                OptionInfo::new("every", "period").aliases(&["step_size"]),
+                &mut self.every,
+            )
+        }
+    }
+    reg.register(
+        scheduler_entry(
+            "third",
+            "lr /= 3 every `every` steps",
+            || Third { every: 2 },
+            |c, o, _| {
+                StepLrConfig {
+                    step_size: c.every,
+                    gamma: 1.0 / 3.0,
+                }
+                .build(o)
+            },
+        )
+        .alias("ThirdLR"),
+    );
+    ensure!(reg.names().len() == 14);
     let mut o = DictOpt::new("sgd", &[0.1], false)?;
     let mut s = reg.build("halve:at=2", &mut o, None)?;
     s.step(&mut o)?;
     s.step(&mut o)?;
     ensure!(o.groups[0]["lr"] == 0.05);
-    ensure!(reg.describe().contains("halve"));
+    let mut o = DictOpt::new("sgd", &[0.3], false)?;
+    let mut s = reg.build("ThirdLR:step_size=1", &mut o, None)?;
+    s.step(&mut o)?;
+    ensure!((o.groups[0]["lr"] - 0.1).abs() < 1e-15);
+    ensure!(reg.resolve(&"ThirdLR".parse()?)?.to_string() == "third:every=2");
+    ensure!(reg.resolve(&"halve".parse()?)?.to_string() == "halve:at=1");
+    // Registering a name again replaces the entry.
+    reg.register(SchedulerEntry::new(
+        "halve",
+        "replaced",
+        Arc::new(|_: &mut Spec, _: &mut dyn Optimizer, _| {
+            Err(kiln_optim::Error::InvalidArgument("replaced".into()))
+        }),
+    ));
+    ensure!(reg.names().len() == 14);
+    let e = reg
+        .build("halve", &mut o, None)
+        .err()
+        .map(|e| e.to_string())
+        .unwrap_or_default();
+    ensure!(e == "replaced", "{e}");
+    let d = reg.describe();
+    ensure!(
+        d.contains("\nhalve\n    replaced\n") && d.contains("\nthird (ThirdLR)\n"),
+        "{d}"
+    );
+    Ok(())
+}
+
+/// Resolved specs: canonical names, PyTorch's spellings as aliases, every
+/// option with its default; they resolve to themselves and build the same
+/// schedule (the run's total steps stay `none` and come from the hint).
+#[test]
+fn registry_resolves_specs_that_round_trip() -> Result<()> {
+    let reg = schedulers();
+    let cases: [(&str, Option<usize>, &str); 13] = [
+        ("StepLR:step_size=3", None, "step:step_size=3,gamma=0.1"),
+        ("MultiStepLR:milestones=[2;5],gamma=0.5", None, "multistep:milestones=2;5,gamma=0.5"),
+        ("ConstantLR", None, "constant:factor=0.3333333333333333,total_iters=5"),
+        ("LinearLR:start_factor=0.1", None, "linear:start_factor=0.1,end_factor=1.0,total_iters=5"),
+        ("ExponentialLR:gamma=0.9", None, "exponential:gamma=0.9"),
+        ("PolynomialLR:power=2", None, "polynomial:total_iters=5,power=2.0"),
+        ("CosineAnnealingLR:T_max=10,eta_min=1e-3", None, "cosine:t_max=10,eta_min=0.001"),
+        ("cosine", Some(12), "cosine:t_max=none,eta_min=0.0"),
+        ("CosineAnnealingWarmRestarts:T_0=3,T_mult=2", None, "cosine-restarts:t_0=3,t_mult=2,eta_min=0.0"),
+        (
+            "CyclicLR:base_lr=0.01,max_lr=0.1,step_size_up=4",
+            None,
+            "cyclic:base_lr=0.01,max_lr=0.1,step_size_up=4,step_size_down=none,mode=triangular,gamma=1.0,cycle_momentum=true,base_momentum=0.8,max_momentum=0.9",
+        ),
+        (
+            "OneCycleLR:max_lr=0.1",
+            Some(20),
+            "onecycle:max_lr=0.1,total_steps=none,epochs=none,steps_per_epoch=none,pct_start=0.3,anneal_strategy=cos,cycle_momentum=true,base_momentum=0.85,max_momentum=0.95,div_factor=25.0,final_div_factor=10000.0,three_phase=false",
+        ),
+        (
+            "ReduceLROnPlateau:patience=0,factor=0.5",
+            None,
+            "plateau:mode=min,factor=0.5,patience=0,threshold=0.0001,threshold_mode=rel,cooldown=0,min_lr=0.0,eps=1e-08",
+        ),
+        ("SWALR:swa_lr=0.05", None, "swalr:swa_lr=0.05,anneal_epochs=10,anneal_strategy=cos"),
+    ];
+    let mut seen: Vec<String> = Vec::new();
+    for (given, hint, want) in cases {
+        let resolved = reg.resolve(&given.parse()?)?;
+        ensure!(
+            resolved.to_string() == want,
+            "{given}: {resolved}, want {want}"
+        );
+        ensure!(
+            reg.resolve(&resolved)? == resolved,
+            "{resolved} is not a fixed point"
+        );
+        if !seen.contains(&resolved.name) {
+            seen.push(resolved.name.clone());
+        }
+        let seq = |spec: &str| -> Result<Vec<f64>> {
+            let mut o = DictOpt::new("sgd", &[0.1], false)?;
+            let mut s = reg.build(spec, &mut o, hint)?;
+            let mut out = vec![o.groups[0]["lr"]];
+            for i in 0..12 {
+                if s.needs_metric() {
+                    // A metric that stops improving after 3 steps.
+                    s.step_with_metric(&mut o, f64::from(i.min(3)))?;
+                } else {
+                    s.step(&mut o)?;
+                }
+                out.push(o.groups[0]["lr"]);
+            }
+            Ok(out)
+        };
+        let (a, b) = (seq(given)?, seq(&resolved.to_string())?);
+        ensure!(a == b, "{given}: {a:?} vs {b:?}");
+        ensure!(
+            a.windows(2).any(|w| w[0] != w[1]),
+            "{given}: {a:?} never changes"
+        );
+    }
+    // Every spec-buildable scheduler was covered.
+    ensure!(seen.len() == reg.names().len(), "{seen:?}");
+    // One naming style: canonical names are kebab-case.
+    ensure!(
+        reg.names().iter().all(|n| !n.is_empty()
+            && n.chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')),
+        "{:?}",
+        reg.names()
+    );
     Ok(())
 }
 

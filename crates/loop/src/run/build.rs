@@ -24,6 +24,8 @@ pub struct Components {
     pub model: Box<dyn Model>,
     /// The loss (adapted to the data's targets).
     pub loss: Box<dyn Loss>,
+    /// The loss's spec, resolved (the data's default when none was given).
+    pub loss_spec: String,
     /// The optimizer over the model's parameters.
     pub optimizer: Box<dyn Optimizer>,
 }
@@ -66,7 +68,7 @@ impl Components {
             checkpoint::load_weights(model.as_ref(), init)?;
         }
         let mut model = model;
-        let loss = build_loss(config.loss.as_deref(), splits.task)?;
+        let (loss, loss_spec) = build_loss(config.loss.as_deref(), splits.task)?;
         probe(model.as_mut(), loss.as_ref(), &splits)?;
         let optimizer = build_optimizer(&config.optimizer, model.as_ref())?;
         Ok(Self {
@@ -74,6 +76,7 @@ impl Components {
             splits,
             model,
             loss,
+            loss_spec,
             optimizer,
         })
     }
@@ -134,33 +137,6 @@ pub fn build_model(config: &RunConfig, data: &RunData, device: Device) -> Result
     })
 }
 
-/// What a loss compares its input with.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Targets {
-    /// Class indices (int64).
-    ClassIndices,
-    /// Float values of the input's shape; class labels are one-hot encoded.
-    ValuesOrOneHot,
-    /// Float values of the input's shape only.
-    Values,
-    /// Something else (stacked inputs, ±1 labels): no adaptation, no check.
-    Other,
-}
-
-fn targets_of(loss: &dyn Loss) -> Targets {
-    match loss.name() {
-        "cross-entropy" | "nll" | "multi-margin" => Targets::ClassIndices,
-        "mse" | "l1" | "huber" | "smooth-l1" => Targets::ValuesOrOneHot,
-        "bce"
-        | "bce-with-logits"
-        | "soft-margin"
-        | "kl-div"
-        | "multilabel-soft-margin"
-        | "poisson-nll" => Targets::Values,
-        _ => Targets::Other,
-    }
-}
-
 /// Class labels as one-hot float vectors, for a regression loss trained on
 /// a classification set.
 struct OneHot {
@@ -177,31 +153,50 @@ impl Loss for OneHot {
     fn name(&self) -> &str {
         self.loss.name()
     }
+
+    fn targets(&self) -> kiln_losses::Targets {
+        // Class indices go in; the wrapped loss sees one-hot values.
+        kiln_losses::Targets::new(kiln_losses::TargetKind::ClassIndices {
+            probabilities: false,
+        })
+    }
 }
 
 /// The loss `spec` names (default: cross-entropy for class labels, mse for
-/// regression), adapted to the data's targets, or an error naming the flag
-/// and the losses that fit.
-pub fn build_loss(spec: Option<&str>, task: Task) -> Result<Box<dyn Loss>> {
+/// regression), adapted to the data's targets, and its resolved spec; or an
+/// error naming the flag and the losses that fit.
+pub fn build_loss(spec: Option<&str>, task: Task) -> Result<(Box<dyn Loss>, String)> {
     let default = match task {
         Task::Classify { .. } => "cross-entropy",
         Task::Regress { .. } => "mse",
     };
-    let loss = kiln_losses::registry()
-        .build(spec.unwrap_or(default))
-        .map_err(|e| usage("--loss", e))?;
+    let registry = kiln_losses::registry();
+    let text = spec.unwrap_or(default);
+    let resolved = text
+        .parse::<Spec>()
+        .and_then(|s| registry.resolve(&s))
+        .map_err(|e| usage("--loss", e))?
+        .to_string();
+    let loss = registry.build(&resolved).map_err(|e| usage("--loss", e))?;
     let name = loss.name().to_string();
-    match (task, targets_of(loss.as_ref())) {
-        (Task::Classify { classes }, Targets::ValuesOrOneHot) => {
-            Ok(Box::new(OneHot { loss, classes }))
+    let targets = loss.targets();
+    match task {
+        Task::Classify { classes } if targets.one_hot_from_classes() => {
+            Ok((Box::new(OneHot { loss, classes }), resolved))
         }
-        (Task::Classify { .. }, Targets::Values) => Err(Error::Usage(format!(
-            "--loss {name} compares the model's output with float targets of its shape, but this data has class labels; use cross-entropy or nll (or mse, l1, huber, smooth-l1, which compare with one-hot labels)"
-        ))),
-        (Task::Regress { .. }, Targets::ClassIndices) => Err(Error::Usage(format!(
-            "--loss {name} takes class indices, but this data has float regression targets; use mse, l1, huber or smooth-l1"
-        ))),
-        _ => Ok(loss),
+        Task::Classify { .. } if !targets.takes_class_indices() || !targets.is_plain() => {
+            Err(Error::Usage(format!(
+                "--loss {name} takes {}, but this data has class labels; use cross-entropy or nll (or mse, l1, huber, smooth-l1, which compare with one-hot labels)",
+                targets.kind
+            )))
+        }
+        Task::Regress { .. } if !targets.takes_values() || !targets.is_plain() => {
+            Err(Error::Usage(format!(
+                "--loss {name} takes {}, but this data has float regression targets; use mse, l1, huber or smooth-l1",
+                targets.kind
+            )))
+        }
+        _ => Ok((loss, resolved)),
     }
 }
 
@@ -359,6 +354,7 @@ pub(crate) fn scheduler<'a>(
     let Some(text) = &config.scheduler else {
         return Ok(None);
     };
+    // The spec is resolved: its name is canonical (`OneCycleLR` is `onecycle`).
     let spec: Spec = text.parse().map_err(|e| usage("--scheduler", e))?;
     let interval = config.scheduler_interval.unwrap_or(
         if matches!(spec.name.as_str(), "onecycle" | "cyclic") {

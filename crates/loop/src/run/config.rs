@@ -226,11 +226,15 @@ impl RunConfig {
                 optimizer = Some(spec.clone());
             }
             for (name, value) in sugar {
-                let spec =
-                    optimizer.get_or_insert_with(|| Spec::named(&RunConfig::default().optimizer));
+                let spec = match &mut optimizer {
+                    Some(spec) => spec,
+                    None => {
+                        optimizer.insert(RunConfig::default().optimizer.parse().map_err(usage)?)
+                    }
+                };
                 // An option the same layer's spec writes wins over the flag.
                 if layer_spec.as_ref().is_none_or(|s| !s.contains(name)) {
-                    spec.set(name, &format!("{value:?}"));
+                    spec.set(name, format!("{value:?}")).map_err(usage)?;
                 }
             }
         }
@@ -248,19 +252,50 @@ impl RunConfig {
         Ok(cfg)
     }
 
-    /// The tutorial's SGD for a plain `sgd`, paths made absolute (so a run
-    /// resumes from any working directory), and every value checked.
+    /// Every spec resolved by its registry (canonical name, every option
+    /// with its effective value; a plain `sgd` is the tutorial's SGD), paths
+    /// made absolute (so a run resumes from any working directory), and
+    /// every value checked.
     fn normalize(&mut self) -> Result<()> {
-        let mut spec: Spec = self.optimizer.parse().map_err(usage)?;
+        let flag = |name: &'static str| move |e: kiln_tensor::Error| Error::Usage(format!("{name}: {e}"));
+        let mut spec: Spec = self.optimizer.parse().map_err(flag("--optimizer"))?;
+        let optimizers = kiln_optim::optimizers();
+        // `SGD` and `sgd` are one optimizer: decide by the canonical name.
+        spec.name = optimizers
+            .lookup(&spec.name)
+            .map_err(flag("--optimizer"))?
+            .name
+            .clone();
         if spec.name == "sgd" {
             // The tutorial's SGD(lr=1e-3, momentum=0.9) (torch's own default momentum is 0).
             for (key, value) in [("lr", "0.001"), ("momentum", "0.9")] {
                 if !spec.contains(key) {
-                    spec.set(key, value);
+                    spec.set(key, value).map_err(flag("--optimizer"))?;
                 }
             }
         }
-        self.optimizer = spec.to_string();
+        self.optimizer = optimizers
+            .resolve(&spec)
+            .map_err(flag("--optimizer"))?
+            .to_string();
+        if let Some(text) = &self.loss {
+            let spec: Spec = text.parse().map_err(flag("--loss"))?;
+            self.loss = Some(
+                kiln_losses::registry()
+                    .resolve(&spec)
+                    .map_err(flag("--loss"))?
+                    .to_string(),
+            );
+        }
+        if let Some(text) = &self.scheduler {
+            let spec: Spec = text.parse().map_err(flag("--scheduler"))?;
+            self.scheduler = Some(
+                kiln_optim::scheduler::schedulers()
+                    .resolve(&spec)
+                    .map_err(flag("--scheduler"))?
+                    .to_string(),
+            );
+        }
         self.data_dir = self.data_dir.as_deref().map(absolute);
         self.init = self.init.as_deref().map(absolute);
         self.data = self.data.take().map(DataSource::absolute);
@@ -355,7 +390,11 @@ mod tests {
         let cfg = RunConfig::from_layers(&[])?;
         assert_eq!(cfg.epochs, 5);
         assert_eq!(cfg.batch_size, 64);
-        assert_eq!(cfg.optimizer, "sgd:lr=0.001,momentum=0.9");
+        // Resolved: every option with its value, as config.json records it.
+        assert_eq!(
+            cfg.optimizer,
+            "sgd:lr=0.001,momentum=0.9,dampening=0.0,weight_decay=0.0,nesterov=false,maximize=false,fused=false"
+        );
         Ok(())
     }
 
@@ -368,7 +407,7 @@ mod tests {
         let cli = layer("cli", json!({"epochs": 3, "lr": 0.01}));
         let cfg = RunConfig::from_layers(&[saved, cli])?;
         assert_eq!(cfg.epochs, 3);
-        assert_eq!(cfg.optimizer, "sgd:lr=0.01,momentum=0.5");
+        assert!(cfg.optimizer.starts_with("sgd:lr=0.01,momentum=0.5,"), "{}", cfg.optimizer);
         // A spec that names lr in the same layer wins over --lr.
         let cli = layer(
             "cli",

@@ -177,6 +177,8 @@ fn train_on(
     };
     config.seed = Some(seed);
     let mut parts = Components::build(&config, seed)?;
+    // config.json records what runs, defaults included.
+    config.loss = Some(parts.loss_spec.clone());
     let Components {
         ref splits,
         ref mut model,

@@ -5,6 +5,7 @@
 //! but nothing stops stepping them per batch with counts in batches.
 use super::{core_scheduler, div, fnum, group_lrs, Core, Ctx, Rule, StateReader};
 use crate::{Error, Optimizer, Result};
+use kiln_tensor::spec::{OptionInfo, OptionVisitor, Options};
 use serde_json::{Map, Value};
 
 /// A learning-rate factor as a function of the epoch (`lr_lambda`).
@@ -644,3 +645,78 @@ pub struct PolynomialLr {
     core: Core<PolynomialRule>,
 }
 core_scheduler!(PolynomialLr);
+
+// ---------------------------------------------------------------------------
+// Spec options (see `kiln_tensor::spec::Options`), with PyTorch's names.
+
+impl Options for StepLrConfig {
+    fn options(&mut self, v: &mut dyn OptionVisitor) -> kiln_tensor::Result<()> {
+        v.option(
+            OptionInfo::new("step_size", "period of decay, in steps").required(),
+            &mut self.step_size,
+        )?;
+        v.option(OptionInfo::new("gamma", "decay factor"), &mut self.gamma)
+    }
+}
+
+impl Options for MultiStepLrConfig {
+    fn options(&mut self, v: &mut dyn OptionVisitor) -> kiln_tensor::Result<()> {
+        v.option(
+            OptionInfo::new("milestones", "steps at which to decay, e.g. 30;80").required(),
+            &mut self.milestones,
+        )?;
+        v.option(OptionInfo::new("gamma", "decay factor"), &mut self.gamma)
+    }
+}
+
+impl Options for ConstantLrConfig {
+    fn options(&mut self, v: &mut dyn OptionVisitor) -> kiln_tensor::Result<()> {
+        v.option(
+            OptionInfo::new("factor", "factor in [0, 1]"),
+            &mut self.factor,
+        )?;
+        v.option(
+            OptionInfo::new("total_iters", "steps with the factor"),
+            &mut self.total_iters,
+        )
+    }
+}
+
+impl Options for LinearLrConfig {
+    fn options(&mut self, v: &mut dyn OptionVisitor) -> kiln_tensor::Result<()> {
+        v.option(
+            OptionInfo::new("start_factor", "factor at step 0, in (0, 1]"),
+            &mut self.start_factor,
+        )?;
+        v.option(
+            OptionInfo::new("end_factor", "factor from total_iters on, in [0, 1]"),
+            &mut self.end_factor,
+        )?;
+        v.option(
+            OptionInfo::new("total_iters", "steps of the linear change"),
+            &mut self.total_iters,
+        )
+    }
+}
+
+impl Options for ExponentialLrConfig {
+    fn options(&mut self, v: &mut dyn OptionVisitor) -> kiln_tensor::Result<()> {
+        v.option(
+            OptionInfo::new("gamma", "decay factor per step").required(),
+            &mut self.gamma,
+        )
+    }
+}
+
+impl Options for PolynomialLrConfig {
+    fn options(&mut self, v: &mut dyn OptionVisitor) -> kiln_tensor::Result<()> {
+        v.option(
+            OptionInfo::new("total_iters", "steps to reach 0"),
+            &mut self.total_iters,
+        )?;
+        v.option(
+            OptionInfo::new("power", "power of the polynomial"),
+            &mut self.power,
+        )
+    }
+}

@@ -1,6 +1,7 @@
 //! CosineAnnealingLR and CosineAnnealingWarmRestarts (SGDR).
 use super::{apply_lrs, div, fnum, group_lrs, Core, Ctx, LrScheduler, Rule, StateReader};
 use crate::{Error, Optimizer, Result};
+use kiln_tensor::spec::{OptionInfo, OptionVisitor, Options};
 use serde_json::{Map, Value};
 use std::f64::consts::PI;
 
@@ -356,5 +357,24 @@ impl LrScheduler for CosineAnnealingWarmRestarts {
             self.base_lrs = initial_lrs.to_vec();
             self.initial_lrs = initial_lrs.to_vec();
         }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Spec options (see `kiln_tensor::spec::Options`), with PyTorch's names.
+
+impl Options for CosineAnnealingWarmRestartsConfig {
+    fn options(&mut self, v: &mut dyn OptionVisitor) -> kiln_tensor::Result<()> {
+        v.option(
+            OptionInfo::new("t_0", "steps until the first restart")
+                .aliases(&["T_0"])
+                .required(),
+            &mut self.t_0,
+        )?;
+        v.option(
+            OptionInfo::new("t_mult", "period growth factor after a restart").aliases(&["T_mult"]),
+            &mut self.t_mult,
+        )?;
+        v.option(OptionInfo::new("eta_min", "minimum lr"), &mut self.eta_min)
     }
 }

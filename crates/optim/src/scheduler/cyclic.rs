@@ -1,6 +1,7 @@
 //! CyclicLR (cyclical learning rates, with optional momentum cycling).
 use super::{div, flist, fnum, momentum_key, Core, Ctx, GroupValues, Rule, StateReader};
 use crate::{Error, Optimizer, Result};
+use kiln_tensor::spec::{Choice, OptionInfo, OptionVisitor, Options};
 use serde_json::{Map, Value};
 
 /// CyclicLR's built-in amplitude policies.
@@ -14,23 +15,16 @@ pub enum CyclicMode {
     ExpRange,
 }
 
+kiln_tensor::choices!(CyclicMode {
+    Triangular = "triangular",
+    Triangular2 = "triangular2",
+    ExpRange = "exp_range",
+});
+
 impl CyclicMode {
     /// PyTorch's name (`triangular`, `triangular2`, `exp_range`).
     pub fn as_str(self) -> &'static str {
-        match self {
-            CyclicMode::Triangular => "triangular",
-            CyclicMode::Triangular2 => "triangular2",
-            CyclicMode::ExpRange => "exp_range",
-        }
-    }
-
-    fn parse(s: &str) -> Option<Self> {
-        Some(match s {
-            "triangular" => CyclicMode::Triangular,
-            "triangular2" => CyclicMode::Triangular2,
-            "exp_range" => CyclicMode::ExpRange,
-            _ => return None,
-        })
+        self.word()
     }
 }
 
@@ -256,8 +250,8 @@ impl Rule for CyclicRule {
         }
     }
     fn load(&mut self, r: &StateReader<'_>) -> Result<()> {
-        let mode =
-            CyclicMode::parse(r.str("mode")?).ok_or_else(|| super::bad_state("cyclic", "mode"))?;
+        let mode = CyclicMode::from_word(r.str("mode")?)
+            .ok_or_else(|| super::bad_state("cyclic", "mode"))?;
         let scale_mode = match r.str("scale_mode")? {
             "cycle" => ScaleMode::Cycle,
             "iterations" => ScaleMode::Iterations,
@@ -308,3 +302,56 @@ pub struct CyclicLr {
     core: Core<CyclicRule>,
 }
 super::core_scheduler!(CyclicLr);
+
+// ---------------------------------------------------------------------------
+// Spec options (see `kiln_tensor::spec::Options`), with PyTorch's names.
+
+/// The options specs can set; `scale_fn` and `scale_mode` need code.
+impl Options for CyclicLrConfig {
+    fn options(&mut self, v: &mut dyn OptionVisitor) -> kiln_tensor::Result<()> {
+        v.option(
+            OptionInfo::new(
+                "base_lr",
+                "lower lr bound (one value, or one per group a;b)",
+            )
+            .required(),
+            &mut self.base_lr,
+        )?;
+        v.option(
+            OptionInfo::new("max_lr", "upper lr bound (one value, or one per group a;b)")
+                .required(),
+            &mut self.max_lr,
+        )?;
+        v.option(
+            OptionInfo::new("step_size_up", "steps in the increasing half of a cycle"),
+            &mut self.step_size_up,
+        )?;
+        v.option(
+            OptionInfo::new(
+                "step_size_down",
+                "steps in the decreasing half; none: step_size_up",
+            ),
+            &mut self.step_size_down,
+        )?;
+        v.option(
+            OptionInfo::new("mode", "triangular | triangular2 | exp_range"),
+            &mut self.mode,
+        )?;
+        v.option(
+            OptionInfo::new("gamma", "exp_range constant"),
+            &mut self.gamma,
+        )?;
+        v.option(
+            OptionInfo::new("cycle_momentum", "cycle momentum (or betas.0) inversely"),
+            &mut self.cycle_momentum,
+        )?;
+        v.option(
+            OptionInfo::new("base_momentum", "lower momentum bound"),
+            &mut self.base_momentum,
+        )?;
+        v.option(
+            OptionInfo::new("max_momentum", "upper momentum bound"),
+            &mut self.max_momentum,
+        )
+    }
+}

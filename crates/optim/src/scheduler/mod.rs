@@ -56,8 +56,12 @@
 //! rates.
 //!
 //! **Spec strings.** [`schedulers()`] is the registry the CLI uses
-//! (`onecycle:max_lr=0.1`, `step:step_size=30,gamma=0.1`, `cosine:t_max=100`).
+//! (`onecycle:max_lr=0.1`, `step:step_size=30,gamma=0.1`, `cosine:t_max=100`,
+//! or PyTorch's names: `CosineAnnealingLR:T_max=100`). Each config implements
+//! [`kiln_tensor::spec::Options`], so the options, their defaults and their
+//! PyTorch spellings are written once, next to the config.
 use crate::{Error, Optimizer, Result};
+use kiln_tensor::spec::OptionValue;
 use serde_json::{Map, Value};
 
 mod basic;
@@ -82,7 +86,9 @@ pub use cosine::{
 pub use cyclic::{CyclicLr, CyclicLrConfig, CyclicMode, ScaleFn, ScaleMode};
 pub use onecycle::{AnnealStrategy, OneCycleLr, OneCycleLrConfig};
 pub use plateau::{PlateauMode, ReduceLrOnPlateau, ReduceLrOnPlateauConfig, ThresholdMode};
-pub use registry::{schedulers, OptionDoc, SchedulerBuilder, SchedulerFactory, SchedulerRegistry};
+pub use registry::{
+    scheduler_entry, schedulers, SchedulerBuild, SchedulerEntry, SchedulerRegistry,
+};
 pub use swalr::{Swalr, SwalrConfig};
 
 /// A learning-rate scheduler: PyTorch's `LRScheduler` interface.
@@ -210,12 +216,25 @@ impl GroupValues {
             ))),
         }
     }
+}
 
-    fn from_spec(list: Option<Vec<f64>>) -> Option<GroupValues> {
-        list.map(|l| match l.as_slice() {
+/// One value (`0.1`, every group) or one per group (`0.1;0.01`) in specs.
+impl OptionValue for GroupValues {
+    fn parse_text(&mut self, text: &str) -> std::result::Result<(), String> {
+        let mut list: Vec<f64> = Vec::new();
+        list.parse_text(text)
+            .map_err(|_| "a number or one number per param group, a;b".to_string())?;
+        *self = match list.as_slice() {
             [one] => GroupValues::All(*one),
-            _ => GroupValues::PerGroup(l),
-        })
+            _ => GroupValues::PerGroup(list),
+        };
+        Ok(())
+    }
+    fn format_text(&self) -> String {
+        match self {
+            GroupValues::All(v) => v.format_text(),
+            GroupValues::PerGroup(vs) => vs.format_text(),
+        }
     }
 }
 

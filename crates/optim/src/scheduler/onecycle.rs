@@ -1,6 +1,7 @@
 //! OneCycleLR (the 1cycle policy).
 use super::{div, flist, fnum, momentum_key, Core, Ctx, GroupValues, Rule, StateReader};
 use crate::{Error, Optimizer, Result};
+use kiln_tensor::spec::{Choice, OptionInfo, OptionVisitor, Options};
 use serde_json::{Map, Value};
 use std::f64::consts::PI;
 
@@ -13,21 +14,19 @@ pub enum AnnealStrategy {
     Linear,
 }
 
+kiln_tensor::choices!(AnnealStrategy {
+    Cos = "cos",
+    Linear = "linear",
+});
+
 impl AnnealStrategy {
     /// PyTorch's name (`cos`, `linear`).
     pub fn as_str(self) -> &'static str {
-        match self {
-            AnnealStrategy::Cos => "cos",
-            AnnealStrategy::Linear => "linear",
-        }
+        self.word()
     }
 
     pub(crate) fn parse(s: &str) -> Option<Self> {
-        match s {
-            "cos" => Some(AnnealStrategy::Cos),
-            "linear" => Some(AnnealStrategy::Linear),
-            _ => None,
-        }
+        Self::from_word(s)
     }
 
     fn anneal(self, start: f64, end: f64, pct: f64) -> f64 {
@@ -397,3 +396,62 @@ pub struct OneCycleLr {
     core: Core<OneCycleRule>,
 }
 super::core_scheduler!(OneCycleLr, overwrites_initial_lr);
+
+// ---------------------------------------------------------------------------
+// Spec options (see `kiln_tensor::spec::Options`), with PyTorch's names.
+
+impl Options for OneCycleLrConfig {
+    fn options(&mut self, v: &mut dyn OptionVisitor) -> kiln_tensor::Result<()> {
+        v.option(
+            OptionInfo::new("max_lr", "peak lr (one value, or one per group a;b)").required(),
+            &mut self.max_lr,
+        )?;
+        v.option(
+            OptionInfo::new(
+                "total_steps",
+                "steps in the cycle; none: epochs * steps_per_epoch, else the run's scheduler steps",
+            ),
+            &mut self.total_steps,
+        )?;
+        v.option(
+            OptionInfo::new("epochs", "with steps_per_epoch, instead of total_steps"),
+            &mut self.epochs,
+        )?;
+        v.option(
+            OptionInfo::new("steps_per_epoch", "with epochs, instead of total_steps"),
+            &mut self.steps_per_epoch,
+        )?;
+        v.option(
+            OptionInfo::new("pct_start", "fraction of the cycle spent increasing the lr"),
+            &mut self.pct_start,
+        )?;
+        v.option(
+            OptionInfo::new("anneal_strategy", "cos | linear"),
+            &mut self.anneal_strategy,
+        )?;
+        v.option(
+            OptionInfo::new("cycle_momentum", "cycle momentum (or betas.0) inversely"),
+            &mut self.cycle_momentum,
+        )?;
+        v.option(
+            OptionInfo::new("base_momentum", "momentum at the lr peak"),
+            &mut self.base_momentum,
+        )?;
+        v.option(
+            OptionInfo::new("max_momentum", "momentum at the start and end"),
+            &mut self.max_momentum,
+        )?;
+        v.option(
+            OptionInfo::new("div_factor", "initial_lr = max_lr / div_factor"),
+            &mut self.div_factor,
+        )?;
+        v.option(
+            OptionInfo::new("final_div_factor", "min_lr = initial_lr / final_div_factor"),
+            &mut self.final_div_factor,
+        )?;
+        v.option(
+            OptionInfo::new("three_phase", "three phases instead of two"),
+            &mut self.three_phase,
+        )
+    }
+}

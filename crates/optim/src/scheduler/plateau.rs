@@ -1,6 +1,7 @@
 //! ReduceLROnPlateau.
 use super::{flist, fnum, group_lrs, GroupValues, LrScheduler, StateReader};
 use crate::{Error, Optimizer, Result};
+use kiln_tensor::spec::{Choice, OptionInfo, OptionVisitor, Options};
 use serde_json::Value;
 
 /// Whether the monitored metric should decrease or increase.
@@ -20,6 +21,16 @@ pub enum ThresholdMode {
     /// `best - threshold` (min) or `best + threshold` (max).
     Abs,
 }
+
+kiln_tensor::choices!(PlateauMode {
+    Min = "min",
+    Max = "max",
+});
+
+kiln_tensor::choices!(ThresholdMode {
+    Rel = "rel",
+    Abs = "abs",
+});
 
 /// Options of [`ReduceLrOnPlateau`], PyTorch's defaults in `Default`.
 #[derive(Debug, Clone, PartialEq)]
@@ -168,17 +179,11 @@ impl ReduceLrOnPlateau {
 }
 
 fn mode_str(m: PlateauMode) -> &'static str {
-    match m {
-        PlateauMode::Min => "min",
-        PlateauMode::Max => "max",
-    }
+    m.word()
 }
 
 fn threshold_mode_str(m: ThresholdMode) -> &'static str {
-    match m {
-        ThresholdMode::Rel => "rel",
-        ThresholdMode::Abs => "abs",
-    }
+    m.word()
 }
 
 impl LrScheduler for ReduceLrOnPlateau {
@@ -248,20 +253,12 @@ impl LrScheduler for ReduceLrOnPlateau {
 
     fn load_state_dict(&mut self, state: &Value) -> Result<()> {
         let r = StateReader::new("plateau", state)?;
-        let mode = match r.str("mode")? {
-            "min" => PlateauMode::Min,
-            "max" => PlateauMode::Max,
-            m => return Err(Error::InvalidArgument(format!("mode {m} is unknown!"))),
-        };
-        let threshold_mode = match r.str("threshold_mode")? {
-            "rel" => ThresholdMode::Rel,
-            "abs" => ThresholdMode::Abs,
-            m => {
-                return Err(Error::InvalidArgument(format!(
-                    "threshold mode {m} is unknown!"
-                )))
-            }
-        };
+        let m = r.str("mode")?;
+        let mode = PlateauMode::from_word(m)
+            .ok_or_else(|| Error::InvalidArgument(format!("mode {m} is unknown!")))?;
+        let m = r.str("threshold_mode")?;
+        let threshold_mode = ThresholdMode::from_word(m)
+            .ok_or_else(|| Error::InvalidArgument(format!("threshold mode {m} is unknown!")))?;
         let min_lrs = r.f64_list("min_lrs")?;
         let default_min_lr = r.opt_f64("default_min_lr")?;
         let cfg = ReduceLrOnPlateauConfig {
@@ -296,5 +293,42 @@ impl LrScheduler for ReduceLrOnPlateau {
 
     fn undo_initial_step(&mut self) {
         self.last_epoch -= 1;
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Spec options (see `kiln_tensor::spec::Options`), with PyTorch's names.
+
+impl Options for ReduceLrOnPlateauConfig {
+    fn options(&mut self, v: &mut dyn OptionVisitor) -> kiln_tensor::Result<()> {
+        v.option(OptionInfo::new("mode", "min | max"), &mut self.mode)?;
+        v.option(
+            OptionInfo::new("factor", "new_lr = lr * factor, < 1"),
+            &mut self.factor,
+        )?;
+        v.option(
+            OptionInfo::new("patience", "bad steps tolerated before reducing"),
+            &mut self.patience,
+        )?;
+        v.option(
+            OptionInfo::new("threshold", "significance threshold"),
+            &mut self.threshold,
+        )?;
+        v.option(
+            OptionInfo::new("threshold_mode", "rel | abs"),
+            &mut self.threshold_mode,
+        )?;
+        v.option(
+            OptionInfo::new("cooldown", "steps to wait after a reduction"),
+            &mut self.cooldown,
+        )?;
+        v.option(
+            OptionInfo::new("min_lr", "lower lr bound (one value, or one per group a;b)"),
+            &mut self.min_lr,
+        )?;
+        v.option(
+            OptionInfo::new("eps", "smaller reductions are skipped"),
+            &mut self.eps,
+        )
     }
 }

@@ -1,6 +1,7 @@
 //! SWALR (`torch.optim.swa_utils.SWALR`).
 use super::{flist, group_lrs, AnnealStrategy, Core, Ctx, GroupValues, Rule, StateReader};
 use crate::{Error, Optimizer, Result};
+use kiln_tensor::spec::{OptionInfo, OptionVisitor, Options};
 use serde_json::{Map, Value};
 use std::f64::consts::PI;
 
@@ -127,3 +128,27 @@ pub struct Swalr {
     core: Core<SwalrRule>,
 }
 super::core_scheduler!(Swalr);
+
+// ---------------------------------------------------------------------------
+// Spec options (see `kiln_tensor::spec::Options`), with PyTorch's names.
+
+impl Options for SwalrConfig {
+    fn options(&mut self, v: &mut dyn OptionVisitor) -> kiln_tensor::Result<()> {
+        v.option(
+            OptionInfo::new(
+                "swa_lr",
+                "lr to anneal to (one value, or one per group a;b)",
+            )
+            .required(),
+            &mut self.swa_lr,
+        )?;
+        v.option(
+            OptionInfo::new("anneal_epochs", "steps of annealing"),
+            &mut self.anneal_epochs,
+        )?;
+        v.option(
+            OptionInfo::new("anneal_strategy", "cos | linear"),
+            &mut self.anneal_strategy,
+        )
+    }
+}
