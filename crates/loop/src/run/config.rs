@@ -257,7 +257,8 @@ impl RunConfig {
     /// made absolute (so a run resumes from any working directory), and
     /// every value checked.
     fn normalize(&mut self) -> Result<()> {
-        let flag = |name: &'static str| move |e: kiln_tensor::Error| Error::Usage(format!("{name}: {e}"));
+        let flag =
+            |name: &'static str| move |e: kiln_tensor::Error| Error::Usage(format!("{name}: {e}"));
         let mut spec: Spec = self.optimizer.parse().map_err(flag("--optimizer"))?;
         let optimizers = kiln_optim::optimizers();
         // `SGD` and `sgd` are one optimizer: decide by the canonical name.
@@ -407,14 +408,30 @@ mod tests {
         let cli = layer("cli", json!({"epochs": 3, "lr": 0.01}));
         let cfg = RunConfig::from_layers(&[saved, cli])?;
         assert_eq!(cfg.epochs, 3);
-        assert!(cfg.optimizer.starts_with("sgd:lr=0.01,momentum=0.5,"), "{}", cfg.optimizer);
-        // A spec that names lr in the same layer wins over --lr.
-        let cli = layer(
-            "cli",
-            json!({"optimizer": "adam:lr=0.3", "lr": 0.01, "momentum": 0.2}),
+        assert!(
+            cfg.optimizer.starts_with("sgd:lr=0.01,momentum=0.5,"),
+            "{}",
+            cfg.optimizer
         );
+        // A spec that names lr in the same layer wins over --lr.
+        let cli = layer("cli", json!({"optimizer": "AdamW:lr=0.3", "lr": 0.01}));
         let cfg = RunConfig::from_layers(&[cli])?;
-        assert_eq!(cfg.optimizer, "adam:lr=0.3,momentum=0.2");
+        assert!(
+            cfg.optimizer.starts_with("adamw:lr=0.3,"),
+            "{}",
+            cfg.optimizer
+        );
+        // PyTorch's class name is the same optimizer: the tutorial's SGD.
+        let cfg = RunConfig::from_layers(&[layer("cli", json!({"optimizer": "SGD"}))])?;
+        assert!(
+            cfg.optimizer.starts_with("sgd:lr=0.001,momentum=0.9,"),
+            "{}",
+            cfg.optimizer
+        );
+        // --momentum where the optimizer has none is an error naming the options.
+        let cli = layer("cli", json!({"optimizer": "adam", "momentum": 0.2}));
+        let err = RunConfig::from_layers(&[cli]).err().map(|e| e.to_string());
+        assert!(err.is_some_and(|e| e.contains("momentum") && e.contains("betas")));
         Ok(())
     }
 

@@ -132,6 +132,7 @@ pub fn train(request: &TrainRequest) -> Result<FitSummary> {
         layers.push(Layer::from_file(file)?);
     }
     layers.push(Layer::new("the command line", request.flags.clone()));
+    #[allow(unused_mut)]
     let mut config = RunConfig::from_layers(&layers)?;
     #[cfg(feature = "nccl")]
     if config.distributed.as_deref() == Some("nccl") {
