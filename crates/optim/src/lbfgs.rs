@@ -258,8 +258,15 @@ impl Lbfgs {
                 "optimizer got an empty parameter list".into(),
             ));
         }
-        let refs: Vec<&NamedParameter> = params.iter().collect();
-        check_unique_names(&refs)?;
+        check_unique_names(&[params.as_slice()])?;
+        for p in &params {
+            if p.tensor.f_is_complex()? {
+                return Err(Error::InvalidArgument(format!(
+                    "lbfgs does not support complex parameters ('{}'): kiln-optim does not implement them",
+                    p.name
+                )));
+            }
+        }
         let max_eval = cfg.max_eval.unwrap_or(cfg.max_iter * 5 / 4);
         Ok(Self {
             cfg,
