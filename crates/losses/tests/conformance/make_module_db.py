@@ -113,11 +113,9 @@ def spec_of(name, args, kwargs, dtype):
     items = []
     for k, v in kwargs.items():
         if isinstance(v, torch.Tensor):
-            if v.dtype == dtype and v.dim() == 1:
-                v = ";".join(repr(x) for x in v.tolist())
-            elif v.dim() == 0:
-                return None, (f"{k} is a 0-dim tensor: kiln's {k} is a list of numbers, which has "
-                              "shape [n], so the output's shape would differ")
+            if v.dtype == dtype and v.dim() <= 1:
+                # A 0-dim weight is one number: kiln's weight [w] broadcasts the same.
+                v = ";".join(repr(x) for x in v.reshape(-1).tolist())
             else:
                 return None, f"{k} of dtype {v.dtype}: kiln's {k} is a list of numbers in the input's dtype"
         elif isinstance(v, bool):
@@ -150,6 +148,10 @@ def record(info, mi, dtype_key):
     spec, reason = spec_of(spec_name, ctor.args, ctor.kwargs, dict(DTYPES)[dtype_key])
     if fwd.kwargs:
         reason = reason or "keyword forward arguments"
+    zero_dim = [k for k, v in ctor.kwargs.items() if isinstance(v, torch.Tensor) and v.dim() == 0]
+    if zero_dim and any(isinstance(a, torch.Tensor) and a.dim() == 0 for a in fwd.args):
+        reason = reason or (f"0-dim {zero_dim[0]} with 0-dim inputs: kiln's {zero_dim[0]} is a list of "
+                            "numbers (shape [1]), which would broadcast the inputs to [1]")
     if reason is not None:
         rec["skip"] = reason
         return rec
