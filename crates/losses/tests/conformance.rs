@@ -242,7 +242,7 @@ fn args(rec: &Value) -> Result<Vec<Arg>> {
         .collect()
 }
 
-fn arg<'a>(a: &'a [Arg], i: usize) -> Result<&'a Tensor> {
+fn arg(a: &[Arg], i: usize) -> Result<&Tensor> {
     a.get(i).ok_or_else(|| anyhow!("missing argument {i}"))?.t()
 }
 
