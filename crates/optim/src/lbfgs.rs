@@ -98,6 +98,8 @@ struct S {
 #[derive(Debug, Clone, Copy)]
 struct Ctx {
     f32: bool,
+    /// Where the parameters live (PyTorch's 0-dim tensors live there too).
+    device: kiln_tensor::Device,
 }
 
 fn fl(v: f64) -> S {
@@ -208,11 +210,12 @@ impl Ctx {
         );
         let d2_square = self.sub(self.mul(d1, d1), self.mul(g1, g2));
         if self.ge(d2_square, fl(0.0)) {
-            // `d2_square.sqrt()` on a 0-dim tensor: libtorch's kernel, which
-            // is MKL's vector sqrt on CPU and not always correctly rounded.
+            // `d2_square.sqrt()` on a 0-dim tensor: libtorch's kernel on the
+            // parameters' device (on the CPU, MKL's vector sqrt, which is not
+            // always correctly rounded).
             let d2 = if d2_square.tensor {
                 let kind = if self.f32 { Kind::Float } else { Kind::Double };
-                let t = Tensor::f_scalar_tensor(d2_square.v, (kind, kiln_tensor::Device::Cpu))?;
+                let t = Tensor::f_scalar_tensor(d2_square.v, (kind, self.device))?;
                 self.ten(val(&t.f_sqrt()?)?)
             } else {
                 fl(d2_square.v.sqrt())
@@ -295,11 +298,10 @@ impl Lbfgs {
     }
 
     fn ctx(&self) -> Ctx {
+        let first = self.params.first();
         Ctx {
-            f32: self
-                .params
-                .first()
-                .is_some_and(|p| p.tensor.kind() != Kind::Double),
+            f32: first.is_some_and(|p| p.tensor.kind() != Kind::Double),
+            device: first.map_or(kiln_tensor::Device::Cpu, |p| p.tensor.device()),
         }
     }
 
