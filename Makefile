@@ -12,7 +12,7 @@ ARGS ?=
 FEATURES ?= kiln-cli/mpi,kiln-cli/nccl
 FEATURE_FLAGS := $(if $(FEATURES),--features $(FEATURES),)
 
-.PHONY: setup build test lint train bench golden doc clean-setup
+.PHONY: setup build test lint train bench golden conformance doc clean-setup
 
 setup:
 	@bash scripts/setup.sh
@@ -22,6 +22,12 @@ build: setup
 
 test: setup
 	$(CARGO) test --workspace $(FEATURE_FLAGS)
+
+# PyTorch's own test databases (optim_db, module_db's losses) replayed through
+# kiln: prints the score per optimizer and per loss. `make test` runs them too.
+conformance: setup
+	$(CARGO) test -p kiln-optim --test conformance -- --nocapture
+	$(CARGO) test -p kiln-losses --test conformance -- --nocapture
 
 lint: setup
 	$(CARGO) fmt --all --check
@@ -41,6 +47,8 @@ golden: build
 	$(PY) crates/losses/tests/golden/make_golden.py
 	$(PY) crates/optim/tests/golden/make_golden.py
 	$(PY) crates/optim/tests/golden/schedulers/make_golden.py
+	$(PY) crates/optim/tests/conformance/make_optim_db.py
+	$(PY) crates/losses/tests/conformance/make_module_db.py
 
 doc: setup
 	$(CARGO) doc --workspace --no-deps

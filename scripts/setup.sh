@@ -16,6 +16,7 @@ TORCH_VERSION=2.11.0
 SAFETENSORS_VERSION=0.7.0
 PACKAGING_VERSION=25.0
 NUMPY_VERSION=2.3.5
+EXPECTTEST_VERSION=0.3.0
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cache=${KILN_CACHE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/kiln}
 
@@ -59,6 +60,14 @@ else
     python3 -m pip install --quiet --no-input --disable-pip-version-check --no-deps \
       --target "$wheel_dir" "safetensors==$SAFETENSORS_VERSION" "packaging==$PACKAGING_VERSION" "numpy==$NUMPY_VERSION" ||
       die "pip could not install safetensors==$SAFETENSORS_VERSION (see above)"
+  fi
+  # expecttest: torch.testing._internal (PyTorch's optim_db / module_db, which the
+  # conformance fixture generators walk) imports it.
+  if [ ! -d "$wheel_dir/expecttest" ]; then
+    say "adding expecttest to $wheel_dir"
+    python3 -m pip install --quiet --no-input --disable-pip-version-check --no-deps \
+      --target "$wheel_dir" "expecttest==$EXPECTTEST_VERSION" ||
+      die "pip could not install expecttest==$EXPECTTEST_VERSION (see above)"
   fi
   ln -sfn "$wheel_dir" "$root/.libtorch"
 fi

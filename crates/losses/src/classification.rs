@@ -5,7 +5,7 @@ use crate::reduction::Reduction;
 use crate::util::{self, fmt, kernel};
 use crate::{Loss, TargetKind, Targets};
 use kiln_tensor::spec::{OptionInfo, OptionVisitor, Options};
-use kiln_tensor::{Kind, Tensor};
+use kiln_tensor::{ops, Kind, Tensor};
 
 /// Checks a class-index target against an input of shape `s` (`[C]`,
 /// `[N, C]` or `[N, C, d1, ...]`) as `nll_loss_nd` does, then checks that
@@ -311,9 +311,9 @@ impl Default for MultiMarginConfig {
 /// `l_n = Σ_{i ≠ y_n} w_{y_n} max(0, margin - x_{n,y_n} + x_{n,i})^p / C`.
 /// Input `[N, C]`, `[C]` or `[]`; target int64 `[N]` or `[]`.
 ///
-/// tch 0.24 does not wrap libtorch's `multi_margin_loss` forward, so this is
-/// composed from tensor ops (gather, relu, masked_fill, sum) in the kernel's
-/// order; value and gradient equal the kernel's up to summation order.
+/// Calls libtorch's `multi_margin_loss` kernel exactly as
+/// `F.multi_margin_loss` does (through kiln-tensor's shim, since tch 0.24
+/// lacks the binding), so value and gradient are PyTorch's bit for bit.
 /// Deviation: for an empty batch `[0, C]` with `mean`, PyTorch 2.11 returns an
 /// uninitialised value; kiln returns NaN (the mean of nothing).
 #[derive(Debug, Clone, Default)]
@@ -376,33 +376,28 @@ impl Loss for MultiMarginLoss {
             format!("target {v} is out of range for {dim} classes")
         })?;
 
-        let x = kernel(n, input.f_reshape([nframe, dim]))?;
-        let t = kernel(n, target.f_reshape([nframe, 1]))?;
-        let x_y = kernel(n, x.f_gather(1, &t, false))?;
-        // margin - x_y + x_i, in the kernel's order.
-        let z = kernel(n, kernel(n, x_y.f_rsub_scalar(self.cfg.margin))?.f_add(&x))?;
-        let mut h = kernel(n, z.f_relu())?;
-        if self.cfg.p == 2 {
-            h = kernel(n, h.f_mul(&h))?;
+        let weight = weight_tensor(n, self.cfg.weight.as_ref(), input)?;
+        if nframe == 0 && self.cfg.reduction == Reduction::Mean {
+            // libtorch leaves the mean of an empty batch uninitialised; kiln
+            // returns the mean of nothing, NaN (still through the kernel).
+            let sum = ops::multi_margin_loss(
+                input,
+                target,
+                self.cfg.p,
+                self.cfg.margin,
+                weight.as_ref(),
+                Reduction::Sum.into(),
+            )?;
+            return kernel(n, sum.f_div_scalar(0.0));
         }
-        if let Some(w) = weight_tensor(n, self.cfg.weight.as_ref(), input)? {
-            let w_y = kernel(n, w.f_index_select(0, &kernel(n, t.f_reshape([nframe]))?))?;
-            h = kernel(n, h.f_mul(&kernel(n, w_y.f_reshape([nframe, 1]))?))?;
-        }
-        let is_target = kernel(n, kernel(n, t.f_one_hot(dim))?.f_to_kind(Kind::Bool))?;
-        let is_target = kernel(n, is_target.f_reshape([nframe, dim]))?;
-        let h = kernel(n, h.f_masked_fill(&is_target, 0.0))?;
-        let per = kernel(
-            n,
-            h.f_sum_dim_intlist([1i64].as_slice(), false, None::<Kind>),
-        )?;
-        let per = kernel(n, per.f_div_scalar(dim))?;
-        let per = if ts.is_empty() {
-            kernel(n, per.f_reshape([0i64; 0].as_slice()))?
-        } else {
-            per
-        };
-        util::reduce(n, per, self.cfg.reduction)
+        Ok(ops::multi_margin_loss(
+            input,
+            target,
+            self.cfg.p,
+            self.cfg.margin,
+            weight.as_ref(),
+            self.cfg.reduction.into(),
+        )?)
     }
 
     fn name(&self) -> &str {

@@ -43,12 +43,14 @@
 //! | `soft-margin` | [`SoftMarginLoss`] | `soft_margin_loss` |
 //! | `multilabel-soft-margin` | [`MultiLabelSoftMarginLoss`] | composed (as `F.multilabel_soft_margin_loss`) |
 //! | `cosine-embedding` | [`CosineEmbeddingLoss`] | `cosine_embedding_loss` |
-//! | `multi-margin` | [`MultiMarginLoss`] | composed (tch 0.24 lacks the forward kernel) |
+//! | `multi-margin` | [`MultiMarginLoss`] | `multi_margin_loss` (through kiln-tensor's shim) |
 //! | `triplet-margin` | [`TripletMarginLoss`] | `triplet_margin_loss` |
 //! | `triplet-margin-with-distance` | [`TripletMarginWithDistanceLoss`] | composed (as `F.triplet_margin_with_distance_loss`) |
 //!
 //! Every loss is checked against values and gradients PyTorch computes
-//! (`tests/golden/make_golden.py`). Deliberate divergences are documented on
+//! (`tests/golden/make_golden.py`), and every loss input of PyTorch's own
+//! `module_db` is replayed bit for bit (`tests/conformance/make_module_db.py`,
+//! `make conformance`). Deliberate divergences are documented on
 //! the type: [`MultiMarginLoss`] (empty batch), [`CtcLoss`] (padding values),
 //! and the broadcasting losses, which broadcast silently where PyTorch warns.
 #![deny(missing_docs)]

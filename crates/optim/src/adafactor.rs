@@ -68,6 +68,13 @@ impl Rule for AdafactorConfig {
         maximize: bool = "maximise the objective instead of minimising it",
     }
 
+    fn check_param(&self, param: &NamedParameter) -> Result<()> {
+        if param.tensor.f_is_complex()? {
+            return invalid("Adafactor does not support complex parameters".into());
+        }
+        Ok(())
+    }
+
     fn validate(&self) -> Result<()> {
         at_least_zero(self.lr, "Learning rate")?;
         if !(0.0 >= self.beta2_decay) {

@@ -5,7 +5,11 @@
 //! s ← s + g²
 //! θ ← θ − γ̃ g / (√s + ε)
 //! ```
-use crate::rule::{Grouped, ParamState, Rule};
+//!
+//! As in PyTorch, the constructor creates every parameter's state (`sum` =
+//! `initial_accumulator_value`, `step` = 0), gradient or not; `fused: true`
+//! runs libtorch's one-pass `_fused_adagrad_` kernel (CPU).
+use crate::rule::{Grouped, Item, ParamState, Rule};
 use crate::util::{l2, m, maybe_neg, non_negative};
 use crate::{NamedParameter, Result};
 use kiln_tensor::{ops, Tensor};
@@ -26,6 +30,8 @@ pub struct AdagradConfig {
     pub eps: f64,
     /// Maximise the objective.
     pub maximize: bool,
+    /// Use libtorch's one-pass kernel (`fused=True`, CPU).
+    pub fused: bool,
 }
 
 impl Default for AdagradConfig {
@@ -37,6 +43,7 @@ impl Default for AdagradConfig {
             initial_accumulator_value: 0.0,
             eps: 1e-10,
             maximize: false,
+            fused: false,
         }
     }
 }
@@ -60,6 +67,7 @@ impl Rule for AdagradConfig {
         initial_accumulator_value: f64 = "initial value of the sum of squares",
         eps: f64 = "term added to the denominator for numerical stability",
         maximize: bool = "maximise the objective instead of minimising it",
+        fused: bool = "use libtorch's fused kernel (_fused_adagrad_)",
     }
 
     fn validate(&self) -> Result<()> {
@@ -71,6 +79,22 @@ impl Rule for AdagradConfig {
             "initial_accumulator_value value",
         )?;
         non_negative(self.eps, "epsilon value")?;
+        Ok(())
+    }
+
+    fn init_state(&self, param: &Tensor) -> Result<Option<ParamState>> {
+        let mut st = ParamState::default();
+        st.set_buffer("sum", param.f_full_like(self.initial_accumulator_value)?);
+        Ok(Some(st))
+    }
+
+    fn update_group(&self, items: &mut [Item<'_>]) -> Result<()> {
+        if self.fused {
+            return fused_adagrad(items, self);
+        }
+        for item in items.iter_mut() {
+            self.update(item.param, &item.grad, item.state)?;
+        }
         Ok(())
     }
 
@@ -88,4 +112,30 @@ impl Rule for AdagradConfig {
         ops::addcdiv_(param, &grad, &std, -clr)?;
         Ok(())
     }
+}
+
+/// `_fused_adagrad`: `_foreach_add_(steps, 1)` on float32 step counters, then
+/// libtorch's `_fused_adagrad_` over the whole group.
+fn fused_adagrad(items: &mut [Item<'_>], cfg: &AdagradConfig) -> Result<()> {
+    let mut sums = Vec::with_capacity(items.len());
+    let mut steps = Vec::with_capacity(items.len());
+    for item in items.iter_mut() {
+        let p = item.param;
+        let st = &mut *item.state;
+        sums.push(st.buffer_or_init("sum", || Ok(p.f_full_like(cfg.initial_accumulator_value)?))?);
+        steps.push(st.fused_step(p.device())?);
+    }
+    let steps: Vec<&Tensor> = steps.iter().collect();
+    ops::foreach_add_scalar_(&steps, 1.0)?;
+    let params: Vec<&Tensor> = items.iter().map(|i| i.param).collect();
+    let grads: Vec<&Tensor> = items.iter().map(|i| &i.grad).collect();
+    let sums: Vec<&Tensor> = sums.iter().collect();
+    let h = ops::FusedAdagrad {
+        lr: cfg.lr,
+        lr_decay: cfg.lr_decay,
+        weight_decay: cfg.weight_decay,
+        eps: cfg.eps,
+        maximize: cfg.maximize,
+    };
+    Ok(ops::fused_adagrad_(&params, &grads, &sums, &steps, &h)?)
 }

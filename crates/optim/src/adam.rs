@@ -13,7 +13,7 @@
 use crate::rule::{Grouped, Item, ParamState, Rule};
 use crate::util::{invalid, l2, m, maybe_neg, non_negative, py_float};
 use crate::{NamedParameter, Result};
-use kiln_tensor::{ops, Kind, Tensor};
+use kiln_tensor::{ops, Tensor};
 
 /// Adam's hyperparameters, with PyTorch's defaults.
 #[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
@@ -144,12 +144,7 @@ fn fused_adam(items: &mut [Item<'_>], cfg: &AdamConfig) -> Result<()> {
         } else {
             None
         };
-        let step = match &st.step_tensor {
-            Some((at, t)) if *at == st.step => t.shallow_clone(),
-            _ => Tensor::f_scalar_tensor(st.step, (Kind::Float, p.device()))?,
-        };
-        st.step += 1.0;
-        st.step_tensor = Some((st.step, step.shallow_clone()));
+        let step = st.fused_step(p.device())?;
         bufs.push((a, b, c, step));
     }
     let steps: Vec<&Tensor> = bufs.iter().map(|b| &b.3).collect();

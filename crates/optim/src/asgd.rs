@@ -6,7 +6,7 @@
 //! ax ← ax + μ_t (θ − ax)          (ax ← θ while μ_t = 1)
 //! η_{t+1} = γ / (1 + λ γ t)^α;   μ_{t+1} = 1 / max(1, t − t0)
 //! ```
-use crate::rule::{round_scalar, Grouped, ParamState, Rule};
+use crate::rule::{as_default_tensor, round_to, scalar_kind, Grouped, ParamState, Rule};
 use crate::util::{l2, m, maybe_neg, non_negative};
 use crate::{NamedParameter, Result};
 use kiln_tensor::{ops, Tensor};
@@ -72,9 +72,10 @@ impl Rule for AsgdConfig {
     fn update(&self, param: &Tensor, grad: &Tensor, state: &mut ParamState) -> Result<()> {
         let ax = state.buffer_or_init("ax", || Ok(param.f_zeros_like()?))?;
         // eta and mu are 0-dim tensors of the scalar dtype in PyTorch.
+        let kind = scalar_kind()?;
         let eta = state
             .value("eta")
-            .unwrap_or_else(|| round_scalar(param, self.lr));
+            .unwrap_or_else(|| round_to(kind, self.lr));
         let mu = state.value("mu").unwrap_or(1.0);
         state.step += 1.0;
         let step = state.step;
@@ -90,8 +91,9 @@ impl Rule for AsgdConfig {
         }
         let new_eta = self.lr / (1.0 + self.lambd * self.lr * step).powf(self.alpha);
         let new_mu = 1.0 / (step - self.t0).max(1.0);
-        state.set_value("eta", round_scalar(param, new_eta));
-        state.set_value("mu", round_scalar(param, new_mu));
+        // `eta.copy_(torch.as_tensor(new_eta))`: the default dtype, then eta's.
+        state.set_value("eta", round_to(kind, as_default_tensor(new_eta)?));
+        state.set_value("mu", round_to(kind, as_default_tensor(new_mu)?));
         Ok(())
     }
 }

@@ -142,6 +142,8 @@ struct S {
 #[derive(Debug, Clone, Copy)]
 struct Ctx {
     f32: bool,
+    /// Where the parameters live (PyTorch's 0-dim tensors live there too).
+    device: kiln_tensor::Device,
 }
 
 fn fl(v: f64) -> S {
@@ -235,7 +237,16 @@ impl Ctx {
 
     /// `_cubic_interpolate`.
     #[allow(clippy::too_many_arguments)]
-    fn cubic(self, x1: S, f1: f64, g1: S, x2: S, f2: f64, g2: S, bounds: Option<(S, S)>) -> S {
+    fn cubic(
+        self,
+        x1: S,
+        f1: f64,
+        g1: S,
+        x2: S,
+        f2: f64,
+        g2: S,
+        bounds: Option<(S, S)>,
+    ) -> Result<S> {
         let (xmin, xmax) = bounds.unwrap_or(if self.le(x1, x2) { (x1, x2) } else { (x2, x1) });
         let d1 = self.sub(
             self.add(g1, g2),
@@ -243,8 +254,13 @@ impl Ctx {
         );
         let d2_square = self.sub(self.mul(d1, d1), self.mul(g1, g2));
         if self.ge(d2_square, fl(0.0)) {
+            // `d2_square.sqrt()` on a 0-dim tensor: libtorch's kernel on the
+            // parameters' device (on the CPU, MKL's vector sqrt, which is not
+            // always correctly rounded).
             let d2 = if d2_square.tensor {
-                self.ten(d2_square.v.sqrt())
+                let kind = if self.f32 { Kind::Float } else { Kind::Double };
+                let t = Tensor::f_scalar_tensor(d2_square.v, (kind, self.device))?;
+                self.ten(val(&t.f_sqrt()?)?)
             } else {
                 fl(d2_square.v.sqrt())
             };
@@ -257,9 +273,9 @@ impl Ctx {
                 let den = self.add(self.sub(g1, g2), self.mul(fl(2.0), d2));
                 self.sub(x1, self.mul(self.sub(x1, x2), self.div(num, den)))
             };
-            self.min2(self.max2(min_pos, xmin), xmax)
+            Ok(self.min2(self.max2(min_pos, xmin), xmax))
         } else {
-            self.div(self.add(xmin, xmax), fl(2.0))
+            Ok(self.div(self.add(xmin, xmax), fl(2.0)))
         }
     }
 }
@@ -302,8 +318,15 @@ impl Lbfgs {
                 "optimizer got an empty parameter list".into(),
             ));
         }
-        let refs: Vec<&NamedParameter> = params.iter().collect();
-        check_unique_names(&refs)?;
+        check_unique_names(&[params.as_slice()])?;
+        for p in &params {
+            if p.tensor.f_is_complex()? {
+                return Err(Error::InvalidArgument(format!(
+                    "lbfgs does not support complex parameters ('{}'): kiln-optim does not implement them",
+                    p.name
+                )));
+            }
+        }
         let max_eval = cfg.max_eval.unwrap_or(cfg.max_iter * 5 / 4);
         Ok(Self {
             cfg,
@@ -319,11 +342,10 @@ impl Lbfgs {
     }
 
     fn ctx(&self) -> Ctx {
+        let first = self.params.first();
         Ctx {
-            f32: self
-                .params
-                .first()
-                .is_some_and(|p| p.tensor.kind() != Kind::Double),
+            f32: first.is_some_and(|p| p.tensor.kind() != Kind::Double),
+            device: first.map_or(kiln_tensor::Device::Cpu, |p| p.tensor.device()),
         }
     }
 
@@ -446,7 +468,7 @@ impl Lbfgs {
                 f_new,
                 gtd_new,
                 Some((min_step, max_step)),
-            );
+            )?;
             t_prev = tmp;
             f_prev = f_new;
             g_prev = ops::detached_clone(&g_new)?;
@@ -494,7 +516,7 @@ impl Lbfgs {
                 atf(&bracket_f, 1)?,
                 at(&bracket_gtd, 1)?,
                 None,
-            );
+            )?;
             let (bmax, bmin) = (c.max2(b0, b1), c.min2(b0, b1));
             let eps = c.mul(fl(0.1), c.sub(bmax, bmin));
             if c.lt(c.min2(c.sub(bmax, t), c.sub(t, bmin)), eps) {

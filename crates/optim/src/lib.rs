@@ -11,8 +11,8 @@
 //! (default CPU) path operation for operation, so the numbers are PyTorch's
 //! bit for bit; `Grouped` does param groups (also by name pattern), state
 //! keyed by parameter name, skipping parameters without gradients and state
-//! dicts. SGD, Adam and AdamW also have `fused: true`, libtorch's one-pass
-//! multi-tensor kernels (PyTorch's `fused=True` numbers).
+//! dicts. SGD, Adam, AdamW and Adagrad also have `fused: true`, libtorch's
+//! one-pass multi-tensor kernels (PyTorch's `fused=True` numbers).
 //!
 //! State dicts are saved with [`OptimizerState::save`] as a safetensors file
 //! plus a JSON file, both written atomically.
@@ -22,17 +22,21 @@
 //! The golden tests (`tests/golden/make_golden.py`) check every optimizer
 //! and flag combination against PyTorch 2.11 in float64 and float32: the
 //! trajectories are identical bit for bit, also after a save/load in the
-//! middle. Differences, all deliberate:
-//! - PyTorch keeps some per-parameter scalars (NAdam's `mu_product`, ASGD's
-//!   `eta` and `mu`, LBFGS's `ro`, `H_diag`, `gtd`…) as 0-dim tensors of
-//!   `torch.get_default_dtype()`; kiln rounds them to the *parameters'* dtype
-//!   (float64 parameters: float64, otherwise float32). Both agree whenever the
-//!   model's dtype is the default dtype, the usual case.
+//! middle. The conformance test (`tests/conformance/make_optim_db.py`,
+//! `make conformance`) replays PyTorch's own `optim_db` the same way, also
+//! under the default dtype float64 ([`kiln_tensor::set_default_dtype`]):
+//! NAdam's `mu_product` and ASGD's `eta` and `mu` are kept in
+//! `torch.get_default_dtype()`, as in PyTorch. Differences, all deliberate:
 //! - Step counters are `f64` (PyTorch's float32 `step` tensor stops counting
 //!   at 2^24 steps); the fused kernels get float32 step tensors as in PyTorch.
 //! - Not implemented: `foreach`, `capturable`, `differentiable`, complex
-//!   parameters, tensor-valued `lr`/`betas`, sparse gradients for Adagrad
-//!   (SparseAdam has them).
+//!   parameters (refused at construction, also where PyTorch refuses only at
+//!   the first step), tensor-valued `lr`/`betas`, sparse gradients for
+//!   Adagrad (SparseAdam has them).
+//! - A parameter name given twice is an error (state is keyed by name);
+//!   PyTorch only warns about a repeated tensor in one group.
+//! - LBFGS's state dict has no `al` (scratch space of the two-loop
+//!   recursion, rewritten before every read).
 //! - State is keyed by parameter *name* and stored as safetensors + JSON
 //!   (not PyTorch's pickled, id-keyed `state_dict`); LBFGS's state is over the
 //!   flattened parameters (`lbfgs.d`, `lbfgs.old_dirs.NNNNNN`…) and checks

@@ -170,6 +170,9 @@ impl Rule for MuonConfig {
     }
 
     fn check_param(&self, param: &NamedParameter) -> Result<()> {
+        if param.tensor.f_is_complex()? {
+            return invalid("Muon does not support complex parameters".into());
+        }
         if param.tensor.dim() != 2 {
             let dims: Vec<String> = param.tensor.size().iter().map(i64::to_string).collect();
             return Err(Error::InvalidHyperparameter(format!(

@@ -7,7 +7,7 @@
 //! θ ← θ − γ (1 − μ_t) / (1 − Π) · g / d − γ μ_{t+1} / (1 − Π μ_{t+1}) · m / d
 //! ```
 use crate::adam::check_adam_like;
-use crate::rule::{round_scalar, Grouped, ParamState, Rule};
+use crate::rule::{round_to, scalar_kind, Grouped, ParamState, Rule};
 use crate::util::{l2, m, maybe_neg, non_negative, scalar_mul};
 use crate::{NamedParameter, Result};
 use kiln_tensor::{ops, Tensor};
@@ -91,7 +91,8 @@ impl Rule for NAdamConfig {
         let mu = beta1 * (1.0 - 0.5 * 0.96f64.powf(step * psi));
         let mu_next = beta1 * (1.0 - 0.5 * 0.96f64.powf((step + 1.0) * psi));
         // `mu_product *= mu` on a 0-dim tensor of the scalar dtype.
-        let mu_product = round_scalar(param, scalar_mul(param, mu_product, mu));
+        let kind = scalar_kind()?;
+        let mu_product = round_to(kind, scalar_mul(kind, mu_product, mu));
         state.set_value("mu_product", mu_product);
         let _ = m(&exp_avg).f_lerp_(&grad, 1.0 - beta1)?;
         let _ = m(&exp_avg_sq).f_mul_scalar_(beta2)?;

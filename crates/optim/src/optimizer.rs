@@ -205,14 +205,33 @@ pub(crate) fn check_group(group: usize, len: usize) -> Result<()> {
     }
 }
 
-/// Errors unless every name in `params` is unique (state is keyed by name).
-pub(crate) fn check_unique_names(params: &[&NamedParameter]) -> Result<()> {
-    let mut names: Vec<&str> = params.iter().map(|p| p.name.as_str()).collect();
+/// Errors unless every parameter name is unique (state is keyed by name):
+/// a name in two param groups is PyTorch's "some parameters appear in more
+/// than one parameter group"; a name twice in one group (PyTorch only warns
+/// about a repeated tensor) is refused too.
+pub(crate) fn check_unique_names(groups: &[&[NamedParameter]]) -> Result<()> {
+    let mut names: Vec<(&str, usize)> = groups
+        .iter()
+        .enumerate()
+        .flat_map(|(g, ps)| ps.iter().map(move |p| (p.name.as_str(), g)))
+        .collect();
     names.sort_unstable();
-    match names.windows(2).find(|w| w.first() == w.get(1)) {
-        Some(w) => Err(Error::InvalidArgument(format!(
-            "parameter name '{}' appears more than once; optimizer state is keyed by name",
-            w.first().copied().unwrap_or_default()
+    let mut repeated = None;
+    for w in names.windows(2) {
+        if let [(a, ga), (b, gb)] = w {
+            if a == b {
+                if ga != gb {
+                    return Err(Error::InvalidArgument(
+                        "some parameters appear in more than one parameter group".into(),
+                    ));
+                }
+                repeated.get_or_insert(*a);
+            }
+        }
+    }
+    match repeated {
+        Some(name) => Err(Error::InvalidArgument(format!(
+            "parameter name '{name}' appears more than once; optimizer state is keyed by name"
         ))),
         None => Ok(()),
     }

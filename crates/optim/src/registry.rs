@@ -70,13 +70,21 @@ impl OptimizerRegistry {
     }
 }
 
+/// Reads `spec`'s options into `C::default()` through the rule's
+/// hyperparameter table and checks them with PyTorch's messages.
+pub fn config_from_spec<C: Rule + Default>(spec: &mut Spec) -> Result<C> {
+    let mut cfg = C::default();
+    spec.apply(&mut RuleOptions(&mut cfg))?;
+    cfg.validate()?;
+    Ok(cfg)
+}
+
 /// The entry of a [`Rule`]-based optimizer: named `C::NAME`, its options and
 /// their defaults from the rule's hyperparameter table and `C::default()`,
 /// built as a [`Grouped`] over the parameters.
 pub fn rule_entry<C: Rule + Default>(summary: &str) -> OptimizerEntry {
     let build: Arc<OptimizerBuild> = Arc::new(|spec, params, overrides| {
-        let mut cfg = C::default();
-        spec.apply(&mut RuleOptions(&mut cfg))?;
+        let cfg: C = config_from_spec(spec)?;
         Ok(Box::new(Grouped::with_overrides(cfg, params, overrides)?) as Box<dyn Optimizer>)
     });
     Entry::new(C::NAME, summary, build).options_of(&mut RuleOptions(&mut C::default()))

@@ -72,6 +72,25 @@ impl ParamState {
         }
     }
 
+    /// The float32 0-dim `step` tensor of libtorch's fused kernels, still at
+    /// the previous count, and the counter advanced: the caller increments
+    /// all of a group's step tensors with one `_foreach_add_(steps, 1)`
+    /// before the kernel, as PyTorch does.
+    pub(crate) fn fused_step(&mut self, device: kiln_tensor::Device) -> Result<Tensor> {
+        let step = match &self.step_tensor {
+            Some((at, t)) if *at == self.step => t.shallow_clone(),
+            _ => Tensor::f_scalar_tensor(self.step, (Kind::Float, device))?,
+        };
+        self.step += 1.0;
+        self.step_tensor = Some((self.step, step.shallow_clone()));
+        Ok(step)
+    }
+
+    /// Whether nothing is kept: no step counted, no buffer, no scalar.
+    pub fn is_empty(&self) -> bool {
+        self.step == 0.0 && self.buffers.is_empty() && self.values.is_empty()
+    }
+
     /// Buffer names, in creation order.
     pub fn buffer_names(&self) -> impl Iterator<Item = &str> {
         self.buffers.iter().map(|(k, _)| k.as_str())
@@ -136,6 +155,33 @@ pub trait Rule: Clone + std::fmt::Debug + Serialize + DeserializeOwned + Send + 
     /// The shape buffer `buffer` has for `param` (the parameter's, by default).
     fn buffer_shape(&self, _buffer: &str, param: &Tensor) -> Vec<i64> {
         param.size()
+    }
+
+    /// State PyTorch's constructor already creates for every parameter,
+    /// gradient or not (Adagrad's `sum` and `step`); `None` (the default)
+    /// creates it at the parameter's first step.
+    fn init_state(&self, _param: &Tensor) -> Result<Option<ParamState>> {
+        Ok(None)
+    }
+
+    /// The constructor's checks over all param groups: by default
+    /// [`Rule::check_param`] on every parameter, then a refusal of complex
+    /// parameters (kiln-optim does not implement them). SparseAdam
+    /// overrides it to report PyTorch's group/parameter indices.
+    fn check_groups(groups: &[ParamGroup<Self>]) -> Result<()> {
+        for g in groups {
+            for p in &g.params {
+                g.config.check_param(p)?;
+                if p.tensor.f_is_complex()? {
+                    return Err(Error::InvalidArgument(format!(
+                        "{} does not support complex parameters ('{}'): kiln-optim does not implement them",
+                        Self::NAME,
+                        p.name
+                    )));
+                }
+            }
+        }
+        Ok(())
     }
 }
 
@@ -394,18 +440,21 @@ impl<C: Rule> Grouped<C> {
                 "optimizer got an empty parameter list".into(),
             ));
         }
-        let all: Vec<&NamedParameter> = groups.iter().flat_map(|g| g.params.iter()).collect();
-        check_unique_names(&all)?;
+        let lists: Vec<&[NamedParameter]> = groups.iter().map(|g| g.params.as_slice()).collect();
+        check_unique_names(&lists)?;
         for g in &groups {
             g.config.validate()?;
-            for p in &g.params {
-                g.config.check_param(p)?;
-            }
         }
+        C::check_groups(&groups)?;
         let states = groups
             .iter()
-            .map(|g| g.params.iter().map(|_| None).collect())
-            .collect();
+            .map(|g| {
+                g.params
+                    .iter()
+                    .map(|p| g.config.init_state(&p.tensor))
+                    .collect::<Result<_>>()
+            })
+            .collect::<Result<_>>()?;
         Ok(Self { groups, states })
     }
 
@@ -545,7 +594,11 @@ impl<C: Rule> Optimizer for Grouped<C> {
             }
             groups.push(g);
             for (p, st) in group.params.iter().zip(states) {
-                let Some(st) = st else { continue };
+                // As in PyTorch, a parameter whose rule keeps nothing (SGD
+                // without momentum) has no entry.
+                let Some(st) = st.as_ref().filter(|st| !st.is_empty()) else {
+                    continue;
+                };
                 for (b, t) in &st.buffers {
                     tensors.push((format!("{}.{b}", p.name), t.shallow_clone()));
                 }
@@ -688,14 +741,32 @@ impl<C: Rule> Optimizer for Grouped<C> {
     }
 }
 
-/// The dtype PyTorch keeps 0-dim optimizer scalars in (`_get_scalar_dtype()`):
-/// float64 when the parameters are float64, else float32. kiln follows the
-/// parameter's dtype where PyTorch follows the global default dtype; they
-/// agree whenever the model's dtype is the default dtype.
-pub(crate) fn round_scalar(param: &Tensor, v: f64) -> f64 {
-    if param.kind() == Kind::Double {
+/// The dtype PyTorch keeps 0-dim optimizer scalars in (`_get_scalar_dtype()`:
+/// NAdam's `mu_product`, ASGD's `eta` and `mu`): float64 when libtorch's
+/// default dtype ([`kiln_tensor::default_dtype`]) is float64, else float32,
+/// whatever the parameters' dtype.
+pub(crate) fn scalar_kind() -> Result<Kind> {
+    Ok(if kiln_tensor::default_dtype()? == Kind::Double {
+        Kind::Double
+    } else {
+        Kind::Float
+    })
+}
+
+/// `v` rounded to `kind` (float64 or float32), as storing it in a 0-dim
+/// tensor of that dtype does.
+pub(crate) fn round_to(kind: Kind, v: f64) -> f64 {
+    if kind == Kind::Double {
         v
     } else {
         f64::from(v as f32)
     }
+}
+
+/// `torch.as_tensor(v)`: `v` rounded to libtorch's default dtype.
+pub(crate) fn as_default_tensor(v: f64) -> Result<f64> {
+    Ok(match kiln_tensor::default_dtype()? {
+        k @ (Kind::Double | Kind::Float) => round_to(k, v),
+        k => Tensor::f_scalar_tensor(v, (k, kiln_tensor::Device::Cpu))?.f_double_value(&[])?,
+    })
 }

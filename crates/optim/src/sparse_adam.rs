@@ -9,7 +9,7 @@
 //! θ[I] ← θ[I] − γ √(1 − β2^t) / (1 − β1^t) · m[I] / (√v[I] + ε)
 //! ```
 use crate::adam::check_adam_like;
-use crate::rule::{Grouped, ParamState, Rule};
+use crate::rule::{Grouped, ParamGroup, ParamState, Rule};
 use crate::util::{invalid, m, maybe_neg, py_float};
 use crate::{Error, NamedParameter, Result};
 use kiln_tensor::Tensor;
@@ -66,6 +66,35 @@ impl Rule for SparseAdamConfig {
             return invalid(format!("Invalid epsilon value: {}", py_float(self.eps)));
         }
         check_adam_like(self.lr, self.eps, self.betas, 0.0)
+    }
+
+    /// PyTorch's constructor checks, with its `[group, index]` lists.
+    fn check_groups(groups: &[ParamGroup<Self>]) -> Result<()> {
+        let mut sparse = Vec::new();
+        let mut complex = Vec::new();
+        for (gi, g) in groups.iter().enumerate() {
+            for (pi, p) in g.params.iter().enumerate() {
+                if p.tensor.is_sparse() {
+                    sparse.push(format!("[{gi}, {pi}]"));
+                }
+                if p.tensor.f_is_complex()? {
+                    complex.push(format!("[{gi}, {pi}]"));
+                }
+            }
+        }
+        if !sparse.is_empty() {
+            return invalid(format!(
+                "Sparse params at indices [{}]: SparseAdam requires dense parameter tensors",
+                sparse.join(", ")
+            ));
+        }
+        if !complex.is_empty() {
+            return invalid(format!(
+                "Complex params at indices [{}]: SparseAdam does not support complex parameters",
+                complex.join(", ")
+            ));
+        }
+        Ok(())
     }
 
     fn update(&self, param: &Tensor, grad: &Tensor, state: &mut ParamState) -> Result<()> {

@@ -32,10 +32,10 @@ pub(crate) fn m(t: &Tensor) -> Tensor {
     t.shallow_clone()
 }
 
-/// `a * b` as a 0-dim tensor of PyTorch's scalar dtype computes it (float32
-/// unless the parameter is float64); see [`crate::rule`]'s `round_scalar`.
-pub(crate) fn scalar_mul(param: &Tensor, a: f64, b: f64) -> f64 {
-    if param.kind() == Kind::Double {
+/// `a * b` on a 0-dim tensor of dtype `kind` (float64 or float32) and a
+/// Python float, as `mu_product *= mu` computes it.
+pub(crate) fn scalar_mul(kind: Kind, a: f64, b: f64) -> f64 {
+    if kind == Kind::Double {
         a * b
     } else {
         f64::from((a as f32) * (b as f32))

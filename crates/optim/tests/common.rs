@@ -1,5 +1,11 @@
 //! Shared helpers of kiln-optim's integration tests: the golden fixture's
-//! model, data and parameters.
+//! model, data, parameters and PyTorch's recorded gradients.
+//!
+//! Tests that compare with PyTorch's numbers feed PyTorch's gradients
+//! ([`set_grads`]) instead of recomputing them with [`loss_backward`]: the
+//! model's forward and backward round differently on different CPUs, the
+//! optimizers' arithmetic on given gradients does not (see
+//! `tests/golden/make_golden.py`).
 #![allow(dead_code)]
 use anyhow::{anyhow, Context, Result};
 use kiln_optim::{GroupOverride, NamedParameter};
@@ -91,7 +97,38 @@ pub fn loss(params: &[NamedParameter], x: &Tensor, y: &Tensor) -> Result<Tensor>
     Ok(out.f_mse_loss(y, Reduction::Mean)?)
 }
 
-/// Forward + backward; returns the loss value.
+/// Sets every parameter's gradient to PyTorch's recorded one (`grads`: per
+/// parameter a flat list, or null for no gradient), after clearing it.
+pub fn set_grads(params: &[NamedParameter], grads: &Value) -> Result<()> {
+    let grads = grads.as_array().ok_or_else(|| anyhow!("no gradients"))?;
+    if grads.len() != params.len() {
+        return Err(anyhow!(
+            "{} gradients for {} parameters",
+            grads.len(),
+            params.len()
+        ));
+    }
+    for (p, g) in params.iter().zip(grads) {
+        kiln_tensor::ops::clear_grad(&p.tensor)?;
+        if !g.is_null() {
+            let t = Tensor::from_slice(&floats(g)?)
+                .f_to_kind(p.tensor.kind())?
+                .f_reshape(p.tensor.size())?;
+            kiln_tensor::ops::set_grad(&p.tensor, &t)?;
+        }
+    }
+    Ok(())
+}
+
+/// PyTorch's gradients of `case` for `dtype` at step `step` (0-based).
+pub fn step_grads<'a>(case: &'a Value, dtype: &str, step: usize) -> Result<&'a Value> {
+    case[format!("{dtype}_grads")]
+        .get(step)
+        .ok_or_else(|| anyhow!("no recorded gradients for step {}", step + 1))
+}
+
+/// Forward + backward; returns the loss value. Its gradients are this
+/// machine's: compare against PyTorch only through [`set_grads`].
 pub fn loss_backward(params: &[NamedParameter], x: &Tensor, y: &Tensor) -> Result<f64> {
     let l = loss(params, x, y)?;
     l.f_backward()?;
@@ -147,14 +184,6 @@ pub fn compare(got: &[f64], want: &[f64]) -> (f64, usize) {
         worst = f64::INFINITY;
     }
     (worst, differ)
-}
-
-pub fn tolerance(dtype: &str) -> f64 {
-    if dtype == "f64" {
-        1e-10
-    } else {
-        1e-6
-    }
 }
 
 pub const CPU: Device = Device::Cpu;

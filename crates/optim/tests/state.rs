@@ -1,7 +1,7 @@
 //! State dicts: saving after k steps, loading into a fresh optimizer over
 //! fresh parameters and continuing gives the uninterrupted trajectory bit for
-//! bit, for every optimizer and flag combination of the golden fixture; state
-//! that does not fit is a clear error.
+//! bit, for every optimizer and flag combination of the golden fixture (fed
+//! PyTorch's recorded gradients); state that does not fit is a clear error.
 mod common;
 
 use anyhow::{anyhow, bail, ensure, Result};
@@ -41,13 +41,12 @@ fn save_load_continue_is_bitwise_for_every_optimizer() -> Result<()> {
             let traj = case[dtype]
                 .as_array()
                 .ok_or_else(|| anyhow!("no trajectory"))?;
-            let (x, y) = data(&g, dtype)?;
             let params = params(&g, dtype)?;
             let mut opt = registry.build_with_overrides(spec, only(case, handles(&params)), &ov)?;
             let k = 7;
-            for _ in 0..k {
+            for step in 0..k {
                 opt.zero_grad()?;
-                loss_backward(&params, &x, &y)?;
+                set_grads(&params, step_grads(case, dtype, step)?)?;
                 opt.step()?;
             }
             opt.state_dict()?.save(&dir)?;
@@ -60,7 +59,7 @@ fn save_load_continue_is_bitwise_for_every_optimizer() -> Result<()> {
             opt.load_state_dict(&OptimizerState::load(&dir)?)?;
             for (step, want) in traj.iter().enumerate().skip(k) {
                 opt.zero_grad()?;
-                loss_backward(&resumed, &x, &y)?;
+                set_grads(&resumed, step_grads(case, dtype, step)?)?;
                 opt.step()?;
                 let (_, differ) = compare(&flat(&resumed)?, &floats(want)?);
                 if differ > 0 {

@@ -206,3 +206,52 @@ char *kiln_addmm(tensor self, tensor mat1, tensor mat2, double beta, double alph
 }
 
 }  // extern "C"
+
+// ---------------------------------------------------------------------------
+// Conformance block (issue 12): default dtype, p.grad = g, fused Adagrad,
+// multi_margin_loss. Kept together at the end to keep merges easy.
+#include <c10/core/DefaultDtype.h>
+
+extern "C" {
+
+// torch.set_default_dtype(like.dtype)
+char *kiln_set_default_dtype(tensor like) {
+  KILN_TRY(c10::set_default_dtype(like->dtype()))
+}
+
+// out = torch.empty(0) in torch.get_default_dtype() (the caller reads its dtype).
+char *kiln_default_dtype(tensor *out) {
+  KILN_TRY(*out = new at::Tensor(at::empty({0}, at::TensorOptions().dtype(c10::get_default_dtype()))))
+}
+
+// self.grad = grad, with the checks of PyTorch's `Tensor.grad` setter.
+char *kiln_set_grad(tensor self, tensor grad) {
+  KILN_TRY({
+    TORCH_CHECK(grad->dtype() == self->dtype(), "assigned grad has data of a different type");
+    TORCH_CHECK(grad->device() == self->device(), "assigned grad has data located on a different device");
+    TORCH_CHECK(grad->sizes() == self->sizes(), "assigned grad has data of a different size");
+    self->mutable_grad() = *grad;
+  })
+}
+
+// torch._fused_adagrad_(params, grads, state_sums, state_steps, lr=..., ...)
+char *kiln_fused_adagrad_(tensor *params, tensor *grads, tensor *state_sums, tensor *state_steps,
+                          int64_t n, double lr, double lr_decay, double weight_decay, double eps,
+                          int maximize) {
+  KILN_TRY(at::_fused_adagrad_(kiln_list(params, n), kiln_list(grads, n), kiln_list(state_sums, n),
+                               kiln_list(state_steps, n), lr, lr_decay, weight_decay, eps,
+                               maximize != 0))
+}
+
+// out = torch._C._nn.multi_margin_loss(self, target, p, margin, weight, reduction)
+// (what F.multi_margin_loss calls; autograd records it). weight may be NULL.
+char *kiln_multi_margin_loss(tensor self, tensor target, int64_t p, double margin, tensor weight,
+                             int64_t reduction, tensor *out) {
+  KILN_TRY({
+    std::optional<at::Tensor> w;
+    if (weight != nullptr) w = *weight;
+    *out = new at::Tensor(at::multi_margin_loss(*self, *target, p, margin, w, reduction));
+  })
+}
+
+}  // extern "C"

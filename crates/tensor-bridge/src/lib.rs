@@ -12,10 +12,12 @@
 //!   `grad = None`, multi-tensor kernels), through a small C++ shim;
 //! - [`io`]: atomic file writes and safetensors I/O;
 //! - [`params`]: a `VarStore`'s parameters by name, in creation order.
-//! - [`spec`]: `name:key=value,...` component spec strings for registries.
+//! - [`spec`]: `name:key=value,...` component spec strings for registries;
+//! - [`dtype`]: libtorch's default dtype (`torch.set_default_dtype`).
 #![deny(missing_docs)]
 
 pub mod device;
+pub mod dtype;
 mod error;
 pub mod init;
 pub mod io;
@@ -25,6 +27,7 @@ pub mod rng;
 mod shim;
 pub mod spec;
 
+pub use dtype::{default_dtype, set_default_dtype};
 pub use error::{Error, Result};
 pub use tch;
 pub use tch::{nn, Device, Kind, Reduction, Tensor};

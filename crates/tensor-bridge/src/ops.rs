@@ -283,6 +283,99 @@ pub fn fused_adam_(l: &AdamLists<'_>, h: &FusedAdam) -> Result<()> {
     })
 }
 
+// ---------------------------------------------------------------------------
+// Conformance block (issue 12): `p.grad = g`, fused Adagrad, multi_margin_loss.
+
+/// `tensor.grad = grad` (PyTorch's `Tensor.grad` setter, with its dtype,
+/// device and size checks). A sparse `grad` of the tensor's size is allowed.
+pub fn set_grad(tensor: &Tensor, grad: &Tensor) -> Result<()> {
+    // SAFETY: both tensors are live for the call; libtorch keeps its own reference.
+    check(unsafe { shim::kiln_set_grad(raw(tensor), raw(grad)) })
+}
+
+/// Hyperparameters of [`fused_adagrad_`], as `torch._fused_adagrad_` takes them.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct FusedAdagrad {
+    /// Learning rate.
+    pub lr: f64,
+    /// Learning-rate decay.
+    pub lr_decay: f64,
+    /// L2 penalty.
+    pub weight_decay: f64,
+    /// Denominator epsilon.
+    pub eps: f64,
+    /// Maximise instead of minimise.
+    pub maximize: bool,
+}
+
+/// `torch._fused_adagrad_`: libtorch's one-pass Adagrad kernel
+/// (`Adagrad(fused=True)`, CPU). `state_steps` are float32 0-dim counters,
+/// already incremented for this step (PyTorch does `_foreach_add_(steps, 1)`
+/// first).
+pub fn fused_adagrad_(
+    params: &[&Tensor],
+    grads: &[&Tensor],
+    state_sums: &[&Tensor],
+    state_steps: &[&Tensor],
+    h: &FusedAdagrad,
+) -> Result<()> {
+    let n = params.len();
+    if grads.len() != n || state_sums.len() != n || state_steps.len() != n {
+        return Err(crate::Error::InvalidArgument(
+            "fused_adagrad_ needs lists of equal length".into(),
+        ));
+    }
+    let (p, g, s, st) = (
+        raw_list(params),
+        raw_list(grads),
+        raw_list(state_sums),
+        raw_list(state_steps),
+    );
+    // SAFETY: every pointer array holds `n` live tensors for the call.
+    check(unsafe {
+        shim::kiln_fused_adagrad_(
+            p.as_ptr(),
+            g.as_ptr(),
+            s.as_ptr(),
+            st.as_ptr(),
+            n as i64,
+            h.lr,
+            h.lr_decay,
+            h.weight_decay,
+            h.eps,
+            i32::from(h.maximize),
+        )
+    })
+}
+
+/// `torch._C._nn.multi_margin_loss(input, target, p, margin, weight,
+/// reduction)`: libtorch's kernel, forward and backward as autograd records
+/// it (what `F.multi_margin_loss` calls).
+pub fn multi_margin_loss(
+    input: &Tensor,
+    target: &Tensor,
+    p: i64,
+    margin: f64,
+    weight: Option<&Tensor>,
+    reduction: tch::Reduction,
+) -> Result<Tensor> {
+    let mut out = std::ptr::null_mut();
+    let w = weight.map_or(std::ptr::null_mut(), raw);
+    // SAFETY: inputs are live (weight may be NULL); `out` receives a tensor we then own.
+    check(unsafe {
+        shim::kiln_multi_margin_loss(
+            raw(input),
+            raw(target),
+            p,
+            margin,
+            w,
+            reduction.to_int(),
+            &mut out,
+        )
+    })?;
+    owned(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -384,6 +477,60 @@ mod tests {
             Vec::<f32>::try_from(&m.f_reshape([-1])?).unwrap_or_default(),
             vec![2.0, 2.0]
         );
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod conformance_tests {
+    use super::*;
+    use tch::{Kind, Reduction};
+
+    #[test]
+    fn set_grad_checks_like_pytorch() -> Result<()> {
+        let p = Tensor::from_slice(&[1.0f32, 2.0]);
+        set_grad(&p, &Tensor::from_slice(&[0.5f32, 0.25]))?;
+        assert!(has_grad(&p)?);
+        assert_eq!(
+            Vec::<f32>::try_from(&p.grad()).unwrap_or_default(),
+            vec![0.5, 0.25]
+        );
+        let err = set_grad(&p, &Tensor::from_slice(&[0.5f64, 0.25])).err();
+        assert!(err.is_some_and(|e| e.to_string().contains("different type")));
+        let err = set_grad(&p, &Tensor::from_slice(&[0.5f32])).err();
+        assert!(err.is_some_and(|e| e.to_string().contains("different size")));
+        Ok(())
+    }
+
+    #[test]
+    fn fused_adagrad_and_multi_margin_loss() -> Result<()> {
+        // Adagrad, one step: sum = g^2, p -= lr * g / (sqrt(sum) + eps).
+        let p = Tensor::from_slice(&[1.0f32, 1.0]);
+        let g = Tensor::from_slice(&[0.5f32, -2.0]);
+        let sum = Tensor::from_slice(&[0.0f32, 0.0]);
+        let step = Tensor::from_slice(&[1.0f32]).f_reshape([])?;
+        let h = FusedAdagrad {
+            lr: 0.5,
+            lr_decay: 0.0,
+            weight_decay: 0.0,
+            eps: 0.0,
+            maximize: false,
+        };
+        fused_adagrad_(&[&p], &[&g], &[&sum], &[&step], &h)?;
+        assert_eq!(Vec::<f32>::try_from(&p).unwrap_or_default(), vec![0.5, 1.5]);
+        assert!(fused_adagrad_(&[&p], &[], &[], &[], &h).is_err());
+        // x = [0, 1, 3], y = 2: (max(0, 1 - 3 + 0) + max(0, 1 - 3 + 1)) / 3 = 0.
+        let x = Tensor::from_slice(&[0.0f64, 1.0, 3.0]).f_reshape([1, 3])?;
+        let y = Tensor::from_slice(&[0i64]);
+        let l = multi_margin_loss(&x, &y, 1, 1.0, None, Reduction::Mean)?;
+        // y = 0: (max(0, 1 - 0 + 1) + max(0, 1 - 0 + 3)) / 3 = 2.
+        assert_eq!(l.f_double_value(&[])?, 2.0);
+        let bad = Tensor::from_slice(&[5i64]);
+        assert!(multi_margin_loss(&x, &bad, 1, 1.0, None, Reduction::Mean).is_err());
+        let w = Tensor::from_slice(&[0.5f64, 1.0, 1.0]);
+        let l = multi_margin_loss(&x, &y, 2, 1.0, Some(&w), Reduction::Sum)?;
+        assert_eq!(l.f_kind()?, Kind::Double);
+        assert_eq!(l.f_double_value(&[])?, 0.5 * (4.0 + 16.0) / 3.0);
         Ok(())
     }
 }

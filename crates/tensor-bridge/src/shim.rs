@@ -139,3 +139,33 @@ pub(crate) fn owned(ptr: *mut C_tensor) -> crate::Result<tch::Tensor> {
     // SAFETY: the shim allocated this `at::Tensor` with `new` for us to own.
     Ok(unsafe { tch::Tensor::from_ptr(ptr) })
 }
+
+// ---------------------------------------------------------------------------
+// Conformance block (issue 12): default dtype, `p.grad = g`, fused Adagrad,
+// multi_margin_loss.
+extern "C" {
+    pub(crate) fn kiln_set_default_dtype(like: *mut C_tensor) -> *mut c_char;
+    pub(crate) fn kiln_default_dtype(out: *mut *mut C_tensor) -> *mut c_char;
+    pub(crate) fn kiln_set_grad(this: *mut C_tensor, grad: *mut C_tensor) -> *mut c_char;
+    pub(crate) fn kiln_fused_adagrad_(
+        params: *const *mut C_tensor,
+        grads: *const *mut C_tensor,
+        state_sums: *const *mut C_tensor,
+        state_steps: *const *mut C_tensor,
+        n: i64,
+        lr: f64,
+        lr_decay: f64,
+        weight_decay: f64,
+        eps: f64,
+        maximize: c_int,
+    ) -> *mut c_char;
+    pub(crate) fn kiln_multi_margin_loss(
+        this: *mut C_tensor,
+        target: *mut C_tensor,
+        p: i64,
+        margin: f64,
+        weight: *mut C_tensor,
+        reduction: i64,
+        out: *mut *mut C_tensor,
+    ) -> *mut c_char;
+}

@@ -179,6 +179,66 @@ pub trait LrScheduler: Send {
     fn rebase(&mut self, initial_lrs: &[f64]) {
         let _ = initial_lrs;
     }
+
+    /// What PyTorch's constructor does when given `last_epoch = N`
+    /// (N ≥ 0, resuming): `base_lrs` from the groups' `initial_lr`
+    /// (`initial_lrs`), `last_epoch = N`, then `_initial_step()`, which writes
+    /// the learning rates of epoch N + 1 from the groups' current ones. Use
+    /// it through [`resume_at`]. Schedulers whose resuming PyTorch does
+    /// differently (CyclicLR, OneCycleLR, CosineAnnealingWarmRestarts,
+    /// ReduceLROnPlateau, the composites) refuse, as by default.
+    fn restart_at(
+        &mut self,
+        opt: &mut dyn Optimizer,
+        last_epoch: i64,
+        initial_lrs: &[f64],
+    ) -> Result<()> {
+        let _ = (opt, last_epoch, initial_lrs);
+        Err(Error::InvalidArgument(format!(
+            "{} cannot be built with last_epoch >= 0 in kiln; restore its state_dict instead",
+            self.name()
+        )))
+    }
+}
+
+/// `Scheduler(optimizer, ..., last_epoch=N)`: a scheduler `build` makes,
+/// resumed after epoch `last_epoch` as PyTorch's constructor resumes it.
+/// `last_epoch = -1` is a fresh scheduler (`build(opt)`). Otherwise every
+/// group must have an `initial_lr` (PyTorch's error otherwise); the groups'
+/// learning rates are those the checkpoint restored, and the scheduler's
+/// initial step computes epoch N + 1 from them (see
+/// [`LrScheduler::restart_at`]). Resuming from a saved
+/// [`LrScheduler::state_dict`] is the other way, and works for every
+/// scheduler.
+pub fn resume_at<S: LrScheduler + ?Sized>(
+    opt: &mut dyn Optimizer,
+    last_epoch: i64,
+    build: impl FnOnce(&mut dyn Optimizer) -> Result<Box<S>>,
+) -> Result<Box<S>> {
+    if last_epoch == -1 {
+        return build(opt);
+    }
+    if last_epoch < -1 {
+        return Err(Error::InvalidArgument(format!(
+            "last_epoch must be -1 (a fresh scheduler) or an epoch >= 0, got {last_epoch}"
+        )));
+    }
+    let initial_lrs = (0..opt.num_groups())
+        .map(|g| {
+            opt.hyperparameter(g, "initial_lr").ok_or_else(|| {
+                Error::InvalidArgument(format!(
+                    "param 'initial_lr' is not specified in param_groups[{g}] when resuming scheduler with last_epoch >= 0."
+                ))
+            })
+        })
+        .collect::<Result<Vec<_>>>()?;
+    // Building performs a fresh initial step; PyTorch's resuming constructor
+    // does not, so the restored learning rates are put back first.
+    let lrs = group_lrs(opt)?;
+    let mut sched = build(opt)?;
+    apply_lrs(opt, &lrs)?;
+    sched.restart_at(opt, last_epoch, &initial_lrs)?;
+    Ok(sched)
 }
 
 /// A value per param group, or one value for all groups (PyTorch's
@@ -574,6 +634,33 @@ impl<R: Rule> Core<R> {
         Ok(())
     }
 
+    /// [`LrScheduler::restart_at`] for schedulers whose base lrs are the
+    /// groups' `initial_lr` (the others refuse).
+    pub(crate) fn restart_at(
+        &mut self,
+        opt: &mut dyn Optimizer,
+        last_epoch: i64,
+        initial_lrs: &[f64],
+    ) -> Result<()> {
+        if !self.rebasable {
+            return Err(Error::InvalidArgument(format!(
+                "{} cannot be built with last_epoch >= 0 in kiln (its base lrs are its own options); restore its state_dict instead",
+                self.name
+            )));
+        }
+        if initial_lrs.len() != self.base_lrs.len() {
+            return Err(Error::InvalidArgument(format!(
+                "{} initial lrs for {} param groups",
+                initial_lrs.len(),
+                self.base_lrs.len()
+            )));
+        }
+        self.base_lrs = initial_lrs.to_vec();
+        self.initial_lrs = initial_lrs.to_vec();
+        self.last_epoch = last_epoch;
+        self.initial_step(opt)
+    }
+
     pub(crate) fn rebase(&mut self, initial_lrs: &[f64]) {
         if self.rebasable && initial_lrs.len() == self.base_lrs.len() {
             self.base_lrs = initial_lrs.to_vec();
@@ -631,6 +718,14 @@ macro_rules! core_scheduler {
             }
             fn rebase(&mut self, initial_lrs: &[f64]) {
                 self.core.rebase(initial_lrs)
+            }
+            fn restart_at(
+                &mut self,
+                opt: &mut dyn $crate::Optimizer,
+                last_epoch: i64,
+                initial_lrs: &[f64],
+            ) -> $crate::Result<()> {
+                self.core.restart_at(opt, last_epoch, initial_lrs)
             }
         }
     };

@@ -8,6 +8,23 @@ Linear(3,2)) plus one parameter that never receives a gradient, fixed data,
 MSE loss, STEPS steps; the parameters after each step are recorded, in
 float64 and float32. Each case carries the kiln spec string that must build
 the same optimizer. Writes optim_golden.json next to this script.
+
+Machine independence: every gradient PyTorch computed is recorded too (per
+step; per closure evaluation for LBFGS, with the loss; the sparse gradients
+of the SparseAdam cases as PyTorch's uncoalesced indices and values; the
+gradients clip_grad_norm_ / clip_grad_value_ start from), and the Rust tests
+feed exactly those gradients to kiln instead of recomputing them. The
+model's forward and backward (matrix products through MKL, vectorised tanh,
+reductions) round differently on different CPUs, so recomputed gradients
+match only the machine that wrote this file, while the optimizers' own
+arithmetic on given gradients is elementwise (plus LBFGS's dot products,
+Muon's small matrix products and clip_grad_norm_'s norms), for which ATen's
+AVX2 and AVX-512 kernels and MKL's code paths give the same bits (checked by
+rerunning with ATEN_CPU_CAPABILITY=avx2|avx512 and
+MKL_ENABLE_INSTRUCTIONS=SSE4_2|AVX|AVX2|AVX512: identical results). Only
+ATen's `default` kernels (x86-64 CPUs without AVX2/FMA) round
+`add(alpha=)`-style updates differently. The tests compare bit for bit, so
+one ulp off in kiln's update fails them.
 """
 import json
 import math
@@ -169,16 +186,19 @@ def flat(params):
 
 
 def grads_at_init(dtype):
-    torch.set_default_dtype(dtype)
     x, y = data(dtype)
     params = [(n, t.clone().requires_grad_(True)) for n, t in init_params(dtype)]
     loss_fn(params, x, y).backward()
-    torch.set_default_dtype(torch.float32)
     return params
 
 
 def grads_flat(params):
     return [v for _, p in params if p.grad is not None for v in p.grad.reshape(-1).tolist()]
+
+
+def grads_per_param(params):
+    """Each parameter's gradient, flattened (None without one), in parameter order."""
+    return [None if p.grad is None else p.grad.reshape(-1).tolist() for _, p in params]
 
 
 def make_groups(params, overrides):
@@ -197,20 +217,19 @@ def make_groups(params, overrides):
 
 
 def run(cls, kwargs, overrides, dtype, only=None):
-    torch.set_default_dtype(dtype)
     x, y = data(dtype)
     params = [(n, t.clone().requires_grad_(True)) for n, t in init_params(dtype)]
     chosen = [(n, p) for n, p in params if only is None or n in only]
     opt = getattr(torch.optim, cls)(make_groups(chosen, overrides), **kwargs)
-    traj = []
+    traj, grads = [], []
     for _ in range(STEPS):
         opt.zero_grad()
         loss = loss_fn(params, x, y)
         loss.backward()
+        grads.append(grads_per_param(params))
         opt.step()
         traj.append(flat(params))
-    torch.set_default_dtype(torch.float32)
-    return traj
+    return traj, grads
 
 
 SPARSE_CASES = [
@@ -227,41 +246,42 @@ def sparse_weight(dtype):
 
 def run_sparse(kwargs, dtype):
     """An embedding bag with sparse gradients (nn.Embedding(sparse=True))."""
-    torch.set_default_dtype(dtype)
     w = sparse_weight(dtype).requires_grad_(True)
     idx = torch.tensor(SPARSE_INDICES)
     target = torch.tensor([[0.5, -0.5, 1.0], [1.0, 0.0, -1.0], [-0.5, 0.25, 0.75]], dtype=dtype)
     opt = torch.optim.SparseAdam([w], **kwargs)
-    traj = []
+    traj, grads = [], []
     for _ in range(STEPS):
         opt.zero_grad()
         emb = torch.nn.functional.embedding(idx, w, sparse=True)
         loss = torch.nn.functional.mse_loss(emb.sum(1), target)
         loss.backward()
+        g = w.grad
+        grads.append({"indices": g._indices().tolist(), "values": g._values().reshape(-1).tolist(),
+                      "coalesced": g.is_coalesced()})
         opt.step()
         traj.append(w.detach().reshape(-1).tolist())
-    torch.set_default_dtype(torch.float32)
-    return traj
+    return traj, grads
 
 
 def run_lbfgs(kwargs, dtype):
-    torch.set_default_dtype(dtype)
     x, y = data(dtype)
     params = [(n, t.clone().requires_grad_(True)) for n, t in init_params(dtype)]
     opt = torch.optim.LBFGS([p for _, p in params], **kwargs)
-    traj, losses = [], []
+    traj, losses, evals = [], [], []
 
     def closure():
         opt.zero_grad()
         loss = loss_fn(params, x, y)
         loss.backward()
+        evals[-1].append({"loss": float(loss), "grads": grads_per_param(params)})
         return loss
 
     for _ in range(LBFGS_STEPS):
+        evals.append([])
         losses.append(float(opt.step(closure)))
         traj.append(flat(params))
-    torch.set_default_dtype(torch.float32)
-    return traj, losses
+    return traj, losses, evals
 
 
 def main():
@@ -273,19 +293,23 @@ def main():
         if only is not None:
             case["params"] = only
         for key, dtype in (("f64", torch.float64), ("f32", torch.float32)):
-            case[key] = run(cls, kwargs, overrides, dtype, only)
+            case[key], case[key + "_grads"] = run(cls, kwargs, overrides, dtype, only)
         out["cases"].append(case)
     for spec, kwargs in LBFGS_CASES:
         case = {"spec": spec}
         for key, dtype in (("f64", torch.float64), ("f32", torch.float32)):
-            case[key], case[key + "_loss"] = run_lbfgs(kwargs, dtype)
+            case[key], case[key + "_loss"], case[key + "_evals"] = run_lbfgs(kwargs, dtype)
         out["lbfgs"].append(case)
     out["sparse"] = []
     for spec, kwargs in SPARSE_CASES:
         case = {"spec": spec}
         for key, dtype in (("f64", torch.float64), ("f32", torch.float32)):
-            case[key] = run_sparse(kwargs, dtype)
+            case[key], case[key + "_grads"] = run_sparse(kwargs, dtype)
         out["sparse"].append(case)
+    out["sparse_init"] = {key: sparse_weight(dtype).reshape(-1).tolist()
+                          for key, dtype in (("f64", torch.float64), ("f32", torch.float32))}
+    out["grads_at_init"] = {key: grads_per_param(grads_at_init(dtype))
+                            for key, dtype in (("f64", torch.float64), ("f32", torch.float32))}
     out["clip"] = []
     for max_norm, norm_type in ((0.1, 2.0), (0.05, 1.0), (0.02, math.inf), (0.1, 0.5), (0.1, 3.0), (100.0, 2.0)):
         case = {"max_norm": max_norm, "norm_type": "inf" if math.isinf(norm_type) else norm_type}

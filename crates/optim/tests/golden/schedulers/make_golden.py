@@ -5,13 +5,25 @@ Run from the repository root (any PyTorch; the fixtures were made with 2.11):
     PYTHONPATH=.libtorch python3 crates/optim/tests/golden/schedulers/make_golden.py
 
 Writes, next to this script:
-- schedulers.json: for each case, the optimizer (kind, group lrs), the
-  schedulers built on it in order (PyTorch class name + kwargs), an optional
-  composition (SequentialLR / ChainedScheduler), the operations applied
-  ("s" = step the top scheduler, {"m": x} = step(metric), {"e": x} =
-  step(epoch) for CosineAnnealingWarmRestarts, {"k": i} = step the i-th built
-  scheduler), and the lr (and momentum / betas[0]) of every group after
-  construction and after each operation.
+- schedulers.json: for each case, the optimizer (kind, group lrs, and the
+  groups' `initial_lr` when a resuming case sets it), the schedulers built on
+  it in order (PyTorch class name + kwargs, `last_epoch=N` to resume), an
+  optional composition (SequentialLR / ChainedScheduler), the operations
+  applied ("s" = step the top scheduler, {"m": x} = step(metric), {"e": x} =
+  step(epoch) (closed form, or CosineAnnealingWarmRestarts' fractional
+  epochs), {"k": i} = step the i-th built scheduler, {"km": [i, x]} = step
+  the i-th built scheduler with a metric: several schedulers on one
+  optimizer, as test_lrscheduler.py's compound tests do), and the lr (and
+  momentum / betas[0]) of every group after construction and after each
+  operation.
+
+The cases follow what PyTorch's test_lrscheduler.py checks: every scheduler
+with its options, compound schedulers stepped together (with
+ReduceLROnPlateau too), SequentialLR and ChainedScheduler with milestones,
+step(epoch) against the closed forms, resuming with last_epoch (the groups
+carrying initial_lr, as a restored optimizer does), warm restarts with
+T_mult, OneCycleLR's three phases and linear annealing, CyclicLR's exp_range,
+ReduceLROnPlateau's threshold modes, cooldown and min_lr.
 - errors.json: constructor arguments PyTorch rejects, with its message.
 - averaged.json: AveragedModel (SWA and EMA) averages after each update.
 
@@ -105,6 +117,8 @@ def momenta(opt):
 
 def run_case(case):
     opt = make_optimizer(case["optimizer"], case["lrs"])
+    for g, initial in zip(opt.param_groups, case.get("initial_lr") or []):
+        g["initial_lr"] = initial
     built = [build(opt, s) for s in case["build"]]
     comp = case.get("compose")
     if comp is None:
@@ -122,12 +136,14 @@ def run_case(case):
             top.step(op["m"])
         elif "e" in op:
             top.step(op["e"])
+        elif "km" in op:
+            built[op["km"][0]].step(op["km"][1])
         else:
             built[op["k"]].step()
         lr.append([f(g["lr"]) for g in opt.param_groups])
         mom.append(momenta(opt))
     # get_last_lr() agrees with the groups (unless another scheduler stepped last).
-    if not any(isinstance(op, dict) and "k" in op for op in case["ops"]):
+    if not any(isinstance(op, dict) and ("k" in op or "km" in op) for op in case["ops"]):
         assert [f(x) for x in top.get_last_lr()] == lr[-1], case["name"]
     out = floats_as_strings(case)
     out["lr"] = lr
@@ -140,16 +156,22 @@ def steps(n):
     return ["s"] * n
 
 
-def c(name, optimizer, lrs, build_list, ops, compose=None, record_momentum=False):
+def c(name, optimizer, lrs, build_list, ops, compose=None, record_momentum=False, initial_lr=None):
     return {
         "name": name,
         "optimizer": optimizer,
         "lrs": lrs,
+        "initial_lr": initial_lr,
         "build": build_list,
         "compose": compose,
         "ops": ops,
         "record_momentum": record_momentum,
     }
+
+
+def both(n):
+    """Step the first and the second built scheduler n times (a compound schedule)."""
+    return [{"k": 0}, {"k": 1}] * n
 
 
 def b(type_, **kwargs):
@@ -426,6 +448,134 @@ CASES = [
     ),
 ]
 
+# The cases test_lrscheduler.py is known for (its setUp optimizer: two groups,
+# lr 0.05 and 0.5).
+TLR = [0.05, 0.5]
+CASES += [
+    # Compound schedulers: each stepped once per epoch on the same optimizer.
+    c("compound_step_multistep", "sgd", TLR,
+      [b("StepLR", gamma=0.1, step_size=3), b("MultiStepLR", gamma=0.1, milestones=[2, 5, 9])], both(20)),
+    c("compound_step_exp", "sgd", TLR, [b("StepLR", gamma=0.1, step_size=3), b("ExponentialLR", gamma=0.9)],
+      both(20)),
+    c("compound_exp_multistep", "sgd", TLR,
+      [b("MultiStepLR", gamma=0.1, milestones=[2, 5, 9]), b("ExponentialLR", gamma=0.9)], both(20)),
+    c("compound_exp_linear", "sgd", TLR,
+      [b("ExponentialLR", gamma=0.9), b("LinearLR", start_factor=0.2, end_factor=0.6, total_iters=4)], both(20)),
+    c("compound_step_constant", "sgd", TLR,
+      [b("StepLR", gamma=0.1, step_size=3), b("ConstantLR", factor=0.1, total_iters=4)], both(20)),
+    c("compound_linear_multistep", "sgd", TLR,
+      [b("MultiStepLR", gamma=0.1, milestones=[2, 5, 9]), b("LinearLR", start_factor=0.2, total_iters=4)],
+      both(20)),
+    c("compound_cosine_step", "sgd", TLR,
+      [b("CosineAnnealingLR", T_max=20, eta_min=0.001), b("StepLR", gamma=0.1, step_size=3)], both(20)),
+    c("compound_cosine_multistep", "sgd", TLR,
+      [b("CosineAnnealingLR", T_max=20, eta_min=0.001), b("MultiStepLR", gamma=0.1, milestones=[2, 5, 9])],
+      both(20)),
+    c("compound_cosine_linear", "sgd", TLR,
+      [b("LinearLR", start_factor=0.2, total_iters=4), b("CosineAnnealingLR", T_max=20, eta_min=0.001)],
+      both(20)),
+    c("compound_cosine_exp", "sgd", TLR,
+      [b("CosineAnnealingLR", T_max=20, eta_min=0.001), b("ExponentialLR", gamma=0.9)], both(20)),
+    c("compound_cosine_poly", "sgd", TLR,
+      [b("CosineAnnealingLR", T_max=20, eta_min=0.001), b("PolynomialLR", total_iters=5, power=2.0)], both(20)),
+    c("compound_step_plateau", "sgd", TLR,
+      [b("StepLR", gamma=0.1, step_size=3), b("ReduceLROnPlateau", patience=0, cooldown=1, threshold=0.1)],
+      [op for i in range(20) for op in ({"k": 0}, {"km": [1, [10, 9, 8, 7, 7, 7, 7, 6, 6, 5][i % 10] + 0.0]})]),
+    c("compound_exp_plateau_max_abs", "sgd", TLR,
+      [b("ExponentialLR", gamma=0.9),
+       b("ReduceLROnPlateau", mode="max", patience=1, threshold_mode="abs", threshold=0.1, factor=0.5)],
+      [op for i in range(20) for op in ({"k": 0}, {"km": [1, 1.0 + 0.05 * (i % 6)]})]),
+    c("compound_linear_plateau_min_lr", "sgd", TLR,
+      [b("LinearLR", start_factor=0.2, total_iters=4), b("ReduceLROnPlateau", patience=0, min_lr=[0.01, 0.04])],
+      [op for i in range(20) for op in ({"k": 0}, {"km": [1, 5.0]})]),
+    # SequentialLR and ChainedScheduler with milestones.
+    c("sequential_constant_exp", "sgd", TLR,
+      [b("ConstantLR", factor=0.1, total_iters=2), b("ExponentialLR", gamma=0.9)], steps(10),
+      compose={"type": "sequential", "milestones": [2]}),
+    c("sequential_constant_exp_step", "sgd", TLR,
+      [b("ConstantLR", factor=0.1, total_iters=2), b("ExponentialLR", gamma=0.9), b("StepLR", gamma=0.1, step_size=3)],
+      steps(15), compose={"type": "sequential", "milestones": [2, 6]}),
+    c("sequential_multistep_linear", "sgd", TLR,
+      [b("MultiStepLR", gamma=0.1, milestones=[2, 4]), b("LinearLR", start_factor=0.1, total_iters=3)],
+      steps(12), compose={"type": "sequential", "milestones": [5]}),
+    c("sequential_linear_exp_late", "sgd", TLR,
+      [b("LinearLR", start_factor=0.1, total_iters=5), b("ExponentialLR", gamma=0.9)], steps(12),
+      compose={"type": "sequential", "milestones": [3]}),
+    c("chained_step", "sgd", TLR, [b("StepLR", gamma=0.1, step_size=3)], steps(10), compose={"type": "chained"}),
+    c("chained_linear", "sgd", TLR, [b("LinearLR", start_factor=0.4, total_iters=3)], steps(10),
+      compose={"type": "chained"}),
+    c("chained_step_linear", "sgd", TLR,
+      [b("StepLR", gamma=0.1, step_size=3), b("LinearLR", start_factor=0.4, total_iters=3)], steps(10),
+      compose={"type": "chained"}),
+    c("chained_exp_constant_step", "sgd", TLR,
+      [b("ExponentialLR", gamma=0.9), b("ConstantLR", factor=0.1, total_iters=3), b("StepLR", gamma=0.1, step_size=2)],
+      steps(10), compose={"type": "chained"}),
+    c("chained_multistep_cosine", "sgd", TLR,
+      [b("MultiStepLR", gamma=0.1, milestones=[2, 5, 9]), b("CosineAnnealingLR", T_max=10, eta_min=0.001)],
+      steps(15), compose={"type": "chained"}),
+    # step(epoch): the closed forms, and a constant epoch keeps the lr constant.
+    c("closed_form_step", "sgd", TLR, [b("StepLR", gamma=0.1, step_size=3)], [{"e": e} for e in range(12)]),
+    c("closed_form_multistep", "sgd", TLR, [b("MultiStepLR", gamma=0.1, milestones=[2, 5, 9])],
+      [{"e": e} for e in range(12)]),
+    c("closed_form_exp", "sgd", TLR, [b("ExponentialLR", gamma=0.9)], [{"e": e} for e in [0, 1, 2, 5, 3, 10, 10]]),
+    c("closed_form_cosine", "sgd", TLR, [b("CosineAnnealingLR", T_max=10, eta_min=0.01)],
+      [{"e": e} for e in [0, 1, 3, 7, 10, 14, 20, 2]]),
+    c("closed_form_linear", "sgd", TLR, [b("LinearLR", start_factor=0.2, end_factor=0.8, total_iters=5)],
+      [{"e": e} for e in range(8)]),
+    c("closed_form_constant", "sgd", TLR, [b("ConstantLR", factor=0.25, total_iters=4)],
+      [{"e": e} for e in [0, 1, 3, 4, 6, 2, 2]]),
+    c("closed_form_poly", "sgd", TLR, [b("PolynomialLR", total_iters=6, power=0.9)], [{"e": e} for e in range(9)]),
+    c("constant_epoch_step", "sgd", TLR, [b("StepLR", step_size=2)], [{"e": 2}] * 6),
+    c("constant_epoch_linear", "sgd", TLR, [b("LinearLR")], [{"e": 2}] * 6),
+    # Resuming with last_epoch: the restored groups carry initial_lr.
+    c("resume_step", "sgd", TLR, [b("StepLR", gamma=0.1, step_size=3, last_epoch=10)], steps(12),
+      initial_lr=[0.01, 0.01]),
+    c("resume_multistep", "sgd", TLR, [b("MultiStepLR", gamma=0.1, milestones=[2, 5, 9], last_epoch=4)], steps(10),
+      initial_lr=[0.1, 1.0]),
+    c("resume_exp", "sgd", TLR, [b("ExponentialLR", gamma=0.9, last_epoch=3)], steps(8), initial_lr=[0.1, 1.0]),
+    c("resume_cosine_continue", "sgd", [0.0875, 0.875],
+      [b("CosineAnnealingLR", T_max=5, eta_min=0.1, last_epoch=0)], steps(12), initial_lr=[0.05, 0.5]),
+    c("resume_cosine_late", "sgd", TLR, [b("CosineAnnealingLR", T_max=10, eta_min=0.001, last_epoch=6)], steps(10),
+      initial_lr=[0.1, 1.0]),
+    c("resume_linear", "sgd", TLR, [b("LinearLR", start_factor=0.5, total_iters=4, last_epoch=1)], steps(6),
+      initial_lr=[0.1, 1.0]),
+    c("resume_constant", "sgd", TLR, [b("ConstantLR", factor=0.5, total_iters=4, last_epoch=2)], steps(6),
+      initial_lr=[0.1, 1.0]),
+    c("resume_poly", "sgd", TLR, [b("PolynomialLR", total_iters=8, power=2.0, last_epoch=3)], steps(8),
+      initial_lr=[0.1, 1.0]),
+    c("resume_lambda", "sgd", TLR, [b("LambdaLR", lr_lambda="pow095", last_epoch=5)], steps(6),
+      initial_lr=[0.1, 1.0]),
+    c("resume_multiplicative", "sgd", TLR, [b("MultiplicativeLR", lr_lambda="const09", last_epoch=5)], steps(6),
+      initial_lr=[0.1, 1.0]),
+    # Warm restarts with T_mult.
+    c("cawr_t_mult_3", "sgd", TLR, [b("CosineAnnealingWarmRestarts", T_0=2, T_mult=3, eta_min=1e-4)], steps(30)),
+    c("cawr_epochs_t_mult_2", "sgd", TLR, [b("CosineAnnealingWarmRestarts", T_0=10, T_mult=2, eta_min=1e-4)],
+      [{"e": 0.1 * i} for i in range(0, 400, 7)]),
+    # CyclicLR exp_range and OneCycleLR on the two-group optimizer.
+    c("cyclic_exp_range_sgd", "sgd", TLR,
+      [b("CyclicLR", base_lr=[0.01, 0.1], max_lr=[0.05, 0.5], step_size_up=4, mode="exp_range", gamma=0.9)],
+      steps(30), record_momentum=True),
+    c("onecycle_three_phase_two_groups", "sgd", TLR,
+      [b("OneCycleLR", max_lr=[0.1, 1.0], total_steps=25, three_phase=True, anneal_strategy="linear")],
+      steps(25), record_momentum=True),
+    # ReduceLROnPlateau: threshold modes, cooldown, min_lr per group, eps.
+    c("plateau_rel_min_cooldown", "sgd", TLR,
+      [b("ReduceLROnPlateau", threshold=0.1, factor=0.1, patience=0, cooldown=2)],
+      [{"m": 10 - i * 0.05} for i in range(20)]),
+    c("plateau_abs_min", "sgd", TLR,
+      [b("ReduceLROnPlateau", threshold_mode="abs", threshold=3, factor=0.5, patience=1)],
+      [{"m": m} for m in [10, 8, 6, 4, 2, 1, 0.5, 0.5, 0.4, 0.3, 0.2, 0.1, 0.1, 0.1]]),
+    c("plateau_rel_max_cooldown", "sgd", TLR,
+      [b("ReduceLROnPlateau", mode="max", threshold=0.1, factor=0.1, patience=0, cooldown=1)],
+      [{"m": m} for m in [1, 1.05, 1.1, 1.2, 1.25, 1.3, 1.5, 1.6, 1.6, 1.6, 2, 2.1]]),
+    c("plateau_abs_max_min_lr", "sgd", TLR,
+      [b("ReduceLROnPlateau", mode="max", threshold_mode="abs", threshold=0.5, factor=0.5, patience=0,
+         min_lr=[0.01, 0.2])],
+      [{"m": m} for m in [1, 1.2, 1.4, 1.6, 3, 3.2, 3.4, 3.6, 3.8, 4]]),
+    c("plateau_eps_blocks_tiny_changes", "sgd", [1e-7, 0.5],
+      [b("ReduceLROnPlateau", factor=0.9, patience=0, eps=1e-6)], [{"m": 1.0}] * 8),
+]
+
 ERRORS = [
     ("sgd", b("ConstantLR", factor=1.5)),
     ("sgd", b("LinearLR", start_factor=0.0)),
@@ -447,6 +597,9 @@ ERRORS = [
     ("sgd", b("SWALR", swa_lr=0.1, anneal_epochs=-1)),
     ("sgd", b("SWALR", swa_lr=[0.1, 0.2])),
     ("sgd", b("LambdaLR", lr_lambda=["pow095", "inv"])),
+    # Resuming needs the groups' initial_lr (PyTorch raises a KeyError).
+    ("sgd", b("StepLR", step_size=3, last_epoch=10)),
+    ("sgd", b("CosineAnnealingLR", T_max=10, last_epoch=0)),
 ]
 
 
@@ -458,6 +611,10 @@ def run_errors():
             build(opt, spec)
         except (ValueError, TypeError) as e:
             out.append({"optimizer": kind, "build": floats_as_strings(spec), "error": str(e)})
+            continue
+        except KeyError as e:
+            # A KeyError's str() is the repr of its message: keep its first line.
+            out.append({"optimizer": kind, "build": floats_as_strings(spec), "error": e.args[0].split("\n")[0]})
             continue
         raise AssertionError(f"{spec} did not fail")
     # Stepping OneCycleLR past total_steps.
