@@ -13,8 +13,11 @@
 //! - [`io`]: atomic file writes and safetensors I/O;
 //! - [`params`]: a `VarStore`'s parameters by name, in creation order.
 //! - [`spec`]: `name:key=value,...` component spec strings for registries.
+//! - [`amp`]: mixed precision — autocast regions through libtorch's own
+//!   state, the GradScaler kernels, and [`amp::Precision`] (Lightning's names).
 #![deny(missing_docs)]
 
+pub mod amp;
 pub mod device;
 mod error;
 pub mod init;
