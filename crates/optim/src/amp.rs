@@ -57,9 +57,9 @@
 //! that PyTorch lets unscale inside their fused kernel
 //! (`_step_supports_amp_scaling`: SGD/Adam/AdamW with `fused=true`) are
 //! refused by [`GradScaler::step`] instead of taking that different path;
-//! the per-optimizer stage is keyed by the optimizer object's address (PyTorch
-//! keys by `id(optimizer)`), so do not move an optimizer between
-//! `unscale_` and `update` (a boxed one never moves).
+//! the per-optimizer stage is keyed by the optimizer's own handle on its
+//! first parameter (PyTorch keys by `id(optimizer)`), which survives moving
+//! the optimizer (e.g. into a `Box`) within an iteration.
 use crate::{Error, Optimizer, Result};
 use kiln_tensor::amp::{self as tamp, DeviceType};
 use kiln_tensor::{Device, Kind, Tensor};
@@ -122,7 +122,7 @@ pub enum OptState {
 
 #[derive(Debug)]
 struct PerOptimizer {
-    /// Address of the optimizer object (PyTorch: `id(optimizer)`).
+    /// See `optimizer_id` (PyTorch: `id(optimizer)`).
     id: usize,
     stage: OptState,
     /// One float32 0-dim flag per device that had gradients, in first-seen order.
@@ -169,9 +169,15 @@ fn misuse(msg: impl Into<String>) -> Error {
     Error::InvalidArgument(msg.into())
 }
 
-/// PyTorch's `id(optimizer)`: the address of the optimizer object.
+/// What identifies an optimizer across calls (PyTorch: `id(optimizer)`): the
+/// address of its own handle on its first parameter, which stays put when the
+/// optimizer object moves (and is unique to it: each optimizer owns its
+/// handles); the object's address if it has no parameters.
 fn optimizer_id(optimizer: &dyn Optimizer) -> usize {
-    (optimizer as *const dyn Optimizer).cast::<()>() as usize
+    (0..optimizer.num_groups())
+        .find_map(|g| optimizer.group_params(g).first())
+        .map(|p| p.tensor.as_ptr() as usize)
+        .unwrap_or_else(|| (optimizer as *const dyn Optimizer).cast::<()>() as usize)
 }
 
 /// A copy of `master` on `device`, made once per device (`_MultiDeviceReplicator`).
@@ -780,10 +786,13 @@ mod tests {
         assert_eq!(scaler.stage(&opt), OptState::Unscaled);
         assert_eq!(values(&w.f_grad()?), vec![1.0, 2.0]);
         assert!(scaler.unscale_(&opt).is_err());
-        assert!(scaler.step(&mut opt)?);
+        // Moving the optimizer keeps its stage (no second unscale).
+        let mut opt: Box<dyn Optimizer> = Box::new(opt);
+        assert_eq!(scaler.stage(opt.as_ref()), OptState::Unscaled);
+        assert!(scaler.step(opt.as_mut())?);
         assert_eq!(values(&w), vec![0.0, -1.0]);
-        assert!(scaler.step(&mut opt).is_err());
-        assert!(scaler.unscale_(&opt).is_err());
+        assert!(scaler.step(opt.as_mut()).is_err());
+        assert!(scaler.unscale_(opt.as_ref()).is_err());
         scaler.update()?;
         assert_eq!(
             (scaler.get_scale()?, scaler.growth_tracker()?),
@@ -791,8 +800,8 @@ mod tests {
         );
         // An inf gradient: the step is skipped, the scale backs off.
         let _ = w.f_grad()?.f_fill_(f64::INFINITY)?;
-        assert!(!scaler.step(&mut opt)?);
-        assert_eq!(scaler.found_inf(&opt)?, Some(true));
+        assert!(!scaler.step(opt.as_mut())?);
+        assert_eq!(scaler.found_inf(opt.as_ref())?, Some(true));
         assert_eq!(values(&w), vec![0.0, -1.0]);
         scaler.update()?;
         assert_eq!(
@@ -802,7 +811,7 @@ mod tests {
         // Two clean steps: growth.
         for _ in 0..2 {
             let _ = w.f_grad()?.f_fill_(0.0)?;
-            assert!(scaler.step(&mut opt)?);
+            assert!(scaler.step(opt.as_mut())?);
             scaler.update()?;
         }
         assert_eq!(

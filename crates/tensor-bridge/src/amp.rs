@@ -62,7 +62,8 @@ impl DeviceType {
             Device::Cpu => Ok(Self::Cpu),
             Device::Cuda(_) => Ok(Self::Cuda),
             other => Err(Error::InvalidArgument(format!(
-                "mixed precision supports device types cpu and cuda, not {other:?}"
+                "mixed precision supports device types cpu and cuda, not {}",
+                device_name(other)
             ))),
         }
     }
@@ -139,6 +140,15 @@ fn kind_of(scalar_type: c_int) -> Result<Kind> {
         other => Err(Error::InvalidArgument(format!(
             "the autocast dtype is c10::ScalarType {other}, which kiln does not name"
         ))),
+    }
+}
+
+/// `cpu`, `cuda:N`, or tch's name of another device, for messages.
+fn device_name(device: Device) -> String {
+    match device {
+        Device::Cpu => "cpu".into(),
+        Device::Cuda(i) => format!("cuda:{i}"),
+        other => format!("{other:?}").to_lowercase(),
     }
 }
 
@@ -305,8 +315,8 @@ impl Autocast {
                 }
                 if dtype == Kind::BFloat16 && !cuda_bf16_supported(self.device) {
                     return Err(Error::InvalidArgument(format!(
-                        "{:?} does not support bfloat16; use float16 (16-mixed) instead",
-                        self.device
+                        "{} does not support bfloat16; use float16 (16-mixed) instead",
+                        device_name(self.device)
                     )));
                 }
             }
@@ -511,7 +521,9 @@ impl Precision {
             .dtype(dtype)
             .check()
             .map(|_| ())
-            .map_err(|e| Error::InvalidArgument(format!("precision {self} on {device:?}: {e}")))
+            .map_err(|e| {
+                Error::InvalidArgument(format!("precision {self} on {}: {e}", device_name(device)))
+            })
     }
 
     /// Enters the autocast region of this precision on `device` (`None` for
@@ -649,7 +661,14 @@ mod tests {
         assert!(msg(autocast(Device::Mps, Kind::Half)).contains("cpu and cuda"));
         if !tch::Cuda::is_available() {
             assert!(msg(autocast(Device::Cuda(0), Kind::Half)).contains("CUDA is not available"));
-            assert!(Precision::F16Mixed.check(Device::Cuda(0)).is_err());
+            let err = Precision::F16Mixed
+                .check(Device::Cuda(0))
+                .err()
+                .map(|e| e.to_string());
+            assert!(err.is_some_and(|e| e
+                .starts_with("precision 16-mixed on cuda:0: CUDA autocast")
+                && e.contains("use the cpu device")
+                && !e.contains('\n')));
             assert!(Precision::F32True.check(Device::Cuda(0)).is_ok());
         }
         // A disabled region is never refused, and failed attempts change nothing.
