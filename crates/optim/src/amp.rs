@@ -61,7 +61,7 @@
 //! first parameter (PyTorch keys by `id(optimizer)`), which survives moving
 //! the optimizer (e.g. into a `Box`) within an iteration.
 use crate::{Error, Optimizer, Result};
-use kiln_tensor::amp::{self as tamp, DeviceType};
+use kiln_tensor::amp::{self as tamp, DeviceType, Precision};
 use kiln_tensor::{Device, Kind, Tensor};
 use serde::{Deserialize, Serialize};
 
@@ -206,6 +206,16 @@ impl GradScaler {
     /// 2^16, growth 2.0, backoff 0.5, growth interval 2000, enabled).
     pub fn new(device: DeviceType) -> Result<Self> {
         Self::with_config(GradScalerConfig::new(device))
+    }
+
+    /// The scaler `precision` trains with on `device`, as in Lightning:
+    /// `16-mixed` gets `torch.amp.GradScaler(device.type)` with PyTorch's
+    /// defaults, `bf16-mixed` and `32-true` none.
+    pub fn for_precision(precision: Precision, device: Device) -> Result<Option<Self>> {
+        if !precision.needs_grad_scaler() {
+            return Ok(None);
+        }
+        Self::new(DeviceType::of(device)?).map(Some)
     }
 
     /// A scaler with the given options. Errors as PyTorch raises (growth
@@ -861,6 +871,20 @@ mod tests {
         let p = param("w", &[1.0], Some(&[1.0]))?;
         let lbfgs = crate::LbfgsConfig::default().build(vec![p])?;
         assert!(scaler.check_optimizer(&lbfgs).is_err());
+        Ok(())
+    }
+
+    #[test]
+    fn scaler_per_precision() -> Result<()> {
+        let scaler = GradScaler::for_precision(Precision::F16Mixed, Device::Cpu)?;
+        assert_eq!(
+            scaler.as_ref().map(GradScaler::device),
+            Some(DeviceType::Cpu)
+        );
+        assert_eq!(scaler.map(|s| s.get_scale().unwrap_or(0.0)), Some(65536.0));
+        assert!(GradScaler::for_precision(Precision::Bf16Mixed, Device::Cpu)?.is_none());
+        assert!(GradScaler::for_precision(Precision::F32True, Device::Cpu)?.is_none());
+        assert!(GradScaler::for_precision(Precision::F16Mixed, Device::Mps).is_err());
         Ok(())
     }
 
