@@ -50,9 +50,30 @@ fn golden_dir() -> Result<PathBuf> {
         .map_err(|e| anyhow!("{e}"))
 }
 
+/// Removes reference outputs (about 20 MB each) that earlier runs left
+/// behind, once they are an hour old (a concurrent run's are younger).
+fn remove_stale(tmp: &Path) {
+    let Ok(entries) = std::fs::read_dir(tmp) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let old = entry
+            .metadata()
+            .and_then(|m| m.modified())
+            .ok()
+            .and_then(|t| t.elapsed().ok())
+            .is_some_and(|age| age.as_secs() > 3600);
+        if old && name.to_string_lossy().starts_with("amp-golden-") {
+            let _ = std::fs::remove_dir_all(entry.path());
+        }
+    }
+}
+
 fn run_script() -> Result<PathBuf> {
-    let out = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
-        .join(format!("amp-golden-{}", std::process::id()));
+    let tmp = PathBuf::from(env!("CARGO_TARGET_TMPDIR"));
+    remove_stale(&tmp);
+    let out = tmp.join(format!("amp-golden-{}", std::process::id()));
     let mut pythonpath = Vec::new();
     if let Some(lib) = env_or("LIBTORCH", option_env!("LIBTORCH")) {
         if let Some(parent) = Path::new(&lib).parent() {
