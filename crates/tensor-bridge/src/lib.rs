@@ -14,8 +14,11 @@
 //! - [`params`]: a `VarStore`'s parameters by name, in creation order.
 //! - [`spec`]: `name:key=value,...` component spec strings for registries;
 //! - [`dtype`]: libtorch's default dtype (`torch.set_default_dtype`).
+//! - [`amp`]: mixed precision — autocast regions through libtorch's own
+//!   state, the GradScaler kernels, and [`amp::Precision`] (Lightning's names).
 #![deny(missing_docs)]
 
+pub mod amp;
 pub mod device;
 pub mod dtype;
 mod error;
