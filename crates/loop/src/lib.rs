@@ -18,6 +18,7 @@ pub mod metrics;
 pub mod metrics_log;
 pub mod plot;
 pub mod tabular;
+pub mod tensorboard;
 pub mod train;
 pub mod trainer;
 
