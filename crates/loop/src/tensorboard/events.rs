@@ -246,7 +246,11 @@ impl State {
         if self.buffer.is_empty() {
             return Ok(());
         }
-        match self.file.write_all(&self.buffer).and_then(|()| self.file.flush()) {
+        match self
+            .file
+            .write_all(&self.buffer)
+            .and_then(|()| self.file.flush())
+        {
             Ok(()) => {
                 self.written += self.buffer.len() as u64;
                 self.buffer.clear();
@@ -395,6 +399,11 @@ impl Drop for EventFileWriter {
 fn flush_loop(shared: &Shared, interval: Duration) {
     let mut state = shared.lock();
     loop {
+        // Checked under the lock before each wait, so a stop requested
+        // before the thread first waits is not missed.
+        if state.closing {
+            return;
+        }
         let (guard, _) = shared
             .wake
             .wait_timeout(state, interval)

@@ -145,7 +145,9 @@ pub fn hparams_summaries(
             HParamValue::Text(s) => (value::Kind::StringValue(s.clone()), DataType::String),
             HParamValue::Bool(b) => (value::Kind::BoolValue(*b), DataType::Bool),
         };
-        start.hparams.insert(name.clone(), Value { kind: Some(kind) });
+        start
+            .hparams
+            .insert(name.clone(), Value { kind: Some(kind) });
         infos.push(HParamInfo {
             name: name.clone(),
             r#type: data_type as i32,

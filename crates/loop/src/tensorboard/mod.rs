@@ -39,9 +39,17 @@
 //! `SummaryWriter(purge_step=resume_step + 1)`): readers drop every event of
 //! the older files with a step after the checkpoint, which the resumed run
 //! writes again, so a killed and resumed run reads as one curve. The older
-//! files are never modified. TensorBoard's Rust data server ignores
-//! `SessionLog` but drops a tag's points when the same tag goes back in
-//! steps, which a resumed run also does as it logs the same steps again.
+//! files are never modified.
+//!
+//! TensorBoard's server (its Python loader) takes the *first* `START` of a
+//! run for the run's beginning and purges only at later ones, so a PyTorch
+//! log started without `purge_step` is not cleaned up at its first resume
+//! (`EventAccumulator` purges at any `START`). [`TensorBoardLogger::create`]
+//! therefore writes a `START` at step 0 (as TensorFlow's session supervisor
+//! did), and the resume's is a restart for both readers. TensorBoard's Rust
+//! data server ignores `SessionLog` but drops a tag's points when the same
+//! tag goes back in steps, which a resumed run also does as it logs the same
+//! steps again.
 //!
 //! # Cost
 //!
@@ -52,8 +60,8 @@
 //! (no file, no thread) until a logger is constructed, so a process that
 //! does not log (a data-parallel rank other than 0) pays nothing.
 pub mod events;
-pub mod hparams;
 pub mod histogram;
+pub mod hparams;
 pub mod proto;
 mod writer;
 
@@ -136,8 +144,13 @@ pub struct TensorBoardLogger {
 impl TensorBoardLogger {
     /// Starts a log in `log_dir` (created if missing; a run directory, so
     /// that `tensorboard --logdir runs/` lists each run by its name).
+    ///
+    /// The new file starts with a `SessionLog.START` at step 0, which hides
+    /// any older event files in `log_dir` and lets a later
+    /// [`resume`](Self::resume) work in TensorBoard's server, which treats a
+    /// run's first `START` as its beginning and only later ones as restarts.
     pub fn create(log_dir: &Path, config: TensorBoardConfig) -> Result<Self> {
-        Self::open(log_dir, None, config)
+        Self::open(log_dir, Some(0), config)
     }
 
     /// Continues the log of a run resumed from its checkpoint at

@@ -1,12 +1,11 @@
 //! [`SummaryWriter`]: PyTorch's `torch.utils.tensorboard.SummaryWriter`,
 //! for the kinds of data kiln logs.
 use super::events::{event_files, now_secs, EventFileWriter};
-use super::hparams::{hparams_summaries, HParamValue};
 use super::histogram::{histogram, histogram_of};
+use super::hparams::{hparams_summaries, HParamValue};
 use super::proto::{
     event, session_log, summary, summary_metadata, tensor_shape_proto, Event, HistogramProto,
-    SessionLog, Summary, SummaryMetadata, TensorProto, TensorShapeProto, TextPluginData,
-    DT_STRING,
+    SessionLog, Summary, SummaryMetadata, TensorProto, TensorShapeProto, TextPluginData, DT_STRING,
 };
 use crate::metrics_log::output_error;
 use crate::{Error, Result};
@@ -27,7 +26,9 @@ pub struct WriterOptions {
     pub flush_interval: Duration,
     /// PyTorch's `purge_step`: the new file starts with a
     /// `SessionLog.START` at this step, so TensorBoard drops the events with
-    /// `step >= purge_step` of the directory's older files.
+    /// `step >= purge_step` of the directory's older files. TensorBoard's
+    /// server ignores the first `START` of a run, so a log that may be
+    /// resumed should begin with one too: `Some(0)` for a new run.
     pub purge_step: Option<u64>,
     /// Appended to the file name (PyTorch's `filename_suffix`).
     pub filename_suffix: String,
@@ -69,7 +70,9 @@ impl SummaryWriter {
     /// Continues the log in `log_dir` after a restart: a new event file
     /// whose `SessionLog.START` at `purge_step` hides the events of the
     /// older files with `step >= purge_step` (those the restarted run will
-    /// write again), so TensorBoard shows one curve per tag.
+    /// write again), so TensorBoard shows one curve per tag. TensorBoard's
+    /// server purges only if the log began with a `START` of its own (see
+    /// [`WriterOptions::purge_step`]).
     pub fn resume(log_dir: &Path, purge_step: u64) -> Result<Self> {
         Self::with_options(
             log_dir,
@@ -286,6 +289,7 @@ fn check_tag(tag: &str) -> Result<()> {
 }
 
 fn step_i64(step: u64) -> Result<i64> {
-    i64::try_from(step)
-        .map_err(|_| Error::InvalidArgument(format!("step {step} does not fit TensorBoard's int64")))
+    i64::try_from(step).map_err(|_| {
+        Error::InvalidArgument(format!("step {step} does not fit TensorBoard's int64"))
+    })
 }
