@@ -78,7 +78,9 @@ fn run(dir: &std::path::Path) -> Res<()> {
     // log_histograms over the quickstart MLP (values and gradients).
     tch::manual_seed(0);
     let shapes: [&[i64]; 6] = [&[512, 784], &[512], &[512, 512], &[512], &[10, 512], &[10]];
-    let names = ["0.weight", "0.bias", "2.weight", "2.bias", "4.weight", "4.bias"];
+    let names = [
+        "0.weight", "0.bias", "2.weight", "2.bias", "4.weight", "4.bias",
+    ];
     let mut params = Vec::new();
     let mut loss: Option<Tensor> = None;
     for (name, shape) in names.iter().zip(shapes) {

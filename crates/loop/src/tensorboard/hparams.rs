@@ -230,7 +230,7 @@ mod tests {
     fn duplicate_or_empty_names_are_refused() {
         let a = ("a".to_string(), HParamValue::Number(1.0));
         assert!(hparams_summaries(&[a.clone(), a.clone()], &[]).is_err());
-        assert!(hparams_summaries(&[a.clone()], &["m", "m"]).is_err());
+        assert!(hparams_summaries(std::slice::from_ref(&a), &["m", "m"]).is_err());
         assert!(hparams_summaries(&[a], &[""]).is_err());
     }
 }
