@@ -3,7 +3,10 @@
 # (in well under a second) when it is already there:
 #   1. libtorch: PyPI's torch==2.11.0 wheel, pip-installed (--target) into a
 #      per-user cache shared by clones; `.libtorch` in the project links to it.
-#      A user's own $LIBTORCH is honoured instead.
+#      A user's own $LIBTORCH is honoured instead. Beside torch, pinned and
+#      without their dependencies: safetensors, packaging, numpy (reference
+#      scripts) and tensorboard, protobuf, absl-py (TensorBoard's event reader,
+#      for kiln-loop's TensorBoard tests).
 #   2. `.cargo/config.toml` (git-ignored): tells torch-sys where libtorch is and
 #      gives every binary an rpath, so nothing needs exporting.
 #   3. FashionMNIST: Debian's dataset-fashion-mnist, from /usr/share/datasets or
@@ -17,6 +20,9 @@ SAFETENSORS_VERSION=0.7.0
 PACKAGING_VERSION=25.0
 NUMPY_VERSION=2.3.5
 EXPECTTEST_VERSION=0.3.0
+TENSORBOARD_VERSION=2.21.0
+PROTOBUF_VERSION=7.36.2
+ABSL_VERSION=2.5.1
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cache=${KILN_CACHE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/kiln}
 
@@ -68,6 +74,29 @@ else
     python3 -m pip install --quiet --no-input --disable-pip-version-check --no-deps \
       --target "$wheel_dir" "expecttest==$EXPECTTEST_VERSION" ||
       die "pip could not install expecttest==$EXPECTTEST_VERSION (see above)"
+  fi
+  # tensorboard + protobuf + absl-py (numpy is above): all that TensorBoard's
+  # event reader (EventAccumulator, its data provider, the HParams plugin's
+  # session list) and torch.utils.tensorboard import. kiln-loop's tests read
+  # kiln's event files with them. (The `tensorboard` server needs more:
+  # werkzeug, markdown, grpcio, pillow; not installed here.)
+  tb_ok() {
+    [ -d "$wheel_dir/tensorboard-$TENSORBOARD_VERSION.dist-info" ] &&
+      [ -d "$wheel_dir/protobuf-$PROTOBUF_VERSION.dist-info" ] &&
+      [ -d "$wheel_dir/absl_py-$ABSL_VERSION.dist-info" ] &&
+      [ -f "$wheel_dir/tensorboard/backend/event_processing/event_accumulator.py" ] &&
+      [ -f "$wheel_dir/google/protobuf/__init__.py" ] && [ -f "$wheel_dir/absl/__init__.py" ]
+  }
+  if ! tb_ok; then
+    say "adding tensorboard==$TENSORBOARD_VERSION, protobuf==$PROTOBUF_VERSION and absl-py==$ABSL_VERSION to $wheel_dir"
+    # pip --target does not replace what is there: remove older versions first.
+    rm -rf "$wheel_dir"/tensorboard "$wheel_dir"/tensorboard-*.dist-info \
+      "$wheel_dir"/google/protobuf "$wheel_dir"/google/_upb "$wheel_dir"/protobuf-*.dist-info \
+      "$wheel_dir"/absl "$wheel_dir"/absl_py-*.dist-info
+    python3 -m pip install --quiet --no-input --disable-pip-version-check --no-deps \
+      --target "$wheel_dir" "tensorboard==$TENSORBOARD_VERSION" "protobuf==$PROTOBUF_VERSION" "absl-py==$ABSL_VERSION" ||
+      die "pip could not install tensorboard==$TENSORBOARD_VERSION (see above)"
+    tb_ok || die "tensorboard==$TENSORBOARD_VERSION, protobuf==$PROTOBUF_VERSION or absl-py==$ABSL_VERSION is still missing from $wheel_dir"
   fi
   ln -sfn "$wheel_dir" "$root/.libtorch"
 fi

@@ -227,7 +227,8 @@ fn csv_row(record: &MetricRecord, columns: &BTreeSet<String>) -> String {
     line
 }
 
-fn output_error(path: &Path, what: &str, err: io::Error) -> Error {
+/// An output error naming `path`: "{what} {path}: {err}".
+pub(crate) fn output_error(path: &Path, what: &str, err: io::Error) -> Error {
     Error::Output(io::Error::new(
         err.kind(),
         format!("{what} {}: {err}", path.display()),

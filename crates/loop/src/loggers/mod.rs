@@ -4,6 +4,7 @@ pub mod json_lines;
 pub mod metrics_log;
 pub mod printer;
 pub mod progress;
+pub mod tensorboard;
 
 pub use json_lines::JsonLines;
 pub use metrics_log::MetricsLogger;
