@@ -9,6 +9,7 @@ so this consumes the global generator exactly as the tutorial does.
     PYTHONPATH=.libtorch python3 scripts/reference/quickstart.py --seed 0 --epochs 1
 """
 import argparse
+import contextlib
 import gzip
 import os
 import struct
@@ -71,14 +72,32 @@ class NeuralNetwork(nn.Module):
         return logits
 
 
+# Mixed precision (kiln's --precision; Lightning's names): autocast around
+# forward and loss; 16-mixed also scales the loss with GradScaler("cpu").
+AUTOCAST = {"32-true": None, "bf16-mixed": torch.bfloat16, "16-mixed": torch.float16}
+PRECISION = "32-true"
+SCALER = None
+
+
+def autocast():
+    dtype = AUTOCAST[PRECISION]
+    return torch.autocast("cpu", dtype=dtype) if dtype is not None else contextlib.nullcontext()
+
+
 def train(dataloader, model, loss_fn, optimizer):
     size = len(dataloader.dataset)
     model.train()
     for batch, (X, y) in enumerate(dataloader):
-        pred = model(X)
-        loss = loss_fn(pred, y)
-        loss.backward()
-        optimizer.step()
+        with autocast():
+            pred = model(X)
+            loss = loss_fn(pred, y)
+        if SCALER is not None:
+            SCALER.scale(loss).backward()
+            SCALER.step(optimizer)
+            SCALER.update()
+        else:
+            loss.backward()
+            optimizer.step()
         optimizer.zero_grad()
         if batch % 100 == 0:
             loss, current = loss.item(), batch * len(X)
@@ -92,8 +111,10 @@ def test(dataloader, model, loss_fn):
     test_loss, correct = 0, 0
     with torch.no_grad():
         for X, y in dataloader:
-            pred = model(X)
-            test_loss += loss_fn(pred, y).item()
+            with autocast():
+                pred = model(X)
+                batch_loss = loss_fn(pred, y)
+            test_loss += batch_loss.item()
             correct += (pred.argmax(1) == y).type(torch.float).sum().item()
     test_loss /= num_batches
     correct /= size
@@ -112,7 +133,12 @@ def main():
     p.add_argument("--no-shuffle", action="store_true")
     p.add_argument("--train-samples", type=int)
     p.add_argument("--test-samples", type=int)
+    p.add_argument("--precision", choices=sorted(AUTOCAST), default="32-true")
     args = p.parse_args()
+    global PRECISION, SCALER
+    PRECISION = args.precision
+    if PRECISION == "16-mixed":
+        SCALER = torch.amp.GradScaler("cpu")
 
     if args.threads:
         torch.set_num_threads(args.threads)

@@ -61,6 +61,11 @@ impl Components {
         if let Some(threads) = config.threads {
             set_threads(threads).map_err(|e| usage("--threads", e))?;
         }
+        // A precision this device cannot run is refused before anything loads.
+        config
+            .precision_value()?
+            .check(device)
+            .map_err(|e| usage("--precision", e))?;
         let splits = load_data(config, seed, device)?;
         kiln_tensor::rng::manual_seed(seed);
         let model = build_model(config, &splits, device)?;
@@ -71,6 +76,17 @@ impl Components {
         let (loss, loss_spec) = build_loss(config.loss.as_deref(), splits.task)?;
         probe(model.as_mut(), loss.as_ref(), &splits)?;
         let optimizer = build_optimizer(&config.optimizer, model.as_ref())?;
+        let precision = config.precision_value()?;
+        if let Some(scaler) = kiln_optim::amp::GradScaler::for_precision(precision, device)
+            .map_err(|e| usage("--precision", e))?
+        {
+            scaler.check_optimizer(optimizer.as_ref()).map_err(|e| {
+                Error::Usage(format!(
+                    "--precision {precision} scales gradients, which --optimizer {} does not allow: {e}",
+                    optimizer.name()
+                ))
+            })?;
+        }
         Ok(Self {
             device,
             splits,
@@ -301,6 +317,7 @@ pub(crate) fn trainer_config(config: &RunConfig) -> Result<TrainerConfig> {
             .as_deref()
             .map(early_stopping)
             .transpose()?,
+        precision: config.precision_value()?,
         ..TrainerConfig::default()
     };
     // With a validation split, plateau schedulers follow the validation loss.

@@ -14,6 +14,8 @@ pub use dir::RunDir;
 
 use crate::checkpoint::{self, Checkpoint, Progress};
 use crate::distributed::{Collective, DataParallel, DistributedSampler};
+use crate::loggers::metrics_log::Formats;
+use crate::loggers::tensorboard::{TensorBoardConfig, TensorBoardLogger};
 use crate::loggers::{JsonLines, MetricsLogger, ProgressPrinter, TutorialPrinter};
 use crate::{Callback, DataLoader, Error, FitSummary, Loaders, Result, StopReason, Trainer};
 use std::io::IsTerminal;
@@ -255,10 +257,29 @@ fn train_on(
             dir,
             config: config.clone(),
         });
-        trainer = trainer.callback(match resume_step {
-            Some(step) => MetricsLogger::resume(dir.path(), step)?,
-            None => MetricsLogger::create(dir.path())?,
-        });
+        let loggers = config.loggers()?;
+        if loggers.jsonl || loggers.csv {
+            let formats = Formats {
+                jsonl: loggers.jsonl,
+                csv: loggers.csv,
+            };
+            trainer = trainer.callback(match resume_step {
+                Some(step) => MetricsLogger::resume(dir.path(), formats, step),
+                None => MetricsLogger::create(dir.path(), formats),
+            });
+        }
+        if loggers.tensorboard {
+            let tb = TensorBoardConfig {
+                log_every_n_steps: config.log_every_n_steps as u64,
+                flags: Some(config.to_json()?),
+                histograms: config.log_histograms,
+                ..TensorBoardConfig::default()
+            };
+            trainer = trainer.callback(match resume_step {
+                Some(step) => TensorBoardLogger::resume(dir.path(), step as u64, tb)?,
+                None => TensorBoardLogger::create(dir.path(), tb)?,
+            });
+        }
         if !request.quiet {
             let stdout = std::io::stdout();
             trainer = match request.format {

@@ -1,5 +1,6 @@
 //! The Trainer's settings.
 use crate::{Error, Result};
+use kiln_tensor::amp::Precision;
 use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
 
@@ -107,6 +108,26 @@ pub struct TrainerConfig {
     pub clip_grad_norm: Option<f64>,
     /// Checkpointing, if any.
     pub checkpoint: Option<CheckpointConfig>,
+    /// Autocast around forward and loss, and a gradient scaler for
+    /// `16-mixed` (Lightning's precision names).
+    #[serde(with = "precision_name")]
+    pub precision: Precision,
+}
+
+/// A precision as its name in JSON.
+mod precision_name {
+    use kiln_tensor::amp::Precision;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(p: &Precision, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(p.name())
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Precision, D::Error> {
+        String::deserialize(d)?
+            .parse()
+            .map_err(serde::de::Error::custom)
+    }
 }
 
 impl Default for TrainerConfig {
@@ -126,6 +147,7 @@ impl Default for TrainerConfig {
             clip_grad_value: None,
             clip_grad_norm: None,
             checkpoint: None,
+            precision: Precision::F32True,
         }
     }
 }

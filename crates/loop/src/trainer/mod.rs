@@ -45,6 +45,7 @@ pub struct Trainer<'a> {
     scheduler: Option<(Box<dyn LrScheduler + 'a>, Interval)>,
     data_parallel: Option<DataParallel<'a>>,
     interrupt: Option<Arc<AtomicUsize>>,
+    grad_scaler: Option<kiln_optim::amp::GradScaler>,
 }
 
 impl<'a> Trainer<'a> {
@@ -59,6 +60,7 @@ impl<'a> Trainer<'a> {
             scheduler: None,
             data_parallel: None,
             interrupt: None,
+            grad_scaler: None,
         })
     }
 
@@ -115,6 +117,14 @@ impl<'a> Trainer<'a> {
     /// written and the fit returns [`StopReason::Interrupted`].
     pub fn interrupt_flag(mut self, flag: Arc<AtomicUsize>) -> Self {
         self.interrupt = Some(flag);
+        self
+    }
+
+    /// Scales losses and unscales gradients with `scaler` (its own
+    /// settings) instead of the default `torch.amp.GradScaler` that the
+    /// `16-mixed` precision gets; its state is checkpointed.
+    pub fn grad_scaler(mut self, scaler: kiln_optim::amp::GradScaler) -> Self {
+        self.grad_scaler = Some(scaler);
         self
     }
 
