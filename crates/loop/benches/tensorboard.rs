@@ -64,6 +64,7 @@ fn run(dir: &std::path::Path) -> Res<()> {
             grad_norm: None,
             samples_per_sec: 50_000.0,
             log: false,
+            timings: Default::default(),
         })?;
     }
     let per_batch = t.elapsed().as_secs_f64() / batches as f64;

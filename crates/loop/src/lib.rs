@@ -34,7 +34,7 @@ pub use data::{Batch, DataLoader, Dataset};
 pub use error::{Error, Result};
 pub use models::Model;
 pub use trainer::{
-    BeforeStep, Callback, EvalInfo, FitSummary, Interval, Loaders, StepInfo, StopReason, Trainer,
-    TrainerConfig,
+    BeforeStep, Callback, EvalInfo, FitSummary, Interval, Loaders, StepInfo, StepTimings,
+    StopReason, Trainer, TrainerConfig,
 };
 pub use tutorial::{test, train, TestSummary, TrainSummary};

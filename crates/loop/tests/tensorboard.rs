@@ -447,6 +447,7 @@ fn step_info(step: usize, stepped: bool, loss: f64, samples_per_sec: f64) -> Ste
         grad_norm: Some(1.0 + step as f64 / 100.0),
         samples_per_sec,
         log: false,
+        timings: Default::default(),
     }
 }
 

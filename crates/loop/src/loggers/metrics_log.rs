@@ -628,9 +628,25 @@ fn read_metrics_file(path: &Path) -> Result<Vec<MetricRecord>> {
 /// of its last, evaluation excluded), in its `epoch` record.
 pub const EPOCH_TRAIN_SECONDS: &str = "epoch_train_seconds";
 
+/// Seconds of an optimizer step, from the end of the previous step to the
+/// end of this one (every batch of an accumulation window); the phases
+/// below split it ([`crate::StepTimings`]; what they leave is callbacks,
+/// metrics, reading the loss, clipping and schedulers).
+pub const STEP_SECONDS: &str = "step_seconds";
+/// Seconds of a step spent assembling its batches.
+pub const DATA_SECONDS: &str = "data_seconds";
+/// Seconds of a step in forward passes and the loss.
+pub const FORWARD_SECONDS: &str = "forward_seconds";
+/// Seconds of a step in backward passes.
+pub const BACKWARD_SECONDS: &str = "backward_seconds";
+/// Seconds of a step in the optimizer (`step()` and `zero_grad()`).
+pub const OPTIMIZER_SECONDS: &str = "optimizer_seconds";
+
 /// A [`crate::Callback`] writing the run's metrics with a [`MetricsWriter`]:
 /// a step record after every optimizer step ([`TRAIN_LOSS`], [`LR`],
-/// `samples_per_sec`, `grad_norm` when clipping by norm) and a record after
+/// `samples_per_sec`, `grad_norm` when clipping by norm, and the step's
+/// timings: [`STEP_SECONDS`], [`DATA_SECONDS`], [`FORWARD_SECONDS`],
+/// [`BACKWARD_SECONDS`], [`OPTIMIZER_SECONDS`]) and a record after
 /// every evaluation (an `epoch` record at epoch ends, with
 /// [`EPOCH_TRAIN_SECONDS`], a `step` record for evaluations every N steps),
 /// under the metric names the evaluation gives.
@@ -644,6 +660,8 @@ pub struct MetricsLogger {
     writer: Option<MetricsWriter>,
     epoch_start: Option<std::time::Instant>,
     last_batch_end: Option<std::time::Instant>,
+    /// The timings of the batches since the last step record.
+    window: crate::StepTimings,
 }
 
 impl MetricsLogger {
@@ -665,6 +683,7 @@ impl MetricsLogger {
             writer: None,
             epoch_start: None,
             last_batch_end: None,
+            window: crate::StepTimings::default(),
         }
     }
 
@@ -694,12 +713,24 @@ impl crate::Callback for MetricsLogger {
 
     fn on_batch_end(&mut self, info: &crate::StepInfo) -> Result<()> {
         self.last_batch_end = Some(std::time::Instant::now());
+        let (w, t) = (&mut self.window, &info.timings);
+        w.total += t.total;
+        w.data += t.data;
+        w.forward += t.forward;
+        w.backward += t.backward;
+        w.optimizer += t.optimizer;
         if !info.stepped {
             return Ok(());
         }
+        let w = std::mem::take(&mut self.window);
         let mut values = vec![
             (TRAIN_LOSS, info.loss),
             ("samples_per_sec", info.samples_per_sec),
+            (STEP_SECONDS, w.total),
+            (DATA_SECONDS, w.data),
+            (FORWARD_SECONDS, w.forward),
+            (BACKWARD_SECONDS, w.backward),
+            (OPTIMIZER_SECONDS, w.optimizer),
         ];
         values.extend(info.lr.map(|lr| (LR, lr)));
         values.extend(info.grad_norm.map(|n| ("grad_norm", n)));

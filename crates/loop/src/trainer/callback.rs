@@ -34,6 +34,40 @@ pub struct StepInfo {
     pub samples_per_sec: f64,
     /// Whether the log interval asks for this batch to be reported.
     pub log: bool,
+    /// Where this batch's time went.
+    pub timings: StepTimings,
+}
+
+/// Where a training batch's wall-clock time went, in seconds.
+///
+/// Measured with [`std::time::Instant`] around the phases of the step
+/// (a few clock reads per batch). libtorch runs CPU kernels synchronously,
+/// so on the CPU each phase is the time its kernels took; on CUDA, kernels
+/// are asynchronous and the phases are mostly launch time, while `total`
+/// stays right over many batches (reading the loss synchronises).
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct StepTimings {
+    /// From the end of the previous batch to the end of this one: the
+    /// reciprocal of the throughput, including callbacks and bookkeeping.
+    pub total: f64,
+    /// Assembling the batch (the data loader's `next`).
+    pub data: f64,
+    /// Forward pass and loss (every evaluation of a closure optimizer).
+    pub forward: f64,
+    /// Backward pass (every evaluation of a closure optimizer).
+    pub backward: f64,
+    /// The optimizer: `step()` (a closure optimizer's own work, without its
+    /// forward and backward passes) and `zero_grad()`; with a gradient
+    /// scaler, its `step` and `update`.
+    pub optimizer: f64,
+}
+
+impl StepTimings {
+    /// Everything else: reading the loss, gradient averaging and clipping,
+    /// schedulers, callbacks, metrics and checkpoints.
+    pub fn other(&self) -> f64 {
+        (self.total - self.data - self.forward - self.backward - self.optimizer).max(0.0)
+    }
 }
 
 /// What an optimizer step is about to use, for

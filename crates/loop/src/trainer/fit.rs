@@ -1,6 +1,8 @@
 //! The phases of a fit: restore, epoch, after a step, end of epoch, end.
 use super::step::{Outcome, StepPath};
-use super::{BeforeStep, EvalInfo, FitSummary, Interval, Loaders, StepInfo, StopReason, Trainer};
+use super::{
+    BeforeStep, EvalInfo, FitSummary, Interval, Loaders, StepInfo, StepTimings, StopReason, Trainer,
+};
 use crate::checkpoint::{self, Checkpoint, Progress};
 use crate::distributed::DataParallel;
 use crate::{Error, Model, Result, TrainerConfig};
@@ -94,6 +96,7 @@ where
             precision: cfg.precision,
             device,
             scaler,
+            timings: StepTimings::default(),
         };
         let batches_per_epoch = data
             .train
@@ -201,10 +204,15 @@ where
         let accumulate = self.cfg.accumulate_grad_batches;
         let per_epoch = self.batches_per_epoch;
         let mut clock = Instant::now();
-        for (offset, batch) in batches
+        let mut batches = batches
             .take(per_epoch.saturating_sub(start_batch))
-            .enumerate()
-        {
+            .enumerate();
+        loop {
+            let data_clock = Instant::now();
+            let Some((offset, batch)) = batches.next() else {
+                break;
+            };
+            let data = data_clock.elapsed().as_secs_f64();
             let index = start_batch + offset;
             let batch = batch?;
             let step_now = (index + 1) % accumulate == 0 || index + 1 == per_epoch;
@@ -265,6 +273,11 @@ where
                     f64::NAN
                 },
                 log: index % self.cfg.log_every == 0,
+                timings: StepTimings {
+                    total: elapsed,
+                    data,
+                    ..self.path.timings
+                },
             };
             self.trainer.each(|c| c.on_batch_end(&info))?;
             if stepped {

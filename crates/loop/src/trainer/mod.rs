@@ -12,7 +12,9 @@ pub mod config;
 mod fit;
 mod step;
 
-pub use callback::{signal_name, BeforeStep, Callback, EvalInfo, FitSummary, StepInfo, StopReason};
+pub use callback::{
+    signal_name, BeforeStep, Callback, EvalInfo, FitSummary, StepInfo, StepTimings, StopReason,
+};
 pub use config::{CheckpointConfig, EarlyStopping, Interval, Mode, TrainerConfig};
 
 use crate::checkpoint::Checkpoint;

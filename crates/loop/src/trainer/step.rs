@@ -13,6 +13,7 @@
 //! through the same `gradients_ready` (averaging over data-parallel ranks,
 //! unscaling, clipping), so every setting works with every optimizer; what
 //! happens after a step is the caller's (`fit.rs`), shared by all.
+use super::StepTimings;
 use crate::distributed::DataParallel;
 use crate::{Batch, Error, Model, Result};
 use kiln_losses::Loss;
@@ -21,6 +22,7 @@ use kiln_optim::Optimizer;
 use kiln_tensor::amp::Precision;
 use kiln_tensor::params::NamedParameter;
 use kiln_tensor::{Device, Tensor};
+use std::time::Instant;
 
 /// What one training batch did.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -64,6 +66,9 @@ pub(crate) struct StepPath<'a> {
     pub device: Device,
     /// The gradient scaler (`16-mixed`).
     pub scaler: Option<GradScaler>,
+    /// Forward, backward and optimizer time of the last batch (the
+    /// caller fills in data and total).
+    pub timings: StepTimings,
 }
 
 impl StepPath<'_> {
@@ -78,6 +83,7 @@ impl StepPath<'_> {
         step_now: bool,
         before_step: &mut dyn FnMut(&[NamedParameter]) -> Result<()>,
     ) -> Result<Outcome> {
+        self.timings = StepTimings::default();
         if optimizer.requires_closure() {
             self.closure_step(model, optimizer, batch, before_step)
         } else {
@@ -93,7 +99,9 @@ impl StepPath<'_> {
         step_now: bool,
         before_step: &mut dyn FnMut(&[NamedParameter]) -> Result<()>,
     ) -> Result<Outcome> {
+        let clock = Instant::now();
         let loss = self.forward_loss(model, batch)?;
+        self.timings.forward = clock.elapsed().as_secs_f64();
         let value = loss.f_double_value(&[])?;
         if self.nonfinite(value)? {
             return Ok(Outcome::NonFinite { loss: value });
@@ -103,15 +111,18 @@ impl StepPath<'_> {
         } else {
             loss
         };
+        let clock = Instant::now();
         match &mut self.scaler {
             Some(scaler) => scaler.scale(&loss)?.f_backward()?,
             None => loss.f_backward()?,
         }
+        self.timings.backward = clock.elapsed().as_secs_f64();
         if !step_now {
             return Ok(Outcome::Accumulated { loss: value });
         }
         let grad_norm = self.gradients_ready(Some(&*optimizer))?;
         before_step(&self.params)?;
+        let clock = Instant::now();
         let skipped = match &mut self.scaler {
             Some(scaler) => {
                 let stepped = scaler.step(optimizer)?;
@@ -124,6 +135,7 @@ impl StepPath<'_> {
             }
         };
         optimizer.zero_grad()?;
+        self.timings.optimizer = clock.elapsed().as_secs_f64();
         Ok(Outcome::Stepped {
             loss: value,
             grad_norm,
@@ -143,6 +155,8 @@ impl StepPath<'_> {
         batch: &Batch,
         before_step: &mut dyn FnMut(&[NamedParameter]) -> Result<()>,
     ) -> Result<Outcome> {
+        let start = Instant::now();
+        let (mut forward, mut backward) = (0.0, 0.0);
         let mut first: Option<(f64, Option<f64>)> = None;
         let mut nonfinite: Option<f64> = None;
         let mut failure: Option<Error> = None;
@@ -151,7 +165,9 @@ impl StepPath<'_> {
                 for p in &self.params {
                     kiln_tensor::ops::clear_grad(&p.tensor)?;
                 }
+                let clock = Instant::now();
                 let loss = self.forward_loss(model, batch)?;
+                forward += clock.elapsed().as_secs_f64();
                 let mut value = loss.f_double_value(&[])?;
                 if let Some(dp) = self.data_parallel {
                     value = dp.mean(value)?;
@@ -160,7 +176,9 @@ impl StepPath<'_> {
                     nonfinite = Some(value);
                     return Err(Error::InvalidArgument(format!("non-finite loss {value}")));
                 }
+                let clock = Instant::now();
                 loss.f_backward()?;
+                backward += clock.elapsed().as_secs_f64();
                 // No scaler here: GradScaler refuses closure optimizers, as PyTorch's does.
                 let grad_norm = self.gradients_ready(None)?;
                 before_step(&self.params)?;
@@ -182,6 +200,9 @@ impl StepPath<'_> {
             return Err(failure.unwrap_or(Error::Optim(err)));
         }
         optimizer.zero_grad()?;
+        self.timings.forward = forward;
+        self.timings.backward = backward;
+        self.timings.optimizer = (start.elapsed().as_secs_f64() - forward - backward).max(0.0);
         let (loss, grad_norm) = first.unwrap_or((f64::NAN, None));
         Ok(Outcome::Stepped {
             loss,
