@@ -88,6 +88,10 @@ pub(crate) fn check_adam_like(
 }
 
 /// One Adam/AdamW update of one parameter, as `_single_tensor_adam`.
+///
+/// Float32 and float64 CPU tensors take libtorch's arithmetic in one pass
+/// over memory ([`ops::adam_step_`], the same bits as the op sequence);
+/// other tensors (CUDA, other dtypes) run the op sequence below.
 pub fn adam_update(
     param: &Tensor,
     grad: &Tensor,
@@ -95,7 +99,6 @@ pub fn adam_update(
     cfg: &AdamConfig,
 ) -> Result<()> {
     let (beta1, beta2) = cfg.betas;
-    let mut grad = maybe_neg(grad, cfg.maximize)?;
     let exp_avg = state.buffer_or_init("exp_avg", || Ok(param.f_zeros_like()?))?;
     let exp_avg_sq = state.buffer_or_init("exp_avg_sq", || Ok(param.f_zeros_like()?))?;
     let max_sq = if cfg.amsgrad {
@@ -105,6 +108,26 @@ pub fn adam_update(
     };
     state.step += 1.0;
     let step = state.step;
+    let bias_correction1 = 1.0 - beta1.powf(step);
+    let bias_correction2 = 1.0 - beta2.powf(step);
+    let step_size = cfg.lr / bias_correction1;
+    let bias_correction2_sqrt = bias_correction2.powf(0.5);
+    let h = ops::AdamStep {
+        lr: cfg.lr,
+        beta1,
+        beta2,
+        eps: cfg.eps,
+        weight_decay: cfg.weight_decay,
+        amsgrad: cfg.amsgrad,
+        maximize: cfg.maximize,
+        decoupled_weight_decay: cfg.decoupled_weight_decay,
+        step_size,
+        bias_correction2_sqrt,
+    };
+    if ops::adam_step_(param, grad, &exp_avg, &exp_avg_sq, max_sq.as_ref(), &h)? {
+        return Ok(());
+    }
+    let mut grad = maybe_neg(grad, cfg.maximize)?;
     if cfg.weight_decay != 0.0 {
         if cfg.decoupled_weight_decay {
             let _ = m(param).f_mul_scalar_(1.0 - cfg.lr * cfg.weight_decay)?;
@@ -115,10 +138,6 @@ pub fn adam_update(
     let _ = m(&exp_avg).f_lerp_(&grad, 1.0 - beta1)?;
     let _ = m(&exp_avg_sq).f_mul_scalar_(beta2)?;
     ops::addcmul_(&exp_avg_sq, &grad, &grad, 1.0 - beta2)?;
-    let bias_correction1 = 1.0 - beta1.powf(step);
-    let bias_correction2 = 1.0 - beta2.powf(step);
-    let step_size = cfg.lr / bias_correction1;
-    let bias_correction2_sqrt = bias_correction2.powf(0.5);
     let denom = match &max_sq {
         Some(mx) => {
             let _ = mx.f_maximum_out(mx, &exp_avg_sq)?;

@@ -68,12 +68,38 @@ impl SgdConfig {
 /// One SGD update of one parameter, as `torch.optim.sgd._single_tensor_sgd`
 /// computes it (same operations in the same order, so the same bits).
 /// `momentum_buffer` is created on the first step when momentum is used.
+///
+/// Float32 and float64 CPU tensors take libtorch's arithmetic in one pass
+/// over memory ([`ops::sgd_step_`], the same bits as the op sequence); other
+/// tensors (CUDA, other dtypes) run the op sequence below.
 pub fn sgd_update(
     param: &Tensor,
     grad: &Tensor,
     momentum_buffer: &mut Option<Tensor>,
     cfg: &SgdConfig,
 ) -> Result<()> {
+    let h = ops::SgdStep {
+        lr: cfg.lr,
+        momentum: cfg.momentum,
+        dampening: cfg.dampening,
+        weight_decay: cfg.weight_decay,
+        nesterov: cfg.nesterov,
+        maximize: cfg.maximize,
+    };
+    if cfg.momentum == 0.0 {
+        if ops::sgd_step_(param, grad, None, false, &h)? {
+            return Ok(());
+        }
+    } else {
+        let (buf, first) = match momentum_buffer {
+            Some(buf) => (buf.shallow_clone(), false),
+            None => (grad.f_empty_like()?, true),
+        };
+        if ops::sgd_step_(param, grad, Some(&buf), first, &h)? {
+            *momentum_buffer = Some(buf);
+            return Ok(());
+        }
+    }
     let mut grad = if cfg.maximize {
         grad.f_neg()?
     } else {

@@ -534,3 +534,136 @@ mod conformance_tests {
         Ok(())
     }
 }
+
+// ---------------------------------------------------------------------------
+// Fused optimizer block (issue 16): torch.optim's default (single-tensor)
+// SGD and Adam/AdamW updates in one pass over memory, with its bits.
+
+/// SGD's hyperparameters for [`sgd_step_`] (torch.optim.SGD's names).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct SgdStep {
+    /// Learning rate.
+    pub lr: f64,
+    /// Momentum factor (0: no buffer).
+    pub momentum: f64,
+    /// Dampening for momentum.
+    pub dampening: f64,
+    /// L2 penalty added to the gradient.
+    pub weight_decay: f64,
+    /// Nesterov momentum.
+    pub nesterov: bool,
+    /// Maximise instead of minimise.
+    pub maximize: bool,
+}
+
+/// One SGD update of `param` as torch.optim's default path computes it
+/// (`_single_tensor_sgd`: `buf.mul_(momentum).add_(grad, alpha=1 -
+/// dampening)`, `param.add_(buf, alpha=-lr)`, with weight decay, Nesterov
+/// and maximize), in one pass over memory with the same bits: each
+/// intermediate is rounded where the op sequence stores it, and a
+/// multiply-add is fused exactly where libtorch's kernels fuse it (asked of
+/// libtorch once per dtype). `momentum_buffer` is `None` without momentum;
+/// `first` says it is fresh (uninitialised) and takes the gradient, as
+/// PyTorch's first step clones it.
+///
+/// Returns `false`, changing nothing, when the one-pass kernel does not
+/// apply — tensors not all float32 or all float64 dense CPU tensors, grad
+/// mode on for a parameter that requires grad, or a libtorch whose kernels
+/// round in a way the kernel does not reproduce — and the caller runs the
+/// op sequence instead.
+pub fn sgd_step_(
+    param: &Tensor,
+    grad: &Tensor,
+    momentum_buffer: Option<&Tensor>,
+    first: bool,
+    h: &SgdStep,
+) -> Result<bool> {
+    let mut applied = 0;
+    let buf = momentum_buffer.map_or(std::ptr::null_mut(), |b| raw(b));
+    // SAFETY: the tensors are live for the call (buf may be NULL, which the
+    // shim accepts); `applied` is a valid out-pointer.
+    check(unsafe {
+        shim::kiln_fused_sgd_step(
+            raw(param),
+            raw(grad),
+            buf,
+            i32::from(first),
+            h.lr,
+            h.momentum,
+            h.dampening,
+            h.weight_decay,
+            i32::from(h.nesterov),
+            i32::from(h.maximize),
+            &mut applied,
+        )
+    })?;
+    Ok(applied != 0)
+}
+
+/// Adam's hyperparameters and one parameter's step scalars for
+/// [`adam_step_`].
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct AdamStep {
+    /// Learning rate.
+    pub lr: f64,
+    /// Decay rate of the first moment.
+    pub beta1: f64,
+    /// Decay rate of the second moment.
+    pub beta2: f64,
+    /// Term added to the denominator.
+    pub eps: f64,
+    /// Weight decay (L2 or decoupled).
+    pub weight_decay: f64,
+    /// AMSGrad (needs `max_exp_avg_sq`).
+    pub amsgrad: bool,
+    /// Maximise instead of minimise.
+    pub maximize: bool,
+    /// Decay the weights directly (AdamW).
+    pub decoupled_weight_decay: bool,
+    /// `lr / (1 - beta1^t)` for this parameter's step `t`.
+    pub step_size: f64,
+    /// `(1 - beta2^t)^0.5` for this parameter's step `t`.
+    pub bias_correction2_sqrt: f64,
+}
+
+/// One Adam/AdamW update of `param` as torch.optim's default path computes
+/// it (`_single_tensor_adam`, neither capturable nor differentiable:
+/// `exp_avg.lerp_`, `exp_avg_sq.mul_().addcmul_()`, `torch.maximum` for
+/// AMSGrad, `(v.sqrt() / bias_correction2_sqrt).add_(eps)` with libtorch's
+/// own `sqrt`, `param.addcdiv_`), in one pass over memory with the same
+/// bits; the step is already counted in `h`. Returns `false`, changing
+/// nothing, where the one-pass kernel does not apply (see [`sgd_step_`]).
+pub fn adam_step_(
+    param: &Tensor,
+    grad: &Tensor,
+    exp_avg: &Tensor,
+    exp_avg_sq: &Tensor,
+    max_exp_avg_sq: Option<&Tensor>,
+    h: &AdamStep,
+) -> Result<bool> {
+    let mut applied = 0;
+    let max = max_exp_avg_sq.map_or(std::ptr::null_mut(), |b| raw(b));
+    // SAFETY: the tensors are live for the call (max may be NULL, which the
+    // shim accepts); `applied` is a valid out-pointer.
+    check(unsafe {
+        shim::kiln_fused_adam_step(
+            raw(param),
+            raw(grad),
+            raw(exp_avg),
+            raw(exp_avg_sq),
+            max,
+            h.lr,
+            h.beta1,
+            h.beta2,
+            h.eps,
+            h.weight_decay,
+            i32::from(h.amsgrad),
+            i32::from(h.maximize),
+            i32::from(h.decoupled_weight_decay),
+            h.step_size,
+            h.bias_correction2_sqrt,
+            &mut applied,
+        )
+    })?;
+    Ok(applied != 0)
+}

@@ -198,3 +198,40 @@ extern "C" {
         growth_interval: i64,
     ) -> *mut c_char;
 }
+
+// Fused optimizer block (issue 16): one-pass default paths of SGD and
+// Adam/AdamW (`cpp/fused_optim.cpp`); only `ops` calls these.
+// ---------------------------------------------------------------------------
+extern "C" {
+    pub(crate) fn kiln_fused_sgd_step(
+        param: *mut C_tensor,
+        grad: *mut C_tensor,
+        buf: *mut C_tensor,
+        first: c_int,
+        lr: f64,
+        momentum: f64,
+        dampening: f64,
+        weight_decay: f64,
+        nesterov: c_int,
+        maximize: c_int,
+        applied: *mut c_int,
+    ) -> *mut c_char;
+    pub(crate) fn kiln_fused_adam_step(
+        param: *mut C_tensor,
+        grad: *mut C_tensor,
+        exp_avg: *mut C_tensor,
+        exp_avg_sq: *mut C_tensor,
+        max_exp_avg_sq: *mut C_tensor,
+        lr: f64,
+        beta1: f64,
+        beta2: f64,
+        eps: f64,
+        weight_decay: f64,
+        amsgrad: c_int,
+        maximize: c_int,
+        decoupled: c_int,
+        step_size: f64,
+        bias_correction2_sqrt: f64,
+        applied: *mut c_int,
+    ) -> *mut c_char;
+}
