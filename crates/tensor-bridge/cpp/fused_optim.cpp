@@ -121,76 +121,108 @@ struct SgdScalars {
   bool has_wd, has_m, first, nesterov, maximize;
 };
 
-template <bool FMA, typename T, typename S>
-inline void sgd_elem(S &p, S g, S &b, const SgdScalars<T> &s) {
-  if (s.maximize) g = neg(g);
-  if (s.has_wd) g = madd<FMA>(p, splat<S>(s.wd), g);
-  if (s.has_m) {
-    if (s.first) {
+// Calls f(std::integral_constant<bool, b>{}): a run-time switch made a
+// compile-time one, so the loops below carry no per-element branches.
+template <typename F>
+inline void with_bool(bool b, F &&f) {
+  if (b) {
+    f(std::true_type{});
+  } else {
+    f(std::false_type{});
+  }
+}
+
+template <bool FMA, bool MAX, bool WD, bool M, bool FIRST, bool NEST, typename T, typename S>
+inline void sgd_elem(S &p, S g, S &b, T wd, T m, T omd, T neg_lr) {
+  if constexpr (MAX) g = neg(g);
+  if constexpr (WD) g = madd<FMA>(p, splat<S>(wd), g);
+  if constexpr (M) {
+    if constexpr (FIRST) {
       b = g;
     } else {
-      b = b * splat<S>(s.m);
-      b = madd<FMA>(g, splat<S>(s.one_minus_damp), b);
+      b = b * splat<S>(m);
+      b = madd<FMA>(g, splat<S>(omd), b);
     }
-    g = s.nesterov ? madd<FMA>(b, splat<S>(s.m), g) : b;
+    if constexpr (NEST) {
+      g = madd<FMA>(b, splat<S>(m), g);
+    } else {
+      g = b;
+    }
   }
-  p = madd<FMA>(g, splat<S>(s.neg_lr), p);
+  p = madd<FMA>(g, splat<S>(neg_lr), p);
 }
 
 // Operands: with momentum [p_out, b_out, p, g, (b)], without [p_out, p, g].
-template <bool FMA, typename T>
+template <bool FMA, bool MAX, bool WD, bool M, bool FIRST, bool NEST, typename T>
 void sgd_loop(at::TensorIterator &iter, const SgdScalars<T> &s) {
   const int nt = iter.ntensors();
-  const bool m = s.has_m;
+  // Scalars by value: stores through the data pointers cannot alias them.
+  const T wd = s.wd, m = s.m, omd = s.one_minus_damp, neg_lr = s.neg_lr;
+  constexpr int gi = M ? 3 : 2;
   iter.for_each(
-      [&](char **data, const int64_t *strides, int64_t n0, int64_t n1) {
+      [=](char **data, const int64_t *strides, int64_t n0, int64_t n1) {
         for (int64_t j = 0; j < n1; ++j) {
           char *ptr[5];
           for (int k = 0; k < nt; ++k) ptr[k] = data[k] + j * strides[nt + k];
-          T *pp = reinterpret_cast<T *>(ptr[0]);
-          T *bp = m ? reinterpret_cast<T *>(ptr[1]) : nullptr;
-          const T *gp = reinterpret_cast<const T *>(ptr[m ? 3 : 2]);
           bool contiguous = true;
           for (int k = 0; k < nt; ++k) contiguous = contiguous && strides[k] == int64_t(sizeof(T));
-          int64_t i = 0;
           if (contiguous) {
+            T *__restrict pp = reinterpret_cast<T *>(ptr[0]);
+            T *__restrict bp = M ? reinterpret_cast<T *>(ptr[1]) : nullptr;
+            const T *__restrict gp = reinterpret_cast<const T *>(ptr[gi]);
+            int64_t i = 0;
 #if defined(KILN_FUSED_VECTORIZED)
             using V = at::vec::Vectorized<T>;
             constexpr int64_t W = V::size();
             for (; i + 2 * W <= n0; i += 2 * W) {
               for (int64_t h = 0; h < 2 * W; h += W) {
                 V p = V::loadu(pp + i + h);
-                V g = V::loadu(gp + i + h);
-                V b = (m && !s.first) ? V::loadu(bp + i + h) : V(T(0));
-                sgd_elem<FMA, T>(p, g, b, s);
+                V b = (M && !FIRST) ? V::loadu(bp + i + h) : V(T(0));
+                sgd_elem<FMA, MAX, WD, M, FIRST, NEST, T>(p, V::loadu(gp + i + h), b, wd, m, omd,
+                                                          neg_lr);
                 p.store(pp + i + h);
-                if (m) b.store(bp + i + h);
+                if constexpr (M) b.store(bp + i + h);
               }
             }
 #endif
             for (; i < n0; ++i) {
               T p = pp[i];
-              T b = (m && !s.first) ? bp[i] : T(0);
-              sgd_elem<FMA, T>(p, gp[i], b, s);
+              T b = (M && !FIRST) ? bp[i] : T(0);
+              sgd_elem<FMA, MAX, WD, M, FIRST, NEST, T>(p, gp[i], b, wd, m, omd, neg_lr);
               pp[i] = p;
-              if (m) bp[i] = b;
+              if constexpr (M) bp[i] = b;
             }
           } else {
-            const int gi = m ? 3 : 2;
-            for (; i < n0; ++i) {
+            for (int64_t i = 0; i < n0; ++i) {
               T *pe = reinterpret_cast<T *>(ptr[0] + i * strides[0]);
-              T *be = m ? reinterpret_cast<T *>(ptr[1] + i * strides[1]) : nullptr;
+              T *be = M ? reinterpret_cast<T *>(ptr[1] + i * strides[1]) : nullptr;
               const T g = *reinterpret_cast<const T *>(ptr[gi] + i * strides[gi]);
               T p = *pe;
-              T b = (m && !s.first) ? *be : T(0);
-              sgd_elem<FMA, T>(p, g, b, s);
+              T b = (M && !FIRST) ? *be : T(0);
+              sgd_elem<FMA, MAX, WD, M, FIRST, NEST, T>(p, g, b, wd, m, omd, neg_lr);
               *pe = p;
-              if (m) *be = b;
+              if constexpr (M) *be = b;
             }
           }
         }
       },
       at::internal::GRAIN_SIZE);
+}
+
+template <bool FMA, typename T>
+void sgd_dispatch(at::TensorIterator &iter, const SgdScalars<T> &s) {
+  with_bool(s.maximize, [&](auto max) {
+    with_bool(s.has_wd, [&](auto wd) {
+      with_bool(s.has_m, [&](auto m) {
+        with_bool(s.has_m && s.first, [&](auto first) {
+          with_bool(s.has_m && s.nesterov, [&](auto nest) {
+            sgd_loop<FMA, decltype(max)::value, decltype(wd)::value, decltype(m)::value,
+                     decltype(first)::value, decltype(nest)::value, T>(iter, s);
+          });
+        });
+      });
+    });
+  });
 }
 
 // ---------------------------------------------------------------------------
@@ -210,39 +242,55 @@ struct AdamScalars {
   bool has_wd, decoupled, small_w, amsgrad, maximize;
 };
 
+// Compile-time switches of one Adam configuration.
+template <bool MAX_, bool L2_, bool DECOUPLED_, bool SMALL_W_, bool AMS_>
+struct AdamFlags {
+  static constexpr bool MAX = MAX_, L2 = L2_, DECOUPLED = DECOUPLED_, SMALL_W = SMALL_W_,
+                        AMS = AMS_;
+};
+
 // First half, up to the sqrt: updates m, v (vmax); returns what sqrt takes.
-template <bool FMA, typename T, typename S>
+template <bool FMA, typename F, typename T, typename S>
 inline S adam_moments(S p, S g, S &m, S &v, S &vmax, const AdamScalars<T> &s) {
-  if (s.maximize) g = neg(g);
-  if (s.has_wd && !s.decoupled) g = madd<FMA>(p, splat<S>(s.wd), g);
+  if constexpr (F::MAX) g = neg(g);
+  if constexpr (F::L2) g = madd<FMA>(p, splat<S>(s.wd), g);
   // lerp(self=m, end=g, w): libtorch's lerp, by the size of w.
   S d = g - m;
-  m = s.small_w ? madd<FMA>(splat<S>(s.lerp_w), d, m) : madd<FMA>(splat<S>(s.lerp_w_minus_1), d, g);
+  if constexpr (F::SMALL_W) {
+    m = madd<FMA>(splat<S>(s.lerp_w), d, m);
+  } else {
+    m = madd<FMA>(splat<S>(s.lerp_w_minus_1), d, g);
+  }
   v = v * splat<S>(s.beta2);
   v = madd<FMA>(splat<S>(s.one_minus_beta2) * g, g, v);
-  if (s.amsgrad) {
+  if constexpr (F::AMS) {
     vmax = maximum_of(vmax, v);
     return vmax;
+  } else {
+    return v;
   }
-  return v;
 }
 
 // Second half, from sqrt(v) on: updates p.
-template <typename T, typename S>
+template <typename F, typename T, typename S>
 inline S adam_param(S p, S m, S root, const AdamScalars<T> &s) {
-  if (s.has_wd && s.decoupled) p = p * splat<S>(s.decay);
+  if constexpr (F::DECOUPLED) p = p * splat<S>(s.decay);
   S d = root / splat<S>(s.bc2_sqrt) + splat<S>(s.eps);
   return p + (splat<S>(s.neg_step_size) * m) / d;
 }
 
+// Values per sqrt call: the block's operands stay in L1 between the passes.
+constexpr int64_t BLOCK = 1024;
+
 // Operands: [p_out, m_out, v_out, (vmax_out), p, g, m, v, (vmax)].
-template <bool FMA, typename T>
-void adam_loop(at::TensorIterator &iter, const AdamScalars<T> &s) {
+template <bool FMA, typename F, typename T>
+void adam_loop(at::TensorIterator &iter, const AdamScalars<T> &scalars) {
   const int nt = iter.ntensors();
-  const int nout = s.amsgrad ? 4 : 3;
-  constexpr int64_t BLOCK = 1024;
+  constexpr int nout = F::AMS ? 4 : 3;
+  constexpr int P = 0, M = 1, Vq = 2, X = 3, G = nout + 1;
+  // Scalars by value: stores through the data pointers cannot alias them.
   iter.for_each(
-      [&](char **data, const int64_t *strides, int64_t n0, int64_t n1) {
+      [nt, s = scalars](char **data, const int64_t *strides, int64_t n0, int64_t n1) {
         T root[BLOCK];
         for (int64_t j = 0; j < n1; ++j) {
           char *ptr[9];
@@ -253,63 +301,84 @@ void adam_loop(at::TensorIterator &iter, const AdamScalars<T> &s) {
           auto at_ = [&](int k, int64_t i) {
             return reinterpret_cast<T *>(ptr[k] + i * strides[k]);
           };
-          const int P = 0, M = 1, Vq = 2, X = 3, G = nout + 1;
           for (int64_t i0 = 0; i0 < n0; i0 += BLOCK) {
             const int64_t len = std::min(BLOCK, n0 - i0);
             int64_t i = 0;
             if (contiguous) {
-              T *pp = at_(P, i0), *mp = at_(M, i0), *vp = at_(Vq, i0);
-              T *xp = s.amsgrad ? at_(X, i0) : nullptr;
-              const T *gp = at_(G, i0);
+              T *__restrict pp = at_(P, i0);
+              T *__restrict mp = at_(M, i0);
+              T *__restrict vp = at_(Vq, i0);
+              T *__restrict xp = F::AMS ? at_(X, i0) : nullptr;
+              const T *__restrict gp = at_(G, i0);
 #if defined(KILN_FUSED_VECTORIZED)
               using Vec = at::vec::Vectorized<T>;
               constexpr int64_t W = Vec::size();
               for (; i + 2 * W <= len; i += 2 * W) {
                 for (int64_t h = 0; h < 2 * W; h += W) {
                   Vec m = Vec::loadu(mp + i + h), v = Vec::loadu(vp + i + h);
-                  Vec x = s.amsgrad ? Vec::loadu(xp + i + h) : Vec(T(0));
-                  Vec r = adam_moments<FMA, T>(Vec::loadu(pp + i + h), Vec::loadu(gp + i + h), m, v, x, s);
+                  Vec x = F::AMS ? Vec::loadu(xp + i + h) : Vec(T(0));
+                  Vec r = adam_moments<FMA, F, T>(Vec::loadu(pp + i + h), Vec::loadu(gp + i + h),
+                                                  m, v, x, s);
                   m.store(mp + i + h);
                   v.store(vp + i + h);
-                  if (s.amsgrad) x.store(xp + i + h);
+                  if constexpr (F::AMS) x.store(xp + i + h);
                   r.store(root + i + h);
                 }
               }
 #endif
               for (; i < len; ++i) {
-                T x = s.amsgrad ? xp[i] : T(0);
-                root[i] = adam_moments<FMA, T>(pp[i], gp[i], mp[i], vp[i], x, s);
-                if (s.amsgrad) xp[i] = x;
+                T x = F::AMS ? xp[i] : T(0);
+                root[i] = adam_moments<FMA, F, T>(pp[i], gp[i], mp[i], vp[i], x, s);
+                if constexpr (F::AMS) xp[i] = x;
               }
               vsqrt(root, root, len);
               i = 0;
 #if defined(KILN_FUSED_VECTORIZED)
               for (; i + 2 * W <= len; i += 2 * W) {
                 for (int64_t h = 0; h < 2 * W; h += W) {
-                  Vec p = adam_param<T>(Vec::loadu(pp + i + h), Vec::loadu(mp + i + h),
-                                        Vec::loadu(root + i + h), s);
+                  Vec p = adam_param<F, T>(Vec::loadu(pp + i + h), Vec::loadu(mp + i + h),
+                                           Vec::loadu(root + i + h), s);
                   p.store(pp + i + h);
                 }
               }
 #endif
-              for (; i < len; ++i) pp[i] = adam_param<T>(pp[i], mp[i], root[i], s);
+              for (; i < len; ++i) pp[i] = adam_param<F, T>(pp[i], mp[i], root[i], s);
             } else {
               for (i = 0; i < len; ++i) {
                 const int64_t e = i0 + i;
-                T x = s.amsgrad ? *at_(X, e) : T(0);
-                root[i] = adam_moments<FMA, T>(*at_(P, e), *at_(G, e), *at_(M, e), *at_(Vq, e), x, s);
-                if (s.amsgrad) *at_(X, e) = x;
+                T x = F::AMS ? *at_(X, e) : T(0);
+                root[i] = adam_moments<FMA, F, T>(*at_(P, e), *at_(G, e), *at_(M, e), *at_(Vq, e),
+                                                  x, s);
+                if constexpr (F::AMS) *at_(X, e) = x;
               }
               vsqrt(root, root, len);
               for (i = 0; i < len; ++i) {
                 const int64_t e = i0 + i;
-                *at_(P, e) = adam_param<T>(*at_(P, e), *at_(M, e), root[i], s);
+                *at_(P, e) = adam_param<F, T>(*at_(P, e), *at_(M, e), root[i], s);
               }
             }
           }
         }
       },
       at::internal::GRAIN_SIZE);
+}
+
+template <bool FMA, typename T>
+void adam_dispatch(at::TensorIterator &iter, const AdamScalars<T> &s) {
+  with_bool(s.maximize, [&](auto max) {
+    with_bool(s.has_wd && !s.decoupled, [&](auto l2) {
+      with_bool(s.has_wd && s.decoupled, [&](auto decoupled) {
+        with_bool(s.small_w, [&](auto small_w) {
+          with_bool(s.amsgrad, [&](auto ams) {
+            using F = AdamFlags<decltype(max)::value, decltype(l2)::value,
+                                decltype(decoupled)::value, decltype(small_w)::value,
+                                decltype(ams)::value>;
+            adam_loop<FMA, F, T>(iter, s);
+          });
+        });
+      });
+    });
+  });
 }
 
 at::TensorIteratorConfig config() {
@@ -344,9 +413,9 @@ void sgd(const at::Tensor &param, const at::Tensor &grad, const at::Tensor &buf,
                            h.nesterov,
                            h.maximize};
     if (fma) {
-      sgd_loop<true, scalar_t>(iter, s);
+      sgd_dispatch<true, scalar_t>(iter, s);
     } else {
-      sgd_loop<false, scalar_t>(iter, s);
+      sgd_dispatch<false, scalar_t>(iter, s);
     }
   });
 }
@@ -379,9 +448,9 @@ void adam(const at::Tensor &param, const at::Tensor &grad, const at::Tensor &exp
                      h.amsgrad,
                      h.maximize};
     if (fma) {
-      adam_loop<true, T>(iter, s);
+      adam_dispatch<true, T>(iter, s);
     } else {
-      adam_loop<false, T>(iter, s);
+      adam_dispatch<false, T>(iter, s);
     }
   });
 }
