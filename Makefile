@@ -11,6 +11,8 @@ ARGS ?=
 # MPI data parallelism (setup installs Open MPI); `make FEATURES= ...` builds without it.
 FEATURES ?= kiln-cli/mpi,kiln-cli/nccl
 FEATURE_FLAGS := $(if $(FEATURES),--features $(FEATURES),)
+# The tutorial step's floor benchmark (scripts/bench/step_floor.py) runs this many threads.
+BENCH_THREADS ?= 2
 
 .PHONY: setup build test lint train bench golden conformance doc clean-setup
 
@@ -39,6 +41,8 @@ train: build
 bench: build
 	$(CARGO) build --release -p kiln-cli --benches $(FEATURE_FLAGS)
 	$(PY) scripts/bench/train_epoch.py --kiln-bin target/release/kiln
+	$(PY) scripts/bench/step_floor.py --kiln-bin target/release/kiln --threads $(BENCH_THREADS) \
+		--before scripts/bench/step_floor.before.json
 	PYTHONPATH=$(CURDIR)/.libtorch PYTHON=$(PYTHON) bash crates/optim/benches/run.sh
 	$(PY) scripts/bench/scaling.py --bin "$$(ls -t target/release/deps/scaling-* | grep -v '\.d$$' | head -n1)"
 

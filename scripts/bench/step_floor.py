@@ -16,7 +16,9 @@ Runs alternate kiln and PyTorch `--reps` times; every figure is a median.
 Prints the floor, kiln's step and PyTorch's eager step with the ratios, and
 the per-phase split (data, forward, backward, optimizer, other) of both.
 `--before FILE` adds a split recorded earlier (a JSON file this script wrote
-with `--save`) beside the new one.
+with `--save`) beside the new one; `make bench` shows
+`step_floor.before.json`, recorded at commit 7bfe6d1 (one-pass optimizer
+kernels, before the serial small ops of the step), 2 threads, load ~4.
 
     PYTHONPATH=.libtorch python3 scripts/bench/step_floor.py --kiln-bin target/release/kiln
 """

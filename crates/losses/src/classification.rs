@@ -202,6 +202,14 @@ impl Loss for CrossEntropyLoss {
             probabilities: true,
         })
     }
+    /// Class indices `[N]` without label smoothing: `log_softmax` (split
+    /// over rows) and `nll_loss` (its reduction is one serial cascade sum;
+    /// its backward is elementwise). Label smoothing and probability
+    /// targets add full reductions, which ATen splits in two passes whose
+    /// partial sums depend on the thread count.
+    fn exact_on_one_thread(&self, target: &Tensor) -> bool {
+        self.cfg.label_smoothing == 0.0 && target.dim() == 1 && target.kind() == Kind::Int64
+    }
 }
 
 // ---------------------------------------------------------------------------

@@ -89,6 +89,17 @@ pub trait Loss: Send + Sync {
     fn targets(&self) -> Targets {
         Targets::ANY
     }
+    /// Whether this loss, forward and backward, computes the same bits for
+    /// `target` when ATen's OpenMP kernels run on one thread as when they
+    /// split the work over several: true only where every kernel it runs
+    /// computes each output independently of the split (elementwise ops,
+    /// row-wise softmax, a serial reduction). A training step may then run
+    /// the loss on one thread (see `kiln_tensor::device::SerialAtenKernels`).
+    /// The default, `false`, claims nothing.
+    fn exact_on_one_thread(&self, target: &Tensor) -> bool {
+        let _ = target;
+        false
+    }
 }
 
 /// A closure is a Loss (name `custom`, targets [`Targets::ANY`]).

@@ -5,6 +5,10 @@
 #include <ATen/core/Generator.h>
 #include <ATen/CPUGeneratorImpl.h>
 
+#include <ATen/Parallel.h>
+
+#include <dlfcn.h>
+
 #include <cstdlib>
 #include <cstring>
 #include <mutex>
@@ -50,6 +54,30 @@ void kiln_free_error(char *err) { std::free(err); }
 // A data reference the linker cannot drop: it keeps libtorch_cuda NEEDED.
 void *volatile kiln_cuda_anchor = reinterpret_cast<void *>(&at::cuda::warp_size);
 #endif
+
+// The OpenMP thread count of the calling thread (`omp_set_num_threads`,
+// the count ATen's own parallel kernels read through at::get_num_threads()),
+// leaving MKL's thread-local count (mkl_set_num_threads_local, which
+// at::set_num_threads also sets and MKL's GEMMs read first) as it is.
+// libtorch's OpenMP runtime is found by symbol (the wheel ships its own
+// libgomp under another file name); `*previous` gets the count before, or
+// -1 when libtorch runs without OpenMP (then nothing changes).
+char *kiln_set_omp_threads(int threads, int *previous) {
+  KILN_TRY({
+    // First use on this thread: let ATen apply its own count before ours.
+    (void)at::get_num_threads();
+    using get_fn = int (*)();
+    using set_fn = void (*)(int);
+    auto get = reinterpret_cast<get_fn>(dlsym(RTLD_DEFAULT, "omp_get_max_threads"));
+    auto set = reinterpret_cast<set_fn>(dlsym(RTLD_DEFAULT, "omp_set_num_threads"));
+    if (get == nullptr || set == nullptr) {
+      *previous = -1;
+    } else {
+      *previous = get();
+      set(threads);
+    }
+  })
+}
 
 // Non-zero when this binary links libtorch_cuda (so CUDA can be used where present).
 int kiln_cuda_linked() {

@@ -100,9 +100,101 @@ pub fn set_threads(threads: usize) -> Result<()> {
     Ok(())
 }
 
+/// While alive, ATen's own OpenMP-parallel kernels (elementwise ops,
+/// reductions, softmax, losses) run on the calling thread alone, while MKL's
+/// matrix products keep the thread count [`set_threads`] gave them: MKL reads
+/// its own thread-local count, which `torch.set_num_threads` sets besides
+/// OpenMP's. Dropping the guard restores the OpenMP count it found.
+///
+/// On tensors as small as a training batch's activations, a parallel
+/// region costs more in fork/join (and, on a busy machine, in waiting for a
+/// descheduled worker) than it saves. Whether the bits stay the same is the
+/// caller's to know: they do for kernels that compute each output element
+/// independently of how ATen splits the work (elementwise ops, reductions
+/// split over their outputs, row-wise softmax), not for oneDNN kernels
+/// (convolutions, bf16/fp16 matrix products), which read OpenMP's count.
+#[derive(Debug)]
+#[must_use = "the OpenMP thread count is restored when the guard drops"]
+pub struct SerialAtenKernels {
+    previous: i32,
+}
+
+impl SerialAtenKernels {
+    /// Sets the calling thread's OpenMP thread count to one.
+    pub fn enter() -> Result<Self> {
+        let mut previous = -1;
+        crate::shim::check(unsafe { crate::shim::kiln_set_omp_threads(1, &mut previous) })?;
+        Ok(Self { previous })
+    }
+}
+
+impl Drop for SerialAtenKernels {
+    fn drop(&mut self) {
+        if self.previous > 0 {
+            let mut ignored = -1;
+            // Restoring a count read a moment ago cannot fail; nothing to report from a drop.
+            let _ = crate::shim::check(unsafe {
+                crate::shim::kiln_set_omp_threads(self.previous, &mut ignored)
+            });
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use tch::{Kind, Reduction, Tensor};
+
+    /// The tutorial's layers at its batch (64 x 784 -> 512 -> 512 -> 10, ReLU,
+    /// cross-entropy): output, loss and every gradient are the same bits with
+    /// ATen's own kernels on one thread as on two, the GEMMs on MKL's two.
+    #[test]
+    fn serial_aten_kernels_keep_the_bits_of_a_relu_mlp_step() -> Result<()> {
+        set_threads(2)?;
+        assert_eq!(tch::get_num_threads(), 2);
+        let run = |serial: bool| -> Result<Vec<Tensor>> {
+            crate::rng::manual_seed(0);
+            let opts = (Kind::Float, Device::Cpu);
+            let x = Tensor::f_rand([64, 784], opts)?;
+            let target = Tensor::f_randint(10, [64], (Kind::Int64, Device::Cpu))?;
+            let mut params = Vec::new();
+            for (i, o) in [(784, 512), (512, 512), (512, 10)] {
+                let w = Tensor::f_randn([o, i], opts)?.f_mul_scalar(0.03)?;
+                let b = Tensor::f_randn([o], opts)?.f_mul_scalar(0.03)?;
+                params.push((w.f_requires_grad_(true)?, b.f_requires_grad_(true)?));
+            }
+            let guard = if serial {
+                Some(SerialAtenKernels::enter()?)
+            } else {
+                None
+            };
+            assert_eq!(tch::get_num_threads(), if serial { 1 } else { 2 });
+            let mut h = x;
+            for (k, (w, b)) in params.iter().enumerate() {
+                h = h.f_linear(w, Some(b))?;
+                if k < 2 {
+                    h = h.f_relu()?;
+                }
+            }
+            let loss =
+                h.f_cross_entropy_loss(&target, None::<Tensor>, Reduction::Mean, -100, 0.0)?;
+            loss.f_backward()?;
+            drop(guard);
+            let mut out = vec![h.f_detach()?, loss.f_detach()?];
+            for (w, b) in &params {
+                out.push(w.grad());
+                out.push(b.grad());
+            }
+            Ok(out)
+        };
+        let (parallel, serial) = (run(false)?, run(true)?);
+        assert_eq!(tch::get_num_threads(), 2, "the guard restores the count");
+        assert_eq!(parallel.len(), serial.len());
+        for (i, (a, b)) in parallel.iter().zip(&serial).enumerate() {
+            assert!(a.defined() && a.equal(b), "tensor {i} differs");
+        }
+        Ok(())
+    }
 
     #[test]
     fn parses_every_form_and_rejects_others() {

@@ -177,6 +177,16 @@ impl Network for Mlp {
         }
         Ok(x)
     }
+
+    /// Linear layers (MKL GEMMs for the products; the bias copy and its
+    /// gradient's column sums split over outputs), ReLU and its backward
+    /// (exact comparisons, the same in ATen's vector and scalar loops) and
+    /// the standardisation (elementwise). Other activations evaluate
+    /// vectorised approximations whose scalar remainder rounds differently,
+    /// so where a thread's chunk ends matters; dropout draws random numbers.
+    fn exact_on_one_thread(&self) -> bool {
+        self.activation == Activation::Relu && self.dropout == 0.0
+    }
 }
 
 /// An MLP for `inputs` features and `outputs` outputs on `device`, as a

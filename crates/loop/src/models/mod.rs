@@ -40,6 +40,17 @@ pub trait Model {
     /// Where the parameters live.
     fn device(&self) -> Device;
 
+    /// Whether the forward and backward passes in float32 compute the same
+    /// bits when ATen's OpenMP kernels run on one thread, the matrix
+    /// products staying on MKL's threads: true only where every other op
+    /// computes each output independently of how ATen splits the work. The
+    /// training step then runs them serially (see
+    /// `kiln_tensor::device::SerialAtenKernels`). The default, `false`,
+    /// claims nothing.
+    fn exact_on_one_thread(&self) -> bool {
+        false
+    }
+
     /// `model.state_dict()`: the parameters, then the buffers.
     fn state_dict(&self) -> Result<Vec<(String, Tensor)>> {
         let mut out: Vec<(String, Tensor)> = self
@@ -79,6 +90,11 @@ pub fn catch_forward(forward: impl FnOnce() -> Tensor) -> Result<Tensor> {
 pub trait Network {
     /// The forward pass; `train` selects training behaviour (dropout…).
     fn forward_t(&self, inputs: &Tensor, train: bool) -> Result<Tensor>;
+
+    /// [`Model::exact_on_one_thread`] for this network; `false` by default.
+    fn exact_on_one_thread(&self) -> bool {
+        false
+    }
 }
 
 impl<M: ModuleT> Network for M {
@@ -149,5 +165,9 @@ impl<M: Network> Model for VarStoreModel<M> {
 
     fn device(&self) -> Device {
         self.vs.device()
+    }
+
+    fn exact_on_one_thread(&self) -> bool {
+        self.module.exact_on_one_thread()
     }
 }

@@ -13,6 +13,9 @@
 //! through the same `gradients_ready` (averaging over data-parallel ranks,
 //! unscaling, clipping), so every setting works with every optimizer; what
 //! happens after a step is the caller's (`fit.rs`), shared by all.
+//! Forward and backward run ATen's small elementwise kernels on this thread
+//! alone where the model and loss say that keeps the bits
+//! (`serial_small_ops`); the GEMMs and the optimizer keep every thread.
 use super::StepTimings;
 use crate::distributed::DataParallel;
 use crate::{Batch, Error, Model, Result};
@@ -20,6 +23,7 @@ use kiln_losses::Loss;
 use kiln_optim::amp::GradScaler;
 use kiln_optim::Optimizer;
 use kiln_tensor::amp::Precision;
+use kiln_tensor::device::SerialAtenKernels;
 use kiln_tensor::params::NamedParameter;
 use kiln_tensor::{Device, Tensor};
 use std::time::Instant;
@@ -99,6 +103,7 @@ impl StepPath<'_> {
         step_now: bool,
         before_step: &mut dyn FnMut(&[NamedParameter]) -> Result<()>,
     ) -> Result<Outcome> {
+        let serial = self.serial_small_ops(model, batch)?;
         let clock = Instant::now();
         let loss = self.forward_loss(model, batch)?;
         self.timings.forward = clock.elapsed().as_secs_f64();
@@ -117,6 +122,7 @@ impl StepPath<'_> {
             None => loss.f_backward()?,
         }
         self.timings.backward = clock.elapsed().as_secs_f64();
+        drop(serial);
         if !step_now {
             return Ok(Outcome::Accumulated { loss: value });
         }
@@ -165,6 +171,7 @@ impl StepPath<'_> {
                 for p in &self.params {
                     kiln_tensor::ops::clear_grad(&p.tensor)?;
                 }
+                let serial = self.serial_small_ops(model, batch)?;
                 let clock = Instant::now();
                 let loss = self.forward_loss(model, batch)?;
                 forward += clock.elapsed().as_secs_f64();
@@ -179,6 +186,7 @@ impl StepPath<'_> {
                 let clock = Instant::now();
                 loss.f_backward()?;
                 backward += clock.elapsed().as_secs_f64();
+                drop(serial);
                 // No scaler here: GradScaler refuses closure optimizers, as PyTorch's does.
                 let grad_norm = self.gradients_ready(None)?;
                 before_step(&self.params)?;
@@ -217,6 +225,31 @@ impl StepPath<'_> {
         let _autocast = self.precision.autocast(self.device)?;
         let pred = model.forward(&batch.inputs)?;
         Ok(self.loss_fn.forward(&pred, &batch.targets)?)
+    }
+
+    /// Runs ATen's own (OpenMP) kernels of the forward and backward passes
+    /// on this thread alone where that keeps every bit: float32 on the CPU,
+    /// and a model and loss that say their ops compute each output
+    /// independently of how ATen splits the work. The matrix products keep
+    /// MKL's threads (its own count), so their bits do not move either.
+    /// On a batch's activations (64 x 512 in the tutorial) a parallel
+    /// region costs more in fork/join than it saves, and on a busy machine
+    /// it waits for a descheduled worker; the optimizer step, over the whole
+    /// model, keeps every thread.
+    fn serial_small_ops(
+        &self,
+        model: &dyn Model,
+        batch: &Batch,
+    ) -> Result<Option<SerialAtenKernels>> {
+        let exact = self.device == Device::Cpu
+            && self.precision == Precision::F32True
+            && model.exact_on_one_thread()
+            && self.loss_fn.exact_on_one_thread(&batch.targets);
+        Ok(if exact {
+            Some(SerialAtenKernels::enter()?)
+        } else {
+            None
+        })
     }
 
     /// Whether training must stop on `loss` (agreed over ranks).
