@@ -152,17 +152,44 @@ mod tests {
     fn serial_aten_kernels_keep_the_bits_of_a_relu_mlp_step() -> Result<()> {
         set_threads(2)?;
         assert_eq!(tch::get_num_threads(), 2);
+        // Deterministic inputs without the global generator (other tests
+        // of this binary draw from it concurrently): a golden-ratio sequence.
+        let values = |shape: &[i64], offset: i64, scale: f64| -> Result<Tensor> {
+            let n: i64 = shape.iter().product();
+            Ok(
+                Tensor::f_arange_start(offset, offset + n, (Kind::Double, Device::Cpu))?
+                    .f_mul_scalar(0.618_033_988_749_895)?
+                    .f_frac()?
+                    .f_sub_scalar(0.5)?
+                    .f_mul_scalar(scale)?
+                    .f_to_kind(Kind::Float)?
+                    .f_reshape(shape)?,
+            )
+        };
+        let x = values(&[64, 784], 0, 2.0)?;
+        let target = Tensor::f_arange(64, (Kind::Int64, Device::Cpu))?
+            .f_mul_scalar(7)?
+            .f_remainder(10)?;
+        let mut layers = Vec::new();
+        for (k, (i, o)) in [(784i64, 512i64), (512, 512), (512, 10)]
+            .into_iter()
+            .enumerate()
+        {
+            let offset = 1_000_000 * (k as i64 + 1);
+            layers.push((
+                values(&[o, i], offset, 0.1)?,
+                values(&[o], offset + i * o, 0.1)?,
+            ));
+        }
         let run = |serial: bool| -> Result<Vec<Tensor>> {
-            crate::rng::manual_seed(0);
-            let opts = (Kind::Float, Device::Cpu);
-            let x = Tensor::f_rand([64, 784], opts)?;
-            let target = Tensor::f_randint(10, [64], (Kind::Int64, Device::Cpu))?;
             let mut params = Vec::new();
-            for (i, o) in [(784, 512), (512, 512), (512, 10)] {
-                let w = Tensor::f_randn([o, i], opts)?.f_mul_scalar(0.03)?;
-                let b = Tensor::f_randn([o], opts)?.f_mul_scalar(0.03)?;
-                params.push((w.f_requires_grad_(true)?, b.f_requires_grad_(true)?));
+            for (w, b) in &layers {
+                params.push((
+                    crate::ops::detached_clone(w)?.set_requires_grad(true),
+                    crate::ops::detached_clone(b)?.set_requires_grad(true),
+                ));
             }
+            let x = x.shallow_clone();
             let guard = if serial {
                 Some(SerialAtenKernels::enter()?)
             } else {
