@@ -288,7 +288,7 @@ fn one_ulp_is_a_difference() -> Result<()> {
             f64::INFINITY,
             (kind, Device::Cpu),
         )?)?;
-        let _ = nudged.f_get(617)?.f_copy_(&next)?;
+        nudged.f_get(617)?.f_copy_(&next)?;
         ensure!(differs("same", &want, &want)?.is_none());
         let msg = differs("nudged", &nudged, &want)?.unwrap_or_default();
         ensure!(msg.contains("1 of 1000") && msg.contains("at 617"), "{msg}");

@@ -579,7 +579,7 @@ pub fn sgd_step_(
     h: &SgdStep,
 ) -> Result<bool> {
     let mut applied = 0;
-    let buf = momentum_buffer.map_or(std::ptr::null_mut(), |b| raw(b));
+    let buf = momentum_buffer.map_or(std::ptr::null_mut(), raw);
     // SAFETY: the tensors are live for the call (buf may be NULL, which the
     // shim accepts); `applied` is a valid out-pointer.
     check(unsafe {
@@ -642,7 +642,7 @@ pub fn adam_step_(
     h: &AdamStep,
 ) -> Result<bool> {
     let mut applied = 0;
-    let max = max_exp_avg_sq.map_or(std::ptr::null_mut(), |b| raw(b));
+    let max = max_exp_avg_sq.map_or(std::ptr::null_mut(), raw);
     // SAFETY: the tensors are live for the call (max may be NULL, which the
     // shim accepts); `applied` is a valid out-pointer.
     check(unsafe {
