@@ -666,3 +666,27 @@ impl Options for MultiLabelSoftMarginConfig {
         v.option(util::REDUCTION, &mut self.reduction)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kiln_tensor::Device;
+
+    /// Cross-entropy claims split-invariant kernels only for class indices
+    /// `[N]` without label smoothing; other losses claim nothing.
+    #[test]
+    fn cross_entropy_runs_serially_only_on_class_indices_without_smoothing() -> anyhow::Result<()> {
+        let indices = Tensor::f_zeros([4], (Kind::Int64, Device::Cpu))?;
+        let probabilities = Tensor::f_zeros([4, 3], (Kind::Float, Device::Cpu))?;
+        let plain = CrossEntropyLoss::new(CrossEntropyConfig::default())?;
+        let smoothed = CrossEntropyLoss::new(CrossEntropyConfig {
+            label_smoothing: 0.1,
+            ..CrossEntropyConfig::default()
+        })?;
+        anyhow::ensure!(plain.exact_on_one_thread(&indices));
+        anyhow::ensure!(!plain.exact_on_one_thread(&probabilities));
+        anyhow::ensure!(!smoothed.exact_on_one_thread(&indices));
+        anyhow::ensure!(!NllLoss::new(NllConfig::default())?.exact_on_one_thread(&indices));
+        Ok(())
+    }
+}

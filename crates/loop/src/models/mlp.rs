@@ -211,3 +211,35 @@ pub fn build(
         other => other,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::Model;
+
+    /// Only ReLU without dropout claims split-invariant ops: the other
+    /// activations' vector and scalar loops round differently, and dropout
+    /// draws random numbers.
+    #[test]
+    fn only_relu_without_dropout_runs_its_small_ops_serially() -> Result<()> {
+        for (activation, dropout, exact) in [
+            (Activation::Relu, 0.0, true),
+            (Activation::Relu, 0.1, false),
+            (Activation::Tanh, 0.0, false),
+            (Activation::Gelu, 0.0, false),
+        ] {
+            let cfg = MlpConfig {
+                hidden: vec![8],
+                activation,
+                dropout,
+            };
+            let model = build(&cfg, 4, 3, None, Device::Cpu)?;
+            assert_eq!(
+                model.exact_on_one_thread(),
+                exact,
+                "{activation:?} {dropout}"
+            );
+        }
+        Ok(())
+    }
+}
