@@ -198,3 +198,18 @@ extern "C" {
         growth_interval: i64,
     ) -> *mut c_char;
 }
+
+// ddp (issue 15): post-accumulate-grad hooks; only `crate::ops::PostAccumulateGradHook` calls these.
+// ---------------------------------------------------------------------------
+extern "C" {
+    pub(crate) fn kiln_set_post_accumulate_grad_hook(
+        this: *mut C_tensor,
+        hook: unsafe extern "C" fn(*mut std::ffi::c_void),
+        drop: unsafe extern "C" fn(*mut std::ffi::c_void),
+        ctx: *mut std::ffi::c_void,
+    ) -> *mut c_char;
+    pub(crate) fn kiln_clear_post_accumulate_grad_hook(
+        this: *mut C_tensor,
+        ctx: *mut std::ffi::c_void,
+    ) -> *mut c_char;
+}
