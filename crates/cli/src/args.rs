@@ -146,6 +146,12 @@ pub struct TrainArgs {
     #[arg(long, default_value_t = defaults().dist_timeout)]
     #[serde(with = "kiln_loop::json_f64::plain")]
     pub dist_timeout: f64,
+    /// Gradient bucket size in MiB, as DDP's bucket_cap_mb: each bucket's all-reduce starts
+    /// during backward once its gradients are ready (default: DDP's 25, with a first bucket of
+    /// 1 MiB; a value given caps every bucket, the first one included).
+    #[arg(long)]
+    #[serde(with = "kiln_loop::json_f64::option")]
+    pub bucket_cap_mb: Option<f64>,
 
     /// Where checkpoints, metrics and the run's config go (default: runs/YYYYMMDD-HHMMSS, UTC).
     #[arg(long)]

@@ -1,21 +1,107 @@
 //! The [`Collective`] over MPI (rsmpi on the system's MPI library), with a
 //! watchdog that aborts the whole job when a collective does not complete
 //! in time (a rank died, hangs or took another code path).
-use super::{Collective, ReduceOp};
+//!
+//! Gradient buckets ([`GradientTransport`]) are summed by a communication
+//! thread on a duplicate of `MPI_COMM_WORLD`, as PyTorch's gloo backend runs
+//! its collectives on worker threads: a bucket is handed over the moment
+//! its last gradient is ready (from an autograd hook) and summed while
+//! backward goes on; the trainer waits for it, under the watchdog, before
+//! the optimizer step. The sum reproduces gloo's ring order ([`ring`]):
+//! `MPI_Alltoallv` gives each rank its chunk from every rank, the rank adds
+//! them in gloo's grouping, and `MPI_Allgatherv` shares the sums. (A plain
+//! `MPI_Iallreduce` would leave the grouping to the MPI library — the same
+//! bits as gloo on two ranks only — and Open MPI makes no progress on a
+//! non-blocking collective between MPI calls, so overlap needs a thread
+//! either way.)
+use super::ring::{self, GLOO_MAX_SEGMENT_BYTES};
+use super::{Collective, GradientTransport, PendingSum, ReduceOp};
 use crate::{Error, Result};
 use kiln_tensor::{Device, Kind, Tensor};
 use mpi::ffi;
 use mpi::traits::Communicator;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 /// What the watchdog watches: the collective in flight and since when.
 #[derive(Default)]
-struct Watch {
+pub(crate) struct Watch {
     in_flight: Mutex<Option<(&'static str, Instant)>>,
     stop: AtomicBool,
+}
+
+impl Watch {
+    /// Runs `f` as the collective `what`: the watchdog aborts every rank if
+    /// it has not returned within the timeout.
+    pub(crate) fn watched<T>(&self, what: &'static str, f: impl FnOnce() -> T) -> T {
+        *self
+            .in_flight
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = Some((what, Instant::now()));
+        let out = f();
+        *self
+            .in_flight
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = None;
+        out
+    }
+}
+
+/// An MPI communicator handle, moved to the bucket thread.
+struct Comm(ffi::MPI_Comm);
+
+// SAFETY: MPI is initialized with MPI_THREAD_MULTIPLE (checked in
+// `Mpi::init`); the handle is only used by the bucket thread once moved.
+unsafe impl Send for Comm {}
+
+/// A bucket to sum and where to report.
+struct Job {
+    bucket: Tensor,
+    done: mpsc::Sender<Result<f64>>,
+}
+
+/// The bucket thread's queue; `None` once MPI is shutting down.
+struct Buckets {
+    queue: Mutex<Option<mpsc::Sender<Job>>>,
+    watch: Arc<Watch>,
+}
+
+impl GradientTransport for Buckets {
+    fn start_sum(&self, bucket: &Tensor) -> Result<PendingSum> {
+        raw_buffer(bucket)?;
+        if !matches!(bucket.kind(), Kind::Float | Kind::Double) {
+            return Err(Error::InvalidArgument(format!(
+                "gradient buckets over MPI are float32 or float64, not {:?}",
+                bucket.kind()
+            )));
+        }
+        let (done, result) = mpsc::channel();
+        let queue = self.queue.lock().unwrap_or_else(PoisonError::into_inner);
+        let sent = queue.as_ref().map(|q| {
+            q.send(Job {
+                bucket: bucket.shallow_clone(),
+                done,
+            })
+        });
+        if !matches!(sent, Some(Ok(()))) {
+            return Err(Error::InvalidArgument(
+                "MPI is shut down: no gradient bucket can be summed".into(),
+            ));
+        }
+        let watch = Arc::clone(&self.watch);
+        Ok(PendingSum::new(move || {
+            watch
+                .watched("gradient bucket all-reduce", || result.recv())
+                .unwrap_or_else(|_| {
+                    Err(Error::InvalidArgument(
+                        "the MPI gradient thread stopped".into(),
+                    ))
+                })
+        }))
+    }
 }
 
 /// MPI's `MPI_COMM_WORLD`; created once per process by [`Mpi::init`] and
@@ -26,6 +112,8 @@ pub struct Mpi {
     timeout: Duration,
     watch: Arc<Watch>,
     watchdog: Option<JoinHandle<()>>,
+    buckets: Arc<Buckets>,
+    bucket_thread: Option<JoinHandle<()>>,
     // Dropped last: `MPI_Finalize`.
     _universe: mpi::environment::Universe,
 }
@@ -66,10 +154,15 @@ impl Mpi {
                 "the collective timeout must be positive".into(),
             ));
         }
-        let (universe, _threading) = mpi::initialize_with_threading(mpi::Threading::Multiple)
+        let (universe, threading) = mpi::initialize_with_threading(mpi::Threading::Multiple)
             .ok_or_else(|| {
                 Error::InvalidArgument("MPI is already initialized in this process".into())
             })?;
+        if threading != mpi::Threading::Multiple {
+            return Err(Error::InvalidArgument(format!(
+                "the MPI library provides {threading:?} threading; kiln sums gradient buckets on a thread of its own and needs MPI_THREAD_MULTIPLE"
+            )));
+        }
         let comm = universe.world();
         let (rank, size) = (comm.rank(), comm.size());
         let rank = usize::try_from(rank)
@@ -96,10 +189,37 @@ impl Mpi {
                     }
                 }
             })?;
+        // The bucket thread's own communicator, so that its collectives never
+        // interleave with the ones the main thread calls.
+        let mut dup: ffi::MPI_Comm = world();
+        // SAFETY: MPI is initialized; every rank calls this collectively here.
+        check(unsafe { ffi::MPI_Comm_dup(world(), &mut dup) }, "MPI_Comm_dup")?;
+        let comm = Comm(dup);
+        let (queue, jobs) = mpsc::channel::<Job>();
+        let bucket_thread = std::thread::Builder::new()
+            .name("kiln-mpi-buckets".into())
+            .spawn(move || {
+                let mut comm = comm;
+                for job in jobs {
+                    let start = Instant::now();
+                    let result = sum_in_gloo_order(comm.0, rank, size, &job.bucket)
+                        .map(|()| start.elapsed().as_secs_f64());
+                    let _ = job.done.send(result);
+                }
+                // SAFETY: the communicator came from MPI_Comm_dup and is freed once.
+                unsafe {
+                    ffi::MPI_Comm_free(&mut comm.0);
+                }
+            })?;
         Ok(Self {
             rank,
             size,
             timeout,
+            buckets: Arc::new(Buckets {
+                queue: Mutex::new(Some(queue)),
+                watch: Arc::clone(&watch),
+            }),
+            bucket_thread: Some(bucket_thread),
             watch,
             watchdog: Some(watchdog),
             _universe: universe,
@@ -118,23 +238,28 @@ impl Mpi {
 
     /// Runs `f` under the watchdog, as the collective `what`.
     pub(crate) fn watched<T>(&self, what: &'static str, f: impl FnOnce() -> T) -> T {
-        *self
-            .watch
-            .in_flight
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner) = Some((what, Instant::now()));
-        let out = f();
-        *self
-            .watch
-            .in_flight
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner) = None;
-        out
+        self.watch.watched(what, f)
+    }
+
+    /// The watchdog, for transports built on this communicator.
+    #[cfg(feature = "nccl")]
+    pub(crate) fn watch(&self) -> Arc<Watch> {
+        Arc::clone(&self.watch)
     }
 }
 
 impl Drop for Mpi {
     fn drop(&mut self) {
+        // The bucket thread ends once its queue closes (it is idle unless a
+        // failed step left a sum behind: the watchdog covers that wait).
+        self.buckets
+            .queue
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+        if let Some(handle) = self.bucket_thread.take() {
+            let _ = self.watch.watched("finishing gradient bucket sums", || handle.join());
+        }
         self.watch.stop.store(true, Ordering::Relaxed);
         if let Some(handle) = self.watchdog.take() {
             let _ = handle.join();
@@ -266,4 +391,86 @@ impl Collective for Mpi {
     fn abort(&self, code: i32) -> ! {
         abort_world(code)
     }
+
+    fn gradient_transport(&self) -> Result<Arc<dyn GradientTransport>> {
+        Ok(Arc::clone(&self.buckets) as Arc<dyn GradientTransport>)
+    }
+}
+
+/// Sums `bucket` (float32 or float64, contiguous, CPU) over the ranks of
+/// `comm` in place, in gloo's ring order (see [`ring`]).
+fn sum_in_gloo_order(comm: ffi::MPI_Comm, rank: usize, size: usize, bucket: &Tensor) -> Result<()> {
+    // SAFETY: constant handles exported by the MPI library.
+    match bucket.kind() {
+        Kind::Float => sum_typed::<f32>(comm, rank, size, bucket, unsafe { ffi::RSMPI_FLOAT }),
+        Kind::Double => sum_typed::<f64>(comm, rank, size, bucket, unsafe { ffi::RSMPI_DOUBLE }),
+        other => Err(Error::InvalidArgument(format!(
+            "gradient buckets over MPI are float32 or float64, not {other:?}"
+        ))),
+    }
+}
+
+fn count(n: usize) -> Result<i32> {
+    i32::try_from(n).map_err(|_| {
+        Error::InvalidArgument(format!(
+            "a gradient bucket of {n} elements is too large for MPI's int counts; lower --bucket-cap-mb"
+        ))
+    })
+}
+
+fn sum_typed<T: Copy + Default + std::ops::Add<Output = T>>(
+    comm: ffi::MPI_Comm,
+    rank: usize,
+    size: usize,
+    bucket: &Tensor,
+    dtype: ffi::MPI_Datatype,
+) -> Result<()> {
+    let n = bucket.numel();
+    let (_, _, ptr) = raw_buffer(bucket)?;
+    let chunks = ring::chunks(n, std::mem::size_of::<T>(), size, GLOO_MAX_SEGMENT_BYTES);
+    let mine = chunks.get(rank).cloned().unwrap_or(0..0);
+    let len = mine.len();
+    let counts: Vec<i32> = chunks.iter().map(|c| count(c.len())).collect::<Result<_>>()?;
+    let displs: Vec<i32> = chunks.iter().map(|c| count(c.start)).collect::<Result<_>>()?;
+    let recv_counts = vec![count(len)?; size];
+    let recv_displs: Vec<i32> = (0..size).map(|r| count(r * len)).collect::<Result<_>>()?;
+    let mut gathered = vec![T::default(); size * len];
+    // SAFETY: `ptr` is the live contiguous CPU buffer of `n` elements of `T`
+    // (checked by raw_buffer and the caller's dtype match); counts and
+    // displacements stay inside it and inside `gathered`; every rank passes
+    // the same chunking (same bucket sizes, in the same order).
+    let code = unsafe {
+        ffi::MPI_Alltoallv(
+            ptr.cast_const(),
+            counts.as_ptr(),
+            displs.as_ptr(),
+            dtype,
+            gathered.as_mut_ptr().cast(),
+            recv_counts.as_ptr(),
+            recv_displs.as_ptr(),
+            dtype,
+            comm,
+        )
+    };
+    check(code, "MPI_Alltoallv")?;
+    let inputs: Vec<&[T]> = (0..size)
+        .map(|r| &gathered[r * len..(r + 1) * len])
+        .collect();
+    let mut summed = vec![T::default(); len];
+    ring::fold(&mut summed, &inputs, rank);
+    // SAFETY: `summed` holds this rank's `len` elements; `ptr` receives
+    // every rank's chunk at its place in the bucket.
+    let code = unsafe {
+        ffi::MPI_Allgatherv(
+            summed.as_ptr().cast(),
+            count(len)?,
+            dtype,
+            ptr,
+            counts.as_ptr(),
+            displs.as_ptr(),
+            dtype,
+            comm,
+        )
+    };
+    check(code, "MPI_Allgatherv")
 }

@@ -101,6 +101,10 @@ pub struct RunConfig {
     /// Seconds before a stuck collective aborts every rank.
     #[serde(with = "crate::json_f64::plain")]
     pub dist_timeout: f64,
+    /// Gradient bucket cap in MiB (DDP's `bucket_cap_mb`; default 25 with a
+    /// 1 MiB first bucket).
+    #[serde(with = "crate::json_f64::option")]
+    pub bucket_cap_mb: Option<f64>,
 }
 
 impl Default for RunConfig {
@@ -143,6 +147,7 @@ impl Default for RunConfig {
             log_histograms: false,
             distributed: None,
             dist_timeout: 300.0,
+            bucket_cap_mb: None,
         }
     }
 }
@@ -369,6 +374,7 @@ impl RunConfig {
                 self.dist_timeout
             )));
         }
+        crate::distributed::BucketConfig::from_cap_mb(self.bucket_cap_mb)?;
         self.precision_value()?;
         self.loggers()?;
         if self.log_every_n_steps == 0 {

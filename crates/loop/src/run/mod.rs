@@ -143,8 +143,17 @@ pub fn train(request: &TrainRequest) -> Result<FitSummary> {
     let Some(comm) = connect(&config)? else {
         return train_on(request, config, None);
     };
-    let result = train_on(request, config, Some(DataParallel::new(comm.as_ref())));
+    let dp = DataParallel::new(comm.as_ref())
+        .buckets(crate::distributed::BucketConfig::from_cap_mb(config.bucket_cap_mb)?);
+    let result = train_on(request, config, Some(dp));
     if let Err(err) = &result {
+        // When ranks disagree, the ones that differ say so: the others give
+        // them a moment to end the job before saying it themselves.
+        if let Error::RankMismatch { ranks, .. } = err {
+            if !ranks.contains(&comm.rank()) {
+                std::thread::sleep(std::time::Duration::from_secs(2));
+            }
+        }
         // One write, so that MPI's forwarding does not split the line.
         let line = format!(
             "error: rank {} of {}: {}\n",
