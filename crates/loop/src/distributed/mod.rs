@@ -253,12 +253,22 @@ impl<'c> DataParallel<'c> {
         if self.world_size() == 1 {
             return Ok(());
         }
+        self.check_same_model(model)?;
         let state = model.state_dict()?;
+        self.broadcast_tensors(state.into_iter().map(|(_, t)| t).collect())
+    }
+
+    /// Errors on every rank unless all ranks have the same model as rank 0:
+    /// the same parameter and buffer names, shapes and dtypes in the same
+    /// order; the error names the ranks that differ.
+    pub fn check_same_model(&self, model: &dyn Model) -> Result<()> {
+        if self.world_size() == 1 {
+            return Ok(());
+        }
         self.check_matches_rank0(
             "its model (parameter and buffer names, shapes and dtypes)",
-            &[model_signature(&state)],
-        )?;
-        self.broadcast_tensors(state.into_iter().map(|(_, t)| t).collect())
+            &[model_signature(&model.state_dict()?)],
+        )
     }
 
     /// Overwrites every rank's buffers (batch-norm statistics…) with rank

@@ -193,16 +193,21 @@ impl Mpi {
         // interleave with the ones the main thread calls.
         let mut dup: ffi::MPI_Comm = world();
         // SAFETY: MPI is initialized; every rank calls this collectively here.
-        check(unsafe { ffi::MPI_Comm_dup(world(), &mut dup) }, "MPI_Comm_dup")?;
+        check(
+            unsafe { ffi::MPI_Comm_dup(world(), &mut dup) },
+            "MPI_Comm_dup",
+        )?;
         let comm = Comm(dup);
+        let fault = injected_fault(rank);
         let (queue, jobs) = mpsc::channel::<Job>();
         let bucket_thread = std::thread::Builder::new()
             .name("kiln-mpi-buckets".into())
             .spawn(move || {
                 let mut comm = comm;
-                for job in jobs {
+                for (index, job) in jobs.into_iter().enumerate() {
                     let start = Instant::now();
-                    let result = sum_in_gloo_order(comm.0, rank, size, &job.bucket)
+                    let die = fault == Some(index);
+                    let result = sum_in_gloo_order(comm.0, rank, size, &job.bucket, die)
                         .map(|()| start.elapsed().as_secs_f64());
                     let _ = job.done.send(result);
                 }
@@ -258,7 +263,9 @@ impl Drop for Mpi {
             .unwrap_or_else(PoisonError::into_inner)
             .take();
         if let Some(handle) = self.bucket_thread.take() {
-            let _ = self.watch.watched("finishing gradient bucket sums", || handle.join());
+            let _ = self
+                .watch
+                .watched("finishing gradient bucket sums", || handle.join());
         }
         self.watch.stop.store(true, Ordering::Relaxed);
         if let Some(handle) = self.watchdog.take() {
@@ -397,13 +404,33 @@ impl Collective for Mpi {
     }
 }
 
+/// Fault injection for the tests of a rank that dies in the middle of a
+/// bucket: with `KILN_TEST_KILL_IN_BUCKET=R:N` in its environment, rank `R`
+/// kills itself (SIGKILL) during its `N`-th bucket sum (counted from 0),
+/// after the exchange and before the gather, while its peers wait for it.
+fn injected_fault(rank: usize) -> Option<usize> {
+    let spec = std::env::var("KILN_TEST_KILL_IN_BUCKET").ok()?;
+    let (r, n) = spec.split_once(':')?;
+    (r.trim().parse::<usize>().ok()? == rank).then_some(())?;
+    n.trim().parse().ok()
+}
+
 /// Sums `bucket` (float32 or float64, contiguous, CPU) over the ranks of
-/// `comm` in place, in gloo's ring order (see [`ring`]).
-fn sum_in_gloo_order(comm: ffi::MPI_Comm, rank: usize, size: usize, bucket: &Tensor) -> Result<()> {
+/// `comm` in place, in gloo's ring order (see [`ring`]); `die`: be
+/// killed half-way (fault injection, see [`injected_fault`]).
+fn sum_in_gloo_order(
+    comm: ffi::MPI_Comm,
+    rank: usize,
+    size: usize,
+    bucket: &Tensor,
+    die: bool,
+) -> Result<()> {
     // SAFETY: constant handles exported by the MPI library.
     match bucket.kind() {
-        Kind::Float => sum_typed::<f32>(comm, rank, size, bucket, unsafe { ffi::RSMPI_FLOAT }),
-        Kind::Double => sum_typed::<f64>(comm, rank, size, bucket, unsafe { ffi::RSMPI_DOUBLE }),
+        Kind::Float => sum_typed::<f32>(comm, rank, size, bucket, unsafe { ffi::RSMPI_FLOAT }, die),
+        Kind::Double => {
+            sum_typed::<f64>(comm, rank, size, bucket, unsafe { ffi::RSMPI_DOUBLE }, die)
+        }
         other => Err(Error::InvalidArgument(format!(
             "gradient buckets over MPI are float32 or float64, not {other:?}"
         ))),
@@ -424,14 +451,21 @@ fn sum_typed<T: Copy + Default + std::ops::Add<Output = T>>(
     size: usize,
     bucket: &Tensor,
     dtype: ffi::MPI_Datatype,
+    die: bool,
 ) -> Result<()> {
     let n = bucket.numel();
     let (_, _, ptr) = raw_buffer(bucket)?;
     let chunks = ring::chunks(n, std::mem::size_of::<T>(), size, GLOO_MAX_SEGMENT_BYTES);
     let mine = chunks.get(rank).cloned().unwrap_or(0..0);
     let len = mine.len();
-    let counts: Vec<i32> = chunks.iter().map(|c| count(c.len())).collect::<Result<_>>()?;
-    let displs: Vec<i32> = chunks.iter().map(|c| count(c.start)).collect::<Result<_>>()?;
+    let counts: Vec<i32> = chunks
+        .iter()
+        .map(|c| count(c.len()))
+        .collect::<Result<_>>()?;
+    let displs: Vec<i32> = chunks
+        .iter()
+        .map(|c| count(c.start))
+        .collect::<Result<_>>()?;
     let recv_counts = vec![count(len)?; size];
     let recv_displs: Vec<i32> = (0..size).map(|r| count(r * len)).collect::<Result<_>>()?;
     let mut gathered = vec![T::default(); size * len];
@@ -453,6 +487,11 @@ fn sum_typed<T: Copy + Default + std::ops::Add<Output = T>>(
         )
     };
     check(code, "MPI_Alltoallv")?;
+    if die {
+        eprintln!("kiln: rank {rank}: killing itself in the middle of a gradient bucket (KILN_TEST_KILL_IN_BUCKET)");
+        let _ = signal_hook::low_level::raise(signal_hook::consts::SIGKILL);
+        std::process::abort();
+    }
     let inputs: Vec<&[T]> = (0..size)
         .map(|r| &gathered[r * len..(r + 1) * len])
         .collect();

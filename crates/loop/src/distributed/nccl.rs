@@ -178,7 +178,9 @@ impl Api {
         if code == 0 {
             Ok(())
         } else {
-            Err(Error::InvalidArgument(format!("{what} failed with CUDA error {code}")))
+            Err(Error::InvalidArgument(format!(
+                "{what} failed with CUDA error {code}"
+            )))
         }
     }
 
@@ -228,8 +230,9 @@ impl Drop for Communicator {
 
 impl GradientTransport for Communicator {
     fn start_sum(&self, bucket: &Tensor) -> Result<PendingSum> {
-        let (dtype, count, ptr) = cuda_buffer(self.device, bucket)?
-            .ok_or_else(|| Error::InvalidArgument("NCCL gradient buckets are CUDA tensors".into()))?;
+        let (dtype, count, ptr) = cuda_buffer(self.device, bucket)?.ok_or_else(|| {
+            Error::InvalidArgument("NCCL gradient buckets are CUDA tensors".into())
+        })?;
         let _guard = self.enqueue.lock().unwrap_or_else(PoisonError::into_inner);
         let api = &self.api;
         let mut sum = Sum {
@@ -242,18 +245,27 @@ impl GradientTransport for Communicator {
         // SAFETY: live handles; the null stream is the legacy default stream,
         // where the hook's copies into the bucket were enqueued.
         unsafe {
-            api.cuda((api.cuda_event_record)(ready, std::ptr::null_mut()), "cudaEventRecord")?;
+            api.cuda(
+                (api.cuda_event_record)(ready, std::ptr::null_mut()),
+                "cudaEventRecord",
+            )?;
             api.cuda(
                 (api.cuda_stream_wait_event)(self.side_stream, ready, 0),
                 "cudaStreamWaitEvent",
             )?;
-            api.cuda((api.cuda_event_record)(start, self.side_stream), "cudaEventRecord")?;
+            api.cuda(
+                (api.cuda_event_record)(start, self.side_stream),
+                "cudaEventRecord",
+            )?;
             // In place on a live contiguous CUDA buffer of `count` elements.
             api.check(
                 (api.all_reduce)(ptr, ptr, count, dtype, 0, self.comm, self.side_stream),
                 "ncclAllReduce",
             )?;
-            api.cuda((api.cuda_event_record)(done, self.side_stream), "cudaEventRecord")?;
+            api.cuda(
+                (api.cuda_event_record)(done, self.side_stream),
+                "cudaEventRecord",
+            )?;
         }
         let watch = Arc::clone(&self.watch);
         Ok(PendingSum::new(move || {
@@ -262,7 +274,10 @@ impl GradientTransport for Communicator {
             let (start, done) = (sum.handles[1], sum.handles[2]);
             watch.watched("NCCL gradient bucket all-reduce", || {
                 // SAFETY: a live event recorded after the all-reduce.
-                api.cuda(unsafe { (api.cuda_event_synchronize)(done) }, "cudaEventSynchronize")
+                api.cuda(
+                    unsafe { (api.cuda_event_synchronize)(done) },
+                    "cudaEventSynchronize",
+                )
             })?;
             let mut ms = 0.0f32;
             // SAFETY: both timing events are live and have completed.
@@ -464,12 +479,24 @@ impl Collective for Nccl {
             ReduceOp::Max => 2,
             ReduceOp::Min => 3,
         };
-        let _guard = self.comm.enqueue.lock().unwrap_or_else(PoisonError::into_inner);
+        let _guard = self
+            .comm
+            .enqueue
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
         self.mpi.watched("NCCL all-reduce", || {
             // SAFETY: in place (NCCL allows send == recv) on a live contiguous
             // CUDA buffer of `count` elements on this communicator's device.
             let code = unsafe {
-                (api.all_reduce)(ptr, ptr, count, dtype, op, self.comm.comm, std::ptr::null_mut())
+                (api.all_reduce)(
+                    ptr,
+                    ptr,
+                    count,
+                    dtype,
+                    op,
+                    self.comm.comm,
+                    std::ptr::null_mut(),
+                )
             };
             api.check(code, "ncclAllReduce")?;
             api.synchronize()
@@ -483,11 +510,23 @@ impl Collective for Nccl {
         let api = &self.comm.api;
         let root = c_int::try_from(root)
             .map_err(|_| Error::InvalidArgument(format!("bad root {root}")))?;
-        let _guard = self.comm.enqueue.lock().unwrap_or_else(PoisonError::into_inner);
+        let _guard = self
+            .comm
+            .enqueue
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
         self.mpi.watched("NCCL broadcast", || {
             // SAFETY: as in `all_reduce`.
             let code = unsafe {
-                (api.broadcast)(ptr, ptr, count, dtype, root, self.comm.comm, std::ptr::null_mut())
+                (api.broadcast)(
+                    ptr,
+                    ptr,
+                    count,
+                    dtype,
+                    root,
+                    self.comm.comm,
+                    std::ptr::null_mut(),
+                )
             };
             api.check(code, "ncclBroadcast")?;
             api.synchronize()

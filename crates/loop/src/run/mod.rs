@@ -143,8 +143,9 @@ pub fn train(request: &TrainRequest) -> Result<FitSummary> {
     let Some(comm) = connect(&config)? else {
         return train_on(request, config, None);
     };
-    let dp = DataParallel::new(comm.as_ref())
-        .buckets(crate::distributed::BucketConfig::from_cap_mb(config.bucket_cap_mb)?);
+    let dp = DataParallel::new(comm.as_ref()).buckets(
+        crate::distributed::BucketConfig::from_cap_mb(config.bucket_cap_mb)?,
+    );
     let result = train_on(request, config, Some(dp));
     if let Err(err) = &result {
         // When ranks disagree, the ones that differ say so: the others give
@@ -208,6 +209,7 @@ fn train_on(
     let mut test_loader = DataLoader::new(&splits.test, config.batch_size, false)?;
     if let Some(dp) = dp {
         check_ranks_agree(dp, &config, splits)?;
+        dp.check_same_model(model.as_ref())?;
         let sampler = DistributedSampler::new(dp.world_size(), dp.rank())?;
         train_loader = train_loader.distributed(sampler.clone().shuffle(shuffle).seed(seed));
         let eval_sampler = sampler.shuffle(false).pad(false);
