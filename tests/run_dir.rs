@@ -61,6 +61,13 @@ fn checkpoints(run: &Path) -> Vec<PathBuf> {
     kiln_loop::checkpoint::list(run).unwrap_or_default()
 }
 
+/// The newest checkpoint of `run` (panics, failing the test, if there is none).
+fn newest(run: &Path) -> PathBuf {
+    checkpoints(run)
+        .pop()
+        .unwrap_or_else(|| panic!("{}: no checkpoint", run.display()))
+}
+
 fn model_bytes(checkpoint: &Path) -> Vec<u8> {
     std::fs::read(checkpoint.join("model.safetensors")).unwrap_or_default()
 }
@@ -88,10 +95,7 @@ fn reference(name: &str) -> (String, Vec<u8>) {
     let run = temp_dir(name);
     let (out, stdout, stderr) = run_kiln(&args(&run, &[]));
     assert!(out.status.success(), "{stderr}");
-    (
-        stdout,
-        model_bytes(checkpoints(&run).last().expect("checkpoint")),
-    )
+    (stdout, model_bytes(&newest(&run)))
 }
 
 #[test]
@@ -125,10 +129,7 @@ fn a_copied_run_resumes_in_the_copy_from_any_directory() {
         "{:?}",
         checkpoints(&copy)
     );
-    assert_eq!(
-        model_bytes(checkpoints(&copy).last().expect("ckpt")),
-        final_model
-    );
+    assert_eq!(model_bytes(&newest(&copy)), final_model);
     // The first part's log and the resumed part's make the whole log.
     let first_part = first.trim_end_matches("Training stopped: reached max steps (25)\n");
     assert_eq!(format!("{first_part}{rest}"), log);
@@ -254,7 +255,7 @@ fn interrupt_then_resume(name: &str, signal: &str, code: i32) {
         .and_then(|s| s.split(';').next())
         .and_then(|s| s.parse().ok())
         .unwrap_or(0);
-    assert!(step >= 25 && step % 20 != 0, "{last}");
+    assert!(step >= 25 && !step.is_multiple_of(20), "{last}");
     assert!(
         checkpoints(&run)
             .last()
@@ -269,10 +270,7 @@ fn interrupt_then_resume(name: &str, signal: &str, code: i32) {
     ]);
     assert!(out.status.success(), "{stderr}");
     assert_eq!(format!("{first}{rest}"), log);
-    assert_eq!(
-        model_bytes(checkpoints(&run).last().expect("ckpt")),
-        final_model
-    );
+    assert_eq!(model_bytes(&newest(&run)), final_model);
 }
 
 #[test]
