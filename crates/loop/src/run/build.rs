@@ -61,6 +61,9 @@ impl Components {
         if let Some(threads) = config.threads {
             set_threads(threads).map_err(|e| usage("--threads", e))?;
         }
+        if config.deterministic {
+            kiln_tensor::device::set_deterministic(true)?;
+        }
         // A precision this device cannot run is refused before anything loads.
         config
             .precision_value()?
