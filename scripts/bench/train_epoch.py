@@ -8,7 +8,10 @@ preloaded tensors, alternated `--reps` times:
   `train(dataloader, model, loss_fn, optimizer)` takes;
 - the whole process: `kiln train --epochs 1` (start-up, data loading, one
   epoch, the test pass, files) vs `python scripts/reference/quickstart.py
-  --epochs 1`, wall clock.
+  --epochs 1`, wall clock;
+- the cost of `--logger tensorboard` on kiln's epoch;
+- `--precision bf16-mixed` against `32-true`, kiln and PyTorch (autocast on
+  the CPU; bf16 may be slower than float32 without AMX).
 Medians and the ratios kiln/PyTorch are printed. With --worker torch it runs
 one PyTorch epoch on preloaded tensors and prints {"seconds": S}.
 """
@@ -34,6 +37,9 @@ def torch_epoch(args):
     sys.path.insert(0, os.path.join(ROOT, "scripts/reference"))
     from quickstart import NeuralNetwork, find, read_idx, train
 
+    import quickstart
+
+    quickstart.PRECISION = args.precision
     torch.set_num_threads(args.threads)
     images = read_idx(find(args.data_dir, "train-images-idx3-ubyte")).unsqueeze(1).to(torch.float32).div(255)
     labels = read_idx(find(args.data_dir, "train-labels-idx1-ubyte")).to(torch.int64)
@@ -77,6 +83,7 @@ def main():
     p.add_argument("--reps", type=int, default=3)
     p.add_argument("--data-dir", default=os.path.join(ROOT, ".data/fashion-mnist"))
     p.add_argument("--kiln-bin", default=os.path.join(ROOT, "target/release/kiln"))
+    p.add_argument("--precision", default="32-true")
     args = p.parse_args()
     if args.worker == "torch":
         return torch_epoch(args)
@@ -93,12 +100,26 @@ def main():
         t["pytorch epoch"].append(json.loads(out.strip().splitlines()[-1])["seconds"])
         t["pytorch process"].append(wall(quickstart)[0])
         print("rep {}: ".format(rep + 1) + ", ".join(f"{k} {v[-1]:.3f} s" for k, v in t.items()), flush=True)
+    # The cost of the TensorBoard logger, and bf16-mixed, in the same run.
+    tb, bf16, bf16_torch = [], [], []
+    for rep in range(args.reps):
+        tb.append(kiln_run(args, ["--logger", "csv,jsonl,tensorboard"])[1])
+        bf16.append(kiln_run(args, ["--precision", "bf16-mixed"])[1])
+        _, out = wall([sys.executable, "-W", "ignore", __file__, "--worker", "torch", *common,
+                       "--precision", "bf16-mixed"])
+        bf16_torch.append(json.loads(out.strip().splitlines()[-1])["seconds"])
     m = {k: statistics.median(v) for k, v in t.items()}
     print(f"tutorial job, 60000 samples, batch 64, {args.threads} threads; medians of {args.reps}:")
     print(f"  train epoch    kiln train {m['kiln epoch']:.3f} s   pytorch train() {m['pytorch epoch']:.3f} s"
           f"   ratio kiln/pytorch = {m['kiln epoch'] / m['pytorch epoch']:.3f}")
     print(f"  whole process  kiln train {m['kiln process']:.3f} s   quickstart.py   {m['pytorch process']:.3f} s"
           f"   ratio kiln/pytorch = {m['kiln process'] / m['pytorch process']:.3f}")
+    tb_m = statistics.median(tb)
+    print(f"  --logger tensorboard: epoch {tb_m:.3f} s vs {m['kiln epoch']:.3f} s without,"
+          f" cost {100 * (tb_m / m['kiln epoch'] - 1):+.1f} %")
+    b, bt = statistics.median(bf16), statistics.median(bf16_torch)
+    print(f"  bf16-mixed     kiln train {b:.3f} s ({b / m['kiln epoch']:.2f}x its 32-true)"
+          f"   pytorch train() {bt:.3f} s ({bt / m['pytorch epoch']:.2f}x)   ratio kiln/pytorch = {b / bt:.3f}")
 
 
 if __name__ == "__main__":

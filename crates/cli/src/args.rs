@@ -52,6 +52,10 @@ pub struct TrainArgs {
     /// libtorch intra-op threads (torch.set_num_threads); default: libtorch's choice.
     #[arg(long)]
     pub threads: Option<usize>,
+    /// Deterministic kernels (torch.use_deterministic_algorithms(True), cuDNN deterministic):
+    /// reproducible GPU runs; with CUDA also set CUBLAS_WORKSPACE_CONFIG=:4096:8.
+    #[arg(long)]
+    pub deterministic: bool,
     /// Directory with the four (Fashion)MNIST IDX files, gzipped or not.
     #[arg(long)]
     pub data_dir: Option<PathBuf>,

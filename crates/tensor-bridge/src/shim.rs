@@ -199,6 +199,11 @@ extern "C" {
     ) -> *mut c_char;
 }
 
+// Determinism: torch.use_deterministic_algorithms and cuDNN's flags.
+extern "C" {
+    pub(crate) fn kiln_set_deterministic(on: c_int) -> *mut c_char;
+}
+
 // ddp (issue 15): post-accumulate-grad hooks; only `crate::ops::PostAccumulateGradHook` calls these.
 // ---------------------------------------------------------------------------
 extern "C" {

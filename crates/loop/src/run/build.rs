@@ -61,6 +61,9 @@ impl Components {
         if let Some(threads) = config.threads {
             set_threads(threads).map_err(|e| usage("--threads", e))?;
         }
+        if config.deterministic {
+            kiln_tensor::device::set_deterministic(true)?;
+        }
         // A precision this device cannot run is refused before anything loads.
         config
             .precision_value()?
@@ -74,8 +77,8 @@ impl Components {
         }
         let mut model = model;
         let (loss, loss_spec) = build_loss(config.loss.as_deref(), splits.task)?;
-        probe(model.as_mut(), loss.as_ref(), &splits)?;
         let optimizer = build_optimizer(&config.optimizer, model.as_ref())?;
+        probe(model.as_mut(), loss.as_ref(), optimizer.as_ref(), &splits)?;
         let precision = config.precision_value()?;
         if let Some(scaler) = kiln_optim::amp::GradScaler::for_precision(precision, device)
             .map_err(|e| usage("--precision", e))?
@@ -216,25 +219,46 @@ pub fn build_loss(spec: Option<&str>, task: Task) -> Result<(Box<dyn Loss>, Stri
     }
 }
 
-/// One forward pass on the first training sample (eval mode, no gradient,
-/// so no random draws and no statistics updated): the model must accept
-/// the data's input shape and give the outputs the targets need, and the
-/// loss must accept both. Errors name the shapes.
-fn probe(model: &mut dyn Model, loss: &dyn Loss, data: &RunData) -> Result<()> {
+/// One forward and backward pass on the first training sample, in eval mode
+/// (no random draws, no statistics updated), before anything is written:
+/// the model must accept the data's input shape and give the outputs the
+/// targets need, the loss must accept both, and the optimizer must be able
+/// to step on the gradients (SparseAdam: sparse ones). Errors name the
+/// shapes and the flag. The gradients are cleared afterwards.
+fn probe(
+    model: &mut dyn Model,
+    loss: &dyn Loss,
+    optimizer: &dyn Optimizer,
+    data: &RunData,
+) -> Result<()> {
     let inputs = data.train.inputs.f_narrow(0, 0, 1)?;
     let targets = data.train.targets.f_narrow(0, 0, 1)?;
     let was_training = model.is_training();
     model.set_training(false)?;
-    let output = kiln_tensor::tch::no_grad(|| model.forward(&inputs));
+    let checked = probe_eval(model, loss, optimizer, data.task, &inputs, &targets);
+    for p in model.parameters()? {
+        kiln_tensor::ops::clear_grad(&p.tensor)?;
+    }
     model.set_training(was_training)?;
-    let output = output.map_err(|e| {
+    checked
+}
+
+fn probe_eval(
+    model: &dyn Model,
+    loss: &dyn Loss,
+    optimizer: &dyn Optimizer,
+    task: Task,
+    inputs: &Tensor,
+    targets: &Tensor,
+) -> Result<()> {
+    let output = model.forward(inputs).map_err(|e| {
         Error::Usage(format!(
             "the model does not accept the data's inputs {:?} (one sample): {e}",
             inputs.size()
         ))
     })?;
     let out = output.size();
-    match data.task {
+    match task {
         Task::Classify { classes } => {
             if out.len() != 2 || out[1] != classes {
                 return Err(Error::Usage(format!(
@@ -250,8 +274,15 @@ fn probe(model: &mut dyn Model, loss: &dyn Loss, data: &RunData) -> Result<()> {
             }
         }
     }
-    let _ = kiln_tensor::tch::no_grad(|| loss.forward(&output.f_to_kind(Kind::Float)?, &targets))
+    let value = loss
+        .forward(&output.f_to_kind(Kind::Float)?, targets)
         .map_err(|e| Error::Usage(format!("--loss {}: {e}", loss.name())))?;
+    if value.requires_grad() {
+        value.f_backward()?;
+        optimizer
+            .check_gradients()
+            .map_err(|e| Error::Usage(format!("--optimizer {}: {e}", optimizer.name())))?;
+    }
     Ok(())
 }
 

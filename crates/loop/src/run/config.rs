@@ -41,6 +41,9 @@ pub struct RunConfig {
     pub device: String,
     /// libtorch intra-op threads.
     pub threads: Option<usize>,
+    /// `torch.use_deterministic_algorithms(True)` (and cuDNN's deterministic
+    /// mode): reproducible GPU runs.
+    pub deterministic: bool,
     /// Directory of the four (Fashion)MNIST IDX files.
     pub data_dir: Option<PathBuf>,
     /// Other data (`csv:PATH,target=COLUMN`).
@@ -119,6 +122,7 @@ impl Default for RunConfig {
             seed: None,
             device: "auto".into(),
             threads: None,
+            deterministic: false,
             data_dir: None,
             data: None,
             no_shuffle: false,

@@ -96,6 +96,13 @@ impl<'a> Trainer<'a> {
         self
     }
 
+    /// Writes checkpoints as `checkpoints` says (replacing the config's).
+    pub fn checkpoints(mut self, checkpoints: CheckpointConfig) -> Result<Self> {
+        self.config.checkpoint = Some(checkpoints);
+        self.config.validate()?;
+        Ok(self)
+    }
+
     /// The run's configuration, stored in every checkpoint.
     pub fn run_config(mut self, config: serde_json::Value) -> Self {
         self.run_config = config;
@@ -151,7 +158,7 @@ impl<'a> Trainer<'a> {
     /// listing those that are.
     pub fn check_monitors(&self, eval_sets: &[&str]) -> Result<()> {
         let names = self.metric_names(eval_sets);
-        for monitor in self.config.monitored() {
+        for (what, monitor) in self.config.monitored() {
             if !names.iter().any(|n| n == monitor) {
                 let known = if names.is_empty() {
                     "none: nothing is evaluated".to_string()
@@ -159,7 +166,7 @@ impl<'a> Trainer<'a> {
                     names.join(", ")
                 };
                 return Err(Error::InvalidArgument(format!(
-                    "metric '{monitor}' is not reported by this run; it reports {known}"
+                    "{what} monitors '{monitor}', which this run does not report; it reports {known}"
                 )));
             }
         }
