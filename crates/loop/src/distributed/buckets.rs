@@ -165,6 +165,8 @@ struct State {
     next_bucket: usize,
     /// Started sums, in bucket order.
     in_flight: Vec<PendingSum>,
+    /// When the first bucket of this pass started.
+    first_start: Option<Instant>,
     /// The ready order of the first synchronized pass, until buckets are rebuilt.
     recorded: Option<Vec<usize>>,
     /// A failure inside a hook, reported by `finish_backward`.
@@ -254,6 +256,7 @@ impl State {
             let sum = self
                 .transport
                 .start_sum(&self.buckets[self.next_bucket].buffer)?;
+            self.first_start.get_or_insert_with(Instant::now);
             self.in_flight.push(sum);
             self.next_bucket += 1;
         }
@@ -271,6 +274,9 @@ pub struct ReduceTiming {
     /// still running after backward, and copying the results back — the
     /// communication backward did not hide.
     pub exposed_seconds: f64,
+    /// Seconds from the start of the first bucket's sum to the end of
+    /// backward: the window in which communication can hide (0 without overlap).
+    pub window_seconds: f64,
     /// Number of buckets.
     pub buckets: usize,
 }
@@ -337,6 +343,7 @@ impl<'c> Reducer<'c> {
             pending: Vec::new(),
             next_bucket: 0,
             in_flight: Vec::new(),
+            first_start: None,
             recorded: Some(Vec::with_capacity(params.len())),
             failure: None,
             scale: 1.0 / world as f64,
@@ -378,6 +385,16 @@ impl<'c> Reducer<'c> {
         lock(&self.shared)
     }
 
+    /// Each bucket's size in bytes, in the order they are summed.
+    pub fn bucket_bytes(&self) -> Result<Vec<usize>> {
+        let state = self.state()?;
+        Ok(state
+            .buckets
+            .iter()
+            .map(|b| b.buffer.numel() * b.buffer.kind().elt_size_in_bytes())
+            .collect())
+    }
+
     /// The buckets' parameters, by name, in the order they are summed.
     pub fn bucket_names(&self) -> Result<Vec<Vec<String>>> {
         let state = self.state()?;
@@ -415,6 +432,7 @@ impl<'c> Reducer<'c> {
         state.marked.iter_mut().for_each(|m| *m = false);
         state.pending = state.buckets.iter().map(|b| b.params.len()).collect();
         state.next_bucket = 0;
+        state.first_start = None;
         state.failure = None;
         if let Some(order) = &mut state.recorded {
             order.clear();
@@ -430,7 +448,7 @@ impl<'c> Reducer<'c> {
     /// pass the buckets are rebuilt in rank 0's gradient-ready order.
     pub fn finish_backward(&mut self) -> Result<ReduceTiming> {
         let start = Instant::now();
-        let in_flight = {
+        let (in_flight, window_seconds) = {
             let mut state = self.state()?;
             if !state.armed {
                 return Err(Error::InvalidArgument(
@@ -447,8 +465,11 @@ impl<'c> Reducer<'c> {
                     state.names[i]
                 )));
             }
+            let window = state
+                .first_start
+                .map_or(0.0, |t| start.saturating_duration_since(t).as_secs_f64());
             state.start_ready()?;
-            std::mem::take(&mut state.in_flight)
+            (std::mem::take(&mut state.in_flight), window)
         };
         let buckets = in_flight.len();
         let mut comm_seconds = 0.0;
@@ -471,6 +492,7 @@ impl<'c> Reducer<'c> {
         self.timing = ReduceTiming {
             comm_seconds,
             exposed_seconds: start.elapsed().as_secs_f64(),
+            window_seconds,
             buckets,
         };
         if let Some(order) = recorded {

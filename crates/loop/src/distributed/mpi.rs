@@ -20,9 +20,9 @@ use crate::{Error, Result};
 use kiln_tensor::{Device, Kind, Tensor};
 use mpi::ffi;
 use mpi::traits::Communicator;
+use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -50,26 +50,119 @@ impl Watch {
     }
 }
 
-/// An MPI communicator handle, moved to the bucket thread.
-struct Comm(ffi::MPI_Comm);
-
-// SAFETY: MPI is initialized with MPI_THREAD_MULTIPLE (checked in
-// `Mpi::init`); the handle is only used by the bucket thread once moved.
-unsafe impl Send for Comm {}
-
-/// A bucket to sum and where to report.
+/// A bucket to sum, numbered in the order it was started.
 struct Job {
+    id: u64,
     bucket: Tensor,
-    done: mpsc::Sender<Result<f64>>,
 }
 
-/// The bucket thread's queue; `None` once MPI is shutting down.
+/// The buckets waiting to be summed, in order, and the results.
+#[derive(Default)]
+struct Queue {
+    jobs: VecDeque<Job>,
+    next_id: u64,
+    /// Sums started so far (for fault injection).
+    started: usize,
+    /// A sum is running (on the bucket thread or on a waiting thread).
+    busy: bool,
+    /// MPI is shutting down: no more sums.
+    closed: bool,
+    results: HashMap<u64, Result<f64>>,
+}
+
+/// Gradient-bucket sums on a communicator of their own. The bucket thread
+/// takes buckets in order as they are started (during backward); a thread
+/// that waits for a sum runs the queued ones itself, in order, when the
+/// bucket thread has not taken them yet, which saves two thread wake-ups
+/// for the buckets that are only ready at the end of backward. One sum
+/// runs at a time, so the communicator's collectives keep the same order on
+/// every rank.
 struct Buckets {
-    queue: Mutex<Option<mpsc::Sender<Job>>>,
+    queue: Mutex<Queue>,
+    changed: Condvar,
+    comm: ffi::MPI_Comm,
+    rank: usize,
+    size: usize,
+    /// Fault injection: be killed in the middle of this sum (see [`injected_fault`]).
+    fault: Option<usize>,
     watch: Arc<Watch>,
 }
 
-impl GradientTransport for Buckets {
+// SAFETY: MPI is initialized with MPI_THREAD_MULTIPLE (checked in
+// `Mpi::init`); the communicator handle is used by one thread at a time (the
+// `busy` flag under `queue`'s lock) and freed by `Mpi::drop` only after the
+// queue is closed, its sums are done and the bucket thread has ended.
+unsafe impl Send for Buckets {}
+// SAFETY: as above; all other state is behind the mutex.
+unsafe impl Sync for Buckets {}
+
+impl Buckets {
+    fn lock(&self) -> MutexGuard<'_, Queue> {
+        self.queue.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Runs the oldest queued sum (the caller holds `queue`, which is not
+    /// busy and not empty) with the lock released, records its result and
+    /// returns the lock again.
+    fn run_front<'a>(&'a self, mut queue: MutexGuard<'a, Queue>) -> MutexGuard<'a, Queue> {
+        let Some(job) = queue.jobs.pop_front() else {
+            return queue;
+        };
+        queue.busy = true;
+        let die = self.fault == Some(queue.started);
+        queue.started += 1;
+        drop(queue);
+        let start = Instant::now();
+        let result = sum_in_gloo_order(self.comm, self.rank, self.size, &job.bucket, die)
+            .map(|()| start.elapsed().as_secs_f64());
+        let mut queue = self.lock();
+        queue.busy = false;
+        queue.results.insert(job.id, result);
+        self.changed.notify_all();
+        queue
+    }
+
+    /// The bucket thread: sums queued buckets until the queue closes.
+    fn serve(&self) {
+        let mut queue = self.lock();
+        loop {
+            if !queue.busy && !queue.jobs.is_empty() {
+                queue = self.run_front(queue);
+            } else if queue.closed {
+                return;
+            } else {
+                queue = self
+                    .changed
+                    .wait(queue)
+                    .unwrap_or_else(PoisonError::into_inner);
+            }
+        }
+    }
+
+    /// Waits for sum `id`, running queued sums (in order) while nobody else does.
+    fn wait(&self, id: u64) -> Result<f64> {
+        let mut queue = self.lock();
+        loop {
+            if let Some(result) = queue.results.remove(&id) {
+                return result;
+            }
+            if !queue.busy && !queue.jobs.is_empty() {
+                queue = self.run_front(queue);
+            } else if queue.closed && !queue.busy && queue.jobs.is_empty() {
+                return Err(Error::InvalidArgument(
+                    "MPI is shut down: the gradient bucket was not summed".into(),
+                ));
+            } else {
+                queue = self
+                    .changed
+                    .wait(queue)
+                    .unwrap_or_else(PoisonError::into_inner);
+            }
+        }
+    }
+}
+
+impl GradientTransport for Arc<Buckets> {
     fn start_sum(&self, bucket: &Tensor) -> Result<PendingSum> {
         raw_buffer(bucket)?;
         if !matches!(bucket.kind(), Kind::Float | Kind::Double) {
@@ -78,28 +171,26 @@ impl GradientTransport for Buckets {
                 bucket.kind()
             )));
         }
-        let (done, result) = mpsc::channel();
-        let queue = self.queue.lock().unwrap_or_else(PoisonError::into_inner);
-        let sent = queue.as_ref().map(|q| {
-            q.send(Job {
+        let id = {
+            let mut queue = self.lock();
+            if queue.closed {
+                return Err(Error::InvalidArgument(
+                    "MPI is shut down: no gradient bucket can be summed".into(),
+                ));
+            }
+            let id = queue.next_id;
+            queue.next_id += 1;
+            queue.jobs.push_back(Job {
+                id,
                 bucket: bucket.shallow_clone(),
-                done,
-            })
-        });
-        if !matches!(sent, Some(Ok(()))) {
-            return Err(Error::InvalidArgument(
-                "MPI is shut down: no gradient bucket can be summed".into(),
-            ));
-        }
-        let watch = Arc::clone(&self.watch);
+            });
+            id
+        };
+        self.changed.notify_all();
+        let buckets = Arc::clone(self);
         Ok(PendingSum::new(move || {
-            watch
-                .watched("gradient bucket all-reduce", || result.recv())
-                .unwrap_or_else(|_| {
-                    Err(Error::InvalidArgument(
-                        "the MPI gradient thread stopped".into(),
-                    ))
-                })
+            let watch = Arc::clone(&buckets.watch);
+            watch.watched("gradient bucket all-reduce", || buckets.wait(id))
         }))
     }
 }
@@ -197,33 +288,24 @@ impl Mpi {
             unsafe { ffi::MPI_Comm_dup(world(), &mut dup) },
             "MPI_Comm_dup",
         )?;
-        let comm = Comm(dup);
-        let fault = injected_fault(rank);
-        let (queue, jobs) = mpsc::channel::<Job>();
+        let buckets = Arc::new(Buckets {
+            queue: Mutex::new(Queue::default()),
+            changed: Condvar::new(),
+            comm: dup,
+            rank,
+            size,
+            fault: injected_fault(rank),
+            watch: Arc::clone(&watch),
+        });
+        let served = Arc::clone(&buckets);
         let bucket_thread = std::thread::Builder::new()
             .name("kiln-mpi-buckets".into())
-            .spawn(move || {
-                let mut comm = comm;
-                for (index, job) in jobs.into_iter().enumerate() {
-                    let start = Instant::now();
-                    let die = fault == Some(index);
-                    let result = sum_in_gloo_order(comm.0, rank, size, &job.bucket, die)
-                        .map(|()| start.elapsed().as_secs_f64());
-                    let _ = job.done.send(result);
-                }
-                // SAFETY: the communicator came from MPI_Comm_dup and is freed once.
-                unsafe {
-                    ffi::MPI_Comm_free(&mut comm.0);
-                }
-            })?;
+            .spawn(move || served.serve())?;
         Ok(Self {
             rank,
             size,
             timeout,
-            buckets: Arc::new(Buckets {
-                queue: Mutex::new(Some(queue)),
-                watch: Arc::clone(&watch),
-            }),
+            buckets,
             bucket_thread: Some(bucket_thread),
             watch,
             watchdog: Some(watchdog),
@@ -255,17 +337,30 @@ impl Mpi {
 
 impl Drop for Mpi {
     fn drop(&mut self) {
-        // The bucket thread ends once its queue closes (it is idle unless a
-        // failed step left a sum behind: the watchdog covers that wait).
-        self.buckets
-            .queue
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .take();
+        // The bucket thread ends once its queue closes and the sums queued
+        // before are done (there are none unless a failed step left some
+        // behind: the watchdog covers that wait); then the communicator goes.
+        self.buckets.lock().closed = true;
+        self.buckets.changed.notify_all();
         if let Some(handle) = self.bucket_thread.take() {
             let _ = self
                 .watch
                 .watched("finishing gradient bucket sums", || handle.join());
+        }
+        let mut queue = self.buckets.lock();
+        while queue.busy {
+            queue = self
+                .buckets
+                .changed
+                .wait(queue)
+                .unwrap_or_else(PoisonError::into_inner);
+        }
+        drop(queue);
+        let mut comm = self.buckets.comm;
+        // SAFETY: the communicator came from MPI_Comm_dup; the bucket thread
+        // has ended and no sum runs (a later start_sum is refused).
+        unsafe {
+            ffi::MPI_Comm_free(&mut comm);
         }
         self.watch.stop.store(true, Ordering::Relaxed);
         if let Some(handle) = self.watchdog.take() {
@@ -400,7 +495,7 @@ impl Collective for Mpi {
     }
 
     fn gradient_transport(&self) -> Result<Arc<dyn GradientTransport>> {
-        Ok(Arc::clone(&self.buckets) as Arc<dyn GradientTransport>)
+        Ok(Arc::new(Arc::clone(&self.buckets)) as Arc<dyn GradientTransport>)
     }
 }
 
@@ -469,12 +564,14 @@ fn sum_typed<T: Copy + Default + std::ops::Add<Output = T>>(
     let recv_counts = vec![count(len)?; size];
     let recv_displs: Vec<i32> = (0..size).map(|r| count(r * len)).collect::<Result<_>>()?;
     let mut gathered = vec![T::default(); size * len];
+    let mut request = null_request();
     // SAFETY: `ptr` is the live contiguous CPU buffer of `n` elements of `T`
     // (checked by raw_buffer and the caller's dtype match); counts and
-    // displacements stay inside it and inside `gathered`; every rank passes
-    // the same chunking (same bucket sizes, in the same order).
+    // displacements stay inside it and inside `gathered`, which outlive the
+    // request (waited for below); every rank passes the same chunking (same
+    // bucket sizes, in the same order).
     let code = unsafe {
-        ffi::MPI_Alltoallv(
+        ffi::MPI_Ialltoallv(
             ptr.cast_const(),
             counts.as_ptr(),
             displs.as_ptr(),
@@ -484,9 +581,11 @@ fn sum_typed<T: Copy + Default + std::ops::Add<Output = T>>(
             recv_displs.as_ptr(),
             dtype,
             comm,
+            &mut request,
         )
     };
-    check(code, "MPI_Alltoallv")?;
+    check(code, "MPI_Ialltoallv")?;
+    wait_yielding(&mut request, "MPI_Ialltoallv")?;
     if die {
         eprintln!("kiln: rank {rank}: killing itself in the middle of a gradient bucket (KILN_TEST_KILL_IN_BUCKET)");
         let _ = signal_hook::low_level::raise(signal_hook::consts::SIGKILL);
@@ -497,10 +596,11 @@ fn sum_typed<T: Copy + Default + std::ops::Add<Output = T>>(
         .collect();
     let mut summed = vec![T::default(); len];
     ring::fold(&mut summed, &inputs, rank);
+    let mut request = null_request();
     // SAFETY: `summed` holds this rank's `len` elements; `ptr` receives
-    // every rank's chunk at its place in the bucket.
+    // every rank's chunk at its place in the bucket; both outlive the request.
     let code = unsafe {
-        ffi::MPI_Allgatherv(
+        ffi::MPI_Iallgatherv(
             summed.as_ptr().cast(),
             count(len)?,
             dtype,
@@ -509,7 +609,30 @@ fn sum_typed<T: Copy + Default + std::ops::Add<Output = T>>(
             displs.as_ptr(),
             dtype,
             comm,
+            &mut request,
         )
     };
-    check(code, "MPI_Allgatherv")
+    check(code, "MPI_Iallgatherv")?;
+    wait_yielding(&mut request, "MPI_Iallgatherv")
+}
+
+fn null_request() -> ffi::MPI_Request {
+    // SAFETY: a constant handle exported by the MPI library.
+    unsafe { ffi::RSMPI_REQUEST_NULL }
+}
+
+/// Waits for `request`, testing it and yielding the processor in between
+/// (instead of MPI_Wait's busy polling), so that the bucket thread leaves
+/// the core to backward while it waits for its peers.
+fn wait_yielding(request: &mut ffi::MPI_Request, what: &str) -> Result<()> {
+    loop {
+        let mut done = 0;
+        // SAFETY: `request` is an active request of this thread.
+        let code = unsafe { ffi::MPI_Test(request, &mut done, ffi::RSMPI_STATUS_IGNORE) };
+        check(code, what)?;
+        if done != 0 {
+            return Ok(());
+        }
+        std::thread::yield_now();
+    }
 }
