@@ -106,6 +106,9 @@ fn cnn() -> Result<Box<dyn Model>> {
     Ok(Box::new(model))
 }
 
+/// Builds a fresh replica.
+type Build = fn() -> Result<Box<dyn Model>>;
+
 fn mlp() -> Result<Box<dyn Model>> {
     Ok(Box::new(mlp::build(
         &MlpConfig::default(),
@@ -149,7 +152,7 @@ struct Samples {
 /// replica (same seed on every rank).
 fn run_block(
     comm: &Mpi,
-    build: fn() -> Result<Box<dyn Model>>,
+    build: Build,
     way: &str,
     batch: i64,
     steps: usize,
@@ -236,7 +239,7 @@ fn main() -> Result<()> {
     } else {
         &["flat", "buckets", "overlap"]
     };
-    let models: [(&str, fn() -> Result<Box<dyn Model>>, i64, usize); 2] = [
+    let models: [(&str, Build, i64, usize); 2] = [
         ("mlp", mlp, batch, steps),
         ("cnn", cnn, cnn_batch, cnn_steps),
     ];

@@ -565,7 +565,7 @@ unsafe extern "C" fn call_hook(ctx: *mut std::ffi::c_void) {
     // alive until `drop_hook` runs (the shim's hook owns it).
     let hook = unsafe { &*(ctx as *const HookFn) };
     // A panic must not unwind into libtorch's autograd engine.
-    let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| hook()));
+    let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(hook));
 }
 
 unsafe extern "C" fn drop_hook(ctx: *mut std::ffi::c_void) {

@@ -112,11 +112,12 @@ mod tests {
             let sent: Vec<Vec<f32>> = (0..p)
                 .map(|r| out[r][range((r + 1) * per_rank + i)].to_vec())
                 .collect();
-            for r in 0..p {
+            for (r, mine) in out.iter_mut().enumerate() {
                 let from = (r + 1) % p;
                 let seg = range((r + 2) * per_rank + i);
-                for (o, v) in out[r][seg].iter_mut().zip(&sent[from]) {
-                    *o = *o + *v;
+                // gloo's sum: local + received.
+                for (o, v) in mine[seg].iter_mut().zip(&sent[from]) {
+                    *o += *v;
                 }
             }
         }
@@ -125,10 +126,10 @@ mod tests {
             let sent: Vec<Vec<f32>> = (0..p)
                 .map(|r| out[r][range(r * per_rank + i)].to_vec())
                 .collect();
-            for r in 0..p {
+            for (r, mine) in out.iter_mut().enumerate() {
                 let from = (r + 1) % p;
                 let seg = range((r + 1) * per_rank + i);
-                out[r][seg].copy_from_slice(&sent[from]);
+                mine[seg].copy_from_slice(&sent[from]);
             }
         }
         out

@@ -109,10 +109,12 @@ impl<'a> Trainer<'a> {
         self
     }
 
-    /// Trains data-parallel: rank 0's parameters and buffers are broadcast
-    /// at the start, gradients averaged over ranks before every optimizer
-    /// step, a NaN loss on any rank stops all, and evaluation metrics are
-    /// summed over ranks. The loaders should read shards
+    /// Trains data-parallel as PyTorch's `DistributedDataParallel`: every
+    /// rank's model must match rank 0's, whose parameters and buffers are
+    /// broadcast at the start; gradients are averaged over ranks in buckets
+    /// summed during backward ([`crate::distributed::Reducer`]), buffers
+    /// follow rank 0 before forwards, a NaN loss on any rank stops all, and
+    /// evaluation metrics are summed over ranks. The loaders should read shards
     /// ([`DataLoader::distributed`]).
     pub fn data_parallel(mut self, dp: DataParallel<'a>) -> Self {
         self.data_parallel = Some(dp);
