@@ -1,7 +1,8 @@
 """A small network with batch norm trained under torchrun with
 DistributedDataParallel (gloo, broadcast_buffers=True): the reference for
-kiln's buffer broadcasts (tests/ddp_batchnorm.rs, same data, same steps). Every rank saves its final state dict (parameters and running
-statistics, without num_batches_tracked, which tch's BatchNorm lacks) to
+kiln's buffer broadcasts (tests/ddp_batchnorm.rs: same data, same steps).
+Every rank saves its final state dict (parameters and running statistics,
+without num_batches_tracked, which tch's BatchNorm lacks) to
 OUT/rank{R}.safetensors.
 
     PYTHONPATH=.libtorch python3 -m torch.distributed.run --standalone --nproc-per-node 2 \\
