@@ -152,7 +152,7 @@ pub fn train(request: &TrainRequest) -> Result<FitSummary> {
         // them a moment to end the job before saying it themselves.
         if let Error::RankMismatch { ranks, .. } = err {
             if !ranks.contains(&comm.rank()) {
-                std::thread::sleep(std::time::Duration::from_secs(2));
+                std::thread::sleep(std::time::Duration::from_secs(5));
             }
         }
         // One write, so that MPI's forwarding does not split the line.
