@@ -7,9 +7,12 @@
 //! its collectives on worker threads: a bucket is handed over the moment
 //! its last gradient is ready (from an autograd hook) and summed while
 //! backward goes on; the trainer waits for it, under the watchdog, before
-//! the optimizer step. The sum reproduces gloo's ring order ([`ring`]):
-//! `MPI_Alltoallv` gives each rank its chunk from every rank, the rank adds
-//! them in gloo's grouping, and `MPI_Allgatherv` shares the sums. (A plain
+//! the optimizer step (and sums the buckets nobody has started yet itself,
+//! in order). The sum reproduces gloo's ring order ([`ring`]):
+//! `MPI_Ialltoallv` gives each rank its chunk from every rank, the rank adds
+//! them in gloo's grouping, and `MPI_Iallgatherv` shares the sums; the
+//! requests are tested with a yield in between, so a waiting thread leaves
+//! its core to backward. (A plain
 //! `MPI_Iallreduce` would leave the grouping to the MPI library — the same
 //! bits as gloo on two ranks only — and Open MPI makes no progress on a
 //! non-blocking collective between MPI calls, so overlap needs a thread
