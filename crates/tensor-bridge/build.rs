@@ -28,11 +28,12 @@ fn main() {
         .file("cpp/shim.cpp")
         // TorchScript modules (`jit.rs`), in their own file: only it needs <torch/script.h>.
         .file("cpp/jit.cpp");
-    // Taking the address of a libtorch_cuda symbol keeps libtorch_cuda in the
-    // binary's NEEDED list despite --as-needed, so `--device cuda` finds CUDA.
+    // libtorch_cuda is not linked: the shim loads it on first use where a CUDA
+    // driver exists (`kiln_cuda_load`), so CPU runs never map the CUDA
+    // libraries. Its directory is the fallback when the soname is not found.
     if lib.join("libtorch_cuda.so").exists() {
-        build.define("KILN_LINK_TORCH_CUDA", None);
-        println!("cargo:rustc-link-lib=dylib=torch_cuda");
+        build.define("KILN_TORCH_LIB_DIR", Some(format!("{:?}", lib.display().to_string()).as_str()));
     }
+    println!("cargo:rustc-link-lib=dylib=dl");
     build.compile("kiln_shim");
 }

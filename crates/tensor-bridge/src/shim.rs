@@ -4,7 +4,7 @@ use torch_sys::C_tensor;
 
 extern "C" {
     pub(crate) fn kiln_free_error(err: *mut c_char);
-    pub(crate) fn kiln_cuda_linked() -> c_int;
+    pub(crate) fn kiln_cuda_load() -> c_int;
     pub(crate) fn kiln_add_(this: *mut C_tensor, other: *mut C_tensor, alpha: f64) -> *mut c_char;
     pub(crate) fn kiln_add(
         this: *mut C_tensor,
