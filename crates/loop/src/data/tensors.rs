@@ -67,6 +67,9 @@ struct Pair {
 
 fn read_pair(path: &Path, src: &TensorsSource) -> Result<Pair> {
     let tensors = kiln_tensor::io::read_safetensors(path).map_err(|e| match e {
+        kiln_tensor::Error::Io { source, .. } if source.kind() == std::io::ErrorKind::NotFound => {
+            data_error(path, "no such file")
+        }
         kiln_tensor::Error::Io { source, .. } => data_error(path, source.to_string()),
         other => data_error(
             path,

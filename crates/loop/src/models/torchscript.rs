@@ -57,12 +57,22 @@ impl TorchScriptModel {
             ));
         }
         let mut module = ScriptModule::load(path, device).map_err(|e| {
-            let reason = e.to_string();
-            let reason = reason.strip_prefix("libtorch: ").unwrap_or(&reason);
+            let text = e.to_string();
+            let text = text.strip_prefix("libtorch: ").unwrap_or(&text);
+            // libtorch appends a paragraph on checkpoint corruption to archive errors.
+            let reason = text
+                .split_once(" This is an internal miniz error")
+                .map_or(text, |(head, _)| head)
+                .trim_end_matches('.');
+            let what = if reason.contains("constants.pkl") || reason.contains("code/") {
+                "a PyTorch archive without TorchScript code (torch.save writes those)"
+            } else {
+                "not a TorchScript module"
+            };
             data_error(
                 path,
                 format!(
-                    "not a TorchScript module ({reason}); write one with torch.jit.save(torch.jit.script(model), PATH)"
+                    "{what}: {reason}; write one with torch.jit.save(torch.jit.script(model), PATH)"
                 ),
             )
         })?;

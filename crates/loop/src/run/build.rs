@@ -235,9 +235,9 @@ fn probe(model: &mut dyn Model, loss: &dyn Loss, data: &RunData, spec: &str) -> 
                 .unwrap_or(&reason)
                 .to_string();
             Error::Usage(format!(
-                "--model {spec}: the model does not accept the data's inputs: one sample is {:?} {:?} ({reason})",
+                "--model {spec}: the model does not accept the data's inputs: one sample is {:?} {} ({reason})",
                 inputs.size(),
-                inputs.kind()
+                kiln_tensor::amp::dtype_name(inputs.kind())
             ))
         }
     })?;
