@@ -32,7 +32,10 @@ fn main() {
     // driver exists (`kiln_cuda_load`), so CPU runs never map the CUDA
     // libraries. Its directory is the fallback when the soname is not found.
     if lib.join("libtorch_cuda.so").exists() {
-        build.define("KILN_TORCH_LIB_DIR", Some(format!("{:?}", lib.display().to_string()).as_str()));
+        build.define(
+            "KILN_TORCH_LIB_DIR",
+            Some(format!("{:?}", lib.display().to_string()).as_str()),
+        );
     }
     println!("cargo:rustc-link-lib=dylib=dl");
     build.compile("kiln_shim");

@@ -109,7 +109,14 @@ pub fn conv2d(
     padding: [i64; 2],
     bias: bool,
 ) -> Result<Conv2d> {
-    let sizes = [in_channels, out_channels, kernel[0], kernel[1], stride[0], stride[1]];
+    let sizes = [
+        in_channels,
+        out_channels,
+        kernel[0],
+        kernel[1],
+        stride[0],
+        stride[1],
+    ];
     if sizes.iter().any(|&v| v < 1) || padding.iter().any(|&p| p < 0) {
         return Err(Error::InvalidArgument(format!(
             "Conv2d needs positive channels, kernel and stride and non-negative padding, got in_channels={in_channels}, out_channels={out_channels}, kernel_size={kernel:?}, stride={stride:?}, padding={padding:?}"

@@ -75,7 +75,9 @@ extern "C" fn push_named(data: *mut c_void, name: *const c_char, tensor: *mut to
     // SAFETY: `data` is the `Vec` `named` passed in; `name` is a NUL-terminated
     // string valid for the call; `tensor` is a new handle we own.
     let out = unsafe { &mut *(data as *mut Vec<(String, Tensor)>) };
-    let name = unsafe { CStr::from_ptr(name) }.to_string_lossy().into_owned();
+    let name = unsafe { CStr::from_ptr(name) }
+        .to_string_lossy()
+        .into_owned();
     if let Ok(t) = owned(tensor) {
         out.push((name, t));
     }
@@ -99,8 +101,8 @@ impl ScriptModule {
         check(unsafe {
             shim::kiln_jit_load(bytes.as_ptr().cast(), bytes.len(), kind, index, &mut out)
         })?;
-        let module = NonNull::new(out)
-            .ok_or_else(|| Error::Torch("libtorch returned no module".into()))?;
+        let module =
+            NonNull::new(out).ok_or_else(|| Error::Torch("libtorch returned no module".into()))?;
         Ok(Self { module, device })
     }
 

@@ -71,10 +71,7 @@ fn read_pair(path: &Path, src: &TensorsSource) -> Result<Pair> {
             data_error(path, "no such file")
         }
         kiln_tensor::Error::Io { source, .. } => data_error(path, source.to_string()),
-        other => data_error(
-            path,
-            format!("not a readable safetensors file ({other})"),
-        ),
+        other => data_error(path, format!("not a readable safetensors file ({other})")),
     })?;
     let keys: Vec<&str> = tensors.iter().map(|(k, _)| k.as_str()).collect();
     let take = |key: &str, what: &str| -> Result<Tensor> {
@@ -107,7 +104,10 @@ fn read_pair(path: &Path, src: &TensorsSource) -> Result<Pair> {
     if inputs.kind() == Kind::Bool {
         return Err(data_error(
             path,
-            format!("inputs '{}' are bool; store them as float or uint8", src.inputs),
+            format!(
+                "inputs '{}' are bool; store them as float or uint8",
+                src.inputs
+            ),
         ));
     }
     let classes = match targets.kind() {

@@ -81,12 +81,18 @@ impl Options for CnnConfig {
             &mut self.channels,
         )?;
         v.option(
-            OptionInfo::new("kernel_size", "square kernel of each convolution (stride 1)")
-                .aliases(&["kernel"]),
+            OptionInfo::new(
+                "kernel_size",
+                "square kernel of each convolution (stride 1)",
+            )
+            .aliases(&["kernel"]),
             &mut self.kernel_size,
         )?;
         v.option(
-            OptionInfo::new("pool", "max_pool2d kernel and stride after the convolutions"),
+            OptionInfo::new(
+                "pool",
+                "max_pool2d kernel and stride after the convolutions",
+            ),
             &mut self.pool,
         )?;
         v.option(
@@ -245,7 +251,9 @@ mod tests {
         assert_eq!(shapes, expected);
         assert_eq!(model.default_loss(), Some("nll"));
         let too_small = build(&CnnConfig::default(), &[1, 5, 5], 10, Device::Cpu);
-        assert!(matches!(too_small, Err(Error::Usage(m)) if m.contains("leave nothing of a 5x5 image")));
+        assert!(
+            matches!(too_small, Err(Error::Usage(m)) if m.contains("leave nothing of a 5x5 image"))
+        );
         Ok(())
     }
 }

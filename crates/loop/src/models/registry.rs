@@ -260,11 +260,32 @@ mod tests {
             r.resolve_text("jit:path=/tmp/m.pt")?,
             "torchscript:path=/tmp/m.pt"
         );
-        let err = |t: &str| r.resolve_text(t).err().map(|e| e.to_string()).unwrap_or_default();
-        assert!(err("cnn:chanels=8").contains("did you mean channels"), "{}", err("cnn:chanels=8"));
-        assert!(err("resnet").starts_with("unknown model 'resnet'"), "{}", err("resnet"));
-        assert!(err("torchscript").contains("option path is required"), "{}", err("torchscript"));
-        assert!(err("mlp:activation=elu").contains("activation"), "{}", err("mlp:activation=elu"));
+        let err = |t: &str| {
+            r.resolve_text(t)
+                .err()
+                .map(|e| e.to_string())
+                .unwrap_or_default()
+        };
+        assert!(
+            err("cnn:chanels=8").contains("did you mean channels"),
+            "{}",
+            err("cnn:chanels=8")
+        );
+        assert!(
+            err("resnet").starts_with("unknown model 'resnet'"),
+            "{}",
+            err("resnet")
+        );
+        assert!(
+            err("torchscript").contains("option path is required"),
+            "{}",
+            err("torchscript")
+        );
+        assert!(
+            err("mlp:activation=elu").contains("activation"),
+            "{}",
+            err("mlp:activation=elu")
+        );
         Ok(())
     }
 }

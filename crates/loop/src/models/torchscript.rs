@@ -83,7 +83,10 @@ impl TorchScriptModel {
             } else {
                 "has no parameters that require grad"
             };
-            return Err(data_error(path, format!("the TorchScript module {why}: nothing to train")));
+            return Err(data_error(
+                path,
+                format!("the TorchScript module {why}: nothing to train"),
+            ));
         }
         module.set_training(true)?;
         Ok(Self {

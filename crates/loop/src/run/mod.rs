@@ -15,9 +15,7 @@ pub use dir::RunDir;
 use crate::checkpoint::{self, Checkpoint, Progress};
 use crate::distributed::{Collective, DataParallel, DistributedSampler};
 use crate::loggers::{JsonLines, MetricsLogger, ProgressPrinter, TutorialPrinter};
-use crate::{
-    Callback, DataLoader, Error, FitSummary, Loaders, Model, Result, StopReason, Trainer,
-};
+use crate::{Callback, DataLoader, Error, FitSummary, Loaders, Model, Result, StopReason, Trainer};
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 
