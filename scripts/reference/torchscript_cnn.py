@@ -13,9 +13,10 @@ Three commands:
         Adam(lr) — what `kiln train --model torchscript:MODEL.pt --optimizer
         adam:lr=X --seed S ...` runs — and saves the trained state dict with
         safetensors.torch.save_file.
-    eval MODEL.pt [--weights W.safetensors] [--test-samples N]
-        Loads MODEL.pt (and `load_state_dict(load_file(W), strict=True)`)
-        and prints the tutorial's test report.
+    eval MODEL.pt[+W.safetensors] ... [--test-samples N]
+        For each argument: loads MODEL.pt (and, with +W,
+        `load_state_dict(load_file(W), strict=True)`) and prints the
+        tutorial's test report.
 
     PYTHONPATH=.libtorch python3 scripts/reference/torchscript_cnn.py write /tmp/m.pt --seed 3
 """
@@ -57,7 +58,7 @@ def data(args, prefix, n):
 def main():
     p = argparse.ArgumentParser()
     p.add_argument("command", choices=["write", "train", "eval"])
-    p.add_argument("model")
+    p.add_argument("model", nargs="+")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--trace", action="store_true")
     p.add_argument("--epochs", type=int, default=1)
@@ -68,7 +69,6 @@ def main():
     p.add_argument("--train-samples", type=int)
     p.add_argument("--test-samples", type=int)
     p.add_argument("--out")
-    p.add_argument("--weights")
     args = p.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -80,20 +80,23 @@ def main():
             module = torch.jit.trace(model, torch.rand(2, 1, 28, 28))
         else:
             module = torch.jit.script(model)
-        torch.jit.save(module, args.model)
+        torch.jit.save(module, args.model[0])
         return
 
     if args.command == "eval":
-        model = torch.jit.load(args.model)
-        if args.weights:
-            model.load_state_dict(load_file(args.weights), strict=True)
-        test(DataLoader(data(args, "t10k", args.test_samples), batch_size=args.batch_size), model, nn.CrossEntropyLoss())
+        test_data = data(args, "t10k", args.test_samples)
+        for item in args.model:
+            path, _, weights = item.partition("+")
+            model = torch.jit.load(path)
+            if weights:
+                model.load_state_dict(load_file(weights), strict=True)
+            test(DataLoader(test_data, batch_size=args.batch_size), model, nn.CrossEntropyLoss())
         return
 
     training_data = data(args, "train", args.train_samples)
     test_data = data(args, "t10k", args.test_samples)
     torch.manual_seed(args.seed)
-    model = torch.jit.load(args.model)
+    model = torch.jit.load(args.model[0])
     train_dataloader = DataLoader(training_data, batch_size=args.batch_size, shuffle=True)
     test_dataloader = DataLoader(test_data, batch_size=args.batch_size)
     loss_fn = nn.CrossEntropyLoss()
