@@ -223,7 +223,7 @@ impl TensorBoardLogger {
         grad_norm: Option<f64>,
     ) -> Result<()> {
         self.last_train_loss = Some(loss);
-        if self.log_every_n_steps == 0 || step % self.log_every_n_steps != 0 {
+        if self.log_every_n_steps == 0 || !step.is_multiple_of(self.log_every_n_steps) {
             return Ok(());
         }
         self.writer.add_scalar(TRAIN_LOSS, loss, step)?;
