@@ -361,15 +361,11 @@ fn refused(args: &[&str], code: i32, needles: &[&str]) {
 
 #[test]
 fn bad_models_and_data_are_one_line_errors_that_create_nothing() {
-    let data = s(&data_dir());
-    let mnist = [
-        "--data-dir",
-        data.as_str(),
-        "--train-samples",
-        "64",
-        "--test-samples",
-        "64",
-    ];
+    // A small generated 28x28 dataset: no FashionMNIST to unpack per run.
+    let small_data = temp_dir("refused-data");
+    common::write_dataset(&small_data, 64, 28, |i| (i % 10) as u8);
+    let data = s(&small_data);
+    let mnist = ["--data-dir", data.as_str()];
     let model = |name: &str| format!("torchscript:{}", fixture(name));
     let with_model = |name: &str| -> Vec<String> {
         let mut v = vec!["--model".to_string(), model(name)];
@@ -429,6 +425,11 @@ fn bad_models_and_data_are_one_line_errors_that_create_nothing() {
         plain(&["--model", "torchscript"]),
         2,
         &["option path is required"],
+    );
+    check(
+        plain(&["--model", "mlp:dropout=1.5"]),
+        2,
+        &["--model: mlp: dropout probability"],
     );
     let tensors = |file: &str, extra: &str| {
         vec![

@@ -138,8 +138,11 @@ pub fn build_model(
         task: data.task,
         device,
     };
+    // A spec the network refuses (sizes, probabilities) is a usage error.
     let model = registry.build(&spec, &info).map_err(|e| match e {
-        Error::Tensor(kiln_tensor::Error::InvalidArgument(m)) => usage("--model", m),
+        Error::Tensor(kiln_tensor::Error::InvalidArgument(m)) | Error::InvalidArgument(m) => {
+            usage("--model", m)
+        }
         other => other,
     })?;
     Ok((model, spec))
