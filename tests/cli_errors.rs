@@ -85,6 +85,44 @@ fn bad_hyperparameters_are_usage_errors() {
 }
 
 #[test]
+fn bad_precisions_are_usage_errors_that_leave_no_run_directory() {
+    let d = data();
+    let dir = temp_dir("precision");
+    let run = dir.join("run");
+    let r = run.to_str().unwrap_or("");
+    expect_error(
+        &[
+            "train",
+            "--data-dir",
+            &d,
+            "--run-dir",
+            r,
+            "--precision",
+            "fp16",
+        ],
+        2,
+        &["fp16", "32-true, bf16-mixed, 16-mixed"],
+    );
+    // A gradient scaler cannot drive a closure optimizer (as in PyTorch).
+    expect_error(
+        &[
+            "train",
+            "--data-dir",
+            &d,
+            "--run-dir",
+            r,
+            "--precision",
+            "16-mixed",
+            "--optimizer",
+            "lbfgs",
+        ],
+        2,
+        &["--precision 16-mixed", "lbfgs"],
+    );
+    assert!(!run.exists(), "a failed start leaves no run directory");
+}
+
+#[test]
 fn missing_data_dir_names_it() {
     expect_error(
         &["train", "--data-dir", "/nonexistent/kiln-data"],

@@ -53,3 +53,19 @@ fn short_last_batch_run_prints_pytorchs_numbers() {
         "--seed 3 --epochs 1 --batch-size 50 --lr 0.01 --momentum 0.5 --train-samples 10025 --test-samples 1001 --threads 2",
     );
 }
+
+#[test]
+fn bf16_mixed_precision_prints_pytorchs_numbers() {
+    check(
+        "bf16",
+        "--seed 4 --epochs 1 --batch-size 32 --train-samples 6400 --test-samples 500 --threads 2 --precision bf16-mixed",
+    );
+}
+
+#[test]
+fn fp16_mixed_precision_with_grad_scaler_prints_pytorchs_numbers() {
+    check(
+        "fp16",
+        "--seed 5 --epochs 1 --batch-size 32 --train-samples 6400 --test-samples 500 --threads 2 --precision 16-mixed",
+    );
+}

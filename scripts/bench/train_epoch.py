@@ -12,7 +12,12 @@ tensors, alternated `--reps` times:
 - the whole process: `kiln train --epochs 1` (start-up, data loading, one
   epoch, the test pass, files) vs `python scripts/reference/quickstart.py
   --epochs 1`, wall clock, and the peak resident memory of both processes
-  (the kernel's `ru_maxrss` of each child).
+  (the kernel's `ru_maxrss` of each child);
+- `--model cnn` (Adadelta, a slice of the data) against pytorch/examples'
+  MNIST train loop on preloaded tensors;
+- the cost of `--logger tensorboard` on kiln's epoch;
+- `--precision bf16-mixed` against `32-true`, kiln and PyTorch (autocast on
+  the CPU; bf16 may be slower than float32 without AMX).
 Medians and the ratios kiln/PyTorch are printed. With --worker torch (or
 torch-cnn) it runs one PyTorch epoch on preloaded tensors and prints
 {"seconds": S}.
@@ -50,6 +55,9 @@ def torch_epoch(args):
     sys.path.insert(0, os.path.join(ROOT, "scripts/reference"))
     from quickstart import NeuralNetwork, train
 
+    import quickstart
+
+    quickstart.PRECISION = args.precision
     torch.set_num_threads(args.threads)
     images, labels = preloaded(args)
     torch.manual_seed(0)
@@ -128,6 +136,7 @@ def main():
     p.add_argument("--cnn-samples", type=int, default=6400, help="training samples of the cnn epoch")
     p.add_argument("--data-dir", default=os.path.join(ROOT, ".data/fashion-mnist"))
     p.add_argument("--kiln-bin", default=os.path.join(ROOT, "target/release/kiln"))
+    p.add_argument("--precision", default="32-true")
     args = p.parse_args()
     if args.worker == "torch":
         return torch_epoch(args)
@@ -167,6 +176,19 @@ def main():
           f"   ratio kiln/pytorch = {ratio('kiln process', 'pytorch process'):.3f}")
     print(f"  tutorial peak memory          kiln train {m['kiln peak MB']:.0f} MB   quickstart.py   {m['pytorch peak MB']:.0f} MB"
           f"   ratio kiln/pytorch = {ratio('kiln peak MB', 'pytorch peak MB'):.3f}")
+    # The cost of the TensorBoard logger, and bf16-mixed, in the same run.
+    tb, bf16, bf16_torch = [], [], []
+    for rep in range(args.reps):
+        tb.append(kiln_run(args, ["--logger", "csv,jsonl,tensorboard"])[1])
+        bf16.append(kiln_run(args, ["--precision", "bf16-mixed"])[1])
+        _, out, _ = run([*worker, "--worker", "torch", "--precision", "bf16-mixed"])
+        bf16_torch.append(json.loads(out.strip().splitlines()[-1])["seconds"])
+    tb_m = statistics.median(tb)
+    print(f"  --logger tensorboard: epoch {tb_m:.3f} s vs {m['kiln epoch']:.3f} s without,"
+          f" cost {100 * (tb_m / m['kiln epoch'] - 1):+.1f} %")
+    b, bt = statistics.median(bf16), statistics.median(bf16_torch)
+    print(f"  bf16-mixed     kiln train {b:.3f} s ({b / m['kiln epoch']:.2f}x its 32-true)"
+          f"   pytorch train() {bt:.3f} s ({bt / m['pytorch epoch']:.2f}x)   ratio kiln/pytorch = {b / bt:.3f}")
 
 
 if __name__ == "__main__":

@@ -9,6 +9,7 @@ so this consumes the global generator exactly as the tutorial does.
     PYTHONPATH=.libtorch python3 scripts/reference/quickstart.py --seed 0 --epochs 1
 """
 import argparse
+import contextlib
 import gzip
 import os
 import struct
@@ -71,14 +72,36 @@ class NeuralNetwork(nn.Module):
         return logits
 
 
+# Mixed precision (kiln's --precision; Lightning's names): autocast around
+# forward and loss; 16-mixed also scales the loss with GradScaler("cpu").
+AUTOCAST = {"32-true": None, "bf16-mixed": torch.bfloat16, "16-mixed": torch.float16}
+PRECISION = "32-true"
+SCALER = None
+
+
+DEVICE = "cpu"
+
+
+def autocast():
+    dtype = AUTOCAST[PRECISION]
+    return torch.autocast(DEVICE, dtype=dtype) if dtype is not None else contextlib.nullcontext()
+
+
 def train(dataloader, model, loss_fn, optimizer):
     size = len(dataloader.dataset)
     model.train()
     for batch, (X, y) in enumerate(dataloader):
-        pred = model(X)
-        loss = loss_fn(pred, y)
-        loss.backward()
-        optimizer.step()
+        X, y = X.to(DEVICE), y.to(DEVICE)
+        with autocast():
+            pred = model(X)
+            loss = loss_fn(pred, y)
+        if SCALER is not None:
+            SCALER.scale(loss).backward()
+            SCALER.step(optimizer)
+            SCALER.update()
+        else:
+            loss.backward()
+            optimizer.step()
         optimizer.zero_grad()
         if batch % 100 == 0:
             loss, current = loss.item(), batch * len(X)
@@ -92,8 +115,11 @@ def test(dataloader, model, loss_fn):
     test_loss, correct = 0, 0
     with torch.no_grad():
         for X, y in dataloader:
-            pred = model(X)
-            test_loss += loss_fn(pred, y).item()
+            X, y = X.to(DEVICE), y.to(DEVICE)
+            with autocast():
+                pred = model(X)
+                batch_loss = loss_fn(pred, y)
+            test_loss += batch_loss.item()
             correct += (pred.argmax(1) == y).type(torch.float).sum().item()
     test_loss /= num_batches
     correct /= size
@@ -112,7 +138,18 @@ def main():
     p.add_argument("--no-shuffle", action="store_true")
     p.add_argument("--train-samples", type=int)
     p.add_argument("--test-samples", type=int)
+    p.add_argument("--precision", choices=sorted(AUTOCAST), default="32-true")
+    p.add_argument("--device", default="cpu", help="cpu or cuda (the data moves to it batch by batch)")
+    p.add_argument("--deterministic", action="store_true", help="torch.use_deterministic_algorithms(True)")
     args = p.parse_args()
+    global PRECISION, SCALER, DEVICE
+    PRECISION, DEVICE = args.precision, args.device
+    if args.deterministic:
+        torch.use_deterministic_algorithms(True)
+        torch.backends.cudnn.deterministic = True
+        torch.backends.cudnn.benchmark = False
+    if PRECISION == "16-mixed":
+        SCALER = torch.amp.GradScaler(torch.device(DEVICE).type)
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -124,7 +161,7 @@ def main():
         test_data = Subset(test_data, range(min(args.test_samples, len(test_data))))
     if args.seed is not None:
         torch.manual_seed(args.seed)
-    model = NeuralNetwork()
+    model = NeuralNetwork().to(DEVICE)
     train_dataloader = DataLoader(training_data, batch_size=args.batch_size, shuffle=not args.no_shuffle)
     test_dataloader = DataLoader(test_data, batch_size=args.batch_size)
     loss_fn = nn.CrossEntropyLoss()

@@ -56,6 +56,10 @@ pub struct TrainArgs {
     /// libtorch intra-op threads (torch.set_num_threads); default: libtorch's choice.
     #[arg(long)]
     pub threads: Option<usize>,
+    /// Deterministic kernels (torch.use_deterministic_algorithms(True), cuDNN deterministic):
+    /// reproducible GPU runs; with CUDA also set CUBLAS_WORKSPACE_CONFIG=:4096:8.
+    #[arg(long)]
+    pub deterministic: bool,
     /// Directory with the four (Fashion)MNIST IDX files, gzipped or not.
     #[arg(long)]
     pub data_dir: Option<PathBuf>,
@@ -129,6 +133,20 @@ pub struct TrainArgs {
     /// Start from these weights (a safetensors state dict, e.g. saved by PyTorch).
     #[arg(long)]
     pub init: Option<PathBuf>,
+    /// 32-true, bf16-mixed (autocast to bfloat16) or 16-mixed (autocast to float16 and a
+    /// gradient scaler), as torch.autocast and torch.amp.GradScaler do (Lightning's names).
+    #[arg(long, default_value_t = defaults().precision)]
+    pub precision: String,
+    /// Where metrics go, any combination: csv (metrics_*.csv), jsonl (metrics.jsonl),
+    /// tensorboard (event files in the run directory: `tensorboard --logdir runs/`).
+    #[arg(long, default_value_t = defaults().logger)]
+    pub logger: String,
+    /// TensorBoard: write the training loss, lr, samples/s every N optimizer steps.
+    #[arg(long, default_value_t = defaults().log_every_n_steps)]
+    pub log_every_n_steps: usize,
+    /// TensorBoard: histograms of every parameter and its gradient at each epoch end.
+    #[arg(long)]
+    pub log_histograms: bool,
     /// Train data-parallel across the processes of an MPI job (`mpirun -n N kiln train
     /// --distributed mpi`; nccl: one GPU per rank); --batch-size is per rank.
     #[arg(long, value_parser = ["mpi", "nccl"])]

@@ -85,7 +85,14 @@ pub fn test(
 ) -> Result<TestSummary> {
     let mut metrics: [Box<dyn Metric>; 2] =
         [Box::new(MeanLoss::default()), Box::new(Accuracy::default())];
-    evaluate(loader, model, loss_fn, &mut metrics, None)?;
+    evaluate(
+        loader,
+        model,
+        loss_fn,
+        &mut metrics,
+        None,
+        kiln_tensor::amp::Precision::F32True,
+    )?;
     // An empty loader gives NaN where Python would divide by zero.
     let (avg_loss, accuracy) = (metrics[0].value(), metrics[1].value());
     writeln!(out, "{}", test_report(accuracy, avg_loss))?;

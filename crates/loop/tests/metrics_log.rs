@@ -4,8 +4,8 @@ mod common;
 use anyhow::{ensure, Result};
 use common::TempDir;
 use kiln_loop::loggers::metrics_log::{
-    has_metrics, read_metrics, MetricRecord, MetricsWriter, Scope, EPOCH_CSV, METRICS_FILE,
-    STEP_CSV,
+    has_metrics, read_metrics, Formats, MetricRecord, MetricsWriter, Scope, EPOCH_CSV,
+    METRICS_FILE, STEP_CSV,
 };
 use std::fs;
 use std::io::Write;
@@ -286,5 +286,41 @@ fn open_append_refuses_a_damaged_log_instead_of_dropping_it() -> Result<()> {
         read(dir, METRICS_FILE)? == "not json\n{}\n",
         "the file is untouched"
     );
+    Ok(())
+}
+
+#[test]
+fn csv_only_runs_resume_and_read_back_from_their_csvs() -> Result<()> {
+    let tmp = TempDir::new("csv-only")?;
+    let dir = tmp.path();
+    let csv_only = Formats {
+        jsonl: false,
+        csv: true,
+    };
+    let mut writer = MetricsWriter::create_with(dir, csv_only)?;
+    for step in 1..=4u64 {
+        writer.log_step(step, 1, [("train_loss", 1.0 / step as f64), ("lr", 0.1)])?;
+    }
+    writer.log_epoch(4, 1, [("test_loss", 0.5), ("test_accuracy", f64::NAN)])?;
+    writer.log_step(5, 2, [("train_loss", 0.2), ("note, quoted", 7.0)])?;
+    drop(writer);
+    ensure!(!dir.join(METRICS_FILE).exists(), "no JSONL was asked for");
+    let records = read_metrics(dir)?;
+    ensure!(records.len() == 6, "{records:?}");
+    ensure!(
+        records[4].scope == Scope::Epoch
+            && records[4].get("test_accuracy").is_some_and(f64::is_nan)
+    );
+    ensure!(records[5].get("note, quoted") == Some(7.0));
+    // A resume from step 4 drops step 5 from the CSVs.
+    let mut writer = MetricsWriter::open_append_with(dir, 4, csv_only)?;
+    writer.log_step(5, 2, [("train_loss", 0.25)])?;
+    drop(writer);
+    let records = read_metrics(dir)?;
+    ensure!(
+        records.len() == 6 && records[5].get("train_loss") == Some(0.25),
+        "{records:?}"
+    );
+    ensure!(records[5].get("note, quoted").is_none());
     Ok(())
 }

@@ -455,9 +455,9 @@ fn eval_info(step: usize, test_loss: f64) -> EvalInfo {
         epoch: step / 10,
         step,
         metrics: vec![
-            ("accuracy".into(), 1.0 - test_loss / 10.0),
+            ("test_accuracy".into(), 1.0 - test_loss / 10.0),
             ("test_loss".into(), test_loss),
-            ("top5_accuracy".into(), 0.99),
+            ("test_top5_accuracy".into(), 0.99),
         ],
         end_of_epoch: true,
     }
@@ -499,6 +499,7 @@ fn logger_writes_lightning_style_tags_hparams_and_histograms() -> Result<()> {
         log_every_n_steps: 5,
         flush_interval: Duration::from_secs(3600),
         flags: Some(flags.clone()),
+        histograms: false,
     };
     let mut logger = TensorBoardLogger::create(tmp.path(), config)?;
     logger.on_run_start(&progress(0))?;
@@ -634,9 +635,9 @@ fn logger_writes_lightning_style_tags_hparams_and_histograms() -> Result<()> {
         .collect();
     metrics.sort_by(|a, b| a.0.cmp(&b.0));
     let want = vec![
-        ("hparam/accuracy".to_string(), f32v(1.0 - 1.0 / 120.0)),
+        ("hparam/test_accuracy".to_string(), f32v(1.0 - 1.0 / 120.0)),
         ("hparam/test_loss".to_string(), f32v(1.0 / 12.0)),
-        ("hparam/top5_accuracy".to_string(), f32v(0.99)),
+        ("hparam/test_top5_accuracy".to_string(), f32v(0.99)),
         ("hparam/train_loss".to_string(), f32v(loss(12))),
     ];
     ensure!(metrics == want, "{metrics:?}");
@@ -653,6 +654,7 @@ fn killed_and_resumed_run_reads_as_one_curve() -> Result<()> {
         log_every_n_steps: 5,
         flush_interval: Duration::from_secs(3600),
         flags: Some(flags),
+        histograms: false,
     };
     // Values of the first process and of the resumed one differ, so that
     // the reader's choice shows (a real resumed run repeats the same ones).
@@ -670,7 +672,7 @@ fn killed_and_resumed_run_reads_as_one_curve() -> Result<()> {
             a.flush()?;
         }
     }
-    let old_file = a.writer().path().to_path_buf();
+    let old_file = a.writer()?.path().to_path_buf();
     std::mem::forget(a); // kill -9: the queued steps 31-33 are lost
                          // ... while it was writing a record: half of one is left at the end.
     let mut torn = Vec::new();

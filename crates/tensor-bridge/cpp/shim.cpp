@@ -344,3 +344,20 @@ char *kiln_amp_update_scale_(tensor scale, tensor growth_tracker, tensor found_i
 }
 
 }  // extern "C"
+
+// ---------------------------------------------------------------------------
+// Determinism (torch.use_deterministic_algorithms + cuDNN's flags), for
+// comparing runs on GPUs: `kiln train --deterministic`.
+extern "C" {
+
+// torch.use_deterministic_algorithms(on); torch.backends.cudnn.deterministic = on;
+// torch.backends.cudnn.benchmark = not on.
+char *kiln_set_deterministic(int on) {
+  KILN_TRY({
+    at::globalContext().setDeterministicAlgorithms(on != 0, false);
+    at::globalContext().setDeterministicCuDNN(on != 0);
+    at::globalContext().setBenchmarkCuDNN(on == 0 ? at::globalContext().benchmarkCuDNN() : false);
+  })
+}
+
+}  // extern "C"

@@ -103,6 +103,16 @@ pub fn set_threads(threads: usize) -> Result<()> {
     Ok(())
 }
 
+/// `torch.use_deterministic_algorithms(on)` with cuDNN's deterministic flag
+/// (and benchmarking off): libtorch then picks deterministic kernels (or
+/// errors where an op has none), so two runs on one GPU give the same bits.
+/// On CUDA, cuBLAS also needs `CUBLAS_WORKSPACE_CONFIG=:4096:8` in the
+/// environment, as in PyTorch.
+pub fn set_deterministic(on: bool) -> Result<()> {
+    // SAFETY: takes a flag and sets libtorch's global context; errors come back as text.
+    crate::shim::check(unsafe { crate::shim::kiln_set_deterministic(i32::from(on)) })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

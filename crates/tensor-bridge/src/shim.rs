@@ -237,3 +237,8 @@ extern "C" {
         len: *mut usize,
     ) -> *mut c_char;
 }
+
+// Determinism: torch.use_deterministic_algorithms and cuDNN's flags.
+extern "C" {
+    pub(crate) fn kiln_set_deterministic(on: c_int) -> *mut c_char;
+}

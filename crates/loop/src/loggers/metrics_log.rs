@@ -276,79 +276,129 @@ impl CsvFile {
     }
 }
 
-/// Appends metric records to a run directory's `metrics.jsonl` and CSVs.
+/// Which metric files a [`MetricsWriter`] keeps (`--logger csv,jsonl`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Formats {
+    /// `metrics.jsonl`.
+    pub jsonl: bool,
+    /// `metrics_step.csv` and `metrics_epoch.csv`.
+    pub csv: bool,
+}
+
+impl Default for Formats {
+    fn default() -> Self {
+        Self {
+            jsonl: true,
+            csv: true,
+        }
+    }
+}
+
+/// Appends metric records to a run directory's `metrics.jsonl` and CSVs
+/// (either or both, see [`Formats`]).
 ///
 /// Every [`log`](Self::log) writes and flushes one line per file before it
-/// returns. `metrics.jsonl` is the source of truth; the CSVs are views of it
-/// that are rebuilt from it when a column appears or a run resumes.
+/// returns. The writer keeps the run's records, from which a CSV is rebuilt
+/// when a column appears; a resumed run reads them back from
+/// `metrics.jsonl` (or the CSVs when the run kept no JSONL).
 #[derive(Debug)]
 pub struct MetricsWriter {
     run_dir: PathBuf,
-    jsonl_path: PathBuf,
-    jsonl: File,
-    step_csv: CsvFile,
-    epoch_csv: CsvFile,
+    jsonl: Option<(PathBuf, File)>,
+    step_csv: Option<CsvFile>,
+    epoch_csv: Option<CsvFile>,
+    records: Vec<MetricRecord>,
 }
 
 impl MetricsWriter {
-    /// Starts the metrics of a new run in `run_dir` (created if missing).
+    /// Starts the metrics of a new run in `run_dir` (created if missing),
+    /// JSONL and CSVs.
     ///
     /// Existing metrics files in `run_dir` are replaced by empty ones; a
     /// caller that must not overwrite an earlier run checks
     /// [`has_metrics`] first.
     pub fn create(run_dir: &Path) -> Result<Self> {
+        Self::create_with(run_dir, Formats::default())
+    }
+
+    /// [`MetricsWriter::create`] with the files `formats` names.
+    pub fn create_with(run_dir: &Path, formats: Formats) -> Result<Self> {
         fs::create_dir_all(run_dir).map_err(|e| output_error(run_dir, "creating", e))?;
-        Self::start(run_dir, &[])
+        Self::start(run_dir, Vec::new(), formats)
     }
 
     /// Continues the run in `run_dir` after its checkpoint at `resume_step`.
     ///
     /// Records with `step > resume_step` (written after the checkpoint by the
-    /// interrupted run) are dropped, as is a torn last line, and the three
-    /// files are rewritten atomically, so that once the resumed run has logged
-    /// the same records again the files equal those of an uninterrupted run.
-    /// Missing metrics files are created; a malformed `metrics.jsonl` is an
-    /// error, never silently discarded.
+    /// interrupted run) are dropped, as is a torn last line, and the files
+    /// are rewritten atomically, so that once the resumed run has logged the
+    /// same records again the files equal those of an uninterrupted run.
+    /// Missing metrics files are created; a malformed file is an error,
+    /// never silently discarded.
     pub fn open_append(run_dir: &Path, resume_step: u64) -> Result<Self> {
+        Self::open_append_with(run_dir, resume_step, Formats::default())
+    }
+
+    /// [`MetricsWriter::open_append`] with the files `formats` names.
+    pub fn open_append_with(run_dir: &Path, resume_step: u64, formats: Formats) -> Result<Self> {
         if !run_dir.is_dir() {
             return Err(Error::Data {
                 path: run_dir.to_path_buf(),
                 message: "run directory does not exist; nothing to resume".into(),
             });
         }
-        let path = run_dir.join(METRICS_FILE);
-        let records = if path.exists() {
-            read_metrics_file(&path)?
-                .into_iter()
-                .filter(|r| r.step <= resume_step)
-                .collect()
-        } else {
-            Vec::new()
+        let records = match read_metrics(run_dir) {
+            Ok(records) => records,
+            Err(_) if !has_any_metrics(run_dir) => Vec::new(),
+            Err(e) => return Err(e),
         };
-        Self::start(run_dir, &records)
+        let records = records
+            .into_iter()
+            .filter(|r| r.step <= resume_step)
+            .collect();
+        Self::start(run_dir, records, formats)
     }
 
-    /// Writes `records` as the complete contents of the three files and
-    /// opens them for appending.
-    fn start(run_dir: &Path, records: &[MetricRecord]) -> Result<Self> {
-        let jsonl_path = run_dir.join(METRICS_FILE);
-        let mut text = String::new();
-        for record in records {
-            text.push_str(&to_line(record)?);
-        }
-        kiln_tensor::io::write_atomic(&jsonl_path, text.as_bytes())?;
-        let jsonl = OpenOptions::new()
-            .append(true)
-            .open(&jsonl_path)
-            .map_err(|e| output_error(&jsonl_path, "opening", e))?;
-        let step_csv = CsvFile::rewrite(run_dir.join(STEP_CSV), Scope::Step, records)?;
-        let epoch_csv = CsvFile::rewrite(run_dir.join(EPOCH_CSV), Scope::Epoch, records)?;
+    /// Writes `records` as the complete contents of the files and opens
+    /// them for appending.
+    fn start(run_dir: &Path, records: Vec<MetricRecord>, formats: Formats) -> Result<Self> {
+        let jsonl = if formats.jsonl {
+            let path = run_dir.join(METRICS_FILE);
+            let mut text = String::new();
+            for record in &records {
+                text.push_str(&to_line(record)?);
+            }
+            kiln_tensor::io::write_atomic(&path, text.as_bytes())?;
+            let file = OpenOptions::new()
+                .append(true)
+                .open(&path)
+                .map_err(|e| output_error(&path, "opening", e))?;
+            Some((path, file))
+        } else {
+            None
+        };
+        let (step_csv, epoch_csv) = if formats.csv {
+            (
+                Some(CsvFile::rewrite(
+                    run_dir.join(STEP_CSV),
+                    Scope::Step,
+                    &records,
+                )?),
+                Some(CsvFile::rewrite(
+                    run_dir.join(EPOCH_CSV),
+                    Scope::Epoch,
+                    &records,
+                )?),
+            )
+        } else {
+            (None, None)
+        };
         Ok(Self {
             run_dir: run_dir.to_path_buf(),
-            jsonl_path,
             jsonl,
             step_csv,
             epoch_csv,
+            records,
         })
     }
 
@@ -365,32 +415,31 @@ impl MetricsWriter {
     /// `step` and `epoch`.
     pub fn log(&mut self, record: &MetricRecord) -> Result<()> {
         check_names(record)?;
-        let line = to_line(record)?;
-        let before = self
-            .jsonl
-            .metadata()
-            .map_err(|e| output_error(&self.jsonl_path, "writing", e))?
-            .len();
-        if let Err(e) = self
-            .jsonl
-            .write_all(line.as_bytes())
-            .and_then(|()| self.jsonl.flush())
-        {
-            // Take back a partly written line (disk full…), so that a later
-            // record does not land after it in the middle of the file.
-            let _ = self.jsonl.set_len(before);
-            return Err(output_error(&self.jsonl_path, "writing", e));
+        if let Some((path, file)) = &mut self.jsonl {
+            let line = to_line(record)?;
+            let before = file
+                .metadata()
+                .map_err(|e| output_error(path, "writing", e))?
+                .len();
+            if let Err(e) = file.write_all(line.as_bytes()).and_then(|()| file.flush()) {
+                // Take back a partly written line (disk full…), so that a later
+                // record does not land after it in the middle of the file.
+                let _ = file.set_len(before);
+                return Err(output_error(path, "writing", e));
+            }
         }
+        self.records.push(record.clone());
         let csv = match record.scope {
             Scope::Step => &mut self.step_csv,
             Scope::Epoch => &mut self.epoch_csv,
         };
+        let Some(csv) = csv else {
+            return Ok(());
+        };
         if record.values.keys().all(|k| csv.columns.contains(k)) {
             csv.append(record)
         } else {
-            // The record is already in metrics.jsonl: rebuild the CSV from it.
-            let records = read_metrics_file(&self.jsonl_path)?;
-            *csv = CsvFile::rewrite(csv.path.clone(), csv.scope, &records)?;
+            *csv = CsvFile::rewrite(csv.path.clone(), csv.scope, &self.records)?;
             Ok(())
         }
     }
@@ -421,23 +470,112 @@ pub fn has_metrics(run_dir: &Path) -> bool {
     fs::metadata(run_dir.join(METRICS_FILE)).is_ok_and(|m| m.len() > 0)
 }
 
-/// Reads `run_dir/metrics.jsonl` back, in file order.
+fn has_any_metrics(run_dir: &Path) -> bool {
+    [METRICS_FILE, STEP_CSV, EPOCH_CSV]
+        .iter()
+        .any(|f| run_dir.join(f).is_file())
+}
+
+/// Reads a run's metric records back: `metrics.jsonl` in file order, or,
+/// for a run that kept only CSVs, both CSVs (records ordered by step, step
+/// records before the epoch record of the same step).
 ///
 /// A malformed line is an error naming the file and line number, except a
 /// last line without its newline (a run killed while writing it), which is
 /// skipped with a warning.
 pub fn read_metrics(run_dir: &Path) -> Result<Vec<MetricRecord>> {
     let path = run_dir.join(METRICS_FILE);
-    if !path.is_file() {
+    if path.is_file() {
+        return read_metrics_file(&path);
+    }
+    let (step, epoch) = (run_dir.join(STEP_CSV), run_dir.join(EPOCH_CSV));
+    if !step.is_file() && !epoch.is_file() {
         return Err(Error::Data {
             path,
             message: format!(
-                "no {METRICS_FILE} here; is {} a kiln run directory?",
+                "no {METRICS_FILE}, {STEP_CSV} or {EPOCH_CSV} here; is {} a kiln run directory?",
                 run_dir.display()
             ),
         });
     }
-    read_metrics_file(&path)
+    let mut records = Vec::new();
+    for (file, scope) in [(step, Scope::Step), (epoch, Scope::Epoch)] {
+        if file.is_file() {
+            records.extend(read_csv_file(&file, scope)?);
+        }
+    }
+    records.sort_by_key(|r| (r.step, r.scope));
+    Ok(records)
+}
+
+/// Splits one CSV line into fields (RFC 4180 quoting, as [`csv_field`] writes).
+fn csv_fields(line: &str) -> Vec<String> {
+    let mut fields = Vec::new();
+    let mut field = String::new();
+    let mut quoted = false;
+    let mut chars = line.chars().peekable();
+    while let Some(c) = chars.next() {
+        match (c, quoted) {
+            ('"', true) if chars.peek() == Some(&'"') => {
+                chars.next();
+                field.push('"');
+            }
+            ('"', _) => quoted = !quoted,
+            (',', false) => fields.push(std::mem::take(&mut field)),
+            (c, _) => field.push(c),
+        }
+    }
+    fields.push(field);
+    fields
+}
+
+/// The records of one of the CSVs (`step,epoch,` then the metric columns).
+fn read_csv_file(path: &Path, scope: Scope) -> Result<Vec<MetricRecord>> {
+    let bad = |message: String| Error::Data {
+        path: path.to_path_buf(),
+        message,
+    };
+    let text = fs::read_to_string(path).map_err(|e| bad(format!("cannot read: {e}")))?;
+    let mut lines = text.lines();
+    let header = csv_fields(lines.next().unwrap_or_default());
+    if header.get(..2) != Some(&["step".to_string(), "epoch".to_string()][..]) {
+        return Err(bad(
+            "line 1: the header does not start with step,epoch".into()
+        ));
+    }
+    let mut records = Vec::new();
+    for (i, line) in lines.enumerate() {
+        let fields = csv_fields(line);
+        let number = |text: &str| -> std::result::Result<f64, String> {
+            match text {
+                "NaN" => Ok(f64::NAN),
+                "inf" => Ok(f64::INFINITY),
+                "-inf" => Ok(f64::NEG_INFINITY),
+                t => t.parse().map_err(|_| format!("{t:?} is not a number")),
+            }
+        };
+        let line_no = i + 2;
+        let int = |k: usize| -> Result<u64> {
+            fields
+                .get(k)
+                .and_then(|f| f.parse().ok())
+                .ok_or_else(|| bad(format!("line {line_no}: no {} number", header[k])))
+        };
+        let mut values = BTreeMap::new();
+        for (name, field) in header.iter().zip(&fields).skip(2) {
+            if !field.is_empty() {
+                let v = number(field).map_err(|m| bad(format!("line {line_no}: {m}")))?;
+                values.insert(name.clone(), v);
+            }
+        }
+        records.push(MetricRecord {
+            scope,
+            step: int(0)?,
+            epoch: int(1)?,
+            values,
+        });
+    }
+    Ok(records)
 }
 
 fn read_metrics_file(path: &Path) -> Result<Vec<MetricRecord>> {
@@ -501,6 +639,7 @@ pub const EPOCH_TRAIN_SECONDS: &str = "epoch_train_seconds";
 /// training starts, so a run that fails to start leaves them untouched.
 pub struct MetricsLogger {
     run_dir: PathBuf,
+    formats: Formats,
     resume_step: Option<usize>,
     writer: Option<MetricsWriter>,
     epoch_start: Option<std::time::Instant>,
@@ -509,18 +648,19 @@ pub struct MetricsLogger {
 
 impl MetricsLogger {
     /// Fresh files in `run_dir`.
-    pub fn create(run_dir: &Path) -> Result<Self> {
-        Ok(Self::new(run_dir, None))
+    pub fn create(run_dir: &Path, formats: Formats) -> Self {
+        Self::new(run_dir, formats, None)
     }
 
     /// Continues a resumed run's files, dropping records after `resume_step`.
-    pub fn resume(run_dir: &Path, resume_step: usize) -> Result<Self> {
-        Ok(Self::new(run_dir, Some(resume_step)))
+    pub fn resume(run_dir: &Path, formats: Formats, resume_step: usize) -> Self {
+        Self::new(run_dir, formats, Some(resume_step))
     }
 
-    fn new(run_dir: &Path, resume_step: Option<usize>) -> Self {
+    fn new(run_dir: &Path, formats: Formats, resume_step: Option<usize>) -> Self {
         Self {
             run_dir: run_dir.to_path_buf(),
+            formats,
             resume_step,
             writer: None,
             epoch_start: None,
@@ -538,8 +678,10 @@ impl MetricsLogger {
 impl crate::Callback for MetricsLogger {
     fn on_run_start(&mut self, _start: &crate::checkpoint::Progress) -> Result<()> {
         self.writer = Some(match self.resume_step {
-            Some(step) => MetricsWriter::open_append(&self.run_dir, step as u64)?,
-            None => MetricsWriter::create(&self.run_dir)?,
+            Some(step) => {
+                MetricsWriter::open_append_with(&self.run_dir, step as u64, self.formats)?
+            }
+            None => MetricsWriter::create_with(&self.run_dir, self.formats)?,
         });
         self.epoch_start = Some(std::time::Instant::now());
         Ok(())

@@ -234,7 +234,7 @@ pub fn build(
     VarStoreModel::new(device, |root| {
         let mlp = Mlp::new(root, cfg, inputs, outputs)?;
         match standardize {
-            Some(train) => mlp.standardized(root, &train.f_to(device)?),
+            Some(train) => mlp.standardized(root, &train.f_to(Device::Cpu)?),
             None => Ok(mlp),
         }
     })

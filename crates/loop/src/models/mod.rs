@@ -127,14 +127,20 @@ pub struct VarStoreModel<M> {
 }
 
 impl<M: Network> VarStoreModel<M> {
-    /// Builds the module on a new store on `device` with `build` (which
-    /// creates its variables under the root path), in training mode.
+    /// Builds the module with `build` (which creates its variables under
+    /// the root path) and moves it to `device`, in training mode. As in
+    /// PyTorch's `Net().to(device)`, the variables are created and
+    /// initialised on the CPU (drawing from the CPU generator), so a seed
+    /// gives the same initial weights on every device.
     pub fn new(
         device: Device,
         build: impl FnOnce(&kiln_tensor::nn::Path<'_>) -> Result<M>,
     ) -> Result<Self> {
-        let vs = VarStore::new(device);
+        let mut vs = VarStore::new(Device::Cpu);
         let module = build(&vs.root())?;
+        if device != Device::Cpu {
+            vs.set_device(device);
+        }
         Ok(Self {
             vs,
             module,

@@ -63,6 +63,14 @@ impl Components {
         if let Some(threads) = config.threads {
             set_threads(threads).map_err(|e| usage("--threads", e))?;
         }
+        if config.deterministic {
+            kiln_tensor::device::set_deterministic(true)?;
+        }
+        // A precision this device cannot run is refused before anything loads.
+        config
+            .precision_value()?
+            .check(device)
+            .map_err(|e| usage("--precision", e))?;
         let splits = load_data(config, seed, device)?;
         kiln_tensor::rng::manual_seed(seed);
         let (model, model_spec) = build_model(config, &splits, device)?;
@@ -72,8 +80,25 @@ impl Components {
         let mut model = model;
         let (loss, loss_spec) =
             build_loss(config.loss.as_deref(), splits.task, model.default_loss())?;
-        probe(model.as_mut(), loss.as_ref(), &splits, &model_spec)?;
-        let optimizer = build_optimizer(&config.optimizer, model.as_ref())?;
+                let optimizer = build_optimizer(&config.optimizer, model.as_ref())?;
+        probe(
+            model.as_mut(),
+            loss.as_ref(),
+            optimizer.as_ref(),
+            &splits,
+            &model_spec,
+        )?;
+        let precision = config.precision_value()?;
+        if let Some(scaler) = kiln_optim::amp::GradScaler::for_precision(precision, device)
+            .map_err(|e| usage("--precision", e))?
+        {
+            scaler.check_optimizer(optimizer.as_ref()).map_err(|e| {
+                Error::Usage(format!(
+                    "--precision {precision} scales gradients, which --optimizer {} does not allow: {e}",
+                    optimizer.name()
+                ))
+            })?;
+        }
         Ok(Self {
             device,
             splits,
@@ -216,19 +241,42 @@ pub fn build_loss(
     }
 }
 
-/// One forward pass on the first training sample (eval mode, no gradient,
-/// so no random draws and no statistics updated): the model must accept
-/// the data's input shape and give the outputs the targets need, and the
-/// loss must accept both. Errors name both sides' shapes and the flag.
-fn probe(model: &mut dyn Model, loss: &dyn Loss, data: &RunData, spec: &str) -> Result<()> {
+/// One forward and backward pass on the first training sample, in eval mode
+/// (no random draws, no statistics updated), before anything is written:
+/// the model must accept the data's input shape and give the outputs the
+/// targets need, the loss must accept both, and the optimizer must be able
+/// to step on the gradients (SparseAdam: sparse ones). Errors name the
+/// shapes and the flag. The gradients are cleared afterwards.
+fn probe(
+    model: &mut dyn Model,
+    loss: &dyn Loss,
+    optimizer: &dyn Optimizer,
+    data: &RunData,
+    spec: &str,
+) -> Result<()> {
     let stored = data.train.inputs.f_narrow(0, 0, 1)?;
     let inputs = data.train.model_inputs(&stored)?;
     let targets = data.train.targets.f_narrow(0, 0, 1)?;
     let was_training = model.is_training();
     model.set_training(false)?;
-    let output = kiln_tensor::tch::no_grad(|| model.forward(&inputs));
+    let checked = probe_eval(model, loss, optimizer, data.task, &inputs, &targets, spec);
+    for p in model.parameters()? {
+        kiln_tensor::ops::clear_grad(&p.tensor)?;
+    }
     model.set_training(was_training)?;
-    let output = output.map_err(|e| match e {
+    checked
+}
+
+fn probe_eval(
+    model: &dyn Model,
+    loss: &dyn Loss,
+    optimizer: &dyn Optimizer,
+    task: Task,
+    inputs: &Tensor,
+    targets: &Tensor,
+    spec: &str,
+) -> Result<()> {
+    let output = model.forward(inputs).map_err(|e| match e {
         // The module file itself is at fault (it returns no tensor…).
         Error::Data { .. } => e,
         other => {
@@ -245,7 +293,7 @@ fn probe(model: &mut dyn Model, loss: &dyn Loss, data: &RunData, spec: &str) -> 
         }
     })?;
     let out = output.size();
-    let (wanted, what) = match data.task {
+    let (wanted, what) = match task {
         Task::Classify { classes } => (classes, format!("the data has {classes} classes")),
         Task::Regress { outputs } => (
             outputs,
@@ -258,8 +306,15 @@ fn probe(model: &mut dyn Model, loss: &dyn Loss, data: &RunData, spec: &str) -> 
             inputs.size()
         )));
     }
-    let _ = kiln_tensor::tch::no_grad(|| loss.forward(&output.f_to_kind(Kind::Float)?, &targets))
+    let value = loss
+        .forward(&output.f_to_kind(Kind::Float)?, targets)
         .map_err(|e| Error::Usage(format!("--loss {}: {e}", loss.name())))?;
+    if value.requires_grad() {
+        value.f_backward()?;
+        optimizer
+            .check_gradients()
+            .map_err(|e| Error::Usage(format!("--optimizer {}: {e}", optimizer.name())))?;
+    }
     Ok(())
 }
 
@@ -325,6 +380,7 @@ pub(crate) fn trainer_config(config: &RunConfig) -> Result<TrainerConfig> {
             .as_deref()
             .map(early_stopping)
             .transpose()?,
+        precision: config.precision_value()?,
         ..TrainerConfig::default()
     };
     // With a validation split, plateau schedulers follow the validation loss.

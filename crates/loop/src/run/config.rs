@@ -45,6 +45,9 @@ pub struct RunConfig {
     pub device: String,
     /// libtorch intra-op threads.
     pub threads: Option<usize>,
+    /// `torch.use_deterministic_algorithms(True)` (and cuDNN's deterministic
+    /// mode): reproducible GPU runs.
+    pub deterministic: bool,
     /// Directory of the four (Fashion)MNIST IDX files.
     pub data_dir: Option<PathBuf>,
     /// Other data (`csv:PATH,target=COLUMN`).
@@ -92,6 +95,14 @@ pub struct RunConfig {
     pub keep_best: Option<String>,
     /// Start from these weights (a safetensors state dict).
     pub init: Option<PathBuf>,
+    /// `32-true`, `bf16-mixed` or `16-mixed` (Lightning's names).
+    pub precision: String,
+    /// Where metrics go: any of `csv`, `jsonl`, `tensorboard`, comma-separated.
+    pub logger: String,
+    /// Write training scalars to TensorBoard every N optimizer steps.
+    pub log_every_n_steps: usize,
+    /// Histograms of every parameter and its gradient in TensorBoard at each epoch end.
+    pub log_histograms: bool,
     /// `mpi` or `nccl`: data-parallel over the ranks of an MPI job.
     pub distributed: Option<String>,
     /// Seconds before a stuck collective aborts every rank.
@@ -112,6 +123,7 @@ impl Default for RunConfig {
             seed: None,
             device: "auto".into(),
             threads: None,
+            deterministic: false,
             data_dir: None,
             data: None,
             no_shuffle: false,
@@ -134,10 +146,25 @@ impl Default for RunConfig {
             keep_checkpoints: 3,
             keep_best: None,
             init: None,
+            precision: "32-true".into(),
+            logger: "csv,jsonl".into(),
+            log_every_n_steps: 50,
+            log_histograms: false,
             distributed: None,
             dist_timeout: 300.0,
         }
     }
+}
+
+/// Which loggers `--logger` turns on.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Loggers {
+    /// `metrics_step.csv` and `metrics_epoch.csv`.
+    pub csv: bool,
+    /// `metrics.jsonl`.
+    pub jsonl: bool,
+    /// TensorBoard event files.
+    pub tensorboard: bool,
 }
 
 /// The flags that are not settings of their own (see the module docs).
@@ -358,12 +385,49 @@ impl RunConfig {
                 self.dist_timeout
             )));
         }
+        self.precision_value()?;
+        self.loggers()?;
+        if self.log_every_n_steps == 0 {
+            return Err(Error::Usage(
+                "--log-every-n-steps must be at least 1, got 0".into(),
+            ));
+        }
         if self.data.is_some() && self.data_dir.is_some() {
             return Err(Error::Usage(
                 "--data and --data-dir name two data sources; give one".into(),
             ));
         }
         Ok(())
+    }
+
+    /// `--precision` as a value.
+    pub fn precision_value(&self) -> Result<kiln_tensor::amp::Precision> {
+        self.precision
+            .parse()
+            .map_err(|e| Error::Usage(format!("--precision: {e}")))
+    }
+
+    /// `--logger` as the set of loggers it names.
+    pub fn loggers(&self) -> Result<Loggers> {
+        let mut out = Loggers::default();
+        for name in self
+            .logger
+            .split(',')
+            .map(str::trim)
+            .filter(|n| !n.is_empty())
+        {
+            match name {
+                "csv" => out.csv = true,
+                "jsonl" => out.jsonl = true,
+                "tensorboard" => out.tensorboard = true,
+                other => {
+                    return Err(Error::Usage(format!(
+                        "--logger: unknown logger '{other}'; accepted: csv, jsonl, tensorboard (comma-separated)"
+                    )))
+                }
+            }
+        }
+        Ok(out)
     }
 
     /// The configuration as the JSON object `config.json` holds.

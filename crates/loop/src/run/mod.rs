@@ -14,6 +14,8 @@ pub use dir::RunDir;
 
 use crate::checkpoint::{self, Checkpoint, Progress};
 use crate::distributed::{Collective, DataParallel, DistributedSampler};
+use crate::loggers::metrics_log::Formats;
+use crate::loggers::tensorboard::{TensorBoardConfig, TensorBoardLogger};
 use crate::loggers::{JsonLines, MetricsLogger, ProgressPrinter, TutorialPrinter};
 use crate::{Callback, DataLoader, Error, FitSummary, Loaders, Model, Result, StopReason, Trainer};
 use std::io::IsTerminal;
@@ -204,11 +206,44 @@ fn train_on(
         val_loader = val_loader.map(|l| l.distributed(eval_sampler.clone()));
         test_loader = test_loader.distributed(eval_sampler);
     }
-    let mut trainer_config = build::trainer_config(&config)?;
+    let trainer_config = build::trainer_config(&config)?;
     let scheduler = build::scheduler(&config, optimizer.as_mut(), &train_loader)?;
+    // Declared before the trainer, whose callbacks borrow it.
+    let run_dir: Option<RunDir>;
+    let mut trainer = Trainer::new(trainer_config)?.run_config(config.to_json()?);
+    trainer = build::metrics(trainer, &config, splits)?;
+    let mut eval_names = Vec::new();
+    if val_loader.is_some() {
+        eval_names.push("val");
+    }
+    eval_names.push("test");
+    let reported = trainer.metric_names(&eval_names);
+    let keep_best_reported = config
+        .keep_best
+        .as_ref()
+        .is_none_or(|m| reported.contains(m));
+    let checked = trainer.check_monitors(&eval_names).and_then(|()| {
+        if keep_best_reported {
+            Ok(())
+        } else {
+            Err(Error::Usage(format!(
+                "--keep-best monitors '{}', which this run does not report; it reports {}",
+                config.keep_best.as_deref().unwrap_or_default(),
+                reported.join(", ")
+            )))
+        }
+    });
+    checked.map_err(|e| {
+        let hint = if val_loader.is_none() && e.to_string().contains("'val_") {
+            " (val_* metrics need --val-fraction)"
+        } else {
+            ""
+        };
+        Error::Usage(format!("{e}{hint}"))
+    })?;
 
     // Everything is built and checked: now the run directory.
-    let run_dir = if main {
+    run_dir = if main {
         Some(match resumed {
             Some(dir) => dir,
             None => RunDir::create(request.run_dir.as_deref())?,
@@ -245,21 +280,36 @@ fn train_on(
     if let (Some(dp), Some(path)) = (dp, &request.resume) {
         resume = share_checkpoint(dp, resume, path)?;
     }
-    trainer_config.checkpoint = run_dir
-        .as_ref()
-        .map(|dir| build::checkpoint_config(&config, dir.path()));
     let resume_step = resume.as_ref().map(|c| c.progress.step);
-    let mut trainer = Trainer::new(trainer_config)?.run_config(config.to_json()?);
-    trainer = build::metrics(trainer, &config, splits)?;
     if let Some(dir) = &run_dir {
+        trainer = trainer.checkpoints(build::checkpoint_config(&config, dir.path()))?;
         trainer = trainer.callback(ConfigWriter {
             dir,
             config: config.clone(),
         });
-        trainer = trainer.callback(match resume_step {
-            Some(step) => MetricsLogger::resume(dir.path(), step)?,
-            None => MetricsLogger::create(dir.path())?,
-        });
+        let loggers = config.loggers()?;
+        if loggers.jsonl || loggers.csv {
+            let formats = Formats {
+                jsonl: loggers.jsonl,
+                csv: loggers.csv,
+            };
+            trainer = trainer.callback(match resume_step {
+                Some(step) => MetricsLogger::resume(dir.path(), formats, step),
+                None => MetricsLogger::create(dir.path(), formats),
+            });
+        }
+        if loggers.tensorboard {
+            let tb = TensorBoardConfig {
+                log_every_n_steps: config.log_every_n_steps as u64,
+                flags: Some(config.to_json()?),
+                histograms: config.log_histograms,
+                ..TensorBoardConfig::default()
+            };
+            trainer = trainer.callback(match resume_step {
+                Some(step) => TensorBoardLogger::resume(dir.path(), step as u64, tb)?,
+                None => TensorBoardLogger::create(dir.path(), tb)?,
+            });
+        }
         if !request.quiet {
             let stdout = std::io::stdout();
             trainer = match request.format {
@@ -284,6 +334,7 @@ fn train_on(
         eval_sets.push(("val", val));
     }
     eval_sets.push(("test", &test_loader));
+    debug_assert_eq!(eval_sets.len(), eval_names.len());
     let summary = trainer.fit(
         model.as_mut(),
         loss.as_ref(),

@@ -1,5 +1,6 @@
 //! The Trainer's settings.
 use crate::{Error, Result};
+use kiln_tensor::amp::Precision;
 use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
 
@@ -107,6 +108,26 @@ pub struct TrainerConfig {
     pub clip_grad_norm: Option<f64>,
     /// Checkpointing, if any.
     pub checkpoint: Option<CheckpointConfig>,
+    /// Autocast around forward and loss, and a gradient scaler for
+    /// `16-mixed` (Lightning's precision names).
+    #[serde(with = "precision_name")]
+    pub precision: Precision,
+}
+
+/// A precision as its name in JSON.
+mod precision_name {
+    use kiln_tensor::amp::Precision;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(p: &Precision, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(p.name())
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Precision, D::Error> {
+        String::deserialize(d)?
+            .parse()
+            .map_err(serde::de::Error::custom)
+    }
 }
 
 impl Default for TrainerConfig {
@@ -126,6 +147,7 @@ impl Default for TrainerConfig {
             clip_grad_value: None,
             clip_grad_norm: None,
             checkpoint: None,
+            precision: Precision::F32True,
         }
     }
 }
@@ -175,17 +197,26 @@ impl TrainerConfig {
         Ok(())
     }
 
-    /// Every metric name this configuration monitors (early stopping, the
-    /// plateau monitor, the best checkpoint), for checking before training.
-    pub fn monitored(&self) -> Vec<&str> {
-        let mut out: Vec<&str> = Vec::new();
-        out.extend(self.early_stopping.as_ref().map(|e| e.monitor.as_str()));
-        out.extend(self.monitor.as_deref());
+    /// Every metric this configuration monitors, with what monitors it
+    /// (`--early-stopping`, the plateau scheduler, `--keep-best`), for
+    /// checking before training.
+    pub fn monitored(&self) -> Vec<(&'static str, &str)> {
+        let mut out = Vec::new();
+        out.extend(
+            self.early_stopping
+                .as_ref()
+                .map(|e| ("--early-stopping", e.monitor.as_str())),
+        );
+        out.extend(
+            self.monitor
+                .as_deref()
+                .map(|m| ("the plateau scheduler", m)),
+        );
         out.extend(
             self.checkpoint
                 .as_ref()
                 .and_then(|c| c.keep_best.as_ref())
-                .map(|(m, _)| m.as_str()),
+                .map(|(m, _)| ("--keep-best", m.as_str())),
         );
         out
     }

@@ -20,6 +20,9 @@ struct TrainerState {
     /// The best checkpoint, relative to the run directory, and its value.
     best_checkpoint: Option<(PathBuf, f64)>,
     scheduler: Option<serde_json::Value>,
+    /// The gradient scaler's `state_dict()` (PyTorch's keys).
+    #[serde(default)]
+    grad_scaler: Option<serde_json::Value>,
 }
 
 /// One fit in progress: the trainer, what it trains, and where it stands.
@@ -59,6 +62,21 @@ where
         }
         let names: Vec<&str> = data.eval.iter().map(|(n, _)| *n).collect();
         trainer.check_monitors(&names)?;
+        let device = model.device();
+        cfg.precision.check(device)?;
+        let scaler = match trainer.grad_scaler.take() {
+            Some(scaler) => Some(scaler),
+            None => kiln_optim::amp::GradScaler::for_precision(cfg.precision, device)?,
+        };
+        if let Some(scaler) = &scaler {
+            scaler.check_optimizer(&*optimizer).map_err(|e| {
+                Error::Usage(format!(
+                    "precision {} needs a gradient scaler, which cannot drive {}: {e}",
+                    cfg.precision,
+                    optimizer.name()
+                ))
+            })?;
+        }
         let data_parallel = trainer.data_parallel;
         let clipped = (0..optimizer.num_groups())
             .flat_map(|g| optimizer.group_params(g))
@@ -73,6 +91,9 @@ where
             clip_grad_norm: cfg.clip_grad_norm,
             params: model.parameters()?,
             clipped,
+            precision: cfg.precision,
+            device,
+            scaler,
         };
         let batches_per_epoch = data
             .train
@@ -127,6 +148,15 @@ where
             checkpoint::restore_rng(&ckpt.rng_cpu, &ckpt.rng_cuda)?;
             self.state = serde_json::from_value(ckpt.trainer)
                 .map_err(|e| Error::InvalidArgument(format!("checkpoint trainer state: {e}")))?;
+            match (&mut self.path.scaler, &self.state.grad_scaler) {
+                (Some(scaler), Some(saved)) => scaler.load_state_dict(saved)?,
+                (Some(_), None) => {
+                    return Err(Error::InvalidArgument(
+                        "the checkpoint has no gradient scaler state; resume it with the precision it was trained with".into(),
+                    ))
+                }
+                _ => {}
+            }
             match (&mut self.trainer.scheduler, &self.state.scheduler) {
                 (Some((sched, _)), Some(saved)) => sched.load_state_dict(saved)?,
                 (Some((sched, _)), None) => {
@@ -192,7 +222,7 @@ where
                 step_now,
                 &mut |params| trainer.each(|c| c.on_before_optimizer_step(&before, params)),
             )?;
-            let (loss, stepped, grad_norm) = match outcome {
+            let (loss, stepped, grad_norm, skipped) = match outcome {
                 Outcome::NonFinite { loss } => {
                     return Ok(Some(StopReason::NonFiniteLoss {
                         epoch,
@@ -201,15 +231,19 @@ where
                         loss,
                     }))
                 }
-                Outcome::Accumulated { loss } => (loss, false, None),
-                Outcome::Stepped { loss, grad_norm } => {
+                Outcome::Accumulated { loss } => (loss, false, None, false),
+                Outcome::Stepped {
+                    loss,
+                    grad_norm,
+                    skipped,
+                } => {
                     self.progress.step += 1;
                     if let Some((sched, Interval::Step)) = &mut self.trainer.scheduler {
                         if !sched.needs_metric() {
                             sched.step(&mut *self.optimizer)?;
                         }
                     }
-                    (loss, true, grad_norm)
+                    (loss, true, grad_norm, skipped)
                 }
             };
             let elapsed = clock.elapsed().as_secs_f64();
@@ -221,7 +255,7 @@ where
                 dataset_len,
                 step: self.progress.step,
                 stepped,
-                skipped: false,
+                skipped,
                 loss,
                 lr: self.optimizer.lr(0),
                 grad_norm,
@@ -365,6 +399,7 @@ where
                 self.loss_fn,
                 &mut self.trainer.metrics,
                 self.cfg.limit_eval_batches,
+                self.cfg.precision,
             )?;
             if let Some(dp) = self.data_parallel {
                 dp.reduce_metrics(&mut self.trainer.metrics)?;
@@ -396,6 +431,12 @@ where
             ));
         };
         self.state.scheduler = self.trainer.scheduler.as_ref().map(|(s, _)| s.state_dict());
+        self.state.grad_scaler = self
+            .path
+            .scaler
+            .as_ref()
+            .map(|s| s.state_dict())
+            .transpose()?;
         let (rng_cpu, rng_cuda) = checkpoint::capture_rng()?;
         let ckpt = Checkpoint {
             model: self.model.state_dict()?,

@@ -45,6 +45,7 @@ pub struct Trainer<'a> {
     scheduler: Option<(Box<dyn LrScheduler + 'a>, Interval)>,
     data_parallel: Option<DataParallel<'a>>,
     interrupt: Option<Arc<AtomicUsize>>,
+    grad_scaler: Option<kiln_optim::amp::GradScaler>,
 }
 
 impl<'a> Trainer<'a> {
@@ -59,6 +60,7 @@ impl<'a> Trainer<'a> {
             scheduler: None,
             data_parallel: None,
             interrupt: None,
+            grad_scaler: None,
         })
     }
 
@@ -94,6 +96,13 @@ impl<'a> Trainer<'a> {
         self
     }
 
+    /// Writes checkpoints as `checkpoints` says (replacing the config's).
+    pub fn checkpoints(mut self, checkpoints: CheckpointConfig) -> Result<Self> {
+        self.config.checkpoint = Some(checkpoints);
+        self.config.validate()?;
+        Ok(self)
+    }
+
     /// The run's configuration, stored in every checkpoint.
     pub fn run_config(mut self, config: serde_json::Value) -> Self {
         self.run_config = config;
@@ -115,6 +124,14 @@ impl<'a> Trainer<'a> {
     /// written and the fit returns [`StopReason::Interrupted`].
     pub fn interrupt_flag(mut self, flag: Arc<AtomicUsize>) -> Self {
         self.interrupt = Some(flag);
+        self
+    }
+
+    /// Scales losses and unscales gradients with `scaler` (its own
+    /// settings) instead of the default `torch.amp.GradScaler` that the
+    /// `16-mixed` precision gets; its state is checkpointed.
+    pub fn grad_scaler(mut self, scaler: kiln_optim::amp::GradScaler) -> Self {
+        self.grad_scaler = Some(scaler);
         self
     }
 
@@ -141,7 +158,7 @@ impl<'a> Trainer<'a> {
     /// listing those that are.
     pub fn check_monitors(&self, eval_sets: &[&str]) -> Result<()> {
         let names = self.metric_names(eval_sets);
-        for monitor in self.config.monitored() {
+        for (what, monitor) in self.config.monitored() {
             if !names.iter().any(|n| n == monitor) {
                 let known = if names.is_empty() {
                     "none: nothing is evaluated".to_string()
@@ -149,7 +166,7 @@ impl<'a> Trainer<'a> {
                     names.join(", ")
                 };
                 return Err(Error::InvalidArgument(format!(
-                    "metric '{monitor}' is not reported by this run; it reports {known}"
+                    "{what} monitors '{monitor}', which this run does not report; it reports {known}"
                 )));
             }
         }

@@ -1,19 +1,26 @@
 //! The one step path: how a batch becomes gradients and an optimizer step.
 //!
-//! This is the only place where optimizers differ: an ordinary optimizer
-//! gets one forward/backward per batch (summed over `accumulate` batches)
-//! and then `step()`; a closure optimizer (LBFGS) gets `step(closure)` whose
-//! closure clears the gradients and runs forward/backward again each time it
-//! is called. Both produce their gradients through the same
-//! [`StepPath::gradients_ready`] (averaging over data-parallel ranks, then
-//! clipping), so every setting works with every optimizer; what happens
-//! after a step is the caller's (`fit.rs`), shared by both.
+//! This is the only place where optimizers and precisions differ: an
+//! ordinary optimizer gets one forward/backward per batch (summed over
+//! `accumulate` batches) and then `step()`; a closure optimizer (LBFGS) gets
+//! `step(closure)` whose closure clears the gradients and runs
+//! forward/backward again each time it is called. Forward and loss run in
+//! the precision's autocast region (`torch.autocast(device_type, dtype)`),
+//! backward outside it; with a gradient scaler (`16-mixed`) the loss is
+//! scaled before backward, the gradients unscaled before clipping, and a
+//! step with inf/NaN gradients skipped (`scaler.step`, `scaler.update`), as
+//! in PyTorch's AMP recipe. Both optimizer kinds produce their gradients
+//! through the same `gradients_ready` (averaging over data-parallel ranks,
+//! unscaling, clipping), so every setting works with every optimizer; what
+//! happens after a step is the caller's (`fit.rs`), shared by all.
 use crate::distributed::DataParallel;
 use crate::{Batch, Error, Model, Result};
 use kiln_losses::Loss;
+use kiln_optim::amp::GradScaler;
 use kiln_optim::Optimizer;
+use kiln_tensor::amp::Precision;
 use kiln_tensor::params::NamedParameter;
-use kiln_tensor::Tensor;
+use kiln_tensor::{Device, Tensor};
 
 /// What one training batch did.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -23,12 +30,14 @@ pub(crate) enum Outcome {
         /// The batch's loss.
         loss: f64,
     },
-    /// The optimizer stepped.
+    /// The optimizer stepped (or the gradient scaler skipped the step).
     Stepped {
         /// The batch's loss (a closure optimizer's first evaluation).
         loss: f64,
         /// Total gradient norm before clipping, when clipping by norm.
         grad_norm: Option<f64>,
+        /// The scaler found inf/NaN gradients and skipped the optimizer step.
+        skipped: bool,
     },
     /// The loss was NaN or infinite (on any rank): nothing was stepped.
     NonFinite {
@@ -49,6 +58,12 @@ pub(crate) struct StepPath<'a> {
     pub params: Vec<NamedParameter>,
     /// The parameters the optimizer updates: what clipping sees.
     pub clipped: Vec<Tensor>,
+    /// Autocast around forward and loss.
+    pub precision: Precision,
+    /// Where the model runs (the autocast device type).
+    pub device: Device,
+    /// The gradient scaler (`16-mixed`).
+    pub scaler: Option<GradScaler>,
 }
 
 impl StepPath<'_> {
@@ -83,21 +98,36 @@ impl StepPath<'_> {
         if self.nonfinite(value)? {
             return Ok(Outcome::NonFinite { loss: value });
         }
-        if self.accumulate > 1 {
-            loss.f_div_scalar(self.accumulate as f64)?.f_backward()?;
+        let loss = if self.accumulate > 1 {
+            loss.f_div_scalar(self.accumulate as f64)?
         } else {
-            loss.f_backward()?;
+            loss
+        };
+        match &mut self.scaler {
+            Some(scaler) => scaler.scale(&loss)?.f_backward()?,
+            None => loss.f_backward()?,
         }
         if !step_now {
             return Ok(Outcome::Accumulated { loss: value });
         }
-        let grad_norm = self.gradients_ready()?;
+        let grad_norm = self.gradients_ready(Some(&*optimizer))?;
         before_step(&self.params)?;
-        optimizer.step()?;
+        let skipped = match &mut self.scaler {
+            Some(scaler) => {
+                let stepped = scaler.step(optimizer)?;
+                scaler.update()?;
+                !stepped
+            }
+            None => {
+                optimizer.step()?;
+                false
+            }
+        };
         optimizer.zero_grad()?;
         Ok(Outcome::Stepped {
             loss: value,
             grad_norm,
+            skipped,
         })
     }
 
@@ -131,7 +161,8 @@ impl StepPath<'_> {
                     return Err(Error::InvalidArgument(format!("non-finite loss {value}")));
                 }
                 loss.f_backward()?;
-                let grad_norm = self.gradients_ready()?;
+                // No scaler here: GradScaler refuses closure optimizers, as PyTorch's does.
+                let grad_norm = self.gradients_ready(None)?;
                 before_step(&self.params)?;
                 first.get_or_insert((value, grad_norm));
                 Ok(value)
@@ -152,11 +183,17 @@ impl StepPath<'_> {
         }
         optimizer.zero_grad()?;
         let (loss, grad_norm) = first.unwrap_or((f64::NAN, None));
-        Ok(Outcome::Stepped { loss, grad_norm })
+        Ok(Outcome::Stepped {
+            loss,
+            grad_norm,
+            skipped: false,
+        })
     }
 
-    /// The model's output on the batch and the loss.
+    /// The model's output on the batch and the loss, in the precision's
+    /// autocast region (which ends before backward).
     fn forward_loss(&self, model: &dyn Model, batch: &Batch) -> Result<Tensor> {
+        let _autocast = self.precision.autocast(self.device)?;
         let pred = model.forward(&batch.inputs)?;
         Ok(self.loss_fn.forward(&pred, &batch.targets)?)
     }
@@ -174,11 +211,15 @@ impl StepPath<'_> {
 
     /// Turns the backward pass's gradients into the ones the optimizer uses:
     /// averaged over ranks (as DDP does during backward, so clipping sees the
-    /// averaged gradients), then clipped. Returns the total norm before
-    /// clipping when clipping by norm.
-    fn gradients_ready(&mut self) -> Result<Option<f64>> {
+    /// averaged gradients), unscaled by the gradient scaler (its
+    /// `unscale_(optimizer)`, before clipping as PyTorch's recipe says), then
+    /// clipped. Returns the total norm before clipping when clipping by norm.
+    fn gradients_ready(&mut self, optimizer: Option<&dyn Optimizer>) -> Result<Option<f64>> {
         if let Some(dp) = self.data_parallel {
             dp.average_gradients(&self.params)?;
+        }
+        if let (Some(scaler), Some(optimizer)) = (&mut self.scaler, optimizer) {
+            scaler.unscale_(optimizer)?;
         }
         if let Some(value) = self.clip_grad_value {
             kiln_optim::clip_grad_value_(self.clipped.iter(), value)?;

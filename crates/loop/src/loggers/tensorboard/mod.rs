@@ -19,8 +19,8 @@
 //! | `train/samples_per_sec` | same steps | training samples per second since the previous logged step |
 //! | `train/grad_norm` | same steps, when clipping by norm | total gradient norm before clipping |
 //! | `epoch` | same steps | the epoch (1-based), as Lightning logs it |
-//! | `test/<metric>` | after every evaluation, at its step | each metric of the evaluation: `test/loss` (from `test_loss`), `test/accuracy`, `test/top5_accuracy`…: a metric name loses a `test_` prefix and gains `test/` |
-//! | `params/<name>`, `grads/<name>` | when [`TensorBoardLogger::log_histograms`] is called (the Trainer: each epoch end with `--log-histograms`) | histogram of each parameter (PyTorch's dotted name) and of its gradient, when it has one |
+//! | `test/<metric>`, `val/<metric>` | after every evaluation, at its step | each metric of the evaluation by set: `test_loss` → `test/loss`, `test_accuracy` → `test/accuracy`, `val_loss` → `val/loss`, `test_top5_accuracy` → `test/top5_accuracy` |
+//! | `params/<name>`, `grads/<name>` | with histograms on (`--log-histograms`): the gradients the last optimizer step of each epoch used (after clipping), at that step; the parameters at each epoch end | histogram of each parameter (PyTorch's dotted name) and of its gradient |
 //! | `config/text_summary` | at the start of a run and of each resumed part, at its first step | the run's flags as pretty JSON in a Markdown code block |
 //!
 //! At the end of a run (and again at the end of a resumed one), the
@@ -57,8 +57,10 @@
 //! system call); a background thread writes the buffer every
 //! [`TensorBoardConfig::flush_interval`] (5 s by default) and the logger
 //! flushes at every epoch end and at the end of the run. Nothing is created
-//! (no file, no thread) until a logger is constructed, so a process that
-//! does not log (a data-parallel rank other than 0) pays nothing.
+//! (no file, no thread) until the run starts (`on_run_start`, or the first
+//! write through the API), so a run that fails to start leaves no file and a
+//! process that does not log (a data-parallel rank other than 0) pays
+//! nothing.
 pub mod events;
 pub mod histogram;
 pub mod hparams;
@@ -69,9 +71,10 @@ pub use hparams::{hparams_from_json, HParamValue};
 pub use writer::{SummaryWriter, WriterOptions, TEXT_TAG_SUFFIX};
 
 use crate::checkpoint::Progress;
-use crate::{Callback, EvalInfo, FitSummary, Result, StepInfo};
+use crate::{BeforeStep, Callback, EvalInfo, FitSummary, Model, Result, StepInfo};
+use kiln_tensor::params::NamedParameter;
 use kiln_tensor::Tensor;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 /// Tag of the training loss.
@@ -97,11 +100,14 @@ pub const HPARAMS_RUN: &str = "hparams";
 /// Prefix of the metrics in the HParams session.
 pub const HPARAM_METRIC_PREFIX: &str = "hparam/";
 
-/// The tag of evaluation metric `name`: `test_loss` → `test/loss`,
-/// `accuracy` → `test/accuracy`.
+/// The tag of evaluation metric `name`, grouped by evaluation set:
+/// `test_loss` → `test/loss`, `val_accuracy` → `val/accuracy`; a name
+/// without a set goes under `test/`.
 pub fn eval_tag(name: &str) -> String {
-    let short = name.strip_prefix("test_").unwrap_or(name);
-    format!("{TEST_GROUP}{short}")
+    match name.split_once('_') {
+        Some((set, metric)) if !set.is_empty() && !metric.is_empty() => format!("{set}/{metric}"),
+        _ => format!("{TEST_GROUP}{name}"),
+    }
 }
 
 /// What [`TensorBoardLogger`] writes and how often.
@@ -115,6 +121,9 @@ pub struct TensorBoardConfig {
     /// The run's flags (a JSON object): written as text at the start and as
     /// the hyperparameters at the end. `None` writes neither.
     pub flags: Option<serde_json::Value>,
+    /// Histograms of every parameter and gradient at each epoch end
+    /// (`--log-histograms`).
+    pub histograms: bool,
 }
 
 impl Default for TensorBoardConfig {
@@ -123,6 +132,7 @@ impl Default for TensorBoardConfig {
             log_every_n_steps: 50,
             flush_interval: Duration::from_secs(5),
             flags: None,
+            histograms: false,
         }
     }
 }
@@ -130,7 +140,13 @@ impl Default for TensorBoardConfig {
 /// The training loop's TensorBoard callback (see the module docs for the
 /// tags). Each hook calls a plain method, which other loops can call too.
 pub struct TensorBoardLogger {
-    writer: SummaryWriter,
+    /// Opened on first use (see the module docs).
+    writer: Option<SummaryWriter>,
+    log_dir: PathBuf,
+    options: WriterOptions,
+    histograms: bool,
+    /// The optimizer steps taken, as the last batch reported them.
+    step: u64,
     log_every_n_steps: u64,
     flags: Option<serde_json::Value>,
     hparams: Vec<(String, HParamValue)>,
@@ -149,6 +165,7 @@ impl TensorBoardLogger {
     /// any older event files in `log_dir` and lets a later
     /// [`resume`](Self::resume) work in TensorBoard's server, which treats a
     /// run's first `START` as its beginning and only later ones as restarts.
+    /// Nothing is written until the run starts.
     pub fn create(log_dir: &Path, config: TensorBoardConfig) -> Result<Self> {
         Self::open(log_dir, Some(0), config)
     }
@@ -165,16 +182,16 @@ impl TensorBoardLogger {
             Some(flags) => hparams_from_json(flags)?,
             None => Vec::new(),
         };
-        let writer = SummaryWriter::with_options(
-            log_dir,
-            &WriterOptions {
+        Ok(Self {
+            writer: None,
+            log_dir: log_dir.to_path_buf(),
+            options: WriterOptions {
                 flush_interval: config.flush_interval,
                 purge_step,
                 filename_suffix: String::new(),
             },
-        )?;
-        Ok(Self {
-            writer,
+            histograms: config.histograms,
+            step: purge_step.map_or(0, |s| s.saturating_sub(1)),
             log_every_n_steps: config.log_every_n_steps,
             flags: config.flags,
             hparams,
@@ -185,9 +202,14 @@ impl TensorBoardLogger {
         })
     }
 
-    /// The underlying writer, to log more.
-    pub fn writer(&mut self) -> &mut SummaryWriter {
-        &mut self.writer
+    /// The underlying writer, to log more (opened now if it was not yet).
+    pub fn writer(&mut self) -> Result<&mut SummaryWriter> {
+        if self.writer.is_none() {
+            self.writer = Some(SummaryWriter::with_options(&self.log_dir, &self.options)?);
+        }
+        self.writer.as_mut().ok_or_else(|| {
+            crate::Error::InvalidArgument("the TensorBoard writer could not be opened".into())
+        })
     }
 
     /// Writes the flags as text (`config/text_summary`) at `step`; nothing
@@ -198,7 +220,7 @@ impl TensorBoardLogger {
         };
         let pretty = serde_json::to_string_pretty(flags).unwrap_or_else(|_| flags.to_string());
         let text = format!("```json\n{pretty}\n```");
-        self.writer.add_text(CONFIG_TAG, &text, step)
+        self.writer()?.add_text(CONFIG_TAG, &text, step)
     }
 
     /// Counts a training batch of `batch_len` samples that ran at
@@ -226,27 +248,28 @@ impl TensorBoardLogger {
         if self.log_every_n_steps == 0 || !step.is_multiple_of(self.log_every_n_steps) {
             return Ok(());
         }
-        self.writer.add_scalar(TRAIN_LOSS, loss, step)?;
+        self.writer()?.add_scalar(TRAIN_LOSS, loss, step)?;
         if let Some(lr) = lr {
-            self.writer.add_scalar(TRAIN_LR, lr, step)?;
+            self.writer()?.add_scalar(TRAIN_LR, lr, step)?;
         }
         if self.interval_secs > 0.0 {
             let rate = self.interval_samples / self.interval_secs;
-            self.writer.add_scalar(TRAIN_SAMPLES_PER_SEC, rate, step)?;
+            self.writer()?
+                .add_scalar(TRAIN_SAMPLES_PER_SEC, rate, step)?;
         }
         self.interval_samples = 0.0;
         self.interval_secs = 0.0;
         if let Some(norm) = grad_norm {
-            self.writer.add_scalar(TRAIN_GRAD_NORM, norm, step)?;
+            self.writer()?.add_scalar(TRAIN_GRAD_NORM, norm, step)?;
         }
-        self.writer.add_scalar(EPOCH, epoch as f64, step)
+        self.writer()?.add_scalar(EPOCH, epoch as f64, step)
     }
 
     /// After an evaluation at `step`: every metric as `test/<name>` (see
     /// [`eval_tag`]); the last evaluation's metrics go to the hparams.
     pub fn log_eval(&mut self, step: u64, metrics: &[(String, f64)]) -> Result<()> {
         for (name, value) in metrics {
-            self.writer.add_scalar(&eval_tag(name), *value, step)?;
+            self.writer()?.add_scalar(&eval_tag(name), *value, step)?;
         }
         self.last_eval = metrics.to_vec();
         Ok(())
@@ -255,12 +278,34 @@ impl TensorBoardLogger {
     /// Histograms of each parameter (`params/<name>`) and of its gradient
     /// when it has one (`grads/<name>`), at `step`.
     pub fn log_histograms(&mut self, params: &[(String, Tensor)], step: u64) -> Result<()> {
+        self.log_parameter_histograms(params, step)?;
+        self.log_gradient_histograms(params, step)
+    }
+
+    /// Histograms of each parameter's values (`params/<name>`) at `step`.
+    pub fn log_parameter_histograms(
+        &mut self,
+        params: &[(String, Tensor)],
+        step: u64,
+    ) -> Result<()> {
         for (name, param) in params {
-            self.writer
+            self.writer()?
                 .add_histogram(&format!("{PARAMS_GROUP}{name}"), param, step)?;
+        }
+        Ok(())
+    }
+
+    /// Histograms of each parameter's gradient (`grads/<name>`), for those
+    /// that have one, at `step`.
+    pub fn log_gradient_histograms(
+        &mut self,
+        params: &[(String, Tensor)],
+        step: u64,
+    ) -> Result<()> {
+        for (name, param) in params {
             let grad = param.f_grad()?;
             if grad.defined() {
-                self.writer
+                self.writer()?
                     .add_histogram(&format!("{GRADS_GROUP}{name}"), &grad, step)?;
             }
         }
@@ -290,30 +335,60 @@ impl TensorBoardLogger {
     pub fn finish(&mut self, step: u64) -> Result<()> {
         if self.flags.is_some() {
             let metrics = self.final_metrics();
-            self.writer
-                .add_hparams(&self.hparams, &metrics, HPARAMS_RUN, step)?;
+            let hparams = std::mem::take(&mut self.hparams);
+            let written = self
+                .writer()?
+                .add_hparams(&hparams, &metrics, HPARAMS_RUN, step);
+            self.hparams = hparams;
+            written?;
         }
-        self.writer.flush()
+        self.flush()
     }
 
     /// Writes everything queued to the file now.
     pub fn flush(&mut self) -> Result<()> {
-        self.writer.flush()
+        match &mut self.writer {
+            Some(writer) => writer.flush(),
+            None => Ok(()),
+        }
     }
 
     /// Flushes, syncs and closes the event file.
     pub fn close(self) -> Result<()> {
-        self.writer.close()
+        match self.writer {
+            Some(writer) => writer.close(),
+            None => Ok(()),
+        }
     }
 }
 
 impl Callback for TensorBoardLogger {
     fn on_run_start(&mut self, start: &Progress) -> Result<()> {
+        self.step = start.step as u64;
+        self.writer()?;
         self.log_flags(start.step as u64)?;
         self.flush()
     }
 
+    fn on_before_optimizer_step(
+        &mut self,
+        info: &BeforeStep,
+        params: &[NamedParameter],
+    ) -> Result<()> {
+        // The epoch's last gradients, as the optimizer uses them; written
+        // before the epoch-end checkpoint, at the step they make.
+        if self.histograms && info.last_in_epoch {
+            let named: Vec<(String, Tensor)> = params
+                .iter()
+                .map(|p| (p.name.clone(), p.tensor.shallow_clone()))
+                .collect();
+            self.log_gradient_histograms(&named, info.step as u64 + 1)?;
+        }
+        Ok(())
+    }
+
     fn on_batch_end(&mut self, info: &StepInfo) -> Result<()> {
+        self.step = info.step as u64;
         self.record_batch(info.batch_len, info.samples_per_sec);
         if !info.stepped {
             return Ok(());
@@ -331,7 +406,15 @@ impl Callback for TensorBoardLogger {
         self.log_eval(info.step as u64, &info.metrics)
     }
 
-    fn on_epoch_end(&mut self, _epoch: usize, _model: &dyn crate::Model) -> Result<()> {
+    fn on_epoch_end(&mut self, _epoch: usize, model: &dyn Model) -> Result<()> {
+        if self.histograms {
+            let params: Vec<(String, Tensor)> = model
+                .parameters()?
+                .into_iter()
+                .map(|p| (p.name, p.tensor))
+                .collect();
+            self.log_parameter_histograms(&params, self.step)?;
+        }
         self.flush()
     }
 
