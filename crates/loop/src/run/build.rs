@@ -80,7 +80,7 @@ impl Components {
         let mut model = model;
         let (loss, loss_spec) =
             build_loss(config.loss.as_deref(), splits.task, model.default_loss())?;
-                let optimizer = build_optimizer(&config.optimizer, model.as_ref())?;
+        let optimizer = build_optimizer(&config.optimizer, model.as_ref())?;
         probe(
             model.as_mut(),
             loss.as_ref(),
