@@ -3,6 +3,7 @@ use std::path::PathBuf;
 
 fn main() {
     println!("cargo:rerun-if-changed=cpp/shim.cpp");
+    println!("cargo:rerun-if-changed=cpp/jit.cpp");
     // torch-sys (links = "tch") publishes the libtorch lib dir as `libtorch_lib`.
     let Some(lib) = std::env::var_os("DEP_TCH_LIBTORCH_LIB") else {
         panic!("torch-sys did not report a libtorch lib dir; run scripts/setup.sh (or `make setup`) first");
@@ -24,12 +25,18 @@ fn main() {
         .flag("-DGLOG_USE_GLOG_EXPORT")
         // Keep PyTorch's exact arithmetic: no contraction into FMAs we did not ask for.
         .flag("-ffp-contract=off")
-        .file("cpp/shim.cpp");
-    // Taking the address of a libtorch_cuda symbol keeps libtorch_cuda in the
-    // binary's NEEDED list despite --as-needed, so `--device cuda` finds CUDA.
+        .file("cpp/shim.cpp")
+        // TorchScript modules (`jit.rs`), in their own file: only it needs <torch/script.h>.
+        .file("cpp/jit.cpp");
+    // libtorch_cuda is not linked: the shim loads it on first use where a CUDA
+    // driver exists (`kiln_cuda_load`), so CPU runs never map the CUDA
+    // libraries. Its directory is the fallback when the soname is not found.
     if lib.join("libtorch_cuda.so").exists() {
-        build.define("KILN_LINK_TORCH_CUDA", None);
-        println!("cargo:rustc-link-lib=dylib=torch_cuda");
+        build.define(
+            "KILN_TORCH_LIB_DIR",
+            Some(format!("{:?}", lib.display().to_string()).as_str()),
+        );
     }
+    println!("cargo:rustc-link-lib=dylib=dl");
     build.compile("kiln_shim");
 }

@@ -40,6 +40,10 @@ pub struct TrainArgs {
     /// LR scheduler spec: NAME[:key=value,...], e.g. onecycle:max_lr=0.1 (see `kiln schedulers`).
     #[arg(long)]
     pub scheduler: Option<String>,
+    /// Model spec: mlp[:hidden=512;512,...], cnn[:channels=32;64,...] or torchscript:PATH (a
+    /// module saved with torch.jit.save; see `kiln models`); default: the quickstart MLP.
+    #[arg(long)]
+    pub model: Option<String>,
     /// When the scheduler steps: step or epoch (default: step for onecycle and cyclic, else epoch).
     #[arg(long, value_parser = ["step", "epoch"])]
     pub scheduler_interval: Option<String>,
@@ -59,8 +63,9 @@ pub struct TrainArgs {
     /// Directory with the four (Fashion)MNIST IDX files, gzipped or not.
     #[arg(long)]
     pub data_dir: Option<PathBuf>,
-    /// Tabular data instead: csv:PATH,target=COLUMN[,test_fraction=0.2] (regression; the split
-    /// is seeded by the run's seed; the loss defaults to mse).
+    /// Other data: csv:PATH,target=COLUMN[,test_fraction=0.2] (regression; the loss defaults to
+    /// mse) or tensors:PATH[,test=PATH,inputs=KEY,targets=KEY,test_fraction=0.2,classes=N] (a
+    /// safetensors file; int targets are classes, float targets values). Splits use the seed.
     #[arg(long)]
     pub data: Option<String>,
     /// Keep the training set in file order instead of reshuffling every epoch.
@@ -216,10 +221,13 @@ pub struct EvalArgs {
     #[arg(long, value_parser = ["last", "best"])]
     #[serde(skip)]
     pub which: Option<String>,
-    /// A safetensors state dict of the quickstart model (e.g. saved by PyTorch).
+    /// A safetensors state dict (e.g. saved by PyTorch) of the quickstart model, or of --model.
     #[arg(long)]
     #[serde(skip)]
     pub weights: Option<PathBuf>,
+    /// The model of --weights (default: the quickstart MLP); see `kiln models`.
+    #[arg(long)]
+    pub model: Option<String>,
     /// Data directory (default: the run's, else the setup's FashionMNIST).
     #[arg(long)]
     pub data_dir: Option<PathBuf>,

@@ -12,9 +12,7 @@
 
 typedef at::Tensor *tensor;
 
-#ifdef KILN_LINK_TORCH_CUDA
-namespace at { namespace cuda { int warp_size(); } }
-#endif
+#include <dlfcn.h>
 
 static char *kiln_strdup(const char *msg) {
   size_t n = std::strlen(msg);
@@ -46,18 +44,21 @@ extern "C" {
 
 void kiln_free_error(char *err) { std::free(err); }
 
-#ifdef KILN_LINK_TORCH_CUDA
-// A data reference the linker cannot drop: it keeps libtorch_cuda NEEDED.
-void *volatile kiln_cuda_anchor = reinterpret_cast<void *>(&at::cuda::warp_size);
+// Loads libtorch_cuda (and with it the CUDA libraries, ~350 MB resident)
+// on first use, and only where an NVIDIA driver is installed: a CPU-only
+// run never maps them. Its static initialisers register libtorch's CUDA
+// hooks, so this must run before anything asks libtorch about CUDA (kiln
+// resolves the device first). Non-zero when libtorch_cuda is loaded.
+int kiln_cuda_load() {
+  static const int loaded = [] {
+    if (dlopen("libcuda.so.1", RTLD_LAZY | RTLD_LOCAL) == nullptr) return 0;
+    void *torch_cuda = dlopen("libtorch_cuda.so", RTLD_NOW | RTLD_GLOBAL);
+#ifdef KILN_TORCH_LIB_DIR
+    if (torch_cuda == nullptr) torch_cuda = dlopen(KILN_TORCH_LIB_DIR "/libtorch_cuda.so", RTLD_NOW | RTLD_GLOBAL);
 #endif
-
-// Non-zero when this binary links libtorch_cuda (so CUDA can be used where present).
-int kiln_cuda_linked() {
-#ifdef KILN_LINK_TORCH_CUDA
-  return kiln_cuda_anchor != nullptr;
-#else
-  return 0;
-#endif
+    return torch_cuda != nullptr ? 1 : 0;
+  }();
+  return loaded;
 }
 
 // self.add_(other, alpha=alpha): one rounding (PyTorch's kernel uses an FMA).

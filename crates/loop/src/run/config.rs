@@ -32,6 +32,10 @@ pub struct RunConfig {
     pub optimizer: String,
     /// Lr scheduler spec, if any.
     pub scheduler: Option<String>,
+    /// Model spec (`mlp`, `cnn:dropout1=0.1`, `torchscript:PATH`; see
+    /// `kiln models`); default: the quickstart MLP for class labels, a
+    /// standardising `mlp:hidden=64;64` for regression targets.
+    pub model: Option<String>,
     /// When the scheduler steps; default: every step for onecycle and
     /// cyclic, every epoch otherwise.
     pub scheduler_interval: Option<Interval>,
@@ -118,6 +122,7 @@ impl Default for RunConfig {
             loss: None,
             optimizer: "sgd".into(),
             scheduler: None,
+            model: None,
             scheduler_interval: None,
             seed: None,
             device: "auto".into(),
@@ -327,6 +332,13 @@ impl RunConfig {
                     .resolve(&spec)
                     .map_err(flag("--scheduler"))?
                     .to_string(),
+            );
+        }
+        if let Some(text) = &self.model {
+            self.model = Some(
+                crate::models::models()
+                    .resolve_text(text)
+                    .map_err(flag("--model"))?,
             );
         }
         self.data_dir = self.data_dir.as_deref().map(absolute);

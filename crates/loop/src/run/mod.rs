@@ -17,7 +17,7 @@ use crate::distributed::{Collective, DataParallel, DistributedSampler};
 use crate::loggers::metrics_log::Formats;
 use crate::loggers::tensorboard::{TensorBoardConfig, TensorBoardLogger};
 use crate::loggers::{JsonLines, MetricsLogger, ProgressPrinter, TutorialPrinter};
-use crate::{Callback, DataLoader, Error, FitSummary, Loaders, Result, StopReason, Trainer};
+use crate::{Callback, DataLoader, Error, FitSummary, Loaders, Model, Result, StopReason, Trainer};
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 
@@ -192,6 +192,7 @@ fn train_on(
     let mut parts = Components::build(&config, seed)?;
     // config.json records what runs, defaults included.
     config.loss = Some(parts.loss_spec.clone());
+    config.model = Some(parts.model_spec.clone());
     let Components {
         ref splits,
         ref mut model,
@@ -362,6 +363,7 @@ fn train_on(
     let Some(dir) = &run_dir else {
         return finish(summary, None);
     };
+    save_trained_module(model.as_ref(), &summary, dir.path())?;
     if config.plot {
         for path in crate::plot::plot_run(dir.path(), &dir.path().join("plots"))? {
             eprintln!("kiln: wrote {}", path.display());
@@ -369,6 +371,26 @@ fn train_on(
     }
     finish(summary, Some(dir.path()))
 }
+
+/// A TorchScript model that finished training is written back as
+/// TorchScript, `RUN/model.pt` (`torch.jit.load` reads it); an interrupted
+/// or failed run writes nothing (its checkpoints hold the weights).
+fn save_trained_module(model: &dyn Model, summary: &FitSummary, run_dir: &Path) -> Result<()> {
+    if matches!(
+        summary.stop,
+        StopReason::Interrupted { .. } | StopReason::NonFiniteLoss { .. }
+    ) {
+        return Ok(());
+    }
+    let path = run_dir.join(TORCHSCRIPT_FILE);
+    if model.save_torchscript(&path)? {
+        eprintln!("kiln: wrote {}", path.display());
+    }
+    Ok(())
+}
+
+/// The trained TorchScript module of a run (`--model torchscript:…`), in its directory.
+pub const TORCHSCRIPT_FILE: &str = "model.pt";
 
 /// The run's outcome as a result: interrupts and non-finite losses are
 /// errors (non-zero exit codes) that say what was kept.
