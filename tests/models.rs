@@ -10,7 +10,7 @@
 //! tests/models/make_fixtures.py): matmul kernels differ between CPUs.
 mod common;
 
-use common::{data_dir, kiln, pytorch, temp_dir, text};
+use common::{checkpoints, data_dir, kiln, newest, pytorch, temp_dir, text};
 use kiln_tensor::io::read_safetensors;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -55,27 +55,6 @@ fn same_log(what: &str, kiln_log: &str, pytorch_log: &str) {
             .position(|(a, b)| a != b);
         panic!("{what}: kiln's log differs from PyTorch's at line {first:?}\n--- kiln\n{kiln_log}\n--- pytorch\n{pytorch_log}");
     }
-}
-
-fn checkpoints(run: &Path) -> Vec<PathBuf> {
-    let mut found: Vec<PathBuf> = std::fs::read_dir(run.join("checkpoints"))
-        .into_iter()
-        .flatten()
-        .flatten()
-        .map(|e| e.path())
-        .filter(|p| {
-            p.file_name()
-                .is_some_and(|n| n.to_string_lossy().starts_with("step-"))
-        })
-        .collect();
-    found.sort();
-    found
-}
-
-fn newest(run: &Path) -> PathBuf {
-    checkpoints(run)
-        .pop()
-        .unwrap_or_else(|| panic!("{}: no checkpoint", run.display()))
 }
 
 /// Every tensor of two safetensors files: same names, dtypes, shapes, bits.

@@ -2,7 +2,7 @@
 //! exactly the parameters, optimizer state and log of a run never stopped.
 mod common;
 
-use common::{data_dir, kiln, temp_dir, text};
+use common::{checkpoints, data_dir, kiln, newest, temp_dir, text};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -37,27 +37,6 @@ fn args(run: &Path) -> Vec<String> {
         run.display().to_string(),
     ])
     .collect()
-}
-
-fn checkpoints(run: &Path) -> Vec<PathBuf> {
-    let mut found: Vec<PathBuf> = std::fs::read_dir(run.join("checkpoints"))
-        .into_iter()
-        .flatten()
-        .flatten()
-        .map(|e| e.path())
-        .filter(|p| {
-            p.file_name()
-                .is_some_and(|n| n.to_string_lossy().starts_with("step-"))
-        })
-        .collect();
-    found.sort();
-    found
-}
-
-fn newest(run: &Path) -> PathBuf {
-    checkpoints(run)
-        .pop()
-        .unwrap_or_else(|| panic!("{}: no checkpoint", run.display()))
 }
 
 fn same_file(a: &Path, b: &Path) {

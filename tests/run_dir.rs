@@ -4,7 +4,7 @@
 //! the first step does.
 mod common;
 
-use common::{data_dir, kiln, temp_dir, text};
+use common::{checkpoints, data_dir, kiln, newest, temp_dir, text};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -55,17 +55,6 @@ fn run_kiln(argv: &[String]) -> (std::process::Output, String, String) {
     let out = kiln(&argv.iter().map(String::as_str).collect::<Vec<_>>());
     let (stdout, stderr) = text(&out);
     (out, stdout, stderr)
-}
-
-fn checkpoints(run: &Path) -> Vec<PathBuf> {
-    kiln_loop::checkpoint::list(run).unwrap_or_default()
-}
-
-/// The newest checkpoint of `run` (panics, failing the test, if there is none).
-fn newest(run: &Path) -> PathBuf {
-    checkpoints(run)
-        .pop()
-        .unwrap_or_else(|| panic!("{}: no checkpoint", run.display()))
 }
 
 fn model_bytes(checkpoint: &Path) -> Vec<u8> {

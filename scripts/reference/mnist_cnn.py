@@ -23,10 +23,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.optim.lr_scheduler import StepLR
-from torch.utils.data import DataLoader, Subset
+from torch.utils.data import DataLoader
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from quickstart import IdxImages, test, train  # noqa: E402
+from quickstart import datasets, test, train  # noqa: E402
 
 
 class Net(nn.Module):
@@ -73,12 +73,7 @@ def main():
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    training_data = IdxImages(args.data_dir, "train")
-    test_data = IdxImages(args.data_dir, "t10k")
-    if args.train_samples is not None:
-        training_data = Subset(training_data, range(min(args.train_samples, len(training_data))))
-    if args.test_samples is not None:
-        test_data = Subset(test_data, range(min(args.test_samples, len(test_data))))
+    training_data, test_data = datasets(args)
     if args.seed is not None:
         torch.manual_seed(args.seed)
     model = Net()

@@ -82,6 +82,17 @@ SCALER = None
 DEVICE = "cpu"
 
 
+def datasets(args):
+    """FashionMNIST's train and test sets, cut to --train-samples/--test-samples."""
+    training_data = IdxImages(args.data_dir, "train")
+    test_data = IdxImages(args.data_dir, "t10k")
+    if args.train_samples is not None:
+        training_data = Subset(training_data, range(min(args.train_samples, len(training_data))))
+    if args.test_samples is not None:
+        test_data = Subset(test_data, range(min(args.test_samples, len(test_data))))
+    return training_data, test_data
+
+
 def autocast():
     dtype = AUTOCAST[PRECISION]
     return torch.autocast(DEVICE, dtype=dtype) if dtype is not None else contextlib.nullcontext()
@@ -153,12 +164,7 @@ def main():
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    training_data = IdxImages(args.data_dir, "train")
-    test_data = IdxImages(args.data_dir, "t10k")
-    if args.train_samples is not None:
-        training_data = Subset(training_data, range(min(args.train_samples, len(training_data))))
-    if args.test_samples is not None:
-        test_data = Subset(test_data, range(min(args.test_samples, len(test_data))))
+    training_data, test_data = datasets(args)
     if args.seed is not None:
         torch.manual_seed(args.seed)
     model = NeuralNetwork().to(DEVICE)

@@ -119,3 +119,15 @@ pub fn pytorch(script: &str, args: &[&str]) -> String {
     assert!(out.status.success(), "python3 {script} failed: {stderr}");
     stdout
 }
+
+/// The checkpoints of run directory `run`, oldest first.
+pub fn checkpoints(run: &Path) -> Vec<PathBuf> {
+    kiln_loop::checkpoint::list(run).unwrap_or_default()
+}
+
+/// The newest checkpoint of `run` (panics, failing the test, if there is none).
+pub fn newest(run: &Path) -> PathBuf {
+    checkpoints(run)
+        .pop()
+        .unwrap_or_else(|| panic!("{}: no checkpoint", run.display()))
+}

@@ -7,13 +7,17 @@
 use kiln_loop::data::source::Task;
 use kiln_loop::models::registry::model_entry;
 use kiln_loop::models::{models, ModelData, Network, VarStoreModel};
-use kiln_loop::{test, train, DataLoader, Dataset};
+use kiln_loop::{test, train, DataLoader};
 use kiln_losses::CrossEntropyLoss;
 use kiln_optim::SgdConfig;
 use kiln_tensor::init::linear;
 use kiln_tensor::nn;
 use kiln_tensor::spec::{OptionInfo, OptionVisitor, Options};
-use kiln_tensor::{Device, Kind, Tensor};
+use kiln_tensor::{Device, Tensor};
+
+#[path = "shared/rings.rs"]
+mod rings;
+use rings::rings;
 
 /// The options of the spec `wide:width=64,scale=2.0` and their defaults.
 #[derive(Debug, Clone)]
@@ -58,17 +62,6 @@ impl Network for Wide {
             .f_tanh()?;
         Ok(h.f_linear(&self.out.ws, self.out.bs.as_ref())?)
     }
-}
-
-/// Points on two noisy rings: class 0 inside, class 1 outside.
-fn rings(n: i64) -> anyhow::Result<Dataset> {
-    let angle = Tensor::f_rand([n], (Kind::Float, Device::Cpu))? * (2.0 * std::f64::consts::PI);
-    let class = Tensor::f_randint(2, [n], (Kind::Int64, Device::Cpu))?;
-    let radius = class.f_to_kind(Kind::Float)? * 2.0
-        + 1.0
-        + Tensor::f_randn([n], (Kind::Float, Device::Cpu))? * 0.2;
-    let xy = Tensor::f_stack(&[angle.cos() * &radius, angle.sin() * &radius], 1)?;
-    Ok(Dataset::from_tensors(xy, class, "rings")?)
 }
 
 fn main() -> anyhow::Result<()> {
