@@ -107,7 +107,7 @@ fn worker(mut args: impl Iterator<Item = String>) -> Result<()> {
 
 mod common;
 
-use common::{root, temp_dir, text};
+use common::{temp_dir, text, torchrun};
 use std::process::Command;
 
 /// Each tensor's float32 bits, by name.
@@ -129,22 +129,10 @@ fn compare(ranks: usize) -> Result<()> {
     std::fs::create_dir_all(&ours)?;
     std::fs::create_dir_all(&theirs)?;
     let common_args = ["--seed", "1", "--steps", "6", "--batch", "8"];
-    let out = Command::new(std::env::var("PYTHON").unwrap_or_else(|_| "python3".into()))
-        .env("PYTHONPATH", root().join(".libtorch"))
-        .env("OMP_NUM_THREADS", "1")
-        .args([
-            "-W",
-            "ignore",
-            "-m",
-            "torch.distributed.run",
-            "--standalone",
-        ])
-        .args(["--nproc-per-node", &ranks.to_string()])
-        .arg(root().join("scripts/reference/ddp_batchnorm.py"))
-        .args(common_args)
-        .arg("--out")
-        .arg(&theirs)
-        .output()?;
+    let theirs_s = theirs.display().to_string();
+    let mut argv = common_args.to_vec();
+    argv.extend(["--out", theirs_s.as_str()]);
+    let out = torchrun("scripts/reference/ddp_batchnorm.py", ranks, &argv);
     let (stdout, stderr) = text(&out);
     anyhow::ensure!(out.status.success(), "torchrun failed:\n{stdout}\n{stderr}");
     let out = Command::new("mpirun")

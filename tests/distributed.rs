@@ -8,7 +8,7 @@
 //! (Built with the `mpi` feature only: `make test` enables it.)
 mod common;
 
-use common::{data_dir, root, temp_dir, text, write_dataset};
+use common::{data_dir, temp_dir, text, write_dataset};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
@@ -379,22 +379,10 @@ fn without_a_seed_every_rank_takes_rank_zeros() {
 /// --nproc-per-node n` (DDP, gloo, loopback) on the torch the setup
 /// installed; rank 0 saves the final state dict to `out`. Returns stdout.
 fn torchrun(n: usize, args: &[&str], out: &Path) -> String {
-    let output = Command::new(std::env::var("PYTHON").unwrap_or_else(|_| "python3".into()))
-        .env("PYTHONPATH", root().join(".libtorch"))
-        .env("OMP_NUM_THREADS", "1")
-        .args([
-            "-W",
-            "ignore",
-            "-m",
-            "torch.distributed.run",
-            "--standalone",
-        ])
-        .args(["--nproc-per-node", &n.to_string()])
-        .arg(root().join("scripts/reference/ddp_quickstart.py"))
-        .args(args)
-        .args(["--threads", "1", "--out", out.to_str().unwrap_or(".")])
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run torchrun: {e}"));
+    let out = out.to_str().unwrap_or(".");
+    let mut argv = args.to_vec();
+    argv.extend(["--threads", "1", "--out", out]);
+    let output = common::torchrun("scripts/reference/ddp_quickstart.py", n, &argv);
     let (stdout, stderr) = text(&output);
     assert!(
         output.status.success(),

@@ -10,12 +10,11 @@
 //! tests/models/make_fixtures.py): matmul kernels differ between CPUs.
 mod common;
 
-use common::{checkpoints, data_dir, kiln, newest, pytorch, temp_dir, text};
+use common::{data_dir, kill_after_checkpoint, kiln, newest, pytorch, temp_dir, text};
 use kiln_tensor::io::read_safetensors;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+
 use std::sync::OnceLock;
-use std::time::{Duration, Instant};
 
 /// The fixtures of tests/models/make_fixtures.py, written once per test process.
 fn fixtures() -> &'static Path {
@@ -186,35 +185,7 @@ fn torchscript_run_survives_sigkill_and_resumes_bit_exactly() {
 
     // 10 steps per epoch: kill once a checkpoint inside epoch 2 exists.
     let run = temp_dir("ts-resume-kill");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_kiln"))
-        .args(resume_args(&run, &small, &data))
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap_or_else(|e| panic!("spawn kiln: {e}"));
-    let deadline = Instant::now() + Duration::from_secs(120);
-    loop {
-        let reached = checkpoints(&run).iter().any(|p| {
-            p.file_name()
-                .is_some_and(|n| n.to_string_lossy().as_ref() >= "step-000000012")
-        });
-        if reached {
-            break;
-        }
-        assert!(
-            child.try_wait().ok().flatten().is_none(),
-            "the run ended before step 12"
-        );
-        assert!(
-            Instant::now() < deadline,
-            "no checkpoint past step 12 within 120 s"
-        );
-        std::thread::sleep(Duration::from_millis(2));
-    }
-    let finished = child.try_wait().ok().flatten().is_some();
-    child.kill().unwrap_or_default(); // SIGKILL
-    let _ = child.wait();
-    assert!(!finished, "the run finished before it could be killed");
+    kill_after_checkpoint(&resume_args(&run, &small, &data), &run, 12);
 
     let run_s = s(&run);
     let out = kiln(&["train", "--resume", run_s.as_str()]);
