@@ -14,7 +14,7 @@ FEATURE_FLAGS := $(if $(FEATURES),--features $(FEATURES),)
 # The tutorial step's floor benchmark (scripts/bench/step_floor.py) runs this many threads.
 BENCH_THREADS ?= 2
 
-.PHONY: setup build test lint train bench golden conformance doc clean-setup
+.PHONY: setup build test lint train bench golden conformance doc gpu-check clean-setup
 
 setup:
 	@bash scripts/setup.sh
@@ -53,6 +53,11 @@ golden: build
 	$(PY) crates/optim/tests/golden/schedulers/make_golden.py
 	$(PY) crates/optim/tests/conformance/make_optim_db.py
 	$(PY) crates/losses/tests/conformance/make_module_db.py
+
+# On a machine with a CUDA GPU: kiln vs PyTorch on that GPU (parity per
+# precision, NCCL with one rank, GPU<->CPU resume, epoch times).
+gpu-check: build
+	$(PY) scripts/gpu_check.py --kiln-bin target/release/kiln $(ARGS)
 
 doc: setup
 	$(CARGO) doc --workspace --no-deps

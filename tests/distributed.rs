@@ -1,11 +1,14 @@
-//! `kiln train --distributed mpi` under `mpirun`: replicas stay identical,
-//! N ranks × batch B train exactly like one process with batch N×B on the
-//! same sample order, resume is exact, and a failed, killed or stalled rank
-//! ends the whole job with a non-zero status instead of a hang.
+//! `kiln train --distributed mpi` under `mpirun`: the same bits as
+//! `torchrun` with DistributedDataParallel (gloo) on 2, 3 and 4 ranks,
+//! replicas stay identical, N ranks × batch B train like one process with
+//! batch N×B on the same sample order, resume is exact, and a failed,
+//! killed (even in the middle of a gradient bucket) or stalled rank, a rank
+//! whose model or flags differ, end the whole job with a non-zero status
+//! and one line naming the rank instead of a hang.
 //! (Built with the `mpi` feature only: `make test` enables it.)
 mod common;
 
-use common::{temp_dir, text, write_dataset};
+use common::{data_dir, temp_dir, text, write_dataset};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
@@ -218,6 +221,7 @@ fn an_error_on_one_rank_ends_every_rank() {
     assert!(stderr.contains("error: rank 1 of 2: "), "{stderr}");
     assert!(stderr.contains("no-such-dir"), "{stderr}");
     assert!(start.elapsed() < Duration::from_secs(30));
+    assert_eq!(stderr.matches("error: ").count(), 1, "{stderr}");
     // Ranks that disagree on the data are stopped before training.
     let out = mpirun_cmd(
         1,
@@ -236,9 +240,10 @@ fn an_error_on_one_rank_ends_every_rank() {
     let (_, stderr) = text(&out);
     assert!(!out.status.success(), "{stderr}");
     assert!(
-        stderr.contains("ranks disagree on dataset sizes"),
+        stderr.contains("error: rank 1 of 2: rank 1 of 2 differs from rank 0 in dataset sizes"),
         "{stderr}"
     );
+    assert_eq!(stderr.matches("error: ").count(), 1, "{stderr}");
 }
 
 /// Pids of the ranks of the job whose environment holds `marker`, by rank.
@@ -368,4 +373,222 @@ fn without_a_seed_every_rank_takes_rank_zeros() {
     let config = std::fs::read_to_string(run.join("config.json")).unwrap_or_default();
     let config: serde_json::Value = serde_json::from_str(&config).unwrap_or_default();
     assert!(config["seed"].is_u64(), "{config}");
+}
+
+/// Runs `scripts/reference/ddp_quickstart.py` under `torchrun
+/// --nproc-per-node n` (DDP, gloo, loopback) on the torch the setup
+/// installed; rank 0 saves the final state dict to `out`. Returns stdout.
+fn torchrun(n: usize, args: &[&str], out: &Path) -> String {
+    let out = out.to_str().unwrap_or(".");
+    let mut argv = args.to_vec();
+    argv.extend(["--threads", "1", "--out", out]);
+    let output = common::torchrun("scripts/reference/ddp_quickstart.py", n, &argv);
+    let (stdout, stderr) = text(&output);
+    assert!(
+        output.status.success(),
+        "torchrun failed:\n{stdout}\n{stderr}"
+    );
+    stdout
+}
+
+/// Each tensor of a state dict as its float32 bit patterns, by name.
+fn bits(tensors: &[(String, kiln_tensor::Tensor)]) -> Vec<(String, Vec<u32>)> {
+    let mut out: Vec<(String, Vec<u32>)> = tensors
+        .iter()
+        .map(|(name, t)| {
+            let flat = Vec::<f32>::try_from(&t.reshape([-1])).unwrap_or_default();
+            (name.clone(), flat.iter().map(|x| x.to_bits()).collect())
+        })
+        .collect();
+    out.sort_by(|a, b| a.0.cmp(&b.0));
+    out
+}
+
+/// `mpirun -n ranks kiln train --distributed mpi ARGS` against `torchrun
+/// --nproc-per-node ranks` of the DDP reference with the same ARGS: the
+/// same log and the same final weights, bit for bit.
+fn equals_torchrun(name: &str, ranks: usize, args: &str) {
+    let dir = temp_dir(name);
+    let data = data_dir();
+    let mut argv = vec!["--data-dir", data.to_str().unwrap_or(".")];
+    argv.extend(args.split_whitespace());
+    let reference = dir.join("torchrun.safetensors");
+    let expected = torchrun(ranks, &argv, &reference);
+    let run = dir.join("run");
+    let mut kiln_argv = vec![
+        "train",
+        "--distributed",
+        "mpi",
+        "--device",
+        "cpu",
+        "--threads",
+        "1",
+        "--dist-timeout",
+        "120",
+        "--run-dir",
+        run.to_str().unwrap_or("."),
+    ];
+    kiln_argv.extend(&argv);
+    let log = run_ok(ranks, &kiln_argv);
+    assert_eq!(
+        log, expected,
+        "{ranks} ranks: kiln's log differs from torchrun's"
+    );
+    let ours = kiln_loop::checkpoint::latest_valid(&run, &mut |_| {})
+        .ok()
+        .flatten()
+        .unwrap_or_else(|| panic!("{}: no checkpoint", run.display()))
+        .1
+        .model;
+    let theirs = kiln_loop::checkpoint::read_weights(&reference)
+        .unwrap_or_else(|e| panic!("{}: {e}", reference.display()));
+    let (ours, theirs) = (bits(&ours), bits(&theirs));
+    assert_eq!(ours.len(), theirs.len());
+    for ((name, a), (other, b)) in ours.iter().zip(&theirs) {
+        assert_eq!(name, other);
+        let differing = a.iter().zip(b).filter(|(x, y)| x != y).count();
+        assert_eq!(
+            differing,
+            0,
+            "{ranks} ranks: {differing} of {} elements of {name} differ from torchrun's",
+            a.len()
+        );
+    }
+}
+
+#[test]
+fn two_ranks_equal_torchrun_ddp_bit_for_bit() {
+    equals_torchrun(
+        "torchrun2",
+        2,
+        "--seed 3 --epochs 1 --train-samples 1000 --test-samples 200 --batch-size 32",
+    );
+}
+
+#[test]
+fn three_ranks_equal_torchrun_ddp_bit_for_bit_with_accumulation_and_small_buckets() {
+    // Three ranks: gloo's ring groups the additions differently per chunk;
+    // no_sync batches, several buckets rebuilt after the first step.
+    equals_torchrun(
+        "torchrun3",
+        3,
+        "--seed 4 --epochs 2 --train-samples 700 --test-samples 100 --batch-size 16 \
+         --accumulate-grad-batches 3 --bucket-cap-mb 0.3 --lr 0.01",
+    );
+}
+
+#[test]
+fn four_ranks_equal_torchrun_ddp_bit_for_bit() {
+    equals_torchrun(
+        "torchrun4",
+        4,
+        "--seed 5 --epochs 1 --train-samples 600 --test-samples 100 --batch-size 16",
+    );
+}
+
+#[test]
+fn a_rank_killed_in_the_middle_of_a_gradient_bucket_ends_every_rank() {
+    // Rank 1 kills itself (SIGKILL) inside its 6th bucket sum, after the
+    // exchange and before the gather: ranks 0 and 2 are waiting for it.
+    let data = dataset("distbucket", 512);
+    let run = data.join("run");
+    let args = train_args(
+        data.to_str().unwrap_or("."),
+        run.to_str().unwrap_or("."),
+        "16",
+        &["--epochs", "5"],
+    );
+    let start = Instant::now();
+    let out = mpirun_cmd(3, &args, &[("KILN_TEST_KILL_IN_BUCKET", "1:5")])
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run mpirun: {e}"));
+    let took = start.elapsed();
+    let (stdout, stderr) = text(&out);
+    assert!(!out.status.success(), "{stdout}\n{stderr}");
+    assert!(took < Duration::from_secs(30), "took {took:?}");
+    assert!(stderr.contains("middle of a gradient bucket"), "{stderr}");
+    assert!(
+        stderr.contains("process rank 1 ") && stderr.contains("(Killed)"),
+        "{stderr}"
+    );
+    assert!(!stdout.contains("Training completed"), "{stdout}");
+}
+
+#[test]
+fn a_rank_whose_model_differs_is_refused_before_training() {
+    // The same command line, but rank 1's default data directory holds
+    // 20×20 images: its first layer has another shape.
+    let (big, small) = (temp_dir("model28"), temp_dir("model20"));
+    write_dataset(&big, 64, 28, |i| (i % 10) as u8);
+    write_dataset(&small, 64, 20, |i| (i % 10) as u8);
+    let run = big.join("run");
+    let args = [
+        "train",
+        "--distributed",
+        "mpi",
+        "--device",
+        "cpu",
+        "--threads",
+        "1",
+        "--seed",
+        "1",
+        "--run-dir",
+        run.to_str().unwrap_or("."),
+        "--dist-timeout",
+        "60",
+    ];
+    let kiln = env!("CARGO_BIN_EXE_kiln");
+    // Two app contexts, one per data directory.
+    let mut cmd = Command::new("mpirun");
+    cmd.env("OMPI_ALLOW_RUN_AS_ROOT", "1")
+        .env("OMPI_ALLOW_RUN_AS_ROOT_CONFIRM", "1")
+        .args(["--oversubscribe", "--bind-to", "none"]);
+    for (i, dir) in [&big, &small].iter().enumerate() {
+        if i > 0 {
+            cmd.arg(":");
+        }
+        cmd.args(["-n", "1", "-x"])
+            .arg(format!("KILN_DATA_DIR={}", dir.display()))
+            .arg(kiln)
+            .args(args);
+    }
+    let start = Instant::now();
+    let out = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run mpirun: {e}"));
+    let (stdout, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(2), "{stdout}\n{stderr}");
+    assert!(start.elapsed() < Duration::from_secs(30));
+    assert!(
+        stderr.contains(
+            "error: rank 1 of 2: rank 1 of 2 differs from rank 0 in its model (parameter and buffer names, shapes and dtypes)"
+        ),
+        "{stderr}"
+    );
+    assert_eq!(stderr.matches("error: ").count(), 1, "{stderr}");
+    // Refused before the run directory was made.
+    assert!(!run.exists());
+}
+
+#[test]
+fn mismatched_flags_are_refused_naming_the_rank() {
+    let data = dataset("distflags", 64);
+    let d = data.to_str().unwrap_or(".");
+    let run = data.join("run");
+    let r = run.to_str().unwrap_or(".");
+    let start = Instant::now();
+    let out = mpirun_cmd(2, &train_args(d, r, "16", &[]), &[])
+        .args([":", "-n", "1", env!("CARGO_BIN_EXE_kiln")])
+        .args(train_args(d, r, "16", &["--bucket-cap-mb", "1"]))
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run mpirun: {e}"));
+    let (stdout, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(2), "{stdout}\n{stderr}");
+    assert!(start.elapsed() < Duration::from_secs(30));
+    assert!(
+        stderr.contains("error: rank 2 of 3: rank 2 of 3 differs from rank 0 in their flags"),
+        "{stderr}"
+    );
+    assert_eq!(stderr.matches("error: ").count(), 1, "{stderr}");
+    assert!(!run.exists());
 }

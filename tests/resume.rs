@@ -2,7 +2,7 @@
 //! exactly the parameters, optimizer state and log of a run never stopped.
 mod common;
 
-use common::{data_dir, kiln, temp_dir, text};
+use common::{checkpoints, data_dir, kill_after_checkpoint, kiln, newest, temp_dir, text};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -39,27 +39,6 @@ fn args(run: &Path) -> Vec<String> {
     .collect()
 }
 
-fn checkpoints(run: &Path) -> Vec<PathBuf> {
-    let mut found: Vec<PathBuf> = std::fs::read_dir(run.join("checkpoints"))
-        .into_iter()
-        .flatten()
-        .flatten()
-        .map(|e| e.path())
-        .filter(|p| {
-            p.file_name()
-                .is_some_and(|n| n.to_string_lossy().starts_with("step-"))
-        })
-        .collect();
-    found.sort();
-    found
-}
-
-fn newest(run: &Path) -> PathBuf {
-    checkpoints(run)
-        .pop()
-        .unwrap_or_else(|| panic!("{}: no checkpoint", run.display()))
-}
-
 fn same_file(a: &Path, b: &Path) {
     let (x, y) = (
         std::fs::read(a).unwrap_or_default(),
@@ -82,36 +61,7 @@ fn reference(name: &str) -> (String, PathBuf) {
 /// Starts a run and SIGKILLs it once a checkpoint past `after_step` exists.
 fn killed_run(name: &str, after_step: usize) -> PathBuf {
     let run = temp_dir(name);
-    let mut child = Command::new(env!("CARGO_BIN_EXE_kiln"))
-        .args(args(&run))
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap_or_else(|e| panic!("spawn kiln: {e}"));
-    let deadline = Instant::now() + Duration::from_secs(120);
-    let target = format!("step-{after_step:09}");
-    loop {
-        let reached = checkpoints(&run).iter().any(|p| {
-            p.file_name()
-                .is_some_and(|n| n.to_string_lossy().as_ref() >= target.as_str())
-        });
-        if reached {
-            break;
-        }
-        assert!(
-            child.try_wait().ok().flatten().is_none(),
-            "the run ended before step {after_step}"
-        );
-        assert!(
-            Instant::now() < deadline,
-            "no checkpoint past step {after_step} within 120 s"
-        );
-        std::thread::sleep(Duration::from_millis(2));
-    }
-    let finished = child.try_wait().ok().flatten().is_some();
-    child.kill().unwrap_or_default(); // SIGKILL
-    let _ = child.wait();
-    assert!(!finished, "the run finished before it could be killed");
+    kill_after_checkpoint(&args(&run), &run, after_step);
     run
 }
 

@@ -1,16 +1,26 @@
-"""kiln vs PyTorch on the tutorial job, same machine, same threads.
+"""kiln vs PyTorch on the tutorial job and on the MNIST example's CNN, same machine, same threads.
 
 What users run is timed: `kiln train` itself (the Trainer with its callbacks,
-metric files and checkpoints) against the tutorial's own `train()` on
-preloaded tensors, alternated `--reps` times:
-- the train epoch: kiln's `epoch_train_seconds` (from its first batch to the
-  end of its last, as its metrics.jsonl records it) vs the time PyTorch's
-  `train(dataloader, model, loss_fn, optimizer)` takes;
+metric files and checkpoints) against PyTorch's own loops on preloaded
+tensors, alternated `--reps` times:
+- the tutorial's train epoch: kiln's `epoch_train_seconds` (from its first
+  batch to the end of its last, as its metrics.jsonl records it) vs the time
+  PyTorch's `train(dataloader, model, loss_fn, optimizer)` takes;
+- `--model cnn` (pytorch/examples mnist `Net`, Adadelta(lr=1.0), nll): kiln
+  train's `epoch_train_seconds` on the first `--cnn-samples` training
+  samples vs the example's own `train()` loop over the same samples;
 - the whole process: `kiln train --epochs 1` (start-up, data loading, one
   epoch, the test pass, files) vs `python scripts/reference/quickstart.py
-  --epochs 1`, wall clock.
-Medians and the ratios kiln/PyTorch are printed. With --worker torch it runs
-one PyTorch epoch on preloaded tensors and prints {"seconds": S}.
+  --epochs 1`, wall clock, and the peak resident memory of both processes
+  (the kernel's `ru_maxrss` of each child);
+- `--model cnn` (Adadelta, a slice of the data) against pytorch/examples'
+  MNIST train loop on preloaded tensors;
+- the cost of `--logger tensorboard` on kiln's epoch;
+- `--precision bf16-mixed` against `32-true`, kiln and PyTorch (autocast on
+  the CPU; bf16 may be slower than float32 without AMX).
+Medians and the ratios kiln/PyTorch are printed. With --worker torch (or
+torch-cnn) it runs one PyTorch epoch on preloaded tensors and prints
+{"seconds": S}.
 """
 import argparse
 import contextlib
@@ -26,17 +36,30 @@ import time
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
+def preloaded(args, n=None):
+    import torch
+
+    sys.path.insert(0, os.path.join(ROOT, "scripts/reference"))
+    from quickstart import find, read_idx
+
+    images = read_idx(find(args.data_dir, "train-images-idx3-ubyte"))[:n].unsqueeze(1).to(torch.float32).div(255)
+    labels = read_idx(find(args.data_dir, "train-labels-idx1-ubyte"))[:n].to(torch.int64)
+    return images, labels
+
+
 def torch_epoch(args):
     import torch
     from torch import nn
     from torch.utils.data import DataLoader, TensorDataset
 
     sys.path.insert(0, os.path.join(ROOT, "scripts/reference"))
-    from quickstart import NeuralNetwork, find, read_idx, train
+    from quickstart import NeuralNetwork, train
 
+    import quickstart
+
+    quickstart.PRECISION = args.precision
     torch.set_num_threads(args.threads)
-    images = read_idx(find(args.data_dir, "train-images-idx3-ubyte")).unsqueeze(1).to(torch.float32).div(255)
-    labels = read_idx(find(args.data_dir, "train-labels-idx1-ubyte")).to(torch.int64)
+    images, labels = preloaded(args)
     torch.manual_seed(0)
     model = NeuralNetwork()
     loader = DataLoader(TensorDataset(images, labels), batch_size=64, shuffle=True)
@@ -49,56 +72,123 @@ def torch_epoch(args):
     print(json.dumps({"seconds": time.perf_counter() - start}))
 
 
-def wall(cmd, env=None):
+def torch_cnn_epoch(args):
+    import torch
+    import torch.nn.functional as F
+    from torch.utils.data import DataLoader, TensorDataset
+
+    sys.path.insert(0, os.path.join(ROOT, "scripts/reference"))
+    from mnist_cnn import Net
+
+    torch.set_num_threads(args.threads)
+    images, labels = preloaded(args, args.cnn_samples)
+    torch.manual_seed(0)
+    model = Net()
+    loader = DataLoader(TensorDataset(images, labels), batch_size=64, shuffle=True)
+    optimizer = torch.optim.Adadelta(model.parameters(), lr=1.0)
     start = time.perf_counter()
-    out = subprocess.run(cmd, check=True, capture_output=True, text=True, env=env).stdout
-    return time.perf_counter() - start, out
+    # pytorch/examples mnist/main.py's train(), log_interval 10 (to stderr).
+    model.train()
+    for batch_idx, (data, target) in enumerate(loader):
+        optimizer.zero_grad()
+        output = model(data)
+        loss = F.nll_loss(output, target)
+        loss.backward()
+        optimizer.step()
+        if batch_idx % 10 == 0:
+            print(f"[{batch_idx * len(data)}/{len(loader.dataset)}]\tLoss: {loss.item():.6f}", file=sys.stderr)
+    print(json.dumps({"seconds": time.perf_counter() - start}))
+
+
+def run(cmd):
+    """(wall seconds, stdout, peak resident memory in MB) of one child process."""
+    start = time.perf_counter()
+    p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    out = p.stdout.read()
+    _, status, usage = os.wait4(p.pid, 0)
+    seconds = time.perf_counter() - start
+    p.returncode = os.waitstatus_to_exitcode(status)
+    if p.returncode != 0:
+        raise SystemExit(f"{cmd[:3]}... exited with {p.returncode}")
+    return seconds, out, usage.ru_maxrss / 1024
 
 
 def kiln_run(args, extra=()):
-    """One `kiln train --epochs 1`: (whole-process seconds, train-epoch seconds)."""
-    run = tempfile.mkdtemp(prefix="kiln-bench-")
-    shutil.rmtree(run)
+    """One `kiln train --epochs 1`: (whole-process seconds, train-epoch seconds, peak MB)."""
+    run_dir = tempfile.mkdtemp(prefix="kiln-bench-")
+    shutil.rmtree(run_dir)
     try:
         cmd = [args.kiln_bin, "train", "--epochs", "1", "--seed", "0", "--threads", str(args.threads),
-               "--data-dir", args.data_dir, "--run-dir", run, "--quiet", *extra]
-        seconds, _ = wall(cmd)
-        with open(os.path.join(run, "metrics.jsonl")) as f:
+               "--data-dir", args.data_dir, "--run-dir", run_dir, "--quiet", *extra]
+        seconds, _, peak = run(cmd)
+        with open(os.path.join(run_dir, "metrics.jsonl")) as f:
             epoch = [json.loads(l) for l in f if '"scope":"epoch"' in l][-1]
-        return seconds, epoch["values"]["epoch_train_seconds"]
+        return seconds, epoch["values"]["epoch_train_seconds"], peak
     finally:
-        shutil.rmtree(run, ignore_errors=True)
+        shutil.rmtree(run_dir, ignore_errors=True)
 
 
 def main():
     p = argparse.ArgumentParser()
-    p.add_argument("--worker", choices=["torch"])
+    p.add_argument("--worker", choices=["torch", "torch-cnn"])
     p.add_argument("--threads", type=int, default=os.cpu_count())
     p.add_argument("--reps", type=int, default=3)
+    p.add_argument("--cnn-samples", type=int, default=6400, help="training samples of the cnn epoch")
     p.add_argument("--data-dir", default=os.path.join(ROOT, ".data/fashion-mnist"))
     p.add_argument("--kiln-bin", default=os.path.join(ROOT, "target/release/kiln"))
+    p.add_argument("--precision", default="32-true")
     args = p.parse_args()
     if args.worker == "torch":
         return torch_epoch(args)
+    if args.worker == "torch-cnn":
+        return torch_cnn_epoch(args)
 
     common = ["--threads", str(args.threads), "--data-dir", args.data_dir]
     quickstart = [sys.executable, "-W", "ignore", os.path.join(ROOT, "scripts/reference/quickstart.py"),
                   "--epochs", "1", "--seed", "0", *common]
-    t = {"kiln epoch": [], "pytorch epoch": [], "kiln process": [], "pytorch process": []}
+    worker = [sys.executable, "-W", "ignore", __file__, *common, "--cnn-samples", str(args.cnn_samples)]
+    cnn = ["--model", "cnn", "--optimizer", "adadelta:lr=1.0", "--train-samples", str(args.cnn_samples),
+           "--test-samples", "1000"]
+    t = {k: [] for k in ["kiln epoch", "pytorch epoch", "kiln cnn epoch", "pytorch cnn epoch",
+                         "kiln process", "pytorch process", "kiln peak MB", "pytorch peak MB"]}
     for rep in range(args.reps):
-        process, epoch = kiln_run(args)
+        process, epoch, peak = kiln_run(args)
         t["kiln epoch"].append(epoch)
         t["kiln process"].append(process)
-        _, out = wall([sys.executable, "-W", "ignore", __file__, "--worker", "torch", *common])
+        t["kiln peak MB"].append(peak)
+        _, out, _ = run([*worker, "--worker", "torch"])
         t["pytorch epoch"].append(json.loads(out.strip().splitlines()[-1])["seconds"])
-        t["pytorch process"].append(wall(quickstart)[0])
-        print("rep {}: ".format(rep + 1) + ", ".join(f"{k} {v[-1]:.3f} s" for k, v in t.items()), flush=True)
+        seconds, _, peak = run(quickstart)
+        t["pytorch process"].append(seconds)
+        t["pytorch peak MB"].append(peak)
+        t["kiln cnn epoch"].append(kiln_run(args, cnn)[1])
+        _, out, _ = run([*worker, "--worker", "torch-cnn"])
+        t["pytorch cnn epoch"].append(json.loads(out.strip().splitlines()[-1])["seconds"])
+        print("rep {}: ".format(rep + 1) + ", ".join(f"{k} {v[-1]:.3f}" for k, v in t.items()), flush=True)
     m = {k: statistics.median(v) for k, v in t.items()}
-    print(f"tutorial job, 60000 samples, batch 64, {args.threads} threads; medians of {args.reps}:")
-    print(f"  train epoch    kiln train {m['kiln epoch']:.3f} s   pytorch train() {m['pytorch epoch']:.3f} s"
-          f"   ratio kiln/pytorch = {m['kiln epoch'] / m['pytorch epoch']:.3f}")
-    print(f"  whole process  kiln train {m['kiln process']:.3f} s   quickstart.py   {m['pytorch process']:.3f} s"
-          f"   ratio kiln/pytorch = {m['kiln process'] / m['pytorch process']:.3f}")
+    ratio = lambda a, b: m[a] / m[b]  # noqa: E731
+    print(f"kiln vs PyTorch, {args.threads} threads, batch 64; medians of {args.reps}:")
+    print(f"  tutorial train epoch (60000)  kiln train {m['kiln epoch']:.3f} s   pytorch train() {m['pytorch epoch']:.3f} s"
+          f"   ratio kiln/pytorch = {ratio('kiln epoch', 'pytorch epoch'):.3f}")
+    print(f"  cnn train epoch ({args.cnn_samples})      kiln train {m['kiln cnn epoch']:.3f} s   example train() {m['pytorch cnn epoch']:.3f} s"
+          f"   ratio kiln/pytorch = {ratio('kiln cnn epoch', 'pytorch cnn epoch'):.3f}")
+    print(f"  tutorial whole process        kiln train {m['kiln process']:.3f} s   quickstart.py   {m['pytorch process']:.3f} s"
+          f"   ratio kiln/pytorch = {ratio('kiln process', 'pytorch process'):.3f}")
+    print(f"  tutorial peak memory          kiln train {m['kiln peak MB']:.0f} MB   quickstart.py   {m['pytorch peak MB']:.0f} MB"
+          f"   ratio kiln/pytorch = {ratio('kiln peak MB', 'pytorch peak MB'):.3f}")
+    # The cost of the TensorBoard logger, and bf16-mixed, in the same run.
+    tb, bf16, bf16_torch = [], [], []
+    for rep in range(args.reps):
+        tb.append(kiln_run(args, ["--logger", "csv,jsonl,tensorboard"])[1])
+        bf16.append(kiln_run(args, ["--precision", "bf16-mixed"])[1])
+        _, out, _ = run([*worker, "--worker", "torch", "--precision", "bf16-mixed"])
+        bf16_torch.append(json.loads(out.strip().splitlines()[-1])["seconds"])
+    tb_m = statistics.median(tb)
+    print(f"  --logger tensorboard: epoch {tb_m:.3f} s vs {m['kiln epoch']:.3f} s without,"
+          f" cost {100 * (tb_m / m['kiln epoch'] - 1):+.1f} %")
+    b, bt = statistics.median(bf16), statistics.median(bf16_torch)
+    print(f"  bf16-mixed     kiln train {b:.3f} s ({b / m['kiln epoch']:.2f}x its 32-true)"
+          f"   pytorch train() {bt:.3f} s ({bt / m['pytorch epoch']:.2f}x)   ratio kiln/pytorch = {b / bt:.3f}")
 
 
 if __name__ == "__main__":

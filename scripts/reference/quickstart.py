@@ -79,15 +79,30 @@ PRECISION = "32-true"
 SCALER = None
 
 
+DEVICE = "cpu"
+
+
+def datasets(args):
+    """FashionMNIST's train and test sets, cut to --train-samples/--test-samples."""
+    training_data = IdxImages(args.data_dir, "train")
+    test_data = IdxImages(args.data_dir, "t10k")
+    if args.train_samples is not None:
+        training_data = Subset(training_data, range(min(args.train_samples, len(training_data))))
+    if args.test_samples is not None:
+        test_data = Subset(test_data, range(min(args.test_samples, len(test_data))))
+    return training_data, test_data
+
+
 def autocast():
     dtype = AUTOCAST[PRECISION]
-    return torch.autocast("cpu", dtype=dtype) if dtype is not None else contextlib.nullcontext()
+    return torch.autocast(DEVICE, dtype=dtype) if dtype is not None else contextlib.nullcontext()
 
 
 def train(dataloader, model, loss_fn, optimizer):
     size = len(dataloader.dataset)
     model.train()
     for batch, (X, y) in enumerate(dataloader):
+        X, y = X.to(DEVICE), y.to(DEVICE)
         with autocast():
             pred = model(X)
             loss = loss_fn(pred, y)
@@ -111,6 +126,7 @@ def test(dataloader, model, loss_fn):
     test_loss, correct = 0, 0
     with torch.no_grad():
         for X, y in dataloader:
+            X, y = X.to(DEVICE), y.to(DEVICE)
             with autocast():
                 pred = model(X)
                 batch_loss = loss_fn(pred, y)
@@ -134,23 +150,24 @@ def main():
     p.add_argument("--train-samples", type=int)
     p.add_argument("--test-samples", type=int)
     p.add_argument("--precision", choices=sorted(AUTOCAST), default="32-true")
+    p.add_argument("--device", default="cpu", help="cpu or cuda (the data moves to it batch by batch)")
+    p.add_argument("--deterministic", action="store_true", help="torch.use_deterministic_algorithms(True)")
     args = p.parse_args()
-    global PRECISION, SCALER
-    PRECISION = args.precision
+    global PRECISION, SCALER, DEVICE
+    PRECISION, DEVICE = args.precision, args.device
+    if args.deterministic:
+        torch.use_deterministic_algorithms(True)
+        torch.backends.cudnn.deterministic = True
+        torch.backends.cudnn.benchmark = False
     if PRECISION == "16-mixed":
-        SCALER = torch.amp.GradScaler("cpu")
+        SCALER = torch.amp.GradScaler(torch.device(DEVICE).type)
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    training_data = IdxImages(args.data_dir, "train")
-    test_data = IdxImages(args.data_dir, "t10k")
-    if args.train_samples is not None:
-        training_data = Subset(training_data, range(min(args.train_samples, len(training_data))))
-    if args.test_samples is not None:
-        test_data = Subset(test_data, range(min(args.test_samples, len(test_data))))
+    training_data, test_data = datasets(args)
     if args.seed is not None:
         torch.manual_seed(args.seed)
-    model = NeuralNetwork()
+    model = NeuralNetwork().to(DEVICE)
     train_dataloader = DataLoader(training_data, batch_size=args.batch_size, shuffle=not args.no_shuffle)
     test_dataloader = DataLoader(test_data, batch_size=args.batch_size)
     loss_fn = nn.CrossEntropyLoss()

@@ -119,3 +119,74 @@ pub fn pytorch(script: &str, args: &[&str]) -> String {
     assert!(out.status.success(), "python3 {script} failed: {stderr}");
     stdout
 }
+
+/// The checkpoints of run directory `run`, oldest first.
+pub fn checkpoints(run: &Path) -> Vec<PathBuf> {
+    kiln_loop::checkpoint::list(run).unwrap_or_default()
+}
+
+/// The newest checkpoint of `run` (panics, failing the test, if there is none).
+pub fn newest(run: &Path) -> PathBuf {
+    checkpoints(run)
+        .pop()
+        .unwrap_or_else(|| panic!("{}: no checkpoint", run.display()))
+}
+
+/// Runs a committed reference script under `torchrun --standalone
+/// --nproc-per-node ranks` (gloo over loopback, one OpenMP thread per rank)
+/// on the torch the setup installed. Returns the output, whatever the status.
+pub fn torchrun(script: &str, ranks: usize, args: &[&str]) -> Output {
+    Command::new(std::env::var("PYTHON").unwrap_or_else(|_| "python3".into()))
+        .env("PYTHONPATH", root().join(".libtorch"))
+        .env("OMP_NUM_THREADS", "1")
+        .args([
+            "-W",
+            "ignore",
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+        ])
+        .args(["--nproc-per-node", &ranks.to_string()])
+        .arg(root().join(script))
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run torchrun: {e}"))
+}
+
+/// Starts `kiln ARGS` and SIGKILLs it once `run` holds a checkpoint at or
+/// past `step` (panics, failing the test, if the run ends first or none
+/// appears within 120 s).
+pub fn kill_after_checkpoint(args: &[String], run: &Path, step: usize) {
+    use std::process::Stdio;
+    use std::time::{Duration, Instant};
+    let mut child = Command::new(env!("CARGO_BIN_EXE_kiln"))
+        .args(args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap_or_else(|e| panic!("spawn kiln: {e}"));
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let target = format!("step-{step:09}");
+    loop {
+        let reached = checkpoints(run).iter().any(|p| {
+            p.file_name()
+                .is_some_and(|n| n.to_string_lossy().as_ref() >= target.as_str())
+        });
+        if reached {
+            break;
+        }
+        assert!(
+            child.try_wait().ok().flatten().is_none(),
+            "the run ended before step {step}"
+        );
+        assert!(
+            Instant::now() < deadline,
+            "no checkpoint past step {step} within 120 s"
+        );
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    let finished = child.try_wait().ok().flatten().is_some();
+    child.kill().unwrap_or_default(); // SIGKILL
+    let _ = child.wait();
+    assert!(!finished, "the run finished before it could be killed");
+}

@@ -40,6 +40,10 @@ pub struct TrainArgs {
     /// LR scheduler spec: NAME[:key=value,...], e.g. onecycle:max_lr=0.1 (see `kiln schedulers`).
     #[arg(long)]
     pub scheduler: Option<String>,
+    /// Model spec: mlp[:hidden=512;512,...], cnn[:channels=32;64,...] or torchscript:PATH (a
+    /// module saved with torch.jit.save; see `kiln models`); default: the quickstart MLP.
+    #[arg(long)]
+    pub model: Option<String>,
     /// When the scheduler steps: step or epoch (default: step for onecycle and cyclic, else epoch).
     #[arg(long, value_parser = ["step", "epoch"])]
     pub scheduler_interval: Option<String>,
@@ -52,11 +56,16 @@ pub struct TrainArgs {
     /// libtorch intra-op threads (torch.set_num_threads); default: libtorch's choice.
     #[arg(long)]
     pub threads: Option<usize>,
+    /// Deterministic kernels (torch.use_deterministic_algorithms(True), cuDNN deterministic):
+    /// reproducible GPU runs; with CUDA also set CUBLAS_WORKSPACE_CONFIG=:4096:8.
+    #[arg(long)]
+    pub deterministic: bool,
     /// Directory with the four (Fashion)MNIST IDX files, gzipped or not.
     #[arg(long)]
     pub data_dir: Option<PathBuf>,
-    /// Tabular data instead: csv:PATH,target=COLUMN[,test_fraction=0.2] (regression; the split
-    /// is seeded by the run's seed; the loss defaults to mse).
+    /// Other data: csv:PATH,target=COLUMN[,test_fraction=0.2] (regression; the loss defaults to
+    /// mse) or tensors:PATH[,test=PATH,inputs=KEY,targets=KEY,test_fraction=0.2,classes=N] (a
+    /// safetensors file; int targets are classes, float targets values). Splits use the seed.
     #[arg(long)]
     pub data: Option<String>,
     /// Keep the training set in file order instead of reshuffling every epoch.
@@ -146,6 +155,12 @@ pub struct TrainArgs {
     #[arg(long, default_value_t = defaults().dist_timeout)]
     #[serde(with = "kiln_loop::json_f64::plain")]
     pub dist_timeout: f64,
+    /// Gradient bucket size in MiB, as DDP's bucket_cap_mb: each bucket's all-reduce starts
+    /// during backward once its gradients are ready (default: DDP's 25, with a first bucket of
+    /// 1 MiB; a value given caps every bucket, the first one included).
+    #[arg(long)]
+    #[serde(with = "kiln_loop::json_f64::option")]
+    pub bucket_cap_mb: Option<f64>,
 
     /// Where checkpoints, metrics and the run's config go (default: runs/YYYYMMDD-HHMMSS, UTC).
     #[arg(long)]
@@ -206,10 +221,13 @@ pub struct EvalArgs {
     #[arg(long, value_parser = ["last", "best"])]
     #[serde(skip)]
     pub which: Option<String>,
-    /// A safetensors state dict of the quickstart model (e.g. saved by PyTorch).
+    /// A safetensors state dict (e.g. saved by PyTorch) of the quickstart model, or of --model.
     #[arg(long)]
     #[serde(skip)]
     pub weights: Option<PathBuf>,
+    /// The model of --weights (default: the quickstart MLP); see `kiln models`.
+    #[arg(long)]
+    pub model: Option<String>,
     /// Data directory (default: the run's, else the setup's FashionMNIST).
     #[arg(long)]
     pub data_dir: Option<PathBuf>,

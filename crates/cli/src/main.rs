@@ -19,7 +19,8 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Train the quickstart model on (Fashion)MNIST, printing what PyTorch's tutorial prints.
+    /// Train a model (the quickstart's by default) on (Fashion)MNIST or your data, printing what
+    /// PyTorch's tutorial prints.
     Train(Box<args::TrainArgs>),
     /// Run the test loop on a checkpoint (or a PyTorch state dict).
     Eval(args::EvalArgs),
@@ -31,6 +32,8 @@ enum Command {
     Optimizers,
     /// List every lr scheduler and its options with their defaults.
     Schedulers,
+    /// List every built-in model and its options with their defaults.
+    Models,
 }
 
 /// The subcommand the command line names, if any.
@@ -140,6 +143,7 @@ fn run(cli: Cli, matches: &clap::ArgMatches) -> anyhow::Result<()> {
         Command::Losses => print!("{}", kiln_losses::registry().describe()),
         Command::Optimizers => print!("{}", kiln_optim::optimizers().describe()),
         Command::Schedulers => print!("{}", kiln_optim::scheduler::schedulers().describe()),
+        Command::Models => print!("{}", kiln_loop::models::models().describe()),
     }
     Ok(())
 }

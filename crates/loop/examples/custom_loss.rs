@@ -8,12 +8,16 @@
 //!
 //!     cargo run -p kiln-loop --example custom_loss
 use kiln_loop::models::VarStoreModel;
-use kiln_loop::{test, train, DataLoader, Dataset, Model};
+use kiln_loop::{test, train, DataLoader, Model};
 use kiln_losses::{CrossEntropyLoss, Loss, Result};
 use kiln_optim::SgdConfig;
 use kiln_tensor::init::linear;
 use kiln_tensor::nn::{self, Module, ModuleT};
 use kiln_tensor::{Device, Kind, Reduction, Tensor};
+
+#[path = "shared/rings.rs"]
+mod rings;
+use rings::rings;
 
 /// Focal loss: `mean(-(1 - p_t)^gamma * log p_t)` over class-index targets.
 struct FocalLoss {
@@ -50,17 +54,6 @@ impl ModuleT for Classifier {
     fn forward_t(&self, xs: &Tensor, _train: bool) -> Tensor {
         self.out.forward(&self.hidden.forward(xs).relu())
     }
-}
-
-/// Points on two noisy rings: class 0 inside, class 1 outside.
-fn rings(n: i64) -> anyhow::Result<Dataset> {
-    let angle = Tensor::f_rand([n], (Kind::Float, Device::Cpu))? * (2.0 * std::f64::consts::PI);
-    let class = Tensor::f_randint(2, [n], (Kind::Int64, Device::Cpu))?;
-    let radius = class.f_to_kind(Kind::Float)? * 2.0
-        + 1.0
-        + Tensor::f_randn([n], (Kind::Float, Device::Cpu))? * 0.2;
-    let xy = Tensor::f_stack(&[angle.cos() * &radius, angle.sin() * &radius], 1)?;
-    Ok(Dataset::from_tensors(xy, class, "rings")?)
 }
 
 fn run(name: &str, loss: &dyn Loss) -> anyhow::Result<()> {

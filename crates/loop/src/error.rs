@@ -51,6 +51,16 @@ pub enum Error {
     /// A tensor operation failed.
     #[error(transparent)]
     Tensor(#[from] kiln_tensor::Error),
+    /// The ranks of a data-parallel job disagree: their flags, data or
+    /// model differ from rank 0's. `ranks` are the ones that differ; the
+    /// message names them. `kiln` exits with code 2.
+    #[error("{message}")]
+    RankMismatch {
+        /// The ranks whose values differ from rank 0's.
+        ranks: Vec<usize>,
+        /// What differs, naming the ranks.
+        message: String,
+    },
     /// Writing the report failed.
     #[error("writing output: {0}")]
     Output(#[from] std::io::Error),
@@ -68,7 +78,7 @@ impl Error {
     /// SIGTERM), 1 for any other failure.
     pub fn exit_code(&self) -> i32 {
         match self {
-            Error::Usage(_) => 2,
+            Error::Usage(_) | Error::RankMismatch { .. } => 2,
             Error::Interrupted { signal, .. } => 128 + signal,
             _ => 1,
         }

@@ -363,7 +363,8 @@ fn early_stopping_and_unknown_monitors_for_every_optimizer() -> Result<()> {
         let (rec, result, _) = fit(opt, bad, ce().as_ref(), keep)?;
         let err = result.err().map(|e| e.to_string()).unwrap_or_default();
         ensure!(
-            err.contains("'val_acc' is not reported") && err.contains("test_accuracy"),
+            err.contains("monitors 'val_acc', which this run does not report")
+                && err.contains("test_accuracy"),
             "{err}"
         );
         ensure!(rec.log().steps.is_empty());

@@ -134,6 +134,13 @@ pub trait Optimizer {
         false
     }
 
+    /// Checks, before training, that the gradients the parameters hold now
+    /// (from a trial backward pass) are ones this optimizer can step on —
+    /// SparseAdam needs sparse ones — with the error its step would give.
+    fn check_gradients(&self) -> Result<()> {
+        Ok(())
+    }
+
     /// Number of param groups.
     fn num_groups(&self) -> usize;
 

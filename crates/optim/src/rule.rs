@@ -152,6 +152,12 @@ pub trait Rule: Clone + std::fmt::Debug + Serialize + DeserializeOwned + Send + 
         Ok(())
     }
 
+    /// Checks that this rule can step on `grad` (SparseAdam: sparse only),
+    /// with the message its update would give.
+    fn check_grad(&self, _grad: &Tensor) -> Result<()> {
+        Ok(())
+    }
+
     /// The shape buffer `buffer` has for `param` (the parameter's, by default).
     fn buffer_shape(&self, _buffer: &str, param: &Tensor) -> Vec<i64> {
         param.size()
@@ -536,6 +542,17 @@ fn number(v: f64) -> Value {
 impl<C: Rule> Optimizer for Grouped<C> {
     fn name(&self) -> &str {
         C::NAME
+    }
+
+    fn check_gradients(&self) -> Result<()> {
+        for group in &self.groups {
+            for p in &group.params {
+                if ops::has_grad(&p.tensor)? {
+                    group.config.check_grad(&p.tensor.f_grad()?)?;
+                }
+            }
+        }
+        Ok(())
     }
 
     fn step(&mut self) -> Result<()> {

@@ -97,12 +97,17 @@ impl Rule for SparseAdamConfig {
         Ok(())
     }
 
-    fn update(&self, param: &Tensor, grad: &Tensor, state: &mut ParamState) -> Result<()> {
+    fn check_grad(&self, grad: &Tensor) -> Result<()> {
         if !grad.is_sparse() {
             return Err(Error::InvalidArgument(
                 "SparseAdam does not support dense gradients, please consider Adam instead".into(),
             ));
         }
+        Ok(())
+    }
+
+    fn update(&self, param: &Tensor, grad: &Tensor, state: &mut ParamState) -> Result<()> {
+        self.check_grad(grad)?;
         let (beta1, beta2) = self.betas;
         let exp_avg = state.buffer_or_init("exp_avg", || Ok(param.f_zeros_like()?))?;
         let exp_avg_sq = state.buffer_or_init("exp_avg_sq", || Ok(param.f_zeros_like()?))?;

@@ -16,9 +16,7 @@
 
 typedef at::Tensor *tensor;
 
-#ifdef KILN_LINK_TORCH_CUDA
-namespace at { namespace cuda { int warp_size(); } }
-#endif
+#include <dlfcn.h>
 
 static char *kiln_strdup(const char *msg) {
   size_t n = std::strlen(msg);
@@ -50,11 +48,6 @@ extern "C" {
 
 void kiln_free_error(char *err) { std::free(err); }
 
-#ifdef KILN_LINK_TORCH_CUDA
-// A data reference the linker cannot drop: it keeps libtorch_cuda NEEDED.
-void *volatile kiln_cuda_anchor = reinterpret_cast<void *>(&at::cuda::warp_size);
-#endif
-
 // The OpenMP thread count of the calling thread (`omp_set_num_threads`,
 // the count ATen's own parallel kernels read through at::get_num_threads()),
 // leaving MKL's thread-local count (mkl_set_num_threads_local, which
@@ -79,13 +72,21 @@ char *kiln_set_omp_threads(int threads, int *previous) {
   })
 }
 
-// Non-zero when this binary links libtorch_cuda (so CUDA can be used where present).
-int kiln_cuda_linked() {
-#ifdef KILN_LINK_TORCH_CUDA
-  return kiln_cuda_anchor != nullptr;
-#else
-  return 0;
+// Loads libtorch_cuda (and with it the CUDA libraries, ~350 MB resident)
+// on first use, and only where an NVIDIA driver is installed: a CPU-only
+// run never maps them. Its static initialisers register libtorch's CUDA
+// hooks, so this must run before anything asks libtorch about CUDA (kiln
+// resolves the device first). Non-zero when libtorch_cuda is loaded.
+int kiln_cuda_load() {
+  static const int loaded = [] {
+    if (dlopen("libcuda.so.1", RTLD_LAZY | RTLD_LOCAL) == nullptr) return 0;
+    void *torch_cuda = dlopen("libtorch_cuda.so", RTLD_NOW | RTLD_GLOBAL);
+#ifdef KILN_TORCH_LIB_DIR
+    if (torch_cuda == nullptr) torch_cuda = dlopen(KILN_TORCH_LIB_DIR "/libtorch_cuda.so", RTLD_NOW | RTLD_GLOBAL);
 #endif
+    return torch_cuda != nullptr ? 1 : 0;
+  }();
+  return loaded;
 }
 
 // self.add_(other, alpha=alpha): one rounding (PyTorch's kernel uses an FMA).
@@ -527,6 +528,85 @@ char *kiln_fused_adam_step(tensor param, tensor grad, tensor exp_avg, tensor exp
                             step_size,
                             bias_correction2_sqrt};
   KILN_TRY(kiln_fused_adam_impl(param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq, h, applied))
+}
+
+}  // extern "C"
+
+// ---------------------------------------------------------------------------
+// Determinism (torch.use_deterministic_algorithms + cuDNN's flags), for
+// comparing runs on GPUs: `kiln train --deterministic`.
+extern "C" {
+
+// torch.use_deterministic_algorithms(on); torch.backends.cudnn.deterministic = on;
+// torch.backends.cudnn.benchmark = not on.
+char *kiln_set_deterministic(int on) {
+  KILN_TRY({
+    at::globalContext().setDeterministicAlgorithms(on != 0, false);
+    at::globalContext().setDeterministicCuDNN(on != 0);
+    at::globalContext().setBenchmarkCuDNN(on == 0 ? at::globalContext().benchmarkCuDNN() : false);
+  })
+}
+
+}  // extern "C"
+
+// ===========================================================================
+// ddp (issue 15): post-accumulate-grad hooks, the C++ side of
+// `Tensor.register_post_accumulate_grad_hook`. Data-parallel training starts a
+// gradient bucket's all-reduce as soon as autograd has accumulated the last
+// gradient of the bucket. The hook object lives in the tensor's AutogradMeta
+// (torch::autograd::impl::set_post_acc_grad_hooks) and calls back into Rust;
+// it owns `ctx` and frees it through `drop` when it is destroyed (replaced,
+// cleared, or with the tensor).
+// ===========================================================================
+
+#include <torch/csrc/autograd/function_hook.h>
+#include <torch/csrc/autograd/variable.h>
+
+typedef void (*kiln_hook_fn)(void *ctx);
+typedef void (*kiln_hook_drop_fn)(void *ctx);
+
+namespace {
+
+struct KilnPostAccumulateGradHook : torch::autograd::PostAccumulateGradHook {
+  KilnPostAccumulateGradHook(kiln_hook_fn fn, kiln_hook_drop_fn drop, void *ctx)
+      : fn(fn), drop(drop), ctx(ctx) {}
+  ~KilnPostAccumulateGradHook() override { drop(ctx); }
+  void operator()(const torch::autograd::Variable & /*tensor*/) override { fn(ctx); }
+
+  kiln_hook_fn fn;
+  kiln_hook_drop_fn drop;
+  void *ctx;
+};
+
+}  // namespace
+
+extern "C" {
+
+// Calls fn(ctx) every time autograd has accumulated a gradient into
+// self.grad. Ownership of ctx passes to the hook in every case: on an error
+// (not a leaf, no requires_grad, a hook already set) it is dropped here.
+char *kiln_set_post_accumulate_grad_hook(tensor self, kiln_hook_fn fn, kiln_hook_drop_fn drop,
+                                         void *ctx) {
+  KILN_TRY({
+    auto hook = std::make_unique<KilnPostAccumulateGradHook>(fn, drop, ctx);
+    TORCH_CHECK(self->requires_grad() && self->is_leaf(),
+                "a post-accumulate-grad hook needs a leaf tensor that requires grad");
+    TORCH_CHECK(torch::autograd::impl::post_acc_grad_hooks(*self) == nullptr,
+                "the tensor already has a post-accumulate-grad hook");
+    torch::autograd::impl::set_post_acc_grad_hooks(*self, std::move(hook));
+  })
+}
+
+// Removes self's post-accumulate-grad hook if it is the one holding ctx
+// (destroying it, which drops ctx); any other hook is left alone.
+char *kiln_clear_post_accumulate_grad_hook(tensor self, void *ctx) {
+  KILN_TRY({
+    auto &current = torch::autograd::impl::post_acc_grad_hooks(*self);
+    auto *mine = dynamic_cast<KilnPostAccumulateGradHook *>(current.get());
+    if (mine != nullptr && mine->ctx == ctx) {
+      torch::autograd::impl::set_post_acc_grad_hooks(*self, nullptr);
+    }
+  })
 }
 
 }  // extern "C"

@@ -46,11 +46,14 @@ impl std::fmt::Display for DeviceSpec {
     }
 }
 
-/// Number of CUDA devices libtorch can use (0 without a GPU or without libtorch_cuda).
+/// Number of CUDA devices libtorch can use (0 without a GPU, a driver or
+/// libtorch_cuda). The first call loads libtorch_cuda where a CUDA driver
+/// is installed (a CPU-only run never maps the CUDA libraries, about 350 MB
+/// of memory); ask this before anything else asks libtorch about CUDA.
 pub fn cuda_device_count() -> usize {
-    // SAFETY: takes no arguments and only reads link-time information.
-    let linked = unsafe { crate::shim::kiln_cuda_linked() } != 0;
-    if !linked {
+    // SAFETY: takes no arguments; loads a library once, thread-safely.
+    let loaded = unsafe { crate::shim::kiln_cuda_load() } != 0;
+    if !loaded {
         return 0;
     }
     usize::try_from(tch::Cuda::device_count()).unwrap_or(0)
@@ -138,6 +141,16 @@ impl Drop for SerialAtenKernels {
             });
         }
     }
+}
+
+/// `torch.use_deterministic_algorithms(on)` with cuDNN's deterministic flag
+/// (and benchmarking off): libtorch then picks deterministic kernels (or
+/// errors where an op has none), so two runs on one GPU give the same bits.
+/// On CUDA, cuBLAS also needs `CUBLAS_WORKSPACE_CONFIG=:4096:8` in the
+/// environment, as in PyTorch.
+pub fn set_deterministic(on: bool) -> Result<()> {
+    // SAFETY: takes a flag and sets libtorch's global context; errors come back as text.
+    crate::shim::check(unsafe { crate::shim::kiln_set_deterministic(i32::from(on)) })
 }
 
 #[cfg(test)]

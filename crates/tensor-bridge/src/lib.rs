@@ -7,13 +7,15 @@
 //! - [`device`]: parsing `auto | cpu | cuda | cuda:N` into a checked [`Device`];
 //! - [`rng`]: seeding and the exact random draws PyTorch's `DataLoader` and
 //!   `RandomSampler` make, so a seed gives the same numbers as in PyTorch;
-//! - [`init`]: PyTorch's default initialisers (`nn.Linear.reset_parameters`);
+//! - [`init`]: PyTorch's default initialisers (`nn.Linear` and `nn.Conv2d`'s
+//!   `reset_parameters`);
 //! - [`ops`]: the few libtorch calls tch does not wrap (`add_` with `alpha`,
 //!   `grad = None`, multi-tensor kernels), through a small C++ shim;
 //! - [`io`]: atomic file writes and safetensors I/O;
 //! - [`params`]: a `VarStore`'s parameters by name, in creation order.
 //! - [`spec`]: `name:key=value,...` component spec strings for registries;
 //! - [`dtype`]: libtorch's default dtype (`torch.set_default_dtype`).
+//! - [`jit`]: TorchScript modules loaded for training ([`jit::ScriptModule`]).
 //! - [`amp`]: mixed precision — autocast regions through libtorch's own
 //!   state, the GradScaler kernels, and [`amp::Precision`] (Lightning's names).
 #![deny(missing_docs)]
@@ -24,6 +26,7 @@ pub mod dtype;
 mod error;
 pub mod init;
 pub mod io;
+pub mod jit;
 pub mod ops;
 pub mod params;
 pub mod rng;

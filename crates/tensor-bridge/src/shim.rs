@@ -4,8 +4,8 @@ use torch_sys::C_tensor;
 
 extern "C" {
     pub(crate) fn kiln_free_error(err: *mut c_char);
-    pub(crate) fn kiln_cuda_linked() -> c_int;
     pub(crate) fn kiln_set_omp_threads(threads: c_int, previous: *mut c_int) -> *mut c_char;
+    pub(crate) fn kiln_cuda_load() -> c_int;
     pub(crate) fn kiln_add_(this: *mut C_tensor, other: *mut C_tensor, alpha: f64) -> *mut c_char;
     pub(crate) fn kiln_add(
         this: *mut C_tensor,
@@ -234,5 +234,64 @@ extern "C" {
         step_size: f64,
         bias_correction2_sqrt: f64,
         applied: *mut c_int,
+    ) -> *mut c_char;
+}
+
+// ---------------------------------------------------------------------------
+// TorchScript modules (issue 10), `cpp/jit.cpp`; only `crate::jit` calls these.
+// Device types: 0 = CPU, 1 = CUDA.
+/// An opaque `torch::jit::Module`.
+#[repr(C)]
+pub(crate) struct JitModule {
+    _private: [u8; 0],
+}
+
+extern "C" {
+    pub(crate) fn kiln_jit_load(
+        data: *const c_char,
+        len: usize,
+        device_type: c_int,
+        index: i64,
+        out: *mut *mut JitModule,
+    ) -> *mut c_char;
+    pub(crate) fn kiln_jit_free(m: *mut JitModule);
+    pub(crate) fn kiln_jit_forward(
+        m: *mut JitModule,
+        input: *mut C_tensor,
+        out: *mut *mut C_tensor,
+        kind: *mut *mut c_char,
+    ) -> *mut c_char;
+    pub(crate) fn kiln_jit_train(m: *mut JitModule, on: c_int) -> *mut c_char;
+    pub(crate) fn kiln_jit_is_training(m: *mut JitModule, out: *mut c_int) -> *mut c_char;
+    pub(crate) fn kiln_jit_named_tensors(
+        m: *mut JitModule,
+        buffers: c_int,
+        data: *mut std::ffi::c_void,
+        f: extern "C" fn(*mut std::ffi::c_void, *const c_char, *mut C_tensor),
+    ) -> *mut c_char;
+    pub(crate) fn kiln_jit_save(
+        m: *mut JitModule,
+        bytes: *mut *mut c_char,
+        len: *mut usize,
+    ) -> *mut c_char;
+}
+
+// Determinism: torch.use_deterministic_algorithms and cuDNN's flags.
+extern "C" {
+    pub(crate) fn kiln_set_deterministic(on: c_int) -> *mut c_char;
+}
+
+// ddp (issue 15): post-accumulate-grad hooks; only `crate::ops::PostAccumulateGradHook` calls these.
+// ---------------------------------------------------------------------------
+extern "C" {
+    pub(crate) fn kiln_set_post_accumulate_grad_hook(
+        this: *mut C_tensor,
+        hook: unsafe extern "C" fn(*mut std::ffi::c_void),
+        drop: unsafe extern "C" fn(*mut std::ffi::c_void),
+        ctx: *mut std::ffi::c_void,
+    ) -> *mut c_char;
+    pub(crate) fn kiln_clear_post_accumulate_grad_hook(
+        this: *mut C_tensor,
+        ctx: *mut std::ffi::c_void,
     ) -> *mut c_char;
 }

@@ -1,19 +1,60 @@
-//! In-memory labelled image datasets (MNIST-style IDX files).
+//! In-memory labelled datasets: MNIST-style IDX files, CSV tables,
+//! safetensors files, or any tensors.
+//!
+//! A dataset keeps its inputs in their stored dtype (IDX images stay uint8,
+//! a quarter of float32's memory) and converts them per batch
+//! ([`Dataset::model_inputs`]), as torchvision's `ToTensor` converts each
+//! sample: the same operations on the same values, so the same bits.
 use crate::data::idx;
 use crate::{Error, Result};
 use kiln_tensor::{Device, Kind, Tensor};
 use std::path::{Path, PathBuf};
 
-/// Images as float32 `[N, 1, H, W]` scaled to [0, 1] (torchvision's
-/// `ToTensor`: `uint8.to(float32).div(255)`) and int64 labels `[N]`.
+/// How stored inputs become what the model sees, per batch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum InputTransform {
+    /// As stored (float32, or integer inputs such as token ids).
+    Identity,
+    /// torchvision's `ToTensor` on uint8 images: `x.to(float32).div(255)`.
+    ToTensor,
+    /// `x.float()`: float64, float16 and bfloat16 inputs as float32.
+    Float,
+}
+
+impl InputTransform {
+    /// The transform for inputs stored as `kind`: `ToTensor` for uint8,
+    /// `Float` for other floating dtypes than float32, else `Identity`.
+    pub fn for_kind(kind: Kind) -> Self {
+        match kind {
+            Kind::Uint8 => InputTransform::ToTensor,
+            Kind::Double | Kind::Half | Kind::BFloat16 => InputTransform::Float,
+            _ => InputTransform::Identity,
+        }
+    }
+
+    /// Applies the transform to a batch (or any slice) of stored inputs.
+    pub fn apply(self, stored: &Tensor) -> Result<Tensor> {
+        Ok(match self {
+            InputTransform::Identity => stored.shallow_clone(),
+            InputTransform::ToTensor => stored.f_to_kind(Kind::Float)?.f_div_scalar(255)?,
+            InputTransform::Float => stored.f_to_kind(Kind::Float)?,
+        })
+    }
+}
+
+/// Inputs `[N, ...]` in their stored dtype and targets `[N, ...]` (int64
+/// class indices, or float regression values).
 #[derive(Debug)]
 pub struct Dataset {
-    /// `[N, 1, H, W]` float32 in [0, 1].
+    /// `[N, ...]` as stored (IDX images: uint8 `[N, 1, H, W]`); the model
+    /// sees [`Dataset::model_inputs`] of them.
     pub inputs: Tensor,
-    /// `[N]` int64 class indices.
+    /// `[N]` int64 class indices, or float regression values `[N, K]`.
     pub targets: Tensor,
     /// Where the labels came from, for error messages.
     pub labels_path: PathBuf,
+    /// How stored inputs become model inputs.
+    pub transform: InputTransform,
     max_label: i64,
 }
 
@@ -59,22 +100,24 @@ impl Dataset {
             ));
         }
         let shape = [n as i64, 1, h as i64, w as i64];
-        let inputs = Tensor::f_from_slice(&images.data)?
-            .f_view(shape)?
-            .f_to_kind(Kind::Float)?
-            .f_div_scalar(255)?;
+        // uint8, as stored; `ToTensor`'s scaling happens per batch.
+        let inputs = Tensor::f_from_slice(&images.data)?.f_view(shape)?;
+        drop(images);
         let max_label = labels.data.iter().copied().max().map_or(-1, i64::from);
         let targets = Tensor::f_from_slice(&labels.data)?.f_to_kind(Kind::Int64)?;
         Ok(Self {
             inputs,
             targets,
             labels_path: labels_path.to_path_buf(),
+            transform: InputTransform::ToTensor,
             max_label,
         })
     }
 
     /// A dataset of in-memory tensors: `inputs` `[N, ...]` and `targets` `[N, ...]`
     /// (class indices or regression values); `source` names it in errors.
+    /// Inputs keep their dtype and convert per batch as
+    /// [`InputTransform::for_kind`] says (uint8 as `ToTensor` does).
     pub fn from_tensors(inputs: Tensor, targets: Tensor, source: &str) -> Result<Self> {
         let (n_in, n_tg) = (
             inputs.size().first().copied(),
@@ -93,11 +136,23 @@ impl Dataset {
             -1
         };
         Ok(Self {
+            transform: InputTransform::for_kind(inputs.kind()),
             inputs,
             targets,
             labels_path: PathBuf::from(source),
             max_label,
         })
+    }
+
+    /// What the model sees for `stored`, a slice of [`Dataset::inputs`]:
+    /// the dataset's [`InputTransform`] applied.
+    pub fn model_inputs(&self, stored: &Tensor) -> Result<Tensor> {
+        self.transform.apply(stored)
+    }
+
+    /// The shape of one sample's inputs as the model sees them (`[1, 28, 28]`).
+    pub fn sample_shape(&self) -> Vec<i64> {
+        self.inputs.size().into_iter().skip(1).collect()
     }
 
     /// Loads the train and test sets from a directory holding the four IDX
@@ -144,6 +199,7 @@ impl Dataset {
             inputs: self.inputs.f_narrow(0, 0, n)?,
             targets,
             labels_path: self.labels_path.clone(),
+            transform: self.transform,
             max_label,
         })
     }
@@ -187,8 +243,14 @@ impl Dataset {
             inputs: self.inputs.f_index_select(0, &index)?,
             targets,
             labels_path: self.labels_path.clone(),
+            transform: self.transform,
             max_label,
         })
+    }
+
+    /// The largest class index (-1 without class-index targets).
+    pub fn max_label(&self) -> i64 {
+        self.max_label
     }
 
     /// Errors unless every label is a class index below `classes`.
@@ -216,6 +278,7 @@ impl Dataset {
             inputs: self.inputs.f_to(device)?,
             targets: self.targets.f_to(device)?,
             labels_path: self.labels_path.clone(),
+            transform: self.transform,
             max_label: self.max_label,
         })
     }

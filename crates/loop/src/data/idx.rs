@@ -27,7 +27,14 @@ fn data_error(path: &Path, message: impl Into<String>) -> Error {
 pub fn read(path: &Path) -> Result<IdxArray> {
     let raw = std::fs::read(path).map_err(|e| data_error(path, format!("cannot read: {e}")))?;
     let bytes = if path.extension().is_some_and(|e| e == "gz") {
-        let mut out = Vec::new();
+        // gzip's trailer holds the unpacked size (mod 2^32): one allocation, no regrowth.
+        let hint = raw
+            .len()
+            .checked_sub(4)
+            .and_then(|at| raw.get(at..))
+            .map_or(0, |t| u32::from_le_bytes([t[0], t[1], t[2], t[3]]) as usize);
+        // (deflate packs at most 1032:1, so a corrupt trailer cannot ask for more.)
+        let mut out = Vec::with_capacity(hint.min(raw.len().saturating_mul(1032)));
         flate2::read::GzDecoder::new(raw.as_slice())
             .read_to_end(&mut out)
             .map_err(|e| {
@@ -40,11 +47,24 @@ pub fn read(path: &Path) -> Result<IdxArray> {
     } else {
         raw
     };
-    parse(&bytes).map_err(|message| data_error(path, message))
+    // The data keeps the file's buffer (no second copy of a 47 MB image file).
+    let (dims, start) = header(&bytes).map_err(|message| data_error(path, message))?;
+    let mut data = bytes;
+    data.drain(..start);
+    Ok(IdxArray { dims, data })
 }
 
 /// Parses IDX bytes; the error says what is wrong (without the file name).
 pub fn parse(bytes: &[u8]) -> std::result::Result<IdxArray, String> {
+    let (dims, start) = header(bytes)?;
+    Ok(IdxArray {
+        dims,
+        data: bytes[start..].to_vec(),
+    })
+}
+
+/// Checks IDX bytes: the dimensions and where the data starts.
+fn header(bytes: &[u8]) -> std::result::Result<(Vec<usize>, usize), String> {
     let header = bytes.get(..4).ok_or_else(|| {
         format!(
             "truncated IDX header: {} bytes, need at least 4",
@@ -95,10 +115,7 @@ pub fn parse(bytes: &[u8]) -> std::result::Result<IdxArray, String> {
             data.len() - expected
         ));
     }
-    Ok(IdxArray {
-        dims,
-        data: data.to_vec(),
-    })
+    Ok((dims, dims_end))
 }
 
 /// Finds `stem` (e.g. `train-images-idx3-ubyte`) in `dir`, gzipped or not,

@@ -169,16 +169,17 @@ impl Batches<'_> {
 
     fn batch(&self, start: usize, len: usize) -> Result<Batch> {
         let d = self.dataset;
+        // Stored inputs are converted per batch (uint8 images as `ToTensor` does).
         match &self.order {
             None => Ok(Batch {
-                inputs: d.inputs.f_narrow(0, start as i64, len as i64)?,
+                inputs: d.model_inputs(&d.inputs.f_narrow(0, start as i64, len as i64)?)?,
                 targets: d.targets.f_narrow(0, start as i64, len as i64)?,
             }),
             Some(order) => {
                 let ids = order.get(start..start + len).unwrap_or_default();
                 let index = Tensor::f_from_slice(ids)?.f_to(d.inputs.device())?;
                 Ok(Batch {
-                    inputs: d.inputs.f_index_select(0, &index)?,
+                    inputs: d.model_inputs(&d.inputs.f_index_select(0, &index)?)?,
                     targets: d.targets.f_index_select(0, &index)?,
                 })
             }

@@ -1,10 +1,11 @@
-//! Data: IDX and CSV files, in-memory datasets, and the PyTorch-seeded
+//! Data: IDX, CSV and safetensors files, in-memory datasets, and the PyTorch-seeded
 //! [`DataLoader`].
 pub mod dataset;
 pub mod idx;
 pub mod loader;
 pub mod source;
 pub mod tabular;
+pub mod tensors;
 
-pub use dataset::Dataset;
+pub use dataset::{Dataset, InputTransform};
 pub use loader::{Batch, Batches, DataLoader};

@@ -1,7 +1,9 @@
 //! Where a run's data comes from: `--data-dir DIR` (IDX files) or a
-//! `--data` spec (`csv:PATH,target=COLUMN[,test_fraction=0.2]`), parsed into
-//! a typed value and printed back canonically.
+//! `--data` spec (`csv:PATH,target=COLUMN[,test_fraction=0.2]`,
+//! `tensors:PATH[,test=PATH,inputs=KEY,targets=KEY,test_fraction=0.2,classes=N]`),
+//! parsed into a typed value and printed back canonically.
 use crate::data::tabular::CsvData;
+pub use crate::data::tensors::TensorsSource;
 use crate::{Dataset, Error, Result};
 use kiln_tensor::spec::Spec;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
@@ -23,6 +25,8 @@ pub struct CsvSource {
 pub enum DataSource {
     /// `csv:PATH,target=COLUMN[,test_fraction=0.2]`.
     Csv(CsvSource),
+    /// `tensors:PATH[,test=PATH,inputs=KEY,targets=KEY,test_fraction=0.2,classes=N]`.
+    Tensors(TensorsSource),
 }
 
 /// What the data asks the model to do.
@@ -40,7 +44,7 @@ pub enum Task {
     },
 }
 
-const ACCEPTED: &str = "csv:PATH,target=COLUMN[,test_fraction=0.2]";
+const ACCEPTED: &str = "csv:PATH,target=COLUMN[,test_fraction=0.2] or tensors:PATH[,test=PATH,inputs=KEY,targets=KEY,test_fraction=0.2,classes=N]";
 
 impl std::str::FromStr for DataSource {
     type Err = Error;
@@ -48,30 +52,53 @@ impl std::str::FromStr for DataSource {
     fn from_str(text: &str) -> Result<Self> {
         let bad = |why: &str| Error::Usage(format!("--data {text}: {why}; accepted: {ACCEPTED}"));
         let (kind, rest) = text.split_once(':').unwrap_or((text, ""));
-        if kind != "csv" {
+        if kind != "csv" && kind != "tensors" {
             return Err(bad(&format!("unknown data kind '{kind}'")));
         }
         let (path, options) = rest.split_once(',').unwrap_or((rest, ""));
         if path.is_empty() || path.contains('=') {
             return Err(bad("name the file first"));
         }
-        let mut spec: Spec = format!("csv:{options}")
+        let mut spec: Spec = format!("{kind}:{options}")
             .parse()
             .map_err(|e: kiln_tensor::Error| bad(&e.to_string()))?;
-        let target = spec
-            .raw("target")
-            .ok_or_else(|| bad("name the target column with target=COLUMN"))?;
         let test_fraction = spec
             .f64("test_fraction")
             .map_err(|e| bad(&e.to_string()))?
             .unwrap_or(0.2);
-        spec.finish(&["target", "test_fraction"])
+        if !(test_fraction > 0.0 && test_fraction < 1.0) {
+            return Err(bad(&format!(
+                "test_fraction must be between 0 and 1 (exclusive), got {test_fraction}"
+            )));
+        }
+        if kind == "csv" {
+            let target = spec
+                .raw("target")
+                .ok_or_else(|| bad("name the target column with target=COLUMN"))?;
+            spec.finish(&["target", "test_fraction"])
+                .map_err(|e| bad(&e.to_string()))?;
+            return Ok(DataSource::Csv(CsvSource {
+                path: PathBuf::from(path),
+                target,
+                test_fraction,
+            }));
+        }
+        let mut src = TensorsSource::new(path);
+        src.test_fraction = test_fraction;
+        src.test = spec.raw("test").map(PathBuf::from);
+        if let Some(key) = spec.raw("inputs") {
+            src.inputs = key;
+        }
+        if let Some(key) = spec.raw("targets") {
+            src.targets = key;
+        }
+        src.classes = spec.i64("classes").map_err(|e| bad(&e.to_string()))?;
+        if src.classes.is_some_and(|c| c < 1) {
+            return Err(bad("classes must be at least 1"));
+        }
+        spec.finish(&["test", "inputs", "targets", "test_fraction", "classes"])
             .map_err(|e| bad(&e.to_string()))?;
-        Ok(DataSource::Csv(CsvSource {
-            path: PathBuf::from(path),
-            target,
-            test_fraction,
-        }))
+        Ok(DataSource::Tensors(src))
     }
 }
 
@@ -85,6 +112,18 @@ impl std::fmt::Display for DataSource {
                 c.target,
                 c.test_fraction
             ),
+            DataSource::Tensors(t) => {
+                write!(f, "tensors:{}", t.path.display())?;
+                match &t.test {
+                    Some(test) => write!(f, ",test={}", test.display())?,
+                    None => write!(f, ",test_fraction={}", t.test_fraction)?,
+                }
+                write!(f, ",inputs={},targets={}", t.inputs, t.targets)?;
+                if let Some(c) = t.classes {
+                    write!(f, ",classes={c}")?;
+                }
+                Ok(())
+            }
         }
     }
 }
@@ -110,6 +149,11 @@ impl DataSource {
             DataSource::Csv(mut c) => {
                 c.path = absolute(&c.path);
                 DataSource::Csv(c)
+            }
+            DataSource::Tensors(mut t) => {
+                t.path = absolute(&t.path);
+                t.test = t.test.as_deref().map(absolute);
+                DataSource::Tensors(t)
             }
         }
     }
@@ -197,5 +241,6 @@ pub fn load(source: Option<&DataSource>, data_dir: Option<&Path>, seed: u64) -> 
                 task: Task::Regress { outputs: 1 },
             })
         }
+        Some(DataSource::Tensors(t)) => crate::data::tensors::load(t, seed),
     }
 }

@@ -175,24 +175,12 @@ impl CsvData {
                 if n == 1 { "" } else { "s" }
             )));
         }
-        // Python's round(): ties to even.
-        let n_test = (n as f64 * test_fraction).round_ties_even() as usize;
-        if n_test == 0 || n_test >= n {
-            let empty = if n_test == 0 { "test" } else { "train" };
-            return Err(self.error(format!(
-                "test_fraction {test_fraction} of {n} rows leaves the {empty} set empty"
-            )));
-        }
-        let perm = Mt19937::new(seed).randperm(n)?;
-        let mut order = Vec::with_capacity(n);
-        for p in perm {
-            let row = usize::try_from(p)
-                .ok()
-                .filter(|&r| r < n)
-                .ok_or_else(|| Error::InvalidArgument(format!("randperm gave index {p}")))?;
-            order.push(row);
-        }
-        let (test_rows, train_rows) = order.split_at(n_test);
+        let (test_rows, train_rows) =
+            test_split(n, test_fraction, seed, "rows").map_err(|e| match e {
+                Error::InvalidArgument(m) => self.error(m),
+                other => other,
+            })?;
+        let (test_rows, train_rows) = (test_rows.as_slice(), train_rows.as_slice());
         let feature_names: Vec<String> = self
             .columns
             .iter()
@@ -252,6 +240,38 @@ impl CsvData {
             message,
         }
     }
+}
+
+/// The seeded test/train split of `n` samples that `--data csv:` and
+/// `--data tensors:` use: `torch.randperm(n)` on a fresh generator seeded
+/// with `seed`, the first `round(n * test_fraction)` (ties to even, as
+/// Python's `round`) for testing, the rest for training, each in
+/// permutation order. `noun` names the samples in errors (`rows`).
+pub fn test_split(
+    n: usize,
+    test_fraction: f64,
+    seed: u64,
+    noun: &str,
+) -> Result<(Vec<usize>, Vec<usize>)> {
+    check_fraction(test_fraction)?;
+    let n_test = (n as f64 * test_fraction).round_ties_even() as usize;
+    if n_test == 0 || n_test >= n {
+        let empty = if n_test == 0 { "test" } else { "train" };
+        return Err(Error::InvalidArgument(format!(
+            "test_fraction {test_fraction} of {n} {noun} leaves the {empty} set empty"
+        )));
+    }
+    let perm = Mt19937::new(seed).randperm(n)?;
+    let mut order = Vec::with_capacity(n);
+    for p in perm {
+        let row = usize::try_from(p)
+            .ok()
+            .filter(|&r| r < n)
+            .ok_or_else(|| Error::InvalidArgument(format!("randperm gave index {p}")))?;
+        order.push(row);
+    }
+    let train = order.split_off(n_test);
+    Ok((order, train))
 }
 
 fn check_fraction(test_fraction: f64) -> Result<()> {

@@ -1,25 +1,32 @@
-//! Data-parallel training: every process (rank) holds a replica of the
-//! model, reads its shard of each epoch through a [`DistributedSampler`],
-//! and before every optimizer step the gradients are averaged over ranks
-//! with one all-reduce over one flat buffer, so every replica takes the same
-//! step. Evaluation metrics are summed over ranks.
+//! Data-parallel training, as PyTorch's `DistributedDataParallel` does it:
+//! every process (rank) holds a replica of the model, reads its shard of
+//! each epoch through a [`DistributedSampler`], and during backward the
+//! gradients are averaged over ranks in buckets whose sums start as soon as
+//! their last gradient is ready ([`buckets::Reducer`]), so every replica
+//! takes the same step. Buffers are broadcast from rank 0 before forward
+//! passes; evaluation metrics are summed over ranks.
 //!
 //! The transport is a [`Collective`]: `mpi::Mpi` (feature `mpi`) over the
 //! system's MPI, `nccl::Nccl` (feature `nccl`) for CUDA tensors, or
-//! [`Single`] (one process, no communication).
-//! [`DataParallel`] holds the algorithms on top of it and is what
-//! [`Trainer::data_parallel`](crate::Trainer::data_parallel) takes.
+//! [`Single`] (one process, no communication). Gradient buckets go through
+//! its [`GradientTransport`], which MPI sums in the order of PyTorch's gloo
+//! backend ([`ring`]). [`DataParallel`] holds the algorithms on top of it
+//! and is what [`Trainer::data_parallel`](crate::Trainer::data_parallel) takes.
 use crate::metrics::Metric;
 use crate::{Error, Model, Result};
 use kiln_tensor::params::NamedParameter;
 use kiln_tensor::{Kind, Tensor};
+use std::sync::Arc;
 
+pub mod buckets;
 #[cfg(feature = "mpi")]
 pub mod mpi;
 #[cfg(feature = "nccl")]
 pub mod nccl;
+pub mod ring;
 mod sampler;
 
+pub use buckets::{BucketConfig, ReduceTiming, Reducer};
 pub use sampler::DistributedSampler;
 
 /// A reduction applied element-wise across ranks.
@@ -49,6 +56,58 @@ pub trait Collective {
     /// Ends every rank of the job with exit status `code` (`MPI_Abort`);
     /// used after an error on one rank so that the others do not wait forever.
     fn abort(&self, code: i32) -> !;
+    /// Where gradient buckets are summed during backward (see
+    /// [`GradientTransport`]). The default has none: such a collective
+    /// cannot train data-parallel on more than one rank.
+    fn gradient_transport(&self) -> Result<Arc<dyn GradientTransport>> {
+        Err(Error::InvalidArgument(
+            "this communicator cannot sum gradient buckets".into(),
+        ))
+    }
+}
+
+/// A gradient bucket's sum in flight ([`GradientTransport::start_sum`]).
+pub struct PendingSum {
+    wait: Box<dyn FnOnce() -> Result<f64> + Send>,
+}
+
+impl std::fmt::Debug for PendingSum {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("PendingSum")
+    }
+}
+
+impl PendingSum {
+    /// A sum that completes when `wait` returns (with the seconds the
+    /// transport spent on it).
+    pub fn new(wait: impl FnOnce() -> Result<f64> + Send + 'static) -> Self {
+        Self {
+            wait: Box::new(wait),
+        }
+    }
+
+    /// A sum that is already complete.
+    pub fn done(seconds: f64) -> Self {
+        Self::new(move || Ok(seconds))
+    }
+
+    /// Blocks until the bucket holds the sum over all ranks; returns the
+    /// seconds the transport spent on it, from start to finish.
+    pub fn wait(self) -> Result<f64> {
+        (self.wait)()
+    }
+}
+
+/// Sums gradient buckets over ranks asynchronously; shared with the
+/// autograd hooks, so it is `Send + Sync` and callable from any thread.
+pub trait GradientTransport: Send + Sync {
+    /// Starts summing `bucket` (a contiguous tensor on this rank's device)
+    /// over all ranks, in place, and returns at once; `bucket` must not be
+    /// touched until the returned [`PendingSum`] is waited for. Every rank
+    /// starts the same buckets in the same order. Over MPI the sum is
+    /// computed in the order of PyTorch's gloo backend ([`ring`]), so it
+    /// has `torchrun`'s bits.
+    fn start_sum(&self, bucket: &Tensor) -> Result<PendingSum>;
 }
 
 /// The one-process [`Collective`]: reductions and broadcasts leave the
@@ -78,6 +137,7 @@ impl Collective for Single {
 #[derive(Clone, Copy)]
 pub struct DataParallel<'c> {
     comm: &'c dyn Collective,
+    buckets: BucketConfig,
 }
 
 impl std::fmt::Debug for DataParallel<'_> {
@@ -120,10 +180,42 @@ fn unflatten_into(flat: &Tensor, tensors: &[Tensor]) -> Result<()> {
     Ok(())
 }
 
+/// FNV-1a over the names, shapes and dtypes of a state dict: equal on
+/// every rank and every build for the same model.
+fn model_signature(state: &[(String, Tensor)]) -> u64 {
+    let mut text = String::new();
+    for (name, t) in state {
+        text.push_str(&format!("{name}:{:?}:{:?};", t.size(), t.kind()));
+    }
+    text.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+    })
+}
+
 impl<'c> DataParallel<'c> {
     /// Data parallelism over `comm`.
     pub fn new(comm: &'c dyn Collective) -> Self {
-        Self { comm }
+        Self {
+            comm,
+            buckets: BucketConfig::default(),
+        }
+    }
+
+    /// Buckets gradients with `config` (DDP's `bucket_cap_mb`).
+    pub fn buckets(mut self, config: BucketConfig) -> Self {
+        self.buckets = config;
+        self
+    }
+
+    /// The bucket settings.
+    pub fn bucket_config(&self) -> BucketConfig {
+        self.buckets
+    }
+
+    /// Gradient buckets and autograd hooks over `params` (the model's, in
+    /// PyTorch's order): what averages gradients during backward.
+    pub fn reducer(&self, params: &[NamedParameter]) -> Result<Reducer<'c>> {
+        Reducer::new(*self, params, self.buckets)
     }
 
     /// The communicator.
@@ -153,12 +245,46 @@ impl<'c> DataParallel<'c> {
 
     /// Overwrites every rank's parameters and buffers with rank 0's (one
     /// broadcast of one flat buffer per dtype), so replicas start identical
-    /// whatever their seed.
+    /// whatever their seed, as DDP's constructor does. First checks that
+    /// every rank has the same model: the same parameter and buffer names,
+    /// shapes and dtypes in the same order (DDP's
+    /// `_verify_param_shape_across_processes`), naming the ranks that differ.
     pub fn broadcast_model(&self, model: &dyn Model) -> Result<()> {
         if self.world_size() == 1 {
             return Ok(());
         }
-        let tensors: Vec<Tensor> = model.state_dict()?.into_iter().map(|(_, t)| t).collect();
+        self.check_same_model(model)?;
+        let state = model.state_dict()?;
+        self.broadcast_tensors(state.into_iter().map(|(_, t)| t).collect())
+    }
+
+    /// Errors on every rank unless all ranks have the same model as rank 0:
+    /// the same parameter and buffer names, shapes and dtypes in the same
+    /// order; the error names the ranks that differ.
+    pub fn check_same_model(&self, model: &dyn Model) -> Result<()> {
+        if self.world_size() == 1 {
+            return Ok(());
+        }
+        self.check_matches_rank0(
+            "its model (parameter and buffer names, shapes and dtypes)",
+            &[model_signature(&model.state_dict()?)],
+        )
+    }
+
+    /// Overwrites every rank's buffers (batch-norm statistics…) with rank
+    /// 0's, as DDP does before a forward pass with `broadcast_buffers=True`.
+    pub fn broadcast_buffers(&self, model: &dyn Model) -> Result<()> {
+        if self.world_size() == 1 {
+            return Ok(());
+        }
+        let buffers: Vec<Tensor> = model.buffers()?.into_iter().map(|(_, t)| t).collect();
+        if buffers.is_empty() {
+            return Ok(());
+        }
+        self.broadcast_tensors(buffers)
+    }
+
+    fn broadcast_tensors(&self, tensors: Vec<Tensor>) -> Result<()> {
         kiln_tensor::tch::no_grad(|| {
             for group in by_kind(&tensors) {
                 let flat = Tensor::f_cat(&flat_views(&group)?, 0)?;
@@ -166,32 +292,6 @@ impl<'c> DataParallel<'c> {
                 unflatten_into(&flat, &group)?;
             }
             Ok(())
-        })
-    }
-
-    /// Replaces every parameter's gradient by its mean over ranks: all
-    /// gradients are copied into one contiguous buffer, all-reduced (sum)
-    /// in place, divided by the world size and copied back. Every parameter
-    /// must have a gradient (as DDP without `find_unused_parameters`).
-    pub fn average_gradients(&self, params: &[NamedParameter]) -> Result<()> {
-        if self.world_size() == 1 {
-            return Ok(());
-        }
-        let mut grads = Vec::new();
-        for p in params {
-            if !kiln_tensor::ops::has_grad(&p.tensor)? {
-                return Err(Error::InvalidArgument(format!(
-                    "parameter '{}' has no gradient; data-parallel training needs every parameter to take part in the loss",
-                    p.name
-                )));
-            }
-            grads.push(p.tensor.grad());
-        }
-        kiln_tensor::tch::no_grad(|| {
-            let mut flat = Tensor::f_cat(&flat_views(&grads)?, 0)?;
-            self.comm.all_reduce(&flat, ReduceOp::Sum)?;
-            let _ = flat.f_div_scalar_(self.world_size() as f64)?;
-            unflatten_into(&flat, &grads)
         })
     }
 
@@ -228,13 +328,53 @@ impl<'c> DataParallel<'c> {
     }
 
     /// Errors on every rank unless all ranks passed the same `values`
-    /// (hashes, sizes), compared exactly as 32-bit halves.
+    /// (hashes, sizes) as rank 0, naming the ranks that differ.
     pub fn check_same_u64(&self, what: &str, values: &[u64]) -> Result<()> {
-        let halves: Vec<f64> = values
+        self.check_matches_rank0(what, values)
+    }
+
+    /// Rank 0's `values` are broadcast and compared on every rank; a
+    /// one-hot vector of the ranks that differ is summed over ranks, so
+    /// every rank returns the same [`Error::RankMismatch`] naming them.
+    fn check_matches_rank0(&self, what: &str, values: &[u64]) -> Result<()> {
+        let world = self.world_size();
+        if world == 1 || values.is_empty() {
+            return Ok(());
+        }
+        let words: Vec<i64> = values
             .iter()
-            .flat_map(|v| [(v >> 32) as f64, (v & 0xffff_ffff) as f64])
+            .map(|v| i64::from_ne_bytes(v.to_ne_bytes()))
             .collect();
-        self.check_same(what, &halves)
+        let root = Tensor::f_from_slice(&words)?;
+        self.comm.broadcast(&root, 0)?;
+        let differs = Vec::<i64>::try_from(&root)? != words;
+        let mut flags = vec![0.0f64; world];
+        flags[self.rank()] = f64::from(u8::from(differs));
+        let flags = Tensor::f_from_slice(&flags)?;
+        self.comm.all_reduce(&flags, ReduceOp::Sum)?;
+        let ranks: Vec<usize> = Vec::<f64>::try_from(&flags)?
+            .iter()
+            .enumerate()
+            .filter(|(_, f)| **f > 0.0)
+            .map(|(r, _)| r)
+            .collect();
+        if ranks.is_empty() {
+            return Ok(());
+        }
+        let list = ranks
+            .iter()
+            .map(|r| r.to_string())
+            .collect::<Vec<_>>()
+            .join(", ");
+        let (noun, verb) = if ranks.len() == 1 {
+            ("rank", "differs")
+        } else {
+            ("ranks", "differ")
+        };
+        Err(Error::RankMismatch {
+            message: format!("{noun} {list} of {world} {verb} from rank 0 in {what}"),
+            ranks,
+        })
     }
 
     /// Whether `flag` is true on any rank (one small all-reduce).
@@ -248,23 +388,11 @@ impl<'c> DataParallel<'c> {
     }
 
     /// Errors on every rank unless all ranks passed the same `values`
-    /// (dataset sizes, batch counts…), naming `what` and the ranges seen.
+    /// (dataset sizes, batch counts…) as rank 0, bit for bit, naming `what`
+    /// and the ranks that differ.
     pub fn check_same(&self, what: &str, values: &[f64]) -> Result<()> {
-        if self.world_size() == 1 || values.is_empty() {
-            return Ok(());
-        }
-        let max = Tensor::f_from_slice(values)?;
-        let min = Tensor::f_from_slice(values)?;
-        self.comm.all_reduce(&max, ReduceOp::Max)?;
-        self.comm.all_reduce(&min, ReduceOp::Min)?;
-        let (max, min) = (Vec::<f64>::try_from(&max)?, Vec::<f64>::try_from(&min)?);
-        if max != min {
-            return Err(Error::InvalidArgument(format!(
-                "ranks disagree on {what}: minimum {min:?}, maximum {max:?} over {} ranks",
-                self.world_size()
-            )));
-        }
-        Ok(())
+        let bits: Vec<u64> = values.iter().map(|v| v.to_bits()).collect();
+        self.check_matches_rank0(what, &bits)
     }
 
     /// Sums every metric's totals over ranks (one all-reduce), so each rank
@@ -328,6 +456,7 @@ mod tests {
     use super::*;
     use crate::metrics::{Accuracy, MeanLoss};
     use crate::models::mlp::{self, MlpConfig};
+    use crate::models::VarStoreModel;
     use kiln_tensor::Device;
 
     /// A one-layer network `Linear(3, 2)`.
@@ -339,9 +468,20 @@ mod tests {
         mlp::build(&cfg, 3, 2, None, Device::Cpu)
     }
 
+    /// Sums as if `n` ranks held this rank's buffer: times `n`.
+    struct Times(usize);
+
+    impl GradientTransport for Times {
+        fn start_sum(&self, bucket: &Tensor) -> Result<PendingSum> {
+            let _ = bucket.shallow_clone().f_mul_scalar_(self.0 as f64)?;
+            Ok(PendingSum::done(0.0))
+        }
+    }
+
     /// A fake communicator for `n` ranks whose peers all hold the same
-    /// buffer as this one, so sums are `n` times the local buffer.
-    struct Mirror(usize);
+    /// buffer as this one, so sums are `n` times the local buffer;
+    /// broadcasts write `fill` (when set).
+    struct Mirror(usize, Option<f64>);
 
     impl Collective for Mirror {
         fn rank(&self) -> usize {
@@ -356,37 +496,80 @@ mod tests {
             }
             Ok(())
         }
-        fn broadcast(&self, _buf: &Tensor, _root: usize) -> Result<()> {
+        fn broadcast(&self, buf: &Tensor, _root: usize) -> Result<()> {
+            if let Some(fill) = self.1 {
+                let _ = buf.shallow_clone().f_fill_(fill)?;
+            }
             Ok(())
         }
         fn abort(&self, code: i32) -> ! {
             std::process::exit(code)
         }
+        fn gradient_transport(&self) -> Result<Arc<dyn GradientTransport>> {
+            Ok(Arc::new(Times(self.0)))
+        }
+    }
+
+    fn grads(params: &[NamedParameter]) -> Vec<Tensor> {
+        params.iter().map(|p| p.tensor.grad().copy()).collect()
     }
 
     #[test]
-    fn averaging_identical_gradients_leaves_them_unchanged() -> anyhow::Result<()> {
+    fn buckets_average_identical_gradients_to_themselves() -> anyhow::Result<()> {
         let model = tiny()?;
         let x = Tensor::f_from_slice(&[1.0f32, 2.0, 3.0, -1.0, 0.5, 2.0])?.f_view([2, 3])?;
-        model.forward(&x)?.f_sum(Kind::Float)?.f_backward()?;
         let params = model.parameters()?;
-        let before: Vec<Tensor> = params.iter().map(|p| p.tensor.grad().copy()).collect();
-        DataParallel::new(&Mirror(4)).average_gradients(&params)?;
-        for (p, b) in params.iter().zip(&before) {
-            assert!(p.tensor.grad().allclose(b, 0.0, 0.0, false));
+        let comm = Mirror(4, None);
+        // A cap of one byte: a bucket per parameter once rebuilt.
+        let dp = DataParallel::new(&comm).buckets(BucketConfig::from_cap_mb(Some(1e-7))?);
+        let mut reducer = dp.reducer(&params)?;
+        assert_eq!(
+            reducer.bucket_names()?,
+            vec![vec![
+                "linear_relu_stack.0.weight",
+                "linear_relu_stack.0.bias"
+            ]]
+        );
+        // Not armed (inside an accumulation window): gradients untouched.
+        model.forward(&x)?.f_sum(Kind::Float)?.f_backward()?;
+        let first = grads(&params);
+        reducer.prepare_for_backward()?;
+        model.forward(&x)?.f_sum(Kind::Float)?.f_backward()?;
+        let accumulated = grads(&params);
+        let timing = reducer.finish_backward()?;
+        assert_eq!(timing.buckets, 1);
+        for ((p, a), f) in params.iter().zip(&accumulated).zip(&first) {
+            // (g / 4) · 4 is g exactly, and g is twice the first pass's.
+            assert!(p.tensor.grad().equal(a));
+            assert!(a.equal(&(f * 2.0)));
         }
-        DataParallel::new(&Mirror(4)).verify_replicas(&model)?;
-        assert_eq!(DataParallel::new(&Mirror(4)).mean(2.5)?, 2.5);
+        // Rebuilt in the order the gradients became ready: bias first.
+        assert_eq!(
+            reducer.bucket_names()?,
+            vec![
+                vec!["linear_relu_stack.0.bias"],
+                vec!["linear_relu_stack.0.weight"]
+            ]
+        );
+        reducer.prepare_for_backward()?;
+        model.forward(&x)?.f_sum(Kind::Float)?.f_backward()?;
+        assert_eq!(reducer.finish_backward()?.buckets, 2);
+        dp.verify_replicas(&model)?;
+        assert_eq!(dp.mean(2.5)?, 2.5);
+        // Dropping the reducer removes its hooks: a new one can hook again.
+        drop(reducer);
+        let _again = dp.reducer(&params)?;
         Ok(())
     }
 
     #[test]
     fn missing_gradients_are_an_error_and_metrics_sum() -> anyhow::Result<()> {
         let model = tiny()?;
-        let err = DataParallel::new(&Mirror(2))
-            .average_gradients(&model.parameters()?)
-            .err()
-            .map(|e| e.to_string());
+        let comm = Mirror(2, None);
+        let mut reducer = DataParallel::new(&comm).reducer(&model.parameters()?)?;
+        assert!(reducer.finish_backward().is_err(), "not armed");
+        reducer.prepare_for_backward()?;
+        let err = reducer.finish_backward().err().map(|e| e.to_string());
         assert!(
             err.as_ref().is_some_and(|e| e.contains("has no gradient")),
             "{err:?}"
@@ -398,22 +581,86 @@ mod tests {
         for m in metrics.iter_mut() {
             m.update(&pred, &target, 2.0)?;
         }
-        DataParallel::new(&Mirror(3)).reduce_metrics(&mut metrics)?;
+        DataParallel::new(&Mirror(3, None)).reduce_metrics(&mut metrics)?;
         // Sums times 3 over counts times 3: the same means.
         assert_eq!(metrics[0].value(), 2.0);
         assert_eq!(metrics[1].value(), 0.5);
         assert_eq!(metrics[1].totals(), Some(vec![3.0, 6.0]));
-        assert!(DataParallel::new(&Mirror(2)).any(true)?);
+        assert!(DataParallel::new(&Mirror(2, None)).any(true)?);
         assert!(!DataParallel::new(&Single).any(false)?);
+        // Single has no gradient transport.
+        assert!(DataParallel::new(&Single)
+            .reducer(&model.parameters()?)
+            .is_err());
         Ok(())
     }
 
-    /// Peers whose parameters are larger by 1e-3: a diverged replica.
+    /// A linear layer with a buffer, like a batch-norm's running mean.
+    #[derive(Debug)]
+    struct WithBuffer(kiln_tensor::nn::Linear);
+
+    impl kiln_tensor::nn::ModuleT for WithBuffer {
+        fn forward_t(&self, xs: &Tensor, _train: bool) -> Tensor {
+            kiln_tensor::nn::Module::forward(&self.0, xs)
+        }
+    }
+
+    #[test]
+    fn buffers_follow_rank_zero_before_forwards_as_in_ddp() -> anyhow::Result<()> {
+        let model = VarStoreModel::new(Device::Cpu, |p| {
+            let _ = p.zeros_no_train("running_mean", &[2]);
+            Ok(WithBuffer(kiln_tensor::nn::linear(
+                p / "fc",
+                3,
+                2,
+                Default::default(),
+            )))
+        })?;
+        let buffer = || -> anyhow::Result<Vec<f32>> {
+            let (_, t) = model
+                .buffers()?
+                .into_iter()
+                .next()
+                .ok_or_else(|| anyhow::anyhow!("no buffer"))?;
+            Ok(Vec::<f32>::try_from(&t)?)
+        };
+        let set = |v: f64| -> anyhow::Result<()> {
+            for (_, t) in model.buffers()? {
+                let _ = t.shallow_clone().f_fill_(v)?;
+            }
+            Ok(())
+        };
+        // Rank 0's buffers read 7 here.
+        let comm = Mirror(2, Some(7.0));
+        let dp = DataParallel::new(&comm);
+        let mut reducer = dp.reducer(&model.parameters()?)?;
+        reducer.pre_forward(&model)?;
+        assert_eq!(buffer()?, vec![7.0, 7.0], "the first forward broadcasts");
+        reducer.post_forward(false);
+        set(1.0)?;
+        reducer.pre_forward(&model)?;
+        assert_eq!(
+            buffer()?,
+            vec![1.0, 1.0],
+            "not after an unsynchronized forward"
+        );
+        reducer.post_forward(true);
+        reducer.pre_forward(&model)?;
+        assert_eq!(buffer()?, vec![7.0, 7.0], "after a synchronized one");
+        // The parameters are untouched by buffer broadcasts.
+        let w = model.parameters()?[0].tensor.copy();
+        dp.broadcast_buffers(&model)?;
+        assert!(model.parameters()?[0].tensor.equal(&w));
+        Ok(())
+    }
+
+    /// Rank 1 of 2, whose peers' parameters are larger by 1e-3 and whose
+    /// rank 0 broadcasts values larger by one: a diverged replica.
     struct Skewed;
 
     impl Collective for Skewed {
         fn rank(&self) -> usize {
-            0
+            1
         }
         fn world_size(&self) -> usize {
             2
@@ -424,7 +671,8 @@ mod tests {
             }
             Ok(())
         }
-        fn broadcast(&self, _buf: &Tensor, _root: usize) -> Result<()> {
+        fn broadcast(&self, buf: &Tensor, _root: usize) -> Result<()> {
+            let _ = buf.shallow_clone().f_add_scalar_(1)?;
             Ok(())
         }
         fn abort(&self, code: i32) -> ! {
@@ -438,8 +686,20 @@ mod tests {
         let err = DataParallel::new(&Skewed).verify_replicas(&model).err();
         assert!(err.is_some_and(|e| e.to_string().starts_with("replicas diverged")));
         let err = DataParallel::new(&Skewed).check_same("sizes", &[4.0]).err();
-        assert!(err.is_some_and(|e| e.to_string().contains("ranks disagree on sizes")));
-        DataParallel::new(&Mirror(2)).check_same("sizes", &[4.0])?;
+        match err {
+            Some(Error::RankMismatch { ranks, message }) => {
+                assert_eq!(ranks, vec![1]);
+                assert_eq!(message, "rank 1 of 2 differs from rank 0 in sizes");
+            }
+            other => panic!("{other:?}"),
+        }
+        let err = DataParallel::new(&Skewed).broadcast_model(&model).err();
+        assert!(
+            err.as_ref()
+                .is_some_and(|e| e.to_string().contains("differs from rank 0 in its model")),
+            "{err:?}"
+        );
+        DataParallel::new(&Mirror(2, None)).check_same("sizes", &[4.0])?;
         Ok(())
     }
 }

@@ -10,11 +10,20 @@
 //! rpath and a CPU-only libtorch still builds and reports a clear error. Collectives run on the legacy default CUDA stream, the stream
 //! libtorch uses as long as no other stream is made current (kiln never
 //! does), and are waited for, so that the watchdog covers them.
-use super::mpi::Mpi;
-use super::{Collective, ReduceOp};
+//!
+//! Gradient buckets ([`GradientTransport`]) take DDP's path on GPUs: when a
+//! bucket's last gradient is in (an autograd hook, on libtorch's CUDA
+//! device thread), an event recorded on the default stream makes a
+//! non-blocking side stream wait for the gradients, `ncclAllReduce` runs on
+//! that side stream while backward kernels continue on the default one, and
+//! the trainer waits for an event after it (under the watchdog) before the
+//! optimizer step. The sum is NCCL's (the backend DDP uses for CUDA tensors).
+use super::mpi::{Mpi, Watch};
+use super::{Collective, GradientTransport, PendingSum, ReduceOp};
 use crate::{Error, Result};
 use kiln_tensor::{Device, Kind, Tensor};
 use std::ffi::{c_char, c_int, c_void, CStr};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 extern "C" {
@@ -77,8 +86,18 @@ type CommDestroy = unsafe extern "C" fn(*mut c_void) -> c_int;
 type GetErrorString = unsafe extern "C" fn(c_int) -> *const c_char;
 type CudaSetDevice = unsafe extern "C" fn(c_int) -> c_int;
 type CudaStreamSynchronize = unsafe extern "C" fn(*mut c_void) -> c_int;
+type CudaStreamCreateWithFlags = unsafe extern "C" fn(*mut *mut c_void, u32) -> c_int;
+type CudaHandleDestroy = unsafe extern "C" fn(*mut c_void) -> c_int;
+type CudaEventCreateWithFlags = unsafe extern "C" fn(*mut *mut c_void, u32) -> c_int;
+type CudaEventRecord = unsafe extern "C" fn(*mut c_void, *mut c_void) -> c_int;
+type CudaStreamWaitEvent = unsafe extern "C" fn(*mut c_void, *mut c_void, u32) -> c_int;
+type CudaEventElapsedTime = unsafe extern "C" fn(*mut f32, *mut c_void, *mut c_void) -> c_int;
+
+/// `cudaStreamNonBlocking`: no implicit synchronization with the legacy default stream.
+const CUDA_STREAM_NON_BLOCKING: u32 = 1;
 
 /// The NCCL and CUDA runtime functions used, resolved in the process.
+#[derive(Clone, Copy)]
 struct Api {
     get_unique_id: GetUniqueId,
     comm_init_rank: CommInitRank,
@@ -88,6 +107,14 @@ struct Api {
     get_error_string: GetErrorString,
     cuda_set_device: CudaSetDevice,
     cuda_stream_synchronize: CudaStreamSynchronize,
+    cuda_stream_create_with_flags: CudaStreamCreateWithFlags,
+    cuda_stream_destroy: CudaHandleDestroy,
+    cuda_event_create_with_flags: CudaEventCreateWithFlags,
+    cuda_event_record: CudaEventRecord,
+    cuda_stream_wait_event: CudaStreamWaitEvent,
+    cuda_event_synchronize: CudaHandleDestroy,
+    cuda_event_elapsed_time: CudaEventElapsedTime,
+    cuda_event_destroy: CudaHandleDestroy,
 }
 
 /// Looks `name` up among the libraries loaded into the process.
@@ -123,6 +150,14 @@ impl Api {
                 get_error_string: symbol(c"ncclGetErrorString")?,
                 cuda_set_device: symbol(c"cudaSetDevice")?,
                 cuda_stream_synchronize: symbol(c"cudaStreamSynchronize")?,
+                cuda_stream_create_with_flags: symbol(c"cudaStreamCreateWithFlags")?,
+                cuda_stream_destroy: symbol(c"cudaStreamDestroy")?,
+                cuda_event_create_with_flags: symbol(c"cudaEventCreateWithFlags")?,
+                cuda_event_record: symbol(c"cudaEventRecord")?,
+                cuda_stream_wait_event: symbol(c"cudaStreamWaitEvent")?,
+                cuda_event_synchronize: symbol(c"cudaEventSynchronize")?,
+                cuda_event_elapsed_time: symbol(c"cudaEventElapsedTime")?,
+                cuda_event_destroy: symbol(c"cudaEventDestroy")?,
             })
         }
     }
@@ -139,6 +174,16 @@ impl Api {
         )))
     }
 
+    fn cuda(&self, code: c_int, what: &str) -> Result<()> {
+        if code == 0 {
+            Ok(())
+        } else {
+            Err(Error::InvalidArgument(format!(
+                "{what} failed with CUDA error {code}"
+            )))
+        }
+    }
+
     fn synchronize(&self) -> Result<()> {
         // SAFETY: the null stream is the legacy default stream.
         let code = unsafe { (self.cuda_stream_synchronize)(std::ptr::null_mut()) };
@@ -152,12 +197,137 @@ impl Api {
     }
 }
 
-/// NCCL for CUDA tensors and MPI for everything else, one rank per GPU.
-pub struct Nccl {
-    mpi: Mpi,
+/// The NCCL communicator, shared by the collective and its gradient
+/// transport; destroyed with the last of them.
+struct Communicator {
     api: Api,
     comm: *mut c_void,
     device: usize,
+    /// The non-blocking side stream gradient buckets are summed on.
+    side_stream: *mut c_void,
+    /// One enqueue at a time on the communicator (hooks may run on
+    /// libtorch's device threads).
+    enqueue: Mutex<()>,
+    watch: Arc<Watch>,
+}
+
+// SAFETY: the NCCL communicator and CUDA stream handles may be used from any
+// thread; kiln serializes every enqueue on them through `enqueue` (and the
+// main thread's collectives happen between backward passes).
+unsafe impl Send for Communicator {}
+// SAFETY: as above.
+unsafe impl Sync for Communicator {}
+
+impl Drop for Communicator {
+    fn drop(&mut self) {
+        // SAFETY: both came from their create calls and are destroyed once.
+        unsafe {
+            let _ = (self.api.cuda_stream_destroy)(self.side_stream);
+            let _ = (self.api.comm_destroy)(self.comm);
+        }
+    }
+}
+
+impl GradientTransport for Communicator {
+    fn start_sum(&self, bucket: &Tensor) -> Result<PendingSum> {
+        let (dtype, count, ptr) = cuda_buffer(self.device, bucket)?.ok_or_else(|| {
+            Error::InvalidArgument("NCCL gradient buckets are CUDA tensors".into())
+        })?;
+        let _guard = self.enqueue.lock().unwrap_or_else(PoisonError::into_inner);
+        let api = &self.api;
+        let mut sum = Sum {
+            api: self.api,
+            handles: Vec::new(),
+        };
+        let ready = sum.create(false)?;
+        let start = sum.create(true)?;
+        let done = sum.create(true)?;
+        // SAFETY: live handles; the null stream is the legacy default stream,
+        // where the hook's copies into the bucket were enqueued.
+        unsafe {
+            api.cuda(
+                (api.cuda_event_record)(ready, std::ptr::null_mut()),
+                "cudaEventRecord",
+            )?;
+            api.cuda(
+                (api.cuda_stream_wait_event)(self.side_stream, ready, 0),
+                "cudaStreamWaitEvent",
+            )?;
+            api.cuda(
+                (api.cuda_event_record)(start, self.side_stream),
+                "cudaEventRecord",
+            )?;
+            // In place on a live contiguous CUDA buffer of `count` elements.
+            api.check(
+                (api.all_reduce)(ptr, ptr, count, dtype, 0, self.comm, self.side_stream),
+                "ncclAllReduce",
+            )?;
+            api.cuda(
+                (api.cuda_event_record)(done, self.side_stream),
+                "cudaEventRecord",
+            )?;
+        }
+        let watch = Arc::clone(&self.watch);
+        Ok(PendingSum::new(move || {
+            let sum = sum;
+            let api = &sum.api;
+            let (start, done) = (sum.handles[1], sum.handles[2]);
+            watch.watched("NCCL gradient bucket all-reduce", || {
+                // SAFETY: a live event recorded after the all-reduce.
+                api.cuda(
+                    unsafe { (api.cuda_event_synchronize)(done) },
+                    "cudaEventSynchronize",
+                )
+            })?;
+            let mut ms = 0.0f32;
+            // SAFETY: both timing events are live and have completed.
+            api.cuda(
+                unsafe { (api.cuda_event_elapsed_time)(&mut ms, start, done) },
+                "cudaEventElapsedTime",
+            )?;
+            Ok(f64::from(ms) / 1e3)
+        }))
+    }
+}
+
+/// A bucket sum's events (ready, start, done), destroyed when it is waited for or dropped.
+struct Sum {
+    api: Api,
+    handles: Vec<*mut c_void>,
+}
+
+impl Sum {
+    fn create(&mut self, timing: bool) -> Result<*mut c_void> {
+        let mut event = std::ptr::null_mut();
+        // cudaEventDisableTiming = 2
+        let flags = if timing { 0 } else { 2 };
+        // SAFETY: `event` is a valid out-pointer.
+        self.api.cuda(
+            unsafe { (self.api.cuda_event_create_with_flags)(&mut event, flags) },
+            "cudaEventCreateWithFlags",
+        )?;
+        self.handles.push(event);
+        Ok(event)
+    }
+}
+
+// SAFETY: CUDA event handles may be used and destroyed from any thread.
+unsafe impl Send for Sum {}
+
+impl Drop for Sum {
+    fn drop(&mut self) {
+        for &event in &self.handles {
+            // SAFETY: each came from cudaEventCreateWithFlags, destroyed once.
+            let _ = unsafe { (self.api.cuda_event_destroy)(event) };
+        }
+    }
+}
+
+/// NCCL for CUDA tensors and MPI for everything else, one rank per GPU.
+pub struct Nccl {
+    // Dropped first: the communicator goes before MPI_Finalize.
+    comm: Arc<Communicator>,
+    mpi: Mpi,
 }
 
 impl std::fmt::Debug for Nccl {
@@ -167,7 +337,7 @@ impl std::fmt::Debug for Nccl {
             "Nccl(rank {} of {}, cuda:{})",
             self.mpi.rank(),
             self.mpi.world_size(),
-            self.device
+            self.comm.device
         )
     }
 }
@@ -241,44 +411,53 @@ impl Nccl {
                 "ncclCommInitRank",
             )
         })?;
+        let mut side_stream = std::ptr::null_mut();
+        // SAFETY: a valid out-pointer; the device is current.
+        let created = unsafe {
+            (api.cuda_stream_create_with_flags)(&mut side_stream, CUDA_STREAM_NON_BLOCKING)
+        };
+        if let Err(err) = api.cuda(created, "cudaStreamCreateWithFlags") {
+            // SAFETY: created above, destroyed once.
+            let _ = unsafe { (api.comm_destroy)(comm) };
+            return Err(err);
+        }
+        let watch = mpi.watch();
         Ok(Self {
+            comm: Arc::new(Communicator {
+                api,
+                comm,
+                device,
+                side_stream,
+                enqueue: Mutex::new(()),
+                watch,
+            }),
             mpi,
-            api,
-            comm,
-            device,
         })
     }
 
     /// The CUDA device this rank uses.
     pub fn device(&self) -> usize {
-        self.device
-    }
-
-    fn cuda_buffer(&self, buf: &Tensor) -> Result<Option<(c_int, usize, *mut c_void)>> {
-        match buf.device() {
-            Device::Cuda(i) if i == self.device => {}
-            Device::Cuda(i) => {
-                return Err(Error::InvalidArgument(format!(
-                    "this rank's NCCL communicator is on cuda:{}, the tensor on cuda:{i}",
-                    self.device
-                )))
-            }
-            _ => return Ok(None),
-        }
-        if !buf.is_contiguous() {
-            return Err(Error::InvalidArgument(
-                "NCCL collectives need a contiguous tensor".into(),
-            ));
-        }
-        Ok(Some((nccl_type(buf.kind())?, buf.numel(), buf.data_ptr())))
+        self.comm.device
     }
 }
 
-impl Drop for Nccl {
-    fn drop(&mut self) {
-        // SAFETY: `comm` came from ncclCommInitRank and is destroyed once.
-        let _ = unsafe { (self.api.comm_destroy)(self.comm) };
+/// A CUDA tensor's NCCL type, element count and pointer (`None` for a CPU tensor).
+fn cuda_buffer(device: usize, buf: &Tensor) -> Result<Option<(c_int, usize, *mut c_void)>> {
+    match buf.device() {
+        Device::Cuda(i) if i == device => {}
+        Device::Cuda(i) => {
+            return Err(Error::InvalidArgument(format!(
+                "this rank's NCCL communicator is on cuda:{device}, the tensor on cuda:{i}"
+            )))
+        }
+        _ => return Ok(None),
     }
+    if !buf.is_contiguous() {
+        return Err(Error::InvalidArgument(
+            "NCCL collectives need a contiguous tensor".into(),
+        ));
+    }
+    Ok(Some((nccl_type(buf.kind())?, buf.numel(), buf.data_ptr())))
 }
 
 impl Collective for Nccl {
@@ -291,51 +470,75 @@ impl Collective for Nccl {
     }
 
     fn all_reduce(&self, buf: &Tensor, op: ReduceOp) -> Result<()> {
-        let Some((dtype, count, ptr)) = self.cuda_buffer(buf)? else {
+        let Some((dtype, count, ptr)) = cuda_buffer(self.comm.device, buf)? else {
             return self.mpi.all_reduce(buf, op);
         };
+        let api = &self.comm.api;
         let op = match op {
             ReduceOp::Sum => 0,
             ReduceOp::Max => 2,
             ReduceOp::Min => 3,
         };
+        let _guard = self
+            .comm
+            .enqueue
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
         self.mpi.watched("NCCL all-reduce", || {
             // SAFETY: in place (NCCL allows send == recv) on a live contiguous
             // CUDA buffer of `count` elements on this communicator's device.
             let code = unsafe {
-                (self.api.all_reduce)(ptr, ptr, count, dtype, op, self.comm, std::ptr::null_mut())
+                (api.all_reduce)(
+                    ptr,
+                    ptr,
+                    count,
+                    dtype,
+                    op,
+                    self.comm.comm,
+                    std::ptr::null_mut(),
+                )
             };
-            self.api.check(code, "ncclAllReduce")?;
-            self.api.synchronize()
+            api.check(code, "ncclAllReduce")?;
+            api.synchronize()
         })
     }
 
     fn broadcast(&self, buf: &Tensor, root: usize) -> Result<()> {
-        let Some((dtype, count, ptr)) = self.cuda_buffer(buf)? else {
+        let Some((dtype, count, ptr)) = cuda_buffer(self.comm.device, buf)? else {
             return self.mpi.broadcast(buf, root);
         };
+        let api = &self.comm.api;
         let root = c_int::try_from(root)
             .map_err(|_| Error::InvalidArgument(format!("bad root {root}")))?;
+        let _guard = self
+            .comm
+            .enqueue
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
         self.mpi.watched("NCCL broadcast", || {
             // SAFETY: as in `all_reduce`.
             let code = unsafe {
-                (self.api.broadcast)(
+                (api.broadcast)(
                     ptr,
                     ptr,
                     count,
                     dtype,
                     root,
-                    self.comm,
+                    self.comm.comm,
                     std::ptr::null_mut(),
                 )
             };
-            self.api.check(code, "ncclBroadcast")?;
-            self.api.synchronize()
+            api.check(code, "ncclBroadcast")?;
+            api.synchronize()
         })
     }
 
     fn abort(&self, code: i32) -> ! {
         self.mpi.abort(code)
+    }
+
+    fn gradient_transport(&self) -> Result<Arc<dyn GradientTransport>> {
+        Ok(Arc::clone(&self.comm) as Arc<dyn GradientTransport>)
     }
 }
 

@@ -20,6 +20,7 @@ use crate::models::{Network, VarStoreModel};
 use crate::{Error, Result};
 use kiln_tensor::init::linear;
 use kiln_tensor::nn;
+use kiln_tensor::spec::{OptionInfo, OptionVisitor, Options};
 use kiln_tensor::{Device, Kind, Tensor};
 use serde::{Deserialize, Serialize};
 
@@ -38,6 +39,14 @@ pub enum Activation {
     /// `nn.SiLU`.
     Silu,
 }
+
+kiln_tensor::choices!(Activation {
+    Relu = "relu",
+    Tanh = "tanh",
+    Sigmoid = "sigmoid",
+    Gelu = "gelu",
+    Silu = "silu",
+});
 
 impl Activation {
     /// Every activation with its spec name.
@@ -69,6 +78,11 @@ pub struct MlpConfig {
     pub activation: Activation,
     /// `nn.Dropout(p)` after each activation (0 = none, and no module).
     pub dropout: f64,
+    /// Standardise the inputs with the training set's mean and standard
+    /// deviation (buffers `standardize.mean`/`standardize.std`): the
+    /// default for regression data.
+    #[serde(default)]
+    pub standardize: bool,
 }
 
 impl Default for MlpConfig {
@@ -77,7 +91,35 @@ impl Default for MlpConfig {
             hidden: vec![512, 512],
             activation: Activation::Relu,
             dropout: 0.0,
+            standardize: false,
         }
+    }
+}
+
+impl Options for MlpConfig {
+    fn options(&mut self, v: &mut dyn OptionVisitor) -> kiln_tensor::Result<()> {
+        v.option(
+            OptionInfo::new("hidden", "widths of the hidden layers, ;-separated"),
+            &mut self.hidden,
+        )?;
+        v.option(
+            OptionInfo::new(
+                "activation",
+                "after each hidden layer: relu, tanh, sigmoid, gelu or silu",
+            ),
+            &mut self.activation,
+        )?;
+        v.option(
+            OptionInfo::new("dropout", "nn.Dropout(p) after each activation (0: none)"),
+            &mut self.dropout,
+        )?;
+        v.option(
+            OptionInfo::new(
+                "standardize",
+                "standardise inputs by the training set's mean and std (buffers)",
+            ),
+            &mut self.standardize,
+        )
     }
 }
 
@@ -202,7 +244,7 @@ pub fn build(
     VarStoreModel::new(device, |root| {
         let mlp = Mlp::new(root, cfg, inputs, outputs)?;
         match standardize {
-            Some(train) => mlp.standardized(root, &train.f_to(device)?),
+            Some(train) => mlp.standardized(root, &train.f_to(Device::Cpu)?),
             None => Ok(mlp),
         }
     })
@@ -232,6 +274,7 @@ mod tests {
                 hidden: vec![8],
                 activation,
                 dropout,
+                standardize: false,
             };
             let model = build(&cfg, 4, 3, None, Device::Cpu)?;
             assert_eq!(

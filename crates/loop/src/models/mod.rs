@@ -6,15 +6,27 @@
 //! `kiln eval`, interop with PyTorch and data-parallel training all go
 //! through this trait, so a model plugs into kiln in one place.
 //!
-//! [`VarStoreModel`] adapts any tch `nn::ModuleT` built on a `VarStore`
-//! (kiln does not invent a module system); the built-in networks of
-//! [`mlp`] are such modules.
+//! Three ways to bring a model, all the same trait:
+//! - the built-in networks by spec string, from the [`registry`] (`mlp`,
+//!   the quickstart's; `cnn`, PyTorch's MNIST example's), which a
+//!   downstream crate extends with its own entries;
+//! - any module saved by PyTorch with `torch.jit.save(torch.jit.script(model))`
+//!   ([`torchscript`]);
+//! - your own tch `nn::ModuleT` over a `VarStore`, through [`VarStoreModel`]
+//!   (kiln does not invent a module system); the built-in networks are such
+//!   modules.
 use crate::{Error, Result};
 use kiln_tensor::nn::{ModuleT, VarStore};
 use kiln_tensor::params::NamedParameter;
 use kiln_tensor::{Device, Tensor};
+use std::path::Path;
 
+pub mod cnn;
 pub mod mlp;
+pub mod registry;
+pub mod torchscript;
+
+pub use registry::{models, ModelData, ModelRegistry};
 
 /// A trainable network. Object safe: the CLI picks one at run time.
 pub trait Model {
@@ -34,7 +46,8 @@ pub trait Model {
     fn parameters(&self) -> Result<Vec<NamedParameter>>;
 
     /// The buffers (tensors in the state dict that are not trained: batch-norm
-    /// running statistics, normalisation constants), sorted by name.
+    /// running statistics, normalisation constants), in the model's order
+    /// (PyTorch's `named_buffers()` order where it has one, else by name).
     fn buffers(&self) -> Result<Vec<(String, Tensor)>>;
 
     /// Where the parameters live.
@@ -49,6 +62,20 @@ pub trait Model {
     /// claims nothing.
     fn exact_on_one_thread(&self) -> bool {
         false
+    }
+
+    /// The loss spec this network is trained with when none is given
+    /// (`nll` for networks ending in `log_softmax`); `None`: the data's
+    /// default (cross-entropy for classes, mse for values).
+    fn default_loss(&self) -> Option<&str> {
+        None
+    }
+
+    /// Writes the model as a TorchScript module (`torch.jit.load` reads it)
+    /// when it is one, and says whether it did; other models write nothing.
+    fn save_torchscript(&self, path: &Path) -> Result<bool> {
+        let _ = path;
+        Ok(false)
     }
 
     /// `model.state_dict()`: the parameters, then the buffers.
@@ -112,22 +139,37 @@ pub struct VarStoreModel<M> {
     vs: VarStore,
     module: M,
     training: bool,
+    default_loss: Option<String>,
 }
 
 impl<M: Network> VarStoreModel<M> {
-    /// Builds the module on a new store on `device` with `build` (which
-    /// creates its variables under the root path), in training mode.
+    /// Builds the module with `build` (which creates its variables under
+    /// the root path) and moves it to `device`, in training mode. As in
+    /// PyTorch's `Net().to(device)`, the variables are created and
+    /// initialised on the CPU (drawing from the CPU generator), so a seed
+    /// gives the same initial weights on every device.
     pub fn new(
         device: Device,
         build: impl FnOnce(&kiln_tensor::nn::Path<'_>) -> Result<M>,
     ) -> Result<Self> {
-        let vs = VarStore::new(device);
+        let mut vs = VarStore::new(Device::Cpu);
         let module = build(&vs.root())?;
+        if device != Device::Cpu {
+            vs.set_device(device);
+        }
         Ok(Self {
             vs,
             module,
             training: true,
+            default_loss: None,
         })
+    }
+
+    /// The same model, trained with the loss `spec` unless a run names
+    /// another ([`Model::default_loss`]).
+    pub fn with_default_loss(mut self, spec: &str) -> Self {
+        self.default_loss = Some(spec.to_string());
+        self
     }
 
     /// The store.
@@ -169,5 +211,9 @@ impl<M: Network> Model for VarStoreModel<M> {
 
     fn exact_on_one_thread(&self) -> bool {
         self.module.exact_on_one_thread()
+    }
+
+    fn default_loss(&self) -> Option<&str> {
+        self.default_loss.as_deref()
     }
 }

@@ -3,7 +3,7 @@
 use super::RunConfig;
 use crate::checkpoint;
 use crate::data::source::{self, Splits, Task};
-use crate::models::mlp::{self, MlpConfig};
+use crate::models::registry::{self as model_registry, ModelData};
 use crate::trainer::{CheckpointConfig, EarlyStopping, Interval, Mode, TrainerConfig};
 use crate::{DataLoader, Dataset, Error, Model, Result, Trainer};
 use kiln_losses::Loss;
@@ -22,6 +22,8 @@ pub struct Components {
     pub splits: RunData,
     /// The network.
     pub model: Box<dyn Model>,
+    /// The model's spec, resolved (the data's default when none was given).
+    pub model_spec: String,
     /// The loss (adapted to the data's targets).
     pub loss: Box<dyn Loss>,
     /// The loss's spec, resolved (the data's default when none was given).
@@ -61,6 +63,9 @@ impl Components {
         if let Some(threads) = config.threads {
             set_threads(threads).map_err(|e| usage("--threads", e))?;
         }
+        if config.deterministic {
+            kiln_tensor::device::set_deterministic(true)?;
+        }
         // A precision this device cannot run is refused before anything loads.
         config
             .precision_value()?
@@ -68,14 +73,21 @@ impl Components {
             .map_err(|e| usage("--precision", e))?;
         let splits = load_data(config, seed, device)?;
         kiln_tensor::rng::manual_seed(seed);
-        let model = build_model(config, &splits, device)?;
+        let (model, model_spec) = build_model(config, &splits, device)?;
         if let Some(init) = &config.init {
             checkpoint::load_weights(model.as_ref(), init)?;
         }
         let mut model = model;
-        let (loss, loss_spec) = build_loss(config.loss.as_deref(), splits.task)?;
-        probe(model.as_mut(), loss.as_ref(), &splits)?;
+        let (loss, loss_spec) =
+            build_loss(config.loss.as_deref(), splits.task, model.default_loss())?;
         let optimizer = build_optimizer(&config.optimizer, model.as_ref())?;
+        probe(
+            model.as_mut(),
+            loss.as_ref(),
+            optimizer.as_ref(),
+            &splits,
+            &model_spec,
+        )?;
         let precision = config.precision_value()?;
         if let Some(scaler) = kiln_optim::amp::GradScaler::for_precision(precision, device)
             .map_err(|e| usage("--precision", e))?
@@ -91,6 +103,7 @@ impl Components {
             device,
             splits,
             model,
+            model_spec,
             loss,
             loss_spec,
             optimizer,
@@ -129,28 +142,35 @@ fn load_data(config: &RunConfig, seed: u64, device: Device) -> Result<RunData> {
     })
 }
 
-/// The network the data asks for: the quickstart MLP for class labels, a
-/// standardising `mlp:hidden=64;64` for regression targets.
-pub fn build_model(config: &RunConfig, data: &RunData, device: Device) -> Result<Box<dyn Model>> {
-    let _ = config;
-    let features = data.train.features();
-    Ok(match data.task {
-        Task::Classify { classes } => Box::new(mlp::build(
-            &MlpConfig::default(),
-            features,
-            classes,
-            None,
-            device,
-        )?),
-        Task::Regress { outputs } => {
-            let cfg = MlpConfig {
-                hidden: vec![64, 64],
-                ..MlpConfig::default()
-            };
-            let inputs = data.train.inputs.f_flatten(1, -1)?;
-            Box::new(mlp::build(&cfg, features, outputs, Some(&inputs), device)?)
+/// The network `--model` names, built for the data (default: the
+/// quickstart MLP for class labels, a standardising `mlp:hidden=64;64` for
+/// regression), and its resolved spec.
+pub fn build_model(
+    config: &RunConfig,
+    data: &RunData,
+    device: Device,
+) -> Result<(Box<dyn Model>, String)> {
+    let registry = crate::models::models();
+    let text = config
+        .model
+        .as_deref()
+        .unwrap_or(model_registry::default_spec(data.task));
+    let spec = registry
+        .resolve_text(text)
+        .map_err(|e| usage("--model", e))?;
+    let info = ModelData {
+        train: &data.train,
+        task: data.task,
+        device,
+    };
+    // A spec the network refuses (sizes, probabilities) is a usage error.
+    let model = registry.build(&spec, &info).map_err(|e| match e {
+        Error::Tensor(kiln_tensor::Error::InvalidArgument(m)) | Error::InvalidArgument(m) => {
+            usage("--model", m)
         }
-    })
+        other => other,
+    })?;
+    Ok((model, spec))
 }
 
 /// Class labels as one-hot float vectors, for a regression loss trained on
@@ -178,14 +198,19 @@ impl Loss for OneHot {
     }
 }
 
-/// The loss `spec` names (default: cross-entropy for class labels, mse for
-/// regression), adapted to the data's targets, and its resolved spec; or an
-/// error naming the flag and the losses that fit.
-pub fn build_loss(spec: Option<&str>, task: Task) -> Result<(Box<dyn Loss>, String)> {
-    let default = match task {
+/// The loss `spec` names (default: the model's own, `model_default`, else
+/// cross-entropy for class labels, mse for regression), adapted to the
+/// data's targets, and its resolved spec; or an error naming the flag and
+/// the losses that fit.
+pub fn build_loss(
+    spec: Option<&str>,
+    task: Task,
+    model_default: Option<&str>,
+) -> Result<(Box<dyn Loss>, String)> {
+    let default = model_default.unwrap_or(match task {
         Task::Classify { .. } => "cross-entropy",
         Task::Regress { .. } => "mse",
-    };
+    });
     let registry = kiln_losses::registry();
     let text = spec.unwrap_or(default);
     let resolved = text
@@ -216,42 +241,80 @@ pub fn build_loss(spec: Option<&str>, task: Task) -> Result<(Box<dyn Loss>, Stri
     }
 }
 
-/// One forward pass on the first training sample (eval mode, no gradient,
-/// so no random draws and no statistics updated): the model must accept
-/// the data's input shape and give the outputs the targets need, and the
-/// loss must accept both. Errors name the shapes.
-fn probe(model: &mut dyn Model, loss: &dyn Loss, data: &RunData) -> Result<()> {
-    let inputs = data.train.inputs.f_narrow(0, 0, 1)?;
+/// One forward and backward pass on the first training sample, in eval mode
+/// (no random draws, no statistics updated), before anything is written:
+/// the model must accept the data's input shape and give the outputs the
+/// targets need, the loss must accept both, and the optimizer must be able
+/// to step on the gradients (SparseAdam: sparse ones). Errors name the
+/// shapes and the flag. The gradients are cleared afterwards.
+fn probe(
+    model: &mut dyn Model,
+    loss: &dyn Loss,
+    optimizer: &dyn Optimizer,
+    data: &RunData,
+    spec: &str,
+) -> Result<()> {
+    let stored = data.train.inputs.f_narrow(0, 0, 1)?;
+    let inputs = data.train.model_inputs(&stored)?;
     let targets = data.train.targets.f_narrow(0, 0, 1)?;
     let was_training = model.is_training();
     model.set_training(false)?;
-    let output = kiln_tensor::tch::no_grad(|| model.forward(&inputs));
+    let checked = probe_eval(model, loss, optimizer, data.task, &inputs, &targets, spec);
+    for p in model.parameters()? {
+        kiln_tensor::ops::clear_grad(&p.tensor)?;
+    }
     model.set_training(was_training)?;
-    let output = output.map_err(|e| {
-        Error::Usage(format!(
-            "the model does not accept the data's inputs {:?} (one sample): {e}",
-            inputs.size()
-        ))
+    checked
+}
+
+fn probe_eval(
+    model: &dyn Model,
+    loss: &dyn Loss,
+    optimizer: &dyn Optimizer,
+    task: Task,
+    inputs: &Tensor,
+    targets: &Tensor,
+    spec: &str,
+) -> Result<()> {
+    let output = model.forward(inputs).map_err(|e| match e {
+        // The module file itself is at fault (it returns no tensor…).
+        Error::Data { .. } => e,
+        other => {
+            let reason = other.to_string();
+            let reason = reason
+                .strip_prefix("model forward failed: ")
+                .unwrap_or(&reason)
+                .to_string();
+            Error::Usage(format!(
+                "--model {spec}: the model does not accept the data's inputs: one sample is {:?} {} ({reason})",
+                inputs.size(),
+                kiln_tensor::amp::dtype_name(inputs.kind())
+            ))
+        }
     })?;
     let out = output.size();
-    match data.task {
-        Task::Classify { classes } => {
-            if out.len() != 2 || out[1] != classes {
-                return Err(Error::Usage(format!(
-                    "the model's output for one sample has shape {out:?}, but the data has {classes} classes: it must be [1, {classes}]"
-                )));
-            }
-        }
-        Task::Regress { outputs } => {
-            if out.len() != 2 || out[1] != outputs {
-                return Err(Error::Usage(format!(
-                    "the model's output for one sample has shape {out:?}, but the targets are {outputs} value(s) per sample: it must be [1, {outputs}]"
-                )));
-            }
-        }
+    let (wanted, what) = match task {
+        Task::Classify { classes } => (classes, format!("the data has {classes} classes")),
+        Task::Regress { outputs } => (
+            outputs,
+            format!("the targets are {outputs} value(s) per sample"),
+        ),
+    };
+    if out.len() != 2 || out[1] != wanted {
+        return Err(Error::Usage(format!(
+            "--model {spec}: the model's output for one sample of shape {:?} has shape {out:?}, but {what}: it must be [1, {wanted}]",
+            inputs.size()
+        )));
     }
-    let _ = kiln_tensor::tch::no_grad(|| loss.forward(&output.f_to_kind(Kind::Float)?, &targets))
+    let value = loss
+        .forward(&output.f_to_kind(Kind::Float)?, targets)
         .map_err(|e| Error::Usage(format!("--loss {}: {e}", loss.name())))?;
+    if value.requires_grad() {
+        value.f_backward()?;
+        optimizer
+            .check_gradients()
+            .map_err(|e| Error::Usage(format!("--optimizer {}: {e}", optimizer.name())))?;
+    }
     Ok(())
 }
 

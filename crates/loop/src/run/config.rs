@@ -32,6 +32,10 @@ pub struct RunConfig {
     pub optimizer: String,
     /// Lr scheduler spec, if any.
     pub scheduler: Option<String>,
+    /// Model spec (`mlp`, `cnn:dropout1=0.1`, `torchscript:PATH`; see
+    /// `kiln models`); default: the quickstart MLP for class labels, a
+    /// standardising `mlp:hidden=64;64` for regression targets.
+    pub model: Option<String>,
     /// When the scheduler steps; default: every step for onecycle and
     /// cyclic, every epoch otherwise.
     pub scheduler_interval: Option<Interval>,
@@ -41,6 +45,9 @@ pub struct RunConfig {
     pub device: String,
     /// libtorch intra-op threads.
     pub threads: Option<usize>,
+    /// `torch.use_deterministic_algorithms(True)` (and cuDNN's deterministic
+    /// mode): reproducible GPU runs.
+    pub deterministic: bool,
     /// Directory of the four (Fashion)MNIST IDX files.
     pub data_dir: Option<PathBuf>,
     /// Other data (`csv:PATH,target=COLUMN`).
@@ -101,6 +108,10 @@ pub struct RunConfig {
     /// Seconds before a stuck collective aborts every rank.
     #[serde(with = "crate::json_f64::plain")]
     pub dist_timeout: f64,
+    /// Gradient bucket cap in MiB (DDP's `bucket_cap_mb`; default 25 with a
+    /// 1 MiB first bucket).
+    #[serde(with = "crate::json_f64::option")]
+    pub bucket_cap_mb: Option<f64>,
 }
 
 impl Default for RunConfig {
@@ -111,10 +122,12 @@ impl Default for RunConfig {
             loss: None,
             optimizer: "sgd".into(),
             scheduler: None,
+            model: None,
             scheduler_interval: None,
             seed: None,
             device: "auto".into(),
             threads: None,
+            deterministic: false,
             data_dir: None,
             data: None,
             no_shuffle: false,
@@ -143,6 +156,7 @@ impl Default for RunConfig {
             log_histograms: false,
             distributed: None,
             dist_timeout: 300.0,
+            bucket_cap_mb: None,
         }
     }
 }
@@ -320,6 +334,13 @@ impl RunConfig {
                     .to_string(),
             );
         }
+        if let Some(text) = &self.model {
+            self.model = Some(
+                crate::models::models()
+                    .resolve_text(text)
+                    .map_err(flag("--model"))?,
+            );
+        }
         self.data_dir = self.data_dir.as_deref().map(absolute);
         self.init = self.init.as_deref().map(absolute);
         self.data = self.data.take().map(DataSource::absolute);
@@ -369,6 +390,7 @@ impl RunConfig {
                 self.dist_timeout
             )));
         }
+        crate::distributed::BucketConfig::from_cap_mb(self.bucket_cap_mb)?;
         self.precision_value()?;
         self.loggers()?;
         if self.log_every_n_steps == 0 {

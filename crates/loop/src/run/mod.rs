@@ -17,7 +17,7 @@ use crate::distributed::{Collective, DataParallel, DistributedSampler};
 use crate::loggers::metrics_log::Formats;
 use crate::loggers::tensorboard::{TensorBoardConfig, TensorBoardLogger};
 use crate::loggers::{JsonLines, MetricsLogger, ProgressPrinter, TutorialPrinter};
-use crate::{Callback, DataLoader, Error, FitSummary, Loaders, Result, StopReason, Trainer};
+use crate::{Callback, DataLoader, Error, FitSummary, Loaders, Model, Result, StopReason, Trainer};
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 
@@ -143,8 +143,18 @@ pub fn train(request: &TrainRequest) -> Result<FitSummary> {
     let Some(comm) = connect(&config)? else {
         return train_on(request, config, None);
     };
-    let result = train_on(request, config, Some(DataParallel::new(comm.as_ref())));
+    let dp = DataParallel::new(comm.as_ref()).buckets(
+        crate::distributed::BucketConfig::from_cap_mb(config.bucket_cap_mb)?,
+    );
+    let result = train_on(request, config, Some(dp));
     if let Err(err) = &result {
+        // When ranks disagree, the ones that differ say so: the others give
+        // them a moment to end the job before saying it themselves.
+        if let Error::RankMismatch { ranks, .. } = err {
+            if !ranks.contains(&comm.rank()) {
+                std::thread::sleep(std::time::Duration::from_secs(5));
+            }
+        }
         // One write, so that MPI's forwarding does not split the line.
         let line = format!(
             "error: rank {} of {}: {}\n",
@@ -182,6 +192,7 @@ fn train_on(
     let mut parts = Components::build(&config, seed)?;
     // config.json records what runs, defaults included.
     config.loss = Some(parts.loss_spec.clone());
+    config.model = Some(parts.model_spec.clone());
     let Components {
         ref splits,
         ref mut model,
@@ -199,17 +210,51 @@ fn train_on(
     let mut test_loader = DataLoader::new(&splits.test, config.batch_size, false)?;
     if let Some(dp) = dp {
         check_ranks_agree(dp, &config, splits)?;
+        dp.check_same_model(model.as_ref())?;
         let sampler = DistributedSampler::new(dp.world_size(), dp.rank())?;
         train_loader = train_loader.distributed(sampler.clone().shuffle(shuffle).seed(seed));
         let eval_sampler = sampler.shuffle(false).pad(false);
         val_loader = val_loader.map(|l| l.distributed(eval_sampler.clone()));
         test_loader = test_loader.distributed(eval_sampler);
     }
-    let mut trainer_config = build::trainer_config(&config)?;
+    let trainer_config = build::trainer_config(&config)?;
     let scheduler = build::scheduler(&config, optimizer.as_mut(), &train_loader)?;
+    // Declared before the trainer, whose callbacks borrow it.
+    let run_dir: Option<RunDir>;
+    let mut trainer = Trainer::new(trainer_config)?.run_config(config.to_json()?);
+    trainer = build::metrics(trainer, &config, splits)?;
+    let mut eval_names = Vec::new();
+    if val_loader.is_some() {
+        eval_names.push("val");
+    }
+    eval_names.push("test");
+    let reported = trainer.metric_names(&eval_names);
+    let keep_best_reported = config
+        .keep_best
+        .as_ref()
+        .is_none_or(|m| reported.contains(m));
+    let checked = trainer.check_monitors(&eval_names).and_then(|()| {
+        if keep_best_reported {
+            Ok(())
+        } else {
+            Err(Error::Usage(format!(
+                "--keep-best monitors '{}', which this run does not report; it reports {}",
+                config.keep_best.as_deref().unwrap_or_default(),
+                reported.join(", ")
+            )))
+        }
+    });
+    checked.map_err(|e| {
+        let hint = if val_loader.is_none() && e.to_string().contains("'val_") {
+            " (val_* metrics need --val-fraction)"
+        } else {
+            ""
+        };
+        Error::Usage(format!("{e}{hint}"))
+    })?;
 
     // Everything is built and checked: now the run directory.
-    let run_dir = if main {
+    run_dir = if main {
         Some(match resumed {
             Some(dir) => dir,
             None => RunDir::create(request.run_dir.as_deref())?,
@@ -246,13 +291,9 @@ fn train_on(
     if let (Some(dp), Some(path)) = (dp, &request.resume) {
         resume = share_checkpoint(dp, resume, path)?;
     }
-    trainer_config.checkpoint = run_dir
-        .as_ref()
-        .map(|dir| build::checkpoint_config(&config, dir.path()));
     let resume_step = resume.as_ref().map(|c| c.progress.step);
-    let mut trainer = Trainer::new(trainer_config)?.run_config(config.to_json()?);
-    trainer = build::metrics(trainer, &config, splits)?;
     if let Some(dir) = &run_dir {
+        trainer = trainer.checkpoints(build::checkpoint_config(&config, dir.path()))?;
         trainer = trainer.callback(ConfigWriter {
             dir,
             config: config.clone(),
@@ -304,6 +345,7 @@ fn train_on(
         eval_sets.push(("val", val));
     }
     eval_sets.push(("test", &test_loader));
+    debug_assert_eq!(eval_sets.len(), eval_names.len());
     let summary = trainer.fit(
         model.as_mut(),
         loss.as_ref(),
@@ -321,6 +363,7 @@ fn train_on(
     let Some(dir) = &run_dir else {
         return finish(summary, None);
     };
+    save_trained_module(model.as_ref(), &summary, dir.path())?;
     if config.plot {
         for path in crate::plot::plot_run(dir.path(), &dir.path().join("plots"))? {
             eprintln!("kiln: wrote {}", path.display());
@@ -328,6 +371,26 @@ fn train_on(
     }
     finish(summary, Some(dir.path()))
 }
+
+/// A TorchScript model that finished training is written back as
+/// TorchScript, `RUN/model.pt` (`torch.jit.load` reads it); an interrupted
+/// or failed run writes nothing (its checkpoints hold the weights).
+fn save_trained_module(model: &dyn Model, summary: &FitSummary, run_dir: &Path) -> Result<()> {
+    if matches!(
+        summary.stop,
+        StopReason::Interrupted { .. } | StopReason::NonFiniteLoss { .. }
+    ) {
+        return Ok(());
+    }
+    let path = run_dir.join(TORCHSCRIPT_FILE);
+    if model.save_torchscript(&path)? {
+        eprintln!("kiln: wrote {}", path.display());
+    }
+    Ok(())
+}
+
+/// The trained TorchScript module of a run (`--model torchscript:…`), in its directory.
+pub const TORCHSCRIPT_FILE: &str = "model.pt";
 
 /// The run's outcome as a result: interrupts and non-finite losses are
 /// errors (non-zero exit codes) that say what was kept.

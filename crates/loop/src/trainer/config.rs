@@ -197,17 +197,26 @@ impl TrainerConfig {
         Ok(())
     }
 
-    /// Every metric name this configuration monitors (early stopping, the
-    /// plateau monitor, the best checkpoint), for checking before training.
-    pub fn monitored(&self) -> Vec<&str> {
-        let mut out: Vec<&str> = Vec::new();
-        out.extend(self.early_stopping.as_ref().map(|e| e.monitor.as_str()));
-        out.extend(self.monitor.as_deref());
+    /// Every metric this configuration monitors, with what monitors it
+    /// (`--early-stopping`, the plateau scheduler, `--keep-best`), for
+    /// checking before training.
+    pub fn monitored(&self) -> Vec<(&'static str, &str)> {
+        let mut out = Vec::new();
+        out.extend(
+            self.early_stopping
+                .as_ref()
+                .map(|e| ("--early-stopping", e.monitor.as_str())),
+        );
+        out.extend(
+            self.monitor
+                .as_deref()
+                .map(|m| ("the plateau scheduler", m)),
+        );
         out.extend(
             self.checkpoint
                 .as_ref()
                 .and_then(|c| c.keep_best.as_ref())
-                .map(|(m, _)| m.as_str()),
+                .map(|(m, _)| ("--keep-best", m.as_str())),
         );
         out
     }

@@ -84,14 +84,20 @@ where
             .flat_map(|g| optimizer.group_params(g))
             .map(|p| p.tensor.shallow_clone())
             .collect();
+        let params = model.parameters()?;
+        let reducer = match data_parallel {
+            Some(dp) if dp.world_size() > 1 => Some(dp.reducer(&params)?),
+            _ => None,
+        };
         let path = StepPath {
             loss_fn,
             data_parallel,
+            reducer,
             accumulate: cfg.accumulate_grad_batches,
             stop_on_nonfinite: cfg.stop_on_nonfinite,
             clip_grad_value: cfg.clip_grad_value,
             clip_grad_norm: cfg.clip_grad_norm,
-            params: model.parameters()?,
+            params,
             clipped,
             precision: cfg.precision,
             device,
@@ -405,6 +411,12 @@ where
     /// Evaluates every evaluation set and reports `{set}_{metric}`.
     fn evaluate(&mut self, epoch: usize, end_of_epoch: bool) -> Result<EvalInfo> {
         let mut metrics = Vec::new();
+        // An evaluation is an unsynchronized forward under DDP: rank 0's
+        // buffers first if the last training forward was synchronized.
+        if let Some(reducer) = &mut self.path.reducer {
+            reducer.pre_forward(&*self.model)?;
+            reducer.post_forward(false);
+        }
         for (name, loader) in self.data.eval {
             crate::eval::evaluate(
                 loader,

@@ -98,16 +98,25 @@ impl<'a> Trainer<'a> {
         self
     }
 
+    /// Writes checkpoints as `checkpoints` says (replacing the config's).
+    pub fn checkpoints(mut self, checkpoints: CheckpointConfig) -> Result<Self> {
+        self.config.checkpoint = Some(checkpoints);
+        self.config.validate()?;
+        Ok(self)
+    }
+
     /// The run's configuration, stored in every checkpoint.
     pub fn run_config(mut self, config: serde_json::Value) -> Self {
         self.run_config = config;
         self
     }
 
-    /// Trains data-parallel: rank 0's parameters and buffers are broadcast
-    /// at the start, gradients averaged over ranks before every optimizer
-    /// step, a NaN loss on any rank stops all, and evaluation metrics are
-    /// summed over ranks. The loaders should read shards
+    /// Trains data-parallel as PyTorch's `DistributedDataParallel`: every
+    /// rank's model must match rank 0's, whose parameters and buffers are
+    /// broadcast at the start; gradients are averaged over ranks in buckets
+    /// summed during backward ([`crate::distributed::Reducer`]), buffers
+    /// follow rank 0 before forwards, a NaN loss on any rank stops all, and
+    /// evaluation metrics are summed over ranks. The loaders should read shards
     /// ([`DataLoader::distributed`]).
     pub fn data_parallel(mut self, dp: DataParallel<'a>) -> Self {
         self.data_parallel = Some(dp);
@@ -153,7 +162,7 @@ impl<'a> Trainer<'a> {
     /// listing those that are.
     pub fn check_monitors(&self, eval_sets: &[&str]) -> Result<()> {
         let names = self.metric_names(eval_sets);
-        for monitor in self.config.monitored() {
+        for (what, monitor) in self.config.monitored() {
             if !names.iter().any(|n| n == monitor) {
                 let known = if names.is_empty() {
                     "none: nothing is evaluated".to_string()
@@ -161,7 +170,7 @@ impl<'a> Trainer<'a> {
                     names.join(", ")
                 };
                 return Err(Error::InvalidArgument(format!(
-                    "metric '{monitor}' is not reported by this run; it reports {known}"
+                    "{what} monitors '{monitor}', which this run does not report; it reports {known}"
                 )));
             }
         }

@@ -13,11 +13,18 @@
 //! through the same `gradients_ready` (averaging over data-parallel ranks,
 //! unscaling, clipping), so every setting works with every optimizer; what
 //! happens after a step is the caller's (`fit.rs`), shared by all.
+//!
 //! Forward and backward run ATen's small elementwise kernels on this thread
 //! alone where the model and loss say that keeps the bits
 //! (`serial_small_ops`); the GEMMs and the optimizer keep every thread.
+//!
+//! Data parallelism is DDP's: the gradient [`Reducer`] is armed before the
+//! backward pass that ends an accumulation window (the others are
+//! `no_sync`), its buckets are summed while backward runs, and
+//! `gradients_ready` waits for them; buffers are broadcast from rank 0
+//! around forward passes as DDP's forward does.
 use super::StepTimings;
-use crate::distributed::DataParallel;
+use crate::distributed::{DataParallel, Reducer};
 use crate::{Batch, Error, Model, Result};
 use kiln_losses::Loss;
 use kiln_optim::amp::GradScaler;
@@ -56,6 +63,8 @@ pub(crate) enum Outcome {
 pub(crate) struct StepPath<'a> {
     pub loss_fn: &'a dyn Loss,
     pub data_parallel: Option<DataParallel<'a>>,
+    /// The gradient buckets (with more than one rank).
+    pub reducer: Option<Reducer<'a>>,
     pub accumulate: usize,
     pub stop_on_nonfinite: bool,
     pub clip_grad_value: Option<f64>,
@@ -105,7 +114,7 @@ impl StepPath<'_> {
     ) -> Result<Outcome> {
         let serial = self.serial_small_ops(model, batch)?;
         let clock = Instant::now();
-        let loss = self.forward_loss(model, batch)?;
+        let loss = self.forward_loss(model, batch, step_now)?;
         self.timings.forward = clock.elapsed().as_secs_f64();
         let value = loss.f_double_value(&[])?;
         if self.nonfinite(value)? {
@@ -116,6 +125,9 @@ impl StepPath<'_> {
         } else {
             loss
         };
+        if let (Some(reducer), true) = (&mut self.reducer, step_now) {
+            reducer.prepare_for_backward()?;
+        }
         let clock = Instant::now();
         match &mut self.scaler {
             Some(scaler) => scaler.scale(&loss)?.f_backward()?,
@@ -173,7 +185,7 @@ impl StepPath<'_> {
                 }
                 let serial = self.serial_small_ops(model, batch)?;
                 let clock = Instant::now();
-                let loss = self.forward_loss(model, batch)?;
+                let loss = self.forward_loss(model, batch, true)?;
                 forward += clock.elapsed().as_secs_f64();
                 let mut value = loss.f_double_value(&[])?;
                 if let Some(dp) = self.data_parallel {
@@ -182,6 +194,9 @@ impl StepPath<'_> {
                 if self.stop_on_nonfinite && !value.is_finite() {
                     nonfinite = Some(value);
                     return Err(Error::InvalidArgument(format!("non-finite loss {value}")));
+                }
+                if let Some(reducer) = &mut self.reducer {
+                    reducer.prepare_for_backward()?;
                 }
                 let clock = Instant::now();
                 loss.f_backward()?;
@@ -220,11 +235,27 @@ impl StepPath<'_> {
     }
 
     /// The model's output on the batch and the loss, in the precision's
-    /// autocast region (which ends before backward).
-    fn forward_loss(&self, model: &dyn Model, batch: &Batch) -> Result<Tensor> {
-        let _autocast = self.precision.autocast(self.device)?;
-        let pred = model.forward(&batch.inputs)?;
-        Ok(self.loss_fn.forward(&pred, &batch.targets)?)
+    /// autocast region (which ends before backward). `synchronized`: its
+    /// backward pass will be averaged over ranks (DDP broadcasts buffers
+    /// before the forward that follows such a forward).
+    fn forward_loss(
+        &mut self,
+        model: &dyn Model,
+        batch: &Batch,
+        synchronized: bool,
+    ) -> Result<Tensor> {
+        if let Some(reducer) = &mut self.reducer {
+            reducer.pre_forward(model)?;
+        }
+        let loss = {
+            let _autocast = self.precision.autocast(self.device)?;
+            let pred = model.forward(&batch.inputs)?;
+            self.loss_fn.forward(&pred, &batch.targets)?
+        };
+        if let Some(reducer) = &mut self.reducer {
+            reducer.post_forward(synchronized);
+        }
+        Ok(loss)
     }
 
     /// Runs ATen's own (OpenMP) kernels of the forward and backward passes
@@ -264,13 +295,13 @@ impl StepPath<'_> {
     }
 
     /// Turns the backward pass's gradients into the ones the optimizer uses:
-    /// averaged over ranks (as DDP does during backward, so clipping sees the
-    /// averaged gradients), unscaled by the gradient scaler (its
+    /// averaged over ranks (the buckets DDP sums during backward, waited for
+    /// here, so clipping sees the averaged gradients), unscaled by the gradient scaler (its
     /// `unscale_(optimizer)`, before clipping as PyTorch's recipe says), then
     /// clipped. Returns the total norm before clipping when clipping by norm.
     fn gradients_ready(&mut self, optimizer: Option<&dyn Optimizer>) -> Result<Option<f64>> {
-        if let Some(dp) = self.data_parallel {
-            dp.average_gradients(&self.params)?;
+        if let Some(reducer) = &mut self.reducer {
+            reducer.finish_backward()?;
         }
         if let (Some(scaler), Some(optimizer)) = (&mut self.scaler, optimizer) {
             scaler.unscale_(optimizer)?;

@@ -30,10 +30,9 @@ reading committed numbers. It writes into --out:
 """
 import argparse
 import copy
-import gzip
 import json
 import os
-import struct
+import sys
 
 import torch
 from safetensors.torch import save_file
@@ -46,38 +45,9 @@ THREADS = 1
 MIN_RESUME_AT = 10
 
 
-def read_idx(path):
-    opener = gzip.open if path.endswith(".gz") else open
-    with opener(path, "rb") as f:
-        data = f.read()
-    zero, dtype, rank = struct.unpack(">HBB", data[:4])
-    assert zero == 0 and dtype == 0x08, f"{path}: not an unsigned-byte IDX file"
-    dims = struct.unpack(">" + "I" * rank, data[4 : 4 + 4 * rank])
-    return torch.frombuffer(bytearray(data[4 + 4 * rank :]), dtype=torch.uint8).reshape(dims)
-
-
-def find(data_dir, stem):
-    for name in (stem, stem + ".gz"):
-        path = os.path.join(data_dir, name)
-        if os.path.exists(path):
-            return path
-    raise SystemExit(f"{data_dir}: no {stem}[.gz]")
-
-
-class NeuralNetwork(nn.Module):
-    def __init__(self):
-        super().__init__()
-        self.flatten = nn.Flatten()
-        self.linear_relu_stack = nn.Sequential(
-            nn.Linear(28 * 28, 512),
-            nn.ReLU(),
-            nn.Linear(512, 512),
-            nn.ReLU(),
-            nn.Linear(512, 10),
-        )
-
-    def forward(self, x):
-        return self.linear_relu_stack(self.flatten(x))
+# The tutorial's network and IDX reading, from the tutorial's reference script.
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "../../../../../scripts/reference"))
+from quickstart import NeuralNetwork, find, read_idx  # noqa: E402
 
 
 CASES = {

@@ -1,0 +1,291 @@
+//! Models by spec: `mlp:hidden=256;128,dropout=0.2`, `cnn:channels=16;32`,
+//! `torchscript:model.pt`.
+//!
+//! The registry is kiln-tensor's [`Registry`], the one registry type of
+//! kiln (losses, optimizers and schedulers use it too); `kiln models`
+//! prints its [`describe`](Registry::describe). Each entry's options and
+//! defaults come from its config's [`Options`] impl and `Default`
+//! ([`model_entry`]). A builder gets what it needs to know about the data
+//! ([`ModelData`]: the shape of one sample, the number of classes or
+//! values, the training set for statistics, the device). A downstream crate
+//! [`register`](Registry::register)s its own networks the same way.
+use crate::data::source::Task;
+use crate::models::cnn::{self, CnnConfig};
+use crate::models::mlp::{self, MlpConfig};
+use crate::models::torchscript::TorchScriptModel;
+use crate::models::Model;
+use crate::{Dataset, Error, Result};
+use kiln_tensor::spec::{Entry, OptionInfo, OptionVisitor, Options, Registry, Spec};
+use kiln_tensor::{Device, Tensor};
+use std::path::PathBuf;
+use std::sync::Arc;
+
+/// What a model builder knows about the data it will train on.
+#[derive(Debug, Clone, Copy)]
+pub struct ModelData<'a> {
+    /// The training set (inputs as stored; [`Dataset::model_inputs`] gives
+    /// what the model sees).
+    pub train: &'a Dataset,
+    /// Classes (class-index targets) or values per sample (regression).
+    pub task: Task,
+    /// Where the model goes.
+    pub device: Device,
+}
+
+impl ModelData<'_> {
+    /// The shape of one sample as the model sees it (`[1, 28, 28]`).
+    pub fn sample_shape(&self) -> Vec<i64> {
+        self.train.sample_shape()
+    }
+
+    /// Values per sample (`784` for 28×28 images).
+    pub fn features(&self) -> i64 {
+        self.train.features()
+    }
+
+    /// The number of outputs per sample: classes, or regression values.
+    pub fn outputs(&self) -> i64 {
+        match self.task {
+            Task::Classify { classes } => classes,
+            Task::Regress { outputs } => outputs,
+        }
+    }
+
+    /// The whole training set's inputs as the model sees them (for
+    /// statistics such as standardisation).
+    pub fn train_inputs(&self) -> Result<Tensor> {
+        self.train.model_inputs(&self.train.inputs)
+    }
+}
+
+/// Builds a model from a resolved spec (canonical keys, every option present).
+pub type ModelBuild = dyn Fn(&mut Spec, &ModelData<'_>) -> Result<Box<dyn Model>> + Send + Sync;
+
+/// A registered model: name, aliases, summary, options, builder.
+pub type ModelEntry = Entry<ModelBuild>;
+
+/// Models by spec: a [`Registry`] of [`ModelEntry`] (which it derefs to,
+/// for `register`, `describe`, `names`…) plus [`ModelRegistry::build`].
+/// [`models`] holds the built-in ones.
+#[derive(Debug, Clone)]
+pub struct ModelRegistry(Registry<ModelBuild>);
+
+impl Default for ModelRegistry {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl std::ops::Deref for ModelRegistry {
+    type Target = Registry<ModelBuild>;
+    fn deref(&self) -> &Self::Target {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for ModelRegistry {
+    fn deref_mut(&mut self) -> &mut Self::Target {
+        &mut self.0
+    }
+}
+
+impl ModelRegistry {
+    /// An empty registry.
+    pub fn new() -> Self {
+        Self(Registry::new("model", "Models"))
+    }
+
+    /// Parses a model spec. An entry whose first option is `path` takes the
+    /// file first without its key: `torchscript:model.pt` is
+    /// `torchscript:path=model.pt`.
+    pub fn parse(&self, text: &str) -> kiln_tensor::Result<Spec> {
+        let (name, rest) = text.trim().split_once(':').unwrap_or((text.trim(), ""));
+        let (first, others) = rest.split_once(',').unwrap_or((rest, ""));
+        let takes_path = self
+            .get(name.trim())
+            .and_then(|e| e.options.first())
+            .is_some_and(|o| o.name == "path");
+        if takes_path && !first.trim().is_empty() && !first.contains('=') {
+            return format!("{name}:path={first},{others}").parse();
+        }
+        text.parse()
+    }
+
+    /// `text` resolved: the canonical name and every option's effective
+    /// value ([`Registry::resolve`]), a `path` made absolute (so a run
+    /// resumes from any working directory).
+    pub fn resolve_text(&self, text: &str) -> kiln_tensor::Result<String> {
+        let mut spec = self.resolve(&self.parse(text)?)?;
+        if let Some(path) = spec.raw("path") {
+            let path = crate::data::source::absolute(&PathBuf::from(path));
+            spec.set("path", path.display().to_string())?;
+        }
+        Ok(spec.to_string())
+    }
+
+    /// Builds the model `spec` names for `data`. Unknown names and options
+    /// and bad values are [`Error::Tensor`] errors before any builder runs;
+    /// then what the builder refuses (a network that does not fit the data,
+    /// a file that is not a module).
+    pub fn build(&self, spec: &str, data: &ModelData<'_>) -> Result<Box<dyn Model>> {
+        let (entry, mut spec) = self.0.prepare(&self.parse(spec)?)?;
+        (entry.build)(&mut spec, data)
+    }
+}
+
+/// An entry for a model made from a config `C` by `make`: its options and
+/// their defaults are what `C::default()` visits, and its builder reads the
+/// spec into `C::default()`.
+pub fn model_entry<C>(
+    name: &str,
+    summary: &str,
+    make: impl Fn(C, &ModelData<'_>) -> Result<Box<dyn Model>> + Send + Sync + 'static,
+) -> ModelEntry
+where
+    C: Options + Default + 'static,
+{
+    let build: Arc<ModelBuild> = Arc::new(move |spec: &mut Spec, data: &ModelData<'_>| {
+        let mut cfg = C::default();
+        spec.apply(&mut cfg)?;
+        make(cfg, data)
+    });
+    Entry::new(name, summary, build).options_of(&mut C::default())
+}
+
+/// `torchscript`'s one option.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct TorchScriptConfig {
+    /// The file `torch.jit.save` wrote.
+    pub path: String,
+}
+
+impl Options for TorchScriptConfig {
+    fn options(&mut self, v: &mut dyn OptionVisitor) -> kiln_tensor::Result<()> {
+        v.option(
+            OptionInfo::new(
+                "path",
+                "the file torch.jit.save wrote (torchscript:PATH for short)",
+            )
+            .required(),
+            &mut self.path,
+        )
+    }
+}
+
+/// The model a run trains when `--model` is not given: the quickstart MLP
+/// for class labels, a standardising `mlp:hidden=64;64` for regression.
+pub fn default_spec(task: Task) -> &'static str {
+    match task {
+        Task::Classify { .. } => "mlp",
+        Task::Regress { .. } => "mlp:hidden=64;64,standardize=true",
+    }
+}
+
+/// The built-in models: `mlp`, `cnn`, `torchscript`.
+pub fn models() -> ModelRegistry {
+    let mut r = ModelRegistry::new();
+    r.register(
+        model_entry::<MlpConfig>(
+            "mlp",
+            "Flatten, then Linear + activation (+ Dropout) per hidden layer, Linear; default: the PyTorch quickstart's NeuralNetwork",
+            |cfg, data| {
+                let standardize = if cfg.standardize {
+                    Some(data.train_inputs()?.f_flatten(1, -1)?)
+                } else {
+                    None
+                };
+                let model = mlp::build(
+                    &cfg,
+                    data.features(),
+                    data.outputs(),
+                    standardize.as_ref(),
+                    data.device,
+                )?;
+                Ok(Box::new(model))
+            },
+        )
+        .alias("NeuralNetwork"),
+    );
+    r.register(
+        model_entry::<CnnConfig>(
+            "cnn",
+            "PyTorch's MNIST example Net: Conv2d + ReLU per channels entry, max_pool2d, Dropout, fc1 + ReLU, Dropout, fc2, log_softmax; trains with nll unless --loss says otherwise",
+            |cfg, data| {
+                let Task::Classify { classes } = data.task else {
+                    return Err(Error::Usage(
+                        "--model cnn classifies (it ends in log_softmax), but this data has regression targets; use --model mlp".into(),
+                    ));
+                };
+                Ok(Box::new(cnn::build(&cfg, &data.sample_shape(), classes, data.device)?))
+            },
+        )
+        .alias("Net"),
+    );
+    r.register(
+        model_entry::<TorchScriptConfig>(
+            "torchscript",
+            "a module saved with torch.jit.save(torch.jit.script(model)) (or trace): its forward, parameters and buffers, trained by kiln",
+            |cfg, data| {
+                Ok(Box::new(TorchScriptModel::load(
+                    &PathBuf::from(cfg.path),
+                    data.device,
+                )?))
+            },
+        )
+        .aliases(&["TorchScript", "jit"]),
+    );
+    r
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn specs_resolve_with_defaults_and_paths_first() -> Result<()> {
+        let r = models();
+        assert_eq!(
+            r.resolve_text("mlp")?,
+            "mlp:hidden=512;512,activation=relu,dropout=0.0,standardize=false"
+        );
+        assert_eq!(
+            r.resolve_text("Net:dropout1=0.1")?,
+            "cnn:channels=32;64,kernel_size=3,pool=2,hidden=128,dropout1=0.1,dropout2=0.5"
+        );
+        assert_eq!(
+            r.resolve_text("torchscript:/tmp/m.pt")?,
+            "torchscript:path=/tmp/m.pt"
+        );
+        assert_eq!(
+            r.resolve_text("jit:path=/tmp/m.pt")?,
+            "torchscript:path=/tmp/m.pt"
+        );
+        let err = |t: &str| {
+            r.resolve_text(t)
+                .err()
+                .map(|e| e.to_string())
+                .unwrap_or_default()
+        };
+        assert!(
+            err("cnn:chanels=8").contains("did you mean channels"),
+            "{}",
+            err("cnn:chanels=8")
+        );
+        assert!(
+            err("resnet").starts_with("unknown model 'resnet'"),
+            "{}",
+            err("resnet")
+        );
+        assert!(
+            err("torchscript").contains("option path is required"),
+            "{}",
+            err("torchscript")
+        );
+        assert!(
+            err("mlp:activation=elu").contains("activation"),
+            "{}",
+            err("mlp:activation=elu")
+        );
+        Ok(())
+    }
+}
