@@ -158,8 +158,8 @@ def main():
             print(f"| {name} | {p} | {ms(total)} | {ms(total)} | {ms(plain)} | {p * batch / plain:.0f} | "
                   f"{100 * compute / plain:.1f}% | {ms(exposed)} | {ms(hidden)} | {p * batch / hidden:.0f} | "
                   f"{100 * compute / hidden:.1f}% |")
-    print("\n(MLP and CNN buckets are DDP's: 1 MiB first, then 25 MiB, in gradient-ready order. "
-          "`--model cnn` is not in kiln yet; the bench builds the same network with tch.)")
+    print("\n(MLP and CNN buckets are DDP's: 1 MiB first, then 25 MiB, in gradient-ready order; "
+          "the CNN is `--model cnn`.)")
 
 
 if __name__ == "__main__":

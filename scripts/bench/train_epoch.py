@@ -13,11 +13,10 @@ tensors, alternated `--reps` times:
   epoch, the test pass, files) vs `python scripts/reference/quickstart.py
   --epochs 1`, wall clock, and the peak resident memory of both processes
   (the kernel's `ru_maxrss` of each child);
-- `--model cnn` (Adadelta, a slice of the data) against pytorch/examples'
-  MNIST train loop on preloaded tensors;
-- the cost of `--logger tensorboard` on kiln's epoch;
-- `--precision bf16-mixed` against `32-true`, kiln and PyTorch (autocast on
-  the CPU; bf16 may be slower than float32 without AMX).
+- the cost of `--logger tensorboard` on kiln's epoch, and `--precision
+  bf16-mixed` against `32-true` (kiln and PyTorch; autocast on the CPU),
+  each as the median ratio of back-to-back runs in alternating order, so a
+  shared machine's drift between runs cancels.
 Medians and the ratios kiln/PyTorch are printed. With --worker torch (or
 torch-cnn) it runs one PyTorch epoch on preloaded tensors and prints
 {"seconds": S}.
@@ -176,19 +175,36 @@ def main():
           f"   ratio kiln/pytorch = {ratio('kiln process', 'pytorch process'):.3f}")
     print(f"  tutorial peak memory          kiln train {m['kiln peak MB']:.0f} MB   quickstart.py   {m['pytorch peak MB']:.0f} MB"
           f"   ratio kiln/pytorch = {ratio('kiln peak MB', 'pytorch peak MB'):.3f}")
-    # The cost of the TensorBoard logger, and bf16-mixed, in the same run.
-    tb, bf16, bf16_torch = [], [], []
-    for rep in range(args.reps):
-        tb.append(kiln_run(args, ["--logger", "csv,jsonl,tensorboard"])[1])
-        bf16.append(kiln_run(args, ["--precision", "bf16-mixed"])[1])
-        _, out, _ = run([*worker, "--worker", "torch", "--precision", "bf16-mixed"])
-        bf16_torch.append(json.loads(out.strip().splitlines()[-1])["seconds"])
-    tb_m = statistics.median(tb)
-    print(f"  --logger tensorboard: epoch {tb_m:.3f} s vs {m['kiln epoch']:.3f} s without,"
-          f" cost {100 * (tb_m / m['kiln epoch'] - 1):+.1f} %")
+    # The cost of the TensorBoard logger and bf16-mixed's speed, each as the
+    # median of ratios of back-to-back runs (order alternating), so that a
+    # drift in the machine's speed between runs cancels.
+    tb_ratio, bf16_ratio, bf16_torch_ratio, bf16, bf16_torch = [], [], [], [], []
+    torch_seconds = lambda *extra: json.loads(  # noqa: E731
+        run([*worker, "--worker", "torch", *extra])[1].strip().splitlines()[-1])["seconds"]
+    for rep in range(max(args.reps, 5)):
+        flip = rep % 2 == 1
+        pair = [["--logger", "csv,jsonl"], ["--logger", "csv,jsonl,tensorboard"], ["--precision", "bf16-mixed"]]
+        times = {}
+        for extra in (pair[::-1] if flip else pair):
+            times[tuple(extra)] = kiln_run(args, extra)[1]
+        plain, tb = times[("--logger", "csv,jsonl")], times[("--logger", "csv,jsonl,tensorboard")]
+        low = times[("--precision", "bf16-mixed")]
+        tb_ratio.append(tb / plain)
+        bf16_ratio.append(low / plain)
+        bf16.append(low)
+        if flip:
+            t16, t32 = torch_seconds("--precision", "bf16-mixed"), torch_seconds()
+        else:
+            t32, t16 = torch_seconds(), torch_seconds("--precision", "bf16-mixed")
+        bf16_torch_ratio.append(t16 / t32)
+        bf16_torch.append(t16)
+    n = len(tb_ratio)
+    print(f"  --logger tensorboard: cost {100 * (statistics.median(tb_ratio) - 1):+.1f} % of the train epoch"
+          f" (median of {n} back-to-back pairs; pairs ranged {100 * (min(tb_ratio) - 1):+.1f} .. {100 * (max(tb_ratio) - 1):+.1f} %)")
     b, bt = statistics.median(bf16), statistics.median(bf16_torch)
-    print(f"  bf16-mixed     kiln train {b:.3f} s ({b / m['kiln epoch']:.2f}x its 32-true)"
-          f"   pytorch train() {bt:.3f} s ({bt / m['pytorch epoch']:.2f}x)   ratio kiln/pytorch = {b / bt:.3f}")
+    print(f"  bf16-mixed     kiln train {b:.3f} s ({statistics.median(bf16_ratio):.2f}x its 32-true)"
+          f"   pytorch train() {bt:.3f} s ({statistics.median(bf16_torch_ratio):.2f}x its 32-true)"
+          f"   ratio kiln/pytorch = {b / bt:.3f}")
 
 
 if __name__ == "__main__":

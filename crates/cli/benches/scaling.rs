@@ -5,7 +5,7 @@
 //!   `MPI_Iallgatherv`, on the bucket thread) for buffers of 4 B to 16 MiB,
 //!   the median and the minimum of repeated calls;
 //! - `train`: per model (the quickstart MLP; the PyTorch MNIST example's
-//!   CNN, built here as `--model cnn` is not in kiln yet) and per way of
+//!   CNN, `--model cnn`) and per way of
 //!   averaging gradients, the median time per step split into compute
 //!   (forward + backward, hooks included), exposed communication (from the
 //!   end of backward until the averaged gradients are in place) and the
@@ -20,11 +20,10 @@
 use anyhow::{Context, Result};
 use kiln_loop::distributed::mpi::Mpi;
 use kiln_loop::distributed::{BucketConfig, Collective, DataParallel, ReduceOp};
+use kiln_loop::models::cnn::{self, CnnConfig};
 use kiln_loop::models::mlp::{self, MlpConfig};
-use kiln_loop::models::VarStoreModel;
 use kiln_loop::Model;
 use kiln_optim::{Optimizer, SgdConfig};
-use kiln_tensor::nn::{self, Module, ModuleT};
 use kiln_tensor::params::NamedParameter;
 use kiln_tensor::{Device, Kind, Tensor};
 use std::time::{Duration, Instant};
@@ -74,36 +73,14 @@ fn allreduce_sweep(comm: &Mpi) -> Result<Sweep> {
     Ok(out)
 }
 
-/// The network of pytorch/examples `mnist/main.py` (what `--model cnn`
-/// will be): conv 1→32→64 (3×3), max-pool, dropout, 9216→128→10.
-#[derive(Debug)]
-struct Cnn {
-    conv1: nn::Conv2D,
-    conv2: nn::Conv2D,
-    fc1: nn::Linear,
-    fc2: nn::Linear,
-}
-
-impl ModuleT for Cnn {
-    fn forward_t(&self, xs: &Tensor, train: bool) -> Tensor {
-        let x = self.conv1.forward(xs).relu();
-        let x = self.conv2.forward(&x).relu().max_pool2d_default(2);
-        let x = x.dropout(0.25, train).flatten(1, -1);
-        let x = self.fc1.forward(&x).relu().dropout(0.5, train);
-        self.fc2.forward(&x).log_softmax(1, Kind::Float)
-    }
-}
-
+/// `--model cnn`: the network of pytorch/examples `mnist/main.py`.
 fn cnn() -> Result<Box<dyn Model>> {
-    let model = VarStoreModel::new(Device::Cpu, |p| {
-        Ok(Cnn {
-            conv1: nn::conv2d(p / "conv1", 1, 32, 3, Default::default()),
-            conv2: nn::conv2d(p / "conv2", 32, 64, 3, Default::default()),
-            fc1: nn::linear(p / "fc1", 9216, 128, Default::default()),
-            fc2: nn::linear(p / "fc2", 128, 10, Default::default()),
-        })
-    })?;
-    Ok(Box::new(model))
+    Ok(Box::new(cnn::build(
+        &CnnConfig::default(),
+        &[1, 28, 28],
+        10,
+        Device::Cpu,
+    )?))
 }
 
 /// Builds a fresh replica.
