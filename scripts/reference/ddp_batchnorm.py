@@ -55,6 +55,10 @@ def main():
         opt.zero_grad()
     state = {k: v.contiguous() for k, v in model.state_dict().items() if not k.endswith("num_batches_tracked")}
     save_file(state, os.path.join(args.out, f"rank{rank}.safetensors"))
+    # Every rank ends together: a rank tearing gloo down while a peer still
+    # works (rank 0 saving) can abort it ("terminate called without an
+    # active exception").
+    dist.barrier()
     dist.destroy_process_group()
 
 

@@ -114,6 +114,10 @@ def main():
         print("Training completed")
         if args.out:
             save_file({k: v.contiguous() for k, v in model.state_dict().items()}, args.out)
+    # Every rank ends together: a rank tearing gloo down while a peer still
+    # works (rank 0 saving) can abort it ("terminate called without an
+    # active exception").
+    dist.barrier()
     dist.destroy_process_group()
 
 
