@@ -1,6 +1,7 @@
 //! Device selection: `auto`, `cpu`, `cuda`, `cuda:N`, checked against what
 //! libtorch can actually use.
 use crate::{Error, Result};
+use std::sync::atomic::{AtomicBool, Ordering};
 use tch::Device;
 
 /// A device as a user names it, before it is checked.
@@ -100,14 +101,23 @@ pub fn set_threads(threads: usize) -> Result<()> {
             ))
         })?;
     tch::set_num_threads(n);
+    THREADS_PINNED.store(true, Ordering::SeqCst);
     Ok(())
 }
+
+/// Whether [`set_threads`] has run: only then has MKL a thread count of its
+/// own (`mkl_set_num_threads_local`); before, its GEMMs follow the calling
+/// thread's OpenMP count, which [`SerialAtenKernels`] lowers.
+static THREADS_PINNED: AtomicBool = AtomicBool::new(false);
 
 /// While alive, ATen's own OpenMP-parallel kernels (elementwise ops,
 /// reductions, softmax, losses) run on the calling thread alone, while MKL's
 /// matrix products keep the thread count [`set_threads`] gave them: MKL reads
 /// its own thread-local count, which `torch.set_num_threads` sets besides
-/// OpenMP's. Dropping the guard restores the OpenMP count it found.
+/// OpenMP's. Dropping the guard restores the OpenMP count it found. Without
+/// an earlier [`set_threads`] MKL has no count of its own and would follow
+/// OpenMP's down to one thread, changing the GEMMs' bits, so
+/// [`SerialAtenKernels::enter`] then changes nothing.
 ///
 /// On tensors as small as a training batch's activations, a parallel
 /// region costs more in fork/join (and, on a busy machine, in waiting for a
@@ -123,11 +133,16 @@ pub struct SerialAtenKernels {
 }
 
 impl SerialAtenKernels {
-    /// Sets the calling thread's OpenMP thread count to one.
-    pub fn enter() -> Result<Self> {
+    /// Sets the calling thread's OpenMP thread count to one, once
+    /// [`set_threads`] has pinned MKL's; `None` (nothing changed) before.
+    pub fn enter() -> Result<Option<Self>> {
+        if !THREADS_PINNED.load(Ordering::SeqCst) {
+            return Ok(None);
+        }
         let mut previous = -1;
+        // SAFETY: `previous` is a valid out-pointer; errors come back as text.
         crate::shim::check(unsafe { crate::shim::kiln_set_omp_threads(1, &mut previous) })?;
-        Ok(Self { previous })
+        Ok(Some(Self { previous }))
     }
 }
 
@@ -204,7 +219,7 @@ mod tests {
             }
             let x = x.shallow_clone();
             let guard = if serial {
-                Some(SerialAtenKernels::enter()?)
+                SerialAtenKernels::enter()?
             } else {
                 None
             };

@@ -277,7 +277,7 @@ impl StepPath<'_> {
             && model.exact_on_one_thread()
             && self.loss_fn.exact_on_one_thread(&batch.targets);
         Ok(if exact {
-            Some(SerialAtenKernels::enter()?)
+            SerialAtenKernels::enter()?
         } else {
             None
         })
