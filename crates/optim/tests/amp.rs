@@ -13,33 +13,28 @@
 //!
 //! Needs the Python `torch` the setup installs next to libtorch (the parent
 //! directory of `$LIBTORCH`); `KILN_PYTHON` overrides `python3`.
-use anyhow::{anyhow, bail, ensure, Context, Result};
+mod common;
+
+use anyhow::{anyhow, bail, ensure, Result};
+use common::{env_or, WORKSPACE};
 use kiln_optim::amp::GradScaler;
 use kiln_optim::{clip_grad_norm_, Optimizer, OptimizerState, SgdConfig};
 use kiln_tensor::amp::{autocast, DeviceType};
 use kiln_tensor::{init, io, nn, params, Device, Kind, Tensor};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::sync::{Mutex, OnceLock};
 
 const SCRIPT: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),
     "/tests/golden/amp/make_golden.py"
 );
-const WORKSPACE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../..");
 const BATCH: i64 = 64;
 const THREADS: i32 = 1;
 
 /// Tests reseed libtorch's global generator; one at a time.
 static SERIAL: Mutex<()> = Mutex::new(());
 static GOLDEN_DIR: OnceLock<Result<PathBuf, String>> = OnceLock::new();
-
-fn env_or(name: &str, compiled: Option<&'static str>) -> Option<String> {
-    std::env::var(name)
-        .ok()
-        .or_else(|| compiled.map(String::from))
-}
 
 /// Runs the reference script once per test binary; its output directory.
 fn golden_dir() -> Result<PathBuf> {
@@ -73,41 +68,21 @@ fn run_script() -> Result<PathBuf> {
     let tmp = PathBuf::from(env!("CARGO_TARGET_TMPDIR"));
     remove_stale(&tmp);
     let out = tmp.join(format!("amp-golden-{}", std::process::id()));
-    let mut pythonpath = Vec::new();
-    if let Some(lib) = env_or("LIBTORCH", option_env!("LIBTORCH")) {
-        if let Some(parent) = Path::new(&lib).parent() {
-            pythonpath.push(parent.to_path_buf());
-        }
-    }
-    pythonpath.push(Path::new(WORKSPACE).join(".libtorch"));
-    if let Some(existing) = std::env::var_os("PYTHONPATH") {
-        pythonpath.extend(std::env::split_paths(&existing));
-    }
     let data_dir = env_or(
         "KILN_DEFAULT_DATA_DIR",
         option_env!("KILN_DEFAULT_DATA_DIR"),
     )
     .map(PathBuf::from)
     .unwrap_or_else(|| Path::new(WORKSPACE).join(".data/fashion-mnist"));
-    let python = std::env::var("KILN_PYTHON").unwrap_or_else(|_| "python3".into());
-    let output = Command::new(&python)
-        .arg("-W")
-        .arg("ignore")
-        .arg(SCRIPT)
-        .arg("--out")
-        .arg(&out)
-        .arg("--data-dir")
-        .arg(&data_dir)
-        .env("PYTHONPATH", std::env::join_paths(&pythonpath)?)
-        .output()
-        .with_context(|| format!("cannot run {python} (set KILN_PYTHON)"))?;
-    if !output.status.success() {
-        bail!(
-            "{SCRIPT} failed ({}); it needs the setup's Python torch (scripts/setup.sh):\n{}",
-            output.status,
-            String::from_utf8_lossy(&output.stderr)
-        );
-    }
+    common::run_reference(
+        SCRIPT,
+        &[
+            "--out".as_ref(),
+            out.as_os_str(),
+            "--data-dir".as_ref(),
+            data_dir.as_os_str(),
+        ],
+    )?;
     Ok(out)
 }
 

@@ -198,3 +198,46 @@ pub fn only(case: &Value, params: Vec<NamedParameter>) -> Vec<NamedParameter> {
         None => params,
     }
 }
+
+/// The workspace root.
+pub const WORKSPACE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../..");
+
+/// `name` from the environment, else its value when the tests were built.
+pub fn env_or(name: &str, compiled: Option<&'static str>) -> Option<String> {
+    std::env::var(name)
+        .ok()
+        .or_else(|| compiled.map(String::from))
+}
+
+/// Runs a reference `script` with `args` on the setup's Python torch (the
+/// wheel beside `LIBTORCH`, then the workspace's `.libtorch`); an error
+/// carries the script's stderr.
+pub fn run_reference(script: &str, args: &[&std::ffi::OsStr]) -> Result<()> {
+    use std::path::Path;
+    let mut pythonpath = Vec::new();
+    if let Some(lib) = env_or("LIBTORCH", option_env!("LIBTORCH")) {
+        if let Some(parent) = Path::new(&lib).parent() {
+            pythonpath.push(parent.to_path_buf());
+        }
+    }
+    pythonpath.push(Path::new(WORKSPACE).join(".libtorch"));
+    if let Some(existing) = std::env::var_os("PYTHONPATH") {
+        pythonpath.extend(std::env::split_paths(&existing));
+    }
+    let python = std::env::var("KILN_PYTHON").unwrap_or_else(|_| "python3".into());
+    let output = std::process::Command::new(&python)
+        .arg("-W")
+        .arg("ignore")
+        .arg(script)
+        .args(args)
+        .env("PYTHONPATH", std::env::join_paths(&pythonpath)?)
+        .output()
+        .with_context(|| format!("cannot run {python} (set KILN_PYTHON)"))?;
+    anyhow::ensure!(
+        output.status.success(),
+        "{script} failed ({}); it needs the setup's Python torch (scripts/setup.sh):\n{}",
+        output.status,
+        String::from_utf8_lossy(&output.stderr)
+    );
+    Ok(())
+}

@@ -14,26 +14,21 @@
 //!
 //! Needs the Python `torch` the setup installs next to libtorch (the parent
 //! directory of `$LIBTORCH`); `KILN_PYTHON` overrides `python3`.
-use anyhow::{anyhow, bail, ensure, Context, Result};
+mod common;
+
+use anyhow::{anyhow, ensure, Result};
 use kiln_optim::{optimizers, NamedParameter, Optimizer};
 use kiln_tensor::{io, ops, tch, Device, Kind, Tensor};
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Command;
 
 const SCRIPT: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),
     "/tests/golden/one_pass/make_reference.py"
 );
-const WORKSPACE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../..");
 /// Set in the child process that reruns the comparison without vector kernels.
 const CHILD: &str = "KILN_ONE_PASS_CHILD";
-
-fn env_or(name: &str, compiled: Option<&'static str>) -> Option<String> {
-    std::env::var(name)
-        .ok()
-        .or_else(|| compiled.map(String::from))
-}
 
 /// Runs the reference script (with this process's `ATEN_CPU_CAPABILITY`);
 /// its output directory.
@@ -41,33 +36,7 @@ fn run_script() -> Result<PathBuf> {
     let tmp = PathBuf::from(env!("CARGO_TARGET_TMPDIR"));
     let capability = std::env::var("ATEN_CPU_CAPABILITY").unwrap_or_else(|_| "native".into());
     let out = tmp.join(format!("one-pass-{}-{capability}", std::process::id()));
-    let mut pythonpath = Vec::new();
-    if let Some(lib) = env_or("LIBTORCH", option_env!("LIBTORCH")) {
-        if let Some(parent) = Path::new(&lib).parent() {
-            pythonpath.push(parent.to_path_buf());
-        }
-    }
-    pythonpath.push(Path::new(WORKSPACE).join(".libtorch"));
-    if let Some(existing) = std::env::var_os("PYTHONPATH") {
-        pythonpath.extend(std::env::split_paths(&existing));
-    }
-    let python = std::env::var("KILN_PYTHON").unwrap_or_else(|_| "python3".into());
-    let output = Command::new(&python)
-        .arg("-W")
-        .arg("ignore")
-        .arg(SCRIPT)
-        .arg("--out")
-        .arg(&out)
-        .env("PYTHONPATH", std::env::join_paths(&pythonpath)?)
-        .output()
-        .with_context(|| format!("cannot run {python} (set KILN_PYTHON)"))?;
-    if !output.status.success() {
-        bail!(
-            "{SCRIPT} failed ({}); it needs the setup's Python torch (scripts/setup.sh):\n{}",
-            output.status,
-            String::from_utf8_lossy(&output.stderr)
-        );
-    }
+    common::run_reference(SCRIPT, &["--out".as_ref(), out.as_os_str()])?;
     Ok(out)
 }
 
