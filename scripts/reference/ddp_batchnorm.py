@@ -10,6 +10,7 @@ OUT/rank{R}.safetensors.
 """
 import argparse
 import os
+import sys
 
 import torch
 import torch.distributed as dist
@@ -55,11 +56,14 @@ def main():
         opt.zero_grad()
     state = {k: v.contiguous() for k, v in model.state_dict().items() if not k.endswith("num_batches_tracked")}
     save_file(state, os.path.join(args.out, f"rank{rank}.safetensors"))
-    # Every rank ends together: a rank tearing gloo down while a peer still
-    # works (rank 0 saving) can abort it ("terminate called without an
-    # active exception").
+    # Every rank ends together, then leaves without tearing gloo down: its
+    # teardown (destroy_process_group, or the interpreter's exit) aborts a
+    # rank now and then with "terminate called without an active exception",
+    # barrier or not. Everything this script writes is closed by now.
     dist.barrier()
-    dist.destroy_process_group()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
 
 
 if __name__ == "__main__":

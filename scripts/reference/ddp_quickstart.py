@@ -114,11 +114,14 @@ def main():
         print("Training completed")
         if args.out:
             save_file({k: v.contiguous() for k, v in model.state_dict().items()}, args.out)
-    # Every rank ends together: a rank tearing gloo down while a peer still
-    # works (rank 0 saving) can abort it ("terminate called without an
-    # active exception").
+    # Every rank ends together, then leaves without tearing gloo down: its
+    # teardown (destroy_process_group, or the interpreter's exit) aborts a
+    # rank now and then with "terminate called without an active exception",
+    # barrier or not. Everything this script writes is closed by now.
     dist.barrier()
-    dist.destroy_process_group()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
 
 
 if __name__ == "__main__":
