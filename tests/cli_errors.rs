@@ -203,3 +203,22 @@ fn cuda_without_a_gpu_is_a_clear_error() {
         &["no CUDA device", "--device cpu"],
     );
 }
+
+#[test]
+fn unknown_cpu_allocator_is_a_usage_error() {
+    let d = data();
+    let run = temp_dir("cli-errors-allocator");
+    let run = run.join("run");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_kiln"))
+        .args(["train", "--data-dir", &d, "--run-dir"])
+        .arg(&run)
+        .env("KILN_CPU_ALLOCATOR", "jemalloc")
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run kiln: {e}"));
+    let (_, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    for needle in ["error: ", "KILN_CPU_ALLOCATOR", "\"jemalloc\"", "libtorch"] {
+        assert!(stderr.contains(needle), "{stderr:?} lacks {needle:?}");
+    }
+}

@@ -61,6 +61,9 @@ fn main() -> Res<()> {
     let tensors = env("KILN_BENCH_TENSORS", 100);
     let numel = env("KILN_BENCH_NUMEL", 100_000);
     tch::set_num_threads(threads as i32);
+    // kiln's CPU allocator, as `kiln train` installs it (KILN_CPU_ALLOCATOR=libtorch: off).
+    let allocator = kiln_tensor::memory::install_from_env()?;
+    eprintln!("kiln CPU allocator: {allocator:?}");
     let params = model(tensors, numel)?;
     let variants = [
         ("sgd", "default", "sgd:lr=1e-3,momentum=0.9"),

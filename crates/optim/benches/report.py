@@ -25,13 +25,14 @@ def main():
     sec_per_byte = statistics.median(copy) if copy else float("nan")
     print(f"copy bandwidth (torch copy_, read+write): {1 / sec_per_byte / 1e9:.2f} GB/s")
     print(f"{'optimizer':9} {'kiln default':>13} {'kiln fused':>11} {'torch default':>14} {'torch foreach':>14} "
-          f"{'torch fused':>12} {'floor':>8} {'fast/default':>13} {'fast/fused':>11} {'fast/floor':>11}")
+          f"{'torch fused':>12} {'floor':>8} {'fast/default':>13} {'fast/fused':>11} {'fast/floor':>11} {'default/default':>16}")
     for opt in ("sgd", "adam", "adamw"):
         get = lambda i, p: med.get((opt, i, p), float("nan")) * 1e3
         floor = TRAFFIC[opt] * 4 * (numel or 0) * sec_per_byte * 1e3
-        kf, td, tf = get("kiln", "fused"), get("torch", "default"), get("torch", "fused")
-        print(f"{opt:9} {get('kiln', 'default'):11.2f}ms {kf:9.2f}ms {td:12.2f}ms {get('torch', 'foreach'):12.2f}ms "
-              f"{tf:10.2f}ms {floor:6.2f}ms {kf / td:13.3f} {kf / tf:11.3f} {kf / floor:11.3f}")
+        kd, kf = get("kiln", "default"), get("kiln", "fused")
+        td, tf = get("torch", "default"), get("torch", "fused")
+        print(f"{opt:9} {kd:11.2f}ms {kf:9.2f}ms {td:12.2f}ms {get('torch', 'foreach'):12.2f}ms "
+              f"{tf:10.2f}ms {floor:6.2f}ms {kf / td:13.3f} {kf / tf:11.3f} {kf / floor:11.3f} {kd / td:16.3f}")
     n = {k: len(v) for k, v in samples.items()}
     print(f"samples per variant: {min(n.values()) if n else 0}")
 

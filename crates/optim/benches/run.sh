@@ -4,8 +4,11 @@
 # Environment: PYTHON (python3), ROUNDS (5), KILN_BENCH_THREADS (1),
 # KILN_BENCH_STEPS (20), KILN_BENCH_TENSORS (100), KILN_BENCH_NUMEL (100000).
 # Alternates kiln and torch processes ROUNDS times and reports medians, the
-# ratios kiln-fast/torch-default, kiln-fast/torch-fused and kiln-fast/floor,
-# where the floor is the step's bytes moved divided by the copy bandwidth.
+# ratios kiln-fast/torch-default, kiln-fast/torch-fused, kiln-fast/floor and
+# kiln-default/torch-default,
+# where the floor is the step's bytes moved divided by the copy bandwidth. kiln
+# runs with its CPU allocator, as `kiln train` does (KILN_CPU_ALLOCATOR=libtorch:
+# libtorch's own, for comparison).
 set -euo pipefail
 cd "$(dirname "$0")/../../.."
 PYTHON="${PYTHON:-python3}"

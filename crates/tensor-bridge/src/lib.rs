@@ -15,6 +15,7 @@
 //! - [`params`]: a `VarStore`'s parameters by name, in creation order.
 //! - [`spec`]: `name:key=value,...` component spec strings for registries;
 //! - [`dtype`]: libtorch's default dtype (`torch.set_default_dtype`).
+//! - [`memory`]: kiln's CPU allocator (huge-page arenas, blocks reused per size);
 //! - [`jit`]: TorchScript modules loaded for training ([`jit::ScriptModule`]).
 //! - [`amp`]: mixed precision — autocast regions through libtorch's own
 //!   state, the GradScaler kernels, and [`amp::Precision`] (Lightning's names).
@@ -27,6 +28,7 @@ mod error;
 pub mod init;
 pub mod io;
 pub mod jit;
+pub mod memory;
 pub mod ops;
 pub mod params;
 pub mod rng;

@@ -1,4 +1,4 @@
-//! Raw declarations of `cpp/shim.cpp`. Only `ops`, `rng` and `device` call these.
+//! Raw declarations of `cpp/shim.cpp`. Only `ops`, `rng`, `device` and `memory` call these.
 use std::os::raw::{c_char, c_int};
 use torch_sys::C_tensor;
 
@@ -6,6 +6,8 @@ extern "C" {
     pub(crate) fn kiln_free_error(err: *mut c_char);
     pub(crate) fn kiln_set_omp_threads(threads: c_int, previous: *mut c_int) -> *mut c_char;
     pub(crate) fn kiln_cuda_load() -> c_int;
+    pub(crate) fn kiln_install_cpu_allocator() -> c_int;
+    pub(crate) fn kiln_cpu_allocator_stats(out: *mut u64) -> c_int;
     pub(crate) fn kiln_add_(this: *mut C_tensor, other: *mut C_tensor, alpha: f64) -> *mut c_char;
     pub(crate) fn kiln_add(
         this: *mut C_tensor,

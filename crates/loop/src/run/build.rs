@@ -63,6 +63,8 @@ impl Components {
         if let Some(threads) = config.threads {
             set_threads(threads).map_err(|e| usage("--threads", e))?;
         }
+        // Before the data and the model: their blocks come from the arenas.
+        kiln_tensor::memory::install_from_env().map_err(|e| Error::Usage(e.to_string()))?;
         if config.deterministic {
             kiln_tensor::device::set_deterministic(true)?;
         }

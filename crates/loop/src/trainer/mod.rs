@@ -52,8 +52,12 @@ pub struct Trainer<'a> {
 
 impl<'a> Trainer<'a> {
     /// A trainer with `config` (validated), evaluating loss and accuracy.
+    /// Installs kiln's CPU allocator unless `KILN_CPU_ALLOCATOR=libtorch`
+    /// ([`kiln_tensor::memory::install_from_env`]; [`crate::run::Components::build`] does so
+    /// before it loads the data and builds the model).
     pub fn new(config: TrainerConfig) -> Result<Self> {
         config.validate()?;
+        kiln_tensor::memory::install_from_env().map_err(|e| Error::Usage(e.to_string()))?;
         Ok(Self {
             config,
             callbacks: Vec::new(),
