@@ -12,7 +12,9 @@ Measures, with the same thread count everywhere:
 - kiln's step as users run it: `kiln train --epochs 1` (the whole tutorial
   job: Trainer, callbacks, metric files), from the per-step timings its
   metrics.jsonl records (`step_seconds` and the phases).
-Runs alternate kiln and PyTorch `--reps` times; every figure is a median.
+Runs alternate kiln and PyTorch `--reps` times; every figure is a median, and
+the ratios are also shown per rep (each kiln run against the floor measured
+right after it) with their median, which the host's drift moves least.
 Prints the floor, kiln's step and PyTorch's eager step with the ratios, and
 the per-phase split (data, forward, backward, optimizer, other) of both.
 `--before FILE` adds a split recorded earlier (a JSON file this script wrote
@@ -169,7 +171,7 @@ def main():
     p = argparse.ArgumentParser()
     p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--threads", type=int, default=os.cpu_count())
-    p.add_argument("--reps", type=int, default=3)
+    p.add_argument("--reps", type=int, default=5)
     p.add_argument("--floor-reps", type=int, default=200)
     p.add_argument("--torch-steps", type=int, default=900)
     p.add_argument("--data-dir", default=os.path.join(ROOT, ".data/fashion-mnist"))
@@ -214,6 +216,17 @@ def main():
     print(f"  PyTorch eager step (no data loading)   {ms(r['torch_step'])}   {r['torch_step'] / floor:.2f} x floor")
     print(f"  kiln train step (metrics.jsonl)        {ms(r['kiln_step'])}   {r['kiln_step'] / floor:.2f} x floor   "
           f"{r['kiln_step'] / r['torch_step']:.2f} x PyTorch's eager step")
+    # The host's speed drifts between runs (other tenants): each rep's kiln
+    # run is paired with the floor and PyTorch step measured right after it,
+    # and the median of those ratios is the figure that drift moves least.
+    kiln_floor = [k["step"] / (t["gemm"] + t["optimizer_floor"]) for k, t in zip(kiln, torch_runs)]
+    torch_floor = [t["torch_step"] / (t["gemm"] + t["optimizer_floor"]) for t in torch_runs]
+    kiln_torch = [k["step"] / t["torch_step"] for k, t in zip(kiln, torch_runs)]
+    r["paired"] = {"kiln_floor": kiln_floor, "torch_floor": torch_floor, "kiln_torch": kiln_torch}
+    fmt = lambda xs: " ".join(f"{x:.2f}" for x in xs)
+    print(f"  paired per rep: kiln / floor {fmt(kiln_floor)} (median {med(kiln_floor):.2f}); "
+          f"PyTorch / floor {fmt(torch_floor)} (median {med(torch_floor):.2f}); "
+          f"kiln / PyTorch {fmt(kiln_torch)} (median {med(kiln_torch):.2f})")
     # On a shared machine a step that loses its core for a time slice puts
     # the loss in one phase; each phase's median stays near the uncontended
     # figure while the median step does not, so their sum is shown too.
