@@ -15,6 +15,11 @@ Measures, with the same thread count everywhere:
 Runs alternate kiln and PyTorch `--reps` times; every figure is a median, and
 the ratios are also shown per rep (each kiln run against the floor measured
 right after it) with their median, which the host's drift moves least.
+Around each rep `core_latency.c` measures the cache-line round trip between
+the two CPUs: on a VM the host may run the vCPUs on cores that share no
+cache (~330 ns instead of ~70 ns here), which makes every two-thread step
+far slower, kiln's and PyTorch's alike; the ratios are also shown for the
+reps on each side of that line.
 Prints the floor, kiln's step and PyTorch's eager step with the ratios, and
 the per-phase split (data, forward, backward, optimizer, other) of both.
 `--before FILE` adds a split recorded earlier (a JSON file this script wrote
@@ -163,6 +168,32 @@ def kiln_run(args):
     return {"step": statistics.median(total), "phases": {k: statistics.median(v) for k, v in split.items()}}
 
 
+# Round trips below this share a cache (~70 ns here); across CCDs ~330 ns.
+SHARED_CACHE_NS = 150
+
+
+def core_latency_probe(tmp):
+    """Compiles core_latency.c; returns a function giving the CPU-to-CPU
+    cache-line round trip in ns (the lowest of three), or None without a C
+    compiler or a second CPU."""
+    exe = os.path.join(tmp, "core_latency")
+    src = os.path.join(ROOT, "scripts/bench/core_latency.c")
+    cc = os.environ.get("CC", "cc")
+    if subprocess.run([cc, "-O2", "-pthread", src, "-o", exe], capture_output=True).returncode != 0:
+        return None
+
+    def probe():
+        times = []
+        for _ in range(3):
+            out = subprocess.run([exe], capture_output=True, text=True)
+            if out.returncode != 0:
+                return None
+            times.append(float(out.stdout))
+        return min(times)
+
+    return probe if probe() is not None else None
+
+
 def ms(seconds):
     return f"{seconds * 1e3:7.3f} ms"
 
@@ -185,13 +216,22 @@ def main():
     worker = [sys.executable, "-W", "ignore", os.path.abspath(__file__), "--worker",
               "--threads", str(args.threads), "--data-dir", args.data_dir,
               "--floor-reps", str(args.floor_reps), "--torch-steps", str(args.torch_steps)]
-    kiln, torch_runs = [], []
-    for rep in range(args.reps):
-        kiln.append(kiln_run(args))
-        out = subprocess.run(worker, check=True, capture_output=True, text=True).stdout
-        torch_runs.append(json.loads(out.strip().splitlines()[-1]))
-        print(f"rep {rep + 1}: kiln step {ms(kiln[-1]['step'])}, pytorch eager step {ms(torch_runs[-1]['torch_step'])}, "
-              f"gemm floor {ms(torch_runs[-1]['gemm'])}", flush=True)
+    kiln, torch_runs, round_trips = [], [], []
+    tmp = tempfile.mkdtemp(prefix="kiln-floor-probe-")
+    try:
+        probe = core_latency_probe(tmp)
+        for rep in range(args.reps):
+            before = probe() if probe else None
+            kiln.append(kiln_run(args))
+            out = subprocess.run(worker, check=True, capture_output=True, text=True).stdout
+            torch_runs.append(json.loads(out.strip().splitlines()[-1]))
+            after = probe() if probe else None
+            round_trips.append(None if before is None or after is None else max(before, after))
+            where = "" if round_trips[-1] is None else f", CPU round trip {round_trips[-1]:.0f} ns"
+            print(f"rep {rep + 1}: kiln step {ms(kiln[-1]['step'])}, pytorch eager step {ms(torch_runs[-1]['torch_step'])}, "
+                  f"gemm floor {ms(torch_runs[-1]['gemm'])}{where}", flush=True)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
     med = lambda xs: statistics.median(xs)
     r = {
         "threads": args.threads,
@@ -222,11 +262,24 @@ def main():
     kiln_floor = [k["step"] / (t["gemm"] + t["optimizer_floor"]) for k, t in zip(kiln, torch_runs)]
     torch_floor = [t["torch_step"] / (t["gemm"] + t["optimizer_floor"]) for t in torch_runs]
     kiln_torch = [k["step"] / t["torch_step"] for k, t in zip(kiln, torch_runs)]
-    r["paired"] = {"kiln_floor": kiln_floor, "torch_floor": torch_floor, "kiln_torch": kiln_torch}
+    r["paired"] = {"kiln_floor": kiln_floor, "torch_floor": torch_floor, "kiln_torch": kiln_torch,
+                   "round_trip_ns": round_trips}
     fmt = lambda xs: " ".join(f"{x:.2f}" for x in xs)
     print(f"  paired per rep: kiln / floor {fmt(kiln_floor)} (median {med(kiln_floor):.2f}); "
           f"PyTorch / floor {fmt(torch_floor)} (median {med(torch_floor):.2f}); "
           f"kiln / PyTorch {fmt(kiln_torch)} (median {med(kiln_torch):.2f})")
+    # A VM's two vCPUs may sit on cores that share no cache (the host moves
+    # them); then every two-thread step pays cross-die cache traffic, kiln's
+    # and PyTorch's alike. Reps are split by the round trip measured around them.
+    if all(t is not None for t in round_trips):
+        shared = [i for i, t in enumerate(round_trips) if t < SHARED_CACHE_NS]
+        split = [i for i, t in enumerate(round_trips) if t >= SHARED_CACHE_NS]
+        for name, reps in (("sharing a cache", shared), ("not sharing a cache", split)):
+            if reps:
+                pick = lambda xs: med([xs[i] for i in reps])
+                print(f"  reps with the two CPUs {name} (round trip < or >= {SHARED_CACHE_NS} ns): {len(reps)}; "
+                      f"kiln / floor {pick(kiln_floor):.2f}, PyTorch / floor {pick(torch_floor):.2f}, "
+                      f"kiln / PyTorch {pick(kiln_torch):.2f}")
     # On a shared machine a step that loses its core for a time slice puts
     # the loss in one phase; each phase's median stays near the uncontended
     # figure while the median step does not, so their sum is shown too.
