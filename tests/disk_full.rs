@@ -10,36 +10,28 @@
 //! (`ulimit -f`) that the first checkpoint exceeds.
 mod common;
 
-use common::{data_dir, kiln, temp_dir, text};
+use common::{kiln, temp_dir, text, train_args};
 use std::path::Path;
 use std::process::Command;
 
 fn args(run: &Path) -> Vec<String> {
-    let data = data_dir().display().to_string();
-    [
-        "train",
-        "--data-dir",
-        &data,
-        "--train-samples",
-        "1280",
-        "--test-samples",
-        "200",
-        "--epochs",
-        "1",
-        "--seed",
-        "13",
-        "--threads",
-        "1",
-        "--checkpoint-every",
-        "5",
-        "--keep-checkpoints",
-        "2",
-        "--run-dir",
-        run.to_str().unwrap_or(""),
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect()
+    train_args(
+        run,
+        &[
+            "--train-samples",
+            "1280",
+            "--test-samples",
+            "200",
+            "--epochs",
+            "1",
+            "--seed",
+            "13",
+            "--checkpoint-every",
+            "5",
+            "--keep-checkpoints",
+            "2",
+        ],
+    )
 }
 
 fn quoted(args: &[String]) -> String {

@@ -10,7 +10,9 @@
 //! tests/models/make_fixtures.py): matmul kernels differ between CPUs.
 mod common;
 
-use common::{data_dir, kill_after_checkpoint, kiln, newest, pytorch, temp_dir, text};
+use common::{
+    assert_resumed_exactly, data_dir, kill_after_checkpoint, kiln, newest, pytorch, temp_dir, text,
+};
 use kiln_tensor::io::read_safetensors;
 use std::path::{Path, PathBuf};
 
@@ -74,15 +76,6 @@ fn same_tensors(a: &Path, b: &Path) {
             b.display()
         );
     }
-}
-
-fn same_file(a: &Path, b: &Path) {
-    let (x, y) = (
-        std::fs::read(a).unwrap_or_default(),
-        std::fs::read(b).unwrap_or_default(),
-    );
-    assert!(!x.is_empty(), "{} is empty", a.display());
-    assert!(x == y, "{} and {} differ", a.display(), b.display());
 }
 
 fn config(run: &Path) -> serde_json::Value {
@@ -192,20 +185,7 @@ fn torchscript_run_survives_sigkill_and_resumes_bit_exactly() {
     let (stdout, stderr) = text(&out);
     assert!(out.status.success(), "resume failed: {stderr}");
     assert!(stderr.contains("resuming"), "{stderr}");
-    let resumed = newest(&run);
-    assert_eq!(resumed.file_name(), final_ckpt.file_name());
-    for file in [
-        "model.safetensors",
-        "optimizer.safetensors",
-        "optimizer.json",
-        "rng.safetensors",
-    ] {
-        same_file(&final_ckpt.join(file), &resumed.join(file));
-    }
-    assert!(
-        stdout.ends_with("Training completed\n") && log.ends_with(&stdout),
-        "resumed log:\n{stdout}\nfull log:\n{log}"
-    );
+    assert_resumed_exactly(&final_ckpt, &newest(&run), &log, &stdout);
 }
 
 #[test]

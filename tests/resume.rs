@@ -2,7 +2,10 @@
 //! exactly the parameters, optimizer state and log of a run never stopped.
 mod common;
 
-use common::{checkpoints, data_dir, kill_after_checkpoint, kiln, newest, temp_dir, text};
+use common::{
+    assert_resumed_exactly, checkpoints, kill_after_checkpoint, kiln, newest, same_file, temp_dir,
+    text, train_args,
+};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -10,42 +13,23 @@ use std::time::{Duration, Instant};
 const EPOCHS: &str = "3";
 
 fn args(run: &Path) -> Vec<String> {
-    let data = data_dir();
-    [
-        "train",
-        "--seed",
-        "5",
-        "--epochs",
-        EPOCHS,
-        "--train-samples",
-        "3200",
-        "--test-samples",
-        "500",
-        "--threads",
-        "1",
-        "--checkpoint-every",
-        "7",
-        "--keep-checkpoints",
-        "100",
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .chain([
-        "--data-dir".into(),
-        data.display().to_string(),
-        "--run-dir".into(),
-        run.display().to_string(),
-    ])
-    .collect()
-}
-
-fn same_file(a: &Path, b: &Path) {
-    let (x, y) = (
-        std::fs::read(a).unwrap_or_default(),
-        std::fs::read(b).unwrap_or_default(),
-    );
-    assert!(!x.is_empty(), "{} is empty", a.display());
-    assert!(x == y, "{} and {} differ", a.display(), b.display());
+    train_args(
+        run,
+        &[
+            "--seed",
+            "5",
+            "--epochs",
+            EPOCHS,
+            "--train-samples",
+            "3200",
+            "--test-samples",
+            "500",
+            "--checkpoint-every",
+            "7",
+            "--keep-checkpoints",
+            "100",
+        ],
+    )
 }
 
 /// The uninterrupted reference run: its stdout and final checkpoint.
@@ -82,21 +66,8 @@ fn sigkill_mid_epoch_then_resume_is_bit_identical() {
     let run = killed_run("resume-kill", 63);
     let (stdout, stderr) = resume(&run, &[]);
     assert!(stderr.contains("resuming"), "{stderr}");
-    let resumed = newest(&run);
-    assert_eq!(resumed.file_name(), final_ckpt.file_name());
-    for file in [
-        "model.safetensors",
-        "optimizer.safetensors",
-        "optimizer.json",
-        "rng.safetensors",
-    ] {
-        same_file(&final_ckpt.join(file), &resumed.join(file));
-    }
-    // The resumed run prints exactly the rest of the uninterrupted log.
-    assert!(
-        stdout.ends_with("Training completed\n") && log.ends_with(&stdout),
-        "resumed log:\n{stdout}\nfull log:\n{log}"
-    );
+    // Same checkpoint bytes, and exactly the rest of the uninterrupted log.
+    assert_resumed_exactly(&final_ckpt, &newest(&run), &log, &stdout);
     assert!(stdout.contains("Epoch 3"), "{stdout}");
     // The metrics files continue where the checkpoint was: the same steps,
     // losses and learning rates as the uninterrupted run.

@@ -4,38 +4,30 @@
 //! the first step does.
 mod common;
 
-use common::{checkpoints, data_dir, kiln, newest, temp_dir, text};
+use common::{checkpoints, kiln, newest, temp_dir, text, train_args};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 /// A small tutorial job into `run` (3 epochs of 20 steps, a checkpoint every 7).
 fn args(run: &Path, extra: &[&str]) -> Vec<String> {
-    let data = data_dir().display().to_string();
-    let mut argv: Vec<String> = [
-        "train",
-        "--data-dir",
-        &data,
-        "--train-samples",
-        "1280",
-        "--test-samples",
-        "300",
-        "--epochs",
-        "3",
-        "--seed",
-        "9",
-        "--threads",
-        "1",
-        "--checkpoint-every",
-        "7",
-        "--keep-checkpoints",
-        "100",
-        "--run-dir",
-        run.to_str().unwrap_or(""),
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect();
+    let mut argv = train_args(
+        run,
+        &[
+            "--train-samples",
+            "1280",
+            "--test-samples",
+            "300",
+            "--epochs",
+            "3",
+            "--seed",
+            "9",
+            "--checkpoint-every",
+            "7",
+            "--keep-checkpoints",
+            "100",
+        ],
+    );
     // A flag given in `extra` replaces the base's value.
     let mut rest = extra.iter();
     while let Some(flag) = rest.next() {

@@ -4,17 +4,13 @@
 //! recorded in metrics.jsonl; a killed and resumed run reads as one curve.
 mod common;
 
-use common::{data_dir, kiln, pytorch, temp_dir, text};
+use common::{kiln, pytorch, temp_dir, text, train_args};
 use serde_json::Value;
 use std::collections::BTreeMap;
 use std::path::Path;
 
 fn train(run: &Path, extra: &[&str]) {
-    let data = data_dir().display().to_string();
-    let mut argv = vec![
-        "train",
-        "--data-dir",
-        &data,
+    let mut flags = vec![
         "--train-samples",
         "1280",
         "--test-samples",
@@ -23,17 +19,14 @@ fn train(run: &Path, extra: &[&str]) {
         "2",
         "--seed",
         "2",
-        "--threads",
-        "1",
         "--logger",
         "csv,jsonl,tensorboard",
         "--log-every-n-steps",
         "5",
-        "--run-dir",
-        run.to_str().unwrap_or(""),
     ];
-    argv.extend_from_slice(extra);
-    let out = kiln(&argv);
+    flags.extend_from_slice(extra);
+    let argv = train_args(run, &flags);
+    let out = kiln(&argv.iter().map(String::as_str).collect::<Vec<_>>());
     assert!(out.status.success(), "{}", text(&out).1);
 }
 

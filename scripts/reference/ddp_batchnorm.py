@@ -18,6 +18,9 @@ from safetensors.torch import save_file
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel as DDP
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from ddp_quickstart import leave_process_group  # noqa: E402
+
 
 class Net(nn.Module):
     def __init__(self):
@@ -56,14 +59,7 @@ def main():
         opt.zero_grad()
     state = {k: v.contiguous() for k, v in model.state_dict().items() if not k.endswith("num_batches_tracked")}
     save_file(state, os.path.join(args.out, f"rank{rank}.safetensors"))
-    # Every rank ends together, then leaves without tearing gloo down: its
-    # teardown (destroy_process_group, or the interpreter's exit) aborts a
-    # rank now and then with "terminate called without an active exception",
-    # barrier or not. Everything this script writes is closed by now.
-    dist.barrier()
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os._exit(0)
+    leave_process_group()
 
 
 if __name__ == "__main__":

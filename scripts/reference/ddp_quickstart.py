@@ -67,6 +67,17 @@ def test(dataloader, model, loss_fn, rank):
         print(f"Test Error: \n Accuracy: {(100*correct/samples):>0.1f}%, Avg loss: {test_loss/batches:>8f} \n")
 
 
+def leave_process_group():
+    """Ends the rank together with the others and exits without tearing gloo
+    down: its teardown (destroy_process_group, or the interpreter's exit)
+    aborts a rank now and then with "terminate called without an active
+    exception", barrier or not. Call it once everything is written."""
+    dist.barrier()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
+
+
 def main():
     p = argparse.ArgumentParser()
     p.add_argument("--epochs", type=int, default=5)
@@ -114,14 +125,7 @@ def main():
         print("Training completed")
         if args.out:
             save_file({k: v.contiguous() for k, v in model.state_dict().items()}, args.out)
-    # Every rank ends together, then leaves without tearing gloo down: its
-    # teardown (destroy_process_group, or the interpreter's exit) aborts a
-    # rank now and then with "terminate called without an active exception",
-    # barrier or not. Everything this script writes is closed by now.
-    dist.barrier()
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os._exit(0)
+    leave_process_group()
 
 
 if __name__ == "__main__":

@@ -190,3 +190,44 @@ pub fn kill_after_checkpoint(args: &[String], run: &Path, step: usize) {
     let _ = child.wait();
     assert!(!finished, "the run finished before it could be killed");
 }
+
+/// `kiln train` on FashionMNIST into `run`: `--data-dir`, one thread,
+/// the job's own `flags`, then `--run-dir`.
+pub fn train_args(run: &Path, flags: &[&str]) -> Vec<String> {
+    let mut argv: Vec<String> = ["train", "--data-dir"].map(String::from).to_vec();
+    argv.push(data_dir().display().to_string());
+    argv.extend(["--threads", "1"].map(String::from));
+    argv.extend(flags.iter().map(|f| f.to_string()));
+    argv.push("--run-dir".into());
+    argv.push(run.display().to_string());
+    argv
+}
+
+/// Asserts that two files hold the same bytes, and that `a` is not empty.
+pub fn same_file(a: &Path, b: &Path) {
+    let (x, y) = (
+        std::fs::read(a).unwrap_or_default(),
+        std::fs::read(b).unwrap_or_default(),
+    );
+    assert!(!x.is_empty(), "{} is empty", a.display());
+    assert!(x == y, "{} and {} differ", a.display(), b.display());
+}
+
+/// Asserts that a resumed run ended where the uninterrupted one did: its
+/// newest checkpoint (`resumed`) has the name and the bytes of `reference`'s
+/// (model, optimizer, RNG), and it printed exactly the rest of `log`.
+pub fn assert_resumed_exactly(reference: &Path, resumed: &Path, log: &str, stdout: &str) {
+    assert_eq!(resumed.file_name(), reference.file_name());
+    for file in [
+        "model.safetensors",
+        "optimizer.safetensors",
+        "optimizer.json",
+        "rng.safetensors",
+    ] {
+        same_file(&reference.join(file), &resumed.join(file));
+    }
+    assert!(
+        stdout.ends_with("Training completed\n") && log.ends_with(stdout),
+        "resumed log:\n{stdout}\nfull log:\n{log}"
+    );
+}
