@@ -32,8 +32,8 @@ fn mpirun(n: usize, args: &[&str]) -> Output {
         .unwrap_or_else(|e| panic!("cannot run mpirun: {e}"))
 }
 
-/// Common flags: CPU, one thread per rank, a fixed seed.
-fn train_args<'a>(data: &'a str, run: &'a str, batch: &'a str, rest: &[&'a str]) -> Vec<&'a str> {
+/// `kiln train` as every rank runs it here: MPI, CPU, one thread; then `rest`.
+fn rank_args<'a>(rest: &[&'a str]) -> Vec<&'a str> {
     let mut v = vec![
         "train",
         "--distributed",
@@ -42,6 +42,14 @@ fn train_args<'a>(data: &'a str, run: &'a str, batch: &'a str, rest: &[&'a str])
         "cpu",
         "--threads",
         "1",
+    ];
+    v.extend_from_slice(rest);
+    v
+}
+
+/// Common flags: CPU, one thread per rank, a fixed seed.
+fn train_args<'a>(data: &'a str, run: &'a str, batch: &'a str, rest: &[&'a str]) -> Vec<&'a str> {
+    let mut v = rank_args(&[
         "--seed",
         "5",
         "--lr",
@@ -54,7 +62,7 @@ fn train_args<'a>(data: &'a str, run: &'a str, batch: &'a str, rest: &[&'a str])
         batch,
         "--dist-timeout",
         "60",
-    ];
+    ]);
     v.extend_from_slice(rest);
     v
 }
@@ -350,14 +358,7 @@ fn without_a_seed_every_rank_takes_rank_zeros() {
     // (else the ranks' settings check fails) and recorded.
     let data = dataset("distseed", 128);
     let run = data.join("run");
-    let args = [
-        "train",
-        "--distributed",
-        "mpi",
-        "--device",
-        "cpu",
-        "--threads",
-        "1",
+    let args = rank_args(&[
         "--epochs",
         "1",
         "--data-dir",
@@ -368,7 +369,7 @@ fn without_a_seed_every_rank_takes_rank_zeros() {
         "16",
         "--dist-timeout",
         "60",
-    ];
+    ]);
     run_ok(2, &args);
     let config = std::fs::read_to_string(run.join("config.json")).unwrap_or_default();
     let config: serde_json::Value = serde_json::from_str(&config).unwrap_or_default();
@@ -415,19 +416,12 @@ fn equals_torchrun(name: &str, ranks: usize, args: &str) {
     let reference = dir.join("torchrun.safetensors");
     let expected = torchrun(ranks, &argv, &reference);
     let run = dir.join("run");
-    let mut kiln_argv = vec![
-        "train",
-        "--distributed",
-        "mpi",
-        "--device",
-        "cpu",
-        "--threads",
-        "1",
+    let mut kiln_argv = rank_args(&[
         "--dist-timeout",
         "120",
         "--run-dir",
         run.to_str().unwrap_or("."),
-    ];
+    ]);
     kiln_argv.extend(&argv);
     let log = run_ok(ranks, &kiln_argv);
     assert_eq!(
@@ -522,21 +516,14 @@ fn a_rank_whose_model_differs_is_refused_before_training() {
     write_dataset(&big, 64, 28, |i| (i % 10) as u8);
     write_dataset(&small, 64, 20, |i| (i % 10) as u8);
     let run = big.join("run");
-    let args = [
-        "train",
-        "--distributed",
-        "mpi",
-        "--device",
-        "cpu",
-        "--threads",
-        "1",
+    let args = rank_args(&[
         "--seed",
         "1",
         "--run-dir",
         run.to_str().unwrap_or("."),
         "--dist-timeout",
         "60",
-    ];
+    ]);
     let kiln = env!("CARGO_BIN_EXE_kiln");
     // Two app contexts, one per data directory.
     let mut cmd = Command::new("mpirun");
@@ -550,7 +537,7 @@ fn a_rank_whose_model_differs_is_refused_before_training() {
         cmd.args(["-n", "1", "-x"])
             .arg(format!("KILN_DATA_DIR={}", dir.display()))
             .arg(kiln)
-            .args(args);
+            .args(&args);
     }
     let start = Instant::now();
     let out = cmd

@@ -28,7 +28,7 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 from torch.utils.data import DataLoader, DistributedSampler, Subset
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from quickstart import IdxImages, NeuralNetwork  # noqa: E402
+from quickstart import NeuralNetwork, add_job_arguments, datasets  # noqa: E402
 
 
 def train(dataloader, model, loss_fn, optimizer, accumulate, rank):
@@ -80,16 +80,9 @@ def leave_process_group():
 
 def main():
     p = argparse.ArgumentParser()
-    p.add_argument("--epochs", type=int, default=5)
-    p.add_argument("--batch-size", type=int, default=64)
+    add_job_arguments(p, seed_required=True, threads=1)
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--momentum", type=float, default=0.9)
-    p.add_argument("--seed", type=int, required=True)
-    p.add_argument("--threads", type=int, default=1)
-    p.add_argument("--data-dir", default=os.environ.get("KILN_DATA_DIR", ".data/fashion-mnist"))
-    p.add_argument("--no-shuffle", action="store_true")
-    p.add_argument("--train-samples", type=int)
-    p.add_argument("--test-samples", type=int)
     p.add_argument("--accumulate-grad-batches", type=int, default=1)
     p.add_argument("--bucket-cap-mb", type=float)
     p.add_argument("--out", help="save rank 0's final state dict here (safetensors)")
@@ -98,12 +91,7 @@ def main():
     dist.init_process_group("gloo")
     rank, world = dist.get_rank(), dist.get_world_size()
     torch.set_num_threads(args.threads)
-    training_data = IdxImages(args.data_dir, "train")
-    test_data = IdxImages(args.data_dir, "t10k")
-    if args.train_samples is not None:
-        training_data = Subset(training_data, range(min(args.train_samples, len(training_data))))
-    if args.test_samples is not None:
-        test_data = Subset(test_data, range(min(args.test_samples, len(test_data))))
+    training_data, test_data = datasets(args)
     torch.manual_seed(args.seed)
     model = NeuralNetwork()
     ddp = DDP(model, bucket_cap_mb=args.bucket_cap_mb)

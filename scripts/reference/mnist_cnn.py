@@ -26,7 +26,7 @@ from torch.optim.lr_scheduler import StepLR
 from torch.utils.data import DataLoader
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from quickstart import datasets, test, train  # noqa: E402
+from quickstart import add_job_arguments, datasets, test, train  # noqa: E402
 
 
 class Net(nn.Module):
@@ -59,16 +59,9 @@ class Net(nn.Module):
 
 def main():
     p = argparse.ArgumentParser()
-    p.add_argument("--epochs", type=int, default=5)
-    p.add_argument("--batch-size", type=int, default=64)
+    add_job_arguments(p)
     p.add_argument("--lr", type=float, default=1.0)
     p.add_argument("--gamma", type=float, default=0.7)
-    p.add_argument("--seed", type=int)
-    p.add_argument("--threads", type=int)
-    p.add_argument("--data-dir", default=os.environ.get("KILN_DATA_DIR", ".data/fashion-mnist"))
-    p.add_argument("--no-shuffle", action="store_true")
-    p.add_argument("--train-samples", type=int)
-    p.add_argument("--test-samples", type=int)
     args = p.parse_args()
 
     if args.threads:

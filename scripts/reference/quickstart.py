@@ -82,6 +82,19 @@ SCALER = None
 DEVICE = "cpu"
 
 
+def add_job_arguments(p, seed_required=False, threads=None):
+    """The flags every reference job shares: epochs, batch size, seed,
+    threads and the data (directory, order, sample counts for `datasets`)."""
+    p.add_argument("--epochs", type=int, default=5)
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--seed", type=int, required=seed_required)
+    p.add_argument("--threads", type=int, default=threads)
+    p.add_argument("--data-dir", default=os.environ.get("KILN_DATA_DIR", ".data/fashion-mnist"))
+    p.add_argument("--no-shuffle", action="store_true")
+    p.add_argument("--train-samples", type=int)
+    p.add_argument("--test-samples", type=int)
+
+
 def datasets(args):
     """FashionMNIST's train and test sets, cut to --train-samples/--test-samples."""
     training_data = IdxImages(args.data_dir, "train")
@@ -139,16 +152,9 @@ def test(dataloader, model, loss_fn):
 
 def main():
     p = argparse.ArgumentParser()
-    p.add_argument("--epochs", type=int, default=5)
-    p.add_argument("--batch-size", type=int, default=64)
+    add_job_arguments(p)
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--momentum", type=float, default=0.9)
-    p.add_argument("--seed", type=int)
-    p.add_argument("--threads", type=int)
-    p.add_argument("--data-dir", default=os.environ.get("KILN_DATA_DIR", ".data/fashion-mnist"))
-    p.add_argument("--no-shuffle", action="store_true")
-    p.add_argument("--train-samples", type=int)
-    p.add_argument("--test-samples", type=int)
     p.add_argument("--precision", choices=sorted(AUTOCAST), default="32-true")
     p.add_argument("--device", default="cpu", help="cpu or cuda (the data moves to it batch by batch)")
     p.add_argument("--deterministic", action="store_true", help="torch.use_deterministic_algorithms(True)")
