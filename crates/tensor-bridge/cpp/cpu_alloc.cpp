@@ -94,12 +94,17 @@ class ArenaAllocator final : public c10::Allocator {
  private:
   static void release(void *data) { instance->free_block(data); }
 
-  // Whether `p` lies in one of the arenas (kept sorted by address).
+  // The first arena starting after `p` (arenas are kept sorted by address).
+  std::vector<std::pair<char *, size_t>>::const_iterator first_after(const char *p) const {
+    return std::upper_bound(arenas_.begin(), arenas_.end(), p,
+                            [](const char *q, const std::pair<char *, size_t> &a) {
+                              return std::less<const char *>()(q, a.first);
+                            });
+  }
+
+  // Whether `p` lies in one of the arenas.
   bool owns(const char *p) const {
-    auto after = std::upper_bound(arenas_.begin(), arenas_.end(), p,
-                                  [](const char *q, const std::pair<char *, size_t> &a) {
-                                    return std::less<const char *>()(q, a.first);
-                                  });
+    auto after = first_after(p);
     if (after == arenas_.begin()) return false;
     const auto &a = *(after - 1);
     return std::less<const char *>()(p, a.first + a.second);
@@ -148,11 +153,12 @@ class ArenaAllocator final : public c10::Allocator {
 #ifdef MADV_HUGEPAGE
     (void)madvise(base, bytes, MADV_HUGEPAGE);
 #endif
-    auto at = std::upper_bound(arenas_.begin(), arenas_.end(), base,
-                               [](const char *q, const std::pair<char *, size_t> &a) {
-                                 return std::less<const char *>()(q, a.first);
-                               });
-    arenas_.emplace(at, base, bytes);
+    try {
+      arenas_.emplace(first_after(base), base, bytes);
+    } catch (...) {
+      munmap(base, bytes);  // c10's allocator serves instead
+      return false;
+    }
     reserved_ += bytes;
     next_ = base;
     left_ = bytes;
@@ -176,7 +182,14 @@ class ArenaAllocator final : public c10::Allocator {
         } else {
           resident_cached_ += h->size;
         }
-        free_[h->size].push_back(block);
+        try {
+          free_[h->size].push_back(block);
+        } catch (...) {
+          // No memory to remember it (a deleter must not throw): the block
+          // stays out of the cache, its address space unused.
+          cached_ -= h->size;
+          if (h->resident) resident_cached_ -= h->size;
+        }
         return;
       }
     }
