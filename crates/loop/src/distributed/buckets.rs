@@ -239,7 +239,7 @@ impl State {
             order.push(i);
         }
         kiln_tensor::tch::no_grad(|| -> Result<()> {
-            let grad = self.params[i].grad();
+            let grad = self.params[i].f_grad()?;
             let _ = grad.f_mul_scalar_out(&self.buckets[b].views[pos], self.scale)?;
             Ok(())
         })?;
@@ -481,7 +481,7 @@ impl<'c> Reducer<'c> {
             kiln_tensor::tch::no_grad(|| -> Result<()> {
                 for bucket in &state.buckets {
                     for (&i, view) in bucket.params.iter().zip(&bucket.views) {
-                        let mut grad = state.params[i].grad();
+                        let mut grad = state.params[i].f_grad()?;
                         grad.f_copy_(view)?;
                     }
                 }
