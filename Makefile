@@ -34,6 +34,8 @@ conformance: setup
 lint: setup
 	$(CARGO) fmt --all --check
 	$(CARGO) clippy --workspace --all-targets $(FEATURE_FLAGS) -- -D warnings
+	# kiln-loop without its optional outputs (TensorBoard, plots, progress bar).
+	$(CARGO) clippy -p kiln-loop --all-targets --no-default-features -- -D warnings
 
 train: build
 	target/release/kiln train --seed $(SEED) $(ARGS)

@@ -213,7 +213,11 @@ fn tensors_files_from_python_train_models() {
     same_log("tensors:", &log, &reference);
     assert_eq!(
         config(&run)["data"],
-        format!("{spec},inputs=inputs,targets=targets")
+        // Resolved by the data registry: every option with its value.
+        format!(
+            "{},inputs=inputs,targets=targets,test_fraction=0.2,classes=none",
+            spec.replacen("tensors:", "tensors:path=", 1)
+        )
     );
 
     // float64 points with int32 labels, a seeded test split: 3 classes learnt.
@@ -232,7 +236,10 @@ fn tensors_files_from_python_train_models() {
     assert!(accuracy >= 90.0, "{log}");
     assert_eq!(
         config(&run)["data"],
-        format!("{points},test_fraction=0.2,inputs=inputs,targets=targets")
+        format!(
+            "{},test=none,inputs=inputs,targets=targets,test_fraction=0.2,classes=none",
+            points.replacen("tensors:", "tensors:path=", 1)
+        )
     );
 
     // Float targets [N] under other keys: regression with the standardising MLP.
@@ -385,7 +392,7 @@ fn bad_models_and_data_are_one_line_errors_that_create_nothing() {
     check(
         tensors("out_of_range.safetensors", ",classes=3"),
         1,
-        &["label 4 of sample", "3 classes"],
+        &["label 3 of sample 3", "3 classes"],
     );
     check(
         tensors("negative.safetensors", ""),

@@ -396,7 +396,7 @@ fn csv_regression_trains_and_bad_csv_is_named() {
         &run,
     ]);
     assert_eq!(out.status.code(), Some(2));
-    assert!(text(&out).1.contains("target=COLUMN"));
+    assert!(text(&out).1.contains("option target is required"));
 }
 
 #[test]

@@ -158,3 +158,123 @@ fn a_killed_and_resumed_run_reads_as_one_curve() {
     let steps: Vec<i64> = scalars(&got, "train/loss").iter().map(|p| p.0).collect();
     assert_eq!(steps, [5, 10, 15, 20, 25, 30, 35, 40]);
 }
+
+/// Milliseconds to wait before the next kill: pseudo-random (from the
+/// clock), between 150 and 2150 ms.
+fn random_delay(kill: u64) -> std::time::Duration {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos() as u64);
+    let mixed =
+        (nanos ^ (kill.wrapping_mul(0x9e37_79b9_7f4a_7c15))).wrapping_mul(0x2545_f491_4f6c_dd1d);
+    std::time::Duration::from_millis(150 + (mixed >> 33) % 2000)
+}
+
+/// Every logger of a run killed with SIGKILL at random moments and resumed
+/// each time ends with each step exactly once, as an uninterrupted run's:
+/// TensorBoard's own reader sees one curve, and metrics.jsonl and the CSVs
+/// hold the same records. (Checkpoints make every logger durable first.)
+#[test]
+fn killed_at_random_moments_every_logger_keeps_each_step_exactly_once() {
+    use std::process::{Command, Stdio};
+    let flags = [
+        "--train-samples",
+        "640",
+        "--test-samples",
+        "200",
+        "--batch-size",
+        "32",
+        "--epochs",
+        "3",
+        "--seed",
+        "5",
+        "--logger",
+        "csv,jsonl,tensorboard",
+        "--log-every-n-steps",
+        "1",
+        "--checkpoint-every",
+        "3",
+        "--eval-every-steps",
+        "7",
+    ];
+    let reference = temp_dir("tb-kill-ref");
+    let argv = train_args(&reference, &flags);
+    let out = kiln(&argv.iter().map(String::as_str).collect::<Vec<_>>());
+    assert!(out.status.success(), "{}", text(&out).1);
+
+    let run = temp_dir("tb-kill");
+    let mut kills = 0;
+    let mut finished = false;
+    for attempt in 0..12u64 {
+        let argv = if run.join("config.json").exists() {
+            vec![
+                "train".to_string(),
+                "--resume".into(),
+                run.display().to_string(),
+            ]
+        } else {
+            let _ = std::fs::remove_dir_all(&run);
+            train_args(&run, &flags)
+        };
+        let mut child = Command::new(env!("CARGO_BIN_EXE_kiln"))
+            .args(&argv)
+            .current_dir(run.parent().unwrap_or(Path::new(".")))
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("spawn kiln: {e}"));
+        // The last attempts run to the end.
+        if attempt < 5 {
+            std::thread::sleep(random_delay(attempt));
+            if child.try_wait().ok().flatten().is_none() {
+                child.kill().unwrap_or_default(); // SIGKILL
+                kills += 1;
+            }
+        }
+        let out = child.wait_with_output().unwrap_or_else(|e| panic!("{e}"));
+        if out.status.success() {
+            finished = true;
+            break;
+        }
+        assert!(
+            out.status.code().is_none(),
+            "attempt {attempt} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    assert!(finished, "the run never finished");
+    assert!(
+        kills >= 1,
+        "no attempt was killed: the run is too short for the test"
+    );
+
+    let (want, got) = (dump(&reference), dump(&run));
+    let steps: Vec<i64> = scalars(&got, "train/loss").iter().map(|p| p.0).collect();
+    assert_eq!(steps, (1..=60).collect::<Vec<i64>>(), "train/loss steps");
+    for tag in ["train/loss", "train/lr", "test/loss", "test/accuracy"] {
+        assert_eq!(scalars(&got, tag), scalars(&want, tag), "{tag}");
+    }
+    // The metric files: the same records, timings aside.
+    let without_timings = |run: &Path| -> Vec<Value> {
+        let text = std::fs::read_to_string(run.join("metrics.jsonl")).unwrap_or_default();
+        text.lines()
+            .map(|line| {
+                let mut v: Value = serde_json::from_str(line).unwrap_or_default();
+                if let Some(values) = v["values"].as_object_mut() {
+                    values.retain(|k, _| !k.ends_with("seconds") && k != "samples_per_sec");
+                }
+                v
+            })
+            .collect()
+    };
+    assert_eq!(without_timings(&run), without_timings(&reference));
+    for csv in ["metrics_step.csv", "metrics_epoch.csv"] {
+        let lines = |run: &Path| {
+            std::fs::read_to_string(run.join(csv))
+                .unwrap_or_default()
+                .lines()
+                .count()
+        };
+        assert_eq!(lines(&run), lines(&reference), "{csv}");
+    }
+}

@@ -5,8 +5,10 @@
 //! [`kiln_loop::run`], which merges only the flags given on the command line
 //! over a resumed run's saved config and `--config FILE`.
 use clap::parser::ValueSource;
-use kiln_loop::run::{EvalRequest, LogFormat, RunConfig, TrainRequest};
+use kiln_loop::run::{Display, EvalRequest, RunConfig, TrainRequest};
+use kiln_loop::{Notice, Notices};
 use serde::Serialize;
+use std::io::IsTerminal;
 use std::path::PathBuf;
 
 fn defaults() -> RunConfig {
@@ -51,7 +53,7 @@ pub struct TrainArgs {
     #[arg(long)]
     pub seed: Option<u64>,
     /// auto, cpu, cuda or cuda:N.
-    #[arg(long, default_value_t = defaults().device)]
+    #[arg(long, default_value_t = defaults().device.to_string())]
     pub device: String,
     /// libtorch intra-op threads (torch.set_num_threads); default: libtorch's choice.
     #[arg(long)]
@@ -68,6 +70,14 @@ pub struct TrainArgs {
     /// safetensors file; int targets are classes, float targets values). Splits use the seed.
     #[arg(long)]
     pub data: Option<String>,
+    /// Data-loading worker threads (DataLoader's num_workers): batch b of an epoch is built by
+    /// worker b mod N with its own generator seeded base_seed + worker_id, as PyTorch's workers;
+    /// 0 builds batches on the training thread.
+    #[arg(long, default_value_t = defaults().workers)]
+    pub workers: usize,
+    /// Batches in flight per worker (DataLoader's prefetch_factor).
+    #[arg(long, default_value_t = defaults().prefetch_factor)]
+    pub prefetch_factor: usize,
     /// Keep the training set in file order instead of reshuffling every epoch.
     #[arg(long)]
     pub no_shuffle: bool,
@@ -135,11 +145,11 @@ pub struct TrainArgs {
     pub init: Option<PathBuf>,
     /// 32-true, bf16-mixed (autocast to bfloat16) or 16-mixed (autocast to float16 and a
     /// gradient scaler), as torch.autocast and torch.amp.GradScaler do (Lightning's names).
-    #[arg(long, default_value_t = defaults().precision)]
+    #[arg(long, default_value_t = defaults().precision.to_string())]
     pub precision: String,
     /// Where metrics go, any combination: csv (metrics_*.csv), jsonl (metrics.jsonl),
     /// tensorboard (event files in the run directory: `tensorboard --logdir runs/`).
-    #[arg(long, default_value_t = defaults().logger)]
+    #[arg(long, default_value_t = defaults().logger.to_string())]
     pub logger: String,
     /// TensorBoard: write the training loss, lr, samples/s every N optimizer steps.
     #[arg(long, default_value_t = defaults().log_every_n_steps)]
@@ -194,19 +204,40 @@ impl TrainArgs {
             serde_json::Value::Object(all) => all.into_iter().filter(|(k, _)| given(k)).collect(),
             _ => serde_json::Map::new(),
         };
+        let stdout = || Box::new(std::io::stdout()) as Box<dyn std::io::Write + Send>;
+        let display = if self.quiet {
+            Display::Quiet
+        } else if self.log_format == "json" {
+            Display::Json(stdout())
+        } else if std::io::stdout().is_terminal() {
+            Display::Terminal(stdout())
+        } else {
+            Display::Tutorial(stdout())
+        };
         Ok(TrainRequest {
             flags,
             config_file: self.config.clone(),
             resume: self.resume.clone(),
             run_dir: self.run_dir.clone(),
-            quiet: self.quiet,
-            format: if self.log_format == "json" {
-                LogFormat::Json
-            } else {
-                LogFormat::Plain
-            },
+            display,
+            notices: stderr_notices(self.quiet),
         })
     }
+}
+
+/// Prints a run's notices on stderr, each in one write (MPI forwards the
+/// ranks' output line by line): `kiln: …`, `warning: …`, and a failing
+/// rank's `error: rank R of N: …`. `quiet` keeps only warnings and errors.
+pub fn stderr_notices(quiet: bool) -> Notices {
+    Notices::new(move |notice: &Notice| {
+        let line = match notice {
+            Notice::Warning(_) => format!("warning: {notice}\n"),
+            Notice::RankFailed { .. } => format!("error: {notice}\n"),
+            _ if quiet => return,
+            _ => format!("kiln: {notice}\n"),
+        };
+        let _ = std::io::Write::write_all(&mut std::io::stderr().lock(), line.as_bytes());
+    })
 }
 
 /// Flags of `kiln eval`.
@@ -256,6 +287,8 @@ impl EvalArgs {
             which: self.which.clone(),
             weights: self.weights.clone(),
             flags,
+            output: Some(Box::new(std::io::stdout())),
+            notices: stderr_notices(false),
         })
     }
 }

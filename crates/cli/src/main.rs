@@ -4,9 +4,11 @@
 //! (`kiln_loop::run`) or a registry, and maps errors to one line and an exit
 //! code (2 for a usage error, 128 + the signal for an interrupt, 1 for any
 //! other failure). It is the only crate that uses `anyhow`.
+#![forbid(unsafe_code)]
 mod args;
 
 use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
+use kiln_loop::run::Registries;
 use std::process::ExitCode;
 
 /// Train neural networks on libtorch, with PyTorch's numbers.
@@ -129,14 +131,15 @@ fn run(cli: Cli, matches: &clap::ArgMatches) -> anyhow::Result<()> {
                 .subcommand_matches("train")
                 .cloned()
                 .unwrap_or_default();
-            kiln_loop::run::train(&args.request(&sub)?)?;
+            kiln_loop::run::train(args.request(&sub)?, &Registries::default())?;
         }
         Command::Eval(args) => {
-            kiln_loop::run::evaluate(&args.request()?)?;
+            kiln_loop::run::evaluate(args.request()?, &Registries::default())?;
         }
         Command::Plot(args) => {
             let out = args.out.unwrap_or_else(|| args.run_dir.join("plots"));
-            for path in kiln_loop::plot::plot_run(&args.run_dir, &out)? {
+            let notices = args::stderr_notices(false);
+            for path in kiln_loop::plot::plot_run(&args.run_dir, &out, &mut |w| notices.warn(w))? {
                 println!("{}", path.display());
             }
         }

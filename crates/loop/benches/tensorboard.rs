@@ -28,7 +28,7 @@ fn main() -> Res<()> {
 }
 
 fn run(dir: &std::path::Path) -> Res<()> {
-    tch::set_num_threads(1);
+    kiln_tensor::tch::set_num_threads(1);
     let n = env("KILN_BENCH_SCALARS", 1_000_000);
     let mut w = SummaryWriter::create(&dir.join("scalars"))?;
     let t = Instant::now();
@@ -47,7 +47,11 @@ fn run(dir: &std::path::Path) -> Res<()> {
     );
 
     // The tutorial's epoch: 938 batches of 64, scalars every 50 steps.
-    let mut logger = TensorBoardLogger::create(&dir.join("logger"), TensorBoardConfig::default())?;
+    let mut logger = TensorBoardLogger::create(
+        &dir.join("logger"),
+        TensorBoardConfig::default(),
+        kiln_loop::Notices::ignore(),
+    )?;
     let batches = 938 * 20;
     let t = Instant::now();
     for b in 1..=batches {
@@ -60,6 +64,7 @@ fn run(dir: &std::path::Path) -> Res<()> {
             stepped: true,
             skipped: false,
             loss: 1.0 / b as f64,
+            metrics: Vec::new(),
             lr: Some(1e-3),
             grad_norm: None,
             samples_per_sec: 50_000.0,

@@ -71,8 +71,8 @@ fn run(name: &str, loss: &dyn Loss) -> anyhow::Result<()> {
         ..Default::default()
     }
     .build(model.parameters()?)?;
-    let train_loader = DataLoader::new(&train_set, 64, true)?;
-    let test_loader = DataLoader::new(&test_set, 64, false)?;
+    let train_loader = DataLoader::new(train_set, 64, true)?;
+    let test_loader = DataLoader::new(test_set, 64, false)?;
     println!("== {name}");
     let mut out = std::io::stdout();
     for _ in 0..5 {

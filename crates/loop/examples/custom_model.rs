@@ -74,7 +74,7 @@ fn main() -> anyhow::Result<()> {
         |cfg, data: &ModelData<'_>| {
             let model = VarStoreModel::new(data.device, |root| {
                 Ok(Wide {
-                    hidden: linear(&(root / "hidden"), data.features(), cfg.width, true)?,
+                    hidden: linear(&(root / "hidden"), data.features()?, cfg.width, true)?,
                     out: linear(&(root / "out"), cfg.width, data.outputs(), true)?,
                     scale: cfg.scale,
                 })
@@ -87,7 +87,7 @@ fn main() -> anyhow::Result<()> {
     kiln_tensor::rng::manual_seed(0);
     let (train_set, test_set) = (rings(2048)?, rings(512)?);
     let data = ModelData {
-        train: &train_set,
+        train: train_set.as_ref(),
         task: Task::Classify { classes: 2 },
         device: Device::Cpu,
     };
@@ -99,8 +99,8 @@ fn main() -> anyhow::Result<()> {
     }
     .build(model.parameters()?)?;
     let loss = CrossEntropyLoss::default();
-    let train_loader = DataLoader::new(&train_set, 64, true)?;
-    let test_loader = DataLoader::new(&test_set, 64, false)?;
+    let train_loader = DataLoader::new(train_set, 64, true)?;
+    let test_loader = DataLoader::new(test_set, 64, false)?;
     for _ in 0..5 {
         train(
             &train_loader,

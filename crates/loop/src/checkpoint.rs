@@ -32,6 +32,37 @@ pub struct Progress {
     /// The `RandomSampler` seed of the epoch in progress, when it is shuffled
     /// and has started: resuming rebuilds the same order without drawing.
     pub sampler_seed: Option<u64>,
+    /// The base seed the epoch in progress drew (its data workers are
+    /// seeded `base_seed + worker_id`).
+    #[serde(default)]
+    pub base_seed: Option<u64>,
+    /// The number of data workers the epoch in progress ran with (their
+    /// generator states are [`Checkpoint::rng_workers`]).
+    #[serde(default)]
+    pub workers: usize,
+}
+
+impl Progress {
+    /// The start of a fit: epoch 1, nothing done.
+    pub fn start() -> Self {
+        Self {
+            epoch: 1,
+            batch: 0,
+            step: 0,
+            sampler_seed: None,
+            base_seed: None,
+            workers: 0,
+        }
+    }
+
+    /// The start of `epoch` after `step` optimizer steps.
+    pub fn epoch_start(epoch: usize, step: usize) -> Self {
+        Self {
+            epoch,
+            step,
+            ..Self::start()
+        }
+    }
 }
 
 /// Everything needed to continue a run exactly.
@@ -45,6 +76,9 @@ pub struct Checkpoint {
     pub rng_cpu: Tensor,
     /// Each CUDA device's generator state, by device index.
     pub rng_cuda: Vec<Tensor>,
+    /// Each data worker's generator state after the last batch the loop
+    /// took from it (`None`: none yet), for the epoch in progress.
+    pub rng_workers: Vec<Option<Tensor>>,
     /// Loop counters and the data cursor.
     pub progress: Progress,
     /// Trainer state (early stopping, best metric, scheduler…), as JSON.
@@ -186,6 +220,10 @@ fn write_into(tmp: &Path, ckpt: &Checkpoint) -> Result<()> {
             .enumerate()
             .map(|(i, t)| (format!("cuda:{i}"), t.shallow_clone())),
     );
+    rng.extend(ckpt.rng_workers.iter().enumerate().filter_map(|(i, t)| {
+        t.as_ref()
+            .map(|t| (format!("worker:{i}"), t.shallow_clone()))
+    }));
     write_tensors(&tmp.join("rng.safetensors"), &rng)?;
     let state = StateFile {
         format: FORMAT,
@@ -284,12 +322,30 @@ pub fn load(dir: &Path) -> Result<Checkpoint> {
         .position(|(n, _)| n == "cpu")
         .ok_or_else(|| io_error(&dir.join("rng.safetensors"), "no CPU generator state"))?;
     let rng_cpu = rng.remove(cpu_at).1;
-    rng.sort_by(|a, b| a.0.cmp(&b.0));
+    let indexed = |prefix: &str| -> Vec<(usize, Tensor)> {
+        let mut found: Vec<(usize, Tensor)> = rng
+            .iter()
+            .filter_map(|(n, t)| {
+                let i = n.strip_prefix(prefix)?.parse::<usize>().ok()?;
+                Some((i, t.shallow_clone()))
+            })
+            .collect();
+        found.sort_by_key(|(i, _)| *i);
+        found
+    };
+    let rng_cuda = indexed("cuda:").into_iter().map(|(_, t)| t).collect();
+    let mut rng_workers: Vec<Option<Tensor>> = (0..state.progress.workers).map(|_| None).collect();
+    for (i, t) in indexed("worker:") {
+        if let Some(slot) = rng_workers.get_mut(i) {
+            *slot = Some(t);
+        }
+    }
     Ok(Checkpoint {
         model: read_tensors(&dir.join("model.safetensors"))?,
         optimizer: OptimizerState::load(dir).map_err(|e| io_error(dir, e))?,
         rng_cpu,
-        rng_cuda: rng.into_iter().map(|(_, t)| t).collect(),
+        rng_cuda,
+        rng_workers,
         progress: state.progress,
         trainer: state.trainer,
         config: state.config,

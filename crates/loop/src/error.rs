@@ -11,6 +11,15 @@ pub enum Error {
         /// What is wrong and, where possible, what to do.
         message: String,
     },
+    /// Reading one sample failed (a file that cannot be read or decoded);
+    /// names the sample, as its dataset describes it.
+    #[error("{sample}: {source}")]
+    Sample {
+        /// The sample (`sample 7 of data.safetensors`, a file path…).
+        sample: String,
+        /// Why it could not be read.
+        source: Box<Error>,
+    },
     /// Writing a file of the run failed (a full disk, permissions); the
     /// message says why and what a resume would continue from.
     #[error("writing {path}: {message}")]
@@ -25,6 +34,18 @@ pub enum Error {
     /// data); the message names the flag. `kiln` exits with code 2.
     #[error("{0}")]
     Usage(String),
+    /// A setting cannot work (a count of 0, a negative threshold, a metric
+    /// nothing reports, a precision the device or optimizer cannot run);
+    /// `setting` is its name in [`crate::TrainerConfig`] (or the run's
+    /// configuration), which the run layer turns into the flag's name.
+    /// `kiln` exits with code 2.
+    #[error("{setting} {message}")]
+    Setting {
+        /// The setting's name (`accumulate_grad_batches`, `precision`).
+        setting: &'static str,
+        /// What is wrong: `must be at least 1, got 0`.
+        message: String,
+    },
     /// An argument is out of its domain.
     #[error("{0}")]
     InvalidArgument(String),
@@ -73,12 +94,20 @@ impl From<kiln_tensor::tch::TchError> for Error {
 }
 
 impl Error {
+    /// [`Error::Setting`] for `setting`.
+    pub fn setting(setting: &'static str, message: impl Into<String>) -> Self {
+        Error::Setting {
+            setting,
+            message: message.into(),
+        }
+    }
+
     /// The exit code a command-line tool should end with: 2 for a usage
     /// error, 128 + the signal for an interrupt (130 for SIGINT, 143 for
     /// SIGTERM), 1 for any other failure.
     pub fn exit_code(&self) -> i32 {
         match self {
-            Error::Usage(_) | Error::RankMismatch { .. } => 2,
+            Error::Usage(_) | Error::Setting { .. } | Error::RankMismatch { .. } => 2,
             Error::Interrupted { signal, .. } => 128 + signal,
             _ => 1,
         }

@@ -1,18 +1,19 @@
 //! One evaluation pass: the body of the tutorial's `test()`, shared by
 //! [`crate::tutorial::test`] and the [`crate::Trainer`].
-use crate::metrics::Metric;
+use crate::metrics::{Evaluated, Metric};
+use crate::step::Step;
 use crate::{DataLoader, Model, Result};
-use kiln_losses::Loss;
 use kiln_tensor::amp::Precision;
 
-/// Evaluates `model` on at most `limit` batches of `loader` in eval mode and
-/// without gradients (forward and loss in `precision`'s autocast region, as
-/// training runs them), accumulating `metrics` (reset first); the loss of
-/// each batch is fed to every metric. The model's mode is restored afterwards.
+/// Evaluates `model` with `step` on at most `limit` batches of `loader` in
+/// eval mode and without gradients (the step in `precision`'s autocast
+/// region, as training runs it), accumulating `metrics` (reset first) with
+/// each batch's output, targets, loss and the step's extra metrics. The
+/// model's mode is restored afterwards.
 pub fn evaluate(
-    loader: &DataLoader<'_>,
+    loader: &DataLoader,
     model: &mut dyn Model,
-    loss_fn: &dyn Loss,
+    step: &dyn Step,
     metrics: &mut [Box<dyn Metric>],
     limit: Option<usize>,
     precision: Precision,
@@ -24,15 +25,20 @@ pub fn evaluate(
     let result = kiln_tensor::tch::no_grad(|| -> Result<()> {
         for batch in loader.iter()?.take(limit.unwrap_or(usize::MAX)) {
             let batch = batch?;
-            let (pred, loss) = {
+            let out = {
                 let _autocast = precision.autocast(shared.device())?;
-                let pred = shared.forward(&batch.inputs)?;
-                let loss = loss_fn.forward(&pred, &batch.targets)?;
-                (pred, loss)
+                step.forward(shared, &batch)?
             };
-            let loss = loss.f_double_value(&[])?;
+            let loss = out.loss.f_double_value(&[])?;
+            let extra = out.metric_values()?;
+            let evaluated = Evaluated {
+                output: out.output.as_ref(),
+                targets: batch.targets().ok(),
+                loss,
+                metrics: &extra,
+            };
             for m in metrics.iter_mut() {
-                m.update(&pred, &batch.targets, loss)?;
+                m.update(&evaluated)?;
             }
         }
         Ok(())

@@ -15,6 +15,7 @@
 //!   configuration, seed, resume, and building every component from a
 //!   [`run::RunConfig`]. The `kiln` CLI is a thin layer over it.
 #![deny(missing_docs)]
+#![deny(unsafe_code)]
 
 pub mod checkpoint;
 pub mod data;
@@ -25,14 +26,19 @@ pub mod json_f64;
 pub mod loggers;
 pub mod metrics;
 pub mod models;
+pub mod notice;
+#[cfg(feature = "plot")]
 pub mod plot;
 pub mod run;
+pub mod step;
 pub mod trainer;
 pub mod tutorial;
 
-pub use data::{Batch, DataLoader, Dataset};
+pub use data::{Batch, DataLoader, Dataset, Sample};
 pub use error::{Error, Result};
 pub use models::Model;
+pub use notice::{Notice, Notices};
+pub use step::{LossStep, Step, StepOutput};
 pub use trainer::{
     BeforeStep, Callback, EvalInfo, FitSummary, Interval, Loaders, StepInfo, StepTimings,
     StopReason, Trainer, TrainerConfig,

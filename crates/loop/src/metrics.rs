@@ -2,13 +2,50 @@
 use crate::Result;
 use kiln_tensor::{Kind, Tensor};
 
+/// What an evaluation measured on one batch, for [`Metric::update`].
+#[derive(Debug, Clone, Copy)]
+pub struct Evaluated<'a> {
+    /// The model's main output (when the step gives one).
+    pub output: Option<&'a Tensor>,
+    /// The batch's targets (when the data has them).
+    pub targets: Option<&'a Tensor>,
+    /// The batch loss.
+    pub loss: f64,
+    /// The step's extra metrics on the batch, by name.
+    pub metrics: &'a [(String, f64)],
+}
+
+impl<'a> Evaluated<'a> {
+    /// A batch with an output, targets and a loss, and no extra metrics.
+    pub fn of(output: &'a Tensor, targets: &'a Tensor, loss: f64) -> Self {
+        Self {
+            output: Some(output),
+            targets: Some(targets),
+            loss,
+            metrics: &[],
+        }
+    }
+
+    /// The output and the targets, or an error naming `metric`, which
+    /// compares them.
+    fn compared(&self, metric: &str) -> Result<(&'a Tensor, &'a Tensor)> {
+        match (self.output, self.targets) {
+            (Some(o), Some(t)) => Ok((o, t)),
+            _ => Err(crate::Error::InvalidArgument(format!(
+                "the {metric} metric compares the model's output with targets, but the step gives {}",
+                if self.output.is_none() { "no output" } else { "no targets" }
+            ))),
+        }
+    }
+}
+
 /// A quantity accumulated over the batches of one evaluation pass.
 pub trait Metric {
     /// Name of the quantity (`loss`, `accuracy`, `top5_accuracy`); the
     /// Trainer reports it per evaluation set as `test_accuracy`, `val_loss`….
     fn name(&self) -> String;
-    /// Adds one batch: the model's output, the targets and the batch loss.
-    fn update(&mut self, pred: &Tensor, target: &Tensor, loss: f64) -> Result<()>;
+    /// Adds one batch.
+    fn update(&mut self, batch: &Evaluated<'_>) -> Result<()>;
     /// The value over everything added since the last reset.
     fn value(&self) -> f64;
     /// Forgets everything added.
@@ -89,7 +126,8 @@ impl Metric for Accuracy {
         "accuracy".into()
     }
 
-    fn update(&mut self, pred: &Tensor, target: &Tensor, _loss: f64) -> Result<()> {
+    fn update(&mut self, batch: &Evaluated<'_>) -> Result<()> {
+        let (pred, target) = batch.compared("accuracy")?;
         let hits = pred
             .f_argmax(1, false)?
             .f_eq_tensor(target)?
@@ -124,7 +162,8 @@ impl Metric for TopK {
         format!("top{}_accuracy", self.k)
     }
 
-    fn update(&mut self, pred: &Tensor, target: &Tensor, _loss: f64) -> Result<()> {
+    fn update(&mut self, batch: &Evaluated<'_>) -> Result<()> {
+        let (pred, target) = batch.compared("top-k accuracy")?;
         let classes = pred.size().last().copied().unwrap_or(0);
         let (_, idx) = pred.f_topk(self.k.min(classes), 1, true, true)?;
         let hits = idx
@@ -152,8 +191,50 @@ impl Metric for MeanLoss {
         "loss".into()
     }
 
-    fn update(&mut self, _pred: &Tensor, _target: &Tensor, loss: f64) -> Result<()> {
-        self.ratio.add(loss, 1);
+    fn update(&mut self, batch: &Evaluated<'_>) -> Result<()> {
+        self.ratio.add(batch.loss, 1);
+        Ok(())
+    }
+
+    ratio_methods!();
+}
+
+/// Mean over batches of one of the step's extra metrics (as the loss is
+/// averaged), reported under its own name.
+#[derive(Debug, Clone)]
+pub struct StepMetric {
+    name: String,
+    ratio: Ratio,
+}
+
+impl StepMetric {
+    /// The mean of the step metric `name`.
+    pub fn new(name: impl Into<String>) -> Self {
+        Self {
+            name: name.into(),
+            ratio: Ratio::default(),
+        }
+    }
+}
+
+impl Metric for StepMetric {
+    fn name(&self) -> String {
+        self.name.clone()
+    }
+
+    fn update(&mut self, batch: &Evaluated<'_>) -> Result<()> {
+        let value = batch
+            .metrics
+            .iter()
+            .find(|(n, _)| *n == self.name)
+            .map(|(_, v)| *v)
+            .ok_or_else(|| {
+                crate::Error::InvalidArgument(format!(
+                    "the step declared the metric '{}' but did not report it",
+                    self.name
+                ))
+            })?;
+        self.ratio.add(value, 1);
         Ok(())
     }
 
@@ -173,8 +254,8 @@ mod tests {
         let mut top2 = TopK::new(2);
         let mut mean = MeanLoss::default();
         for m in [&mut acc as &mut dyn Metric, &mut top2, &mut mean] {
-            m.update(&pred, &target, 2.0)?;
-            m.update(&pred, &target, 4.0)?;
+            m.update(&Evaluated::of(&pred, &target, 2.0))?;
+            m.update(&Evaluated::of(&pred, &target, 4.0))?;
         }
         assert!((acc.value() - 1.0 / 3.0).abs() < 1e-12);
         assert!((top2.value() - 2.0 / 3.0).abs() < 1e-12);

@@ -65,9 +65,14 @@ struct Chart {
 /// missing) and returns the files written, PNG then SVG for each chart.
 ///
 /// Errors if `metrics.jsonl` is missing or malformed, if it holds no loss,
-/// accuracy or lr values, or if a file cannot be written.
-pub fn plot_run(run_dir: &Path, out_dir: &Path) -> Result<Vec<PathBuf>> {
-    let records = read_metrics(run_dir)?;
+/// accuracy or lr values, or if a file cannot be written; a torn last line
+/// of the metrics is skipped with a warning through `warn`.
+pub fn plot_run(
+    run_dir: &Path,
+    out_dir: &Path,
+    warn: &mut dyn FnMut(String),
+) -> Result<Vec<PathBuf>> {
+    let records = read_metrics(run_dir, warn)?;
     let name = run_dir
         .canonicalize()
         .ok()

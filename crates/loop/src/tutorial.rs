@@ -2,6 +2,7 @@
 //! lines: the reference loop the [`crate::Trainer`] is checked against.
 use crate::eval::evaluate;
 use crate::metrics::{Accuracy, MeanLoss, Metric};
+use crate::step::{LossStep, Step};
 use crate::{DataLoader, Model, Result};
 use kiln_losses::Loss;
 use kiln_optim::Optimizer;
@@ -44,7 +45,7 @@ pub fn test_report(accuracy: f64, avg_loss: f64) -> String {
 /// every 100 batches `loss: {loss:>7f}  [{current:>5d}/{size:>5d}]` with
 /// `current = batch * len(X)`.
 pub fn train(
-    loader: &DataLoader<'_>,
+    loader: &DataLoader,
     model: &mut dyn Model,
     loss_fn: &dyn Loss,
     optimizer: &mut dyn Optimizer,
@@ -58,8 +59,7 @@ pub fn train(
     };
     for (batch_index, batch) in loader.iter()?.enumerate() {
         let batch = batch?;
-        let pred = model.forward(&batch.inputs)?;
-        let loss = loss_fn.forward(&pred, &batch.targets)?;
+        let loss = LossStep::new(loss_fn).forward(&*model, &batch)?.loss;
         loss.f_backward()?;
         optimizer.step()?;
         optimizer.zero_grad()?;
@@ -78,7 +78,7 @@ pub fn train(
 /// (`model.eval()`, no gradients): prints `Test Error: \n Accuracy: {100*correct:>0.1f}%, Avg loss: {test_loss:>8f} \n`
 /// followed by a newline, exactly as Python's `print` leaves it.
 pub fn test(
-    loader: &DataLoader<'_>,
+    loader: &DataLoader,
     model: &mut dyn Model,
     loss_fn: &dyn Loss,
     out: &mut dyn Write,
@@ -88,7 +88,7 @@ pub fn test(
     evaluate(
         loader,
         model,
-        loss_fn,
+        &LossStep::new(loss_fn),
         &mut metrics,
         None,
         kiln_tensor::amp::Precision::F32True,

@@ -59,7 +59,7 @@ fn writes_jsonl_and_csvs_with_sorted_keys() -> Result<()> {
         "{epoch_csv}"
     );
 
-    let records = read_metrics(&dir)?;
+    let records = read_metrics(&dir, &mut |_| {})?;
     ensure!(records.len() == 3);
     ensure!(records[0] == MetricRecord::new(Scope::Step, 1, 1, [("loss", 2.5), ("lr", 0.001)]));
     ensure!(records[2].scope == Scope::Epoch && records[2].get("accuracy") == Some(0.5));
@@ -91,7 +91,7 @@ fn a_new_metric_widens_the_csv_and_values_round_trip() -> Result<()> {
         "{csv}"
     );
     ensure!(read(dir, EPOCH_CSV)? == "step,epoch\n");
-    let records = read_metrics(dir)?;
+    let records = read_metrics(dir, &mut |_| {})?;
     let loss: Vec<f64> = records.iter().filter_map(|r| r.get("loss")).collect();
     ensure!(loss.len() == 5);
     ensure!(loss[1] == 0.30000001192092896, "shortest round trip");
@@ -112,7 +112,10 @@ fn reserved_or_empty_metric_names_are_refused() -> Result<()> {
         };
         ensure!(err.contains("metric name"), "{err}");
     }
-    ensure!(read_metrics(tmp.path())?.is_empty(), "nothing was written");
+    ensure!(
+        read_metrics(tmp.path(), &mut |_| {})?.is_empty(),
+        "nothing was written"
+    );
     Ok(())
 }
 
@@ -130,9 +133,15 @@ fn a_torn_last_line_is_ignored_and_a_bad_middle_line_is_an_error() -> Result<()>
         .open(dir.join(METRICS_FILE))?;
     file.write_all(br#"{"scope":"step","step":3,"epoch":1,"values":{"loss":0.2"#)?;
     drop(file);
-    let records = read_metrics(dir)?;
+    let mut warnings = Vec::new();
+    let records = read_metrics(dir, &mut |w| warnings.push(w))?;
     ensure!(records.len() == 2, "{records:?}");
     ensure!(records[1].step == 2);
+    // Said, not silently dropped.
+    ensure!(
+        warnings.len() == 1 && warnings[0].contains("line 3: ignoring an incomplete last line"),
+        "{warnings:?}"
+    );
 
     // The same damage on a line that is not the last one is an error naming
     // the file and the line.
@@ -140,7 +149,7 @@ fn a_torn_last_line_is_ignored_and_a_bad_middle_line_is_an_error() -> Result<()>
     let mut text = fs::read_to_string(&path)?;
     text.push_str("\n{\"scope\":\"step\",\"step\":4,\"epoch\":1,\"values\":{}}\n");
     fs::write(&path, text)?;
-    let err = match read_metrics(dir) {
+    let err = match read_metrics(dir, &mut |_| {}) {
         Ok(r) => anyhow::bail!("read a damaged file: {r:?}"),
         Err(e) => e.to_string(),
     };
@@ -153,21 +162,24 @@ fn a_torn_last_line_is_ignored_and_a_bad_middle_line_is_an_error() -> Result<()>
         &path,
         "{\"scope\":\"month\",\"step\":1,\"epoch\":1,\"values\":{}}\n",
     )?;
-    let err = read_metrics(dir)
+    let err = read_metrics(dir, &mut |_| {})
         .err()
         .map(|e| e.to_string())
         .unwrap_or_default();
     ensure!(err.contains("line 1:") && err.contains("month"), "{err}");
 
     fs::write(&path, "")?;
-    ensure!(read_metrics(dir)?.is_empty(), "an empty log has no records");
+    ensure!(
+        read_metrics(dir, &mut |_| {})?.is_empty(),
+        "an empty log has no records"
+    );
     Ok(())
 }
 
 #[test]
 fn reading_a_directory_without_a_log_names_the_file() -> Result<()> {
     let tmp = TempDir::new("missing")?;
-    let err = read_metrics(tmp.path())
+    let err = read_metrics(tmp.path(), &mut |_| {})
         .err()
         .map(|e| e.to_string())
         .unwrap_or_default();
@@ -231,11 +243,13 @@ fn a_resumed_run_writes_the_same_files_as_an_uninterrupted_one() -> Result<()> {
         .open(resumed.join(METRICS_FILE))?;
     file.write_all(br#"{"scope":"step","step":10,"ep"#)?;
     drop(file);
-    ensure!(read_metrics(&resumed)?.iter().any(|r| r.step > 4));
+    ensure!(read_metrics(&resumed, &mut |_| {})?
+        .iter()
+        .any(|r| r.step > 4));
 
     let checkpoint_step = 4;
     let mut writer = MetricsWriter::open_append(&resumed, checkpoint_step)?;
-    let kept = read_metrics(&resumed)?;
+    let kept = read_metrics(&resumed, &mut |_| {})?;
     ensure!(
         kept.len() == 5 && kept.iter().all(|r| r.step <= 4),
         "{kept:?}"
@@ -268,7 +282,7 @@ fn a_resumed_run_writes_the_same_files_as_an_uninterrupted_one() -> Result<()> {
     fs::create_dir_all(&fresh)?;
     let mut writer = MetricsWriter::open_append(&fresh, 0)?;
     writer.log_step(1, 1, [("loss", 1.0)])?;
-    ensure!(read_metrics(&fresh)?.len() == 1);
+    ensure!(read_metrics(&fresh, &mut |_| {})?.len() == 1);
     Ok(())
 }
 
@@ -305,7 +319,7 @@ fn csv_only_runs_resume_and_read_back_from_their_csvs() -> Result<()> {
     writer.log_step(5, 2, [("train_loss", 0.2), ("note, quoted", 7.0)])?;
     drop(writer);
     ensure!(!dir.join(METRICS_FILE).exists(), "no JSONL was asked for");
-    let records = read_metrics(dir)?;
+    let records = read_metrics(dir, &mut |_| {})?;
     ensure!(records.len() == 6, "{records:?}");
     ensure!(
         records[4].scope == Scope::Epoch
@@ -313,10 +327,10 @@ fn csv_only_runs_resume_and_read_back_from_their_csvs() -> Result<()> {
     );
     ensure!(records[5].get("note, quoted") == Some(7.0));
     // A resume from step 4 drops step 5 from the CSVs.
-    let mut writer = MetricsWriter::open_append_with(dir, 4, csv_only)?;
+    let mut writer = MetricsWriter::open_append_with(dir, 4, csv_only, &mut |_| {})?;
     writer.log_step(5, 2, [("train_loss", 0.25)])?;
     drop(writer);
-    let records = read_metrics(dir)?;
+    let records = read_metrics(dir, &mut |_| {})?;
     ensure!(
         records.len() == 6 && records[5].get("train_loss") == Some(0.25),
         "{records:?}"

@@ -155,7 +155,7 @@ fn plots_loss_accuracy_and_lr_as_png_and_svg() -> Result<()> {
     let run = tmp.path().join("exp1");
     write_run(&run)?;
     let out = tmp.path().join("plots");
-    let files = plot_run(&run, &out)?;
+    let files = plot_run(&run, &out, &mut |_| {})?;
     let names: Vec<String> = files
         .iter()
         .filter_map(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
@@ -236,7 +236,7 @@ fn plots_loss_accuracy_and_lr_as_png_and_svg() -> Result<()> {
     );
 
     // Plotting again replaces the files.
-    ensure!(plot_run(&run, &out)?.len() == 6);
+    ensure!(plot_run(&run, &out, &mut |_| {})?.len() == 6);
     Ok(())
 }
 
@@ -248,7 +248,7 @@ fn a_chart_whose_metric_is_absent_is_skipped() -> Result<()> {
     writer.log_step(1, 1, [("train_loss", 1.0)])?; // a single point still plots
     writer.log_step(2, 1, [("train_loss", f64::NAN)])?; // non-finite points are left out
     drop(writer);
-    let files = plot_run(&run, &tmp.path().join("out"))?;
+    let files = plot_run(&run, &tmp.path().join("out"), &mut |_| {})?;
     ensure!(files.len() == 2, "{files:?}");
     ensure!(files
         .iter()
@@ -265,16 +265,20 @@ fn nothing_to_plot_is_an_error() -> Result<()> {
     let mut writer = MetricsWriter::create(&run)?;
     writer.log_step(1, 1, [("grad_norm", 1.0)])?;
     drop(writer);
-    let err = plot_run(&run, &tmp.path().join("out"))
+    let err = plot_run(&run, &tmp.path().join("out"), &mut |_| {})
         .err()
         .map(|e| e.to_string())
         .unwrap_or_default();
     ensure!(err.contains("nothing to plot"), "{err}");
 
-    let err = plot_run(&tmp.path().join("absent"), &tmp.path().join("out"))
-        .err()
-        .map(|e| e.to_string())
-        .unwrap_or_default();
+    let err = plot_run(
+        &tmp.path().join("absent"),
+        &tmp.path().join("out"),
+        &mut |_| {},
+    )
+    .err()
+    .map(|e| e.to_string())
+    .unwrap_or_default();
     ensure!(err.contains("metrics.jsonl"), "{err}");
     Ok(())
 }
@@ -290,7 +294,7 @@ fn a_long_run_is_thinned_to_the_chart_width() -> Result<()> {
     }
     drop(writer);
     let out = tmp.path().join("out");
-    plot_run(&run, &out)?;
+    plot_run(&run, &out, &mut |_| {})?;
     let svg = fs::metadata(out.join("loss.svg"))?.len();
     ensure!(svg < 100_000, "loss.svg is {svg} bytes");
     let png = decode_png(&fs::read(out.join("loss.png"))?)?;

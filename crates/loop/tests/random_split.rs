@@ -2,10 +2,12 @@
 //! generator=torch.Generator().manual_seed(seed))`: the same samples in the
 //! same order, for the setup's torch (run here, at test time).
 use anyhow::{ensure, Context, Result};
+use kiln_loop::data::{random_split, Subset, TensorDataset};
 use kiln_loop::Dataset;
 use kiln_tensor::{Kind, Tensor};
 use std::path::Path;
 use std::process::Command;
+use std::sync::Arc;
 
 type Split = (Vec<i64>, Vec<i64>);
 
@@ -39,8 +41,16 @@ fn pytorch_splits(cases: &[(usize, f64, u64)]) -> Result<Vec<Split>> {
     Ok(serde_json::from_slice(&out.stdout)?)
 }
 
-fn ids(set: &Dataset) -> Result<Vec<i64>> {
-    Ok(Vec::<i64>::try_from(&set.inputs.f_reshape([-1])?)?)
+/// The samples of `set`: their inputs are their indices in the range.
+fn ids(set: &Subset) -> Result<Vec<i64>> {
+    let all: Vec<i64> = (0..set.len() as i64).collect();
+    let mut rng = kiln_tensor::rng::Generator::new(0)?;
+    let batch = set
+        .get_batch(&all, &mut rng)?
+        .ok_or_else(|| anyhow::anyhow!("a tensor dataset reads batches"))?;
+    Ok(Vec::<i64>::try_from(
+        &batch.get("inputs")?.f_reshape([-1])?,
+    )?)
 }
 
 #[test]
@@ -53,13 +63,13 @@ fn random_split_takes_pytorchs_samples_in_pytorchs_order() -> Result<()> {
     ];
     let want = pytorch_splits(&cases)?;
     for ((n, fraction, seed), (want_train, want_val)) in cases.into_iter().zip(want) {
-        let data = Dataset::from_tensors(
+        let data = TensorDataset::new(
             Tensor::f_arange(n as i64, (Kind::Int64, kiln_tensor::Device::Cpu))?
                 .f_reshape([-1, 1])?,
             Tensor::f_zeros([n as i64], (Kind::Int64, kiln_tensor::Device::Cpu))?,
             "range",
         )?;
-        let (train, val) = data.random_split(fraction, seed)?;
+        let (train, val) = random_split(Arc::new(data), fraction, seed, "--val-fraction")?;
         ensure!(
             ids(&train)? == want_train,
             "train part of {n}, {fraction}, {seed}"

@@ -15,7 +15,7 @@ use kiln_loop::loggers::tensorboard::proto::event::What;
 use kiln_loop::loggers::tensorboard::{
     HParamValue, SummaryWriter, TensorBoardConfig, TensorBoardLogger, WriterOptions,
 };
-use kiln_loop::{Callback, EvalInfo, FitSummary, StepInfo, StopReason};
+use kiln_loop::{Callback, EvalInfo, FitSummary, Notices, StepInfo, StopReason};
 use kiln_tensor::{tch, Device, Kind, Tensor};
 use serde_json::{json, Value};
 use std::fs;
@@ -443,6 +443,7 @@ fn step_info(step: usize, stepped: bool, loss: f64, samples_per_sec: f64) -> Ste
         step,
         stepped,
         loss,
+        metrics: Vec::new(),
         lr: Some(0.1 / step.max(1) as f64),
         grad_norm: Some(1.0 + step as f64 / 100.0),
         samples_per_sec,
@@ -465,12 +466,7 @@ fn eval_info(step: usize, test_loss: f64) -> EvalInfo {
 }
 
 fn progress(step: usize) -> Progress {
-    Progress {
-        epoch: 1 + step / 10,
-        batch: 0,
-        step,
-        sampler_seed: None,
-    }
+    Progress::epoch_start(1 + step / 10, step)
 }
 
 /// A model-like set of parameters with gradients (one without).
@@ -502,7 +498,7 @@ fn logger_writes_lightning_style_tags_hparams_and_histograms() -> Result<()> {
         flags: Some(flags.clone()),
         histograms: false,
     };
-    let mut logger = TensorBoardLogger::create(tmp.path(), config)?;
+    let mut logger = TensorBoardLogger::create(tmp.path(), config, Notices::ignore())?;
     logger.on_run_start(&progress(0))?;
     let loss = |s: usize| 2.0 / (s as f64 + 1.0);
     let sps = |b: usize| 1000.0 + 37.0 * b as f64;
@@ -664,7 +660,7 @@ fn killed_and_resumed_run_reads_as_one_curve() -> Result<()> {
 
     // The first process: epochs of 10 steps, checkpoints at 10 and 20,
     // flushed at epoch ends; killed at step 33, after its step-30 flush.
-    let mut a = TensorBoardLogger::create(&dir, config.clone())?;
+    let mut a = TensorBoardLogger::create(&dir, config.clone(), Notices::ignore())?;
     a.on_run_start(&progress(0))?;
     for step in 1..=33 {
         a.on_batch_end(&step_info(step, true, first(step), 500.0))?;
@@ -691,7 +687,7 @@ fn killed_and_resumed_run_reads_as_one_curve() -> Result<()> {
     );
 
     // Resumed from the checkpoint at step 20 (the newest one), to the end.
-    let mut b = TensorBoardLogger::resume(&dir, 20, config)?;
+    let mut b = TensorBoardLogger::resume(&dir, 20, config, Notices::ignore())?;
     b.on_run_start(&progress(20))?;
     for step in 21..=40 {
         b.on_batch_end(&step_info(step, true, second(step), 500.0))?;

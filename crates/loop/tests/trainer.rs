@@ -6,10 +6,11 @@ mod common;
 use anyhow::{ensure, Result};
 use common::TempDir;
 use kiln_loop::checkpoint::{self, Progress};
+use kiln_loop::data::TensorDataset;
 use kiln_loop::models::mlp::{self, MlpConfig};
 use kiln_loop::trainer::{CheckpointConfig, EarlyStopping, Mode};
 use kiln_loop::{
-    BeforeStep, Callback, DataLoader, Dataset, EvalInfo, FitSummary, Interval, Loaders, Model,
+    BeforeStep, Callback, DataLoader, EvalInfo, FitSummary, Interval, Loaders, LossStep, Model,
     StepInfo, StopReason, Trainer, TrainerConfig,
 };
 use kiln_losses::Loss;
@@ -29,15 +30,15 @@ fn serial() -> std::sync::MutexGuard<'static, ()> {
 const OPTIMIZERS: [&str; 2] = ["sgd:lr=0.1,momentum=0.9", "lbfgs:lr=0.1,max_iter=3"];
 
 /// 40 training and 24 test samples of 4 features in 3 classes.
-fn data() -> Result<(Dataset, Dataset)> {
+fn data() -> Result<(Arc<TensorDataset>, Arc<TensorDataset>)> {
     kiln_tensor::rng::manual_seed(11);
-    let make = |n: i64| -> Result<Dataset> {
+    let make = |n: i64| -> Result<Arc<TensorDataset>> {
         let x = Tensor::f_randn([n, 4], (Kind::Float, Device::Cpu))?;
         let y = x
             .f_narrow(1, 0, 3)?
             .f_argmax(1, false)?
             .f_to_kind(Kind::Int64)?;
-        Ok(Dataset::from_tensors(x, y, "generated")?)
+        Ok(Arc::new(TensorDataset::new(x, y, "generated")?))
     };
     Ok((make(40)?, make(24)?))
 }
@@ -130,11 +131,11 @@ fn fit(
     let trainer = Trainer::new(cfg)?.callback(recorder.clone());
     let mut trainer = setup(trainer, opt.as_mut())?;
     kiln_tensor::rng::manual_seed(3);
-    let train_loader = DataLoader::new(&train, 8, true)?;
-    let test_loader = DataLoader::new(&test, 8, false)?;
+    let train_loader = DataLoader::new(train, 8, true)?;
+    let test_loader = DataLoader::new(test, 8, false)?;
     let result = trainer.fit(
         model.as_mut(),
-        loss,
+        &LossStep::new(loss),
         opt.as_mut(),
         Loaders {
             train: &train_loader,
@@ -226,7 +227,10 @@ fn accumulation_steps_every_n_batches_and_closure_optimizers_refuse_it() -> Resu
     ensure!(stepped == [false, true, false, true, true], "{stepped:?}");
     let (rec, result, _) = fit(OPTIMIZERS[1], cfg, ce().as_ref(), keep)?;
     let err = result.err().map(|e| e.to_string()).unwrap_or_default();
-    ensure!(err.contains("cannot accumulate gradients"), "{err}");
+    ensure!(
+        err.contains("accumulate_grad_batches cannot be used with lbfgs"),
+        "{err}"
+    );
     ensure!(rec.log().steps.is_empty(), "nothing ran");
     Ok(())
 }
@@ -283,9 +287,11 @@ fn schedulers_step_per_step_or_per_epoch_for_every_optimizer() -> Result<()> {
             let lrs: Vec<f64> = log.steps.iter().filter_map(|s| s.lr).collect();
             let want: Vec<f64> = (1..=lrs.len())
                 .map(|k| {
+                    // The lr each batch trained with: per step, the
+                    // scheduler stepped after each earlier batch; per
+                    // epoch, after each earlier epoch (5 batches each).
                     let done = match interval {
-                        Interval::Step => k,
-                        // Epoch ends step it: 5 batches per epoch.
+                        Interval::Step => k - 1,
                         Interval::Epoch => (k - 1) / 5,
                     };
                     0.1 * 0.5f64.powi(done as i32)
@@ -309,15 +315,16 @@ fn evaluation_and_checkpoints_every_n_steps_for_every_optimizer() -> Result<()> 
         let dir = TempDir::new(&format!("every-{}", &opt[..3]))?;
         let cfg = TrainerConfig {
             eval_every_steps: Some(3),
-            checkpoint: Some(CheckpointConfig {
-                run_dir: dir.path().to_path_buf(),
+            checkpoint: CheckpointConfig {
                 every_steps: Some(4),
                 keep_last: 100,
                 keep_best: None,
-            }),
+            },
             ..base()
         };
-        let (rec, result, _) = fit(opt, cfg, ce().as_ref(), keep)?;
+        let (rec, result, _) = fit(opt, cfg, ce().as_ref(), |t, _| {
+            Ok(t.checkpoint_dir(dir.path()))
+        })?;
         ensure!(result?.steps == 10);
         let log = rec.log();
         let mid: Vec<usize> = log
@@ -415,15 +422,12 @@ fn resuming_a_checkpoint_ends_where_an_uninterrupted_fit_ends_for_every_optimize
         let dir = TempDir::new(&format!("resume-{}", &opt[..3]))?;
         let first = TrainerConfig {
             max_steps: Some(7),
-            checkpoint: Some(CheckpointConfig {
-                run_dir: dir.path().to_path_buf(),
-                every_steps: None,
-                keep_last: 3,
-                keep_best: None,
-            }),
             ..base()
         };
-        fit(opt, first, ce().as_ref(), keep)?.1?;
+        fit(opt, first, ce().as_ref(), |t, _| {
+            Ok(t.checkpoint_dir(dir.path()))
+        })?
+        .1?;
         let ckpt =
             checkpoint::load(&checkpoint::checkpoints_dir(dir.path()).join("step-000000007"))?;
         // A new process: everything rebuilt, the checkpoint restored.
@@ -432,11 +436,12 @@ fn resuming_a_checkpoint_ends_where_an_uninterrupted_fit_ends_for_every_optimize
         let mut o = kiln_optim::optimizers().build(opt, model.parameters()?)?;
         let mut trainer = Trainer::new(base())?;
         kiln_tensor::rng::manual_seed(999);
-        let train_loader = DataLoader::new(&train, 8, true)?;
-        let test_loader = DataLoader::new(&test, 8, false)?;
+        let train_loader = DataLoader::new(train, 8, true)?;
+        let test_loader = DataLoader::new(test, 8, false)?;
+        let loss = ce();
         let summary = trainer.fit(
             model.as_mut(),
-            ce().as_ref(),
+            &LossStep::new(loss.as_ref()),
             o.as_mut(),
             Loaders {
                 train: &train_loader,
@@ -458,17 +463,10 @@ fn an_interrupt_finishes_the_step_and_checkpoints_for_every_optimizer() -> Resul
     let _serial = serial();
     for opt in OPTIMIZERS {
         let dir = TempDir::new(&format!("interrupt-{}", &opt[..3]))?;
-        let cfg = TrainerConfig {
-            checkpoint: Some(CheckpointConfig {
-                run_dir: dir.path().to_path_buf(),
-                every_steps: None,
-                keep_last: 3,
-                keep_best: None,
-            }),
-            ..base()
-        };
         let flag = Arc::new(AtomicUsize::new(15));
-        let (rec, result, _) = fit(opt, cfg, ce().as_ref(), |t, _| Ok(t.interrupt_flag(flag)))?;
+        let (rec, result, _) = fit(opt, base(), ce().as_ref(), |t, _| {
+            Ok(t.checkpoint_dir(dir.path()).interrupt_flag(flag))
+        })?;
         let summary = result?;
         ensure!(
             summary.stop
@@ -489,5 +487,155 @@ fn an_interrupt_finishes_the_step_and_checkpoints_for_every_optimizer() -> Resul
                 == [1]
         );
     }
+    Ok(())
+}
+
+#[test]
+fn a_plateau_scheduler_per_step_follows_every_evaluation_for_every_optimizer() -> Result<()> {
+    let _serial = serial();
+    // mode=max on a falling test loss: each evaluation after the first is
+    // "no improvement", so the lr halves after each one (patience 0).
+    let spec = "plateau:mode=max,patience=0,factor=0.5";
+    for opt in OPTIMIZERS {
+        let cfg = TrainerConfig {
+            eval_every_steps: Some(2),
+            eval_every_epochs: 0,
+            ..base()
+        };
+        let (rec, result, _) = fit(opt, cfg, ce().as_ref(), |t, o| {
+            let s = kiln_optim::scheduler::schedulers().build(spec, o, None)?;
+            Ok(t.scheduler(s, Interval::Step))
+        })?;
+        result?;
+        let log = rec.log();
+        // Replay the evaluations through a fresh scheduler: the lr of the
+        // batch after each evaluation is what it gives.
+        let replay_model = model()?;
+        let mut o = kiln_optim::optimizers().build(opt, replay_model.parameters()?)?;
+        let mut s = kiln_optim::scheduler::schedulers().build(spec, o.as_mut(), None)?;
+        let mut want = Vec::new();
+        for eval in &log.evals {
+            let value = eval.get("test_loss").unwrap_or(f64::NAN);
+            s.step_with_metric(o.as_mut(), value)?;
+            want.push((eval.step, o.lr(0).unwrap_or(f64::NAN)));
+        }
+        ensure!(
+            log.evals.len() == 5,
+            "{opt}: {} evaluations",
+            log.evals.len()
+        );
+        for (step, lr) in &want {
+            // The batch that makes step `step + 1` trains with it.
+            if let Some(info) = log.steps.iter().find(|s| s.step == step + 1) {
+                ensure!(
+                    info.lr == Some(*lr),
+                    "{opt}: step {}: {:?} vs {lr}",
+                    step + 1,
+                    info.lr
+                );
+            }
+        }
+        let lrs: Vec<f64> = want.iter().map(|(_, lr)| *lr).collect();
+        ensure!(
+            lrs.windows(2).any(|w| w[1] < w[0]),
+            "{opt}: the lr never changed: {lrs:?}"
+        );
+    }
+    Ok(())
+}
+
+#[path = "../examples/shared/aux.rs"]
+#[allow(dead_code)]
+mod aux;
+
+/// Sets the interrupt flag once `at` optimizer steps are done.
+struct InterruptAt {
+    at: usize,
+    flag: Arc<AtomicUsize>,
+}
+
+impl Callback for InterruptAt {
+    fn on_batch_end(&mut self, info: &StepInfo) -> kiln_loop::Result<()> {
+        if info.stepped && info.step == self.at {
+            self.flag.store(2, Ordering::SeqCst);
+        }
+        Ok(())
+    }
+}
+
+/// Fits the two-headed model with its own step (main + auxiliary loss) for
+/// 2 epochs, from `resume` or from scratch, optionally interrupted after
+/// `interrupt_at` steps; returns the parameters, the recorder and the summary.
+fn fit_aux(
+    dir: &Path,
+    interrupt_at: Option<usize>,
+    resume: Option<checkpoint::Checkpoint>,
+) -> Result<(Vec<f64>, Recorder, FitSummary)> {
+    kiln_tensor::rng::manual_seed(21);
+    let train = Arc::new(aux::RingsWithRadius::new(96)?);
+    let test = Arc::new(aux::RingsWithRadius::new(32)?);
+    let mut model = aux::two_heads(8)?;
+    let mut opt =
+        kiln_optim::optimizers().build("adam:lr=0.01", kiln_loop::Model::parameters(&model)?)?;
+    let recorder = Recorder::default();
+    let flag = Arc::new(AtomicUsize::new(0));
+    let mut trainer = Trainer::new(base())?
+        .step_metrics(&["aux_loss"])
+        .checkpoint_dir(dir)
+        .interrupt_flag(flag.clone())
+        .callback(recorder.clone());
+    if let Some(at) = interrupt_at {
+        trainer = trainer.callback(InterruptAt { at, flag });
+    }
+    kiln_tensor::rng::manual_seed(4);
+    let train_loader = DataLoader::new(train, 16, true)?;
+    let test_loader = DataLoader::new(test, 16, false)?;
+    let summary = trainer.fit(
+        &mut model,
+        &aux::AuxStep { weight: 0.5 },
+        opt.as_mut(),
+        Loaders {
+            train: &train_loader,
+            eval: &[("test", &test_loader)],
+        },
+        resume,
+    )?;
+    drop(trainer);
+    Ok((flat(&model)?, recorder, summary))
+}
+
+#[test]
+fn a_step_of_ones_own_with_two_losses_resumes_bit_exactly_after_an_interrupt() -> Result<()> {
+    let _serial = serial();
+    let whole = TempDir::new("aux-whole")?;
+    let (want, rec, summary) = fit_aux(whole.path(), None, None)?;
+    ensure!(summary.stop == StopReason::Completed);
+    // The step's extra metric: logged per step and averaged in evaluations.
+    let log = rec.log();
+    ensure!(log.steps.iter().all(|s| s
+        .metrics
+        .iter()
+        .any(|(n, v)| n == "aux_loss" && v.is_finite())));
+    ensure!(log
+        .evals
+        .iter()
+        .all(|e| e.get("test_aux_loss").is_some() && e.get("test_accuracy").is_some()));
+    drop(log);
+    let cut = TempDir::new("aux-cut")?;
+    let (_, _, stopped) = fit_aux(cut.path(), Some(4), None)?;
+    ensure!(
+        matches!(stopped.stop, StopReason::Interrupted { step: 4, .. }),
+        "{:?}",
+        stopped.stop
+    );
+    let newest = checkpoint::list(cut.path())?
+        .pop()
+        .ok_or_else(|| anyhow::anyhow!("no checkpoint"))?;
+    let (got, _, resumed) = fit_aux(cut.path(), None, Some(checkpoint::load(&newest)?))?;
+    ensure!(resumed.steps == summary.steps);
+    ensure!(
+        got == want,
+        "the resumed parameters differ from the uninterrupted run's"
+    );
     Ok(())
 }

@@ -54,6 +54,7 @@
 //! the type: [`MultiMarginLoss`] (empty batch), [`CtcLoss`] (padding values),
 //! and the broadcasting losses, which broadcast silently where PyTorch warns.
 #![deny(missing_docs)]
+#![forbid(unsafe_code)]
 
 mod binary;
 mod classification;

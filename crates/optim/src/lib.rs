@@ -52,6 +52,7 @@
 //! - Results are PyTorch's for the same intra-op thread count (reductions in
 //!   `clip_grad_norm_`, Adafactor and Muon may depend on it, in both).
 #![deny(missing_docs)]
+#![forbid(unsafe_code)]
 // Validation mirrors PyTorch's `not 0.0 <= x`, which is true for NaN; the
 // negated comparisons are deliberate.
 #![allow(clippy::neg_cmp_op_on_partial_ord)]

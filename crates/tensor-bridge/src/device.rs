@@ -144,6 +144,17 @@ impl SerialAtenKernels {
         crate::shim::check(unsafe { crate::shim::kiln_set_omp_threads(1, &mut previous) })?;
         Ok(Some(Self { previous }))
     }
+
+    /// One thread for every ATen kernel the calling thread runs, whatever
+    /// [`set_threads`] said: what `torch.set_num_threads(1)` does in a
+    /// `DataLoader` worker process (MKL has no count of its own on a new
+    /// thread and follows OpenMP's). For threads that build data.
+    pub fn for_worker_thread() -> Result<Self> {
+        let mut previous = -1;
+        // SAFETY: `previous` is a valid out-pointer; errors come back as text.
+        crate::shim::check(unsafe { crate::shim::kiln_set_omp_threads(1, &mut previous) })?;
+        Ok(Self { previous })
+    }
 }
 
 impl Drop for SerialAtenKernels {

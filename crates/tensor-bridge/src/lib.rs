@@ -13,6 +13,7 @@
 //!   `grad = None`, multi-tensor kernels), through a small C++ shim;
 //! - [`io`]: atomic file writes and safetensors I/O;
 //! - [`params`]: a `VarStore`'s parameters by name, in creation order.
+//! - [`shared`]: [`shared::SharedTensor`], a tensor several threads read at once;
 //! - [`spec`]: `name:key=value,...` component spec strings for registries;
 //! - [`dtype`]: libtorch's default dtype (`torch.set_default_dtype`).
 //! - [`memory`]: kiln's CPU allocator (huge-page arenas, blocks reused per size);
@@ -32,6 +33,7 @@ pub mod memory;
 pub mod ops;
 pub mod params;
 pub mod rng;
+pub mod shared;
 mod shim;
 pub mod spec;
 

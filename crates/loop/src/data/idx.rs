@@ -3,7 +3,9 @@
 //! Layout: two zero bytes, a type byte (0x08 = unsigned byte, the only type
 //! these datasets use), a rank byte, `rank` big-endian u32 dimensions, then
 //! exactly `product(dims)` bytes. Every deviation is an error naming the file.
+use crate::data::TensorDataset;
 use crate::{Error, Result};
+use kiln_tensor::{Kind, Tensor};
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
@@ -135,6 +137,67 @@ pub fn find(dir: &Path, stem: &str) -> Result<PathBuf> {
         .ok_or_else(|| {
             data_error(dir, format!("no {stem} or {stem}.gz here; the directory needs the four IDX files of (Fashion)MNIST"))
         })
+}
+
+/// The file stems of the four (Fashion)MNIST IDX files.
+pub const MNIST_FILES: [&str; 4] = [
+    "train-images-idx3-ubyte",
+    "train-labels-idx1-ubyte",
+    "t10k-images-idx3-ubyte",
+    "t10k-labels-idx1-ubyte",
+];
+
+/// An images file (rank 3: `[N, H, W]`) and a labels file (rank 1: `[N]`)
+/// as a dataset of uint8 images `[N, 1, H, W]` (converted per batch as
+/// `ToTensor` does) and int64 labels.
+pub fn load_images(images_path: &Path, labels_path: &Path) -> Result<TensorDataset> {
+    let images = read(images_path)?;
+    let labels = read(labels_path)?;
+    let &[n, h, w] = images.dims.as_slice() else {
+        return Err(data_error(
+            images_path,
+            format!(
+                "images must have 3 dimensions [N, H, W], found {:?}",
+                images.dims
+            ),
+        ));
+    };
+    let &[n_labels] = labels.dims.as_slice() else {
+        return Err(data_error(
+            labels_path,
+            format!("labels must have 1 dimension [N], found {:?}", labels.dims),
+        ));
+    };
+    if n_labels != n {
+        return Err(data_error(
+            labels_path,
+            format!(
+                "{n_labels} labels for {n} images in {}",
+                images_path.display()
+            ),
+        ));
+    }
+    let shape = [n as i64, 1, h as i64, w as i64];
+    // uint8, as stored; `ToTensor`'s scaling happens when read.
+    let inputs = Tensor::f_from_slice(&images.data)?.f_view(shape)?;
+    drop(images);
+    let targets = Tensor::f_from_slice(&labels.data)?.f_to_kind(Kind::Int64)?;
+    TensorDataset::new(inputs, targets, &labels_path.display().to_string())
+}
+
+/// The train and test sets of a directory holding the four IDX files
+/// (gzipped or not), e.g. `/usr/share/datasets/fashion-mnist`.
+pub fn load_dir(dir: &Path) -> Result<(TensorDataset, TensorDataset)> {
+    if !dir.is_dir() {
+        return Err(data_error(
+            dir,
+            "data directory does not exist; pass --data-dir DIR holding the four (Fashion)MNIST IDX files",
+        ));
+    }
+    let [train_x, train_y, test_x, test_y] = MNIST_FILES;
+    let train = load_images(&find(dir, train_x)?, &find(dir, train_y)?)?;
+    let test = load_images(&find(dir, test_x)?, &find(dir, test_y)?)?;
+    Ok((train, test))
 }
 
 #[cfg(test)]

@@ -1,50 +1,103 @@
-//! Batches from a [`Dataset`], drawing randomness as PyTorch's `DataLoader`.
+//! Batches from a [`Dataset`], in PyTorch's order, with PyTorch's random
+//! draws, on worker threads.
 //!
-//! Each `iter()` of a `torch.utils.data.DataLoader` (single process) draws a
-//! base seed from the global generator; a shuffled loader's `RandomSampler`
-//! then draws its own seed and permutes with `randperm(n, generator)` on a
-//! fresh generator. [`DataLoader::iter`] makes the same two draws in the same
-//! order, so the global generator and the batch order match PyTorch's.
-use crate::distributed::DistributedSampler;
-use crate::{Dataset, Error, Result};
-use kiln_tensor::rng::{draw_seed, Mt19937};
-use kiln_tensor::Tensor;
-use std::cell::Cell;
+//! Each pass of a `torch.utils.data.DataLoader` draws a base seed from the
+//! global generator; a shuffled loader's `RandomSampler` then draws its own
+//! seed and permutes with `randperm(n, generator)` on a fresh generator.
+//! [`DataLoader::iter`] makes the same two draws in the same order, so the
+//! global generator and the order match PyTorch's.
+//!
+//! With `workers` = N > 0, N threads build the batches as PyTorch's N worker
+//! processes do: batch b of a pass goes to worker b mod N, each worker owns
+//! a libtorch CPU generator seeded `base_seed + worker_id` at the start of
+//! every pass (what `torch.manual_seed` does in a worker process), runs
+//! libtorch's kernels on its own thread only (`torch.set_num_threads(1)` in
+//! a worker), and up to `prefetch_factor × N` batches are in flight; the
+//! batches reach the caller in order. With N = 0 the batches are built on
+//! the calling thread with the global generator, as PyTorch's
+//! single-process loader does. Either way, every random draw a dataset
+//! makes comes from the generator PyTorch would use, so the same seed gives
+//! the same batches as `DataLoader(dataset, batch_size, shuffle,
+//! num_workers=N)`.
+//!
+//! A pass can be resumed at any batch ([`DataLoader::resume`]) from the
+//! [`PassState`] a checkpoint kept: the seeds it drew and each worker's
+//! generator state after the last batch the caller took from it.
+use crate::data::batch::{collate, Batch, Fields};
+use crate::data::sampler::DistributedSampler;
+use crate::data::Dataset;
+use crate::{Error, Result};
+use kiln_tensor::device::SerialAtenKernels;
+use kiln_tensor::rng::{draw_seed, Generator, Mt19937};
+use kiln_tensor::{Device, Tensor};
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc;
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::Duration;
 
-/// One batch: inputs `[B, ...]` and targets `[B]`.
-#[derive(Debug)]
-pub struct Batch {
-    /// Input tensor.
-    pub inputs: Tensor,
-    /// Target tensor.
-    pub targets: Tensor,
-}
-
-impl Batch {
-    /// Number of samples in the batch (`len(X)`).
-    pub fn len(&self) -> usize {
-        self.targets.size().first().map_or(0, |&n| n as usize)
-    }
-
-    /// Whether the batch is empty.
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-}
-
-/// `DataLoader(dataset, batch_size, shuffle)`; the last short batch is kept.
-#[derive(Debug)]
-pub struct DataLoader<'a> {
-    dataset: &'a Dataset,
+/// `DataLoader(dataset, batch_size, shuffle, num_workers, prefetch_factor)`;
+/// the last short batch is kept.
+pub struct DataLoader {
+    dataset: Arc<dyn Dataset>,
+    fields: Arc<Fields>,
     batch_size: usize,
     shuffle: bool,
     sampler: Option<DistributedSampler>,
-    epoch: Cell<u64>,
+    epoch: AtomicU64,
+    workers: usize,
+    prefetch_factor: usize,
+    device: Device,
 }
 
-impl<'a> DataLoader<'a> {
-    /// A loader over `dataset`; `batch_size` must be at least 1.
-    pub fn new(dataset: &'a Dataset, batch_size: usize, shuffle: bool) -> Result<Self> {
+impl std::fmt::Debug for DataLoader {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DataLoader")
+            .field("samples", &self.dataset.len())
+            .field("batch_size", &self.batch_size)
+            .field("shuffle", &self.shuffle)
+            .field("workers", &self.workers)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What a pass drew and where its workers' generators stand: enough to
+/// continue it exactly ([`DataLoader::resume`]).
+#[derive(Debug, Default)]
+pub struct PassState {
+    /// The base seed the pass drew (workers are seeded `base_seed + id`).
+    pub base_seed: u64,
+    /// The `RandomSampler` seed, when the pass is shuffled.
+    pub sampler_seed: Option<u64>,
+    /// Each worker's generator state after the last batch taken from it
+    /// (`None`: no batch taken yet, the worker starts from its seed). Empty
+    /// without workers.
+    pub worker_rng: Vec<Option<Tensor>>,
+}
+
+impl PassState {
+    /// A copy (generator states are copied, not shared).
+    pub fn duplicate(&self) -> Result<Self> {
+        Ok(Self {
+            base_seed: self.base_seed,
+            sampler_seed: self.sampler_seed,
+            worker_rng: self
+                .worker_rng
+                .iter()
+                .map(|s| s.as_ref().map(kiln_tensor::ops::detached_clone).transpose())
+                .collect::<kiln_tensor::Result<_>>()?,
+        })
+    }
+}
+
+/// Default batches in flight per worker (PyTorch's `prefetch_factor=2`).
+pub const PREFETCH_FACTOR: usize = 2;
+
+impl DataLoader {
+    /// A loader over `dataset` without workers; `batch_size` must be at
+    /// least 1.
+    pub fn new(dataset: Arc<dyn Dataset>, batch_size: usize, shuffle: bool) -> Result<Self> {
         if batch_size == 0 {
             return Err(Error::InvalidArgument(
                 "batch size must be at least 1, got 0".into(),
@@ -57,12 +110,38 @@ impl<'a> DataLoader<'a> {
             ));
         }
         Ok(Self {
+            fields: Arc::new(dataset.fields()),
             dataset,
             batch_size,
             shuffle,
             sampler: None,
-            epoch: Cell::new(0),
+            epoch: AtomicU64::new(0),
+            workers: 0,
+            prefetch_factor: PREFETCH_FACTOR,
+            device: Device::Cpu,
         })
+    }
+
+    /// Builds batches on `workers` threads with up to `prefetch_factor`
+    /// batches in flight per worker (`num_workers`, `prefetch_factor`);
+    /// 0 workers build them on the calling thread.
+    pub fn workers(mut self, workers: usize, prefetch_factor: usize) -> Result<Self> {
+        if prefetch_factor == 0 {
+            return Err(Error::InvalidArgument(
+                "prefetch_factor must be at least 1, got 0".into(),
+            ));
+        }
+        self.workers = workers;
+        self.prefetch_factor = prefetch_factor;
+        Ok(self)
+    }
+
+    /// Delivers batches on `device`: on CUDA, built in page-locked memory
+    /// and copied without blocking (`pin_memory=True` and
+    /// `.to(device, non_blocking=True)`).
+    pub fn to_device(mut self, device: Device) -> Self {
+        self.device = device;
+        self
     }
 
     /// Reads this rank's shard through `sampler` (`DataLoader(dataset,
@@ -76,19 +155,34 @@ impl<'a> DataLoader<'a> {
     /// The sampler's epoch (`sampler.set_epoch(epoch)`), which seeds the
     /// distributed permutation; without a distributed sampler it is unused.
     pub fn set_epoch(&self, epoch: u64) {
-        self.epoch.set(epoch);
+        self.epoch.store(epoch, Ordering::Relaxed);
     }
 
     /// Samples one pass reads: the dataset, or this rank's shard of it.
-    fn samples(&self) -> usize {
+    pub fn samples(&self) -> usize {
         self.sampler
             .as_ref()
             .map_or(self.dataset.len(), |s| s.num_samples(self.dataset.len()))
     }
 
     /// The dataset this loader reads.
-    pub fn dataset(&self) -> &Dataset {
-        self.dataset
+    pub fn dataset(&self) -> &Arc<dyn Dataset> {
+        &self.dataset
+    }
+
+    /// What the fields of a batch are for.
+    pub fn fields(&self) -> &Arc<Fields> {
+        &self.fields
+    }
+
+    /// The number of worker threads.
+    pub fn num_workers(&self) -> usize {
+        self.workers
+    }
+
+    /// Samples per batch.
+    pub fn batch_size(&self) -> usize {
+        self.batch_size
     }
 
     /// Number of batches per pass (`len(dataloader)`).
@@ -102,102 +196,421 @@ impl<'a> DataLoader<'a> {
     }
 
     /// Starts a pass, consuming the global generator as PyTorch does.
-    pub fn iter(&self) -> Result<Batches<'a>> {
-        let _base_seed = draw_seed()?;
+    pub fn iter(&self) -> Result<Batches> {
+        let base_seed = draw_seed()?;
         // A DistributedSampler draws nothing from the global generator.
         let shuffled = self.shuffle && self.sampler.is_none();
         let sampler_seed = if shuffled { Some(draw_seed()?) } else { None };
-        self.resume(sampler_seed, 0)
+        self.resume(
+            PassState {
+                base_seed,
+                sampler_seed,
+                worker_rng: Vec::new(),
+            },
+            0,
+        )
     }
 
     /// Continues a pass that [`DataLoader::iter`] started, from batch
-    /// `start_batch`, without drawing from the generator: `sampler_seed` is
-    /// what [`Batches::sampler_seed`] reported for that pass.
-    pub fn resume(&self, sampler_seed: Option<u64>, start_batch: usize) -> Result<Batches<'a>> {
-        let order = match (self.shuffle, sampler_seed) {
-            _ if self.sampler.is_some() => match (&self.sampler, sampler_seed) {
-                (Some(sampler), None) => {
-                    Some(sampler.indices(self.epoch.get(), self.dataset.len())?)
-                }
-                _ => {
-                    return Err(Error::InvalidArgument(
-                        "a distributed pass has no sampler seed".into(),
-                    ))
-                }
-            },
-            (true, Some(seed)) => Some(Mt19937::new(seed).randperm(self.dataset.len())?),
-            (false, None) => None,
-            (true, None) => {
-                return Err(Error::InvalidArgument(
-                    "resuming a shuffled pass needs its sampler seed".into(),
-                ))
-            }
-            (false, Some(_)) => {
-                return Err(Error::InvalidArgument(
-                    "an unshuffled pass has no sampler seed".into(),
-                ))
-            }
-        };
-        let next = start_batch
-            .saturating_mul(self.batch_size)
-            .min(self.samples());
-        Ok(Batches {
-            dataset: self.dataset,
-            batch_size: self.batch_size,
-            sampler_seed,
+    /// `start_batch`, without drawing from the global generator: `state` is
+    /// what [`Batches::state`] reported after batch `start_batch - 1`. With
+    /// the same number of workers the pass continues exactly; with another
+    /// number, the samples and their order are the same but each worker's
+    /// generator starts from its seed (random draws of the datasets differ
+    /// from the uninterrupted pass).
+    pub fn resume(&self, state: PassState, start_batch: usize) -> Result<Batches> {
+        let order = self.order(state.sampler_seed)?;
+        let batches = order
+            .as_ref()
+            .map_or(self.dataset.len(), Vec::len)
+            .div_ceil(self.batch_size);
+        let next = start_batch.min(batches);
+        let mut worker_rng = state.worker_rng;
+        if worker_rng.len() != self.workers {
+            worker_rng = (0..self.workers).map(|_| None).collect();
+        }
+        let plan = Arc::new(Plan {
+            dataset: self.dataset.clone(),
+            fields: self.fields.clone(),
             order,
+            batch_size: self.batch_size,
+            pin: (self.device != Device::Cpu).then_some(self.device),
+        });
+        let source = if self.workers == 0 {
+            Source::Here {
+                rng: Generator::global()?,
+            }
+        } else {
+            Source::Workers(Pool::start(
+                &plan,
+                self.workers,
+                self.prefetch_factor,
+                state.base_seed,
+                &worker_rng,
+                next,
+                batches,
+            )?)
+        };
+        Ok(Batches {
+            plan,
+            device: self.device,
+            base_seed: state.base_seed,
+            sampler_seed: state.sampler_seed,
+            worker_rng,
             next,
+            batches,
+            source,
         })
+    }
+
+    /// The pass's sample order: `None` for file order.
+    fn order(&self, sampler_seed: Option<u64>) -> Result<Option<Vec<i64>>> {
+        let n = self.dataset.len();
+        match (&self.sampler, self.shuffle, sampler_seed) {
+            (Some(sampler), _, None) => Ok(Some(
+                sampler.indices(self.epoch.load(Ordering::Relaxed), n)?,
+            )),
+            (Some(_), _, Some(_)) => Err(Error::InvalidArgument(
+                "a distributed pass has no sampler seed".into(),
+            )),
+            (None, true, Some(seed)) => Ok(Some(Mt19937::new(seed).randperm(n)?)),
+            (None, false, None) => Ok(None),
+            (None, true, None) => Err(Error::InvalidArgument(
+                "resuming a shuffled pass needs its sampler seed".into(),
+            )),
+            (None, false, Some(_)) => Err(Error::InvalidArgument(
+                "an unshuffled pass has no sampler seed".into(),
+            )),
+        }
     }
 }
 
-/// One pass over a [`DataLoader`].
-#[derive(Debug)]
-pub struct Batches<'a> {
-    dataset: &'a Dataset,
-    batch_size: usize,
-    sampler_seed: Option<u64>,
+/// What every batch of a pass is built from (shared with the workers).
+struct Plan {
+    dataset: Arc<dyn Dataset>,
+    fields: Arc<Fields>,
     order: Option<Vec<i64>>,
-    next: usize,
+    batch_size: usize,
+    /// Build batches in page-locked memory for copies to this device.
+    pin: Option<Device>,
 }
 
-impl Batches<'_> {
+impl Plan {
+    /// The sample indices of batch `b`.
+    fn indices(&self, b: usize) -> Vec<i64> {
+        let start = b * self.batch_size;
+        match &self.order {
+            Some(order) => {
+                let end = (start + self.batch_size).min(order.len());
+                order.get(start..end).unwrap_or_default().to_vec()
+            }
+            None => {
+                let end = (start + self.batch_size).min(self.dataset.len());
+                (start as i64..end as i64).collect()
+            }
+        }
+    }
+
+    /// Batch `b`, drawing from `rng`: the dataset's batched read, or
+    /// `collate` of its samples. A sample that cannot be read names itself.
+    fn build(&self, b: usize, rng: &mut Generator) -> Result<Batch> {
+        let indices = self.indices(b);
+        let batch = match self.dataset.get_batch(&indices, rng)? {
+            Some(stacked) => Batch::new(stacked.into_fields(), self.fields.clone()),
+            None => {
+                let samples = indices
+                    .iter()
+                    .map(|&i| {
+                        self.dataset
+                            .get(i as usize, rng)
+                            .map_err(|e| self.name_sample(i as usize, e))
+                    })
+                    .collect::<Result<Vec<_>>>()?;
+                collate(samples, self.fields.clone())?
+            }
+        };
+        match self.pin {
+            Some(device) => batch.pinned(device),
+            None => Ok(batch),
+        }
+    }
+
+    fn name_sample(&self, index: usize, err: Error) -> Error {
+        match err {
+            // Already names its sample (or file).
+            Error::Sample { .. } | Error::Data { .. } => err,
+            other => Error::Sample {
+                sample: self.dataset.describe(index),
+                source: Box::new(other),
+            },
+        }
+    }
+}
+
+enum Source {
+    /// No workers: batches built on the calling thread, drawing from `rng`
+    /// (the global generator, as PyTorch's single-process loader).
+    Here { rng: Generator },
+    /// Worker threads.
+    Workers(Pool),
+}
+
+/// One pass over a [`DataLoader`]: yields its batches in order.
+pub struct Batches {
+    plan: Arc<Plan>,
+    device: Device,
+    base_seed: u64,
+    sampler_seed: Option<u64>,
+    worker_rng: Vec<Option<Tensor>>,
+    next: usize,
+    batches: usize,
+    source: Source,
+}
+
+impl std::fmt::Debug for Batches {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Batches")
+            .field("next", &self.next)
+            .field("batches", &self.batches)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Batches {
     /// The `RandomSampler` seed of this pass (`None` when not shuffled).
     pub fn sampler_seed(&self) -> Option<u64> {
         self.sampler_seed
     }
 
-    fn batch(&self, start: usize, len: usize) -> Result<Batch> {
-        let d = self.dataset;
-        // Stored inputs are converted per batch (uint8 images as `ToTensor` does).
-        match &self.order {
-            None => Ok(Batch {
-                inputs: d.model_inputs(&d.inputs.f_narrow(0, start as i64, len as i64)?)?,
-                targets: d.targets.f_narrow(0, start as i64, len as i64)?,
-            }),
-            Some(order) => {
-                let ids = order.get(start..start + len).unwrap_or_default();
-                let index = Tensor::f_from_slice(ids)?.f_to(d.inputs.device())?;
-                Ok(Batch {
-                    inputs: d.model_inputs(&d.inputs.f_index_select(0, &index)?)?,
-                    targets: d.targets.f_index_select(0, &index)?,
-                })
+    /// Where the pass stands after the batches taken so far: what
+    /// [`DataLoader::resume`] needs to continue with the next one.
+    pub fn state(&self) -> Result<PassState> {
+        PassState {
+            base_seed: self.base_seed,
+            sampler_seed: self.sampler_seed,
+            worker_rng: self
+                .worker_rng
+                .iter()
+                .map(|s| s.as_ref().map(Tensor::shallow_clone))
+                .collect(),
+        }
+        .duplicate()
+    }
+
+    fn take_next(&mut self) -> Result<Batch> {
+        let b = self.next;
+        let batch = match &mut self.source {
+            Source::Here { rng } => self.plan.build(b, rng)?,
+            Source::Workers(pool) => {
+                let (batch, worker, state) = pool.receive(b)?;
+                if let Some(slot) = self.worker_rng.get_mut(worker) {
+                    *slot = Some(state);
+                }
+                pool.dispatch_next()?;
+                batch
             }
+        };
+        batch.to_device(self.device, self.device != Device::Cpu)
+    }
+}
+
+impl Iterator for Batches {
+    type Item = Result<Batch>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.next >= self.batches {
+            return None;
+        }
+        let batch = self.take_next();
+        // An error ends the pass.
+        self.next = if batch.is_ok() {
+            self.next + 1
+        } else {
+            self.batches
+        };
+        Some(batch)
+    }
+}
+
+/// What a worker sends back: the batch (or why not), its worker, and the
+/// worker's generator state after building it.
+type Delivery = (usize, Result<Batch>, usize, Option<Tensor>);
+
+/// The worker threads of one pass.
+struct Pool {
+    tasks: Vec<Option<mpsc::Sender<usize>>>,
+    results: mpsc::Receiver<Delivery>,
+    handles: Vec<Option<JoinHandle<()>>>,
+    /// Batches delivered out of order, by index.
+    early: BTreeMap<usize, (Result<Batch>, usize, Option<Tensor>)>,
+    /// The next batch to hand to a worker.
+    dispatched: usize,
+    batches: usize,
+}
+
+impl Pool {
+    /// Starts `workers` threads, each seeded `base_seed + id` (or restored
+    /// from `rng`), and hands out the first `prefetch × workers` batches
+    /// from `first`.
+    fn start(
+        plan: &Arc<Plan>,
+        workers: usize,
+        prefetch: usize,
+        base_seed: u64,
+        rng: &[Option<Tensor>],
+        first: usize,
+        batches: usize,
+    ) -> Result<Self> {
+        let (deliver, results) = mpsc::channel::<Delivery>();
+        let mut tasks = Vec::with_capacity(workers);
+        let mut handles = Vec::with_capacity(workers);
+        for id in 0..workers {
+            let mut generator = Generator::new(base_seed.wrapping_add(id as u64))?;
+            if let Some(Some(state)) = rng.get(id) {
+                generator.set_state(state)?;
+            }
+            let (task, inbox) = mpsc::channel::<usize>();
+            let plan = plan.clone();
+            let deliver = deliver.clone();
+            let handle = std::thread::Builder::new()
+                .name(format!("kiln-data-{id}"))
+                .spawn(move || worker(id, &plan, generator, &inbox, &deliver))
+                .map_err(|e| {
+                    Error::InvalidArgument(format!("cannot start data worker {id}: {e}"))
+                })?;
+            tasks.push(Some(task));
+            handles.push(Some(handle));
+        }
+        let mut pool = Self {
+            tasks,
+            results,
+            handles,
+            early: BTreeMap::new(),
+            dispatched: first,
+            batches,
+        };
+        for _ in 0..prefetch * workers {
+            pool.dispatch_next()?;
+        }
+        Ok(pool)
+    }
+
+    /// Hands the next batch to its worker (batch b to worker b mod N).
+    fn dispatch_next(&mut self) -> Result<()> {
+        if self.dispatched >= self.batches {
+            return Ok(());
+        }
+        let b = self.dispatched;
+        let id = b % self.tasks.len();
+        self.dispatched += 1;
+        match self.tasks.get(id).and_then(Option::as_ref) {
+            // A worker that is gone is reported when its batch is awaited.
+            Some(task) => {
+                let _ = task.send(b);
+                Ok(())
+            }
+            None => Ok(()),
+        }
+    }
+
+    /// Waits for batch `b`; an error, a failed worker or a worker that
+    /// stopped without answering ends the pass with one line.
+    fn receive(&mut self, b: usize) -> Result<(Batch, usize, Tensor)> {
+        loop {
+            if let Some((batch, worker, state)) = self.early.remove(&b) {
+                let state = state.ok_or_else(|| {
+                    Error::InvalidArgument(format!("data worker {worker} lost its generator"))
+                })?;
+                return Ok((batch?, worker, state));
+            }
+            match self.results.recv_timeout(Duration::from_millis(200)) {
+                Ok((index, batch, worker, state)) => {
+                    self.early.insert(index, (batch, worker, state));
+                }
+                Err(mpsc::RecvTimeoutError::Timeout) => self.check_alive(b)?,
+                Err(mpsc::RecvTimeoutError::Disconnected) => {
+                    return Err(self.died(b % self.tasks.len()))
+                }
+            }
+        }
+    }
+
+    /// Errors if the worker that owes batch `b` has ended.
+    fn check_alive(&mut self, b: usize) -> Result<()> {
+        let id = b % self.tasks.len();
+        let finished = self
+            .handles
+            .get(id)
+            .and_then(Option::as_ref)
+            .is_none_or(JoinHandle::is_finished);
+        if finished {
+            // It may have delivered just before ending.
+            if let Ok((index, batch, worker, state)) = self.results.try_recv() {
+                self.early.insert(index, (batch, worker, state));
+                return Ok(());
+            }
+            return Err(self.died(id));
+        }
+        Ok(())
+    }
+
+    fn died(&mut self, id: usize) -> Error {
+        let why = match self.handles.get_mut(id).and_then(Option::take) {
+            Some(handle) => match handle.join() {
+                Ok(()) => "it stopped".to_string(),
+                Err(payload) => panic_text(payload.as_ref()),
+            },
+            None => "it stopped".to_string(),
+        };
+        Error::InvalidArgument(format!("data worker {id} failed: {why}"))
+    }
+}
+
+impl Drop for Pool {
+    fn drop(&mut self) {
+        // Closing the task channels ends the workers after their current batch.
+        self.tasks.iter_mut().for_each(|t| drop(t.take()));
+        for handle in self.handles.iter_mut().filter_map(Option::take) {
+            let _ = handle.join();
         }
     }
 }
 
-impl Iterator for Batches<'_> {
-    type Item = Result<Batch>;
+fn panic_text(payload: &(dyn std::any::Any + Send)) -> String {
+    payload
+        .downcast_ref::<String>()
+        .map(String::as_str)
+        .or_else(|| payload.downcast_ref::<&str>().copied())
+        .unwrap_or("it panicked")
+        .lines()
+        .next()
+        .unwrap_or("it panicked")
+        .to_string()
+}
 
-    fn next(&mut self) -> Option<Self::Item> {
-        let n = self.order.as_ref().map_or(self.dataset.len(), Vec::len);
-        if self.next >= n {
-            return None;
+/// A worker thread: builds the batches it is handed, in order, drawing from
+/// its own generator, on one thread of libtorch kernels.
+fn worker(
+    id: usize,
+    plan: &Plan,
+    mut rng: Generator,
+    inbox: &mpsc::Receiver<usize>,
+    deliver: &mpsc::Sender<Delivery>,
+) {
+    // PyTorch's worker loop calls torch.set_num_threads(1).
+    let _serial = SerialAtenKernels::for_worker_thread();
+    while let Ok(b) = inbox.recv() {
+        let built =
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| plan.build(b, &mut rng)))
+                .unwrap_or_else(|payload| {
+                    Err(Error::InvalidArgument(format!(
+                        "data worker {id} panicked building batch {b}: {}",
+                        panic_text(payload.as_ref())
+                    )))
+                });
+        let state = rng.state().ok();
+        if deliver.send((b, built, id, state)).is_err() {
+            return;
         }
-        let len = self.batch_size.min(n - self.next);
-        let batch = self.batch(self.next, len);
-        self.next += len;
-        Some(batch)
     }
 }

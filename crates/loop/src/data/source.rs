@@ -1,33 +1,20 @@
-//! Where a run's data comes from: `--data-dir DIR` (IDX files) or a
-//! `--data` spec (`csv:PATH,target=COLUMN[,test_fraction=0.2]`,
-//! `tensors:PATH[,test=PATH,inputs=KEY,targets=KEY,test_fraction=0.2,classes=N]`),
-//! parsed into a typed value and printed back canonically.
+//! Where a run's data comes from: a `--data KIND:...` spec, built by the
+//! data registry ([`DataRegistry`], kiln-tensor's one registry type).
+//!
+//! kiln's sources are `idx:DIR` ((Fashion)MNIST's four IDX files; the
+//! default is the FashionMNIST the setup provides, and `--data-dir DIR` is
+//! `idx:DIR`), `csv:PATH,target=COLUMN` and `tensors:PATH` (a safetensors
+//! file). A downstream crate [`register`](Registry::register)s its own
+//! source the same way: a config with [`Options`] and a function from it to
+//! [`Splits`]. A source whose first option is `path` takes the file first,
+//! without its key (`csv:data.csv,target=y`).
 use crate::data::tabular::CsvData;
-pub use crate::data::tensors::TensorsSource;
-use crate::{Dataset, Error, Result};
-use kiln_tensor::spec::Spec;
-use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use crate::data::tensors::{self, TensorsConfig};
+use crate::data::{idx, Dataset};
+use crate::{Error, Result};
+use kiln_tensor::spec::{Entry, OptionInfo, OptionVisitor, Options, Registry, Spec};
 use std::path::{Path, PathBuf};
-
-/// Tabular data for regression: a CSV file with a header row.
-#[derive(Debug, Clone, PartialEq)]
-pub struct CsvSource {
-    /// The file.
-    pub path: PathBuf,
-    /// The target column.
-    pub target: String,
-    /// The share of rows held out for testing (seeded split).
-    pub test_fraction: f64,
-}
-
-/// A `--data` spec.
-#[derive(Debug, Clone, PartialEq)]
-pub enum DataSource {
-    /// `csv:PATH,target=COLUMN[,test_fraction=0.2]`.
-    Csv(CsvSource),
-    /// `tensors:PATH[,test=PATH,inputs=KEY,targets=KEY,test_fraction=0.2,classes=N]`.
-    Tensors(TensorsSource),
-}
+use std::sync::Arc;
 
 /// What the data asks the model to do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -44,119 +31,132 @@ pub enum Task {
     },
 }
 
-const ACCEPTED: &str = "csv:PATH,target=COLUMN[,test_fraction=0.2] or tensors:PATH[,test=PATH,inputs=KEY,targets=KEY,test_fraction=0.2,classes=N]";
-
-impl std::str::FromStr for DataSource {
-    type Err = Error;
-
-    fn from_str(text: &str) -> Result<Self> {
-        let bad = |why: &str| Error::Usage(format!("--data {text}: {why}; accepted: {ACCEPTED}"));
-        let (kind, rest) = text.split_once(':').unwrap_or((text, ""));
-        if kind != "csv" && kind != "tensors" {
-            return Err(bad(&format!("unknown data kind '{kind}'")));
-        }
-        let (path, options) = rest.split_once(',').unwrap_or((rest, ""));
-        if path.is_empty() || path.contains('=') {
-            return Err(bad("name the file first"));
-        }
-        let mut spec: Spec = format!("{kind}:{options}")
-            .parse()
-            .map_err(|e: kiln_tensor::Error| bad(&e.to_string()))?;
-        let test_fraction = spec
-            .f64("test_fraction")
-            .map_err(|e| bad(&e.to_string()))?
-            .unwrap_or(0.2);
-        if !(test_fraction > 0.0 && test_fraction < 1.0) {
-            return Err(bad(&format!(
-                "test_fraction must be between 0 and 1 (exclusive), got {test_fraction}"
-            )));
-        }
-        if kind == "csv" {
-            let target = spec
-                .raw("target")
-                .ok_or_else(|| bad("name the target column with target=COLUMN"))?;
-            spec.finish(&["target", "test_fraction"])
-                .map_err(|e| bad(&e.to_string()))?;
-            return Ok(DataSource::Csv(CsvSource {
-                path: PathBuf::from(path),
-                target,
-                test_fraction,
-            }));
-        }
-        let mut src = TensorsSource::new(path);
-        src.test_fraction = test_fraction;
-        src.test = spec.raw("test").map(PathBuf::from);
-        if let Some(key) = spec.raw("inputs") {
-            src.inputs = key;
-        }
-        if let Some(key) = spec.raw("targets") {
-            src.targets = key;
-        }
-        src.classes = spec.i64("classes").map_err(|e| bad(&e.to_string()))?;
-        if src.classes.is_some_and(|c| c < 1) {
-            return Err(bad("classes must be at least 1"));
-        }
-        spec.finish(&["test", "inputs", "targets", "test_fraction", "classes"])
-            .map_err(|e| bad(&e.to_string()))?;
-        Ok(DataSource::Tensors(src))
-    }
+/// The train and test sets of a run, and what they ask the model to do.
+#[derive(Clone)]
+pub struct Splits {
+    /// Training samples.
+    pub train: Arc<dyn Dataset>,
+    /// Test samples.
+    pub test: Arc<dyn Dataset>,
+    /// Classification or regression.
+    pub task: Task,
 }
 
-impl std::fmt::Display for DataSource {
+impl std::fmt::Debug for Splits {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            DataSource::Csv(c) => write!(
-                f,
-                "csv:{},target={},test_fraction={}",
-                c.path.display(),
-                c.target,
-                c.test_fraction
-            ),
-            DataSource::Tensors(t) => {
-                write!(f, "tensors:{}", t.path.display())?;
-                match &t.test {
-                    Some(test) => write!(f, ",test={}", test.display())?,
-                    None => write!(f, ",test_fraction={}", t.test_fraction)?,
-                }
-                write!(f, ",inputs={},targets={}", t.inputs, t.targets)?;
-                if let Some(c) = t.classes {
-                    write!(f, ",classes={c}")?;
-                }
-                Ok(())
-            }
+        f.debug_struct("Splits")
+            .field("train", &self.train.len())
+            .field("test", &self.test.len())
+            .field("task", &self.task)
+            .finish()
+    }
+}
+
+/// What a data source may use besides its options.
+#[derive(Debug, Clone, Copy)]
+pub struct DataContext {
+    /// The run's seed: sources without a test file split with it.
+    pub seed: u64,
+}
+
+/// Builds a source's splits from a resolved spec.
+pub type DataBuild = dyn Fn(&mut Spec, &DataContext) -> Result<Splits> + Send + Sync;
+
+/// A registered data source.
+pub type DataEntry = Entry<DataBuild>;
+
+/// Data sources by spec: a [`Registry`] of [`DataEntry`] (which it derefs
+/// to, for `register`, `describe`…) plus [`DataRegistry::load`].
+#[derive(Debug, Clone)]
+pub struct DataRegistry(Registry<DataBuild>);
+
+impl Default for DataRegistry {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl std::ops::Deref for DataRegistry {
+    type Target = Registry<DataBuild>;
+    fn deref(&self) -> &Self::Target {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for DataRegistry {
+    fn deref_mut(&mut self) -> &mut Self::Target {
+        &mut self.0
+    }
+}
+
+impl DataRegistry {
+    /// An empty registry.
+    pub fn new() -> Self {
+        Self(Registry::new("data source", "Data sources"))
+    }
+
+    /// `text` resolved: the canonical name and every option's effective
+    /// value, its file options made absolute (so a run resumes from any
+    /// working directory).
+    pub fn resolve_text(&self, text: &str) -> kiln_tensor::Result<String> {
+        let mut spec = self.resolve(&parse_path_first(&self.0, text)?)?;
+        absolute_paths(&mut spec, &["path", "test"])?;
+        Ok(spec.to_string())
+    }
+
+    /// Loads the splits `text` names.
+    pub fn load(&self, text: &str, context: &DataContext) -> Result<Splits> {
+        let (entry, mut spec) = self.0.prepare(&parse_path_first(&self.0, text)?)?;
+        (entry.build)(&mut spec, context)
+    }
+}
+
+/// An entry for a source read from a config `C` by `load`: its options and
+/// their defaults are what `C::default()` visits.
+pub fn data_entry<C>(
+    name: &str,
+    summary: &str,
+    load: impl Fn(C, &DataContext) -> Result<Splits> + Send + Sync + 'static,
+) -> DataEntry
+where
+    C: Options + Default + 'static,
+{
+    let build: Arc<DataBuild> = Arc::new(move |spec: &mut Spec, context: &DataContext| {
+        let mut cfg = C::default();
+        spec.apply(&mut cfg)?;
+        load(cfg, context)
+    });
+    Entry::new(name, summary, build).options_of(&mut C::default())
+}
+
+/// Parses `text` for `registry`: an entry whose first option is `path`
+/// takes the file first without its key (`csv:data.csv,target=y` is
+/// `csv:path=data.csv,target=y`).
+pub fn parse_path_first<B: ?Sized>(
+    registry: &Registry<B>,
+    text: &str,
+) -> kiln_tensor::Result<Spec> {
+    let (name, rest) = text.trim().split_once(':').unwrap_or((text.trim(), ""));
+    let (first, others) = rest.split_once(',').unwrap_or((rest, ""));
+    // An unknown name is the error to report, whatever follows it.
+    let entry = registry.lookup(name.trim())?;
+    let takes_path = entry.options.first().is_some_and(|o| o.name == "path");
+    if takes_path && !first.trim().is_empty() && !first.contains('=') {
+        return format!("{name}:path={first},{others}").parse();
+    }
+    text.parse()
+}
+
+/// Makes the file options `keys` of `spec` absolute (those it has and that
+/// are not `none`).
+pub fn absolute_paths(spec: &mut Spec, keys: &[&str]) -> kiln_tensor::Result<()> {
+    for key in keys {
+        if let Some(path) = spec.raw(key).filter(|p| p != "none") {
+            let path = absolute(Path::new(&path));
+            spec.set(key, path.display().to_string())?;
         }
     }
-}
-
-impl Serialize for DataSource {
-    fn serialize<S: Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
-        s.serialize_str(&self.to_string())
-    }
-}
-
-impl<'de> Deserialize<'de> for DataSource {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
-        let text = String::deserialize(d)?;
-        text.parse().map_err(serde::de::Error::custom)
-    }
-}
-
-impl DataSource {
-    /// The same source with its file made absolute (so a run resumes from
-    /// any working directory).
-    pub fn absolute(self) -> Self {
-        match self {
-            DataSource::Csv(mut c) => {
-                c.path = absolute(&c.path);
-                DataSource::Csv(c)
-            }
-            DataSource::Tensors(mut t) => {
-                t.path = absolute(&t.path);
-                t.test = t.test.as_deref().map(absolute);
-                DataSource::Tensors(t)
-            }
-        }
-    }
+    Ok(())
 }
 
 /// `path` made absolute against the working directory (without resolving
@@ -165,8 +165,9 @@ pub fn absolute(path: &Path) -> PathBuf {
     std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf())
 }
 
-/// The (Fashion)MNIST directory the setup provides when `--data-dir` is not
-/// given: `$KILN_DATA_DIR`, the build's default, or Debian's location.
+/// The (Fashion)MNIST directory the setup provides when neither `--data`
+/// nor `--data-dir` is given: `$KILN_DATA_DIR`, the build's default, or
+/// Debian's location.
 pub fn default_data_dir() -> Result<PathBuf> {
     let candidates: Vec<PathBuf> = std::env::var_os("KILN_DATA_DIR")
         .map(PathBuf::from)
@@ -190,57 +191,164 @@ pub fn default_data_dir() -> Result<PathBuf> {
         })
 }
 
-/// The train and test sets of a run, and what they ask the model to do.
-#[derive(Debug)]
-pub struct Splits {
-    /// Training samples.
-    pub train: Dataset,
-    /// Test samples.
-    pub test: Dataset,
-    /// Classification or regression.
-    pub task: Task,
-}
-
 /// The classes of (Fashion)MNIST.
 pub const MNIST_CLASSES: i64 = 10;
 
-/// Loads the data a run names: the IDX files of `data_dir` (or the setup's
-/// FashionMNIST), or a `--data` source; `seed` splits tabular data.
-pub fn load(source: Option<&DataSource>, data_dir: Option<&Path>, seed: u64) -> Result<Splits> {
-    match source {
-        None => {
-            let dir = match data_dir {
-                Some(dir) => dir.to_path_buf(),
-                None => default_data_dir()?,
-            };
-            let (train, test) = Dataset::load_mnist_dir(&dir)?;
-            train.check_labels(MNIST_CLASSES)?;
-            test.check_labels(MNIST_CLASSES)?;
-            Ok(Splits {
-                train,
-                test,
-                task: Task::Classify {
-                    classes: MNIST_CLASSES,
-                },
-            })
+/// `idx:DIR`'s options.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct IdxConfig {
+    /// The directory holding the four IDX files.
+    pub path: String,
+}
+
+impl Options for IdxConfig {
+    fn options(&mut self, v: &mut dyn OptionVisitor) -> kiln_tensor::Result<()> {
+        v.option(
+            OptionInfo::new(
+                "path",
+                "directory with the four (Fashion)MNIST IDX files, gzipped or not (idx:DIR for short)",
+            )
+            .required(),
+            &mut self.path,
+        )
+    }
+}
+
+/// `csv:PATH,target=COLUMN`'s options.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CsvConfig {
+    /// The file.
+    pub path: String,
+    /// The target column.
+    pub target: String,
+    /// The share of rows held out for testing (seeded split).
+    pub test_fraction: f64,
+}
+
+impl Default for CsvConfig {
+    fn default() -> Self {
+        Self {
+            path: String::new(),
+            target: String::new(),
+            test_fraction: 0.2,
         }
-        Some(DataSource::Csv(c)) => {
-            let split = CsvData::load(&c.path, &c.target, c.test_fraction, seed)?;
-            let name = |part: &str| format!("{} ({part})", c.path.display());
+    }
+}
+
+impl Options for CsvConfig {
+    fn options(&mut self, v: &mut dyn OptionVisitor) -> kiln_tensor::Result<()> {
+        v.option(
+            OptionInfo::new(
+                "path",
+                "the CSV file, with a header row (csv:PATH for short)",
+            )
+            .required(),
+            &mut self.path,
+        )?;
+        v.option(
+            OptionInfo::new("target", "the column to predict").required(),
+            &mut self.target,
+        )?;
+        v.option(
+            OptionInfo::new(
+                "test_fraction",
+                "share of the rows held out for testing (split with the run's seed)",
+            ),
+            &mut self.test_fraction,
+        )
+    }
+}
+
+/// Errors unless `fraction` is strictly between 0 and 1.
+pub fn check_fraction(what: &str, fraction: f64) -> Result<()> {
+    if fraction > 0.0 && fraction < 1.0 {
+        Ok(())
+    } else {
+        Err(Error::Usage(format!(
+            "{what} must be between 0 and 1 (exclusive), got {fraction}"
+        )))
+    }
+}
+
+/// kiln's data sources: `idx`, `csv`, `tensors`.
+pub fn data_sources() -> DataRegistry {
+    let mut r = DataRegistry::new();
+    r.register(
+        data_entry::<IdxConfig>(
+            "idx",
+            "(Fashion)MNIST's four IDX files (train/t10k images and labels): uint8 images scaled as ToTensor, 10 classes",
+            |cfg, _| {
+                let (train, test) = idx::load_dir(Path::new(&cfg.path))?;
+                train.check_labels(MNIST_CLASSES)?;
+                test.check_labels(MNIST_CLASSES)?;
+                Ok(Splits {
+                    train: Arc::new(train),
+                    test: Arc::new(test),
+                    task: Task::Classify {
+                        classes: MNIST_CLASSES,
+                    },
+                })
+            },
+        )
+        .aliases(&["mnist", "MNIST", "FashionMNIST"]),
+    );
+    r.register(data_entry::<CsvConfig>(
+        "csv",
+        "a CSV table of numbers with a header row: one column the regression target, the others the features",
+        |cfg, context| {
+            check_fraction("--data csv: test_fraction", cfg.test_fraction)?;
+            let path = PathBuf::from(&cfg.path);
+            let split = CsvData::load(&path, &cfg.target, cfg.test_fraction, context.seed)?;
+            let name = |part: &str| format!("{} ({part})", path.display());
             Ok(Splits {
-                train: Dataset::from_tensors(
+                train: Arc::new(crate::data::TensorDataset::new(
                     split.train_inputs,
                     split.train_targets,
                     &name("train split"),
-                )?,
-                test: Dataset::from_tensors(
+                )?),
+                test: Arc::new(crate::data::TensorDataset::new(
                     split.test_inputs,
                     split.test_targets,
                     &name("test split"),
-                )?,
+                )?),
                 task: Task::Regress { outputs: 1 },
             })
-        }
-        Some(DataSource::Tensors(t)) => crate::data::tensors::load(t, seed),
+        },
+    ));
+    r.register(data_entry::<TensorsConfig>(
+        "tensors",
+        "your own tensors from a safetensors file: inputs [N, ...] and targets (int: classes, float: values)",
+        |cfg, context| tensors::load(&cfg, context.seed),
+    ));
+    r
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sources_resolve_with_paths_first_and_made_absolute() -> Result<()> {
+        let r = data_sources();
+        let resolved = r.resolve_text("csv:/tmp/d.csv,target=y")?;
+        assert_eq!(resolved, "csv:path=/tmp/d.csv,target=y,test_fraction=0.2");
+        assert!(r.resolve_text("idx:rel/dir")?.starts_with("idx:path=/"));
+        let err = |t: &str| {
+            r.resolve_text(t)
+                .err()
+                .map(|e| e.to_string())
+                .unwrap_or_default()
+        };
+        assert!(
+            err("csv:/tmp/d.csv").contains("target"),
+            "{}",
+            err("csv:/tmp/d.csv")
+        );
+        assert!(
+            err("parquet:x").contains("unknown data source 'parquet'"),
+            "{}",
+            err("parquet:x")
+        );
+        Ok(())
     }
 }

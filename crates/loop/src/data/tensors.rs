@@ -12,20 +12,23 @@
 //! Without `test=FILE`, a seeded `test_fraction` of the samples is held out
 //! for testing, split as `--data csv:` splits rows
 //! ([`test_split`](crate::data::tabular::test_split)).
-use crate::data::source::{Splits, Task};
+use crate::data::source::{check_fraction, Splits, Task};
 use crate::data::tabular::test_split;
-use crate::{Dataset, Error, Result};
+use crate::data::{Subset, TensorDataset};
+use crate::{Error, Result};
+use kiln_tensor::spec::{OptionInfo, OptionVisitor, Options};
 use kiln_tensor::{Kind, Tensor};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 /// `tensors:PATH[,test=PATH,inputs=KEY,targets=KEY,test_fraction=F,classes=N]`.
 #[derive(Debug, Clone, PartialEq)]
-pub struct TensorsSource {
+pub struct TensorsConfig {
     /// The training file.
-    pub path: PathBuf,
+    pub path: String,
     /// A test file with the same keys; without it a share of the training
     /// file is held out.
-    pub test: Option<PathBuf>,
+    pub test: Option<String>,
     /// The key of the inputs.
     pub inputs: String,
     /// The key of the targets.
@@ -36,18 +39,52 @@ pub struct TensorsSource {
     pub classes: Option<i64>,
 }
 
-impl TensorsSource {
-    /// The defaults for a training file: keys `inputs` and `targets`, 20 %
-    /// held out for testing.
-    pub fn new(path: impl Into<PathBuf>) -> Self {
+impl Default for TensorsConfig {
+    /// The keys `inputs` and `targets`, 20 % held out for testing.
+    fn default() -> Self {
         Self {
-            path: path.into(),
+            path: String::new(),
             test: None,
             inputs: "inputs".into(),
             targets: "targets".into(),
             test_fraction: 0.2,
             classes: None,
         }
+    }
+}
+
+impl Options for TensorsConfig {
+    fn options(&mut self, v: &mut dyn OptionVisitor) -> kiln_tensor::Result<()> {
+        v.option(
+            OptionInfo::new("path", "the safetensors file (tensors:PATH for short)").required(),
+            &mut self.path,
+        )?;
+        v.option(
+            OptionInfo::new(
+                "test",
+                "a test file with the same keys (default: hold out test_fraction)",
+            ),
+            &mut self.test,
+        )?;
+        v.option(
+            OptionInfo::new("inputs", "the key of the inputs"),
+            &mut self.inputs,
+        )?;
+        v.option(
+            OptionInfo::new("targets", "the key of the targets"),
+            &mut self.targets,
+        )?;
+        v.option(
+            OptionInfo::new(
+                "test_fraction",
+                "share held out for testing without a test file (split with the run's seed)",
+            ),
+            &mut self.test_fraction,
+        )?;
+        v.option(
+            OptionInfo::new("classes", "number of classes (default: largest label + 1)"),
+            &mut self.classes,
+        )
     }
 }
 
@@ -65,7 +102,7 @@ struct Pair {
     classes: bool,
 }
 
-fn read_pair(path: &Path, src: &TensorsSource) -> Result<Pair> {
+fn read_pair(path: &Path, src: &TensorsConfig) -> Result<Pair> {
     let tensors = kiln_tensor::io::read_safetensors(path).map_err(|e| match e {
         kiln_tensor::Error::Io { source, .. } if source.kind() == std::io::ErrorKind::NotFound => {
             data_error(path, "no such file")
@@ -170,20 +207,35 @@ fn read_pair(path: &Path, src: &TensorsSource) -> Result<Pair> {
 
 /// Loads `src` into train and test sets; `seed` splits off the test set
 /// when there is no test file.
-pub fn load(src: &TensorsSource, seed: u64) -> Result<Splits> {
-    let train = read_pair(&src.path, src)?;
+pub fn load(src: &TensorsConfig, seed: u64) -> Result<Splits> {
+    check_fraction("--data tensors: test_fraction", src.test_fraction)?;
+    if src.classes.is_some_and(|c| c < 1) {
+        return Err(Error::Usage(format!(
+            "--data tensors: classes must be at least 1, got {}",
+            src.classes.unwrap_or_default()
+        )));
+    }
+    let path = PathBuf::from(&src.path);
+    let train = read_pair(&path, src)?;
     let name = |path: &Path, part: &str| format!("{} ({part})", path.display());
-    let (train_set, test_set, test_path) = match &src.test {
+    let classes_in_train = train.classes;
+    let outputs = train.targets.size().get(1).copied().unwrap_or(1);
+    let (train_set, test_set, largest): (
+        Arc<dyn crate::data::Dataset>,
+        Arc<dyn crate::data::Dataset>,
+        i64,
+    ) = match &src.test {
         Some(test_path) => {
-            let test = read_pair(test_path, src)?;
+            let test_path = PathBuf::from(test_path);
+            let test = read_pair(&test_path, src)?;
             if test.classes != train.classes {
                 return Err(data_error(
-                    test_path,
+                    &test_path,
                     format!(
                         "targets are {} here but {} in {}",
                         kind_name(test.classes),
                         kind_name(train.classes),
-                        src.path.display()
+                        path.display()
                     ),
                 ));
             }
@@ -192,53 +244,50 @@ pub fn load(src: &TensorsSource, seed: u64) -> Result<Splits> {
             let (ta, tb) = (sample(&train.targets), sample(&test.targets));
             if a != b || ta != tb {
                 return Err(data_error(
-                    test_path,
+                    &test_path,
                     format!(
                         "samples have inputs {b:?} and targets {tb:?} here, but inputs {a:?} and targets {ta:?} in {}",
-                        src.path.display()
+                        path.display()
                     ),
                 ));
             }
-            (
-                Dataset::from_tensors(train.inputs, train.targets, &name(&src.path, "train"))?,
-                Dataset::from_tensors(test.inputs, test.targets, &name(test_path, "test"))?,
-                test_path.clone(),
-            )
+            let train_set = TensorDataset::new(train.inputs, train.targets, &name(&path, "train"))?;
+            let test_set =
+                TensorDataset::new(test.inputs, test.targets, &test_path.display().to_string())?;
+            // The classes are the training file's (or `classes=`): a test
+            // label beyond them would otherwise widen the model silently.
+            let largest = train_set.max_label();
+            if classes_in_train {
+                let classes = src.classes.unwrap_or(largest + 1);
+                train_set.check_labels(classes)?;
+                test_set.check_labels(classes)?;
+            }
+            (Arc::new(train_set), Arc::new(test_set), largest)
         }
         None => {
-            let n = train.targets.size()[0] as usize;
-            let all = Dataset::from_tensors(train.inputs, train.targets, &name(&src.path, "all"))?;
+            let all = TensorDataset::new(train.inputs, train.targets, &path.display().to_string())?;
+            if let Some(classes) = src.classes.filter(|_| classes_in_train) {
+                all.check_labels(classes)?;
+            }
+            let largest = all.max_label();
+            let n = crate::data::Dataset::len(&all);
             let (test_ids, train_ids) = test_split(n, src.test_fraction, seed, "samples")
-                .map_err(|e| data_error(&src.path, e.to_string()))?;
+                .map_err(|e| data_error(&path, e.to_string()))?;
             let ids = |v: Vec<usize>| v.into_iter().map(|i| i as i64).collect::<Vec<_>>();
-            let mut tr = all.select(&ids(train_ids))?;
-            let mut te = all.select(&ids(test_ids))?;
-            tr.labels_path = PathBuf::from(name(&src.path, "train split"));
-            te.labels_path = PathBuf::from(name(&src.path, "test split"));
-            (tr, te, src.path.clone())
+            let all: Arc<dyn crate::data::Dataset> = Arc::new(all);
+            (
+                Arc::new(Subset::new(all.clone(), ids(train_ids))?),
+                Arc::new(Subset::new(all, ids(test_ids))?),
+                largest,
+            )
         }
     };
-    let task = if train.classes {
-        let largest = train_set.max_label().max(test_set.max_label());
-        let classes = match src.classes {
-            Some(c) if c < 1 => {
-                return Err(Error::Usage(format!(
-                    "--data tensors: classes must be at least 1, got {c}"
-                )))
-            }
-            Some(c) => c,
-            None => largest + 1,
-        };
-        train_set.check_labels(classes)?;
-        test_set.check_labels(classes).map_err(|e| match e {
-            Error::Data { message, .. } => data_error(&test_path, message),
-            other => other,
-        })?;
-        Task::Classify { classes }
-    } else {
-        Task::Regress {
-            outputs: train_set.targets.size().get(1).copied().unwrap_or(1),
+    let task = if classes_in_train {
+        Task::Classify {
+            classes: src.classes.unwrap_or(largest + 1),
         }
+    } else {
+        Task::Regress { outputs }
     };
     Ok(Splits {
         train: train_set,

@@ -19,15 +19,17 @@ use kiln_tensor::{Kind, Tensor};
 use std::sync::Arc;
 
 pub mod buckets;
+// MPI's FFI: the one module of kiln-loop allowed to hold unsafe code.
 #[cfg(feature = "mpi")]
+#[allow(unsafe_code)]
 pub mod mpi;
 #[cfg(feature = "nccl")]
+#[allow(unsafe_code)]
 pub mod nccl;
 pub mod ring;
-mod sampler;
 
+use crate::data::DistributedSampler;
 pub use buckets::{BucketConfig, ReduceTiming, Reducer};
-pub use sampler::DistributedSampler;
 
 /// A reduction applied element-wise across ranks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -56,6 +58,11 @@ pub trait Collective {
     /// Ends every rank of the job with exit status `code` (`MPI_Abort`);
     /// used after an error on one rank so that the others do not wait forever.
     fn abort(&self, code: i32) -> !;
+    /// Where the collective reports why it ends the job on its own (a
+    /// watchdog's timeout); by default it has nothing to report.
+    fn set_notices(&self, notices: crate::notice::Notices) {
+        let _ = notices;
+    }
     /// Where gradient buckets are summed during backward (see
     /// [`GradientTransport`]). The default has none: such a collective
     /// cannot train data-parallel on more than one rank.
@@ -579,7 +586,7 @@ mod tests {
         let pred = Tensor::f_from_slice(&[0.9f32, 0.1, 0.2, 0.8])?.f_view([2, 2])?;
         let target = Tensor::f_from_slice(&[0i64, 0])?;
         for m in metrics.iter_mut() {
-            m.update(&pred, &target, 2.0)?;
+            m.update(&crate::metrics::Evaluated::of(&pred, &target, 2.0))?;
         }
         DataParallel::new(&Mirror(3, None)).reduce_metrics(&mut metrics)?;
         // Sums times 3 over counts times 3: the same means.

@@ -19,6 +19,7 @@
 //! either way.)
 use super::ring::{self, GLOO_MAX_SEGMENT_BYTES};
 use super::{Collective, GradientTransport, PendingSum, ReduceOp};
+use crate::notice::{Notice, Notices};
 use crate::{Error, Result};
 use kiln_tensor::{Device, Kind, Tensor};
 use mpi::ffi;
@@ -34,6 +35,8 @@ use std::time::{Duration, Instant};
 pub(crate) struct Watch {
     in_flight: Mutex<Option<(&'static str, Instant)>>,
     stop: AtomicBool,
+    /// Told why the watchdog ends the job, before it does.
+    notices: Mutex<Notices>,
 }
 
 impl Watch {
@@ -115,6 +118,18 @@ impl Buckets {
         let die = self.fault == Some(queue.started);
         queue.started += 1;
         drop(queue);
+        if die {
+            let notices = self
+                .watch
+                .notices
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .clone();
+            notices.warn(format!(
+                "rank {}: killing itself in the middle of a gradient bucket (KILN_TEST_KILL_IN_BUCKET)",
+                self.rank
+            ));
+        }
         let start = Instant::now();
         let result = sum_in_gloo_order(self.comm, self.rank, self.size, &job.bucket, die)
             .map(|()| start.elapsed().as_secs_f64());
@@ -274,10 +289,19 @@ impl Mpi {
                     let late = *watched.in_flight.lock().unwrap_or_else(PoisonError::into_inner);
                     if let Some((what, since)) = late {
                         if since.elapsed() >= timeout {
-                            eprintln!(
-                                "error: rank {rank}: {what} did not complete within {} s (a rank died, hangs or diverged); aborting all {size} ranks",
-                                timeout.as_secs_f64()
-                            );
+                            let notices = watched
+                                .notices
+                                .lock()
+                                .unwrap_or_else(PoisonError::into_inner)
+                                .clone();
+                            notices.send(Notice::RankFailed {
+                                rank,
+                                world: size,
+                                error: format!(
+                                    "{what} did not complete within {} s (a rank died, hangs or diverged); aborting all {size} ranks",
+                                    timeout.as_secs_f64()
+                                ),
+                            });
                             abort_world(1);
                         }
                     }
@@ -418,6 +442,14 @@ const CHUNK: usize = i32::MAX as usize;
 impl Collective for Mpi {
     fn rank(&self) -> usize {
         self.rank
+    }
+
+    fn set_notices(&self, notices: Notices) {
+        *self
+            .watch
+            .notices
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = notices;
     }
 
     fn world_size(&self) -> usize {
@@ -590,7 +622,8 @@ fn sum_typed<T: Copy + Default + std::ops::Add<Output = T>>(
     check(code, "MPI_Ialltoallv")?;
     wait_yielding(&mut request, "MPI_Ialltoallv")?;
     if die {
-        eprintln!("kiln: rank {rank}: killing itself in the middle of a gradient bucket (KILN_TEST_KILL_IN_BUCKET)");
+        // The fault the tests inject (KILN_TEST_KILL_IN_BUCKET): this rank
+        // dies in the middle of a gradient bucket.
         let _ = signal_hook::low_level::raise(signal_hook::consts::SIGKILL);
         std::process::abort();
     }

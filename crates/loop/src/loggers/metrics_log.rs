@@ -34,6 +34,7 @@
 //! strings `"NaN"`, `"inf"` and `"-inf"` (and the same words in the CSVs), and
 //! read back as the same `f64`.
 use crate::json_f64::{non_finite_word, JsonF64};
+use crate::notice::Notices;
 use crate::{Error, Result};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
@@ -336,18 +337,24 @@ impl MetricsWriter {
     /// Missing metrics files are created; a malformed file is an error,
     /// never silently discarded.
     pub fn open_append(run_dir: &Path, resume_step: u64) -> Result<Self> {
-        Self::open_append_with(run_dir, resume_step, Formats::default())
+        Self::open_append_with(run_dir, resume_step, Formats::default(), &mut |_| {})
     }
 
-    /// [`MetricsWriter::open_append`] with the files `formats` names.
-    pub fn open_append_with(run_dir: &Path, resume_step: u64, formats: Formats) -> Result<Self> {
+    /// [`MetricsWriter::open_append`] with the files `formats` names;
+    /// what is dropped (a torn last line) is reported through `warn`.
+    pub fn open_append_with(
+        run_dir: &Path,
+        resume_step: u64,
+        formats: Formats,
+        warn: &mut dyn FnMut(String),
+    ) -> Result<Self> {
         if !run_dir.is_dir() {
             return Err(Error::Data {
                 path: run_dir.to_path_buf(),
                 message: "run directory does not exist; nothing to resume".into(),
             });
         }
-        let records = match read_metrics(run_dir) {
+        let records = match read_metrics(run_dir, warn) {
             Ok(records) => records,
             Err(_) if !has_any_metrics(run_dir) => Vec::new(),
             Err(e) => return Err(e),
@@ -444,6 +451,22 @@ impl MetricsWriter {
         }
     }
 
+    /// Makes every record logged so far durable (each line is already
+    /// written through to the OS; this also syncs the files to disk).
+    pub fn sync(&mut self) -> Result<()> {
+        let files = self
+            .jsonl
+            .iter()
+            .map(|(path, file)| (path.as_path(), file))
+            .chain(self.step_csv.iter().map(|c| (c.path.as_path(), &c.file)))
+            .chain(self.epoch_csv.iter().map(|c| (c.path.as_path(), &c.file)));
+        for (path, file) in files {
+            file.sync_data()
+                .map_err(|e| output_error(path, "syncing", e))?;
+        }
+        Ok(())
+    }
+
     /// Logs a `step` record.
     pub fn log_step<'a>(
         &mut self,
@@ -483,10 +506,10 @@ fn has_any_metrics(run_dir: &Path) -> bool {
 /// A malformed line is an error naming the file and line number, except a
 /// last line without its newline (a run killed while writing it), which is
 /// skipped with a warning.
-pub fn read_metrics(run_dir: &Path) -> Result<Vec<MetricRecord>> {
+pub fn read_metrics(run_dir: &Path, warn: &mut dyn FnMut(String)) -> Result<Vec<MetricRecord>> {
     let path = run_dir.join(METRICS_FILE);
     if path.is_file() {
-        return read_metrics_file(&path);
+        return read_metrics_file(&path, warn);
     }
     let (step, epoch) = (run_dir.join(STEP_CSV), run_dir.join(EPOCH_CSV));
     if !step.is_file() && !epoch.is_file() {
@@ -578,7 +601,7 @@ fn read_csv_file(path: &Path, scope: Scope) -> Result<Vec<MetricRecord>> {
     Ok(records)
 }
 
-fn read_metrics_file(path: &Path) -> Result<Vec<MetricRecord>> {
+fn read_metrics_file(path: &Path, warn: &mut dyn FnMut(String)) -> Result<Vec<MetricRecord>> {
     let bad = |message: String| Error::Data {
         path: path.to_path_buf(),
         message,
@@ -613,10 +636,10 @@ fn read_metrics_file(path: &Path) -> Result<Vec<MetricRecord>> {
         match parsed {
             Ok(record) => records.push(record),
             Err(message) if torn => {
-                tracing::warn!(
+                warn(format!(
                     "{}: line {number}: ignoring an incomplete last line ({message}); the run was probably interrupted while writing it",
                     path.display()
-                );
+                ));
             }
             Err(message) => return Err(bad(format!("line {number}: {message}"))),
         }
@@ -662,20 +685,22 @@ pub struct MetricsLogger {
     last_batch_end: Option<std::time::Instant>,
     /// The timings of the batches since the last step record.
     window: crate::StepTimings,
+    notices: Notices,
 }
 
 impl MetricsLogger {
     /// Fresh files in `run_dir`.
-    pub fn create(run_dir: &Path, formats: Formats) -> Self {
-        Self::new(run_dir, formats, None)
+    pub fn create(run_dir: &Path, formats: Formats, notices: Notices) -> Self {
+        Self::new(run_dir, formats, None, notices)
     }
 
-    /// Continues a resumed run's files, dropping records after `resume_step`.
-    pub fn resume(run_dir: &Path, formats: Formats, resume_step: usize) -> Self {
-        Self::new(run_dir, formats, Some(resume_step))
+    /// Continues a resumed run's files, dropping records after `resume_step`
+    /// (what it drops that it did not write, a torn line, is a warning).
+    pub fn resume(run_dir: &Path, formats: Formats, resume_step: usize, notices: Notices) -> Self {
+        Self::new(run_dir, formats, Some(resume_step), notices)
     }
 
-    fn new(run_dir: &Path, formats: Formats, resume_step: Option<usize>) -> Self {
+    fn new(run_dir: &Path, formats: Formats, resume_step: Option<usize>, notices: Notices) -> Self {
         Self {
             run_dir: run_dir.to_path_buf(),
             formats,
@@ -684,6 +709,7 @@ impl MetricsLogger {
             epoch_start: None,
             last_batch_end: None,
             window: crate::StepTimings::default(),
+            notices,
         }
     }
 
@@ -697,9 +723,12 @@ impl MetricsLogger {
 impl crate::Callback for MetricsLogger {
     fn on_run_start(&mut self, _start: &crate::checkpoint::Progress) -> Result<()> {
         self.writer = Some(match self.resume_step {
-            Some(step) => {
-                MetricsWriter::open_append_with(&self.run_dir, step as u64, self.formats)?
-            }
+            Some(step) => MetricsWriter::open_append_with(
+                &self.run_dir,
+                step as u64,
+                self.formats,
+                &mut |w| self.notices.warn(w),
+            )?,
             None => MetricsWriter::create_with(&self.run_dir, self.formats)?,
         });
         self.epoch_start = Some(std::time::Instant::now());
@@ -734,8 +763,21 @@ impl crate::Callback for MetricsLogger {
         ];
         values.extend(info.lr.map(|lr| (LR, lr)));
         values.extend(info.grad_norm.map(|n| ("grad_norm", n)));
+        let extra: Vec<(String, f64)> = info
+            .metrics
+            .iter()
+            .map(|(name, v)| (format!("train_{name}"), *v))
+            .collect();
+        values.extend(extra.iter().map(|(n, v)| (n.as_str(), *v)));
         self.writer()?
             .log_step(info.step as u64, info.epoch as u64, values)
+    }
+
+    fn on_before_checkpoint(&mut self, _progress: &crate::checkpoint::Progress) -> Result<()> {
+        match &mut self.writer {
+            Some(writer) => writer.sync(),
+            None => Ok(()),
+        }
     }
 
     fn on_eval_end(&mut self, info: &crate::EvalInfo) -> Result<()> {

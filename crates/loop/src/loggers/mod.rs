@@ -3,12 +3,15 @@
 pub mod json_lines;
 pub mod metrics_log;
 pub mod printer;
+#[cfg(feature = "progress")]
 pub mod progress;
+#[cfg(feature = "tensorboard")]
 pub mod tensorboard;
 
 pub use json_lines::JsonLines;
 pub use metrics_log::MetricsLogger;
 pub use printer::TutorialPrinter;
+#[cfg(feature = "progress")]
 pub use progress::ProgressPrinter;
 
 use crate::EvalInfo;

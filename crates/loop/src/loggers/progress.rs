@@ -2,6 +2,7 @@
 use crate::checkpoint::Progress;
 use crate::{Callback, EvalInfo, FitSummary, Result, StepInfo, StopReason};
 use indicatif::{ProgressBar, ProgressStyle};
+use std::io::Write;
 
 /// A progress bar per epoch with the loss, samples/s and ETA; evaluation
 /// results are printed above it; cleared at the end (and before an
@@ -10,15 +11,18 @@ pub struct ProgressPrinter {
     batches: usize,
     bar: Option<ProgressBar>,
     samples_per_sec: f64,
+    out: Box<dyn std::io::Write + Send>,
 }
 
 impl ProgressPrinter {
-    /// For epochs of `batches` batches.
-    pub fn new(batches: usize) -> Self {
+    /// For epochs of `batches` batches; lines without a bar on screen
+    /// (the final one) go to `out`, the terminal's stdout.
+    pub fn new(batches: usize, out: Box<dyn std::io::Write + Send>) -> Self {
         Self {
             batches,
             bar: None,
             samples_per_sec: f64::NAN,
+            out,
         }
     }
 
@@ -81,7 +85,7 @@ impl Callback for ProgressPrinter {
         let line = format!("epoch {}: {}", info.epoch, parts.join("; "));
         match &self.bar {
             Some(bar) => bar.println(line),
-            None => println!("{line}"),
+            None => writeln!(self.out, "{line}")?,
         }
         Ok(())
     }
@@ -91,9 +95,9 @@ impl Callback for ProgressPrinter {
             bar.finish_and_clear();
         }
         match &summary.stop {
-            StopReason::Completed => println!("Training completed"),
+            StopReason::Completed => writeln!(self.out, "Training completed")?,
             StopReason::NonFiniteLoss { .. } | StopReason::Interrupted { .. } => {}
-            other => println!("Training stopped: {other}"),
+            other => writeln!(self.out, "Training stopped: {other}")?,
         }
         Ok(())
     }

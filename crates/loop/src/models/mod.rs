@@ -28,10 +28,36 @@ pub mod torchscript;
 
 pub use registry::{models, ModelData, ModelRegistry};
 
+/// Any `'static` value seen as [`std::any::Any`]: what lets a training step
+/// ([`crate::step::Step`]) reach its own model type behind `&dyn Model`
+/// ([`downcast_ref`](trait.Model.html#method.downcast_ref)).
+pub trait AsAny: std::any::Any {
+    /// `self` as `Any`.
+    fn as_any(&self) -> &dyn std::any::Any;
+}
+
+impl<T: std::any::Any> AsAny for T {
+    fn as_any(&self) -> &dyn std::any::Any {
+        self
+    }
+}
+
 /// A trainable network. Object safe: the CLI picks one at run time.
-pub trait Model {
+pub trait Model: AsAny {
     /// The forward pass on a batch, in the current mode.
     fn forward(&self, inputs: &Tensor) -> Result<Tensor>;
+
+    /// The forward pass on several inputs, in the order the data names
+    /// them (`forward(ids, mask)`). The default takes exactly one input.
+    fn forward_all(&self, inputs: &[&Tensor]) -> Result<Tensor> {
+        match inputs {
+            [input] => self.forward(input),
+            _ => Err(Error::Usage(format!(
+                "the model takes one input, but the data gives {}; name one with inputs=KEY",
+                inputs.len()
+            ))),
+        }
+    }
 
     /// `model.train()` (`true`) or `model.eval()` (`false`): dropout and
     /// batch-norm statistics follow it, as in PyTorch.
@@ -95,6 +121,15 @@ pub trait Model {
     fn load_state_dict(&self, tensors: &[(String, Tensor)]) -> Result<()> {
         kiln_tensor::params::copy_state(&self.state_dict()?, tensors)?;
         Ok(())
+    }
+}
+
+impl dyn Model {
+    /// The model as its concrete type `T`, if it is one: how a
+    /// [`Step`](crate::step::Step) written for its own network reaches
+    /// methods beyond [`Model::forward`] (a second head, say).
+    pub fn downcast_ref<T: Model>(&self) -> Option<&T> {
+        self.as_any().downcast_ref::<T>()
     }
 }
 
@@ -183,7 +218,7 @@ impl<M: Network> VarStoreModel<M> {
     }
 }
 
-impl<M: Network> Model for VarStoreModel<M> {
+impl<M: Network + 'static> Model for VarStoreModel<M> {
     fn forward(&self, inputs: &Tensor) -> Result<Tensor> {
         self.module.forward_t(inputs, self.training)
     }

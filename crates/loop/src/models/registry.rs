@@ -9,38 +9,60 @@
 //! ([`ModelData`]: the shape of one sample, the number of classes or
 //! values, the training set for statistics, the device). A downstream crate
 //! [`register`](Registry::register)s its own networks the same way.
-use crate::data::source::Task;
+use crate::data::{Dataset, Task};
 use crate::models::cnn::{self, CnnConfig};
 use crate::models::mlp::{self, MlpConfig};
 use crate::models::torchscript::TorchScriptModel;
 use crate::models::Model;
-use crate::{Dataset, Error, Result};
+use crate::{Error, Result};
 use kiln_tensor::spec::{Entry, OptionInfo, OptionVisitor, Options, Registry, Spec};
 use kiln_tensor::{Device, Tensor};
 use std::path::PathBuf;
 use std::sync::Arc;
 
 /// What a model builder knows about the data it will train on.
-#[derive(Debug, Clone, Copy)]
+#[derive(Clone, Copy)]
 pub struct ModelData<'a> {
-    /// The training set (inputs as stored; [`Dataset::model_inputs`] gives
-    /// what the model sees).
-    pub train: &'a Dataset,
+    /// The training set.
+    pub train: &'a dyn Dataset,
     /// Classes (class-index targets) or values per sample (regression).
     pub task: Task,
     /// Where the model goes.
     pub device: Device,
 }
 
+impl std::fmt::Debug for ModelData<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ModelData")
+            .field("train", &self.train.len())
+            .field("task", &self.task)
+            .field("device", &self.device)
+            .finish()
+    }
+}
+
 impl ModelData<'_> {
+    /// The first training sample's model input, read with a generator of
+    /// its own (a model's construction never moves the global generator).
+    pub fn first_input(&self) -> Result<Tensor> {
+        let sample = self
+            .train
+            .get(0, &mut kiln_tensor::rng::Generator::new(0)?)?;
+        let fields = self.train.fields();
+        let name = fields.inputs.first().ok_or_else(|| {
+            Error::InvalidArgument("the training data names no model input".into())
+        })?;
+        Ok(sample.get(name)?.shallow_clone())
+    }
+
     /// The shape of one sample as the model sees it (`[1, 28, 28]`).
-    pub fn sample_shape(&self) -> Vec<i64> {
-        self.train.sample_shape()
+    pub fn sample_shape(&self) -> Result<Vec<i64>> {
+        Ok(self.first_input()?.size())
     }
 
     /// Values per sample (`784` for 28×28 images).
-    pub fn features(&self) -> i64 {
-        self.train.features()
+    pub fn features(&self) -> Result<i64> {
+        Ok(self.sample_shape()?.iter().product())
     }
 
     /// The number of outputs per sample: classes, or regression values.
@@ -51,10 +73,26 @@ impl ModelData<'_> {
         }
     }
 
-    /// The whole training set's inputs as the model sees them (for
-    /// statistics such as standardisation).
+    /// The whole training set's first input as the model sees it, stacked
+    /// (for statistics such as standardisation).
     pub fn train_inputs(&self) -> Result<Tensor> {
-        self.train.model_inputs(&self.train.inputs)
+        let fields = self.train.fields();
+        let name = fields.inputs.first().ok_or_else(|| {
+            Error::InvalidArgument("the training data names no model input".into())
+        })?;
+        let indices: Vec<i64> = (0..self.train.len() as i64).collect();
+        let mut rng = kiln_tensor::rng::Generator::new(0)?;
+        let stacked = match self.train.get_batch(&indices, &mut rng)? {
+            Some(stacked) => stacked,
+            None => {
+                let samples = (0..self.train.len())
+                    .map(|i| self.train.get(i, &mut rng))
+                    .collect::<Result<Vec<_>>>()?;
+                let batch = crate::data::collate(samples, std::sync::Arc::new(fields.clone()))?;
+                crate::data::Sample::new().with(name.clone(), batch.get(name)?.shallow_clone())
+            }
+        };
+        Ok(stacked.get(name)?.shallow_clone())
     }
 }
 
@@ -99,16 +137,7 @@ impl ModelRegistry {
     /// file first without its key: `torchscript:model.pt` is
     /// `torchscript:path=model.pt`.
     pub fn parse(&self, text: &str) -> kiln_tensor::Result<Spec> {
-        let (name, rest) = text.trim().split_once(':').unwrap_or((text.trim(), ""));
-        let (first, others) = rest.split_once(',').unwrap_or((rest, ""));
-        let takes_path = self
-            .get(name.trim())
-            .and_then(|e| e.options.first())
-            .is_some_and(|o| o.name == "path");
-        if takes_path && !first.trim().is_empty() && !first.contains('=') {
-            return format!("{name}:path={first},{others}").parse();
-        }
-        text.parse()
+        crate::data::source::parse_path_first(&self.0, text)
     }
 
     /// `text` resolved: the canonical name and every option's effective
@@ -116,10 +145,7 @@ impl ModelRegistry {
     /// resumes from any working directory).
     pub fn resolve_text(&self, text: &str) -> kiln_tensor::Result<String> {
         let mut spec = self.resolve(&self.parse(text)?)?;
-        if let Some(path) = spec.raw("path") {
-            let path = crate::data::source::absolute(&PathBuf::from(path));
-            spec.set("path", path.display().to_string())?;
-        }
+        crate::data::source::absolute_paths(&mut spec, &["path"])?;
         Ok(spec.to_string())
     }
 
@@ -196,7 +222,7 @@ pub fn models() -> ModelRegistry {
                 };
                 let model = mlp::build(
                     &cfg,
-                    data.features(),
+                    data.features()?,
                     data.outputs(),
                     standardize.as_ref(),
                     data.device,
@@ -216,7 +242,7 @@ pub fn models() -> ModelRegistry {
                         "--model cnn classifies (it ends in log_softmax), but this data has regression targets; use --model mlp".into(),
                     ));
                 };
-                Ok(Box::new(cnn::build(&cfg, &data.sample_shape(), classes, data.device)?))
+                Ok(Box::new(cnn::build(&cfg, &data.sample_shape()?, classes, data.device)?))
             },
         )
         .alias("Net"),

@@ -1,25 +1,28 @@
-//! Every component of a run, built from its [`RunConfig`] and checked
-//! against the data before the first step.
-use super::RunConfig;
+//! Every component of a run, built from its [`RunPlan`] through the
+//! caller's [`Registries`] and checked against the data before the first
+//! step: the data, the model, the loss, the optimizer, the loaders.
+use super::plan::RunPlan;
+use super::Registries;
 use crate::checkpoint;
-use crate::data::source::{self, Splits, Task};
+use crate::data::source::{DataContext, Splits, Task};
+use crate::data::{random_split, Batch, DataLoader, Dataset, DistributedSampler, Subset};
+use crate::distributed::DataParallel;
 use crate::models::registry::{self as model_registry, ModelData};
-use crate::trainer::{CheckpointConfig, EarlyStopping, Interval, Mode, TrainerConfig};
-use crate::{DataLoader, Dataset, Error, Model, Result, Trainer};
+use crate::step::LossStep;
+use crate::{Error, Model, Result};
 use kiln_losses::Loss;
-use kiln_optim::scheduler::LrScheduler;
 use kiln_optim::Optimizer;
-use kiln_tensor::device::{set_threads, DeviceSpec};
+use kiln_tensor::device::set_threads;
 use kiln_tensor::spec::Spec;
 use kiln_tensor::{Device, Kind, Tensor};
-use std::path::Path;
+use std::sync::Arc;
 
 /// The data, model, loss and optimizer of a run.
 pub struct Components {
     /// Where training runs.
     pub device: Device,
-    /// Train, validation and test sets, on `device`.
-    pub splits: RunData,
+    /// Train, validation and test sets.
+    pub data: RunData,
     /// The network.
     pub model: Box<dyn Model>,
     /// The model's spec, resolved (the data's default when none was given).
@@ -33,16 +36,40 @@ pub struct Components {
 }
 
 /// The datasets of a run.
-#[derive(Debug)]
+#[derive(Clone)]
 pub struct RunData {
     /// Training samples (without the validation split).
-    pub train: Dataset,
+    pub train: Arc<dyn Dataset>,
     /// The validation split of the training samples (`--val-fraction`).
-    pub val: Option<Dataset>,
+    pub val: Option<Arc<dyn Dataset>>,
     /// Test samples.
-    pub test: Dataset,
+    pub test: Arc<dyn Dataset>,
     /// What the targets ask for.
     pub task: Task,
+}
+
+impl std::fmt::Debug for RunData {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RunData")
+            .field("train", &self.train.len())
+            .field("val", &self.val.as_ref().map(|v| v.len()))
+            .field("test", &self.test.len())
+            .field("task", &self.task)
+            .finish()
+    }
+}
+
+impl RunData {
+    /// The evaluation sets by name, in the order they are evaluated
+    /// (`val` before `test`).
+    pub fn eval_sets(&self) -> Vec<(&'static str, Arc<dyn Dataset>)> {
+        let mut sets = Vec::new();
+        if let Some(val) = &self.val {
+            sets.push(("val", val.clone()));
+        }
+        sets.push(("test", self.test.clone()));
+        sets
+    }
 }
 
 fn usage(flag: &str, err: impl std::fmt::Display) -> Error {
@@ -50,16 +77,13 @@ fn usage(flag: &str, err: impl std::fmt::Display) -> Error {
 }
 
 impl Components {
-    /// Builds everything `config` names, in PyTorch's order of random
+    /// Builds everything `plan` names, in PyTorch's order of random
     /// draws: the data (no draws; the validation split uses its own
     /// generator), `torch.manual_seed(seed)`, the model's initialisation,
     /// `--init` weights, the loss and the optimizer.
-    pub fn build(config: &RunConfig, seed: u64) -> Result<Self> {
-        let device = config
-            .device
-            .parse::<DeviceSpec>()
-            .map_err(|e| usage("--device", e))?
-            .resolve()?;
+    pub fn build(plan: &RunPlan, registries: &Registries) -> Result<Self> {
+        let config = &plan.config;
+        let device = config.device.resolve()?;
         if let Some(threads) = config.threads {
             set_threads(threads).map_err(|e| usage("--threads", e))?;
         }
@@ -68,42 +92,31 @@ impl Components {
         if config.deterministic {
             kiln_tensor::device::set_deterministic(true)?;
         }
-        // A precision this device cannot run is refused before anything loads.
-        config
-            .precision_value()?
-            .check(device)
-            .map_err(|e| usage("--precision", e))?;
-        let splits = load_data(config, seed, device)?;
-        kiln_tensor::rng::manual_seed(seed);
-        let (model, model_spec) = build_model(config, &splits, device)?;
+        let data = load_data(plan, registries)?;
+        kiln_tensor::rng::manual_seed(plan.seed);
+        let (model, model_spec) =
+            build_model(&registries.models, config.model.as_deref(), &data, device)?;
         if let Some(init) = &config.init {
             checkpoint::load_weights(model.as_ref(), init)?;
         }
         let mut model = model;
-        let (loss, loss_spec) =
-            build_loss(config.loss.as_deref(), splits.task, model.default_loss())?;
-        let optimizer = build_optimizer(&config.optimizer, model.as_ref())?;
+        let (loss, loss_spec) = build_loss(
+            &registries.losses,
+            config.loss.as_deref(),
+            data.task,
+            model.default_loss(),
+        )?;
+        let optimizer = build_optimizer(&registries.optimizers, &config.optimizer, model.as_ref())?;
         probe(
             model.as_mut(),
-            loss.as_ref(),
+            &LossStep::new(loss.as_ref()),
             optimizer.as_ref(),
-            &splits,
+            &data,
             &model_spec,
         )?;
-        let precision = config.precision_value()?;
-        if let Some(scaler) = kiln_optim::amp::GradScaler::for_precision(precision, device)
-            .map_err(|e| usage("--precision", e))?
-        {
-            scaler.check_optimizer(optimizer.as_ref()).map_err(|e| {
-                Error::Usage(format!(
-                    "--precision {precision} scales gradients, which --optimizer {} does not allow: {e}",
-                    optimizer.name()
-                ))
-            })?;
-        }
         Ok(Self {
             device,
-            splits,
+            data,
             model,
             model_spec,
             loss,
@@ -113,17 +126,70 @@ impl Components {
     }
 }
 
-/// The run's datasets: loaded, cut to `--train-samples`/`--test-samples`,
-/// the validation split taken, moved to `device`.
-fn load_data(config: &RunConfig, seed: u64, device: Device) -> Result<RunData> {
-    let Splits { train, test, task } =
-        source::load(config.data.as_ref(), config.data_dir.as_deref(), seed)?;
-    let cut = |set: Dataset, n: Option<usize>| match n {
-        Some(n) => set.take(n),
-        None => Ok(set),
+/// The loaders of a run: training (shuffled unless `--no-shuffle`) and one
+/// per evaluation set, each on this rank's shard under data parallelism.
+pub struct RunLoaders {
+    /// Training batches.
+    pub train: DataLoader,
+    /// Evaluation sets by name, in order.
+    pub eval: Vec<(&'static str, DataLoader)>,
+}
+
+impl RunLoaders {
+    /// The loaders `plan` asks for over `data`, delivering to `device`.
+    pub fn build(
+        plan: &RunPlan,
+        data: &RunData,
+        device: Device,
+        dp: Option<DataParallel<'_>>,
+    ) -> Result<Self> {
+        let config = &plan.config;
+        let shuffle = !config.no_shuffle;
+        let loader = |set: &Arc<dyn Dataset>, shuffle: bool| -> Result<DataLoader> {
+            DataLoader::new(set.clone(), config.batch_size, shuffle)?
+                .workers(config.workers, config.prefetch_factor)
+                .map(|l| l.to_device(device))
+                .map_err(|e| usage("--prefetch-factor", e))
+        };
+        let mut train = loader(&data.train, shuffle)?;
+        let mut eval = data
+            .eval_sets()
+            .into_iter()
+            .map(|(name, set)| Ok((name, loader(&set, false)?)))
+            .collect::<Result<Vec<_>>>()?;
+        if let Some(dp) = dp {
+            let sampler = DistributedSampler::new(dp.world_size(), dp.rank())?;
+            train = train.distributed(sampler.clone().shuffle(shuffle).seed(plan.seed));
+            let eval_sampler = sampler.shuffle(false).pad(false);
+            eval = eval
+                .into_iter()
+                .map(|(name, l)| (name, l.distributed(eval_sampler.clone())))
+                .collect();
+        }
+        Ok(Self { train, eval })
+    }
+
+    /// The evaluation loaders as the Trainer takes them.
+    pub fn eval_sets(&self) -> Vec<(&str, &DataLoader)> {
+        self.eval.iter().map(|(n, l)| (*n, l)).collect()
+    }
+}
+
+/// The run's datasets: loaded by the data registry, cut to
+/// `--train-samples`/`--test-samples`, the validation split taken.
+fn load_data(plan: &RunPlan, registries: &Registries) -> Result<RunData> {
+    let config = &plan.config;
+    let Splits { train, test, task } = registries
+        .data
+        .load(&config.data_spec()?, &DataContext { seed: plan.seed })?;
+    let cut = |set: Arc<dyn Dataset>, n: Option<usize>| -> Arc<dyn Dataset> {
+        match n {
+            Some(n) => Arc::new(Subset::first(set, n)),
+            None => set,
+        }
     };
-    let train = cut(train, config.train_samples)?;
-    let test = cut(test, config.test_samples)?;
+    let train = cut(train, config.train_samples);
+    let test = cut(test, config.test_samples);
     if train.is_empty() {
         return Err(Error::Usage(
             "the training set is empty (--train-samples 0?)".into(),
@@ -131,37 +197,36 @@ fn load_data(config: &RunConfig, seed: u64, device: Device) -> Result<RunData> {
     }
     let (train, val) = match config.val_fraction {
         Some(fraction) => {
-            let (train, val) = train.random_split(fraction, seed)?;
+            let (train, val) = random_split(train, fraction, plan.seed, "--val-fraction")?;
+            let (train, val): (Arc<dyn Dataset>, Arc<dyn Dataset>) =
+                (Arc::new(train), Arc::new(val));
             (train, Some(val))
         }
         None => (train, None),
     };
     Ok(RunData {
-        train: train.to_device(device)?,
-        val: val.map(|v| v.to_device(device)).transpose()?,
-        test: test.to_device(device)?,
+        train,
+        val,
+        test,
         task,
     })
 }
 
-/// The network `--model` names, built for the data (default: the
-/// quickstart MLP for class labels, a standardising `mlp:hidden=64;64` for
-/// regression), and its resolved spec.
+/// The network `spec` names (default: the quickstart MLP for class labels,
+/// a standardising `mlp:hidden=64;64` for regression), built for the data
+/// from `registry`, and its resolved spec.
 pub fn build_model(
-    config: &RunConfig,
+    registry: &crate::models::ModelRegistry,
+    spec: Option<&str>,
     data: &RunData,
     device: Device,
 ) -> Result<(Box<dyn Model>, String)> {
-    let registry = crate::models::models();
-    let text = config
-        .model
-        .as_deref()
-        .unwrap_or(model_registry::default_spec(data.task));
+    let text = spec.unwrap_or(model_registry::default_spec(data.task));
     let spec = registry
         .resolve_text(text)
         .map_err(|e| usage("--model", e))?;
     let info = ModelData {
-        train: &data.train,
+        train: data.train.as_ref(),
         task: data.task,
         device,
     };
@@ -205,6 +270,7 @@ impl Loss for OneHot {
 /// data's targets, and its resolved spec; or an error naming the flag and
 /// the losses that fit.
 pub fn build_loss(
+    registry: &kiln_losses::LossRegistry,
     spec: Option<&str>,
     task: Task,
     model_default: Option<&str>,
@@ -213,7 +279,6 @@ pub fn build_loss(
         Task::Classify { .. } => "cross-entropy",
         Task::Regress { .. } => "mse",
     });
-    let registry = kiln_losses::registry();
     let text = spec.unwrap_or(default);
     let resolved = text
         .parse::<Spec>()
@@ -248,20 +313,23 @@ pub fn build_loss(
 /// the model must accept the data's input shape and give the outputs the
 /// targets need, the loss must accept both, and the optimizer must be able
 /// to step on the gradients (SparseAdam: sparse ones). Errors name the
-/// shapes and the flag. The gradients are cleared afterwards.
+/// shapes and the flag. The gradients are cleared afterwards. The sample is
+/// read with a generator of its own: the global one does not move.
 fn probe(
     model: &mut dyn Model,
-    loss: &dyn Loss,
+    step: &LossStep<'_>,
     optimizer: &dyn Optimizer,
     data: &RunData,
     spec: &str,
 ) -> Result<()> {
-    let stored = data.train.inputs.f_narrow(0, 0, 1)?;
-    let inputs = data.train.model_inputs(&stored)?;
-    let targets = data.train.targets.f_narrow(0, 0, 1)?;
+    let sample = data
+        .train
+        .get(0, &mut kiln_tensor::rng::Generator::new(0)?)?;
+    let fields = Arc::new(data.train.fields());
+    let batch = crate::data::collate(vec![sample], fields)?.to_device(model.device(), false)?;
     let was_training = model.is_training();
     model.set_training(false)?;
-    let checked = probe_eval(model, loss, optimizer, data.task, &inputs, &targets, spec);
+    let checked = probe_eval(model, step, optimizer, data.task, &batch, spec);
     for p in model.parameters()? {
         kiln_tensor::ops::clear_grad(&p.tensor)?;
     }
@@ -271,14 +339,19 @@ fn probe(
 
 fn probe_eval(
     model: &dyn Model,
-    loss: &dyn Loss,
+    step: &LossStep<'_>,
     optimizer: &dyn Optimizer,
     task: Task,
-    inputs: &Tensor,
-    targets: &Tensor,
+    batch: &Batch,
     spec: &str,
 ) -> Result<()> {
-    let output = model.forward(inputs).map_err(|e| match e {
+    let inputs = batch.inputs()?;
+    let shapes = inputs
+        .iter()
+        .map(|t| format!("{:?} {}", t.size(), kiln_tensor::amp::dtype_name(t.kind())))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let output = model.forward_all(&inputs).map_err(|e| match e {
         // The module file itself is at fault (it returns no tensor…).
         Error::Data { .. } => e,
         other => {
@@ -288,9 +361,7 @@ fn probe_eval(
                 .unwrap_or(&reason)
                 .to_string();
             Error::Usage(format!(
-                "--model {spec}: the model does not accept the data's inputs: one sample is {:?} {} ({reason})",
-                inputs.size(),
-                kiln_tensor::amp::dtype_name(inputs.kind())
+                "--model {spec}: the model does not accept the data's inputs: one sample is {shapes} ({reason})"
             ))
         }
     })?;
@@ -304,12 +375,12 @@ fn probe_eval(
     };
     if out.len() != 2 || out[1] != wanted {
         return Err(Error::Usage(format!(
-            "--model {spec}: the model's output for one sample of shape {:?} has shape {out:?}, but {what}: it must be [1, {wanted}]",
-            inputs.size()
+            "--model {spec}: the model's output for one sample of shape {shapes} has shape {out:?}, but {what}: it must be [1, {wanted}]"
         )));
     }
+    let loss = step.loss();
     let value = loss
-        .forward(&output.f_to_kind(Kind::Float)?, targets)
+        .forward(&output.f_to_kind(Kind::Float)?, batch.targets()?)
         .map_err(|e| Error::Usage(format!("--loss {}: {e}", loss.name())))?;
     if value.requires_grad() {
         value.f_backward()?;
@@ -322,8 +393,12 @@ fn probe_eval(
 
 /// The optimizer `spec` names over the model's parameters; a non-finite lr
 /// is refused (PyTorch lets NaN through; a run with it can only produce NaN).
-fn build_optimizer(spec: &str, model: &dyn Model) -> Result<Box<dyn Optimizer>> {
-    let optimizer = kiln_optim::optimizers()
+fn build_optimizer(
+    registry: &kiln_optim::OptimizerRegistry,
+    spec: &str,
+    model: &dyn Model,
+) -> Result<Box<dyn Optimizer>> {
+    let optimizer = registry
         .build(spec, model.parameters()?)
         .map_err(|e| usage("--optimizer", e))?;
     for group in 0..optimizer.num_groups() {
@@ -336,131 +411,33 @@ fn build_optimizer(spec: &str, model: &dyn Model) -> Result<Box<dyn Optimizer>> 
     Ok(optimizer)
 }
 
-/// `--early-stopping METRIC[:patience=3,min_delta=0,mode=min|max]`.
-pub fn early_stopping(spec: &str) -> Result<EarlyStopping> {
-    let bad = |e: kiln_tensor::Error| usage("--early-stopping", e);
-    let mut spec: Spec = spec.parse().map_err(bad)?;
-    let mode = match spec
-        .choice("mode", &["min", "max"])
-        .map_err(bad)?
-        .as_deref()
-    {
-        Some("min") => Mode::Min,
-        Some(_) => Mode::Max,
-        None => Mode::for_metric(&spec.name),
-    };
-    let patience = spec.i64("patience").map_err(bad)?.unwrap_or(3);
-    let min_delta = spec.f64("min_delta").map_err(bad)?.unwrap_or(0.0);
-    spec.finish(&["patience", "min_delta", "mode"])
-        .map_err(bad)?;
-    let patience = usize::try_from(patience)
-        .ok()
-        .filter(|p| *p >= 1)
-        .ok_or_else(|| Error::Usage("--early-stopping: patience must be at least 1".into()))?;
-    Ok(EarlyStopping {
-        monitor: spec.name.clone(),
-        mode,
-        patience,
-        min_delta,
-    })
-}
-
-/// The Trainer's settings from the run's (checkpointing is set by the caller).
-pub(crate) fn trainer_config(config: &RunConfig) -> Result<TrainerConfig> {
-    let mut cfg = TrainerConfig {
-        epochs: config.epochs,
-        max_steps: config.max_steps,
-        limit_train_batches: config.limit_train_batches,
-        limit_eval_batches: config.limit_test_batches,
-        accumulate_grad_batches: config.accumulate_grad_batches,
-        clip_grad_norm: config.clip_grad_norm,
-        clip_grad_value: config.clip_grad_value,
-        eval_every_steps: config.eval_every_steps,
-        eval_every_epochs: config.eval_every_epochs,
-        early_stopping: config
-            .early_stopping
-            .as_deref()
-            .map(early_stopping)
-            .transpose()?,
-        precision: config.precision_value()?,
-        ..TrainerConfig::default()
-    };
-    // With a validation split, plateau schedulers follow the validation loss.
-    if config.val_fraction.is_some() && cfg.early_stopping.is_none() {
-        cfg.monitor = Some(crate::loggers::metrics_log::VAL_LOSS.into());
-    }
-    if config.dry_run {
-        cfg = cfg.dry_run();
-    }
-    cfg.validate().map_err(|e| Error::Usage(e.to_string()))?;
-    Ok(cfg)
-}
-
-/// Where and how the run keeps checkpoints.
-pub(crate) fn checkpoint_config(config: &RunConfig, run_dir: &Path) -> CheckpointConfig {
-    CheckpointConfig {
-        run_dir: run_dir.to_path_buf(),
-        every_steps: config.checkpoint_every,
-        keep_last: config.keep_checkpoints,
-        keep_best: config
-            .keep_best
-            .as_ref()
-            .map(|m| (m.clone(), Mode::for_metric(m))),
-    }
-}
-
-/// The evaluation metrics: loss and accuracy (and top-K) for classes, the
-/// loss alone for regression.
-pub(crate) fn metrics<'a>(
-    trainer: Trainer<'a>,
-    config: &RunConfig,
-    data: &RunData,
-) -> Result<Trainer<'a>> {
-    Ok(match (data.task, config.top_k) {
-        (Task::Regress { .. }, _) => {
-            trainer.metrics(vec![Box::new(crate::metrics::MeanLoss::default())])
+/// The evaluation metrics of a run: loss and accuracy (and top-K) for
+/// classes, the loss alone for regression.
+pub(crate) fn metrics(top_k: Option<usize>, task: Task) -> Vec<Box<dyn crate::metrics::Metric>> {
+    use crate::metrics::{Accuracy, MeanLoss, TopK};
+    let mut metrics: Vec<Box<dyn crate::metrics::Metric>> = vec![Box::new(MeanLoss::default())];
+    if let Task::Classify { .. } = task {
+        metrics.push(Box::new(Accuracy::default()));
+        if let Some(k) = top_k {
+            metrics.push(Box::new(TopK::new(k)));
         }
-        (Task::Classify { .. }, Some(k)) => trainer.metric(crate::metrics::TopK::new(k)),
-        (Task::Classify { .. }, None) => trainer,
-    })
+    }
+    metrics
 }
 
-/// The lr scheduler `--scheduler` names, when it steps (every step for
-/// onecycle and cyclic unless `--scheduler-interval` says otherwise) and the
-/// number of scheduler steps the run will make (its default horizon).
-pub(crate) fn scheduler<'a>(
-    config: &RunConfig,
+/// The lr scheduler the plan names over `optimizer`, with its horizon from
+/// the training loader's length.
+pub(crate) fn scheduler(
+    plan: &RunPlan,
+    registry: &kiln_optim::scheduler::SchedulerRegistry,
     optimizer: &mut dyn Optimizer,
-    train: &DataLoader<'_>,
-) -> Result<Option<(Box<dyn LrScheduler + 'a>, Interval)>> {
-    let Some(text) = &config.scheduler else {
+    train: &DataLoader,
+) -> Result<Option<(Box<dyn kiln_optim::scheduler::LrScheduler>, crate::Interval)>> {
+    let Some((spec, interval)) = &plan.scheduler else {
         return Ok(None);
     };
-    // The spec is resolved: its name is canonical (`OneCycleLR` is `onecycle`).
-    let spec: Spec = text.parse().map_err(|e| usage("--scheduler", e))?;
-    let interval = config.scheduler_interval.unwrap_or(
-        if matches!(spec.name.as_str(), "onecycle" | "cyclic") {
-            Interval::Step
-        } else {
-            Interval::Epoch
-        },
-    );
-    let epochs = if config.dry_run { 1 } else { config.epochs };
-    let limit = if config.dry_run {
-        Some(1)
-    } else {
-        config.limit_train_batches
-    };
-    let per_epoch = train.len().min(limit.unwrap_or(usize::MAX));
-    let total = match interval {
-        Interval::Step => {
-            let steps = epochs.saturating_mul(per_epoch.div_ceil(config.accumulate_grad_batches));
-            config.max_steps.map_or(steps, |m| m.min(steps))
-        }
-        Interval::Epoch => epochs,
-    };
-    let scheduler = kiln_optim::scheduler::schedulers()
-        .build(text, optimizer, Some(total))
+    let scheduler = registry
+        .build(spec, optimizer, plan.scheduler_horizon(train.len()))
         .map_err(|e| usage("--scheduler", e))?;
-    Ok(Some((scheduler, interval)))
+    Ok(Some((scheduler, *interval)))
 }

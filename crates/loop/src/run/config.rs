@@ -7,14 +7,85 @@
 //! with `-` or `_`. `lr` and `momentum` are not settings of their own: they
 //! set the optimizer spec's option of that name unless the same layer's
 //! `optimizer` spec names it. The merged object is read into a
-//! [`RunConfig`], whose `Default` is the PyTorch tutorial's job.
-use crate::data::source::{absolute, DataSource};
-use crate::trainer::Interval;
+//! [`RunConfig`], whose `Default` is the PyTorch tutorial's job: every
+//! setting typed (a device, a precision, the set of loggers…), every spec
+//! resolved by the caller's [`Registries`], so nothing downstream parses a
+//! setting again.
+use super::Registries;
+use crate::data::source::absolute;
+use crate::trainer::{EarlyStopping, Interval};
 use crate::{Error, Result};
+use kiln_tensor::amp::Precision;
+use kiln_tensor::device::DeviceSpec;
 use kiln_tensor::spec::Spec;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use std::path::{Path, PathBuf};
+
+/// Serde for a typed setting written as text (`"bf16-mixed"`), through its
+/// `FromStr` and `Display`; a bad value names the flag. `option` for an
+/// `Option` of one (JSON `null` when absent).
+macro_rules! text_setting {
+    ($module:ident, $flag:literal) => {
+        mod $module {
+            use serde::{Deserialize, Deserializer, Serializer};
+            use std::fmt::Display;
+            use std::str::FromStr;
+
+            pub fn serialize<T: Display, S: Serializer>(v: &T, s: S) -> Result<S::Ok, S::Error> {
+                s.collect_str(v)
+            }
+
+            pub fn deserialize<'de, T, D>(d: D) -> Result<T, D::Error>
+            where
+                T: FromStr,
+                T::Err: Display,
+                D: Deserializer<'de>,
+            {
+                let text = String::deserialize(d)?;
+                text.parse()
+                    .map_err(|e| serde::de::Error::custom(format!("{}: {e}", $flag)))
+            }
+        }
+    };
+    (option $module:ident, $flag:literal) => {
+        mod $module {
+            use serde::{Deserialize, Deserializer, Serializer};
+            use std::fmt::Display;
+            use std::str::FromStr;
+
+            pub fn serialize<T: Display, S: Serializer>(
+                v: &Option<T>,
+                s: S,
+            ) -> Result<S::Ok, S::Error> {
+                match v {
+                    Some(v) => s.collect_str(v),
+                    None => s.serialize_none(),
+                }
+            }
+
+            pub fn deserialize<'de, T, D>(d: D) -> Result<Option<T>, D::Error>
+            where
+                T: FromStr,
+                T::Err: Display,
+                D: Deserializer<'de>,
+            {
+                Option::<String>::deserialize(d)?
+                    .map(|text| {
+                        text.parse()
+                            .map_err(|e| serde::de::Error::custom(format!("{}: {e}", $flag)))
+                    })
+                    .transpose()
+            }
+        }
+    };
+}
+
+text_setting!(device_text, "--device");
+text_setting!(precision_text, "--precision");
+text_setting!(logger_text, "--logger");
+text_setting!(option distributed_text, "--distributed");
+text_setting!(option early_stopping_text, "--early-stopping");
 
 /// Every setting of a run; `Default` is the tutorial's job. This is what a
 /// run's `config.json` holds, with the seed it drew.
@@ -42,16 +113,22 @@ pub struct RunConfig {
     /// `torch.manual_seed`; drawn from the OS (and recorded) when absent.
     pub seed: Option<u64>,
     /// `auto`, `cpu`, `cuda`, `cuda:N`.
-    pub device: String,
+    #[serde(with = "device_text")]
+    pub device: DeviceSpec,
     /// libtorch intra-op threads.
     pub threads: Option<usize>,
     /// `torch.use_deterministic_algorithms(True)` (and cuDNN's deterministic
     /// mode): reproducible GPU runs.
     pub deterministic: bool,
-    /// Directory of the four (Fashion)MNIST IDX files.
+    /// Directory of the four (Fashion)MNIST IDX files (`idx:DIR`).
     pub data_dir: Option<PathBuf>,
-    /// Other data (`csv:PATH,target=COLUMN`).
-    pub data: Option<DataSource>,
+    /// The data source spec (`csv:PATH,target=COLUMN`, `tensors:PATH`…),
+    /// resolved by the data registry; default: the setup's FashionMNIST.
+    pub data: Option<String>,
+    /// Data-loading worker threads (`num_workers`; 0: the training thread).
+    pub workers: usize,
+    /// Batches in flight per worker (`prefetch_factor`).
+    pub prefetch_factor: usize,
     /// Keep the training set in file order.
     pub no_shuffle: bool,
     /// The first N training samples only.
@@ -78,7 +155,8 @@ pub struct RunConfig {
     /// Also report top-K accuracy.
     pub top_k: Option<usize>,
     /// `METRIC[:patience=3,min_delta=0,mode=min|max]`.
-    pub early_stopping: Option<String>,
+    #[serde(with = "early_stopping_text")]
+    pub early_stopping: Option<EarlyStopping>,
     /// `clip_grad_norm_` before each step.
     #[serde(with = "crate::json_f64::option")]
     pub clip_grad_norm: Option<f64>,
@@ -96,15 +174,18 @@ pub struct RunConfig {
     /// Start from these weights (a safetensors state dict).
     pub init: Option<PathBuf>,
     /// `32-true`, `bf16-mixed` or `16-mixed` (Lightning's names).
-    pub precision: String,
+    #[serde(with = "precision_text")]
+    pub precision: Precision,
     /// Where metrics go: any of `csv`, `jsonl`, `tensorboard`, comma-separated.
-    pub logger: String,
+    #[serde(with = "logger_text")]
+    pub logger: Loggers,
     /// Write training scalars to TensorBoard every N optimizer steps.
     pub log_every_n_steps: usize,
     /// Histograms of every parameter and its gradient in TensorBoard at each epoch end.
     pub log_histograms: bool,
     /// `mpi` or `nccl`: data-parallel over the ranks of an MPI job.
-    pub distributed: Option<String>,
+    #[serde(with = "distributed_text")]
+    pub distributed: Option<Distributed>,
     /// Seconds before a stuck collective aborts every rank.
     #[serde(with = "crate::json_f64::plain")]
     pub dist_timeout: f64,
@@ -125,11 +206,13 @@ impl Default for RunConfig {
             model: None,
             scheduler_interval: None,
             seed: None,
-            device: "auto".into(),
+            device: DeviceSpec::Auto,
             threads: None,
             deterministic: false,
             data_dir: None,
             data: None,
+            workers: 0,
+            prefetch_factor: crate::data::loader::PREFETCH_FACTOR,
             no_shuffle: false,
             train_samples: None,
             test_samples: None,
@@ -150,8 +233,12 @@ impl Default for RunConfig {
             keep_checkpoints: 3,
             keep_best: None,
             init: None,
-            precision: "32-true".into(),
-            logger: "csv,jsonl".into(),
+            precision: Precision::F32True,
+            logger: Loggers {
+                csv: true,
+                jsonl: true,
+                tensorboard: false,
+            },
             log_every_n_steps: 50,
             log_histograms: false,
             distributed: None,
@@ -170,6 +257,73 @@ pub struct Loggers {
     pub jsonl: bool,
     /// TensorBoard event files.
     pub tensorboard: bool,
+}
+
+impl std::str::FromStr for Loggers {
+    type Err = Error;
+
+    fn from_str(text: &str) -> Result<Self> {
+        let mut out = Loggers::default();
+        for name in text.split(',').map(str::trim).filter(|n| !n.is_empty()) {
+            match name {
+                "csv" => out.csv = true,
+                "jsonl" => out.jsonl = true,
+                "tensorboard" => out.tensorboard = true,
+                other => {
+                    return Err(Error::Usage(format!(
+                    "unknown logger '{other}'; accepted: csv, jsonl, tensorboard (comma-separated)"
+                )))
+                }
+            }
+        }
+        Ok(out)
+    }
+}
+
+impl std::fmt::Display for Loggers {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let names: Vec<&str> = [
+            (self.csv, "csv"),
+            (self.jsonl, "jsonl"),
+            (self.tensorboard, "tensorboard"),
+        ]
+        .into_iter()
+        .filter_map(|(on, name)| on.then_some(name))
+        .collect();
+        f.write_str(&names.join(","))
+    }
+}
+
+/// How `--distributed` connects the ranks of a data-parallel job.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Distributed {
+    /// MPI collectives on the CPU (gloo's reduction order).
+    Mpi,
+    /// NCCL on CUDA tensors, MPI for the rest.
+    Nccl,
+}
+
+impl std::str::FromStr for Distributed {
+    type Err = Error;
+
+    fn from_str(text: &str) -> Result<Self> {
+        match text {
+            "mpi" => Ok(Distributed::Mpi),
+            "nccl" => Ok(Distributed::Nccl),
+            other => Err(Error::Usage(format!(
+                "unknown kind '{other}'; accepted: mpi, nccl"
+            ))),
+        }
+    }
+}
+
+impl std::fmt::Display for Distributed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Distributed::Mpi => "mpi",
+            Distributed::Nccl => "nccl",
+        })
+    }
 }
 
 /// The flags that are not settings of their own (see the module docs).
@@ -221,8 +375,9 @@ impl RunConfig {
         names
     }
 
-    /// Merges `layers` in order over the defaults.
-    pub fn from_layers(layers: &[Layer]) -> Result<Self> {
+    /// Merges `layers` in order over the defaults; specs are resolved by
+    /// `registries`.
+    pub fn from_layers(layers: &[Layer], registries: &Registries) -> Result<Self> {
         let known = Self::flag_names();
         let mut merged = Map::new();
         let mut optimizer: Option<Spec> = None;
@@ -283,9 +438,16 @@ impl RunConfig {
             .map(|l| l.source.as_str())
             .collect::<Vec<_>>()
             .join(" + ");
-        let mut cfg: RunConfig = serde_json::from_value(Value::Object(merged))
-            .map_err(|e| Error::Usage(format!("{source}: {e}")))?;
-        cfg.normalize()?;
+        let mut cfg: RunConfig = serde_json::from_value(Value::Object(merged)).map_err(|e| {
+            let text = e.to_string();
+            // A typed setting's error names its flag already.
+            if text.starts_with("--") {
+                Error::Usage(text)
+            } else {
+                Error::Usage(format!("{source}: {text}"))
+            }
+        })?;
+        cfg.normalize(registries)?;
         Ok(cfg)
     }
 
@@ -293,11 +455,11 @@ impl RunConfig {
     /// with its effective value; a plain `sgd` is the tutorial's SGD), paths
     /// made absolute (so a run resumes from any working directory), and
     /// every value checked.
-    fn normalize(&mut self) -> Result<()> {
+    fn normalize(&mut self, registries: &Registries) -> Result<()> {
         let flag =
             |name: &'static str| move |e: kiln_tensor::Error| Error::Usage(format!("{name}: {e}"));
         let mut spec: Spec = self.optimizer.parse().map_err(flag("--optimizer"))?;
-        let optimizers = kiln_optim::optimizers();
+        let optimizers = &registries.optimizers;
         // `SGD` and `sgd` are one optimizer: decide by the canonical name.
         spec.name = optimizers
             .lookup(&spec.name)
@@ -319,7 +481,8 @@ impl RunConfig {
         if let Some(text) = &self.loss {
             let spec: Spec = text.parse().map_err(flag("--loss"))?;
             self.loss = Some(
-                kiln_losses::registry()
+                registries
+                    .losses
                     .resolve(&spec)
                     .map_err(flag("--loss"))?
                     .to_string(),
@@ -328,7 +491,8 @@ impl RunConfig {
         if let Some(text) = &self.scheduler {
             let spec: Spec = text.parse().map_err(flag("--scheduler"))?;
             self.scheduler = Some(
-                kiln_optim::scheduler::schedulers()
+                registries
+                    .schedulers
                     .resolve(&spec)
                     .map_err(flag("--scheduler"))?
                     .to_string(),
@@ -336,30 +500,34 @@ impl RunConfig {
         }
         if let Some(text) = &self.model {
             self.model = Some(
-                crate::models::models()
+                registries
+                    .models
                     .resolve_text(text)
                     .map_err(flag("--model"))?,
             );
         }
+        if self.data.is_some() && self.data_dir.is_some() {
+            return Err(Error::Usage(
+                "--data and --data-dir name two data sources; give one".into(),
+            ));
+        }
+        if let Some(text) = &self.data {
+            self.data = Some(registries.data.resolve_text(text).map_err(flag("--data"))?);
+        }
         self.data_dir = self.data_dir.as_deref().map(absolute);
         self.init = self.init.as_deref().map(absolute);
-        self.data = self.data.take().map(DataSource::absolute);
         self.validate()
     }
 
-    /// Checks values that no component checks itself, naming the flag.
+    /// Checks the values that are the run's own (the Trainer checks its
+    /// settings itself: [`crate::TrainerConfig::validate`]), naming the flag.
     pub fn validate(&self) -> Result<()> {
         let at_least_one = [
             ("--batch-size", Some(self.batch_size)),
-            (
-                "--accumulate-grad-batches",
-                Some(self.accumulate_grad_batches),
-            ),
-            ("--keep-checkpoints", Some(self.keep_checkpoints)),
-            ("--eval-every-steps", self.eval_every_steps),
-            ("--checkpoint-every", self.checkpoint_every),
             ("--top-k", self.top_k),
             ("--threads", self.threads),
+            ("--prefetch-factor", Some(self.prefetch_factor)),
+            ("--log-every-n-steps", Some(self.log_every_n_steps)),
         ];
         for (flag, value) in at_least_one {
             if value == Some(0) {
@@ -367,22 +535,7 @@ impl RunConfig {
             }
         }
         if let Some(f) = self.val_fraction {
-            if !(f > 0.0 && f < 1.0) {
-                return Err(Error::Usage(format!(
-                    "--val-fraction must be between 0 and 1 (exclusive), got {f}"
-                )));
-            }
-        }
-        for (flag, value) in [
-            ("--clip-grad-norm", self.clip_grad_norm),
-            ("--clip-grad-value", self.clip_grad_value),
-        ] {
-            if value.is_some_and(|v| !(v.is_finite() && v > 0.0)) {
-                return Err(Error::Usage(format!(
-                    "{flag}: gradient clipping thresholds must be finite and positive, got {}",
-                    value.unwrap_or_default()
-                )));
-            }
+            crate::data::source::check_fraction("--val-fraction", f)?;
         }
         if !(self.dist_timeout.is_finite() && self.dist_timeout > 0.0) {
             return Err(Error::Usage(format!(
@@ -391,49 +544,20 @@ impl RunConfig {
             )));
         }
         crate::distributed::BucketConfig::from_cap_mb(self.bucket_cap_mb)?;
-        self.precision_value()?;
-        self.loggers()?;
-        if self.log_every_n_steps == 0 {
-            return Err(Error::Usage(
-                "--log-every-n-steps must be at least 1, got 0".into(),
-            ));
-        }
-        if self.data.is_some() && self.data_dir.is_some() {
-            return Err(Error::Usage(
-                "--data and --data-dir name two data sources; give one".into(),
-            ));
-        }
         Ok(())
     }
 
-    /// `--precision` as a value.
-    pub fn precision_value(&self) -> Result<kiln_tensor::amp::Precision> {
-        self.precision
-            .parse()
-            .map_err(|e| Error::Usage(format!("--precision: {e}")))
-    }
-
-    /// `--logger` as the set of loggers it names.
-    pub fn loggers(&self) -> Result<Loggers> {
-        let mut out = Loggers::default();
-        for name in self
-            .logger
-            .split(',')
-            .map(str::trim)
-            .filter(|n| !n.is_empty())
-        {
-            match name {
-                "csv" => out.csv = true,
-                "jsonl" => out.jsonl = true,
-                "tensorboard" => out.tensorboard = true,
-                other => {
-                    return Err(Error::Usage(format!(
-                        "--logger: unknown logger '{other}'; accepted: csv, jsonl, tensorboard (comma-separated)"
-                    )))
-                }
-            }
+    /// The data source spec: `--data`, or `idx:DIR` for `--data-dir DIR`
+    /// or the setup's FashionMNIST.
+    pub fn data_spec(&self) -> Result<String> {
+        match (&self.data, &self.data_dir) {
+            (Some(spec), _) => Ok(spec.clone()),
+            (None, Some(dir)) => Ok(format!("idx:path={}", dir.display())),
+            (None, None) => Ok(format!(
+                "idx:path={}",
+                crate::data::source::default_data_dir()?.display()
+            )),
         }
-        Ok(out)
     }
 
     /// The configuration as the JSON object `config.json` holds.
@@ -470,7 +594,7 @@ mod tests {
 
     #[test]
     fn defaults_are_the_tutorial() -> Result<()> {
-        let cfg = RunConfig::from_layers(&[])?;
+        let cfg = RunConfig::from_layers(&[], &Registries::default())?;
         assert_eq!(cfg.epochs, 5);
         assert_eq!(cfg.batch_size, 64);
         // Resolved: every option with its value, as config.json records it.
@@ -488,7 +612,7 @@ mod tests {
             json!({"epochs": 2, "optimizer": "sgd:lr=0.1,momentum=0.5"}),
         );
         let cli = layer("cli", json!({"epochs": 3, "lr": 0.01}));
-        let cfg = RunConfig::from_layers(&[saved, cli])?;
+        let cfg = RunConfig::from_layers(&[saved, cli], &Registries::default())?;
         assert_eq!(cfg.epochs, 3);
         assert!(
             cfg.optimizer.starts_with("sgd:lr=0.01,momentum=0.5,"),
@@ -497,14 +621,17 @@ mod tests {
         );
         // A spec that names lr in the same layer wins over --lr.
         let cli = layer("cli", json!({"optimizer": "AdamW:lr=0.3", "lr": 0.01}));
-        let cfg = RunConfig::from_layers(&[cli])?;
+        let cfg = RunConfig::from_layers(&[cli], &Registries::default())?;
         assert!(
             cfg.optimizer.starts_with("adamw:lr=0.3,"),
             "{}",
             cfg.optimizer
         );
         // PyTorch's class name is the same optimizer: the tutorial's SGD.
-        let cfg = RunConfig::from_layers(&[layer("cli", json!({"optimizer": "SGD"}))])?;
+        let cfg = RunConfig::from_layers(
+            &[layer("cli", json!({"optimizer": "SGD"}))],
+            &Registries::default(),
+        )?;
         assert!(
             cfg.optimizer.starts_with("sgd:lr=0.001,momentum=0.9,"),
             "{}",
@@ -512,7 +639,9 @@ mod tests {
         );
         // --momentum where the optimizer has none is an error naming the options.
         let cli = layer("cli", json!({"optimizer": "adam", "momentum": 0.2}));
-        let err = RunConfig::from_layers(&[cli]).err().map(|e| e.to_string());
+        let err = RunConfig::from_layers(&[cli], &Registries::default())
+            .err()
+            .map(|e| e.to_string());
         assert!(err.is_some_and(|e| e.contains("momentum") && e.contains("betas")));
         Ok(())
     }
@@ -520,7 +649,7 @@ mod tests {
     #[test]
     fn unknown_flags_and_bad_values_are_named() {
         let err = |v: Value| {
-            RunConfig::from_layers(&[layer("f.json", v)])
+            RunConfig::from_layers(&[layer("f.json", v)], &Registries::default())
                 .err()
                 .map(|e| e.to_string())
                 .unwrap_or_default()

@@ -123,15 +123,16 @@ impl RunDir {
         &self.path
     }
 
-    /// The saved configuration.
-    pub fn read_config(&self) -> Result<RunConfig> {
-        read_config(&self.path)
+    /// The saved configuration, its specs resolved by `registries`.
+    pub fn read_config(&self, registries: &crate::run::Registries) -> Result<RunConfig> {
+        read_config(&self.path, registries)
     }
 
     /// Writes `config` as the run's `config.json` (atomically).
     pub fn write_config(&self, config: &RunConfig) -> Result<()> {
-        let text = serde_json::to_string_pretty(&config.to_json()?)
+        let mut text = serde_json::to_string_pretty(&config.to_json()?)
             .map_err(|e| Error::InvalidArgument(e.to_string()))?;
+        text.push('\n');
         kiln_tensor::io::write_atomic(&self.path.join(CONFIG_FILE), text.as_bytes())?;
         Ok(())
     }
@@ -170,11 +171,11 @@ pub fn check_is_run(path: &Path) -> Result<()> {
     Ok(())
 }
 
-/// Reads `DIR/config.json`.
-pub fn read_config(dir: &Path) -> Result<RunConfig> {
+/// Reads `DIR/config.json`, its specs resolved by `registries`.
+pub fn read_config(dir: &Path, registries: &crate::run::Registries) -> Result<RunConfig> {
     let path = dir.join(CONFIG_FILE);
     let layer = crate::run::Layer::from_file(&path)?;
-    RunConfig::from_layers(&[layer])
+    RunConfig::from_layers(&[layer], registries)
 }
 
 /// Creates `parent/YYYYMMDD-HHMMSS` (UTC), or with `-2`, `-3`… when taken.

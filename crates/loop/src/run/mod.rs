@@ -1,27 +1,38 @@
 //! What a run is: its settings ([`RunConfig`], merged from layers of
-//! flags), its directory ([`RunDir`]), its seed, resuming it, and building
-//! every component it trains with. [`train`] and [`evaluate`] are what
-//! `kiln train` and `kiln eval` call; the CLI only turns flags into a
-//! [`TrainRequest`] and errors into exit codes.
+//! flags, resolved into a [`RunPlan`]), its directory ([`RunDir`]), its
+//! seed, resuming it, and building every component it trains with from
+//! the caller's [`Registries`]. [`train`] and [`evaluate`] are what `kiln
+//! train` and `kiln eval` call; the CLI only turns flags into a
+//! [`TrainRequest`], prints [`Notice`]s and maps errors to exit codes.
+//!
+//! A run goes through named phases ([`train_on`]): plan (seed and typed
+//! settings), build (data, model, loss, optimizer, loaders, the Trainer —
+//! every check, nothing written), open (the run directory and the
+//! checkpoint to resume), attach (the outputs), fit, and finish (the
+//! trained module, plots, the stop reason as a result).
 mod build;
 pub mod config;
 pub mod dir;
+mod outputs;
+pub mod plan;
+mod registries;
 pub mod signals;
 
-pub use build::{build_loss, build_model, early_stopping, Components};
-pub use config::{Layer, RunConfig};
+pub use build::{build_loss, build_model, Components, RunData, RunLoaders};
+pub use config::{Distributed, Layer, Loggers, RunConfig};
 pub use dir::RunDir;
+pub use outputs::Display;
+pub use plan::RunPlan;
+pub use registries::Registries;
 
-use crate::checkpoint::{self, Checkpoint, Progress};
-use crate::distributed::{Collective, DataParallel, DistributedSampler};
-use crate::loggers::metrics_log::Formats;
-use crate::loggers::tensorboard::{TensorBoardConfig, TensorBoardLogger};
-use crate::loggers::{JsonLines, MetricsLogger, ProgressPrinter, TutorialPrinter};
-use crate::{Callback, DataLoader, Error, FitSummary, Loaders, Model, Result, StopReason, Trainer};
-use std::io::IsTerminal;
+use crate::checkpoint::{self, Checkpoint};
+use crate::distributed::{Collective, DataParallel};
+use crate::notice::{Notice, Notices};
+use crate::step::LossStep;
+use crate::{DataLoader, Error, FitSummary, Loaders, Model, Result, StopReason, Trainer};
 use std::path::{Path, PathBuf};
 
-/// How a run shows itself on stdout.
+/// How a run shows itself on stdout (the `--log-format` flag).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum LogFormat {
     /// The tutorial's lines (a progress bar on a terminal).
@@ -32,7 +43,7 @@ pub enum LogFormat {
 }
 
 /// What `kiln train` asks for.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Default)]
 pub struct TrainRequest {
     /// The flags given on the command line (a JSON object, only those given).
     pub flags: serde_json::Map<String, serde_json::Value>,
@@ -42,10 +53,10 @@ pub struct TrainRequest {
     pub resume: Option<PathBuf>,
     /// `--run-dir DIR`: where a new run goes (default `runs/YYYYMMDD-HHMMSS`).
     pub run_dir: Option<PathBuf>,
-    /// No stdout at all.
-    pub quiet: bool,
-    /// The stdout format.
-    pub format: LogFormat,
+    /// What the run shows on stdout.
+    pub display: Display,
+    /// Where the run's notices go (run directory, seed, warnings…).
+    pub notices: Notices,
 }
 
 /// A seed from the operating system's entropy, like PyTorch's default
@@ -66,48 +77,97 @@ pub fn os_seed() -> u64 {
     }
 }
 
-/// Writes the run's `config.json` when training actually starts (after a
-/// resumed checkpoint was restored), so a start that fails changes nothing.
-struct ConfigWriter<'r> {
-    dir: &'r RunDir,
-    config: RunConfig,
+/// The run's configuration from its layers: the saved `config.json` of
+/// the run being resumed, `--config FILE`, the command line.
+pub fn resolve_config(request: &TrainRequest, registries: &Registries) -> Result<RunConfig> {
+    let mut layers = Vec::new();
+    if let Some(dir) = &request.resume {
+        dir::check_is_run(dir)?;
+        layers.push(dir::read_config(dir, registries)?.as_layer(dir::CONFIG_FILE)?);
+    }
+    if let Some(file) = &request.config_file {
+        layers.push(Layer::from_file(file)?);
+    }
+    layers.push(Layer::new("the command line", request.flags.clone()));
+    RunConfig::from_layers(&layers, registries)
 }
 
-impl Callback for ConfigWriter<'_> {
-    fn on_run_start(&mut self, _start: &Progress) -> Result<()> {
-        self.dir.write_config(&self.config)
+/// Trains as `request` asks with the components of `registries`: a new
+/// run, or the continuation of one. Every flag is checked and every
+/// component built before the run directory is touched; a resumed run's
+/// overrides are checked against its checkpoint before its `config.json`
+/// changes.
+pub fn train(request: TrainRequest, registries: &Registries) -> Result<FitSummary> {
+    #[allow(unused_mut)]
+    let mut config = resolve_config(&request, registries)?;
+    #[cfg(feature = "nccl")]
+    if config.distributed == Some(Distributed::Nccl) {
+        config.device = kiln_tensor::device::DeviceSpec::Cuda(nccl_device(&config)?);
     }
+    let Some(comm) = connect(&config)? else {
+        return train_on(request, registries, config, None);
+    };
+    comm.set_notices(request.notices.clone());
+    let dp = DataParallel::new(comm.as_ref()).buckets(
+        crate::distributed::BucketConfig::from_cap_mb(config.bucket_cap_mb)?,
+    );
+    let notices = request.notices.clone();
+    let result = train_on(request, registries, config, Some(dp));
+    if let Err(err) = &result {
+        end_job(comm.as_ref(), err, &notices);
+    }
+    result
+}
+
+/// One rank's error ends the whole job, after saying it once.
+fn end_job(comm: &dyn Collective, err: &Error, notices: &Notices) {
+    // When ranks disagree, the ones that differ say so: the others give
+    // them a moment to end the job before saying it themselves.
+    if let Error::RankMismatch { ranks, .. } = err {
+        if !ranks.contains(&comm.rank()) {
+            std::thread::sleep(std::time::Duration::from_secs(5));
+        }
+    }
+    notices.send(Notice::RankFailed {
+        rank: comm.rank(),
+        world: comm.world_size(),
+        error: err
+            .to_string()
+            .lines()
+            .next()
+            .unwrap_or("unknown error")
+            .to_string(),
+    });
+    comm.abort(err.exit_code());
 }
 
 /// The communicator `--distributed` names (`None` without it).
 fn connect(config: &RunConfig) -> Result<Option<Box<dyn Collective>>> {
-    let Some(kind) = config.distributed.as_deref() else {
+    let Some(kind) = config.distributed else {
         return Ok(None);
     };
     #[cfg(feature = "mpi")]
     let timeout = std::time::Duration::from_secs_f64(config.dist_timeout);
     match kind {
         #[cfg(feature = "mpi")]
-        "mpi" => Ok(Some(Box::new(crate::distributed::mpi::Mpi::init(timeout)?))),
+        Distributed::Mpi => Ok(Some(Box::new(crate::distributed::mpi::Mpi::init(timeout)?))),
         #[cfg(not(feature = "mpi"))]
-        "mpi" => Err(Error::Usage("--distributed mpi: this kiln was built without the `mpi` feature (cargo build --features kiln-cli/mpi)".into())),
+        Distributed::Mpi => Err(Error::Usage("--distributed mpi: this kiln was built without the `mpi` feature (cargo build --features kiln-cli/mpi)".into())),
         #[cfg(feature = "nccl")]
-        "nccl" => {
+        Distributed::Nccl => {
             let device = nccl_device(config)?;
             Ok(Some(Box::new(crate::distributed::nccl::Nccl::init(timeout, device)?)))
         }
         #[cfg(not(feature = "nccl"))]
-        "nccl" => Err(Error::Usage("--distributed nccl: this kiln was built without the `nccl` feature (cargo build --features kiln-cli/nccl)".into())),
-        other => Err(Error::Usage(format!(
-            "unknown --distributed '{other}'; accepted: mpi, nccl"
-        ))),
+        Distributed::Nccl => Err(Error::Usage("--distributed nccl: this kiln was built without the `nccl` feature (cargo build --features kiln-cli/nccl)".into())),
     }
 }
 
 /// For `--distributed nccl`: this rank's GPU, `cuda:<local rank mod GPUs>`.
 #[cfg(feature = "nccl")]
 fn nccl_device(config: &RunConfig) -> Result<usize> {
-    if !matches!(config.device.as_str(), "auto" | "cuda") {
+    use kiln_tensor::device::DeviceSpec;
+    if !matches!(config.device, DeviceSpec::Auto | DeviceSpec::Cuda(_)) {
         return Err(Error::Usage(format!(
             "--distributed nccl puts each rank on its own GPU; pass --device cuda or auto, not '{}'",
             config.device
@@ -120,58 +180,30 @@ fn nccl_device(config: &RunConfig) -> Result<usize> {
     Ok(crate::distributed::nccl::local_rank() % gpus)
 }
 
-/// Trains as `request` asks: a new run, or the continuation of one. Every
-/// flag is checked and every component built before the run directory is
-/// touched; a resumed run's overrides are checked against its checkpoint
-/// before its `config.json` changes.
-pub fn train(request: &TrainRequest) -> Result<FitSummary> {
-    let mut layers = Vec::new();
-    if let Some(dir) = &request.resume {
-        dir::check_is_run(dir)?;
-        layers.push(dir::read_config(dir)?.as_layer(dir::CONFIG_FILE)?);
-    }
-    if let Some(file) = &request.config_file {
-        layers.push(Layer::from_file(file)?);
-    }
-    layers.push(Layer::new("the command line", request.flags.clone()));
-    #[allow(unused_mut)]
-    let mut config = RunConfig::from_layers(&layers)?;
-    #[cfg(feature = "nccl")]
-    if config.distributed.as_deref() == Some("nccl") {
-        config.device = format!("cuda:{}", nccl_device(&config)?);
-    }
-    let Some(comm) = connect(&config)? else {
-        return train_on(request, config, None);
-    };
-    let dp = DataParallel::new(comm.as_ref()).buckets(
-        crate::distributed::BucketConfig::from_cap_mb(config.bucket_cap_mb)?,
-    );
-    let result = train_on(request, config, Some(dp));
-    if let Err(err) = &result {
-        // When ranks disagree, the ones that differ say so: the others give
-        // them a moment to end the job before saying it themselves.
-        if let Error::RankMismatch { ranks, .. } = err {
-            if !ranks.contains(&comm.rank()) {
-                std::thread::sleep(std::time::Duration::from_secs(5));
-            }
-        }
-        // One write, so that MPI's forwarding does not split the line.
-        let line = format!(
-            "error: rank {} of {}: {}\n",
-            comm.rank(),
-            comm.world_size(),
-            err.to_string().lines().next().unwrap_or("unknown error")
-        );
-        let _ = std::io::Write::write_all(&mut std::io::stderr().lock(), line.as_bytes());
-        comm.abort(err.exit_code());
-    }
-    result
+/// The seed of the run: given, or drawn from the OS (PyTorch seeds its
+/// generator from the OS when a program does not; kiln records the seed so
+/// the run can be repeated). Ranks take rank 0's.
+fn seed(config: &RunConfig, dp: Option<DataParallel<'_>>) -> Result<u64> {
+    Ok(match (config.seed, dp) {
+        (Some(seed), _) => seed,
+        (None, Some(dp)) => dp.broadcast_u64(os_seed())?,
+        (None, None) => os_seed(),
+    })
 }
 
-/// `train` on this process: alone, or as one rank of `dp`.
+/// Everything a run trains with, built and checked; nothing written yet.
+struct Prepared<'a> {
+    plan: RunPlan,
+    parts: Components,
+    loaders: RunLoaders,
+    trainer: Trainer<'a>,
+}
+
+/// `train` on this process: alone, or as one rank of `dp`. The phases.
 fn train_on(
-    request: &TrainRequest,
-    mut config: RunConfig,
+    request: TrainRequest,
+    registries: &Registries,
+    config: RunConfig,
     dp: Option<DataParallel<'_>>,
 ) -> Result<FitSummary> {
     let main = dp.is_none_or(|dp| dp.is_main());
@@ -180,194 +212,187 @@ fn train_on(
         Some(path) if main => Some(RunDir::open(path)?),
         _ => None,
     };
-    // PyTorch seeds its generator from the OS when a program does not; kiln
-    // does too, and records the seed so the run can be repeated. Ranks take
-    // rank 0's.
-    let seed = match (config.seed, dp) {
-        (Some(seed), _) => seed,
-        (None, Some(dp)) => dp.broadcast_u64(os_seed())?,
-        (None, None) => os_seed(),
-    };
-    config.seed = Some(seed);
-    let mut parts = Components::build(&config, seed)?;
-    // config.json records what runs, defaults included.
-    config.loss = Some(parts.loss_spec.clone());
-    config.model = Some(parts.model_spec.clone());
-    let Components {
-        ref splits,
-        ref mut model,
-        ref loss,
-        ref mut optimizer,
-        ..
-    } = parts;
-    let shuffle = !config.no_shuffle;
-    let mut train_loader = DataLoader::new(&splits.train, config.batch_size, shuffle)?;
-    let mut val_loader = splits
-        .val
-        .as_ref()
-        .map(|v| DataLoader::new(v, config.batch_size, false))
-        .transpose()?;
-    let mut test_loader = DataLoader::new(&splits.test, config.batch_size, false)?;
-    if let Some(dp) = dp {
-        check_ranks_agree(dp, &config, splits)?;
-        dp.check_same_model(model.as_ref())?;
-        let sampler = DistributedSampler::new(dp.world_size(), dp.rank())?;
-        train_loader = train_loader.distributed(sampler.clone().shuffle(shuffle).seed(seed));
-        let eval_sampler = sampler.shuffle(false).pad(false);
-        val_loader = val_loader.map(|l| l.distributed(eval_sampler.clone()));
-        test_loader = test_loader.distributed(eval_sampler);
-    }
-    let trainer_config = build::trainer_config(&config)?;
-    let scheduler = build::scheduler(&config, optimizer.as_mut(), &train_loader)?;
-    // Declared before the trainer, whose callbacks borrow it.
-    let run_dir: Option<RunDir>;
-    let mut trainer = Trainer::new(trainer_config)?.run_config(config.to_json()?);
-    trainer = build::metrics(trainer, &config, splits)?;
-    let mut eval_names = Vec::new();
-    if val_loader.is_some() {
-        eval_names.push("val");
-    }
-    eval_names.push("test");
-    let reported = trainer.metric_names(&eval_names);
-    let keep_best_reported = config
-        .keep_best
-        .as_ref()
-        .is_none_or(|m| reported.contains(m));
-    let checked = trainer.check_monitors(&eval_names).and_then(|()| {
-        if keep_best_reported {
-            Ok(())
-        } else {
-            Err(Error::Usage(format!(
-                "--keep-best monitors '{}', which this run does not report; it reports {}",
-                config.keep_best.as_deref().unwrap_or_default(),
-                reported.join(", ")
-            )))
-        }
-    });
-    checked.map_err(|e| {
-        let hint = if val_loader.is_none() && e.to_string().contains("'val_") {
-            " (val_* metrics need --val-fraction)"
-        } else {
-            ""
-        };
-        Error::Usage(format!("{e}{hint}"))
-    })?;
-
-    // Everything is built and checked: now the run directory.
-    run_dir = if main {
-        Some(match resumed {
-            Some(dir) => dir,
-            None => RunDir::create(request.run_dir.as_deref())?,
-        })
+    let seed = seed(&config, dp)?;
+    let plan = RunPlan::new(config, seed)?;
+    let Prepared {
+        plan,
+        mut parts,
+        loaders,
+        trainer,
+    } = prepare(plan, registries, dp)?;
+    let run_dir = if main {
+        Some(open_run_dir(&request, resumed, &plan, &request.notices)?)
     } else {
         None
     };
-    let mut resume: Option<Checkpoint> = None;
+    let resume = match (&request.resume, dp) {
+        (Some(path), Some(dp)) => share_checkpoint(
+            dp,
+            find_checkpoint(run_dir.as_ref(), &plan, &request.notices)?,
+            path,
+        )?,
+        (Some(_), None) => find_checkpoint(run_dir.as_ref(), &plan, &request.notices)?,
+        (None, _) => None,
+    };
+    let mut trainer = trainer.interrupt_flag(signals::install()?);
     if let Some(dir) = &run_dir {
-        for stale in dir.clean_stale()? {
-            eprintln!(
-                "kiln: removed {} (left by an interrupted write)",
-                stale.display()
-            );
-        }
-        if request.resume.is_some() {
-            match dir.latest_checkpoint(&mut |w| eprintln!("warning: {w}"))? {
-                Some((path, ckpt)) => {
-                    warn_on_new_horizon(&config, &ckpt);
-                    eprintln!("kiln: resuming {} from {}", dir.path().display(), path.display());
-                    resume = Some(ckpt);
-                }
-                None => eprintln!(
-                    "kiln: {} has no checkpoint yet; starting it from the beginning with its saved config",
-                    dir.path().display()
-                ),
-            }
-        } else {
-            eprintln!("kiln: run directory {}", dir.path().display());
-        }
-        eprintln!("kiln: seed set to {seed}");
-    }
-    // Other ranks resume from the checkpoint rank 0 chose.
-    if let (Some(dp), Some(path)) = (dp, &request.resume) {
-        resume = share_checkpoint(dp, resume, path)?;
-    }
-    let resume_step = resume.as_ref().map(|c| c.progress.step);
-    if let Some(dir) = &run_dir {
-        trainer = trainer.checkpoints(build::checkpoint_config(&config, dir.path()))?;
-        trainer = trainer.callback(ConfigWriter {
+        trainer = outputs::attach(
+            trainer.checkpoint_dir(dir.path()),
+            &plan,
             dir,
-            config: config.clone(),
-        });
-        let loggers = config.loggers()?;
-        if loggers.jsonl || loggers.csv {
-            let formats = Formats {
-                jsonl: loggers.jsonl,
-                csv: loggers.csv,
-            };
-            trainer = trainer.callback(match resume_step {
-                Some(step) => MetricsLogger::resume(dir.path(), formats, step),
-                None => MetricsLogger::create(dir.path(), formats),
-            });
-        }
-        if loggers.tensorboard {
-            let tb = TensorBoardConfig {
-                log_every_n_steps: config.log_every_n_steps as u64,
-                flags: Some(config.to_json()?),
-                histograms: config.log_histograms,
-                ..TensorBoardConfig::default()
-            };
-            trainer = trainer.callback(match resume_step {
-                Some(step) => TensorBoardLogger::resume(dir.path(), step as u64, tb)?,
-                None => TensorBoardLogger::create(dir.path(), tb)?,
-            });
-        }
-        if !request.quiet {
-            let stdout = std::io::stdout();
-            trainer = match request.format {
-                LogFormat::Json => trainer.callback(JsonLines::new(stdout.lock())),
-                // Open MPI gives ranks a pseudo-terminal: no progress bar there.
-                LogFormat::Plain if stdout.is_terminal() && dp.is_none() => {
-                    trainer.callback(ProgressPrinter::new(train_loader.len()))
-                }
-                LogFormat::Plain => trainer.callback(TutorialPrinter::new(stdout.lock())),
-            };
-        }
+            resume.as_ref().map(|c| c.progress.step),
+            outputs::Shown {
+                display: request.display,
+                notices: &request.notices,
+                data_parallel: dp.is_some(),
+                train_batches: loaders.train.len(),
+            },
+        )?;
     }
-    if let Some((scheduler, interval)) = scheduler {
-        trainer = trainer.scheduler(scheduler, interval);
-    }
-    if let Some(dp) = dp {
-        trainer = trainer.data_parallel(dp);
-    }
-    trainer = trainer.interrupt_flag(signals::install()?);
-    let mut eval_sets: Vec<(&str, &DataLoader<'_>)> = Vec::new();
-    if let Some(val) = &val_loader {
-        eval_sets.push(("val", val));
-    }
-    eval_sets.push(("test", &test_loader));
-    debug_assert_eq!(eval_sets.len(), eval_names.len());
+    let eval_sets = loaders.eval_sets();
     let summary = trainer.fit(
-        model.as_mut(),
-        loss.as_ref(),
-        optimizer.as_mut(),
+        parts.model.as_mut(),
+        &LossStep::new(parts.loss.as_ref()),
+        parts.optimizer.as_mut(),
         Loaders {
-            train: &train_loader,
+            train: &loaders.train,
             eval: &eval_sets,
         },
         resume,
     )?;
     drop(trainer);
     if let Some(dp) = dp {
-        dp.verify_replicas(model.as_ref())?;
+        dp.verify_replicas(parts.model.as_ref())?;
     }
-    let Some(dir) = &run_dir else {
+    finish_run(
+        summary,
+        parts.model.as_ref(),
+        run_dir.as_ref(),
+        &plan,
+        &request.notices,
+    )
+}
+/// The build phase: components, loaders, the Trainer with its scheduler
+/// and metrics, data-parallel agreement — every check before anything is
+/// written. `config.json` records what runs, defaults included.
+fn prepare<'a>(
+    mut plan: RunPlan,
+    registries: &Registries,
+    dp: Option<DataParallel<'a>>,
+) -> Result<Prepared<'a>> {
+    let mut parts = Components::build(&plan, registries)?;
+    plan.config.loss = Some(parts.loss_spec.clone());
+    plan.config.model = Some(parts.model_spec.clone());
+    let loaders = RunLoaders::build(&plan, &parts.data, parts.device, dp)?;
+    if let Some(dp) = dp {
+        check_ranks_agree(dp, &plan.config, &parts.data)?;
+        dp.check_same_model(parts.model.as_ref())?;
+    }
+    let mut trainer = Trainer::new(plan.trainer.clone())
+        .map_err(plan::flag_error)?
+        .run_config(plan.config.to_json()?)
+        .metrics(build::metrics(plan.config.top_k, parts.data.task));
+    if let Some((scheduler, interval)) = build::scheduler(
+        &plan,
+        &registries.schedulers,
+        parts.optimizer.as_mut(),
+        &loaders.train,
+    )? {
+        trainer = trainer.scheduler(scheduler, interval);
+    }
+    if let Some(dp) = dp {
+        trainer = trainer.data_parallel(dp);
+    }
+    let eval_names: Vec<&str> = loaders.eval.iter().map(|(n, _)| *n).collect();
+    trainer
+        .check(parts.model.as_ref(), parts.optimizer.as_ref(), &eval_names)
+        .map_err(|e| match plan::flag_error(e) {
+            Error::Usage(m) if parts.data.val.is_none() && m.contains("'val_") => {
+                Error::Usage(format!("{m} (val_* metrics need --val-fraction)"))
+            }
+            other => other,
+        })?;
+    Ok(Prepared {
+        plan,
+        parts,
+        loaders,
+        trainer,
+    })
+}
+
+/// The open phase (rank 0): the run directory — the resumed one, or a new
+/// one — with what interrupted writes left removed.
+fn open_run_dir(
+    request: &TrainRequest,
+    resumed: Option<RunDir>,
+    plan: &RunPlan,
+    notices: &Notices,
+) -> Result<RunDir> {
+    let dir = match resumed {
+        Some(dir) => dir,
+        None => RunDir::create(request.run_dir.as_deref())?,
+    };
+    for stale in dir.clean_stale()? {
+        notices.send(Notice::Removed(stale));
+    }
+    if request.resume.is_none() {
+        notices.send(Notice::RunDir(dir.path().to_path_buf()));
+    }
+    notices.send(Notice::Seed(plan.seed));
+    Ok(dir)
+}
+
+/// The newest valid checkpoint of a resumed run (rank 0; `None` on other
+/// ranks, which take rank 0's choice).
+fn find_checkpoint(
+    dir: Option<&RunDir>,
+    plan: &RunPlan,
+    notices: &Notices,
+) -> Result<Option<Checkpoint>> {
+    let Some(dir) = dir else {
+        return Ok(None);
+    };
+    match dir.latest_checkpoint(&mut |w| notices.warn(w))? {
+        Some((path, ckpt)) => {
+            warn_on_new_horizon(&plan.config, &ckpt, notices);
+            notices.send(Notice::Resuming {
+                run: dir.path().to_path_buf(),
+                checkpoint: path,
+            });
+            Ok(Some(ckpt))
+        }
+        None => {
+            notices.send(Notice::NoCheckpointYet(dir.path().to_path_buf()));
+            Ok(None)
+        }
+    }
+}
+
+/// The finish phase: the trained TorchScript module and the plots of a
+/// run that ended well, and the stop reason as a result.
+fn finish_run(
+    summary: FitSummary,
+    model: &dyn Model,
+    dir: Option<&RunDir>,
+    plan: &RunPlan,
+    notices: &Notices,
+) -> Result<FitSummary> {
+    let Some(dir) = dir else {
         return finish(summary, None);
     };
-    save_trained_module(model.as_ref(), &summary, dir.path())?;
-    if config.plot {
-        for path in crate::plot::plot_run(dir.path(), &dir.path().join("plots"))? {
-            eprintln!("kiln: wrote {}", path.display());
+    save_trained_module(model, &summary, dir.path(), notices)?;
+    #[cfg(feature = "plot")]
+    if plan.config.plot {
+        let plots = dir.path().join("plots");
+        for path in crate::plot::plot_run(dir.path(), &plots, &mut |w| notices.warn(w))? {
+            notices.send(Notice::Wrote(path));
         }
+    }
+    #[cfg(not(feature = "plot"))]
+    if plan.config.plot {
+        return Err(Error::Usage(
+            "--plot: this kiln was built without the `plot` feature of kiln-loop".into(),
+        ));
     }
     finish(summary, Some(dir.path()))
 }
@@ -375,7 +400,12 @@ fn train_on(
 /// A TorchScript model that finished training is written back as
 /// TorchScript, `RUN/model.pt` (`torch.jit.load` reads it); an interrupted
 /// or failed run writes nothing (its checkpoints hold the weights).
-fn save_trained_module(model: &dyn Model, summary: &FitSummary, run_dir: &Path) -> Result<()> {
+fn save_trained_module(
+    model: &dyn Model,
+    summary: &FitSummary,
+    run_dir: &Path,
+    notices: &Notices,
+) -> Result<()> {
     if matches!(
         summary.stop,
         StopReason::Interrupted { .. } | StopReason::NonFiniteLoss { .. }
@@ -384,7 +414,7 @@ fn save_trained_module(model: &dyn Model, summary: &FitSummary, run_dir: &Path) 
     }
     let path = run_dir.join(TORCHSCRIPT_FILE);
     if model.save_torchscript(&path)? {
-        eprintln!("kiln: wrote {}", path.display());
+        notices.send(Notice::Wrote(path));
     }
     Ok(())
 }
@@ -427,14 +457,10 @@ fn finish(summary: FitSummary, run_dir: Option<&Path>) -> Result<FitSummary> {
 
 /// Ranks that would take different numbers of steps, or train different
 /// things, would wait on each other forever: refuse them up front.
-fn check_ranks_agree(
-    dp: DataParallel<'_>,
-    config: &RunConfig,
-    splits: &build::RunData,
-) -> Result<()> {
+fn check_ranks_agree(dp: DataParallel<'_>, config: &RunConfig, splits: &RunData) -> Result<()> {
     let mut same = config.clone();
     // The device is per rank (`cuda:N` with NCCL).
-    same.device = String::new();
+    same.device = kiln_tensor::device::DeviceSpec::Auto;
     let text = same.to_json()?.to_string();
     // FNV-1a: the same on every rank and every build.
     let hash = text.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
@@ -473,24 +499,24 @@ fn share_checkpoint(
 
 /// Warns when a resumed run's new length changes a scheduler's horizon (the
 /// restored scheduler keeps the original one).
-fn warn_on_new_horizon(config: &RunConfig, ckpt: &Checkpoint) {
+fn warn_on_new_horizon(config: &RunConfig, ckpt: &Checkpoint, notices: &Notices) {
     let Some(spec) = config.scheduler.as_deref() else {
         return;
     };
-    let saved: Option<RunConfig> = serde_json::from_value(ckpt.config.clone()).ok();
-    let Some(saved) = saved else {
-        return;
-    };
-    if saved.epochs != config.epochs || saved.max_steps != config.max_steps {
-        eprintln!(
-            "warning: --epochs/--max-steps changed ({} epochs, max steps {:?} → {} epochs, max steps {:?}); the restored '{spec}' scheduler keeps the horizon of the original run",
-            saved.epochs, saved.max_steps, config.epochs, config.max_steps
-        );
+    let saved = |key: &str| ckpt.config.get(key).cloned().unwrap_or_default();
+    let (epochs, max_steps) = (saved("epochs"), saved("max_steps"));
+    if epochs != serde_json::json!(config.epochs)
+        || max_steps != serde_json::json!(config.max_steps)
+    {
+        notices.warn(format!(
+            "--epochs/--max-steps changed ({epochs} epochs, max steps {max_steps} → {} epochs, max steps {:?}); the restored '{spec}' scheduler keeps the horizon of the original run",
+            config.epochs, config.max_steps
+        ));
     }
 }
 
 /// What `kiln eval` asks for.
-#[derive(Debug, Clone, Default)]
+#[derive(Default)]
 pub struct EvalRequest {
     /// A checkpoint directory, or a run directory.
     pub checkpoint: Option<PathBuf>,
@@ -500,20 +526,39 @@ pub struct EvalRequest {
     pub weights: Option<PathBuf>,
     /// Flags that override the run's (data directory, test samples, batch size, device).
     pub flags: serde_json::Map<String, serde_json::Value>,
+    /// Where the tutorial's `Test Error` block goes.
+    pub output: Option<Box<dyn std::io::Write + Send>>,
+    /// Where warnings go.
+    pub notices: Notices,
+}
+
+impl std::fmt::Debug for EvalRequest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EvalRequest")
+            .field("checkpoint", &self.checkpoint)
+            .field("which", &self.which)
+            .field("weights", &self.weights)
+            .field("flags", &self.flags)
+            .finish_non_exhaustive()
+    }
 }
 
 /// `kiln eval`: the tutorial's test loop on a checkpoint's (or a weights
-/// file's) model, on the run's test data; prints the tutorial's block.
-pub fn evaluate(request: &EvalRequest) -> Result<crate::TestSummary> {
+/// file's) model, on the run's test data; writes the tutorial's block.
+pub fn evaluate(request: EvalRequest, registries: &Registries) -> Result<crate::TestSummary> {
     let (weights, saved) = match (&request.checkpoint, &request.weights) {
         (Some(path), _) => {
-            let dir = checkpoint_to_evaluate(path, request.which.as_deref())?;
+            let dir = checkpoint_to_evaluate(path, request.which.as_deref(), &request.notices)?;
             let ckpt = checkpoint::load(&dir)?;
-            let saved: RunConfig =
-                serde_json::from_value(ckpt.config.clone()).map_err(|e| Error::Data {
-                    path: dir.clone(),
-                    message: format!("the checkpoint's run config is unreadable: {e}"),
-                })?;
+            let saved = match ckpt.config {
+                serde_json::Value::Object(flags) => Layer::new("the checkpoint's config", flags),
+                _ => {
+                    return Err(Error::Data {
+                        path: dir.clone(),
+                        message: "the checkpoint's run config is unreadable".into(),
+                    })
+                }
+            };
             (ckpt.model, Some(saved))
         }
         (None, Some(file)) => (checkpoint::read_weights(file)?, None),
@@ -523,32 +568,32 @@ pub fn evaluate(request: &EvalRequest) -> Result<crate::TestSummary> {
             ))
         }
     };
-    let mut layers = Vec::new();
-    if let Some(saved) = &saved {
-        layers.push(saved.as_layer("the checkpoint's config")?);
-    }
+    let mut layers: Vec<Layer> = saved.into_iter().collect();
     layers.push(Layer::new("the command line", request.flags.clone()));
-    let config = RunConfig::from_layers(&layers)?;
+    let config = RunConfig::from_layers(&layers, registries)?;
     let seed = config.seed.unwrap_or(0);
-    let parts = Components::build(&config, seed)?;
+    let plan = RunPlan::new(config, seed)?;
     let Components {
-        splits,
+        data,
         mut model,
         loss,
+        device,
         ..
-    } = parts;
+    } = Components::build(&plan, registries)?;
     model.load_state_dict(&weights)?;
-    let loader = DataLoader::new(&splits.test, config.batch_size, false)?;
-    crate::tutorial::test(
-        &loader,
-        model.as_mut(),
-        loss.as_ref(),
-        &mut std::io::stdout().lock(),
-    )
+    let loader =
+        DataLoader::new(data.test.clone(), plan.config.batch_size, false)?.to_device(device);
+    let mut sink = std::io::sink();
+    let mut output = request.output;
+    let out: &mut dyn std::io::Write = match &mut output {
+        Some(out) => out.as_mut(),
+        None => &mut sink,
+    };
+    crate::tutorial::test(&loader, model.as_mut(), loss.as_ref(), out)
 }
 
 /// The checkpoint `kiln eval --checkpoint PATH [--which last|best]` means.
-fn checkpoint_to_evaluate(path: &Path, which: Option<&str>) -> Result<PathBuf> {
+fn checkpoint_to_evaluate(path: &Path, which: Option<&str>, notices: &Notices) -> Result<PathBuf> {
     if path.join("manifest.json").exists() {
         if which.is_some() {
             return Err(Error::Usage(format!(
@@ -559,7 +604,7 @@ fn checkpoint_to_evaluate(path: &Path, which: Option<&str>) -> Result<PathBuf> {
         return Ok(path.to_path_buf());
     }
     match which.unwrap_or("last") {
-        "last" => checkpoint::latest_valid(path, &mut |w| eprintln!("warning: {w}"))?
+        "last" => checkpoint::latest_valid(path, &mut |w| notices.warn(w))?
             .map(|(dir, _)| dir)
             .ok_or_else(|| Error::Data {
                 path: path.to_path_buf(),

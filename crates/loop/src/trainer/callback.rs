@@ -25,8 +25,10 @@ pub struct StepInfo {
     pub skipped: bool,
     /// The batch's loss (before dividing for accumulation).
     pub loss: f64,
-    /// Learning rate of the first param group (after this batch's step and
-    /// scheduler step).
+    /// The step's extra metrics on this batch ([`crate::step::StepOutput::metric`]).
+    pub metrics: Vec<(String, f64)>,
+    /// Learning rate of the first param group this batch trained with
+    /// (before its scheduler step, as Lightning's `LearningRateMonitor`).
     pub lr: Option<f64>,
     /// Total gradient norm before clipping, when `clip_grad_norm` is set.
     pub grad_norm: Option<f64>,
@@ -247,6 +249,12 @@ pub trait Callback {
     }
     /// After an epoch (and its evaluation), with the model.
     fn on_epoch_end(&mut self, _epoch: usize, _model: &dyn Model) -> Result<()> {
+        Ok(())
+    }
+    /// Before a checkpoint at `progress` is written: make every record up
+    /// to it durable (flush files), so that a run killed at any moment and
+    /// resumed from that checkpoint has each step logged exactly once.
+    fn on_before_checkpoint(&mut self, _progress: &Progress) -> Result<()> {
         Ok(())
     }
     /// After a checkpoint was written.

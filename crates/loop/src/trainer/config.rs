@@ -2,7 +2,6 @@
 use crate::{Error, Result};
 use kiln_tensor::amp::Precision;
 use serde::{Deserialize, Serialize};
-use std::path::PathBuf;
 
 /// Whether a smaller or a larger value of a monitored metric is better.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -61,17 +60,76 @@ pub struct EarlyStopping {
     pub min_delta: f64,
 }
 
-/// Where and how often to write checkpoints.
+impl std::str::FromStr for EarlyStopping {
+    type Err = Error;
+
+    /// `METRIC[:patience=3,min_delta=0,mode=min|max]`; the mode defaults to
+    /// `min` for losses and `max` otherwise ([`Mode::for_metric`]).
+    fn from_str(text: &str) -> Result<Self> {
+        let bad = |e: kiln_tensor::Error| Error::Usage(e.to_string());
+        let mut spec: kiln_tensor::spec::Spec = text.parse().map_err(bad)?;
+        let mode = match spec
+            .choice("mode", &["min", "max"])
+            .map_err(bad)?
+            .as_deref()
+        {
+            Some("min") => Mode::Min,
+            Some(_) => Mode::Max,
+            None => Mode::for_metric(&spec.name),
+        };
+        let patience = spec.i64("patience").map_err(bad)?.unwrap_or(3);
+        let min_delta = spec.f64("min_delta").map_err(bad)?.unwrap_or(0.0);
+        spec.finish(&["patience", "min_delta", "mode"])
+            .map_err(bad)?;
+        let patience = usize::try_from(patience)
+            .map_err(|_| Error::Usage(format!("patience must be at least 1, got {patience}")))?;
+        Ok(EarlyStopping {
+            monitor: spec.name.clone(),
+            mode,
+            patience,
+            min_delta,
+        })
+    }
+}
+
+impl std::fmt::Display for EarlyStopping {
+    /// The spec that parses back to the same value.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{}:patience={},min_delta={:?},mode={}",
+            self.monitor,
+            self.patience,
+            self.min_delta,
+            match self.mode {
+                Mode::Min => "min",
+                Mode::Max => "max",
+            }
+        )
+    }
+}
+
+/// How often to write checkpoints and which to keep (where: the
+/// directory given to [`crate::Trainer::checkpoint_dir`]).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct CheckpointConfig {
-    /// The run directory (`checkpoints/` is created inside).
-    pub run_dir: PathBuf,
     /// Also write one every this many optimizer steps (always at epoch ends).
     pub every_steps: Option<usize>,
     /// How many of the newest checkpoints to keep.
     pub keep_last: usize,
     /// Also keep the best checkpoint by this evaluation metric.
     pub keep_best: Option<(String, Mode)>,
+}
+
+impl Default for CheckpointConfig {
+    /// At epoch ends, the newest 3 kept.
+    fn default() -> Self {
+        Self {
+            every_steps: None,
+            keep_last: 3,
+            keep_best: None,
+        }
+    }
 }
 
 /// The Trainer's settings; `Default` is the tutorial's job (5 epochs, a log
@@ -106,8 +164,9 @@ pub struct TrainerConfig {
     pub clip_grad_value: Option<f64>,
     /// Rescale gradients so their total 2-norm is at most this (`clip_grad_norm_`).
     pub clip_grad_norm: Option<f64>,
-    /// Checkpointing, if any.
-    pub checkpoint: Option<CheckpointConfig>,
+    /// When to write checkpoints and which to keep (written when the
+    /// Trainer has a checkpoint directory).
+    pub checkpoint: CheckpointConfig,
     /// Autocast around forward and loss, and a gradient scaler for
     /// `16-mixed` (Lightning's precision names).
     #[serde(with = "precision_name")]
@@ -146,7 +205,7 @@ impl Default for TrainerConfig {
             stop_on_nonfinite: true,
             clip_grad_value: None,
             clip_grad_norm: None,
-            checkpoint: None,
+            checkpoint: CheckpointConfig::default(),
             precision: Precision::F32True,
         }
     }
@@ -161,62 +220,96 @@ impl TrainerConfig {
         self
     }
 
-    /// Rejects settings that cannot work, naming them.
+    /// Rejects settings that cannot work, naming them ([`Error::Setting`]
+    /// with the field's name): the one place these conditions are written.
     pub fn validate(&self) -> Result<()> {
-        let bad = |m: &str| Err(Error::InvalidArgument(m.into()));
-        if self.accumulate_grad_batches == 0 {
-            return bad("accumulate_grad_batches must be at least 1");
-        }
-        if self.log_every == 0 {
-            return bad("log_every must be at least 1");
-        }
-        if self.eval_every_steps == Some(0) {
-            return bad("eval_every_steps must be at least 1");
-        }
-        if let Some(c) = &self.checkpoint {
-            if c.every_steps == Some(0) {
-                return bad("checkpoint every_steps must be at least 1");
+        let at_least_one = [
+            (
+                "accumulate_grad_batches",
+                Some(self.accumulate_grad_batches),
+            ),
+            ("log_every", Some(self.log_every)),
+            ("eval_every_steps", self.eval_every_steps),
+            ("checkpoint_every", self.checkpoint.every_steps),
+            ("keep_checkpoints", Some(self.checkpoint.keep_last)),
+            ("limit_train_batches", self.limit_train_batches),
+            ("limit_eval_batches", self.limit_eval_batches),
+            (
+                "early_stopping",
+                self.early_stopping.as_ref().map(|e| e.patience),
+            ),
+        ];
+        for (setting, value) in at_least_one {
+            if value == Some(0) {
+                let what = if setting == "early_stopping" {
+                    "patience must be at least 1, got 0"
+                } else {
+                    "must be at least 1, got 0"
+                };
+                return Err(Error::setting(setting, what));
             }
-            if c.keep_last == 0 {
-                return bad(
-                    "keep_last must be at least 1 (the newest checkpoint is what resume uses)",
-                );
+        }
+        for (setting, value) in [
+            ("clip_grad_norm", self.clip_grad_norm),
+            ("clip_grad_value", self.clip_grad_value),
+        ] {
+            if let Some(v) = value.filter(|v| !(v.is_finite() && *v > 0.0)) {
+                return Err(Error::setting(
+                    setting,
+                    format!("must be a finite, positive clipping threshold, got {v}"),
+                ));
             }
         }
-        if self
+        if let Some(e) = self
             .early_stopping
             .as_ref()
-            .is_some_and(|e| e.patience == 0)
+            .filter(|e| !e.min_delta.is_finite())
         {
-            return bad("early stopping patience must be at least 1");
-        }
-        let positive = |v: Option<f64>| v.is_none_or(|v| v.is_finite() && v > 0.0);
-        if !positive(self.clip_grad_norm) || !positive(self.clip_grad_value) {
-            return bad("gradient clipping thresholds must be finite and positive");
+            return Err(Error::setting(
+                "early_stopping",
+                format!("min_delta must be a finite number, got {}", e.min_delta),
+            ));
         }
         Ok(())
     }
 
-    /// Every metric this configuration monitors, with what monitors it
-    /// (`--early-stopping`, the plateau scheduler, `--keep-best`), for
-    /// checking before training.
+    /// The optimizer steps a fit makes from the start with
+    /// `batches_per_epoch` batches in each epoch: what a per-step lr
+    /// scheduler's horizon is.
+    pub fn total_steps(&self, batches_per_epoch: usize) -> usize {
+        let per_epoch = batches_per_epoch
+            .min(self.limit_train_batches.unwrap_or(usize::MAX))
+            .div_ceil(self.accumulate_grad_batches.max(1));
+        let steps = self.epochs.saturating_mul(per_epoch);
+        self.max_steps.map_or(steps, |m| m.min(steps))
+    }
+
+    /// The metric a metric-driven lr scheduler (ReduceLROnPlateau) follows:
+    /// `monitor`, else early stopping's, else the first evaluation set's
+    /// loss (`val_loss` with a validation split, else `test_loss`).
+    pub fn plateau_monitor(&self, eval_sets: &[&str]) -> String {
+        self.monitor
+            .clone()
+            .or_else(|| self.early_stopping.as_ref().map(|e| e.monitor.clone()))
+            .unwrap_or_else(|| format!("{}_loss", eval_sets.first().copied().unwrap_or("test")))
+    }
+
+    /// Every metric this configuration monitors, with the setting that
+    /// monitors it (`early_stopping`, `monitor` for a metric-driven lr
+    /// scheduler, `keep_best`), for checking before training.
     pub fn monitored(&self) -> Vec<(&'static str, &str)> {
         let mut out = Vec::new();
         out.extend(
             self.early_stopping
                 .as_ref()
-                .map(|e| ("--early-stopping", e.monitor.as_str())),
+                .map(|e| ("early_stopping", e.monitor.as_str())),
         );
-        out.extend(
-            self.monitor
-                .as_deref()
-                .map(|m| ("the plateau scheduler", m)),
-        );
+        out.extend(self.monitor.as_deref().map(|m| ("monitor", m)));
         out.extend(
             self.checkpoint
+                .keep_best
                 .as_ref()
-                .and_then(|c| c.keep_best.as_ref())
-                .map(|(m, _)| ("--keep-best", m.as_str())),
+                .map(|(m, _)| ("keep_best", m.as_str())),
         );
         out
     }

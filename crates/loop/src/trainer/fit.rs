@@ -1,12 +1,13 @@
 //! The phases of a fit: restore, epoch, after a step, end of epoch, end.
-use super::step::{Outcome, StepPath};
+use super::update::{Outcome, UpdatePath};
 use super::{
     BeforeStep, EvalInfo, FitSummary, Interval, Loaders, StepInfo, StepTimings, StopReason, Trainer,
 };
 use crate::checkpoint::{self, Checkpoint, Progress};
+use crate::data::loader::PassState;
 use crate::distributed::DataParallel;
+use crate::step::Step;
 use crate::{Error, Model, Result, TrainerConfig};
-use kiln_losses::Loss;
 use kiln_optim::Optimizer;
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
@@ -27,23 +28,31 @@ struct TrainerState {
     grad_scaler: Option<serde_json::Value>,
 }
 
+/// Where the fit stands: the loop cursor and the data pass it is in.
+struct Cursor {
+    progress: Progress,
+    pass: PassState,
+}
+
 /// One fit in progress: the trainer, what it trains, and where it stands.
-pub(super) struct Fit<'f, 'a, 'd> {
+pub(super) struct Fit<'f, 'a> {
     trainer: &'f mut Trainer<'a>,
     cfg: TrainerConfig,
     model: &'f mut dyn Model,
-    loss_fn: &'f dyn Loss,
+    step: &'f dyn Step,
     optimizer: &'f mut dyn Optimizer,
-    data: Loaders<'f, 'd>,
+    data: Loaders<'f>,
     data_parallel: Option<DataParallel<'a>>,
-    path: StepPath<'f>,
+    path: UpdatePath<'f>,
     progress: Progress,
+    /// The data pass a resumed fit continues.
+    resumed_pass: Option<PassState>,
     state: TrainerState,
     summary: FitSummary,
     batches_per_epoch: usize,
 }
 
-impl<'f, 'a, 'd> Fit<'f, 'a, 'd>
+impl<'f, 'a> Fit<'f, 'a>
 where
     'a: 'f,
 {
@@ -51,34 +60,17 @@ where
     pub fn new(
         trainer: &'f mut Trainer<'a>,
         model: &'f mut dyn Model,
-        loss_fn: &'f dyn Loss,
+        step: &'f dyn Step,
         optimizer: &'f mut dyn Optimizer,
-        data: Loaders<'f, 'd>,
+        data: Loaders<'f>,
     ) -> Result<Self> {
+        trainer.check(&*model, &*optimizer, &data.eval_names())?;
         let cfg = trainer.config.clone();
-        if optimizer.requires_closure() && cfg.accumulate_grad_batches > 1 {
-            return Err(Error::InvalidArgument(format!(
-                "{} re-evaluates the loss itself and cannot accumulate gradients over batches; drop the accumulation",
-                optimizer.name()
-            )));
-        }
-        let names: Vec<&str> = data.eval.iter().map(|(n, _)| *n).collect();
-        trainer.check_monitors(&names)?;
         let device = model.device();
-        cfg.precision.check(device)?;
         let scaler = match trainer.grad_scaler.take() {
             Some(scaler) => Some(scaler),
             None => kiln_optim::amp::GradScaler::for_precision(cfg.precision, device)?,
         };
-        if let Some(scaler) = &scaler {
-            scaler.check_optimizer(&*optimizer).map_err(|e| {
-                Error::Usage(format!(
-                    "precision {} needs a gradient scaler, which cannot drive {}: {e}",
-                    cfg.precision,
-                    optimizer.name()
-                ))
-            })?;
-        }
         let data_parallel = trainer.data_parallel;
         let clipped = (0..optimizer.num_groups())
             .flat_map(|g| optimizer.group_params(g))
@@ -89,8 +81,8 @@ where
             Some(dp) if dp.world_size() > 1 => Some(dp.reducer(&params)?),
             _ => None,
         };
-        let path = StepPath {
-            loss_fn,
+        let path = UpdatePath {
+            step,
             data_parallel,
             reducer,
             accumulate: cfg.accumulate_grad_batches,
@@ -112,17 +104,13 @@ where
             trainer,
             cfg,
             model,
-            loss_fn,
+            step,
             optimizer,
             data,
             data_parallel,
             path,
-            progress: Progress {
-                epoch: 1,
-                batch: 0,
-                step: 0,
-                sampler_seed: None,
-            },
+            progress: Progress::start(),
+            resumed_pass: None,
             state: TrainerState::default(),
             summary: FitSummary {
                 stop: StopReason::Completed,
@@ -148,7 +136,7 @@ where
         self.finish(stop)
     }
 
-    /// Loads a checkpoint's model, optimizer, generator, scheduler and loop
+    /// Loads a checkpoint's model, optimizer, generators, scheduler and loop
     /// state; makes the replicas of a data-parallel run identical.
     fn restore(&mut self, resume: Option<Checkpoint>) -> Result<()> {
         if let Some(ckpt) = resume {
@@ -176,6 +164,13 @@ where
                 }
                 _ => {}
             }
+            if ckpt.progress.batch > 0 {
+                self.resumed_pass = Some(PassState {
+                    base_seed: ckpt.progress.base_seed.unwrap_or_default(),
+                    sampler_seed: ckpt.progress.sampler_seed,
+                    worker_rng: ckpt.rng_workers,
+                });
+            }
             self.progress = ckpt.progress;
         }
         if let Some(dp) = self.data_parallel {
@@ -190,7 +185,11 @@ where
         if let Some(max_steps) = self.cfg.max_steps.filter(|m| self.progress.step >= *m) {
             return Ok(Some(StopReason::MaxSteps { max_steps }));
         }
-        let start_batch = if epoch == self.progress.epoch {
+        let resumed = self
+            .resumed_pass
+            .take()
+            .filter(|_| epoch == self.progress.epoch);
+        let start_batch = if resumed.is_some() {
             self.progress.batch
         } else {
             0
@@ -198,28 +197,24 @@ where
         let train = self.data.train;
         // PyTorch's `sampler.set_epoch(epoch)` with 0-based epochs.
         train.set_epoch(epoch.saturating_sub(1) as u64);
-        let batches = if start_batch > 0 {
-            train.resume(self.progress.sampler_seed, start_batch)?
-        } else {
-            self.trainer.each(|c| c.on_epoch_start(epoch))?;
-            train.iter()?
+        let mut batches = match resumed {
+            Some(pass) => train.resume(pass, start_batch)?,
+            None => {
+                self.trainer.each(|c| c.on_epoch_start(epoch))?;
+                train.iter()?
+            }
         };
         self.model.set_training(true)?;
-        let sampler_seed = batches.sampler_seed();
         let dataset_len = train.dataset().len();
         let accumulate = self.cfg.accumulate_grad_batches;
         let per_epoch = self.batches_per_epoch;
         let mut clock = Instant::now();
-        let mut batches = batches
-            .take(per_epoch.saturating_sub(start_batch))
-            .enumerate();
-        loop {
+        for index in start_batch..per_epoch {
             let data_clock = Instant::now();
-            let Some((offset, batch)) = batches.next() else {
+            let Some(batch) = batches.next() else {
                 break;
             };
             let data = data_clock.elapsed().as_secs_f64();
-            let index = start_batch + offset;
             let batch = batch?;
             let step_now = (index + 1) % accumulate == 0 || index + 1 == per_epoch;
             let before = BeforeStep {
@@ -228,6 +223,8 @@ where
                 step: self.progress.step,
                 last_in_epoch: index + 1 == per_epoch,
             };
+            // The lr this batch trains with, as Lightning's LearningRateMonitor logs it.
+            let lr = self.optimizer.lr(0);
             let trainer = &mut *self.trainer;
             let outcome = self.path.train_batch(
                 &*self.model,
@@ -236,7 +233,7 @@ where
                 step_now,
                 &mut |params| trainer.each(|c| c.on_before_optimizer_step(&before, params)),
             )?;
-            let (loss, stepped, grad_norm, skipped) = match outcome {
+            let (loss, metrics, stepped, grad_norm, skipped) = match outcome {
                 Outcome::NonFinite { loss } => {
                     return Ok(Some(StopReason::NonFiniteLoss {
                         epoch,
@@ -245,9 +242,10 @@ where
                         loss,
                     }))
                 }
-                Outcome::Accumulated { loss } => (loss, false, None, false),
+                Outcome::Accumulated { loss, metrics } => (loss, metrics, false, None, false),
                 Outcome::Stepped {
                     loss,
+                    metrics,
                     grad_norm,
                     skipped,
                 } => {
@@ -257,7 +255,7 @@ where
                             sched.step(&mut *self.optimizer)?;
                         }
                     }
-                    (loss, true, grad_norm, skipped)
+                    (loss, metrics, true, grad_norm, skipped)
                 }
             };
             let elapsed = clock.elapsed().as_secs_f64();
@@ -271,7 +269,8 @@ where
                 stepped,
                 skipped,
                 loss,
-                lr: self.optimizer.lr(0),
+                metrics,
+                lr,
                 grad_norm,
                 samples_per_sec: if elapsed > 0.0 {
                     batch.len() as f64 / elapsed
@@ -287,44 +286,58 @@ where
             };
             self.trainer.each(|c| c.on_batch_end(&info))?;
             if stepped {
-                let cursor = Progress {
-                    epoch,
-                    batch: index + 1,
-                    step: self.progress.step,
-                    sampler_seed,
+                let pass = batches.state()?;
+                let cursor = Cursor {
+                    progress: Progress {
+                        epoch,
+                        batch: index + 1,
+                        step: self.progress.step,
+                        sampler_seed: pass.sampler_seed,
+                        base_seed: Some(pass.base_seed),
+                        workers: pass.worker_rng.len(),
+                    },
+                    pass,
                 };
                 if let Some(stop) = self.after_step(epoch, cursor)? {
                     return Ok(Some(stop));
                 }
             }
         }
+        drop(batches);
         self.end_of_epoch(epoch)
     }
 
     /// What follows every optimizer step, whatever the optimizer: evaluation
-    /// and checkpoints every N steps, the step limit, interrupts.
-    fn after_step(&mut self, epoch: usize, cursor: Progress) -> Result<Option<StopReason>> {
-        let step = cursor.step;
-        if self
+    /// and checkpoints every N steps, the step limit, interrupts. A fit
+    /// that stops at its step limit is checkpointed there and then
+    /// evaluated (after the checkpoint: an evaluation draws its loader's
+    /// seed, and the checkpoint must hold the generator as a run that goes
+    /// on has it).
+    fn after_step(&mut self, epoch: usize, cursor: Cursor) -> Result<Option<StopReason>> {
+        let step = cursor.progress.step;
+        let scheduled = self
             .cfg
             .eval_every_steps
-            .is_some_and(|n| step.is_multiple_of(n))
-        {
-            self.evaluate(epoch, false)?;
+            .is_some_and(|n| step.is_multiple_of(n));
+        if scheduled {
+            let eval = self.evaluate(epoch, false)?;
+            self.step_plateau(Interval::Step, &eval)?;
         }
-        let every = self.cfg.checkpoint.as_ref().and_then(|c| c.every_steps);
+        let every = self.cfg.checkpoint.every_steps;
         let mut saved = false;
         if every.is_some_and(|n| step.is_multiple_of(n)) {
             self.save(&cursor)?;
             saved = true;
         }
-        let stop = if let Some(max_steps) = self.cfg.max_steps.filter(|m| step >= *m) {
-            Some(StopReason::MaxSteps { max_steps })
-        } else {
-            self.interrupted(epoch, step)?
+        let stop = match self.cfg.max_steps.filter(|m| step >= *m) {
+            Some(max_steps) => Some(StopReason::MaxSteps { max_steps }),
+            None => self.interrupted(epoch, step)?,
         };
-        if stop.is_some() && !saved && self.cfg.checkpoint.is_some() {
+        if stop.is_some() && !saved {
             self.save(&cursor)?;
+        }
+        if matches!(stop, Some(StopReason::MaxSteps { .. })) && !scheduled {
+            self.evaluate(epoch, false)?;
         }
         Ok(stop)
     }
@@ -358,37 +371,44 @@ where
                 }
             }
         }
+        if let Some(eval) = &eval {
+            self.step_plateau(Interval::Step, eval)?;
+            self.step_plateau(Interval::Epoch, eval)?;
+        }
         if let Some((sched, Interval::Epoch)) = &mut self.trainer.scheduler {
-            if sched.needs_metric() {
-                let monitor = self
-                    .cfg
-                    .monitor
-                    .as_deref()
-                    .or_else(|| self.cfg.early_stopping.as_ref().map(|e| e.monitor.as_str()));
-                let default = self.data.eval.first().map(|(n, _)| format!("{n}_loss"));
-                let monitor = monitor.or(default.as_deref());
-                if let Some(value) = eval.as_ref().zip(monitor).and_then(|(e, m)| e.get(m)) {
-                    sched.step_with_metric(&mut *self.optimizer, value)?;
-                }
-            } else {
+            if !sched.needs_metric() {
                 sched.step(&mut *self.optimizer)?;
             }
         }
         let model: &dyn Model = &*self.model;
         self.trainer.each(|c| c.on_epoch_end(epoch, model))?;
-        if self.cfg.checkpoint.is_some() {
-            let path = self.save(&Progress {
-                epoch: epoch + 1,
-                batch: 0,
-                step: self.progress.step,
-                sampler_seed: None,
-            })?;
+        let path = self.save(&Cursor {
+            progress: Progress::epoch_start(epoch + 1, self.progress.step),
+            pass: PassState::default(),
+        })?;
+        if let Some(path) = path {
             self.track_best(&path, eval.as_ref())?;
         }
         match stop {
             Some(stop) => Ok(Some(stop)),
             None => self.interrupted(epoch, self.progress.step),
         }
+    }
+
+    /// Steps a metric-driven scheduler (ReduceLROnPlateau) of `interval`
+    /// with the monitored metric of `eval`: per-step ones after every
+    /// evaluation, as Lightning does; per-epoch ones after the epoch's.
+    fn step_plateau(&mut self, interval: Interval, eval: &EvalInfo) -> Result<()> {
+        let Some((sched, at)) = &mut self.trainer.scheduler else {
+            return Ok(());
+        };
+        if *at != interval || !sched.needs_metric() {
+            return Ok(());
+        }
+        if let Some(value) = eval.get(&self.cfg.plateau_monitor(&self.data.eval_names())) {
+            sched.step_with_metric(&mut *self.optimizer, value)?;
+        }
+        Ok(())
     }
 
     /// `Some(Interrupted)` when a signal asked the run to stop (on any
@@ -421,7 +441,7 @@ where
             crate::eval::evaluate(
                 loader,
                 &mut *self.model,
-                self.loss_fn,
+                self.step,
                 &mut self.trainer.metrics,
                 self.cfg.limit_eval_batches,
                 self.cfg.precision,
@@ -448,13 +468,16 @@ where
         Ok(info)
     }
 
-    /// Writes a checkpoint at `cursor` and prunes old ones.
-    fn save(&mut self, cursor: &Progress) -> Result<PathBuf> {
-        let Some(cfg) = self.cfg.checkpoint.clone() else {
-            return Err(Error::InvalidArgument(
-                "checkpointing is not configured".into(),
-            ));
+    /// Writes a checkpoint at `cursor` (when the Trainer has a checkpoint
+    /// directory) and prunes old ones. Every callback's records are made
+    /// durable first, so a resume from it repeats no logged step and loses
+    /// none.
+    fn save(&mut self, cursor: &Cursor) -> Result<Option<PathBuf>> {
+        let Some(run_dir) = self.trainer.checkpoint_dir.clone() else {
+            return Ok(None);
         };
+        self.trainer
+            .each(|c| c.on_before_checkpoint(&cursor.progress))?;
         self.state.scheduler = self.trainer.scheduler.as_ref().map(|(s, _)| s.state_dict());
         self.state.grad_scaler = self
             .path
@@ -468,30 +491,38 @@ where
             optimizer: self.optimizer.state_dict()?,
             rng_cpu,
             rng_cuda,
-            progress: cursor.clone(),
+            rng_workers: cursor
+                .pass
+                .worker_rng
+                .iter()
+                .map(|s| s.as_ref().map(|t| t.shallow_clone()))
+                .collect(),
+            progress: cursor.progress.clone(),
             trainer: serde_json::to_value(&self.state)
                 .map_err(|e| Error::InvalidArgument(e.to_string()))?,
             config: self.trainer.run_config.clone(),
         };
-        let path = checkpoint::save(&cfg.run_dir, &ckpt)?;
+        let path = checkpoint::save(&run_dir, &ckpt)?;
         let best = self
             .state
             .best_checkpoint
             .as_ref()
-            .map(|(p, _)| cfg.run_dir.join(p));
-        checkpoint::prune(&cfg.run_dir, cfg.keep_last, best.as_deref())?;
-        self.trainer.each(|c| c.on_checkpoint(&path, cursor))?;
+            .map(|(p, _)| run_dir.join(p));
+        checkpoint::prune(&run_dir, self.cfg.checkpoint.keep_last, best.as_deref())?;
+        self.trainer
+            .each(|c| c.on_checkpoint(&path, &cursor.progress))?;
         self.summary.last_checkpoint = Some(path.clone());
-        Ok(path)
+        Ok(Some(path))
     }
 
     /// Records `path` as the best checkpoint when `eval` improves the
     /// best-kept metric (`best.json` in the run directory says which).
     fn track_best(&mut self, path: &Path, eval: Option<&EvalInfo>) -> Result<()> {
-        let Some(cfg) = self.cfg.checkpoint.clone() else {
+        let Some(run_dir) = self.trainer.checkpoint_dir.clone() else {
             return Ok(());
         };
-        let (Some((metric, mode)), Some(eval)) = (cfg.keep_best, eval) else {
+        let (Some((metric, mode)), Some(eval)) = (self.cfg.checkpoint.keep_best.clone(), eval)
+        else {
             return Ok(());
         };
         let Some(value) = eval.get(&metric) else {
@@ -501,20 +532,17 @@ where
         if !mode.improves(value, best, 0.0) {
             return Ok(());
         }
-        let relative = path
-            .strip_prefix(&cfg.run_dir)
-            .unwrap_or(path)
-            .to_path_buf();
+        let relative = path.strip_prefix(&run_dir).unwrap_or(path).to_path_buf();
         let old = self
             .state
             .best_checkpoint
             .replace((relative.clone(), value));
-        checkpoint::write_best(&cfg.run_dir, &relative, &metric, value)?;
+        checkpoint::write_best(&run_dir, &relative, &metric, value)?;
         if let Some((old, _)) = old.filter(|(old, _)| *old != relative) {
             // The old best goes unless it is still among the newest kept.
-            let old = cfg.run_dir.join(old);
-            let newest = checkpoint::list(&cfg.run_dir)?;
-            let cut = newest.len().saturating_sub(cfg.keep_last);
+            let old = run_dir.join(old);
+            let newest = checkpoint::list(&run_dir)?;
+            let cut = newest.len().saturating_sub(self.cfg.checkpoint.keep_last);
             if newest.iter().take(cut).any(|p| *p == old) {
                 checkpoint::remove(&old)?;
             }
@@ -526,15 +554,17 @@ where
     /// tells the callbacks.
     fn finish(mut self, stop: StopReason) -> Result<FitSummary> {
         self.summary.steps = self.progress.step;
-        if let (StopReason::NonFiniteLoss { step, .. }, Some(cfg)) = (&stop, &self.cfg.checkpoint) {
+        if let (StopReason::NonFiniteLoss { step, .. }, Some(run_dir)) =
+            (&stop, &self.trainer.checkpoint_dir)
+        {
             // The parameters after `step` steps gave a non-finite loss: checkpoints
             // of that step or later hold them. Keep only the good ones.
-            for dir in checkpoint::list(&cfg.run_dir)? {
+            for dir in checkpoint::list(run_dir)? {
                 if checkpoint::step_of(&dir).is_some_and(|s| s >= *step) {
                     checkpoint::remove(&dir)?;
                 }
             }
-            self.summary.last_checkpoint = checkpoint::list(&cfg.run_dir)?.pop();
+            self.summary.last_checkpoint = checkpoint::list(run_dir)?.pop();
         }
         self.summary.stop = stop;
         let summary = self.summary;

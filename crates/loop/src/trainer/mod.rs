@@ -3,14 +3,16 @@
 //! schedules, early stopping, non-finite loss detection, interrupts,
 //! callbacks and checkpoints that resume bit for bit, data parallelism.
 //!
-//! The code is split by phase: [`step`] turns a batch into gradients and an
-//! optimizer step (the one place optimizers differ), `fit.rs` runs the
+//! What a batch computes is a [`Step`] (kiln's own, [`crate::step::LossStep`],
+//! or a crate's); the Trainer owns everything around it. The code is split
+//! by phase: `update.rs` turns a batch into gradients and an optimizer step
+//! (the one place optimizers and precisions differ), `fit.rs` runs the
 //! phases of a fit (restore, epoch, after a step, end of epoch, end),
 //! [`config`] holds the settings and [`callback`] the hooks.
 pub mod callback;
 pub mod config;
 mod fit;
-mod step;
+mod update;
 
 pub use callback::{
     signal_name, BeforeStep, Callback, EvalInfo, FitSummary, StepInfo, StepTimings, StopReason,
@@ -19,11 +21,12 @@ pub use config::{CheckpointConfig, EarlyStopping, Interval, Mode, TrainerConfig}
 
 use crate::checkpoint::Checkpoint;
 use crate::distributed::DataParallel;
-use crate::metrics::{Accuracy, MeanLoss, Metric};
+use crate::metrics::{Accuracy, MeanLoss, Metric, StepMetric};
+use crate::step::Step;
 use crate::{DataLoader, Error, Model, Result};
-use kiln_losses::Loss;
 use kiln_optim::scheduler::LrScheduler;
 use kiln_optim::Optimizer;
+use std::path::PathBuf;
 use std::sync::atomic::AtomicUsize;
 use std::sync::Arc;
 
@@ -31,11 +34,18 @@ use std::sync::Arc;
 /// (`("val", …)`, `("test", …)`), evaluated in that order; their metrics are
 /// reported as `{name}_{metric}` (`val_loss`, `test_accuracy`).
 #[derive(Debug, Clone, Copy)]
-pub struct Loaders<'l, 'd> {
+pub struct Loaders<'l> {
     /// Batches to train on.
-    pub train: &'l DataLoader<'d>,
+    pub train: &'l DataLoader,
     /// Evaluation sets by name.
-    pub eval: &'l [(&'l str, &'l DataLoader<'d>)],
+    pub eval: &'l [(&'l str, &'l DataLoader)],
+}
+
+impl Loaders<'_> {
+    /// The evaluation sets' names, in order.
+    pub fn eval_names(&self) -> Vec<&str> {
+        self.eval.iter().map(|(n, _)| *n).collect()
+    }
 }
 
 /// Drives training; build it with [`Trainer::new`] and add callbacks.
@@ -48,6 +58,8 @@ pub struct Trainer<'a> {
     data_parallel: Option<DataParallel<'a>>,
     interrupt: Option<Arc<AtomicUsize>>,
     grad_scaler: Option<kiln_optim::amp::GradScaler>,
+    checkpoint_dir: Option<PathBuf>,
+    step_metrics: Vec<String>,
 }
 
 impl<'a> Trainer<'a> {
@@ -67,6 +79,8 @@ impl<'a> Trainer<'a> {
             data_parallel: None,
             interrupt: None,
             grad_scaler: None,
+            checkpoint_dir: None,
+            step_metrics: Vec::new(),
         })
     }
 
@@ -102,11 +116,25 @@ impl<'a> Trainer<'a> {
         self
     }
 
-    /// Writes checkpoints as `checkpoints` says (replacing the config's).
-    pub fn checkpoints(mut self, checkpoints: CheckpointConfig) -> Result<Self> {
-        self.config.checkpoint = Some(checkpoints);
-        self.config.validate()?;
-        Ok(self)
+    /// Writes checkpoints into `run_dir/checkpoints`, as the config's
+    /// [`CheckpointConfig`] says (without a directory nothing is written).
+    pub fn checkpoint_dir(mut self, run_dir: impl Into<PathBuf>) -> Self {
+        self.checkpoint_dir = Some(run_dir.into());
+        self
+    }
+
+    /// Also reports the extra metrics `names` a custom [`Step`] gives
+    /// ([`crate::step::StepOutput::metric`]), averaged over each
+    /// evaluation's batches, so they can be monitored (early stopping,
+    /// best checkpoint) like the built-in ones.
+    pub fn step_metrics(mut self, names: &[&str]) -> Self {
+        for name in names {
+            if !self.step_metrics.iter().any(|n| n == name) {
+                self.step_metrics.push(name.to_string());
+                self.metrics.push(Box::new(StepMetric::new(*name)));
+            }
+        }
+        self
     }
 
     /// The run's configuration, stored in every checkpoint.
@@ -161,38 +189,81 @@ impl<'a> Trainer<'a> {
             .collect()
     }
 
-    /// Errors unless every monitored metric (early stopping, the plateau
-    /// monitor, the best checkpoint) is one the evaluations will report,
-    /// listing those that are.
-    pub fn check_monitors(&self, eval_sets: &[&str]) -> Result<()> {
+    /// Every check that needs more than the settings, each condition
+    /// written once (the run layer calls this before anything is written,
+    /// `fit` again): every monitored metric is one the evaluations over
+    /// `eval_sets` report, the precision can run on the model's device, its
+    /// gradient scaler can drive the optimizer, and a closure optimizer is
+    /// not asked to accumulate. Errors are [`Error::Setting`]s.
+    pub fn check(
+        &self,
+        model: &dyn Model,
+        optimizer: &dyn Optimizer,
+        eval_sets: &[&str],
+    ) -> Result<()> {
+        self.config.validate()?;
         let names = self.metric_names(eval_sets);
-        for (what, monitor) in self.config.monitored() {
+        for (setting, monitor) in self.config.monitored() {
             if !names.iter().any(|n| n == monitor) {
                 let known = if names.is_empty() {
                     "none: nothing is evaluated".to_string()
                 } else {
                     names.join(", ")
                 };
-                return Err(Error::InvalidArgument(format!(
-                    "{what} monitors '{monitor}', which this run does not report; it reports {known}"
-                )));
+                return Err(Error::setting(
+                    setting,
+                    format!(
+                        "monitors '{monitor}', which this run does not report; it reports {known}"
+                    ),
+                ));
             }
+        }
+        let device = model.device();
+        let precision = self.config.precision;
+        precision
+            .check(device)
+            .map_err(|e| Error::setting("precision", format!("{precision}: {e}")))?;
+        let default_scaler = match &self.grad_scaler {
+            Some(_) => None,
+            None => kiln_optim::amp::GradScaler::for_precision(precision, device)
+                .map_err(|e| Error::setting("precision", format!("{precision}: {e}")))?,
+        };
+        if let Some(scaler) = self.grad_scaler.as_ref().or(default_scaler.as_ref()) {
+            scaler.check_optimizer(optimizer).map_err(|e| {
+                Error::setting(
+                    "precision",
+                    format!(
+                        "{precision} scales gradients, which the optimizer {} does not allow: {e}",
+                        optimizer.name()
+                    ),
+                )
+            })?;
+        }
+        if optimizer.requires_closure() && self.config.accumulate_grad_batches > 1 {
+            return Err(Error::setting(
+                "accumulate_grad_batches",
+                format!(
+                    "cannot be used with {}: it re-evaluates the loss itself; drop the accumulation",
+                    optimizer.name()
+                ),
+            ));
         }
         Ok(())
     }
 
-    /// Trains `model` from scratch, or from `resume` (a loaded checkpoint,
-    /// whose model, optimizer, scheduler, generator and loop state are
+    /// Trains `model` with `step` (kiln's [`crate::step::LossStep`] or a
+    /// crate's own) from scratch, or from `resume` (a loaded checkpoint,
+    /// whose model, optimizer, scheduler, generators and loop state are
     /// restored first).
     pub fn fit(
         &mut self,
         model: &mut dyn Model,
-        loss_fn: &dyn Loss,
+        step: &dyn Step,
         optimizer: &mut dyn Optimizer,
-        data: Loaders<'_, '_>,
+        data: Loaders<'_>,
         resume: Option<Checkpoint>,
     ) -> Result<FitSummary> {
-        fit::Fit::new(self, model, loss_fn, optimizer, data)?.run(resume)
+        fit::Fit::new(self, model, step, optimizer, data)?.run(resume)
     }
 
     fn each(&mut self, mut f: impl FnMut(&mut dyn Callback) -> Result<()>) -> Result<()> {

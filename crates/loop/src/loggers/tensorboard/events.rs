@@ -23,6 +23,7 @@
 //! plus one.
 use super::proto::{event, Event};
 use crate::loggers::metrics_log::output_error;
+use crate::notice::Notices;
 use crate::{Error, Result};
 use prost::Message;
 use std::fs::{self, File, OpenOptions};
@@ -285,6 +286,8 @@ pub(crate) struct EventFileWriter {
     shared: Arc<Shared>,
     flusher: Option<JoinHandle<()>>,
     write_through: bool,
+    /// Told about events lost when the writer is dropped without `close`.
+    pub(crate) notices: Notices,
 }
 
 impl EventFileWriter {
@@ -322,6 +325,7 @@ impl EventFileWriter {
             shared,
             flusher,
             write_through,
+            notices: Notices::ignore(),
         };
         writer.add(&Event {
             wall_time: now_secs(),
@@ -365,6 +369,13 @@ impl EventFileWriter {
         state.write_out().map_err(|e| self.error(e))
     }
 
+    /// Writes everything queued and syncs the file to disk.
+    pub(crate) fn sync(&mut self) -> Result<()> {
+        self.flush()?;
+        let state = self.shared.lock();
+        state.file.sync_data().map_err(|e| self.error(e))
+    }
+
     /// Flushes, syncs the file to disk and stops the flushing thread.
     pub(crate) fn close(mut self) -> Result<()> {
         self.stop_thread();
@@ -391,7 +402,10 @@ impl Drop for EventFileWriter {
             None => state.write_out(),
         };
         if let Err(e) = result {
-            tracing::warn!("{}: events lost at close: {e}", self.path.display());
+            self.notices.warn(format!(
+                "{}: events lost at close: {e}",
+                self.path.display()
+            ));
         }
     }
 }

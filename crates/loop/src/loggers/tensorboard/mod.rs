@@ -71,6 +71,7 @@ pub use hparams::{hparams_from_json, HParamValue};
 pub use writer::{SummaryWriter, WriterOptions, TEXT_TAG_SUFFIX};
 
 use crate::checkpoint::Progress;
+use crate::notice::Notices;
 use crate::{BeforeStep, Callback, EvalInfo, FitSummary, Model, Result, StepInfo};
 use kiln_tensor::params::NamedParameter;
 use kiln_tensor::Tensor;
@@ -155,6 +156,7 @@ pub struct TensorBoardLogger {
     interval_secs: f64,
     last_train_loss: Option<f64>,
     last_eval: Vec<(String, f64)>,
+    notices: Notices,
 }
 
 impl TensorBoardLogger {
@@ -166,18 +168,33 @@ impl TensorBoardLogger {
     /// [`resume`](Self::resume) work in TensorBoard's server, which treats a
     /// run's first `START` as its beginning and only later ones as restarts.
     /// Nothing is written until the run starts.
-    pub fn create(log_dir: &Path, config: TensorBoardConfig) -> Result<Self> {
-        Self::open(log_dir, Some(0), config)
+    pub fn create(log_dir: &Path, config: TensorBoardConfig, notices: Notices) -> Result<Self> {
+        Self::open(log_dir, Some(0), config, notices)
     }
 
     /// Continues the log of a run resumed from its checkpoint at
     /// `resume_step`: events after that step in the directory's older files
     /// are hidden from readers (see the module docs).
-    pub fn resume(log_dir: &Path, resume_step: u64, config: TensorBoardConfig) -> Result<Self> {
-        Self::open(log_dir, Some(resume_step.saturating_add(1)), config)
+    pub fn resume(
+        log_dir: &Path,
+        resume_step: u64,
+        config: TensorBoardConfig,
+        notices: Notices,
+    ) -> Result<Self> {
+        Self::open(
+            log_dir,
+            Some(resume_step.saturating_add(1)),
+            config,
+            notices,
+        )
     }
 
-    fn open(log_dir: &Path, purge_step: Option<u64>, config: TensorBoardConfig) -> Result<Self> {
+    fn open(
+        log_dir: &Path,
+        purge_step: Option<u64>,
+        config: TensorBoardConfig,
+        notices: Notices,
+    ) -> Result<Self> {
         let hparams = match &config.flags {
             Some(flags) => hparams_from_json(flags)?,
             None => Vec::new(),
@@ -199,13 +216,16 @@ impl TensorBoardLogger {
             interval_secs: 0.0,
             last_train_loss: None,
             last_eval: Vec::new(),
+            notices,
         })
     }
 
     /// The underlying writer, to log more (opened now if it was not yet).
     pub fn writer(&mut self) -> Result<&mut SummaryWriter> {
         if self.writer.is_none() {
-            self.writer = Some(SummaryWriter::with_options(&self.log_dir, &self.options)?);
+            let mut writer = SummaryWriter::with_options(&self.log_dir, &self.options)?;
+            writer.set_notices(self.notices.clone());
+            self.writer = Some(writer);
         }
         self.writer.as_mut().ok_or_else(|| {
             crate::Error::InvalidArgument("the TensorBoard writer could not be opened".into())
@@ -416,6 +436,13 @@ impl Callback for TensorBoardLogger {
             self.log_parameter_histograms(&params, self.step)?;
         }
         self.flush()
+    }
+
+    fn on_before_checkpoint(&mut self, _progress: &Progress) -> Result<()> {
+        match &mut self.writer {
+            Some(writer) => writer.sync(),
+            None => Ok(()),
+        }
     }
 
     fn on_run_end(&mut self, summary: &FitSummary) -> Result<()> {

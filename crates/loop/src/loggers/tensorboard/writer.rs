@@ -271,6 +271,17 @@ impl SummaryWriter {
         self.file.flush()
     }
 
+    /// Writes every queued event and syncs the file to disk.
+    pub fn sync(&mut self) -> Result<()> {
+        self.file.sync()
+    }
+
+    /// Where a warning goes when events are lost because the writer is
+    /// dropped without [`close`](Self::close) and the last write fails.
+    pub fn set_notices(&mut self, notices: crate::notice::Notices) {
+        self.file.notices = notices;
+    }
+
     /// Writes what is queued, syncs the file to disk and closes it.
     pub fn close(self) -> Result<()> {
         self.file.close()

@@ -1,4 +1,4 @@
-//! The one step path: how a batch becomes gradients and an optimizer step.
+//! The one update path: how a batch becomes gradients and an optimizer step.
 //!
 //! This is the only place where optimizers and precisions differ: an
 //! ordinary optimizer gets one forward/backward per batch (summed over
@@ -25,8 +25,8 @@
 //! around forward passes as DDP's forward does.
 use super::StepTimings;
 use crate::distributed::{DataParallel, Reducer};
+use crate::step::Step;
 use crate::{Batch, Error, Model, Result};
-use kiln_losses::Loss;
 use kiln_optim::amp::GradScaler;
 use kiln_optim::Optimizer;
 use kiln_tensor::amp::Precision;
@@ -36,17 +36,21 @@ use kiln_tensor::{Device, Tensor};
 use std::time::Instant;
 
 /// What one training batch did.
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, PartialEq)]
 pub(crate) enum Outcome {
     /// Gradients were added; the optimizer steps on a later batch.
     Accumulated {
         /// The batch's loss.
         loss: f64,
+        /// The step's extra metrics.
+        metrics: Vec<(String, f64)>,
     },
     /// The optimizer stepped (or the gradient scaler skipped the step).
     Stepped {
         /// The batch's loss (a closure optimizer's first evaluation).
         loss: f64,
+        /// The step's extra metrics (a closure optimizer's first evaluation).
+        metrics: Vec<(String, f64)>,
         /// Total gradient norm before clipping, when clipping by norm.
         grad_norm: Option<f64>,
         /// The scaler found inf/NaN gradients and skipped the optimizer step.
@@ -59,9 +63,13 @@ pub(crate) enum Outcome {
     },
 }
 
+/// What a closure optimizer's first evaluation of the loss gave: the loss,
+/// the step's extra metrics and the gradient norm before clipping.
+type FirstEvaluation = (f64, Vec<(String, f64)>, Option<f64>);
+
 /// The settings and handles every step uses.
-pub(crate) struct StepPath<'a> {
-    pub loss_fn: &'a dyn Loss,
+pub(crate) struct UpdatePath<'a> {
+    pub step: &'a dyn Step,
     pub data_parallel: Option<DataParallel<'a>>,
     /// The gradient buckets (with more than one rank).
     pub reducer: Option<Reducer<'a>>,
@@ -84,7 +92,7 @@ pub(crate) struct StepPath<'a> {
     pub timings: StepTimings,
 }
 
-impl StepPath<'_> {
+impl UpdatePath<'_> {
     /// Trains on one batch; `step_now` says whether this batch ends an
     /// accumulation window. `before_step` sees the final gradients (the
     /// callbacks' `on_before_optimizer_step`).
@@ -114,7 +122,7 @@ impl StepPath<'_> {
     ) -> Result<Outcome> {
         let serial = self.serial_small_ops(model, batch)?;
         let clock = Instant::now();
-        let loss = self.forward_loss(model, batch, step_now)?;
+        let (loss, metrics) = self.forward_loss(model, batch, step_now)?;
         self.timings.forward = clock.elapsed().as_secs_f64();
         let value = loss.f_double_value(&[])?;
         if self.nonfinite(value)? {
@@ -136,7 +144,10 @@ impl StepPath<'_> {
         self.timings.backward = clock.elapsed().as_secs_f64();
         drop(serial);
         if !step_now {
-            return Ok(Outcome::Accumulated { loss: value });
+            return Ok(Outcome::Accumulated {
+                loss: value,
+                metrics,
+            });
         }
         let grad_norm = self.gradients_ready(Some(&*optimizer))?;
         before_step(&self.params)?;
@@ -156,6 +167,7 @@ impl StepPath<'_> {
         self.timings.optimizer = clock.elapsed().as_secs_f64();
         Ok(Outcome::Stepped {
             loss: value,
+            metrics,
             grad_norm,
             skipped,
         })
@@ -175,7 +187,8 @@ impl StepPath<'_> {
     ) -> Result<Outcome> {
         let start = Instant::now();
         let (mut forward, mut backward) = (0.0, 0.0);
-        let mut first: Option<(f64, Option<f64>)> = None;
+        // The first evaluation's loss, step metrics and gradient norm.
+        let mut first: Option<FirstEvaluation> = None;
         let mut nonfinite: Option<f64> = None;
         let mut failure: Option<Error> = None;
         let mut closure = || -> kiln_optim::Result<f64> {
@@ -185,7 +198,7 @@ impl StepPath<'_> {
                 }
                 let serial = self.serial_small_ops(model, batch)?;
                 let clock = Instant::now();
-                let loss = self.forward_loss(model, batch, true)?;
+                let (loss, metrics) = self.forward_loss(model, batch, true)?;
                 forward += clock.elapsed().as_secs_f64();
                 let mut value = loss.f_double_value(&[])?;
                 if let Some(dp) = self.data_parallel {
@@ -205,7 +218,7 @@ impl StepPath<'_> {
                 // No scaler here: GradScaler refuses closure optimizers, as PyTorch's does.
                 let grad_norm = self.gradients_ready(None)?;
                 before_step(&self.params)?;
-                first.get_or_insert((value, grad_norm));
+                first.get_or_insert((value, metrics, grad_norm));
                 Ok(value)
             };
             run().map_err(|e| {
@@ -226,36 +239,37 @@ impl StepPath<'_> {
         self.timings.forward = forward;
         self.timings.backward = backward;
         self.timings.optimizer = (start.elapsed().as_secs_f64() - forward - backward).max(0.0);
-        let (loss, grad_norm) = first.unwrap_or((f64::NAN, None));
+        let (loss, metrics, grad_norm) = first.unwrap_or((f64::NAN, Vec::new(), None));
         Ok(Outcome::Stepped {
             loss,
+            metrics,
             grad_norm,
             skipped: false,
         })
     }
 
-    /// The model's output on the batch and the loss, in the precision's
-    /// autocast region (which ends before backward). `synchronized`: its
-    /// backward pass will be averaged over ranks (DDP broadcasts buffers
-    /// before the forward that follows such a forward).
+    /// The step's loss (and extra metrics) on the batch, in the
+    /// precision's autocast region (which ends before backward).
+    /// `synchronized`: its backward pass will be averaged over ranks (DDP
+    /// broadcasts buffers before the forward that follows such a forward).
     fn forward_loss(
         &mut self,
         model: &dyn Model,
         batch: &Batch,
         synchronized: bool,
-    ) -> Result<Tensor> {
+    ) -> Result<(Tensor, Vec<(String, f64)>)> {
         if let Some(reducer) = &mut self.reducer {
             reducer.pre_forward(model)?;
         }
-        let loss = {
+        let out = {
             let _autocast = self.precision.autocast(self.device)?;
-            let pred = model.forward(&batch.inputs)?;
-            self.loss_fn.forward(&pred, &batch.targets)?
+            self.step.forward(model, batch)?
         };
         if let Some(reducer) = &mut self.reducer {
             reducer.post_forward(synchronized);
         }
-        Ok(loss)
+        let metrics = out.metric_values()?;
+        Ok((out.loss, metrics))
     }
 
     /// Runs ATen's own (OpenMP) kernels of the forward and backward passes
@@ -274,8 +288,7 @@ impl StepPath<'_> {
     ) -> Result<Option<SerialAtenKernels>> {
         let exact = self.device == Device::Cpu
             && self.precision == Precision::F32True
-            && model.exact_on_one_thread()
-            && self.loss_fn.exact_on_one_thread(&batch.targets);
+            && self.step.exact_on_one_thread(model, batch);
         Ok(if exact {
             SerialAtenKernels::enter()?
         } else {

@@ -1,0 +1,117 @@
+//! What a run tells its caller besides its results: where it writes, the
+//! seed it drew, what it removed or wrote, warnings. Library code never
+//! prints; it sends [`Notice`]s to the caller's [`Notices`] sink, and the
+//! `kiln` binary prints them on stderr (`kiln: …`, `warning: …`).
+use std::path::PathBuf;
+use std::sync::Arc;
+
+/// One thing a run has to say.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Notice {
+    /// A new run writes into this directory.
+    RunDir(PathBuf),
+    /// A run continues from a checkpoint.
+    Resuming {
+        /// The run directory.
+        run: PathBuf,
+        /// The checkpoint it continues from.
+        checkpoint: PathBuf,
+    },
+    /// A resumed run has no checkpoint yet: it starts over with its saved config.
+    NoCheckpointYet(PathBuf),
+    /// The seed the run uses (drawn from the OS when not given).
+    Seed(u64),
+    /// A file left by an interrupted write was removed.
+    Removed(PathBuf),
+    /// A file the run wrote at its end (a plot, the trained module).
+    Wrote(PathBuf),
+    /// Something the user should know; the run goes on.
+    Warning(String),
+    /// This rank of a data-parallel job failed and is ending the job (the
+    /// CLI prints it as the job's error, in one write).
+    RankFailed {
+        /// This rank.
+        rank: usize,
+        /// Ranks in the job.
+        world: usize,
+        /// The error, on one line.
+        error: String,
+    },
+}
+
+impl Notice {
+    /// Whether this is a warning (the CLI prefixes it `warning:`).
+    pub fn is_warning(&self) -> bool {
+        matches!(self, Notice::Warning(_))
+    }
+}
+
+impl std::fmt::Display for Notice {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Notice::RunDir(dir) => write!(f, "run directory {}", dir.display()),
+            Notice::Resuming { run, checkpoint } => write!(
+                f,
+                "resuming {} from {}",
+                run.display(),
+                checkpoint.display()
+            ),
+            Notice::NoCheckpointYet(run) => write!(
+                f,
+                "{} has no checkpoint yet; starting it from the beginning with its saved config",
+                run.display()
+            ),
+            Notice::Seed(seed) => write!(f, "seed set to {seed}"),
+            Notice::Removed(path) => write!(
+                f,
+                "removed {} (left by an interrupted write)",
+                path.display()
+            ),
+            Notice::Wrote(path) => write!(f, "wrote {}", path.display()),
+            Notice::Warning(text) => f.write_str(text),
+            Notice::RankFailed { rank, world, error } => {
+                write!(f, "rank {rank} of {world}: {error}")
+            }
+        }
+    }
+}
+
+/// Where notices go: a function of the caller's (cheap to clone, usable
+/// from any thread).
+#[derive(Clone)]
+pub struct Notices(Arc<dyn Fn(&Notice) + Send + Sync>);
+
+impl std::fmt::Debug for Notices {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Notices")
+    }
+}
+
+impl Default for Notices {
+    /// Notices nobody reads.
+    fn default() -> Self {
+        Self::ignore()
+    }
+}
+
+impl Notices {
+    /// Sends every notice to `sink`.
+    pub fn new(sink: impl Fn(&Notice) + Send + Sync + 'static) -> Self {
+        Self(Arc::new(sink))
+    }
+
+    /// Drops every notice.
+    pub fn ignore() -> Self {
+        Self::new(|_| {})
+    }
+
+    /// Sends `notice`.
+    pub fn send(&self, notice: Notice) {
+        (self.0)(&notice);
+    }
+
+    /// Sends a warning.
+    pub fn warn(&self, text: impl Into<String>) {
+        self.send(Notice::Warning(text.into()));
+    }
+}
