@@ -374,3 +374,23 @@ extern "C" {
         out: *mut *mut C_tensor,
     ) -> *mut c_char;
 }
+
+// Activation checkpointing, `cpp/autograd.cpp`; only `crate::autograd` calls these.
+// ---------------------------------------------------------------------------
+extern "C" {
+    pub(crate) fn kiln_checkpoint_enter(
+        inputs: *const *mut C_tensor,
+        n: i64,
+        recompute: unsafe extern "C" fn(
+            *mut std::ffi::c_void,
+            *const *mut C_tensor,
+            i64,
+            *mut std::ffi::c_void,
+        ) -> c_int,
+        drop: unsafe extern "C" fn(*mut std::ffi::c_void),
+        ctx: *mut std::ffi::c_void,
+        out: *mut *mut std::ffi::c_void,
+    ) -> *mut c_char;
+    pub(crate) fn kiln_checkpoint_exit(region: *mut std::ffi::c_void) -> *mut c_char;
+    pub(crate) fn kiln_error_assign(error: *mut std::ffi::c_void, msg: *const c_char, len: usize);
+}
