@@ -1,4 +1,5 @@
-// Autograd extensions kiln needs and tch lacks.
+// Autograd extensions kiln needs and tch lacks: post-accumulate-grad hooks
+// and activation checkpointing.
 //
 // Activation checkpointing: torch.utils.checkpoint.checkpoint(fn, *inputs,
 // use_reentrant=False) (torch/utils/checkpoint.py,
@@ -20,15 +21,18 @@
 // default engine (set_default_engine_stub) the first time a checkpoint
 // runs. The hooks are a thread-local stack, as Python's are.
 #include "error.h"
+#include "handles.h"
 
 #include <ATen/ATen.h>
 #include <ATen/CPUGeneratorImpl.h>
 #include <ATen/autocast_mode.h>
 #include <ATen/core/grad_mode.h>
 #include <torch/csrc/autograd/engine.h>
+#include <torch/csrc/autograd/function_hook.h>
 #include <torch/csrc/autograd/graph_task.h>
 #include <torch/csrc/autograd/saved_variable.h>
 #include <torch/csrc/autograd/saved_variable_hooks.h>
+#include <torch/csrc/autograd/variable.h>
 
 #include <algorithm>
 #include <atomic>
@@ -41,7 +45,68 @@
 #include <unordered_set>
 #include <vector>
 
-typedef at::Tensor *tensor;
+// ===========================================================================
+// Post-accumulate-grad hooks, the C++ side of
+// `Tensor.register_post_accumulate_grad_hook`. Data-parallel training starts a
+// gradient bucket's all-reduce as soon as autograd has accumulated the last
+// gradient of the bucket. The hook object lives in the tensor's AutogradMeta
+// (torch::autograd::impl::set_post_acc_grad_hooks) and calls back into Rust;
+// it owns `ctx` and frees it through `drop` when it is destroyed (replaced,
+// cleared, or with the tensor).
+// ===========================================================================
+
+typedef void (*kiln_hook_fn)(void *ctx);
+typedef void (*kiln_hook_drop_fn)(void *ctx);
+
+namespace {
+
+struct KilnPostAccumulateGradHook : torch::autograd::PostAccumulateGradHook {
+  KilnPostAccumulateGradHook(kiln_hook_fn fn, kiln_hook_drop_fn drop, void *ctx)
+      : fn(fn), drop(drop), ctx(ctx) {}
+  ~KilnPostAccumulateGradHook() override { drop(ctx); }
+  void operator()(const torch::autograd::Variable & /*tensor*/) override { fn(ctx); }
+
+  kiln_hook_fn fn;
+  kiln_hook_drop_fn drop;
+  void *ctx;
+};
+
+}  // namespace
+
+extern "C" {
+
+// Calls fn(ctx) every time autograd has accumulated a gradient into
+// self.grad. Ownership of ctx passes to the hook in every case: on an error
+// (not a leaf, no requires_grad, a hook already set) it is dropped here.
+char *kiln_set_post_accumulate_grad_hook(tensor self, kiln_hook_fn fn, kiln_hook_drop_fn drop,
+                                         void *ctx) {
+  KILN_TRY({
+    auto hook = std::make_unique<KilnPostAccumulateGradHook>(fn, drop, ctx);
+    TORCH_CHECK(self->requires_grad() && self->is_leaf(),
+                "a post-accumulate-grad hook needs a leaf tensor that requires grad");
+    TORCH_CHECK(torch::autograd::impl::post_acc_grad_hooks(*self) == nullptr,
+                "the tensor already has a post-accumulate-grad hook");
+    torch::autograd::impl::set_post_acc_grad_hooks(*self, std::move(hook));
+  })
+}
+
+// Removes self's post-accumulate-grad hook if it is the one holding ctx
+// (destroying it, which drops ctx); any other hook is left alone.
+char *kiln_clear_post_accumulate_grad_hook(tensor self, void *ctx) {
+  KILN_TRY({
+    auto &current = torch::autograd::impl::post_acc_grad_hooks(*self);
+    auto *mine = dynamic_cast<KilnPostAccumulateGradHook *>(current.get());
+    if (mine != nullptr && mine->ctx == ctx) {
+      torch::autograd::impl::set_post_acc_grad_hooks(*self, nullptr);
+    }
+  })
+}
+
+}  // extern "C"
+
+// ===========================================================================
+// Activation checkpointing (see the top of the file).
+// ===========================================================================
 
 // Runs the checkpointed (Rust) function on `inputs` (tensors it takes
 // ownership of); returns 0, or non-zero after writing a message into

@@ -1,4 +1,7 @@
-//! Autograd beyond tch: activation checkpointing.
+//! Autograd beyond tch, through the shim's `cpp/autograd.cpp`:
+//! post-accumulate-grad hooks ([`register_post_accumulate_grad_hook`], what
+//! data-parallel gradient buckets hang on) and activation checkpointing
+//! ([`checkpoint`]).
 //!
 //! [`checkpoint`] is `torch.utils.checkpoint.checkpoint(f, *inputs,
 //! use_reentrant=False)` (with its defaults: `preserve_rng_state=True`,
@@ -137,9 +140,77 @@ unsafe extern "C" fn drop_body(ctx: *mut c_void) {
     drop(unsafe { std::sync::Arc::from_raw(ctx as *const Body) });
 }
 
+/// The callback a [`PostAccumulateGradHook`] runs.
+type HookFn = Box<dyn Fn() + Send + Sync>;
+
+/// A callback registered with [`register_post_accumulate_grad_hook`]; the
+/// hook is removed when this handle is dropped.
+pub struct PostAccumulateGradHook {
+    tensor: Tensor,
+    ctx: *mut c_void,
+}
+
+// SAFETY: the handle only keeps a shallow clone of the tensor (tch tensors
+// are Send) and an opaque pointer it never dereferences; it is passed back to
+// the shim, which compares it.
+unsafe impl Send for PostAccumulateGradHook {}
+
+impl std::fmt::Debug for PostAccumulateGradHook {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "PostAccumulateGradHook({:?})", self.tensor.size())
+    }
+}
+
+unsafe extern "C" fn call_hook(ctx: *mut c_void) {
+    // SAFETY: `ctx` is the `Box<HookFn>` made in `register_post_accumulate_grad_hook`,
+    // alive until `drop_hook` runs (the shim's hook owns it).
+    let hook = unsafe { &*(ctx as *const HookFn) };
+    // A panic must not unwind into libtorch's autograd engine.
+    let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(hook));
+}
+
+unsafe extern "C" fn drop_hook(ctx: *mut c_void) {
+    // SAFETY: called exactly once, by the destructor of the shim's hook that owns `ctx`.
+    drop(unsafe { Box::from_raw(ctx as *mut HookFn) });
+}
+
+/// `tensor.register_post_accumulate_grad_hook(hook)`: after autograd has
+/// accumulated a gradient into `tensor.grad` during a backward pass, `hook`
+/// runs (on the thread that runs that part of the backward pass: the caller
+/// of `backward` on CPU, an autograd device thread on CUDA). `tensor` must be
+/// a leaf that requires grad and may carry one such hook at a time. A panic
+/// inside `hook` is caught and ignored; report failures through its state.
+pub fn register_post_accumulate_grad_hook(
+    tensor: &Tensor,
+    hook: impl Fn() + Send + Sync + 'static,
+) -> Result<PostAccumulateGradHook> {
+    let boxed: HookFn = Box::new(hook);
+    let ctx = Box::into_raw(Box::new(boxed)) as *mut c_void;
+    // SAFETY: the tensor is live; the shim takes ownership of `ctx` in every
+    // case and frees it with `drop_hook`.
+    check(unsafe {
+        shim::kiln_set_post_accumulate_grad_hook(raw(tensor), call_hook, drop_hook, ctx)
+    })?;
+    Ok(PostAccumulateGradHook {
+        tensor: tensor.shallow_clone(),
+        ctx,
+    })
+}
+
+impl Drop for PostAccumulateGradHook {
+    fn drop(&mut self) {
+        // SAFETY: the tensor is live; the shim only compares `ctx`.
+        let _ = check(unsafe {
+            shim::kiln_clear_post_accumulate_grad_hook(raw(&self.tensor), self.ctx)
+        });
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
     use tch::Kind;
 
     fn values(t: &Tensor) -> Vec<f64> {
@@ -164,6 +235,7 @@ mod tests {
 
     #[test]
     fn gradients_flow_through_a_checkpointed_function() -> Result<()> {
+        let _serial = crate::TEST_AUTOCAST.lock();
         let (plain, checkpointed) = (sine_layer(false)?, sine_layer(true)?);
         for (a, b) in plain.iter().zip(&checkpointed) {
             assert!(a.defined() && a.equal(b), "{a:?} vs {b:?}");
@@ -173,6 +245,7 @@ mod tests {
 
     #[test]
     fn errors_come_back_from_forward_and_backward() -> Result<()> {
+        let _serial = crate::TEST_AUTOCAST.lock();
         let x = Tensor::from_slice(&[1.0f32, 2.0]).set_requires_grad(true);
         let err = checkpoint(
             |xs| Ok(vec![xs[0].f_matmul(&Tensor::from_slice(&[1.0f32]))?]),
@@ -257,6 +330,48 @@ mod tests {
         let out = tch::no_grad(|| checkpoint(|xs| Ok(vec![xs[0].f_mul_scalar(2.0)?]), &[&x]))?;
         assert!(!out[0].requires_grad());
         assert_eq!(values(&out[0].f_to_kind(Kind::Double)?), vec![2.0, 4.0]);
+        Ok(())
+    }
+
+    #[test]
+    fn hooks_run_after_accumulation_and_stop_when_dropped() -> Result<()> {
+        let w = Tensor::from_slice(&[1.0f32, 2.0]).set_requires_grad(true);
+        let b = Tensor::from_slice(&[0.5f32]).set_requires_grad(true);
+        let order = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let seen = Arc::new(AtomicUsize::new(0));
+        let (o, s) = (Arc::clone(&order), Arc::clone(&seen));
+        let wc = std::sync::Mutex::new(w.shallow_clone());
+        let hw = register_post_accumulate_grad_hook(&w, move || {
+            // The gradient is already in `.grad` when the hook runs.
+            let g = wc
+                .lock()
+                .map(|w| Vec::<f32>::try_from(&w.grad()).unwrap_or_default())
+                .unwrap_or_default();
+            s.store(g.len(), Ordering::SeqCst);
+            o.lock().map(|mut v| v.push("w")).ok();
+        })?;
+        let o = Arc::clone(&order);
+        let hb = register_post_accumulate_grad_hook(&b, move || {
+            o.lock().map(|mut v| v.push("b")).ok();
+        })?;
+        // A second hook on the same tensor is refused.
+        assert!(register_post_accumulate_grad_hook(&w, || {}).is_err());
+        // Non-leaves and tensors without grad are refused.
+        assert!(register_post_accumulate_grad_hook(&Tensor::from_slice(&[1.0f32]), || {}).is_err());
+        let loss = ((&w * &w).sum(Kind::Float) + &b * 3.0).sum(Kind::Float);
+        loss.f_backward()?;
+        assert_eq!(seen.load(Ordering::SeqCst), 2);
+        let mut got = order.lock().map(|v| v.clone()).unwrap_or_default();
+        got.sort_unstable();
+        assert_eq!(got, vec!["b", "w"]);
+        drop(hw);
+        drop(hb);
+        let loss = ((&w * &w).sum(Kind::Float) + &b * 3.0).sum(Kind::Float);
+        loss.f_backward()?;
+        assert_eq!(order.lock().map(|v| v.len()).unwrap_or_default(), 2);
+        // The hook slot is free again.
+        let again = register_post_accumulate_grad_hook(&w, || {})?;
+        drop(again);
         Ok(())
     }
 }

@@ -45,3 +45,9 @@ pub use tch::{nn, Device, Kind, Reduction, Tensor};
 /// Serialises tests that reseed libtorch's global generator.
 #[cfg(test)]
 pub(crate) static TEST_RNG: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+/// Serialises tests that leave an outermost autocast region (a checkpoint's
+/// recomputation does too): that clears libtorch's weight-cast cache, which
+/// is global to the process, while another test may be reading it.
+#[cfg(test)]
+pub(crate) static TEST_AUTOCAST: std::sync::Mutex<()> = std::sync::Mutex::new(());
