@@ -1,7 +1,7 @@
 //! Compiles kiln's C++ shim (`cpp/`, one file per concept) against the
 //! libtorch headers torch-sys found: kernels (with the one-pass optimizer
-//! kernels once per instruction set), runtime and loading, amp, autograd,
-//! TorchScript.
+//! kernels once per instruction set), runtime, amp, autograd, TorchScript;
+//! and tells `cuda.rs` where libtorch's libraries are.
 use std::path::PathBuf;
 
 /// The shim's files compiled once (the one-pass kernels are compiled per
@@ -79,15 +79,11 @@ fn main() {
     let mut build = cc::Build::new();
     base(&mut build);
     build.files(SOURCES).objects(&objects);
-    // libtorch_cuda is not linked: the shim loads it on first use where a CUDA
-    // driver exists (`kiln_cuda_load`), so CPU runs never map the CUDA
-    // libraries. Its directory is the fallback when the soname is not found.
-    if lib.join("libtorch_cuda.so").exists() {
-        build.define(
-            "KILN_TORCH_LIB_DIR",
-            Some(format!("{:?}", lib.display().to_string()).as_str()),
-        );
-    }
+    // libtorch_cuda is not linked: `cuda.rs` loads it on first use where a
+    // CUDA driver exists, so CPU runs never map the CUDA libraries; this
+    // directory is where it looks when the soname is not found (and the
+    // torch wheel's NCCL and CUDA runtime are beside it).
+    println!("cargo:rustc-env=KILN_TORCH_LIB_DIR={}", lib.display());
     println!("cargo:rustc-link-lib=dylib=dl");
     build.compile("kiln_shim");
 }

@@ -5,6 +5,9 @@
 //! [`Device`]). It provides:
 //! - [`Error`]: one typed error for libtorch failures and invalid arguments;
 //! - [`device`]: parsing `auto | cpu | cuda | cuda:N` into a checked [`Device`];
+//! - [`cuda`]: the CUDA libraries, loaded at run time in one place, and the
+//!   CUDA runtime's streams and events; [`nccl`]: NCCL collectives on CUDA
+//!   tensors (data-parallel training on GPUs);
 //! - [`rng`]: seeding and the exact random draws PyTorch's `DataLoader` and
 //!   `RandomSampler` make, so a seed gives the same numbers as in PyTorch;
 //! - [`init`]: PyTorch's default initialisers (`nn.Linear` and `nn.Conv2d`'s
@@ -24,6 +27,7 @@
 
 pub mod amp;
 pub mod autograd;
+pub mod cuda;
 pub mod device;
 pub mod dtype;
 mod error;
@@ -31,6 +35,7 @@ pub mod init;
 pub mod io;
 pub mod jit;
 pub mod memory;
+pub mod nccl;
 pub mod ops;
 pub mod params;
 pub mod rng;

@@ -1,7 +1,7 @@
-// Runtime and loading: libtorch's process-wide settings kiln changes
-// (OpenMP threads, the default dtype, deterministic algorithms), loading
-// libtorch_cuda, and generators (torch.Generator), plus the one function that
-// frees the shim's messages.
+// Runtime: libtorch's process-wide settings kiln changes (OpenMP threads,
+// the default dtype, deterministic algorithms) and generators
+// (torch.Generator), plus the one function that frees the shim's messages.
+// (The CUDA libraries are loaded by src/cuda.rs.)
 #include "../error.h"
 #include "../handles.h"
 
@@ -43,23 +43,6 @@ char *kiln_set_omp_threads(int threads, int *previous) {
       set(threads);
     }
   })
-}
-
-// Loads libtorch_cuda (and with it the CUDA libraries, ~350 MB resident)
-// on first use, and only where an NVIDIA driver is installed: a CPU-only
-// run never maps them. Its static initialisers register libtorch's CUDA
-// hooks, so this must run before anything asks libtorch about CUDA (kiln
-// resolves the device first). Non-zero when libtorch_cuda is loaded.
-int kiln_cuda_load() {
-  static const int loaded = [] {
-    if (dlopen("libcuda.so.1", RTLD_LAZY | RTLD_LOCAL) == nullptr) return 0;
-    void *torch_cuda = dlopen("libtorch_cuda.so", RTLD_NOW | RTLD_GLOBAL);
-#ifdef KILN_TORCH_LIB_DIR
-    if (torch_cuda == nullptr) torch_cuda = dlopen(KILN_TORCH_LIB_DIR "/libtorch_cuda.so", RTLD_NOW | RTLD_GLOBAL);
-#endif
-    return torch_cuda != nullptr ? 1 : 0;
-  }();
-  return loaded;
 }
 
 // torch.use_deterministic_algorithms(on); torch.backends.cudnn.deterministic = on;

@@ -1,6 +1,5 @@
-//! Declarations of `cpp/runtime/` (runtime and loading: OpenMP threads,
-//! libtorch_cuda, the CPU allocator, the default dtype, deterministic
-//! algorithms, generators). Called by `device`, `memory`, `dtype` and `rng`.
+//! Declarations of `cpp/runtime/` (OpenMP threads, the CPU allocator, the
+//! default dtype, deterministic algorithms, generators). Called by `device`, `memory`, `dtype` and `rng`.
 //! Device types are 0 = CPU, 1 = CUDA; dtypes are `c10::ScalarType` values.
 use std::os::raw::{c_char, c_int};
 use torch_sys::C_tensor;
@@ -13,7 +12,6 @@ pub(crate) struct RawGenerator {
 
 extern "C" {
     pub(crate) fn kiln_set_omp_threads(threads: c_int, previous: *mut c_int) -> *mut c_char;
-    pub(crate) fn kiln_cuda_load() -> c_int;
     pub(crate) fn kiln_install_cpu_allocator() -> c_int;
     pub(crate) fn kiln_cpu_allocator_stats(out: *mut u64) -> c_int;
     pub(crate) fn kiln_set_default_dtype(like: *mut C_tensor) -> *mut c_char;
