@@ -236,6 +236,8 @@ mod tests {
     #[test]
     fn gradients_flow_through_a_checkpointed_function() -> Result<()> {
         let _serial = crate::TEST_AUTOCAST.lock();
+        // The recomputation sets and restores the global generator.
+        let _rng = crate::TEST_RNG.lock();
         let (plain, checkpointed) = (sine_layer(false)?, sine_layer(true)?);
         for (a, b) in plain.iter().zip(&checkpointed) {
             assert!(a.defined() && a.equal(b), "{a:?} vs {b:?}");
@@ -246,6 +248,8 @@ mod tests {
     #[test]
     fn errors_come_back_from_forward_and_backward() -> Result<()> {
         let _serial = crate::TEST_AUTOCAST.lock();
+        // The recomputation sets and restores the global generator.
+        let _rng = crate::TEST_RNG.lock();
         let x = Tensor::from_slice(&[1.0f32, 2.0]).set_requires_grad(true);
         let err = checkpoint(
             |xs| Ok(vec![xs[0].f_matmul(&Tensor::from_slice(&[1.0f32]))?]),

@@ -47,7 +47,8 @@ pub use error::{Error, Result};
 pub use tch;
 pub use tch::{nn, Device, Kind, Reduction, Tensor};
 
-/// Serialises tests that reseed libtorch's global generator.
+/// Serialises tests that reseed or restore libtorch's global generator (a
+/// checkpoint's recomputation restores it).
 #[cfg(test)]
 pub(crate) static TEST_RNG: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
