@@ -1,11 +1,25 @@
-//! Compiles `cpp/shim.cpp` and the one-pass optimizer kernels of
-//! `cpp/fused_optim.cpp` against the libtorch headers torch-sys found.
+//! Compiles kiln's C++ shim (`cpp/`, one file per concept) against the
+//! libtorch headers torch-sys found: kernels (with the one-pass optimizer
+//! kernels once per instruction set), runtime, amp, autograd, TorchScript;
+//! and tells `cuda.rs` where libtorch's libraries are.
 use std::path::PathBuf;
 
+/// The shim's files compiled once (the one-pass kernels are compiled per
+/// instruction set below).
+const SOURCES: [&str; 7] = [
+    "cpp/kernels/kernels.cpp",
+    "cpp/kernels/fused_optim_dispatch.cpp",
+    "cpp/runtime/runtime.cpp",
+    "cpp/runtime/cpu_alloc.cpp",
+    "cpp/amp.cpp",
+    "cpp/autograd.cpp",
+    // Its own file: only it needs the heavy <torch/script.h>.
+    "cpp/jit.cpp",
+];
+
 fn main() {
-    println!("cargo:rerun-if-changed=cpp/shim.cpp");
-    println!("cargo:rerun-if-changed=cpp/jit.cpp");
-    println!("cargo:rerun-if-changed=cpp/cpu_alloc.cpp");
+    // Every file under cpp/ (cargo scans the directory).
+    println!("cargo:rerun-if-changed=cpp");
     // torch-sys (links = "tch") publishes the libtorch lib dir as `libtorch_lib`.
     let Some(lib) = std::env::var_os("DEP_TCH_LIBTORCH_LIB") else {
         panic!("torch-sys did not report a libtorch lib dir; run scripts/setup.sh (or `make setup`) first");
@@ -28,11 +42,9 @@ fn main() {
             // Keep PyTorch's exact arithmetic: no contraction into FMAs we did not ask for.
             .flag("-ffp-contract=off");
     };
-    // The one-pass optimizer kernels, once per instruction set (shim.cpp
-    // picks one at run time): scalar loops for any CPU, and on x86-64 ATen's
-    // AVX2 `Vectorized` with FMA instructions.
-    println!("cargo:rerun-if-changed=cpp/fused_optim.cpp");
-    println!("cargo:rerun-if-changed=cpp/fused_optim.h");
+    // The one-pass optimizer kernels, once per instruction set
+    // (fused_optim_dispatch.cpp picks one at run time): scalar loops for any
+    // CPU, and on x86-64 ATen's AVX2 `Vectorized` with FMA instructions.
     let mut objects = Vec::new();
     let x86_64 = std::env::var("CARGO_CFG_TARGET_ARCH").is_ok_and(|a| a == "x86_64");
     let mut isas = vec![("base", vec![])];
@@ -61,27 +73,17 @@ fn main() {
         }
         // One object per instruction set, from the same source file.
         let dir = PathBuf::from(std::env::var_os("OUT_DIR").unwrap_or_default()).join(isa);
-        build.out_dir(&dir).file("cpp/fused_optim.cpp");
+        build.out_dir(&dir).file("cpp/kernels/fused_optim.cpp");
         objects.extend(build.compile_intermediates());
     }
     let mut build = cc::Build::new();
     base(&mut build);
-    build
-        .file("cpp/shim.cpp")
-        // TorchScript modules (`jit.rs`), in their own file: only it needs <torch/script.h>.
-        .file("cpp/jit.cpp")
-        // The arena CPU allocator (`memory.rs`).
-        .file("cpp/cpu_alloc.cpp")
-        .objects(&objects);
-    // libtorch_cuda is not linked: the shim loads it on first use where a CUDA
-    // driver exists (`kiln_cuda_load`), so CPU runs never map the CUDA
-    // libraries. Its directory is the fallback when the soname is not found.
-    if lib.join("libtorch_cuda.so").exists() {
-        build.define(
-            "KILN_TORCH_LIB_DIR",
-            Some(format!("{:?}", lib.display().to_string()).as_str()),
-        );
-    }
+    build.files(SOURCES).objects(&objects);
+    // libtorch_cuda is not linked: `cuda.rs` loads it on first use where a
+    // CUDA driver exists, so CPU runs never map the CUDA libraries; this
+    // directory is where it looks when the soname is not found (and the
+    // torch wheel's NCCL and CUDA runtime are beside it).
+    println!("cargo:rustc-env=KILN_TORCH_LIB_DIR={}", lib.display());
     println!("cargo:rustc-link-lib=dylib=dl");
     build.compile("kiln_shim");
 }

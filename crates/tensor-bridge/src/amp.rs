@@ -588,6 +588,7 @@ mod tests {
 
     #[test]
     fn guard_casts_nests_and_restores() -> Result<()> {
+        let _serial = crate::TEST_AUTOCAST.lock();
         let a = Tensor::f_ones([2, 3], (Kind::Float, Device::Cpu))?;
         let b = Tensor::f_ones([3, 2], (Kind::Float, Device::Cpu))?;
         assert_eq!(a.f_matmul(&b)?.kind(), Kind::Float);
@@ -626,6 +627,7 @@ mod tests {
 
     #[test]
     fn weight_cast_cache_lives_until_the_outermost_region_ends() -> Result<()> {
+        let _serial = crate::TEST_AUTOCAST.lock();
         // A leaf that requires grad is cast once per region and reused (cache).
         let w = Tensor::f_ones([3, 3], (Kind::Float, Device::Cpu))?.set_requires_grad(true);
         let x = Tensor::f_ones([2, 3], (Kind::Float, Device::Cpu))?;
@@ -651,6 +653,7 @@ mod tests {
 
     #[test]
     fn unsupported_combinations_are_errors() {
+        let _serial = crate::TEST_AUTOCAST.lock();
         let msg = |r: Result<AutocastGuard>| r.err().map(|e| e.to_string()).unwrap_or_default();
         let cpu32 = msg(autocast(Device::Cpu, Kind::Float));
         assert!(

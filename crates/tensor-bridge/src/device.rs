@@ -52,9 +52,7 @@ impl std::fmt::Display for DeviceSpec {
 /// is installed (a CPU-only run never maps the CUDA libraries, about 350 MB
 /// of memory); ask this before anything else asks libtorch about CUDA.
 pub fn cuda_device_count() -> usize {
-    // SAFETY: takes no arguments; loads a library once, thread-safely.
-    let loaded = unsafe { crate::shim::kiln_cuda_load() } != 0;
-    if !loaded {
+    if !crate::cuda::load_libtorch_cuda() {
         return 0;
     }
     usize::try_from(tch::Cuda::device_count()).unwrap_or(0)

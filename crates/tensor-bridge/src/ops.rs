@@ -1,9 +1,21 @@
-//! libtorch operations tch 0.24 does not expose, with PyTorch's exact
+//! libtorch's kernels that tch 0.24 does not expose, with PyTorch's exact
 //! arithmetic (e.g. `add_(other, alpha)` is one fused multiply-add in
-//! libtorch's kernel; `a + other * alpha` in two steps rounds differently).
-use crate::shim::{self, check, owned, raw};
+//! libtorch's kernel; `a + other * alpha` in two steps rounds differently),
+//! through the shim's `cpp/kernels/`:
+//! - elementwise ops with scalars and gradients (`add_`, `addcmul_`,
+//!   `grad = None`, `grad = g`);
+//! - norms, `addmm`, `multi_margin_loss`;
+//! - the `_foreach_*` multi-tensor kernels;
+//! - libtorch's fused optimizers (`_fused_sgd_`, `_fused_adam(w)_`,
+//!   `_fused_adagrad_`);
+//! - kiln's one-pass optimizer steps ([`sgd_step_`], [`adam_step_`]).
+use crate::shim::{self, check, owned, raw, raw_list};
 use crate::Result;
 use tch::Tensor;
+
+/// Post-accumulate-grad hooks live in [`crate::autograd`]; re-exported here
+/// for the callers that name them by their first home.
+pub use crate::autograd::{register_post_accumulate_grad_hook, PostAccumulateGradHook};
 
 /// `tensor.add_(other, alpha=alpha)` in place.
 pub fn add_(tensor: &Tensor, other: &Tensor, alpha: f64) -> Result<()> {
@@ -53,8 +65,71 @@ pub fn has_grad(tensor: &Tensor) -> Result<bool> {
     Ok(defined != 0)
 }
 
-fn raw_list(tensors: &[&Tensor]) -> Vec<*mut torch_sys::C_tensor> {
-    tensors.iter().map(|t| raw(t)).collect()
+/// `tensor.grad = grad` (PyTorch's `Tensor.grad` setter, with its dtype,
+/// device and size checks). A sparse `grad` of the tensor's size is allowed.
+pub fn set_grad(tensor: &Tensor, grad: &Tensor) -> Result<()> {
+    // SAFETY: both tensors are live for the call; libtorch keeps its own reference.
+    check(unsafe { shim::kiln_set_grad(raw(tensor), raw(grad)) })
+}
+
+/// `torch.linalg.vector_norm(tensor, ord)` over all elements (0-dim result).
+pub fn vector_norm(tensor: &Tensor, ord: f64) -> Result<Tensor> {
+    let mut out = std::ptr::null_mut();
+    // SAFETY: the input is live; `out` receives a tensor we then own.
+    check(unsafe { shim::kiln_vector_norm(raw(tensor), ord, &mut out) })?;
+    owned(out)
+}
+
+/// `torch.linalg.vector_norm(tensor, ord, dim=[dim], keepdim=keepdim)`.
+pub fn vector_norm_dim(tensor: &Tensor, ord: f64, dim: i64, keepdim: bool) -> Result<Tensor> {
+    let mut out = std::ptr::null_mut();
+    // SAFETY: the input is live; `out` receives a tensor we then own.
+    check(unsafe {
+        shim::kiln_vector_norm_dim(raw(tensor), ord, dim, i32::from(keepdim), &mut out)
+    })?;
+    owned(out)
+}
+
+/// `torch.addmm(tensor, mat1, mat2, beta=beta, alpha=alpha)`: `β·tensor + α·mat1 @ mat2`.
+pub fn addmm(
+    tensor: &Tensor,
+    mat1: &Tensor,
+    mat2: &Tensor,
+    beta: f64,
+    alpha: f64,
+) -> Result<Tensor> {
+    let mut out = std::ptr::null_mut();
+    // SAFETY: inputs are live; `out` receives a tensor we then own.
+    check(unsafe { shim::kiln_addmm(raw(tensor), raw(mat1), raw(mat2), beta, alpha, &mut out) })?;
+    owned(out)
+}
+
+/// `torch._C._nn.multi_margin_loss(input, target, p, margin, weight,
+/// reduction)`: libtorch's kernel, forward and backward as autograd records
+/// it (what `F.multi_margin_loss` calls).
+pub fn multi_margin_loss(
+    input: &Tensor,
+    target: &Tensor,
+    p: i64,
+    margin: f64,
+    weight: Option<&Tensor>,
+    reduction: tch::Reduction,
+) -> Result<Tensor> {
+    let mut out = std::ptr::null_mut();
+    let w = weight.map_or(std::ptr::null_mut(), raw);
+    // SAFETY: inputs are live (weight may be NULL); `out` receives a tensor we then own.
+    check(unsafe {
+        shim::kiln_multi_margin_loss(
+            raw(input),
+            raw(target),
+            p,
+            margin,
+            w,
+            reduction.to_int(),
+            &mut out,
+        )
+    })?;
+    owned(out)
 }
 
 /// `torch._foreach_add_(tensors, others, alpha=alpha)`: one multi-tensor kernel.
@@ -105,38 +180,6 @@ pub fn foreach_norm(tensors: &[&Tensor], ord: f64) -> Result<Vec<Tensor>> {
     let owned_outs: Vec<Result<Tensor>> = outs.into_iter().map(owned).collect();
     err?;
     owned_outs.into_iter().collect()
-}
-
-/// `torch.linalg.vector_norm(tensor, ord)` over all elements (0-dim result).
-pub fn vector_norm(tensor: &Tensor, ord: f64) -> Result<Tensor> {
-    let mut out = std::ptr::null_mut();
-    // SAFETY: the input is live; `out` receives a tensor we then own.
-    check(unsafe { shim::kiln_vector_norm(raw(tensor), ord, &mut out) })?;
-    owned(out)
-}
-
-/// `torch.linalg.vector_norm(tensor, ord, dim=[dim], keepdim=keepdim)`.
-pub fn vector_norm_dim(tensor: &Tensor, ord: f64, dim: i64, keepdim: bool) -> Result<Tensor> {
-    let mut out = std::ptr::null_mut();
-    // SAFETY: the input is live; `out` receives a tensor we then own.
-    check(unsafe {
-        shim::kiln_vector_norm_dim(raw(tensor), ord, dim, i32::from(keepdim), &mut out)
-    })?;
-    owned(out)
-}
-
-/// `torch.addmm(tensor, mat1, mat2, beta=beta, alpha=alpha)`: `β·tensor + α·mat1 @ mat2`.
-pub fn addmm(
-    tensor: &Tensor,
-    mat1: &Tensor,
-    mat2: &Tensor,
-    beta: f64,
-    alpha: f64,
-) -> Result<Tensor> {
-    let mut out = std::ptr::null_mut();
-    // SAFETY: inputs are live; `out` receives a tensor we then own.
-    check(unsafe { shim::kiln_addmm(raw(tensor), raw(mat1), raw(mat2), beta, alpha, &mut out) })?;
-    owned(out)
 }
 
 /// Hyperparameters of [`fused_sgd_`], as `torch._fused_sgd_` takes them.
@@ -283,16 +326,6 @@ pub fn fused_adam_(l: &AdamLists<'_>, h: &FusedAdam) -> Result<()> {
     })
 }
 
-// ---------------------------------------------------------------------------
-// Conformance block (issue 12): `p.grad = g`, fused Adagrad, multi_margin_loss.
-
-/// `tensor.grad = grad` (PyTorch's `Tensor.grad` setter, with its dtype,
-/// device and size checks). A sparse `grad` of the tensor's size is allowed.
-pub fn set_grad(tensor: &Tensor, grad: &Tensor) -> Result<()> {
-    // SAFETY: both tensors are live for the call; libtorch keeps its own reference.
-    check(unsafe { shim::kiln_set_grad(raw(tensor), raw(grad)) })
-}
-
 /// Hyperparameters of [`fused_adagrad_`], as `torch._fused_adagrad_` takes them.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct FusedAdagrad {
@@ -347,197 +380,6 @@ pub fn fused_adagrad_(
         )
     })
 }
-
-/// `torch._C._nn.multi_margin_loss(input, target, p, margin, weight,
-/// reduction)`: libtorch's kernel, forward and backward as autograd records
-/// it (what `F.multi_margin_loss` calls).
-pub fn multi_margin_loss(
-    input: &Tensor,
-    target: &Tensor,
-    p: i64,
-    margin: f64,
-    weight: Option<&Tensor>,
-    reduction: tch::Reduction,
-) -> Result<Tensor> {
-    let mut out = std::ptr::null_mut();
-    let w = weight.map_or(std::ptr::null_mut(), raw);
-    // SAFETY: inputs are live (weight may be NULL); `out` receives a tensor we then own.
-    check(unsafe {
-        shim::kiln_multi_margin_loss(
-            raw(input),
-            raw(target),
-            p,
-            margin,
-            w,
-            reduction.to_int(),
-            &mut out,
-        )
-    })?;
-    owned(out)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use tch::{Device, Kind};
-
-    #[test]
-    fn add_with_alpha_is_one_rounding_like_pytorch() {
-        let a = Tensor::from_slice(&[1.0f32, 2.0, 3.0]);
-        let b = Tensor::from_slice(&[0.5f32, -1.0, 0.25]);
-        assert!(add_(&a, &b, -2.0).is_ok());
-        assert_eq!(
-            Vec::<f32>::try_from(&a).unwrap_or_default(),
-            vec![0.0, 4.0, 2.5]
-        );
-        let c = add(&a, &b, 1.0).map(|t| Vec::<f32>::try_from(&t).unwrap_or_default());
-        assert_eq!(c.ok(), Some(vec![0.5, 3.0, 2.75]));
-        // Shape errors come back as Err, not as an abort.
-        let bad = Tensor::zeros([2], (Kind::Float, Device::Cpu));
-        let err = add_(&a, &bad, 1.0).err().map(|e| e.to_string());
-        assert!(err.is_some_and(|e| e.starts_with("libtorch:") && e.contains("size")));
-    }
-
-    #[test]
-    fn addcmul_addcdiv_and_foreach() {
-        let a = Tensor::from_slice(&[1.0f64, 1.0]);
-        let t1 = Tensor::from_slice(&[2.0f64, 3.0]);
-        let t2 = Tensor::from_slice(&[4.0f64, 0.5]);
-        assert!(addcmul_(&a, &t1, &t2, 0.5).is_ok());
-        assert_eq!(
-            Vec::<f64>::try_from(&a).unwrap_or_default(),
-            vec![5.0, 1.75]
-        );
-        assert!(addcdiv_(&a, &t1, &t2, 2.0).is_ok());
-        assert_eq!(
-            Vec::<f64>::try_from(&a).unwrap_or_default(),
-            vec![6.0, 13.75]
-        );
-        let x = Tensor::from_slice(&[1.0f32]);
-        let y = Tensor::from_slice(&[2.0f32, 2.0]);
-        assert!(foreach_add_(&[&x, &y], &[&x, &y], 0.5).is_ok());
-        assert!(foreach_mul_(&[&x, &y], 2.0).is_ok());
-        assert_eq!(Vec::<f32>::try_from(&y).unwrap_or_default(), vec![6.0, 6.0]);
-        assert!(foreach_add_(&[&x], &[], 1.0).is_err());
-    }
-
-    #[test]
-    fn clear_grad_sets_none() {
-        let w = Tensor::from_slice(&[1.0f32, 2.0]).set_requires_grad(true);
-        let loss = (&w * &w).sum(Kind::Float);
-        assert!(loss.f_backward().is_ok());
-        assert_eq!(has_grad(&w).ok(), Some(true));
-        assert!(clear_grad(&w).is_ok());
-        assert_eq!(has_grad(&w).ok(), Some(false));
-    }
-
-    #[test]
-    fn norms_and_fused_kernels() -> Result<()> {
-        let a = Tensor::from_slice(&[3.0f32, 4.0]);
-        let b = Tensor::from_slice(&[1.0f32, -2.0, 2.0]).f_reshape([1, 3])?;
-        let norms = foreach_norm(&[&a, &b], 2.0)?;
-        assert_eq!(
-            norms
-                .iter()
-                .map(|n| n.double_value(&[]))
-                .collect::<Vec<_>>(),
-            vec![5.0, 3.0]
-        );
-        assert_eq!(vector_norm(&a, f64::INFINITY)?.double_value(&[]), 4.0);
-        assert_eq!(vector_norm_dim(&b, 1.0, -1, true)?.size(), vec![1, 1]);
-        let s = Tensor::from_slice(&[0.5f32]).f_reshape([])?;
-        foreach_mul_tensor_(&[&a], &s)?;
-        assert_eq!(Vec::<f32>::try_from(&a).unwrap_or_default(), vec![1.5, 2.0]);
-        // SGD without momentum: p -= lr * g.
-        let p = Tensor::from_slice(&[1.0f32, 1.0]);
-        let g = Tensor::from_slice(&[0.5f32, -0.5]);
-        let h = FusedSgd {
-            weight_decay: 0.0,
-            momentum: 0.0,
-            lr: 0.5,
-            dampening: 0.0,
-            nesterov: false,
-            maximize: false,
-            is_first_step: false,
-        };
-        fused_sgd_(&[&p], &[&g], &[], &h)?;
-        assert_eq!(
-            Vec::<f32>::try_from(&p).unwrap_or_default(),
-            vec![0.75, 1.25]
-        );
-        assert!(fused_sgd_(&[&p], &[], &[], &h).is_err());
-        let m = addmm(
-            &p.f_reshape([1, 2])?,
-            &Tensor::from_slice(&[1.0f32]).f_reshape([1, 1])?,
-            &g.f_reshape([1, 2])?,
-            2.0,
-            1.0,
-        )?;
-        assert_eq!(
-            Vec::<f32>::try_from(&m.f_reshape([-1])?).unwrap_or_default(),
-            vec![2.0, 2.0]
-        );
-        Ok(())
-    }
-}
-
-#[cfg(test)]
-mod conformance_tests {
-    use super::*;
-    use tch::{Kind, Reduction};
-
-    #[test]
-    fn set_grad_checks_like_pytorch() -> Result<()> {
-        let p = Tensor::from_slice(&[1.0f32, 2.0]);
-        set_grad(&p, &Tensor::from_slice(&[0.5f32, 0.25]))?;
-        assert!(has_grad(&p)?);
-        assert_eq!(
-            Vec::<f32>::try_from(&p.grad()).unwrap_or_default(),
-            vec![0.5, 0.25]
-        );
-        let err = set_grad(&p, &Tensor::from_slice(&[0.5f64, 0.25])).err();
-        assert!(err.is_some_and(|e| e.to_string().contains("different type")));
-        let err = set_grad(&p, &Tensor::from_slice(&[0.5f32])).err();
-        assert!(err.is_some_and(|e| e.to_string().contains("different size")));
-        Ok(())
-    }
-
-    #[test]
-    fn fused_adagrad_and_multi_margin_loss() -> Result<()> {
-        // Adagrad, one step: sum = g^2, p -= lr * g / (sqrt(sum) + eps).
-        let p = Tensor::from_slice(&[1.0f32, 1.0]);
-        let g = Tensor::from_slice(&[0.5f32, -2.0]);
-        let sum = Tensor::from_slice(&[0.0f32, 0.0]);
-        let step = Tensor::from_slice(&[1.0f32]).f_reshape([])?;
-        let h = FusedAdagrad {
-            lr: 0.5,
-            lr_decay: 0.0,
-            weight_decay: 0.0,
-            eps: 0.0,
-            maximize: false,
-        };
-        fused_adagrad_(&[&p], &[&g], &[&sum], &[&step], &h)?;
-        assert_eq!(Vec::<f32>::try_from(&p).unwrap_or_default(), vec![0.5, 1.5]);
-        assert!(fused_adagrad_(&[&p], &[], &[], &[], &h).is_err());
-        // x = [0, 1, 3], y = 2: (max(0, 1 - 3 + 0) + max(0, 1 - 3 + 1)) / 3 = 0.
-        let x = Tensor::from_slice(&[0.0f64, 1.0, 3.0]).f_reshape([1, 3])?;
-        let y = Tensor::from_slice(&[0i64]);
-        let l = multi_margin_loss(&x, &y, 1, 1.0, None, Reduction::Mean)?;
-        // y = 0: (max(0, 1 - 0 + 1) + max(0, 1 - 0 + 3)) / 3 = 2.
-        assert_eq!(l.f_double_value(&[])?, 2.0);
-        let bad = Tensor::from_slice(&[5i64]);
-        assert!(multi_margin_loss(&x, &bad, 1, 1.0, None, Reduction::Mean).is_err());
-        let w = Tensor::from_slice(&[0.5f64, 1.0, 1.0]);
-        let l = multi_margin_loss(&x, &y, 2, 1.0, Some(&w), Reduction::Sum)?;
-        assert_eq!(l.f_kind()?, Kind::Double);
-        assert_eq!(l.f_double_value(&[])?, 0.5 * (4.0 + 16.0) / 3.0);
-        Ok(())
-    }
-}
-
-// ---------------------------------------------------------------------------
-// Fused optimizer block (issue 16): torch.optim's default (single-tensor)
-// SGD and Adam/AdamW updates in one pass over memory, with its bits.
 
 /// SGD's hyperparameters for [`sgd_step_`] (torch.optim.SGD's names).
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -668,121 +510,155 @@ pub fn adam_step_(
     Ok(applied != 0)
 }
 
-// ddp (issue 15): post-accumulate-grad hooks
-// (`Tensor.register_post_accumulate_grad_hook`), through the shim.
-
-/// The callback a [`PostAccumulateGradHook`] runs.
-type HookFn = Box<dyn Fn() + Send + Sync>;
-
-/// A callback registered with [`register_post_accumulate_grad_hook`]; the
-/// hook is removed when this handle is dropped.
-pub struct PostAccumulateGradHook {
-    tensor: Tensor,
-    ctx: *mut std::ffi::c_void,
-}
-
-// SAFETY: the handle only keeps a shallow clone of the tensor (tch tensors
-// are Send) and an opaque pointer it never dereferences; it is passed back to
-// the shim, which compares it.
-unsafe impl Send for PostAccumulateGradHook {}
-
-impl std::fmt::Debug for PostAccumulateGradHook {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "PostAccumulateGradHook({:?})", self.tensor.size())
-    }
-}
-
-unsafe extern "C" fn call_hook(ctx: *mut std::ffi::c_void) {
-    // SAFETY: `ctx` is the `Box<HookFn>` made in `register_post_accumulate_grad_hook`,
-    // alive until `drop_hook` runs (the shim's hook owns it).
-    let hook = unsafe { &*(ctx as *const HookFn) };
-    // A panic must not unwind into libtorch's autograd engine.
-    let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(hook));
-}
-
-unsafe extern "C" fn drop_hook(ctx: *mut std::ffi::c_void) {
-    // SAFETY: called exactly once, by the destructor of the shim's hook that owns `ctx`.
-    drop(unsafe { Box::from_raw(ctx as *mut HookFn) });
-}
-
-/// `tensor.register_post_accumulate_grad_hook(hook)`: after autograd has
-/// accumulated a gradient into `tensor.grad` during a backward pass, `hook`
-/// runs (on the thread that runs that part of the backward pass: the caller
-/// of `backward` on CPU, an autograd device thread on CUDA). `tensor` must be
-/// a leaf that requires grad and may carry one such hook at a time. A panic
-/// inside `hook` is caught and ignored; report failures through its state.
-pub fn register_post_accumulate_grad_hook(
-    tensor: &Tensor,
-    hook: impl Fn() + Send + Sync + 'static,
-) -> Result<PostAccumulateGradHook> {
-    let boxed: HookFn = Box::new(hook);
-    let ctx = Box::into_raw(Box::new(boxed)) as *mut std::ffi::c_void;
-    // SAFETY: the tensor is live; the shim takes ownership of `ctx` in every
-    // case and frees it with `drop_hook`.
-    check(unsafe {
-        shim::kiln_set_post_accumulate_grad_hook(raw(tensor), call_hook, drop_hook, ctx)
-    })?;
-    Ok(PostAccumulateGradHook {
-        tensor: tensor.shallow_clone(),
-        ctx,
-    })
-}
-
-impl Drop for PostAccumulateGradHook {
-    fn drop(&mut self) {
-        // SAFETY: the tensor is live; the shim only compares `ctx`.
-        let _ = check(unsafe {
-            shim::kiln_clear_post_accumulate_grad_hook(raw(&self.tensor), self.ctx)
-        });
-    }
-}
-
 #[cfg(test)]
-mod hook_tests {
+mod tests {
     use super::*;
-    use std::sync::atomic::{AtomicUsize, Ordering};
-    use std::sync::Arc;
-    use tch::Kind;
+    use tch::{Device, Kind, Reduction};
 
     #[test]
-    fn hooks_run_after_accumulation_and_stop_when_dropped() -> Result<()> {
+    fn add_with_alpha_is_one_rounding_like_pytorch() {
+        let a = Tensor::from_slice(&[1.0f32, 2.0, 3.0]);
+        let b = Tensor::from_slice(&[0.5f32, -1.0, 0.25]);
+        assert!(add_(&a, &b, -2.0).is_ok());
+        assert_eq!(
+            Vec::<f32>::try_from(&a).unwrap_or_default(),
+            vec![0.0, 4.0, 2.5]
+        );
+        let c = add(&a, &b, 1.0).map(|t| Vec::<f32>::try_from(&t).unwrap_or_default());
+        assert_eq!(c.ok(), Some(vec![0.5, 3.0, 2.75]));
+        // Shape errors come back as Err, not as an abort.
+        let bad = Tensor::zeros([2], (Kind::Float, Device::Cpu));
+        let err = add_(&a, &bad, 1.0).err().map(|e| e.to_string());
+        assert!(err.is_some_and(|e| e.starts_with("libtorch:") && e.contains("size")));
+    }
+
+    #[test]
+    fn addcmul_addcdiv_and_foreach() {
+        let a = Tensor::from_slice(&[1.0f64, 1.0]);
+        let t1 = Tensor::from_slice(&[2.0f64, 3.0]);
+        let t2 = Tensor::from_slice(&[4.0f64, 0.5]);
+        assert!(addcmul_(&a, &t1, &t2, 0.5).is_ok());
+        assert_eq!(
+            Vec::<f64>::try_from(&a).unwrap_or_default(),
+            vec![5.0, 1.75]
+        );
+        assert!(addcdiv_(&a, &t1, &t2, 2.0).is_ok());
+        assert_eq!(
+            Vec::<f64>::try_from(&a).unwrap_or_default(),
+            vec![6.0, 13.75]
+        );
+        let x = Tensor::from_slice(&[1.0f32]);
+        let y = Tensor::from_slice(&[2.0f32, 2.0]);
+        assert!(foreach_add_(&[&x, &y], &[&x, &y], 0.5).is_ok());
+        assert!(foreach_mul_(&[&x, &y], 2.0).is_ok());
+        assert_eq!(Vec::<f32>::try_from(&y).unwrap_or_default(), vec![6.0, 6.0]);
+        assert!(foreach_add_(&[&x], &[], 1.0).is_err());
+    }
+
+    #[test]
+    fn clear_grad_sets_none() {
         let w = Tensor::from_slice(&[1.0f32, 2.0]).set_requires_grad(true);
-        let b = Tensor::from_slice(&[0.5f32]).set_requires_grad(true);
-        let order = Arc::new(std::sync::Mutex::new(Vec::new()));
-        let seen = Arc::new(AtomicUsize::new(0));
-        let (o, s) = (Arc::clone(&order), Arc::clone(&seen));
-        let wc = std::sync::Mutex::new(w.shallow_clone());
-        let hw = register_post_accumulate_grad_hook(&w, move || {
-            // The gradient is already in `.grad` when the hook runs.
-            let g = wc
-                .lock()
-                .map(|w| Vec::<f32>::try_from(&w.grad()).unwrap_or_default())
-                .unwrap_or_default();
-            s.store(g.len(), Ordering::SeqCst);
-            o.lock().map(|mut v| v.push("w")).ok();
-        })?;
-        let o = Arc::clone(&order);
-        let hb = register_post_accumulate_grad_hook(&b, move || {
-            o.lock().map(|mut v| v.push("b")).ok();
-        })?;
-        // A second hook on the same tensor is refused.
-        assert!(register_post_accumulate_grad_hook(&w, || {}).is_err());
-        // Non-leaves and tensors without grad are refused.
-        assert!(register_post_accumulate_grad_hook(&Tensor::from_slice(&[1.0f32]), || {}).is_err());
-        let loss = ((&w * &w).sum(Kind::Float) + &b * 3.0).sum(Kind::Float);
-        loss.f_backward()?;
-        assert_eq!(seen.load(Ordering::SeqCst), 2);
-        let mut got = order.lock().map(|v| v.clone()).unwrap_or_default();
-        got.sort_unstable();
-        assert_eq!(got, vec!["b", "w"]);
-        drop(hw);
-        drop(hb);
-        let loss = ((&w * &w).sum(Kind::Float) + &b * 3.0).sum(Kind::Float);
-        loss.f_backward()?;
-        assert_eq!(order.lock().map(|v| v.len()).unwrap_or_default(), 2);
-        // The hook slot is free again.
-        let again = register_post_accumulate_grad_hook(&w, || {})?;
-        drop(again);
+        let loss = (&w * &w).sum(Kind::Float);
+        assert!(loss.f_backward().is_ok());
+        assert_eq!(has_grad(&w).ok(), Some(true));
+        assert!(clear_grad(&w).is_ok());
+        assert_eq!(has_grad(&w).ok(), Some(false));
+    }
+
+    #[test]
+    fn norms_and_fused_kernels() -> Result<()> {
+        let a = Tensor::from_slice(&[3.0f32, 4.0]);
+        let b = Tensor::from_slice(&[1.0f32, -2.0, 2.0]).f_reshape([1, 3])?;
+        let norms = foreach_norm(&[&a, &b], 2.0)?;
+        assert_eq!(
+            norms
+                .iter()
+                .map(|n| n.double_value(&[]))
+                .collect::<Vec<_>>(),
+            vec![5.0, 3.0]
+        );
+        assert_eq!(vector_norm(&a, f64::INFINITY)?.double_value(&[]), 4.0);
+        assert_eq!(vector_norm_dim(&b, 1.0, -1, true)?.size(), vec![1, 1]);
+        let s = Tensor::from_slice(&[0.5f32]).f_reshape([])?;
+        foreach_mul_tensor_(&[&a], &s)?;
+        assert_eq!(Vec::<f32>::try_from(&a).unwrap_or_default(), vec![1.5, 2.0]);
+        // SGD without momentum: p -= lr * g.
+        let p = Tensor::from_slice(&[1.0f32, 1.0]);
+        let g = Tensor::from_slice(&[0.5f32, -0.5]);
+        let h = FusedSgd {
+            weight_decay: 0.0,
+            momentum: 0.0,
+            lr: 0.5,
+            dampening: 0.0,
+            nesterov: false,
+            maximize: false,
+            is_first_step: false,
+        };
+        fused_sgd_(&[&p], &[&g], &[], &h)?;
+        assert_eq!(
+            Vec::<f32>::try_from(&p).unwrap_or_default(),
+            vec![0.75, 1.25]
+        );
+        assert!(fused_sgd_(&[&p], &[], &[], &h).is_err());
+        let m = addmm(
+            &p.f_reshape([1, 2])?,
+            &Tensor::from_slice(&[1.0f32]).f_reshape([1, 1])?,
+            &g.f_reshape([1, 2])?,
+            2.0,
+            1.0,
+        )?;
+        assert_eq!(
+            Vec::<f32>::try_from(&m.f_reshape([-1])?).unwrap_or_default(),
+            vec![2.0, 2.0]
+        );
+        Ok(())
+    }
+
+    #[test]
+    fn set_grad_checks_like_pytorch() -> Result<()> {
+        let p = Tensor::from_slice(&[1.0f32, 2.0]);
+        set_grad(&p, &Tensor::from_slice(&[0.5f32, 0.25]))?;
+        assert!(has_grad(&p)?);
+        assert_eq!(
+            Vec::<f32>::try_from(&p.grad()).unwrap_or_default(),
+            vec![0.5, 0.25]
+        );
+        let err = set_grad(&p, &Tensor::from_slice(&[0.5f64, 0.25])).err();
+        assert!(err.is_some_and(|e| e.to_string().contains("different type")));
+        let err = set_grad(&p, &Tensor::from_slice(&[0.5f32])).err();
+        assert!(err.is_some_and(|e| e.to_string().contains("different size")));
+        Ok(())
+    }
+
+    #[test]
+    fn fused_adagrad_and_multi_margin_loss() -> Result<()> {
+        // Adagrad, one step: sum = g^2, p -= lr * g / (sqrt(sum) + eps).
+        let p = Tensor::from_slice(&[1.0f32, 1.0]);
+        let g = Tensor::from_slice(&[0.5f32, -2.0]);
+        let sum = Tensor::from_slice(&[0.0f32, 0.0]);
+        let step = Tensor::from_slice(&[1.0f32]).f_reshape([])?;
+        let h = FusedAdagrad {
+            lr: 0.5,
+            lr_decay: 0.0,
+            weight_decay: 0.0,
+            eps: 0.0,
+            maximize: false,
+        };
+        fused_adagrad_(&[&p], &[&g], &[&sum], &[&step], &h)?;
+        assert_eq!(Vec::<f32>::try_from(&p).unwrap_or_default(), vec![0.5, 1.5]);
+        assert!(fused_adagrad_(&[&p], &[], &[], &[], &h).is_err());
+        // x = [0, 1, 3], y = 2: (max(0, 1 - 3 + 0) + max(0, 1 - 3 + 1)) / 3 = 0.
+        let x = Tensor::from_slice(&[0.0f64, 1.0, 3.0]).f_reshape([1, 3])?;
+        let y = Tensor::from_slice(&[0i64]);
+        let l = multi_margin_loss(&x, &y, 1, 1.0, None, Reduction::Mean)?;
+        // y = 0: (max(0, 1 - 0 + 1) + max(0, 1 - 0 + 3)) / 3 = 2.
+        assert_eq!(l.f_double_value(&[])?, 2.0);
+        let bad = Tensor::from_slice(&[5i64]);
+        assert!(multi_margin_loss(&x, &bad, 1, 1.0, None, Reduction::Mean).is_err());
+        let w = Tensor::from_slice(&[0.5f64, 1.0, 1.0]);
+        let l = multi_margin_loss(&x, &y, 2, 1.0, Some(&w), Reduction::Sum)?;
+        assert_eq!(l.f_kind()?, Kind::Double);
+        assert_eq!(l.f_double_value(&[])?, 0.5 * (4.0 + 16.0) / 3.0);
         Ok(())
     }
 }

@@ -37,35 +37,6 @@ pub fn named_parameters(vs: &VarStore) -> Result<Vec<NamedParameter>> {
     Ok(out)
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use tch::nn::Init;
-
-    #[test]
-    fn creation_order_and_names() {
-        let vs = VarStore::new(tch::Device::Cpu);
-        let root = vs.root();
-        let names = ["z.weight", "a.weight", "m.0.bias", "b"];
-        for name in names {
-            let mut path = root.clone();
-            let parts: Vec<&str> = name.split('.').collect();
-            for part in &parts[..parts.len() - 1] {
-                path = path / *part;
-            }
-            assert!(path
-                .f_var(parts[parts.len() - 1], &[2], Init::Const(1.0))
-                .is_ok());
-        }
-        let got: Vec<String> = named_parameters(&vs)
-            .unwrap_or_default()
-            .into_iter()
-            .map(|p| p.name)
-            .collect();
-        assert_eq!(got, names);
-    }
-}
-
 /// Every variable of `vs` (trainable or not) by name, in creation order for
 /// trainable ones and then by name: PyTorch's `model.state_dict()` content.
 pub fn state_dict(vs: &VarStore) -> Result<Vec<(String, Tensor)>> {
@@ -164,9 +135,32 @@ pub fn buffers(vs: &VarStore) -> Result<Vec<(String, Tensor)>> {
 }
 
 #[cfg(test)]
-mod state_dict_tests {
+mod tests {
     use super::*;
     use tch::nn::Init;
+
+    #[test]
+    fn creation_order_and_names() {
+        let vs = VarStore::new(tch::Device::Cpu);
+        let root = vs.root();
+        let names = ["z.weight", "a.weight", "m.0.bias", "b"];
+        for name in names {
+            let mut path = root.clone();
+            let parts: Vec<&str> = name.split('.').collect();
+            for part in &parts[..parts.len() - 1] {
+                path = path / *part;
+            }
+            assert!(path
+                .f_var(parts[parts.len() - 1], &[2], Init::Const(1.0))
+                .is_ok());
+        }
+        let got: Vec<String> = named_parameters(&vs)
+            .unwrap_or_default()
+            .into_iter()
+            .map(|p| p.name)
+            .collect();
+        assert_eq!(got, names);
+    }
 
     #[test]
     fn round_trip_and_pytorch_style_errors() {

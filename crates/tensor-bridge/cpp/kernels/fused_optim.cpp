@@ -3,7 +3,7 @@
 // -ffp-contract=off (every fused multiply-add below is written out):
 //   KILN_FUSED_ISA=base  scalar loops, any CPU;
 //   KILN_FUSED_ISA=avx2  -mavx2 -mfma, ATen's AVX2 `Vectorized` (x86-64 only).
-// shim.cpp picks one at run time.
+// fused_optim_dispatch.cpp picks one at run time.
 #include "fused_optim.h"
 
 #include <ATen/Parallel.h>
