@@ -2,7 +2,7 @@
 //! gradient-less parameters skipped, state (de)serialisation. Each concrete
 //! optimizer only provides a [`Rule`]: its hyperparameter table, its checks
 //! and its per-tensor update function.
-use crate::optimizer::{check_group, check_saved_by, check_unique_names};
+use crate::optimizer::{check_group, check_saved_by, check_unique_names, refuse_complex};
 use crate::{Error, NamedParameter, Optimizer, OptimizerState, Result};
 use kiln_tensor::spec::{ListItem, OptionValue, Options};
 pub use kiln_tensor::spec::{OptionInfo, OptionVisitor};
@@ -178,13 +178,7 @@ pub trait Rule: Clone + std::fmt::Debug + Serialize + DeserializeOwned + Send + 
         for g in groups {
             for p in &g.params {
                 g.config.check_param(p)?;
-                if p.tensor.f_is_complex()? {
-                    return Err(Error::InvalidArgument(format!(
-                        "{} does not support complex parameters ('{}'): kiln-optim does not implement them",
-                        Self::NAME,
-                        p.name
-                    )));
-                }
+                refuse_complex(Self::NAME, p)?;
             }
         }
         Ok(())
@@ -302,7 +296,8 @@ pub fn split_part(name: &str) -> (&str, Option<usize>) {
 }
 
 /// Writes a [`Rule`]'s `HYPERPARAMETERS`, `get`, `set` and `options` from one
-/// table of its spec options, inside `impl Rule for Config { ... }`:
+/// table of its spec options, inside `impl Rule for Config { ... }` (or in
+/// an inherent impl, as LBFGS's config, which is no `Rule`, does):
 ///
 /// ```text
 /// kiln_optim::hyperparameter_table! {
