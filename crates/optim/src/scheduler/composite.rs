@@ -135,8 +135,9 @@ fn load_children(
 /// its closed form, [`LrScheduler::update_lr_at`]) until `milestones[1]`, and
 /// so on.
 ///
-/// Built from code only: build the schedulers on the optimizer, then pass
-/// them here. The constructor does what PyTorch's does: resets every group's
+/// Build the schedulers on the optimizer, then pass them here, or name them
+/// in a spec (`sequential:schedulers=[constant:factor=0.5;exponential:gamma=0.9],milestones=3`,
+/// see [`schedulers()`](super::schedulers)). The constructor does what PyTorch's does: resets every group's
 /// lr to `initial_lr`, undoes the initial steps of all schedulers and redoes
 /// the first one's. Milestones count this scheduler's steps (per epoch or per
 /// batch, as its children expect).

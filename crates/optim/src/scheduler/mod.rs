@@ -57,7 +57,9 @@
 //!
 //! **Spec strings.** [`schedulers()`] is the registry the CLI uses
 //! (`onecycle:max_lr=0.1`, `step:step_size=30,gamma=0.1`, `cosine:t_max=100`,
-//! or PyTorch's names: `CosineAnnealingLR:T_max=100`). Each config implements
+//! or PyTorch's names: `CosineAnnealingLR:T_max=100`; nanoGPT's
+//! `warmup-cosine:warmup_steps=2000,min_lr=6e-5`; SequentialLR over nested
+//! specs, `sequential:schedulers=[linear:start_factor=0.1,total_iters=5;cosine],milestones=5`). Each config implements
 //! [`kiln_tensor::spec::Options`], so the options, their defaults and their
 //! PyTorch spellings are written once, next to the config.
 use crate::{Error, Optimizer, Result};
@@ -72,6 +74,7 @@ mod onecycle;
 mod plateau;
 mod registry;
 mod swalr;
+mod warmup_cosine;
 
 pub use basic::{
     ConstantLr, ConstantLrConfig, ExponentialLr, ExponentialLrConfig, LambdaLr, LinearLr,
@@ -87,9 +90,11 @@ pub use cyclic::{CyclicLr, CyclicLrConfig, CyclicMode, ScaleFn, ScaleMode};
 pub use onecycle::{AnnealStrategy, OneCycleLr, OneCycleLrConfig};
 pub use plateau::{PlateauMode, ReduceLrOnPlateau, ReduceLrOnPlateauConfig, ThresholdMode};
 pub use registry::{
-    scheduler_entry, schedulers, SchedulerBuild, SchedulerEntry, SchedulerRegistry,
+    scheduler_entry, schedulers, steps_per_batch, BuildContext, SchedulerBuild, SchedulerEntry,
+    SchedulerRegistry,
 };
 pub use swalr::{Swalr, SwalrConfig};
+pub use warmup_cosine::{WarmupCosineLr, WarmupCosineLrConfig};
 
 /// A learning-rate scheduler: PyTorch's `LRScheduler` interface.
 ///
