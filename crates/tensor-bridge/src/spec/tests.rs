@@ -458,7 +458,10 @@ fn brackets_group_values_holding_separators() -> Result<()> {
     assert_eq!(norm(Box::new(0usize), "[ 3 ]"), Ok("3".into()));
     assert_eq!(norm(Box::new(false), "[true]"), Ok("true".into()));
     assert_eq!(norm(Box::new(Mode::Min), "[max]"), Ok("max".into()));
-    assert_eq!(norm(Box::<String>::default(), "[a,b;c]"), Ok("a,b;c".into()));
+    assert_eq!(
+        norm(Box::<String>::default(), "[a,b;c]"),
+        Ok("a,b;c".into())
+    );
     // Text that is itself wholly bracketed, or has spaces at its ends, is
     // printed in brackets; `none` of an optional text likewise.
     assert_eq!(norm(Box::<String>::default(), "[[x]]"), Ok("[[x]]".into()));
