@@ -2,8 +2,8 @@
 nanoGPT-style spec strings; run at test time by tests/schedulers.rs
 (`specs_match_pytorch_and_nanogpt`), which prints nothing itself.
 
-- `warmup-cosine`: nanoGPT's `get_lr(it)` (train.py, copied below as it
-  is), applied as nanoGPT applies it: `param_group['lr'] = get_lr(iter_num)`
+- `warmup-cosine`: nanoGPT's `get_lr(it)` (train.py; the same operations
+  below), applied as nanoGPT applies it: `param_group['lr'] = get_lr(iter_num)`
   before the update of step `iter_num`, for every group; each group's
   `learning_rate` is its own lr (nanoGPT has one for all groups).
 - `sequential`: torch.optim.lr_scheduler.SequentialLR over the schedulers
@@ -32,17 +32,13 @@ from torch.optim.lr_scheduler import (
 
 
 def nanogpt_get_lr(it, learning_rate, warmup_iters, lr_decay_iters, min_lr):
-    # nanoGPT's train.py: learning rate decay scheduler (cosine with warmup)
-    # 1) linear warmup for warmup_iters steps
+    """nanoGPT's get_lr(it) (train.py), the same Python float operations in the same order."""
     if it < warmup_iters:
         return learning_rate * (it + 1) / (warmup_iters + 1)
-    # 2) if it > lr_decay_iters, return min learning rate
     if it > lr_decay_iters:
         return min_lr
-    # 3) in between, use cosine decay down to min learning rate
     decay_ratio = (it - warmup_iters) / (lr_decay_iters - warmup_iters)
-    assert 0 <= decay_ratio <= 1
-    coeff = 0.5 * (1.0 + math.cos(math.pi * decay_ratio))  # coeff ranges 0..1
+    coeff = 0.5 * (1.0 + math.cos(math.pi * decay_ratio))
     return min_lr + coeff * (learning_rate - min_lr)
 
 
