@@ -398,7 +398,7 @@ impl<B: ?Sized> Registry<B> {
     /// ```
     pub fn describe(&self) -> String {
         let mut out = format!(
-            "{} (spec: NAME[:key=value,...]; lists as a;b;c; [...] groups a value holding , or ;; PyTorch's class and argument names work too)\n",
+            "{} (spec: NAME[:key=value,...]; lists as a;b;c; a value holding , or ; goes in [brackets]; PyTorch's class and argument names work too)\n",
             self.title
         );
         // The left column of option and code-only lines, then at least two spaces.
