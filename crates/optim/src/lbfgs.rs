@@ -10,13 +10,28 @@
 //!
 //! PyTorch computes several scalars of this algorithm (`gtd`, `ys`, `ro`,
 //! `H_diag`, sometimes `t`) as 0-dim tensors of the parameters' dtype and
-//! others as Python floats; kiln tracks which is which and rounds to float32
-//! exactly where PyTorch's float32 tensors do, so float32 runs follow the same
-//! branches and numbers.
-use crate::optimizer::{check_saved_by, check_unique_names};
+//! others as Python floats; kiln tracks which is which (`Scalar`) and
+//! rounds to float32 exactly where PyTorch's float32 tensors do
+//! (`ScalarMath`), so float32 runs follow the same branches and numbers.
+//!
+//! **What LBFGS shares with the other optimizers.** Its hyperparameters are
+//! one [`hyperparameter_table!`](crate::hyperparameter_table) like every
+//! [`Rule`](crate::Rule)'s (names, reading and writing them by PyTorch name,
+//! the spec options), its constructor makes the same checks (empty, repeated
+//! or complex parameters) and its state names the optimizer that saved it.
+//! What does not fit: LBFGS is no `Rule` over [`Grouped`](crate::Grouped).
+//! It has no per-tensor update — a step evaluates the closure several times
+//! and moves all parameters along one direction over their flattened
+//! concatenation — so it has one param group (PyTorch refuses more) and its
+//! state is global (the direction, the previous gradient, the `(s, y)`
+//! history, counters), not `Grouped`'s per-parameter buffers keyed by name:
+//! its state dict holds flattened tensors and checks the parameters' names
+//! and shapes instead.
+use crate::optimizer::{check_group, check_saved_by, check_unique_names, refuse_complex};
+use crate::rule::Hyperparameter;
 use crate::util::{non_negative, py_float};
 use crate::{Error, NamedParameter, Optimizer, OptimizerState, Result};
-use kiln_tensor::spec::{OptionInfo, OptionVisitor, Options};
+use kiln_tensor::spec::{OptionVisitor, Options};
 use kiln_tensor::{ops, tch, Kind, Tensor};
 use serde_json::{json, Value};
 
@@ -34,6 +49,24 @@ kiln_tensor::choices!(LineSearch {
     StrongWolfe = "strong_wolfe",
 });
 
+/// 0 for none, 1 for strong_wolfe; any value but 0 sets strong_wolfe.
+impl Hyperparameter for LineSearch {
+    fn get_part(&self, part: Option<usize>) -> Option<f64> {
+        part.is_none()
+            .then_some(f64::from(u8::from(*self == LineSearch::StrongWolfe)))
+    }
+    fn set_part(&mut self, part: Option<usize>, value: f64) -> bool {
+        part.is_none() && {
+            *self = if value != 0.0 {
+                LineSearch::StrongWolfe
+            } else {
+                LineSearch::None
+            };
+            true
+        }
+    }
+}
+
 /// LBFGS's hyperparameters, with PyTorch's defaults.
 #[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct LbfgsConfig {
@@ -42,7 +75,8 @@ pub struct LbfgsConfig {
     /// Maximal number of iterations per step (20).
     pub max_iter: usize,
     /// Maximal number of closure evaluations per step (`max_iter * 5 / 4`
-    /// when `None`, computed at construction as PyTorch does).
+    /// when `None`, computed at construction as PyTorch does; the optimizer's
+    /// [`Lbfgs::config`] holds the computed number).
     pub max_eval: Option<usize>,
     /// Termination tolerance on first-order optimality (1e-7).
     pub tolerance_grad: f64,
@@ -68,7 +102,48 @@ impl Default for LbfgsConfig {
     }
 }
 
+/// `max_eval`'s type, named so the hyperparameter table takes it (one token).
+type OptionalCount = Option<usize>;
+
+/// Reads as NaN while it is `None` (never, once LBFGS has computed its
+/// default); setting NaN makes it `None`, another value a count as `usize`
+/// sets it.
+impl Hyperparameter for OptionalCount {
+    fn get_part(&self, part: Option<usize>) -> Option<f64> {
+        part.is_none()
+            .then_some(self.map_or(f64::NAN, |v| v as f64))
+    }
+    fn set_part(&mut self, part: Option<usize>, value: f64) -> bool {
+        part.is_none() && {
+            *self = if value.is_nan() {
+                None
+            } else {
+                let mut count = 0usize;
+                count.set_part(None, value);
+                Some(count)
+            };
+            true
+        }
+    }
+}
+
+/// The hyperparameters that count something: setting one to anything but a
+/// non-negative integer is refused (the table's `usize` would truncate it).
+const COUNTS: [&str; 3] = ["max_iter", "max_eval", "history_size"];
+
+// The same table as every `Rule`'s, in an inherent impl: `HYPERPARAMETERS`,
+// `get`, `set` and `options` (LBFGS's config is no `Rule`: see the module docs).
 impl LbfgsConfig {
+    crate::hyperparameter_table! {
+        lr: f64 = "learning rate",
+        max_iter: usize = "maximal number of iterations per step",
+        max_eval: OptionalCount = "maximal number of closure evaluations per step; none: max_iter * 5 / 4",
+        tolerance_grad: f64 = "termination tolerance on first-order optimality",
+        tolerance_change: f64 = "termination tolerance on function value and parameter changes",
+        history_size: usize = "number of (s, y) pairs kept",
+        line_search_fn: LineSearch = "none | strong_wolfe",
+    }
+
     /// PyTorch's check (`Invalid learning rate`).
     pub fn validate(&self) -> Result<()> {
         non_negative(self.lr, "learning rate")?;
@@ -80,146 +155,136 @@ impl LbfgsConfig {
         Lbfgs::new(self, params)
     }
 
-    const NAMES: &'static [&'static str] = &[
-        "lr",
-        "max_iter",
-        "max_eval",
-        "tolerance_grad",
-        "tolerance_change",
-        "history_size",
-        "line_search_fn",
-    ];
-}
-
-/// LBFGS's spec options, with PyTorch's names.
-impl Options for LbfgsConfig {
-    fn options(&mut self, v: &mut dyn OptionVisitor) -> kiln_tensor::Result<()> {
-        v.option(OptionInfo::new("lr", "learning rate"), &mut self.lr)?;
-        v.option(
-            OptionInfo::new("max_iter", "maximal number of iterations per step"),
-            &mut self.max_iter,
-        )?;
-        v.option(
-            OptionInfo::new(
-                "max_eval",
-                "maximal number of closure evaluations per step; none: max_iter * 5 / 4",
-            ),
-            &mut self.max_eval,
-        )?;
-        v.option(
-            OptionInfo::new(
-                "tolerance_grad",
-                "termination tolerance on first-order optimality",
-            ),
-            &mut self.tolerance_grad,
-        )?;
-        v.option(
-            OptionInfo::new(
-                "tolerance_change",
-                "termination tolerance on function value and parameter changes",
-            ),
-            &mut self.tolerance_change,
-        )?;
-        v.option(
-            OptionInfo::new("history_size", "number of (s, y) pairs kept"),
-            &mut self.history_size,
-        )?;
-        v.option(
-            OptionInfo::new("line_search_fn", "none | strong_wolfe"),
-            &mut self.line_search_fn,
-        )
+    /// `max_eval`, or PyTorch's default `max_iter * 5 // 4` when it is `None`.
+    fn effective_max_eval(&self) -> usize {
+        self.max_eval.unwrap_or(self.max_iter * 5 / 4)
     }
 }
 
-/// A scalar of the algorithm: a Python float or a 0-dim tensor of the
-/// parameters' dtype (`tensor`), whose arithmetic rounds to that dtype.
-#[derive(Debug, Clone, Copy, PartialEq)]
-struct S {
-    v: f64,
-    tensor: bool,
+/// LBFGS's spec options, with PyTorch's names (from its hyperparameter table).
+impl Options for LbfgsConfig {
+    fn options(&mut self, visitor: &mut dyn OptionVisitor) -> kiln_tensor::Result<()> {
+        LbfgsConfig::options(self, visitor)
+    }
 }
 
+/// A scalar of the algorithm as PyTorch holds it: a Python float, or a
+/// 0-dim tensor of the parameters' dtype (`is_tensor`), whose arithmetic
+/// rounds to that dtype.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct Scalar {
+    value: f64,
+    is_tensor: bool,
+}
+
+/// A Python float.
+fn float(value: f64) -> Scalar {
+    Scalar {
+        value,
+        is_tensor: false,
+    }
+}
+
+impl Scalar {
+    /// As saved in the state dict: `{"value": v, "tensor": bool}`.
+    fn to_json(self) -> Value {
+        json!({ "value": self.value, "tensor": self.is_tensor })
+    }
+
+    fn from_json(v: &Value) -> Option<Self> {
+        Some(Self {
+            value: v.get("value")?.as_f64()?,
+            is_tensor: v.get("tensor")?.as_bool()?,
+        })
+    }
+}
+
+/// Python's arithmetic on [`Scalar`]s: an operation with a 0-dim tensor
+/// operand gives a 0-dim tensor rounded to the parameters' dtype (float32
+/// unless they are float64); floats stay f64.
 #[derive(Debug, Clone, Copy)]
-struct Ctx {
-    f32: bool,
+struct ScalarMath {
+    float32: bool,
     /// Where the parameters live (PyTorch's 0-dim tensors live there too).
     device: kiln_tensor::Device,
 }
 
-fn fl(v: f64) -> S {
-    S { v, tensor: false }
-}
-
-impl Ctx {
-    fn rt(self, x: f64) -> f64 {
-        if self.f32 {
+impl ScalarMath {
+    /// `x` rounded to the parameters' dtype.
+    fn round(self, x: f64) -> f64 {
+        if self.float32 {
             f64::from(x as f32)
         } else {
             x
         }
     }
-    fn ten(self, v: f64) -> S {
-        S {
-            v: self.rt(v),
-            tensor: true,
+
+    /// A 0-dim tensor holding `value` (rounded to the parameters' dtype).
+    fn tensor(self, value: f64) -> Scalar {
+        Scalar {
+            value: self.round(value),
+            is_tensor: true,
         }
     }
-    fn bin(self, a: S, b: S, f: fn(f64, f64) -> f64) -> S {
-        if a.tensor || b.tensor {
-            self.ten(f(self.rt(a.v), self.rt(b.v)))
+
+    /// `f(a, b)` with Python's promotion: a tensor if either operand is one.
+    fn binary(self, a: Scalar, b: Scalar, f: fn(f64, f64) -> f64) -> Scalar {
+        if a.is_tensor || b.is_tensor {
+            self.tensor(f(self.round(a.value), self.round(b.value)))
         } else {
-            fl(f(a.v, b.v))
+            float(f(a.value, b.value))
         }
     }
-    fn add(self, a: S, b: S) -> S {
-        self.bin(a, b, |x, y| x + y)
+    fn add(self, a: Scalar, b: Scalar) -> Scalar {
+        self.binary(a, b, |x, y| x + y)
     }
-    fn sub(self, a: S, b: S) -> S {
-        self.bin(a, b, |x, y| x - y)
+    fn sub(self, a: Scalar, b: Scalar) -> Scalar {
+        self.binary(a, b, |x, y| x - y)
     }
-    fn mul(self, a: S, b: S) -> S {
-        self.bin(a, b, |x, y| x * y)
+    fn mul(self, a: Scalar, b: Scalar) -> Scalar {
+        self.binary(a, b, |x, y| x * y)
     }
-    fn div(self, a: S, b: S) -> S {
-        if b.tensor && !a.tensor {
+    fn div(self, a: Scalar, b: Scalar) -> Scalar {
+        if b.is_tensor && !a.is_tensor {
             // `float / tensor` is `tensor.reciprocal() * float`.
-            let r = self.rt(1.0 / b.v);
-            self.ten(r * self.rt(a.v))
+            let r = self.round(1.0 / b.value);
+            self.tensor(r * self.round(a.value))
         } else {
-            self.bin(a, b, |x, y| x / y)
+            self.binary(a, b, |x, y| x / y)
         }
     }
-    fn cmp(self, a: S, b: S) -> (f64, f64) {
-        if a.tensor || b.tensor {
-            (self.rt(a.v), self.rt(b.v))
+    /// The operands as a comparison sees them (rounded where one is a tensor).
+    fn operands(self, a: Scalar, b: Scalar) -> (f64, f64) {
+        if a.is_tensor || b.is_tensor {
+            (self.round(a.value), self.round(b.value))
         } else {
-            (a.v, b.v)
+            (a.value, b.value)
         }
     }
-    fn lt(self, a: S, b: S) -> bool {
-        let (x, y) = self.cmp(a, b);
+    fn lt(self, a: Scalar, b: Scalar) -> bool {
+        let (x, y) = self.operands(a, b);
         x < y
     }
-    fn le(self, a: S, b: S) -> bool {
-        let (x, y) = self.cmp(a, b);
+    fn le(self, a: Scalar, b: Scalar) -> bool {
+        let (x, y) = self.operands(a, b);
         x <= y
     }
-    fn gt(self, a: S, b: S) -> bool {
-        let (x, y) = self.cmp(a, b);
+    fn gt(self, a: Scalar, b: Scalar) -> bool {
+        let (x, y) = self.operands(a, b);
         x > y
     }
-    fn ge(self, a: S, b: S) -> bool {
-        let (x, y) = self.cmp(a, b);
+    fn ge(self, a: Scalar, b: Scalar) -> bool {
+        let (x, y) = self.operands(a, b);
         x >= y
     }
-    fn abs(self, a: S) -> S {
-        S {
-            v: a.v.abs(),
-            tensor: a.tensor,
+    fn abs(self, a: Scalar) -> Scalar {
+        Scalar {
+            value: a.value.abs(),
+            is_tensor: a.is_tensor,
         }
     }
     /// Python's `max(a, b)`: `a` unless `b > a`.
-    fn max2(self, a: S, b: S) -> S {
+    fn max(self, a: Scalar, b: Scalar) -> Scalar {
         if self.gt(b, a) {
             b
         } else {
@@ -227,7 +292,7 @@ impl Ctx {
         }
     }
     /// Python's `min(a, b)`: `a` unless `b < a`.
-    fn min2(self, a: S, b: S) -> S {
+    fn min(self, a: Scalar, b: Scalar) -> Scalar {
         if self.lt(b, a) {
             b
         } else {
@@ -239,43 +304,47 @@ impl Ctx {
     #[allow(clippy::too_many_arguments)]
     fn cubic(
         self,
-        x1: S,
+        x1: Scalar,
         f1: f64,
-        g1: S,
-        x2: S,
+        g1: Scalar,
+        x2: Scalar,
         f2: f64,
-        g2: S,
-        bounds: Option<(S, S)>,
-    ) -> Result<S> {
+        g2: Scalar,
+        bounds: Option<(Scalar, Scalar)>,
+    ) -> Result<Scalar> {
         let (xmin, xmax) = bounds.unwrap_or(if self.le(x1, x2) { (x1, x2) } else { (x2, x1) });
         let d1 = self.sub(
             self.add(g1, g2),
-            self.div(self.mul(fl(3.0), fl(f1 - f2)), self.sub(x1, x2)),
+            self.div(self.mul(float(3.0), float(f1 - f2)), self.sub(x1, x2)),
         );
         let d2_square = self.sub(self.mul(d1, d1), self.mul(g1, g2));
-        if self.ge(d2_square, fl(0.0)) {
+        if self.ge(d2_square, float(0.0)) {
             // `d2_square.sqrt()` on a 0-dim tensor: libtorch's kernel on the
             // parameters' device (on the CPU, MKL's vector sqrt, which is not
             // always correctly rounded).
-            let d2 = if d2_square.tensor {
-                let kind = if self.f32 { Kind::Float } else { Kind::Double };
-                let t = Tensor::f_scalar_tensor(d2_square.v, (kind, self.device))?;
-                self.ten(val(&t.f_sqrt()?)?)
+            let d2 = if d2_square.is_tensor {
+                let kind = if self.float32 {
+                    Kind::Float
+                } else {
+                    Kind::Double
+                };
+                let t = Tensor::f_scalar_tensor(d2_square.value, (kind, self.device))?;
+                self.tensor(item(&t.f_sqrt()?)?)
             } else {
-                fl(d2_square.v.sqrt())
+                float(d2_square.value.sqrt())
             };
             let min_pos = if self.le(x1, x2) {
                 let num = self.sub(self.add(g2, d2), d1);
-                let den = self.add(self.sub(g2, g1), self.mul(fl(2.0), d2));
+                let den = self.add(self.sub(g2, g1), self.mul(float(2.0), d2));
                 self.sub(x2, self.mul(self.sub(x2, x1), self.div(num, den)))
             } else {
                 let num = self.sub(self.add(g1, d2), d1);
-                let den = self.add(self.sub(g1, g2), self.mul(fl(2.0), d2));
+                let den = self.add(self.sub(g1, g2), self.mul(float(2.0), d2));
                 self.sub(x1, self.mul(self.sub(x1, x2), self.div(num, den)))
             };
-            Ok(self.min2(self.max2(min_pos, xmin), xmax))
+            Ok(self.min(self.max(min_pos, xmin), xmax))
         } else {
-            Ok(self.div(self.add(xmin, xmax), fl(2.0)))
+            Ok(self.div(self.add(xmin, xmax), float(2.0)))
         }
     }
 }
@@ -285,11 +354,11 @@ struct LbfgsState {
     func_evals: usize,
     n_iter: usize,
     d: Option<Tensor>,
-    t: Option<S>,
+    t: Option<Scalar>,
     old_dirs: Vec<Tensor>,
     old_stps: Vec<Tensor>,
-    ro: Vec<S>,
-    h_diag: Option<S>,
+    ro: Vec<Scalar>,
+    h_diag: Option<Scalar>,
     prev_flat_grad: Option<Tensor>,
     prev_loss: Option<f64>,
 }
@@ -297,21 +366,23 @@ struct LbfgsState {
 /// `torch.optim.LBFGS` (one param group).
 #[derive(Debug)]
 pub struct Lbfgs {
+    /// The hyperparameters, `max_eval` always set (PyTorch's group holds the
+    /// computed default too).
     cfg: LbfgsConfig,
-    max_eval: usize,
     params: Vec<NamedParameter>,
     state: LbfgsState,
 }
 
 type Closure<'a> = &'a mut dyn FnMut() -> Result<f64>;
 
-fn val(t: &Tensor) -> Result<f64> {
+/// The value of a 0-dim tensor.
+fn item(t: &Tensor) -> Result<f64> {
     Ok(t.f_double_value(&[])?)
 }
 
 impl Lbfgs {
     /// Validates `cfg` and creates the optimizer.
-    pub fn new(cfg: LbfgsConfig, params: Vec<NamedParameter>) -> Result<Self> {
+    pub fn new(mut cfg: LbfgsConfig, params: Vec<NamedParameter>) -> Result<Self> {
         cfg.validate()?;
         if params.is_empty() {
             return Err(Error::InvalidArgument(
@@ -320,31 +391,30 @@ impl Lbfgs {
         }
         check_unique_names(&[params.as_slice()])?;
         for p in &params {
-            if p.tensor.f_is_complex()? {
-                return Err(Error::InvalidArgument(format!(
-                    "lbfgs does not support complex parameters ('{}'): kiln-optim does not implement them",
-                    p.name
-                )));
-            }
+            refuse_complex("lbfgs", p)?;
         }
-        let max_eval = cfg.max_eval.unwrap_or(cfg.max_iter * 5 / 4);
+        cfg.max_eval = Some(cfg.effective_max_eval());
         Ok(Self {
             cfg,
-            max_eval,
             params,
             state: LbfgsState::default(),
         })
     }
 
-    /// The current hyperparameters.
+    /// The current hyperparameters (`max_eval` as computed when it was `None`).
     pub fn config(&self) -> &LbfgsConfig {
         &self.cfg
     }
 
-    fn ctx(&self) -> Ctx {
+    fn max_eval(&self) -> usize {
+        self.cfg.effective_max_eval()
+    }
+
+    /// The arithmetic of this optimizer's scalars (the parameters' dtype).
+    fn math(&self) -> ScalarMath {
         let first = self.params.first();
-        Ctx {
-            f32: first.is_some_and(|p| p.tensor.kind() != Kind::Double),
+        ScalarMath {
+            float32: first.is_some_and(|p| p.tensor.kind() != Kind::Double),
             device: first.map_or(kiln_tensor::Device::Cpu, |p| p.tensor.device()),
         }
     }
@@ -397,10 +467,10 @@ impl Lbfgs {
         &self,
         closure: Closure<'_>,
         x: &[Tensor],
-        t: S,
+        t: Scalar,
         d: &Tensor,
     ) -> Result<(f64, Tensor)> {
-        self.add_grad(t.v, d)?;
+        self.add_grad(t.value, d)?;
         let loss = closure()?;
         let flat_grad = self.gather_flat_grad()?;
         self.set_params(x)?;
@@ -414,33 +484,33 @@ impl Lbfgs {
         &self,
         closure: Closure<'_>,
         x: &[Tensor],
-        mut t: S,
+        mut t: Scalar,
         d: &Tensor,
         f: f64,
         g: &Tensor,
-        gtd: S,
+        gtd: Scalar,
         max_ls: i64,
-    ) -> Result<(f64, Tensor, S, usize)> {
-        let c = self.ctx();
+    ) -> Result<(f64, Tensor, Scalar, usize)> {
+        let math = self.math();
         let (c1, c2, tolerance_change) = (1e-4, 0.9, 1e-9);
-        let d_norm = c.ten(val(&d.f_abs()?.f_max()?)?);
+        let d_norm = math.tensor(item(&d.f_abs()?.f_max()?)?);
         let g = ops::detached_clone(g)?;
         let (mut f_new, mut g_new) = self.directional_evaluate(closure, x, t, d)?;
         let mut ls_func_evals = 1usize;
-        let mut gtd_new = c.ten(val(&g_new.f_dot(d)?)?);
+        let mut gtd_new = math.tensor(item(&g_new.f_dot(d)?)?);
         let (mut t_prev, mut f_prev, mut g_prev, mut gtd_prev) =
-            (fl(0.0), f, g.shallow_clone(), gtd);
+            (float(0.0), f, g.shallow_clone(), gtd);
         let mut done = false;
         let mut ls_iter = 0i64;
-        let mut bracket: Vec<S> = Vec::new();
+        let mut bracket: Vec<Scalar> = Vec::new();
         let mut bracket_f: Vec<f64> = Vec::new();
         let mut bracket_g: Vec<Tensor> = Vec::new();
-        let mut bracket_gtd: Vec<S> = Vec::new();
-        let armijo = |t: S| c.add(fl(f), c.mul(c.mul(fl(c1), t), gtd));
+        let mut bracket_gtd: Vec<Scalar> = Vec::new();
+        let armijo = |t: Scalar| math.add(float(f), math.mul(math.mul(float(c1), t), gtd));
         let mut broke = false;
         while ls_iter < max_ls {
-            let armijo_fails = c.gt(fl(f_new), armijo(t)) || (ls_iter > 1 && f_new >= f_prev);
-            let wolfe = !armijo_fails && c.le(c.abs(gtd_new), c.mul(fl(-c2), gtd));
+            let armijo_fails = math.gt(float(f_new), armijo(t)) || (ls_iter > 1 && f_new >= f_prev);
+            let wolfe = !armijo_fails && math.le(math.abs(gtd_new), math.mul(float(-c2), gtd));
             if wolfe {
                 bracket = vec![t];
                 bracket_f = vec![f_new];
@@ -449,7 +519,7 @@ impl Lbfgs {
                 broke = true;
                 break;
             }
-            if armijo_fails || c.ge(gtd_new, fl(0.0)) {
+            if armijo_fails || math.ge(gtd_new, float(0.0)) {
                 bracket = vec![t_prev, t];
                 bracket_f = vec![f_prev, f_new];
                 bracket_g = vec![g_prev.shallow_clone(), ops::detached_clone(&g_new)?];
@@ -457,10 +527,10 @@ impl Lbfgs {
                 broke = true;
                 break;
             }
-            let min_step = c.add(t, c.mul(fl(0.01), c.sub(t, t_prev)));
-            let max_step = c.mul(t, fl(10.0));
+            let min_step = math.add(t, math.mul(float(0.01), math.sub(t, t_prev)));
+            let max_step = math.mul(t, float(10.0));
             let tmp = t;
-            t = c.cubic(
+            t = math.cubic(
                 t_prev,
                 f_prev,
                 gtd_prev,
@@ -475,11 +545,11 @@ impl Lbfgs {
             gtd_prev = gtd_new;
             (f_new, g_new) = self.directional_evaluate(closure, x, t, d)?;
             ls_func_evals += 1;
-            gtd_new = c.ten(val(&g_new.f_dot(d)?)?);
+            gtd_new = math.tensor(item(&g_new.f_dot(d)?)?);
             ls_iter += 1;
         }
         if ls_iter == max_ls {
-            bracket = vec![fl(0.0), t];
+            bracket = vec![float(0.0), t];
             bracket_f = vec![f, f_new];
             bracket_g = vec![g.shallow_clone(), g_new.shallow_clone()];
         } else if !broke {
@@ -492,7 +562,7 @@ impl Lbfgs {
             _ => (1, 0),
         };
         let (mut low, mut high) = order(&bracket_f);
-        let at = |v: &[S], i: usize| {
+        let at = |v: &[Scalar], i: usize| {
             v.get(i)
                 .copied()
                 .ok_or_else(|| Error::State("LBFGS line search bracket".into()))
@@ -505,10 +575,13 @@ impl Lbfgs {
         let mut insuf_progress = false;
         while !done && ls_iter < max_ls {
             let (b0, b1) = (at(&bracket, 0)?, at(&bracket, 1)?);
-            if c.lt(c.mul(c.abs(c.sub(b1, b0)), d_norm), fl(tolerance_change)) {
+            if math.lt(
+                math.mul(math.abs(math.sub(b1, b0)), d_norm),
+                float(tolerance_change),
+            ) {
                 break;
             }
-            t = c.cubic(
+            t = math.cubic(
                 b0,
                 atf(&bracket_f, 0)?,
                 at(&bracket_gtd, 0)?,
@@ -517,14 +590,14 @@ impl Lbfgs {
                 at(&bracket_gtd, 1)?,
                 None,
             )?;
-            let (bmax, bmin) = (c.max2(b0, b1), c.min2(b0, b1));
-            let eps = c.mul(fl(0.1), c.sub(bmax, bmin));
-            if c.lt(c.min2(c.sub(bmax, t), c.sub(t, bmin)), eps) {
-                if insuf_progress || c.ge(t, bmax) || c.le(t, bmin) {
-                    t = if c.lt(c.abs(c.sub(t, bmax)), c.abs(c.sub(t, bmin))) {
-                        c.sub(bmax, eps)
+            let (bmax, bmin) = (math.max(b0, b1), math.min(b0, b1));
+            let eps = math.mul(float(0.1), math.sub(bmax, bmin));
+            if math.lt(math.min(math.sub(bmax, t), math.sub(t, bmin)), eps) {
+                if insuf_progress || math.ge(t, bmax) || math.le(t, bmin) {
+                    t = if math.lt(math.abs(math.sub(t, bmax)), math.abs(math.sub(t, bmin))) {
+                        math.sub(bmax, eps)
                     } else {
-                        c.add(bmin, eps)
+                        math.add(bmin, eps)
                     };
                     insuf_progress = false;
                 } else {
@@ -535,36 +608,36 @@ impl Lbfgs {
             }
             (f_new, g_new) = self.directional_evaluate(closure, x, t, d)?;
             ls_func_evals += 1;
-            gtd_new = c.ten(val(&g_new.f_dot(d)?)?);
+            gtd_new = math.tensor(item(&g_new.f_dot(d)?)?);
             ls_iter += 1;
-            if c.gt(fl(f_new), armijo(t)) || f_new >= atf(&bracket_f, low)? {
-                set(&mut bracket, high, t)?;
-                set(&mut bracket_f, high, f_new)?;
-                set(&mut bracket_g, high, ops::detached_clone(&g_new)?)?;
-                set(&mut bracket_gtd, high, gtd_new)?;
+            if math.gt(float(f_new), armijo(t)) || f_new >= atf(&bracket_f, low)? {
+                set_at(&mut bracket, high, t)?;
+                set_at(&mut bracket_f, high, f_new)?;
+                set_at(&mut bracket_g, high, ops::detached_clone(&g_new)?)?;
+                set_at(&mut bracket_gtd, high, gtd_new)?;
                 (low, high) = order(&bracket_f);
             } else {
-                if c.le(c.abs(gtd_new), c.mul(fl(-c2), gtd)) {
+                if math.le(math.abs(gtd_new), math.mul(float(-c2), gtd)) {
                     done = true;
-                } else if c.ge(
-                    c.mul(gtd_new, c.sub(at(&bracket, high)?, at(&bracket, low)?)),
-                    fl(0.0),
+                } else if math.ge(
+                    math.mul(gtd_new, math.sub(at(&bracket, high)?, at(&bracket, low)?)),
+                    float(0.0),
                 ) {
                     let (bl, bfl) = (at(&bracket, low)?, atf(&bracket_f, low)?);
-                    set(&mut bracket, high, bl)?;
-                    set(&mut bracket_f, high, bfl)?;
+                    set_at(&mut bracket, high, bl)?;
+                    set_at(&mut bracket_f, high, bfl)?;
                     let gl = bracket_g
                         .get(low)
                         .map(Tensor::shallow_clone)
                         .ok_or_else(|| Error::State("bracket".into()))?;
-                    set(&mut bracket_g, high, gl)?;
+                    set_at(&mut bracket_g, high, gl)?;
                     let bgl = at(&bracket_gtd, low)?;
-                    set(&mut bracket_gtd, high, bgl)?;
+                    set_at(&mut bracket_gtd, high, bgl)?;
                 }
-                set(&mut bracket, low, t)?;
-                set(&mut bracket_f, low, f_new)?;
-                set(&mut bracket_g, low, ops::detached_clone(&g_new)?)?;
-                set(&mut bracket_gtd, low, gtd_new)?;
+                set_at(&mut bracket, low, t)?;
+                set_at(&mut bracket_f, low, f_new)?;
+                set_at(&mut bracket_g, low, ops::detached_clone(&g_new)?)?;
+                set_at(&mut bracket_gtd, low, gtd_new)?;
             }
         }
         let t = at(&bracket, low)?;
@@ -577,16 +650,16 @@ impl Lbfgs {
     }
 
     fn run(&mut self, closure: Closure<'_>) -> Result<f64> {
-        let c = self.ctx();
+        let math = self.math();
         let cfg = self.cfg;
         let orig_loss = closure()?;
         let mut loss = orig_loss;
         let mut current_evals = 1usize;
         self.state.func_evals += 1;
         let mut flat_grad = self.gather_flat_grad()?;
-        let opt_cond = c.le(
-            c.ten(val(&flat_grad.f_abs()?.f_max()?)?),
-            fl(cfg.tolerance_grad),
+        let opt_cond = math.le(
+            math.tensor(item(&flat_grad.f_abs()?.f_max()?)?),
+            float(cfg.tolerance_grad),
         );
         if opt_cond {
             return Ok(orig_loss);
@@ -601,7 +674,7 @@ impl Lbfgs {
                     st.old_dirs.clear();
                     st.old_stps.clear();
                     st.ro.clear();
-                    st.h_diag = Some(fl(1.0));
+                    st.h_diag = Some(float(1.0));
                     flat_grad.f_neg()?
                 } else {
                     let (Some(prev), Some(d), Some(t)) = (&st.prev_flat_grad, &st.d, st.t) else {
@@ -610,22 +683,22 @@ impl Lbfgs {
                         ));
                     };
                     let y = flat_grad.f_sub(prev)?;
-                    let s = d.f_mul_scalar(t.v)?;
-                    let ys = c.ten(val(&y.f_dot(&s)?)?);
-                    if c.gt(ys, fl(1e-10)) {
+                    let s = d.f_mul_scalar(t.value)?;
+                    let ys = math.tensor(item(&y.f_dot(&s)?)?);
+                    if math.gt(ys, float(1e-10)) {
                         if st.old_dirs.len() == cfg.history_size && !st.old_dirs.is_empty() {
                             let _ = st.old_dirs.remove(0);
                             let _ = st.old_stps.remove(0);
                             st.ro.remove(0);
                         }
-                        let yy = c.ten(val(&y.f_dot(&y)?)?);
+                        let yy = math.tensor(item(&y.f_dot(&y)?)?);
                         st.old_dirs.push(y);
                         st.old_stps.push(s);
-                        st.ro.push(c.div(fl(1.0), ys));
-                        st.h_diag = Some(c.div(ys, yy));
+                        st.ro.push(math.div(float(1.0), ys));
+                        st.h_diag = Some(math.div(ys, yy));
                     }
                     let num_old = st.old_dirs.len();
-                    let mut al = vec![fl(0.0); num_old];
+                    let mut al = vec![float(0.0); num_old];
                     let q = flat_grad.f_neg()?;
                     for i in (0..num_old).rev() {
                         let (Some(stp), Some(dir), Some(ro), Some(a)) = (
@@ -636,11 +709,11 @@ impl Lbfgs {
                         ) else {
                             continue;
                         };
-                        *a = c.mul(c.ten(val(&stp.f_dot(&q)?)?), ro);
-                        ops::add_(&q, dir, -a.v)?;
+                        *a = math.mul(math.tensor(item(&stp.f_dot(&q)?)?), ro);
+                        ops::add_(&q, dir, -a.value)?;
                     }
-                    let h = st.h_diag.unwrap_or(fl(1.0));
-                    let r = q.f_mul_scalar(h.v)?;
+                    let h = st.h_diag.unwrap_or(float(1.0));
+                    let r = q.f_mul_scalar(h.value)?;
                     for i in 0..num_old {
                         let (Some(stp), Some(dir), Some(ro), Some(a)) = (
                             st.old_stps.get(i),
@@ -650,8 +723,8 @@ impl Lbfgs {
                         ) else {
                             continue;
                         };
-                        let be_i = c.mul(c.ten(val(&dir.f_dot(&r)?)?), ro);
-                        ops::add_(&r, stp, c.sub(a, be_i).v)?;
+                        let be_i = math.mul(math.tensor(item(&dir.f_dot(&r)?)?), ro);
+                        ops::add_(&r, stp, math.sub(a, be_i).value)?;
                     }
                     r
                 };
@@ -664,18 +737,18 @@ impl Lbfgs {
                 let prev_loss = loss;
                 st.prev_loss = Some(prev_loss);
                 let mut t = if st.n_iter == 1 {
-                    let inv = c.div(
-                        fl(1.0),
-                        c.ten(val(&flat_grad.f_abs()?.f_sum(flat_grad.kind())?)?),
+                    let inv = math.div(
+                        float(1.0),
+                        math.tensor(item(&flat_grad.f_abs()?.f_sum(flat_grad.kind())?)?),
                     );
-                    c.mul(c.min2(fl(1.0), inv), fl(cfg.lr))
+                    math.mul(math.min(float(1.0), inv), float(cfg.lr))
                 } else {
-                    fl(cfg.lr)
+                    float(cfg.lr)
                 };
                 st.d = Some(d.shallow_clone());
                 st.t = Some(t);
-                let gtd = c.ten(val(&flat_grad.f_dot(&d)?)?);
-                if c.gt(gtd, fl(-cfg.tolerance_change)) {
+                let gtd = math.tensor(item(&flat_grad.f_dot(&d)?)?);
+                if math.gt(gtd, float(-cfg.tolerance_change)) {
                     break;
                 }
                 let mut ls_func_evals = 0usize;
@@ -683,7 +756,7 @@ impl Lbfgs {
                 match cfg.line_search_fn {
                     LineSearch::StrongWolfe => {
                         let x_init = self.clone_params()?;
-                        let max_ls = self.max_eval as i64 - current_evals as i64;
+                        let max_ls = self.max_eval() as i64 - current_evals as i64;
                         let (l, g, t_new, evals) = self.strong_wolfe(
                             &mut *closure,
                             &x_init,
@@ -699,20 +772,20 @@ impl Lbfgs {
                         t = t_new;
                         st.t = Some(t);
                         ls_func_evals = evals;
-                        self.add_grad(t.v, &d)?;
-                        opt_cond = c.le(
-                            c.ten(val(&flat_grad.f_abs()?.f_max()?)?),
-                            fl(cfg.tolerance_grad),
+                        self.add_grad(t.value, &d)?;
+                        opt_cond = math.le(
+                            math.tensor(item(&flat_grad.f_abs()?.f_max()?)?),
+                            float(cfg.tolerance_grad),
                         );
                     }
                     LineSearch::None => {
-                        self.add_grad(t.v, &d)?;
+                        self.add_grad(t.value, &d)?;
                         if n_iter != cfg.max_iter {
                             loss = closure()?;
                             flat_grad = self.gather_flat_grad()?;
-                            opt_cond = c.le(
-                                c.ten(val(&flat_grad.f_abs()?.f_max()?)?),
-                                fl(cfg.tolerance_grad),
+                            opt_cond = math.le(
+                                math.tensor(item(&flat_grad.f_abs()?.f_max()?)?),
+                                float(cfg.tolerance_grad),
                             );
                             ls_func_evals = 1;
                         }
@@ -720,12 +793,12 @@ impl Lbfgs {
                 }
                 current_evals += ls_func_evals;
                 st.func_evals += ls_func_evals;
-                if n_iter == cfg.max_iter || current_evals >= self.max_eval || opt_cond {
+                if n_iter == cfg.max_iter || current_evals >= self.max_eval() || opt_cond {
                     break;
                 }
-                if c.le(
-                    c.ten(val(&d.f_mul_scalar(t.v)?.f_abs()?.f_max()?)?),
-                    fl(cfg.tolerance_change),
+                if math.le(
+                    math.tensor(item(&d.f_mul_scalar(t.value)?.f_abs()?.f_max()?)?),
+                    float(cfg.tolerance_change),
                 ) {
                     break;
                 }
@@ -740,7 +813,8 @@ impl Lbfgs {
     }
 }
 
-fn set<T>(v: &mut [T], i: usize, x: T) -> Result<()> {
+/// `v[i] = x` in the line search's bracket.
+fn set_at<T>(v: &mut [T], i: usize, x: T) -> Result<()> {
     match v.get_mut(i) {
         Some(slot) => {
             *slot = x;
@@ -748,17 +822,6 @@ fn set<T>(v: &mut [T], i: usize, x: T) -> Result<()> {
         }
         None => Err(Error::State("LBFGS line search bracket".into())),
     }
-}
-
-fn s_json(s: S) -> Value {
-    json!({ "value": s.v, "tensor": s.tensor })
-}
-
-fn s_from(v: &Value) -> Option<S> {
-    Some(S {
-        v: v.get("value")?.as_f64()?,
-        tensor: v.get("tensor")?.as_bool()?,
-    })
 }
 
 impl Optimizer for Lbfgs {
@@ -796,58 +859,27 @@ impl Optimizer for Lbfgs {
         if group != 0 {
             return None;
         }
-        let c = &self.cfg;
-        Some(match name {
-            "lr" => c.lr,
-            "max_iter" => c.max_iter as f64,
-            "max_eval" => self.max_eval as f64,
-            "tolerance_grad" => c.tolerance_grad,
-            "tolerance_change" => c.tolerance_change,
-            "history_size" => c.history_size as f64,
-            "line_search_fn" => f64::from(u8::from(c.line_search_fn == LineSearch::StrongWolfe)),
-            _ => return None,
-        })
+        self.cfg.get(name)
     }
 
     fn set_hyperparameter(&mut self, group: usize, name: &str, value: f64) -> Result<()> {
-        crate::optimizer::check_group(group, 1)?;
+        check_group(group, 1)?;
+        let count = value >= 0.0 && value.fract() == 0.0 && value.is_finite();
+        if COUNTS.contains(&name) && !count {
+            return Err(Error::InvalidHyperparameter(format!(
+                "lbfgs: {name} must be a non-negative integer, got {}",
+                py_float(value)
+            )));
+        }
         let mut next = self.cfg;
-        let mut max_eval = self.max_eval;
-        let count = |v: f64| {
-            if v >= 0.0 && v.fract() == 0.0 && v.is_finite() {
-                Ok(v as usize)
-            } else {
-                Err(Error::InvalidHyperparameter(format!(
-                    "lbfgs: {name} must be a non-negative integer, got {}",
-                    py_float(v)
-                )))
-            }
-        };
-        match name {
-            "lr" => next.lr = value,
-            "max_iter" => next.max_iter = count(value)?,
-            "max_eval" => max_eval = count(value)?,
-            "tolerance_grad" => next.tolerance_grad = value,
-            "tolerance_change" => next.tolerance_change = value,
-            "history_size" => next.history_size = count(value)?,
-            "line_search_fn" => {
-                next.line_search_fn = if value != 0.0 {
-                    LineSearch::StrongWolfe
-                } else {
-                    LineSearch::None
-                }
-            }
-            _ => {
-                return Err(Error::InvalidArgument(format!(
-                    "lbfgs has no hyperparameter '{name}' (it has {})",
-                    LbfgsConfig::NAMES.join(", ")
-                )))
-            }
+        if !next.set(name, value) {
+            return Err(Error::InvalidArgument(format!(
+                "lbfgs has no hyperparameter '{name}' (it has {})",
+                LbfgsConfig::HYPERPARAMETERS.join(", ")
+            )));
         }
         next.validate()?;
-        next.max_eval = Some(max_eval);
         self.cfg = next;
-        self.max_eval = max_eval;
         Ok(())
     }
 
@@ -873,18 +905,16 @@ impl Optimizer for Lbfgs {
             .iter()
             .map(|p| json!([p.name, p.tensor.size()]))
             .collect();
-        let mut cfg = self.cfg;
-        cfg.max_eval = Some(self.max_eval);
         let scalars = json!({
             "optimizer": "lbfgs",
-            "param_groups": [cfg],
+            "param_groups": [self.cfg],
             "params": params,
             "state": {
                 "func_evals": st.func_evals,
                 "n_iter": st.n_iter,
-                "t": st.t.map(s_json),
-                "ro": st.ro.iter().map(|r| s_json(*r)).collect::<Vec<_>>(),
-                "H_diag": st.h_diag.map(s_json),
+                "t": st.t.map(Scalar::to_json),
+                "ro": st.ro.iter().map(|r| r.to_json()).collect::<Vec<_>>(),
+                "H_diag": st.h_diag.map(Scalar::to_json),
                 "prev_loss": st.prev_loss,
                 "history": st.old_dirs.len(),
             }
@@ -945,14 +975,14 @@ impl Optimizer for Lbfgs {
             func_evals: st.get("func_evals").and_then(Value::as_u64).unwrap_or(0) as usize,
             n_iter: st.get("n_iter").and_then(Value::as_u64).unwrap_or(0) as usize,
             d: take("lbfgs.d")?,
-            t: st.get("t").and_then(s_from),
+            t: st.get("t").and_then(Scalar::from_json),
             prev_flat_grad: take("lbfgs.prev_flat_grad")?,
             ro: st
                 .get("ro")
                 .and_then(Value::as_array)
-                .map(|a| a.iter().filter_map(s_from).collect())
+                .map(|a| a.iter().filter_map(Scalar::from_json).collect())
                 .unwrap_or_default(),
-            h_diag: st.get("H_diag").and_then(s_from),
+            h_diag: st.get("H_diag").and_then(Scalar::from_json),
             prev_loss: st.get("prev_loss").and_then(Value::as_f64),
             ..LbfgsState::default()
         };
@@ -973,8 +1003,10 @@ impl Optimizer for Lbfgs {
         if used != saved.tensors.len() {
             return Err(Error::State("it has tensors LBFGS does not know".into()));
         }
-        self.max_eval = cfg.max_eval.unwrap_or(cfg.max_iter * 5 / 4);
-        self.cfg = cfg;
+        self.cfg = LbfgsConfig {
+            max_eval: Some(cfg.effective_max_eval()),
+            ..cfg
+        };
         self.state = new;
         Ok(())
     }

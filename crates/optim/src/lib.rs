@@ -9,7 +9,8 @@
 //! implements [`rule::Rule`]: the config carries the hyperparameter table and
 //! a per-tensor update function that performs PyTorch's single-tensor
 //! (default CPU) path operation for operation, so the numbers are PyTorch's
-//! bit for bit; `Grouped` does param groups (also by name pattern), state
+//! bit for bit; `Grouped` does param groups (also chosen by name pattern or
+//! number of dimensions, [`groups`]), state
 //! keyed by parameter name, skipping parameters without gradients and state
 //! dicts. SGD, Adam, AdamW and Adagrad also have `fused: true`, libtorch's
 //! one-pass multi-tensor kernels (PyTorch's `fused=True` numbers).
@@ -66,6 +67,7 @@ pub mod amp;
 pub mod asgd;
 pub mod clip;
 mod error;
+pub mod groups;
 pub mod lbfgs;
 pub mod muon;
 pub mod nadam;
@@ -90,6 +92,7 @@ pub use amp::{GradScaler, GradScalerConfig, GradScalerState};
 pub use asgd::{Asgd, AsgdConfig};
 pub use clip::{clip_grad_norm_, clip_grad_value_};
 pub use error::{Error, Result};
+pub use groups::{glob_match, GroupOverride, Selector};
 pub use kiln_tensor::params::NamedParameter;
 pub use lbfgs::{Lbfgs, LbfgsConfig};
 pub use muon::{Muon, MuonConfig};
@@ -99,9 +102,7 @@ pub use radam::{RAdam, RAdamConfig};
 pub use registry::{optimizers, rule_entry, OptimizerBuild, OptimizerEntry, OptimizerRegistry};
 pub use rmsprop::{Rmsprop, RmspropConfig};
 pub use rprop::{Rprop, RpropConfig};
-pub use rule::{
-    glob_match, GroupOverride, Grouped, Hyperparameter, ParamGroup, ParamState, Rule, RuleOptions,
-};
+pub use rule::{Grouped, Hyperparameter, ParamGroup, ParamState, Rule, RuleOptions};
 pub use sgd::{Sgd, SgdConfig};
 pub use sparse_adam::{SparseAdam, SparseAdamConfig};
 pub use util::py_float;

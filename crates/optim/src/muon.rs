@@ -27,7 +27,7 @@ pub enum AdjustLr {
 /// [`Optimizer::hyperparameter`](crate::Optimizer::hyperparameter) reads.
 impl OptionValue for AdjustLr {
     fn parse_text(&mut self, text: &str) -> std::result::Result<(), String> {
-        *self = match text {
+        *self = match kiln_tensor::spec::unbracket(text) {
             "original" | "none" | "0" => AdjustLr::Original,
             "match_rms_adamw" | "1" => AdjustLr::MatchRmsAdamw,
             _ => return Err("one of original, match_rms_adamw".into()),

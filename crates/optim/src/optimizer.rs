@@ -201,6 +201,18 @@ pub(crate) fn check_saved_by(saved: &OptimizerState, name: &str) -> Result<()> {
     Ok(())
 }
 
+/// Refuses a complex parameter: no kiln optimizer implements them (PyTorch
+/// refuses them only in some optimizers, some only at the first step).
+pub(crate) fn refuse_complex(optimizer: &str, param: &NamedParameter) -> Result<()> {
+    if param.tensor.f_is_complex()? {
+        return Err(Error::InvalidArgument(format!(
+            "{optimizer} does not support complex parameters ('{}'): kiln-optim does not implement them",
+            param.name
+        )));
+    }
+    Ok(())
+}
+
 /// Checks that `group` exists among `len` groups.
 pub(crate) fn check_group(group: usize, len: usize) -> Result<()> {
     if group < len {

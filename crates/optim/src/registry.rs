@@ -9,14 +9,15 @@
 //! [`Rule`]'s [`hyperparameter_table!`](crate::hyperparameter_table) and
 //! `Default` ([`rule_entry`]). A downstream crate registers its own with
 //! [`Registry::register`].
+use crate::groups::GroupOverride;
 use crate::lbfgs::{Lbfgs, LbfgsConfig};
-use crate::rule::{GroupOverride, Grouped, Rule, RuleOptions};
+use crate::rule::{Grouped, Rule, RuleOptions};
 use crate::{Error, NamedParameter, Optimizer, Result};
 use kiln_tensor::spec::{Entry, Registry, Spec};
 use std::sync::Arc;
 
 /// Builds an optimizer from a resolved spec and the parameters; extra param
-/// groups chosen by name pattern ([`GroupOverride`]) may be passed.
+/// groups chosen by selectors ([`GroupOverride`]) may be passed.
 pub type OptimizerBuild = dyn Fn(&mut Spec, Vec<NamedParameter>, &[GroupOverride]) -> Result<Box<dyn Optimizer>>
     + Send
     + Sync;
@@ -55,10 +56,14 @@ impl OptimizerRegistry {
     }
 
     /// Like [`OptimizerRegistry::build`], with extra param groups chosen by
-    /// parameter-name patterns (see [`Grouped::with_overrides`]). Unknown
+    /// selectors (see [`Grouped::with_overrides`]): what
+    /// `--param-group SELECTOR:options` gives, each parsed with
+    /// `GroupOverride::from_str` (`"ndim<2:weight_decay=0".parse()`). Unknown
     /// names and options, bad values and missing options are errors before
     /// the optimizer's builder runs; then the optimizer's own checks (with
-    /// PyTorch's messages) apply.
+    /// PyTorch's messages) and the groups' (an unknown selector or
+    /// hyperparameter, a group selecting no parameter) apply. LBFGS refuses
+    /// extra groups, as PyTorch's does.
     pub fn build_with_overrides(
         &self,
         spec: &str,

@@ -2,7 +2,8 @@
 //! gradient-less parameters skipped, state (de)serialisation. Each concrete
 //! optimizer only provides a [`Rule`]: its hyperparameter table, its checks
 //! and its per-tensor update function.
-use crate::optimizer::{check_group, check_saved_by, check_unique_names};
+use crate::groups::{assign_groups, GroupOverride};
+use crate::optimizer::{check_group, check_saved_by, check_unique_names, refuse_complex};
 use crate::{Error, NamedParameter, Optimizer, OptimizerState, Result};
 use kiln_tensor::spec::{ListItem, OptionValue, Options};
 pub use kiln_tensor::spec::{OptionInfo, OptionVisitor};
@@ -178,13 +179,7 @@ pub trait Rule: Clone + std::fmt::Debug + Serialize + DeserializeOwned + Send + 
         for g in groups {
             for p in &g.params {
                 g.config.check_param(p)?;
-                if p.tensor.f_is_complex()? {
-                    return Err(Error::InvalidArgument(format!(
-                        "{} does not support complex parameters ('{}'): kiln-optim does not implement them",
-                        Self::NAME,
-                        p.name
-                    )));
-                }
+                refuse_complex(Self::NAME, p)?;
             }
         }
         Ok(())
@@ -302,7 +297,8 @@ pub fn split_part(name: &str) -> (&str, Option<usize>) {
 }
 
 /// Writes a [`Rule`]'s `HYPERPARAMETERS`, `get`, `set` and `options` from one
-/// table of its spec options, inside `impl Rule for Config { ... }`:
+/// table of its spec options, inside `impl Rule for Config { ... }` (or in
+/// an inherent impl, as LBFGS's config, which is no `Rule`, does):
 ///
 /// ```text
 /// kiln_optim::hyperparameter_table! {
@@ -385,46 +381,6 @@ pub struct ParamGroup<C> {
     pub params: Vec<NamedParameter>,
 }
 
-/// Hyperparameter overrides for the parameters whose names match a pattern
-/// (`*.bias` → `weight_decay=0`); see [`Grouped::with_overrides`].
-#[derive(Debug, Clone, PartialEq)]
-pub struct GroupOverride {
-    /// Glob patterns over parameter names (`*` any run, `?` one character).
-    pub patterns: Vec<String>,
-    /// Hyperparameters (PyTorch names) and their values in this group.
-    pub hyperparameters: Vec<(String, f64)>,
-}
-
-/// Whether `name` matches the glob `pattern` (`*` any run of characters,
-/// including dots; `?` exactly one character).
-pub fn glob_match(pattern: &str, name: &str) -> bool {
-    let (p, n): (Vec<char>, Vec<char>) = (pattern.chars().collect(), name.chars().collect());
-    let (mut pi, mut ni) = (0usize, 0usize);
-    let mut star: Option<(usize, usize)> = None;
-    while ni < n.len() {
-        match p.get(pi) {
-            Some('*') => {
-                star = Some((pi, ni));
-                pi += 1;
-            }
-            Some(&c) if c == '?' || Some(&c) == n.get(ni) => {
-                pi += 1;
-                ni += 1;
-            }
-            _ => match star {
-                Some((sp, sn)) => {
-                    pi = sp + 1;
-                    ni = sn + 1;
-                    star = Some((sp, sn + 1));
-                }
-                None => return false,
-            },
-        }
-    }
-    p.get(pi..)
-        .is_some_and(|rest| rest.iter().all(|&c| c == '*'))
-}
-
 /// A torch.optim optimizer made of a [`Rule`]: param groups, per-parameter
 /// state keyed by name, and the [`Optimizer`] trait.
 #[derive(Debug)]
@@ -464,37 +420,31 @@ impl<C: Rule> Grouped<C> {
         Ok(Self { groups, states })
     }
 
-    /// Groups by name patterns: group 0 holds the parameters no override
-    /// matches, with `config`; group `i + 1` holds those whose name matches
-    /// `overrides[i]` (the first matching override wins), with `config`
-    /// changed by that override. Parameter order within a group is kept.
+    /// Groups by selectors ([`GroupOverride`], see [`crate::groups`]): group 0
+    /// holds the parameters no override selects, with `config`; group
+    /// `i + 1` holds those override `i` is the first to select (a name glob
+    /// or an `ndim` comparison), with `config` changed by that override.
+    /// Parameter order within a group is kept. An unknown selector, an
+    /// override that selects no parameter and a hyperparameter the rule does
+    /// not have (or out of its range) are errors naming the group.
     pub fn with_overrides(
         config: C,
         params: Vec<NamedParameter>,
         overrides: &[GroupOverride],
     ) -> Result<Self> {
-        let mut groups = vec![ParamGroup {
-            config: config.clone(),
-            params: Vec::new(),
-        }];
-        for o in overrides {
+        let lists = assign_groups(params, overrides)?;
+        let mut groups = Vec::with_capacity(lists.len());
+        for (i, params) in lists.into_iter().enumerate() {
             let mut cfg = config.clone();
-            for (name, value) in &o.hyperparameters {
-                set_checked(&mut cfg, name, *value)?;
+            if let Some(o) = i.checked_sub(1).and_then(|i| overrides.get(i)) {
+                for (name, value) in &o.hyperparameters {
+                    set_checked(&mut cfg, name, *value).map_err(|e| in_group(e, i, o))?;
+                }
             }
             groups.push(ParamGroup {
                 config: cfg,
-                params: Vec::new(),
+                params,
             });
-        }
-        for p in params {
-            let slot = overrides
-                .iter()
-                .position(|o| o.patterns.iter().any(|pat| glob_match(pat, &p.name)))
-                .map_or(0, |i| i + 1);
-            if let Some(g) = groups.get_mut(slot) {
-                g.params.push(p);
-            }
         }
         Self::with_groups(groups)
     }
@@ -518,6 +468,16 @@ impl<C: Rule> Grouped<C> {
                 .and_then(|i| s.get(i))
                 .and_then(Option::as_ref)
         })
+    }
+}
+
+/// `error` with the param group `group` made by `o` named first.
+fn in_group(error: Error, group: usize, o: &GroupOverride) -> Error {
+    let named = |m: String| format!("param group {group} ({}): {m}", o.patterns.join("|"));
+    match error {
+        Error::InvalidHyperparameter(m) => Error::InvalidHyperparameter(named(m)),
+        Error::InvalidArgument(m) => Error::InvalidArgument(named(m)),
+        other => other,
     }
 }
 

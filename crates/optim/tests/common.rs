@@ -213,6 +213,11 @@ pub fn env_or(name: &str, compiled: Option<&'static str>) -> Option<String> {
 /// wheel beside `LIBTORCH`, then the workspace's `.libtorch`); an error
 /// carries the script's stderr.
 pub fn run_reference(script: &str, args: &[&std::ffi::OsStr]) -> Result<()> {
+    reference_output(script, args).map(drop)
+}
+
+/// [`run_reference`], returning what the script writes to stdout.
+pub fn reference_output(script: &str, args: &[&std::ffi::OsStr]) -> Result<String> {
     use std::path::Path;
     let mut pythonpath = Vec::new();
     if let Some(lib) = env_or("LIBTORCH", option_env!("LIBTORCH")) {
@@ -239,5 +244,5 @@ pub fn run_reference(script: &str, args: &[&std::ffi::OsStr]) -> Result<()> {
         output.status,
         String::from_utf8_lossy(&output.stderr)
     );
-    Ok(())
+    Ok(String::from_utf8(output.stdout)?)
 }

@@ -521,3 +521,343 @@ fn downstream_crates_register_their_own() -> Result<()> {
     );
     Ok(())
 }
+
+// ---------------------------------------------------------------------------
+// Param groups by selector (`--param-group SELECTOR:options`).
+
+/// Named float32 parameters of the given shapes (zeros).
+fn shaped(shapes: &[(&str, &[i64])]) -> Result<Vec<kiln_optim::NamedParameter>> {
+    shapes
+        .iter()
+        .map(|(name, shape)| {
+            Ok(kiln_optim::NamedParameter {
+                name: (*name).to_string(),
+                tensor: kiln_tensor::Tensor::f_zeros(
+                    *shape,
+                    (kiln_tensor::Kind::Float, kiln_tensor::Device::Cpu),
+                )?
+                .set_requires_grad(true),
+            })
+        })
+        .collect()
+}
+
+fn group_names(o: &dyn Optimizer) -> Vec<Vec<String>> {
+    (0..o.num_groups())
+        .map(|g| o.group_params(g).iter().map(|p| p.name.clone()).collect())
+        .collect()
+}
+
+#[test]
+fn param_group_specs_parse_print_and_refuse() -> Result<()> {
+    use kiln_optim::Selector;
+    let g: GroupOverride = "ndim<2:weight_decay=0".parse()?;
+    ensure!(g.patterns == ["ndim<2"] && g.hyperparameters == [("weight_decay".to_string(), 0.0)]);
+    let g: GroupOverride =
+        " *.bias | ndim >= 3 :lr=1e-2,betas=[0.8;0.9],amsgrad=true,eps.1=none".parse()?;
+    ensure!(g.patterns == ["*.bias", "ndim>=3"], "{:?}", g.patterns);
+    let want: Vec<(String, f64)> = [
+        ("lr", 0.01),
+        ("betas.0", 0.8),
+        ("betas.1", 0.9),
+        ("amsgrad", 1.0),
+    ]
+    .iter()
+    .map(|(k, v)| ((*k).to_string(), *v))
+    .collect();
+    ensure!(
+        g.hyperparameters.get(..4) == Some(&want[..]),
+        "{:?}",
+        g.hyperparameters
+    );
+    ensure!(g
+        .hyperparameters
+        .get(4)
+        .is_some_and(|(k, v)| k == "eps.1" && v.is_nan()));
+    let text = g.to_string();
+    ensure!(
+        text == "*.bias|ndim>=3:lr=0.01,betas.0=0.8,betas.1=0.9,amsgrad=1.0,eps.1=nan",
+        "{text}"
+    );
+    let back: GroupOverride = text.parse()?;
+    ensure!(back.patterns == g.patterns && back.to_string() == text);
+    for (text, selector) in [
+        (
+            "ndim<2",
+            Selector::Ndim(kiln_optim::groups::Comparison::Less, 2),
+        ),
+        (
+            "ndim<=1",
+            Selector::Ndim(kiln_optim::groups::Comparison::LessOrEqual, 1),
+        ),
+        (
+            "ndim==1",
+            Selector::Ndim(kiln_optim::groups::Comparison::Equal, 1),
+        ),
+        (
+            "ndim >= 2",
+            Selector::Ndim(kiln_optim::groups::Comparison::GreaterOrEqual, 2),
+        ),
+        (
+            "ndim>2",
+            Selector::Ndim(kiln_optim::groups::Comparison::Greater, 2),
+        ),
+        (
+            "blocks.*.ln_?.weight",
+            Selector::Name("blocks.*.ln_?.weight".into()),
+        ),
+    ] {
+        ensure!(text.parse::<Selector>()? == selector, "{text}");
+    }
+    let forms = "a selector is a name glob (*.bias, blocks.*.ln_?.weight) or ndim<N, ndim<=N, ndim==N, ndim>=N, ndim>N";
+    for (text, want) in [
+        ("dim<2:lr=1", format!("param group selector 'dim<2' is unknown; {forms}")),
+        ("ndim=2:lr=1", format!("param group selector 'ndim=2' is unknown; {forms}")),
+        ("ndim<x:lr=1", format!("param group selector 'ndim<x' is unknown; {forms}")),
+        ("ndim!=2:lr=1", format!("param group selector 'ndim!=2' is unknown; {forms}")),
+        (
+            "ndim<2",
+            format!("param group 'ndim<2' is not SELECTOR:key=value,... (e.g. ndim<2:weight_decay=0); {forms}"),
+        ),
+        (
+            "*.bias:lr=fast",
+            "param group '*.bias:lr=fast': option lr=fast is not a number, true or false, none, or numbers written a;b".into(),
+        ),
+        (
+            "*.bias:lr",
+            "param group '*.bias:lr': option 'lr' in spec 'param-group:lr' is not key=value".into(),
+        ),
+    ] {
+        let e = text
+            .parse::<GroupOverride>()
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        ensure!(e == want, "{text}: got '{e}', want '{want}'");
+    }
+    Ok(())
+}
+
+#[test]
+fn param_groups_by_selector_take_the_parameters_they_select() -> Result<()> {
+    let shapes: [(&str, &[i64]); 6] = [
+        ("scale", &[]),
+        ("wte.weight", &[5, 3]),
+        ("h.0.ln.weight", &[3]),
+        ("h.0.conv.weight", &[2, 3, 3]),
+        ("h.0.fc.weight", &[4, 3]),
+        ("h.0.fc.bias", &[4]),
+    ];
+    let build = |groups: &[&str]| -> Result<Box<dyn Optimizer>> {
+        let groups = groups
+            .iter()
+            .map(|g| g.parse())
+            .collect::<Result<Vec<GroupOverride>, _>>()?;
+        Ok(optimizers().build_with_overrides(
+            "adamw:weight_decay=0.1",
+            shaped(&shapes)?,
+            &groups,
+        )?)
+    };
+    // nanoGPT's split: decayed matrices first, the rest second, in model order.
+    let o = build(&["ndim<2:weight_decay=0"])?;
+    ensure!(
+        group_names(o.as_ref())
+            == [
+                vec!["wte.weight", "h.0.conv.weight", "h.0.fc.weight"],
+                vec!["scale", "h.0.ln.weight", "h.0.fc.bias"],
+            ],
+        "{:?}",
+        group_names(o.as_ref())
+    );
+    ensure!(o.hyperparameter(0, "weight_decay") == Some(0.1));
+    ensure!(o.hyperparameter(1, "weight_decay") == Some(0.0));
+    ensure!(o.lr(0) == Some(0.001) && o.lr(1) == Some(0.001));
+    // Each comparison, globs, alternatives; the first group that selects a parameter wins.
+    for (groups, want) in [
+        (
+            vec!["ndim<=1:lr=0.1"],
+            vec![
+                vec!["wte.weight", "h.0.conv.weight", "h.0.fc.weight"],
+                vec!["scale", "h.0.ln.weight", "h.0.fc.bias"],
+            ],
+        ),
+        (
+            vec!["ndim==1:lr=0.1"],
+            vec![
+                vec!["scale", "wte.weight", "h.0.conv.weight", "h.0.fc.weight"],
+                vec!["h.0.ln.weight", "h.0.fc.bias"],
+            ],
+        ),
+        (
+            vec!["ndim>2:lr=0.1"],
+            vec![
+                vec![
+                    "scale",
+                    "wte.weight",
+                    "h.0.ln.weight",
+                    "h.0.fc.weight",
+                    "h.0.fc.bias",
+                ],
+                vec!["h.0.conv.weight"],
+            ],
+        ),
+        (
+            vec!["ndim>=2:lr=0.1"],
+            vec![
+                vec!["scale", "h.0.ln.weight", "h.0.fc.bias"],
+                vec!["wte.weight", "h.0.conv.weight", "h.0.fc.weight"],
+            ],
+        ),
+        (
+            vec!["*.bias|scale:lr=0.1", "ndim<2:weight_decay=0"],
+            vec![
+                vec!["wte.weight", "h.0.conv.weight", "h.0.fc.weight"],
+                vec!["scale", "h.0.fc.bias"],
+                vec!["h.0.ln.weight"],
+            ],
+        ),
+        (
+            vec!["h.0.*:lr=0.1", "*.bias:lr=0.2"],
+            vec![
+                vec!["scale", "wte.weight"],
+                vec![
+                    "h.0.ln.weight",
+                    "h.0.conv.weight",
+                    "h.0.fc.weight",
+                    "h.0.fc.bias",
+                ],
+                vec![],
+            ],
+        ),
+    ] {
+        match build(&groups) {
+            Ok(o) => ensure!(
+                group_names(o.as_ref()) == want,
+                "{groups:?}: {:?}",
+                group_names(o.as_ref())
+            ),
+            Err(e) => {
+                // A group left without parameters is refused (the last case).
+                ensure!(want.last().is_some_and(Vec::is_empty), "{groups:?}: {e}");
+                ensure!(
+                    e.to_string()
+                        == "param group 2 (*.bias) selects no parameter: no parameter matches it, or an earlier group took every one that does",
+                    "{e}"
+                );
+            }
+        }
+    }
+    let o = build(&[
+        "*.bias|scale:lr=0.1,betas=0.8;0.85",
+        "ndim<2:weight_decay=0",
+    ])?;
+    ensure!(o.lr(1) == Some(0.1) && o.hyperparameter(1, "betas.1") == Some(0.85));
+    ensure!(
+        o.hyperparameter(1, "weight_decay") == Some(0.1)
+            && o.hyperparameter(2, "weight_decay") == Some(0.0)
+    );
+    // Every parameter selected: group 0 stays, empty, so groups keep their indices.
+    let o = build(&["*:lr=0.5"])?;
+    ensure!(group_names(o.as_ref()).first().is_some_and(Vec::is_empty) && o.lr(1) == Some(0.5));
+    // What the optimizer refuses names the group.
+    for (groups, want) in [
+        (vec!["*.bias:lr=-1"], "param group 1 (*.bias): Invalid learning rate: -1.0"),
+        (
+            vec!["*.bias:wd=0"],
+            "param group 1 (*.bias): adamw has no hyperparameter 'wd' (it has lr, betas.0, betas.1, eps, weight_decay, amsgrad, maximize, fused)",
+        ),
+        (vec!["nothing.*:lr=0.1"], "param group 1 (nothing.*) selects no parameter: no parameter matches it, or an earlier group took every one that does"),
+    ] {
+        let e = build(&groups).err().map(|e| e.to_string()).unwrap_or_default();
+        ensure!(e == want, "{groups:?}: got '{e}'");
+    }
+    let lbfgs =
+        optimizers().build_with_overrides("lbfgs", shaped(&shapes)?, &["ndim<2:lr=0.1".parse()?]);
+    ensure!(lbfgs.is_err_and(|e| e
+        .to_string()
+        .contains("LBFGS doesn't support per-parameter options")));
+    Ok(())
+}
+
+/// nanoGPT's optimizer (`configure_optimizers`: AdamW over the `dim() >= 2`
+/// parameters with weight decay, then the others without) is
+/// `adamw:lr=6e-4,betas=0.9;0.95,weight_decay=0.1` + `ndim<2:weight_decay=0`:
+/// the same groups in the same order, and three steps bit for bit with
+/// torch.optim.AdamW's (tests/golden/groups/nanogpt_adamw.py, run here).
+#[test]
+fn adamw_over_nanogpt_groups_matches_pytorch() -> Result<()> {
+    let script = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/golden/groups/nanogpt_adamw.py"
+    );
+    let reference: serde_json::Value = serde_json::from_str(&reference_output(script, &[])?)?;
+    let fixture = serde_json::json!({ "init": { "f32": { "params": reference["params"] } } });
+    let ps = params(&fixture, "f32")?;
+    let groups = ["ndim<2:weight_decay=0".parse::<GroupOverride>()?];
+    let mut opt = optimizers().build_with_overrides(
+        "adamw:lr=6e-4,betas=0.9;0.95,weight_decay=0.1",
+        handles(&ps),
+        &groups,
+    )?;
+    let want_groups = reference["groups"]
+        .as_array()
+        .ok_or_else(|| anyhow!("no groups"))?;
+    ensure!(opt.num_groups() == want_groups.len());
+    for (g, want) in want_groups.iter().enumerate() {
+        let names: Vec<&str> = want["names"]
+            .as_array()
+            .ok_or_else(|| anyhow!("names"))?
+            .iter()
+            .filter_map(|n| n.as_str())
+            .collect();
+        let ours: Vec<&str> = opt
+            .group_params(g)
+            .iter()
+            .map(|p| p.name.as_str())
+            .collect();
+        ensure!(ours == names, "group {g}: {ours:?}, nanoGPT's {names:?}");
+        for (key, ours) in [
+            ("lr", "lr"),
+            ("eps", "eps"),
+            ("weight_decay", "weight_decay"),
+        ] {
+            ensure!(
+                opt.hyperparameter(g, ours) == want[key].as_f64(),
+                "group {g} {key}"
+            );
+        }
+        for i in 0..2 {
+            ensure!(opt.hyperparameter(g, &format!("betas.{i}")) == want["betas"][i].as_f64());
+        }
+    }
+    let grads = reference["grads"]
+        .as_array()
+        .ok_or_else(|| anyhow!("no grads"))?;
+    let after = reference["after"]
+        .as_array()
+        .ok_or_else(|| anyhow!("no steps"))?;
+    ensure!(grads.len() == 3 && after.len() == 3);
+    for (step, (g, want)) in grads.iter().zip(after).enumerate() {
+        set_grads(&ps, g)?;
+        opt.step()?;
+        for (p, w) in ps
+            .iter()
+            .zip(want.as_array().ok_or_else(|| anyhow!("step"))?)
+        {
+            let got: Vec<f64> = Vec::try_from(
+                &p.tensor
+                    .f_to_kind(kiln_tensor::Kind::Double)?
+                    .f_reshape([-1])?,
+            )?;
+            let want = floats(w)?;
+            let (_, differ) = compare(&got, &want);
+            ensure!(
+                differ == 0 && got.len() == want.len(),
+                "step {step}: {} differs in {differ} values",
+                p.name
+            );
+        }
+    }
+    Ok(())
+}

@@ -1,6 +1,9 @@
 //! Scheduler tests: PyTorch golden sequences (tests/golden/schedulers, made
 //! by make_golden.py), state round trips, PyTorch's error messages, the spec
-//! registry, and AveragedModel.
+//! registry, schedulers from nested and nanoGPT specs (spec_reference.py,
+//! run at test time), and AveragedModel.
+mod common;
+
 use anyhow::{anyhow, bail, ensure, Context, Result};
 use kiln_optim::scheduler::{
     resume_at, schedulers, AnnealStrategy, ChainedScheduler, ConstantLrConfig,
@@ -15,6 +18,7 @@ use kiln_optim::{NamedParameter, Optimizer, OptimizerState, Sgd, SgdConfig};
 use kiln_tensor::{Kind, Tensor};
 use serde_json::Value;
 use std::collections::BTreeMap;
+use std::sync::OnceLock;
 
 // ---------------------------------------------------------------------------
 // A test optimizer whose groups are dicts, like PyTorch's param_groups.
@@ -1131,7 +1135,7 @@ fn registry_errors_and_description() -> Result<()> {
     ] {
         ensure!(d.contains(name), "describe() lacks {name}");
     }
-    ensure!(reg.names().len() == 12);
+    ensure!(reg.names().len() == 14);
     Ok(())
 }
 
@@ -1186,7 +1190,7 @@ fn registry_accepts_downstream_schedulers() -> Result<()> {
         )
         .alias("ThirdLR"),
     );
-    ensure!(reg.names().len() == 14);
+    ensure!(reg.names().len() == 16);
     let mut o = DictOpt::new("sgd", &[0.1], false)?;
     let mut s = reg.build("halve:at=2", &mut o, None)?;
     s.step(&mut o)?;
@@ -1206,7 +1210,7 @@ fn registry_accepts_downstream_schedulers() -> Result<()> {
             Err(kiln_optim::Error::InvalidArgument("replaced".into()))
         }),
     ));
-    ensure!(reg.names().len() == 14);
+    ensure!(reg.names().len() == 16);
     let e = reg
         .build("halve", &mut o, None)
         .err()
@@ -1227,7 +1231,7 @@ fn registry_accepts_downstream_schedulers() -> Result<()> {
 #[test]
 fn registry_resolves_specs_that_round_trip() -> Result<()> {
     let reg = schedulers();
-    let cases: [(&str, Option<usize>, &str); 13] = [
+    let cases: [(&str, Option<usize>, &str); 15] = [
         ("StepLR:step_size=3", None, "step:step_size=3,gamma=0.1"),
         ("MultiStepLR:milestones=[2;5],gamma=0.5", None, "multistep:milestones=2;5,gamma=0.5"),
         ("ConstantLR", None, "constant:factor=0.3333333333333333,total_iters=5"),
@@ -1253,6 +1257,16 @@ fn registry_resolves_specs_that_round_trip() -> Result<()> {
             "plateau:mode=min,factor=0.5,patience=0,threshold=0.0001,threshold_mode=rel,cooldown=0,min_lr=0.0,eps=1e-08",
         ),
         ("SWALR:swa_lr=0.05", None, "swalr:swa_lr=0.05,anneal_epochs=10,anneal_strategy=cos"),
+        (
+            "WarmupCosineLR:warmup_iters=2,lr_decay_iters=8,min_lr=1e-3",
+            None,
+            "warmup-cosine:warmup_steps=2,decay_steps=8,min_lr=0.001",
+        ),
+        (
+            "SequentialLR:schedulers=[ConstantLR:factor=0.5,total_iters=2;MultiStepLR:milestones=[1;2]],milestones=3",
+            None,
+            "sequential:schedulers=[constant:factor=0.5,total_iters=2;[multistep:milestones=1;2,gamma=0.1]],milestones=3",
+        ),
     ];
     let mut seen: Vec<String> = Vec::new();
     for (given, hint, want) in cases {
@@ -1506,5 +1520,233 @@ fn trait_defaults_and_initial_lr() -> Result<()> {
         o.groups[0]["lr"] == 0.1,
         "ExponentialLR restarts from initial_lr at the milestone"
     );
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------
+// Schedulers from nested specs (SequentialLR) and nanoGPT's warmup-cosine,
+// against `tests/golden/schedulers/spec_reference.py` run at test time.
+
+static SPEC_REFERENCE: OnceLock<Result<Value, String>> = OnceLock::new();
+
+/// The reference script's cases, computed once per test binary.
+fn spec_reference() -> Result<Value> {
+    SPEC_REFERENCE
+        .get_or_init(|| {
+            let script = concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/tests/golden/schedulers/spec_reference.py"
+            );
+            common::reference_output(script, &[])
+                .and_then(|out| Ok(serde_json::from_str(&out)?))
+                .map_err(|e| format!("{e:#}"))
+        })
+        .clone()
+        .map_err(|e| anyhow!("{e}"))
+}
+
+/// The lrs of `spec` built on `opt` with the run's `total` steps, after
+/// building and after each of `steps` steps.
+fn spec_lrs(spec: &str, opt: &mut DictOpt, total: Option<usize>, steps: usize) -> Result<Rows> {
+    let mut s = schedulers().build(spec, opt, total)?;
+    let mut out = vec![opt.lrs()];
+    for _ in 0..steps {
+        s.step(opt)?;
+        ensure!(
+            s.last_lr() == opt.lrs().as_slice(),
+            "last_lr() differs from the groups"
+        );
+        out.push(opt.lrs());
+    }
+    Ok(out)
+}
+
+/// Every case bit for bit, with an optimizer that stores `initial_lr` and
+/// one that cannot (kiln's own), from the given spec and from its resolved
+/// form; stopped halfway, saved through JSON text and continued in a fresh
+/// build; and (warmup-cosine) resumed with PyTorch's `last_epoch`.
+#[test]
+fn specs_match_pytorch_and_nanogpt() -> Result<()> {
+    let reference = spec_reference()?;
+    let cases = reference["cases"]
+        .as_array()
+        .ok_or_else(|| anyhow!("no cases"))?;
+    ensure!(cases.len() >= 9, "only {} cases", cases.len());
+    let reg = schedulers();
+    let mut failures = Failures::default();
+    for case in cases {
+        let spec = case["spec"].as_str().unwrap_or_default();
+        let result = (|| -> Result<()> {
+            let lrs = nums(&case["lrs"])?;
+            let total = case["total_steps"].as_u64().map(|t| t as usize);
+            let want = table(&case["lr"])?;
+            let steps = want.len() - 1;
+            let resolved = reg.resolve(&spec.parse()?)?.to_string();
+            ensure!(
+                reg.resolve(&resolved.parse()?)?.to_string() == resolved,
+                "{resolved} is not a fixed point"
+            );
+            for strict in [false, true] {
+                for text in [spec, resolved.as_str()] {
+                    let mut o = DictOpt::new("sgd", &lrs, strict)?;
+                    let got = spec_lrs(text, &mut o, total, steps)?;
+                    check_exact(&format!("{text} (strict: {strict})"), &got, &want)?;
+                }
+            }
+            // Save halfway, build afresh, restore the optimizer, load, continue.
+            let k = steps / 2;
+            let mut o = DictOpt::new("sgd", &lrs, true)?;
+            let mut s = reg.build(spec, &mut o, total)?;
+            for _ in 0..k {
+                s.step(&mut o)?;
+            }
+            let state = serde_json::to_string(&s.state_dict())?;
+            let saved = o.groups.clone();
+            let mut o = DictOpt::new("sgd", &lrs, true)?;
+            let mut s = reg.build(spec, &mut o, total)?;
+            o.groups = saved;
+            s.load_state_dict(&serde_json::from_str(&state)?)?;
+            let mut got = vec![o.lrs()];
+            for _ in k..steps {
+                s.step(&mut o)?;
+                got.push(o.lrs());
+            }
+            check_exact("resumed from its state", &got, &want[k..])?;
+            if resolved.starts_with("warmup-cosine:") {
+                // `WarmupCosine(..., last_epoch=k)` on groups holding initial_lr.
+                let mut o = DictOpt::new("sgd", want.get(k).map_or(&[][..], |v| v), false)?;
+                for (g, base) in o.groups.iter_mut().zip(&lrs) {
+                    g.insert("initial_lr".into(), *base);
+                }
+                let k = i64::try_from(k)?;
+                resume_at(&mut o, k, |o| reg.build(spec, o, total))?;
+                let next = want
+                    .get(k as usize + 1)
+                    .ok_or_else(|| anyhow!("short case"))?;
+                ensure!(
+                    o.lrs() == *next,
+                    "resume_at({k}): {:?}, want {next:?}",
+                    o.lrs()
+                );
+            }
+            Ok(())
+        })();
+        failures.record(spec, result);
+    }
+    failures.finish("spec cases")
+}
+
+#[test]
+fn spec_schedulers_refuse_bad_options() -> Result<()> {
+    let reg = schedulers();
+    let err = |spec: &str, hint: Option<usize>| -> Result<(String, DictOpt)> {
+        let mut o = DictOpt::new("sgd", &[0.1], false)?;
+        let e = reg
+            .build(spec, &mut o, hint)
+            .err()
+            .map(|e| e.to_string())
+            .ok_or_else(|| anyhow!("{spec} built"))?;
+        Ok((e, o))
+    };
+    let untouched =
+        |o: &DictOpt| o.groups[0]["lr"] == 0.1 && !o.groups[0].contains_key("initial_lr");
+    for (spec, hint, want) in [
+        (
+            "warmup-cosine:warmup_steps=5,decay_steps=5",
+            None,
+            "warmup-cosine: warmup_steps (5) must be less than decay_steps (5)",
+        ),
+        (
+            "warmup-cosine:warmup_steps=8",
+            Some(4),
+            "warmup-cosine: warmup_steps (8) must be less than decay_steps (4)",
+        ),
+        (
+            "warmup-cosine:warmup_steps=1,decay_steps=5,min_lr=-1e-5",
+            None,
+            "warmup-cosine: min_lr must be a finite number >= 0, got -1e-05",
+        ),
+        (
+            "warmup-cosine:warmup_steps=1,decay_steps=5,min_lr=nan",
+            None,
+            "warmup-cosine: min_lr must be a finite number >= 0, got nan",
+        ),
+        (
+            "warmup-cosine:warmup_steps=1",
+            None,
+            "warmup-cosine: option decay_steps is required (no total steps known)",
+        ),
+        ("warmup-cosine", Some(5), "warmup-cosine: option warmup_steps is required"),
+        (
+            "warmup-cosine:warmup_steps=1,warmup_iters=2",
+            None,
+            "warmup-cosine: option warmup_steps is given twice (as warmup_steps and warmup_iters)",
+        ),
+        (
+            "sequential:schedulers=[linear;cosine:t_max=3],milestones=[2;4]",
+            None,
+            "Sequential Schedulers expects number of schedulers provided to be one more than the number of \
+             milestone points, but got number of schedulers 2 and the number of milestones to be equal to 2",
+        ),
+        (
+            "sequential:schedulers=[],milestones=[]",
+            None,
+            "SequentialLR expects at least one scheduler, but got no scheduler.",
+        ),
+        ("sequential:milestones=2", None, "sequential: option schedulers is required"),
+        (
+            "sequential:schedulers=[linear;cosin],milestones=2",
+            None,
+            "sequential: option schedulers: unknown scheduler 'cosin' (did you mean 'cosine'?); accepted: ",
+        ),
+        (
+            "sequential:schedulers=[linear;step:step_size=2,gama=0.5],milestones=2",
+            None,
+            "sequential: option schedulers: step: unknown option(s) gama (did you mean gamma?); accepted: step_size, gamma",
+        ),
+        (
+            "sequential:schedulers=[linear;lambda],milestones=2",
+            None,
+            "sequential: option schedulers: scheduler 'lambda' is built from code",
+        ),
+        (
+            "sequential:schedulers=[linear;step:step_size=2,[gamma=0.5]],milestones=2",
+            None,
+            "sequential: option schedulers=[linear;step:step_size=2,[gamma=0.5]] is not a ;-separated list of specs",
+        ),
+    ] {
+        let (e, o) = err(spec, hint)?;
+        ensure!(e.starts_with(want), "{spec}: got '{e}', want '{want}'");
+        ensure!(untouched(&o), "{spec}: a refused spec touched the optimizer");
+    }
+    // Refused while the schedulers are built, as PyTorch's constructors refuse.
+    let (e, _) = err(
+        "sequential:schedulers=[linear;constant:factor=2],milestones=2",
+        None,
+    )?;
+    ensure!(
+        e == "sequential: scheduler 1 (constant): Constant multiplicative factor expected to be between 0 and 1.",
+        "{e}"
+    );
+    let (e, _) = err("sequential:schedulers=[linear;plateau],milestones=2", None)?;
+    ensure!(
+        e.starts_with("SequentialLR does not support `ReduceLROnPlateau` scheduler"),
+        "{e}"
+    );
+    // Which schedules are written per batch (the loop's default interval).
+    use kiln_optim::scheduler::steps_per_batch;
+    for (spec, per_batch) in [
+        ("warmup-cosine:warmup_steps=1", true),
+        ("onecycle:max_lr=0.1", true),
+        ("step:step_size=2", false),
+        ("sequential:schedulers=[linear;cosine],milestones=2", false),
+        (
+            "sequential:schedulers=[linear;onecycle:max_lr=0.1,total_steps=5],milestones=2",
+            true,
+        ),
+    ] {
+        let resolved = reg.resolve(&spec.parse()?)?;
+        ensure!(steps_per_batch(&resolved) == per_batch, "{resolved}");
+    }
     Ok(())
 }

@@ -3,7 +3,7 @@
 //!
 //! All of them are usually stepped once per epoch (`last_epoch` counts epochs),
 //! but nothing stops stepping them per batch with counts in batches.
-use super::{core_scheduler, div, fnum, group_lrs, Core, Ctx, Rule, StateReader};
+use super::{core_scheduler, div, fnum, group_lrs, Attributes, Core, Schedule, StateReader};
 use crate::{Error, Optimizer, Result};
 use kiln_tensor::spec::{OptionInfo, OptionVisitor, Options};
 use serde_json::{Map, Value};
@@ -54,12 +54,13 @@ struct LambdaRule {
     lambdas: Lambdas,
 }
 
-impl Rule for LambdaRule {
-    fn get_lr(&mut self, ctx: &Ctx<'_>, _opt: &mut dyn Optimizer) -> Result<Vec<f64>> {
-        ctx.base_lrs
+impl Schedule for LambdaRule {
+    fn get_lr(&mut self, attrs: &Attributes<'_>, _opt: &mut dyn Optimizer) -> Result<Vec<f64>> {
+        attrs
+            .base_lrs
             .iter()
             .enumerate()
-            .map(|(g, base)| Ok(base * self.lambdas.call(g, ctx.last_epoch)?))
+            .map(|(g, base)| Ok(base * self.lambdas.call(g, attrs.last_epoch)?))
             .collect()
     }
     fn save(&self, _map: &mut Map<String, Value>) {}
@@ -108,15 +109,15 @@ struct MultiplicativeRule {
     lambdas: Lambdas,
 }
 
-impl Rule for MultiplicativeRule {
-    fn get_lr(&mut self, ctx: &Ctx<'_>, opt: &mut dyn Optimizer) -> Result<Vec<f64>> {
+impl Schedule for MultiplicativeRule {
+    fn get_lr(&mut self, attrs: &Attributes<'_>, opt: &mut dyn Optimizer) -> Result<Vec<f64>> {
         let lrs = group_lrs(opt)?;
-        if ctx.is_initial {
+        if attrs.is_initial {
             return Ok(lrs);
         }
         lrs.iter()
             .enumerate()
-            .map(|(g, lr)| Ok(lr * self.lambdas.call(g, ctx.last_epoch)?))
+            .map(|(g, lr)| Ok(lr * self.lambdas.call(g, attrs.last_epoch)?))
             .collect()
     }
     fn save(&self, _map: &mut Map<String, Value>) {}
@@ -189,10 +190,10 @@ struct StepRule {
     cfg: StepLrConfig,
 }
 
-impl Rule for StepRule {
-    fn get_lr(&mut self, ctx: &Ctx<'_>, opt: &mut dyn Optimizer) -> Result<Vec<f64>> {
+impl Schedule for StepRule {
+    fn get_lr(&mut self, attrs: &Attributes<'_>, opt: &mut dyn Optimizer) -> Result<Vec<f64>> {
         let lrs = group_lrs(opt)?;
-        if ctx.last_epoch == 0 {
+        if attrs.last_epoch == 0 {
             return Ok(lrs);
         }
         if self.cfg.step_size == 0 {
@@ -200,19 +201,19 @@ impl Rule for StepRule {
                 "StepLR: integer modulo by zero (step_size is 0)".into(),
             ));
         }
-        if !epoch_usize(ctx.last_epoch).is_multiple_of(self.cfg.step_size) {
+        if !epoch_usize(attrs.last_epoch).is_multiple_of(self.cfg.step_size) {
             return Ok(lrs);
         }
         Ok(scaled(&lrs, self.cfg.gamma))
     }
-    fn closed_form(&self, ctx: &Ctx<'_>) -> Option<Result<Vec<f64>>> {
+    fn closed_form(&self, attrs: &Attributes<'_>) -> Option<Result<Vec<f64>>> {
         if self.cfg.step_size == 0 {
             return Some(Err(Error::InvalidArgument(
                 "StepLR: integer division by zero (step_size is 0)".into(),
             )));
         }
-        let k = (epoch_usize(ctx.last_epoch) / self.cfg.step_size) as f64;
-        Some(Ok(scaled(ctx.base_lrs, self.cfg.gamma.powf(k))))
+        let k = (epoch_usize(attrs.last_epoch) / self.cfg.step_size) as f64;
+        Some(Ok(scaled(attrs.base_lrs, self.cfg.gamma.powf(k))))
     }
     fn save(&self, map: &mut Map<String, Value>) {
         map.insert("step_size".into(), Value::from(self.cfg.step_size));
@@ -280,21 +281,21 @@ impl MultiStepRule {
     }
 }
 
-impl Rule for MultiStepRule {
-    fn get_lr(&mut self, ctx: &Ctx<'_>, opt: &mut dyn Optimizer) -> Result<Vec<f64>> {
+impl Schedule for MultiStepRule {
+    fn get_lr(&mut self, attrs: &Attributes<'_>, opt: &mut dyn Optimizer) -> Result<Vec<f64>> {
         let lrs = group_lrs(opt)?;
-        let n = self.count(ctx.last_epoch);
+        let n = self.count(attrs.last_epoch);
         if n == 0 {
             return Ok(lrs);
         }
         let factor = self.cfg.gamma.powf(n as f64);
         Ok(scaled(&lrs, factor))
     }
-    fn closed_form(&self, ctx: &Ctx<'_>) -> Option<Result<Vec<f64>>> {
+    fn closed_form(&self, attrs: &Attributes<'_>) -> Option<Result<Vec<f64>>> {
         let mut sorted: Vec<i64> = self.cfg.milestones.iter().map(|m| *m as i64).collect();
         sorted.sort_unstable();
-        let k = super::bisect_right(&sorted, ctx.last_epoch) as f64;
-        Some(Ok(scaled(ctx.base_lrs, self.cfg.gamma.powf(k))))
+        let k = super::bisect_right(&sorted, attrs.last_epoch) as f64;
+        Some(Ok(scaled(attrs.base_lrs, self.cfg.gamma.powf(k))))
     }
     fn save(&self, map: &mut Map<String, Value>) {
         map.insert(
@@ -365,26 +366,26 @@ struct ConstantRule {
     cfg: ConstantLrConfig,
 }
 
-impl Rule for ConstantRule {
-    fn get_lr(&mut self, ctx: &Ctx<'_>, opt: &mut dyn Optimizer) -> Result<Vec<f64>> {
+impl Schedule for ConstantRule {
+    fn get_lr(&mut self, attrs: &Attributes<'_>, opt: &mut dyn Optimizer) -> Result<Vec<f64>> {
         let lrs = group_lrs(opt)?;
-        if ctx.last_epoch == 0 {
+        if attrs.last_epoch == 0 {
             return Ok(scaled(&lrs, self.cfg.factor));
         }
-        if ctx.last_epoch != self.cfg.total_iters as i64 {
+        if attrs.last_epoch != self.cfg.total_iters as i64 {
             return Ok(lrs);
         }
         let inv = div(1.0, self.cfg.factor, "ConstantLR (factor is 0)")?;
         Ok(scaled(&lrs, inv))
     }
-    fn closed_form(&self, ctx: &Ctx<'_>) -> Option<Result<Vec<f64>>> {
+    fn closed_form(&self, attrs: &Attributes<'_>) -> Option<Result<Vec<f64>>> {
         let f = self.cfg.factor;
-        let reached = if ctx.last_epoch >= self.cfg.total_iters as i64 {
+        let reached = if attrs.last_epoch >= self.cfg.total_iters as i64 {
             1.0 - f
         } else {
             0.0
         };
-        Some(Ok(scaled(ctx.base_lrs, f + reached)))
+        Some(Ok(scaled(attrs.base_lrs, f + reached)))
     }
     fn save(&self, map: &mut Map<String, Value>) {
         map.insert("factor".into(), fnum(self.cfg.factor));
@@ -456,34 +457,34 @@ struct LinearRule {
     cfg: LinearLrConfig,
 }
 
-impl Rule for LinearRule {
-    fn get_lr(&mut self, ctx: &Ctx<'_>, opt: &mut dyn Optimizer) -> Result<Vec<f64>> {
+impl Schedule for LinearRule {
+    fn get_lr(&mut self, attrs: &Attributes<'_>, opt: &mut dyn Optimizer) -> Result<Vec<f64>> {
         let lrs = group_lrs(opt)?;
         let (s, e, n) = (
             self.cfg.start_factor,
             self.cfg.end_factor,
             self.cfg.total_iters as i64,
         );
-        if ctx.last_epoch == 0 {
+        if attrs.last_epoch == 0 {
             return Ok(scaled(&lrs, s));
         }
-        if ctx.is_initial || ctx.last_epoch > n {
+        if attrs.is_initial || attrs.last_epoch > n {
             return Ok(lrs);
         }
-        let denom = n as f64 * s + (ctx.last_epoch - 1) as f64 * (e - s);
+        let denom = n as f64 * s + (attrs.last_epoch - 1) as f64 * (e - s);
         let factor = 1.0 + div(e - s, denom, "LinearLR")?;
         Ok(scaled(&lrs, factor))
     }
-    fn closed_form(&self, ctx: &Ctx<'_>) -> Option<Result<Vec<f64>>> {
+    fn closed_form(&self, attrs: &Attributes<'_>) -> Option<Result<Vec<f64>>> {
         let (s, e, n) = (
             self.cfg.start_factor,
             self.cfg.end_factor,
             self.cfg.total_iters as i64,
         );
-        let m = n.min(ctx.last_epoch) as f64;
+        let m = n.min(attrs.last_epoch) as f64;
         Some(
             div((e - s) * m, n as f64, "LinearLR (total_iters is 0)")
-                .map(|frac| scaled(ctx.base_lrs, s + frac)),
+                .map(|frac| scaled(attrs.base_lrs, s + frac)),
         )
     }
     fn save(&self, map: &mut Map<String, Value>) {
@@ -535,17 +536,17 @@ struct ExponentialRule {
     cfg: ExponentialLrConfig,
 }
 
-impl Rule for ExponentialRule {
-    fn get_lr(&mut self, ctx: &Ctx<'_>, opt: &mut dyn Optimizer) -> Result<Vec<f64>> {
+impl Schedule for ExponentialRule {
+    fn get_lr(&mut self, attrs: &Attributes<'_>, opt: &mut dyn Optimizer) -> Result<Vec<f64>> {
         let lrs = group_lrs(opt)?;
-        if ctx.is_initial {
+        if attrs.is_initial {
             return Ok(lrs);
         }
         Ok(scaled(&lrs, self.cfg.gamma))
     }
-    fn closed_form(&self, ctx: &Ctx<'_>) -> Option<Result<Vec<f64>>> {
-        let f = self.cfg.gamma.powf(ctx.last_epoch as f64);
-        Some(Ok(scaled(ctx.base_lrs, f)))
+    fn closed_form(&self, attrs: &Attributes<'_>) -> Option<Result<Vec<f64>>> {
+        let f = self.cfg.gamma.powf(attrs.last_epoch as f64);
+        Some(Ok(scaled(attrs.base_lrs, f)))
     }
     fn save(&self, map: &mut Map<String, Value>) {
         map.insert("gamma".into(), fnum(self.cfg.gamma));
@@ -600,26 +601,26 @@ struct PolynomialRule {
     cfg: PolynomialLrConfig,
 }
 
-impl Rule for PolynomialRule {
-    fn get_lr(&mut self, ctx: &Ctx<'_>, opt: &mut dyn Optimizer) -> Result<Vec<f64>> {
+impl Schedule for PolynomialRule {
+    fn get_lr(&mut self, attrs: &Attributes<'_>, opt: &mut dyn Optimizer) -> Result<Vec<f64>> {
         let lrs = group_lrs(opt)?;
         let n = self.cfg.total_iters as i64;
-        if ctx.is_initial || ctx.last_epoch > n {
+        if attrs.is_initial || attrs.last_epoch > n {
             return Ok(lrs);
         }
         let what = "PolynomialLR (total_iters is 0)";
-        let num = 1.0 - div(ctx.last_epoch as f64, n as f64, what)?;
-        let den = 1.0 - div((ctx.last_epoch - 1) as f64, n as f64, what)?;
+        let num = 1.0 - div(attrs.last_epoch as f64, n as f64, what)?;
+        let den = 1.0 - div((attrs.last_epoch - 1) as f64, n as f64, what)?;
         let decay = div(num, den, "PolynomialLR")?.powf(self.cfg.power);
         Ok(scaled(&lrs, decay))
     }
-    fn closed_form(&self, ctx: &Ctx<'_>) -> Option<Result<Vec<f64>>> {
+    fn closed_form(&self, attrs: &Attributes<'_>) -> Option<Result<Vec<f64>>> {
         let n = self.cfg.total_iters as i64;
-        let m = n.min(ctx.last_epoch) as f64;
+        let m = n.min(attrs.last_epoch) as f64;
         Some(
             div(m, n as f64, "PolynomialLR (total_iters is 0)").map(|frac| {
                 let f = (1.0 - frac).powf(self.cfg.power);
-                scaled(ctx.base_lrs, f)
+                scaled(attrs.base_lrs, f)
             }),
         )
     }

@@ -1,6 +1,7 @@
 //! SequentialLR and ChainedScheduler: schedulers made of schedulers.
 use super::{
-    apply_lrs, bad_state, bisect_right, group_lrs, stores_initial_lr, LrScheduler, StateReader,
+    apply_lrs, bad_state, bisect_right, cannot_restart, group_lrs, stores_initial_lr, Composable,
+    InitialLrs, LrScheduler, StateReader,
 };
 use crate::{Error, Optimizer, Result};
 use serde_json::Value;
@@ -45,32 +46,59 @@ fn shared_initial_lrs(
     }
     let mut current: Option<Vec<f64>> = None;
     for s in schedulers.iter_mut() {
-        match (s.overwrites_initial_lr(), &current) {
-            (true, _) | (false, None) => current = s.initial_lrs().map(<[f64]>::to_vec),
-            (false, Some(lrs)) => s.rebase(lrs),
+        let Some(s) = s.composable() else {
+            continue;
+        };
+        match (s.initial_lrs(), &current) {
+            (Some(recorded), _) if recorded.overwritten => current = Some(recorded.lrs),
+            (recorded, None) => current = recorded.map(|r| r.lrs),
+            (_, Some(lrs)) => s.rebase(lrs),
         }
     }
     current
 }
 
-/// The [`LrScheduler`] methods a composite passes on to its children
-/// (`undo_initial_step`, `initial_lrs`, `rebase`), inside the trait impl of a
-/// struct with a `schedulers: Vec<Box<dyn LrScheduler>>` field.
-macro_rules! forward_to_children {
-    () => {
-        fn undo_initial_step(&mut self) {
-            for s in &mut self.schedulers {
-                s.undo_initial_step();
+/// The [`Composable`] methods a composite passes on to its schedulers
+/// (`undo_initial_step`, `initial_lrs`, `rebase`), and its refusal to be
+/// resumed with `last_epoch`, inside the impl for a struct with a
+/// `schedulers: Vec<Box<dyn LrScheduler>>` field. Its initial step is its
+/// own `step`.
+macro_rules! composable_composite {
+    ($ty:ty) => {
+        impl Composable for $ty {
+            fn undo_initial_step(&mut self) {
+                for s in &mut self.schedulers {
+                    if let Some(s) = s.composable() {
+                        s.undo_initial_step();
+                    }
+                }
             }
-        }
 
-        fn initial_lrs(&self) -> Option<&[f64]> {
-            self.schedulers.iter().find_map(|s| s.initial_lrs())
-        }
+            fn initial_step(&mut self, opt: &mut dyn Optimizer) -> Result<()> {
+                self.step(opt)
+            }
 
-        fn rebase(&mut self, initial_lrs: &[f64]) {
-            for s in &mut self.schedulers {
-                s.rebase(initial_lrs);
+            fn initial_lrs(&mut self) -> Option<InitialLrs> {
+                self.schedulers
+                    .iter_mut()
+                    .filter_map(|s| s.composable())
+                    .find_map(|s| s.initial_lrs())
+                    .map(|first| InitialLrs {
+                        overwritten: false,
+                        ..first
+                    })
+            }
+
+            fn rebase(&mut self, initial_lrs: &[f64]) {
+                for s in &mut self.schedulers {
+                    if let Some(s) = s.composable() {
+                        s.rebase(initial_lrs);
+                    }
+                }
+            }
+
+            fn restart_at(&mut self, _: &mut dyn Optimizer, _: i64, _: &[f64]) -> Result<()> {
+                Err(cannot_restart(self.name()))
             }
         }
     };
@@ -107,8 +135,9 @@ fn load_children(
 /// its closed form, [`LrScheduler::update_lr_at`]) until `milestones[1]`, and
 /// so on.
 ///
-/// Built from code only: build the schedulers on the optimizer, then pass
-/// them here. The constructor does what PyTorch's does: resets every group's
+/// Build the schedulers on the optimizer, then pass them here, or name them
+/// in a spec (`sequential:schedulers=[constant:factor=0.5;exponential:gamma=0.9],milestones=3`,
+/// see [`schedulers()`](super::schedulers)). The constructor does what PyTorch's does: resets every group's
 /// lr to `initial_lr`, undoes the initial steps of all schedulers and redoes
 /// the first one's. Milestones count this scheduler's steps (per epoch or per
 /// batch, as its children expect).
@@ -152,12 +181,18 @@ impl SequentialLr {
         })?;
         apply_lrs(opt, &initial)?;
         for s in &mut schedulers {
-            s.undo_initial_step();
+            if let Some(s) = s.composable() {
+                s.undo_initial_step();
+            }
         }
         let first = schedulers
             .first_mut()
             .ok_or_else(|| Error::InvalidArgument("SequentialLR has no scheduler".into()))?;
-        first.initial_step(opt)?;
+        match first.composable() {
+            Some(first) => first.initial_step(opt)?,
+            // No bookkeeping: its initial step is a step.
+            None => first.step(opt)?,
+        }
         let last_lr = first.last_lr().to_vec();
         Ok(Self {
             schedulers,
@@ -235,8 +270,12 @@ impl LrScheduler for SequentialLr {
         ))
     }
 
-    forward_to_children!();
+    fn composable(&mut self) -> Option<&mut dyn Composable> {
+        Some(self)
+    }
 }
+
+composable_composite!(SequentialLr);
 
 /// `torch.optim.lr_scheduler.ChainedScheduler`: each step steps every
 /// scheduler in order, so their (chainable, recursive) changes compose, e.g.
@@ -308,5 +347,9 @@ impl LrScheduler for ChainedScheduler {
         Ok(())
     }
 
-    forward_to_children!();
+    fn composable(&mut self) -> Option<&mut dyn Composable> {
+        Some(self)
+    }
 }
+
+composable_composite!(ChainedScheduler);

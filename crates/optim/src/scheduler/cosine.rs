@@ -1,5 +1,8 @@
 //! CosineAnnealingLR and CosineAnnealingWarmRestarts (SGDR).
-use super::{apply_lrs, div, fnum, group_lrs, Core, Ctx, LrScheduler, Rule, StateReader};
+use super::{
+    apply_lrs, cannot_restart, div, fnum, group_lrs, Attributes, Composable, Core, InitialLrs,
+    LrScheduler, Schedule, StateReader,
+};
 use crate::{Error, Optimizer, Result};
 use kiln_tensor::spec::{OptionInfo, OptionVisitor, Options};
 use serde_json::{Map, Value};
@@ -36,17 +39,17 @@ struct CosineRule {
     cfg: CosineAnnealingLrConfig,
 }
 
-impl Rule for CosineRule {
-    fn get_lr(&mut self, ctx: &Ctx<'_>, opt: &mut dyn Optimizer) -> Result<Vec<f64>> {
+impl Schedule for CosineRule {
+    fn get_lr(&mut self, attrs: &Attributes<'_>, opt: &mut dyn Optimizer) -> Result<Vec<f64>> {
         let lrs = group_lrs(opt)?;
-        if ctx.is_initial {
+        if attrs.is_initial {
             return Ok(lrs);
         }
-        let (e, t, eta) = (ctx.last_epoch, self.cfg.t_max as i64, self.cfg.eta_min);
+        let (e, t, eta) = (attrs.last_epoch, self.cfg.t_max as i64, self.cfg.eta_min);
         let what = "CosineAnnealingLR (T_max is 0)";
-        if ctx.step_count == 1 && e > 0 {
+        if attrs.step_count == 1 && e > 0 {
             let c = (div(e as f64 * PI, t as f64, what)?).cos();
-            return Ok(ctx
+            return Ok(attrs
                 .base_lrs
                 .iter()
                 .map(|b| eta + (b - eta) * (1.0 + c) / 2.0)
@@ -61,7 +64,7 @@ impl Rule for CosineRule {
             let c = div(PI, t as f64, what)?.cos();
             return Ok(lrs
                 .iter()
-                .zip(ctx.base_lrs)
+                .zip(attrs.base_lrs)
                 .map(|(lr, b)| lr + (b - eta) * (1.0 - c) / 2.0)
                 .collect());
         }
@@ -70,17 +73,18 @@ impl Rule for CosineRule {
         let ratio = div(num, den, "CosineAnnealingLR")?;
         Ok(lrs.iter().map(|lr| ratio * (lr - eta) + eta).collect())
     }
-    fn closed_form(&self, ctx: &Ctx<'_>) -> Option<Result<Vec<f64>>> {
+    fn closed_form(&self, attrs: &Attributes<'_>) -> Option<Result<Vec<f64>>> {
         let eta = self.cfg.eta_min;
         Some(
             div(
-                PI * ctx.last_epoch as f64,
+                PI * attrs.last_epoch as f64,
                 self.cfg.t_max as f64,
                 "CosineAnnealingLR (T_max is 0)",
             )
             .map(|x| {
                 let c = x.cos();
-                ctx.base_lrs
+                attrs
+                    .base_lrs
                     .iter()
                     .map(|b| eta + (b - eta) * (1.0 + c) / 2.0)
                     .collect()
@@ -331,10 +335,6 @@ impl LrScheduler for CosineAnnealingWarmRestarts {
         Ok(())
     }
 
-    fn initial_step(&mut self, opt: &mut dyn Optimizer) -> Result<()> {
-        self.step(opt)
-    }
-
     fn update_lr_at(&mut self, opt: &mut dyn Optimizer, epoch: i64) -> Result<()> {
         // PyTorch's base `_update_lr(epoch)`: no closed form here, so `get_lr()`
         // with the current T_cur and T_i.
@@ -344,12 +344,25 @@ impl LrScheduler for CosineAnnealingWarmRestarts {
         Ok(())
     }
 
+    fn composable(&mut self) -> Option<&mut dyn Composable> {
+        Some(self)
+    }
+}
+
+impl Composable for CosineAnnealingWarmRestarts {
     fn undo_initial_step(&mut self) {
         self.last_epoch -= 1;
     }
 
-    fn initial_lrs(&self) -> Option<&[f64]> {
-        Some(&self.initial_lrs)
+    fn initial_step(&mut self, opt: &mut dyn Optimizer) -> Result<()> {
+        self.step(opt)
+    }
+
+    fn initial_lrs(&mut self) -> Option<InitialLrs> {
+        Some(InitialLrs {
+            lrs: self.initial_lrs.clone(),
+            overwritten: false,
+        })
     }
 
     fn rebase(&mut self, initial_lrs: &[f64]) {
@@ -357,6 +370,10 @@ impl LrScheduler for CosineAnnealingWarmRestarts {
             self.base_lrs = initial_lrs.to_vec();
             self.initial_lrs = initial_lrs.to_vec();
         }
+    }
+
+    fn restart_at(&mut self, _: &mut dyn Optimizer, _: i64, _: &[f64]) -> Result<()> {
+        Err(cannot_restart(self.name()))
     }
 }
 

@@ -1,5 +1,5 @@
 //! CyclicLR (cyclical learning rates, with optional momentum cycling).
-use super::{div, flist, fnum, momentum_key, Core, Ctx, GroupValues, Rule, StateReader};
+use super::{div, flist, fnum, momentum_key, Attributes, Core, GroupValues, Schedule, StateReader};
 use crate::{Error, Optimizer, Result};
 use kiln_tensor::spec::{Choice, OptionInfo, OptionVisitor, Options};
 use serde_json::{Map, Value};
@@ -192,10 +192,10 @@ impl CyclicRule {
     }
 }
 
-impl Rule for CyclicRule {
-    fn get_lr(&mut self, ctx: &Ctx<'_>, opt: &mut dyn Optimizer) -> Result<Vec<f64>> {
+impl Schedule for CyclicRule {
+    fn get_lr(&mut self, attrs: &Attributes<'_>, opt: &mut dyn Optimizer) -> Result<Vec<f64>> {
         let what = "CyclicLR";
-        let r = div(ctx.last_epoch as f64, self.total_size, what)?;
+        let r = div(attrs.last_epoch as f64, self.total_size, what)?;
         let cycle = (1.0 + r).floor();
         let x = 1.0 + r - cycle;
         let scale_factor = if x <= self.step_ratio {
@@ -205,9 +205,9 @@ impl Rule for CyclicRule {
         };
         let arg = match self.scale_mode {
             ScaleMode::Cycle => cycle,
-            ScaleMode::Iterations => ctx.last_epoch as f64,
+            ScaleMode::Iterations => attrs.last_epoch as f64,
         };
-        let lrs: Vec<f64> = ctx
+        let lrs: Vec<f64> = attrs
             .base_lrs
             .iter()
             .zip(&self.max_lrs)

@@ -39,7 +39,7 @@
 //! `lr` as its `initial_lr`, and [`SequentialLr`] / [`ChainedScheduler`]
 //! replay PyTorch's bookkeeping over their schedulers (the first one sets
 //! `initial_lr`, OneCycleLR overwrites it) and hand the result to the others
-//! ([`LrScheduler::rebase`]); every golden sequence matches PyTorch either
+//! ([`Composable::rebase`]); every golden sequence matches PyTorch either
 //! way. What the fallback cannot reproduce: two *independent* schedulers built
 //! one after the other on the same optimizer, the second of which uses
 //! `base_lrs` (LambdaLR, CosineAnnealingLR, CosineAnnealingWarmRestarts) after
@@ -57,7 +57,9 @@
 //!
 //! **Spec strings.** [`schedulers()`] is the registry the CLI uses
 //! (`onecycle:max_lr=0.1`, `step:step_size=30,gamma=0.1`, `cosine:t_max=100`,
-//! or PyTorch's names: `CosineAnnealingLR:T_max=100`). Each config implements
+//! or PyTorch's names: `CosineAnnealingLR:T_max=100`; nanoGPT's
+//! `warmup-cosine:warmup_steps=2000,min_lr=6e-5`; SequentialLR over nested
+//! specs, `sequential:schedulers=[linear:start_factor=0.1,total_iters=5;cosine],milestones=5`). Each config implements
 //! [`kiln_tensor::spec::Options`], so the options, their defaults and their
 //! PyTorch spellings are written once, next to the config.
 use crate::{Error, Optimizer, Result};
@@ -72,6 +74,7 @@ mod onecycle;
 mod plateau;
 mod registry;
 mod swalr;
+mod warmup_cosine;
 
 pub use basic::{
     ConstantLr, ConstantLrConfig, ExponentialLr, ExponentialLrConfig, LambdaLr, LinearLr,
@@ -87,9 +90,11 @@ pub use cyclic::{CyclicLr, CyclicLrConfig, CyclicMode, ScaleFn, ScaleMode};
 pub use onecycle::{AnnealStrategy, OneCycleLr, OneCycleLrConfig};
 pub use plateau::{PlateauMode, ReduceLrOnPlateau, ReduceLrOnPlateauConfig, ThresholdMode};
 pub use registry::{
-    scheduler_entry, schedulers, SchedulerBuild, SchedulerEntry, SchedulerRegistry,
+    scheduler_entry, schedulers, steps_per_batch, BuildContext, SchedulerBuild, SchedulerEntry,
+    SchedulerRegistry,
 };
 pub use swalr::{Swalr, SwalrConfig};
+pub use warmup_cosine::{WarmupCosineLr, WarmupCosineLrConfig};
 
 /// A learning-rate scheduler: PyTorch's `LRScheduler` interface.
 ///
@@ -98,9 +103,11 @@ pub use swalr::{Swalr, SwalrConfig};
 /// every call that changes learning rates takes it as `&mut dyn Optimizer`,
 /// and it must be the optimizer the scheduler was built on.
 ///
-/// The methods after [`LrScheduler::load_state_dict`] are composition hooks
-/// that [`SequentialLr`] and [`ChainedScheduler`] use; their defaults suit a
-/// scheduler that needs nothing special.
+/// Six methods are required; the provided ones are the metric-driven step
+/// (ReduceLROnPlateau), PyTorch's `step(epoch)` ([`LrScheduler::update_lr_at`])
+/// and [`LrScheduler::composable`], the door to the bookkeeping that
+/// [`SequentialLr`], [`ChainedScheduler`] and [`resume_at`] perform
+/// ([`Composable`]); their defaults suit a scheduler that needs none of it.
 pub trait LrScheduler: Send {
     /// The scheduler's name as spec strings use it (`step`, `onecycle`...).
     fn name(&self) -> &str;
@@ -109,18 +116,6 @@ pub trait LrScheduler: Send {
     /// new learning rate of every group into `opt`. Call it after
     /// `opt.step()`, once per batch or once per epoch as the schedule intends.
     fn step(&mut self, opt: &mut dyn Optimizer) -> Result<()>;
-
-    /// One step driven by a metric (ReduceLROnPlateau's `step(metrics)`).
-    /// Schedulers that use no metric ignore it and [`LrScheduler::step`].
-    fn step_with_metric(&mut self, opt: &mut dyn Optimizer, metric: f64) -> Result<()> {
-        let _ = metric;
-        self.step(opt)
-    }
-
-    /// Whether [`LrScheduler::step_with_metric`] must be used (ReduceLROnPlateau).
-    fn needs_metric(&self) -> bool {
-        false
-    }
 
     /// The learning rates this scheduler last set, one per group
     /// (`get_last_lr()`).
@@ -138,16 +133,23 @@ pub trait LrScheduler: Send {
     /// own state (its learning rates) after building the scheduler.
     fn load_state_dict(&mut self, state: &Value) -> Result<()>;
 
-    /// PyTorch's `_initial_step()`: resets the step count and performs the
-    /// initial step again (SequentialLR does this for its first scheduler).
-    fn initial_step(&mut self, opt: &mut dyn Optimizer) -> Result<()> {
+    /// One step driven by a metric (ReduceLROnPlateau's `step(metrics)`).
+    /// Schedulers that use no metric ignore it and [`LrScheduler::step`].
+    fn step_with_metric(&mut self, opt: &mut dyn Optimizer, metric: f64) -> Result<()> {
+        let _ = metric;
         self.step(opt)
     }
 
-    /// PyTorch's `_update_lr(epoch)`: sets `last_epoch` to `epoch` and the
-    /// learning rates from the closed form where the scheduler has one (else
-    /// from its recursive rule), without counting a step. SequentialLR calls
-    /// it with 0 when it switches to a scheduler at a milestone.
+    /// Whether [`LrScheduler::step_with_metric`] must be used (ReduceLROnPlateau).
+    fn needs_metric(&self) -> bool {
+        false
+    }
+
+    /// PyTorch's `_update_lr(epoch)` (what `step(epoch)` does): sets
+    /// `last_epoch` to `epoch` and the learning rates from the closed form
+    /// where the scheduler has one (else from its recursive rule), without
+    /// counting a step. SequentialLR calls it with 0 when it switches to a
+    /// scheduler at a milestone.
     fn update_lr_at(&mut self, opt: &mut dyn Optimizer, epoch: i64) -> Result<()> {
         let _ = (opt, epoch);
         Err(Error::InvalidArgument(format!(
@@ -156,49 +158,78 @@ pub trait LrScheduler: Send {
         )))
     }
 
-    /// Undoes the counter of the initial step (`last_epoch -= 1`, recursively
-    /// for composites): SequentialLR's `recursive_undo`.
-    fn undo_initial_step(&mut self) {}
-
-    /// The `initial_lr` of each group as this scheduler recorded (or wrote)
-    /// it, if it uses one.
-    fn initial_lrs(&self) -> Option<&[f64]> {
+    /// This scheduler's construction bookkeeping (its initial step and the
+    /// groups' `initial_lr`), for composites and [`resume_at`]; `None`, the
+    /// default, for a scheduler without any: it can still be the first
+    /// scheduler of a SequentialLR (whose initial step is then redone by
+    /// [`LrScheduler::step`]) but cannot be resumed with `last_epoch`.
+    fn composable(&mut self) -> Option<&mut dyn Composable> {
         None
     }
+}
 
-    /// Whether building this scheduler overwrote the groups' `initial_lr`
-    /// (OneCycleLR does; the others only set it when absent).
-    fn overwrites_initial_lr(&self) -> bool {
-        false
-    }
+/// The groups' `initial_lr` as a scheduler recorded it when it was built.
+#[derive(Debug, Clone, PartialEq)]
+pub struct InitialLrs {
+    /// One per group.
+    pub lrs: Vec<f64>,
+    /// Whether building it wrote them over the groups' own (OneCycleLR);
+    /// the others only set them where a group had none.
+    pub overwritten: bool,
+}
 
-    /// Replaces the `base_lrs` taken from `initial_lr` (no-op for schedulers
-    /// whose base lrs are their own options, such as CyclicLR and OneCycleLR).
-    /// SequentialLR and ChainedScheduler call it when the optimizer cannot
-    /// store `initial_lr`, so all their schedulers share the first one's.
-    fn rebase(&mut self, initial_lrs: &[f64]) {
-        let _ = initial_lrs;
-    }
+/// What PyTorch's composites and resuming constructor do to a scheduler
+/// besides stepping it: the `LRScheduler` base class's initial step
+/// (`_initial_step`, SequentialLR's `recursive_undo`) and `initial_lr`
+/// bookkeeping. Reached through [`LrScheduler::composable`]; kiln's
+/// schedulers implement it, a downstream one may.
+///
+/// The `initial_lr` methods matter where the optimizer cannot store
+/// `initial_lr` in its groups (kiln's own optimizers): PyTorch's groups
+/// would carry it from one scheduler to the next, so [`SequentialLr`] and
+/// [`ChainedScheduler`] replay that — the first scheduler records it,
+/// OneCycleLR overwrites it — and rebase the others onto it. With an
+/// optimizer that stores it (`set_hyperparameter(g, "initial_lr", ..)`
+/// succeeds), every scheduler reads it from the groups, as in PyTorch.
+pub trait Composable {
+    /// Undoes the count of the initial step (`last_epoch -= 1`; a composite
+    /// does it for each of its schedulers): SequentialLR's `recursive_undo`.
+    fn undo_initial_step(&mut self);
+
+    /// PyTorch's `_initial_step()`: resets the step count and performs the
+    /// initial step again (SequentialLR does this for its first scheduler).
+    fn initial_step(&mut self, opt: &mut dyn Optimizer) -> Result<()>;
+
+    /// The groups' `initial_lr` as this scheduler recorded (or wrote) it,
+    /// if it uses one.
+    fn initial_lrs(&mut self) -> Option<InitialLrs>;
+
+    /// Takes `initial_lrs` as the groups' `initial_lr`, and as `base_lrs`
+    /// where those come from it (no-op for schedulers whose base lrs are
+    /// their own options, such as CyclicLR and OneCycleLR).
+    fn rebase(&mut self, initial_lrs: &[f64]);
 
     /// What PyTorch's constructor does when given `last_epoch = N`
     /// (N ≥ 0, resuming): `base_lrs` from the groups' `initial_lr`
     /// (`initial_lrs`), `last_epoch = N`, then `_initial_step()`, which writes
-    /// the learning rates of epoch N + 1 from the groups' current ones. Use
-    /// it through [`resume_at`]. Schedulers whose resuming PyTorch does
-    /// differently (CyclicLR, OneCycleLR, CosineAnnealingWarmRestarts,
-    /// ReduceLROnPlateau, the composites) refuse, as by default.
+    /// the learning rates of epoch N + 1 from the groups' current ones. Used
+    /// through [`resume_at`]. Schedulers whose resuming PyTorch does
+    /// differently (CyclicLR, OneCycleLR, CosineAnnealingWarmRestarts, the
+    /// composites) refuse with [`cannot_restart`]'s error.
     fn restart_at(
         &mut self,
         opt: &mut dyn Optimizer,
         last_epoch: i64,
         initial_lrs: &[f64],
-    ) -> Result<()> {
-        let _ = (opt, last_epoch, initial_lrs);
-        Err(Error::InvalidArgument(format!(
-            "{} cannot be built with last_epoch >= 0 in kiln; restore its state_dict instead",
-            self.name()
-        )))
-    }
+    ) -> Result<()>;
+}
+
+/// The error of [`Composable::restart_at`] for a scheduler named `name`
+/// that PyTorch resumes differently.
+pub fn cannot_restart(name: &str) -> Error {
+    Error::InvalidArgument(format!(
+        "{name} cannot be built with last_epoch >= 0 in kiln; restore its state_dict instead"
+    ))
 }
 
 /// `Scheduler(optimizer, ..., last_epoch=N)`: a scheduler `build` makes,
@@ -207,7 +238,7 @@ pub trait LrScheduler: Send {
 /// group must have an `initial_lr` (PyTorch's error otherwise); the groups'
 /// learning rates are those the checkpoint restored, and the scheduler's
 /// initial step computes epoch N + 1 from them (see
-/// [`LrScheduler::restart_at`]). Resuming from a saved
+/// [`Composable::restart_at`]). Resuming from a saved
 /// [`LrScheduler::state_dict`] is the other way, and works for every
 /// scheduler.
 pub fn resume_at<S: LrScheduler + ?Sized>(
@@ -237,7 +268,11 @@ pub fn resume_at<S: LrScheduler + ?Sized>(
     let lrs = group_lrs(opt)?;
     let mut sched = build(opt)?;
     apply_lrs(opt, &lrs)?;
-    sched.restart_at(opt, last_epoch, &initial_lrs)?;
+    let name = sched.name().to_string();
+    sched
+        .composable()
+        .ok_or_else(|| cannot_restart(&name))?
+        .restart_at(opt, last_epoch, &initial_lrs)?;
     Ok(sched)
 }
 
@@ -497,34 +532,35 @@ impl<'a> StateReader<'a> {
 // ---------------------------------------------------------------------------
 // The common machinery of PyTorch's `LRScheduler` base class.
 
-/// What a recursive rule sees: PyTorch's `self.base_lrs`, `self.last_epoch`,
-/// `self._step_count` and `self._is_initial`.
-pub(crate) struct Ctx<'a> {
+/// The attributes of PyTorch's `LRScheduler` a [`Schedule`] reads:
+/// `self.base_lrs`, `self.last_epoch`, `self._step_count` and `self._is_initial`.
+pub(crate) struct Attributes<'a> {
     pub(crate) base_lrs: &'a [f64],
     pub(crate) last_epoch: i64,
     pub(crate) step_count: i64,
     pub(crate) is_initial: bool,
 }
 
-/// The part that differs between schedulers: `get_lr`, `_get_closed_form_lr`
+/// The part that differs between schedulers (an optimizer's update rule is
+/// [`crate::Rule`]; this is a scheduler's): `get_lr`, `_get_closed_form_lr`
 /// and the extra state.
-pub(crate) trait Rule: Send {
+pub(crate) trait Schedule: Send {
     /// PyTorch's `get_lr()` (it may write other hyperparameters, e.g. momentum).
-    fn get_lr(&mut self, ctx: &Ctx<'_>, opt: &mut dyn Optimizer) -> Result<Vec<f64>>;
+    fn get_lr(&mut self, attrs: &Attributes<'_>, opt: &mut dyn Optimizer) -> Result<Vec<f64>>;
 
     /// PyTorch's `_get_closed_form_lr()`, where the scheduler has one.
-    fn closed_form(&self, _ctx: &Ctx<'_>) -> Option<Result<Vec<f64>>> {
+    fn closed_form(&self, _attrs: &Attributes<'_>) -> Option<Result<Vec<f64>>> {
         None
     }
 
-    /// The rule's own state entries (hyperparameters and internal state).
+    /// The schedule's own state entries (hyperparameters and internal state).
     fn save(&self, map: &mut Map<String, Value>);
 
-    /// Restores what [`Rule::save`] wrote.
+    /// Restores what [`Schedule::save`] wrote.
     fn load(&mut self, state: &StateReader<'_>) -> Result<()>;
 }
 
-/// PyTorch's `LRScheduler` bookkeeping around a [`Rule`].
+/// PyTorch's `LRScheduler` bookkeeping around a [`Schedule`].
 pub(crate) struct Core<R> {
     pub(crate) name: &'static str,
     pub(crate) rule: R,
@@ -533,11 +569,13 @@ pub(crate) struct Core<R> {
     pub(crate) last_epoch: i64,
     pub(crate) step_count: i64,
     pub(crate) last_lr: Vec<f64>,
-    /// Whether `base_lrs` come from `initial_lr` (so [`LrScheduler::rebase`] applies).
+    /// Whether `base_lrs` come from `initial_lr` (so [`Composable::rebase`] applies).
     pub(crate) rebasable: bool,
+    /// Whether building wrote `initial_lr` over the groups' own (OneCycleLR).
+    pub(crate) overwrites_initial_lr: bool,
 }
 
-impl<R: Rule> Core<R> {
+impl<R: Schedule> Core<R> {
     /// `LRScheduler.__init__(optimizer, last_epoch=-1)`: records `initial_lr`
     /// (`setdefault`) and performs the initial step.
     pub(crate) fn build(name: &'static str, rule: R, opt: &mut dyn Optimizer) -> Result<Self> {
@@ -551,6 +589,7 @@ impl<R: Rule> Core<R> {
             step_count: 0,
             last_lr: Vec::new(),
             rebasable: true,
+            overwrites_initial_lr: false,
         };
         core.initial_step(opt)?;
         Ok(core)
@@ -558,13 +597,13 @@ impl<R: Rule> Core<R> {
 
     fn advance(&mut self, opt: &mut dyn Optimizer, is_initial: bool) -> Result<()> {
         let (epoch, count) = (self.last_epoch + 1, self.step_count + 1);
-        let ctx = Ctx {
+        let attrs = Attributes {
             base_lrs: &self.base_lrs,
             last_epoch: epoch,
             step_count: count,
             is_initial,
         };
-        let lrs = self.rule.get_lr(&ctx, opt)?;
+        let lrs = self.rule.get_lr(&attrs, opt)?;
         self.last_epoch = epoch;
         self.step_count = count;
         self.last_lr = apply_lrs(opt, &lrs)?;
@@ -584,15 +623,15 @@ impl<R: Rule> Core<R> {
 
     /// `LRScheduler._update_lr(epoch)`.
     pub(crate) fn update_lr_at(&mut self, opt: &mut dyn Optimizer, epoch: i64) -> Result<()> {
-        let ctx = Ctx {
+        let attrs = Attributes {
             base_lrs: &self.base_lrs,
             last_epoch: epoch,
             step_count: self.step_count,
             is_initial: false,
         };
-        let lrs = match self.rule.closed_form(&ctx) {
+        let lrs = match self.rule.closed_form(&attrs) {
             Some(lrs) => lrs?,
-            None => self.rule.get_lr(&ctx, opt)?,
+            None => self.rule.get_lr(&attrs, opt)?,
         };
         self.last_epoch = epoch;
         self.last_lr = apply_lrs(opt, &lrs)?;
@@ -633,10 +672,35 @@ impl<R: Rule> Core<R> {
         self.step_count = step_count;
         Ok(())
     }
+}
 
-    /// [`LrScheduler::restart_at`] for schedulers whose base lrs are the
-    /// groups' `initial_lr` (the others refuse).
-    pub(crate) fn restart_at(
+/// The bookkeeping every [`Core`]-based scheduler shares.
+impl<R: Schedule> Composable for Core<R> {
+    fn undo_initial_step(&mut self) {
+        self.last_epoch -= 1;
+    }
+
+    fn initial_step(&mut self, opt: &mut dyn Optimizer) -> Result<()> {
+        Core::initial_step(self, opt)
+    }
+
+    fn initial_lrs(&mut self) -> Option<InitialLrs> {
+        Some(InitialLrs {
+            lrs: self.initial_lrs.clone(),
+            overwritten: self.overwrites_initial_lr,
+        })
+    }
+
+    fn rebase(&mut self, initial_lrs: &[f64]) {
+        if self.rebasable && initial_lrs.len() == self.base_lrs.len() {
+            self.base_lrs = initial_lrs.to_vec();
+            self.initial_lrs = initial_lrs.to_vec();
+        }
+    }
+
+    /// For schedulers whose base lrs are the groups' `initial_lr` (the
+    /// others refuse).
+    fn restart_at(
         &mut self,
         opt: &mut dyn Optimizer,
         last_epoch: i64,
@@ -658,30 +722,14 @@ impl<R: Rule> Core<R> {
         self.base_lrs = initial_lrs.to_vec();
         self.initial_lrs = initial_lrs.to_vec();
         self.last_epoch = last_epoch;
-        self.initial_step(opt)
-    }
-
-    pub(crate) fn rebase(&mut self, initial_lrs: &[f64]) {
-        if self.rebasable && initial_lrs.len() == self.base_lrs.len() {
-            self.base_lrs = initial_lrs.to_vec();
-            self.initial_lrs = initial_lrs.to_vec();
-        }
+        Core::initial_step(self, opt)
     }
 }
 
 /// Implements [`LrScheduler`] for a struct with a `core: Core<_>` field.
 macro_rules! core_scheduler {
-    ($ty:ty, overwrites_initial_lr) => {
-        $crate::scheduler::core_scheduler!($ty, true);
-    };
     ($ty:ty) => {
-        $crate::scheduler::core_scheduler!($ty, false);
-    };
-    ($ty:ty, $overwrites:literal) => {
         impl $crate::scheduler::LrScheduler for $ty {
-            fn overwrites_initial_lr(&self) -> bool {
-                $overwrites
-            }
             fn name(&self) -> &str {
                 self.core.name
             }
@@ -700,9 +748,6 @@ macro_rules! core_scheduler {
             fn load_state_dict(&mut self, state: &serde_json::Value) -> $crate::Result<()> {
                 self.core.load_state_dict(state)
             }
-            fn initial_step(&mut self, opt: &mut dyn $crate::Optimizer) -> $crate::Result<()> {
-                self.core.initial_step(opt)
-            }
             fn update_lr_at(
                 &mut self,
                 opt: &mut dyn $crate::Optimizer,
@@ -710,22 +755,8 @@ macro_rules! core_scheduler {
             ) -> $crate::Result<()> {
                 self.core.update_lr_at(opt, epoch)
             }
-            fn undo_initial_step(&mut self) {
-                self.core.last_epoch -= 1;
-            }
-            fn initial_lrs(&self) -> Option<&[f64]> {
-                Some(&self.core.initial_lrs)
-            }
-            fn rebase(&mut self, initial_lrs: &[f64]) {
-                self.core.rebase(initial_lrs)
-            }
-            fn restart_at(
-                &mut self,
-                opt: &mut dyn $crate::Optimizer,
-                last_epoch: i64,
-                initial_lrs: &[f64],
-            ) -> $crate::Result<()> {
-                self.core.restart_at(opt, last_epoch, initial_lrs)
+            fn composable(&mut self) -> Option<&mut dyn $crate::scheduler::Composable> {
+                Some(&mut self.core)
             }
         }
     };

@@ -1,5 +1,5 @@
 //! OneCycleLR (the 1cycle policy).
-use super::{div, flist, fnum, momentum_key, Core, Ctx, GroupValues, Rule, StateReader};
+use super::{div, flist, fnum, momentum_key, Attributes, Core, GroupValues, Schedule, StateReader};
 use crate::{Error, Optimizer, Result};
 use kiln_tensor::spec::{Choice, OptionInfo, OptionVisitor, Options};
 use serde_json::{Map, Value};
@@ -191,6 +191,7 @@ impl OneCycleLrConfig {
         };
         let mut core = Core::build("onecycle", rule, opt)?;
         core.rebasable = false;
+        core.overwrites_initial_lr = true;
         if core.initial_lrs != initial_lrs {
             // The optimizer does not store `initial_lr`: PyTorch's base_lrs are
             // the group's `initial_lr` OneCycleLR just wrote.
@@ -267,9 +268,9 @@ impl OneCycleRule {
     }
 }
 
-impl Rule for OneCycleRule {
-    fn get_lr(&mut self, ctx: &Ctx<'_>, opt: &mut dyn Optimizer) -> Result<Vec<f64>> {
-        let step_num = ctx.last_epoch;
+impl Schedule for OneCycleRule {
+    fn get_lr(&mut self, attrs: &Attributes<'_>, opt: &mut dyn Optimizer) -> Result<Vec<f64>> {
+        let step_num = attrs.last_epoch;
         if step_num > self.total_steps {
             return Err(Error::InvalidArgument(format!(
                 "Tried to step {step_num} times. The specified number of total steps is {}",
@@ -395,7 +396,7 @@ impl Rule for OneCycleRule {
 pub struct OneCycleLr {
     core: Core<OneCycleRule>,
 }
-super::core_scheduler!(OneCycleLr, overwrites_initial_lr);
+super::core_scheduler!(OneCycleLr);
 
 // ---------------------------------------------------------------------------
 // Spec options (see `kiln_tensor::spec::Options`), with PyTorch's names.

@@ -290,10 +290,6 @@ impl LrScheduler for ReduceLrOnPlateau {
         self.last_lr = last_lr;
         Ok(())
     }
-
-    fn undo_initial_step(&mut self) {
-        self.last_epoch -= 1;
-    }
 }
 
 // ---------------------------------------------------------------------------

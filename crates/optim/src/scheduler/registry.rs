@@ -1,26 +1,41 @@
 //! Schedulers by spec: `onecycle:max_lr=0.1`, `step:step_size=30,gamma=0.1`,
-//! or with PyTorch's names, `OneCycleLR:max_lr=0.1`, `CosineAnnealingLR:T_max=10`.
+//! or with PyTorch's names, `OneCycleLR:max_lr=0.1`, `CosineAnnealingLR:T_max=10`;
+//! `sequential:schedulers=[linear:start_factor=0.1,total_iters=5;cosine],milestones=5`
+//! nests specs (the bracket rule of [`kiln_tensor::spec`]).
 //!
 //! The registry is kiln-tensor's [`Registry`] (the one registry type of
 //! kiln); each scheduler's options and defaults come from its config's
 //! [`Options`] impl and constructor defaults ([`scheduler_entry`]). Unknown
 //! names and options, bad values and missing required options are refused
 //! before any builder runs, so a bad spec never touches the optimizer.
+use super::warmup_cosine::WarmupCosineSpec;
 use super::{
     ConstantLrConfig, CosineAnnealingLrConfig, CosineAnnealingWarmRestartsConfig, CyclicLrConfig,
     ExponentialLrConfig, LinearLrConfig, LrScheduler, MultiStepLrConfig, OneCycleLrConfig,
-    PolynomialLrConfig, ReduceLrOnPlateauConfig, StepLrConfig, SwalrConfig,
+    PolynomialLrConfig, ReduceLrOnPlateauConfig, SequentialLr, StepLrConfig, SwalrConfig,
+    WarmupCosineLrConfig,
 };
 use crate::{Error, Optimizer, Result};
-use kiln_tensor::spec::{Entry, OptionInfo, OptionVisitor, Options, Registry, Spec};
+use kiln_tensor::spec::{Entry, OptionInfo, OptionValue, OptionVisitor, Options, Registry, Spec};
 use std::sync::Arc;
 
-/// Builds a scheduler on an optimizer from a resolved spec, given the number
-/// of scheduler steps the run will make when known (the default of
-/// `onecycle`'s `total_steps` and `cosine`'s `t_max`).
-pub type SchedulerBuild = dyn Fn(&mut Spec, &mut dyn Optimizer, Option<usize>) -> Result<Box<dyn LrScheduler>>
+/// Builds a scheduler on an optimizer from a resolved spec and what else
+/// the build knows ([`BuildContext`]).
+pub type SchedulerBuild = dyn Fn(&mut Spec, &mut dyn Optimizer, BuildContext) -> Result<Box<dyn LrScheduler>>
     + Send
     + Sync;
+
+/// What a scheduler's builder knows besides its spec and the optimizer.
+#[derive(Debug, Clone)]
+pub struct BuildContext {
+    /// The number of scheduler steps the run will make, when known: the
+    /// default of `onecycle`'s `total_steps`, `cosine`'s `t_max` and
+    /// `warmup-cosine`'s `decay_steps`.
+    pub total_steps: Option<usize>,
+    /// The registry building it, which builds the schedulers a spec holds
+    /// (`sequential`'s).
+    pub registry: SchedulerRegistry,
+}
 
 /// A registered scheduler: name, aliases, summary, options, builder.
 pub type SchedulerEntry = Entry<SchedulerBuild>;
@@ -60,8 +75,38 @@ impl SchedulerRegistry {
         opt: &mut dyn Optimizer,
         total_steps_hint: Option<usize>,
     ) -> Result<Box<dyn LrScheduler>> {
-        let (entry, mut spec) = self.0.prepare(&spec.parse()?)?;
-        (entry.build)(&mut spec, opt, total_steps_hint)
+        self.build_spec(&spec.parse()?, opt, total_steps_hint)
+    }
+
+    /// [`SchedulerRegistry::build`] from a parsed spec.
+    pub fn build_spec(
+        &self,
+        spec: &Spec,
+        opt: &mut dyn Optimizer,
+        total_steps_hint: Option<usize>,
+    ) -> Result<Box<dyn LrScheduler>> {
+        let (entry, mut spec) = self.0.prepare(spec)?;
+        let context = BuildContext {
+            total_steps: total_steps_hint,
+            registry: self.clone(),
+        };
+        (entry.build)(&mut spec, opt, context)
+    }
+}
+
+/// Whether the schedule a resolved `spec` names is written for one step per
+/// optimizer step (per batch) rather than per epoch: `onecycle`, `cyclic`,
+/// `warmup-cosine`, and a `sequential` holding one. A training loop's
+/// default `--scheduler-interval` follows it.
+pub fn steps_per_batch(spec: &Spec) -> bool {
+    match spec.name.as_str() {
+        "onecycle" | "cyclic" | "warmup-cosine" => true,
+        "sequential" => {
+            let mut parts: Vec<Spec> = Vec::new();
+            let text = spec.get("schedulers").unwrap_or_default();
+            parts.parse_text(text).is_ok() && parts.iter().any(steps_per_batch)
+        }
+        _ => false,
     }
 }
 
@@ -80,10 +125,10 @@ where
     S: LrScheduler + 'static,
 {
     let mut docs = template();
-    let builder: Arc<SchedulerBuild> = Arc::new(move |spec, opt, hint| {
+    let builder: Arc<SchedulerBuild> = Arc::new(move |spec, opt, context| {
         let mut cfg = template();
         spec.apply(&mut cfg)?;
-        Ok(Box::new(build(cfg, opt, hint)?) as Box<dyn LrScheduler>)
+        Ok(Box::new(build(cfg, opt, context.total_steps)?) as Box<dyn LrScheduler>)
     });
     Entry::new(name, summary, builder).options_of(&mut docs)
 }
@@ -115,11 +160,99 @@ impl Options for CosineSpec {
     }
 }
 
+/// `sequential`'s options: SequentialLR's `schedulers` (specs of this
+/// registry) and `milestones`.
+#[derive(Default)]
+struct SequentialSpec {
+    schedulers: Vec<Spec>,
+    milestones: Vec<usize>,
+}
+
+impl Options for SequentialSpec {
+    fn options(&mut self, v: &mut dyn OptionVisitor) -> kiln_tensor::Result<()> {
+        v.option(
+            OptionInfo::new(
+                "schedulers",
+                "the schedulers in order, as specs: [linear:total_iters=5;cosine]",
+            )
+            .required(),
+            &mut self.schedulers,
+        )?;
+        v.option(
+            OptionInfo::new(
+                "milestones",
+                "steps at which the next scheduler takes over, e.g. 5;10",
+            )
+            .required(),
+            &mut self.milestones,
+        )
+    }
+}
+
+/// `sequential`: `SequentialLR(optimizer, schedulers, milestones)` with the
+/// schedulers built from their specs, in order, on the same optimizer (as a
+/// PyTorch program builds them before the SequentialLR). Scheduler `i` gets
+/// the steps from its start to the next milestone (or the run's end) as its
+/// total steps (a `cosine` without `t_max` anneals over its own stretch).
+fn sequential_entry() -> SchedulerEntry {
+    let build: Arc<SchedulerBuild> = Arc::new(|spec, opt, context| {
+        let mut cfg = SequentialSpec::default();
+        spec.apply(&mut cfg)?;
+        let (schedulers, milestones) = (cfg.schedulers, cfg.milestones);
+        // SequentialLR's own checks, before any scheduler touches the optimizer.
+        if schedulers.is_empty() {
+            return Err(Error::InvalidArgument(
+                "SequentialLR expects at least one scheduler, but got no scheduler.".into(),
+            ));
+        }
+        if milestones.len() + 1 != schedulers.len() {
+            return Err(Error::InvalidArgument(format!(
+                "Sequential Schedulers expects number of schedulers provided to be one more than the number of \
+                 milestone points, but got number of schedulers {} and the number of milestones to be equal to {}",
+                schedulers.len(),
+                milestones.len()
+            )));
+        }
+        let mut built = Vec::with_capacity(schedulers.len());
+        for (i, child) in schedulers.iter().enumerate() {
+            let start = if i == 0 {
+                Some(0)
+            } else {
+                milestones.get(i - 1).copied()
+            };
+            let end = milestones.get(i).copied().or(context.total_steps);
+            let steps = end
+                .zip(start)
+                .and_then(|(end, start)| end.checked_sub(start))
+                .filter(|n| *n > 0);
+            let scheduler = context
+                .registry
+                .build_spec(child, opt, steps)
+                .map_err(|e| {
+                    Error::InvalidArgument(format!(
+                        "sequential: scheduler {i} ({}): {e}",
+                        child.name
+                    ))
+                })?;
+            built.push(scheduler);
+        }
+        Ok(Box::new(SequentialLr::new(opt, built, milestones)?) as Box<dyn LrScheduler>)
+    });
+    Entry::new(
+        "sequential",
+        "the schedulers one after the other, switching at the milestones (as they are stepped)",
+        build,
+    )
+    .options_of(&mut SequentialSpec::default())
+}
+
 /// The registry of kiln's schedulers buildable from specs, each also under
 /// its PyTorch class name: `step`, `multistep`, `constant`, `linear`,
 /// `exponential`, `polynomial`, `cosine`, `cosine-restarts`, `cyclic`,
-/// `onecycle`, `plateau`, `swalr`. LambdaLR, MultiplicativeLR, SequentialLR
-/// and ChainedScheduler need code; the registry names them as such.
+/// `onecycle`, `plateau`, `swalr`, `sequential` (SequentialLR over
+/// nested specs), and nanoGPT's `warmup-cosine`. LambdaLR,
+/// MultiplicativeLR and ChainedScheduler need code; the registry names them
+/// as such.
 pub fn schedulers() -> SchedulerRegistry {
     let mut r = SchedulerRegistry::empty();
     let entries = [
@@ -227,6 +360,27 @@ pub fn schedulers() -> SchedulerRegistry {
             |c, o, _| c.build(o),
         )
         .alias("SWALR"),
+        scheduler_entry(
+            "warmup-cosine",
+            "nanoGPT's get_lr: linear warm-up, cosine down to min_lr at decay_steps, then min_lr (per step)",
+            WarmupCosineSpec::default,
+            |c, o, total_steps| {
+                let decay_steps = c.decay_steps.or(total_steps).ok_or_else(|| {
+                    Error::InvalidArgument(
+                        "warmup-cosine: option decay_steps is required (no total steps known)"
+                            .into(),
+                    )
+                })?;
+                WarmupCosineLrConfig {
+                    warmup_steps: c.warmup_steps,
+                    decay_steps,
+                    min_lr: c.min_lr,
+                }
+                .build(o)
+            },
+        )
+        .alias("WarmupCosineLR"),
+        sequential_entry().alias("SequentialLR"),
     ];
     for e in entries {
         r.register(e);
@@ -237,11 +391,6 @@ pub fn schedulers() -> SchedulerRegistry {
             "multiplicative",
             "MultiplicativeLR",
             "scheduler::MultiplicativeLr needs a closure",
-        ),
-        (
-            "sequential",
-            "SequentialLR",
-            "scheduler::SequentialLr needs the schedulers it sequences",
         ),
         (
             "chained",

@@ -1,5 +1,7 @@
 //! SWALR (`torch.optim.swa_utils.SWALR`).
-use super::{flist, group_lrs, AnnealStrategy, Core, Ctx, GroupValues, Rule, StateReader};
+use super::{
+    flist, group_lrs, AnnealStrategy, Attributes, Core, GroupValues, Schedule, StateReader,
+};
 use crate::{Error, Optimizer, Result};
 use kiln_tensor::spec::{OptionInfo, OptionVisitor, Options};
 use serde_json::{Map, Value};
@@ -74,9 +76,9 @@ fn clamp01(x: f64) -> f64 {
     }
 }
 
-impl Rule for SwalrRule {
-    fn get_lr(&mut self, ctx: &Ctx<'_>, opt: &mut dyn Optimizer) -> Result<Vec<f64>> {
-        let mut step = ctx.step_count - 1;
+impl Schedule for SwalrRule {
+    fn get_lr(&mut self, attrs: &Attributes<'_>, opt: &mut dyn Optimizer) -> Result<Vec<f64>> {
+        let mut step = attrs.step_count - 1;
         if self.anneal_epochs == 0 {
             step = step.max(1);
         }

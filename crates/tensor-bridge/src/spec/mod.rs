@@ -6,6 +6,26 @@
 //! value is written with `;` between items (`weight=1;2;0.5`) or in brackets
 //! (`betas=[0.9;0.999]`).
 //!
+//! **Brackets group** — the one quoting rule, for every spec and every value
+//! (see [`split_outside_brackets`] and [`unbracket`]): `,` ends an option and
+//! `;` ends a list item only outside square brackets, and brackets nest. Any
+//! value or list item may be written inside one pair of brackets that enclose
+//! all of it; it reads as the text inside. So a value can hold `,` or `;`:
+//!
+//! - `tensors:path=[data/a,b.safetensors]`: the path `data/a,b.safetensors`;
+//! - `sequential:schedulers=[linear:start_factor=0.1,total_iters=5;cosine:t_max=10],milestones=5`:
+//!   a list of two specs, the first holding `,`; a spec inside such a list
+//!   that holds `;` itself is bracketed in turn (`[adam:betas=0.9;0.95]`);
+//! - `milestones=[]` is the empty list, `[0.5]` is `0.5`, and `[none]` is
+//!   the text `none` where `none` alone would mean "no value".
+//!
+//! Printing ([`Spec`]'s `Display`, [`OptionValue::format_text`]) brackets
+//! exactly what needs it (a value holding `,` outside brackets, a list item
+//! holding `;`, a text that is itself wholly bracketed), so printed specs
+//! parse back to equal specs and a resolved spec stays a fixed point.
+//! Brackets inside a value must pair up; that is the one thing a value cannot
+//! hold.
+//!
 //! Three pieces, used the same way by every kiln registry:
 //! - [`Spec`]: a parsed spec, a value that can be edited ([`Spec::set`]),
 //!   printed (`Display` writes the canonical text) and (de)serialised as a
@@ -50,12 +70,15 @@
 use crate::{Error, Result};
 use std::fmt;
 
+mod brackets;
 mod options;
 mod registry;
 #[cfg(test)]
 mod tests;
 mod value;
 
+use brackets::{balanced, bracket_for};
+pub use brackets::{split_outside_brackets, unbracket};
 pub use options::{OptionInfo, OptionVisitor, Options};
 use options::{Reader, Writer};
 pub use registry::{Entry, OptionDoc, Registry};
@@ -97,7 +120,12 @@ impl std::str::FromStr for Spec {
             )));
         }
         let mut spec = Spec::new(name)?;
-        for item in rest.into_iter().flat_map(|r| r.split(',')).map(str::trim) {
+        let items = match rest {
+            Some(rest) => split_outside_brackets(rest, ',')
+                .map_err(|e| Error::InvalidArgument(format!("spec '{text}': {e}")))?,
+            None => Vec::new(),
+        };
+        for item in items {
             if item.is_empty() {
                 continue;
             }
@@ -112,12 +140,17 @@ impl std::str::FromStr for Spec {
                     "option '{item}' in spec '{text}' has no key"
                 )));
             }
+            if key.contains(['[', ']']) {
+                return Err(Error::InvalidArgument(format!(
+                    "option '{item}' in spec '{text}': brackets go around values, not keys"
+                )));
+            }
             if spec.contains(key) {
                 return Err(Error::InvalidArgument(format!(
                     "option '{key}' is given twice in spec '{text}'"
                 )));
             }
-            spec.push(key, value.trim());
+            spec.push(key, value.trim())?;
         }
         Ok(spec)
     }
@@ -149,12 +182,13 @@ impl<'de> serde::Deserialize<'de> for Spec {
 
 impl Spec {
     /// A spec named `name` without options. Errors if the name is empty or
-    /// holds `:` or `,` (it could not be written back as a spec).
+    /// holds `:`, `,`, `;` or brackets (it could not be written back as a
+    /// spec, alone or in a list).
     pub fn new(name: &str) -> Result<Self> {
         let name = name.trim();
-        if name.is_empty() || name.contains([':', ',']) {
+        if name.is_empty() || name.contains([':', ',', ';', '[', ']']) {
             return Err(Error::InvalidArgument(format!(
-                "'{name}' cannot name a component: a name is non-empty and has no ':' or ','"
+                "'{name}' cannot name a component: a name is non-empty and has no ':', ',', ';', '[' or ']'"
             )));
         }
         Ok(Self {
@@ -173,38 +207,51 @@ impl Spec {
         Ok(spec)
     }
 
-    pub(crate) fn push(&mut self, key: &str, value: &str) {
-        self.options.push((key.to_string(), value.to_string()));
+    /// Appends option `key` with the spec text `value` (bracketed if it
+    /// holds `,`); errors on unbalanced brackets.
+    pub(crate) fn push(&mut self, key: &str, value: &str) -> Result<()> {
+        let value = self.slot_text(key, value)?;
+        self.options.push((key.to_string(), value));
         self.used.push(false);
+        Ok(())
     }
 
-    /// Sets option `key` to `value` (replacing it in place, or appending it).
-    /// Errors if the key is empty or holds `=` or `,`, or if the value holds
-    /// `,`: such a spec could not be written back as text.
-    pub fn set(&mut self, key: &str, value: impl fmt::Display) -> Result<()> {
-        let (key, value) = (key.trim(), value.to_string());
-        let value = value.trim();
-        if key.is_empty() || key.contains(['=', ',']) {
+    /// `value` as it is stored and printed after `key=`: in brackets if it
+    /// holds `,` outside brackets (the bracket rule of the module docs).
+    fn slot_text(&self, key: &str, value: &str) -> Result<String> {
+        if !balanced(value) {
             return Err(Error::InvalidArgument(format!(
-                "{}: '{key}' cannot be an option key (non-empty, without '=' or ',')",
+                "{}: option {key}={value}: brackets in a value must pair up ([ and ] group text holding ',' or ';')",
                 self.name
             )));
         }
-        if value.contains(',') {
+        Ok(bracket_for(value, ','))
+    }
+
+    /// Sets option `key` to the spec text `value` (replacing it in place, or
+    /// appending it); a value holding `,` is stored in brackets, so it reads
+    /// back the same. Errors if the key is empty or holds `=`, `,` or
+    /// brackets, or if the value's brackets do not pair up: such a spec could
+    /// not be written back as text.
+    pub fn set(&mut self, key: &str, value: impl fmt::Display) -> Result<()> {
+        let (key, value) = (key.trim(), value.to_string());
+        let value = value.trim();
+        if key.is_empty() || key.contains(['=', ',', '[', ']']) {
             return Err(Error::InvalidArgument(format!(
-                "{}: option {key}={value}: a value cannot hold ',' (write lists as a;b;c)",
+                "{}: '{key}' cannot be an option key (non-empty, without '=', ',' or brackets)",
                 self.name
             )));
         }
         match self.options.iter().position(|(k, _)| k == key) {
             Some(i) => {
+                let value = self.slot_text(key, value)?;
                 if let Some(slot) = self.options.get_mut(i) {
-                    slot.1 = value.to_string();
+                    slot.1 = value;
                 }
+                Ok(())
             }
             None => self.push(key, value),
         }
-        Ok(())
     }
 
     /// Removes option `key`, returning its text.
@@ -214,7 +261,9 @@ impl Spec {
         Some(self.options.remove(i).1)
     }
 
-    /// The text of option `key` (without marking it used).
+    /// The spec text of option `key` (without marking it used), brackets
+    /// kept: `[a,b]` for a value holding `,` ([`unbracket`] or
+    /// [`Spec::value`] read it).
     pub fn get(&self, key: &str) -> Option<&str> {
         self.options
             .iter()
@@ -232,7 +281,9 @@ impl Spec {
         self.options.iter().any(|(k, _)| k == key)
     }
 
-    /// The raw text of option `key`, marking it used.
+    /// The spec text of option `key`, brackets kept, marking it used (a
+    /// path that may hold `,` is read with `value::<String>`, which removes
+    /// them).
     pub fn raw(&mut self, key: &str) -> Option<String> {
         let i = self.options.iter().position(|(k, _)| k == key)?;
         if let Some(u) = self.used.get_mut(i) {

@@ -339,9 +339,7 @@ impl<B: ?Sized> Registry<B> {
         let mut out = Spec::new(&entry.name)?;
         for (doc, given) in entry.options.iter().zip(given) {
             let text = match (given, &doc.default) {
-                (Some((key, value)), _) => doc
-                    .normalise(value)
-                    .map_err(|expected| bad_value(&entry.name, key, value, &expected))?,
+                (Some((key, value)), _) => self.normalise(entry, doc, key, value)?,
                 (None, Some(default)) => default.clone(),
                 (None, None) => {
                     return Err(Error::InvalidArgument(format!(
@@ -350,17 +348,40 @@ impl<B: ?Sized> Registry<B> {
                     )))
                 }
             };
-            out.push(&doc.name, &text);
+            out.push(&doc.name, &text)?;
         }
         Ok((entry, out))
     }
 
+    /// The text of option `key=value` of `entry` checked against its type
+    /// and written canonically, with the specs it holds resolved through
+    /// this registry ([`OptionValue::nested_specs`]).
+    fn normalise(
+        &self,
+        entry: &Entry<B>,
+        doc: &OptionDoc,
+        key: &str,
+        value: &str,
+    ) -> Result<String> {
+        let mut v = doc.value.clone_value();
+        v.parse_text(value)
+            .map_err(|expected| bad_value(&entry.name, key, value, &expected))?;
+        for nested in v.nested_specs() {
+            *nested = self.resolve(nested).map_err(|e| {
+                Error::InvalidArgument(format!("{}: option {key}: {e}", entry.name))
+            })?;
+        }
+        Ok(v.format_text())
+    }
+
     /// `spec` resolved: the canonical name, then every option of the entry
     /// in its declared order with its effective value (the one given, or the
-    /// default), written canonically. The text can be pasted back: building
-    /// from it gives the same component, and resolving it again gives it
-    /// back unchanged. Values the builder derives from its arguments (a
-    /// scheduler's total steps) stay as the entry writes them (`none`).
+    /// default), written canonically; specs nested in a value (a
+    /// sequence's schedulers) are resolved the same way, through this
+    /// registry. The text can be pasted back: building from it gives the
+    /// same component, and resolving it again gives it back unchanged.
+    /// Values the builder derives from its arguments (a scheduler's total
+    /// steps) stay as the entry writes them (`none`).
     pub fn resolve(&self, spec: &Spec) -> Result<Spec> {
         self.prepare(spec).map(|(_, s)| s)
     }
@@ -377,7 +398,7 @@ impl<B: ?Sized> Registry<B> {
     /// ```
     pub fn describe(&self) -> String {
         let mut out = format!(
-            "{} (spec: NAME[:key=value,...]; lists as a;b;c; PyTorch's class and argument names work too)\n",
+            "{} (spec: NAME[:key=value,...]; lists as a;b;c; a value holding , or ; goes in [brackets]; PyTorch's class and argument names work too)\n",
             self.title
         );
         // The left column of option and code-only lines, then at least two spaces.

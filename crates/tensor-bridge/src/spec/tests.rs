@@ -139,7 +139,12 @@ fn set_display_and_serde_round_trip() -> Result<()> {
     assert_eq!(s.to_string(), "sgd:lr=1e-08,momentum=0.9");
     assert_eq!(s.get("lr"), Some("1e-08"));
     assert_eq!(s.to_string().parse::<Spec>()?, s);
-    assert!(s.set("bad,key", 1).is_err() && s.set("k", "1,2").is_err());
+    assert!(s.set("bad,key", 1).is_err() && s.set("k", "a]b").is_err());
+    // A value holding `,` is stored in brackets, so the text reads back.
+    s.set("k", "1,2")?;
+    assert_eq!(s.get("k"), Some("[1,2]"));
+    assert_eq!(s.to_string().parse::<Spec>()?, s);
+    assert_eq!(s.remove("k").as_deref(), Some("[1,2]"));
     assert_eq!(s.remove("momentum").as_deref(), Some("0.9"));
     assert_eq!(s.to_string(), "sgd:lr=1e-08");
     let json = serde_json::to_string(&s).map_err(|e| Error::InvalidArgument(e.to_string()))?;
@@ -405,4 +410,154 @@ fn registries_can_be_shared_between_threads() {
     shared(&r);
     let spec: Spec = "demo-thing:steps=1".parse().unwrap_or_else(|_| spec("x"));
     shared(&spec);
+}
+
+/// The bracket rule: `,` and `;` separate only outside brackets; a value
+/// wholly in brackets reads as the text inside; printing brackets exactly
+/// what needs it, so printed specs parse back equal and resolve to fixed points.
+#[test]
+fn brackets_group_values_holding_separators() -> Result<()> {
+    assert_eq!(
+        split_outside_brackets("a, [b,c] ,d;[e;[f,g]]", ',')?,
+        ["a", "[b,c]", "d;[e;[f,g]]"]
+    );
+    assert_eq!(split_outside_brackets("x;[y;z]", ';')?, ["x", "[y;z]"]);
+    assert!(msg(split_outside_brackets("a,[b", ',')).contains("unbalanced brackets"));
+    assert!(split_outside_brackets("a]", ',').is_err());
+    for (text, inner) in [
+        ("[a,b]", "a,b"),
+        (" [[1;2]] ", "[1;2]"),
+        ("[a];[b]", "[a];[b]"),
+        ("[]", ""),
+        ("plain", "plain"),
+        ("[ spaced ]", " spaced "),
+    ] {
+        assert_eq!(unbracket(text), inner, "{text}");
+    }
+
+    // A path holding `,`: given in brackets, read without them.
+    let mut s = spec("tensors:path=[data/a,b.safetensors],classes=3");
+    assert_eq!(s.get("path"), Some("[data/a,b.safetensors]"));
+    assert_eq!(
+        s.value::<String>("path")?.as_deref(),
+        Some("data/a,b.safetensors")
+    );
+    assert_eq!(
+        s.to_string(),
+        "tensors:path=[data/a,b.safetensors],classes=3"
+    );
+    assert!(msg("x:p=[a,b".parse::<Spec>()).contains("unbalanced brackets"));
+    assert!(msg("x:[p]=1".parse::<Spec>()).contains("not keys"));
+
+    // Every value reads one enclosing pair of brackets away.
+    let norm = |mut v: Box<dyn OptionValue>, t: &str| -> std::result::Result<String, String> {
+        v.parse_text(t)?;
+        Ok(v.format_text())
+    };
+    assert_eq!(norm(Box::new(0.0f64), "[0.5]"), Ok("0.5".into()));
+    assert_eq!(norm(Box::new(0usize), "[ 3 ]"), Ok("3".into()));
+    assert_eq!(norm(Box::new(false), "[true]"), Ok("true".into()));
+    assert_eq!(norm(Box::new(Mode::Min), "[max]"), Ok("max".into()));
+    assert_eq!(
+        norm(Box::<String>::default(), "[a,b;c]"),
+        Ok("a,b;c".into())
+    );
+    // Text that is itself wholly bracketed, or has spaces at its ends, is
+    // printed in brackets; `none` of an optional text likewise.
+    assert_eq!(norm(Box::<String>::default(), "[[x]]"), Ok("[[x]]".into()));
+    assert_eq!(norm(Box::<String>::default(), "[ x ]"), Ok("[ x ]".into()));
+    assert_eq!(
+        norm(Box::new(None::<String>), "[none]"),
+        Ok("[none]".into())
+    );
+    assert_eq!(norm(Box::new(None::<String>), "none"), Ok("none".into()));
+    // Lists: items holding `;` are bracketed, one bracketed item keeps its brackets.
+    let strings = |t: &str| norm(Box::<Vec<String>>::default(), t);
+    assert_eq!(strings("[a,b;[c;d];e]"), Ok("a,b;[c;d];e".into()));
+    assert_eq!(strings("[[c;d]]"), Ok("[[c;d]]".into()));
+    let lists = |t: &str| norm(Box::<Vec<Vec<f64>>>::default(), t);
+    assert_eq!(lists("[1;2];[3]"), Ok("[1.0;2.0];3.0".into()));
+    assert_eq!(lists("[[1;2]]"), Ok("[[1.0;2.0]]".into()));
+    let mut one: Vec<Vec<f64>> = Vec::new();
+    one.parse_text("[[1;2]]").map_err(Error::InvalidArgument)?;
+    assert_eq!(one, vec![vec![1.0, 2.0]]);
+
+    // Specs inside specs: a list of specs, one of which holds a list itself.
+    let mut specs: Vec<Spec> = Vec::new();
+    specs
+        .parse_text("[linear:start_factor=0.1,total_iters=5;[adam:betas=0.9;0.95];cosine]")
+        .map_err(Error::InvalidArgument)?;
+    let names: Vec<&str> = specs.iter().map(|s| s.name.as_str()).collect();
+    assert_eq!(names, ["linear", "adam", "cosine"]);
+    assert_eq!(specs.get(1).and_then(|s| s.get("betas")), Some("0.9;0.95"));
+    let mut outer = Spec::new("sequential")?;
+    outer.set("schedulers", specs.format_text())?;
+    outer.set("milestones", "5")?;
+    let text = outer.to_string();
+    assert_eq!(
+        text,
+        "sequential:schedulers=[linear:start_factor=0.1,total_iters=5;[adam:betas=0.9;0.95];cosine],milestones=5"
+    );
+    let back: Spec = text.parse()?;
+    assert_eq!(back, outer);
+    let mut again: Vec<Spec> = Vec::new();
+    again
+        .parse_text(back.get("schedulers").unwrap_or_default())
+        .map_err(Error::InvalidArgument)?;
+    assert_eq!(again, specs);
+    Ok(())
+}
+
+/// An option holding specs of its own registry: resolving the outer spec
+/// resolves the nested ones (names, aliases, defaults, errors), and the
+/// result is a fixed point that builds the same thing.
+#[test]
+fn registries_resolve_nested_specs() -> Result<()> {
+    struct Seq {
+        parts: Vec<Spec>,
+        at: Vec<usize>,
+    }
+    impl Options for Seq {
+        fn options(&mut self, v: &mut dyn OptionVisitor) -> Result<()> {
+            v.option(
+                OptionInfo::new("parts", "specs").required(),
+                &mut self.parts,
+            )?;
+            v.option(OptionInfo::new("at", "milestones"), &mut self.at)
+        }
+    }
+    let mut r = registry();
+    let build_seq: Arc<Build> = Arc::new(|s: &mut Spec| {
+        let mut c = Seq {
+            parts: Vec::new(),
+            at: Vec::new(),
+        };
+        s.apply(&mut c)?;
+        Ok(format!("{:?} at {:?}", c.parts, c.at))
+    });
+    r.register(
+        Entry::new("seq", "a sequence", build_seq).options_of(&mut Seq {
+            parts: Vec::new(),
+            at: Vec::new(),
+        }),
+    );
+    let resolved = r.resolve(
+        &"seq:parts=[DemoThing:steps=2,T_max=3;plain;seq:parts=[plain]],at=[4;7]".parse()?,
+    )?;
+    assert_eq!(
+        resolved.to_string(),
+        "seq:parts=[[demo-thing:lr=0.001,steps=2,nesterov=false,t_max=3,betas=0.9;0.999,weight=none,mode=min,milestones=[]];plain;seq:parts=plain,at=[]],at=4;7"
+    );
+    assert_eq!(r.resolve(&resolved)?, resolved);
+    assert_eq!(resolved.to_string().parse::<Spec>()?, resolved);
+    assert_eq!(
+        msg(r.resolve(&"seq:parts=[plain;demo-thng]".parse()?)),
+        "seq: option parts: unknown thing 'demo-thng' (did you mean 'demo-thing'?); accepted: demo-thing, plain, seq"
+    );
+    assert_eq!(
+        msg(r.resolve(&"seq:parts=[demo-thing]".parse()?)),
+        "seq: option parts: demo-thing: option steps is required"
+    );
+    assert!(build(&r, &resolved.to_string())?.starts_with("[Spec { name: \"demo-thing\""));
+    Ok(())
 }

@@ -1,18 +1,33 @@
 //! What an option can hold: [`OptionValue`] and its implementations.
+use super::brackets::{bracket_for, protect, split_outside_brackets, unbracket};
+use super::Spec;
 
 /// A value an option can hold: read from and written as spec text.
 ///
 /// `format_text` writes what `parse_text` reads back to the same value, so
 /// a resolved spec rebuilds the same component. Implemented for `f64`,
-/// `i64`, `usize`, `u64`, `bool`, `String`, `Option<T>` (`none`), lists
-/// `Vec<T>` (`a;b;c`), pairs and triples (`a;b`), and word choices
-/// ([`choices!`](crate::choices)).
+/// `i64`, `usize`, `u64`, `bool`, `String`, [`Spec`] (a nested component),
+/// `Option<T>` (`none`), lists `Vec<T>` (`a;b;c`), pairs and triples (`a;b`),
+/// and word choices ([`choices!`](crate::choices)).
+///
+/// The bracket rule of the [module docs](super): `parse_text` reads text
+/// wholly inside one pair of brackets as the text inside ([`unbracket`]);
+/// `format_text` may return text holding `,` or `;` (a spec or a list puts
+/// brackets around it where it must) but brackets it itself where reading it
+/// would otherwise drop brackets that belong to the value.
 pub trait OptionValue: Send + Sync + CloneOptionValue {
     /// Reads `text` into the value. On failure, returns what was expected,
     /// completing "option k=v is not ..." (`a number`).
     fn parse_text(&mut self, text: &str) -> std::result::Result<(), String>;
     /// The value as spec text (`0.001`, `true`, `none`, `0.9;0.999`).
     fn format_text(&self) -> String;
+    /// The component specs this value holds (a list of specs: SequentialLR's
+    /// schedulers). A [`Registry`](super::Registry) resolving the spec that
+    /// holds this value resolves them through itself, so they name
+    /// components of that same registry. Nothing by default.
+    fn nested_specs(&mut self) -> Vec<&mut Spec> {
+        Vec::new()
+    }
 }
 
 /// A boxed copy of an [`OptionValue`]; implemented for every `Clone` value.
@@ -85,7 +100,10 @@ pub fn py_float(v: f64) -> String {
 
 impl OptionValue for f64 {
     fn parse_text(&mut self, text: &str) -> std::result::Result<(), String> {
-        *self = text.parse().map_err(|_| "a number".to_string())?;
+        *self = unbracket(text)
+            .trim()
+            .parse()
+            .map_err(|_| "a number".to_string())?;
         Ok(())
     }
     fn format_text(&self) -> String {
@@ -101,7 +119,7 @@ macro_rules! integer_value {
     ($($ty:ty: $expected:literal, $plural:literal;)*) => {$(
         impl OptionValue for $ty {
             fn parse_text(&mut self, text: &str) -> std::result::Result<(), String> {
-                *self = text.parse().map_err(|_| $expected.to_string())?;
+                *self = unbracket(text).trim().parse().map_err(|_| $expected.to_string())?;
                 Ok(())
             }
             fn format_text(&self) -> String {
@@ -122,7 +140,7 @@ integer_value! {
 
 impl OptionValue for bool {
     fn parse_text(&mut self, text: &str) -> std::result::Result<(), String> {
-        *self = match text {
+        *self = match unbracket(text).trim() {
             "true" | "1" => true,
             "false" | "0" => false,
             _ => return Err("true or false".into()),
@@ -138,21 +156,32 @@ impl ListItem for bool {
     const PLURAL: &'static str = "booleans";
 }
 
-/// Free text (a value cannot hold `,`).
+/// Free text; in brackets it can hold `,` and `;` (`[data/a,b.csv]`), and
+/// keep spaces at its ends.
 impl OptionValue for String {
     fn parse_text(&mut self, text: &str) -> std::result::Result<(), String> {
-        text.clone_into(self);
+        unbracket(text).clone_into(self);
         Ok(())
     }
     fn format_text(&self) -> String {
-        self.clone()
+        protect(self)
     }
 }
 
-/// `none` is `None`; anything else is read as a `T`.
+impl ListItem for String {
+    const PLURAL: &'static str = "texts";
+}
+
+/// A list of lists: each inner list holding `;` is bracketed (`[1;2];[3]`).
+impl<T: ListItem> ListItem for Vec<T> {
+    const PLURAL: &'static str = "lists";
+}
+
+/// `none` is `None`; anything else is read as a `T` (`[none]` is the text
+/// `none` of an optional string).
 impl<T: OptionValue + Default + Clone + 'static> OptionValue for Option<T> {
     fn parse_text(&mut self, text: &str) -> std::result::Result<(), String> {
-        if text == "none" {
+        if text.trim() == "none" {
             *self = None;
             return Ok(());
         }
@@ -162,25 +191,81 @@ impl<T: OptionValue + Default + Clone + 'static> OptionValue for Option<T> {
         Ok(())
     }
     fn format_text(&self) -> String {
-        self.as_ref()
-            .map_or_else(|| "none".to_string(), OptionValue::format_text)
+        match self {
+            None => "none".to_string(),
+            Some(v) => match v.format_text() {
+                text if text == "none" => "[none]".to_string(),
+                text => text,
+            },
+        }
     }
+    fn nested_specs(&mut self) -> Vec<&mut Spec> {
+        self.as_mut()
+            .map_or_else(Vec::new, OptionValue::nested_specs)
+    }
+}
+
+/// A component spec as an option's value (`linear:total_iters=5`; in a spec
+/// or a list it is bracketed where it holds `,` or `;`). Printed as given;
+/// the registry holding the outer spec resolves it ([`OptionValue::nested_specs`]).
+impl OptionValue for Spec {
+    fn parse_text(&mut self, text: &str) -> std::result::Result<(), String> {
+        *self = unbracket(text)
+            .parse()
+            .map_err(|e: crate::Error| format!("a spec NAME[:key=value,...] ({e})"))?;
+        Ok(())
+    }
+    fn format_text(&self) -> String {
+        self.to_string()
+    }
+    fn nested_specs(&mut self) -> Vec<&mut Spec> {
+        vec![self]
+    }
+}
+
+/// An empty spec named `none`, the placeholder a list of specs starts from.
+impl Default for Spec {
+    fn default() -> Self {
+        Self {
+            name: "none".into(),
+            options: Vec::new(),
+            used: Vec::new(),
+        }
+    }
+}
+
+impl ListItem for Spec {
+    const PLURAL: &'static str = "specs";
 }
 
 impl<T: ListItem> ListItem for Option<T> {
     const PLURAL: &'static str = "values (none or a value)";
 }
 
-/// The items of a `;`-list, brackets removed (`[1;2]` and `1;2`); `[]` is empty.
-fn list_items(text: &str) -> Vec<&str> {
-    let inner = text.trim();
-    let inner = inner.strip_prefix('[').unwrap_or(inner);
-    let inner = inner.strip_suffix(']').unwrap_or(inner).trim();
+/// The items of a `;`-list (`1;2` or `[1;2]`; an item holding `;` is
+/// bracketed itself); `[]` is empty. `None` if brackets do not pair up.
+fn list_items(text: &str) -> Option<Vec<&str>> {
+    let inner = unbracket(text);
     if inner.is_empty() {
-        Vec::new()
+        Some(Vec::new())
     } else {
-        inner.split(';').map(str::trim).collect()
+        split_outside_brackets(inner, ';').ok()
     }
+}
+
+/// The items written as a `;`-list: each item holding `;` in brackets, and
+/// the whole in brackets where reading it would drop brackets of its own
+/// (one bracketed item); `[]` when empty.
+fn write_list(items: Vec<String>) -> String {
+    if items.is_empty() {
+        return "[]".into();
+    }
+    let text = items
+        .iter()
+        .map(|item| bracket_for(item, ';'))
+        .collect::<Vec<_>>()
+        .join(";");
+    protect(&text)
 }
 
 /// `a;b;c` (or `[a;b;c]`); `[]` is the empty list.
@@ -188,7 +273,7 @@ impl<T: ListItem> OptionValue for Vec<T> {
     fn parse_text(&mut self, text: &str) -> std::result::Result<(), String> {
         let expected = || format!("a ;-separated list of {}", T::PLURAL);
         let mut out = Vec::new();
-        for item in list_items(text) {
+        for item in list_items(text).ok_or_else(expected)? {
             let mut v = T::default();
             v.parse_text(item).map_err(|_| expected())?;
             out.push(v);
@@ -197,13 +282,12 @@ impl<T: ListItem> OptionValue for Vec<T> {
         Ok(())
     }
     fn format_text(&self) -> String {
-        if self.is_empty() {
-            return "[]".into();
-        }
-        self.iter()
-            .map(OptionValue::format_text)
-            .collect::<Vec<_>>()
-            .join(";")
+        write_list(self.iter().map(OptionValue::format_text).collect())
+    }
+    fn nested_specs(&mut self) -> Vec<&mut Spec> {
+        self.iter_mut()
+            .flat_map(OptionValue::nested_specs)
+            .collect()
     }
 }
 
@@ -213,7 +297,7 @@ macro_rules! tuple_value {
         impl<$($t: ListItem),+> OptionValue for ($($t,)+) {
             fn parse_text(&mut self, text: &str) -> std::result::Result<(), String> {
                 let expected = || format!("{} values written {}", $n, $written);
-                let items = list_items(text);
+                let items = list_items(text).unwrap_or_default();
                 if items.len() != $n {
                     return Err(expected());
                 }
@@ -226,7 +310,12 @@ macro_rules! tuple_value {
                 Ok(())
             }
             fn format_text(&self) -> String {
-                [$(self.$i.format_text()),+].join(";")
+                write_list(vec![$(self.$i.format_text()),+])
+            }
+            fn nested_specs(&mut self) -> Vec<&mut Spec> {
+                let mut out = Vec::new();
+                $(out.extend(self.$i.nested_specs());)+
+                out
             }
         }
     };
@@ -274,7 +363,7 @@ macro_rules! choices {
         }
         impl $crate::spec::OptionValue for $ty {
             fn parse_text(&mut self, text: &str) -> ::std::result::Result<(), String> {
-                match <Self as $crate::spec::Choice>::from_word(text) {
+                match <Self as $crate::spec::Choice>::from_word($crate::spec::unbracket(text)) {
                     Some(v) => {
                         *self = v;
                         Ok(())
