@@ -2,6 +2,7 @@
 //! [`DataLoader`].
 pub mod dataset;
 pub mod idx;
+pub mod images;
 pub mod loader;
 pub mod source;
 pub mod tabular;
