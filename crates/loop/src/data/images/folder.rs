@@ -23,7 +23,6 @@
 use super::decode::decode_file;
 use crate::{Error, Result};
 use kiln_tensor::Tensor;
-use std::collections::HashSet;
 use std::ffi::{OsStr, OsString};
 use std::fs;
 use std::os::unix::ffi::OsStrExt;
@@ -210,11 +209,8 @@ fn walk(
     }
     out.push((dir.to_path_buf(), files));
     ancestors.push(id);
-    let mut seen = HashSet::new();
     for sub in subdirs {
-        if seen.insert(sub.clone()) {
-            walk(&sub, ancestors, out)?;
-        }
+        walk(&sub, ancestors, out)?;
     }
     ancestors.pop();
     Ok(())

@@ -28,8 +28,9 @@ pub fn resized_output_size(
     max_size: Option<i64>,
 ) -> Result<(i64, i64)> {
     let (short, long) = if w <= h { (w, h) } else { (h, w) };
-    // Python's `int(a * b / c)`: a correctly rounded division, truncated.
-    let scaled = |a: i64, b: i64, c: i64| ((a * b) as f64 / c as f64) as i64;
+    // Python's `int(a * b / c)`: an exact product, a rounded division, truncated.
+    let scaled =
+        |a: i64, b: i64, c: i64| ((i128::from(a) * i128::from(b)) as f64 / c as f64) as i64;
     let (new_short, new_long) =
         match (size, max_size) {
             (None, Some(max)) => (scaled(max, short, long), max),
