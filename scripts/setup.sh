@@ -6,13 +6,16 @@
 #      A user's own $LIBTORCH is honoured instead. Beside torch, pinned and
 #      without their dependencies: safetensors, packaging, numpy (reference
 #      scripts) and tensorboard, protobuf, absl-py (TensorBoard's event reader,
-#      for kiln-loop's TensorBoard tests).
+#      for kiln-loop's TensorBoard tests), torchvision and Pillow (the references
+#      of kiln-loop's image decoding and transforms).
 #   2. `.cargo/config.toml` (git-ignored): tells torch-sys where libtorch is and
 #      gives every binary an rpath, so nothing needs exporting.
 #   3. FashionMNIST: Debian's dataset-fashion-mnist, from /usr/share/datasets or
 #      unpacked from the package (apt-get download + dpkg-deb -x, no root).
 #   4. MPI for the `mpi` feature: Open MPI and libclang from Debian (root:
 #      apt-get install; otherwise an error naming the packages).
+#   5. libjpeg-turbo's TurboJPEG library from Debian (kiln-loop decodes JPEG
+#      with it, as PIL does with libjpeg-turbo): apt-get install as for MPI.
 set -euo pipefail
 
 TORCH_VERSION=2.11.0
@@ -23,6 +26,8 @@ EXPECTTEST_VERSION=0.3.0
 TENSORBOARD_VERSION=2.21.0
 PROTOBUF_VERSION=7.36.2
 ABSL_VERSION=2.5.1
+TORCHVISION_VERSION=0.26.0
+PILLOW_VERSION=13.0.0
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cache=${KILN_CACHE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/kiln}
 
@@ -98,6 +103,23 @@ else
       die "pip could not install tensorboard==$TENSORBOARD_VERSION (see above)"
     tb_ok || die "tensorboard==$TENSORBOARD_VERSION, protobuf==$PROTOBUF_VERSION or absl-py==$ABSL_VERSION is still missing from $wheel_dir"
   fi
+  # torchvision + Pillow (numpy is above): the references of kiln-loop's image
+  # tests (PIL's decoded pixels, datasets.ImageFolder, transforms.v2). torchvision
+  # imports nothing else for them; its other extras (scipy, gdown) are not needed.
+  tv_ok() {
+    [ -d "$wheel_dir/torchvision-$TORCHVISION_VERSION.dist-info" ] &&
+      [ -d "$wheel_dir/pillow-$PILLOW_VERSION.dist-info" ] &&
+      [ -f "$wheel_dir/torchvision/transforms/v2/__init__.py" ] && [ -f "$wheel_dir/PIL/Image.py" ]
+  }
+  if ! tv_ok; then
+    say "adding torchvision==$TORCHVISION_VERSION and pillow==$PILLOW_VERSION to $wheel_dir"
+    rm -rf "$wheel_dir"/torchvision "$wheel_dir"/torchvision-*.dist-info "$wheel_dir"/torchvision.libs \
+      "$wheel_dir"/PIL "$wheel_dir"/pillow-*.dist-info "$wheel_dir"/pillow.libs
+    python3 -m pip install --quiet --no-input --disable-pip-version-check --no-deps \
+      --target "$wheel_dir" "torchvision==$TORCHVISION_VERSION" "pillow==$PILLOW_VERSION" ||
+      die "pip could not install torchvision==$TORCHVISION_VERSION (see above)"
+    tv_ok || die "torchvision==$TORCHVISION_VERSION or pillow==$PILLOW_VERSION is still missing from $wheel_dir"
+  fi
   ln -sfn "$wheel_dir" "$root/.libtorch"
 fi
 libtorch=$(cd "$libtorch" && pwd -P)
@@ -170,5 +192,24 @@ if [ -z "${KILN_NO_MPI:-}" ] && ! has_mpi; then
     has_mpi || die "MPI is still missing after installing $mpi_packages"
   else
     die "MPI is missing: install $mpi_packages (as root: apt-get install $mpi_packages), or set KILN_NO_MPI=1 to build without the mpi feature"
+  fi
+fi
+
+# --- 5. libjpeg-turbo (kiln-loop's JPEG decoder, the `turbojpeg` crate) --------
+# Debian's TurboJPEG library and its pkg-config file, found by turbojpeg-sys.
+jpeg_packages="libturbojpeg0-dev"
+has_turbojpeg() {
+  [ -f /usr/include/turbojpeg.h ] && ls /usr/lib/*/libturbojpeg.so >/dev/null 2>&1
+}
+if ! has_turbojpeg; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    say "installing $jpeg_packages (apt-get)"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get install -y -q $jpeg_packages >/dev/null 2>&1 ||
+      (apt-get update >/dev/null 2>&1 && apt-get install -y -q $jpeg_packages >/dev/null 2>&1) ||
+      die "apt-get install $jpeg_packages failed"
+    has_turbojpeg || die "libturbojpeg is still missing after installing $jpeg_packages"
+  else
+    die "libjpeg-turbo's TurboJPEG library is missing: install $jpeg_packages (as root: apt-get install $jpeg_packages)"
   fi
 fi

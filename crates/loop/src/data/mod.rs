@@ -9,6 +9,7 @@
 //! implements only [`Dataset`].
 pub mod batch;
 pub mod idx;
+pub mod images;
 pub mod loader;
 pub mod memory;
 pub mod sampler;
