@@ -42,7 +42,7 @@ use crate::{Error, Result};
 use kiln_tensor::init::{linear, linear_weight_bound, uniform_};
 use kiln_tensor::nn::{self, Init, VarStore};
 use kiln_tensor::params::NamedParameter;
-use kiln_tensor::spec::{OptionInfo, OptionVisitor, Options};
+use kiln_tensor::spec::{OptionInfo, OptionVisitor, Options, Spec};
 use kiln_tensor::{Device, Kind, Tensor};
 
 /// nanoGPT's `GPTConfig`; `Default` is its defaults (GPT-2 small with
@@ -111,6 +111,27 @@ impl Options for GptConfig {
 }
 
 impl GptConfig {
+    /// The configuration a `gpt:…` spec (as a run's `config.json` records
+    /// it) names for tokens `0..vocab_size` and windows of `block_size`:
+    /// what `kiln sample` rebuilds a trained model from.
+    pub fn from_spec(spec: &str, vocab_size: i64, block_size: i64) -> Result<Self> {
+        let mut spec: Spec = spec.parse()?;
+        if !spec.name.eq_ignore_ascii_case("gpt") {
+            return Err(Error::Usage(format!(
+                "the model is '{}', not gpt: only gpt models are sampled from",
+                spec.name
+            )));
+        }
+        let mut cfg = Self {
+            vocab_size,
+            block_size,
+            ..Self::default()
+        };
+        spec.apply(&mut cfg)?;
+        cfg.check()?;
+        Ok(cfg)
+    }
+
     /// Refuses a configuration nanoGPT cannot build (or builds into
     /// nonsense), in one line naming the options.
     pub fn check(&self) -> Result<()> {
@@ -552,6 +573,25 @@ mod tests {
             err.contains("Cannot forward sequence of length 9, block size is only 8"),
             "{err}"
         );
+        Ok(())
+    }
+
+    #[test]
+    fn config_from_a_recorded_spec() -> Result<()> {
+        let cfg = GptConfig::from_spec(
+            "gpt:n_layer=2,n_head=2,n_embd=8,dropout=0.1,bias=false",
+            11,
+            8,
+        )?;
+        assert_eq!(
+            cfg,
+            GptConfig {
+                dropout: 0.1,
+                ..small()
+            }
+        );
+        assert!(GptConfig::from_spec("mlp", 11, 8).is_err());
+        assert!(GptConfig::from_spec("gpt:n_embd=9", 11, 8).is_err());
         Ok(())
     }
 
