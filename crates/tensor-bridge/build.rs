@@ -6,6 +6,8 @@ fn main() {
     println!("cargo:rerun-if-changed=cpp/shim.cpp");
     println!("cargo:rerun-if-changed=cpp/jit.cpp");
     println!("cargo:rerun-if-changed=cpp/cpu_alloc.cpp");
+    println!("cargo:rerun-if-changed=cpp/autograd.cpp");
+    println!("cargo:rerun-if-changed=cpp/error.h");
     // torch-sys (links = "tch") publishes the libtorch lib dir as `libtorch_lib`.
     let Some(lib) = std::env::var_os("DEP_TCH_LIBTORCH_LIB") else {
         panic!("torch-sys did not report a libtorch lib dir; run scripts/setup.sh (or `make setup`) first");
@@ -72,6 +74,8 @@ fn main() {
         .file("cpp/jit.cpp")
         // The arena CPU allocator (`memory.rs`).
         .file("cpp/cpu_alloc.cpp")
+        // Activation checkpointing (`autograd.rs`).
+        .file("cpp/autograd.cpp")
         .objects(&objects);
     // libtorch_cuda is not linked: the shim loads it on first use where a CUDA
     // driver exists (`kiln_cuda_load`), so CPU runs never map the CUDA

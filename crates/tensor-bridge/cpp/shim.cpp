@@ -124,44 +124,6 @@ char *kiln_grad_defined(tensor self, int *defined) {
   KILN_TRY(*defined = self->grad().defined() ? 1 : 0)
 }
 
-// torch.get_rng_state(): the CPU generator's state as a uint8 tensor.
-char *kiln_cpu_rng_state(tensor *out) {
-  KILN_TRY({
-    auto gen = at::detail::getDefaultCPUGenerator();
-    std::lock_guard<std::mutex> lock(gen.mutex());
-    *out = new at::Tensor(gen.get_state());
-  })
-}
-
-// torch.set_rng_state(state)
-char *kiln_set_cpu_rng_state(tensor state) {
-  KILN_TRY({
-    auto gen = at::detail::getDefaultCPUGenerator();
-    std::lock_guard<std::mutex> lock(gen.mutex());
-    gen.set_state(*state);
-  })
-}
-
-// torch.cuda.get_rng_state(device)
-char *kiln_cuda_rng_state(int64_t device, tensor *out) {
-  KILN_TRY({
-    auto gen = at::globalContext().defaultGenerator(
-        c10::Device(c10::DeviceType::CUDA, static_cast<c10::DeviceIndex>(device)));
-    std::lock_guard<std::mutex> lock(gen.mutex());
-    *out = new at::Tensor(gen.get_state());
-  })
-}
-
-// torch.cuda.set_rng_state(state, device)
-char *kiln_set_cuda_rng_state(int64_t device, tensor state) {
-  KILN_TRY({
-    auto gen = at::globalContext().defaultGenerator(
-        c10::Device(c10::DeviceType::CUDA, static_cast<c10::DeviceIndex>(device)));
-    std::lock_guard<std::mutex> lock(gen.mutex());
-    gen.set_state(*state);
-  })
-}
-
 // torch._foreach_add_(selfs, others, alpha=alpha)
 char *kiln_foreach_add_(tensor *selfs, tensor *others, int64_t n, double alpha) {
   KILN_TRY(at::_foreach_add_(kiln_list(selfs, n), kiln_list(others, n), alpha))
@@ -607,6 +569,128 @@ char *kiln_clear_post_accumulate_grad_hook(tensor self, void *ctx) {
       torch::autograd::impl::set_post_acc_grad_hooks(*self, nullptr);
     }
   })
+}
+
+}  // extern "C"
+
+// ===========================================================================
+// Generators: `at::Generator` handles (torch.Generator). A handle shares its
+// generator (an intrusive pointer): the default CPU and CUDA generators are
+// handed out as handles too. Draws call libtorch's own functions with the
+// generator, whose kernels take `gen.mutex()` themselves; seeding and state
+// take it here, as PyTorch's Python bindings do (THPGenerator_*).
+// ===========================================================================
+
+typedef at::Generator *generator;
+
+static at::TensorOptions kiln_options(int dtype) {
+  TORCH_CHECK(dtype >= 0 && dtype < static_cast<int>(c10::ScalarType::NumOptions),
+              "not a c10::ScalarType: ", dtype);
+  return at::TensorOptions().dtype(static_cast<c10::ScalarType>(dtype));
+}
+
+extern "C" {
+
+// torch.Generator().manual_seed(seed)
+char *kiln_generator_new(uint64_t seed, generator *out) {
+  KILN_TRY(*out = new at::Generator(at::make_generator<at::CPUGeneratorImpl>(seed)))
+}
+
+// A handle to the default generator of the CPU (device_type 0: what
+// torch.rand() uses without generator=) or of CUDA device `index` (1).
+char *kiln_generator_default(int device_type, int64_t index, generator *out) {
+  KILN_TRY({
+    TORCH_CHECK(device_type == 0 || device_type == 1,
+                "kiln generators are on cpu (0) or cuda (1), got ", device_type);
+    if (device_type == 0) {
+      *out = new at::Generator(at::detail::getDefaultCPUGenerator());
+    } else {
+      *out = new at::Generator(at::globalContext().defaultGenerator(
+          c10::Device(c10::DeviceType::CUDA, static_cast<c10::DeviceIndex>(index))));
+    }
+  })
+}
+
+void kiln_generator_free(generator g) { delete g; }
+
+// g.manual_seed(seed)
+char *kiln_generator_manual_seed(generator g, uint64_t seed) {
+  KILN_TRY({
+    std::lock_guard<std::mutex> lock(g->mutex());
+    g->set_current_seed(seed);
+  })
+}
+
+// g.initial_seed()
+char *kiln_generator_initial_seed(generator g, uint64_t *out) {
+  KILN_TRY({
+    std::lock_guard<std::mutex> lock(g->mutex());
+    *out = g->current_seed();
+  })
+}
+
+// g.get_state(): a uint8 tensor.
+char *kiln_generator_get_state(generator g, tensor *out) {
+  KILN_TRY({
+    std::lock_guard<std::mutex> lock(g->mutex());
+    *out = new at::Tensor(g->get_state());
+  })
+}
+
+// g.set_state(state)
+char *kiln_generator_set_state(generator g, tensor state) {
+  KILN_TRY({
+    std::lock_guard<std::mutex> lock(g->mutex());
+    g->set_state(*state);
+  })
+}
+
+// torch.rand(size, generator=g, dtype=dtype)
+char *kiln_generator_rand(generator g, const int64_t *size, int64_t ndim, int dtype, tensor *out) {
+  KILN_TRY(*out = new at::Tensor(at::rand(at::IntArrayRef(size, ndim), *g, kiln_options(dtype))))
+}
+
+// torch.randn(size, generator=g, dtype=dtype)
+char *kiln_generator_randn(generator g, const int64_t *size, int64_t ndim, int dtype, tensor *out) {
+  KILN_TRY(*out = new at::Tensor(at::randn(at::IntArrayRef(size, ndim), *g, kiln_options(dtype))))
+}
+
+// torch.randint(low, high, size, generator=g) (int64)
+char *kiln_generator_randint(generator g, int64_t low, int64_t high, const int64_t *size,
+                             int64_t ndim, tensor *out) {
+  KILN_TRY(*out = new at::Tensor(at::randint(low, high, at::IntArrayRef(size, ndim), *g,
+                                             at::TensorOptions().dtype(at::kLong))))
+}
+
+// torch.randperm(n, generator=g) (int64)
+char *kiln_generator_randperm(generator g, int64_t n, tensor *out) {
+  KILN_TRY(*out = new at::Tensor(at::randperm(n, *g, at::TensorOptions().dtype(at::kLong))))
+}
+
+// self.uniform_(from, to, generator=g)
+char *kiln_generator_uniform_(generator g, tensor self, double from, double to) {
+  KILN_TRY(self->uniform_(from, to, *g))
+}
+
+// self.normal_(mean, std, generator=g)
+char *kiln_generator_normal_(generator g, tensor self, double mean, double std) {
+  KILN_TRY(self->normal_(mean, std, *g))
+}
+
+// self.random_(generator=g)
+char *kiln_generator_random_(generator g, tensor self) {
+  KILN_TRY(self->random_(*g))
+}
+
+// self.bernoulli_(p, generator=g)
+char *kiln_generator_bernoulli_(generator g, tensor self, double p) {
+  KILN_TRY(self->bernoulli_(p, *g))
+}
+
+// torch.multinomial(probs, num_samples, replacement, generator=g)
+char *kiln_generator_multinomial(generator g, tensor probs, int64_t num_samples, int replacement,
+                                 tensor *out) {
+  KILN_TRY(*out = new at::Tensor(at::multinomial(*probs, num_samples, replacement != 0, *g)))
 }
 
 }  // extern "C"

@@ -36,6 +36,33 @@ pub fn default_dtype() -> Result<Kind> {
     Ok(owned(out)?.f_kind()?)
 }
 
+/// `kind` as a `c10::ScalarType` value, how the shim takes a dtype.
+pub(crate) fn scalar_type(kind: Kind) -> std::os::raw::c_int {
+    // c10/core/ScalarType.h's numbering (tch's own `Kind::c_int` is private).
+    match kind {
+        Kind::Uint8 => 0,
+        Kind::Int8 => 1,
+        Kind::Int16 => 2,
+        Kind::Int => 3,
+        Kind::Int64 => 4,
+        Kind::Half => 5,
+        Kind::Float => 6,
+        Kind::Double => 7,
+        Kind::ComplexHalf => 8,
+        Kind::ComplexFloat => 9,
+        Kind::ComplexDouble => 10,
+        Kind::Bool => 11,
+        Kind::QInt8 => 12,
+        Kind::QUInt8 => 13,
+        Kind::QInt32 => 14,
+        Kind::BFloat16 => 15,
+        Kind::Float8e5m2 => 23,
+        Kind::Float8e4m3fn => 24,
+        Kind::Float8e5m2fnuz => 25,
+        Kind::Float8e4m3fnuz => 26,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -57,6 +84,44 @@ mod tests {
         assert_eq!(default_dtype()?, Kind::Double);
         set_default_dtype(Kind::Float)?;
         assert_eq!(default_dtype()?, Kind::Float);
+        Ok(())
+    }
+
+    #[test]
+    fn scalar_type_is_libtorchs_numbering() -> Result<()> {
+        let kinds = [
+            Kind::Uint8,
+            Kind::Int8,
+            Kind::Int16,
+            Kind::Int,
+            Kind::Int64,
+            Kind::Half,
+            Kind::Float,
+            Kind::Double,
+            Kind::ComplexFloat,
+            Kind::ComplexDouble,
+            Kind::Bool,
+            Kind::BFloat16,
+        ];
+        for kind in kinds {
+            // A generator draw builds its tensor from the number alone.
+            let drawn = crate::rng::Generator::new(0)?.rand(&[1], kind);
+            let name = match kind {
+                Kind::Uint8 => "'Byte'",
+                Kind::Int8 => "'Char'",
+                Kind::Int16 => "'Short'",
+                Kind::Int => "'Int'",
+                Kind::Int64 => "'Long'",
+                Kind::Bool => "'Bool'",
+                _ => {
+                    assert_eq!(drawn?.f_kind()?, kind);
+                    continue;
+                }
+            };
+            // torch.rand refuses integer dtypes, naming the one it got.
+            let err = drawn.err().map(|e| e.to_string()).unwrap_or_default();
+            assert!(err.contains(name), "{kind:?}: {err}");
+        }
         Ok(())
     }
 }

@@ -17,11 +17,13 @@
 //! - [`dtype`]: libtorch's default dtype (`torch.set_default_dtype`).
 //! - [`memory`]: kiln's CPU allocator (huge-page arenas, blocks reused per size);
 //! - [`jit`]: TorchScript modules loaded for training ([`jit::ScriptModule`]).
+//! - [`autograd`]: activation checkpointing (`torch.utils.checkpoint`);
 //! - [`amp`]: mixed precision — autocast regions through libtorch's own
 //!   state, the GradScaler kernels, and [`amp::Precision`] (Lightning's names).
 #![deny(missing_docs)]
 
 pub mod amp;
+pub mod autograd;
 pub mod device;
 pub mod dtype;
 mod error;

@@ -30,10 +30,6 @@ extern "C" {
     ) -> *mut c_char;
     pub(crate) fn kiln_clear_grad(this: *mut C_tensor) -> *mut c_char;
     pub(crate) fn kiln_grad_defined(this: *mut C_tensor, defined: *mut c_int) -> *mut c_char;
-    pub(crate) fn kiln_cpu_rng_state(out: *mut *mut C_tensor) -> *mut c_char;
-    pub(crate) fn kiln_set_cpu_rng_state(state: *mut C_tensor) -> *mut c_char;
-    pub(crate) fn kiln_cuda_rng_state(device: i64, out: *mut *mut C_tensor) -> *mut c_char;
-    pub(crate) fn kiln_set_cuda_rng_state(device: i64, state: *mut C_tensor) -> *mut c_char;
     pub(crate) fn kiln_foreach_add_(
         selfs: *const *mut C_tensor,
         others: *const *mut C_tensor,
@@ -296,4 +292,105 @@ extern "C" {
         this: *mut C_tensor,
         ctx: *mut std::ffi::c_void,
     ) -> *mut c_char;
+}
+
+// Generators (`at::Generator` handles); only `crate::rng` calls these.
+// Device types: 0 = CPU, 1 = CUDA; dtypes are c10::ScalarType values.
+// ---------------------------------------------------------------------------
+/// An opaque `at::Generator` handle.
+#[repr(C)]
+pub(crate) struct RawGenerator {
+    _private: [u8; 0],
+}
+
+extern "C" {
+    pub(crate) fn kiln_generator_new(seed: u64, out: *mut *mut RawGenerator) -> *mut c_char;
+    pub(crate) fn kiln_generator_default(
+        device_type: c_int,
+        index: i64,
+        out: *mut *mut RawGenerator,
+    ) -> *mut c_char;
+    pub(crate) fn kiln_generator_free(g: *mut RawGenerator);
+    pub(crate) fn kiln_generator_manual_seed(g: *mut RawGenerator, seed: u64) -> *mut c_char;
+    pub(crate) fn kiln_generator_initial_seed(g: *mut RawGenerator, out: *mut u64) -> *mut c_char;
+    pub(crate) fn kiln_generator_get_state(
+        g: *mut RawGenerator,
+        out: *mut *mut C_tensor,
+    ) -> *mut c_char;
+    pub(crate) fn kiln_generator_set_state(
+        g: *mut RawGenerator,
+        state: *mut C_tensor,
+    ) -> *mut c_char;
+    pub(crate) fn kiln_generator_rand(
+        g: *mut RawGenerator,
+        size: *const i64,
+        ndim: i64,
+        dtype: c_int,
+        out: *mut *mut C_tensor,
+    ) -> *mut c_char;
+    pub(crate) fn kiln_generator_randn(
+        g: *mut RawGenerator,
+        size: *const i64,
+        ndim: i64,
+        dtype: c_int,
+        out: *mut *mut C_tensor,
+    ) -> *mut c_char;
+    pub(crate) fn kiln_generator_randint(
+        g: *mut RawGenerator,
+        low: i64,
+        high: i64,
+        size: *const i64,
+        ndim: i64,
+        out: *mut *mut C_tensor,
+    ) -> *mut c_char;
+    pub(crate) fn kiln_generator_randperm(
+        g: *mut RawGenerator,
+        n: i64,
+        out: *mut *mut C_tensor,
+    ) -> *mut c_char;
+    pub(crate) fn kiln_generator_uniform_(
+        g: *mut RawGenerator,
+        this: *mut C_tensor,
+        from: f64,
+        to: f64,
+    ) -> *mut c_char;
+    pub(crate) fn kiln_generator_normal_(
+        g: *mut RawGenerator,
+        this: *mut C_tensor,
+        mean: f64,
+        std: f64,
+    ) -> *mut c_char;
+    pub(crate) fn kiln_generator_random_(g: *mut RawGenerator, this: *mut C_tensor) -> *mut c_char;
+    pub(crate) fn kiln_generator_bernoulli_(
+        g: *mut RawGenerator,
+        this: *mut C_tensor,
+        p: f64,
+    ) -> *mut c_char;
+    pub(crate) fn kiln_generator_multinomial(
+        g: *mut RawGenerator,
+        probs: *mut C_tensor,
+        num_samples: i64,
+        replacement: c_int,
+        out: *mut *mut C_tensor,
+    ) -> *mut c_char;
+}
+
+// Activation checkpointing, `cpp/autograd.cpp`; only `crate::autograd` calls these.
+// ---------------------------------------------------------------------------
+extern "C" {
+    pub(crate) fn kiln_checkpoint_enter(
+        inputs: *const *mut C_tensor,
+        n: i64,
+        recompute: unsafe extern "C" fn(
+            *mut std::ffi::c_void,
+            *const *mut C_tensor,
+            i64,
+            *mut std::ffi::c_void,
+        ) -> c_int,
+        drop: unsafe extern "C" fn(*mut std::ffi::c_void),
+        ctx: *mut std::ffi::c_void,
+        out: *mut *mut std::ffi::c_void,
+    ) -> *mut c_char;
+    pub(crate) fn kiln_checkpoint_exit(region: *mut std::ffi::c_void) -> *mut c_char;
+    pub(crate) fn kiln_error_assign(error: *mut std::ffi::c_void, msg: *const c_char, len: usize);
 }
