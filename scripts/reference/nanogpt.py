@@ -19,6 +19,8 @@ default's type). Differences, all outside the numbers:
 - under torchrun on the CPU the process group is gloo and the device stays `cpu`
   (train.py moves each rank to `cuda:LOCAL_RANK` with nccl);
 - `compile=True` is refused (the reference runs eagerly);
+- `--gradient_checkpointing=True` runs each block under `torch.utils.checkpoint(block, x,
+  use_reentrant=False)` (kiln's `--gradient-checkpointing`; nanoGPT has no such flag);
 - `sample --weights=FILE.safetensors` (with the model's sizes as flags and `--meta=meta.pkl`)
   samples from a state dict saved by kiln, next to sample.py's `--out_dir` checkpoint.
 Subcommands `init`, `step` and `batches` write what crates/loop/tests/gpt.rs compares kiln with.
@@ -87,6 +89,7 @@ if __name__ == "__main__" and sys.argv[1:2] == ["prepare"]:
 
 import torch
 import torch.nn as nn
+import torch.utils.checkpoint
 from torch.nn import functional as F
 
 # ----------------------------------------------------------------------------- model.py

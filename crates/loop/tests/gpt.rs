@@ -121,13 +121,12 @@ fn initial_state_dict_is_nanogpts_bit_for_bit() -> Result<()> {
     let dir = TempDir::new("gpt-init")?;
     for (seed, cfg) in [
         (1337, tiny(0.0, true)),
-        (7, tiny(0.1, false)),
         (
-            3,
+            7,
             GptConfig {
                 n_layer: 3,
                 n_head: 4,
-                ..tiny(0.1, true)
+                ..tiny(0.1, false)
             },
         ),
     ] {
@@ -196,20 +195,47 @@ fn a_training_step_matches_nanogpts() -> Result<()> {
     let dir = TempDir::new("gpt-step")?;
     let loss_fn = kiln_losses::registry().build("cross-entropy:ignore_index=-1")?;
     let (batch, seed) = (3, 11);
-    for cfg in [tiny(0.0, true), tiny(0.1, false)] {
-        let file = dir.path().join("step.safetensors");
+    // The last run checkpoints every block (--gradient-checkpointing):
+    // the same numbers as the one before, which does not.
+    let runs = [
+        (tiny(0.0, true), false),
+        (tiny(0.1, false), false),
+        (tiny(0.1, false), true),
+    ];
+    let mut plain_reference: Vec<(String, Tensor)> = Vec::new();
+    for (cfg, checkpointing) in runs {
+        let file = dir.path().join(format!("step-{checkpointing}.safetensors"));
         let mut args = vec![
             "step".into(),
             format!("--seed={seed}"),
             format!("--batch_size={batch}"),
+            format!(
+                "--checkpointing={}",
+                if checkpointing { "True" } else { "False" }
+            ),
         ];
         args.push(format!("--out={}", file.display()));
         args.extend(model_flags(&cfg));
         nanogpt(&args)?;
         let torch = read(&file)?;
+        if checkpointing {
+            for (name, tensor) in &plain_reference {
+                check_same(
+                    &format!("PyTorch's {name} with and without checkpointing"),
+                    find(&torch, name)?,
+                    tensor,
+                )?;
+            }
+        } else {
+            plain_reference = torch
+                .iter()
+                .map(|(n, t)| (n.clone(), t.shallow_clone()))
+                .collect();
+        }
 
         kiln_tensor::rng::manual_seed(seed);
         let mut model = Gpt::new(&cfg, Device::Cpu)?;
+        model.set_gradient_checkpointing(checkpointing);
         let (b, t, v) = (batch, cfg.block_size, cfg.vocab_size);
         let x = Tensor::f_randint(v, [b, t], (Kind::Int64, Device::Cpu))?;
         let y = Tensor::f_randint(v, [b, t], (Kind::Int64, Device::Cpu))?;
@@ -219,7 +245,11 @@ fn a_training_step_matches_nanogpts() -> Result<()> {
         let mut optimizer = nanogpt_adamw(&model, 1e-3, 0.1)?;
         model.set_training(true)?;
         let logits = model.forward(&x)?;
-        check_same(&format!("logits {cfg:?}"), &logits, find(&torch, "logits")?)?;
+        check_same(
+            &format!("logits {cfg:?} {checkpointing}"),
+            &logits,
+            find(&torch, "logits")?,
+        )?;
         let loss = loss_fn.forward(&logits.f_view([-1, v])?, &y.f_view([-1])?)?;
         check_same("loss", &loss, find(&torch, "loss")?)?;
         loss.f_backward()?;
@@ -231,7 +261,7 @@ fn a_training_step_matches_nanogpts() -> Result<()> {
         let params = model.parameters()?;
         for p in &params {
             check_same(
-                &format!("grad of {} {cfg:?}", p.name),
+                &format!("grad of {} {cfg:?} checkpointing={checkpointing}", p.name),
                 &p.tensor.f_grad()?,
                 find(&torch, &format!("grad.{}", p.name))?,
             )?;
@@ -528,6 +558,65 @@ fn gpt_is_in_the_model_registry_with_nanogpts_defaults() -> Result<()> {
     assert_eq!(
         r.resolve_text("GPT:n_layer=4,n_head=4,n_embd=128,bias=false")?,
         "gpt:n_layer=4,n_head=4,n_embd=128,dropout=0.0,bias=false"
+    );
+    Ok(())
+}
+
+/// Bytes the forward pass leaves held for backward (kiln's arena
+/// allocator counts tensors of 256 KiB and more: every activation here),
+/// and the gradients after backward.
+fn forward_memory(cfg: &GptConfig, checkpointing: bool) -> Result<(u64, Vec<Tensor>)> {
+    let live = || -> Result<u64> {
+        Ok(kiln_tensor::memory::arena_stats()
+            .context("the arena allocator is installed")?
+            .live)
+    };
+    kiln_tensor::rng::manual_seed(3);
+    let mut model = Gpt::new(cfg, Device::Cpu)?;
+    model.set_gradient_checkpointing(checkpointing);
+    let x = Tensor::f_randint(
+        cfg.vocab_size,
+        [4, cfg.block_size],
+        (Kind::Int64, Device::Cpu),
+    )?;
+    let before = live()?;
+    let logits = model.forward(&x)?;
+    let held = live()?.saturating_sub(before);
+    logits.f_square()?.f_mean(Kind::Float)?.f_backward()?;
+    let grads = model
+        .parameters()?
+        .iter()
+        .map(|p| p.tensor.f_grad())
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok((held, grads))
+}
+
+#[test]
+fn gradient_checkpointing_keeps_less_memory_for_the_same_gradients() -> Result<()> {
+    let _rng = RNG.lock();
+    kiln_tensor::memory::install_arena_allocator();
+    // Activations of [4, 64, 256] floats: 256 KiB, the arena's smallest block.
+    let cfg = GptConfig {
+        block_size: 64,
+        vocab_size: 64,
+        n_layer: 4,
+        n_head: 4,
+        n_embd: 256,
+        dropout: 0.1,
+        bias: true,
+    };
+    let (plain, plain_grads) = forward_memory(&cfg, false)?;
+    let (checkpointed, grads) = forward_memory(&cfg, true)?;
+    println!("forward held {plain} bytes, {checkpointed} with checkpoints");
+    for (a, b) in plain_grads.iter().zip(&grads) {
+        check_same("a gradient with and without checkpointing", b, a)?;
+    }
+    // Without checkpoints each block keeps a dozen activations (layer-norm
+    // outputs, q/k/v, the attention output, 4x-wide MLP activations,
+    // dropout masks); with them, only its input.
+    ensure!(
+        checkpointed * 8 < plain,
+        "the forward held {checkpointed} bytes with checkpoints, {plain} without"
     );
     Ok(())
 }

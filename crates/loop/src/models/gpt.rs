@@ -34,6 +34,10 @@
 //!   the last position as nanoGPT's inference path does
 //!   (`lm_head(x[:, [-1], :])`, a matrix product of another shape, which
 //!   may round differently from slicing the full logits).
+//! - **Gradient checkpointing** ([`Gpt::set_gradient_checkpointing`]):
+//!   each block under `torch.utils.checkpoint(block, x,
+//!   use_reentrant=False)`, recomputed in backward with the forward's
+//!   generator state: the same numbers, less memory.
 //! - [`Gpt::generate`] is `GPT.generate`: crop to `block_size`, last
 //!   logits / temperature, `torch.topk` masking with `-inf`, softmax,
 //!   `torch.multinomial`, under no_grad.
@@ -204,7 +208,59 @@ struct Block {
     mlp_proj: nn::Linear,
 }
 
+impl LayerNorm {
+    fn shallow_clone(&self) -> Self {
+        Self {
+            weight: self.weight.shallow_clone(),
+            bias: self.bias.as_ref().map(Tensor::shallow_clone),
+        }
+    }
+}
+
+fn linear_handle(layer: &nn::Linear) -> nn::Linear {
+    nn::Linear {
+        ws: layer.ws.shallow_clone(),
+        bs: layer.bs.as_ref().map(Tensor::shallow_clone),
+    }
+}
+
 impl Block {
+    /// The same block: handles sharing the parameters (and their gradients).
+    fn shallow_clone(&self) -> Self {
+        Self {
+            ln_1: self.ln_1.shallow_clone(),
+            c_attn: linear_handle(&self.c_attn),
+            attn_proj: linear_handle(&self.attn_proj),
+            ln_2: self.ln_2.shallow_clone(),
+            c_fc: linear_handle(&self.c_fc),
+            mlp_proj: linear_handle(&self.mlp_proj),
+        }
+    }
+
+    /// `torch.utils.checkpoint.checkpoint(block, x, use_reentrant=False)`:
+    /// the block's activations are not kept but recomputed in backward,
+    /// with the generator's state of this forward (same dropout masks).
+    fn forward_checkpointed(&self, x: &Tensor, cfg: &GptConfig, train: bool) -> Result<Tensor> {
+        let block = self.shallow_clone();
+        let cfg = cfg.clone();
+        let out = kiln_tensor::autograd::checkpoint(
+            move |xs: &[Tensor]| {
+                let x = xs.first().ok_or_else(|| {
+                    kiln_tensor::Error::InvalidArgument("a block takes one input".into())
+                })?;
+                match block.forward(x, &cfg, train) {
+                    Ok(y) => Ok(vec![y]),
+                    Err(Error::Tensor(e)) => Err(e),
+                    Err(other) => Err(kiln_tensor::Error::Torch(other.to_string())),
+                }
+            },
+            &[x],
+        )?;
+        out.into_iter()
+            .next()
+            .ok_or_else(|| Error::Model("a checkpointed block returned nothing".into()))
+    }
+
     /// The block's modules in `Block.__init__`'s order, each with its
     /// default initialisation.
     fn new(path: &nn::Path<'_>, cfg: &GptConfig) -> Result<Self> {
@@ -291,6 +347,8 @@ pub struct Gpt {
     blocks: Vec<Block>,
     ln_f: LayerNorm,
     training: bool,
+    /// Each block under `torch.utils.checkpoint` (`--gradient-checkpointing`).
+    checkpointing: bool,
 }
 
 /// `torch.nn.init.normal_(tensor, mean, std)`, outside autograd.
@@ -362,12 +420,29 @@ impl Gpt {
             blocks,
             ln_f,
             training: true,
+            checkpointing: false,
         })
     }
 
     /// The configuration it was built with.
     pub fn config(&self) -> &GptConfig {
         &self.cfg
+    }
+
+    /// `--gradient-checkpointing`: each block runs under
+    /// `torch.utils.checkpoint.checkpoint(block, x, use_reentrant=False)`
+    /// ([`kiln_tensor::autograd::checkpoint`]): its activations are
+    /// recomputed in backward instead of kept, with the generator's state
+    /// of the forward, so the numbers (dropout masks, gradients, the
+    /// generator's state after the step) are those without it; less memory,
+    /// about one more forward pass of time.
+    pub fn set_gradient_checkpointing(&mut self, on: bool) {
+        self.checkpointing = on;
+    }
+
+    /// Whether the blocks are checkpointed.
+    pub fn gradient_checkpointing(&self) -> bool {
+        self.checkpointing
     }
 
     /// nanoGPT's `get_num_params(non_embedding)`: parameters counted once
@@ -409,7 +484,11 @@ impl Gpt {
             .f_add(&pos_emb)?
             .f_dropout(self.cfg.dropout, self.training)?;
         for block in &self.blocks {
-            x = block.forward(&x, &self.cfg, self.training)?;
+            x = if self.checkpointing {
+                block.forward_checkpointed(&x, &self.cfg, self.training)?
+            } else {
+                block.forward(&x, &self.cfg, self.training)?
+            };
         }
         self.ln_f.forward(&x)
     }
