@@ -620,3 +620,38 @@ fn gradient_checkpointing_keeps_less_memory_for_the_same_gradients() -> Result<(
     );
     Ok(())
 }
+
+#[test]
+fn meta_pkl_of_every_protocol_reads() -> Result<()> {
+    let dir = TempDir::new("gpt-protocols")?;
+    // 300 characters: memo indices past 255 (LONG_BINPUT / LONG_BINGET).
+    let chars: Vec<char> = wide_text(300).chars().take(300).collect();
+    let text: String = chars.iter().collect();
+    let input = dir.path().join("chars.txt");
+    std::fs::write(&input, &text)?;
+    let script = "import pickle, sys\n\
+        chars = sorted(set(open(sys.argv[1], encoding='utf-8').read()))\n\
+        meta = {'vocab_size': len(chars), 'itos': dict(enumerate(chars)), 'stoi': {c: i for i, c in enumerate(chars)}}\n\
+        for p in range(2, pickle.HIGHEST_PROTOCOL + 1):\n    \
+            pickle.dump(meta, open(f'{sys.argv[2]}/meta{p}.pkl', 'wb'), protocol=p)\n";
+    let out = Command::new(std::env::var("PYTHON").unwrap_or_else(|_| "python3".into()))
+        .args(["-c", script])
+        .arg(&input)
+        .arg(dir.path())
+        .output()?;
+    ensure!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mut sorted = chars.clone();
+    sorted.sort_unstable();
+    let expected = Meta::from_chars(&sorted);
+    for protocol in 2..=5 {
+        let meta = Meta::read(&dir.path().join(format!("meta{protocol}.pkl")))?;
+        assert_eq!(meta.vocab_size, expected.vocab_size, "protocol {protocol}");
+        assert_eq!(meta.itos, expected.itos, "protocol {protocol}");
+        assert_eq!(meta.stoi, expected.stoi, "protocol {protocol}");
+    }
+    Ok(())
+}

@@ -402,8 +402,9 @@ impl Gpt {
                 }
             }
         }
-        normal_(&wte, 0.0, 0.02)?; // lm_head, the tied weight
-                                   // The scaled residual projections, in named_parameters() order.
+        // lm_head last: the tied weight again.
+        normal_(&wte, 0.0, 0.02)?;
+        // The scaled residual projections, in named_parameters() order.
         let std = 0.02 / ((2 * cfg.n_layer) as f64).sqrt();
         for block in &blocks {
             normal_(&block.attn_proj.ws, 0.0, std)?;
