@@ -559,6 +559,13 @@ fn gpt_is_in_the_model_registry_with_nanogpts_defaults() -> Result<()> {
         r.resolve_text("GPT:n_layer=4,n_head=4,n_embd=128,bias=false")?,
         "gpt:n_layer=4,n_head=4,n_embd=128,dropout=0.0,bias=false"
     );
+    let unknown = r.resolve_text("resnet").err().map(|e| e.to_string());
+    assert!(
+        unknown
+            .as_deref()
+            .is_some_and(|m| m.ends_with("accepted: mlp, cnn, gpt, torchscript")),
+        "{unknown:?}"
+    );
     Ok(())
 }
 
