@@ -433,3 +433,29 @@ impl TokenData {
         ))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sources_print_back_canonically() -> Result<()> {
+        let src: TokensSource = "data/chars,vocab_size=65,block_size=64".parse()?;
+        assert_eq!(src.block_size, 64);
+        assert_eq!(src.vocab_size, Some(65));
+        let text = src.to_string();
+        assert_eq!(text, "data/chars,block_size=64,dtype=uint16,vocab_size=65");
+        assert_eq!(text.parse::<TokensSource>()?, src);
+        let default: TokensSource = "d".parse()?;
+        assert_eq!(default.to_string(), "d,block_size=1024,dtype=uint16");
+        let err = "d,dtype=int8"
+            .parse::<TokensSource>()
+            .err()
+            .map(|e| e.to_string());
+        assert!(
+            err.as_deref().is_some_and(|m| m.contains("uint16")),
+            "{err:?}"
+        );
+        Ok(())
+    }
+}
