@@ -351,7 +351,7 @@ fn bad_models_and_data_are_one_line_errors_that_create_nothing() {
     check(
         plain(&["--model", "resnet"]),
         2,
-        &["--model: unknown model 'resnet'; accepted: mlp, cnn, torchscript"],
+        &["--model: unknown model 'resnet'; accepted: mlp, cnn, gpt, torchscript"],
     );
     check(
         plain(&["--model", "cnn:chanels=8"]),

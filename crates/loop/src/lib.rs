@@ -23,6 +23,7 @@ pub mod distributed;
 mod error;
 pub mod eval;
 pub mod json_f64;
+pub mod lm;
 pub mod loggers;
 pub mod metrics;
 pub mod models;

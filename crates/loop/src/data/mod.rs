@@ -12,10 +12,13 @@ pub mod idx;
 pub mod images;
 pub mod loader;
 pub mod memory;
+pub mod meta;
+pub mod pickle;
 pub mod sampler;
 pub mod source;
 pub mod tabular;
 pub mod tensors;
+pub mod tokens;
 
 pub use batch::{collate, Batch, Fields, Sample};
 pub use loader::{Batches, DataLoader};

@@ -24,7 +24,6 @@ pub mod buckets;
 #[allow(unsafe_code)]
 pub mod mpi;
 #[cfg(feature = "nccl")]
-#[allow(unsafe_code)]
 pub mod nccl;
 pub mod ring;
 

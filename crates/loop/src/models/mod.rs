@@ -22,6 +22,7 @@ use kiln_tensor::{Device, Tensor};
 use std::path::Path;
 
 pub mod cnn;
+pub mod gpt;
 pub mod mlp;
 pub mod registry;
 pub mod torchscript;

@@ -11,6 +11,7 @@
 //! [`register`](Registry::register)s its own networks the same way.
 use crate::data::{Dataset, Task};
 use crate::models::cnn::{self, CnnConfig};
+use crate::models::gpt::{Gpt, GptConfig};
 use crate::models::mlp::{self, MlpConfig};
 use crate::models::torchscript::TorchScriptModel;
 use crate::models::Model;
@@ -207,7 +208,26 @@ pub fn default_spec(task: Task) -> &'static str {
     }
 }
 
-/// The built-in models: `mlp`, `cnn`, `torchscript`.
+/// `gpt`'s sizes from the data: token data presents itself as class
+/// indices (`Task::Classify { classes: vocab_size }`) over samples of
+/// `[block_size]` token ids.
+fn gpt_from_data(mut cfg: GptConfig, data: &ModelData<'_>) -> Result<Box<dyn Model>> {
+    let shape = data.sample_shape();
+    let (Task::Classify { classes }, &[block_size]) = (data.task, &shape[..]) else {
+        return Err(Error::Usage(format!(
+            "--model gpt trains on token ids (--data tokens:DIR): samples of [block_size] ids with class-index targets, but this data has samples of shape {shape:?} and {}",
+            match data.task {
+                Task::Classify { .. } => "class targets",
+                Task::Regress { .. } => "regression targets",
+            }
+        )));
+    };
+    cfg.vocab_size = classes;
+    cfg.block_size = block_size;
+    Ok(Box::new(Gpt::new(&cfg, data.device)?))
+}
+
+/// The built-in models: `mlp`, `cnn`, `gpt`, `torchscript`.
 pub fn models() -> ModelRegistry {
     let mut r = ModelRegistry::new();
     r.register(
@@ -246,6 +266,14 @@ pub fn models() -> ModelRegistry {
             },
         )
         .alias("Net"),
+    );
+    r.register(
+        model_entry::<GptConfig>(
+            "gpt",
+            "nanoGPT's GPT (model.py): token and position embeddings, n_layer pre-norm blocks of causal self-attention and a GELU MLP, lm_head tied to the token embedding; vocab_size and block_size from the data",
+            gpt_from_data,
+        )
+        .alias("GPT"),
     );
     r.register(
         model_entry::<TorchScriptConfig>(

@@ -1,0 +1,461 @@
+//! nanoGPT's token data: `--data tokens:DIR[,block_size=T,dtype=uint16|uint32,vocab_size=N]`.
+//!
+//! A directory as nanoGPT's `prepare.py` scripts write it: `train.bin` and
+//! `val.bin` (token ids, native little-endian `uint16`, or `uint32` for
+//! vocabularies past 65536) and, for character-level data, `meta.pkl`
+//! ([`Meta`]). The files are memory-mapped (`memmap2`), never read whole:
+//! resident memory does not grow with the data.
+//!
+//! Batches are nanoGPT's `get_batch(split)` ([`TokenData::get_batch`]):
+//! `ix = torch.randint(len(data) - block_size, (batch_size,))` on the
+//! global generator, inputs `data[i:i+block_size]` and targets
+//! `data[i+1:i+1+block_size]`, both int64 `[batch_size, block_size]`.
+//!
+//! Checks, each a one-line error naming the file: a missing `train.bin` or
+//! `val.bin`; a byte count that is not a whole number of tokens (a
+//! truncated file, or the wrong `dtype`); a split with no more than
+//! `block_size` tokens (nanoGPT's `randint` would fail); token ids `>=
+//! vocab_size`, checked on every batch as it is drawn (nanoGPT does not
+//! check; scanning a 10 GB file up front would read it all, a batch costs
+//! `batch_size × (block_size + 1)` comparisons).
+//!
+//! The vocabulary size is `vocab_size=N`, else `meta.pkl`'s, else GPT-2's
+//! padded 50304 (what nanoGPT's train.py falls back to).
+use crate::data::meta::Meta;
+use crate::{Error, Result};
+use kiln_tensor::spec::{OptionInfo, OptionVisitor, Options, Spec};
+use kiln_tensor::{Device, Kind, Tensor};
+use memmap2::Mmap;
+use std::fmt;
+use std::fs::File;
+use std::path::{Path, PathBuf};
+
+/// How token ids are stored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum TokenDtype {
+    /// `np.uint16`, nanoGPT's choice (vocabularies up to 65536).
+    #[default]
+    Uint16,
+    /// `np.uint32`.
+    Uint32,
+}
+
+kiln_tensor::choices!(TokenDtype {
+    Uint16 = "uint16",
+    Uint32 = "uint32",
+});
+
+impl TokenDtype {
+    /// Bytes per token.
+    pub fn size(self) -> usize {
+        match self {
+            TokenDtype::Uint16 => 2,
+            TokenDtype::Uint32 => 4,
+        }
+    }
+
+    /// The name in specs and messages (`uint16`).
+    pub fn name(self) -> &'static str {
+        kiln_tensor::spec::Choice::word(self)
+    }
+}
+
+/// nanoGPT's fallback vocabulary size without `meta.pkl`: GPT-2's 50257
+/// padded to a multiple of 64.
+pub const GPT2_VOCAB_SIZE: i64 = 50304;
+
+/// `tokens:DIR[,block_size=T,dtype=uint16|uint32,vocab_size=N]` (the text
+/// after `tokens:` is what [`TokensSource::from_str`](std::str::FromStr)
+/// parses and `Display` prints back, every option given).
+#[derive(Debug, Clone, PartialEq)]
+pub struct TokensSource {
+    /// The directory holding `train.bin`, `val.bin` and maybe `meta.pkl`.
+    pub dir: PathBuf,
+    /// Tokens per sample (nanoGPT's `block_size`, default 1024); the
+    /// `gpt` model's context length.
+    pub block_size: i64,
+    /// How ids are stored.
+    pub dtype: TokenDtype,
+    /// The vocabulary size, overriding `meta.pkl`'s.
+    pub vocab_size: Option<i64>,
+}
+
+impl TokensSource {
+    /// `dir` with nanoGPT's defaults: `block_size=1024`, `uint16`, the
+    /// vocabulary size from `meta.pkl`.
+    pub fn new(dir: impl Into<PathBuf>) -> Self {
+        Self {
+            dir: dir.into(),
+            block_size: 1024,
+            dtype: TokenDtype::Uint16,
+            vocab_size: None,
+        }
+    }
+}
+
+impl Options for TokensSource {
+    fn options(&mut self, v: &mut dyn OptionVisitor) -> kiln_tensor::Result<()> {
+        v.option(
+            OptionInfo::new("block_size", "tokens per sample (the model's context)"),
+            &mut self.block_size,
+        )?;
+        v.option(
+            OptionInfo::new("dtype", "how train.bin and val.bin store ids"),
+            &mut self.dtype,
+        )?;
+        v.option(
+            OptionInfo::new("vocab_size", "the vocabulary size (default: meta.pkl's)"),
+            &mut self.vocab_size,
+        )
+    }
+}
+
+impl std::str::FromStr for TokensSource {
+    type Err = Error;
+
+    /// `DIR[,block_size=T,dtype=uint16|uint32,vocab_size=N]`.
+    fn from_str(text: &str) -> Result<Self> {
+        let bad = |why: String| {
+            Error::Usage(format!(
+                "--data tokens:{text}: {why}; accepted: tokens:DIR[,block_size=T,dtype=uint16|uint32,vocab_size=N]"
+            ))
+        };
+        let (dir, options) = text.split_once(',').unwrap_or((text, ""));
+        if dir.is_empty() || dir.contains('=') {
+            return Err(bad("name the directory first".into()));
+        }
+        let mut src = TokensSource::new(dir);
+        let mut spec: Spec = format!("tokens:{options}")
+            .parse()
+            .map_err(|e: kiln_tensor::Error| bad(e.to_string()))?;
+        spec.apply(&mut src).map_err(|e| bad(e.to_string()))?;
+        if src.block_size < 1 {
+            return Err(bad(format!(
+                "block_size must be at least 1, got {}",
+                src.block_size
+            )));
+        }
+        if let Some(v) = src.vocab_size.filter(|&v| v < 1) {
+            return Err(bad(format!("vocab_size must be at least 1, got {v}")));
+        }
+        Ok(src)
+    }
+}
+
+impl fmt::Display for TokensSource {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{},block_size={},dtype={}",
+            self.dir.display(),
+            self.block_size,
+            self.dtype.name()
+        )?;
+        if let Some(v) = self.vocab_size {
+            write!(f, ",vocab_size={v}")?;
+        }
+        Ok(())
+    }
+}
+
+/// One token file, memory-mapped.
+#[derive(Debug)]
+pub struct TokenFile {
+    path: PathBuf,
+    /// `None` for an empty file (nothing to map).
+    map: Option<Mmap>,
+    dtype: TokenDtype,
+    len: usize,
+}
+
+fn data_error(path: &Path, message: impl Into<String>) -> Error {
+    Error::Data {
+        path: path.to_path_buf(),
+        message: message.into(),
+    }
+}
+
+impl TokenFile {
+    /// Maps `path` read-only; refuses a missing file and a byte count that
+    /// is not a whole number of `dtype` ids.
+    pub fn open(path: &Path, dtype: TokenDtype) -> Result<Self> {
+        let file = File::open(path).map_err(|e| {
+            if e.kind() == std::io::ErrorKind::NotFound {
+                data_error(
+                    path,
+                    "no such file: a token directory holds train.bin and val.bin (nanoGPT's prepare.py or `kiln prepare-text` write them)",
+                )
+            } else {
+                data_error(path, e.to_string())
+            }
+        })?;
+        let bytes = file
+            .metadata()
+            .map_err(|e| data_error(path, e.to_string()))?
+            .len();
+        let bytes = usize::try_from(bytes)
+            .map_err(|_| data_error(path, "larger than this machine's address space"))?;
+        if !bytes.is_multiple_of(dtype.size()) {
+            return Err(data_error(
+                path,
+                format!(
+                    "{bytes} bytes is not a whole number of {} ids ({} bytes each): a truncated file, or another dtype",
+                    dtype.name(),
+                    dtype.size()
+                ),
+            ));
+        }
+        let map = if bytes == 0 {
+            None
+        } else {
+            // SAFETY: the map is read-only and kiln never writes token files
+            // while a run reads them; as with numpy's memmap in nanoGPT, a
+            // file shrunk by another process while mapped would fault.
+            Some(unsafe { Mmap::map(&file) }.map_err(|e| data_error(path, e.to_string()))?)
+        };
+        Ok(Self {
+            path: path.to_path_buf(),
+            map,
+            dtype,
+            len: bytes / dtype.size(),
+        })
+    }
+
+    /// The file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Tokens in the file (`len(np.memmap(...))`).
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Whether the file holds no token.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// The ids `start..start + count`, or `None` past the end.
+    pub fn ids(&self, start: usize, count: usize) -> Option<Vec<u32>> {
+        let size = self.dtype.size();
+        let bytes = self
+            .map
+            .as_deref()
+            .unwrap_or_default()
+            .get(start.checked_mul(size)?..start.checked_add(count)?.checked_mul(size)?)?;
+        Some(match self.dtype {
+            TokenDtype::Uint16 => bytes
+                .chunks_exact(2)
+                .map(|b| u32::from(u16::from_le_bytes([b[0], b[1]])))
+                .collect(),
+            TokenDtype::Uint32 => bytes
+                .chunks_exact(4)
+                .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+                .collect(),
+        })
+    }
+}
+
+/// Which file a batch comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Split {
+    /// `train.bin`.
+    Train,
+    /// `val.bin`.
+    Val,
+}
+
+impl Split {
+    /// nanoGPT's name of the split (`train`, `val`).
+    pub fn name(self) -> &'static str {
+        match self {
+            Split::Train => "train",
+            Split::Val => "val",
+        }
+    }
+}
+
+/// Where the vocabulary size came from (nanoGPT prints it).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum VocabOrigin {
+    /// `vocab_size=N` in the spec.
+    Option,
+    /// `meta.pkl` (its path).
+    Meta(PathBuf),
+    /// Neither: GPT-2's [`GPT2_VOCAB_SIZE`], as nanoGPT's train.py defaults.
+    Gpt2Default,
+}
+
+/// A token directory, opened and checked: both splits mapped.
+#[derive(Debug)]
+pub struct TokenData {
+    source: TokensSource,
+    train: TokenFile,
+    val: TokenFile,
+    vocab_size: i64,
+    vocab_origin: VocabOrigin,
+    meta: Option<Meta>,
+}
+
+impl TokenData {
+    /// Opens `source.dir`: maps `train.bin` and `val.bin`, reads `meta.pkl`
+    /// when present, and checks that each split holds more than
+    /// `block_size` tokens.
+    pub fn open(source: &TokensSource) -> Result<Self> {
+        let dir = &source.dir;
+        if !dir.is_dir() {
+            return Err(data_error(
+                dir,
+                "no such directory (a token directory holds train.bin, val.bin and meta.pkl)",
+            ));
+        }
+        let train = TokenFile::open(&dir.join("train.bin"), source.dtype)?;
+        let val = TokenFile::open(&dir.join("val.bin"), source.dtype)?;
+        for file in [&train, &val] {
+            let t = source.block_size;
+            if file.len() as u64 <= t as u64 {
+                return Err(data_error(
+                    file.path(),
+                    format!(
+                        "holds {} tokens, but block_size={t} needs more than {t} (a window and the token after it); use a smaller block_size",
+                        file.len()
+                    ),
+                ));
+            }
+        }
+        let meta_path = dir.join("meta.pkl");
+        let meta = if meta_path.is_file() {
+            Some(Meta::read(&meta_path)?)
+        } else {
+            None
+        };
+        let (vocab_size, vocab_origin) = match (source.vocab_size, &meta) {
+            (Some(v), _) => (v, VocabOrigin::Option),
+            (None, Some(m)) => (m.vocab_size, VocabOrigin::Meta(meta_path)),
+            (None, None) => (GPT2_VOCAB_SIZE, VocabOrigin::Gpt2Default),
+        };
+        Ok(Self {
+            source: source.clone(),
+            train,
+            val,
+            vocab_size,
+            vocab_origin,
+            meta,
+        })
+    }
+
+    /// What it was opened from.
+    pub fn source(&self) -> &TokensSource {
+        &self.source
+    }
+
+    /// Tokens per sample.
+    pub fn block_size(&self) -> i64 {
+        self.source.block_size
+    }
+
+    /// Ids are `0..vocab_size`.
+    pub fn vocab_size(&self) -> i64 {
+        self.vocab_size
+    }
+
+    /// Where [`TokenData::vocab_size`] came from.
+    pub fn vocab_origin(&self) -> &VocabOrigin {
+        &self.vocab_origin
+    }
+
+    /// `meta.pkl`, when the directory has one.
+    pub fn meta(&self) -> Option<&Meta> {
+        self.meta.as_ref()
+    }
+
+    /// The file of `split`.
+    pub fn file(&self, split: Split) -> &TokenFile {
+        match split {
+            Split::Train => &self.train,
+            Split::Val => &self.val,
+        }
+    }
+
+    /// nanoGPT's `get_batch(split)`: `batch_size` random windows of the
+    /// split, drawn with `torch.randint(len(data) - block_size,
+    /// (batch_size,))` on the global CPU generator; returns `(x, y)`, int64
+    /// `[batch_size, block_size]` on the CPU, `y` shifted one token right.
+    /// A token id `>= vocab_size` in the batch is an error naming the file
+    /// and position.
+    pub fn get_batch(&self, split: Split, batch_size: i64) -> Result<(Tensor, Tensor)> {
+        if batch_size < 1 {
+            return Err(Error::Usage(format!(
+                "batch size must be at least 1, got {batch_size}"
+            )));
+        }
+        let file = self.file(split);
+        let t = self.source.block_size;
+        let high = file.len() as i64 - t;
+        let ix = Tensor::f_randint(high, [batch_size], (Kind::Int64, Device::Cpu))?;
+        let ix = Vec::<i64>::try_from(&ix)?;
+        let tu = t as usize;
+        let mut x = Vec::with_capacity(ix.len() * tu);
+        let mut y = Vec::with_capacity(ix.len() * tu);
+        for &i in &ix {
+            let start = i as usize;
+            let window = file.ids(start, tu + 1).ok_or_else(|| {
+                data_error(file.path(), format!("window at {start} is past the end"))
+            })?;
+            if let Some((at, &id)) = window
+                .iter()
+                .enumerate()
+                .find(|(_, &id)| i64::from(id) >= self.vocab_size)
+            {
+                return Err(data_error(
+                    file.path(),
+                    format!(
+                        "token id {id} at position {} is not below vocab_size {} ({})",
+                        start + at,
+                        self.vocab_size,
+                        match &self.vocab_origin {
+                            VocabOrigin::Option => "vocab_size=N of --data".to_string(),
+                            VocabOrigin::Meta(p) => format!("from {}", p.display()),
+                            VocabOrigin::Gpt2Default =>
+                                "GPT-2's default without meta.pkl; give vocab_size=N".to_string(),
+                        }
+                    ),
+                ));
+            }
+            x.extend(window[..tu].iter().map(|&id| i64::from(id)));
+            y.extend(window[1..].iter().map(|&id| i64::from(id)));
+        }
+        let shape = [batch_size, t];
+        Ok((
+            Tensor::from_slice(&x).f_view(shape)?,
+            Tensor::from_slice(&y).f_view(shape)?,
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sources_print_back_canonically() -> Result<()> {
+        let src: TokensSource = "data/chars,vocab_size=65,block_size=64".parse()?;
+        assert_eq!(src.block_size, 64);
+        assert_eq!(src.vocab_size, Some(65));
+        let text = src.to_string();
+        assert_eq!(text, "data/chars,block_size=64,dtype=uint16,vocab_size=65");
+        assert_eq!(text.parse::<TokensSource>()?, src);
+        let default: TokensSource = "d".parse()?;
+        assert_eq!(default.to_string(), "d,block_size=1024,dtype=uint16");
+        let err = "d,dtype=int8"
+            .parse::<TokensSource>()
+            .err()
+            .map(|e| e.to_string());
+        assert!(
+            err.as_deref().is_some_and(|m| m.contains("uint16")),
+            "{err:?}"
+        );
+        Ok(())
+    }
+}
