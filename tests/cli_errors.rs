@@ -2,7 +2,7 @@
 //! otherwise, never a panic or a libtorch abort. Argument errors keep clap's
 //! suggestion on that line and add clap's usage line and a pointer to the
 //! subcommand's help.
-mod common;
+use crate::common;
 
 use common::{data_dir, idx_bytes, kiln, temp_dir, text, write_dataset};
 

@@ -8,7 +8,7 @@
 //! no namespace can be made, the same path is driven by a real write
 //! failure from the operating system instead: a file-size limit
 //! (`ulimit -f`) that the first checkpoint exceeds.
-mod common;
+use crate::common;
 
 use common::{kiln, temp_dir, text, train_args};
 use std::path::Path;

@@ -6,9 +6,9 @@
 //! whose model or flags differ, end the whole job with a non-zero status
 //! and one line naming the rank instead of a hang.
 //! (Built with the `mpi` feature only: `make test` enables it.)
-mod common;
+use crate::common;
 
-use common::{data_dir, temp_dir, text, write_dataset};
+use common::{data_dir, newest, read_safetensors, temp_dir, text, write_dataset};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
@@ -67,22 +67,21 @@ fn train_args<'a>(data: &'a str, run: &'a str, batch: &'a str, rest: &[&'a str])
     v
 }
 
-/// The parameters of the newest checkpoint in `run`.
+/// The parameters of the newest checkpoint in `run` (float32 ones; others
+/// empty), by name.
 fn final_params(run: &Path) -> Vec<(String, Vec<f32>)> {
-    let found = kiln_loop::checkpoint::latest_valid(run, &mut |_| {})
-        .unwrap_or_else(|e| panic!("{}: {e}", run.display()));
-    let (_, ckpt) = found.unwrap_or_else(|| panic!("{}: no checkpoint", run.display()));
-    let mut params: Vec<(String, Vec<f32>)> = ckpt
-        .model
-        .iter()
-        .map(|(name, t)| {
-            let flat = t.reshape([-1]);
-            (
-                name.clone(),
-                Vec::<f32>::try_from(&flat).unwrap_or_default(),
-            )
-        })
-        .collect();
+    let mut params: Vec<(String, Vec<f32>)> =
+        read_safetensors(&newest(run).join("model.safetensors"))
+            .into_iter()
+            .map(|t| {
+                let values = if t.dtype == "F32" {
+                    t.f32s()
+                } else {
+                    Vec::new()
+                };
+                (t.name, values)
+            })
+            .collect();
     params.sort_by(|a, b| a.0.cmp(&b.0));
     params
 }
@@ -392,13 +391,18 @@ fn torchrun(n: usize, args: &[&str], out: &Path) -> String {
     stdout
 }
 
-/// Each tensor of a state dict as its float32 bit patterns, by name.
-fn bits(tensors: &[(String, kiln_tensor::Tensor)]) -> Vec<(String, Vec<u32>)> {
-    let mut out: Vec<(String, Vec<u32>)> = tensors
-        .iter()
-        .map(|(name, t)| {
-            let flat = Vec::<f32>::try_from(&t.reshape([-1])).unwrap_or_default();
-            (name.clone(), flat.iter().map(|x| x.to_bits()).collect())
+/// Each float32 tensor of a safetensors file as its bit patterns (others
+/// empty), by name.
+fn bits(path: &Path) -> Vec<(String, Vec<u32>)> {
+    let mut out: Vec<(String, Vec<u32>)> = read_safetensors(path)
+        .into_iter()
+        .map(|t| {
+            let words = if t.dtype == "F32" {
+                t.f32s()
+            } else {
+                Vec::new()
+            };
+            (t.name, words.iter().map(|x| x.to_bits()).collect())
         })
         .collect();
     out.sort_by(|a, b| a.0.cmp(&b.0));
@@ -428,15 +432,8 @@ fn equals_torchrun(name: &str, ranks: usize, args: &str) {
         log, expected,
         "{ranks} ranks: kiln's log differs from torchrun's"
     );
-    let ours = kiln_loop::checkpoint::latest_valid(&run, &mut |_| {})
-        .ok()
-        .flatten()
-        .unwrap_or_else(|| panic!("{}: no checkpoint", run.display()))
-        .1
-        .model;
-    let theirs = kiln_loop::checkpoint::read_weights(&reference)
-        .unwrap_or_else(|e| panic!("{}: {e}", reference.display()));
-    let (ours, theirs) = (bits(&ours), bits(&theirs));
+    let ours = bits(&newest(&run).join("model.safetensors"));
+    let theirs = bits(&reference);
     assert_eq!(ours.len(), theirs.len());
     for ((name, a), (other, b)) in ours.iter().zip(&theirs) {
         assert_eq!(name, other);

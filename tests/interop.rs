@@ -1,7 +1,7 @@
 //! Checkpoints cross between kiln and PyTorch (fixtures and golden reports
 //! from tests/golden/interop/make_interop.py): PyTorch's saved weights give
 //! kiln PyTorch's test report, and kiln's weights give PyTorch kiln's.
-mod common;
+use crate::common;
 
 use common::{data_dir, kiln, root, text};
 

@@ -1,6 +1,6 @@
 //! Runs survive SIGKILL: kill a run mid-epoch, resume it, and it ends with
 //! exactly the parameters, optimizer state and log of a run never stopped.
-mod common;
+use crate::common;
 
 use common::{
     assert_resumed_exactly, checkpoints, kill_after_checkpoint, kiln, newest, same_file, temp_dir,

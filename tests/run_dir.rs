@@ -2,7 +2,7 @@
 //! moves resume in place), one process at a time, a failed start changes
 //! nothing, interrupts save the run, and every check that can happen before
 //! the first step does.
-mod common;
+use crate::common;
 
 use common::{checkpoints, kiln, newest, temp_dir, text, train_args};
 use std::path::{Path, PathBuf};

@@ -1,6 +1,6 @@
 //! Watching and steering runs from the CLI: early stopping, NaN detection,
 //! JSON logs, config files, evaluation of checkpoints, dry runs, spec strings.
-mod common;
+use crate::common;
 
 use common::{data_dir, kiln, temp_dir, text};
 

@@ -6,7 +6,7 @@
 //! matmul kernels by CPU (AVX2, AVX-512…), so a log written on another machine
 //! can differ in the last printed digit although kiln and PyTorch agree on
 //! every machine.
-mod common;
+use crate::common;
 
 use common::{data_dir, kiln, pytorch, text};
 

@@ -2,7 +2,7 @@
 //! (`crates/loop/tests/tensorboard/read_events.py dump`, EventAccumulator and
 //! the server's data provider) returns equals, step for step, what the run
 //! recorded in metrics.jsonl; a killed and resumed run reads as one curve.
-mod common;
+use crate::common;
 
 use common::{kiln, pytorch, temp_dir, text, train_args};
 use serde_json::Value;
@@ -161,13 +161,19 @@ fn a_killed_and_resumed_run_reads_as_one_curve() {
 
 /// Milliseconds to wait before the next kill: pseudo-random (from the
 /// clock), between 150 and 2150 ms.
-fn random_delay(kill: u64) -> std::time::Duration {
+fn random_below(kill: u64, bound: u64) -> u64 {
     let nanos = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.subsec_nanos() as u64);
     let mixed =
         (nanos ^ (kill.wrapping_mul(0x9e37_79b9_7f4a_7c15))).wrapping_mul(0x2545_f491_4f6c_dd1d);
-    std::time::Duration::from_millis(150 + (mixed >> 33) % 2000)
+    (mixed >> 33) % bound
+}
+
+/// Steps the run has logged so far (one `metrics_step.csv` row per step).
+fn logged_steps(run: &Path) -> usize {
+    std::fs::read_to_string(run.join("metrics_step.csv"))
+        .map_or(0, |text| text.lines().count().saturating_sub(1))
 }
 
 /// Every logger of a run killed with SIGKILL at random moments and resumed
@@ -224,8 +230,22 @@ fn killed_at_random_moments_every_logger_keeps_each_step_exactly_once() {
             .spawn()
             .unwrap_or_else(|e| panic!("spawn kiln: {e}"));
         // The last attempts run to the end.
+        // Kills are placed by progress, not by wall time, so a fast or a
+        // slow machine kills as often: a random number of new steps, then a
+        // random few milliseconds more (mid-step, mid-checkpoint, mid-write).
         if attempt < 5 {
-            std::thread::sleep(random_delay(attempt));
+            let target = logged_steps(&run) + 1 + random_below(attempt, 12) as usize;
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+            while logged_steps(&run) < target
+                && child.try_wait().ok().flatten().is_none()
+                && std::time::Instant::now() < deadline
+            {
+                std::thread::sleep(std::time::Duration::from_millis(2));
+            }
+            std::thread::sleep(std::time::Duration::from_millis(random_below(
+                attempt + 99,
+                40,
+            )));
             if child.try_wait().ok().flatten().is_none() {
                 child.kill().unwrap_or_default(); // SIGKILL
                 kills += 1;

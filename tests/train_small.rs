@@ -1,6 +1,6 @@
 //! `kiln train` end to end on small generated data: any directory with the
 //! four IDX files works, gzipped or not, and the model learns.
-mod common;
+use crate::common;
 
 use common::{kiln, temp_dir, text, write_dataset};
 

@@ -120,9 +120,97 @@ pub fn pytorch(script: &str, args: &[&str]) -> String {
     stdout
 }
 
-/// The checkpoints of run directory `run`, oldest first.
+/// The checkpoints of run directory `run`, oldest first: the directories
+/// `RUN/checkpoints/step-N` by step (read here rather than through
+/// kiln-loop, so that this test binary does not link libtorch).
 pub fn checkpoints(run: &Path) -> Vec<PathBuf> {
-    kiln_loop::checkpoint::list(run).unwrap_or_default()
+    let Ok(entries) = std::fs::read_dir(run.join("checkpoints")) else {
+        return Vec::new();
+    };
+    let mut found: Vec<(usize, PathBuf)> = entries
+        .flatten()
+        .filter_map(|e| {
+            let step = e
+                .file_name()
+                .to_str()?
+                .strip_prefix("step-")?
+                .parse()
+                .ok()?;
+            Some((step, e.path()))
+        })
+        .collect();
+    found.sort();
+    found.into_iter().map(|(_, p)| p).collect()
+}
+
+/// One tensor of a safetensors file, as stored.
+#[derive(Debug, PartialEq)]
+pub struct StoredTensor {
+    /// Its name.
+    pub name: String,
+    /// Its dtype as safetensors spells it (`F32`, `I64`, ...).
+    pub dtype: String,
+    /// Its shape.
+    pub shape: Vec<usize>,
+    /// Its little-endian bytes.
+    pub bytes: Vec<u8>,
+}
+
+impl StoredTensor {
+    /// The values of an `F32` tensor (panics, failing the test, otherwise).
+    pub fn f32s(&self) -> Vec<f32> {
+        assert_eq!(self.dtype, "F32", "{}: not float32", self.name);
+        self.bytes
+            .chunks_exact(4)
+            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+            .collect()
+    }
+}
+
+/// The tensors of a safetensors file in storage order, read by the format's
+/// definition (an 8-byte header length, a JSON header, the data): what the
+/// end-to-end tests compare bit for bit without linking libtorch.
+pub fn read_safetensors(path: &Path) -> Vec<StoredTensor> {
+    let bytes = std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let bad = |what: &str| -> ! { panic!("{}: not a safetensors file ({what})", path.display()) };
+    let len: [u8; 8] = bytes
+        .get(..8)
+        .and_then(|b| b.try_into().ok())
+        .unwrap_or_else(|| bad("short"));
+    let len = u64::from_le_bytes(len) as usize;
+    let header = bytes.get(8..8 + len).unwrap_or_else(|| bad("header"));
+    let header: serde_json::Map<String, serde_json::Value> =
+        serde_json::from_slice(header).unwrap_or_else(|_| bad("header JSON"));
+    let data = &bytes[8 + len..];
+    let mut tensors: Vec<(usize, StoredTensor)> = header
+        .into_iter()
+        .filter(|(name, _)| name != "__metadata__")
+        .map(|(name, info)| {
+            let offsets: Vec<usize> = serde_json::from_value(info["data_offsets"].clone())
+                .unwrap_or_else(|_| bad("data_offsets"));
+            let shape =
+                serde_json::from_value(info["shape"].clone()).unwrap_or_else(|_| bad("shape"));
+            let dtype = info["dtype"]
+                .as_str()
+                .unwrap_or_else(|| bad("dtype"))
+                .to_string();
+            let bytes = data
+                .get(offsets[0]..offsets[1])
+                .unwrap_or_else(|| bad("offsets"))
+                .to_vec();
+            (
+                offsets[0],
+                StoredTensor {
+                    name,
+                    dtype,
+                    shape,
+                    bytes,
+                },
+            )
+        })
+        .collect();
+    tensors.sort_by_key(|(start, t)| (*start, t.name.clone()));
+    tensors.into_iter().map(|(_, t)| t).collect()
 }
 
 /// The newest checkpoint of `run` (panics, failing the test, if there is none).

@@ -5,7 +5,7 @@
 //! folder listing, the same transform outputs bit for bit with the same
 //! seeds (and the same number of draws), and one-line errors where they
 //! refuse.
-mod common;
+use crate::common;
 
 use anyhow::{ensure, Context, Result};
 use common::TempDir;

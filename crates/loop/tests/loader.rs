@@ -123,6 +123,7 @@ fn kiln(case: &Value) -> Result<Value> {
 
 #[test]
 fn batches_equal_pytorchs_dataloader_for_every_worker_count() -> Result<()> {
+    let _global = crate::common::global_state();
     let mut cases = Vec::new();
     for workers in [0, 1, 2, 3] {
         for shuffle in [false, true] {

@@ -1,5 +1,5 @@
 //! The metrics log: file formats, CSV widening, torn lines, resume truncation.
-mod common;
+use crate::common;
 
 use anyhow::{ensure, Result};
 use common::TempDir;

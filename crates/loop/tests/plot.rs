@@ -1,5 +1,5 @@
 //! Run charts: which files are written, and that they are real PNG/SVG images.
-mod common;
+use crate::common;
 
 use anyhow::{bail, ensure, Context, Result};
 use common::TempDir;

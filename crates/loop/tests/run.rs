@@ -2,7 +2,7 @@
 //! a model that kiln does not have train by spec with everything a run has
 //! (run directory, `config.json`, checkpoints, metric files, resume), and
 //! the library's messages reach the caller's sink instead of stderr.
-mod common;
+use crate::common;
 
 use anyhow::{ensure, Result};
 use common::TempDir;
@@ -30,6 +30,7 @@ fn request(flags: Value, notices: &Arc<Mutex<Vec<Notice>>>) -> TrainRequest {
 
 #[test]
 fn a_run_over_ones_own_registries_trains_records_and_resumes() -> Result<()> {
+    let _global = common::global_state();
     let tmp = TempDir::new("own-run")?;
     let run = tmp.path().join("run");
     let notices = Arc::new(Mutex::new(Vec::new()));

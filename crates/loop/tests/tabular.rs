@@ -1,5 +1,5 @@
 //! CSV regression tables: parsing, the seeded split, and one-line errors.
-mod common;
+use crate::common;
 
 use anyhow::{ensure, Result};
 use common::TempDir;

@@ -2,7 +2,7 @@
 //! (tests/tensorboard/read_events.py, on the `tensorboard` package that
 //! scripts/setup.sh installs next to torch) reads them back, and PyTorch's
 //! `SummaryWriter` writes the same data for comparison.
-mod common;
+use crate::common;
 
 use anyhow::{anyhow, bail, ensure, Context, Result};
 use common::TempDir;
@@ -193,6 +193,7 @@ fn scalars_text_histograms_and_hparams_read_back_as_pytorch_writes_them() -> Res
     let kiln_dir = tmp.path().join("kiln");
     let torch_dir = tmp.path().join("pytorch");
 
+    let global = common::global_state();
     tch::manual_seed(7);
     let cpu = (Kind::Float, Device::Cpu);
     let tensors: Vec<(String, Tensor)> = vec![
@@ -219,6 +220,7 @@ fn scalars_text_histograms_and_hparams_read_back_as_pytorch_writes_them() -> Res
             Tensor::f_randn([50], (Kind::Half, Device::Cpu))?,
         ),
     ];
+    drop(global);
     let tensor_file = tmp.path().join("tensors.safetensors");
     kiln_tensor::io::write_safetensors(&tensor_file, &tensors)?;
 
@@ -471,6 +473,7 @@ fn progress(step: usize) -> Progress {
 
 /// A model-like set of parameters with gradients (one without).
 fn params_with_grads() -> Result<Vec<(String, Tensor)>> {
+    let _global = common::global_state();
     tch::manual_seed(3);
     let w = Tensor::f_randn([8, 4], (Kind::Float, Device::Cpu))?.set_requires_grad(true);
     let b = Tensor::f_zeros([8], (Kind::Float, Device::Cpu))?.set_requires_grad(true);

@@ -1,7 +1,7 @@
 //! The Trainer at library level: every setting with an ordinary optimizer
 //! (SGD) and with a closure optimizer (LBFGS), on a tiny model and generated
 //! data. A recording callback sees what the loop did.
-mod common;
+use crate::common;
 
 use anyhow::{ensure, Result};
 use common::TempDir;
@@ -23,8 +23,7 @@ use std::sync::{Arc, Mutex};
 /// libtorch's generator is global: tests that seed and draw from it run one
 /// at a time.
 fn serial() -> std::sync::MutexGuard<'static, ()> {
-    static LOCK: Mutex<()> = Mutex::new(());
-    LOCK.lock().unwrap_or_else(|e| e.into_inner())
+    common::global_state()
 }
 
 const OPTIMIZERS: [&str; 2] = ["sgd:lr=0.1,momentum=0.9", "lbfgs:lr=0.1,max_iter=3"];

@@ -1,6 +1,6 @@
 //! Every validation rule: the loss refuses the input before libtorch runs and
 //! says which loss, which shapes and which rule.
-mod common;
+use crate::common;
 
 use anyhow::Result;
 use common::{expect_err, expect_invalid, randn, t32, t64, ti};

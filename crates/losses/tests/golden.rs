@@ -1,6 +1,6 @@
 //! Golden tests: every loss × option set × reduction × dtype against values
 //! and gradients computed by PyTorch 2.11 (tests/golden/make_golden.py).
-mod common;
+use crate::common;
 
 use anyhow::{bail, Context, Result};
 use kiln_losses::*;

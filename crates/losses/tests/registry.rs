@@ -1,5 +1,5 @@
 //! The spec-string registry, the closure impl and PyTorch's defaults.
-mod common;
+use crate::common;
 
 use anyhow::{ensure, Result};
 use common::{err_msg, randn, ti};

@@ -13,7 +13,7 @@
 //!
 //! Needs the Python `torch` the setup installs next to libtorch (the parent
 //! directory of `$LIBTORCH`); `KILN_PYTHON` overrides `python3`.
-mod common;
+use crate::common;
 
 use anyhow::{anyhow, bail, ensure, Result};
 use common::{env_or, WORKSPACE};
@@ -23,7 +23,7 @@ use kiln_tensor::amp::{autocast, DeviceType};
 use kiln_tensor::{init, io, nn, params, Device, Kind, Tensor};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::{Mutex, OnceLock};
+use std::sync::OnceLock;
 
 const SCRIPT: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),
@@ -32,8 +32,6 @@ const SCRIPT: &str = concat!(
 const BATCH: i64 = 64;
 const THREADS: i32 = 1;
 
-/// Tests reseed libtorch's global generator; one at a time.
-static SERIAL: Mutex<()> = Mutex::new(());
 static GOLDEN_DIR: OnceLock<Result<PathBuf, String>> = OnceLock::new();
 
 /// Runs the reference script once per test binary; its output directory.
@@ -333,7 +331,7 @@ fn same_record(rec: &Record, g: &Golden, case: &str) -> Result<()> {
 }
 
 fn run_case(case: Case, name: &str) -> Result<Record> {
-    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let _serial = common::global_state();
     kiln_tensor::tch::set_num_threads(THREADS);
     let g = Golden::load()?;
     let model = Mlp::new(0)?;
@@ -360,7 +358,7 @@ fn run_case(case: Case, name: &str) -> Result<Record> {
 fn bf16_autocast_matches_pytorch_bit_for_bit() -> Result<()> {
     let rec = run_case(Case::Bf16, "bf16")?;
     // The comparison is sensitive to autocast: float32's first loss differs.
-    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let _serial = common::global_state();
     let g = Golden::load()?;
     let model = Mlp::new(0)?;
     let xb = g.get("data.x")?.f_narrow(0, 0, BATCH)?;
@@ -397,7 +395,7 @@ fn overflowing_fp16_gradients_skip_steps_and_back_off_like_pytorch() -> Result<(
 /// uninterrupted run. Also loads PyTorch's own scaler `state_dict` (JSON).
 #[test]
 fn scaler_state_dict_save_load_continue_is_bit_exact() -> Result<()> {
-    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let _serial = common::global_state();
     kiln_tensor::tch::set_num_threads(THREADS);
     let g = Golden::load()?;
     let resume_at = g.meta["resume_at"]

@@ -1,5 +1,5 @@
 //! Gradient clipping against torch.nn.utils (bitwise, from PyTorch's recorded gradients).
-mod common;
+use crate::common;
 
 use anyhow::{anyhow, ensure, Result};
 use common::*;

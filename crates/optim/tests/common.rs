@@ -246,3 +246,11 @@ pub fn reference_output(script: &str, args: &[&std::ffi::OsStr]) -> Result<Strin
     );
     Ok(String::from_utf8(output.stdout)?)
 }
+
+/// Held by every test that seeds or draws from libtorch's global CPU
+/// generator or changes another process-wide setting (the thread count):
+/// all the tests of one process share them.
+pub fn global_state() -> std::sync::MutexGuard<'static, ()> {
+    static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    LOCK.lock().unwrap_or_else(|e| e.into_inner())
+}

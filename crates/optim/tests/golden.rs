@@ -2,7 +2,7 @@
 //! recorded by `tests/golden/make_golden.py` bit for bit, fed PyTorch's own
 //! recorded gradients (so they hold on any x86-64 machine with AVX2; see the
 //! generator's docstring).
-mod common;
+use crate::common;
 
 use anyhow::{anyhow, bail, Result};
 use common::*;

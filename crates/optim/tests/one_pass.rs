@@ -14,7 +14,7 @@
 //!
 //! Needs the Python `torch` the setup installs next to libtorch (the parent
 //! directory of `$LIBTORCH`); `KILN_PYTHON` overrides `python3`.
-mod common;
+use crate::common;
 
 use anyhow::{anyhow, ensure, Result};
 use kiln_optim::{optimizers, NamedParameter, Optimizer};
@@ -197,6 +197,9 @@ fn replay_all(r: &Reference) -> Result<Vec<String>> {
 
 #[test]
 fn default_paths_match_pytorch_bit_for_bit() -> Result<()> {
+    // It changes the process's thread count (restored at the end).
+    let _threads = common::global_state();
+    let before = tch::get_num_threads();
     let r = Reference::generate()?;
     let threads = r.meta["threads"].as_i64().unwrap_or(2);
     for t in [threads, 1] {
@@ -211,6 +214,7 @@ fn default_paths_match_pytorch_bit_for_bit() -> Result<()> {
             bad.join("\n")
         );
     }
+    tch::set_num_threads(before);
     Ok(())
 }
 
@@ -226,7 +230,7 @@ fn default_paths_match_pytorch_without_vector_kernels() -> Result<()> {
     let out = Command::new(exe)
         .args([
             "--exact",
-            "default_paths_match_pytorch_bit_for_bit",
+            "one_pass::default_paths_match_pytorch_bit_for_bit",
             "--nocapture",
             "--test-threads",
             "1",
@@ -250,6 +254,7 @@ fn default_paths_match_pytorch_without_vector_kernels() -> Result<()> {
 /// is reported.
 #[test]
 fn one_ulp_is_a_difference() -> Result<()> {
+    let _global = common::global_state();
     for kind in [Kind::Float, Kind::Double] {
         let want = Tensor::f_randn([1000], (kind, Device::Cpu))?;
         let nudged = want.f_detach_copy()?;

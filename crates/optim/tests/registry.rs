@@ -1,6 +1,6 @@
 //! Spec strings, the registry, validation messages (PyTorch's, from the
 //! golden fixture), param groups and hyperparameter access.
-mod common;
+use crate::common;
 
 use anyhow::{anyhow, bail, ensure, Result};
 use common::*;

@@ -2,7 +2,7 @@
 //! by make_golden.py), state round trips, PyTorch's error messages, the spec
 //! registry, schedulers from nested and nanoGPT specs (spec_reference.py,
 //! run at test time), and AveragedModel.
-mod common;
+use crate::common;
 
 use anyhow::{anyhow, bail, ensure, Context, Result};
 use kiln_optim::scheduler::{

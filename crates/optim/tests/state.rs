@@ -2,7 +2,7 @@
 //! fresh parameters and continuing gives the uninterrupted trajectory bit for
 //! bit, for every optimizer and flag combination of the golden fixture (fed
 //! PyTorch's recorded gradients); state that does not fit is a clear error.
-mod common;
+use crate::common;
 
 use anyhow::{anyhow, bail, ensure, Result};
 use common::*;

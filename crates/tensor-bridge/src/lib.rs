@@ -16,6 +16,7 @@
 //!   `grad = None`, multi-tensor kernels), through a small C++ shim;
 //! - [`io`]: atomic file writes and safetensors I/O;
 //! - [`params`]: a `VarStore`'s parameters by name, in creation order.
+//! - [`mapped`]: [`mapped::MappedFile`], data files mapped read-only, resident memory kept flat;
 //! - [`shared`]: [`shared::SharedTensor`], a tensor several threads read at once;
 //! - [`spec`]: `name:key=value,...` component spec strings for registries;
 //! - [`dtype`]: libtorch's default dtype (`torch.set_default_dtype`).
@@ -35,6 +36,7 @@ mod error;
 pub mod init;
 pub mod io;
 pub mod jit;
+pub mod mapped;
 pub mod memory;
 pub mod nccl;
 pub mod ops;

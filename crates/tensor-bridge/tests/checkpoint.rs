@@ -5,6 +5,7 @@
 //! generator state bit for bit, checkpointed or not; and checkpointing a deep
 //! stack keeps less memory alive between forward and backward (measured with
 //! kiln's arena allocator, which counts the bytes tensors hold).
+use crate::common;
 use anyhow::{ensure, Context, Result};
 use kiln_tensor::autograd::checkpoint;
 use kiln_tensor::rng::{self, Generator};
@@ -12,7 +13,6 @@ use kiln_tensor::{Device, Kind, Tensor};
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::process::Command;
-use std::sync::Mutex;
 
 /// One result: its shape and raw bytes.
 type Raw = (Vec<i64>, Vec<u8>);
@@ -21,10 +21,6 @@ const BLOCKS: usize = 4;
 const WIDTH: i64 = 16;
 const BATCH: i64 = 8;
 const SEED: u64 = 3;
-
-/// The tests of this binary draw from the global generator and measure the
-/// allocator: one at a time.
-static SERIAL: Mutex<()> = Mutex::new(());
 
 fn raw(t: &Tensor) -> Result<Raw> {
     let flat = t.f_detach()?.f_contiguous()?.f_reshape([-1])?;
@@ -160,7 +156,9 @@ fn same(what: &str, ours: &[Raw], theirs: &[Raw]) -> Result<()> {
 
 #[test]
 fn a_checkpointed_step_is_pytorchs_bit_for_bit() -> Result<()> {
-    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    // They draw from the global generator and measure the allocator: one at a
+    // time among the tests that do either.
+    let _serial = common::global_state();
     kiln_tensor::tch::set_num_threads(1);
     let want = pytorch(SEED)?;
     let get = |k: &str| {
@@ -228,7 +226,9 @@ fn forward_memory(depth: usize, checkpointed: bool) -> Result<(u64, Tensor)> {
 
 #[test]
 fn checkpoints_keep_less_memory_between_forward_and_backward() -> Result<()> {
-    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    // They draw from the global generator and measure the allocator: one at a
+    // time among the tests that do either.
+    let _serial = common::global_state();
     kiln_tensor::memory::install_arena_allocator();
     const DEPTH: usize = 12;
     let (plain, plain_grad) = forward_memory(DEPTH, false)?;

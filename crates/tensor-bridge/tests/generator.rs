@@ -153,10 +153,10 @@ fn same(what: &str, ours: &[Draw], theirs: &[Draw]) -> Result<()> {
     Ok(())
 }
 
-/// Everything below compares with one PyTorch run; the global generator is
-/// touched by this test alone in this binary.
+/// Everything below compares with one PyTorch run.
 #[test]
 fn generators_draw_pytorchs_bits() -> Result<()> {
+    let _global = crate::common::global_state();
     let want = pytorch()?;
     let get = |key: &str| {
         want.get(key)

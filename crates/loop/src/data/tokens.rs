@@ -23,11 +23,10 @@
 //! padded 50304 (what nanoGPT's train.py falls back to).
 use crate::data::meta::Meta;
 use crate::{Error, Result};
+use kiln_tensor::mapped::MappedFile;
 use kiln_tensor::spec::{OptionInfo, OptionVisitor, Options, Spec};
 use kiln_tensor::{Device, Kind, Tensor};
-use memmap2::Mmap;
 use std::fmt;
-use std::fs::File;
 use std::path::{Path, PathBuf};
 
 /// How token ids are stored.
@@ -162,8 +161,7 @@ impl fmt::Display for TokensSource {
 #[derive(Debug)]
 pub struct TokenFile {
     path: PathBuf,
-    /// `None` for an empty file (nothing to map).
-    map: Option<Mmap>,
+    map: MappedFile,
     dtype: TokenDtype,
     len: usize,
 }
@@ -179,22 +177,19 @@ impl TokenFile {
     /// Maps `path` read-only; refuses a missing file and a byte count that
     /// is not a whole number of `dtype` ids.
     pub fn open(path: &Path, dtype: TokenDtype) -> Result<Self> {
-        let file = File::open(path).map_err(|e| {
-            if e.kind() == std::io::ErrorKind::NotFound {
+        let map = MappedFile::open(path).map_err(|e| match e {
+            kiln_tensor::Error::Io { source, .. }
+                if source.kind() == std::io::ErrorKind::NotFound =>
+            {
                 data_error(
                     path,
                     "no such file: a token directory holds train.bin and val.bin (nanoGPT's prepare.py or `kiln prepare-text` write them)",
                 )
-            } else {
-                data_error(path, e.to_string())
             }
+            kiln_tensor::Error::Io { source, .. } => data_error(path, source.to_string()),
+            other => data_error(path, other.to_string()),
         })?;
-        let bytes = file
-            .metadata()
-            .map_err(|e| data_error(path, e.to_string()))?
-            .len();
-        let bytes = usize::try_from(bytes)
-            .map_err(|_| data_error(path, "larger than this machine's address space"))?;
+        let bytes = map.len();
         if !bytes.is_multiple_of(dtype.size()) {
             return Err(data_error(
                 path,
@@ -205,14 +200,6 @@ impl TokenFile {
                 ),
             ));
         }
-        let map = if bytes == 0 {
-            None
-        } else {
-            // SAFETY: the map is read-only and kiln never writes token files
-            // while a run reads them; as with numpy's memmap in nanoGPT, a
-            // file shrunk by another process while mapped would fault.
-            Some(unsafe { Mmap::map(&file) }.map_err(|e| data_error(path, e.to_string()))?)
-        };
         Ok(Self {
             path: path.to_path_buf(),
             map,
@@ -241,9 +228,7 @@ impl TokenFile {
         let size = self.dtype.size();
         let bytes = self
             .map
-            .as_deref()
-            .unwrap_or_default()
-            .get(start.checked_mul(size)?..start.checked_add(count)?.checked_mul(size)?)?;
+            .read(start.checked_mul(size)?, count.checked_mul(size)?)?;
         Some(match self.dtype {
             TokenDtype::Uint16 => bytes
                 .chunks_exact(2)

@@ -212,7 +212,7 @@ pub fn default_spec(task: Task) -> &'static str {
 /// indices (`Task::Classify { classes: vocab_size }`) over samples of
 /// `[block_size]` token ids.
 fn gpt_from_data(mut cfg: GptConfig, data: &ModelData<'_>) -> Result<Box<dyn Model>> {
-    let shape = data.sample_shape();
+    let shape = data.sample_shape()?;
     let (Task::Classify { classes }, &[block_size]) = (data.task, &shape[..]) else {
         return Err(Error::Usage(format!(
             "--model gpt trains on token ids (--data tokens:DIR): samples of [block_size] ids with class-index targets, but this data has samples of shape {shape:?} and {}",

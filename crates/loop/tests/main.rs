@@ -1,0 +1,17 @@
+//! kiln-loop's integration tests, one binary. Tests that seed or draw from
+//! libtorch's global generator (every model initialisation, training and
+//! run) hold `common::global_state()`.
+mod common;
+
+mod gpt;
+mod images;
+mod loader;
+mod metrics_log;
+#[cfg(feature = "plot")]
+mod plot;
+mod random_split;
+mod run;
+mod tabular;
+#[cfg(feature = "tensorboard")]
+mod tensorboard;
+mod trainer;
