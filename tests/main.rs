@@ -8,6 +8,7 @@
 mod common;
 
 mod cli_errors;
+mod data;
 mod disk_full;
 #[cfg(feature = "mpi")]
 mod distributed;

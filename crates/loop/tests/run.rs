@@ -74,3 +74,65 @@ fn a_run_over_ones_own_registries_trains_records_and_resumes() -> Result<()> {
     ensure!(err.contains("unknown data source 'rings'"), "{err}");
     Ok(())
 }
+
+#[path = "../examples/shared/files.rs"]
+mod files;
+
+/// A dataset of one's own that reads one file per sample (the
+/// `file_per_sample` example's) trains through `run::train` on 2 worker
+/// threads: it learns, the same seed gives the same weights bit for bit
+/// (each worker draws its noise from its own seeded generator), and a file
+/// that cannot be read ends the run with an error naming it, after the
+/// checkpoint before it.
+#[test]
+fn a_dataset_reading_one_file_per_sample_trains_on_workers_deterministically() -> Result<()> {
+    let _global = common::global_state();
+    let tmp = TempDir::new("file-per-sample")?;
+    let data = tmp.path().join("data");
+    files::write_demo(&data, 3, 60, 8)?;
+    let notices = Arc::new(Mutex::new(Vec::new()));
+    let flags = json!({
+        "data": format!("files:{}", data.display()),
+        "model": "mlp:hidden=16", "optimizer": "adam:lr=0.02", "epochs": 3,
+        "batch_size": 16, "seed": 5, "workers": 2, "checkpoint_every": 4,
+    });
+    let mut weights = Vec::new();
+    for attempt in ["a", "b"] {
+        let run = tmp.path().join(attempt);
+        let mut req = request(flags.clone(), &notices);
+        req.run_dir = Some(run.clone());
+        let summary = train(req, &files::registries())?;
+        ensure!(summary.stop == StopReason::Completed, "{:?}", summary.stop);
+        let accuracy = summary
+            .last_eval
+            .as_ref()
+            .and_then(|e| e.get("test_accuracy"))
+            .unwrap_or(0.0);
+        ensure!(accuracy > 0.8, "accuracy {accuracy} (chance: 0.33)");
+        let checkpoint = summary
+            .last_checkpoint
+            .ok_or_else(|| anyhow::anyhow!("no checkpoint"))?;
+        weights.push(std::fs::read(checkpoint.join("model.safetensors"))?);
+    }
+    ensure!(
+        !weights[0].is_empty() && weights[0] == weights[1],
+        "same seed, other weights"
+    );
+
+    // One file cut short.
+    let bad = data.join("class-1").join("00007.f32");
+    std::fs::write(&bad, [0u8; 7])?;
+    let run = tmp.path().join("bad");
+    let mut req = request(flags, &notices);
+    req.run_dir = Some(run.clone());
+    let err = train(req, &files::registries())
+        .err()
+        .map(|e| e.to_string())
+        .unwrap_or_default();
+    ensure!(
+        err.contains("00007.f32") && err.contains("not a whole number of float32 values"),
+        "{err}"
+    );
+    ensure!(!err.contains('\n'), "one line: {err}");
+    Ok(())
+}

@@ -85,26 +85,43 @@ impl safetensors::View for &TensorBytes {
     }
 }
 
-fn tensor_bytes(name: &str, tensor: &Tensor) -> Result<TensorBytes> {
+/// The dtypes a safetensors file and libtorch share: one table read both
+/// ways, so writing and reading by rows agree.
+const DTYPES: [(tch::Kind, safetensors::Dtype); 10] = {
     use safetensors::Dtype;
     use tch::Kind;
-    let dtype = match tensor.kind() {
-        Kind::Float => Dtype::F32,
-        Kind::Double => Dtype::F64,
-        Kind::Half => Dtype::F16,
-        Kind::BFloat16 => Dtype::BF16,
-        Kind::Int64 => Dtype::I64,
-        Kind::Int => Dtype::I32,
-        Kind::Int16 => Dtype::I16,
-        Kind::Int8 => Dtype::I8,
-        Kind::Uint8 => Dtype::U8,
-        Kind::Bool => Dtype::BOOL,
-        other => {
-            return Err(Error::InvalidArgument(format!(
-                "tensor '{name}' has dtype {other:?}, which safetensors files cannot hold"
-            )))
-        }
-    };
+    [
+        (Kind::Float, Dtype::F32),
+        (Kind::Double, Dtype::F64),
+        (Kind::Half, Dtype::F16),
+        (Kind::BFloat16, Dtype::BF16),
+        (Kind::Int64, Dtype::I64),
+        (Kind::Int, Dtype::I32),
+        (Kind::Int16, Dtype::I16),
+        (Kind::Int8, Dtype::I8),
+        (Kind::Uint8, Dtype::U8),
+        (Kind::Bool, Dtype::BOOL),
+    ]
+};
+
+/// The safetensors dtype of a libtorch kind, if a file can hold it.
+pub(crate) fn safetensors_dtype(kind: tch::Kind) -> Option<safetensors::Dtype> {
+    DTYPES.iter().find(|(k, _)| *k == kind).map(|(_, d)| *d)
+}
+
+/// The libtorch kind of a safetensors dtype, if libtorch has one.
+pub(crate) fn torch_kind(dtype: safetensors::Dtype) -> Option<tch::Kind> {
+    DTYPES.iter().find(|(_, d)| *d == dtype).map(|(k, _)| *k)
+}
+
+fn tensor_bytes(name: &str, tensor: &Tensor) -> Result<TensorBytes> {
+    use tch::Kind;
+    let dtype = safetensors_dtype(tensor.kind()).ok_or_else(|| {
+        Error::InvalidArgument(format!(
+            "tensor '{name}' has dtype {:?}, which safetensors files cannot hold",
+            tensor.kind()
+        ))
+    })?;
     let shape = tensor.size().iter().map(|&d| d as usize).collect();
     let flat = tensor
         .f_to_device(tch::Device::Cpu)?

@@ -16,7 +16,7 @@
 //!   `grad = None`, multi-tensor kernels), through a small C++ shim;
 //! - [`io`]: atomic file writes and safetensors I/O;
 //! - [`params`]: a `VarStore`'s parameters by name, in creation order.
-//! - [`mapped`]: [`mapped::MappedFile`], data files mapped read-only, resident memory kept flat;
+//! - [`datafile`]: [`datafile::DataFile`] and [`datafile::StoredArray`], data files read in pieces, resident memory kept flat;
 //! - [`shared`]: [`shared::SharedTensor`], a tensor several threads read at once;
 //! - [`spec`]: `name:key=value,...` component spec strings for registries;
 //! - [`dtype`]: libtorch's default dtype (`torch.set_default_dtype`).
@@ -30,13 +30,13 @@
 pub mod amp;
 pub mod autograd;
 pub mod cuda;
+pub mod datafile;
 pub mod device;
 pub mod dtype;
 mod error;
 pub mod init;
 pub mod io;
 pub mod jit;
-pub mod mapped;
 pub mod memory;
 pub mod nccl;
 pub mod ops;

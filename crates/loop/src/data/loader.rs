@@ -91,6 +91,11 @@ impl PassState {
     }
 }
 
+/// The most worker threads a loader starts: past this, threads and their
+/// stacks could fail to start mid-run (the OS's limits), far beyond any
+/// gain (PyTorch suggests one worker per CPU).
+pub const MAX_WORKERS: usize = 256;
+
 /// Default batches in flight per worker (PyTorch's `prefetch_factor=2`).
 pub const PREFETCH_FACTOR: usize = 2;
 
@@ -130,6 +135,11 @@ impl DataLoader {
             return Err(Error::InvalidArgument(
                 "prefetch_factor must be at least 1, got 0".into(),
             ));
+        }
+        if workers > MAX_WORKERS {
+            return Err(Error::InvalidArgument(format!(
+                "{workers} workers is more threads than a loader starts (at most {MAX_WORKERS})"
+            )));
         }
         self.workers = workers;
         self.prefetch_factor = prefetch_factor;
@@ -315,14 +325,15 @@ impl Plan {
     /// `collate` of its samples. A sample that cannot be read names itself.
     fn build(&self, b: usize, rng: &mut Generator) -> Result<Batch> {
         let indices = self.indices(b);
-        let batch = match self.dataset.get_batch(&indices, rng)? {
+        let batched = guarded(|| self.dataset.get_batch(&indices, rng))
+            .map_err(|e| Error::InvalidArgument(format!("batch {b}: {e}")))?;
+        let batch = match batched {
             Some(stacked) => Batch::new(stacked.into_fields(), self.fields.clone()),
             None => {
                 let samples = indices
                     .iter()
                     .map(|&i| {
-                        self.dataset
-                            .get(i as usize, rng)
+                        guarded(|| self.dataset.get(i as usize, rng))
                             .map_err(|e| self.name_sample(i as usize, e))
                     })
                     .collect::<Result<Vec<_>>>()?;
@@ -576,6 +587,21 @@ impl Drop for Pool {
     }
 }
 
+/// How a caught panic's error starts.
+const PANICKED: &str = "panicked: ";
+
+/// `f()`, with a panic (a dataset's, say) turned into an error carrying its
+/// message's first line: a panic never unwinds through the training loop
+/// or leaves a pass waiting.
+fn guarded<T>(f: impl FnOnce() -> Result<T>) -> Result<T> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).unwrap_or_else(|payload| {
+        Err(Error::InvalidArgument(format!(
+            "{PANICKED}{}",
+            panic_text(payload.as_ref())
+        )))
+    })
+}
+
 fn panic_text(payload: &(dyn std::any::Any + Send)) -> String {
     payload
         .downcast_ref::<String>()
@@ -600,14 +626,14 @@ fn worker(
     // PyTorch's worker loop calls torch.set_num_threads(1).
     let _serial = SerialAtenKernels::for_worker_thread();
     while let Ok(b) = inbox.recv() {
-        let built =
-            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| plan.build(b, &mut rng)))
-                .unwrap_or_else(|payload| {
-                    Err(Error::InvalidArgument(format!(
-                        "data worker {id} panicked building batch {b}: {}",
-                        panic_text(payload.as_ref())
-                    )))
-                });
+        // The dataset's own panics are caught where they name the sample;
+        // this one keeps the pass from waiting on a worker that died.
+        let built = guarded(|| plan.build(b, &mut rng)).map_err(|e| match e {
+            Error::InvalidArgument(text) if text.starts_with(PANICKED) => {
+                Error::InvalidArgument(format!("data worker {id}, batch {b}: {text}"))
+            }
+            other => other,
+        });
         let state = rng.state().ok();
         if deliver.send((b, built, id, state)).is_err() {
             return;

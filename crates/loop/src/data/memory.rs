@@ -1,6 +1,8 @@
-//! [`TensorDataset`]: inputs and targets held as two tensors in memory
-//! (MNIST-style IDX files, CSV tables, small safetensors files, or any
-//! tensors), as `torch.utils.data.TensorDataset`.
+//! [`TensorDataset`]: inputs and targets as two tensors, as
+//! `torch.utils.data.TensorDataset`: held in memory (MNIST-style IDX files,
+//! CSV tables, any tensors) or, for the inputs of a safetensors file,
+//! read from their file per batch ([`TensorDataset::stored`]), so a file
+//! larger than memory trains with flat resident memory.
 //!
 //! Inputs keep their stored dtype (IDX images stay uint8, a quarter of
 //! float32's memory) and are converted when read ([`InputTransform`]), as
@@ -9,6 +11,7 @@
 use crate::data::batch::{INPUTS, TARGETS};
 use crate::data::{Dataset, Sample};
 use crate::{Error, Result};
+use kiln_tensor::datafile::StoredArray;
 use kiln_tensor::rng::Generator;
 use kiln_tensor::shared::SharedTensor;
 use kiln_tensor::{Kind, Tensor};
@@ -45,12 +48,56 @@ impl InputTransform {
     }
 }
 
-/// Inputs `[N, ...]` in their stored dtype and targets `[N, ...]` (int64
-/// class indices, or float regression values), in memory. Samples are the
-/// fields `inputs` and `targets`.
+/// Where the inputs are read from.
+#[derive(Debug)]
+enum Rows {
+    /// A tensor in memory.
+    Memory(SharedTensor),
+    /// A tensor of a file, read per batch.
+    Stored(StoredArray),
+}
+
+impl Rows {
+    fn len(&self) -> usize {
+        match self {
+            Rows::Memory(t) => t.size().first().map_or(0, |&n| n as usize),
+            Rows::Stored(a) => a.len(),
+        }
+    }
+
+    fn shape(&self) -> Vec<i64> {
+        match self {
+            Rows::Memory(t) => t.size(),
+            Rows::Stored(a) => a.shape().to_vec(),
+        }
+    }
+
+    /// The rows at `indices`: a view of consecutive rows in memory, else a
+    /// gathered copy.
+    fn gather(&self, indices: &[i64]) -> Result<Tensor> {
+        match self {
+            Rows::Memory(t) => narrow_or_select(t, indices),
+            Rows::Stored(a) => Ok(a.rows(indices)?),
+        }
+    }
+}
+
+/// `t.index_select(0, indices)`, as a narrowed view when the indices are
+/// consecutive (the unshuffled order, evaluation).
+fn narrow_or_select(t: &Tensor, indices: &[i64]) -> Result<Tensor> {
+    let contiguous = indices.windows(2).all(|w| w[1] == w[0] + 1);
+    Ok(match indices.first() {
+        Some(&start) if contiguous => t.f_narrow(0, start, indices.len() as i64)?,
+        _ => t.f_index_select(0, &Tensor::f_from_slice(indices)?)?,
+    })
+}
+
+/// Inputs `[N, ...]` in their stored dtype (in memory or in their file) and
+/// targets `[N, ...]` (int64 class indices, or float regression values) in
+/// memory. Samples are the fields `inputs` and `targets`.
 #[derive(Debug)]
 pub struct TensorDataset {
-    inputs: SharedTensor,
+    inputs: Rows,
     targets: SharedTensor,
     source: String,
     transform: InputTransform,
@@ -62,21 +109,42 @@ impl TensorDataset {
     /// indices or regression values); `source` names it in errors. Inputs
     /// keep their dtype and convert as [`InputTransform::for_kind`] says.
     pub fn new(inputs: Tensor, targets: Tensor, source: &str) -> Result<Self> {
-        let (n_in, n_tg) = (
-            inputs.size().first().copied(),
-            targets.size().first().copied(),
-        );
-        if n_in.is_none() || n_in != n_tg {
+        let transform = InputTransform::for_kind(inputs.kind());
+        Self::with_rows(
+            Rows::Memory(SharedTensor::new(inputs)),
+            transform,
+            targets,
+            source,
+        )
+    }
+
+    /// A dataset whose inputs stay in their file and are read
+    /// per batch (resident memory does not grow with the file); the targets
+    /// are in memory. Batches equal [`TensorDataset::new`]'s on the loaded
+    /// inputs, bit for bit.
+    pub fn stored(inputs: StoredArray, targets: Tensor, source: &str) -> Result<Self> {
+        let transform = InputTransform::for_kind(inputs.kind());
+        Self::with_rows(Rows::Stored(inputs), transform, targets, source)
+    }
+
+    fn with_rows(
+        inputs: Rows,
+        transform: InputTransform,
+        targets: Tensor,
+        source: &str,
+    ) -> Result<Self> {
+        let n_tg = targets.size().first().copied();
+        if inputs.shape().is_empty() || Some(inputs.len() as i64) != n_tg {
             return Err(Error::InvalidArgument(format!(
                 "{source}: inputs {:?} and targets {:?} must have the same first dimension",
-                inputs.size(),
+                inputs.shape(),
                 targets.size()
             )));
         }
         let max_label = max_label(&targets)?;
         Ok(Self {
-            transform: InputTransform::for_kind(inputs.kind()),
-            inputs: SharedTensor::new(inputs),
+            transform,
+            inputs,
             targets: SharedTensor::new(targets),
             source: source.to_string(),
             max_label,
@@ -89,9 +157,9 @@ impl TensorDataset {
         self
     }
 
-    /// The stored inputs `[N, ...]`.
-    pub fn inputs(&self) -> &Tensor {
-        self.inputs.get()
+    /// The shape of the stored inputs, `[N, ...]`.
+    pub fn input_shape(&self) -> Vec<i64> {
+        self.inputs.shape()
     }
 
     /// The targets `[N, ...]`.
@@ -138,23 +206,9 @@ impl TensorDataset {
 
     /// The samples at `indices`, gathered into one tensor per field.
     fn gather(&self, indices: &[i64]) -> Result<Sample> {
-        let contiguous = indices.windows(2).all(|w| w[1] == w[0] + 1);
-        let (inputs, targets) = match indices.first() {
-            Some(&start) if contiguous => (
-                self.inputs.f_narrow(0, start, indices.len() as i64)?,
-                self.targets.f_narrow(0, start, indices.len() as i64)?,
-            ),
-            _ => {
-                let index = Tensor::f_from_slice(indices)?;
-                (
-                    self.inputs.f_index_select(0, &index)?,
-                    self.targets.f_index_select(0, &index)?,
-                )
-            }
-        };
         Ok(Sample::new()
-            .with(INPUTS, self.transform.apply(&inputs)?)
-            .with(TARGETS, targets))
+            .with(INPUTS, self.transform.apply(&self.inputs.gather(indices)?)?)
+            .with(TARGETS, narrow_or_select(&self.targets, indices)?))
     }
 }
 
@@ -168,7 +222,7 @@ fn max_label(targets: &Tensor) -> Result<i64> {
 
 impl Dataset for TensorDataset {
     fn len(&self) -> usize {
-        self.targets.size().first().map_or(0, |&n| n as usize)
+        self.inputs.len()
     }
 
     fn get(&self, index: usize, _rng: &mut Generator) -> Result<Sample> {
@@ -179,8 +233,12 @@ impl Dataset for TensorDataset {
             )));
         }
         let i = index as i64;
+        let input = match &self.inputs {
+            Rows::Memory(t) => t.f_get(i)?,
+            Rows::Stored(a) => a.rows(&[i])?.f_squeeze_dim(0)?,
+        };
         Ok(Sample::new()
-            .with(INPUTS, self.transform.apply(&self.inputs.f_get(i)?)?)
+            .with(INPUTS, self.transform.apply(&input)?)
             .with(TARGETS, self.targets.f_get(i)?))
     }
 

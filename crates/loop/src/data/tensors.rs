@@ -12,10 +12,16 @@
 //! Without `test=FILE`, a seeded `test_fraction` of the samples is held out
 //! for testing, split as `--data csv:` splits rows
 //! ([`test_split`](crate::data::tabular::test_split)).
+//!
+//! The inputs stay in the file: each batch reads
+//! its rows ([`TensorDataset::stored`]), so a file larger than memory trains
+//! with flat resident memory. The targets (one value or row per sample) are
+//! loaded.
 use crate::data::source::{check_fraction, Splits, Task};
 use crate::data::tabular::test_split;
 use crate::data::{Subset, TensorDataset};
 use crate::{Error, Result};
+use kiln_tensor::datafile::StoredArray;
 use kiln_tensor::spec::{OptionInfo, OptionVisitor, Options};
 use kiln_tensor::{Kind, Tensor};
 use std::path::{Path, PathBuf};
@@ -97,25 +103,32 @@ fn data_error(path: &Path, message: impl Into<String>) -> Error {
 
 /// The inputs and targets of one file, checked and converted.
 struct Pair {
-    inputs: Tensor,
+    inputs: StoredArray,
     targets: Tensor,
     classes: bool,
 }
 
 fn read_pair(path: &Path, src: &TensorsConfig) -> Result<Pair> {
-    let tensors = kiln_tensor::io::read_safetensors(path).map_err(|e| match e {
+    let tensors = kiln_tensor::datafile::open_safetensors(path).map_err(|e| match e {
         kiln_tensor::Error::Io { source, .. } if source.kind() == std::io::ErrorKind::NotFound => {
             data_error(path, "no such file")
         }
         kiln_tensor::Error::Io { source, .. } => data_error(path, source.to_string()),
+        kiln_tensor::Error::InvalidArgument(message) => data_error(
+            path,
+            message
+                .strip_prefix(&format!("{} is ", path.display()))
+                .unwrap_or(&message)
+                .to_string(),
+        ),
         other => data_error(path, format!("not a readable safetensors file ({other})")),
     })?;
     let keys: Vec<&str> = tensors.iter().map(|(k, _)| k.as_str()).collect();
-    let take = |key: &str, what: &str| -> Result<Tensor> {
+    let take = |key: &str, what: &str| -> Result<StoredArray> {
         tensors
             .iter()
             .find(|(k, _)| k == key)
-            .map(|(_, t)| t.shallow_clone())
+            .map(|(_, t)| t.clone())
             .ok_or_else(|| {
                 data_error(
                     path,
@@ -128,7 +141,7 @@ fn read_pair(path: &Path, src: &TensorsConfig) -> Result<Pair> {
     };
     let inputs = take(&src.inputs, "inputs")?;
     let targets = take(&src.targets, "targets")?;
-    let (n_in, n_tg) = (inputs.size(), targets.size());
+    let (n_in, n_tg) = (inputs.shape().to_vec(), targets.shape().to_vec());
     if n_in.is_empty() || n_tg.is_empty() || n_in[0] != n_tg[0] {
         return Err(data_error(
             path,
@@ -147,6 +160,7 @@ fn read_pair(path: &Path, src: &TensorsConfig) -> Result<Pair> {
             ),
         ));
     }
+    let targets = targets.load()?;
     let classes = match targets.kind() {
         Kind::Int64 | Kind::Int | Kind::Int16 | Kind::Int8 | Kind::Uint8 => true,
         Kind::Float | Kind::Double | Kind::Half | Kind::BFloat16 => false,
@@ -239,9 +253,12 @@ pub fn load(src: &TensorsConfig, seed: u64) -> Result<Splits> {
                     ),
                 ));
             }
-            let sample = |t: &Tensor| t.size().into_iter().skip(1).collect::<Vec<i64>>();
-            let (a, b) = (sample(&train.inputs), sample(&test.inputs));
-            let (ta, tb) = (sample(&train.targets), sample(&test.targets));
+            let sample = |shape: Vec<i64>| shape.into_iter().skip(1).collect::<Vec<i64>>();
+            let (a, b) = (
+                sample(train.inputs.shape().to_vec()),
+                sample(test.inputs.shape().to_vec()),
+            );
+            let (ta, tb) = (sample(train.targets.size()), sample(test.targets.size()));
             if a != b || ta != tb {
                 return Err(data_error(
                     &test_path,
@@ -251,9 +268,10 @@ pub fn load(src: &TensorsConfig, seed: u64) -> Result<Splits> {
                     ),
                 ));
             }
-            let train_set = TensorDataset::new(train.inputs, train.targets, &name(&path, "train"))?;
+            let train_set =
+                TensorDataset::stored(train.inputs, train.targets, &name(&path, "train"))?;
             let test_set =
-                TensorDataset::new(test.inputs, test.targets, &test_path.display().to_string())?;
+                TensorDataset::stored(test.inputs, test.targets, &test_path.display().to_string())?;
             // The classes are the training file's (or `classes=`): a test
             // label beyond them would otherwise widen the model silently.
             let largest = train_set.max_label();
@@ -265,7 +283,8 @@ pub fn load(src: &TensorsConfig, seed: u64) -> Result<Splits> {
             (Arc::new(train_set), Arc::new(test_set), largest)
         }
         None => {
-            let all = TensorDataset::new(train.inputs, train.targets, &path.display().to_string())?;
+            let all =
+                TensorDataset::stored(train.inputs, train.targets, &path.display().to_string())?;
             if let Some(classes) = src.classes.filter(|_| classes_in_train) {
                 all.check_labels(classes)?;
             }

@@ -3,8 +3,9 @@
 //! A directory as nanoGPT's `prepare.py` scripts write it: `train.bin` and
 //! `val.bin` (token ids, native little-endian `uint16`, or `uint32` for
 //! vocabularies past 65536) and, for character-level data, `meta.pkl`
-//! ([`Meta`]). The files are memory-mapped (`memmap2`), never read whole:
-//! resident memory does not grow with the data.
+//! ([`Meta`]). The files are read window by window
+//! ([`kiln_tensor::datafile::DataFile`]), never whole: resident memory does
+//! not grow with the data.
 //!
 //! Batches are nanoGPT's `get_batch(split)` ([`TokenData::get_batch`]):
 //! `ix = torch.randint(len(data) - block_size, (batch_size,))` on the
@@ -23,7 +24,7 @@
 //! padded 50304 (what nanoGPT's train.py falls back to).
 use crate::data::meta::Meta;
 use crate::{Error, Result};
-use kiln_tensor::mapped::MappedFile;
+use kiln_tensor::datafile::DataFile;
 use kiln_tensor::spec::{OptionInfo, OptionVisitor, Options, Spec};
 use kiln_tensor::{Device, Kind, Tensor};
 use std::fmt;
@@ -157,11 +158,11 @@ impl fmt::Display for TokensSource {
     }
 }
 
-/// One token file, memory-mapped.
+/// One token file, read window by window (never loaded whole).
 #[derive(Debug)]
 pub struct TokenFile {
     path: PathBuf,
-    map: MappedFile,
+    file: DataFile,
     dtype: TokenDtype,
     len: usize,
 }
@@ -174,10 +175,10 @@ fn data_error(path: &Path, message: impl Into<String>) -> Error {
 }
 
 impl TokenFile {
-    /// Maps `path` read-only; refuses a missing file and a byte count that
-    /// is not a whole number of `dtype` ids.
+    /// Opens `path`; refuses a missing file and a byte count that is not a
+    /// whole number of `dtype` ids.
     pub fn open(path: &Path, dtype: TokenDtype) -> Result<Self> {
-        let map = MappedFile::open(path).map_err(|e| match e {
+        let file = DataFile::open(path).map_err(|e| match e {
             kiln_tensor::Error::Io { source, .. }
                 if source.kind() == std::io::ErrorKind::NotFound =>
             {
@@ -189,7 +190,7 @@ impl TokenFile {
             kiln_tensor::Error::Io { source, .. } => data_error(path, source.to_string()),
             other => data_error(path, other.to_string()),
         })?;
-        let bytes = map.len();
+        let bytes = file.len();
         if !bytes.is_multiple_of(dtype.size()) {
             return Err(data_error(
                 path,
@@ -202,7 +203,7 @@ impl TokenFile {
         }
         Ok(Self {
             path: path.to_path_buf(),
-            map,
+            file,
             dtype,
             len: bytes / dtype.size(),
         })
@@ -223,13 +224,32 @@ impl TokenFile {
         self.len == 0
     }
 
-    /// The ids `start..start + count`, or `None` past the end.
-    pub fn ids(&self, start: usize, count: usize) -> Option<Vec<u32>> {
+    /// The ids `start..start + count`; an error names the file past its
+    /// end or when the read fails.
+    pub fn ids(&self, start: usize, count: usize) -> Result<Vec<u32>> {
         let size = self.dtype.size();
-        let bytes = self
-            .map
-            .read(start.checked_mul(size)?, count.checked_mul(size)?)?;
-        Some(match self.dtype {
+        let past_end = || {
+            data_error(
+                &self.path,
+                format!(
+                    "ids {start}..{} are past the end ({} ids)",
+                    start.saturating_add(count),
+                    self.len
+                ),
+            )
+        };
+        let (from, len) = (
+            start.checked_mul(size).ok_or_else(past_end)?,
+            count.checked_mul(size).ok_or_else(past_end)?,
+        );
+        if !self.file.contains(from, len) {
+            return Err(past_end());
+        }
+        let bytes = self.file.read(from, len).map_err(|e| match e {
+            kiln_tensor::Error::Io { source, .. } => data_error(&self.path, source.to_string()),
+            other => data_error(&self.path, other.to_string()),
+        })?;
+        Ok(match self.dtype {
             TokenDtype::Uint16 => bytes
                 .chunks_exact(2)
                 .map(|b| u32::from(u16::from_le_bytes([b[0], b[1]])))
@@ -272,7 +292,7 @@ pub enum VocabOrigin {
     Gpt2Default,
 }
 
-/// A token directory, opened and checked: both splits mapped.
+/// A token directory, opened and checked: both splits open.
 #[derive(Debug)]
 pub struct TokenData {
     source: TokensSource,
@@ -385,9 +405,7 @@ impl TokenData {
         let mut y = Vec::with_capacity(ix.len() * tu);
         for &i in &ix {
             let start = i as usize;
-            let window = file.ids(start, tu + 1).ok_or_else(|| {
-                data_error(file.path(), format!("window at {start} is past the end"))
-            })?;
+            let window = file.ids(start, tu + 1)?;
             if let Some((at, &id)) = window
                 .iter()
                 .enumerate()

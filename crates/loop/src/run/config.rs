@@ -534,6 +534,13 @@ impl RunConfig {
                 return Err(Error::Usage(format!("{flag} must be at least 1, got 0")));
             }
         }
+        if self.workers > crate::data::loader::MAX_WORKERS {
+            return Err(Error::Usage(format!(
+                "--workers {} is more threads than a loader starts (at most {}); PyTorch suggests at most one per CPU",
+                self.workers,
+                crate::data::loader::MAX_WORKERS
+            )));
+        }
         if let Some(f) = self.val_fraction {
             crate::data::source::check_fraction("--val-fraction", f)?;
         }

@@ -220,6 +220,9 @@ fn train_on(
         loaders,
         trainer,
     } = prepare(plan, registries, dp)?;
+    if main {
+        warn_on_many_workers(plan.config.workers, &request.notices);
+    }
     let run_dir = if main {
         Some(open_run_dir(&request, resumed, &plan, &request.notices)?)
     } else {
@@ -272,6 +275,17 @@ fn train_on(
         &request.notices,
     )
 }
+/// PyTorch's warning when a loader starts more workers than the machine
+/// has CPUs: they compete for the cores, and the run slows down.
+fn warn_on_many_workers(workers: usize, notices: &Notices) {
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    if workers > cpus {
+        notices.warn(format!(
+            "--workers {workers} starts more loader threads than this machine's {cpus} CPUs; excessive workers can slow the run down (PyTorch suggests at most {cpus})"
+        ));
+    }
+}
+
 /// The build phase: components, loaders, the Trainer with its scheduler
 /// and metrics, data-parallel agreement — every check before anything is
 /// written. `config.json` records what runs, defaults included.
