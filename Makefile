@@ -47,6 +47,8 @@ bench: build
 		--before scripts/bench/step_floor.before.json
 	PYTHONPATH=$(CURDIR)/.libtorch PYTHON=$(PYTHON) bash crates/optim/benches/run.sh
 	$(PY) scripts/bench/scaling.py --bin "$$(ls -t target/release/deps/scaling-* | grep -v '\.d$$' | head -n1)"
+	$(PY) scripts/bench/loader.py --bin "$$(ls -t target/release/deps/loader-* | grep -v '\.d$$' | head -n1)"
+	$(PY) scripts/bench/large_data.py --kiln-bin target/release/kiln
 
 golden: build
 	$(PY) tests/golden/interop/make_interop.py
