@@ -11,6 +11,7 @@ mod cli_errors;
 mod disk_full;
 #[cfg(feature = "mpi")]
 mod distributed;
+mod images;
 mod interop;
 mod models;
 mod resume;
