@@ -43,6 +43,7 @@ train: build
 bench: build
 	$(CARGO) build --release -p kiln-cli --benches $(FEATURE_FLAGS)
 	$(PY) scripts/bench/train_epoch.py --kiln-bin target/release/kiln
+	$(PY) scripts/bench/image_loader.py --kiln-bin target/release/kiln --threads $(BENCH_THREADS)
 	$(PY) scripts/bench/step_floor.py --kiln-bin target/release/kiln --threads $(BENCH_THREADS) \
 		--before scripts/bench/step_floor.before.json
 	PYTHONPATH=$(CURDIR)/.libtorch PYTHON=$(PYTHON) bash crates/optim/benches/run.sh

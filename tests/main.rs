@@ -12,6 +12,7 @@ mod data;
 mod disk_full;
 #[cfg(feature = "mpi")]
 mod distributed;
+mod images;
 mod interop;
 mod models;
 mod resume;

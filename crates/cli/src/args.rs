@@ -66,10 +66,22 @@ pub struct TrainArgs {
     #[arg(long)]
     pub data_dir: Option<PathBuf>,
     /// Other data: csv:PATH,target=COLUMN[,test_fraction=0.2] (regression; the loss defaults to
-    /// mse) or tensors:PATH[,test=PATH,inputs=KEY,targets=KEY,test_fraction=0.2,classes=N] (a
-    /// safetensors file; int targets are classes, float targets values). Splits use the seed.
+    /// mse), tensors:PATH[,test=PATH,inputs=KEY,targets=KEY,test_fraction=0.2,classes=N] (a
+    /// safetensors file; int targets are classes, float targets values) or
+    /// images:DIR[,test=DIR,test_fraction=0.2] (an image folder as torchvision's ImageFolder reads
+    /// it: one sub-directory per class). Splits use the seed.
     #[arg(long)]
     pub data: Option<String>,
+    /// Image transform of the training samples, NAME[:key=value,...], repeatable, applied in
+    /// order as torchvision's transforms.v2 (e.g. random-resized-crop:size=24,scale=0.5;1.0;
+    /// see `kiln transforms`); ToDtype(float32, scale=True) goes before the first float
+    /// transform (normalize, random-erasing) or at the end. With --data images: only.
+    #[arg(long, value_name = "SPEC")]
+    pub transform: Vec<String>,
+    /// Image transform of the evaluation samples (e.g. center-crop:size=24), repeatable, as
+    /// --transform.
+    #[arg(long, value_name = "SPEC")]
+    pub test_transform: Vec<String>,
     /// Data-loading worker threads (DataLoader's num_workers): batch b of an epoch is built by
     /// worker b mod N with its own generator seeded base_seed + worker_id, as PyTorch's workers;
     /// 0 builds batches on the training thread.

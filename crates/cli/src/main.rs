@@ -36,6 +36,8 @@ enum Command {
     Schedulers,
     /// List every built-in model and its options with their defaults.
     Models,
+    /// List every image transform (--transform) and its options with their defaults.
+    Transforms,
 }
 
 /// The subcommand the command line names, if any.
@@ -147,6 +149,7 @@ fn run(cli: Cli, matches: &clap::ArgMatches) -> anyhow::Result<()> {
         Command::Optimizers => print!("{}", kiln_optim::optimizers().describe()),
         Command::Schedulers => print!("{}", kiln_optim::scheduler::schedulers().describe()),
         Command::Models => print!("{}", kiln_loop::models::models().describe()),
+        Command::Transforms => print!("{}", Registries::default().transforms.describe()),
     }
     Ok(())
 }

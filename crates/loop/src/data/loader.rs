@@ -337,6 +337,7 @@ impl Plan {
                             .map_err(|e| self.name_sample(i as usize, e))
                     })
                     .collect::<Result<Vec<_>>>()?;
+                self.check_shapes(&indices, &samples)?;
                 collate(samples, self.fields.clone())?
             }
         };
@@ -344,6 +345,49 @@ impl Plan {
             Some(device) => batch.pinned(device),
             None => Ok(batch),
         }
+    }
+
+    /// Samples of one batch must stack: the first one whose fields' shapes
+    /// differ from the first sample's is named, with both shapes.
+    fn check_shapes(&self, indices: &[i64], samples: &[crate::data::Sample]) -> Result<()> {
+        let shapes = |s: &crate::data::Sample| -> Vec<(String, Vec<i64>)> {
+            s.fields()
+                .iter()
+                .map(|(n, t)| (n.clone(), t.size()))
+                .collect()
+        };
+        let Some(first) = samples.first().map(shapes) else {
+            return Ok(());
+        };
+        let Some((k, other)) = samples
+            .iter()
+            .map(shapes)
+            .enumerate()
+            .find(|(_, s)| *s != first)
+        else {
+            return Ok(());
+        };
+        let describe = |k: usize| {
+            indices
+                .get(k)
+                .map_or_else(String::new, |&i| self.dataset.describe(i as usize))
+        };
+        let show = |fields: &[(String, Vec<i64>)]| {
+            fields
+                .iter()
+                .map(|(n, s)| format!("{n} {s:?}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        Err(Error::Sample {
+            sample: describe(k),
+            source: Box::new(Error::InvalidArgument(format!(
+                "{} in a batch with {} ({}): the samples of a batch stack only with equal shapes",
+                show(&other),
+                describe(0),
+                show(&first)
+            ))),
+        })
     }
 
     fn name_sample(&self, index: usize, err: Error) -> Error {

@@ -3,11 +3,16 @@
 //!
 //! kiln's sources are `idx:DIR` ((Fashion)MNIST's four IDX files; the
 //! default is the FashionMNIST the setup provides, and `--data-dir DIR` is
-//! `idx:DIR`), `csv:PATH,target=COLUMN` and `tensors:PATH` (a safetensors
-//! file). A downstream crate [`register`](Registry::register)s its own
-//! source the same way: a config with [`Options`] and a function from it to
-//! [`Splits`]. A source whose first option is `path` takes the file first,
-//! without its key (`csv:data.csv,target=y`).
+//! `idx:DIR`), `csv:PATH,target=COLUMN`, `tensors:PATH` (a safetensors
+//! file) and `images:DIR` (an image folder, read as torchvision's
+//! `ImageFolder` reads it). A downstream crate
+//! [`register`](Registry::register)s its own source the same way: a config
+//! with [`Options`] and a function from it to [`Splits`]; a source of images
+//! registered with [`DataRegistry::register_images`] also takes the run's
+//! `--transform`s ([`DataContext::transforms`]). A source whose first option
+//! is `path` takes the file first, without its key (`csv:data.csv,target=y`).
+use crate::data::images::source::{self as images, ImagesConfig};
+use crate::data::images::Pipeline;
 use crate::data::tabular::CsvData;
 use crate::data::tensors::{self, TensorsConfig};
 use crate::data::{idx, Dataset};
@@ -53,10 +58,29 @@ impl std::fmt::Debug for Splits {
 }
 
 /// What a data source may use besides its options.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct DataContext {
     /// The run's seed: sources without a test file split with it.
     pub seed: u64,
+    /// The training samples' image transforms (`--transform`), for sources
+    /// of images: torchvision's canonical pipeline, at least the
+    /// `ToDtype(torch.float32, scale=True)` it ends with.
+    pub transforms: Arc<Pipeline>,
+    /// The evaluation samples' image transforms (`--test-transform`).
+    pub test_transforms: Arc<Pipeline>,
+}
+
+impl DataContext {
+    /// A context with `seed` and no transforms but the pipeline's
+    /// `ToDtype(torch.float32, scale=True)` (images as `ToTensor` gives them).
+    pub fn new(seed: u64) -> Result<Self> {
+        let plain = Arc::new(crate::data::images::transforms().pipeline::<&str>(&[])?);
+        Ok(Self {
+            seed,
+            transforms: plain.clone(),
+            test_transforms: plain,
+        })
+    }
 }
 
 /// Builds a source's splits from a resolved spec.
@@ -66,9 +90,13 @@ pub type DataBuild = dyn Fn(&mut Spec, &DataContext) -> Result<Splits> + Send + 
 pub type DataEntry = Entry<DataBuild>;
 
 /// Data sources by spec: a [`Registry`] of [`DataEntry`] (which it derefs
-/// to, for `register`, `describe`…) plus [`DataRegistry::load`].
+/// to, for `register`, `describe`…) plus [`DataRegistry::load`], and which
+/// of them read images (and so take `--transform`).
 #[derive(Debug, Clone)]
-pub struct DataRegistry(Registry<DataBuild>);
+pub struct DataRegistry {
+    entries: Registry<DataBuild>,
+    images: Vec<String>,
+}
 
 impl Default for DataRegistry {
     fn default() -> Self {
@@ -79,34 +107,55 @@ impl Default for DataRegistry {
 impl std::ops::Deref for DataRegistry {
     type Target = Registry<DataBuild>;
     fn deref(&self) -> &Self::Target {
-        &self.0
+        &self.entries
     }
 }
 
 impl std::ops::DerefMut for DataRegistry {
     fn deref_mut(&mut self) -> &mut Self::Target {
-        &mut self.0
+        &mut self.entries
     }
 }
 
 impl DataRegistry {
     /// An empty registry.
     pub fn new() -> Self {
-        Self(Registry::new("data source", "Data sources"))
+        Self {
+            entries: Registry::new("data source", "Data sources"),
+            images: Vec::new(),
+        }
+    }
+
+    /// Registers a source of images: one that applies the run's
+    /// `--transform`s ([`DataContext::transforms`]) to its training samples
+    /// and `--test-transform`s to its evaluation samples. Runs refuse
+    /// transforms with any other source.
+    pub fn register_images(&mut self, entry: DataEntry) {
+        self.images.push(entry.name.clone());
+        self.entries.register(entry);
+    }
+
+    /// Whether the source named `name` (any of its names) reads images.
+    pub fn takes_transforms(&self, name: &str) -> bool {
+        self.entries
+            .lookup(name)
+            .is_ok_and(|e| self.images.contains(&e.name))
     }
 
     /// `text` resolved: the canonical name and every option's effective
     /// value, its file options made absolute (so a run resumes from any
     /// working directory).
     pub fn resolve_text(&self, text: &str) -> kiln_tensor::Result<String> {
-        let mut spec = self.resolve(&parse_path_first(&self.0, text)?)?;
+        let mut spec = self.resolve(&parse_path_first(&self.entries, text)?)?;
         absolute_paths(&mut spec, &["path", "test"])?;
         Ok(spec.to_string())
     }
 
     /// Loads the splits `text` names.
     pub fn load(&self, text: &str, context: &DataContext) -> Result<Splits> {
-        let (entry, mut spec) = self.0.prepare(&parse_path_first(&self.0, text)?)?;
+        let (entry, mut spec) = self
+            .entries
+            .prepare(&parse_path_first(&self.entries, text)?)?;
         (entry.build)(&mut spec, context)
     }
 }
@@ -270,7 +319,7 @@ pub fn check_fraction(what: &str, fraction: f64) -> Result<()> {
     }
 }
 
-/// kiln's data sources: `idx`, `csv`, `tensors`.
+/// kiln's data sources: `idx`, `csv`, `tensors`, `images`.
 pub fn data_sources() -> DataRegistry {
     let mut r = DataRegistry::new();
     r.register(
@@ -320,6 +369,14 @@ pub fn data_sources() -> DataRegistry {
         "your own tensors from a safetensors file: inputs [N, ...] and targets (int: classes, float: values)",
         |cfg, context| tensors::load(&cfg, context.seed),
     ));
+    r.register_images(
+        data_entry::<ImagesConfig>(
+            "images",
+            "an image folder as torchvision's ImageFolder reads it (one sub-directory per class, PNG and JPEG decoded as PIL does), through --transform/--test-transform",
+            |cfg, context| images::load(&cfg, context),
+        )
+        .aliases(&["ImageFolder"]),
+    );
     r
 }
 
@@ -333,6 +390,11 @@ mod tests {
         let resolved = r.resolve_text("csv:/tmp/d.csv,target=y")?;
         assert_eq!(resolved, "csv:path=/tmp/d.csv,target=y,test_fraction=0.2");
         assert!(r.resolve_text("idx:rel/dir")?.starts_with("idx:path=/"));
+        assert!(r
+            .resolve_text("ImageFolder:rel/train,test=rel/test")?
+            .starts_with("images:path=/"));
+        assert!(r.takes_transforms("images") && r.takes_transforms("ImageFolder"));
+        assert!(!r.takes_transforms("tensors") && !r.takes_transforms("nothing"));
         let err = |t: &str| {
             r.resolve_text(t)
                 .err()

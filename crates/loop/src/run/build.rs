@@ -179,9 +179,20 @@ impl RunLoaders {
 /// `--train-samples`/`--test-samples`, the validation split taken.
 fn load_data(plan: &RunPlan, registries: &Registries) -> Result<RunData> {
     let config = &plan.config;
-    let Splits { train, test, task } = registries
-        .data
-        .load(&config.data_spec()?, &DataContext { seed: plan.seed })?;
+    let pipeline = |specs: &[String], flag: &str| -> Result<Arc<_>> {
+        Ok(Arc::new(
+            registries
+                .transforms
+                .pipeline(specs)
+                .map_err(|e| usage(flag, e))?,
+        ))
+    };
+    let context = DataContext {
+        seed: plan.seed,
+        transforms: pipeline(&config.transform, "--transform")?,
+        test_transforms: pipeline(&config.test_transform, "--test-transform")?,
+    };
+    let Splits { train, test, task } = registries.data.load(&config.data_spec()?, &context)?;
     let cut = |set: Arc<dyn Dataset>, n: Option<usize>| -> Arc<dyn Dataset> {
         match n {
             Some(n) => Arc::new(Subset::first(set, n)),

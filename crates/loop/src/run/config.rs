@@ -125,6 +125,13 @@ pub struct RunConfig {
     /// The data source spec (`csv:PATH,target=COLUMN`, `tensors:PATH`…),
     /// resolved by the data registry; default: the setup's FashionMNIST.
     pub data: Option<String>,
+    /// Image transforms of the training samples, in order
+    /// (`random-resized-crop:size=24`; see `kiln transforms`), resolved by
+    /// the transform registry: torchvision's canonical pipeline, for data
+    /// sources of images (`images:DIR`).
+    pub transform: Vec<String>,
+    /// Image transforms of the evaluation samples, in order.
+    pub test_transform: Vec<String>,
     /// Data-loading worker threads (`num_workers`; 0: the training thread).
     pub workers: usize,
     /// Batches in flight per worker (`prefetch_factor`).
@@ -211,6 +218,8 @@ impl Default for RunConfig {
             deterministic: false,
             data_dir: None,
             data: None,
+            transform: Vec::new(),
+            test_transform: Vec::new(),
             workers: 0,
             prefetch_factor: crate::data::loader::PREFETCH_FACTOR,
             no_shuffle: false,
@@ -514,9 +523,50 @@ impl RunConfig {
         if let Some(text) = &self.data {
             self.data = Some(registries.data.resolve_text(text).map_err(flag("--data"))?);
         }
+        self.normalize_transforms(registries)?;
         self.data_dir = self.data_dir.as_deref().map(absolute);
         self.init = self.init.as_deref().map(absolute);
         self.validate()
+    }
+
+    /// `--transform` and `--test-transform` resolved (canonical names, every
+    /// option with its value) and built once, so that a spec torchvision's
+    /// constructor refuses fails here; both only for a source of images.
+    fn normalize_transforms(&mut self, registries: &Registries) -> Result<()> {
+        let registry = &registries.transforms;
+        for (flag, specs) in [
+            ("--transform", &mut self.transform),
+            ("--test-transform", &mut self.test_transform),
+        ] {
+            for text in specs.iter_mut() {
+                let resolved = text
+                    .parse::<Spec>()
+                    .and_then(|spec| registry.resolve(&spec))
+                    .map_err(|e| Error::Usage(format!("{flag}: {e}")))?;
+                *text = resolved.to_string();
+            }
+            registry
+                .pipeline(specs)
+                .map_err(|e| Error::Usage(format!("{flag}: {e}")))?;
+        }
+        let given = [
+            ("--transform", self.transform.is_empty()),
+            ("--test-transform", self.test_transform.is_empty()),
+        ]
+        .into_iter()
+        .find_map(|(flag, empty)| (!empty).then_some(flag));
+        if let Some(flag) = given {
+            let source = match &self.data {
+                Some(spec) => spec.split(':').next().unwrap_or_default().to_string(),
+                None => "idx".to_string(),
+            };
+            if !registries.data.takes_transforms(&source) {
+                return Err(Error::Usage(format!(
+                    "{flag} transforms images, but --data {source} has none; use it with --data images:DIR"
+                )));
+            }
+        }
+        Ok(())
     }
 
     /// Checks the values that are the run's own (the Trainer checks its
@@ -665,5 +715,47 @@ mod tests {
         assert!(err(json!({"batch-size": 0})).contains("--batch-size must be at least 1"));
         assert!(err(json!({"val_fraction": 1.5})).contains("--val-fraction"));
         assert!(err(json!({"epochs": "x"})).starts_with("f.json: invalid type"));
+    }
+
+    #[test]
+    fn transforms_are_resolved_and_need_a_source_of_images() -> Result<()> {
+        let cfg = RunConfig::from_layers(
+            &[layer(
+                "cli",
+                json!({"data": "images:/d", "transform": ["RandomHorizontalFlip", "center-crop:size=3"],
+                       "test_transform": ["normalize:mean=0.5,std=0.5"]}),
+            )],
+            &Registries::default(),
+        )?;
+        assert_eq!(
+            cfg.transform,
+            ["random-horizontal-flip:p=0.5", "center-crop:size=3"]
+        );
+        assert_eq!(
+            cfg.test_transform,
+            ["normalize:mean=0.5,std=0.5,inplace=false"]
+        );
+        let err = |v: Value| {
+            RunConfig::from_layers(&[layer("cli", v)], &Registries::default())
+                .err()
+                .map(|e| e.to_string())
+                .unwrap_or_default()
+        };
+        assert_eq!(
+            err(json!({"transform": ["random-horizontal-flip"]})),
+            "--transform transforms images, but --data idx has none; use it with --data images:DIR"
+        );
+        assert!(
+            err(json!({"data": "images:/d", "test_transform": ["centre-crop:size=2"]}))
+                .starts_with(
+                "--test-transform: unknown transform 'centre-crop' (did you mean 'center-crop'?)"
+            )
+        );
+        // What torchvision's constructor refuses is refused up front too.
+        assert!(
+            err(json!({"data": "images:/d", "transform": ["random-vertical-flip:p=3"]}))
+                .starts_with("--transform: random-vertical-flip: `p` should be")
+        );
+        Ok(())
     }
 }

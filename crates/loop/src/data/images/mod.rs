@@ -2,7 +2,8 @@
 //! ([`ImageFolder`]), its default loader's decoding ([`decode`]: PIL's
 //! `Image.open(f).convert("RGB")` + `ToImage()`) and `transforms.v2`
 //! ([`transforms`]: the same bits and the same random draws, from the
-//! generator a worker passes in).
+//! generator a worker passes in). [`source`] makes a folder a run's data
+//! (`--data images:DIR`, `--transform`, `--test-transform`).
 //!
 //! ```no_run
 //! use kiln_loop::data::images::{transforms, ImageFolder};
@@ -22,8 +23,10 @@
 //! ```
 pub mod decode;
 pub mod folder;
+pub mod source;
 pub mod transforms;
 
 pub use decode::{decode, decode_file, RgbImage};
 pub use folder::{has_file_allowed_extension, ImageFolder, IMG_EXTENSIONS};
+pub use source::{ImageDataset, ImagesConfig};
 pub use transforms::{transforms, Pipeline, Transform, TransformRegistry};
