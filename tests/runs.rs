@@ -159,7 +159,7 @@ fn config_file_gives_flags_and_command_line_wins() {
     let (out, _, stderr) = train(&["--config", config.to_str().unwrap_or("")]);
     assert_eq!(out.status.code(), Some(2));
     assert!(
-        stderr.contains("unknown flag 'epochz'") && stderr.contains("epochs"),
+        stderr.contains("unknown flag 'epochz' (did you mean 'epochs'?)"),
         "{stderr}"
     );
 }

@@ -124,7 +124,7 @@ fn write_tensors(path: &Path, tensors: &[(String, Tensor)]) -> Result<()> {
 }
 
 fn read_tensors(path: &Path) -> Result<Vec<(String, Tensor)>> {
-    io::read_safetensors(path).map_err(|e| io_error(path, e))
+    io::read_safetensors(path).map_err(|e| Error::safetensors_read(path, e))
 }
 
 fn write_json(path: &Path, value: &impl Serialize) -> Result<()> {

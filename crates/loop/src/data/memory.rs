@@ -73,6 +73,8 @@ impl TensorDataset {
                 targets.size()
             )));
         }
+        check_finite(&inputs, "input", source)?;
+        check_finite(&targets, "target", source)?;
         let max_label = max_label(&targets)?;
         Ok(Self {
             transform: InputTransform::for_kind(inputs.kind()),
@@ -191,4 +193,46 @@ impl Dataset for TensorDataset {
     fn describe(&self, index: usize) -> String {
         format!("sample {index} of {}", self.source)
     }
+}
+
+/// Errors if a floating-point `tensor` `[N, ...]` holds NaN or an
+/// infinity, naming the first sample that does (a run would otherwise
+/// stop later with a NaN loss that points at no sample).
+fn check_finite(tensor: &Tensor, what: &str, source: &str) -> Result<()> {
+    let floating = matches!(
+        tensor.kind(),
+        Kind::Float | Kind::Double | Kind::Half | Kind::BFloat16
+    );
+    let n = tensor.size().first().copied().unwrap_or(0);
+    if !floating || n == 0 {
+        return Ok(());
+    }
+    let bad = tensor
+        .f_isfinite()?
+        .f_logical_not()?
+        .f_reshape([n, -1])?
+        .f_any_dim(1, false)?;
+    if bad.f_any()?.f_int64_value(&[])? == 0 {
+        return Ok(());
+    }
+    let sample = bad
+        .f_to_kind(Kind::Uint8)?
+        .f_argmax(None, false)?
+        .f_int64_value(&[])?;
+    let values = tensor
+        .f_get(sample)?
+        .f_flatten(0, -1)?
+        .f_to_kind(Kind::Double)?;
+    let values = Vec::<f64>::try_from(&values)?;
+    let value = values
+        .iter()
+        .find(|v| !v.is_finite())
+        .copied()
+        .unwrap_or(f64::NAN);
+    Err(Error::Data {
+        path: source.into(),
+        message: format!(
+            "sample {sample} has a non-finite {what} ({value}); clean the data or drop the sample"
+        ),
+    })
 }

@@ -29,6 +29,12 @@ pub enum Task {
         /// Values per sample.
         outputs: i64,
     },
+    /// Two classes scored by one logit (`BCEWithLogitsLoss`): labels 0/1,
+    /// or float targets `[N, 1]` in [0, 1]; a sample is counted correct when
+    /// `logit > 0` says what its target does. A run makes the data's
+    /// two-class labels (or one float target) this task when its loss is
+    /// `bce-with-logits`.
+    Binary,
 }
 
 /// The train and test sets of a run, and what they ask the model to do.
@@ -137,11 +143,17 @@ pub fn parse_path_first<B: ?Sized>(
     text: &str,
 ) -> kiln_tensor::Result<Spec> {
     let (name, rest) = text.trim().split_once(':').unwrap_or((text.trim(), ""));
-    let (first, others) = rest.split_once(',').unwrap_or((rest, ""));
+    // The first option ends at the first `,` outside brackets
+    // (`tensors:[data/a,b.safetensors]` is one path).
+    let pieces = kiln_tensor::spec::split_outside_brackets(rest, ',')?;
+    let first = pieces.first().copied().unwrap_or_default();
     // An unknown name is the error to report, whatever follows it.
     let entry = registry.lookup(name.trim())?;
     let takes_path = entry.options.first().is_some_and(|o| o.name == "path");
-    if takes_path && !first.trim().is_empty() && !first.contains('=') {
+    // A bracketed first option is a path whatever it holds.
+    let positional = kiln_tensor::spec::unbracket(first) != first || !first.contains('=');
+    if takes_path && !first.is_empty() && positional {
+        let others = pieces.get(1..).unwrap_or_default().join(",");
         return format!("{name}:path={first},{others}").parse();
     }
     text.parse()
@@ -152,7 +164,8 @@ pub fn parse_path_first<B: ?Sized>(
 pub fn absolute_paths(spec: &mut Spec, keys: &[&str]) -> kiln_tensor::Result<()> {
     for key in keys {
         if let Some(path) = spec.raw(key).filter(|p| p != "none") {
-            let path = absolute(Path::new(&path));
+            // A path holding `,` is given (and kept) in brackets.
+            let path = absolute(Path::new(kiln_tensor::spec::unbracket(&path)));
             spec.set(key, path.display().to_string())?;
         }
     }

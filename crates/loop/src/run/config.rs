@@ -387,8 +387,10 @@ impl RunConfig {
             for (key, value) in &layer.flags {
                 let key = key.replace('-', "_");
                 if !known.contains(&key) {
+                    let hint = kiln_tensor::spec::suggest(&key, known.iter().map(String::as_str))
+                        .map_or(String::new(), |near| format!(" (did you mean '{near}'?)"));
                     return Err(Error::Usage(format!(
-                        "{}: unknown flag '{key}'; accepted: {}",
+                        "{}: unknown flag '{key}'{hint}; accepted: {}",
                         layer.source,
                         known.join(", ")
                     )));
@@ -654,7 +656,9 @@ mod tests {
                 .map(|e| e.to_string())
                 .unwrap_or_default()
         };
-        assert!(err(json!({"epoch": 1})).starts_with("f.json: unknown flag 'epoch'; accepted:"));
+        assert!(err(json!({"epoch": 1}))
+            .starts_with("f.json: unknown flag 'epoch' (did you mean 'epochs'?); accepted:"));
+        assert!(err(json!({"zzzz": 1})).starts_with("f.json: unknown flag 'zzzz'; accepted:"));
         assert!(err(json!({"batch-size": 0})).contains("--batch-size must be at least 1"));
         assert!(err(json!({"val_fraction": 1.5})).contains("--val-fraction"));
         assert!(err(json!({"epochs": "x"})).starts_with("f.json: invalid type"));

@@ -108,6 +108,12 @@ pub fn train(request: TrainRequest, registries: &Registries) -> Result<FitSummar
         return train_on(request, registries, config, None);
     };
     comm.set_notices(request.notices.clone());
+    if comm.world_size() == 1 {
+        request.notices.warn(format!(
+            "--distributed {}: this process is the only rank of its job (not started by mpirun or srun?); it trains alone",
+            config.distributed.map_or(String::new(), |d| d.to_string())
+        ));
+    }
     let dp = DataParallel::new(comm.as_ref()).buckets(
         crate::distributed::BucketConfig::from_cap_mb(config.bucket_cap_mb)?,
     );
@@ -220,10 +226,15 @@ fn train_on(
         loaders,
         trainer,
     } = prepare(plan, registries, dp)?;
-    let run_dir = if main {
-        Some(open_run_dir(&request, resumed, &plan, &request.notices)?)
-    } else {
-        None
+    // `--dry-run` writes nothing (Lightning's `fast_dev_run`): no run
+    // directory, no checkpoint, no metrics; a resumed run's is only read.
+    let run_dir = match (main, plan.config.dry_run) {
+        (true, false) => Some(open_run_dir(&request, resumed, &plan, &request.notices)?),
+        (true, true) => {
+            request.notices.send(Notice::Seed(plan.seed));
+            resumed
+        }
+        (false, _) => None,
     };
     let resume = match (&request.resume, dp) {
         (Some(path), Some(dp)) => share_checkpoint(
@@ -234,20 +245,28 @@ fn train_on(
         (Some(_), None) => find_checkpoint(run_dir.as_ref(), &plan, &request.notices)?,
         (None, _) => None,
     };
+    let resume = match resume {
+        Some(mut ckpt) => {
+            let changed = apply_new_hyperparameters(&mut ckpt, &plan, parts.optimizer.as_ref())?;
+            if main && !changed.is_empty() {
+                request.notices.send(Notice::NewHyperparameters(changed));
+            }
+            Some(ckpt)
+        }
+        None => None,
+    };
     let mut trainer = trainer.interrupt_flag(signals::install()?);
-    if let Some(dir) = &run_dir {
+    if let Some(dir) = run_dir.as_ref().filter(|_| !plan.config.dry_run) {
         trainer = outputs::attach(
             trainer.checkpoint_dir(dir.path()),
             &plan,
             dir,
             resume.as_ref().map(|c| c.progress.step),
-            outputs::Shown {
-                display: request.display,
-                notices: &request.notices,
-                data_parallel: dp.is_some(),
-                train_batches: loaders.train.len(),
-            },
+            &request.notices,
         )?;
+    }
+    if main {
+        trainer = outputs::show(trainer, request.display, dp.is_some(), loaders.train.len());
     }
     let eval_sets = loaders.eval_sets();
     let summary = trainer.fit(
@@ -267,7 +286,7 @@ fn train_on(
     finish_run(
         summary,
         parts.model.as_ref(),
-        run_dir.as_ref(),
+        run_dir.as_ref().filter(|_| !plan.config.dry_run),
         &plan,
         &request.notices,
     )
@@ -291,7 +310,7 @@ fn prepare<'a>(
     let mut trainer = Trainer::new(plan.trainer.clone())
         .map_err(plan::flag_error)?
         .run_config(plan.config.to_json()?)
-        .metrics(build::metrics(plan.config.top_k, parts.data.task));
+        .metrics(build::metrics(plan.config.top_k, parts.data.task)?);
     if let Some((scheduler, interval)) = build::scheduler(
         &plan,
         &registries.schedulers,
@@ -461,11 +480,9 @@ fn check_ranks_agree(dp: DataParallel<'_>, config: &RunConfig, splits: &RunData)
     let mut same = config.clone();
     // The device is per rank (`cuda:N` with NCCL).
     same.device = kiln_tensor::device::DeviceSpec::Auto;
-    let text = same.to_json()?.to_string();
-    // FNV-1a: the same on every rank and every build.
-    let hash = text.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
-        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
-    });
+    let mine = same.to_json()?;
+    let text = mine.to_string();
+    let root = dp.broadcast_text(&text)?;
     dp.check_same_u64(
         "dataset sizes (train, validation, test)",
         &[
@@ -474,10 +491,44 @@ fn check_ranks_agree(dp: DataParallel<'_>, config: &RunConfig, splits: &RunData)
             splits.test.len() as u64,
         ],
     )?;
-    dp.check_same_u64(
-        "their flags (each rank must get the same command line)",
-        &[hash],
-    )
+    // A rank whose flags differ names them, with rank 0's values.
+    let what = if root == text {
+        "their flags (each rank must get the same command line)".to_string()
+    } else {
+        format!("its flags: {}", flag_differences(&mine, &root))
+    };
+    dp.check_same_u64(&what, &[u64::from(root != text)])
+}
+
+/// The flags of `mine` that differ from rank 0's (`root`, a JSON object):
+/// `--epochs 2 (rank 0: 1)`.
+fn flag_differences(mine: &serde_json::Value, root: &str) -> String {
+    let root: serde_json::Value = serde_json::from_str(root).unwrap_or_default();
+    let empty = serde_json::Map::new();
+    let (mine, root) = (
+        mine.as_object().unwrap_or(&empty),
+        root.as_object().unwrap_or(&empty),
+    );
+    let show = |v: Option<&serde_json::Value>| match v {
+        Some(serde_json::Value::String(s)) => s.clone(),
+        Some(serde_json::Value::Null) | None => "not given".into(),
+        Some(other) => other.to_string(),
+    };
+    let mut keys: Vec<&String> = mine.keys().chain(root.keys()).collect();
+    keys.sort();
+    keys.dedup();
+    keys.into_iter()
+        .filter(|k| mine.get(*k) != root.get(*k))
+        .map(|k| {
+            format!(
+                "--{} {} (rank 0: {})",
+                k.replace('_', "-"),
+                show(mine.get(k)),
+                show(root.get(k))
+            )
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// Rank 0 chose the checkpoint to resume from; every other rank loads the
@@ -495,6 +546,88 @@ fn share_checkpoint(
     }
     let dir = checkpoint::checkpoints_dir(run_dir).join(format!("step-{step:09}"));
     Ok(Some(checkpoint::load(&dir)?))
+}
+
+/// Hyperparameters given again when resuming (`--lr 0.1`, `--optimizer
+/// sgd:weight_decay=1e-4`) win over the checkpoint's: the options of the
+/// run's optimizer spec that differ from the spec the checkpoint was
+/// written with are copied, group by group, from the freshly built
+/// optimizer into the checkpoint's param groups, which the Trainer then
+/// restores (`optimizer.load_state_dict(...)` followed by setting
+/// `param_group[key]`, as a PyTorch user lowers the lr of a resumed run).
+/// Returns what changed (`lr 0.001 → 0.1`). A new lr under an lr
+/// scheduler is refused: the restored scheduler would go on from its own
+/// base lrs.
+fn apply_new_hyperparameters(
+    ckpt: &mut Checkpoint,
+    plan: &RunPlan,
+    fresh: &dyn kiln_optim::Optimizer,
+) -> Result<Vec<String>> {
+    let Some(saved) = ckpt.config.get("optimizer").and_then(|v| v.as_str()) else {
+        return Ok(Vec::new());
+    };
+    let parse = |text: &str| {
+        text.parse::<kiln_tensor::spec::Spec>()
+            .map_err(|e| Error::Usage(format!("--optimizer: {e}")))
+    };
+    let (saved, new) = (parse(saved)?, parse(&plan.config.optimizer)?);
+    if saved.name != new.name {
+        // Another optimizer: refused when its state is restored.
+        return Ok(Vec::new());
+    }
+    let changed: Vec<(String, String, String)> = new
+        .options()
+        .filter_map(|(key, value)| match saved.get(key) {
+            Some(old) if old != value => {
+                Some((key.to_string(), old.to_string(), value.to_string()))
+            }
+            _ => None,
+        })
+        .collect();
+    if changed.is_empty() {
+        return Ok(Vec::new());
+    }
+    if let (Some((spec, _)), true) = (&plan.scheduler, changed.iter().any(|(k, ..)| k == "lr")) {
+        return Err(Error::Usage(format!(
+            "--lr: the run being resumed has the lr scheduler '{spec}', which goes on from the lrs it was started with; resume without a new lr, or start a new run (--init from its checkpoint)"
+        )));
+    }
+    let fresh_state = fresh.state_dict()?;
+    let fresh_groups = fresh_state
+        .scalars
+        .get("param_groups")
+        .and_then(|g| g.as_array())
+        .cloned()
+        .unwrap_or_default();
+    let groups = ckpt
+        .optimizer
+        .scalars
+        .get_mut("param_groups")
+        .and_then(|g| g.as_array_mut());
+    let Some(groups) = groups else {
+        return Err(Error::Usage(format!(
+            "--optimizer: {} cannot change when resuming this checkpoint (its optimizer state has no param groups)",
+            changed.iter().map(|(k, ..)| k.as_str()).collect::<Vec<_>>().join(", ")
+        )));
+    };
+    for (key, ..) in &changed {
+        for (group, fresh_group) in groups.iter_mut().zip(&fresh_groups) {
+            match (group.as_object_mut(), fresh_group.get(key)) {
+                (Some(group), Some(value)) if group.contains_key(key) => {
+                    group.insert(key.clone(), value.clone());
+                }
+                _ => {
+                    return Err(Error::Usage(format!(
+                        "--optimizer: {key} cannot change when resuming (it is not a hyperparameter of the restored param groups); start a new run (--init from its checkpoint)"
+                    )))
+                }
+            }
+        }
+    }
+    Ok(changed
+        .into_iter()
+        .map(|(key, old, new)| format!("{key} {old} → {new}"))
+        .collect())
 }
 
 /// Warns when a resumed run's new length changes a scheduler's horizon (the
