@@ -562,3 +562,166 @@ fn keep_best_top_k_and_eval_schedule() {
     assert!(out.status.success());
     assert!(!stdout.contains("Test Error"), "{stdout}");
 }
+
+/// `--data csv:` classifies with `classes=N` and standardises regression
+/// targets with `standardize_targets=true` (issue 25, item 7).
+#[test]
+fn csv_classes_and_standardized_targets() {
+    let dir = temp_dir("csv_classes");
+    let mut rows = String::from("x,y,label,price\n");
+    for i in 0..200 {
+        let (x, y) = ((i * 37 % 100) as f64 / 10.0, (i * 53 % 100) as f64 / 10.0);
+        let label = usize::from(x > 5.0) + 2 * usize::from(y > 5.0);
+        rows.push_str(&format!(
+            "{x},{y},{label},{}\n",
+            1000.0 * x + 3000.0 * y + 20000.0
+        ));
+    }
+    let csv = dir.join("table.csv");
+    std::fs::write(&csv, rows).unwrap_or_default();
+    let avg = |stdout: &str| -> Vec<f64> {
+        stdout
+            .lines()
+            .filter_map(|l| l.split("Avg loss: ").nth(1))
+            .filter_map(|v| v.trim().parse().ok())
+            .collect()
+    };
+    let train = |spec: String, name: &str| {
+        let run = dir.join(name).display().to_string();
+        let out = kiln(&[
+            "train",
+            "--data",
+            &spec,
+            "--model",
+            "mlp:hidden=64;64,standardize=true",
+            "--epochs",
+            "8",
+            "--batch-size",
+            "16",
+            "--optimizer",
+            "adam:lr=0.01",
+            "--seed",
+            "1",
+            "--threads",
+            "1",
+            "--run-dir",
+            &run,
+        ]);
+        let (stdout, stderr) = text(&out);
+        assert!(out.status.success(), "{stderr}");
+        stdout
+    };
+    // The label column as classes (the price column is a feature here,
+    // standardised by the model).
+    let stdout = train(
+        format!("csv:{},target=label,classes=4", csv.display()),
+        "classes",
+    );
+    let accuracy: f64 = stdout
+        .rsplit("Accuracy: ")
+        .next()
+        .and_then(|t| t.split('%').next())
+        .and_then(|t| t.trim().parse().ok())
+        .unwrap_or(0.0);
+    assert!(accuracy > 80.0, "{stdout}");
+    // Prices in the tens of thousands: standardised, the loss is in
+    // standard deviations (about 1 for a model that predicts the mean).
+    let stdout = train(
+        format!(
+            "csv:{},target=price,standardize_targets=true",
+            csv.display()
+        ),
+        "standardized",
+    );
+    let losses = avg(&stdout);
+    assert_eq!(losses.len(), 8, "{stdout}");
+    assert!(losses[0] < 2.0 && losses[7] < 0.1, "{losses:?}");
+
+    // A target that is no class index is named by its row.
+    let bad = dir.join("bad.csv");
+    std::fs::write(&bad, "x,label\n1,0\n2,1\n3,1.5\n4,0\n").unwrap_or_default();
+    let out = kiln(&[
+        "train",
+        "--data",
+        &format!("csv:{},target=label,classes=2", bad.display()),
+        "--run-dir",
+        &dir.join("bad").display().to_string(),
+    ]);
+    let (_, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("data row 3, column \"label\": 1.5 is not a class index in 0..=1"),
+        "{stderr}"
+    );
+}
+
+/// `kiln eval` on the run's validation split, with top-K accuracy, and on
+/// other data (issue 25, item 8).
+#[test]
+fn eval_takes_the_validation_split_top_k_and_other_data() {
+    let dir = temp_dir("eval_more");
+    let run = dir.join("run").display().to_string();
+    let (out, stdout, stderr) =
+        train(&["--epochs", "1", "--val-fraction", "0.25", "--run-dir", &run]);
+    assert!(out.status.success(), "{stderr}");
+    let validation = stdout
+        .split("Validation Error:")
+        .nth(1)
+        .and_then(|rest| rest.split("\n\n").next())
+        .unwrap_or_default();
+    let out = kiln(&["eval", "--checkpoint", &run, "--split", "val"]);
+    let (eval_out, stderr) = text(&out);
+    assert!(out.status.success(), "{stderr}");
+    assert_eq!(eval_out, format!("Validation Error:{validation}\n\n"));
+
+    let out = kiln(&["eval", "--checkpoint", &run, "--top-k", "3"]);
+    let (eval_out, stderr) = text(&out);
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        eval_out.starts_with("Test Error: \n Accuracy: "),
+        "{eval_out}"
+    );
+    assert!(eval_out.contains("\n Top-3 accuracy: "), "{eval_out}");
+
+    // Other data: a generated IDX set of 28x28 images.
+    let other = temp_dir("eval_more_other");
+    common::write_dataset(&other, 64, 28, |i| (i % 10) as u8);
+    let out = kiln(&[
+        "eval",
+        "--checkpoint",
+        &run,
+        "--data",
+        &format!("idx:{}", other.display()),
+        "--test-samples",
+        "64",
+    ]);
+    let (eval_out, stderr) = text(&out);
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        eval_out.starts_with("Test Error: \n Accuracy: "),
+        "{eval_out}"
+    );
+
+    let (out, _, stderr) = train(&[
+        "--epochs",
+        "1",
+        "--run-dir",
+        &dir.join("noval").display().to_string(),
+    ]);
+    assert!(out.status.success(), "{stderr}");
+    let out = kiln(&[
+        "eval",
+        "--checkpoint",
+        &dir.join("noval").display().to_string(),
+        "--split",
+        "val",
+    ]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        text(&out)
+            .1
+            .contains("--split val: this run has no validation split"),
+        "{}",
+        text(&out).1
+    );
+}

@@ -262,6 +262,17 @@ pub struct EvalArgs {
     /// Data directory (default: the run's, else the setup's FashionMNIST).
     #[arg(long)]
     pub data_dir: Option<PathBuf>,
+    /// Another data source, as `kiln train --data` takes it (csv:…, tensors:…, idx:…): its
+    /// test set is evaluated instead of the run's.
+    #[arg(long)]
+    pub data: Option<String>,
+    /// The set to evaluate: test, or val (the run's --val-fraction split, drawn as in training).
+    #[arg(long, value_parser = ["test", "val"])]
+    #[serde(skip)]
+    pub split: Option<String>,
+    /// Also report top-K accuracy.
+    #[arg(long)]
+    pub top_k: Option<usize>,
     /// Evaluate on the first N test samples (default: the run's, else all).
     #[arg(long)]
     pub test_samples: Option<usize>,
@@ -286,6 +297,7 @@ impl EvalArgs {
             checkpoint: self.checkpoint.clone(),
             which: self.which.clone(),
             weights: self.weights.clone(),
+            split: self.split.clone(),
             flags,
             output: Some(Box::new(std::io::stdout())),
             notices: stderr_notices(false),

@@ -236,6 +236,12 @@ pub struct CsvConfig {
     pub target: String,
     /// The share of rows held out for testing (seeded split).
     pub test_fraction: f64,
+    /// The target column holds class indices `0..classes` (classification);
+    /// `None`: regression values.
+    pub classes: Option<i64>,
+    /// Regression targets standardised with the training rows' mean and
+    /// standard deviation (losses are then in standard deviations).
+    pub standardize_targets: bool,
 }
 
 impl Default for CsvConfig {
@@ -244,6 +250,8 @@ impl Default for CsvConfig {
             path: String::new(),
             target: String::new(),
             test_fraction: 0.2,
+            classes: None,
+            standardize_targets: false,
         }
     }
 }
@@ -268,6 +276,20 @@ impl Options for CsvConfig {
                 "share of the rows held out for testing (split with the run's seed)",
             ),
             &mut self.test_fraction,
+        )?;
+        v.option(
+            OptionInfo::new(
+                "classes",
+                "the target column holds class indices 0..classes (classification); none: regression values",
+            ),
+            &mut self.classes,
+        )?;
+        v.option(
+            OptionInfo::new(
+                "standardize_targets",
+                "regression: standardise the targets with the training rows' mean and standard deviation",
+            ),
+            &mut self.standardize_targets,
         )
     }
 }
@@ -311,7 +333,22 @@ pub fn data_sources() -> DataRegistry {
         |cfg, context| {
             check_fraction("--data csv: test_fraction", cfg.test_fraction)?;
             let path = PathBuf::from(&cfg.path);
-            let split = CsvData::load(&path, &cfg.target, cfg.test_fraction, context.seed)?;
+            let mut split = CsvData::load(&path, &cfg.target, cfg.test_fraction, context.seed)?;
+            let task = match cfg.classes {
+                Some(classes) => {
+                    if cfg.standardize_targets {
+                        return Err(Error::Usage("--data csv: standardize_targets is for regression targets; classes= makes them class labels".into()));
+                    }
+                    split.class_targets(classes)?;
+                    Task::Classify { classes }
+                }
+                None => {
+                    if cfg.standardize_targets {
+                        split.standardize_targets()?;
+                    }
+                    Task::Regress { outputs: 1 }
+                }
+            };
             let name = |part: &str| format!("{} ({part})", path.display());
             Ok(Splits {
                 train: Arc::new(crate::data::TensorDataset::new(
@@ -324,7 +361,7 @@ pub fn data_sources() -> DataRegistry {
                     split.test_targets,
                     &name("test split"),
                 )?),
-                task: Task::Regress { outputs: 1 },
+                task,
             })
         },
     ));

@@ -657,7 +657,11 @@ pub struct EvalRequest {
     pub which: Option<String>,
     /// A safetensors state dict (e.g. saved by PyTorch) of the default model.
     pub weights: Option<PathBuf>,
-    /// Flags that override the run's (data directory, test samples, batch size, device).
+    /// The set to evaluate: `test` (default) or `val` (the run's
+    /// `--val-fraction` split of its training samples, drawn as it was).
+    pub split: Option<String>,
+    /// Flags that override the run's (`data` or `data_dir`, test samples,
+    /// batch size, device, `top_k`); another data source replaces the run's.
     pub flags: serde_json::Map<String, serde_json::Value>,
     /// Where the tutorial's `Test Error` block goes.
     pub output: Option<Box<dyn std::io::Write + Send>>,
@@ -671,14 +675,18 @@ impl std::fmt::Debug for EvalRequest {
             .field("checkpoint", &self.checkpoint)
             .field("which", &self.which)
             .field("weights", &self.weights)
+            .field("split", &self.split)
             .field("flags", &self.flags)
             .finish_non_exhaustive()
     }
 }
 
 /// `kiln eval`: the tutorial's test loop on a checkpoint's (or a weights
-/// file's) model, on the run's test data; writes the tutorial's block.
-pub fn evaluate(request: EvalRequest, registries: &Registries) -> Result<crate::TestSummary> {
+/// file's) model, on the run's test data (or its validation split, or
+/// other data); writes the block `kiln train` prints after an evaluation
+/// (with top-K accuracy when asked).
+pub fn evaluate(mut request: EvalRequest, registries: &Registries) -> Result<crate::TestSummary> {
+    use std::io::Write as _;
     let (weights, saved) = match (&request.checkpoint, &request.weights) {
         (Some(path), _) => {
             let dir = checkpoint_to_evaluate(path, request.which.as_deref(), &request.notices)?;
@@ -701,6 +709,15 @@ pub fn evaluate(request: EvalRequest, registries: &Registries) -> Result<crate::
             ))
         }
     };
+    let mut saved = saved;
+    // Data given on the command line replaces the run's source.
+    if let Some(saved) = &mut saved {
+        for (given, other) in [("data", "data_dir"), ("data_dir", "data")] {
+            if request.flags.contains_key(given) {
+                saved.flags.remove(other);
+            }
+        }
+    }
     let mut layers: Vec<Layer> = saved.into_iter().collect();
     layers.push(Layer::new("the command line", request.flags.clone()));
     let config = RunConfig::from_layers(&layers, registries)?;
@@ -714,15 +731,49 @@ pub fn evaluate(request: EvalRequest, registries: &Registries) -> Result<crate::
         ..
     } = Components::build(&plan, registries)?;
     model.load_state_dict(&weights)?;
-    let loader =
-        DataLoader::new(data.test.clone(), plan.config.batch_size, false)?.to_device(device);
-    let mut sink = std::io::sink();
-    let mut output = request.output;
-    let out: &mut dyn std::io::Write = match &mut output {
-        Some(out) => out.as_mut(),
-        None => &mut sink,
+    let (set, dataset) = match request.split.as_deref().unwrap_or("test") {
+        "test" => ("test", data.test.clone()),
+        "val" => match &data.val {
+            Some(val) => ("val", val.clone()),
+            None => {
+                return Err(Error::Usage(
+                    "--split val: this run has no validation split (it was trained without --val-fraction)".into(),
+                ))
+            }
+        },
+        other => {
+            return Err(Error::Usage(format!(
+                "--split {other}: accepted: test, val"
+            )))
+        }
     };
-    crate::tutorial::test(&loader, model.as_mut(), loss.as_ref(), out)
+    let mut metrics = build::metrics(plan.config.top_k, data.task)?;
+    let loader = DataLoader::new(dataset, plan.config.batch_size, false)?.to_device(device);
+    crate::eval::evaluate(
+        &loader,
+        model.as_mut(),
+        &LossStep::new(loss.as_ref()),
+        &mut metrics,
+        None,
+        kiln_tensor::amp::Precision::F32True,
+    )?;
+    let values: Vec<(String, f64)> = metrics
+        .iter()
+        .map(|m| (format!("{set}_{}", m.name()), m.value()))
+        .collect();
+    if let Some(out) = request.output.as_mut() {
+        writeln!(out, "{}", crate::loggers::printer::eval_block(set, &values))?;
+    }
+    let get = |name: &str| {
+        values
+            .iter()
+            .find(|(n, _)| *n == format!("{set}_{name}"))
+            .map_or(f64::NAN, |(_, v)| *v)
+    };
+    Ok(crate::TestSummary {
+        accuracy: get("accuracy"),
+        avg_loss: get("loss"),
+    })
 }
 
 /// The checkpoint `kiln eval --checkpoint PATH [--which last|best]` means.
