@@ -725,3 +725,74 @@ fn eval_takes_the_validation_split_top_k_and_other_data() {
         text(&out).1
     );
 }
+
+/// `--init FILE --init-strict false` loads what matches and names what it
+/// skipped: the quickstart model's first layer under a narrower second
+/// layer and head (issue 25, item 9).
+#[test]
+fn non_strict_init_loads_what_matches_and_names_the_rest() {
+    let dir = temp_dir("init_partial");
+    let run = dir.join("ten").display().to_string();
+    let (out, _, stderr) = train(&["--max-steps", "2", "--run-dir", &run]);
+    assert!(out.status.success(), "{stderr}");
+    let weights = common::newest(std::path::Path::new(&run)).join("model.safetensors");
+    let weights = weights.display().to_string();
+    let three = temp_dir("init_partial_data");
+    common::write_dataset(&three, 64, 28, |i| (i % 10) as u8);
+    let three = three.display().to_string();
+    let args = |strict: &'static str, name: &str| -> Vec<String> {
+        [
+            "train",
+            "--data-dir",
+            &three,
+            "--model",
+            "mlp:hidden=512;256",
+            "--max-steps",
+            "1",
+            "--lr",
+            "0",
+            "--init",
+            &weights,
+            "--init-strict",
+            strict,
+            "--run-dir",
+            &dir.join(name).display().to_string(),
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect()
+    };
+    let run_with = |v: Vec<String>| kiln(&v.iter().map(String::as_str).collect::<Vec<_>>());
+    let out = run_with(args("true", "strict"));
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out).1);
+    assert!(
+        text(&out)
+            .1
+            .contains("size mismatch for linear_relu_stack.4.weight"),
+        "{}",
+        text(&out).1
+    );
+    let out = run_with(args("false", "partial"));
+    let (_, stderr) = text(&out);
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains(&format!(
+            "warning: --init {weights} (not strict): skipped mis-shaped: linear_relu_stack.2.weight [512, 512] in the file, [256, 512] in the model, linear_relu_stack.2.bias [512] in the file, [256] in the model, linear_relu_stack.4.weight [10, 512] in the file, [10, 256] in the model\n"
+        )),
+        "{stderr}"
+    );
+    // The body came from the file: with lr 0 the first layer is still the file's, bit for bit.
+    let first = |path: &std::path::Path| {
+        common::read_safetensors(path)
+            .into_iter()
+            .find(|t| t.name == "linear_relu_stack.0.weight")
+            .map(|t| t.bytes)
+    };
+    let trained = common::newest(&dir.join("partial")).join("model.safetensors");
+    let loaded = first(std::path::Path::new(&weights));
+    assert!(loaded.as_ref().is_some_and(|b| b.len() == 784 * 512 * 4));
+    assert!(
+        first(&trained) == loaded,
+        "the first layer is not the file's"
+    );
+}

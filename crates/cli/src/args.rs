@@ -143,6 +143,10 @@ pub struct TrainArgs {
     /// Start from these weights (a safetensors state dict, e.g. saved by PyTorch).
     #[arg(long)]
     pub init: Option<PathBuf>,
+    /// false: --init loads the tensors that match the model by name and shape and names the
+    /// missing, unexpected and mis-shaped ones (to fine-tune with a new head).
+    #[arg(long, default_value_t = defaults().init_strict, action = clap::ArgAction::Set)]
+    pub init_strict: bool,
     /// 32-true, bf16-mixed (autocast to bfloat16) or 16-mixed (autocast to float16 and a
     /// gradient scaler), as torch.autocast and torch.amp.GradScaler do (Lightning's names).
     #[arg(long, default_value_t = defaults().precision.to_string())]

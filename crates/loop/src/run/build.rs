@@ -33,6 +33,9 @@ pub struct Components {
     pub loss_spec: String,
     /// The optimizer over the model's parameters.
     pub optimizer: Box<dyn Optimizer>,
+    /// What a non-strict `--init` skipped (`missing: …`, `unexpected: …`,
+    /// `mis-shaped: …`); empty when it loaded everything.
+    pub init_skipped: Vec<String>,
 }
 
 /// The datasets of a run.
@@ -97,9 +100,10 @@ impl Components {
         kiln_tensor::rng::manual_seed(plan.seed);
         let (model, model_spec) =
             build_model(&registries.models, config.model.as_deref(), &data, device)?;
-        if let Some(init) = &config.init {
-            checkpoint::load_weights(model.as_ref(), init)?;
-        }
+        let init_skipped = match &config.init {
+            Some(init) => checkpoint::load_weights(model.as_ref(), init, config.init_strict)?,
+            None => Vec::new(),
+        };
         let mut model = model;
         let (loss, loss_spec) = build_loss(
             &registries.losses,
@@ -123,6 +127,7 @@ impl Components {
             loss,
             loss_spec,
             optimizer,
+            init_skipped,
         })
     }
 }

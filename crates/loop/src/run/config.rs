@@ -173,6 +173,9 @@ pub struct RunConfig {
     pub keep_best: Option<String>,
     /// Start from these weights (a safetensors state dict).
     pub init: Option<PathBuf>,
+    /// `--init` loads every tensor of the model (`load_state_dict(strict=True)`);
+    /// `false`: what matches by name and shape, naming what it skipped.
+    pub init_strict: bool,
     /// `32-true`, `bf16-mixed` or `16-mixed` (Lightning's names).
     #[serde(with = "precision_text")]
     pub precision: Precision,
@@ -233,6 +236,7 @@ impl Default for RunConfig {
             keep_checkpoints: 3,
             keep_best: None,
             init: None,
+            init_strict: true,
             precision: Precision::F32True,
             logger: Loggers {
                 csv: true,

@@ -226,6 +226,15 @@ fn train_on(
         loaders,
         trainer,
     } = prepare(plan, registries, dp)?;
+    if main && !parts.init_skipped.is_empty() {
+        if let Some(init) = &plan.config.init {
+            request.notices.warn(format!(
+                "--init {} (not strict): skipped {}",
+                init.display(),
+                parts.init_skipped.join("; ")
+            ));
+        }
+    }
     // `--dry-run` writes nothing (Lightning's `fast_dev_run`): no run
     // directory, no checkpoint, no metrics; a resumed run's is only read.
     let run_dir = match (main, plan.config.dry_run) {
