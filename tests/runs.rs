@@ -119,8 +119,19 @@ fn json_log_format_is_one_object_per_line() {
             v["event"].as_str().unwrap_or_default().to_string()
         })
         .collect();
-    assert_eq!(events.first().map(String::as_str), Some("step"));
+    assert_eq!(events.first().map(String::as_str), Some("start"));
+    assert_eq!(events.get(1).map(String::as_str), Some("step"));
     assert!(events.contains(&"eval".to_string()));
+    // The start event says where the run is and its seed (issue 25, item 17).
+    let start: serde_json::Value =
+        serde_json::from_str(stdout.lines().next().unwrap_or_default()).unwrap_or_default();
+    assert_eq!(start["seed"], 2, "{start}");
+    assert!(
+        start["run_dir"]
+            .as_str()
+            .is_some_and(|d| d.ends_with("/json")),
+        "{start}"
+    );
     assert_eq!(events.last().map(String::as_str), Some("end"));
 }
 

@@ -275,7 +275,25 @@ fn train_on(
         )?;
     }
     if main {
-        trainer = outputs::show(trainer, request.display, dp.is_some(), loaders.train.len());
+        let mut start = serde_json::Map::new();
+        start.insert(
+            "run_dir".into(),
+            run_dir
+                .as_ref()
+                .filter(|_| !plan.config.dry_run)
+                .map_or(serde_json::Value::Null, |d| {
+                    d.path().display().to_string().into()
+                }),
+        );
+        start.insert("seed".into(), plan.seed.into());
+        start.insert("resumed".into(), resume.is_some().into());
+        trainer = outputs::show(
+            trainer,
+            request.display,
+            dp.is_some(),
+            loaders.train.len(),
+            start,
+        );
     }
     let eval_sets = loaders.eval_sets();
     let summary = trainer.fit(

@@ -101,16 +101,18 @@ pub(super) fn attach<'a>(
 }
 
 /// Adds what `display` asks for on stdout (rank 0); `data_parallel` ranks
-/// get no progress bar, whose length is `train_batches`.
+/// get no progress bar, whose length is `train_batches`. The JSON log's
+/// `start` event carries `start` (the run directory, the seed).
 pub(super) fn show<'a>(
     trainer: Trainer<'a>,
     display: Display,
     data_parallel: bool,
     train_batches: usize,
+    start: serde_json::Map<String, serde_json::Value>,
 ) -> Trainer<'a> {
     match display {
         Display::Quiet => trainer,
-        Display::Json(out) => trainer.callback(JsonLines::new(out)),
+        Display::Json(out) => trainer.callback(JsonLines::new(out).start(start)),
         Display::Tutorial(out) => trainer.callback(TutorialPrinter::new(out)),
         Display::Terminal(out) if data_parallel => trainer.callback(TutorialPrinter::new(out)),
         #[cfg(feature = "progress")]
