@@ -588,6 +588,11 @@ fn distributed_without_a_launcher_says_it_trains_alone() {
     let out = Command::new(env!("CARGO_BIN_EXE_kiln"))
         .env("OMPI_ALLOW_RUN_AS_ROOT", "1")
         .env("OMPI_ALLOW_RUN_AS_ROOT_CONFIRM", "1")
+        .env_remove("OMPI_COMM_WORLD_SIZE")
+        .env_remove("PMI_SIZE")
+        .env_remove("PMIX_RANK")
+        .env_remove("MPI_LOCALRANKID")
+        .env_remove("SLURM_PROCID")
         .args(train_args(d, r, "16", &["--epochs", "1"]))
         .output()
         .unwrap_or_else(|e| panic!("cannot run kiln: {e}"));
@@ -597,4 +602,18 @@ fn distributed_without_a_launcher_says_it_trains_alone() {
         stderr.contains("warning: --distributed mpi: this process is the only rank of its job"),
         "{stderr}"
     );
+}
+
+#[test]
+fn one_rank_under_mpirun_trains_without_a_warning() {
+    let data = dataset("distone", 64);
+    let d = data.to_str().unwrap_or(".");
+    let run = data.join("run");
+    let out = mpirun(
+        1,
+        &train_args(d, run.to_str().unwrap_or("."), "16", &["--epochs", "1"]),
+    );
+    let (_, stderr) = text(&out);
+    assert!(out.status.success(), "{stderr}");
+    assert!(!stderr.contains("trains alone"), "{stderr}");
 }

@@ -472,6 +472,21 @@ impl<'c> DataParallel<'c> {
     }
 }
 
+/// Whether a launcher started this process as a rank of a job (Open MPI's
+/// `mpirun`, PMI/PMIx launchers such as MPICH's and Slurm's `srun`): what
+/// tells a one-rank job on purpose from a process started on its own.
+pub fn launched() -> bool {
+    [
+        "OMPI_COMM_WORLD_SIZE",
+        "PMI_SIZE",
+        "PMIX_RANK",
+        "MPI_LOCALRANKID",
+        "SLURM_PROCID",
+    ]
+    .iter()
+    .any(|v| std::env::var_os(v).is_some())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

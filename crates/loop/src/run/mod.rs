@@ -104,13 +104,15 @@ pub fn train(request: TrainRequest, registries: &Registries) -> Result<FitSummar
     if config.distributed == Some(Distributed::Nccl) {
         config.device = kiln_tensor::device::DeviceSpec::Cuda(nccl_device(&config)?);
     }
+    // Before MPI starts: a singleton MPI sets the launcher's variables itself.
+    let launched = crate::distributed::launched();
     let Some(comm) = connect(&config)? else {
         return train_on(request, registries, config, None);
     };
     comm.set_notices(request.notices.clone());
-    if comm.world_size() == 1 {
+    if comm.world_size() == 1 && !launched {
         request.notices.warn(format!(
-            "--distributed {}: this process is the only rank of its job (not started by mpirun or srun?); it trains alone",
+            "--distributed {}: this process is the only rank of its job (no mpirun or srun started it); it trains alone",
             config.distributed.map_or(String::new(), |d| d.to_string())
         ));
     }
