@@ -381,7 +381,21 @@ mod tests {
     fn sources_resolve_with_paths_first_and_made_absolute() -> Result<()> {
         let r = data_sources();
         let resolved = r.resolve_text("csv:/tmp/d.csv,target=y")?;
-        assert_eq!(resolved, "csv:path=/tmp/d.csv,target=y,test_fraction=0.2");
+        assert_eq!(
+            resolved,
+            "csv:path=/tmp/d.csv,target=y,test_fraction=0.2,classes=none,standardize_targets=false"
+        );
+        // A path holding `,` is given and kept in brackets, with or without `path=`.
+        for text in [
+            "csv:[/tmp/a,b.csv],target=y",
+            "csv:path=[/tmp/a,b.csv],target=y",
+        ] {
+            assert!(
+                r.resolve_text(text)?
+                    .starts_with("csv:path=[/tmp/a,b.csv],target=y,"),
+                "{text}"
+            );
+        }
         assert!(r.resolve_text("idx:rel/dir")?.starts_with("idx:path=/"));
         let err = |t: &str| {
             r.resolve_text(t)
