@@ -222,3 +222,104 @@ fn unknown_cpu_allocator_is_a_usage_error() {
         assert!(stderr.contains(needle), "{stderr:?} lacks {needle:?}");
     }
 }
+
+/// What used to be accepted without a word (issue 25, item 16).
+#[test]
+fn settings_that_cannot_mean_anything_are_refused() {
+    let d = data();
+    let small = [
+        "train",
+        "--data-dir",
+        &d,
+        "--train-samples",
+        "64",
+        "--test-samples",
+        "64",
+    ];
+    let with = |extra: &[&'static str]| -> Vec<String> {
+        small
+            .iter()
+            .map(|s| s.to_string())
+            .chain(extra.iter().map(|s| s.to_string()))
+            .collect()
+    };
+    let run = |args: Vec<String>, code: i32, needles: &[&str]| {
+        expect_error(
+            &args.iter().map(String::as_str).collect::<Vec<_>>(),
+            code,
+            needles,
+        )
+    };
+    run(with(&["--top-k", "20"]), 2, &["--top-k 20", "10 classes"]);
+    run(with(&["--epochs", "0"]), 2, &["--epochs", "at least 1"]);
+    run(
+        with(&["--max-steps", "0"]),
+        2,
+        &["--max-steps", "at least 1"],
+    );
+    run(
+        with(&["--model", "cnn", "--loss", "mse"]),
+        2,
+        &["--loss mse", "log-probabilities", "nll"],
+    );
+    // Regression data (a CSV of numbers) has no classes to rank.
+    let dir = temp_dir("topk_regress");
+    let csv = dir.join("r.csv");
+    let rows: String = (0..20).map(|i| format!("{i},{}\n", 2 * i)).collect();
+    std::fs::write(&csv, format!("x,y\n{rows}")).unwrap_or_default();
+    let spec = format!("csv:{},target=y", csv.display());
+    expect_error(
+        &["train", "--data", &spec, "--top-k", "2"],
+        2,
+        &["--top-k 2", "regression"],
+    );
+}
+
+#[test]
+fn dry_run_writes_nothing() {
+    let dir = temp_dir("dry_nothing");
+    let run = dir.join("run");
+    let run_s = run.display().to_string();
+    let d = data();
+    let out = kiln(&[
+        "train",
+        "--data-dir",
+        &d,
+        "--train-samples",
+        "128",
+        "--test-samples",
+        "64",
+        "--dry-run",
+        "--run-dir",
+        &run_s,
+    ]);
+    let (stdout, stderr) = text(&out);
+    assert!(out.status.success(), "{stderr}");
+    assert_eq!(stdout.matches("Test Error").count(), 1, "{stdout}");
+    assert!(!run.exists(), "--dry-run wrote {}", run.display());
+    assert!(!stderr.contains("run directory"), "{stderr}");
+}
+
+#[test]
+fn a_missing_weights_file_is_no_such_file_named_once() {
+    let d = data();
+    let dir = temp_dir("missing_init");
+    let missing = dir.join("nope.safetensors");
+    let m = missing.display().to_string();
+    for args in [
+        vec![
+            "train",
+            "--data-dir",
+            &d,
+            "--init",
+            &m,
+            "--run-dir",
+            dir.to_str().unwrap_or("."),
+        ],
+        vec!["eval", "--weights", &m],
+    ] {
+        expect_error(&args, 1, &[&format!("{m}: no such file")]);
+        let (_, stderr) = text(&kiln(&args));
+        assert_eq!(stderr.matches("nope.safetensors").count(), 1, "{stderr}");
+    }
+}

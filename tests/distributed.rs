@@ -247,7 +247,7 @@ fn an_error_on_one_rank_ends_every_rank() {
     let (_, stderr) = text(&out);
     assert!(!out.status.success(), "{stderr}");
     assert!(
-        stderr.contains("error: rank 1 of 2: rank 1 of 2 differs from rank 0 in dataset sizes"),
+        stderr.contains("error: rank 1 of 2 differs from rank 0 in dataset sizes"),
         "{stderr}"
     );
     assert_eq!(stderr.matches("error: ").count(), 1, "{stderr}");
@@ -545,7 +545,7 @@ fn a_rank_whose_model_differs_is_refused_before_training() {
     assert!(start.elapsed() < Duration::from_secs(30));
     assert!(
         stderr.contains(
-            "error: rank 1 of 2: rank 1 of 2 differs from rank 0 in its model (parameter and buffer names, shapes and dtypes)"
+            "error: rank 1 of 2 differs from rank 0 in its model (parameter and buffer names, shapes and dtypes)"
         ),
         "{stderr}"
     );
@@ -570,9 +570,50 @@ fn mismatched_flags_are_refused_naming_the_rank() {
     assert_eq!(out.status.code(), Some(2), "{stdout}\n{stderr}");
     assert!(start.elapsed() < Duration::from_secs(30));
     assert!(
-        stderr.contains("error: rank 2 of 3: rank 2 of 3 differs from rank 0 in their flags"),
+        stderr.contains(
+            "error: rank 2 of 3 differs from rank 0 in its flags: --bucket-cap-mb 1.0 (rank 0: not given)"
+        ),
         "{stderr}"
     );
     assert_eq!(stderr.matches("error: ").count(), 1, "{stderr}");
     assert!(!run.exists());
+}
+
+#[test]
+fn distributed_without_a_launcher_says_it_trains_alone() {
+    let data = dataset("distalone", 64);
+    let d = data.to_str().unwrap_or(".");
+    let run = data.join("run");
+    let r = run.to_str().unwrap_or(".");
+    let out = Command::new(env!("CARGO_BIN_EXE_kiln"))
+        .env("OMPI_ALLOW_RUN_AS_ROOT", "1")
+        .env("OMPI_ALLOW_RUN_AS_ROOT_CONFIRM", "1")
+        .env_remove("OMPI_COMM_WORLD_SIZE")
+        .env_remove("PMI_SIZE")
+        .env_remove("PMIX_RANK")
+        .env_remove("MPI_LOCALRANKID")
+        .env_remove("SLURM_PROCID")
+        .args(train_args(d, r, "16", &["--epochs", "1"]))
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run kiln: {e}"));
+    let (_, stderr) = text(&out);
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("warning: --distributed mpi: this process is the only rank of its job"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn one_rank_under_mpirun_trains_without_a_warning() {
+    let data = dataset("distone", 64);
+    let d = data.to_str().unwrap_or(".");
+    let run = data.join("run");
+    let out = mpirun(
+        1,
+        &train_args(d, run.to_str().unwrap_or("."), "16", &["--epochs", "1"]),
+    );
+    let (_, stderr) = text(&out);
+    assert!(out.status.success(), "{stderr}");
+    assert!(!stderr.contains("trains alone"), "{stderr}");
 }

@@ -402,6 +402,19 @@ fn bad_models_and_data_are_one_line_errors_that_create_nothing() {
         &["label -1 of sample 7 is negative"],
     );
     check(
+        tensors("nonfinite.safetensors", ""),
+        1,
+        &["nonfinite.safetensors: sample 7 has a non-finite input (NaN)"],
+    );
+    check(
+        tensors("int_inputs.safetensors", ""),
+        2,
+        &[
+            "--model mlp needs floating-point inputs, but the data's are int64",
+            "float32",
+        ],
+    );
+    check(
         tensors("nothere.safetensors", ""),
         1,
         &["nothere.safetensors: no such file"],
@@ -414,4 +427,87 @@ fn bad_models_and_data_are_one_line_errors_that_create_nothing() {
     let mut cnn_on_values = tensors("values.safetensors", ",inputs=x,targets=y");
     cnn_on_values.extend(["--model".to_string(), "cnn".to_string()]);
     check(cnn_on_values, 2, &["--model cnn classifies"]);
+}
+
+/// A path holding `,` is given in brackets, with or without `path=`, and
+/// `config.json` records it so (issue 25, item 15).
+#[test]
+fn a_data_path_with_a_comma_is_given_in_brackets() {
+    let dir = temp_dir("comma-path");
+    let file = dir.join("a,b.safetensors");
+    std::fs::copy(fixture("points.safetensors"), &file).unwrap_or_else(|e| panic!("{e}"));
+    for (i, spec) in [
+        format!("tensors:[{}]", s(&file)),
+        format!("tensors:path=[{}],test_fraction=0.5", s(&file)),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let run = dir.join(format!("run{i}"));
+        kiln_ok(&[
+            "train",
+            "--data",
+            &spec,
+            "--epochs",
+            "1",
+            "--run-dir",
+            &s(&run),
+        ]);
+        let data = config(&run)["data"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        assert!(
+            data.starts_with(&format!("tensors:path=[{}],", s(&file))),
+            "{data}"
+        );
+    }
+}
+
+/// Binary classification: one logit and `bce-with-logits`, on 0/1 labels
+/// or on float `[N, 1]` targets, reports binary accuracy (`logit > 0`)
+/// (issue 25, item 6).
+#[test]
+fn binary_classification_with_one_logit_reports_accuracy() {
+    for file in ["binary.safetensors", "binary_float.safetensors"] {
+        let run = temp_dir(&format!("binary-{file}"));
+        let log = kiln_ok(&[
+            "train",
+            "--data",
+            &format!("tensors:{}", fixture(file)),
+            "--loss",
+            "bce-with-logits",
+            "--optimizer",
+            "adam:lr=0.01",
+            "--epochs",
+            "4",
+            "--batch-size",
+            "16",
+            "--seed",
+            "0",
+            "--threads",
+            "1",
+            "--run-dir",
+            &s(&run),
+        ]);
+        let accuracy: f64 = log
+            .rsplit("Accuracy: ")
+            .next()
+            .and_then(|t| t.split('%').next())
+            .and_then(|t| t.trim().parse().ok())
+            .unwrap_or(0.0);
+        assert!(accuracy > 90.0, "{file}: {log}");
+        let cfg = config(&run);
+        assert!(
+            cfg["loss"]
+                .as_str()
+                .is_some_and(|l| l.starts_with("bce-with-logits")),
+            "{cfg}"
+        );
+        // The model ends in one logit.
+        let model = common::read_safetensors(&common::newest(&run).join("model.safetensors"));
+        let last = model.iter().rfind(|t| t.name.ends_with(".weight"));
+        let shapes: Vec<_> = model.iter().map(|t| (&t.name, &t.shape)).collect();
+        assert_eq!(last.map(|t| t.shape[0]), Some(1), "{shapes:?}");
+    }
 }

@@ -278,3 +278,103 @@ fn accumulation_and_plateau_resume_exactly() {
         40,
     );
 }
+
+/// The `lr` column of `metrics_step.csv` for steps after `after`.
+fn lrs_after(run: &Path, after: usize) -> Vec<String> {
+    let text = std::fs::read_to_string(run.join("metrics_step.csv")).unwrap_or_default();
+    let mut lines = text.lines();
+    let header: Vec<&str> = lines.next().unwrap_or_default().split(',').collect();
+    let (step, lr) = (
+        header.iter().position(|h| *h == "step"),
+        header.iter().position(|h| *h == "lr"),
+    );
+    lines
+        .map(|l| l.split(',').collect::<Vec<_>>())
+        .filter(|c| {
+            step.and_then(|i| c.get(i))
+                .and_then(|s| s.parse::<usize>().ok())
+                .is_some_and(|s| s > after)
+        })
+        .filter_map(|c| lr.and_then(|i| c.get(i)).map(|s| s.to_string()))
+        .filter(|s| !s.is_empty())
+        .collect()
+}
+
+#[test]
+fn resume_with_new_hyperparameters_applies_them() {
+    let run = temp_dir("newlr");
+    let run_s = run.display().to_string();
+    let first = [
+        "train",
+        "--seed",
+        "0",
+        "--epochs",
+        "1",
+        "--train-samples",
+        "640",
+        "--test-samples",
+        "100",
+        "--threads",
+        "1",
+        "--run-dir",
+        &run_s,
+    ];
+    let out = kiln(&first);
+    assert!(out.status.success(), "{}", text(&out).1);
+    // 10 steps in epoch 1; epoch 2 trains with the new lr and weight decay.
+    let (_, stderr) = resume(
+        &run,
+        &[
+            "--lr",
+            "0.1",
+            "--optimizer",
+            "sgd:weight_decay=0.01",
+            "--epochs",
+            "2",
+        ],
+    );
+    assert!(
+        stderr.contains(
+            "resuming with new optimizer settings: lr 0.001 → 0.1, weight_decay 0.0 → 0.01"
+        ),
+        "{stderr}"
+    );
+    let lrs = lrs_after(&run, 10);
+    assert_eq!(lrs.len(), 10, "{lrs:?}");
+    assert!(lrs.iter().all(|lr| lr == "0.1"), "{lrs:?}");
+    let saved: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(run.join("config.json")).unwrap_or_default())
+            .unwrap_or_default();
+    let optimizer = saved["optimizer"].as_str().unwrap_or_default();
+    assert!(
+        optimizer.starts_with("sgd:lr=0.1,momentum=0.9,")
+            && optimizer.contains("weight_decay=0.01"),
+        "{saved}"
+    );
+    // The newest checkpoint's optimizer state holds what ran.
+    let state = std::fs::read_to_string(newest(&run).join("optimizer.json")).unwrap_or_default();
+    assert!(state.contains("\"lr\": 0.1"), "{state}");
+
+    // A new lr under a scheduler is refused (the scheduler keeps its base lrs), nothing changes.
+    let sched = temp_dir("newlr_sched");
+    let sched_s = sched.display().to_string();
+    let mut argv = first.to_vec();
+    argv.truncate(argv.len() - 2);
+    argv.extend(["--scheduler", "step:step_size=1", "--run-dir", &sched_s]);
+    let out = kiln(&argv);
+    assert!(out.status.success(), "{}", text(&out).1);
+    let config_before = std::fs::read(sched.join("config.json")).unwrap_or_default();
+    let out = kiln(&[
+        "train", "--resume", &sched_s, "--lr", "0.1", "--epochs", "2",
+    ]);
+    let (_, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("--lr") && stderr.contains("scheduler"),
+        "{stderr}"
+    );
+    assert_eq!(
+        std::fs::read(sched.join("config.json")).unwrap_or_default(),
+        config_before
+    );
+}

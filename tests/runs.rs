@@ -119,8 +119,19 @@ fn json_log_format_is_one_object_per_line() {
             v["event"].as_str().unwrap_or_default().to_string()
         })
         .collect();
-    assert_eq!(events.first().map(String::as_str), Some("step"));
+    assert_eq!(events.first().map(String::as_str), Some("start"));
+    assert_eq!(events.get(1).map(String::as_str), Some("step"));
     assert!(events.contains(&"eval".to_string()));
+    // The start event says where the run is and its seed (issue 25, item 17).
+    let start: serde_json::Value =
+        serde_json::from_str(stdout.lines().next().unwrap_or_default()).unwrap_or_default();
+    assert_eq!(start["seed"], 2, "{start}");
+    assert!(
+        start["run_dir"]
+            .as_str()
+            .is_some_and(|d| d.ends_with("/json")),
+        "{start}"
+    );
     assert_eq!(events.last().map(String::as_str), Some("end"));
 }
 
@@ -159,7 +170,7 @@ fn config_file_gives_flags_and_command_line_wins() {
     let (out, _, stderr) = train(&["--config", config.to_str().unwrap_or("")]);
     assert_eq!(out.status.code(), Some(2));
     assert!(
-        stderr.contains("unknown flag 'epochz'") && stderr.contains("epochs"),
+        stderr.contains("unknown flag 'epochz' (did you mean 'epochs'?)"),
         "{stderr}"
     );
 }
@@ -561,4 +572,238 @@ fn keep_best_top_k_and_eval_schedule() {
     ]);
     assert!(out.status.success());
     assert!(!stdout.contains("Test Error"), "{stdout}");
+}
+
+/// `--data csv:` classifies with `classes=N` and standardises regression
+/// targets with `standardize_targets=true` (issue 25, item 7).
+#[test]
+fn csv_classes_and_standardized_targets() {
+    let dir = temp_dir("csv_classes");
+    let mut rows = String::from("x,y,label,price\n");
+    for i in 0..200 {
+        let (x, y) = ((i * 37 % 100) as f64 / 10.0, (i * 53 % 100) as f64 / 10.0);
+        let label = usize::from(x > 5.0) + 2 * usize::from(y > 5.0);
+        rows.push_str(&format!(
+            "{x},{y},{label},{}\n",
+            1000.0 * x + 3000.0 * y + 20000.0
+        ));
+    }
+    let csv = dir.join("table.csv");
+    std::fs::write(&csv, rows).unwrap_or_default();
+    let avg = |stdout: &str| -> Vec<f64> {
+        stdout
+            .lines()
+            .filter_map(|l| l.split("Avg loss: ").nth(1))
+            .filter_map(|v| v.trim().parse().ok())
+            .collect()
+    };
+    let train = |spec: String, name: &str| {
+        let run = dir.join(name).display().to_string();
+        let out = kiln(&[
+            "train",
+            "--data",
+            &spec,
+            "--model",
+            "mlp:hidden=64;64,standardize=true",
+            "--epochs",
+            "8",
+            "--batch-size",
+            "16",
+            "--optimizer",
+            "adam:lr=0.01",
+            "--seed",
+            "1",
+            "--threads",
+            "1",
+            "--run-dir",
+            &run,
+        ]);
+        let (stdout, stderr) = text(&out);
+        assert!(out.status.success(), "{stderr}");
+        stdout
+    };
+    // The label column as classes (the price column is a feature here,
+    // standardised by the model).
+    let stdout = train(
+        format!("csv:{},target=label,classes=4", csv.display()),
+        "classes",
+    );
+    let accuracy: f64 = stdout
+        .rsplit("Accuracy: ")
+        .next()
+        .and_then(|t| t.split('%').next())
+        .and_then(|t| t.trim().parse().ok())
+        .unwrap_or(0.0);
+    assert!(accuracy > 80.0, "{stdout}");
+    // Prices in the tens of thousands: standardised, the loss is in
+    // standard deviations (about 1 for a model that predicts the mean).
+    let stdout = train(
+        format!(
+            "csv:{},target=price,standardize_targets=true",
+            csv.display()
+        ),
+        "standardized",
+    );
+    let losses = avg(&stdout);
+    assert_eq!(losses.len(), 8, "{stdout}");
+    assert!(losses[0] < 2.0 && losses[7] < 0.1, "{losses:?}");
+
+    // A target that is no class index is named by its row.
+    let bad = dir.join("bad.csv");
+    std::fs::write(&bad, "x,label\n1,0\n2,1\n3,1.5\n4,0\n").unwrap_or_default();
+    let out = kiln(&[
+        "train",
+        "--data",
+        &format!("csv:{},target=label,classes=2", bad.display()),
+        "--run-dir",
+        &dir.join("bad").display().to_string(),
+    ]);
+    let (_, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("data row 3, column \"label\": 1.5 is not a class index in 0..=1"),
+        "{stderr}"
+    );
+}
+
+/// `kiln eval` on the run's validation split, with top-K accuracy, and on
+/// other data (issue 25, item 8).
+#[test]
+fn eval_takes_the_validation_split_top_k_and_other_data() {
+    let dir = temp_dir("eval_more");
+    let run = dir.join("run").display().to_string();
+    let (out, stdout, stderr) =
+        train(&["--epochs", "1", "--val-fraction", "0.25", "--run-dir", &run]);
+    assert!(out.status.success(), "{stderr}");
+    let validation = stdout
+        .split("Validation Error:")
+        .nth(1)
+        .and_then(|rest| rest.split("\n\n").next())
+        .unwrap_or_default();
+    let out = kiln(&["eval", "--checkpoint", &run, "--split", "val"]);
+    let (eval_out, stderr) = text(&out);
+    assert!(out.status.success(), "{stderr}");
+    assert_eq!(eval_out, format!("Validation Error:{validation}\n\n"));
+
+    let out = kiln(&["eval", "--checkpoint", &run, "--top-k", "3"]);
+    let (eval_out, stderr) = text(&out);
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        eval_out.starts_with("Test Error: \n Accuracy: "),
+        "{eval_out}"
+    );
+    assert!(eval_out.contains("\n Top-3 accuracy: "), "{eval_out}");
+
+    // Other data: a generated IDX set of 28x28 images.
+    let other = temp_dir("eval_more_other");
+    common::write_dataset(&other, 64, 28, |i| (i % 10) as u8);
+    let out = kiln(&[
+        "eval",
+        "--checkpoint",
+        &run,
+        "--data",
+        &format!("idx:{}", other.display()),
+        "--test-samples",
+        "64",
+    ]);
+    let (eval_out, stderr) = text(&out);
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        eval_out.starts_with("Test Error: \n Accuracy: "),
+        "{eval_out}"
+    );
+
+    let (out, _, stderr) = train(&[
+        "--epochs",
+        "1",
+        "--run-dir",
+        &dir.join("noval").display().to_string(),
+    ]);
+    assert!(out.status.success(), "{stderr}");
+    let out = kiln(&[
+        "eval",
+        "--checkpoint",
+        &dir.join("noval").display().to_string(),
+        "--split",
+        "val",
+    ]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        text(&out)
+            .1
+            .contains("--split val: this run has no validation split"),
+        "{}",
+        text(&out).1
+    );
+}
+
+/// `--init FILE --init-strict false` loads what matches and names what it
+/// skipped: the quickstart model's first layer under a narrower second
+/// layer and head (issue 25, item 9).
+#[test]
+fn non_strict_init_loads_what_matches_and_names_the_rest() {
+    let dir = temp_dir("init_partial");
+    let run = dir.join("ten").display().to_string();
+    let (out, _, stderr) = train(&["--max-steps", "2", "--run-dir", &run]);
+    assert!(out.status.success(), "{stderr}");
+    let weights = common::newest(std::path::Path::new(&run)).join("model.safetensors");
+    let weights = weights.display().to_string();
+    let three = temp_dir("init_partial_data");
+    common::write_dataset(&three, 64, 28, |i| (i % 10) as u8);
+    let three = three.display().to_string();
+    let args = |strict: &'static str, name: &str| -> Vec<String> {
+        [
+            "train",
+            "--data-dir",
+            &three,
+            "--model",
+            "mlp:hidden=512;256",
+            "--max-steps",
+            "1",
+            "--lr",
+            "0",
+            "--init",
+            &weights,
+            "--init-strict",
+            strict,
+            "--run-dir",
+            &dir.join(name).display().to_string(),
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect()
+    };
+    let run_with = |v: Vec<String>| kiln(&v.iter().map(String::as_str).collect::<Vec<_>>());
+    let out = run_with(args("true", "strict"));
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out).1);
+    assert!(
+        text(&out)
+            .1
+            .contains("size mismatch for linear_relu_stack.4.weight"),
+        "{}",
+        text(&out).1
+    );
+    let out = run_with(args("false", "partial"));
+    let (_, stderr) = text(&out);
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains(&format!(
+            "warning: --init {weights} (not strict): skipped mis-shaped: linear_relu_stack.2.weight [512, 512] in the file, [256, 512] in the model, linear_relu_stack.2.bias [512] in the file, [256] in the model, linear_relu_stack.4.weight [10, 512] in the file, [10, 256] in the model\n"
+        )),
+        "{stderr}"
+    );
+    // The body came from the file: with lr 0 the first layer is still the file's, bit for bit.
+    let first = |path: &std::path::Path| {
+        common::read_safetensors(path)
+            .into_iter()
+            .find(|t| t.name == "linear_relu_stack.0.weight")
+            .map(|t| t.bytes)
+    };
+    let trained = common::newest(&dir.join("partial")).join("model.safetensors");
+    let loaded = first(std::path::Path::new(&weights));
+    assert!(loaded.as_ref().is_some_and(|b| b.len() == 784 * 512 * 4));
+    assert!(
+        first(&trained) == loaded,
+        "the first layer is not the file's"
+    );
 }

@@ -18,6 +18,10 @@ safetensors data (safetensors.torch.save_file):
   mismatch.safetensors           100 inputs, 99 targets
   out_of_range.safetensors       labels 0..4 (for classes=3)
   negative.safetensors           a label -1
+  nonfinite.safetensors          float inputs with a NaN in sample 7
+  int_inputs.safetensors         int64 inputs (not floats), int64 labels
+  binary.safetensors             float32 inputs [200, 2], int64 labels 0/1 (which side of a line)
+  binary_float.safetensors       the same with float32 targets [200, 1]
 """
 import math
 import os
@@ -83,6 +87,15 @@ def main():
     labels = torch.zeros(100, dtype=torch.int64)
     labels[7] = -1
     save_file({"inputs": torch.rand(100, 4), "targets": labels}, path("negative.safetensors"))
+    inputs = torch.rand(100, 4)
+    inputs[7, 2] = float("nan")
+    save_file({"inputs": inputs, "targets": torch.arange(100) % 3}, path("nonfinite.safetensors"))
+    save_file({"inputs": torch.randint(0, 10, (100, 4)), "targets": torch.arange(100) % 3}, path("int_inputs.safetensors"))
+    g = torch.Generator().manual_seed(3)
+    x = torch.randn(200, 2, generator=g)
+    side = (x[:, 0] + 0.5 * x[:, 1] > 0).to(torch.int64)
+    save_file({"inputs": x, "targets": side}, path("binary.safetensors"))
+    save_file({"inputs": x, "targets": side.to(torch.float32).unsqueeze(1)}, path("binary_float.safetensors"))
 
 
 if __name__ == "__main__":

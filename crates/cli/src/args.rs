@@ -155,6 +155,10 @@ pub struct TrainArgs {
     /// Start from these weights (a safetensors state dict, e.g. saved by PyTorch).
     #[arg(long)]
     pub init: Option<PathBuf>,
+    /// false: --init loads the tensors that match the model by name and shape and names the
+    /// missing, unexpected and mis-shaped ones (to fine-tune with a new head).
+    #[arg(long, default_value_t = defaults().init_strict, action = clap::ArgAction::Set)]
+    pub init_strict: bool,
     /// 32-true, bf16-mixed (autocast to bfloat16) or 16-mixed (autocast to float16 and a
     /// gradient scaler), as torch.autocast and torch.amp.GradScaler do (Lightning's names).
     #[arg(long, default_value_t = defaults().precision.to_string())]
@@ -274,6 +278,17 @@ pub struct EvalArgs {
     /// Data directory (default: the run's, else the setup's FashionMNIST).
     #[arg(long)]
     pub data_dir: Option<PathBuf>,
+    /// Another data source, as `kiln train --data` takes it (csv:…, tensors:…, idx:…): its
+    /// test set is evaluated instead of the run's.
+    #[arg(long)]
+    pub data: Option<String>,
+    /// The set to evaluate: test, or val (the run's --val-fraction split, drawn as in training).
+    #[arg(long, value_parser = ["test", "val"])]
+    #[serde(skip)]
+    pub split: Option<String>,
+    /// Also report top-K accuracy.
+    #[arg(long)]
+    pub top_k: Option<usize>,
     /// Evaluate on the first N test samples (default: the run's, else all).
     #[arg(long)]
     pub test_samples: Option<usize>,
@@ -298,6 +313,7 @@ impl EvalArgs {
             checkpoint: self.checkpoint.clone(),
             which: self.which.clone(),
             weights: self.weights.clone(),
+            split: self.split.clone(),
             flags,
             output: Some(Box::new(std::io::stdout())),
             notices: stderr_notices(false),

@@ -124,7 +124,7 @@ fn write_tensors(path: &Path, tensors: &[(String, Tensor)]) -> Result<()> {
 }
 
 fn read_tensors(path: &Path) -> Result<Vec<(String, Tensor)>> {
-    io::read_safetensors(path).map_err(|e| io_error(path, e))
+    io::read_safetensors(path).map_err(|e| Error::safetensors_read(path, e))
 }
 
 fn write_json(path: &Path, value: &impl Serialize) -> Result<()> {
@@ -487,10 +487,58 @@ pub fn read_weights(path: &Path) -> Result<Vec<(String, Tensor)>> {
 }
 
 /// Loads a safetensors state dict (e.g. PyTorch's) into `model`
-/// (`load_state_dict`, strict); errors name the file.
-pub fn load_weights(model: &dyn crate::Model, path: &Path) -> Result<()> {
+/// (`load_state_dict`); errors name the file. `strict`: every tensor of the
+/// model and nothing else, as `strict=True`. Otherwise the tensors that
+/// match a model tensor by name and shape are loaded, the others keep
+/// their values, and what was skipped comes back, one entry per kind
+/// (`missing: head.weight`, `unexpected: fc.weight`, `mis-shaped:
+/// out.weight [10, 64] in the file, [2, 64] in the model`); empty when
+/// everything matched.
+pub fn load_weights(model: &dyn crate::Model, path: &Path, strict: bool) -> Result<Vec<String>> {
     let tensors = read_tensors(path)?;
+    if strict {
+        model
+            .load_state_dict(&tensors)
+            .map_err(|e| io_error(path, e))?;
+        return Ok(Vec::new());
+    }
+    let own = model.state_dict()?;
+    let find = |name: &str| tensors.iter().find(|(n, _)| n == name).map(|(_, t)| t);
+    let (mut missing, mut misshaped, mut merged) = (Vec::new(), Vec::new(), Vec::new());
+    for (name, mine) in &own {
+        match find(name) {
+            Some(theirs) if theirs.size() == mine.size() => {
+                merged.push((name.clone(), theirs.shallow_clone()))
+            }
+            Some(theirs) => {
+                misshaped.push(format!(
+                    "{name} {:?} in the file, {:?} in the model",
+                    theirs.size(),
+                    mine.size()
+                ));
+                merged.push((name.clone(), mine.shallow_clone()));
+            }
+            None => {
+                missing.push(name.clone());
+                merged.push((name.clone(), mine.shallow_clone()));
+            }
+        }
+    }
+    let unexpected: Vec<String> = tensors
+        .iter()
+        .filter(|(n, _)| !own.iter().any(|(o, _)| o == n))
+        .map(|(n, _)| n.clone())
+        .collect();
     model
-        .load_state_dict(&tensors)
-        .map_err(|e| io_error(path, e))
+        .load_state_dict(&merged)
+        .map_err(|e| io_error(path, e))?;
+    Ok([
+        ("missing", missing),
+        ("unexpected", unexpected),
+        ("mis-shaped", misshaped),
+    ]
+    .into_iter()
+    .filter(|(_, names)| !names.is_empty())
+    .map(|(kind, names)| format!("{kind}: {}", names.join(", ")))
+    .collect())
 }

@@ -102,6 +102,30 @@ impl Error {
         }
     }
 
+    /// The error of reading the safetensors file `path` (a state dict, a
+    /// data file): the file named once, with `no such file`, the operating
+    /// system's reason, or that it is not a readable safetensors file.
+    pub(crate) fn safetensors_read(path: &std::path::Path, err: kiln_tensor::Error) -> Self {
+        let message = match err {
+            kiln_tensor::Error::Io { source, .. }
+                if source.kind() == std::io::ErrorKind::NotFound =>
+            {
+                "no such file".to_string()
+            }
+            kiln_tensor::Error::Io { source, .. } => source.to_string(),
+            // kiln-tensor's own check of the format names the file first.
+            kiln_tensor::Error::InvalidArgument(message) => message
+                .strip_prefix(&format!("{} is ", path.display()))
+                .unwrap_or(&message)
+                .to_string(),
+            other => format!("not a readable safetensors file ({other})"),
+        };
+        Error::Data {
+            path: path.to_path_buf(),
+            message,
+        }
+    }
+
     /// The exit code a command-line tool should end with: 2 for a usage
     /// error, 128 + the signal for an interrupt (130 for SIGINT, 143 for
     /// SIGTERM), 1 for any other failure.

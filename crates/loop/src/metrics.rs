@@ -115,7 +115,9 @@ fn samples(target: &Tensor) -> usize {
 }
 
 /// Fraction of samples whose arg-max equals the label, accumulated as the
-/// tutorial does (`(pred.argmax(1) == y).type(torch.float).sum().item()`).
+/// tutorial does (`(pred.argmax(1) == y).type(torch.float).sum().item()`);
+/// for one output per sample (a binary logit), whether `logit > 0` agrees
+/// with the target being 1 (above 0.5), as torchmetrics' `BinaryAccuracy`.
 #[derive(Debug, Default, Clone)]
 pub struct Accuracy {
     ratio: Ratio,
@@ -128,10 +130,21 @@ impl Metric for Accuracy {
 
     fn update(&mut self, batch: &Evaluated<'_>) -> Result<()> {
         let (pred, target) = batch.compared("accuracy")?;
-        let hits = pred
-            .f_argmax(1, false)?
-            .f_eq_tensor(target)?
-            .f_to_kind(Kind::Float)?;
+        let hits = if pred.size().get(1) == Some(&1) {
+            // One logit per sample (binary, `BCEWithLogitsLoss`): the
+            // prediction is `logit > 0` (probability above 0.5), the
+            // target a 0/1 label or a float value, 1 above 0.5.
+            let predicted = pred.f_flatten(0, -1)?.f_gt(0.0)?;
+            let actual = target
+                .f_flatten(0, -1)?
+                .f_to_kind(Kind::Double)?
+                .f_gt(0.5)?;
+            predicted.f_eq_tensor(&actual)?.f_to_kind(Kind::Float)?
+        } else {
+            pred.f_argmax(1, false)?
+                .f_eq_tensor(target)?
+                .f_to_kind(Kind::Float)?
+        };
         let correct = hits.f_sum(Kind::Float)?.f_double_value(&[])?;
         self.ratio.add(correct, samples(target));
         Ok(())

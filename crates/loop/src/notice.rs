@@ -17,6 +17,9 @@ pub enum Notice {
         /// The checkpoint it continues from.
         checkpoint: PathBuf,
     },
+    /// A resumed run trains with hyperparameters given again instead of the
+    /// checkpoint's (`lr 0.001 → 0.1`).
+    NewHyperparameters(Vec<String>),
     /// A resumed run has no checkpoint yet: it starts over with its saved config.
     NoCheckpointYet(PathBuf),
     /// The seed the run uses (drawn from the OS when not given).
@@ -61,6 +64,11 @@ impl std::fmt::Display for Notice {
                 "{} has no checkpoint yet; starting it from the beginning with its saved config",
                 run.display()
             ),
+            Notice::NewHyperparameters(changes) => write!(
+                f,
+                "resuming with new optimizer settings: {}",
+                changes.join(", ")
+            ),
             Notice::Seed(seed) => write!(f, "seed set to {seed}"),
             Notice::Removed(path) => write!(
                 f,
@@ -70,7 +78,12 @@ impl std::fmt::Display for Notice {
             Notice::Wrote(path) => write!(f, "wrote {}", path.display()),
             Notice::Warning(text) => f.write_str(text),
             Notice::RankFailed { rank, world, error } => {
-                write!(f, "rank {rank} of {world}: {error}")
+                // A mismatch this rank reports already names it.
+                if error.starts_with(&format!("rank {rank} of {world} ")) {
+                    f.write_str(error)
+                } else {
+                    write!(f, "rank {rank} of {world}: {error}")
+                }
             }
         }
     }

@@ -4,14 +4,17 @@
 //! and draws, into `OUT_DIR`:
 //!
 //! - `loss.{png,svg}`: the training loss of every step (`step` records'
-//!   `loss`) and the test loss after every epoch (`epoch` records' `loss`,
-//!   with markers), against the optimizer step;
-//! - `accuracy.{png,svg}`: the test accuracy after every epoch, against the
-//!   epoch;
+//!   `train_loss`) and the validation and test loss of every evaluation
+//!   (at epoch ends, every `--eval-every-steps`, at an early stop; with
+//!   markers), against the optimizer step;
+//! - `accuracy.{png,svg}`: the validation and test accuracy of every
+//!   evaluation, against the epoch (against the step when some evaluation
+//!   was not at an epoch end);
 //! - `lr.{png,svg}`: the learning rate of every step (of every epoch if the
 //!   run logged no per-step rate), against the optimizer step.
 //!
-//! A chart whose metric the run did not log is skipped. Text is drawn with
+//! A set has one colour in every chart (training blue, validation green,
+//! test orange). A chart whose metric the run did not log is skipped. Text is drawn with
 //! the DejaVu Sans font embedded in the crate (`assets/DejaVuSans.ttf`), so
 //! no system font is needed. Files are written to a temporary name and
 //! renamed into place.
@@ -198,9 +201,31 @@ fn decimate(points: Vec<(f64, f64)>) -> Vec<(f64, f64)> {
         .collect()
 }
 
+/// `(step or epoch, value)` of every evaluation of `metric`: those at
+/// epoch ends (`epoch` records) and those every N steps or at an early
+/// stop (`step` records holding it), one point per step, in step order.
+fn eval_points(records: &[MetricRecord], metric: &str, by_epoch: bool) -> Vec<(f64, f64)> {
+    let mut points: Vec<(u64, u64, f64)> = records
+        .iter()
+        .filter_map(|r| r.get(metric).map(|v| (r.step, r.epoch, v)))
+        .filter(|(.., v)| v.is_finite())
+        .collect();
+    points.sort_by_key(|(step, ..)| *step);
+    points.dedup_by_key(|(step, ..)| *step);
+    points
+        .into_iter()
+        .map(|(step, epoch, v)| (if by_epoch { epoch } else { step } as f64, v))
+        .collect()
+}
+
+/// The colour of a set in every chart: training blue, validation green,
+/// test orange.
+const TRAIN_COLOR: RGBColor = BLUE;
+const VAL_COLOR: RGBColor = GREEN;
+const TEST_COLOR: RGBColor = ORANGE;
+
 fn charts(records: &[MetricRecord], run_name: &str) -> Vec<Chart> {
     let by_step = |r: &MetricRecord| r.step;
-    let by_epoch = |r: &MetricRecord| r.epoch;
     let series = |label, color, markers, points: Vec<(f64, f64)>| {
         (!points.is_empty()).then(|| Series {
             label,
@@ -222,6 +247,16 @@ fn charts(records: &[MetricRecord], run_name: &str) -> Vec<Chart> {
         lr_points = points(records, Scope::Epoch, LR, by_step);
         lr_label = "learning rate (per epoch)";
     }
+    // Accuracy is drawn per epoch when every evaluation was at an epoch
+    // end, per step when some were not (`--eval-every-steps`, a run
+    // stopped by `--max-steps`).
+    let evaluated_mid_epoch = records.iter().any(|r| {
+        r.scope == Scope::Step
+            && [TEST_LOSS, VAL_LOSS, TEST_ACCURACY, VAL_ACCURACY]
+                .iter()
+                .any(|m| r.get(m).is_some())
+    });
+    let by_epoch = !evaluated_mid_epoch;
     vec![
         Chart {
             stem: "loss",
@@ -232,21 +267,21 @@ fn charts(records: &[MetricRecord], run_name: &str) -> Vec<Chart> {
             series: [
                 series(
                     "train loss (per step)",
-                    BLUE,
+                    TRAIN_COLOR,
                     false,
                     points(records, Scope::Step, TRAIN_LOSS, by_step),
                 ),
                 series(
-                    "validation loss (per epoch)",
-                    GREEN,
+                    "validation loss",
+                    VAL_COLOR,
                     true,
-                    points(records, Scope::Epoch, VAL_LOSS, by_step),
+                    eval_points(records, VAL_LOSS, false),
                 ),
                 series(
-                    "test loss (per epoch)",
-                    ORANGE,
+                    "test loss",
+                    TEST_COLOR,
                     true,
-                    points(records, Scope::Epoch, TEST_LOSS, by_step),
+                    eval_points(records, TEST_LOSS, false),
                 ),
             ]
             .into_iter()
@@ -256,21 +291,21 @@ fn charts(records: &[MetricRecord], run_name: &str) -> Vec<Chart> {
         Chart {
             stem: "accuracy",
             title: title("Accuracy"),
-            x_desc: "epoch",
+            x_desc: if by_epoch { "epoch" } else { "step" },
             y_desc: "accuracy",
             legend: SeriesLabelPosition::LowerRight,
             series: [
                 series(
                     "validation accuracy",
-                    BLUE,
+                    VAL_COLOR,
                     true,
-                    points(records, Scope::Epoch, VAL_ACCURACY, by_epoch),
+                    eval_points(records, VAL_ACCURACY, by_epoch),
                 ),
                 series(
                     "test accuracy",
-                    GREEN,
+                    TEST_COLOR,
                     true,
-                    points(records, Scope::Epoch, TEST_ACCURACY, by_epoch),
+                    eval_points(records, TEST_ACCURACY, by_epoch),
                 ),
             ]
             .into_iter()

@@ -183,7 +183,7 @@ fn plots_loss_accuracy_and_lr_as_png_and_svg() -> Result<()> {
             "accuracy",
             "Accuracy — exp1",
             "test accuracy",
-            [44, 160, 44],
+            [255, 127, 14],
         ),
         (
             "lr",
@@ -227,7 +227,7 @@ fn plots_loss_accuracy_and_lr_as_png_and_svg() -> Result<()> {
     }
     let svg = fs::read_to_string(out.join("loss.svg"))?;
     ensure!(
-        svg.contains("test loss (per epoch)") && svg.contains(">\nstep\n</text>"),
+        svg.contains("test loss") && svg.contains(">\nstep\n</text>"),
         "loss.svg texts"
     );
     ensure!(
@@ -237,6 +237,53 @@ fn plots_loss_accuracy_and_lr_as_png_and_svg() -> Result<()> {
 
     // Plotting again replaces the files.
     ensure!(plot_run(&run, &out, &mut |_| {})?.len() == 6);
+    Ok(())
+}
+
+/// Evaluations every N steps (`step` records, as `--eval-every-steps`
+/// logs them) are drawn: the test loss by step, the accuracy by step, and
+/// the test set in the same colour in both charts.
+#[test]
+fn evaluations_every_n_steps_are_drawn_in_one_colour_per_set() -> Result<()> {
+    let tmp = TempDir::new("evs")?;
+    let run = tmp.path().join("evs");
+    let mut writer = MetricsWriter::create(&run)?;
+    for step in 1..=30u64 {
+        writer.log_step(step, 1, [("train_loss", 2.0 / step as f64)])?;
+        if step % 10 == 0 {
+            let k = (step / 10) as f64;
+            writer.log_step(
+                step,
+                1,
+                [
+                    ("test_loss", 1.5 - 0.2 * k),
+                    ("test_accuracy", 0.4 + 0.1 * k),
+                ],
+            )?;
+        }
+    }
+    drop(writer);
+    let out = tmp.path().join("plots");
+    let files = plot_run(&run, &out, &mut |_| {})?;
+    ensure!(files.len() == 4, "loss and accuracy: {files:?}");
+    let orange = [255, 127, 14];
+    for stem in ["loss", "accuracy"] {
+        let png = decode_png(&fs::read(out.join(format!("{stem}.png")))?)?;
+        // Three markers (and the accuracy line) in the test colour.
+        let n = png.count_near(orange, 10);
+        ensure!(n > 100, "{stem}.png: only {n} pixels in the test colour");
+        ensure!(
+            png.count_near([44, 160, 44], 10) == 0,
+            "{stem}.png: the validation colour without a validation set"
+        );
+    }
+    let svg = fs::read_to_string(out.join("accuracy.svg"))?;
+    ensure!(
+        svg.contains("test accuracy") && svg.contains(">\nstep\n</text>"),
+        "accuracy.svg is drawn against the step"
+    );
+    let svg = fs::read_to_string(out.join("loss.svg"))?;
+    ensure!(svg.contains("test loss"), "loss.svg has the test curve");
     Ok(())
 }
 

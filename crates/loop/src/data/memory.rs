@@ -72,6 +72,27 @@ impl Rows {
         }
     }
 
+    /// [`check_finite`] over every row; rows left in their file are read
+    /// in pieces of about 64 MiB (integer inputs are not read).
+    fn check_finite(&self, source: &str) -> Result<()> {
+        match self {
+            Rows::Memory(t) => check_finite(t, "input", source, 0),
+            Rows::Stored(a) if is_floating(a.kind()) => {
+                let row_bytes = a.shape().iter().skip(1).product::<i64>().max(1) as usize
+                    * a.kind().elt_size_in_bytes();
+                let chunk = ((64 << 20) / row_bytes).max(1);
+                for start in (0..a.len()).step_by(chunk) {
+                    let rows: Vec<i64> = (start..(start + chunk).min(a.len()))
+                        .map(|i| i as i64)
+                        .collect();
+                    check_finite(&a.rows(&rows)?, "input", source, start as i64)?;
+                }
+                Ok(())
+            }
+            Rows::Stored(_) => Ok(()),
+        }
+    }
+
     /// The rows at `indices`: a view of consecutive rows in memory, else a
     /// gathered copy.
     fn gather(&self, indices: &[i64]) -> Result<Tensor> {
@@ -141,6 +162,8 @@ impl TensorDataset {
                 targets.size()
             )));
         }
+        inputs.check_finite(source)?;
+        check_finite(&targets, "target", source, 0)?;
         let max_label = max_label(&targets)?;
         Ok(Self {
             transform,
@@ -249,4 +272,51 @@ impl Dataset for TensorDataset {
     fn describe(&self, index: usize) -> String {
         format!("sample {index} of {}", self.source)
     }
+}
+
+fn is_floating(kind: Kind) -> bool {
+    matches!(
+        kind,
+        Kind::Float | Kind::Double | Kind::Half | Kind::BFloat16
+    )
+}
+
+/// Errors if a floating-point `tensor` `[N, ...]` holds NaN or an
+/// infinity, naming the first sample that does (a run would otherwise
+/// stop later with a NaN loss that points at no sample).
+/// `first` is the index of the tensor's first sample in the dataset.
+fn check_finite(tensor: &Tensor, what: &str, source: &str, first: i64) -> Result<()> {
+    let n = tensor.size().first().copied().unwrap_or(0);
+    if !is_floating(tensor.kind()) || n == 0 {
+        return Ok(());
+    }
+    let bad = tensor
+        .f_isfinite()?
+        .f_logical_not()?
+        .f_reshape([n, -1])?
+        .f_any_dim(1, false)?;
+    if bad.f_any()?.f_int64_value(&[])? == 0 {
+        return Ok(());
+    }
+    let sample = bad
+        .f_to_kind(Kind::Uint8)?
+        .f_argmax(None, false)?
+        .f_int64_value(&[])?;
+    let values = tensor
+        .f_get(sample)?
+        .f_flatten(0, -1)?
+        .f_to_kind(Kind::Double)?;
+    let values = Vec::<f64>::try_from(&values)?;
+    let value = values
+        .iter()
+        .find(|v| !v.is_finite())
+        .copied()
+        .unwrap_or(f64::NAN);
+    Err(Error::Data {
+        path: source.into(),
+        message: format!(
+            "sample {} has a non-finite {what} ({value}); clean the data or drop the sample",
+            first + sample
+        ),
+    })
 }

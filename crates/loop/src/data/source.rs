@@ -34,6 +34,12 @@ pub enum Task {
         /// Values per sample.
         outputs: i64,
     },
+    /// Two classes scored by one logit (`BCEWithLogitsLoss`): labels 0/1,
+    /// or float targets `[N, 1]` in [0, 1]; a sample is counted correct when
+    /// `logit > 0` says what its target does. A run makes the data's
+    /// two-class labels (or one float target) this task when its loss is
+    /// `bce-with-logits`.
+    Binary,
 }
 
 /// The train and test sets of a run, and what they ask the model to do.
@@ -186,11 +192,17 @@ pub fn parse_path_first<B: ?Sized>(
     text: &str,
 ) -> kiln_tensor::Result<Spec> {
     let (name, rest) = text.trim().split_once(':').unwrap_or((text.trim(), ""));
-    let (first, others) = rest.split_once(',').unwrap_or((rest, ""));
+    // The first option ends at the first `,` outside brackets
+    // (`tensors:[data/a,b.safetensors]` is one path).
+    let pieces = kiln_tensor::spec::split_outside_brackets(rest, ',')?;
+    let first = pieces.first().copied().unwrap_or_default();
     // An unknown name is the error to report, whatever follows it.
     let entry = registry.lookup(name.trim())?;
     let takes_path = entry.options.first().is_some_and(|o| o.name == "path");
-    if takes_path && !first.trim().is_empty() && !first.contains('=') {
+    // A bracketed first option is a path whatever it holds.
+    let positional = kiln_tensor::spec::unbracket(first) != first || !first.contains('=');
+    if takes_path && !first.is_empty() && positional {
+        let others = pieces.get(1..).unwrap_or_default().join(",");
         return format!("{name}:path={first},{others}").parse();
     }
     text.parse()
@@ -201,7 +213,8 @@ pub fn parse_path_first<B: ?Sized>(
 pub fn absolute_paths(spec: &mut Spec, keys: &[&str]) -> kiln_tensor::Result<()> {
     for key in keys {
         if let Some(path) = spec.raw(key).filter(|p| p != "none") {
-            let path = absolute(Path::new(&path));
+            // A path holding `,` is given (and kept) in brackets.
+            let path = absolute(Path::new(kiln_tensor::spec::unbracket(&path)));
             spec.set(key, path.display().to_string())?;
         }
     }
@@ -272,6 +285,12 @@ pub struct CsvConfig {
     pub target: String,
     /// The share of rows held out for testing (seeded split).
     pub test_fraction: f64,
+    /// The target column holds class indices `0..classes` (classification);
+    /// `None`: regression values.
+    pub classes: Option<i64>,
+    /// Regression targets standardised with the training rows' mean and
+    /// standard deviation (losses are then in standard deviations).
+    pub standardize_targets: bool,
 }
 
 impl Default for CsvConfig {
@@ -280,6 +299,8 @@ impl Default for CsvConfig {
             path: String::new(),
             target: String::new(),
             test_fraction: 0.2,
+            classes: None,
+            standardize_targets: false,
         }
     }
 }
@@ -304,6 +325,20 @@ impl Options for CsvConfig {
                 "share of the rows held out for testing (split with the run's seed)",
             ),
             &mut self.test_fraction,
+        )?;
+        v.option(
+            OptionInfo::new(
+                "classes",
+                "the target column holds class indices 0..classes (classification); none: regression values",
+            ),
+            &mut self.classes,
+        )?;
+        v.option(
+            OptionInfo::new(
+                "standardize_targets",
+                "regression: standardise the targets with the training rows' mean and standard deviation",
+            ),
+            &mut self.standardize_targets,
         )
     }
 }
@@ -347,7 +382,22 @@ pub fn data_sources() -> DataRegistry {
         |cfg, context| {
             check_fraction("--data csv: test_fraction", cfg.test_fraction)?;
             let path = PathBuf::from(&cfg.path);
-            let split = CsvData::load(&path, &cfg.target, cfg.test_fraction, context.seed)?;
+            let mut split = CsvData::load(&path, &cfg.target, cfg.test_fraction, context.seed)?;
+            let task = match cfg.classes {
+                Some(classes) => {
+                    if cfg.standardize_targets {
+                        return Err(Error::Usage("--data csv: standardize_targets is for regression targets; classes= makes them class labels".into()));
+                    }
+                    split.class_targets(classes)?;
+                    Task::Classify { classes }
+                }
+                None => {
+                    if cfg.standardize_targets {
+                        split.standardize_targets()?;
+                    }
+                    Task::Regress { outputs: 1 }
+                }
+            };
             let name = |part: &str| format!("{} ({part})", path.display());
             Ok(Splits {
                 train: Arc::new(crate::data::TensorDataset::new(
@@ -360,7 +410,7 @@ pub fn data_sources() -> DataRegistry {
                     split.test_targets,
                     &name("test split"),
                 )?),
-                task: Task::Regress { outputs: 1 },
+                task,
             })
         },
     ));
@@ -388,7 +438,21 @@ mod tests {
     fn sources_resolve_with_paths_first_and_made_absolute() -> Result<()> {
         let r = data_sources();
         let resolved = r.resolve_text("csv:/tmp/d.csv,target=y")?;
-        assert_eq!(resolved, "csv:path=/tmp/d.csv,target=y,test_fraction=0.2");
+        assert_eq!(
+            resolved,
+            "csv:path=/tmp/d.csv,target=y,test_fraction=0.2,classes=none,standardize_targets=false"
+        );
+        // A path holding `,` is given and kept in brackets, with or without `path=`.
+        for text in [
+            "csv:[/tmp/a,b.csv],target=y",
+            "csv:path=[/tmp/a,b.csv],target=y",
+        ] {
+            assert!(
+                r.resolve_text(text)?
+                    .starts_with("csv:path=[/tmp/a,b.csv],target=y,"),
+                "{text}"
+            );
+        }
         assert!(r.resolve_text("idx:rel/dir")?.starts_with("idx:path=/"));
         assert!(r
             .resolve_text("ImageFolder:rel/train,test=rel/test")?

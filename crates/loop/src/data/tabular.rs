@@ -12,12 +12,12 @@
 //! the even neighbour, so 2.5 gives 2) and
 //! the train set the rest, each in permutation order.
 //!
-//! The parser is a small RFC 4180 reader: fields separated by commas,
-//! records by `\n` or `\r\n`; a field in double quotes may hold commas,
-//! newlines and doubled quotes (`""`). A UTF-8 byte order mark is skipped and
-//! blank lines are ignored. Unquoted cells are trimmed of surrounding spaces
-//! before they are read as numbers. Every error names the file and, where it
-//! has one, the line and the column.
+//! The file is read by the `csv` crate (RFC 4180: fields separated by
+//! commas, records by `\n` or `\r\n`; a field in double quotes may hold
+//! commas, newlines and doubled quotes `""`). A UTF-8 byte order mark is
+//! skipped and blank lines are ignored. Cells are trimmed of surrounding
+//! spaces before they are read as numbers. Every error names the file and,
+//! where it has one, the line and the column.
 use crate::{Error, Result};
 use kiln_tensor::rng::Mt19937;
 use kiln_tensor::Tensor;
@@ -51,6 +51,58 @@ impl TabularSplit {
     pub fn features(&self) -> usize {
         self.feature_names.len()
     }
+
+    /// Makes the targets class indices `[N]` (int64) among `classes`:
+    /// every target must be a whole number in `0..classes`; the first that
+    /// is not is named by its data row (1-based, header not counted).
+    pub fn class_targets(&mut self, classes: i64) -> Result<()> {
+        if classes < 1 {
+            return Err(Error::Usage(format!(
+                "--data csv: classes must be at least 1, got {classes}"
+            )));
+        }
+        let convert = |targets: &Tensor, rows: &[usize]| -> Result<Tensor> {
+            let values = Vec::<f32>::try_from(&targets.f_flatten(0, -1)?)?;
+            let mut labels = Vec::with_capacity(values.len());
+            for (v, row) in values.iter().zip(rows) {
+                if v.fract() != 0.0 || *v < 0.0 || f64::from(*v) >= classes as f64 {
+                    return Err(Error::Data {
+                        path: self.path.clone(),
+                        message: format!(
+                            "data row {}, column {:?}: {v} is not a class index in 0..={} (classes={classes})",
+                            row + 1,
+                            self.target_name,
+                            classes - 1
+                        ),
+                    });
+                }
+                labels.push(*v as i64);
+            }
+            Ok(Tensor::f_from_slice(&labels)?)
+        };
+        self.train_targets = convert(&self.train_targets, &self.train_rows)?;
+        self.test_targets = convert(&self.test_targets, &self.test_rows)?;
+        Ok(())
+    }
+
+    /// Standardises the targets of both sets with the training targets'
+    /// mean and standard deviation (`torch.std`, Bessel-corrected).
+    pub fn standardize_targets(&mut self) -> Result<()> {
+        let mean = self.train_targets.f_mean(kiln_tensor::Kind::Float)?;
+        let std = self.train_targets.f_std(true)?;
+        if std.f_double_value(&[])? <= 0.0 {
+            return Err(Error::Data {
+                path: self.path.clone(),
+                message: format!(
+                    "standardize_targets: the target column {:?} is constant in the training rows",
+                    self.target_name
+                ),
+            });
+        }
+        self.train_targets = self.train_targets.f_sub(&mean)?.f_div(&std)?;
+        self.test_targets = self.test_targets.f_sub(&mean)?.f_div(&std)?;
+        Ok(())
+    }
 }
 
 /// A CSV table whose cells are all numbers.
@@ -67,12 +119,7 @@ pub struct CsvData {
 /// A record of text fields and the (1-based) line it starts on.
 struct RawRecord {
     line: usize,
-    fields: Vec<Field>,
-}
-
-struct Field {
-    text: String,
-    quoted: bool,
+    fields: Vec<String>,
 }
 
 /// The header and data records of a CSV file, still as text.
@@ -118,11 +165,7 @@ impl CsvData {
             let mut row = Vec::with_capacity(width);
             for (index, (field, name)) in record.fields.iter().zip(&raw.header).enumerate() {
                 let column = column_label(index, name);
-                let text = if field.quoted {
-                    field.text.as_str()
-                } else {
-                    field.text.trim()
-                };
+                let text = field.trim();
                 if text.is_empty() {
                     return Err(raw.error(format!("line {}, {column}: empty cell", record.line)));
                 }
@@ -326,24 +369,14 @@ impl RawCsv {
         if header
             .fields
             .iter()
-            .all(|f| !f.text.trim().is_empty() && f.text.trim().parse::<f64>().is_ok())
+            .all(|f| !f.trim().is_empty() && f.trim().parse::<f64>().is_ok())
         {
             return Err(error(format!(
                 "line {}: no header row: the first line must name the columns, but it holds numbers",
                 header.line
             )));
         }
-        let header: Vec<String> = header
-            .fields
-            .into_iter()
-            .map(|f| {
-                if f.quoted {
-                    f.text
-                } else {
-                    f.text.trim().to_string()
-                }
-            })
-            .collect();
+        let header: Vec<String> = header.fields.iter().map(|f| f.trim().to_string()).collect();
         for (i, name) in header.iter().enumerate() {
             if name.is_empty() {
                 continue;
@@ -375,91 +408,40 @@ impl RawCsv {
     }
 }
 
-/// Splits `text` into records (RFC 4180), skipping blank lines.
+/// Splits `text` into records with the `csv` crate (records may have any
+/// number of fields; the caller checks them against the header), skipping
+/// blank lines and lines of spaces.
 fn parse(text: &str) -> std::result::Result<Vec<RawRecord>, String> {
+    let mut reader = csv::ReaderBuilder::new()
+        .has_headers(false)
+        .flexible(true)
+        .from_reader(text.as_bytes());
     let mut records = Vec::new();
-    let mut fields: Vec<Field> = Vec::new();
-    let mut field = String::new();
-    let mut quoted = false;
-    let mut line = 1usize;
-    let mut record_line = 1usize;
-    let mut chars = text.chars().peekable();
-
-    // Ends the current field; `end_record` also ends the record.
-    fn finish_field(fields: &mut Vec<Field>, field: &mut String, quoted: &mut bool) {
-        fields.push(Field {
-            text: std::mem::take(field),
-            quoted: std::mem::replace(quoted, false),
-        });
-    }
-    let end_record = |records: &mut Vec<RawRecord>, fields: &mut Vec<Field>, start: usize| {
-        let fields = std::mem::take(fields);
-        let blank =
-            matches!(fields.as_slice(), [only] if !only.quoted && only.text.trim().is_empty());
+    for record in reader.records() {
+        let record = record.map_err(|e| match e.position() {
+            Some(pos) => format!("line {}: {}", pos.line(), e.kind_text()),
+            None => e.to_string(),
+        })?;
+        let line = record.position().map_or(0, |p| p.line() as usize);
+        let fields: Vec<String> = record.iter().map(str::to_string).collect();
+        let blank = matches!(fields.as_slice(), [only] if only.trim().is_empty());
         if !blank {
-            records.push(RawRecord {
-                line: start,
-                fields,
-            });
+            records.push(RawRecord { line, fields });
         }
-    };
-
-    while let Some(c) = chars.next() {
-        match c {
-            '"' if field.is_empty() && !quoted => {
-                quoted = true;
-                let open_line = line;
-                loop {
-                    match chars.next() {
-                        None => {
-                            return Err(format!("line {open_line}: quoted field is never closed"))
-                        }
-                        Some('"') => {
-                            if chars.peek() == Some(&'"') {
-                                chars.next();
-                                field.push('"');
-                            } else {
-                                break;
-                            }
-                        }
-                        Some(c) => {
-                            if c == '\n' {
-                                line += 1;
-                            }
-                            field.push(c);
-                        }
-                    }
-                }
-                match chars.peek() {
-                    None | Some(',') | Some('\n') | Some('\r') => {}
-                    Some(other) => {
-                        return Err(format!(
-                            "line {line}: unexpected {other:?} after a closing quote (a quote inside a quoted field is written \"\")"
-                        ))
-                    }
-                }
-            }
-            ',' => finish_field(&mut fields, &mut field, &mut quoted),
-            '\r' if chars.peek() == Some(&'\n') => {}
-            '\n' => {
-                finish_field(&mut fields, &mut field, &mut quoted);
-                end_record(&mut records, &mut fields, record_line);
-                line += 1;
-                record_line = line;
-            }
-            c => {
-                if quoted {
-                    // Text after a closing quote was refused above; only a
-                    // lone '\r' before ',' or end of line can land here.
-                    continue;
-                }
-                field.push(c);
-            }
-        }
-    }
-    if !field.is_empty() || quoted || !fields.is_empty() {
-        finish_field(&mut fields, &mut field, &mut quoted);
-        end_record(&mut records, &mut fields, record_line);
     }
     Ok(records)
+}
+
+/// What a `csv` error says, without its position (given separately).
+trait KindText {
+    fn kind_text(&self) -> String;
+}
+
+impl KindText for csv::Error {
+    fn kind_text(&self) -> String {
+        match self.kind() {
+            csv::ErrorKind::Utf8 { err, .. } => format!("not UTF-8 text ({err})"),
+            _ => self.to_string(),
+        }
+    }
 }

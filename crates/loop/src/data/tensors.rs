@@ -109,20 +109,8 @@ struct Pair {
 }
 
 fn read_pair(path: &Path, src: &TensorsConfig) -> Result<Pair> {
-    let tensors = kiln_tensor::datafile::open_safetensors(path).map_err(|e| match e {
-        kiln_tensor::Error::Io { source, .. } if source.kind() == std::io::ErrorKind::NotFound => {
-            data_error(path, "no such file")
-        }
-        kiln_tensor::Error::Io { source, .. } => data_error(path, source.to_string()),
-        kiln_tensor::Error::InvalidArgument(message) => data_error(
-            path,
-            message
-                .strip_prefix(&format!("{} is ", path.display()))
-                .unwrap_or(&message)
-                .to_string(),
-        ),
-        other => data_error(path, format!("not a readable safetensors file ({other})")),
-    })?;
+    let tensors = kiln_tensor::datafile::open_safetensors(path)
+        .map_err(|e| Error::safetensors_read(path, e))?;
     let keys: Vec<&str> = tensors.iter().map(|(k, _)| k.as_str()).collect();
     let take = |key: &str, what: &str| -> Result<StoredArray> {
         tensors

@@ -322,6 +322,21 @@ impl<'c> DataParallel<'c> {
         Ok(u64::from_ne_bytes(word.to_ne_bytes()))
     }
 
+    /// Rank 0's `text`, on every rank (its length, then its bytes).
+    pub fn broadcast_text(&self, text: &str) -> Result<String> {
+        if self.world_size() == 1 {
+            return Ok(text.to_string());
+        }
+        let len = self.broadcast_u64(text.len() as u64)? as usize;
+        let mut bytes: Vec<i64> = text.bytes().map(i64::from).collect();
+        bytes.resize(len, 0);
+        let buf = Tensor::f_from_slice(&bytes)?;
+        self.comm.broadcast(&buf, 0)?;
+        let words = Vec::<i64>::try_from(&buf)?;
+        let bytes: Vec<u8> = words.iter().map(|w| *w as u8).collect();
+        Ok(String::from_utf8_lossy(&bytes).into_owned())
+    }
+
     /// The largest `value` over ranks (one small all-reduce; exact for
     /// values below 2^53).
     pub fn max_u64(&self, value: u64) -> Result<u64> {
@@ -455,6 +470,21 @@ impl<'c> DataParallel<'c> {
             }
         })
     }
+}
+
+/// Whether a launcher started this process as a rank of a job (Open MPI's
+/// `mpirun`, PMI/PMIx launchers such as MPICH's and Slurm's `srun`): what
+/// tells a one-rank job on purpose from a process started on its own.
+pub fn launched() -> bool {
+    [
+        "OMPI_COMM_WORLD_SIZE",
+        "PMI_SIZE",
+        "PMIX_RANK",
+        "MPI_LOCALRANKID",
+        "SLURM_PROCID",
+    ]
+    .iter()
+    .any(|v| std::env::var_os(v).is_some())
 }
 
 #[cfg(test)]

@@ -3,17 +3,29 @@ use crate::checkpoint::Progress;
 use crate::{Callback, EvalInfo, FitSummary, Result, StepInfo};
 use std::io::Write;
 
-/// One JSON object per line: `{"event":"step",...}` at each log interval,
-/// `{"event":"eval",...}` after each evaluation, `{"event":"checkpoint",...}`
-/// after each checkpoint, `{"event":"end","stop":{"reason":...},...}`.
+/// One JSON object per line: `{"event":"start",...}` when training starts
+/// (with what [`JsonLines::start`] adds: a run's directory and seed),
+/// `{"event":"step",...}` at each log interval, `{"event":"eval",...}`
+/// after each evaluation, `{"event":"checkpoint",...}` after each
+/// checkpoint, `{"event":"end","stop":{"reason":...},...}`.
 pub struct JsonLines<W: Write> {
     out: W,
+    start: serde_json::Map<String, serde_json::Value>,
 }
 
 impl<W: Write> JsonLines<W> {
     /// Writes to `out`.
     pub fn new(out: W) -> Self {
-        Self { out }
+        Self {
+            out,
+            start: serde_json::Map::new(),
+        }
+    }
+
+    /// Adds `fields` to the `start` event (`run_dir`, `seed`…).
+    pub fn start(mut self, fields: serde_json::Map<String, serde_json::Value>) -> Self {
+        self.start.extend(fields);
+        self
     }
 
     fn emit(&mut self, value: serde_json::Value) -> Result<()> {
@@ -24,6 +36,15 @@ impl<W: Write> JsonLines<W> {
 }
 
 impl<W: Write> Callback for JsonLines<W> {
+    fn on_run_start(&mut self, start: &Progress) -> Result<()> {
+        let mut event = serde_json::Map::new();
+        event.insert("event".into(), "start".into());
+        event.extend(self.start.clone());
+        event.insert("epoch".into(), start.epoch.into());
+        event.insert("step".into(), start.step.into());
+        self.emit(serde_json::Value::Object(event))
+    }
+
     fn on_batch_end(&mut self, info: &StepInfo) -> Result<()> {
         if !info.log {
             return Ok(());

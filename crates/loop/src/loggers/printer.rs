@@ -36,17 +36,7 @@ impl<W: std::io::Write> Callback for TutorialPrinter<W> {
 
     fn on_eval_end(&mut self, info: &EvalInfo) -> Result<()> {
         for set in super::eval_sets(info) {
-            let loss = info.get(&format!("{set}_loss")).unwrap_or(f64::NAN);
-            let block = match info.get(&format!("{set}_accuracy")) {
-                Some(accuracy) => test_report(accuracy, loss),
-                // Regression: no accuracy to report.
-                None => format!("Test Error: \n Avg loss: {loss:>8.6} \n"),
-            };
-            match set {
-                "test" => writeln!(self.out, "{block}")?,
-                "val" => writeln!(self.out, "{}", block.replacen("Test", "Validation", 1))?,
-                other => writeln!(self.out, "{other} {}", block.replacen("Test ", "", 1))?,
-            }
+            writeln!(self.out, "{}", eval_block(set, &info.metrics))?;
         }
         Ok(())
     }
@@ -60,5 +50,39 @@ impl<W: std::io::Write> Callback for TutorialPrinter<W> {
         }
         self.out.flush()?;
         Ok(())
+    }
+}
+
+/// The tutorial's evaluation block of `set` from `metrics` named
+/// `{set}_{metric}`: `Test Error: \n Accuracy: …%, Avg loss: … \n` (no
+/// accuracy for regression), a ` Top-K accuracy: …%` line per top-K
+/// metric, `Validation Error` for `val`. What `kiln train` prints after
+/// each evaluation and `kiln eval` prints once.
+pub fn eval_block(set: &str, metrics: &[(String, f64)]) -> String {
+    let get = |name: &str| {
+        metrics
+            .iter()
+            .find(|(n, _)| *n == format!("{set}_{name}"))
+            .map(|(_, v)| *v)
+    };
+    let loss = get("loss").unwrap_or(f64::NAN);
+    let mut block = match get("accuracy") {
+        Some(accuracy) => test_report(accuracy, loss),
+        // Regression: no accuracy to report.
+        None => format!("Test Error: \n Avg loss: {loss:>8.6} \n"),
+    };
+    let prefix = format!("{set}_top");
+    for (name, value) in metrics {
+        if let Some(k) = name
+            .strip_prefix(&prefix)
+            .and_then(|rest| rest.strip_suffix("_accuracy"))
+        {
+            block.push_str(&format!(" Top-{k} accuracy: {:>0.1}% \n", 100.0 * value));
+        }
+    }
+    match set {
+        "test" => block,
+        "val" => block.replacen("Test", "Validation", 1),
+        other => format!("{other} {}", block.replacen("Test ", "", 1)),
     }
 }

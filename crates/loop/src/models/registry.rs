@@ -17,7 +17,7 @@ use crate::models::torchscript::TorchScriptModel;
 use crate::models::Model;
 use crate::{Error, Result};
 use kiln_tensor::spec::{Entry, OptionInfo, OptionVisitor, Options, Registry, Spec};
-use kiln_tensor::{Device, Tensor};
+use kiln_tensor::{Device, Kind, Tensor};
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -71,6 +71,7 @@ impl ModelData<'_> {
         match self.task {
             Task::Classify { classes } => classes,
             Task::Regress { outputs } => outputs,
+            Task::Binary => 1,
         }
     }
 
@@ -203,9 +204,26 @@ impl Options for TorchScriptConfig {
 /// for class labels, a standardising `mlp:hidden=64;64` for regression.
 pub fn default_spec(task: Task) -> &'static str {
     match task {
-        Task::Classify { .. } => "mlp",
+        Task::Classify { .. } | Task::Binary => "mlp",
         Task::Regress { .. } => "mlp:hidden=64;64,standardize=true",
     }
+}
+
+/// Layers that multiply their inputs (`mlp`, `cnn`) need floating-point
+/// ones; integer inputs are kept as they are stored, for models that embed
+/// them (`gpt`), so an integer file reaches `model` as integers.
+fn float_inputs(data: &ModelData<'_>, model: &str) -> Result<()> {
+    let kind = data.first_input()?.kind();
+    if matches!(
+        kind,
+        Kind::Float | Kind::Double | Kind::Half | Kind::BFloat16
+    ) {
+        return Ok(());
+    }
+    Err(Error::Usage(format!(
+        "--model {model} needs floating-point inputs, but the data's are {} (integer inputs are kept as they are for models that embed them, such as gpt); store them as float32 (or uint8 images, which are scaled to [0, 1])",
+        format!("{kind:?}").to_lowercase()
+    )))
 }
 
 /// `gpt`'s sizes from the data: token data presents itself as class
@@ -219,6 +237,7 @@ fn gpt_from_data(mut cfg: GptConfig, data: &ModelData<'_>) -> Result<Box<dyn Mod
             match data.task {
                 Task::Classify { .. } => "class targets",
                 Task::Regress { .. } => "regression targets",
+                Task::Binary => "binary targets",
             }
         )));
     };
@@ -235,6 +254,7 @@ pub fn models() -> ModelRegistry {
             "mlp",
             "Flatten, then Linear + activation (+ Dropout) per hidden layer, Linear; default: the PyTorch quickstart's NeuralNetwork",
             |cfg, data| {
+                float_inputs(data, "mlp")?;
                 let standardize = if cfg.standardize {
                     Some(data.train_inputs()?.f_flatten(1, -1)?)
                 } else {
@@ -258,10 +278,12 @@ pub fn models() -> ModelRegistry {
             "PyTorch's MNIST example Net: Conv2d + ReLU per channels entry, max_pool2d, Dropout, fc1 + ReLU, Dropout, fc2, log_softmax; trains with nll unless --loss says otherwise",
             |cfg, data| {
                 let Task::Classify { classes } = data.task else {
-                    return Err(Error::Usage(
-                        "--model cnn classifies (it ends in log_softmax), but this data has regression targets; use --model mlp".into(),
-                    ));
+                    return Err(Error::Usage(format!(
+                        "--model cnn classifies (it ends in log_softmax), but this data has {}; use --model mlp",
+                        if data.task == Task::Binary { "binary targets scored by one logit" } else { "regression targets" }
+                    )));
                 };
+                float_inputs(data, "cnn")?;
                 Ok(Box::new(cnn::build(&cfg, &data.sample_shape()?, classes, data.device)?))
             },
         )

@@ -33,6 +33,9 @@ pub struct Components {
     pub loss_spec: String,
     /// The optimizer over the model's parameters.
     pub optimizer: Box<dyn Optimizer>,
+    /// What a non-strict `--init` skipped (`missing: …`, `unexpected: …`,
+    /// `mis-shaped: …`); empty when it loaded everything.
+    pub init_skipped: Vec<String>,
 }
 
 /// The datasets of a run.
@@ -92,13 +95,15 @@ impl Components {
         if config.deterministic {
             kiln_tensor::device::set_deterministic(true)?;
         }
-        let data = load_data(plan, registries)?;
+        let mut data = load_data(plan, registries)?;
+        data.task = binary_task(&registries.losses, config.loss.as_deref(), data.task)?;
         kiln_tensor::rng::manual_seed(plan.seed);
         let (model, model_spec) =
             build_model(&registries.models, config.model.as_deref(), &data, device)?;
-        if let Some(init) = &config.init {
-            checkpoint::load_weights(model.as_ref(), init)?;
-        }
+        let init_skipped = match &config.init {
+            Some(init) => checkpoint::load_weights(model.as_ref(), init, config.init_strict)?,
+            None => Vec::new(),
+        };
         let mut model = model;
         let (loss, loss_spec) = build_loss(
             &registries.losses,
@@ -122,6 +127,7 @@ impl Components {
             loss,
             loss_spec,
             optimizer,
+            init_skipped,
         })
     }
 }
@@ -276,6 +282,62 @@ impl Loss for OneHot {
     }
 }
 
+/// The loss that scores two classes with one logit.
+const BINARY_LOSS: &str = "bce-with-logits";
+
+/// The task of a run whose loss is `spec`: two-class labels, or one float
+/// target per sample, become [`Task::Binary`] under `bce-with-logits`
+/// (`BCEWithLogitsLoss` on one logit); more classes are refused.
+fn binary_task(
+    registry: &kiln_losses::LossRegistry,
+    spec: Option<&str>,
+    task: Task,
+) -> Result<Task> {
+    let Some(text) = spec else {
+        return Ok(task);
+    };
+    let name = text
+        .parse::<Spec>()
+        .and_then(|s| registry.lookup(&s.name).map(|e| e.name.clone()))
+        .map_err(|e| usage("--loss", e))?;
+    if name != BINARY_LOSS {
+        return Ok(task);
+    }
+    match task {
+        Task::Classify { classes } if classes <= 2 => Ok(Task::Binary),
+        Task::Regress { outputs: 1 } => Ok(Task::Binary),
+        Task::Classify { classes } => Err(Error::Usage(format!(
+            "--loss {BINARY_LOSS} scores two classes (labels 0 and 1) with one logit, but this data has {classes} classes; use cross-entropy"
+        ))),
+        other => Ok(other),
+    }
+}
+
+/// Binary targets as `BCEWithLogitsLoss` takes them: labels 0/1 `[N]` (or
+/// float values `[N]`) as float `[N, 1]`, like the one logit per sample.
+struct BinaryTargets {
+    loss: Box<dyn Loss>,
+}
+
+impl Loss for BinaryTargets {
+    fn forward(&self, input: &Tensor, target: &Tensor) -> kiln_losses::Result<Tensor> {
+        let target = if target.dim() == 1 {
+            target.f_unsqueeze(1)?
+        } else {
+            target.shallow_clone()
+        };
+        self.loss.forward(input, &target.f_to_kind(input.kind())?)
+    }
+
+    fn name(&self) -> &str {
+        self.loss.name()
+    }
+
+    fn targets(&self) -> kiln_losses::Targets {
+        self.loss.targets()
+    }
+}
+
 /// The loss `spec` names (default: the model's own, `model_default`, else
 /// cross-entropy for class labels, mse for regression), adapted to the
 /// data's targets, and its resolved spec; or an error naming the flag and
@@ -289,6 +351,7 @@ pub fn build_loss(
     let default = model_default.unwrap_or(match task {
         Task::Classify { .. } => "cross-entropy",
         Task::Regress { .. } => "mse",
+        Task::Binary => BINARY_LOSS,
     });
     let text = spec.unwrap_or(default);
     let resolved = text
@@ -300,6 +363,15 @@ pub fn build_loss(
     let name = loss.name().to_string();
     let targets = loss.targets();
     match task {
+        // A model whose own loss is nll outputs log-probabilities
+        // (`log_softmax`, as `--model cnn`): compared with one-hot labels
+        // they train towards nothing sensible.
+        Task::Classify { .. } if targets.one_hot_from_classes() && model_default == Some("nll") => {
+            Err(Error::Usage(format!(
+                "--loss {name} compares the model's outputs with one-hot labels, but this model outputs log-probabilities (log_softmax); use nll (its default) or cross-entropy"
+            )))
+        }
+        Task::Binary => Ok((Box::new(BinaryTargets { loss }), resolved)),
         Task::Classify { classes } if targets.one_hot_from_classes() => {
             Ok((Box::new(OneHot { loss, classes }), resolved))
         }
@@ -383,6 +455,7 @@ fn probe_eval(
             outputs,
             format!("the targets are {outputs} value(s) per sample"),
         ),
+        Task::Binary => (1, "binary targets are scored by one logit".to_string()),
     };
     if out.len() != 2 || out[1] != wanted {
         return Err(Error::Usage(format!(
@@ -423,17 +496,35 @@ fn build_optimizer(
 }
 
 /// The evaluation metrics of a run: loss and accuracy (and top-K) for
-/// classes, the loss alone for regression.
-pub(crate) fn metrics(top_k: Option<usize>, task: Task) -> Vec<Box<dyn crate::metrics::Metric>> {
+/// classes, the loss alone for regression. `--top-k` needs class labels
+/// and at most as many as there are classes (more would always be 1.0).
+pub(crate) fn metrics(
+    top_k: Option<usize>,
+    task: Task,
+) -> Result<Vec<Box<dyn crate::metrics::Metric>>> {
     use crate::metrics::{Accuracy, MeanLoss, TopK};
     let mut metrics: Vec<Box<dyn crate::metrics::Metric>> = vec![Box::new(MeanLoss::default())];
-    if let Task::Classify { .. } = task {
+    match (task, top_k) {
+        (Task::Regress { .. } | Task::Binary, Some(k)) => {
+            return Err(Error::Usage(format!(
+                "--top-k {k}: top-K accuracy needs class labels scored by one output each, but this data has {}",
+                if task == Task::Binary { "binary targets scored by one logit" } else { "regression targets" }
+            )))
+        }
+        (Task::Classify { classes }, Some(k)) if k as i64 > classes => {
+            return Err(Error::Usage(format!(
+                "--top-k {k}: the data has {classes} classes, so top-{k} accuracy would always be 1.0; give at most {classes}"
+            )))
+        }
+        _ => {}
+    }
+    if let Task::Classify { .. } | Task::Binary = task {
         metrics.push(Box::new(Accuracy::default()));
         if let Some(k) = top_k {
             metrics.push(Box::new(TopK::new(k)));
         }
     }
-    metrics
+    Ok(metrics)
 }
 
 /// The lr scheduler the plan names over `optimizer`, with its horizon from

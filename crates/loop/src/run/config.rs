@@ -180,6 +180,9 @@ pub struct RunConfig {
     pub keep_best: Option<String>,
     /// Start from these weights (a safetensors state dict).
     pub init: Option<PathBuf>,
+    /// `--init` loads every tensor of the model (`load_state_dict(strict=True)`);
+    /// `false`: what matches by name and shape, naming what it skipped.
+    pub init_strict: bool,
     /// `32-true`, `bf16-mixed` or `16-mixed` (Lightning's names).
     #[serde(with = "precision_text")]
     pub precision: Precision,
@@ -242,6 +245,7 @@ impl Default for RunConfig {
             keep_checkpoints: 3,
             keep_best: None,
             init: None,
+            init_strict: true,
             precision: Precision::F32True,
             logger: Loggers {
                 csv: true,
@@ -396,8 +400,10 @@ impl RunConfig {
             for (key, value) in &layer.flags {
                 let key = key.replace('-', "_");
                 if !known.contains(&key) {
+                    let hint = kiln_tensor::spec::suggest(&key, known.iter().map(String::as_str))
+                        .map_or(String::new(), |near| format!(" (did you mean '{near}'?)"));
                     return Err(Error::Usage(format!(
-                        "{}: unknown flag '{key}'; accepted: {}",
+                        "{}: unknown flag '{key}'{hint}; accepted: {}",
                         layer.source,
                         known.join(", ")
                     )));
@@ -711,7 +717,9 @@ mod tests {
                 .map(|e| e.to_string())
                 .unwrap_or_default()
         };
-        assert!(err(json!({"epoch": 1})).starts_with("f.json: unknown flag 'epoch'; accepted:"));
+        assert!(err(json!({"epoch": 1}))
+            .starts_with("f.json: unknown flag 'epoch' (did you mean 'epochs'?); accepted:"));
+        assert!(err(json!({"zzzz": 1})).starts_with("f.json: unknown flag 'zzzz'; accepted:"));
         assert!(err(json!({"batch-size": 0})).contains("--batch-size must be at least 1"));
         assert!(err(json!({"val_fraction": 1.5})).contains("--val-fraction"));
         assert!(err(json!({"epochs": "x"})).starts_with("f.json: invalid type"));

@@ -104,10 +104,18 @@ pub fn train(request: TrainRequest, registries: &Registries) -> Result<FitSummar
     if config.distributed == Some(Distributed::Nccl) {
         config.device = kiln_tensor::device::DeviceSpec::Cuda(nccl_device(&config)?);
     }
+    // Before MPI starts: a singleton MPI sets the launcher's variables itself.
+    let launched = crate::distributed::launched();
     let Some(comm) = connect(&config)? else {
         return train_on(request, registries, config, None);
     };
     comm.set_notices(request.notices.clone());
+    if comm.world_size() == 1 && !launched {
+        request.notices.warn(format!(
+            "--distributed {}: this process is the only rank of its job (no mpirun or srun started it); it trains alone",
+            config.distributed.map_or(String::new(), |d| d.to_string())
+        ));
+    }
     let dp = DataParallel::new(comm.as_ref()).buckets(
         crate::distributed::BucketConfig::from_cap_mb(config.bucket_cap_mb)?,
     );
@@ -223,10 +231,24 @@ fn train_on(
     if main {
         warn_on_many_workers(plan.config.workers, &request.notices);
     }
-    let run_dir = if main {
-        Some(open_run_dir(&request, resumed, &plan, &request.notices)?)
-    } else {
-        None
+    if main && !parts.init_skipped.is_empty() {
+        if let Some(init) = &plan.config.init {
+            request.notices.warn(format!(
+                "--init {} (not strict): skipped {}",
+                init.display(),
+                parts.init_skipped.join("; ")
+            ));
+        }
+    }
+    // `--dry-run` writes nothing (Lightning's `fast_dev_run`): no run
+    // directory, no checkpoint, no metrics; a resumed run's is only read.
+    let run_dir = match (main, plan.config.dry_run) {
+        (true, false) => Some(open_run_dir(&request, resumed, &plan, &request.notices)?),
+        (true, true) => {
+            request.notices.send(Notice::Seed(plan.seed));
+            resumed
+        }
+        (false, _) => None,
     };
     let resume = match (&request.resume, dp) {
         (Some(path), Some(dp)) => share_checkpoint(
@@ -237,20 +259,46 @@ fn train_on(
         (Some(_), None) => find_checkpoint(run_dir.as_ref(), &plan, &request.notices)?,
         (None, _) => None,
     };
+    let resume = match resume {
+        Some(mut ckpt) => {
+            let changed = apply_new_hyperparameters(&mut ckpt, &plan, parts.optimizer.as_ref())?;
+            if main && !changed.is_empty() {
+                request.notices.send(Notice::NewHyperparameters(changed));
+            }
+            Some(ckpt)
+        }
+        None => None,
+    };
     let mut trainer = trainer.interrupt_flag(signals::install()?);
-    if let Some(dir) = &run_dir {
+    if let Some(dir) = run_dir.as_ref().filter(|_| !plan.config.dry_run) {
         trainer = outputs::attach(
             trainer.checkpoint_dir(dir.path()),
             &plan,
             dir,
             resume.as_ref().map(|c| c.progress.step),
-            outputs::Shown {
-                display: request.display,
-                notices: &request.notices,
-                data_parallel: dp.is_some(),
-                train_batches: loaders.train.len(),
-            },
+            &request.notices,
         )?;
+    }
+    if main {
+        let mut start = serde_json::Map::new();
+        start.insert(
+            "run_dir".into(),
+            run_dir
+                .as_ref()
+                .filter(|_| !plan.config.dry_run)
+                .map_or(serde_json::Value::Null, |d| {
+                    d.path().display().to_string().into()
+                }),
+        );
+        start.insert("seed".into(), plan.seed.into());
+        start.insert("resumed".into(), resume.is_some().into());
+        trainer = outputs::show(
+            trainer,
+            request.display,
+            dp.is_some(),
+            loaders.train.len(),
+            start,
+        );
     }
     let eval_sets = loaders.eval_sets();
     let summary = trainer.fit(
@@ -270,7 +318,7 @@ fn train_on(
     finish_run(
         summary,
         parts.model.as_ref(),
-        run_dir.as_ref(),
+        run_dir.as_ref().filter(|_| !plan.config.dry_run),
         &plan,
         &request.notices,
     )
@@ -305,7 +353,7 @@ fn prepare<'a>(
     let mut trainer = Trainer::new(plan.trainer.clone())
         .map_err(plan::flag_error)?
         .run_config(plan.config.to_json()?)
-        .metrics(build::metrics(plan.config.top_k, parts.data.task));
+        .metrics(build::metrics(plan.config.top_k, parts.data.task)?);
     if let Some((scheduler, interval)) = build::scheduler(
         &plan,
         &registries.schedulers,
@@ -475,11 +523,9 @@ fn check_ranks_agree(dp: DataParallel<'_>, config: &RunConfig, splits: &RunData)
     let mut same = config.clone();
     // The device is per rank (`cuda:N` with NCCL).
     same.device = kiln_tensor::device::DeviceSpec::Auto;
-    let text = same.to_json()?.to_string();
-    // FNV-1a: the same on every rank and every build.
-    let hash = text.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
-        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
-    });
+    let mine = same.to_json()?;
+    let text = mine.to_string();
+    let root = dp.broadcast_text(&text)?;
     dp.check_same_u64(
         "dataset sizes (train, validation, test)",
         &[
@@ -488,10 +534,44 @@ fn check_ranks_agree(dp: DataParallel<'_>, config: &RunConfig, splits: &RunData)
             splits.test.len() as u64,
         ],
     )?;
-    dp.check_same_u64(
-        "their flags (each rank must get the same command line)",
-        &[hash],
-    )
+    // A rank whose flags differ names them, with rank 0's values.
+    let what = if root == text {
+        "their flags (each rank must get the same command line)".to_string()
+    } else {
+        format!("its flags: {}", flag_differences(&mine, &root))
+    };
+    dp.check_same_u64(&what, &[u64::from(root != text)])
+}
+
+/// The flags of `mine` that differ from rank 0's (`root`, a JSON object):
+/// `--epochs 2 (rank 0: 1)`.
+fn flag_differences(mine: &serde_json::Value, root: &str) -> String {
+    let root: serde_json::Value = serde_json::from_str(root).unwrap_or_default();
+    let empty = serde_json::Map::new();
+    let (mine, root) = (
+        mine.as_object().unwrap_or(&empty),
+        root.as_object().unwrap_or(&empty),
+    );
+    let show = |v: Option<&serde_json::Value>| match v {
+        Some(serde_json::Value::String(s)) => s.clone(),
+        Some(serde_json::Value::Null) | None => "not given".into(),
+        Some(other) => other.to_string(),
+    };
+    let mut keys: Vec<&String> = mine.keys().chain(root.keys()).collect();
+    keys.sort();
+    keys.dedup();
+    keys.into_iter()
+        .filter(|k| mine.get(*k) != root.get(*k))
+        .map(|k| {
+            format!(
+                "--{} {} (rank 0: {})",
+                k.replace('_', "-"),
+                show(mine.get(k)),
+                show(root.get(k))
+            )
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// Rank 0 chose the checkpoint to resume from; every other rank loads the
@@ -509,6 +589,88 @@ fn share_checkpoint(
     }
     let dir = checkpoint::checkpoints_dir(run_dir).join(format!("step-{step:09}"));
     Ok(Some(checkpoint::load(&dir)?))
+}
+
+/// Hyperparameters given again when resuming (`--lr 0.1`, `--optimizer
+/// sgd:weight_decay=1e-4`) win over the checkpoint's: the options of the
+/// run's optimizer spec that differ from the spec the checkpoint was
+/// written with are copied, group by group, from the freshly built
+/// optimizer into the checkpoint's param groups, which the Trainer then
+/// restores (`optimizer.load_state_dict(...)` followed by setting
+/// `param_group[key]`, as a PyTorch user lowers the lr of a resumed run).
+/// Returns what changed (`lr 0.001 → 0.1`). A new lr under an lr
+/// scheduler is refused: the restored scheduler would go on from its own
+/// base lrs.
+fn apply_new_hyperparameters(
+    ckpt: &mut Checkpoint,
+    plan: &RunPlan,
+    fresh: &dyn kiln_optim::Optimizer,
+) -> Result<Vec<String>> {
+    let Some(saved) = ckpt.config.get("optimizer").and_then(|v| v.as_str()) else {
+        return Ok(Vec::new());
+    };
+    let parse = |text: &str| {
+        text.parse::<kiln_tensor::spec::Spec>()
+            .map_err(|e| Error::Usage(format!("--optimizer: {e}")))
+    };
+    let (saved, new) = (parse(saved)?, parse(&plan.config.optimizer)?);
+    if saved.name != new.name {
+        // Another optimizer: refused when its state is restored.
+        return Ok(Vec::new());
+    }
+    let changed: Vec<(String, String, String)> = new
+        .options()
+        .filter_map(|(key, value)| match saved.get(key) {
+            Some(old) if old != value => {
+                Some((key.to_string(), old.to_string(), value.to_string()))
+            }
+            _ => None,
+        })
+        .collect();
+    if changed.is_empty() {
+        return Ok(Vec::new());
+    }
+    if let (Some((spec, _)), true) = (&plan.scheduler, changed.iter().any(|(k, ..)| k == "lr")) {
+        return Err(Error::Usage(format!(
+            "--lr: the run being resumed has the lr scheduler '{spec}', which goes on from the lrs it was started with; resume without a new lr, or start a new run (--init from its checkpoint)"
+        )));
+    }
+    let fresh_state = fresh.state_dict()?;
+    let fresh_groups = fresh_state
+        .scalars
+        .get("param_groups")
+        .and_then(|g| g.as_array())
+        .cloned()
+        .unwrap_or_default();
+    let groups = ckpt
+        .optimizer
+        .scalars
+        .get_mut("param_groups")
+        .and_then(|g| g.as_array_mut());
+    let Some(groups) = groups else {
+        return Err(Error::Usage(format!(
+            "--optimizer: {} cannot change when resuming this checkpoint (its optimizer state has no param groups)",
+            changed.iter().map(|(k, ..)| k.as_str()).collect::<Vec<_>>().join(", ")
+        )));
+    };
+    for (key, ..) in &changed {
+        for (group, fresh_group) in groups.iter_mut().zip(&fresh_groups) {
+            match (group.as_object_mut(), fresh_group.get(key)) {
+                (Some(group), Some(value)) if group.contains_key(key) => {
+                    group.insert(key.clone(), value.clone());
+                }
+                _ => {
+                    return Err(Error::Usage(format!(
+                        "--optimizer: {key} cannot change when resuming (it is not a hyperparameter of the restored param groups); start a new run (--init from its checkpoint)"
+                    )))
+                }
+            }
+        }
+    }
+    Ok(changed
+        .into_iter()
+        .map(|(key, old, new)| format!("{key} {old} → {new}"))
+        .collect())
 }
 
 /// Warns when a resumed run's new length changes a scheduler's horizon (the
@@ -538,7 +700,11 @@ pub struct EvalRequest {
     pub which: Option<String>,
     /// A safetensors state dict (e.g. saved by PyTorch) of the default model.
     pub weights: Option<PathBuf>,
-    /// Flags that override the run's (data directory, test samples, batch size, device).
+    /// The set to evaluate: `test` (default) or `val` (the run's
+    /// `--val-fraction` split of its training samples, drawn as it was).
+    pub split: Option<String>,
+    /// Flags that override the run's (`data` or `data_dir`, test samples,
+    /// batch size, device, `top_k`); another data source replaces the run's.
     pub flags: serde_json::Map<String, serde_json::Value>,
     /// Where the tutorial's `Test Error` block goes.
     pub output: Option<Box<dyn std::io::Write + Send>>,
@@ -552,14 +718,18 @@ impl std::fmt::Debug for EvalRequest {
             .field("checkpoint", &self.checkpoint)
             .field("which", &self.which)
             .field("weights", &self.weights)
+            .field("split", &self.split)
             .field("flags", &self.flags)
             .finish_non_exhaustive()
     }
 }
 
 /// `kiln eval`: the tutorial's test loop on a checkpoint's (or a weights
-/// file's) model, on the run's test data; writes the tutorial's block.
-pub fn evaluate(request: EvalRequest, registries: &Registries) -> Result<crate::TestSummary> {
+/// file's) model, on the run's test data (or its validation split, or
+/// other data); writes the block `kiln train` prints after an evaluation
+/// (with top-K accuracy when asked).
+pub fn evaluate(mut request: EvalRequest, registries: &Registries) -> Result<crate::TestSummary> {
+    use std::io::Write as _;
     let (weights, saved) = match (&request.checkpoint, &request.weights) {
         (Some(path), _) => {
             let dir = checkpoint_to_evaluate(path, request.which.as_deref(), &request.notices)?;
@@ -582,6 +752,15 @@ pub fn evaluate(request: EvalRequest, registries: &Registries) -> Result<crate::
             ))
         }
     };
+    let mut saved = saved;
+    // Data given on the command line replaces the run's source.
+    if let Some(saved) = &mut saved {
+        for (given, other) in [("data", "data_dir"), ("data_dir", "data")] {
+            if request.flags.contains_key(given) {
+                saved.flags.remove(other);
+            }
+        }
+    }
     let mut layers: Vec<Layer> = saved.into_iter().collect();
     layers.push(Layer::new("the command line", request.flags.clone()));
     let config = RunConfig::from_layers(&layers, registries)?;
@@ -595,15 +774,49 @@ pub fn evaluate(request: EvalRequest, registries: &Registries) -> Result<crate::
         ..
     } = Components::build(&plan, registries)?;
     model.load_state_dict(&weights)?;
-    let loader =
-        DataLoader::new(data.test.clone(), plan.config.batch_size, false)?.to_device(device);
-    let mut sink = std::io::sink();
-    let mut output = request.output;
-    let out: &mut dyn std::io::Write = match &mut output {
-        Some(out) => out.as_mut(),
-        None => &mut sink,
+    let (set, dataset) = match request.split.as_deref().unwrap_or("test") {
+        "test" => ("test", data.test.clone()),
+        "val" => match &data.val {
+            Some(val) => ("val", val.clone()),
+            None => {
+                return Err(Error::Usage(
+                    "--split val: this run has no validation split (it was trained without --val-fraction)".into(),
+                ))
+            }
+        },
+        other => {
+            return Err(Error::Usage(format!(
+                "--split {other}: accepted: test, val"
+            )))
+        }
     };
-    crate::tutorial::test(&loader, model.as_mut(), loss.as_ref(), out)
+    let mut metrics = build::metrics(plan.config.top_k, data.task)?;
+    let loader = DataLoader::new(dataset, plan.config.batch_size, false)?.to_device(device);
+    crate::eval::evaluate(
+        &loader,
+        model.as_mut(),
+        &LossStep::new(loss.as_ref()),
+        &mut metrics,
+        None,
+        kiln_tensor::amp::Precision::F32True,
+    )?;
+    let values: Vec<(String, f64)> = metrics
+        .iter()
+        .map(|m| (format!("{set}_{}", m.name()), m.value()))
+        .collect();
+    if let Some(out) = request.output.as_mut() {
+        writeln!(out, "{}", crate::loggers::printer::eval_block(set, &values))?;
+    }
+    let get = |name: &str| {
+        values
+            .iter()
+            .find(|(n, _)| *n == format!("{set}_{name}"))
+            .map_or(f64::NAN, |(_, v)| *v)
+    };
+    Ok(crate::TestSummary {
+        accuracy: get("accuracy"),
+        avg_loss: get("loss"),
+    })
 }
 
 /// The checkpoint `kiln eval --checkpoint PATH [--which last|best]` means.

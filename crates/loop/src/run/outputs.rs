@@ -51,34 +51,16 @@ impl Callback for ConfigWriter<'_> {
     }
 }
 
-/// What the outputs of a run show besides its files.
-pub(super) struct Shown<'n> {
-    /// What goes to stdout.
-    pub display: Display,
-    /// Where notices go.
-    pub notices: &'n Notices,
-    /// Whether the run is one rank of several (no progress bar).
-    pub data_parallel: bool,
-    /// Batches per epoch (the progress bar's length).
-    pub train_batches: usize,
-}
-
-/// Adds the callbacks of a run in `dir` (rank 0): `config.json`, the
-/// metric files and TensorBoard, each continuing after `resume_step` when
-/// the run resumes, then what `shown.display` asks for on stdout.
+/// Adds the callbacks of a run in `dir` (rank 0, not a dry run):
+/// `config.json`, the metric files and TensorBoard, each continuing after
+/// `resume_step` when the run resumes.
 pub(super) fn attach<'a>(
     mut trainer: Trainer<'a>,
     plan: &RunPlan,
     dir: &'a RunDir,
     resume_step: Option<usize>,
-    shown: Shown<'_>,
+    notices: &Notices,
 ) -> Result<Trainer<'a>> {
-    let Shown {
-        display,
-        notices,
-        data_parallel,
-        train_batches,
-    } = shown;
     let config = &plan.config;
     trainer = trainer.callback(ConfigWriter {
         dir,
@@ -115,9 +97,22 @@ pub(super) fn attach<'a>(
             "--logger tensorboard: this kiln was built without the `tensorboard` feature of kiln-loop".into(),
         ));
     }
-    Ok(match display {
+    Ok(trainer)
+}
+
+/// Adds what `display` asks for on stdout (rank 0); `data_parallel` ranks
+/// get no progress bar, whose length is `train_batches`. The JSON log's
+/// `start` event carries `start` (the run directory, the seed).
+pub(super) fn show<'a>(
+    trainer: Trainer<'a>,
+    display: Display,
+    data_parallel: bool,
+    train_batches: usize,
+    start: serde_json::Map<String, serde_json::Value>,
+) -> Trainer<'a> {
+    match display {
         Display::Quiet => trainer,
-        Display::Json(out) => trainer.callback(JsonLines::new(out)),
+        Display::Json(out) => trainer.callback(JsonLines::new(out).start(start)),
         Display::Tutorial(out) => trainer.callback(TutorialPrinter::new(out)),
         Display::Terminal(out) if data_parallel => trainer.callback(TutorialPrinter::new(out)),
         #[cfg(feature = "progress")]
@@ -129,5 +124,5 @@ pub(super) fn attach<'a>(
             let _ = train_batches;
             trainer.callback(TutorialPrinter::new(out))
         }
-    })
+    }
 }

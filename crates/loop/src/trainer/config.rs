@@ -224,6 +224,8 @@ impl TrainerConfig {
     /// with the field's name): the one place these conditions are written.
     pub fn validate(&self) -> Result<()> {
         let at_least_one = [
+            ("epochs", Some(self.epochs)),
+            ("max_steps", self.max_steps),
             (
                 "accumulate_grad_batches",
                 Some(self.accumulate_grad_batches),
