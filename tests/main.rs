@@ -12,6 +12,7 @@ mod disk_full;
 #[cfg(feature = "mpi")]
 mod distributed;
 mod interop;
+mod lm;
 mod models;
 mod resume;
 mod run_dir;

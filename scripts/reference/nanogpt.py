@@ -22,7 +22,8 @@ default's type). Differences, all outside the numbers:
 - `--gradient_checkpointing=True` runs each block under `torch.utils.checkpoint(block, x,
   use_reentrant=False)` (kiln's `--gradient-checkpointing`; nanoGPT has no such flag);
 - `sample --weights=FILE.safetensors` (with the model's sizes as flags and `--meta=meta.pkl`)
-  samples from a state dict saved by kiln, next to sample.py's `--out_dir` checkpoint.
+  samples from a state dict saved by kiln, next to sample.py's `--out_dir` checkpoint;
+- `train --weights_out=FILE.safetensors` also writes the final state dict (safetensors).
 Subcommands `init`, `step` and `batches` write what crates/loop/tests/gpt.rs compares kiln with.
 """
 import inspect
@@ -354,6 +355,7 @@ TRAIN_DEFAULTS = dict(
     seed=1337,
     threads=0,
     gradient_checkpointing=False,
+    weights_out="",
 )
 
 
@@ -514,6 +516,8 @@ def train(argv):
         if iter_num > max_iters:
             break
 
+    if weights_out and master_process:
+        save(weights_out, raw_model.state_dict())
     if ddp:
         destroy_process_group()
 

@@ -3,13 +3,15 @@
 //!
 //! kiln's sources are `idx:DIR` ((Fashion)MNIST's four IDX files; the
 //! default is the FashionMNIST the setup provides, and `--data-dir DIR` is
-//! `idx:DIR`), `csv:PATH,target=COLUMN` and `tensors:PATH` (a safetensors
-//! file). A downstream crate [`register`](Registry::register)s its own
+//! `idx:DIR`), `csv:PATH,target=COLUMN`, `tensors:PATH` (a safetensors
+//! file) and `tokens:DIR,block_size=T` (nanoGPT's token files, drawn as
+//! random batches: [`Sampling::RandomBatches`]). A downstream crate [`register`](Registry::register)s its own
 //! source the same way: a config with [`Options`] and a function from it to
 //! [`Splits`]. A source whose first option is `path` takes the file first,
 //! without its key (`csv:data.csv,target=y`).
 use crate::data::tabular::CsvData;
 use crate::data::tensors::{self, TensorsConfig};
+use crate::data::tokens::{Split, TokenData, TokenDataset, TokensConfig};
 use crate::data::{idx, Dataset};
 use crate::{Error, Result};
 use kiln_tensor::spec::{Entry, OptionInfo, OptionVisitor, Options, Registry, Spec};
@@ -31,6 +33,21 @@ pub enum Task {
     },
 }
 
+/// How a run draws its batches from a source's data.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Sampling {
+    /// Passes over the samples (epochs), as `torch.utils.data.DataLoader`
+    /// reads them; evaluation reads the test set (and the validation split).
+    #[default]
+    Passes,
+    /// Every batch draws its samples at random from the global generator,
+    /// as nanoGPT's `get_batch` draws windows of a token file
+    /// ([`crate::DataLoader::random_batches`]); there are no epochs, and an
+    /// evaluation is nanoGPT's `estimate_loss`: random batches of the
+    /// training set and of the test set (nanoGPT's `val` split).
+    RandomBatches,
+}
+
 /// The train and test sets of a run, and what they ask the model to do.
 #[derive(Clone)]
 pub struct Splits {
@@ -40,6 +57,8 @@ pub struct Splits {
     pub test: Arc<dyn Dataset>,
     /// Classification or regression.
     pub task: Task,
+    /// How batches are drawn.
+    pub sampling: Sampling,
 }
 
 impl std::fmt::Debug for Splits {
@@ -48,6 +67,7 @@ impl std::fmt::Debug for Splits {
             .field("train", &self.train.len())
             .field("test", &self.test.len())
             .field("task", &self.task)
+            .field("sampling", &self.sampling)
             .finish()
     }
 }
@@ -270,7 +290,7 @@ pub fn check_fraction(what: &str, fraction: f64) -> Result<()> {
     }
 }
 
-/// kiln's data sources: `idx`, `csv`, `tensors`.
+/// kiln's data sources: `idx`, `csv`, `tensors`, `tokens`.
 pub fn data_sources() -> DataRegistry {
     let mut r = DataRegistry::new();
     r.register(
@@ -287,6 +307,7 @@ pub fn data_sources() -> DataRegistry {
                     task: Task::Classify {
                         classes: MNIST_CLASSES,
                     },
+                    sampling: Sampling::Passes,
                 })
             },
         )
@@ -312,6 +333,7 @@ pub fn data_sources() -> DataRegistry {
                     &name("test split"),
                 )?),
                 task: Task::Regress { outputs: 1 },
+                sampling: Sampling::Passes,
             })
         },
     ));
@@ -319,6 +341,21 @@ pub fn data_sources() -> DataRegistry {
         "tensors",
         "your own tensors from a safetensors file: inputs [N, ...] and targets (int: classes, float: values)",
         |cfg, context| tensors::load(&cfg, context.seed),
+    ));
+    r.register(data_entry::<TokensConfig>(
+        "tokens",
+        "nanoGPT's token directory (train.bin, val.bin, meta.pkl), memory-mapped: windows of block_size ids, targets shifted by one; batches drawn as nanoGPT's get_batch, evaluated on train and val",
+        |cfg, _| {
+            let data = Arc::new(TokenData::open(&cfg.source()?)?);
+            Ok(Splits {
+                train: Arc::new(TokenDataset::new(data.clone(), Split::Train)),
+                test: Arc::new(TokenDataset::new(data.clone(), Split::Val)),
+                task: Task::Classify {
+                    classes: data.vocab_size(),
+                },
+                sampling: Sampling::RandomBatches,
+            })
+        },
     ));
     r
 }
@@ -333,6 +370,11 @@ mod tests {
         let resolved = r.resolve_text("csv:/tmp/d.csv,target=y")?;
         assert_eq!(resolved, "csv:path=/tmp/d.csv,target=y,test_fraction=0.2");
         assert!(r.resolve_text("idx:rel/dir")?.starts_with("idx:path=/"));
+        let tokens = r.resolve_text("tokens:/d/chars,block_size=64")?;
+        assert_eq!(
+            tokens,
+            "tokens:path=/d/chars,block_size=64,dtype=uint16,vocab_size=none"
+        );
         let err = |t: &str| {
             r.resolve_text(t)
                 .err()

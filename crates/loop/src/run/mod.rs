@@ -18,7 +18,9 @@ pub mod plan;
 mod registries;
 pub mod signals;
 
-pub use build::{build_loss, build_model, Components, RunData, RunLoaders};
+pub use build::{
+    build_loss, build_model, Components, RunData, RunLoaders, EVAL_BATCHES, TRAIN_EVAL,
+};
 pub use config::{Distributed, Layer, Loggers, RunConfig};
 pub use dir::RunDir;
 pub use outputs::Display;
@@ -246,6 +248,7 @@ fn train_on(
                 notices: &request.notices,
                 data_parallel: dp.is_some(),
                 train_batches: loaders.train.len(),
+                random_batches: loaders.train.is_random(),
             },
         )?;
     }
@@ -291,7 +294,11 @@ fn prepare<'a>(
     let mut trainer = Trainer::new(plan.trainer.clone())
         .map_err(plan::flag_error)?
         .run_config(plan.config.to_json()?)
-        .metrics(build::metrics(plan.config.top_k, parts.data.task));
+        .metrics(build::metrics(
+            plan.config.top_k,
+            parts.data.task,
+            parts.data.sampling,
+        ));
     if let Some((scheduler, interval)) = build::scheduler(
         &plan,
         &registries.schedulers,

@@ -5,7 +5,7 @@ use super::plan::RunPlan;
 use super::RunConfig;
 use crate::checkpoint::Progress;
 use crate::loggers::metrics_log::Formats;
-use crate::loggers::{JsonLines, MetricsLogger, TutorialPrinter};
+use crate::loggers::{JsonLines, MetricsLogger, NanoGptPrinter, TutorialPrinter};
 use crate::notice::Notices;
 use crate::{Callback, Result, Trainer};
 use std::io::Write;
@@ -17,7 +17,8 @@ pub enum Display {
     /// Nothing.
     #[default]
     Quiet,
-    /// The tutorial's lines, into this writer.
+    /// The tutorial's lines (nanoGPT's when training on random batches),
+    /// into this writer.
     Tutorial(Box<dyn Write + Send>),
     /// One JSON object per event, into this writer.
     Json(Box<dyn Write + Send>),
@@ -61,6 +62,9 @@ pub(super) struct Shown<'n> {
     pub data_parallel: bool,
     /// Batches per epoch (the progress bar's length).
     pub train_batches: usize,
+    /// Training on random batches (nanoGPT's `get_batch`): nanoGPT's
+    /// lines instead of the tutorial's or a progress bar.
+    pub random_batches: bool,
 }
 
 /// Adds the callbacks of a run in `dir` (rank 0): `config.json`, the
@@ -78,6 +82,7 @@ pub(super) fn attach<'a>(
         notices,
         data_parallel,
         train_batches,
+        random_batches,
     } = shown;
     let config = &plan.config;
     trainer = trainer.callback(ConfigWriter {
@@ -118,6 +123,9 @@ pub(super) fn attach<'a>(
     Ok(match display {
         Display::Quiet => trainer,
         Display::Json(out) => trainer.callback(JsonLines::new(out)),
+        Display::Tutorial(out) | Display::Terminal(out) if random_batches => {
+            trainer.callback(NanoGptPrinter::new(out))
+        }
         Display::Tutorial(out) => trainer.callback(TutorialPrinter::new(out)),
         Display::Terminal(out) if data_parallel => trainer.callback(TutorialPrinter::new(out)),
         #[cfg(feature = "progress")]
