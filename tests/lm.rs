@@ -101,6 +101,8 @@ fn prepare_text_writes_prepare_pys_bytes_and_report() {
 
 /// The sizes of the parity runs: nanoGPT's CPU recipe made tiny.
 struct Recipe {
+    /// A TorchScript module returning logits `[B, T, V]` in gpt's place.
+    torchscript: Option<PathBuf>,
     n_layer: usize,
     dropout: f64,
     bias: bool,
@@ -114,6 +116,9 @@ const EVAL_BATCHES: usize = 3;
 
 impl Recipe {
     fn model(&self) -> String {
+        if let Some(path) = &self.torchscript {
+            return format!("torchscript:{}", path.display());
+        }
         format!(
             "gpt:n_layer={},n_head=2,n_embd=16,dropout={:?},bias={}",
             self.n_layer, self.dropout, self.bias
@@ -156,6 +161,12 @@ impl Recipe {
         ]
         .iter()
         .map(|s| s.to_string())
+        .chain(
+            // nanoGPT's loss (gpt's default; a TorchScript module has none).
+            self.torchscript
+                .iter()
+                .flat_map(|_| ["--loss".to_string(), "cross-entropy:ignore_index=-1".into()]),
+        )
         .collect()
     }
 
@@ -190,6 +201,13 @@ impl Recipe {
             "--out_dir=".into(),
             format!("--weights_out={}", weights.display()),
         ]
+        .into_iter()
+        .chain(
+            self.torchscript
+                .iter()
+                .map(|p| format!("--torchscript={}", p.display())),
+        )
+        .collect()
     }
 }
 
@@ -232,15 +250,14 @@ fn last_checkpoint(run: &Path) -> PathBuf {
         .unwrap_or_else(|| panic!("{} has no checkpoint", run.display()))
 }
 
-fn parity(name: &str, recipe: &Recipe) {
-    let dir = temp_dir(name);
-    let data = prepare(&dir, &small_text());
+fn parity(name: &str, dir: &Path, recipe: &Recipe) {
+    let data = prepare(dir, &small_text());
     let run = dir.join("run");
     let args = recipe.kiln(&data, &run, recipe.steps);
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let ours = numbers(&kiln_ok(&args));
     let weights = dir.join("nanogpt.safetensors");
-    let theirs = numbers(&nanogpt(&dir, &recipe.nanogpt(&data, &weights)));
+    let theirs = numbers(&nanogpt(dir, &recipe.nanogpt(&data, &weights)));
     // kiln evaluates once more at its step limit (nanoGPT would at the top
     // of an iteration it does not run): every other line is nanoGPT's.
     let last = format!("step {}", recipe.steps);
@@ -264,7 +281,13 @@ fn parity(name: &str, recipe: &Recipe) {
     // The checkpoint's weights are nanoGPT's state dict (its names, the
     // tied lm_head included) after the same steps.
     let ckpt = read_safetensors(&last_checkpoint(&run).join("model.safetensors"));
-    let reference = read_safetensors(&weights);
+    let mut reference = read_safetensors(&weights);
+    // The reference wraps a TorchScript module as `module` (to add the loss).
+    for t in &mut reference {
+        if let Some(name) = t.name.strip_prefix("module.") {
+            t.name = name.to_string();
+        }
+    }
     let names = |v: &[common::StoredTensor]| {
         let mut n: Vec<String> = v.iter().map(|t| t.name.clone()).collect();
         n.sort();
@@ -300,7 +323,9 @@ fn parity(name: &str, recipe: &Recipe) {
 fn training_prints_nanogpts_numbers_without_dropout() {
     parity(
         "lm-parity-0",
+        &temp_dir("lm-parity-0"),
         &Recipe {
+            torchscript: None,
             n_layer: 1,
             dropout: 0.0,
             bias: false,
@@ -316,7 +341,9 @@ fn training_prints_nanogpts_numbers_with_dropout() {
     // the next batch is drawn after the forward pass, as nanoGPT does.
     parity(
         "lm-parity-1",
+        &temp_dir("lm-parity-1"),
         &Recipe {
+            torchscript: None,
             n_layer: 2,
             dropout: 0.1,
             bias: true,
@@ -324,6 +351,94 @@ fn training_prints_nanogpts_numbers_with_dropout() {
             eval_every: 4,
         },
     );
+}
+
+/// A TorchScript language model (nanogpt.py's `TokenMLP`) for the
+/// vocabulary of `small_text`, written into `dir`.
+fn token_mlp(dir: &Path) -> PathBuf {
+    let path = dir.join("token_mlp.pt");
+    nanogpt(
+        dir,
+        &[
+            "script".into(),
+            format!("--out={}", path.display()),
+            format!("--vocab_size={}", vocab(dir)),
+            "--n_embd=16".into(),
+            "--seed=3".into(),
+        ],
+    );
+    path
+}
+
+#[test]
+fn a_torchscript_module_trains_on_tokens_with_nanogpts_numbers() {
+    // Logits [B, T, V] against targets [B, T], flattened as nanoGPT's loss
+    // compares them: for any model, not only gpt.
+    let dir = temp_dir("lm-parity-ts");
+    prepare(&dir, &small_text());
+    let module = token_mlp(&dir);
+    parity(
+        "lm-parity-ts",
+        &dir,
+        &Recipe {
+            torchscript: Some(module),
+            n_layer: 0,
+            dropout: 0.0,
+            bias: false,
+            steps: 10,
+            eval_every: 5,
+        },
+    );
+}
+
+#[test]
+fn tensors_files_with_sequence_targets_train() {
+    // tensors: with targets [N, T] (refused before as `class-index targets
+    // must be [N]`): a TorchScript module's logits [B, T, V] against them.
+    let dir = temp_dir("lm-tensors");
+    prepare(&dir, &small_text());
+    let module = token_mlp(&dir);
+    let file = dir.join("windows.safetensors");
+    let script = "import sys, numpy as np, torch\n\
+        from safetensors.torch import save_file\n\
+        ids = torch.from_numpy(np.fromfile(sys.argv[1], dtype=np.uint16).astype(np.int64))\n\
+        starts = torch.arange(0, len(ids) - 9, 7)\n\
+        x = torch.stack([ids[i:i + 8] for i in starts])\n\
+        y = torch.stack([ids[i + 1:i + 9] for i in starts])\n\
+        save_file({'inputs': x, 'targets': y}, sys.argv[2])\n";
+    let out = Command::new(std::env::var("PYTHON").unwrap_or_else(|_| "python3".into()))
+        .env("PYTHONPATH", common::root().join(".libtorch"))
+        .args(["-c", script])
+        .arg(dir.join("tokens/train.bin"))
+        .arg(&file)
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run python3: {e}"));
+    assert!(out.status.success(), "{}", text(&out).1);
+    let printed = kiln_ok(&[
+        "train",
+        "--data",
+        &format!("tensors:{}", file.display()),
+        "--model",
+        &format!("torchscript:{}", module.display()),
+        "--optimizer",
+        "adam:lr=0.01",
+        "--epochs",
+        "3",
+        "--batch-size",
+        "16",
+        "--seed",
+        "0",
+        "--run-dir",
+        &dir.join("run").display().to_string(),
+    ]);
+    let losses: Vec<f64> = printed
+        .lines()
+        .filter_map(|l| l.split("Avg loss: ").nth(1)?.trim().parse().ok())
+        .collect();
+    assert_eq!(losses.len(), 3, "{printed}");
+    assert!(losses[2] < losses[0], "{printed}");
+    // Accuracy is over every position of the sequences.
+    assert!(printed.contains("Accuracy:"), "{printed}");
 }
 
 /// `kiln sample` flags for `run`.
@@ -357,6 +472,7 @@ fn sampling_prints_what_sample_py_prints_from_the_checkpoint() {
     let dir = temp_dir("lm-sample");
     let data = prepare(&dir, &small_text());
     let recipe = Recipe {
+        torchscript: None,
         n_layer: 2,
         dropout: 0.1,
         bias: true,
@@ -390,7 +506,7 @@ fn sampling_prints_what_sample_py_prints_from_the_checkpoint() {
                 "--top_k=5".into(),
                 "--seed=42".into(),
                 format!("--block_size={BLOCK}"),
-                format!("--vocab_size={}", vocab_size(&dir)),
+                format!("--vocab_size={}", vocab(&dir)),
                 "--n_layer=2".into(),
                 "--n_head=2".into(),
                 "--n_embd=16".into(),
@@ -405,8 +521,9 @@ fn sampling_prints_what_sample_py_prints_from_the_checkpoint() {
     }
 }
 
-/// The vocabulary size prepare-text printed (`vocab size: N`).
-fn vocab_size(dir: &Path) -> usize {
+/// The vocabulary size prepare-text printed (`vocab size: N`) for
+/// `dir/input.txt`.
+fn vocab(dir: &Path) -> usize {
     let input = dir.join("input.txt").display().to_string();
     let report = kiln_ok(&[
         "prepare-text",
@@ -426,6 +543,7 @@ fn a_resumed_run_ends_where_an_uninterrupted_one_does() {
     let dir = temp_dir("lm-resume");
     let data = prepare(&dir, &small_text());
     let recipe = Recipe {
+        torchscript: None,
         n_layer: 1,
         dropout: 0.1,
         bias: false,
