@@ -647,6 +647,11 @@ fn bad_language_model_input_is_one_line() {
         &["needs more than 100000", "block_size"],
     );
     check(train(&tokens(",block_sise=8"), &[]), 2, &["block_sise"]);
+    check(
+        train(&tokens(",block_size=8,vocab_size=3"), &[]),
+        1,
+        &["train.bin", "is not below vocab_size 3"],
+    );
     // gpt on data that is not token ids.
     let images = dir.join("images");
     std::fs::create_dir_all(&images).unwrap_or_else(|e| panic!("{e}"));

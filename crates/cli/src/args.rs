@@ -335,7 +335,7 @@ pub struct SampleArgs {
     /// A run directory (its newest valid checkpoint) or one of its checkpoints.
     #[arg(long)]
     pub checkpoint: PathBuf,
-    /// The prompt, or FILE:PATH to read it from a file.
+    /// The prompt (default: a newline, as sample.py), or FILE:PATH to read it from a file.
     #[arg(long, default_value = "\n", hide_default_value = true)]
     pub start: String,
     /// Samples to draw.
