@@ -14,6 +14,7 @@ mod disk_full;
 mod distributed;
 mod images;
 mod interop;
+mod lm;
 mod models;
 mod resume;
 mod run_dir;

@@ -22,8 +22,13 @@ default's type). Differences, all outside the numbers:
 - `--gradient_checkpointing=True` runs each block under `torch.utils.checkpoint(block, x,
   use_reentrant=False)` (kiln's `--gradient-checkpointing`; nanoGPT has no such flag);
 - `sample --weights=FILE.safetensors` (with the model's sizes as flags and `--meta=meta.pkl`)
-  samples from a state dict saved by kiln, next to sample.py's `--out_dir` checkpoint.
-Subcommands `init`, `step` and `batches` write what crates/loop/tests/gpt.rs compares kiln with.
+  samples from a state dict saved by kiln, next to sample.py's `--out_dir` checkpoint;
+- `train --weights_out=FILE.safetensors` also writes the final state dict (safetensors);
+- `train --torchscript=FILE.pt` trains a TorchScript module returning logits `[B, T, V]` in
+  GPT's place (loaded, not drawn; the loss and the optimizer's groups as GPT's), and
+  `script` writes such a module (`TokenMLP`).
+Subcommands `init`, `step` and `batches` write what crates/loop/tests/gpt.rs compares kiln with;
+`script` writes a TorchScript language model for tests/lm.rs.
 """
 import inspect
 import json
@@ -277,6 +282,39 @@ class GPT(nn.Module):
         return idx
 
 
+def configure_optimizers(model, weight_decay, learning_rate, betas, device_type):
+    """GPT.configure_optimizers for any module (the same statements)."""
+    return GPT.configure_optimizers(model, weight_decay, learning_rate, betas, device_type)
+
+
+class SequenceLoss(nn.Module):
+    """A module returning logits [B, T, V] with GPT's forward(idx, targets) and loss."""
+
+    def __init__(self, module):
+        super().__init__()
+        self.module = module
+
+    def forward(self, idx, targets=None):
+        logits = self.module(idx)
+        if targets is None:
+            return logits[:, [-1], :], None
+        loss = F.cross_entropy(logits.view(-1, logits.size(-1)), targets.view(-1), ignore_index=-1)
+        return logits, loss
+
+
+class TokenMLP(nn.Module):
+    """A small language model for TorchScript: embedding, layer norm, linear: logits [B, T, V]."""
+
+    def __init__(self, vocab_size, n_embd):
+        super().__init__()
+        self.wte = nn.Embedding(vocab_size, n_embd)
+        self.ln = nn.LayerNorm(n_embd)
+        self.head = nn.Linear(n_embd, vocab_size)
+
+    def forward(self, idx):
+        return self.head(torch.tanh(self.ln(self.wte(idx))))
+
+
 # ----------------------------------------------------------------------------- configurator.py
 
 
@@ -354,6 +392,8 @@ TRAIN_DEFAULTS = dict(
     seed=1337,
     threads=0,
     gradient_checkpointing=False,
+    weights_out="",
+    torchscript="",
 )
 
 
@@ -425,11 +465,15 @@ def train(argv):
     if meta_vocab_size is None:
         print("defaulting to vocab_size of GPT-2 to 50304 (50257 rounded up for efficiency)")
     model_args["vocab_size"] = meta_vocab_size if meta_vocab_size is not None else 50304
-    model = GPT(GPTConfig(**model_args), checkpointing=gradient_checkpointing)
+    if torchscript:
+        # A TorchScript module returning logits [B, T, V] in GPT's place (no draws).
+        model = SequenceLoss(torch.jit.load(torchscript))
+    else:
+        model = GPT(GPTConfig(**model_args), checkpointing=gradient_checkpointing)
     model.to(device)
 
     scaler = torch.amp.GradScaler(device_type, enabled=(dtype == "float16"))
-    optimizer = model.configure_optimizers(weight_decay, learning_rate, (beta1, beta2), device_type)
+    optimizer = configure_optimizers(model, weight_decay, learning_rate, (beta1, beta2), device_type)
 
     if ddp:
         model = DDP(model, device_ids=[ddp_local_rank] if device_type == "cuda" else None)
@@ -514,6 +558,8 @@ def train(argv):
         if iter_num > max_iters:
             break
 
+    if weights_out and master_process:
+        save(weights_out, raw_model.state_dict())
     if ddp:
         destroy_process_group()
 
@@ -688,6 +734,16 @@ def step(argv):
     save(c["out"], out)
 
 
+SCRIPT_DEFAULTS = dict(out="", seed=0, vocab_size=37, n_embd=16)
+
+
+def script(argv):
+    """torch.jit.save(torch.jit.script(TokenMLP(vocab_size, n_embd))) after torch.manual_seed(seed)."""
+    c = configure(SCRIPT_DEFAULTS, argv)
+    torch.manual_seed(c["seed"])
+    torch.jit.save(torch.jit.script(TokenMLP(c["vocab_size"], c["n_embd"])), c["out"])
+
+
 BATCH_DEFAULTS = dict(out="", data_dir="", seed=1337, block_size=8, batch_size=4, draws=3)
 
 
@@ -713,7 +769,9 @@ def batches(argv):
     save(c["out"], out)
 
 
-COMMANDS = dict(train=train, sample=sample, prepare=prepare, init=init, step=step, batches=batches)
+COMMANDS = dict(
+    train=train, sample=sample, prepare=prepare, init=init, step=step, batches=batches, script=script
+)
 
 if __name__ == "__main__":
     if len(sys.argv) < 2 or sys.argv[1] not in COMMANDS:

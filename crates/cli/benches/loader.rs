@@ -51,8 +51,14 @@ impl Dataset for Augmented {
 
 fn main() -> Result<()> {
     let args: Vec<String> = std::env::args().collect();
-    let workers: usize = args.get(1).context("usage: loader WORKERS SAMPLES")?.parse()?;
-    let n: i64 = args.get(2).context("usage: loader WORKERS SAMPLES")?.parse()?;
+    let workers: usize = args
+        .get(1)
+        .context("usage: loader WORKERS SAMPLES")?
+        .parse()?;
+    let n: i64 = args
+        .get(2)
+        .context("usage: loader WORKERS SAMPLES")?
+        .parse()?;
     kiln_tensor::rng::manual_seed(0);
     let images = Tensor::f_randint(256, [n, 3, 32, 32], (Kind::Uint8, Device::Cpu))?;
     let labels = Tensor::f_randint(10, [n], (Kind::Int64, Device::Cpu))?;

@@ -5,6 +5,7 @@
 //! [`kiln_loop::run`], which merges only the flags given on the command line
 //! over a resumed run's saved config and `--config FILE`.
 use clap::parser::ValueSource;
+use kiln_loop::lm::SampleConfig;
 use kiln_loop::run::{Display, EvalRequest, RunConfig, TrainRequest};
 use kiln_loop::{Notice, Notices};
 use serde::Serialize;
@@ -39,7 +40,14 @@ pub struct TrainArgs {
     /// Optimizer spec: NAME[:key=value,...], e.g. adamw:lr=3e-4 (see `kiln optimizers`).
     #[arg(long, default_value_t = defaults().optimizer)]
     pub optimizer: String,
-    /// LR scheduler spec: NAME[:key=value,...], e.g. onecycle:max_lr=0.1 (see `kiln schedulers`).
+    /// Options of the parameters SELECTOR picks, a param group of their own (repeatable):
+    /// SELECTOR:key=value,... with SELECTOR a name glob (*.bias) or ndim<N, ndim>=N…, e.g.
+    /// 'ndim<2:weight_decay=0' (nanoGPT's groups); the others keep the optimizer's options.
+    #[arg(long, value_name = "SELECTOR:OPTIONS")]
+    pub param_group: Vec<String>,
+    /// LR scheduler spec: NAME[:key=value,...], e.g. onecycle:max_lr=0.1 or
+    /// warmup-cosine:warmup_steps=100,decay_steps=2000,min_lr=1e-4 (nanoGPT's get_lr; see
+    /// `kiln schedulers`).
     #[arg(long)]
     pub scheduler: Option<String>,
     /// Model spec: mlp[:hidden=512;512,...], cnn[:channels=32;64,...] or torchscript:PATH (a
@@ -67,9 +75,11 @@ pub struct TrainArgs {
     pub data_dir: Option<PathBuf>,
     /// Other data: csv:PATH,target=COLUMN[,test_fraction=0.2] (regression; the loss defaults to
     /// mse), tensors:PATH[,test=PATH,inputs=KEY,targets=KEY,test_fraction=0.2,classes=N] (a
-    /// safetensors file; int targets are classes, float targets values) or
+    /// safetensors file; int targets are classes, [N] or [N, T], float targets values),
     /// images:DIR[,test=DIR,test_fraction=0.2] (an image folder as torchvision's ImageFolder reads
-    /// it: one sub-directory per class). Splits use the seed.
+    /// it: one sub-directory per class), or tokens:DIR[,block_size=T,dtype=uint16|uint32,
+    /// vocab_size=N] (nanoGPT's train.bin, val.bin and meta.pkl: random windows drawn as its
+    /// get_batch; needs --max-steps). Splits use the seed.
     #[arg(long)]
     pub data: Option<String>,
     /// Image transform of the training samples, NAME[:key=value,...], repeatable, applied in
@@ -113,6 +123,11 @@ pub struct TrainArgs {
     /// Evaluate on at most N batches.
     #[arg(long)]
     pub limit_test_batches: Option<usize>,
+    /// Batches per evaluation (nanoGPT's eval_iters): with --data tokens:… each evaluation
+    /// draws N random batches of train.bin and of val.bin (default 200); otherwise the same as
+    /// --limit-test-batches.
+    #[arg(long)]
+    pub eval_batches: Option<usize>,
     /// One batch of training and one of evaluation, to check the setup.
     #[arg(long)]
     pub dry_run: bool,
@@ -329,4 +344,65 @@ pub struct PlotArgs {
     /// Where the charts go (default: RUN_DIR/plots).
     #[arg(long)]
     pub out: Option<PathBuf>,
+}
+
+/// Flags of `kiln prepare-text`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct PrepareTextArgs {
+    /// The text file (UTF-8).
+    pub input: PathBuf,
+    /// The token directory to write (created if missing): train.bin, val.bin, meta.pkl.
+    #[arg(long)]
+    pub out: PathBuf,
+}
+
+/// Flags of `kiln sample`; the defaults are sample.py's.
+#[derive(Debug, Clone, clap::Args)]
+pub struct SampleArgs {
+    /// A run directory (its newest valid checkpoint) or one of its checkpoints.
+    #[arg(long)]
+    pub checkpoint: PathBuf,
+    /// The prompt (default: a newline, as sample.py), or FILE:PATH to read it from a file.
+    #[arg(long, default_value = "\n", hide_default_value = true)]
+    pub start: String,
+    /// Samples to draw.
+    #[arg(long, default_value_t = SampleConfig::default().num_samples)]
+    pub num_samples: usize,
+    /// Tokens generated per sample.
+    #[arg(long, default_value_t = SampleConfig::default().max_new_tokens)]
+    pub max_new_tokens: i64,
+    /// Logits are divided by it (below 1: less random).
+    #[arg(long, default_value_t = SampleConfig::default().temperature)]
+    pub temperature: f64,
+    /// Keep only the K most likely tokens at each step, or none.
+    #[arg(long, default_value = "200")]
+    pub top_k: String,
+    /// torch.manual_seed before the model is built.
+    #[arg(long, default_value_t = SampleConfig::default().seed)]
+    pub seed: u64,
+    /// auto, cpu, cuda or cuda:N.
+    #[arg(long, default_value = "auto")]
+    pub device: String,
+}
+
+impl SampleArgs {
+    /// The library's settings.
+    pub fn config(&self) -> anyhow::Result<SampleConfig> {
+        let top_k = match self.top_k.as_str() {
+            "none" | "None" => None,
+            k => Some(k.parse::<i64>().map_err(|_| {
+                kiln_loop::Error::Usage(format!(
+                    "--top-k: expected a number of tokens or none, got '{k}'"
+                ))
+            })?),
+        };
+        Ok(SampleConfig {
+            start: self.start.clone(),
+            num_samples: self.num_samples,
+            max_new_tokens: self.max_new_tokens,
+            temperature: self.temperature,
+            top_k,
+            seed: self.seed,
+        })
+    }
 }

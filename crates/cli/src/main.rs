@@ -28,6 +28,11 @@ enum Command {
     Eval(args::EvalArgs),
     /// Draw a run's loss, accuracy and lr curves to PNG and SVG.
     Plot(args::PlotArgs),
+    /// Turn a text file into a character-level token directory (nanoGPT's
+    /// shakespeare_char/prepare.py): train.bin, val.bin, meta.pkl.
+    PrepareText(args::PrepareTextArgs),
+    /// Generate text from a run's newest checkpoint of a gpt model (nanoGPT's sample.py).
+    Sample(args::SampleArgs),
     /// List every loss and its options with their defaults.
     Losses,
     /// List every optimizer and its options with their defaults.
@@ -143,6 +148,31 @@ fn run(cli: Cli, matches: &clap::ArgMatches) -> anyhow::Result<()> {
             let notices = args::stderr_notices(false);
             for path in kiln_loop::plot::plot_run(&args.run_dir, &out, &mut |w| notices.warn(w))? {
                 println!("{}", path.display());
+            }
+        }
+        Command::PrepareText(args) => {
+            println!("{}", kiln_loop::lm::prepare_text(&args.input, &args.out)?);
+        }
+        Command::Sample(args) => {
+            let notices = args::stderr_notices(false);
+            let device = args
+                .device
+                .parse::<kiln_tensor::device::DeviceSpec>()?
+                .resolve()?;
+            let sampled = kiln_loop::lm::sample_checkpoint(
+                &args.checkpoint,
+                &args.config()?,
+                device,
+                &mut |w| notices.warn(w),
+            )?;
+            notices.send(kiln_loop::Notice::Sampling {
+                checkpoint: sampled.checkpoint.clone(),
+                meta: sampled.meta.clone(),
+            });
+            let mut out = std::io::stdout().lock();
+            for text in &sampled.samples {
+                use std::io::Write;
+                writeln!(out, "{text}\n{}", kiln_loop::lm::sample::SEPARATOR)?;
             }
         }
         Command::Losses => print!("{}", kiln_losses::registry().describe()),

@@ -40,6 +40,11 @@ pub struct Progress {
     /// generator states are [`Checkpoint::rng_workers`]).
     #[serde(default)]
     pub workers: usize,
+    /// The sample indices of the training batch drawn ahead and not yet
+    /// trained on (a loader of random batches, nanoGPT's `get_batch`:
+    /// [`crate::DataLoader::pending`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pending_batch: Option<Vec<i64>>,
 }
 
 impl Progress {
@@ -52,6 +57,7 @@ impl Progress {
             sampler_seed: None,
             base_seed: None,
             workers: 0,
+            pending_batch: None,
         }
     }
 

@@ -27,10 +27,16 @@ impl<'a> Evaluated<'a> {
     }
 
     /// The output and the targets, or an error naming `metric`, which
-    /// compares them.
-    fn compared(&self, metric: &str) -> Result<(&'a Tensor, &'a Tensor)> {
+    /// compares them; sequences flattened to one prediction per position
+    /// ([`crate::data::batch::flatten_sequences`]).
+    fn compared(&self, metric: &str) -> Result<(Tensor, Tensor)> {
+        let (o, t) = self.compared_as_given(metric)?;
+        Ok(crate::data::batch::flatten_sequences(&o, &t)?.unwrap_or((o, t)))
+    }
+
+    fn compared_as_given(&self, metric: &str) -> Result<(Tensor, Tensor)> {
         match (self.output, self.targets) {
-            (Some(o), Some(t)) => Ok((o, t)),
+            (Some(o), Some(t)) => Ok((o.shallow_clone(), t.shallow_clone())),
             _ => Err(crate::Error::InvalidArgument(format!(
                 "the {metric} metric compares the model's output with targets, but the step gives {}",
                 if self.output.is_none() { "no output" } else { "no targets" }
@@ -142,11 +148,11 @@ impl Metric for Accuracy {
             predicted.f_eq_tensor(&actual)?.f_to_kind(Kind::Float)?
         } else {
             pred.f_argmax(1, false)?
-                .f_eq_tensor(target)?
+                .f_eq_tensor(&target)?
                 .f_to_kind(Kind::Float)?
         };
         let correct = hits.f_sum(Kind::Float)?.f_double_value(&[])?;
-        self.ratio.add(correct, samples(target));
+        self.ratio.add(correct, samples(&target));
         Ok(())
     }
 
@@ -186,17 +192,34 @@ impl Metric for TopK {
             .f_to_kind(Kind::Float)?
             .f_sum(Kind::Float)?
             .f_double_value(&[])?;
-        self.ratio.add(correct, samples(target));
+        self.ratio.add(correct, samples(&target));
         Ok(())
     }
 
     ratio_methods!();
 }
 
-/// Mean of the batch losses (the tutorial's `test_loss / num_batches`).
+/// Mean of the batch losses: the tutorial's `test_loss / num_batches` (a
+/// sum of Python floats), or with [`MeanLoss::float32`] nanoGPT's
+/// `estimate_loss` (`losses = torch.zeros(K)`, `losses[k] = loss.item()`,
+/// `losses.mean()`: float32 values averaged by libtorch in float32).
 #[derive(Debug, Default, Clone)]
 pub struct MeanLoss {
     ratio: Ratio,
+    /// The batch losses as float32, in float32 mode (emptied when the
+    /// totals are replaced by sums over ranks).
+    float32: Option<Vec<f32>>,
+}
+
+impl MeanLoss {
+    /// nanoGPT's mean: each batch loss stored as float32 and averaged by
+    /// `torch.Tensor.mean` in float32 (the tutorial's is a float64 sum).
+    pub fn float32() -> Self {
+        Self {
+            ratio: Ratio::default(),
+            float32: Some(Vec::new()),
+        }
+    }
 }
 
 impl Metric for MeanLoss {
@@ -206,10 +229,45 @@ impl Metric for MeanLoss {
 
     fn update(&mut self, batch: &Evaluated<'_>) -> Result<()> {
         self.ratio.add(batch.loss, 1);
+        if let Some(losses) = &mut self.float32 {
+            losses.push(batch.loss as f32);
+        }
         Ok(())
     }
 
-    ratio_methods!();
+    fn value(&self) -> f64 {
+        match &self.float32 {
+            Some(losses) if !losses.is_empty() => Tensor::from_slice(losses)
+                .f_mean(Kind::Float)
+                .and_then(|m| m.f_double_value(&[]))
+                .unwrap_or(f64::NAN),
+            _ => self.ratio.value(),
+        }
+    }
+
+    fn reset(&mut self) {
+        self.ratio = Ratio::default();
+        if let Some(losses) = &mut self.float32 {
+            losses.clear();
+        }
+    }
+
+    fn totals(&self) -> Option<Vec<f64>> {
+        Some(vec![self.ratio.sum, self.ratio.count])
+    }
+
+    fn set_totals(&mut self, totals: &[f64]) {
+        if let [sum, count] = totals {
+            self.ratio = Ratio {
+                sum: *sum,
+                count: *count,
+            };
+            // Summed over ranks: the float64 mean of every rank's losses.
+            if let Some(losses) = &mut self.float32 {
+                losses.clear();
+            }
+        }
+    }
 }
 
 /// Mean over batches of one of the step's extra metrics (as the loss is
@@ -273,6 +331,16 @@ mod tests {
         assert!((acc.value() - 1.0 / 3.0).abs() < 1e-12);
         assert!((top2.value() - 2.0 / 3.0).abs() < 1e-12);
         assert_eq!(mean.value(), 3.0);
+        // nanoGPT's float32 mean of float32 losses.
+        let mut nano = MeanLoss::float32();
+        for loss in [0.1, 0.2, 0.7] {
+            nano.update(&Evaluated::of(&pred, &target, loss))?;
+        }
+        let expected = Tensor::from_slice(&[0.1f32, 0.2, 0.7])
+            .f_mean(Kind::Float)?
+            .f_double_value(&[])?;
+        assert_eq!(nano.value(), expected);
+        assert_ne!(nano.value(), (0.1 + 0.2 + 0.7) / 3.0);
         assert_eq!(top2.name(), "top2_accuracy");
         acc.reset();
         assert!(acc.value().is_nan());

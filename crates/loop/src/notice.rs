@@ -28,6 +28,14 @@ pub enum Notice {
     Removed(PathBuf),
     /// A file the run wrote at its end (a plot, the trained module).
     Wrote(PathBuf),
+    /// `kiln sample` draws from this checkpoint, decoding with this
+    /// vocabulary (sample.py's `Loading meta from …`).
+    Sampling {
+        /// The checkpoint directory.
+        checkpoint: PathBuf,
+        /// Its `meta.pkl`.
+        meta: PathBuf,
+    },
     /// Something the user should know; the run goes on.
     Warning(String),
     /// This rank of a data-parallel job failed and is ending the job (the
@@ -76,6 +84,12 @@ impl std::fmt::Display for Notice {
                 path.display()
             ),
             Notice::Wrote(path) => write!(f, "wrote {}", path.display()),
+            Notice::Sampling { checkpoint, meta } => write!(
+                f,
+                "sampling from {} (vocabulary {})",
+                checkpoint.display(),
+                meta.display()
+            ),
             Notice::Warning(text) => f.write_str(text),
             Notice::RankFailed { rank, world, error } => {
                 // A mismatch this rank reports already names it.

@@ -13,6 +13,7 @@
 //! A step written for its own network reaches it behind `&dyn Model` with
 //! [`downcast_ref`](crate::Model::downcast_ref) (see the `aux_loss`
 //! example of kiln-loop).
+use crate::data::batch::flatten_sequences;
 use crate::data::Batch;
 use crate::{Error, Model, Result};
 use kiln_losses::Loss;
@@ -91,7 +92,8 @@ pub trait Step {
 }
 
 /// kiln's own step: the model on the batch's inputs, the loss against its
-/// targets (`loss_fn(model(*inputs), targets)`, PyTorch's tutorial loop).
+/// targets (`loss_fn(model(*inputs), targets)`, PyTorch's tutorial loop);
+/// sequence targets flattened as nanoGPT's `GPT.forward` does.
 pub struct LossStep<'l> {
     loss: &'l dyn Loss,
 }
@@ -117,9 +119,16 @@ impl<'l> LossStep<'l> {
 }
 
 impl Step for LossStep<'_> {
+    /// Sequence targets (`[B, T]` class indices for an output `[B, T,
+    /// C]`) are compared flattened, as nanoGPT's loss compares them
+    /// ([`flatten_sequences`]).
     fn forward(&self, model: &dyn Model, batch: &Batch) -> Result<StepOutput> {
         let output = model.forward_all(&batch.inputs()?)?;
-        let loss = self.loss.forward(&output, batch.targets()?)?;
+        let targets = batch.targets()?;
+        let loss = match flatten_sequences(&output, targets)? {
+            Some((flat_output, flat_targets)) => self.loss.forward(&flat_output, &flat_targets)?,
+            None => self.loss.forward(&output, targets)?,
+        };
         Ok(StepOutput::new(loss).output(output))
     }
 

@@ -7,10 +7,11 @@ use crate::common;
 use anyhow::{bail, ensure, Context, Result};
 use common::TempDir;
 use kiln_loop::data::meta::Meta;
-use kiln_loop::data::tokens::{Split, TokenData, TokensSource};
+use kiln_loop::data::tokens::{Split, TokenData, TokenDataset, TokensSource};
 use kiln_loop::lm::sample::{sample, SampleConfig, SEPARATOR};
 use kiln_loop::lm::{prepare_text, PreparedText};
 use kiln_loop::models::gpt::{Gpt, GptConfig};
+use kiln_loop::DataLoader;
 use kiln_loop::Model;
 use kiln_optim::rule::ParamGroup;
 use kiln_optim::{AdamW, AdamWConfig, Optimizer};
@@ -413,6 +414,68 @@ fn get_batch_draws_nanogpts_windows() -> Result<()> {
             )?;
         }
     }
+    Ok(())
+}
+
+#[test]
+fn a_loader_of_random_batches_draws_get_batchs_windows() -> Result<()> {
+    let _rng = common::global_state();
+    let dir = TempDir::new("gpt-random-loader")?;
+    let data_dir = token_dir(dir.path(), &small_text())?;
+    let data = std::sync::Arc::new(TokenData::open(
+        &format!("{},block_size=12", data_dir.display()).parse()?,
+    )?);
+    // get_batch, four times: the reference (itself nanoGPT's, above).
+    kiln_tensor::rng::manual_seed(9);
+    let expected = (0..4)
+        .map(|_| data.get_batch(Split::Val, 5))
+        .collect::<kiln_loop::Result<Vec<_>>>()?;
+    let after = kiln_tensor::rng::cpu_rng_state()?;
+    // The loader draws the same windows, drawn ahead or not, across passes.
+    let set = TokenDataset::new(data.clone(), Split::Val);
+    assert_eq!(
+        kiln_loop::data::Dataset::len(&set),
+        data.file(Split::Val).len() - 12
+    );
+    let loader = DataLoader::random_batches(std::sync::Arc::new(set), 5)?.batches_per_pass(3);
+    assert!(loader.is_random() && loader.len() == 3);
+    kiln_tensor::rng::manual_seed(9);
+    loader.draw_ahead()?;
+    let first = loader.pending().context("a batch drawn ahead")?;
+    let mut batches = loader.iter()?;
+    let mut got = Vec::new();
+    while let Some(b) = batches.next() {
+        got.push(b?);
+        batches.draw_ahead()?;
+    }
+    assert_eq!(got.len(), 3);
+    // The fourth was drawn ahead: the next pass starts with it.
+    got.extend(
+        loader
+            .iter()?
+            .take(1)
+            .collect::<kiln_loop::Result<Vec<_>>>()?,
+    );
+    for (k, (batch, (x, y))) in got.iter().zip(&expected).enumerate() {
+        check_same(&format!("x of batch {k}"), batch.input()?, x)?;
+        check_same(&format!("y of batch {k}"), batch.targets()?, y)?;
+    }
+    check_same(
+        "the generator after four batches",
+        &kiln_tensor::rng::cpu_rng_state()?,
+        &after,
+    )?;
+    // A resumed loader rebuilds the batch drawn ahead from its indices.
+    let again = DataLoader::random_batches(loader.dataset().clone(), 5)?;
+    again.set_pending(Some(first))?;
+    let rebuilt = again.iter()?.next().context("one batch")??;
+    check_same("a rebuilt batch", rebuilt.input()?, &expected[0].0)?;
+    let workers = DataLoader::random_batches(loader.dataset().clone(), 5)?
+        .workers(2, 2)
+        .err()
+        .map(|e| e.to_string())
+        .unwrap_or_default();
+    assert!(workers.contains("training thread"), "{workers}");
     Ok(())
 }
 

@@ -7,7 +7,7 @@
 //! adds Gaussian noise (an augmentation) drawn from the generator the
 //! loader hands it — the worker's own with `--workers N`, so the same seed
 //! gives the same batches for a given N, as PyTorch's workers.
-use kiln_loop::data::source::{data_entry, DataContext, Splits, Task};
+use kiln_loop::data::source::{data_entry, DataContext, Sampling, Splits, Task};
 use kiln_loop::data::{random_split, Dataset, Fields, Sample};
 use kiln_loop::run::Registries;
 use kiln_loop::{Error, Result};
@@ -194,6 +194,7 @@ pub fn registries() -> Registries {
                 train: Arc::new(train),
                 test: Arc::new(test),
                 task: Task::Classify { classes },
+                sampling: Sampling::Passes,
             })
         },
     ));

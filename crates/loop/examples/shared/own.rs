@@ -1,7 +1,7 @@
 //! A data source (`rings:n=…`) and a model (`wide:width=…`) of one's own,
 //! registered next to kiln's: what the `own_run` example trains and
 //! kiln-loop's run test resumes.
-use kiln_loop::data::source::{data_entry, DataContext, Splits, Task};
+use kiln_loop::data::source::{data_entry, DataContext, Sampling, Splits, Task};
 use kiln_loop::data::TensorDataset;
 use kiln_loop::models::registry::model_entry;
 use kiln_loop::models::{ModelData, Network, VarStoreModel};
@@ -101,6 +101,7 @@ pub fn registries() -> Registries {
                 train: Arc::new(rings(cfg.n, &mut rng)?),
                 test: Arc::new(rings(cfg.n / 4, &mut rng)?),
                 task: Task::Classify { classes: 2 },
+                sampling: Sampling::Passes,
             })
         },
     ));

@@ -33,6 +33,34 @@ impl Default for Fields {
     }
 }
 
+/// A model output and class-index targets as a loss or a metric compares
+/// them when they are sequences: outputs `[B, T, C]` (or `[B, T1, …, C]`)
+/// and integer targets `[B, T]` (`[B, T1, …]`) of the same leading shape
+/// are flattened to `[B·T, C]` and `[B·T]`, as nanoGPT's
+/// `F.cross_entropy(logits.view(-1, V), targets.view(-1))` does; `None`
+/// for anything else (targets `[B]`, regression values, PyTorch's
+/// `[N, C, d1, …]` layout), which is compared as it is. The class
+/// dimension is the last one.
+pub fn flatten_sequences(output: &Tensor, targets: &Tensor) -> Result<Option<(Tensor, Tensor)>> {
+    let integer = matches!(
+        targets.kind(),
+        kiln_tensor::Kind::Int64
+            | kiln_tensor::Kind::Int
+            | kiln_tensor::Kind::Int16
+            | kiln_tensor::Kind::Int8
+            | kiln_tensor::Kind::Uint8
+    );
+    let (o, t) = (output.size(), targets.size());
+    if !integer || t.len() < 2 || o.len() != t.len() + 1 || o[..t.len()] != t[..] {
+        return Ok(None);
+    }
+    let classes = o[t.len()];
+    Ok(Some((
+        output.f_reshape([-1, classes])?,
+        targets.f_reshape([-1])?,
+    )))
+}
+
 /// The conventional name of a sample's (single) input.
 pub const INPUTS: &str = "inputs";
 /// The conventional name of a sample's target.

@@ -23,17 +23,28 @@
 //! A pass can be resumed at any batch ([`DataLoader::resume`]) from the
 //! [`PassState`] a checkpoint kept: the seeds it drew and each worker's
 //! generator state after the last batch the caller took from it.
+//!
+//! A loader of random batches ([`DataLoader::random_batches`]) is
+//! nanoGPT's `get_batch` over any dataset: no permutation and no seeds per
+//! pass; each batch draws its sample indices with `torch.randint(len,
+//! (batch_size,))` from the global generator when it is built, on the
+//! calling thread. Its passes are endless unless
+//! [`DataLoader::batches_per_pass`] bounds them. nanoGPT draws the next
+//! training batch ahead, between the forward and the backward pass of the
+//! current one: [`Batches::draw_ahead`] draws it then and keeps its indices
+//! in the loader ([`DataLoader::pending`], what a checkpoint keeps), to be
+//! built by the next batch taken, in this pass or the next.
 use crate::data::batch::{collate, Batch, Fields};
 use crate::data::sampler::DistributedSampler;
 use crate::data::Dataset;
 use crate::{Error, Result};
 use kiln_tensor::device::SerialAtenKernels;
 use kiln_tensor::rng::{draw_seed, Generator, Mt19937};
-use kiln_tensor::{Device, Tensor};
+use kiln_tensor::{Device, Kind, Tensor};
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
@@ -49,6 +60,16 @@ pub struct DataLoader {
     workers: usize,
     prefetch_factor: usize,
     device: Device,
+    random: Option<RandomBatches>,
+}
+
+/// How a loader of random batches draws ([`DataLoader::random_batches`]).
+#[derive(Debug, Clone)]
+struct RandomBatches {
+    /// Batches per pass (`usize::MAX`: endless).
+    batches: usize,
+    /// The sample indices of the batch drawn ahead, not yet taken.
+    pending: Arc<Mutex<Option<Vec<i64>>>>,
 }
 
 impl std::fmt::Debug for DataLoader {
@@ -58,6 +79,7 @@ impl std::fmt::Debug for DataLoader {
             .field("batch_size", &self.batch_size)
             .field("shuffle", &self.shuffle)
             .field("workers", &self.workers)
+            .field("random", &self.random.is_some())
             .finish_non_exhaustive()
     }
 }
@@ -124,7 +146,69 @@ impl DataLoader {
             workers: 0,
             prefetch_factor: PREFETCH_FACTOR,
             device: Device::Cpu,
+            random: None,
         })
+    }
+
+    /// A loader of random batches over `dataset` (nanoGPT's `get_batch`):
+    /// each batch is the samples `torch.randint(len(dataset),
+    /// (batch_size,))` names, drawn from the global generator when the
+    /// batch is built (or drawn ahead, [`Batches::draw_ahead`]); passes are
+    /// endless until [`DataLoader::batches_per_pass`] bounds them. No
+    /// workers: the draws are the training thread's.
+    pub fn random_batches(dataset: Arc<dyn Dataset>, batch_size: usize) -> Result<Self> {
+        if dataset.is_empty() {
+            return Err(Error::InvalidArgument(
+                "cannot draw random batches from an empty dataset".into(),
+            ));
+        }
+        let mut loader = Self::new(dataset, batch_size, false)?;
+        loader.random = Some(RandomBatches {
+            batches: usize::MAX,
+            pending: Arc::new(Mutex::new(None)),
+        });
+        Ok(loader)
+    }
+
+    /// A loader of random batches yields `n` batches per pass (nanoGPT's
+    /// `eval_iters` for an evaluation); other loaders are unchanged.
+    pub fn batches_per_pass(mut self, n: usize) -> Self {
+        if let Some(random) = &mut self.random {
+            random.batches = n;
+        }
+        self
+    }
+
+    /// Whether batches are drawn at random ([`DataLoader::random_batches`]).
+    pub fn is_random(&self) -> bool {
+        self.random.is_some()
+    }
+
+    /// The sample indices of the batch a loader of random batches drew
+    /// ahead and has not delivered yet: what a checkpoint keeps.
+    pub fn pending(&self) -> Option<Vec<i64>> {
+        self.random
+            .as_ref()
+            .and_then(|r| r.pending.lock().ok().and_then(|p| p.clone()))
+    }
+
+    /// Restores [`DataLoader::pending`] (a resumed run's); loaders that are
+    /// not random ignore it.
+    pub fn set_pending(&self, indices: Option<Vec<i64>>) -> Result<()> {
+        if let Some(random) = &self.random {
+            *lock(&random.pending)? = indices;
+        }
+        Ok(())
+    }
+
+    /// Draws the next batch's indices now when this loader draws random
+    /// batches and holds none drawn ahead (nanoGPT's first `get_batch`,
+    /// before its loop); other loaders draw nothing.
+    pub fn draw_ahead(&self) -> Result<()> {
+        match &self.random {
+            Some(random) => draw_pending(&random.pending, self.dataset.len(), self.batch_size),
+            None => Ok(()),
+        }
     }
 
     /// Builds batches on `workers` threads with up to `prefetch_factor`
@@ -139,6 +223,11 @@ impl DataLoader {
         if workers > MAX_WORKERS {
             return Err(Error::InvalidArgument(format!(
                 "{workers} workers is more threads than a loader starts (at most {MAX_WORKERS})"
+            )));
+        }
+        if workers > 0 && self.random.is_some() {
+            return Err(Error::InvalidArgument(format!(
+                "random batches are drawn on the training thread from the global generator, as nanoGPT's get_batch draws them; {workers} data workers cannot draw them (use 0)"
             )));
         }
         self.workers = workers;
@@ -195,9 +284,13 @@ impl DataLoader {
         self.batch_size
     }
 
-    /// Number of batches per pass (`len(dataloader)`).
+    /// Number of batches per pass (`len(dataloader)`; `usize::MAX` for
+    /// the endless passes of a loader of random batches).
     pub fn len(&self) -> usize {
-        self.samples().div_ceil(self.batch_size)
+        match &self.random {
+            Some(random) => random.batches,
+            None => self.samples().div_ceil(self.batch_size),
+        }
     }
 
     /// Whether a pass yields no batch.
@@ -205,8 +298,12 @@ impl DataLoader {
         self.len() == 0
     }
 
-    /// Starts a pass, consuming the global generator as PyTorch does.
+    /// Starts a pass, consuming the global generator as PyTorch does (a
+    /// loader of random batches draws nothing before its batches).
     pub fn iter(&self) -> Result<Batches> {
+        if self.random.is_some() {
+            return self.resume(PassState::default(), 0);
+        }
         let base_seed = draw_seed()?;
         // A DistributedSampler draws nothing from the global generator.
         let shuffled = self.shuffle && self.sampler.is_none();
@@ -229,11 +326,17 @@ impl DataLoader {
     /// generator starts from its seed (random draws of the datasets differ
     /// from the uninterrupted pass).
     pub fn resume(&self, state: PassState, start_batch: usize) -> Result<Batches> {
-        let order = self.order(state.sampler_seed)?;
-        let batches = order
-            .as_ref()
-            .map_or(self.dataset.len(), Vec::len)
-            .div_ceil(self.batch_size);
+        let order = match &self.random {
+            Some(_) => None,
+            None => self.order(state.sampler_seed)?,
+        };
+        let batches = match &self.random {
+            Some(random) => random.batches,
+            None => order
+                .as_ref()
+                .map_or(self.dataset.len(), Vec::len)
+                .div_ceil(self.batch_size),
+        };
         let next = start_batch.min(batches);
         let mut worker_rng = state.worker_rng;
         if worker_rng.len() != self.workers {
@@ -245,6 +348,7 @@ impl DataLoader {
             order,
             batch_size: self.batch_size,
             pin: (self.device != Device::Cpu).then_some(self.device),
+            pending: self.random.as_ref().map(|r| r.pending.clone()),
         });
         let source = if self.workers == 0 {
             Source::Here {
@@ -303,6 +407,29 @@ struct Plan {
     batch_size: usize,
     /// Build batches in page-locked memory for copies to this device.
     pin: Option<Device>,
+    /// Random batches: the indices drawn ahead (shared with the loader).
+    pending: Option<Arc<Mutex<Option<Vec<i64>>>>>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> Result<std::sync::MutexGuard<'_, T>> {
+    m.lock()
+        .map_err(|_| Error::InvalidArgument("a data loader's lock was poisoned".into()))
+}
+
+/// `torch.randint(n, (batch_size,))` on the global generator, kept as the
+/// batch drawn ahead unless one is kept already.
+fn draw_pending(pending: &Mutex<Option<Vec<i64>>>, n: usize, batch_size: usize) -> Result<()> {
+    let mut slot = lock(pending)?;
+    if slot.is_none() {
+        *slot = Some(draw_indices(n, batch_size)?);
+    }
+    Ok(())
+}
+
+/// nanoGPT's `torch.randint(len(data) - block_size, (batch_size,))`.
+fn draw_indices(n: usize, batch_size: usize) -> Result<Vec<i64>> {
+    let ix = Tensor::f_randint(n as i64, [batch_size as i64], (Kind::Int64, Device::Cpu))?;
+    Ok(Vec::<i64>::try_from(&ix)?)
 }
 
 impl Plan {
@@ -324,7 +451,14 @@ impl Plan {
     /// Batch `b`, drawing from `rng`: the dataset's batched read, or
     /// `collate` of its samples. A sample that cannot be read names itself.
     fn build(&self, b: usize, rng: &mut Generator) -> Result<Batch> {
-        let indices = self.indices(b);
+        let indices = match &self.pending {
+            // A random batch: the one drawn ahead, else drawn now.
+            Some(pending) => match lock(pending)?.take() {
+                Some(indices) => indices,
+                None => draw_indices(self.dataset.len(), self.batch_size)?,
+            },
+            None => self.indices(b),
+        };
         let batched = guarded(|| self.dataset.get_batch(&indices, rng))
             .map_err(|e| Error::InvalidArgument(format!("batch {b}: {e}")))?;
         let batch = match batched {
@@ -435,6 +569,17 @@ impl Batches {
     /// The `RandomSampler` seed of this pass (`None` when not shuffled).
     pub fn sampler_seed(&self) -> Option<u64> {
         self.sampler_seed
+    }
+
+    /// nanoGPT's next `get_batch` between forward and backward: a loader of
+    /// random batches draws the next batch's indices now (unless it holds
+    /// some already), so the generator's draws follow nanoGPT's order;
+    /// other loaders do nothing.
+    pub fn draw_ahead(&self) -> Result<()> {
+        match &self.plan.pending {
+            Some(pending) => draw_pending(pending, self.plan.dataset.len(), self.plan.batch_size),
+            None => Ok(()),
+        }
     }
 
     /// Where the pass stands after the batches taken so far: what

@@ -211,17 +211,20 @@ impl TensorDataset {
         if self.max_label < classes {
             return Ok(());
         }
-        let position = self
-            .targets
+        // Sequence targets ([N, T]) are searched flat; the sample is the row.
+        let flat = self.targets.f_reshape([-1])?;
+        let position = flat
             .f_ge(classes)?
             .f_to_kind(Kind::Uint8)?
             .f_argmax(None, false)?
             .f_int64_value(&[])?;
+        let per_sample = (flat.numel() / self.len().max(1)).max(1) as i64;
         Err(Error::Data {
             path: self.source.clone().into(),
             message: format!(
-                "label {} of sample {position} is out of range: the model has {classes} classes (0..={})",
-                self.targets.f_int64_value(&[position])?,
+                "label {} of sample {} is out of range: the model has {classes} classes (0..={})",
+                flat.f_int64_value(&[position])?,
+                position / per_sample,
                 classes - 1
             ),
         })

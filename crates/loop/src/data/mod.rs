@@ -24,7 +24,7 @@ pub use batch::{collate, Batch, Fields, Sample};
 pub use loader::{Batches, DataLoader};
 pub use memory::{InputTransform, TensorDataset};
 pub use sampler::DistributedSampler;
-pub use source::{data_sources, DataRegistry, Splits, Task};
+pub use source::{data_sources, DataRegistry, Sampling, Splits, Task};
 
 use crate::{Error, Result};
 use kiln_tensor::rng::Generator;

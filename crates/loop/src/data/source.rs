@@ -4,17 +4,20 @@
 //! kiln's sources are `idx:DIR` ((Fashion)MNIST's four IDX files; the
 //! default is the FashionMNIST the setup provides, and `--data-dir DIR` is
 //! `idx:DIR`), `csv:PATH,target=COLUMN`, `tensors:PATH` (a safetensors
-//! file) and `images:DIR` (an image folder, read as torchvision's
-//! `ImageFolder` reads it). A downstream crate
-//! [`register`](Registry::register)s its own source the same way: a config
-//! with [`Options`] and a function from it to [`Splits`]; a source of images
-//! registered with [`DataRegistry::register_images`] also takes the run's
-//! `--transform`s ([`DataContext::transforms`]). A source whose first option
-//! is `path` takes the file first, without its key (`csv:data.csv,target=y`).
+//! file), `images:DIR` (an image folder, read as torchvision's
+//! `ImageFolder` reads it) and `tokens:DIR,block_size=T` (nanoGPT's token
+//! files, drawn as random batches: [`Sampling::RandomBatches`]). A
+//! downstream crate [`register`](Registry::register)s its own source the
+//! same way: a config with [`Options`] and a function from it to
+//! [`Splits`]; a source of images registered with
+//! [`DataRegistry::register_images`] also takes the run's `--transform`s
+//! ([`DataContext::transforms`]). A source whose first option is `path`
+//! takes the file first, without its key (`csv:data.csv,target=y`).
 use crate::data::images::source::{self as images, ImagesConfig};
 use crate::data::images::Pipeline;
 use crate::data::tabular::CsvData;
 use crate::data::tensors::{self, TensorsConfig};
+use crate::data::tokens::{Split, TokenData, TokenDataset, TokensConfig};
 use crate::data::{idx, Dataset};
 use crate::{Error, Result};
 use kiln_tensor::spec::{Entry, OptionInfo, OptionVisitor, Options, Registry, Spec};
@@ -42,6 +45,21 @@ pub enum Task {
     Binary,
 }
 
+/// How a run draws its batches from a source's data.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Sampling {
+    /// Passes over the samples (epochs), as `torch.utils.data.DataLoader`
+    /// reads them; evaluation reads the test set (and the validation split).
+    #[default]
+    Passes,
+    /// Every batch draws its samples at random from the global generator,
+    /// as nanoGPT's `get_batch` draws windows of a token file
+    /// ([`crate::DataLoader::random_batches`]); there are no epochs, and an
+    /// evaluation is nanoGPT's `estimate_loss`: random batches of the
+    /// training set and of the test set (nanoGPT's `val` split).
+    RandomBatches,
+}
+
 /// The train and test sets of a run, and what they ask the model to do.
 #[derive(Clone)]
 pub struct Splits {
@@ -51,6 +69,8 @@ pub struct Splits {
     pub test: Arc<dyn Dataset>,
     /// Classification or regression.
     pub task: Task,
+    /// How batches are drawn.
+    pub sampling: Sampling,
 }
 
 impl std::fmt::Debug for Splits {
@@ -59,6 +79,7 @@ impl std::fmt::Debug for Splits {
             .field("train", &self.train.len())
             .field("test", &self.test.len())
             .field("task", &self.task)
+            .field("sampling", &self.sampling)
             .finish()
     }
 }
@@ -354,7 +375,7 @@ pub fn check_fraction(what: &str, fraction: f64) -> Result<()> {
     }
 }
 
-/// kiln's data sources: `idx`, `csv`, `tensors`, `images`.
+/// kiln's data sources: `idx`, `csv`, `tensors`, `images`, `tokens`.
 pub fn data_sources() -> DataRegistry {
     let mut r = DataRegistry::new();
     r.register(
@@ -371,6 +392,7 @@ pub fn data_sources() -> DataRegistry {
                     task: Task::Classify {
                         classes: MNIST_CLASSES,
                     },
+                    sampling: Sampling::Passes,
                 })
             },
         )
@@ -411,6 +433,7 @@ pub fn data_sources() -> DataRegistry {
                     &name("test split"),
                 )?),
                 task,
+                sampling: Sampling::Passes,
             })
         },
     ));
@@ -427,6 +450,21 @@ pub fn data_sources() -> DataRegistry {
         )
         .aliases(&["ImageFolder"]),
     );
+    r.register(data_entry::<TokensConfig>(
+        "tokens",
+        "nanoGPT's token directory (train.bin, val.bin, meta.pkl), read window by window: windows of block_size ids, targets shifted by one; batches drawn as nanoGPT's get_batch, evaluated on train and val",
+        |cfg, _| {
+            let data = Arc::new(TokenData::open(&cfg.source()?)?);
+            Ok(Splits {
+                train: Arc::new(TokenDataset::new(data.clone(), Split::Train)),
+                test: Arc::new(TokenDataset::new(data.clone(), Split::Val)),
+                task: Task::Classify {
+                    classes: data.vocab_size(),
+                },
+                sampling: Sampling::RandomBatches,
+            })
+        },
+    ));
     r
 }
 
@@ -459,6 +497,11 @@ mod tests {
             .starts_with("images:path=/"));
         assert!(r.takes_transforms("images") && r.takes_transforms("ImageFolder"));
         assert!(!r.takes_transforms("tensors") && !r.takes_transforms("nothing"));
+        let tokens = r.resolve_text("tokens:/d/chars,block_size=64")?;
+        assert_eq!(
+            tokens,
+            "tokens:path=/d/chars,block_size=64,dtype=uint16,vocab_size=none"
+        );
         let err = |t: &str| {
             r.resolve_text(t)
                 .err()

@@ -4,9 +4,11 @@
 //! `safetensors.torch.save_file({"inputs": x, "targets": y}, path)`) holds
 //! the inputs `[N, ...]` (any shape; float, or uint8 images scaled per batch
 //! as `ToTensor` does) and the targets `[N]`:
-//! - integer targets are class indices (int64 after loading); the number of
-//!   classes is `classes=N` or the largest label + 1, and every label must
-//!   be in `0..classes`;
+//! - integer targets are class indices (int64 after loading), `[N]` or
+//!   `[N, T]` (sequence targets: a class per position, compared with a
+//!   model output `[N, T, classes]` flattened, as nanoGPT's loss does); the
+//!   number of classes is `classes=N` or the largest label + 1, and every
+//!   label must be in `0..classes`;
 //! - float targets are regression values, `[N]` (read as `[N, 1]`) or `[N, K]`.
 //!
 //! Without `test=FILE`, a seeded `test_fraction` of the samples is held out
@@ -163,11 +165,11 @@ fn read_pair(path: &Path, src: &TensorsConfig) -> Result<Pair> {
         }
     };
     let targets = if classes {
-        if n_tg.len() != 1 {
+        if !matches!(n_tg.len(), 1 | 2) {
             return Err(data_error(
                 path,
                 format!(
-                    "class-index targets '{}' must be [N], got {n_tg:?}",
+                    "class-index targets '{}' must be [N] (a class per sample) or [N, T] (a class per position: sequence targets), got {n_tg:?}",
                     src.targets
                 ),
             ));
@@ -176,7 +178,8 @@ fn read_pair(path: &Path, src: &TensorsConfig) -> Result<Pair> {
         if targets.numel() > 0 {
             let min = targets.f_min()?.f_int64_value(&[])?;
             if min < 0 {
-                let at = targets.f_argmin(None, false)?.f_int64_value(&[])?;
+                let per_sample = n_tg.get(1).copied().unwrap_or(1).max(1);
+                let at = targets.f_argmin(None, false)?.f_int64_value(&[])? / per_sample;
                 return Err(data_error(
                     path,
                     format!("label {min} of sample {at} is negative; class indices start at 0"),
@@ -300,6 +303,7 @@ pub fn load(src: &TensorsConfig, seed: u64) -> Result<Splits> {
         train: train_set,
         test: test_set,
         task,
+        sampling: crate::data::source::Sampling::Passes,
     })
 }
 

@@ -22,13 +22,17 @@
 //!
 //! The vocabulary size is `vocab_size=N`, else `meta.pkl`'s, else GPT-2's
 //! padded 50304 (what nanoGPT's train.py falls back to).
+use crate::data::batch::{Sample, INPUTS, TARGETS};
 use crate::data::meta::Meta;
+use crate::data::Dataset;
 use crate::{Error, Result};
 use kiln_tensor::datafile::DataFile;
+use kiln_tensor::rng::Generator;
 use kiln_tensor::spec::{OptionInfo, OptionVisitor, Options, Spec};
 use kiln_tensor::{Device, Kind, Tensor};
 use std::fmt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 /// How token ids are stored.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -129,15 +133,94 @@ impl std::str::FromStr for TokensSource {
             .parse()
             .map_err(|e: kiln_tensor::Error| bad(e.to_string()))?;
         spec.apply(&mut src).map_err(|e| bad(e.to_string()))?;
-        if src.block_size < 1 {
-            return Err(bad(format!(
+        src.check().map_err(|e| match e {
+            Error::Usage(m) => bad(m),
+            other => other,
+        })?;
+        Ok(src)
+    }
+}
+
+impl TokensSource {
+    /// Refuses a `block_size` or `vocab_size` below 1.
+    pub fn check(&self) -> Result<()> {
+        if self.block_size < 1 {
+            return Err(Error::Usage(format!(
                 "block_size must be at least 1, got {}",
-                src.block_size
+                self.block_size
             )));
         }
-        if let Some(v) = src.vocab_size.filter(|&v| v < 1) {
-            return Err(bad(format!("vocab_size must be at least 1, got {v}")));
+        if let Some(v) = self.vocab_size.filter(|&v| v < 1) {
+            return Err(Error::Usage(format!(
+                "vocab_size must be at least 1, got {v}"
+            )));
         }
+        Ok(())
+    }
+}
+
+/// `tokens:`'s options as the data registry reads them: the directory
+/// first (`tokens:DIR,block_size=64` is `tokens:path=DIR,block_size=64`),
+/// then [`TokensSource`]'s.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TokensConfig {
+    /// The directory holding `train.bin`, `val.bin` and maybe `meta.pkl`.
+    pub path: String,
+    /// Tokens per sample.
+    pub block_size: i64,
+    /// How ids are stored.
+    pub dtype: TokenDtype,
+    /// The vocabulary size, overriding `meta.pkl`'s.
+    pub vocab_size: Option<i64>,
+}
+
+impl Default for TokensConfig {
+    /// nanoGPT's defaults ([`TokensSource::new`]).
+    fn default() -> Self {
+        let src = TokensSource::new("");
+        Self {
+            path: String::new(),
+            block_size: src.block_size,
+            dtype: src.dtype,
+            vocab_size: src.vocab_size,
+        }
+    }
+}
+
+impl Options for TokensConfig {
+    fn options(&mut self, v: &mut dyn OptionVisitor) -> kiln_tensor::Result<()> {
+        v.option(
+            OptionInfo::new(
+                "path",
+                "the directory with train.bin, val.bin and meta.pkl (tokens:DIR for short)",
+            )
+            .required(),
+            &mut self.path,
+        )?;
+        let mut src = self.source_unchecked();
+        src.options(v)?;
+        self.block_size = src.block_size;
+        self.dtype = src.dtype;
+        self.vocab_size = src.vocab_size;
+        Ok(())
+    }
+}
+
+impl TokensConfig {
+    fn source_unchecked(&self) -> TokensSource {
+        TokensSource {
+            dir: PathBuf::from(&self.path),
+            block_size: self.block_size,
+            dtype: self.dtype,
+            vocab_size: self.vocab_size,
+        }
+    }
+
+    /// The source these options name (checked: [`TokensSource::check`]).
+    pub fn source(&self) -> Result<TokensSource> {
+        let src = self.source_unchecked();
+        src.check()
+            .map_err(|e| Error::Usage(format!("--data tokens: {e}")))?;
         Ok(src)
     }
 }
@@ -395,16 +478,34 @@ impl TokenData {
                 "batch size must be at least 1, got {batch_size}"
             )));
         }
+        let ix = Tensor::f_randint(
+            self.windows(split) as i64,
+            [batch_size],
+            (Kind::Int64, Device::Cpu),
+        )?;
+        self.windows_at(split, &Vec::<i64>::try_from(&ix)?)
+    }
+
+    /// The number of windows of `split`, `len(data) - block_size`: the
+    /// starts `get_batch` draws from (at least 1, see [`TokenData::open`]).
+    pub fn windows(&self, split: Split) -> usize {
+        self.file(split)
+            .len()
+            .saturating_sub(self.source.block_size as usize)
+    }
+
+    /// The windows starting at `starts` (each below
+    /// [`TokenData::windows`]): `(x, y)` as [`TokenData::get_batch`] builds
+    /// them for the starts it drew.
+    pub fn windows_at(&self, split: Split, starts: &[i64]) -> Result<(Tensor, Tensor)> {
         let file = self.file(split);
         let t = self.source.block_size;
-        let high = file.len() as i64 - t;
-        let ix = Tensor::f_randint(high, [batch_size], (Kind::Int64, Device::Cpu))?;
-        let ix = Vec::<i64>::try_from(&ix)?;
         let tu = t as usize;
-        let mut x = Vec::with_capacity(ix.len() * tu);
-        let mut y = Vec::with_capacity(ix.len() * tu);
-        for &i in &ix {
-            let start = i as usize;
+        let mut x = Vec::with_capacity(starts.len() * tu);
+        let mut y = Vec::with_capacity(starts.len() * tu);
+        for &i in starts {
+            let start = usize::try_from(i)
+                .map_err(|_| data_error(file.path(), format!("window {i} is out of range")))?;
             let window = file.ids(start, tu + 1)?;
             if let Some((at, &id)) = window
                 .iter()
@@ -429,11 +530,66 @@ impl TokenData {
             x.extend(window[..tu].iter().map(|&id| i64::from(id)));
             y.extend(window[1..].iter().map(|&id| i64::from(id)));
         }
-        let shape = [batch_size, t];
+        let shape = [starts.len() as i64, t];
         Ok((
             Tensor::from_slice(&x).f_view(shape)?,
             Tensor::from_slice(&y).f_view(shape)?,
         ))
+    }
+}
+
+/// One split of a token directory as a [`Dataset`]: sample `i` is the
+/// window starting at token `i` (`inputs`, `[block_size]` int64) and the
+/// window one token later (`targets`), so there are `len(data) -
+/// block_size` samples, the starts nanoGPT's `get_batch` draws from. A
+/// loader of random batches ([`crate::DataLoader::random_batches`]) draws
+/// them as `get_batch` does.
+#[derive(Debug, Clone)]
+pub struct TokenDataset {
+    data: Arc<TokenData>,
+    split: Split,
+}
+
+impl TokenDataset {
+    /// The windows of `split`.
+    pub fn new(data: Arc<TokenData>, split: Split) -> Self {
+        Self { data, split }
+    }
+
+    /// The token directory.
+    pub fn data(&self) -> &Arc<TokenData> {
+        &self.data
+    }
+
+    /// Which file it reads.
+    pub fn split(&self) -> Split {
+        self.split
+    }
+}
+
+impl Dataset for TokenDataset {
+    fn len(&self) -> usize {
+        self.data.windows(self.split)
+    }
+
+    fn get(&self, index: usize, _rng: &mut Generator) -> Result<Sample> {
+        let (x, y) = self.data.windows_at(self.split, &[index as i64])?;
+        Ok(Sample::new()
+            .with(INPUTS, x.f_select(0, 0)?)
+            .with(TARGETS, y.f_select(0, 0)?))
+    }
+
+    fn get_batch(&self, indices: &[i64], _rng: &mut Generator) -> Result<Option<Sample>> {
+        let (x, y) = self.data.windows_at(self.split, indices)?;
+        Ok(Some(Sample::new().with(INPUTS, x).with(TARGETS, y)))
+    }
+
+    fn describe(&self, index: usize) -> String {
+        format!(
+            "tokens {index}..{} of {}",
+            index + self.data.block_size() as usize + 1,
+            self.data.file(self.split).path().display()
+        )
     }
 }
 

@@ -8,12 +8,15 @@
 //! `meta.pkl`'s `stoi`, and for each sample calls [`Gpt::generate`] on the
 //! prompt and decodes the whole sequence (prompt included) with `itos`.
 //! The caller prints each string and then [`SEPARATOR`], as sample.py does.
+use crate::checkpoint;
 use crate::data::meta::Meta;
+use crate::data::tokens::TokensConfig;
 use crate::lm::prepare::read_text;
 use crate::models::gpt::{Gpt, GptConfig};
 use crate::{Error, Model, Result};
+use kiln_tensor::spec::Spec;
 use kiln_tensor::{Device, Tensor};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 /// The line sample.py prints after each sample (15 dashes).
 pub const SEPARATOR: &str = "---------------";
@@ -94,4 +97,101 @@ pub fn sample(
         out.push(meta.decode(&tokens)?);
     }
     Ok(out)
+}
+
+/// What [`sample_checkpoint`] sampled from, and the samples.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CheckpointSamples {
+    /// The checkpoint directory whose weights were used.
+    pub checkpoint: PathBuf,
+    /// The vocabulary (`meta.pkl` of the run's token directory).
+    pub meta: PathBuf,
+    /// What sample.py prints for each sample (each followed by [`SEPARATOR`]).
+    pub samples: Vec<String>,
+}
+
+/// `kiln sample --checkpoint PATH`: sample.py on a run's newest valid
+/// checkpoint (`PATH` a run directory; newer checkpoints that do not
+/// verify are skipped and reported through `warn`) or on the checkpoint
+/// directory `PATH`. The model is the run's `gpt` spec (its `config.json`,
+/// kept in the checkpoint) with the vocabulary and context sizes of the
+/// trained weights (`transformer.wte.weight`, `transformer.wpe.weight`);
+/// the vocabulary is `meta.pkl` of the run's `tokens:` directory.
+pub fn sample_checkpoint(
+    path: &Path,
+    cfg: &SampleConfig,
+    device: Device,
+    warn: &mut dyn FnMut(String),
+) -> Result<CheckpointSamples> {
+    let dir = if path.join("manifest.json").is_file() {
+        path.to_path_buf()
+    } else {
+        match checkpoint::latest_valid(path, warn)? {
+            Some((dir, _)) => dir,
+            None => {
+                return Err(Error::Data {
+                    path: path.to_path_buf(),
+                    message: "no valid checkpoint here: give a run directory of `kiln train` or one of its checkpoints".into(),
+                })
+            }
+        }
+    };
+    let ckpt = checkpoint::load(&dir)?;
+    let setting = |key: &str| -> Result<String> {
+        ckpt.config
+            .get(key)
+            .and_then(|v| v.as_str())
+            .map(str::to_string)
+            .ok_or_else(|| Error::Data {
+                path: dir.clone(),
+                message: format!("the checkpoint's run config names no {key}"),
+            })
+    };
+    let data: Spec = setting("data")?.parse()?;
+    if data.name != "tokens" {
+        return Err(Error::Usage(format!(
+            "the run trained on '{}' data: kiln sample decodes with the vocabulary of a token directory (--data tokens:DIR, meta.pkl)",
+            data.name
+        )));
+    }
+    let mut tokens = TokensConfig::default();
+    data.clone().apply(&mut tokens)?;
+    let meta_path = Path::new(&tokens.path).join("meta.pkl");
+    if !meta_path.is_file() {
+        return Err(Error::Data {
+            path: meta_path,
+            message: "no such file: kiln sample decodes ids with a character vocabulary (the meta.pkl prepare-text writes); GPT-2's tokenizer is not part of kiln".into(),
+        });
+    }
+    let meta = Meta::read(&meta_path)?;
+    let rows = |name: &str| -> Result<i64> {
+        ckpt.model
+            .iter()
+            .find(|(n, _)| n == name)
+            .and_then(|(_, t)| t.size().first().copied())
+            .ok_or_else(|| Error::Data {
+                path: dir.clone(),
+                message: format!("the checkpoint's model has no {name}: it is not a gpt model"),
+            })
+    };
+    let model = GptConfig::from_spec(
+        &setting("model")?,
+        rows("transformer.wte.weight")?,
+        rows("transformer.wpe.weight")?,
+    )?;
+    if model.vocab_size < meta.vocab_size {
+        return Err(Error::Data {
+            path: meta_path,
+            message: format!(
+                "holds {} tokens, but the model knows {}",
+                meta.vocab_size, model.vocab_size
+            ),
+        });
+    }
+    let samples = sample(&model, &ckpt.model, &meta, cfg, device)?;
+    Ok(CheckpointSamples {
+        checkpoint: dir,
+        meta: meta_path,
+        samples,
+    })
 }

@@ -1,5 +1,6 @@
 //! What a run shows and records, as [`crate::Callback`]s: the tutorial's
-//! lines, a progress bar, JSON lines on stdout, and the metric files.
+//! lines (nanoGPT's for random batches), a progress bar, JSON lines on
+//! stdout, and the metric files.
 pub mod json_lines;
 pub mod metrics_log;
 pub mod printer;
@@ -10,7 +11,7 @@ pub mod tensorboard;
 
 pub use json_lines::JsonLines;
 pub use metrics_log::MetricsLogger;
-pub use printer::TutorialPrinter;
+pub use printer::{NanoGptPrinter, TutorialPrinter};
 #[cfg(feature = "progress")]
 pub use progress::ProgressPrinter;
 

@@ -4,7 +4,7 @@
 use super::plan::RunPlan;
 use super::Registries;
 use crate::checkpoint;
-use crate::data::source::{DataContext, Splits, Task};
+use crate::data::source::{DataContext, Sampling, Splits, Task};
 use crate::data::{random_split, Batch, DataLoader, Dataset, DistributedSampler, Subset};
 use crate::distributed::DataParallel;
 use crate::models::registry::{self as model_registry, ModelData};
@@ -49,6 +49,8 @@ pub struct RunData {
     pub test: Arc<dyn Dataset>,
     /// What the targets ask for.
     pub task: Task,
+    /// How batches are drawn (passes, or nanoGPT's random batches).
+    pub sampling: Sampling,
 }
 
 impl std::fmt::Debug for RunData {
@@ -58,14 +60,25 @@ impl std::fmt::Debug for RunData {
             .field("val", &self.val.as_ref().map(|v| v.len()))
             .field("test", &self.test.len())
             .field("task", &self.task)
+            .field("sampling", &self.sampling)
             .finish()
     }
 }
 
+pub use crate::loggers::printer::TRAIN_EVAL;
+
+/// nanoGPT's `eval_iters`: batches per evaluation set with random batches
+/// when neither `--eval-batches` nor `--limit-test-batches` says.
+pub const EVAL_BATCHES: usize = 200;
+
 impl RunData {
     /// The evaluation sets by name, in the order they are evaluated
-    /// (`val` before `test`).
+    /// (`val` before `test`; with random batches nanoGPT's `train` and
+    /// `val`: [`TRAIN_EVAL`] and `val`, the test split).
     pub fn eval_sets(&self) -> Vec<(&'static str, Arc<dyn Dataset>)> {
+        if self.sampling == Sampling::RandomBatches {
+            return vec![(TRAIN_EVAL, self.train.clone()), ("val", self.test.clone())];
+        }
         let mut sets = Vec::new();
         if let Some(val) = &self.val {
             sets.push(("val", val.clone()));
@@ -111,7 +124,12 @@ impl Components {
             data.task,
             model.default_loss(),
         )?;
-        let optimizer = build_optimizer(&registries.optimizers, &config.optimizer, model.as_ref())?;
+        let optimizer = build_optimizer(
+            &registries.optimizers,
+            &config.optimizer,
+            &config.param_group,
+            model.as_ref(),
+        )?;
         probe(
             model.as_mut(),
             &LossStep::new(loss.as_ref()),
@@ -150,6 +168,9 @@ impl RunLoaders {
         dp: Option<DataParallel<'_>>,
     ) -> Result<Self> {
         let config = &plan.config;
+        if data.sampling == Sampling::RandomBatches {
+            return Self::random(plan, data, device, dp);
+        }
         let shuffle = !config.no_shuffle;
         let loader = |set: &Arc<dyn Dataset>, shuffle: bool| -> Result<DataLoader> {
             DataLoader::new(set.clone(), config.batch_size, shuffle)?
@@ -172,6 +193,42 @@ impl RunLoaders {
                 .map(|(name, l)| (name, l.distributed(eval_sampler.clone())))
                 .collect();
         }
+        Ok(Self { train, eval })
+    }
+
+    /// nanoGPT's loaders: random batches of the training data, endless;
+    /// each evaluation set `--eval-batches` (default [`EVAL_BATCHES`])
+    /// random batches per evaluation.
+    fn random(
+        plan: &RunPlan,
+        data: &RunData,
+        device: Device,
+        dp: Option<DataParallel<'_>>,
+    ) -> Result<Self> {
+        let config = &plan.config;
+        if dp.is_some() {
+            return Err(Error::Usage(
+                "--distributed: random batches (--data tokens:…, nanoGPT's get_batch) are not sharded over ranks yet; train on one process".into(),
+            ));
+        }
+        if plan.trainer.max_steps.is_none() && plan.trainer.limit_train_batches.is_none() {
+            return Err(Error::Usage(
+                "--max-steps: random batches (--data tokens:…, nanoGPT's get_batch) have no epochs; give --max-steps N (nanoGPT's max_iters)".into(),
+            ));
+        }
+        let eval_batches = plan.trainer.limit_eval_batches.unwrap_or(EVAL_BATCHES);
+        let loader = |set: &Arc<dyn Dataset>| -> Result<DataLoader> {
+            DataLoader::random_batches(set.clone(), config.batch_size)?
+                .workers(config.workers, config.prefetch_factor)
+                .map(|l| l.to_device(device))
+                .map_err(|e| usage("--workers", e))
+        };
+        let train = loader(&data.train)?;
+        let eval = data
+            .eval_sets()
+            .into_iter()
+            .map(|(name, set)| Ok((name, loader(&set)?.batches_per_pass(eval_batches))))
+            .collect::<Result<Vec<_>>>()?;
         Ok(Self { train, eval })
     }
 
@@ -198,7 +255,17 @@ fn load_data(plan: &RunPlan, registries: &Registries) -> Result<RunData> {
         transforms: pipeline(&config.transform, "--transform")?,
         test_transforms: pipeline(&config.test_transform, "--test-transform")?,
     };
-    let Splits { train, test, task } = registries.data.load(&config.data_spec()?, &context)?;
+    let Splits {
+        train,
+        test,
+        task,
+        sampling,
+    } = registries.data.load(&config.data_spec()?, &context)?;
+    if sampling == Sampling::RandomBatches && config.val_fraction.is_some() {
+        return Err(Error::Usage(
+            "--val-fraction: this data has its own validation split (val.bin), which evaluations read".into(),
+        ));
+    }
     let cut = |set: Arc<dyn Dataset>, n: Option<usize>| -> Arc<dyn Dataset> {
         match n {
             Some(n) => Arc::new(Subset::first(set, n)),
@@ -226,6 +293,7 @@ fn load_data(plan: &RunPlan, registries: &Registries) -> Result<RunData> {
         val,
         test,
         task,
+        sampling,
     })
 }
 
@@ -449,23 +517,44 @@ fn probe_eval(
         }
     })?;
     let out = output.size();
+    let targets = batch.targets()?;
     let (wanted, what) = match task {
-        Task::Classify { classes } => (classes, format!("the data has {classes} classes")),
+        // Class targets [1] or sequence targets [1, T]: a score per class
+        // for each target position.
+        Task::Classify { classes } => {
+            let mut wanted = targets.size();
+            wanted.push(classes);
+            let what = if wanted.len() > 2 {
+                format!(
+                    "the data has {classes} classes and targets of shape {:?}",
+                    targets.size()
+                )
+            } else {
+                format!("the data has {classes} classes")
+            };
+            (wanted, what)
+        }
         Task::Regress { outputs } => (
-            outputs,
+            vec![1, outputs],
             format!("the targets are {outputs} value(s) per sample"),
         ),
-        Task::Binary => (1, "binary targets are scored by one logit".to_string()),
+        Task::Binary => (
+            vec![1, 1],
+            "binary targets are scored by one logit".to_string(),
+        ),
     };
-    if out.len() != 2 || out[1] != wanted {
+    if out != wanted {
         return Err(Error::Usage(format!(
-            "--model {spec}: the model's output for one sample of shape {shapes} has shape {out:?}, but {what}: it must be [1, {wanted}]"
+            "--model {spec}: the model's output for one sample of shape {shapes} has shape {out:?}, but {what}: it must be {wanted:?}"
         )));
     }
     let loss = step.loss();
-    let value = loss
-        .forward(&output.f_to_kind(Kind::Float)?, batch.targets()?)
-        .map_err(|e| Error::Usage(format!("--loss {}: {e}", loss.name())))?;
+    let output = output.f_to_kind(Kind::Float)?;
+    let value = match crate::data::batch::flatten_sequences(&output, targets)? {
+        Some((o, t)) => loss.forward(&o, &t),
+        None => loss.forward(&output, targets),
+    }
+    .map_err(|e| Error::Usage(format!("--loss {}: {e}", loss.name())))?;
     if value.requires_grad() {
         value.f_backward()?;
         optimizer
@@ -475,16 +564,31 @@ fn probe_eval(
     Ok(())
 }
 
-/// The optimizer `spec` names over the model's parameters; a non-finite lr
-/// is refused (PyTorch lets NaN through; a run with it can only produce NaN).
+/// The optimizer `spec` names over the model's parameters, with a param
+/// group of its own per `--param-group SELECTOR:options` (parsed and
+/// checked by [`RunConfig`](super::RunConfig)); a non-finite lr is refused
+/// (PyTorch lets NaN through; a run with it can only produce NaN).
 fn build_optimizer(
     registry: &kiln_optim::OptimizerRegistry,
     spec: &str,
+    param_groups: &[String],
     model: &dyn Model,
 ) -> Result<Box<dyn Optimizer>> {
+    let overrides = param_groups
+        .iter()
+        .map(|g| g.parse::<kiln_optim::GroupOverride>())
+        .collect::<kiln_optim::Result<Vec<_>>>()
+        .map_err(|e| usage("--param-group", e))?;
     let optimizer = registry
-        .build(spec, model.parameters()?)
-        .map_err(|e| usage("--optimizer", e))?;
+        .build_with_overrides(spec, model.parameters()?, &overrides)
+        .map_err(|e| {
+            let flag = if overrides.is_empty() || !e.to_string().contains("param group") {
+                "--optimizer"
+            } else {
+                "--param-group"
+            };
+            usage(flag, e)
+        })?;
     for group in 0..optimizer.num_groups() {
         if let Some(lr) = optimizer.lr(group).filter(|lr| !lr.is_finite()) {
             return Err(Error::Usage(format!(
@@ -496,13 +600,19 @@ fn build_optimizer(
 }
 
 /// The evaluation metrics of a run: loss and accuracy (and top-K) for
-/// classes, the loss alone for regression. `--top-k` needs class labels
-/// and at most as many as there are classes (more would always be 1.0).
+/// classes, the loss alone for regression and for random batches.
+/// `--top-k` needs class labels and at most as many as there are classes
+/// (more would always be 1.0).
 pub(crate) fn metrics(
     top_k: Option<usize>,
     task: Task,
+    sampling: Sampling,
 ) -> Result<Vec<Box<dyn crate::metrics::Metric>>> {
     use crate::metrics::{Accuracy, MeanLoss, TopK};
+    if sampling == Sampling::RandomBatches {
+        // nanoGPT's estimate_loss reports the loss alone, a float32 mean.
+        return Ok(vec![Box::new(MeanLoss::float32())]);
+    }
     let mut metrics: Vec<Box<dyn crate::metrics::Metric>> = vec![Box::new(MeanLoss::default())];
     match (task, top_k) {
         (Task::Regress { .. } | Task::Binary, Some(k)) => {

@@ -101,6 +101,10 @@ pub struct RunConfig {
     pub loss: Option<String>,
     /// Optimizer spec; plain `sgd` is the tutorial's `SGD(lr=1e-3, momentum=0.9)`.
     pub optimizer: String,
+    /// Param groups with options of their own, `SELECTOR:key=value,…`
+    /// (`ndim<2:weight_decay=0`, `*.bias:lr=0.01`), in order; the
+    /// parameters none selects keep the optimizer's.
+    pub param_group: Vec<String>,
     /// Lr scheduler spec, if any.
     pub scheduler: Option<String>,
     /// Model spec (`mlp`, `cnn:dropout1=0.1`, `torchscript:PATH`; see
@@ -151,6 +155,10 @@ pub struct RunConfig {
     pub limit_train_batches: Option<usize>,
     /// At most N batches per evaluation.
     pub limit_test_batches: Option<usize>,
+    /// Batches per evaluation set (nanoGPT's `eval_iters`): with random
+    /// batches (`--data tokens:…`) each evaluation draws this many of each
+    /// split (default 200); otherwise the same as `limit_test_batches`.
+    pub eval_batches: Option<usize>,
     /// One batch of training and one of evaluation.
     pub dry_run: bool,
     /// Sum gradients over N batches per optimizer step.
@@ -212,6 +220,7 @@ impl Default for RunConfig {
             batch_size: 64,
             loss: None,
             optimizer: "sgd".into(),
+            param_group: Vec::new(),
             scheduler: None,
             model: None,
             scheduler_interval: None,
@@ -232,6 +241,7 @@ impl Default for RunConfig {
             max_steps: None,
             limit_train_batches: None,
             limit_test_batches: None,
+            eval_batches: None,
             dry_run: false,
             accumulate_grad_batches: 1,
             eval_every_steps: None,
@@ -493,6 +503,15 @@ impl RunConfig {
             .resolve(&spec)
             .map_err(flag("--optimizer"))?
             .to_string();
+        self.param_group = self
+            .param_group
+            .iter()
+            .map(|g| {
+                g.parse::<kiln_optim::GroupOverride>()
+                    .map(|o| o.to_string())
+                    .map_err(|e| Error::Usage(format!("--param-group: {e}")))
+            })
+            .collect::<Result<_>>()?;
         if let Some(text) = &self.loss {
             let spec: Spec = text.parse().map_err(flag("--loss"))?;
             self.loss = Some(
@@ -596,6 +615,16 @@ impl RunConfig {
                 self.workers,
                 crate::data::loader::MAX_WORKERS
             )));
+        }
+        if self.eval_batches.is_some() && self.limit_test_batches.is_some() {
+            return Err(Error::Usage(
+                "--eval-batches and --limit-test-batches both set the batches per evaluation; give one".into(),
+            ));
+        }
+        if self.eval_batches == Some(0) {
+            return Err(Error::Usage(
+                "--eval-batches must be at least 1, got 0".into(),
+            ));
         }
         if let Some(f) = self.val_fraction {
             crate::data::source::check_fraction("--val-fraction", f)?;

@@ -18,7 +18,9 @@ pub mod plan;
 mod registries;
 pub mod signals;
 
-pub use build::{build_loss, build_model, Components, RunData, RunLoaders};
+pub use build::{
+    build_loss, build_model, Components, RunData, RunLoaders, EVAL_BATCHES, TRAIN_EVAL,
+};
 pub use config::{Distributed, Layer, Loggers, RunConfig};
 pub use dir::RunDir;
 pub use outputs::Display;
@@ -296,7 +298,7 @@ fn train_on(
             trainer,
             request.display,
             dp.is_some(),
-            loaders.train.len(),
+            (loaders.train.len(), loaders.train.is_random()),
             start,
         );
     }
@@ -353,7 +355,11 @@ fn prepare<'a>(
     let mut trainer = Trainer::new(plan.trainer.clone())
         .map_err(plan::flag_error)?
         .run_config(plan.config.to_json()?)
-        .metrics(build::metrics(plan.config.top_k, parts.data.task)?);
+        .metrics(build::metrics(
+            plan.config.top_k,
+            parts.data.task,
+            parts.data.sampling,
+        )?);
     if let Some((scheduler, interval)) = build::scheduler(
         &plan,
         &registries.schedulers,
@@ -790,7 +796,7 @@ pub fn evaluate(mut request: EvalRequest, registries: &Registries) -> Result<cra
             )))
         }
     };
-    let mut metrics = build::metrics(plan.config.top_k, data.task)?;
+    let mut metrics = build::metrics(plan.config.top_k, data.task, data.sampling)?;
     let loader = DataLoader::new(dataset, plan.config.batch_size, false)?.to_device(device);
     crate::eval::evaluate(
         &loader,

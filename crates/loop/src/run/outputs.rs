@@ -5,7 +5,7 @@ use super::plan::RunPlan;
 use super::RunConfig;
 use crate::checkpoint::Progress;
 use crate::loggers::metrics_log::Formats;
-use crate::loggers::{JsonLines, MetricsLogger, TutorialPrinter};
+use crate::loggers::{JsonLines, MetricsLogger, NanoGptPrinter, TutorialPrinter};
 use crate::notice::Notices;
 use crate::{Callback, Result, Trainer};
 use std::io::Write;
@@ -17,7 +17,8 @@ pub enum Display {
     /// Nothing.
     #[default]
     Quiet,
-    /// The tutorial's lines, into this writer.
+    /// The tutorial's lines (nanoGPT's when training on random batches),
+    /// into this writer.
     Tutorial(Box<dyn Write + Send>),
     /// One JSON object per event, into this writer.
     Json(Box<dyn Write + Send>),
@@ -101,18 +102,23 @@ pub(super) fn attach<'a>(
 }
 
 /// Adds what `display` asks for on stdout (rank 0); `data_parallel` ranks
-/// get no progress bar, whose length is `train_batches`. The JSON log's
-/// `start` event carries `start` (the run directory, the seed).
+/// get no progress bar, whose length is `train_batches`; training on
+/// `random_batches` (nanoGPT's `get_batch`) prints nanoGPT's lines instead
+/// of the tutorial's or a bar. The JSON log's `start` event carries
+/// `start` (the run directory, the seed).
 pub(super) fn show<'a>(
     trainer: Trainer<'a>,
     display: Display,
     data_parallel: bool,
-    train_batches: usize,
+    (train_batches, random_batches): (usize, bool),
     start: serde_json::Map<String, serde_json::Value>,
 ) -> Trainer<'a> {
     match display {
         Display::Quiet => trainer,
         Display::Json(out) => trainer.callback(JsonLines::new(out).start(start)),
+        Display::Tutorial(out) | Display::Terminal(out) if random_batches => {
+            trainer.callback(NanoGptPrinter::new(out))
+        }
         Display::Tutorial(out) => trainer.callback(TutorialPrinter::new(out)),
         Display::Terminal(out) if data_parallel => trainer.callback(TutorialPrinter::new(out)),
         #[cfg(feature = "progress")]

@@ -27,7 +27,7 @@ impl RunPlan {
             epochs: config.epochs,
             max_steps: config.max_steps,
             limit_train_batches: config.limit_train_batches,
-            limit_eval_batches: config.limit_test_batches,
+            limit_eval_batches: config.eval_batches.or(config.limit_test_batches),
             accumulate_grad_batches: config.accumulate_grad_batches,
             clip_grad_norm: config.clip_grad_norm,
             clip_grad_value: config.clip_grad_value,
@@ -50,16 +50,17 @@ impl RunPlan {
         }
         trainer.validate().map_err(flag_error)?;
         let scheduler = config.scheduler.as_ref().map(|spec| {
-            // The spec is resolved: its name is canonical (`OneCycleLR` is `onecycle`).
-            let name = spec.split(':').next().unwrap_or_default();
-            let interval =
-                config
-                    .scheduler_interval
-                    .unwrap_or(if matches!(name, "onecycle" | "cyclic") {
-                        Interval::Step
-                    } else {
-                        Interval::Epoch
-                    });
+            // The spec is resolved: its name is canonical (`OneCycleLR` is
+            // `onecycle`). Schedules written per optimizer step (onecycle,
+            // cyclic, warmup-cosine, a sequential holding one) step so.
+            let per_step = spec
+                .parse::<kiln_tensor::spec::Spec>()
+                .is_ok_and(|s| kiln_optim::scheduler::steps_per_batch(&s));
+            let interval = config.scheduler_interval.unwrap_or(if per_step {
+                Interval::Step
+            } else {
+                Interval::Epoch
+            });
             (spec.clone(), interval)
         });
         Ok(Self {

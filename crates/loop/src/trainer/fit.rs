@@ -1,5 +1,5 @@
 //! The phases of a fit: restore, epoch, after a step, end of epoch, end.
-use super::update::{Outcome, UpdatePath};
+use super::update::{Hooks, Outcome, UpdatePath};
 use super::{
     BeforeStep, EvalInfo, FitSummary, Interval, Loaders, StepInfo, StepTimings, StopReason, Trainer,
 };
@@ -9,6 +9,7 @@ use crate::distributed::DataParallel;
 use crate::step::Step;
 use crate::{Error, Model, Result, TrainerConfig};
 use kiln_optim::Optimizer;
+use kiln_tensor::Tensor;
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
@@ -72,11 +73,26 @@ where
             None => kiln_optim::amp::GradScaler::for_precision(cfg.precision, device)?,
         };
         let data_parallel = trainer.data_parallel;
-        let clipped = (0..optimizer.num_groups())
+        let params = model.parameters()?;
+        // What clipping sees: the parameters the optimizer updates, in the
+        // model's order (`clip_grad_norm_(model.parameters())`: the order of
+        // the per-tensor norms is the order of their sum), whatever order
+        // its param groups list them in.
+        let held: Vec<Tensor> = (0..optimizer.num_groups())
             .flat_map(|g| optimizer.group_params(g))
             .map(|p| p.tensor.shallow_clone())
             .collect();
-        let params = model.parameters()?;
+        let ptr = |t: &Tensor| t.data_ptr() as usize;
+        let in_model: std::collections::HashSet<usize> =
+            params.iter().map(|p| ptr(&p.tensor)).collect();
+        let held_ptrs: std::collections::HashSet<usize> = held.iter().map(ptr).collect();
+        let clipped = params
+            .iter()
+            .map(|p| &p.tensor)
+            .filter(|t| held_ptrs.contains(&ptr(t)))
+            .chain(held.iter().filter(|t| !in_model.contains(&ptr(t))))
+            .map(Tensor::shallow_clone)
+            .collect();
         let reducer = match data_parallel {
             Some(dp) if dp.world_size() > 1 => Some(dp.reducer(&params)?),
             _ => None,
@@ -124,8 +140,18 @@ where
 
     /// Restores `resume`, runs the epochs, and ends.
     pub fn run(mut self, resume: Option<Checkpoint>) -> Result<FitSummary> {
+        let fresh = resume.is_none();
         self.restore(resume)?;
         self.trainer.each(|c| c.on_run_start(&self.progress))?;
+        if fresh {
+            // nanoGPT draws its first batch before its loop (random
+            // batches only; other loaders draw nothing here) and evaluates
+            // at iteration 0 when it evaluates every N iterations.
+            self.data.train.draw_ahead()?;
+            if self.data.train.is_random() && self.cfg.eval_every_steps.is_some() {
+                self.evaluate(self.progress.epoch, false)?;
+            }
+        }
         let mut stop = StopReason::Completed;
         for epoch in self.progress.epoch..=self.cfg.epochs {
             if let Some(reason) = self.epoch(epoch)? {
@@ -164,6 +190,9 @@ where
                 }
                 _ => {}
             }
+            self.data
+                .train
+                .set_pending(ckpt.progress.pending_batch.clone())?;
             if ckpt.progress.batch > 0 {
                 self.resumed_pass = Some(PassState {
                     base_seed: ckpt.progress.base_seed.unwrap_or_default(),
@@ -231,7 +260,13 @@ where
                 &mut *self.optimizer,
                 &batch,
                 step_now,
-                &mut |params| trainer.each(|c| c.on_before_optimizer_step(&before, params)),
+                Hooks {
+                    // nanoGPT's next get_batch, between forward and backward.
+                    after_forward: &mut || batches.draw_ahead(),
+                    before_step: &mut |params| {
+                        trainer.each(|c| c.on_before_optimizer_step(&before, params))
+                    },
+                },
             )?;
             let (loss, metrics, stepped, grad_norm, skipped) = match outcome {
                 Outcome::NonFinite { loss } => {
@@ -295,6 +330,7 @@ where
                         sampler_seed: pass.sampler_seed,
                         base_seed: Some(pass.base_seed),
                         workers: pass.worker_rng.len(),
+                        pending_batch: None,
                     },
                     pass,
                 };
@@ -476,8 +512,12 @@ where
         let Some(run_dir) = self.trainer.checkpoint_dir.clone() else {
             return Ok(None);
         };
-        self.trainer
-            .each(|c| c.on_before_checkpoint(&cursor.progress))?;
+        // The batch drawn ahead is part of where the data stands.
+        let progress = Progress {
+            pending_batch: self.data.train.pending(),
+            ..cursor.progress.clone()
+        };
+        self.trainer.each(|c| c.on_before_checkpoint(&progress))?;
         self.state.scheduler = self.trainer.scheduler.as_ref().map(|(s, _)| s.state_dict());
         self.state.grad_scaler = self
             .path
@@ -497,7 +537,7 @@ where
                 .iter()
                 .map(|s| s.as_ref().map(|t| t.shallow_clone()))
                 .collect(),
-            progress: cursor.progress.clone(),
+            progress: progress.clone(),
             trainer: serde_json::to_value(&self.state)
                 .map_err(|e| Error::InvalidArgument(e.to_string()))?,
             config: self.trainer.run_config.clone(),
@@ -509,8 +549,7 @@ where
             .as_ref()
             .map(|(p, _)| run_dir.join(p));
         checkpoint::prune(&run_dir, self.cfg.checkpoint.keep_last, best.as_deref())?;
-        self.trainer
-            .each(|c| c.on_checkpoint(&path, &cursor.progress))?;
+        self.trainer.each(|c| c.on_checkpoint(&path, &progress))?;
         self.summary.last_checkpoint = Some(path.clone());
         Ok(Some(path))
     }

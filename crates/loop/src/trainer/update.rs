@@ -63,6 +63,14 @@ pub(crate) enum Outcome {
     },
 }
 
+/// What the caller runs inside a training batch.
+pub(crate) struct Hooks<'h> {
+    /// After the batch's (first) forward pass, before its backward pass.
+    pub after_forward: &'h mut dyn FnMut() -> Result<()>,
+    /// With the final gradients, before the optimizer steps.
+    pub before_step: &'h mut dyn FnMut(&[NamedParameter]) -> Result<()>,
+}
+
 /// What a closure optimizer's first evaluation of the loss gave: the loss,
 /// the step's extra metrics and the gradient norm before clipping.
 type FirstEvaluation = (f64, Vec<(String, f64)>, Option<f64>);
@@ -94,7 +102,9 @@ pub(crate) struct UpdatePath<'a> {
 
 impl UpdatePath<'_> {
     /// Trains on one batch; `step_now` says whether this batch ends an
-    /// accumulation window. `before_step` sees the final gradients (the
+    /// accumulation window. `hooks.after_forward` runs once after the
+    /// batch's (first) forward pass, before backward (where nanoGPT draws
+    /// its next batch); `hooks.before_step` sees the final gradients (the
     /// callbacks' `on_before_optimizer_step`).
     pub fn train_batch(
         &mut self,
@@ -102,13 +112,13 @@ impl UpdatePath<'_> {
         optimizer: &mut dyn Optimizer,
         batch: &Batch,
         step_now: bool,
-        before_step: &mut dyn FnMut(&[NamedParameter]) -> Result<()>,
+        hooks: Hooks<'_>,
     ) -> Result<Outcome> {
         self.timings = StepTimings::default();
         if optimizer.requires_closure() {
-            self.closure_step(model, optimizer, batch, before_step)
+            self.closure_step(model, optimizer, batch, hooks)
         } else {
-            self.plain_step(model, optimizer, batch, step_now, before_step)
+            self.plain_step(model, optimizer, batch, step_now, hooks)
         }
     }
 
@@ -118,12 +128,17 @@ impl UpdatePath<'_> {
         optimizer: &mut dyn Optimizer,
         batch: &Batch,
         step_now: bool,
-        before_step: &mut dyn FnMut(&[NamedParameter]) -> Result<()>,
+        hooks: Hooks<'_>,
     ) -> Result<Outcome> {
+        let Hooks {
+            after_forward,
+            before_step,
+        } = hooks;
         let serial = self.serial_small_ops(model, batch)?;
         let clock = Instant::now();
         let (loss, metrics) = self.forward_loss(model, batch, step_now)?;
         self.timings.forward = clock.elapsed().as_secs_f64();
+        after_forward()?;
         let value = loss.f_double_value(&[])?;
         if self.nonfinite(value)? {
             return Ok(Outcome::NonFinite { loss: value });
@@ -183,8 +198,12 @@ impl UpdatePath<'_> {
         model: &dyn Model,
         optimizer: &mut dyn Optimizer,
         batch: &Batch,
-        before_step: &mut dyn FnMut(&[NamedParameter]) -> Result<()>,
+        hooks: Hooks<'_>,
     ) -> Result<Outcome> {
+        let Hooks {
+            after_forward,
+            before_step,
+        } = hooks;
         let start = Instant::now();
         let (mut forward, mut backward) = (0.0, 0.0);
         // The first evaluation's loss, step metrics and gradient norm.
@@ -200,6 +219,9 @@ impl UpdatePath<'_> {
                 let clock = Instant::now();
                 let (loss, metrics) = self.forward_loss(model, batch, true)?;
                 forward += clock.elapsed().as_secs_f64();
+                if first.is_none() {
+                    after_forward()?;
+                }
                 let mut value = loss.f_double_value(&[])?;
                 if let Some(dp) = self.data_parallel {
                     value = dp.mean(value)?;

@@ -15,7 +15,7 @@
 use super::folder::ImageFolder;
 use super::transforms::Pipeline;
 use crate::data::batch::{INPUTS, TARGETS};
-use crate::data::source::{check_fraction, DataContext, Splits, Task};
+use crate::data::source::{check_fraction, DataContext, Sampling, Splits, Task};
 use crate::data::tabular::test_split;
 use crate::data::{Dataset, Sample, Subset};
 use crate::{Error, Result};
@@ -186,5 +186,6 @@ pub fn load(cfg: &ImagesConfig, context: &DataContext) -> Result<Splits> {
         train,
         test,
         task: Task::Classify { classes },
+        sampling: Sampling::Passes,
     })
 }
