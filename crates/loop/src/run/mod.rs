@@ -231,46 +231,9 @@ fn train_on(
         trainer,
     } = prepare(plan, registries, dp)?;
     if main {
-        warn_on_many_workers(plan.config.workers, &request.notices);
+        warn_on_setup(&plan, &parts, &request.notices);
     }
-    if main && !parts.init_skipped.is_empty() {
-        if let Some(init) = &plan.config.init {
-            request.notices.warn(format!(
-                "--init {} (not strict): skipped {}",
-                init.display(),
-                parts.init_skipped.join("; ")
-            ));
-        }
-    }
-    // `--dry-run` writes nothing (Lightning's `fast_dev_run`): no run
-    // directory, no checkpoint, no metrics; a resumed run's is only read.
-    let run_dir = match (main, plan.config.dry_run) {
-        (true, false) => Some(open_run_dir(&request, resumed, &plan, &request.notices)?),
-        (true, true) => {
-            request.notices.send(Notice::Seed(plan.seed));
-            resumed
-        }
-        (false, _) => None,
-    };
-    let resume = match (&request.resume, dp) {
-        (Some(path), Some(dp)) => share_checkpoint(
-            dp,
-            find_checkpoint(run_dir.as_ref(), &plan, &request.notices)?,
-            path,
-        )?,
-        (Some(_), None) => find_checkpoint(run_dir.as_ref(), &plan, &request.notices)?,
-        (None, _) => None,
-    };
-    let resume = match resume {
-        Some(mut ckpt) => {
-            let changed = apply_new_hyperparameters(&mut ckpt, &plan, parts.optimizer.as_ref())?;
-            if main && !changed.is_empty() {
-                request.notices.send(Notice::NewHyperparameters(changed));
-            }
-            Some(ckpt)
-        }
-        None => None,
-    };
+    let (run_dir, resume) = open_run(&request, resumed, &plan, &parts, dp)?;
     let mut trainer = trainer.interrupt_flag(signals::install()?);
     if let Some(dir) = run_dir.as_ref().filter(|_| !plan.config.dry_run) {
         trainer = outputs::attach(
@@ -282,24 +245,13 @@ fn train_on(
         )?;
     }
     if main {
-        let mut start = serde_json::Map::new();
-        start.insert(
-            "run_dir".into(),
-            run_dir
-                .as_ref()
-                .filter(|_| !plan.config.dry_run)
-                .map_or(serde_json::Value::Null, |d| {
-                    d.path().display().to_string().into()
-                }),
-        );
-        start.insert("seed".into(), plan.seed.into());
-        start.insert("resumed".into(), resume.is_some().into());
+        let written = run_dir.as_ref().filter(|_| !plan.config.dry_run);
         trainer = outputs::show(
             trainer,
             request.display,
             dp.is_some(),
             (loaders.train.len(), loaders.train.is_random()),
-            start,
+            outputs::start_event(written, plan.seed, resume.is_some()),
         );
     }
     let eval_sets = loaders.eval_sets();
@@ -325,15 +277,66 @@ fn train_on(
         &request.notices,
     )
 }
-/// PyTorch's warning when a loader starts more workers than the machine
-/// has CPUs: they compete for the cores, and the run slows down.
-fn warn_on_many_workers(workers: usize, notices: &Notices) {
+/// What the user should know before the run starts: PyTorch's warning
+/// when a loader starts more workers than the machine has CPUs (they
+/// compete for the cores), and what a non-strict `--init` skipped.
+fn warn_on_setup(plan: &RunPlan, parts: &Components, notices: &Notices) {
+    let workers = plan.config.workers;
     let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
     if workers > cpus {
         notices.warn(format!(
             "--workers {workers} starts more loader threads than this machine's {cpus} CPUs; excessive workers can slow the run down (PyTorch suggests at most {cpus})"
         ));
     }
+    if let (Some(init), false) = (&plan.config.init, parts.init_skipped.is_empty()) {
+        notices.warn(format!(
+            "--init {} (not strict): skipped {}",
+            init.display(),
+            parts.init_skipped.join("; ")
+        ));
+    }
+}
+
+/// The run directory phase (rank 0 opens or creates it; `--dry-run`
+/// writes nothing, as Lightning's `fast_dev_run`, and only reads a resumed
+/// run's) and the checkpoint a resumed run continues from, with the
+/// optimizer hyperparameters given again applied to it.
+fn open_run(
+    request: &TrainRequest,
+    resumed: Option<RunDir>,
+    plan: &RunPlan,
+    parts: &Components,
+    dp: Option<DataParallel<'_>>,
+) -> Result<(Option<RunDir>, Option<Checkpoint>)> {
+    let main = dp.is_none_or(|dp| dp.is_main());
+    let run_dir = match (main, plan.config.dry_run) {
+        (true, false) => Some(open_run_dir(request, resumed, plan, &request.notices)?),
+        (true, true) => {
+            request.notices.send(Notice::Seed(plan.seed));
+            resumed
+        }
+        (false, _) => None,
+    };
+    let resume = match (&request.resume, dp) {
+        (Some(path), Some(dp)) => share_checkpoint(
+            dp,
+            find_checkpoint(run_dir.as_ref(), plan, &request.notices)?,
+            path,
+        )?,
+        (Some(_), None) => find_checkpoint(run_dir.as_ref(), plan, &request.notices)?,
+        (None, _) => None,
+    };
+    let resume = match resume {
+        Some(mut ckpt) => {
+            let changed = apply_new_hyperparameters(&mut ckpt, plan, parts.optimizer.as_ref())?;
+            if main && !changed.is_empty() {
+                request.notices.send(Notice::NewHyperparameters(changed));
+            }
+            Some(ckpt)
+        }
+        None => None,
+    };
+    Ok((run_dir, resume))
 }
 
 /// The build phase: components, loaders, the Trainer with its scheduler

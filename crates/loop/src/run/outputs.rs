@@ -101,6 +101,25 @@ pub(super) fn attach<'a>(
     Ok(trainer)
 }
 
+/// The JSON log's `start` event: the run directory (`null` when nothing
+/// is written), the seed, whether the run resumed.
+pub(super) fn start_event(
+    run_dir: Option<&RunDir>,
+    seed: u64,
+    resumed: bool,
+) -> serde_json::Map<String, serde_json::Value> {
+    let mut start = serde_json::Map::new();
+    start.insert(
+        "run_dir".into(),
+        run_dir.map_or(serde_json::Value::Null, |d| {
+            d.path().display().to_string().into()
+        }),
+    );
+    start.insert("seed".into(), seed.into());
+    start.insert("resumed".into(), resumed.into());
+    start
+}
+
 /// Adds what `display` asks for on stdout (rank 0); `data_parallel` ranks
 /// get no progress bar, whose length is `train_batches`; training on
 /// `random_batches` (nanoGPT's `get_batch`) prints nanoGPT's lines instead
