@@ -363,8 +363,10 @@ mod tests {
         let want: u64 =
             chunk.iter().map(|&b| u64::from(b)).sum::<u64>() * (size / chunk.len()) as u64;
         assert_eq!(sum, want);
+        // Loaded or mapped, the file would add 256 MiB; the margin is for
+        // the other tests of this binary, which run on other threads.
         assert!(
-            grown <= 16 << 20,
+            grown <= 64 << 20,
             "resident memory grew by {} MiB reading a 256 MiB file",
             grown >> 20
         );
