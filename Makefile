@@ -50,6 +50,7 @@ bench: build
 	$(PY) scripts/bench/scaling.py --bin "$$(ls -t target/release/deps/scaling-* | grep -v '\.d$$' | head -n1)"
 	$(PY) scripts/bench/loader.py --bin "$$(ls -t target/release/deps/loader-* | grep -v '\.d$$' | head -n1)"
 	$(PY) scripts/bench/large_data.py --kiln-bin target/release/kiln
+	$(PY) scripts/bench/nanogpt.py --kiln-bin target/release/kiln
 
 golden: build
 	$(PY) tests/golden/interop/make_interop.py

@@ -4,10 +4,14 @@
 //! prepare.py's bytes, `kiln train --data tokens:… --model gpt:…` prints
 //! train.py's `step`/`iter` numbers and ends with its weights, `kiln
 //! sample` prints what sample.py prints from the same weights, a resumed
-//! run ends where an uninterrupted one does, and bad input is one line.
+//! run (stopped, or killed with SIGKILL) ends where an uninterrupted one
+//! does, `--gradient-checkpointing` changes no number, and bad input is one
+//! line.
 use crate::common;
 
-use common::{kiln, read_safetensors, temp_dir, text, write_dataset};
+use common::{
+    kill_after_checkpoint, kiln, read_safetensors, same_file, temp_dir, text, write_dataset,
+};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -106,6 +110,8 @@ struct Recipe {
     n_layer: usize,
     dropout: f64,
     bias: bool,
+    /// `--gradient-checkpointing` (nanogpt.py: `--gradient_checkpointing=True`).
+    gradient_checkpointing: bool,
     steps: usize,
     eval_every: usize,
 }
@@ -167,6 +173,10 @@ impl Recipe {
                 .iter()
                 .flat_map(|_| ["--loss".to_string(), "cross-entropy:ignore_index=-1".into()]),
         )
+        .chain(
+            self.gradient_checkpointing
+                .then(|| "--gradient-checkpointing".to_string()),
+        )
         .collect()
     }
 
@@ -206,6 +216,10 @@ impl Recipe {
             self.torchscript
                 .iter()
                 .map(|p| format!("--torchscript={}", p.display())),
+        )
+        .chain(
+            self.gradient_checkpointing
+                .then(|| "--gradient_checkpointing=True".to_string()),
         )
         .collect()
     }
@@ -329,6 +343,7 @@ fn training_prints_nanogpts_numbers_without_dropout() {
             n_layer: 1,
             dropout: 0.0,
             bias: false,
+            gradient_checkpointing: false,
             steps: 20,
             eval_every: 5,
         },
@@ -347,6 +362,26 @@ fn training_prints_nanogpts_numbers_with_dropout() {
             n_layer: 2,
             dropout: 0.1,
             bias: true,
+            gradient_checkpointing: false,
+            steps: 12,
+            eval_every: 4,
+        },
+    );
+}
+
+#[test]
+fn gradient_checkpointing_prints_nanogpts_numbers() {
+    // Each block recomputed in backward, its dropout masks redrawn from the
+    // generator state of the forward: nanoGPT's numbers without it.
+    parity(
+        "lm-parity-checkpointing",
+        &temp_dir("lm-parity-checkpointing"),
+        &Recipe {
+            torchscript: None,
+            n_layer: 2,
+            dropout: 0.1,
+            bias: true,
+            gradient_checkpointing: true,
             steps: 12,
             eval_every: 4,
         },
@@ -385,6 +420,7 @@ fn a_torchscript_module_trains_on_tokens_with_nanogpts_numbers() {
             n_layer: 0,
             dropout: 0.0,
             bias: false,
+            gradient_checkpointing: false,
             steps: 10,
             eval_every: 5,
         },
@@ -476,6 +512,7 @@ fn sampling_prints_what_sample_py_prints_from_the_checkpoint() {
         n_layer: 2,
         dropout: 0.1,
         bias: true,
+        gradient_checkpointing: false,
         steps: 6,
         eval_every: 3,
     };
@@ -547,6 +584,7 @@ fn a_resumed_run_ends_where_an_uninterrupted_one_does() {
         n_layer: 1,
         dropout: 0.1,
         bias: false,
+        gradient_checkpointing: false,
         steps: 12,
         eval_every: 4,
     };
@@ -581,6 +619,52 @@ fn a_resumed_run_ends_where_an_uninterrupted_one_does() {
         bytes(&whole) == bytes(&parts),
         "the resumed run's weights differ"
     );
+}
+
+#[test]
+fn a_run_killed_and_resumed_ends_bit_identical() {
+    let dir = temp_dir("lm-kill");
+    let data = prepare(&dir, &small_text());
+    let recipe = Recipe {
+        torchscript: None,
+        n_layer: 1,
+        dropout: 0.1,
+        bias: false,
+        gradient_checkpointing: false,
+        steps: 30,
+        eval_every: 10,
+    };
+    let with_checkpoints = |run: &Path| {
+        let mut args = recipe.kiln(&data, run, recipe.steps);
+        args.extend(["--checkpoint-every", "2", "--keep-checkpoints", "2"].map(String::from));
+        args
+    };
+    let whole = dir.join("whole");
+    let log = kiln_ok(
+        &with_checkpoints(&whole)
+            .iter()
+            .map(String::as_str)
+            .collect::<Vec<_>>(),
+    );
+    // SIGKILL mid-run, once a checkpoint at step 6 or later is on disk.
+    let killed = dir.join("killed");
+    kill_after_checkpoint(&with_checkpoints(&killed), &killed, 6);
+    let stdout = kiln_ok(&["train", "--resume", &killed.display().to_string()]);
+    let resumed = numbers(&stdout);
+    let all = numbers(&log);
+    assert!(
+        !resumed.is_empty() && all.ends_with(&resumed),
+        "the resumed run printed lines the uninterrupted one did not:\n{stdout}"
+    );
+    let (reference, ours) = (last_checkpoint(&whole), last_checkpoint(&killed));
+    assert_eq!(reference.file_name(), ours.file_name());
+    for file in [
+        "model.safetensors",
+        "optimizer.safetensors",
+        "rng.safetensors",
+    ] {
+        same_file(&reference.join(file), &ours.join(file));
+    }
 }
 
 /// Runs kiln, expects failure with exit `code` and one stderr line
@@ -676,6 +760,19 @@ fn bad_language_model_input_is_one_line() {
         ),
         2,
         &["--param-group", "selects no parameter"],
+    );
+    // Only gpt has blocks to checkpoint.
+    check(
+        vec![
+            "train".into(),
+            "--data".into(),
+            format!("idx:{}", images.display()),
+            "--gradient-checkpointing".into(),
+            "--run-dir".into(),
+            dir.join("run").display().to_string(),
+        ],
+        2,
+        &["--gradient-checkpointing", "--model gpt"],
     );
     // Random batches have no epochs.
     let mut no_limit = train(&tokens(",block_size=8"), &[]);

@@ -70,6 +70,10 @@ pub struct TrainArgs {
     /// reproducible GPU runs; with CUDA also set CUBLAS_WORKSPACE_CONFIG=:4096:8.
     #[arg(long)]
     pub deterministic: bool,
+    /// Recompute each block's activations in backward instead of keeping them
+    /// (torch.utils.checkpoint, use_reentrant=False): the same numbers, less memory; gpt models.
+    #[arg(long)]
+    pub gradient_checkpointing: bool,
     /// Directory with the four (Fashion)MNIST IDX files, gzipped or not.
     #[arg(long)]
     pub data_dir: Option<PathBuf>,

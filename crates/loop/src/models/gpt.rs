@@ -587,6 +587,11 @@ impl Model for Gpt {
         self.vs.device()
     }
 
+    fn set_gradient_checkpointing(&mut self, on: bool) -> Result<()> {
+        Gpt::set_gradient_checkpointing(self, on);
+        Ok(())
+    }
+
     /// nanoGPT's loss: `F.cross_entropy(logits.view(-1, V),
     /// targets.view(-1), ignore_index=-1)`.
     fn default_loss(&self) -> Option<&str> {

@@ -98,6 +98,18 @@ pub trait Model: AsAny {
         None
     }
 
+    /// `--gradient-checkpointing`: recompute the activations of each block
+    /// in backward instead of keeping them (`torch.utils.checkpoint`), with
+    /// the same numbers. Models without blocks to checkpoint refuse `true`.
+    fn set_gradient_checkpointing(&mut self, on: bool) -> Result<()> {
+        if on {
+            return Err(Error::Usage(
+                "--gradient-checkpointing checkpoints the blocks of a gpt model; this model has none: drop the flag or use --model gpt".into(),
+            ));
+        }
+        Ok(())
+    }
+
     /// Writes the model as a TorchScript module (`torch.jit.load` reads it)
     /// when it is one, and says whether it did; other models write nothing.
     fn save_torchscript(&self, path: &Path) -> Result<bool> {

@@ -118,6 +118,7 @@ impl Components {
             None => Vec::new(),
         };
         let mut model = model;
+        model.set_gradient_checkpointing(config.gradient_checkpointing)?;
         let (loss, loss_spec) = build_loss(
             &registries.losses,
             config.loss.as_deref(),

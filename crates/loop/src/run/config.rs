@@ -124,6 +124,10 @@ pub struct RunConfig {
     /// `torch.use_deterministic_algorithms(True)` (and cuDNN's deterministic
     /// mode): reproducible GPU runs.
     pub deterministic: bool,
+    /// Recompute each block's activations in backward instead of keeping
+    /// them (`torch.utils.checkpoint`, non-reentrant): the same numbers,
+    /// less memory, for models with blocks (`gpt`).
+    pub gradient_checkpointing: bool,
     /// Directory of the four (Fashion)MNIST IDX files (`idx:DIR`).
     pub data_dir: Option<PathBuf>,
     /// The data source spec (`csv:PATH,target=COLUMN`, `tensors:PATH`…),
@@ -228,6 +232,7 @@ impl Default for RunConfig {
             device: DeviceSpec::Auto,
             threads: None,
             deterministic: false,
+            gradient_checkpointing: false,
             data_dir: None,
             data: None,
             transform: Vec::new(),
