@@ -139,7 +139,10 @@ fn torchscript_trains_bit_for_bit_like_pytorch_and_goes_back() {
     // Parameters and buffers (batch-norm statistics, num_batches_tracked), bit for bit.
     let ckpt = newest(&run);
     same_tensors(&ckpt.join("model.safetensors"), Path::new(&py_weights));
-    assert_eq!(config(&run)["model"], format!("torchscript:path={small}"));
+    assert_eq!(
+        config(&run)["model"],
+        format!("torchscript:path={small},output=none")
+    );
 
     // kiln eval of the checkpoint = PyTorch's report on the module kiln wrote
     // back (RUN/model.pt) = PyTorch's report on the original module with
@@ -510,4 +513,118 @@ fn binary_classification_with_one_logit_reports_accuracy() {
         let shapes: Vec<_> = model.iter().map(|t| (&t.name, &t.shape)).collect();
         assert_eq!(last.map(|t| t.shape[0]), Some(1), "{shapes:?}");
     }
+}
+
+/// scripts/reference/multi_input.py's fixtures: two TorchScript modules
+/// taking `(ids, mask)` (one returning a dict, one a tuple) and their data.
+fn multi_input_fixtures() -> &'static Path {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    DIR.get_or_init(|| {
+        let dir = temp_dir("multi-input-fixtures");
+        pytorch("scripts/reference/multi_input.py", &["write", &s(&dir)]);
+        dir
+    })
+}
+
+#[test]
+fn several_inputs_and_one_output_of_many_train_like_pytorch() {
+    let fx = multi_input_fixtures();
+    let (train, test) = (
+        s(&fx.join("train.safetensors")),
+        s(&fx.join("test.safetensors")),
+    );
+    // The bool mask (allowed beside other inputs) gives the float mask's numbers.
+    for (module, output, mask) in [
+        ("dict.pt", "logits", "mask"),
+        ("tuple.pt", "1", "mask"),
+        ("dict.pt", "logits", "mask_bool"),
+    ] {
+        let model = s(&fx.join(module));
+        let dir = temp_dir(&format!("multi-input-{output}-{mask}"));
+        let weights = s(&dir.join("pytorch.safetensors"));
+        let expected = pytorch(
+            "scripts/reference/multi_input.py",
+            &words(&format!(
+                "train {model} --output {output} --data {train} --test {test} --seed 3 --epochs 3 --batch-size 16 --lr 0.1 --out {weights}"
+            )),
+        );
+        let run = dir.join("run");
+        let log = kiln_ok(&words(&format!(
+            "train --data tensors:{train},test={test},inputs=ids;{mask} --model torchscript:{model},output={output} --optimizer sgd:lr=0.1,momentum=0.9 --seed 3 --epochs 3 --batch-size 16 --threads 1 --run-dir {}",
+            s(&run)
+        )));
+        same_log(&format!("{module} output={output} {mask}"), &log, &expected);
+        same_tensors(&newest(&run).join("model.safetensors"), Path::new(&weights));
+        assert_eq!(
+            config(&run)["model"],
+            format!("torchscript:path={model},output={output}")
+        );
+    }
+}
+
+#[test]
+fn bad_inputs_and_outputs_are_one_line_errors() {
+    let fx = multi_input_fixtures();
+    let data = |inputs: &str| {
+        format!(
+            "tensors:{},test={},inputs={inputs}",
+            s(&fx.join("train.safetensors")),
+            s(&fx.join("test.safetensors"))
+        )
+    };
+    let model = |module: &str, output: &str| {
+        let path = s(&fx.join(module));
+        match output {
+            "" => format!("torchscript:{path}"),
+            o => format!("torchscript:{path},output={o}"),
+        }
+    };
+    let check = |inputs: &str, module: String, code: i32, needles: &[&str]| {
+        let data = data(inputs);
+        refused(&["--data", &data, "--model", &module], code, needles);
+    };
+    check(
+        "ids;mask",
+        model("tuple.pt", "2"),
+        1,
+        &["output=2: the TorchScript module returns a Tuple of 2 elements; pick one with output=0..1"],
+    );
+    check(
+        "ids;mask",
+        model("dict.pt", "scores"),
+        1,
+        &["output=scores: the TorchScript module returns a dict with keys logits, pooled"],
+    );
+    check(
+        "ids;mask",
+        model("dict.pt", ""),
+        1,
+        &["returned a dict, not a tensor; pick the tensor to train on with output=KEY"],
+    );
+    check(
+        "ids",
+        model("dict.pt", "logits"),
+        2,
+        &["forward() is missing value for argument 'mask'"],
+    );
+    check(
+        "ids;ids",
+        model("dict.pt", "logits"),
+        2,
+        &["'ids' is named twice among inputs and targets"],
+    );
+    check(
+        "ids;nothing",
+        model("dict.pt", "logits"),
+        1,
+        &["no tensor 'nothing' for the inputs; the file holds"],
+    );
+    // A module returning a tensor has nothing to select.
+    let small = format!("torchscript:{},output=0", fixture("small.pt"));
+    let mnist = s(&data_dir());
+    refused(
+        &["--model", &small, "--data-dir", &mnist, "--train-samples", "64"],
+        1,
+        &["output=0: the TorchScript module returns a Tensor, not a tuple, list or dict; drop output="],
+    );
 }

@@ -50,8 +50,9 @@ pub struct TrainArgs {
     /// `kiln schedulers`).
     #[arg(long)]
     pub scheduler: Option<String>,
-    /// Model spec: mlp[:hidden=512;512,...], cnn[:channels=32;64,...] or torchscript:PATH (a
-    /// module saved with torch.jit.save; see `kiln models`); default: the quickstart MLP.
+    /// Model spec: mlp[:hidden=512;512,...], cnn[:channels=32;64,...] or
+    /// torchscript:PATH[,output=N|KEY] (a module saved with torch.jit.save; output= picks an
+    /// element of a tuple or dict result; see `kiln models`); default: the quickstart MLP.
     #[arg(long)]
     pub model: Option<String>,
     /// When the scheduler steps: step or epoch (default: step for onecycle and cyclic, else epoch).
@@ -78,7 +79,7 @@ pub struct TrainArgs {
     #[arg(long)]
     pub data_dir: Option<PathBuf>,
     /// Other data: csv:PATH,target=COLUMN[,test_fraction=0.2] (regression; the loss defaults to
-    /// mse), tensors:PATH[,test=PATH,inputs=KEY,targets=KEY,test_fraction=0.2,classes=N] (a
+    /// mse), tensors:PATH[,test=PATH,inputs=KEY[;KEY…],targets=KEY,test_fraction=0.2,classes=N] (a
     /// safetensors file; int targets are classes, [N] or [N, T], float targets values),
     /// images:DIR[,test=DIR,test_fraction=0.2] (an image folder as torchvision's ImageFolder reads
     /// it: one sub-directory per class), or tokens:DIR[,block_size=T,dtype=uint16|uint32,

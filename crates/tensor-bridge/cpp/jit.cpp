@@ -34,19 +34,86 @@ char *kiln_jit_load(const char *data, size_t len, int device_type, int64_t index
 
 void kiln_jit_free(jit_module m) { delete m; }
 
-// out = module(input) when the result is a tensor; otherwise *kind receives
-// the result's kind (Tuple, GenericDict…) and *out stays NULL. The graph
-// executor's optimisations are off for the call (see jit.rs).
-char *kiln_jit_forward(jit_module m, tensor input, tensor *out, char **kind) {
-  KILN_TRY({
-    torch::jit::GraphOptimizerEnabledGuard no_optimizations(false);
-    std::vector<torch::jit::IValue> inputs{*input};
-    torch::jit::IValue result = m->forward(std::move(inputs));
+// What a forward returned, as `output=` selects from it: the whole result
+// (index < 0, key NULL), element `index` of a tuple or list, or entry `key`
+// of a dict with string keys. A tensor goes to *out; anything else leaves
+// *out NULL and puts a one-line explanation in *kind (malloc'd).
+static void kiln_jit_select(const torch::jit::IValue &result, int64_t index, const char *key,
+                            tensor *out, char **kind) {
+  auto tag = [](const torch::jit::IValue &v) {
+    return v.isGenericDict() ? std::string("dict") : std::string(v.tagKind());
+  };
+  std::string selector = key != nullptr ? std::string("output=") + key
+                                        : "output=" + std::to_string(index);
+  if (index < 0 && key == nullptr) {
     if (result.isTensor()) {
       *out = new at::Tensor(result.toTensor());
-    } else {
-      *kind = kiln::error_message(result.tagKind());
+      return;
     }
+    std::string hint = result.isGenericDict() ? "output=KEY" : "output=INDEX";
+    *kind = kiln::error_message("the TorchScript module's forward returned a " + tag(result) +
+                                ", not a tensor; pick the tensor to train on with " + hint);
+    return;
+  }
+  torch::jit::IValue picked;
+  if (result.isTuple() || result.isList()) {
+    std::vector<torch::jit::IValue> items;
+    if (result.isTuple()) {
+      for (const auto &v : result.toTupleRef().elements()) items.push_back(v);
+    } else {
+      for (const auto &v : result.toListRef()) items.push_back(v);
+    }
+    if (key != nullptr || index >= static_cast<int64_t>(items.size())) {
+      *kind = kiln::error_message(selector + ": the TorchScript module returns a " + tag(result) +
+                                  " of " + std::to_string(items.size()) +
+                                  " elements; pick one with output=0.." +
+                                  std::to_string(static_cast<int64_t>(items.size()) - 1));
+      return;
+    }
+    picked = items[static_cast<size_t>(index)];
+  } else if (result.isGenericDict()) {
+    std::string keys;
+    bool found = false;
+    for (const auto &entry : result.toGenericDict()) {
+      std::string name = entry.key().isString() ? entry.key().toStringRef()
+                                                : entry.key().tagKind();
+      keys += (keys.empty() ? "" : ", ") + name;
+      if (key != nullptr && entry.key().isString() && entry.key().toStringRef() == key) {
+        picked = entry.value();
+        found = true;
+      }
+    }
+    if (!found) {
+      *kind = kiln::error_message(selector + ": the TorchScript module returns a dict with keys " +
+                                  (keys.empty() ? std::string("(none)") : keys) +
+                                  "; pick one with output=KEY");
+      return;
+    }
+  } else {
+    *kind = kiln::error_message(selector + ": the TorchScript module returns a " + tag(result) +
+                                ", not a tuple, list or dict; drop output=");
+    return;
+  }
+  if (!picked.isTensor()) {
+    *kind = kiln::error_message(selector + " of the TorchScript module's output is a " +
+                                tag(picked) + ", not a tensor");
+    return;
+  }
+  *out = new at::Tensor(picked.toTensor());
+}
+
+// out = module(*inputs) (n inputs, in order), or the part of its result
+// that `index`/`key` select (see kiln_jit_select); otherwise *kind explains
+// what it returned and *out stays NULL. The graph executor's optimisations
+// are off for the call (see jit.rs).
+char *kiln_jit_forward(jit_module m, tensor *inputs, size_t n, int64_t index, const char *key,
+                       tensor *out, char **kind) {
+  KILN_TRY({
+    torch::jit::GraphOptimizerEnabledGuard no_optimizations(false);
+    std::vector<torch::jit::IValue> args;
+    args.reserve(n);
+    for (size_t i = 0; i < n; ++i) args.emplace_back(*inputs[i]);
+    kiln_jit_select(m->forward(std::move(args)), index, key, out, kind);
   })
 }
 

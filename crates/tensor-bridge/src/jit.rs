@@ -19,12 +19,40 @@
 //! TorchScript is deprecated upstream from PyTorch 2.11, but it is the only
 //! format that carries a trainable graph from Python to libtorch;
 //! `torch.jit.script` works with torch ≤ 2.11 on Python ≤ 3.13.
-use crate::shim::{self, check, owned, raw, JitModule};
+use crate::shim::{self, check, owned, raw_list, JitModule};
 use crate::{Error, Result};
 use std::ffi::{c_char, c_void, CStr};
 use std::path::Path;
 use std::ptr::NonNull;
 use tch::{Device, Tensor};
+
+/// Which part of a module's result is its output (`torchscript:…,output=`).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum Output {
+    /// The result itself, which must be a tensor.
+    #[default]
+    Whole,
+    /// Element `i` of a returned tuple or list (`output=0`).
+    Index(usize),
+    /// Entry `key` of a returned dict (`output=logits`).
+    Key(String),
+}
+
+impl std::str::FromStr for Output {
+    type Err = std::convert::Infallible;
+
+    /// A number is an element's position, anything else a dict's key;
+    /// the empty string is the whole result.
+    fn from_str(text: &str) -> std::result::Result<Self, Self::Err> {
+        Ok(if text.is_empty() {
+            Output::Whole
+        } else if let Ok(i) = text.parse::<usize>() {
+            Output::Index(i)
+        } else {
+            Output::Key(text.to_string())
+        })
+    }
+}
 
 /// A TorchScript module, trainable.
 #[derive(Debug)]
@@ -114,23 +142,50 @@ impl ScriptModule {
     /// `module(input)`; an error when the module fails or returns something
     /// other than a tensor (a tuple, a dict…), naming what it returned.
     pub fn forward(&self, input: &Tensor) -> Result<Tensor> {
+        self.forward_all(&[input], &Output::Whole)
+    }
+
+    /// `module(*inputs)`, and the part of its result `output` selects: an
+    /// error when the module fails, or when the selection finds no tensor
+    /// (one line saying what the module returned and how to pick from it).
+    pub fn forward_all(&self, inputs: &[&Tensor], output: &Output) -> Result<Tensor> {
+        let handles = raw_list(inputs);
+        let (index, key) = match output {
+            Output::Whole => (-1, None),
+            Output::Index(i) => (i64::try_from(*i).unwrap_or(i64::MAX), None),
+            Output::Key(k) => (
+                -1,
+                Some(std::ffi::CString::new(k.as_str()).map_err(|_| {
+                    Error::InvalidArgument(format!("output={k:?} holds a NUL byte"))
+                })?),
+            ),
+        };
+        let key_ptr = key.as_ref().map_or(std::ptr::null(), |k| k.as_ptr());
         let mut out = std::ptr::null_mut();
         let mut kind: *mut c_char = std::ptr::null_mut();
-        // SAFETY: the module and input are live; `out`/`kind` are valid out-pointers.
+        // SAFETY: the module and inputs are live for the call (`handles`
+        // borrows them); `key_ptr` is NULL or a NUL-terminated string that
+        // outlives the call; `out`/`kind` are valid out-pointers.
         check(unsafe {
-            shim::kiln_jit_forward(self.module.as_ptr(), raw(input), &mut out, &mut kind)
+            shim::kiln_jit_forward(
+                self.module.as_ptr(),
+                handles.as_ptr(),
+                handles.len(),
+                index,
+                key_ptr,
+                &mut out,
+                &mut kind,
+            )
         })
         .map_err(script_error)?;
         if !kind.is_null() {
             // SAFETY: a NUL-terminated malloc'd string we own, freed once.
-            let what = unsafe { CStr::from_ptr(kind) }
+            let why = unsafe { CStr::from_ptr(kind) }
                 .to_string_lossy()
                 .into_owned();
             // SAFETY: as above; `kiln_free_error` is `free`.
             unsafe { shim::kiln_free_error(kind) };
-            return Err(Error::InvalidArgument(format!(
-                "the TorchScript module's forward returned a {what}, not a tensor"
-            )));
+            return Err(Error::InvalidArgument(why));
         }
         owned(out)
     }

@@ -113,15 +113,34 @@ fn narrow_or_select(t: &Tensor, indices: &[i64]) -> Result<Tensor> {
     })
 }
 
+/// One model input of a [`TensorDataset`]: its field name, its rows and
+/// how they are converted.
+#[derive(Debug)]
+struct Input {
+    name: String,
+    rows: Rows,
+    transform: InputTransform,
+}
+
+impl Input {
+    fn new(name: &str, rows: Rows, transform: InputTransform) -> Self {
+        Self {
+            name: name.to_string(),
+            rows,
+            transform,
+        }
+    }
+}
+
 /// Inputs `[N, ...]` in their stored dtype (in memory or in their file) and
 /// targets `[N, ...]` (int64 class indices, or float regression values) in
-/// memory. Samples are the fields `inputs` and `targets`.
+/// memory. Samples are the fields `inputs` and `targets`, or, for several
+/// inputs ([`TensorDataset::stored_inputs`]), each input under its own name.
 #[derive(Debug)]
 pub struct TensorDataset {
-    inputs: Rows,
+    inputs: Vec<Input>,
     targets: SharedTensor,
     source: String,
-    transform: InputTransform,
     max_label: i64,
 }
 
@@ -131,12 +150,8 @@ impl TensorDataset {
     /// keep their dtype and convert as [`InputTransform::for_kind`] says.
     pub fn new(inputs: Tensor, targets: Tensor, source: &str) -> Result<Self> {
         let transform = InputTransform::for_kind(inputs.kind());
-        Self::with_rows(
-            Rows::Memory(SharedTensor::new(inputs)),
-            transform,
-            targets,
-            source,
-        )
+        let rows = Rows::Memory(SharedTensor::new(inputs));
+        Self::with_inputs(vec![Input::new(INPUTS, rows, transform)], targets, source)
     }
 
     /// A dataset whose inputs stay in their file and are read
@@ -144,29 +159,47 @@ impl TensorDataset {
     /// are in memory. Batches equal [`TensorDataset::new`]'s on the loaded
     /// inputs, bit for bit.
     pub fn stored(inputs: StoredArray, targets: Tensor, source: &str) -> Result<Self> {
-        let transform = InputTransform::for_kind(inputs.kind());
-        Self::with_rows(Rows::Stored(inputs), transform, targets, source)
+        Self::stored_inputs(vec![(INPUTS.to_string(), inputs)], targets, source)
     }
 
-    fn with_rows(
-        inputs: Rows,
-        transform: InputTransform,
+    /// [`TensorDataset::stored`] with several model inputs (`ids`, `mask`),
+    /// each a field of its own name, given to the model in this order
+    /// (`forward(ids, mask)`).
+    pub fn stored_inputs(
+        inputs: Vec<(String, StoredArray)>,
         targets: Tensor,
         source: &str,
     ) -> Result<Self> {
+        let inputs = inputs
+            .into_iter()
+            .map(|(name, array)| {
+                let transform = InputTransform::for_kind(array.kind());
+                Input::new(&name, Rows::Stored(array), transform)
+            })
+            .collect();
+        Self::with_inputs(inputs, targets, source)
+    }
+
+    fn with_inputs(inputs: Vec<Input>, targets: Tensor, source: &str) -> Result<Self> {
         let n_tg = targets.size().first().copied();
-        if inputs.shape().is_empty() || Some(inputs.len() as i64) != n_tg {
+        if inputs.is_empty() {
             return Err(Error::InvalidArgument(format!(
-                "{source}: inputs {:?} and targets {:?} must have the same first dimension",
-                inputs.shape(),
-                targets.size()
+                "{source}: a dataset needs at least one input"
             )));
         }
-        inputs.check_finite(source)?;
+        for input in &inputs {
+            if input.rows.shape().is_empty() || Some(input.rows.len() as i64) != n_tg {
+                return Err(Error::InvalidArgument(format!(
+                    "{source}: inputs {:?} and targets {:?} must have the same first dimension",
+                    input.rows.shape(),
+                    targets.size()
+                )));
+            }
+            input.rows.check_finite(source)?;
+        }
         check_finite(&targets, "target", source, 0)?;
         let max_label = max_label(&targets)?;
         Ok(Self {
-            transform,
             inputs,
             targets: SharedTensor::new(targets),
             source: source.to_string(),
@@ -176,13 +209,20 @@ impl TensorDataset {
 
     /// The same dataset with its inputs converted by `transform` instead.
     pub fn with_transform(mut self, transform: InputTransform) -> Self {
-        self.transform = transform;
+        for input in &mut self.inputs {
+            input.transform = transform;
+        }
         self
     }
 
-    /// The shape of the stored inputs, `[N, ...]`.
+    /// The shape of the (first) stored inputs, `[N, ...]`.
     pub fn input_shape(&self) -> Vec<i64> {
-        self.inputs.shape()
+        self.first().rows.shape()
+    }
+
+    fn first(&self) -> &Input {
+        // `with_inputs` refuses a dataset without inputs.
+        &self.inputs[0]
     }
 
     /// The targets `[N, ...]`.
@@ -190,9 +230,9 @@ impl TensorDataset {
         self.targets.get()
     }
 
-    /// How stored inputs become model inputs.
+    /// How the (first) stored inputs become model inputs.
     pub fn transform(&self) -> InputTransform {
-        self.transform
+        self.first().transform
     }
 
     /// What the dataset is read from, for error messages.
@@ -232,9 +272,14 @@ impl TensorDataset {
 
     /// The samples at `indices`, gathered into one tensor per field.
     fn gather(&self, indices: &[i64]) -> Result<Sample> {
-        Ok(Sample::new()
-            .with(INPUTS, self.transform.apply(&self.inputs.gather(indices)?)?)
-            .with(TARGETS, narrow_or_select(&self.targets, indices)?))
+        let mut sample = Sample::new();
+        for input in &self.inputs {
+            sample.insert(
+                &input.name,
+                input.transform.apply(&input.rows.gather(indices)?)?,
+            );
+        }
+        Ok(sample.with(TARGETS, narrow_or_select(&self.targets, indices)?))
     }
 }
 
@@ -248,7 +293,7 @@ fn max_label(targets: &Tensor) -> Result<i64> {
 
 impl Dataset for TensorDataset {
     fn len(&self) -> usize {
-        self.inputs.len()
+        self.first().rows.len()
     }
 
     fn get(&self, index: usize, _rng: &mut Generator) -> Result<Sample> {
@@ -259,13 +304,15 @@ impl Dataset for TensorDataset {
             )));
         }
         let i = index as i64;
-        let input = match &self.inputs {
-            Rows::Memory(t) => t.f_get(i)?,
-            Rows::Stored(a) => a.rows(&[i])?.f_squeeze_dim(0)?,
-        };
-        Ok(Sample::new()
-            .with(INPUTS, self.transform.apply(&input)?)
-            .with(TARGETS, self.targets.f_get(i)?))
+        let mut sample = Sample::new();
+        for input in &self.inputs {
+            let row = match &input.rows {
+                Rows::Memory(t) => t.f_get(i)?,
+                Rows::Stored(a) => a.rows(&[i])?.f_squeeze_dim(0)?,
+            };
+            sample.insert(&input.name, input.transform.apply(&row)?);
+        }
+        Ok(sample.with(TARGETS, self.targets.f_get(i)?))
     }
 
     fn get_batch(&self, indices: &[i64], _rng: &mut Generator) -> Result<Option<Sample>> {
@@ -274,6 +321,14 @@ impl Dataset for TensorDataset {
 
     fn describe(&self, index: usize) -> String {
         format!("sample {index} of {}", self.source)
+    }
+
+    /// The inputs in the order the model takes them, then `targets`.
+    fn fields(&self) -> crate::data::batch::Fields {
+        crate::data::batch::Fields {
+            inputs: self.inputs.iter().map(|i| i.name.clone()).collect(),
+            target: Some(TARGETS.into()),
+        }
     }
 }
 

@@ -19,6 +19,7 @@
 //! its rows ([`TensorDataset::stored`]), so a file larger than memory trains
 //! with flat resident memory. The targets (one value or row per sample) are
 //! loaded.
+use crate::data::batch::INPUTS;
 use crate::data::source::{check_fraction, Splits, Task};
 use crate::data::tabular::test_split;
 use crate::data::{Subset, TensorDataset};
@@ -29,7 +30,7 @@ use kiln_tensor::{Kind, Tensor};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-/// `tensors:PATH[,test=PATH,inputs=KEY,targets=KEY,test_fraction=F,classes=N]`.
+/// `tensors:PATH[,test=PATH,inputs=KEY[;KEY…],targets=KEY,test_fraction=F,classes=N]`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct TensorsConfig {
     /// The training file.
@@ -37,8 +38,9 @@ pub struct TensorsConfig {
     /// A test file with the same keys; without it a share of the training
     /// file is held out.
     pub test: Option<String>,
-    /// The key of the inputs.
-    pub inputs: String,
+    /// The keys of the model's inputs, in the order its forward takes
+    /// them (`ids;mask` feeds `forward(ids, mask)`).
+    pub inputs: Vec<String>,
     /// The key of the targets.
     pub targets: String,
     /// The share held out for testing when there is no test file.
@@ -53,7 +55,7 @@ impl Default for TensorsConfig {
         Self {
             path: String::new(),
             test: None,
-            inputs: "inputs".into(),
+            inputs: vec!["inputs".into()],
             targets: "targets".into(),
             test_fraction: 0.2,
             classes: None,
@@ -75,7 +77,10 @@ impl Options for TensorsConfig {
             &mut self.test,
         )?;
         v.option(
-            OptionInfo::new("inputs", "the key of the inputs"),
+            OptionInfo::new(
+                "inputs",
+                "the key of the inputs, or several (ids;mask) for a model whose forward takes them in that order",
+            ),
             &mut self.inputs,
         )?;
         v.option(
@@ -105,7 +110,8 @@ fn data_error(path: &Path, message: impl Into<String>) -> Error {
 
 /// The inputs and targets of one file, checked and converted.
 struct Pair {
-    inputs: StoredArray,
+    /// Each model input under its field name.
+    inputs: Vec<(String, StoredArray)>,
     targets: Tensor,
     classes: bool,
 }
@@ -129,26 +135,49 @@ fn read_pair(path: &Path, src: &TensorsConfig) -> Result<Pair> {
                 )
             })
     };
-    let inputs = take(&src.inputs, "inputs")?;
-    let targets = take(&src.targets, "targets")?;
-    let (n_in, n_tg) = (inputs.shape().to_vec(), targets.shape().to_vec());
-    if n_in.is_empty() || n_tg.is_empty() || n_in[0] != n_tg[0] {
-        return Err(data_error(
-            path,
-            format!(
-                "inputs '{}' {n_in:?} and targets '{}' {n_tg:?} must have the same number of samples (first dimension)",
-                src.inputs, src.targets
-            ),
+    if src.inputs.is_empty() {
+        return Err(Error::Usage(
+            "--data tensors: inputs names no tensor; give inputs=KEY or inputs=KEY;KEY".into(),
         ));
     }
-    if inputs.kind() == Kind::Bool {
-        return Err(data_error(
-            path,
-            format!(
-                "inputs '{}' are bool; store them as float or uint8",
-                src.inputs
-            ),
-        ));
+    if let Some(key) = src
+        .inputs
+        .iter()
+        .enumerate()
+        .find(|(i, k)| **k == src.targets || src.inputs[..*i].contains(k))
+        .map(|(_, k)| k)
+    {
+        return Err(Error::Usage(format!(
+            "--data tensors: '{key}' is named twice among inputs and targets; name each tensor once"
+        )));
+    }
+    let targets = take(&src.targets, "targets")?;
+    let n_tg = targets.shape().to_vec();
+    let several = src.inputs.len() > 1;
+    let mut inputs = Vec::with_capacity(src.inputs.len());
+    for key in &src.inputs {
+        let array = take(key, "inputs")?;
+        let n_in = array.shape().to_vec();
+        if n_in.is_empty() || n_tg.is_empty() || n_in[0] != n_tg[0] {
+            return Err(data_error(
+                path,
+                format!(
+                    "inputs '{key}' {n_in:?} and targets '{}' {n_tg:?} must have the same number of samples (first dimension)",
+                    src.targets
+                ),
+            ));
+        }
+        // A bool tensor is a mask beside other inputs; alone it is no input
+        // a layer multiplies.
+        if array.kind() == Kind::Bool && !several {
+            return Err(data_error(
+                path,
+                format!("inputs '{key}' are bool; store them as float or uint8"),
+            ));
+        }
+        // One input keeps the conventional field name; several keep theirs.
+        let field = if several { key.as_str() } else { INPUTS };
+        inputs.push((field.to_string(), array));
     }
     let targets = targets.load()?;
     let classes = match targets.kind() {
@@ -245,24 +274,37 @@ pub fn load(src: &TensorsConfig, seed: u64) -> Result<Splits> {
                 ));
             }
             let sample = |shape: Vec<i64>| shape.into_iter().skip(1).collect::<Vec<i64>>();
-            let (a, b) = (
-                sample(train.inputs.shape().to_vec()),
-                sample(test.inputs.shape().to_vec()),
-            );
+            let samples = |inputs: &[(String, StoredArray)]| {
+                inputs
+                    .iter()
+                    .map(|(_, a)| sample(a.shape().to_vec()))
+                    .collect::<Vec<_>>()
+            };
+            let (a, b) = (samples(&train.inputs), samples(&test.inputs));
+            // One input's shape as `[784]`, several as `[[8], [8]]`.
+            let show = |v: &Vec<Vec<i64>>| match v.as_slice() {
+                [one] => format!("{one:?}"),
+                _ => format!("{v:?}"),
+            };
             let (ta, tb) = (sample(train.targets.size()), sample(test.targets.size()));
             if a != b || ta != tb {
                 return Err(data_error(
                     &test_path,
                     format!(
-                        "samples have inputs {b:?} and targets {tb:?} here, but inputs {a:?} and targets {ta:?} in {}",
+                        "samples have inputs {} and targets {tb:?} here, but inputs {} and targets {ta:?} in {}",
+                        show(&b),
+                        show(&a),
                         path.display()
                     ),
                 ));
             }
             let train_set =
-                TensorDataset::stored(train.inputs, train.targets, &name(&path, "train"))?;
-            let test_set =
-                TensorDataset::stored(test.inputs, test.targets, &test_path.display().to_string())?;
+                TensorDataset::stored_inputs(train.inputs, train.targets, &name(&path, "train"))?;
+            let test_set = TensorDataset::stored_inputs(
+                test.inputs,
+                test.targets,
+                &test_path.display().to_string(),
+            )?;
             // The classes are the training file's (or `classes=`): a test
             // label beyond them would otherwise widen the model silently.
             let largest = train_set.max_label();
@@ -274,8 +316,11 @@ pub fn load(src: &TensorsConfig, seed: u64) -> Result<Splits> {
             (Arc::new(train_set), Arc::new(test_set), largest)
         }
         None => {
-            let all =
-                TensorDataset::stored(train.inputs, train.targets, &path.display().to_string())?;
+            let all = TensorDataset::stored_inputs(
+                train.inputs,
+                train.targets,
+                &path.display().to_string(),
+            )?;
             if let Some(classes) = src.classes.filter(|_| classes_in_train) {
                 all.check_labels(classes)?;
             }

@@ -180,11 +180,14 @@ where
     Entry::new(name, summary, build).options_of(&mut C::default())
 }
 
-/// `torchscript`'s one option.
+/// `torchscript`'s options.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct TorchScriptConfig {
     /// The file `torch.jit.save` wrote.
     pub path: String,
+    /// The part of a tuple, list or dict result to train on: a position
+    /// (`0`) or a key (`logits`); none: the result, a tensor.
+    pub output: Option<String>,
 }
 
 impl Options for TorchScriptConfig {
@@ -196,6 +199,13 @@ impl Options for TorchScriptConfig {
             )
             .required(),
             &mut self.path,
+        )?;
+        v.option(
+            OptionInfo::new(
+                "output",
+                "for a forward returning a tuple, list or dict: the element (0, 1…) or key (logits) to train on",
+            ),
+            &mut self.output,
         )
     }
 }
@@ -302,10 +312,11 @@ pub fn models() -> ModelRegistry {
             "torchscript",
             "a module saved with torch.jit.save(torch.jit.script(model)) (or trace): its forward, parameters and buffers, trained by kiln",
             |cfg, data| {
-                Ok(Box::new(TorchScriptModel::load(
-                    &PathBuf::from(cfg.path),
-                    data.device,
-                )?))
+                let output = cfg.output.as_deref().unwrap_or("").parse().unwrap_or_default();
+                Ok(Box::new(
+                    TorchScriptModel::load(&PathBuf::from(cfg.path), data.device)?
+                        .with_output(output),
+                ))
             },
         )
         .aliases(&["TorchScript", "jit"]),
@@ -330,11 +341,11 @@ mod tests {
         );
         assert_eq!(
             r.resolve_text("torchscript:/tmp/m.pt")?,
-            "torchscript:path=/tmp/m.pt"
+            "torchscript:path=/tmp/m.pt,output=none"
         );
         assert_eq!(
-            r.resolve_text("jit:path=/tmp/m.pt")?,
-            "torchscript:path=/tmp/m.pt"
+            r.resolve_text("jit:path=/tmp/m.pt,output=logits")?,
+            "torchscript:path=/tmp/m.pt,output=logits"
         );
         let err = |t: &str| {
             r.resolve_text(t)

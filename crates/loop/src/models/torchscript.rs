@@ -25,7 +25,7 @@
 //! with torch ≤ 2.11, and `torch.jit.script` with Python ≤ 3.13.
 use crate::models::Model;
 use crate::{Error, Result};
-use kiln_tensor::jit::ScriptModule;
+use kiln_tensor::jit::{Output, ScriptModule};
 use kiln_tensor::params::NamedParameter;
 use kiln_tensor::{Device, Tensor};
 use std::path::{Path, PathBuf};
@@ -36,6 +36,7 @@ pub struct TorchScriptModel {
     module: ScriptModule,
     path: PathBuf,
     training: bool,
+    output: Output,
 }
 
 fn data_error(path: &Path, message: impl Into<String>) -> Error {
@@ -93,7 +94,16 @@ impl TorchScriptModel {
             module,
             path: path.to_path_buf(),
             training: true,
+            output: Output::Whole,
         })
+    }
+
+    /// The same model, trained on the part of its forward's result that
+    /// `output` selects (`torchscript:PATH,output=0` for the first element
+    /// of a tuple, `output=logits` for a dict's entry).
+    pub fn with_output(mut self, output: Output) -> Self {
+        self.output = output;
+        self
     }
 
     /// The file it was loaded from.
@@ -109,11 +119,19 @@ impl TorchScriptModel {
 
 impl Model for TorchScriptModel {
     fn forward(&self, inputs: &Tensor) -> Result<Tensor> {
-        self.module.forward(inputs).map_err(|e| match e {
-            kiln_tensor::Error::InvalidArgument(m) => data_error(&self.path, m),
-            kiln_tensor::Error::Torch(m) => Error::Model(m),
-            other => Error::Tensor(other),
-        })
+        self.forward_all(&[inputs])
+    }
+
+    /// `module(*inputs)`, as many as the data names (`inputs=ids;mask`),
+    /// in that order.
+    fn forward_all(&self, inputs: &[&Tensor]) -> Result<Tensor> {
+        self.module
+            .forward_all(inputs, &self.output)
+            .map_err(|e| match e {
+                kiln_tensor::Error::InvalidArgument(m) => data_error(&self.path, m),
+                kiln_tensor::Error::Torch(m) => Error::Model(m),
+                other => Error::Tensor(other),
+            })
     }
 
     fn set_training(&mut self, training: bool) -> Result<()> {

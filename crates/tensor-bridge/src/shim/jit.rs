@@ -20,7 +20,10 @@ extern "C" {
     pub(crate) fn kiln_jit_free(m: *mut JitModule);
     pub(crate) fn kiln_jit_forward(
         m: *mut JitModule,
-        input: *mut C_tensor,
+        inputs: *const *mut C_tensor,
+        n: usize,
+        index: i64,
+        key: *const c_char,
         out: *mut *mut C_tensor,
         kind: *mut *mut c_char,
     ) -> *mut c_char;
