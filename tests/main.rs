@@ -23,3 +23,4 @@ mod same_seed;
 mod tensorboard;
 mod tidy;
 mod train_small;
+mod tuning;

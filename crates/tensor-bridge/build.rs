@@ -1,18 +1,19 @@
 //! Compiles kiln's C++ shim (`cpp/`, one file per concept) against the
 //! libtorch headers torch-sys found: kernels (with the one-pass optimizer
-//! kernels once per instruction set), runtime, amp, autograd, TorchScript;
+//! kernels once per instruction set), runtime, amp, autograd, the profiler, TorchScript;
 //! and tells `cuda.rs` where libtorch's libraries are.
 use std::path::PathBuf;
 
 /// The shim's files compiled once (the one-pass kernels are compiled per
 /// instruction set below).
-const SOURCES: [&str; 7] = [
+const SOURCES: [&str; 8] = [
     "cpp/kernels/kernels.cpp",
     "cpp/kernels/fused_optim_dispatch.cpp",
     "cpp/runtime/runtime.cpp",
     "cpp/runtime/cpu_alloc.cpp",
     "cpp/amp.cpp",
     "cpp/autograd.cpp",
+    "cpp/profiler.cpp",
     // Its own file: only it needs the heavy <torch/script.h>.
     "cpp/jit.cpp",
 ];

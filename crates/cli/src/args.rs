@@ -6,7 +6,8 @@
 //! over a resumed run's saved config and `--config FILE`.
 use clap::parser::ValueSource;
 use kiln_loop::lm::SampleConfig;
-use kiln_loop::run::{Display, EvalRequest, RunConfig, TrainRequest};
+use kiln_loop::lr_find::LrFindConfig;
+use kiln_loop::run::{Display, EvalRequest, LrFindRequest, RunConfig, TrainRequest};
 use kiln_loop::{Notice, Notices};
 use serde::Serialize;
 use std::io::IsTerminal;
@@ -207,6 +208,13 @@ pub struct TrainArgs {
     #[arg(long)]
     #[serde(with = "kiln_loop::json_f64::option")]
     pub bucket_cap_mb: Option<f64>,
+    /// Profile the run: simple (at the end, Lightning's SimpleProfiler table of data, forward,
+    /// backward, optimizer, evaluation, checkpoint and logging time, on stderr) or
+    /// trace[:steps=3,skip=2] (libtorch's profiler, as torch.profiler, over STEPS training
+    /// batches after SKIP: a Chrome trace with ATen operators and their input shapes in
+    /// RUN_DIR/profile/, for chrome://tracing, Perfetto or TensorBoard's profile plugin).
+    #[arg(long, value_name = "simple|trace[:steps=N,skip=M]")]
+    pub profile: Option<String>,
 
     /// Where checkpoints, metrics and the run's config go (default: runs/YYYYMMDD-HHMMSS, UTC).
     #[arg(long)]
@@ -261,6 +269,54 @@ impl TrainArgs {
     }
 }
 
+/// Flags of `kiln lr-find`: `kiln train`'s, and the finder's own (Lightning's
+/// `lr_find` arguments and defaults).
+#[derive(Debug, Clone, clap::Args)]
+pub struct LrFindArgs {
+    /// The first learning rate of the sweep.
+    #[arg(long, default_value_t = LrFindConfig::default().min_lr)]
+    pub min_lr: f64,
+    /// The last learning rate of the sweep.
+    #[arg(long, default_value_t = LrFindConfig::default().max_lr)]
+    pub max_lr: f64,
+    /// Optimizer steps of the sweep.
+    #[arg(long, default_value_t = LrFindConfig::default().num_training)]
+    pub num_training: usize,
+    /// How the lr rises from step to step.
+    #[arg(long, default_value = "exponential", value_parser = ["exponential", "linear"])]
+    pub mode: String,
+    /// Stop once the smoothed loss passes this many times its best (none: never).
+    #[arg(long, default_value = "4", allow_negative_numbers = true)]
+    pub early_stop_threshold: String,
+    #[command(flatten)]
+    pub train: TrainArgs,
+}
+
+impl LrFindArgs {
+    /// The library request: the training flags as `kiln train` reads them,
+    /// the finder's settings.
+    pub fn request(&self, matches: &clap::ArgMatches) -> anyhow::Result<LrFindRequest> {
+        let early_stop_threshold = match self.early_stop_threshold.as_str() {
+            "none" => None,
+            text => Some(text.parse::<f64>().map_err(|_| {
+                kiln_loop::Error::Usage(format!(
+                    "--early-stop-threshold {text}: not a number (or none)"
+                ))
+            })?),
+        };
+        Ok(LrFindRequest {
+            train: self.train.request(matches)?,
+            finder: LrFindConfig {
+                min_lr: self.min_lr,
+                max_lr: self.max_lr,
+                num_training: self.num_training,
+                mode: self.mode.parse()?,
+                early_stop_threshold,
+            },
+        })
+    }
+}
+
 /// Prints a run's notices on stderr, each in one write (MPI forwards the
 /// ranks' output line by line): `kiln: …`, `warning: …`, and a failing
 /// rank's `error: rank R of N: …`. `quiet` keeps only warnings and errors.
@@ -270,6 +326,7 @@ pub fn stderr_notices(quiet: bool) -> Notices {
             Notice::Warning(_) => format!("warning: {notice}\n"),
             Notice::RankFailed { .. } => format!("error: {notice}\n"),
             _ if quiet => return,
+            Notice::Profile(_) => notice.to_string(),
             _ => format!("kiln: {notice}\n"),
         };
         let _ = std::io::Write::write_all(&mut std::io::stderr().lock(), line.as_bytes());

@@ -24,6 +24,9 @@ enum Command {
     /// Train a model (the quickstart's by default) on (Fashion)MNIST or your data, printing what
     /// PyTorch's tutorial prints.
     Train(Box<args::TrainArgs>),
+    /// Find a learning rate (Lightning's lr_find) for the model, optimizer and data of `kiln
+    /// train`'s flags: prints the suggestion, draws the curve into the run directory.
+    LrFind(Box<args::LrFindArgs>),
     /// Run the test loop on a checkpoint (or a PyTorch state dict).
     Eval(args::EvalArgs),
     /// Draw a run's loss, accuracy and lr curves to PNG and SVG.
@@ -139,6 +142,23 @@ fn run(cli: Cli, matches: &clap::ArgMatches) -> anyhow::Result<()> {
                 .cloned()
                 .unwrap_or_default();
             kiln_loop::run::train(args.request(&sub)?, &Registries::default())?;
+        }
+        Command::LrFind(args) => {
+            let sub = matches
+                .subcommand_matches("lr-find")
+                .cloned()
+                .unwrap_or_default();
+            let report = kiln_loop::run::lr_find(args.request(&sub)?, &Registries::default())?;
+            match report.result.suggestion {
+                Some(lr) => println!(
+                    "Suggested learning rate: {}",
+                    kiln_tensor::spec::py_float(lr)
+                ),
+                None => println!(
+                    "No suggestion: fewer than 2 finite points after the first {} (raise --num-training)",
+                    kiln_loop::lr_find::SKIP_BEGIN
+                ),
+            }
         }
         Command::Eval(args) => {
             kiln_loop::run::evaluate(args.request()?, &Registries::default())?;

@@ -14,6 +14,9 @@
 //! - [`run`]: what a run is on disk and from flags: its directory, saved
 //!   configuration, seed, resume, and building every component from a
 //!   [`run::RunConfig`]. The `kiln` CLI is a thin layer over it.
+//! - [`lr_find`]: Lightning's learning-rate finder (`kiln lr-find`).
+//! - [`profiler`]: `--profile simple` (Lightning's table from the fit's own
+//!   timings) and `--profile trace` (libtorch's profiler, a Chrome trace).
 #![deny(missing_docs)]
 #![deny(unsafe_code)]
 
@@ -25,11 +28,13 @@ pub mod eval;
 pub mod json_f64;
 pub mod lm;
 pub mod loggers;
+pub mod lr_find;
 pub mod metrics;
 pub mod models;
 pub mod notice;
 #[cfg(feature = "plot")]
 pub mod plot;
+pub mod profiler;
 pub mod run;
 pub mod step;
 pub mod trainer;
@@ -41,7 +46,7 @@ pub use models::Model;
 pub use notice::{Notice, Notices};
 pub use step::{LossStep, Step, StepOutput};
 pub use trainer::{
-    BeforeStep, Callback, EvalInfo, FitSummary, Interval, Loaders, StepInfo, StepTimings,
-    StopReason, Trainer, TrainerConfig,
+    BeforeStep, Callback, EvalInfo, FitSummary, FitTimings, Interval, Loaders, PhaseTime, StepInfo,
+    StepTimings, StopReason, Trainer, TrainerConfig,
 };
 pub use tutorial::{test, train, TestSummary, TrainSummary};

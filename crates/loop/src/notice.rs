@@ -38,6 +38,9 @@ pub enum Notice {
     },
     /// Something the user should know; the run goes on.
     Warning(String),
+    /// A profiler's report at the end of a run (`--profile simple`:
+    /// Lightning's table, several lines), shown as it is.
+    Profile(String),
     /// This rank of a data-parallel job failed and is ending the job (the
     /// CLI prints it as the job's error, in one write).
     RankFailed {
@@ -90,7 +93,7 @@ impl std::fmt::Display for Notice {
                 checkpoint.display(),
                 meta.display()
             ),
-            Notice::Warning(text) => f.write_str(text),
+            Notice::Warning(text) | Notice::Profile(text) => f.write_str(text),
             Notice::RankFailed { rank, world, error } => {
                 // A mismatch this rank reports already names it.
                 if error.starts_with(&format!("rank {rank} of {world} ")) {

@@ -43,6 +43,7 @@ const BLUE: RGBColor = RGBColor(31, 119, 180);
 const ORANGE: RGBColor = RGBColor(255, 127, 14);
 const GREEN: RGBColor = RGBColor(44, 160, 44);
 const PURPLE: RGBColor = RGBColor(148, 103, 189);
+const RED: RGBColor = RGBColor(214, 39, 40);
 
 /// One line on a chart.
 struct Series {
@@ -62,6 +63,8 @@ struct Chart {
     /// Where the legend goes: where the curves usually are not.
     legend: SeriesLabelPosition,
     series: Vec<Series>,
+    /// The points' x are log10 of the values, labelled `1e-8`, `1e-7`…
+    log_x: bool,
 }
 
 /// Draws the charts of the run in `run_dir` into `out_dir` (created if
@@ -118,6 +121,62 @@ pub fn plot_records(
         written.push(svg);
     }
     Ok(written)
+}
+
+/// Draws a learning-rate finder's curve ([`crate::lr_find`]) into
+/// `out_dir` as `lr_find.png` and `lr_find.svg`: the smoothed loss against
+/// the lr (on a log axis for an exponential sweep, as Lightning's
+/// `lr_finder.plot`), the suggested lr marked; returns the files.
+pub fn plot_lr_find(
+    lrs: &[f64],
+    losses: &[f64],
+    suggestion: Option<usize>,
+    log_x: bool,
+    out_dir: &Path,
+) -> Result<Vec<PathBuf>> {
+    register_font()?;
+    fs::create_dir_all(out_dir).map_err(|e| output_error(out_dir, e))?;
+    let x = |lr: f64| if log_x { lr.log10() } else { lr };
+    let finite = |p: &(f64, f64)| p.0.is_finite() && p.1.is_finite();
+    let curve: Vec<(f64, f64)> = lrs
+        .iter()
+        .zip(losses)
+        .map(|(&lr, &loss)| (x(lr), loss))
+        .filter(finite)
+        .collect();
+    let mut series = vec![Series {
+        label: "smoothed loss",
+        color: BLUE,
+        markers: false,
+        points: curve,
+    }];
+    let marked: Vec<(f64, f64)> = suggestion
+        .and_then(|i| Some((x(*lrs.get(i)?), *losses.get(i)?)))
+        .filter(finite)
+        .into_iter()
+        .collect();
+    if !marked.is_empty() {
+        series.push(Series {
+            label: "suggestion",
+            color: RED,
+            markers: true,
+            points: marked,
+        });
+    }
+    let chart = Chart {
+        stem: "lr_find",
+        title: "Learning rate finder".into(),
+        x_desc: "Learning rate",
+        y_desc: "Loss",
+        legend: SeriesLabelPosition::UpperLeft,
+        series,
+        log_x,
+    };
+    let png = out_dir.join("lr_find.png");
+    write_png(&chart, &png)?;
+    let svg = out_dir.join("lr_find.svg");
+    write_svg(&chart, &svg)?;
+    Ok(vec![png, svg])
 }
 
 fn register_font() -> Result<()> {
@@ -263,6 +322,7 @@ fn charts(records: &[MetricRecord], run_name: &str) -> Vec<Chart> {
             title: title("Loss"),
             x_desc: "step",
             y_desc: "loss",
+            log_x: false,
             legend: SeriesLabelPosition::UpperRight,
             series: [
                 series(
@@ -293,6 +353,7 @@ fn charts(records: &[MetricRecord], run_name: &str) -> Vec<Chart> {
             title: title("Accuracy"),
             x_desc: if by_epoch { "epoch" } else { "step" },
             y_desc: "accuracy",
+            log_x: false,
             legend: SeriesLabelPosition::LowerRight,
             series: [
                 series(
@@ -317,6 +378,7 @@ fn charts(records: &[MetricRecord], run_name: &str) -> Vec<Chart> {
             title: title("Learning rate"),
             x_desc: "step",
             y_desc: "learning rate",
+            log_x: false,
             legend: SeriesLabelPosition::UpperRight,
             series: series(lr_label, PURPLE, false, lr_points)
                 .into_iter()
@@ -408,12 +470,15 @@ fn draw<DB: DrawingBackend>(
         .y_label_area_size(80)
         .build_cartesian_2d(x0..x1, y0..y1)
         .map_err(|e| text(&e))?;
-    // Steps and epochs are whole numbers: label only whole ticks.
+    // Steps and epochs are whole numbers: label only whole ticks (powers
+    // of ten on a log axis).
     let x_format = |x: &f64| {
-        if (x - x.round()).abs() < 1e-9 {
-            format!("{}", x.round())
-        } else {
+        if (x - x.round()).abs() >= 1e-9 {
             String::new()
+        } else if chart.log_x {
+            format!("1e{}", x.round())
+        } else {
+            format!("{}", x.round())
         }
     };
     let y_format = |y: &f64| tick_label(*y, y1 - y0);

@@ -6,9 +6,12 @@ mod common;
 mod gpt;
 mod images;
 mod loader;
+#[cfg(feature = "plot")]
+mod lr_find;
 mod metrics_log;
 #[cfg(feature = "plot")]
 mod plot;
+mod profiler;
 mod random_split;
 mod run;
 mod tabular;

@@ -12,7 +12,7 @@ use serde_json::{json, Value};
 use std::sync::{Arc, Mutex};
 
 #[path = "../examples/shared/own.rs"]
-mod own;
+pub mod own;
 
 fn request(flags: Value, notices: &Arc<Mutex<Vec<Notice>>>) -> TrainRequest {
     let seen = notices.clone();

@@ -531,6 +531,7 @@ fn logger_writes_lightning_style_tags_hparams_and_histograms() -> Result<()> {
         steps: 12,
         last_eval: None,
         last_checkpoint: None,
+        timings: Default::default(),
     })?;
     logger.close()?;
 
@@ -704,6 +705,7 @@ fn killed_and_resumed_run_reads_as_one_curve() -> Result<()> {
         steps: 40,
         last_eval: None,
         last_checkpoint: None,
+        timings: Default::default(),
     })?;
     b.close()?;
 

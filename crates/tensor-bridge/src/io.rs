@@ -38,19 +38,27 @@ pub fn is_temporary(name: &str) -> bool {
 /// On failure (a full disk…) the temporary file is removed and the error
 /// names `path`.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    use std::io::Write;
+    write_atomic_with(path, |tmp| {
+        std::fs::write(tmp, bytes).map_err(|e| io_err(path, e))
+    })
+}
+
+/// [`write_atomic`] for a writer that creates the file itself (libtorch's
+/// profiler writes its trace by name): `write` writes the temporary path it
+/// is given, which is then flushed to disk and renamed over `path`.
+pub fn write_atomic_with(path: &Path, write: impl FnOnce(&Path) -> Result<()>) -> Result<()> {
     let tmp = temp_path(path)?;
-    let written = (|| {
-        let mut file = std::fs::File::create(&tmp)?;
-        file.write_all(bytes)?;
-        file.sync_all()?;
-        drop(file);
-        std::fs::rename(&tmp, path)
-    })();
-    written.map_err(|e| {
+    let written = write(&tmp).and_then(|()| {
+        (|| {
+            std::fs::File::open(&tmp)?.sync_all()?;
+            std::fs::rename(&tmp, path)
+        })()
+        .map_err(|e| io_err(path, e))
+    });
+    if let Err(e) = written {
         let _ = std::fs::remove_file(&tmp);
-        io_err(path, e)
-    })?;
+        return Err(e);
+    }
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
         // Best effort: make the rename itself durable.
         let _ = std::fs::File::open(dir).and_then(|d| d.sync_all());

@@ -22,6 +22,7 @@
 //! - [`dtype`]: libtorch's default dtype (`torch.set_default_dtype`).
 //! - [`memory`]: kiln's CPU allocator (huge-page arenas, blocks reused per size);
 //! - [`jit`]: TorchScript modules loaded for training ([`jit::ScriptModule`]).
+//! - [`profiler`]: libtorch's own profiler (Kineto, `torch.profiler`) writing Chrome traces;
 //! - [`autograd`]: activation checkpointing (`torch.utils.checkpoint`);
 //! - [`amp`]: mixed precision — autocast regions through libtorch's own
 //!   state, the GradScaler kernels, and [`amp::Precision`] (Lightning's names).
@@ -41,6 +42,7 @@ pub mod memory;
 pub mod nccl;
 pub mod ops;
 pub mod params;
+pub mod profiler;
 pub mod rng;
 pub mod shared;
 mod shim;

@@ -13,6 +13,7 @@
 //! setting again.
 use super::Registries;
 use crate::data::source::absolute;
+use crate::profiler::Profile;
 use crate::trainer::{EarlyStopping, Interval};
 use crate::{Error, Result};
 use kiln_tensor::amp::Precision;
@@ -86,6 +87,7 @@ text_setting!(precision_text, "--precision");
 text_setting!(logger_text, "--logger");
 text_setting!(option distributed_text, "--distributed");
 text_setting!(option early_stopping_text, "--early-stopping");
+text_setting!(option profile_text, "--profile");
 
 /// Every setting of a run; `Default` is the tutorial's job. This is what a
 /// run's `config.json` holds, with the seed it drew.
@@ -215,6 +217,11 @@ pub struct RunConfig {
     /// 1 MiB first bucket).
     #[serde(with = "crate::json_f64::option")]
     pub bucket_cap_mb: Option<f64>,
+    /// `simple` (Lightning's profiler table at the end) or
+    /// `trace[:steps=3,skip=2]` (libtorch's profiler: a Chrome trace in
+    /// `RUN/profile`); see [`crate::profiler`].
+    #[serde(with = "profile_text")]
+    pub profile: Option<Profile>,
 }
 
 impl Default for RunConfig {
@@ -272,6 +279,7 @@ impl Default for RunConfig {
             distributed: None,
             dist_timeout: 300.0,
             bucket_cap_mb: None,
+            profile: None,
         }
     }
 }

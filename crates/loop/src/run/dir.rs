@@ -35,6 +35,24 @@ pub fn is_run(path: &Path) -> bool {
         || checkpoint::list(path).is_ok_and(|l| !l.is_empty())
 }
 
+/// The directory of a command that writes outputs but is no training run
+/// (`kiln lr-find`): `path`, created if missing, or a fresh
+/// `runs/YYYYMMDD-HHMMSS` named as [`RunDir::create`] names runs. Nothing is
+/// written into it (not even a lock); a directory holding a run is refused.
+pub fn create_output_dir(path: Option<&Path>) -> Result<PathBuf> {
+    match path {
+        Some(path) if is_run(path) => Err(Error::Usage(format!(
+            "{} holds a training run; pass another --run-dir",
+            path.display()
+        ))),
+        Some(path) => {
+            std::fs::create_dir_all(path).map_err(|e| io_error(path, e))?;
+            Ok(path.to_path_buf())
+        }
+        None => fresh_dir(Path::new("runs")),
+    }
+}
+
 fn io_error(path: &Path, err: impl std::fmt::Display) -> Error {
     Error::Data {
         path: path.to_path_buf(),

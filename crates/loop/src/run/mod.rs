@@ -13,6 +13,8 @@
 mod build;
 pub mod config;
 pub mod dir;
+#[cfg(feature = "plot")]
+mod lr_find;
 mod outputs;
 pub mod plan;
 mod registries;
@@ -23,6 +25,8 @@ pub use build::{
 };
 pub use config::{Distributed, Layer, Loggers, RunConfig};
 pub use dir::RunDir;
+#[cfg(feature = "plot")]
+pub use lr_find::{lr_find, LrFindReport, LrFindRequest};
 pub use outputs::Display;
 pub use plan::RunPlan;
 pub use registries::Registries;
@@ -245,6 +249,15 @@ fn train_on(
         )?;
     }
     if main {
+        trainer = outputs::profile(
+            trainer,
+            &plan,
+            run_dir.as_ref().filter(|_| !plan.config.dry_run),
+            parts.device,
+            &request.notices,
+        );
+    }
+    if main {
         let written = run_dir.as_ref().filter(|_| !plan.config.dry_run);
         trainer = outputs::show(
             trainer,
@@ -268,6 +281,13 @@ fn train_on(
     drop(trainer);
     if let Some(dp) = dp {
         dp.verify_replicas(parts.model.as_ref())?;
+    }
+    if main && plan.config.profile == Some(crate::profiler::Profile::Simple) {
+        request
+            .notices
+            .send(Notice::Profile(crate::profiler::simple_report(
+                &summary.timings,
+            )));
     }
     finish_run(
         summary,

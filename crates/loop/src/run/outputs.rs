@@ -7,6 +7,7 @@ use crate::checkpoint::Progress;
 use crate::loggers::metrics_log::Formats;
 use crate::loggers::{JsonLines, MetricsLogger, NanoGptPrinter, TutorialPrinter};
 use crate::notice::Notices;
+use crate::profiler::{Profile, TraceProfiler};
 use crate::{Callback, Result, Trainer};
 use std::io::Write;
 
@@ -99,6 +100,33 @@ pub(super) fn attach<'a>(
         ));
     }
     Ok(trainer)
+}
+
+/// Adds `--profile trace`'s recorder (rank 0) when the run writes into
+/// `dir`; a run that writes nothing (`--dry-run`) is told it gets no trace.
+pub(super) fn profile<'a>(
+    trainer: Trainer<'a>,
+    plan: &RunPlan,
+    dir: Option<&RunDir>,
+    device: kiln_tensor::Device,
+    notices: &Notices,
+) -> Trainer<'a> {
+    let Some(Profile::Trace { steps, skip }) = plan.config.profile else {
+        return trainer;
+    };
+    match dir {
+        Some(dir) => trainer.callback(TraceProfiler::new(
+            dir.path(),
+            steps,
+            skip,
+            device.is_cuda(),
+            notices.clone(),
+        )),
+        None => {
+            notices.warn("--profile trace: --dry-run writes nothing, so no trace is recorded");
+            trainer
+        }
+    }
 }
 
 /// The JSON log's `start` event: the run directory (`null` when nothing

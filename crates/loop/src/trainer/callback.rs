@@ -72,6 +72,82 @@ impl StepTimings {
     }
 }
 
+/// One phase of a fit summed over its calls, in seconds.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct PhaseTime {
+    /// How many times the phase ran.
+    pub calls: usize,
+    /// Seconds over all of them.
+    pub total: f64,
+}
+
+impl PhaseTime {
+    /// Counts one call that took `seconds`.
+    pub fn add(&mut self, seconds: f64) {
+        self.calls += 1;
+        self.total += seconds;
+    }
+
+    /// Seconds per call (0 before the first).
+    pub fn mean(&self) -> f64 {
+        if self.calls == 0 {
+            0.0
+        } else {
+            self.total / self.calls as f64
+        }
+    }
+}
+
+/// Where a whole fit's wall-clock time went: the training batches'
+/// [`StepTimings`] summed, and the phases around them, measured where they
+/// run. What `--profile simple` reports ([`crate::profiler::simple_report`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct FitTimings {
+    /// [`StepTimings::data`], one call per training batch.
+    pub data: PhaseTime,
+    /// [`StepTimings::forward`], one call per training batch.
+    pub forward: PhaseTime,
+    /// [`StepTimings::backward`], one call per training batch.
+    pub backward: PhaseTime,
+    /// [`StepTimings::optimizer`], one call per optimizer step.
+    pub optimizer: PhaseTime,
+    /// Each evaluation's loops over its sets (their batches, forward
+    /// passes and metrics; not the callbacks told of it).
+    pub evaluation: PhaseTime,
+    /// Each checkpoint: gathering the state, writing it, pruning old ones
+    /// (not the callbacks' flush before it).
+    pub checkpoint: PhaseTime,
+    /// Each round of callbacks: loggers, the progress display, metric files.
+    pub logging: PhaseTime,
+    /// The fit from its start to its end.
+    pub wall: f64,
+}
+
+impl FitTimings {
+    /// The phases by name, in the order they come in a step.
+    pub fn phases(&self) -> [(&'static str, PhaseTime); 7] {
+        [
+            ("data", self.data),
+            ("forward", self.forward),
+            ("backward", self.backward),
+            ("optimizer", self.optimizer),
+            ("evaluation", self.evaluation),
+            ("checkpoint", self.checkpoint),
+            ("logging", self.logging),
+        ]
+    }
+
+    /// Adds a training batch's timings (the optimizer's only when it stepped).
+    pub(crate) fn add_batch(&mut self, batch: &StepTimings, stepped: bool) {
+        self.data.add(batch.data);
+        self.forward.add(batch.forward);
+        self.backward.add(batch.backward);
+        if stepped {
+            self.optimizer.add(batch.optimizer);
+        }
+    }
+}
+
 /// What an optimizer step is about to use, for
 /// [`Callback::on_before_optimizer_step`].
 #[derive(Debug, Clone, Copy)]
@@ -153,6 +229,14 @@ pub enum StopReason {
         /// Optimizer steps taken.
         step: usize,
     },
+    /// A callback asked the fit to stop ([`Callback::should_stop`]), after
+    /// this step; a checkpoint was written there.
+    Requested {
+        /// The epoch in progress.
+        epoch: usize,
+        /// Optimizer steps taken.
+        step: usize,
+    },
 }
 
 impl std::fmt::Display for StopReason {
@@ -192,6 +276,9 @@ impl std::fmt::Display for StopReason {
                 "interrupted ({}) at epoch {epoch} step {step}",
                 signal_name(*signal)
             ),
+            StopReason::Requested { epoch, step } => {
+                write!(f, "a callback asked to stop at epoch {epoch} step {step}")
+            }
         }
     }
 }
@@ -216,6 +303,8 @@ pub struct FitSummary {
     pub last_eval: Option<EvalInfo>,
     /// The newest checkpoint written, if any.
     pub last_checkpoint: Option<PathBuf>,
+    /// Where the fit's time went.
+    pub timings: FitTimings,
 }
 
 /// Hooks into a fit; every method has a no-op default. Loggers and progress
@@ -264,5 +353,12 @@ pub trait Callback {
     /// After the last batch or evaluation.
     fn on_run_end(&mut self, _summary: &FitSummary) -> Result<()> {
         Ok(())
+    }
+    /// Whether the fit should stop (Lightning's `trainer.should_stop`):
+    /// asked after every optimizer step and at each epoch end; the fit
+    /// ends there with [`StopReason::Requested`], checkpointed like an
+    /// interrupt.
+    fn should_stop(&self) -> bool {
+        false
     }
 }

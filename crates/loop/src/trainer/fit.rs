@@ -1,7 +1,8 @@
 //! The phases of a fit: restore, epoch, after a step, end of epoch, end.
 use super::update::{Hooks, Outcome, UpdatePath};
 use super::{
-    BeforeStep, EvalInfo, FitSummary, Interval, Loaders, StepInfo, StepTimings, StopReason, Trainer,
+    BeforeStep, EvalInfo, FitSummary, FitTimings, Interval, Loaders, PhaseTime, StepInfo,
+    StepTimings, StopReason, Trainer,
 };
 use crate::checkpoint::{self, Checkpoint, Progress};
 use crate::data::loader::PassState;
@@ -51,6 +52,9 @@ pub(super) struct Fit<'f, 'a> {
     state: TrainerState,
     summary: FitSummary,
     batches_per_epoch: usize,
+    /// Where the fit's time goes (the callbacks' share is the Trainer's).
+    timings: FitTimings,
+    started: Instant,
 }
 
 impl<'f, 'a> Fit<'f, 'a>
@@ -66,6 +70,8 @@ where
         data: Loaders<'f>,
     ) -> Result<Self> {
         trainer.check(&*model, &*optimizer, &data.eval_names())?;
+        let started = Instant::now();
+        trainer.logging = PhaseTime::default();
         let cfg = trainer.config.clone();
         let device = model.device();
         let scaler = match trainer.grad_scaler.take() {
@@ -133,8 +139,11 @@ where
                 steps: 0,
                 last_eval: None,
                 last_checkpoint: None,
+                timings: FitTimings::default(),
             },
             batches_per_epoch,
+            timings: FitTimings::default(),
+            started,
         })
     }
 
@@ -319,6 +328,7 @@ where
                     ..self.path.timings
                 },
             };
+            self.timings.add_batch(&info.timings, stepped);
             self.trainer.each(|c| c.on_batch_end(&info))?;
             if stepped {
                 let pass = batches.state()?;
@@ -447,25 +457,37 @@ where
         Ok(())
     }
 
-    /// `Some(Interrupted)` when a signal asked the run to stop (on any
-    /// rank: ranks agree, so they stop at the same step).
+    /// `Some(Interrupted)` when a signal asked the run to stop, else
+    /// `Some(Requested)` when a callback did ([`crate::Callback::should_stop`]);
+    /// on any rank: ranks agree (one collective for both), so they stop at
+    /// the same step.
     fn interrupted(&self, epoch: usize, step: usize) -> Result<Option<StopReason>> {
-        let Some(flag) = &self.trainer.interrupt else {
-            return Ok(None);
-        };
-        let mut signal = flag.load(Ordering::SeqCst);
+        let signal = self
+            .trainer
+            .interrupt
+            .as_ref()
+            .map_or(0, |flag| flag.load(Ordering::SeqCst) as u64);
+        let requested = self.trainer.callbacks.iter().any(|c| c.should_stop());
+        // The signal in the high bits, a callback's request in the lowest:
+        // the maximum over ranks keeps the largest signal, or any request.
+        let mut word = (signal << 1) | u64::from(requested);
         if let Some(dp) = self.data_parallel {
-            signal = dp.max_u64(signal as u64)? as usize;
+            word = dp.max_u64(word)?;
         }
-        Ok((signal != 0).then_some(StopReason::Interrupted {
-            signal: signal as i32,
-            epoch,
-            step,
-        }))
+        Ok(match (word >> 1, word & 1) {
+            (0, 0) => None,
+            (0, _) => Some(StopReason::Requested { epoch, step }),
+            (signal, _) => Some(StopReason::Interrupted {
+                signal: signal as i32,
+                epoch,
+                step,
+            }),
+        })
     }
 
     /// Evaluates every evaluation set and reports `{set}_{metric}`.
     fn evaluate(&mut self, epoch: usize, end_of_epoch: bool) -> Result<EvalInfo> {
+        let clock = Instant::now();
         let mut metrics = Vec::new();
         // An evaluation is an unsynchronized forward under DDP: rank 0's
         // buffers first if the last training forward was synchronized.
@@ -493,6 +515,7 @@ where
             );
         }
         metrics.sort_by(|a, b| a.0.cmp(&b.0));
+        self.timings.evaluation.add(clock.elapsed().as_secs_f64());
         let info = EvalInfo {
             epoch,
             step: self.progress.step,
@@ -518,6 +541,7 @@ where
             ..cursor.progress.clone()
         };
         self.trainer.each(|c| c.on_before_checkpoint(&progress))?;
+        let clock = Instant::now();
         self.state.scheduler = self.trainer.scheduler.as_ref().map(|(s, _)| s.state_dict());
         self.state.grad_scaler = self
             .path
@@ -549,6 +573,7 @@ where
             .as_ref()
             .map(|(p, _)| run_dir.join(p));
         checkpoint::prune(&run_dir, self.cfg.checkpoint.keep_last, best.as_deref())?;
+        self.timings.checkpoint.add(clock.elapsed().as_secs_f64());
         self.trainer.each(|c| c.on_checkpoint(&path, &progress))?;
         self.summary.last_checkpoint = Some(path.clone());
         Ok(Some(path))
@@ -606,6 +631,11 @@ where
             self.summary.last_checkpoint = checkpoint::list(run_dir)?.pop();
         }
         self.summary.stop = stop;
+        self.summary.timings = FitTimings {
+            logging: self.trainer.logging,
+            wall: self.started.elapsed().as_secs_f64(),
+            ..self.timings
+        };
         let summary = self.summary;
         self.trainer.each(|c| c.on_run_end(&summary))?;
         Ok(summary)

@@ -15,7 +15,8 @@ mod fit;
 mod update;
 
 pub use callback::{
-    signal_name, BeforeStep, Callback, EvalInfo, FitSummary, StepInfo, StepTimings, StopReason,
+    signal_name, BeforeStep, Callback, EvalInfo, FitSummary, FitTimings, PhaseTime, StepInfo,
+    StepTimings, StopReason,
 };
 pub use config::{CheckpointConfig, EarlyStopping, Interval, Mode, TrainerConfig};
 
@@ -60,6 +61,8 @@ pub struct Trainer<'a> {
     grad_scaler: Option<kiln_optim::amp::GradScaler>,
     checkpoint_dir: Option<PathBuf>,
     step_metrics: Vec<String>,
+    /// Time in callbacks during the current fit (the `logging` phase).
+    logging: PhaseTime,
 }
 
 impl<'a> Trainer<'a> {
@@ -81,6 +84,7 @@ impl<'a> Trainer<'a> {
             grad_scaler: None,
             checkpoint_dir: None,
             step_metrics: Vec::new(),
+            logging: PhaseTime::default(),
         })
     }
 
@@ -266,7 +270,11 @@ impl<'a> Trainer<'a> {
         fit::Fit::new(self, model, step, optimizer, data)?.run(resume)
     }
 
+    /// Calls every callback, timing the round as the `logging` phase.
     fn each(&mut self, mut f: impl FnMut(&mut dyn Callback) -> Result<()>) -> Result<()> {
-        self.callbacks.iter_mut().try_for_each(|c| f(c.as_mut()))
+        let clock = std::time::Instant::now();
+        let result = self.callbacks.iter_mut().try_for_each(|c| f(c.as_mut()));
+        self.logging.add(clock.elapsed().as_secs_f64());
+        result
     }
 }

@@ -12,12 +12,14 @@ mod amp;
 mod autograd;
 mod jit;
 mod kernels;
+mod profiler;
 mod runtime;
 
 pub(crate) use amp::*;
 pub(crate) use autograd::*;
 pub(crate) use jit::*;
 pub(crate) use kernels::*;
+pub(crate) use profiler::*;
 pub(crate) use runtime::*;
 
 use std::os::raw::c_char;
