@@ -22,4 +22,5 @@ mod runs;
 mod same_seed;
 mod tensorboard;
 mod tidy;
+mod tools;
 mod train_small;

@@ -11,6 +11,7 @@ mod metrics_log;
 mod plot;
 mod random_split;
 mod run;
+mod summary;
 mod tabular;
 #[cfg(feature = "tensorboard")]
 mod tensorboard;

@@ -1,7 +1,7 @@
 //! Autograd beyond tch, through the shim's `cpp/autograd.cpp`:
 //! post-accumulate-grad hooks ([`register_post_accumulate_grad_hook`], what
 //! data-parallel gradient buckets hang on) and activation checkpointing
-//! ([`checkpoint`]).
+//! ([`checkpoint`]), and anomaly mode ([`set_detect_anomaly`]).
 //!
 //! [`checkpoint`] is `torch.utils.checkpoint.checkpoint(f, *inputs,
 //! use_reentrant=False)` (with its defaults: `preserve_rng_state=True`,
@@ -378,4 +378,43 @@ mod tests {
         drop(again);
         Ok(())
     }
+}
+
+/// `torch.autograd.set_detect_anomaly(enabled)`: with it on, backward fails
+/// as soon as a backward function returns a NaN, naming it (`Function
+/// 'SqrtBackward0' returned nan values in its 0th output.`), instead of
+/// letting the NaN reach the parameters. A process-wide switch, as in
+/// PyTorch; it slows backward down (every output is checked).
+pub fn set_detect_anomaly(enabled: bool) {
+    // SAFETY: sets two static flags of libtorch; no pointers cross.
+    unsafe { shim::kiln_set_detect_anomaly(enabled, true) }
+}
+
+/// `torch.autograd.set_detect_anomaly(enabled)` as a context manager:
+/// anomaly mode as asked while the value lives, what it was before
+/// afterwards.
+#[derive(Debug)]
+pub struct DetectAnomaly {
+    previous: bool,
+}
+
+impl DetectAnomaly {
+    /// Turns anomaly mode on (`true`) or off until the value is dropped.
+    pub fn new(enabled: bool) -> Self {
+        let previous = is_anomaly_enabled();
+        set_detect_anomaly(enabled);
+        Self { previous }
+    }
+}
+
+impl Drop for DetectAnomaly {
+    fn drop(&mut self) {
+        set_detect_anomaly(self.previous);
+    }
+}
+
+/// `torch.is_anomaly_enabled()`.
+pub fn is_anomaly_enabled() -> bool {
+    // SAFETY: reads a static flag of libtorch.
+    unsafe { shim::kiln_is_anomaly_enabled() }
 }
