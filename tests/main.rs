@@ -22,5 +22,6 @@ mod runs;
 mod same_seed;
 mod tensorboard;
 mod tidy;
+mod tools;
 mod train_small;
 mod tuning;

@@ -176,6 +176,15 @@ pub struct TrainArgs {
     /// Start from these weights (a safetensors state dict, e.g. saved by PyTorch).
     #[arg(long)]
     pub init: Option<PathBuf>,
+    /// Freeze the parameters SELECTOR takes (repeatable): requires_grad=False, no gradient, no
+    /// optimizer state, unchanged by training; SELECTOR as --param-group's, a name glob
+    /// ('conv*', 'transformer.h.0.*') or ndim<N…; e.g. fine-tune a head on an --init backbone.
+    #[arg(long, value_name = "SELECTOR")]
+    pub freeze: Vec<String>,
+    /// Autograd's anomaly mode (torch.autograd.set_detect_anomaly(True)): a NaN produced in
+    /// backward stops the run with the operator that produced it named; slower.
+    #[arg(long)]
+    pub detect_anomaly: bool,
     /// false: --init loads the tensors that match the model by name and shape and names the
     /// missing, unexpected and mis-shaped ones (to fine-tune with a new head).
     #[arg(long, default_value_t = defaults().init_strict, action = clap::ArgAction::Set)]
@@ -327,6 +336,7 @@ pub fn stderr_notices(quiet: bool) -> Notices {
             Notice::RankFailed { .. } => format!("error: {notice}\n"),
             _ if quiet => return,
             Notice::Profile(_) => notice.to_string(),
+            Notice::ModelSummary(_) => format!("{notice}\n"),
             _ => format!("kiln: {notice}\n"),
         };
         let _ = std::io::Write::write_all(&mut std::io::stderr().lock(), line.as_bytes());
@@ -394,6 +404,42 @@ impl EvalArgs {
             flags,
             output: Some(Box::new(std::io::stdout())),
             notices: stderr_notices(false),
+        })
+    }
+}
+
+/// Flags of `kiln summary`: the model of a run, as `kiln train` builds it.
+#[derive(Debug, Clone, clap::Args, Serialize)]
+pub struct SummaryArgs {
+    /// Model spec, as for `kiln train` (see `kiln models`); default: the quickstart MLP.
+    #[arg(long)]
+    pub model: Option<String>,
+    /// The data the model is built for, as for `kiln train` (input and output sizes).
+    #[arg(long)]
+    pub data: Option<String>,
+    /// Directory with the four (Fashion)MNIST IDX files, gzipped or not.
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
+    /// Loss spec, as for `kiln train` (bce-with-logits makes one output of two classes).
+    #[arg(long)]
+    pub loss: Option<String>,
+    /// Freeze the parameters SELECTOR takes (repeatable), as for `kiln train`.
+    #[arg(long, value_name = "SELECTOR")]
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub freeze: Vec<String>,
+    /// Start from these weights (a safetensors state dict), as for `kiln train`.
+    #[arg(long)]
+    pub init: Option<PathBuf>,
+}
+
+impl SummaryArgs {
+    /// The flags given, as `kiln train` flags.
+    pub fn flags(&self) -> anyhow::Result<serde_json::Map<String, serde_json::Value>> {
+        Ok(match serde_json::to_value(self)? {
+            serde_json::Value::Object(all) => {
+                all.into_iter().filter(|(_, v)| !v.is_null()).collect()
+            }
+            _ => serde_json::Map::new(),
         })
     }
 }

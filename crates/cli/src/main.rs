@@ -29,6 +29,8 @@ enum Command {
     LrFind(Box<args::LrFindArgs>),
     /// Run the test loop on a checkpoint (or a PyTorch state dict).
     Eval(args::EvalArgs),
+    /// Print a model's summary (Lightning's ModelSummary table) without training.
+    Summary(args::SummaryArgs),
     /// Draw a run's loss, accuracy and lr curves to PNG and SVG.
     Plot(args::PlotArgs),
     /// Turn a text file into a character-level token directory (nanoGPT's
@@ -162,6 +164,12 @@ fn run(cli: Cli, matches: &clap::ArgMatches) -> anyhow::Result<()> {
         }
         Command::Eval(args) => {
             kiln_loop::run::evaluate(args.request()?, &Registries::default())?;
+        }
+        Command::Summary(args) => {
+            println!(
+                "{}",
+                kiln_loop::run::summarize(args.flags()?, &Registries::default())?
+            );
         }
         Command::Plot(args) => {
             let out = args.out.unwrap_or_else(|| args.run_dir.join("plots"));

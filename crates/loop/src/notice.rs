@@ -36,6 +36,9 @@ pub enum Notice {
         /// Its `meta.pkl`.
         meta: PathBuf,
     },
+    /// The model's summary table (Lightning's `ModelSummary`, several
+    /// lines), shown at the start of a run.
+    ModelSummary(String),
     /// Something the user should know; the run goes on.
     Warning(String),
     /// A profiler's report at the end of a run (`--profile simple`:
@@ -93,6 +96,7 @@ impl std::fmt::Display for Notice {
                 checkpoint.display(),
                 meta.display()
             ),
+            Notice::ModelSummary(table) => f.write_str(table),
             Notice::Warning(text) | Notice::Profile(text) => f.write_str(text),
             Notice::RankFailed { rank, world, error } => {
                 // A mismatch this rank reports already names it.

@@ -14,6 +14,7 @@ mod plot;
 mod profiler;
 mod random_split;
 mod run;
+mod summary;
 mod tabular;
 #[cfg(feature = "tensorboard")]
 mod tensorboard;

@@ -1,5 +1,5 @@
-// Autograd extensions kiln needs and tch lacks: post-accumulate-grad hooks
-// and activation checkpointing.
+// Autograd extensions kiln needs and tch lacks: post-accumulate-grad hooks,
+// activation checkpointing and anomaly mode.
 //
 // Activation checkpointing: torch.utils.checkpoint.checkpoint(fn, *inputs,
 // use_reentrant=False) (torch/utils/checkpoint.py,
@@ -24,9 +24,11 @@
 #include "handles.h"
 
 #include <ATen/ATen.h>
+#include <c10/util/Exception.h>
 #include <ATen/CPUGeneratorImpl.h>
 #include <ATen/autocast_mode.h>
 #include <ATen/core/grad_mode.h>
+#include <torch/csrc/autograd/anomaly_mode.h>
 #include <torch/csrc/autograd/engine.h>
 #include <torch/csrc/autograd/function_hook.h>
 #include <torch/csrc/autograd/graph_task.h>
@@ -530,3 +532,41 @@ char *kiln_checkpoint_exit(void *handle) {
 }
 
 }  // extern "C"
+
+namespace {
+
+// Anomaly mode's own warning ("Error detected in SqrtBackward0. Traceback of
+// forward call that caused the error:" and a C++ backtrace: libtorch has no
+// Python frames to show) only repeats what the error then says: dropped.
+// Other warnings go on to the handler that was installed before. Warning
+// handlers are per thread; CPU backward runs on the calling thread.
+struct AnomalyWarningFilter : c10::WarningHandler {
+  c10::WarningHandler *next = nullptr;
+  void process(const c10::Warning &warning) override {
+    if (warning.msg().rfind("Error detected in ", 0) == 0) return;
+    if (next != nullptr) next->process(warning);
+  }
+};
+
+thread_local AnomalyWarningFilter anomaly_warning_filter;
+
+}  // namespace
+
+// torch.autograd.set_detect_anomaly(enabled, check_nan): libtorch's
+// process-wide switch. With it on, the engine checks every backward
+// function's outputs and fails with "Function 'SqrtBackward0' returned nan
+// values in its 0th output." when one holds a NaN. On, this thread's
+// warnings also go through the filter above; off, the handler before it
+// is back.
+extern "C" void kiln_set_detect_anomaly(bool enabled, bool check_nan) {
+  torch::autograd::AnomalyMode::set_enabled(enabled, check_nan);
+  auto *current = c10::WarningUtils::get_warning_handler();
+  if (enabled && current != &anomaly_warning_filter) {
+    anomaly_warning_filter.next = current;
+    c10::WarningUtils::set_warning_handler(&anomaly_warning_filter);
+  } else if (!enabled && current == &anomaly_warning_filter) {
+    c10::WarningUtils::set_warning_handler(anomaly_warning_filter.next);
+  }
+}
+
+extern "C" bool kiln_is_anomaly_enabled() { return torch::autograd::AnomalyMode::is_enabled(); }

@@ -1,7 +1,7 @@
 //! Autograd beyond tch, through the shim's `cpp/autograd.cpp`:
 //! post-accumulate-grad hooks ([`register_post_accumulate_grad_hook`], what
 //! data-parallel gradient buckets hang on) and activation checkpointing
-//! ([`checkpoint`]).
+//! ([`checkpoint`]), and anomaly mode ([`set_detect_anomaly`]).
 //!
 //! [`checkpoint`] is `torch.utils.checkpoint.checkpoint(f, *inputs,
 //! use_reentrant=False)` (with its defaults: `preserve_rng_state=True`,
@@ -206,6 +206,45 @@ impl Drop for PostAccumulateGradHook {
     }
 }
 
+/// `torch.autograd.set_detect_anomaly(enabled)`: with it on, backward fails
+/// as soon as a backward function returns a NaN, naming it (`Function
+/// 'SqrtBackward0' returned nan values in its 0th output.`), instead of
+/// letting the NaN reach the parameters. A process-wide switch, as in
+/// PyTorch; it slows backward down (every output is checked).
+pub fn set_detect_anomaly(enabled: bool) {
+    // SAFETY: sets two static flags of libtorch; no pointers cross.
+    unsafe { shim::kiln_set_detect_anomaly(enabled, true) }
+}
+
+/// `torch.autograd.set_detect_anomaly(enabled)` as a context manager:
+/// anomaly mode as asked while the value lives, what it was before
+/// afterwards.
+#[derive(Debug)]
+pub struct DetectAnomaly {
+    previous: bool,
+}
+
+impl DetectAnomaly {
+    /// Turns anomaly mode on (`true`) or off until the value is dropped.
+    pub fn new(enabled: bool) -> Self {
+        let previous = is_anomaly_enabled();
+        set_detect_anomaly(enabled);
+        Self { previous }
+    }
+}
+
+impl Drop for DetectAnomaly {
+    fn drop(&mut self) {
+        set_detect_anomaly(self.previous);
+    }
+}
+
+/// `torch.is_anomaly_enabled()`.
+pub fn is_anomaly_enabled() -> bool {
+    // SAFETY: reads a static flag of libtorch.
+    unsafe { shim::kiln_is_anomaly_enabled() }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -376,6 +415,28 @@ mod tests {
         // The hook slot is free again.
         let again = register_post_accumulate_grad_hook(&w, || {})?;
         drop(again);
+        Ok(())
+    }
+
+    #[test]
+    fn anomaly_mode_names_the_backward_function_that_returned_nan() -> Result<()> {
+        // sqrt of -1 in the branch `where` leaves out: a finite forward, and
+        // SqrtBackward0 returns 0 / NaN.
+        let x = Tensor::from_slice(&[-1.0f64, 4.0]).set_requires_grad(true);
+        let root = x.f_sqrt()?;
+        let y = root.f_where_self(&x.f_gt(0.0)?, &x.f_zeros_like()?)?;
+        let before = is_anomaly_enabled();
+        let result = {
+            let _anomaly = DetectAnomaly::new(true);
+            assert!(is_anomaly_enabled());
+            y.f_sum(Kind::Double)?.f_backward()
+        };
+        assert_eq!(is_anomaly_enabled(), before);
+        let err = result.err().map(|e| e.to_string()).unwrap_or_default();
+        assert!(
+            err.contains("Function 'SqrtBackward0' returned nan values in its 0th output"),
+            "{err}"
+        );
         Ok(())
     }
 }

@@ -143,6 +143,21 @@ impl Network for Cnn {
         x = x.f_linear(&self.fc2.ws, self.fc2.bs.as_ref())?;
         Ok(x.f_log_softmax(1, None)?)
     }
+
+    /// The MNIST example's `Net`: `conv1`, `conv2`…, `dropout1`,
+    /// `dropout2`, `fc1`, `fc2`.
+    fn modules(&self) -> Vec<(String, String)> {
+        let convs = (1..=self.convs.len()).map(|i| (format!("conv{i}"), "Conv2d"));
+        convs
+            .chain([
+                ("dropout1".to_string(), "Dropout"),
+                ("dropout2".to_string(), "Dropout"),
+                ("fc1".to_string(), "Linear"),
+                ("fc2".to_string(), "Linear"),
+            ])
+            .map(|(name, kind)| (name, kind.to_string()))
+            .collect()
+    }
 }
 
 fn usage(message: String) -> Error {

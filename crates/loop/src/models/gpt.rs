@@ -598,6 +598,14 @@ impl Model for Gpt {
         Some("cross-entropy:ignore_index=-1")
     }
 
+    /// nanoGPT's `GPT`: `transformer` (a `ModuleDict`) and `lm_head`.
+    fn modules(&self) -> Vec<(String, String)> {
+        vec![
+            ("transformer".into(), "ModuleDict".into()),
+            ("lm_head".into(), "Linear".into()),
+        ]
+    }
+
     /// `state_dict()`: the parameters, then `lm_head.weight` (the tied
     /// tensor again), as PyTorch lists them.
     fn state_dict(&self) -> Result<Vec<(String, Tensor)>> {

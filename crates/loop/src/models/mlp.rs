@@ -229,6 +229,17 @@ impl Network for Mlp {
     fn exact_on_one_thread(&self) -> bool {
         self.activation == Activation::Relu && self.dropout == 0.0
     }
+
+    /// The quickstart's `NeuralNetwork`: `flatten`, `linear_relu_stack`
+    /// (kiln's input standardisation, buffers only, between them).
+    fn modules(&self) -> Vec<(String, String)> {
+        let mut out = vec![("flatten".to_string(), "Flatten".to_string())];
+        if self.standardize.is_some() {
+            out.push(("standardize".into(), "Standardize".into()));
+        }
+        out.push(("linear_relu_stack".into(), "Sequential".into()));
+        out
+    }
 }
 
 /// An MLP for `inputs` features and `outputs` outputs on `device`, as a

@@ -22,12 +22,16 @@ use kiln_tensor::{Device, Tensor};
 use std::path::Path;
 
 pub mod cnn;
+pub mod freeze;
 pub mod gpt;
 pub mod mlp;
 pub mod registry;
+pub mod summary;
 pub mod torchscript;
 
+pub use freeze::freeze;
 pub use registry::{models, ModelData, ModelRegistry};
+pub use summary::ModelSummary;
 
 /// Any `'static` value seen as [`std::any::Any`]: what lets a training step
 /// ([`crate::step::Step`]) reach its own model type behind `&dyn Model`
@@ -110,6 +114,14 @@ pub trait Model: AsAny {
         Ok(())
     }
 
+    /// The top-level modules (`named_children()`), in registration order,
+    /// with their PyTorch types: `[("flatten", "Flatten"),
+    /// ("linear_relu_stack", "Sequential")]`. What [`ModelSummary`] lists;
+    /// empty (the default) lists the parameter names' first components.
+    fn modules(&self) -> Vec<(String, String)> {
+        Vec::new()
+    }
+
     /// Writes the model as a TorchScript module (`torch.jit.load` reads it)
     /// when it is one, and says whether it did; other models write nothing.
     fn save_torchscript(&self, path: &Path) -> Result<bool> {
@@ -169,6 +181,11 @@ pub trait Network {
     /// [`Model::exact_on_one_thread`] for this network; `false` by default.
     fn exact_on_one_thread(&self) -> bool {
         false
+    }
+
+    /// [`Model::modules`] for this network; none by default.
+    fn modules(&self) -> Vec<(String, String)> {
+        Vec::new()
     }
 }
 
@@ -259,6 +276,10 @@ impl<M: Network + 'static> Model for VarStoreModel<M> {
 
     fn exact_on_one_thread(&self) -> bool {
         self.module.exact_on_one_thread()
+    }
+
+    fn modules(&self) -> Vec<(String, String)> {
+        self.module.modules()
     }
 
     fn default_loss(&self) -> Option<&str> {

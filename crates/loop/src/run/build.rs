@@ -96,7 +96,7 @@ impl Components {
     /// Builds everything `plan` names, in PyTorch's order of random
     /// draws: the data (no draws; the validation split uses its own
     /// generator), `torch.manual_seed(seed)`, the model's initialisation,
-    /// `--init` weights, the loss and the optimizer.
+    /// `--init` weights, `--freeze`, the loss and the optimizer.
     pub fn build(plan: &RunPlan, registries: &Registries) -> Result<Self> {
         let config = &plan.config;
         let device = config.device.resolve()?;
@@ -117,6 +117,7 @@ impl Components {
             Some(init) => checkpoint::load_weights(model.as_ref(), init, config.init_strict)?,
             None => Vec::new(),
         };
+        crate::models::freeze(model.as_ref(), &config.freeze)?;
         let mut model = model;
         model.set_gradient_checkpointing(config.gradient_checkpointing)?;
         let (loss, loss_spec) = build_loss(
@@ -568,7 +569,10 @@ fn probe_eval(
 /// The optimizer `spec` names over the model's parameters, with a param
 /// group of its own per `--param-group SELECTOR:options` (parsed and
 /// checked by [`RunConfig`](super::RunConfig)); a non-finite lr is refused
-/// (PyTorch lets NaN through; a run with it can only produce NaN).
+/// (PyTorch lets NaN through; a run with it can only produce NaN). Frozen
+/// parameters (`requires_grad=False`) are left out, as
+/// `filter(lambda p: p.requires_grad, model.parameters())` leaves them out;
+/// none left is PyTorch's "optimizer got an empty parameter list".
 fn build_optimizer(
     registry: &kiln_optim::OptimizerRegistry,
     spec: &str,
@@ -580,8 +584,19 @@ fn build_optimizer(
         .map(|g| g.parse::<kiln_optim::GroupOverride>())
         .collect::<kiln_optim::Result<Vec<_>>>()
         .map_err(|e| usage("--param-group", e))?;
+    let params = model.parameters()?;
+    let any = !params.is_empty();
+    let trainable: Vec<_> = params
+        .into_iter()
+        .filter(|p| p.tensor.requires_grad())
+        .collect();
+    if any && trainable.is_empty() {
+        return Err(Error::Usage(
+            "--freeze: optimizer got an empty parameter list (every parameter is frozen); freeze fewer".into(),
+        ));
+    }
     let optimizer = registry
-        .build_with_overrides(spec, model.parameters()?, &overrides)
+        .build_with_overrides(spec, trainable, &overrides)
         .map_err(|e| {
             let flag = if overrides.is_empty() || !e.to_string().contains("param group") {
                 "--optimizer"

@@ -194,6 +194,13 @@ pub struct RunConfig {
     pub keep_best: Option<String>,
     /// Start from these weights (a safetensors state dict).
     pub init: Option<PathBuf>,
+    /// Freeze the parameters these selectors take (`requires_grad=False`;
+    /// `--param-group`'s selectors: a name glob `conv*`, or `ndim<2`): no
+    /// gradient, no optimizer state, unchanged by training.
+    pub freeze: Vec<String>,
+    /// `torch.autograd.set_detect_anomaly(True)`: a NaN produced in
+    /// backward stops the run, naming the operator that produced it.
+    pub detect_anomaly: bool,
     /// `--init` loads every tensor of the model (`load_state_dict(strict=True)`);
     /// `false`: what matches by name and shape, naming what it skipped.
     pub init_strict: bool,
@@ -267,6 +274,8 @@ impl Default for RunConfig {
             keep_checkpoints: 3,
             keep_best: None,
             init: None,
+            freeze: Vec::new(),
+            detect_anomaly: false,
             init_strict: true,
             precision: Precision::F32True,
             logger: Loggers {
@@ -525,6 +534,11 @@ impl RunConfig {
                     .map_err(|e| Error::Usage(format!("--param-group: {e}")))
             })
             .collect::<Result<_>>()?;
+        for selector in &self.freeze {
+            selector
+                .parse::<kiln_optim::Selector>()
+                .map_err(|e| Error::Usage(format!("--freeze: {e}")))?;
+        }
         if let Some(text) = &self.loss {
             let spec: Spec = text.parse().map_err(flag("--loss"))?;
             self.loss = Some(

@@ -238,6 +238,13 @@ fn train_on(
         warn_on_setup(&plan, &parts, &request.notices);
     }
     let (run_dir, resume) = open_run(&request, resumed, &plan, &parts, dp)?;
+    if main {
+        // Lightning's table, once the run has started (after its directory line).
+        let summary = crate::models::ModelSummary::of(parts.model.as_ref())?;
+        request
+            .notices
+            .send(Notice::ModelSummary(summary.to_string()));
+    }
     let mut trainer = trainer.interrupt_flag(signals::install()?);
     if let Some(dir) = run_dir.as_ref().filter(|_| !plan.config.dry_run) {
         trainer = outputs::attach(
@@ -268,6 +275,10 @@ fn train_on(
         );
     }
     let eval_sets = loaders.eval_sets();
+    let anomaly = plan
+        .config
+        .detect_anomaly
+        .then(|| kiln_tensor::autograd::DetectAnomaly::new(true));
     let summary = trainer.fit(
         parts.model.as_mut(),
         &LossStep::new(parts.loss.as_ref()),
@@ -277,7 +288,12 @@ fn train_on(
             eval: &eval_sets,
         },
         resume,
-    )?;
+    );
+    let summary = match (summary, &anomaly) {
+        (Err(err), Some(_)) => return Err(anomaly_stop(err, run_dir.as_ref())),
+        (summary, _) => summary?,
+    };
+    drop(anomaly);
     drop(trainer);
     if let Some(dp) = dp {
         dp.verify_replicas(parts.model.as_ref())?;
@@ -297,6 +313,32 @@ fn train_on(
         &request.notices,
     )
 }
+
+/// The error anomaly mode raises in backward (`Function 'SqrtBackward0'
+/// returned nan values in its 0th output.`) as a stop that says what was
+/// kept, as a non-finite loss does; other errors as they are.
+fn anomaly_stop(err: Error, run_dir: Option<&RunDir>) -> Error {
+    let text = err.to_string();
+    let Some(line) = text
+        .find("Function '")
+        .and_then(|start| text[start..].lines().next())
+        .filter(|line| line.contains("returned nan values"))
+    else {
+        return err;
+    };
+    // Checkpoints are renamed into place whole: the newest listed is complete.
+    let kept = run_dir
+        .and_then(|dir| checkpoint::list(dir.path()).ok())
+        .and_then(|all| all.last().cloned())
+        .map_or("no checkpoint".into(), |p| {
+            format!("last good checkpoint {}", p.display())
+        });
+    Error::NonFiniteLoss(format!(
+        "--detect-anomaly: {}; stopped, {kept}",
+        line.trim_end_matches('.')
+    ))
+}
+
 /// What the user should know before the run starts: PyTorch's warning
 /// when a loader starts more workers than the machine has CPUs (they
 /// compete for the cores), and what a non-strict `--init` skipped.
@@ -718,6 +760,21 @@ fn warn_on_new_horizon(config: &RunConfig, ckpt: &Checkpoint, notices: &Notices)
             config.epochs, config.max_steps
         ));
     }
+}
+
+/// `kiln summary`: the summary table of the model `flags` describe (a JSON
+/// object of `kiln train` flags: `model`, `data`, `freeze`…), built as a
+/// run would build it (for its data, with `--init` and `--freeze`
+/// applied), without training or writing anything.
+pub fn summarize(
+    flags: serde_json::Map<String, serde_json::Value>,
+    registries: &Registries,
+) -> Result<crate::models::ModelSummary> {
+    let config = RunConfig::from_layers(&[Layer::new("the command line", flags)], registries)?;
+    let seed = config.seed.unwrap_or(0);
+    let plan = RunPlan::new(config, seed)?;
+    let parts = Components::build(&plan, registries)?;
+    crate::models::ModelSummary::of(parts.model.as_ref())
 }
 
 /// What `kiln eval` asks for.

@@ -10,6 +10,7 @@ use crate::distributed::DataParallel;
 use crate::step::Step;
 use crate::{Error, Model, Result, TrainerConfig};
 use kiln_optim::Optimizer;
+use kiln_tensor::params::NamedParameter;
 use kiln_tensor::Tensor;
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
@@ -100,7 +101,19 @@ where
             .map(Tensor::shallow_clone)
             .collect();
         let reducer = match data_parallel {
-            Some(dp) if dp.world_size() > 1 => Some(dp.reducer(&params)?),
+            // DDP reduces the gradients of the parameters that require them.
+            Some(dp) if dp.world_size() > 1 => Some(
+                dp.reducer(
+                    &params
+                        .iter()
+                        .filter(|p| p.tensor.requires_grad())
+                        .map(|p| NamedParameter {
+                            name: p.name.clone(),
+                            tensor: p.tensor.shallow_clone(),
+                        })
+                        .collect::<Vec<_>>(),
+                )?,
+            ),
             _ => None,
         };
         let path = UpdatePath {

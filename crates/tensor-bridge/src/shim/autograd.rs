@@ -1,5 +1,5 @@
 //! Declarations of `cpp/autograd.cpp` (post-accumulate-grad hooks,
-//! activation checkpointing). Called by `autograd`.
+//! activation checkpointing, anomaly mode). Called by `autograd`.
 use std::ffi::c_void;
 use std::os::raw::{c_char, c_int};
 use torch_sys::C_tensor;
@@ -30,4 +30,6 @@ extern "C" {
     ) -> *mut c_char;
     pub(crate) fn kiln_checkpoint_exit(region: *mut c_void) -> *mut c_char;
     pub(crate) fn kiln_error_assign(error: *mut c_void, msg: *const c_char, len: usize);
+    pub(crate) fn kiln_set_detect_anomaly(enabled: bool, check_nan: bool);
+    pub(crate) fn kiln_is_anomaly_enabled() -> bool;
 }
