@@ -16,6 +16,7 @@ mod images;
 mod interop;
 mod lm;
 mod models;
+mod predict;
 mod resume;
 mod run_dir;
 mod runs;

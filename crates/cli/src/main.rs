@@ -26,6 +26,9 @@ enum Command {
     Train(Box<args::TrainArgs>),
     /// Run the test loop on a checkpoint (or a PyTorch state dict).
     Eval(args::EvalArgs),
+    /// Write a checkpoint's (or a PyTorch state dict's) outputs for a data set, in order, to a
+    /// .safetensors or .csv file.
+    Predict(args::PredictArgs),
     /// Draw a run's loss, accuracy and lr curves to PNG and SVG.
     Plot(args::PlotArgs),
     /// Turn a text file into a character-level token directory (nanoGPT's
@@ -142,6 +145,9 @@ fn run(cli: Cli, matches: &clap::ArgMatches) -> anyhow::Result<()> {
         }
         Command::Eval(args) => {
             kiln_loop::run::evaluate(args.request()?, &Registries::default())?;
+        }
+        Command::Predict(args) => {
+            kiln_loop::run::predict(args.request()?, &Registries::default())?;
         }
         Command::Plot(args) => {
             let out = args.out.unwrap_or_else(|| args.run_dir.join("plots"));
