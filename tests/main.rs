@@ -7,6 +7,7 @@
 //! harness) that `mpirun` starts as its own workers.
 mod common;
 
+mod averaging;
 mod cli_errors;
 mod data;
 mod disk_full;

@@ -147,6 +147,17 @@ pub struct TrainArgs {
     /// (METRIC: test_loss, test_accuracy, val_loss, val_accuracy…).
     #[arg(long)]
     pub early_stopping: Option<String>,
+    /// Evaluate, checkpoint and write RUN/averaged.safetensors with an exponential moving
+    /// average of the weights (and buffers) with this decay, updated after every optimizer step
+    /// (AveragedModel + get_ema_multi_avg_fn).
+    #[arg(long)]
+    #[serde(with = "kiln_loop::json_f64::option")]
+    pub ema: Option<f64>,
+    /// Stochastic Weight Averaging from epoch START: START:lr=X[,anneal_epochs=10,
+    /// anneal_strategy=cos|linear] (AveragedModel updated and SWALR stepped after each epoch from
+    /// START on; evaluations report the averaged model).
+    #[arg(long)]
+    pub swa: Option<String>,
     /// Rescale gradients to a total 2-norm of at most X before each step (clip_grad_norm_).
     #[arg(long, allow_negative_numbers = true)]
     #[serde(with = "kiln_loop::json_f64::option")]

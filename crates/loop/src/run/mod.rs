@@ -290,6 +290,14 @@ fn warn_on_setup(plan: &RunPlan, parts: &Components, notices: &Notices) {
             "--workers {workers} starts more loader threads than this machine's {cpus} CPUs; excessive workers can slow the run down (PyTorch suggests at most {cpus})"
         ));
     }
+    if let Some(crate::trainer::Averaging::Swa(_)) = &plan.trainer.averaging {
+        let buffers = parts.model.buffers().unwrap_or_default();
+        if let Some((name, _)) = buffers.iter().find(|(n, _)| n.ends_with("running_mean")) {
+            notices.warn(format!(
+                "--swa: the batch-norm statistics ({name}…) are not recomputed for the averaged weights; as torch.optim.swa_utils.update_bn leaves a scripted model's alone, the averaged model keeps those of its last update"
+            ));
+        }
+    }
     if let (Some(init), false) = (&plan.config.init, parts.init_skipped.is_empty()) {
         notices.warn(format!(
             "--init {} (not strict): skipped {}",
@@ -454,6 +462,10 @@ fn finish_run(
         return finish(summary, None);
     };
     save_trained_module(model, &summary, dir.path(), notices)?;
+    let averaged = dir.path().join(checkpoint::AVERAGED_FILE);
+    if plan.trainer.averaging.is_some() && averaged.exists() {
+        notices.send(Notice::Wrote(averaged));
+    }
     #[cfg(feature = "plot")]
     if plan.config.plot {
         let plots = dir.path().join("plots");

@@ -2,7 +2,7 @@
 //! typed settings the parts of a run use — the Trainer's configuration and
 //! the scheduler's spec and interval. Nothing after it parses a setting.
 use super::RunConfig;
-use crate::trainer::{CheckpointConfig, Interval, Mode, TrainerConfig};
+use crate::trainer::{Averaging, CheckpointConfig, Interval, Mode, TrainerConfig};
 use crate::{Error, Result};
 
 /// What a run will do, decided before anything is built.
@@ -48,6 +48,16 @@ impl RunPlan {
         if config.dry_run {
             trainer = trainer.dry_run();
         }
+        trainer.averaging = match (config.ema, &config.swa) {
+            (Some(_), Some(_)) => {
+                return Err(Error::Usage(
+                    "--ema and --swa average the weights in two ways; give one".into(),
+                ))
+            }
+            (Some(decay), None) => Some(Averaging::Ema { decay }),
+            (None, Some(swa)) => Some(Averaging::Swa(swa.clone())),
+            (None, None) => None,
+        };
         trainer.validate().map_err(flag_error)?;
         let scheduler = config.scheduler.as_ref().map(|spec| {
             // The spec is resolved: its name is canonical (`OneCycleLR` is
