@@ -160,6 +160,22 @@ fn bad_averaging_flags_get_one_line() {
         !run.join("config.json").exists(),
         "a refused run wrote its directory"
     );
+    // A dry run (one epoch) of a run averaging from a later epoch averages
+    // from its one epoch.
+    let argv = train_args(
+        &run,
+        &[
+            "--dry-run",
+            "--epochs",
+            "5",
+            "--swa",
+            "3:lr=0.1",
+            "--seed",
+            "0",
+        ],
+    );
+    let out = kiln(&argv.iter().map(String::as_str).collect::<Vec<_>>());
+    assert!(out.status.success(), "{}", text(&out).1);
 }
 
 /// A TorchScript model with batch norm (scripts/reference/torchscript_cnn.py's

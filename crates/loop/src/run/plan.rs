@@ -45,9 +45,6 @@ impl RunPlan {
             },
             ..TrainerConfig::default()
         };
-        if config.dry_run {
-            trainer = trainer.dry_run();
-        }
         trainer.averaging = match (config.ema, &config.swa) {
             (Some(_), Some(_)) => {
                 return Err(Error::Usage(
@@ -58,6 +55,9 @@ impl RunPlan {
             (None, Some(swa)) => Some(Averaging::Swa(swa.clone())),
             (None, None) => None,
         };
+        if config.dry_run {
+            trainer = trainer.dry_run();
+        }
         trainer.validate().map_err(flag_error)?;
         let scheduler = config.scheduler.as_ref().map(|spec| {
             // The spec is resolved: its name is canonical (`OneCycleLR` is

@@ -311,9 +311,13 @@ impl Default for TrainerConfig {
 }
 
 impl TrainerConfig {
-    /// One batch of training and one of evaluation, to check a setup quickly.
+    /// One batch of training and one of evaluation, to check a setup
+    /// quickly (SWA averaging from that one epoch, so its path runs too).
     pub fn dry_run(mut self) -> Self {
         self.epochs = 1;
+        if let Some(Averaging::Swa(swa)) = &mut self.averaging {
+            swa.start_epoch = 1;
+        }
         self.limit_train_batches = Some(1);
         self.limit_eval_batches = Some(1);
         self
