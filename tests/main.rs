@@ -7,6 +7,7 @@
 //! harness) that `mpirun` starts as its own workers.
 mod common;
 
+mod averaging;
 mod cli_errors;
 mod data;
 mod disk_full;
@@ -16,6 +17,7 @@ mod images;
 mod interop;
 mod lm;
 mod models;
+mod predict;
 mod resume;
 mod run_dir;
 mod runs;

@@ -7,6 +7,14 @@ flags as `kiln train`. Datasets apply ToTensor's arithmetic per sample
 so this consumes the global generator exactly as the tutorial does.
 
     PYTHONPATH=.libtorch python3 scripts/reference/quickstart.py --seed 0 --epochs 1
+
+`--ema DECAY` and `--swa START:lr=X[,anneal_epochs=N,anneal_strategy=S]` add
+torch.optim.swa_utils' weight averaging as its documentation drives it (an
+EMA `AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(DECAY),
+use_buffers=True)` updated after every `optimizer.step()`; for SWA,
+`AveragedModel(model)` + `SWALR`, updated and stepped after each epoch from
+START on); the test loop then evaluates the averaged model, and
+`--averaged-out FILE` saves its `module.state_dict()` at the end.
 """
 import argparse
 import contextlib
@@ -17,6 +25,7 @@ import sys
 
 import torch
 from torch import nn
+from torch.optim import swa_utils
 from torch.utils.data import DataLoader, Dataset, Subset
 
 
@@ -77,6 +86,8 @@ class NeuralNetwork(nn.Module):
 AUTOCAST = {"32-true": None, "bf16-mixed": torch.bfloat16, "16-mixed": torch.float16}
 PRECISION = "32-true"
 SCALER = None
+# --ema: the AveragedModel updated after every optimizer step.
+EMA = None
 
 
 DEVICE = "cpu"
@@ -126,6 +137,8 @@ def train(dataloader, model, loss_fn, optimizer):
         else:
             loss.backward()
             optimizer.step()
+        if EMA is not None:
+            EMA.update_parameters(model)
         optimizer.zero_grad()
         if batch % 100 == 0:
             loss, current = loss.item(), batch * len(X)
@@ -158,8 +171,11 @@ def main():
     p.add_argument("--precision", choices=sorted(AUTOCAST), default="32-true")
     p.add_argument("--device", default="cpu", help="cpu or cuda (the data moves to it batch by batch)")
     p.add_argument("--deterministic", action="store_true", help="torch.use_deterministic_algorithms(True)")
+    p.add_argument("--ema", type=float, help="EMA decay")
+    p.add_argument("--swa", help="START:lr=X[,anneal_epochs=N,anneal_strategy=cos|linear]")
+    p.add_argument("--averaged-out", help="save the averaged model's state dict (safetensors)")
     args = p.parse_args()
-    global PRECISION, SCALER, DEVICE
+    global PRECISION, SCALER, DEVICE, EMA
     PRECISION, DEVICE = args.precision, args.device
     if args.deterministic:
         torch.use_deterministic_algorithms(True)
@@ -178,11 +194,35 @@ def main():
     test_dataloader = DataLoader(test_data, batch_size=args.batch_size)
     loss_fn = nn.CrossEntropyLoss()
     optimizer = torch.optim.SGD(model.parameters(), lr=args.lr, momentum=args.momentum)
+    averaged, swa_start, swa_scheduler = None, None, None
+    if args.ema is not None:
+        averaged = EMA = swa_utils.AveragedModel(
+            model, multi_avg_fn=swa_utils.get_ema_multi_avg_fn(args.ema), use_buffers=True
+        )
+    if args.swa:
+        start, _, options = args.swa.partition(":")
+        options = dict(kv.split("=", 1) for kv in options.split(",") if kv)
+        swa_start = int(start)
+        averaged = swa_utils.AveragedModel(model)
+        swa_scheduler = swa_utils.SWALR(
+            optimizer,
+            swa_lr=float(options["lr"]),
+            anneal_epochs=int(options.get("anneal_epochs", 10)),
+            anneal_strategy=options.get("anneal_strategy", "cos"),
+        )
     for t in range(args.epochs):
         print(f"Epoch {t+1}\n-------------------------------")
         train(train_dataloader, model, loss_fn, optimizer)
-        test(test_dataloader, model, loss_fn)
+        if swa_start is not None and t + 1 >= swa_start:
+            averaged.update_parameters(model)
+            swa_scheduler.step()
+        evaluated = averaged if averaged is not None and averaged.n_averaged > 0 else model
+        test(test_dataloader, evaluated, loss_fn)
     print("Training completed")
+    if args.averaged_out:
+        from safetensors.torch import save_file
+
+        save_file(averaged.module.state_dict(), args.averaged_out)
 
 
 if __name__ == "__main__":

@@ -12,7 +12,16 @@ Three commands:
         printing (scripts/reference/quickstart.py) with CrossEntropyLoss and
         Adam(lr) — what `kiln train --model torchscript:MODEL.pt --optimizer
         adam:lr=X --seed S ...` runs — and saves the trained state dict with
-        safetensors.torch.save_file.
+        safetensors.torch.save_file. With `--ema DECAY --averaged-out
+        A.safetensors`: an EMA AveragedModel (use_buffers=True) updated after
+        every optimizer step, tested, and its state dict saved to A. With `--swa START:lr=X[,anneal_epochs=N,
+        anneal_strategy=S] --averaged-out A.safetensors`: torch.optim.swa_utils'
+        SWA (AveragedModel + SWALR from epoch START, the averaged model
+        tested), then `swa_utils.update_bn(train_loader, averaged)` and the
+        averaged model's state dict saved to A. `update_bn` changes nothing
+        on a scripted model: its BatchNorm2d is no `_BatchNorm` (and its
+        momentum is a compiled constant), so the averaged model keeps the
+        statistics AveragedModel copied at its last update.
     eval MODEL.pt[+W.safetensors] ... [--test-samples N]
         For each argument: loads MODEL.pt (and, with +W,
         `load_state_dict(load_file(W), strict=True)`) and prints the
@@ -28,9 +37,11 @@ import torch
 import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 from torch import nn
+from torch.optim import swa_utils
 from torch.utils.data import DataLoader, Subset
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import quickstart  # noqa: E402
 from quickstart import IdxImages, test, train  # noqa: E402
 
 
@@ -69,6 +80,9 @@ def main():
     p.add_argument("--train-samples", type=int)
     p.add_argument("--test-samples", type=int)
     p.add_argument("--out")
+    p.add_argument("--ema", type=float, help="EMA decay (buffers averaged too)")
+    p.add_argument("--swa", help="START:lr=X[,anneal_epochs=N,anneal_strategy=cos|linear]")
+    p.add_argument("--averaged-out")
     args = p.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -101,11 +115,37 @@ def main():
     test_dataloader = DataLoader(test_data, batch_size=args.batch_size)
     loss_fn = nn.CrossEntropyLoss()
     optimizer = torch.optim.Adam(model.parameters(), lr=args.lr)
+    swa_start, averaged, swa_scheduler = None, None, None
+    if args.ema is not None:
+        averaged = quickstart.EMA = swa_utils.AveragedModel(
+            model, multi_avg_fn=swa_utils.get_ema_multi_avg_fn(args.ema), use_buffers=True
+        )
+    if args.swa:
+        start, _, options = args.swa.partition(":")
+        options = dict(kv.split("=", 1) for kv in options.split(",") if kv)
+        swa_start = int(start)
+        averaged = swa_utils.AveragedModel(model)
+        swa_scheduler = swa_utils.SWALR(
+            optimizer,
+            swa_lr=float(options["lr"]),
+            anneal_epochs=int(options.get("anneal_epochs", 10)),
+            anneal_strategy=options.get("anneal_strategy", "cos"),
+        )
     for t in range(args.epochs):
         print(f"Epoch {t+1}\n-------------------------------")
         train(train_dataloader, model, loss_fn, optimizer)
-        test(test_dataloader, model, loss_fn)
+        if swa_start is not None and t + 1 >= swa_start:
+            averaged.update_parameters(model)
+            swa_scheduler.step()
+        evaluated = averaged if averaged is not None and averaged.n_averaged > 0 else model
+        test(test_dataloader, evaluated, loss_fn)
     print("Training completed")
+    if args.averaged_out:
+        if args.swa:
+            # PyTorch's own: a no-op here (see above).
+            swa_utils.update_bn(train_dataloader, averaged)
+        state = averaged.module.state_dict()
+        save_file({k: v.contiguous() for k, v in state.items()}, args.averaged_out)
     if args.out:
         save_file({k: v.contiguous() for k, v in model.state_dict().items()}, args.out)
 

@@ -7,7 +7,9 @@
 use clap::parser::ValueSource;
 use kiln_loop::lm::SampleConfig;
 use kiln_loop::lr_find::LrFindConfig;
-use kiln_loop::run::{Display, EvalRequest, LrFindRequest, RunConfig, TrainRequest};
+use kiln_loop::run::{
+    Display, EvalRequest, LrFindRequest, PredictRequest, RunConfig, TrainRequest,
+};
 use kiln_loop::{Notice, Notices};
 use serde::Serialize;
 use std::io::IsTerminal;
@@ -153,6 +155,17 @@ pub struct TrainArgs {
     /// (METRIC: test_loss, test_accuracy, val_loss, val_accuracy…).
     #[arg(long)]
     pub early_stopping: Option<String>,
+    /// Evaluate, checkpoint and write RUN/averaged.safetensors with an exponential moving
+    /// average of the weights (and buffers) with this decay, updated after every optimizer step
+    /// (AveragedModel + get_ema_multi_avg_fn).
+    #[arg(long)]
+    #[serde(with = "kiln_loop::json_f64::option")]
+    pub ema: Option<f64>,
+    /// Stochastic Weight Averaging from epoch START: START:lr=X[,anneal_epochs=10,
+    /// anneal_strategy=cos|linear] (AveragedModel updated and SWALR stepped after each epoch from
+    /// START on; evaluations report the averaged model).
+    #[arg(long)]
+    pub swa: Option<String>,
     /// Rescale gradients to a total 2-norm of at most X before each step (clip_grad_norm_).
     #[arg(long, allow_negative_numbers = true)]
     #[serde(with = "kiln_loop::json_f64::option")]
@@ -390,18 +403,12 @@ pub struct EvalArgs {
 impl EvalArgs {
     /// The library request.
     pub fn request(&self) -> anyhow::Result<EvalRequest> {
-        let flags = match serde_json::to_value(self)? {
-            serde_json::Value::Object(all) => {
-                all.into_iter().filter(|(_, v)| !v.is_null()).collect()
-            }
-            _ => serde_json::Map::new(),
-        };
         Ok(EvalRequest {
             checkpoint: self.checkpoint.clone(),
             which: self.which.clone(),
             weights: self.weights.clone(),
             split: self.split.clone(),
-            flags,
+            flags: given_flags(self)?,
             output: Some(Box::new(std::io::stdout())),
             notices: stderr_notices(false),
         })
@@ -435,13 +442,81 @@ pub struct SummaryArgs {
 impl SummaryArgs {
     /// The flags given, as `kiln train` flags.
     pub fn flags(&self) -> anyhow::Result<serde_json::Map<String, serde_json::Value>> {
-        Ok(match serde_json::to_value(self)? {
-            serde_json::Value::Object(all) => {
-                all.into_iter().filter(|(_, v)| !v.is_null()).collect()
-            }
-            _ => serde_json::Map::new(),
+        given_flags(self)
+    }
+}
+
+/// Flags of `kiln predict`.
+#[derive(Debug, Clone, clap::Args, Serialize)]
+#[command(group(clap::ArgGroup::new("source").required(true).args(["checkpoint", "weights"])))]
+pub struct PredictArgs {
+    /// A checkpoint directory, or a run directory (its newest valid checkpoint, see --which).
+    #[arg(long)]
+    #[serde(skip)]
+    pub checkpoint: Option<PathBuf>,
+    /// With a run directory: predict with its last or its best checkpoint.
+    #[arg(long, value_parser = ["last", "best"])]
+    #[serde(skip)]
+    pub which: Option<String>,
+    /// A safetensors state dict (e.g. saved by PyTorch) of the quickstart model, or of --model.
+    #[arg(long)]
+    #[serde(skip)]
+    pub weights: Option<PathBuf>,
+    /// Where the predictions go: FILE.safetensors (outputs, and targets when the data has
+    /// them) or FILE.csv (index, class and probability; or the values for regression).
+    #[arg(long)]
+    #[serde(skip)]
+    pub output: PathBuf,
+    /// The model of --weights (default: the quickstart MLP); see `kiln models`.
+    #[arg(long)]
+    pub model: Option<String>,
+    /// Data directory (default: the run's, else the setup's FashionMNIST).
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
+    /// Another data source, as `kiln train --data` takes it (csv:…, tensors:…, idx:…): its
+    /// test set is predicted instead of the run's.
+    #[arg(long)]
+    pub data: Option<String>,
+    /// The set to predict: test, or val (the run's --val-fraction split, drawn as in training).
+    #[arg(long, value_parser = ["test", "val"])]
+    #[serde(skip)]
+    pub split: Option<String>,
+    /// Predict the first N test samples (default: the run's, else all).
+    #[arg(long)]
+    pub test_samples: Option<usize>,
+    /// Samples per batch (default: the run's, else 64).
+    #[arg(long)]
+    pub batch_size: Option<usize>,
+    /// auto, cpu, cuda or cuda:N (default: the run's, else auto).
+    #[arg(long)]
+    pub device: Option<String>,
+}
+
+impl PredictArgs {
+    /// The library request.
+    pub fn request(&self) -> anyhow::Result<PredictRequest> {
+        Ok(PredictRequest {
+            checkpoint: self.checkpoint.clone(),
+            which: self.which.clone(),
+            weights: self.weights.clone(),
+            split: self.split.clone(),
+            flags: given_flags(self)?,
+            output: self.output.clone(),
+            progress: std::io::stderr().is_terminal(),
+            notices: stderr_notices(false),
         })
     }
+}
+
+/// The flags a command line gave (those serialised and not null), as the
+/// library's flag layer takes them.
+fn given_flags(
+    args: &impl Serialize,
+) -> anyhow::Result<serde_json::Map<String, serde_json::Value>> {
+    Ok(match serde_json::to_value(args)? {
+        serde_json::Value::Object(all) => all.into_iter().filter(|(_, v)| !v.is_null()).collect(),
+        _ => serde_json::Map::new(),
+    })
 }
 
 /// Flags of `kiln plot`.

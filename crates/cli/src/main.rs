@@ -31,6 +31,9 @@ enum Command {
     Eval(args::EvalArgs),
     /// Print a model's summary (Lightning's ModelSummary table) without training.
     Summary(args::SummaryArgs),
+    /// Write a checkpoint's (or a PyTorch state dict's) outputs for a data set, in order, to a
+    /// .safetensors or .csv file.
+    Predict(args::PredictArgs),
     /// Draw a run's loss, accuracy and lr curves to PNG and SVG.
     Plot(args::PlotArgs),
     /// Turn a text file into a character-level token directory (nanoGPT's
@@ -170,6 +173,9 @@ fn run(cli: Cli, matches: &clap::ArgMatches) -> anyhow::Result<()> {
                 "{}",
                 kiln_loop::run::summarize(args.flags()?, &Registries::default())?
             );
+        }
+        Command::Predict(args) => {
+            kiln_loop::run::predict(args.request()?, &Registries::default())?;
         }
         Command::Plot(args) => {
             let out = args.out.unwrap_or_else(|| args.run_dir.join("plots"));

@@ -91,7 +91,14 @@ pub struct Checkpoint {
     pub trainer: serde_json::Value,
     /// The configuration the run was started with.
     pub config: serde_json::Value,
+    /// The averaged weights of `--ema`/`--swa` (`module.{name}`, as
+    /// `AveragedModel.state_dict()` names them); empty without averaging.
+    /// Written as `averaged.safetensors` when there are any.
+    pub averaged: Vec<(String, Tensor)>,
 }
+
+/// The averaged weights' file, in a checkpoint and in the run directory.
+pub const AVERAGED_FILE: &str = "averaged.safetensors";
 
 #[derive(Serialize, Deserialize)]
 struct StateFile {
@@ -238,8 +245,12 @@ fn write_into(tmp: &Path, ckpt: &Checkpoint) -> Result<()> {
         config: ckpt.config.clone(),
     };
     write_json(&tmp.join("state.json"), &state)?;
+    let averaged = !ckpt.averaged.is_empty();
+    if averaged {
+        write_tensors(&tmp.join(AVERAGED_FILE), &ckpt.averaged)?;
+    }
     let mut manifest = Vec::new();
-    for file in FILES {
+    for file in FILES.into_iter().chain(averaged.then_some(AVERAGED_FILE)) {
         let path = tmp.join(file);
         let bytes = std::fs::read(&path).map_err(|e| io_error(&path, e))?;
         manifest.push(ManifestEntry {
@@ -355,6 +366,10 @@ pub fn load(dir: &Path) -> Result<Checkpoint> {
         progress: state.progress,
         trainer: state.trainer,
         config: state.config,
+        averaged: match dir.join(AVERAGED_FILE) {
+            path if path.exists() => read_tensors(&path)?,
+            _ => Vec::new(),
+        },
     })
 }
 

@@ -14,6 +14,18 @@ pub struct ProgressPrinter {
     out: Box<dyn std::io::Write + Send>,
 }
 
+/// kiln's bar over `batches` batches, named by `prefix` (`epoch 3`,
+/// `predict`), with the position, a message and the ETA; indicatif hides it
+/// when its stream (stderr) is not a terminal.
+pub fn styled_bar(batches: usize, prefix: &str) -> ProgressBar {
+    let bar = ProgressBar::new(batches as u64);
+    let style = ProgressStyle::with_template("{prefix} {bar:30} {pos}/{len} {msg} ETA {eta}")
+        .unwrap_or_else(|_| ProgressStyle::default_bar());
+    bar.set_style(style);
+    bar.set_prefix(prefix.to_string());
+    bar
+}
+
 impl ProgressPrinter {
     /// For epochs of `batches` batches; lines without a bar on screen
     /// (the final one) go to `out`, the terminal's stdout.
@@ -28,12 +40,7 @@ impl ProgressPrinter {
 
     fn bar(&mut self, epoch: usize, position: usize) -> &ProgressBar {
         self.bar.get_or_insert_with(|| {
-            let bar = ProgressBar::new(self.batches as u64);
-            let style =
-                ProgressStyle::with_template("epoch {prefix} {bar:30} {pos}/{len} {msg} ETA {eta}")
-                    .unwrap_or_else(|_| ProgressStyle::default_bar());
-            bar.set_style(style);
-            bar.set_prefix(epoch.to_string());
+            let bar = styled_bar(self.batches, &format!("epoch {epoch}"));
             bar.set_position(position as u64);
             bar
         })

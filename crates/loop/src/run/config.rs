@@ -88,6 +88,7 @@ text_setting!(logger_text, "--logger");
 text_setting!(option distributed_text, "--distributed");
 text_setting!(option early_stopping_text, "--early-stopping");
 text_setting!(option profile_text, "--profile");
+text_setting!(option swa_text, "--swa");
 
 /// Every setting of a run; `Default` is the tutorial's job. This is what a
 /// run's `config.json` holds, with the seed it drew.
@@ -178,6 +179,14 @@ pub struct RunConfig {
     /// `METRIC[:patience=3,min_delta=0,mode=min|max]`.
     #[serde(with = "early_stopping_text")]
     pub early_stopping: Option<EarlyStopping>,
+    /// Exponential moving average of the weights with this decay
+    /// (`AveragedModel` + `get_ema_multi_avg_fn`, buffers averaged too).
+    #[serde(with = "crate::json_f64::option")]
+    pub ema: Option<f64>,
+    /// Stochastic Weight Averaging from an epoch:
+    /// `START:lr=X[,anneal_epochs=10,anneal_strategy=cos]`.
+    #[serde(with = "swa_text")]
+    pub swa: Option<crate::trainer::Swa>,
     /// `clip_grad_norm_` before each step.
     #[serde(with = "crate::json_f64::option")]
     pub clip_grad_norm: Option<f64>,
@@ -267,6 +276,8 @@ impl Default for RunConfig {
             eval_every_epochs: 1,
             top_k: None,
             early_stopping: None,
+            ema: None,
+            swa: None,
             clip_grad_norm: None,
             clip_grad_value: None,
             plot: false,

@@ -1,8 +1,8 @@
 //! What a run is: its settings ([`RunConfig`], merged from layers of
 //! flags, resolved into a [`RunPlan`]), its directory ([`RunDir`]), its
 //! seed, resuming it, and building every component it trains with from
-//! the caller's [`Registries`]. [`train`] and [`evaluate`] are what `kiln
-//! train` and `kiln eval` call; the CLI only turns flags into a
+//! the caller's [`Registries`]. [`train`], [`evaluate`] and [`predict`] are
+//! what `kiln train`, `kiln eval` and `kiln predict` call; the CLI only turns flags into a
 //! [`TrainRequest`], prints [`Notice`]s and maps errors to exit codes.
 //!
 //! A run goes through named phases ([`train_on`]): plan (seed and typed
@@ -17,6 +17,7 @@ pub mod dir;
 mod lr_find;
 mod outputs;
 pub mod plan;
+mod predict;
 mod registries;
 pub mod signals;
 
@@ -29,6 +30,7 @@ pub use dir::RunDir;
 pub use lr_find::{lr_find, LrFindReport, LrFindRequest};
 pub use outputs::Display;
 pub use plan::RunPlan;
+pub use predict::{predict, PredictRequest, PredictSummary};
 pub use registries::Registries;
 
 use crate::checkpoint::{self, Checkpoint};
@@ -350,6 +352,14 @@ fn warn_on_setup(plan: &RunPlan, parts: &Components, notices: &Notices) {
             "--workers {workers} starts more loader threads than this machine's {cpus} CPUs; excessive workers can slow the run down (PyTorch suggests at most {cpus})"
         ));
     }
+    if let Some(crate::trainer::Averaging::Swa(_)) = &plan.trainer.averaging {
+        let buffers = parts.model.buffers().unwrap_or_default();
+        if let Some((name, _)) = buffers.iter().find(|(n, _)| n.ends_with("running_mean")) {
+            notices.warn(format!(
+                "--swa: the batch-norm statistics ({name}…) are not recomputed for the averaged weights; as torch.optim.swa_utils.update_bn leaves a scripted model's alone, the averaged model keeps those of its last update"
+            ));
+        }
+    }
     if let (Some(init), false) = (&plan.config.init, parts.init_skipped.is_empty()) {
         notices.warn(format!(
             "--init {} (not strict): skipped {}",
@@ -514,6 +524,10 @@ fn finish_run(
         return finish(summary, None);
     };
     save_trained_module(model, &summary, dir.path(), notices)?;
+    let averaged = dir.path().join(checkpoint::AVERAGED_FILE);
+    if plan.trainer.averaging.is_some() && averaged.exists() {
+        notices.send(Notice::Wrote(averaged));
+    }
     #[cfg(feature = "plot")]
     if plan.config.plot {
         let plots = dir.path().join("plots");
@@ -816,66 +830,24 @@ impl std::fmt::Debug for EvalRequest {
 /// (with top-K accuracy when asked).
 pub fn evaluate(mut request: EvalRequest, registries: &Registries) -> Result<crate::TestSummary> {
     use std::io::Write as _;
-    let (weights, saved) = match (&request.checkpoint, &request.weights) {
-        (Some(path), _) => {
-            let dir = checkpoint_to_evaluate(path, request.which.as_deref(), &request.notices)?;
-            let ckpt = checkpoint::load(&dir)?;
-            let saved = match ckpt.config {
-                serde_json::Value::Object(flags) => Layer::new("the checkpoint's config", flags),
-                _ => {
-                    return Err(Error::Data {
-                        path: dir.clone(),
-                        message: "the checkpoint's run config is unreadable".into(),
-                    })
-                }
-            };
-            (ckpt.model, Some(saved))
-        }
-        (None, Some(file)) => (checkpoint::read_weights(file)?, None),
-        (None, None) => {
-            return Err(Error::Usage(
-                "give --checkpoint DIR or --weights FILE".into(),
-            ))
-        }
-    };
-    let mut saved = saved;
-    // Data given on the command line replaces the run's source.
-    if let Some(saved) = &mut saved {
-        for (given, other) in [("data", "data_dir"), ("data_dir", "data")] {
-            if request.flags.contains_key(given) {
-                saved.flags.remove(other);
-            }
-        }
-    }
-    let mut layers: Vec<Layer> = saved.into_iter().collect();
-    layers.push(Layer::new("the command line", request.flags.clone()));
-    let config = RunConfig::from_layers(&layers, registries)?;
-    let seed = config.seed.unwrap_or(0);
-    let plan = RunPlan::new(config, seed)?;
+    let (plan, parts) = load_to_evaluate(
+        &Source {
+            checkpoint: request.checkpoint.as_deref(),
+            which: request.which.as_deref(),
+            weights: request.weights.as_deref(),
+        },
+        &request.flags,
+        registries,
+        &request.notices,
+    )?;
     let Components {
         data,
         mut model,
         loss,
         device,
         ..
-    } = Components::build(&plan, registries)?;
-    model.load_state_dict(&weights)?;
-    let (set, dataset) = match request.split.as_deref().unwrap_or("test") {
-        "test" => ("test", data.test.clone()),
-        "val" => match &data.val {
-            Some(val) => ("val", val.clone()),
-            None => {
-                return Err(Error::Usage(
-                    "--split val: this run has no validation split (it was trained without --val-fraction)".into(),
-                ))
-            }
-        },
-        other => {
-            return Err(Error::Usage(format!(
-                "--split {other}: accepted: test, val"
-            )))
-        }
-    };
+    } = parts;
+    let (set, dataset) = evaluation_set(&data, request.split.as_deref())?;
     let mut metrics = build::metrics(plan.config.top_k, data.task, data.sampling)?;
     let loader = DataLoader::new(dataset, plan.config.batch_size, false)?.to_device(device);
     crate::eval::evaluate(
@@ -903,6 +875,85 @@ pub fn evaluate(mut request: EvalRequest, registries: &Registries) -> Result<cra
         accuracy: get("accuracy"),
         avg_loss: get("loss"),
     })
+}
+
+/// Where the weights `kiln eval` and `kiln predict` use come from: a
+/// checkpoint (or a run directory and `--which`) or a weights file.
+#[derive(Debug, Clone, Copy)]
+struct Source<'p> {
+    checkpoint: Option<&'p Path>,
+    which: Option<&'p str>,
+    weights: Option<&'p Path>,
+}
+
+/// The run behind `source` rebuilt as it trained (its saved config, then
+/// `flags`; another data source given replaces the run's) with the
+/// weights loaded: what `kiln eval` and `kiln predict` evaluate.
+fn load_to_evaluate(
+    source: &Source<'_>,
+    flags: &serde_json::Map<String, serde_json::Value>,
+    registries: &Registries,
+    notices: &Notices,
+) -> Result<(RunPlan, Components)> {
+    let (weights, saved) = match (source.checkpoint, source.weights) {
+        (Some(path), _) => {
+            let dir = checkpoint_to_evaluate(path, source.which, notices)?;
+            let ckpt = checkpoint::load(&dir)?;
+            let saved = match ckpt.config {
+                serde_json::Value::Object(flags) => Layer::new("the checkpoint's config", flags),
+                _ => {
+                    return Err(Error::Data {
+                        path: dir.clone(),
+                        message: "the checkpoint's run config is unreadable".into(),
+                    })
+                }
+            };
+            (ckpt.model, Some(saved))
+        }
+        (None, Some(file)) => (checkpoint::read_weights(file)?, None),
+        (None, None) => {
+            return Err(Error::Usage(
+                "give --checkpoint DIR or --weights FILE".into(),
+            ))
+        }
+    };
+    let mut saved = saved;
+    // Data given on the command line replaces the run's source.
+    if let Some(saved) = &mut saved {
+        for (given, other) in [("data", "data_dir"), ("data_dir", "data")] {
+            if flags.contains_key(given) {
+                saved.flags.remove(other);
+            }
+        }
+    }
+    let mut layers: Vec<Layer> = saved.into_iter().collect();
+    layers.push(Layer::new("the command line", flags.clone()));
+    let config = RunConfig::from_layers(&layers, registries)?;
+    let seed = config.seed.unwrap_or(0);
+    let plan = RunPlan::new(config, seed)?;
+    let parts = Components::build(&plan, registries)?;
+    parts.model.load_state_dict(&weights)?;
+    Ok((plan, parts))
+}
+
+/// The set `--split` names (`test` by default, or the run's `val` split)
+/// with its name.
+fn evaluation_set(
+    data: &RunData,
+    split: Option<&str>,
+) -> Result<(&'static str, std::sync::Arc<dyn crate::Dataset>)> {
+    match split.unwrap_or("test") {
+        "test" => Ok(("test", data.test.clone())),
+        "val" => match &data.val {
+            Some(val) => Ok(("val", val.clone())),
+            None => Err(Error::Usage(
+                "--split val: this run has no validation split (it was trained without --val-fraction)".into(),
+            )),
+        },
+        other => Err(Error::Usage(format!(
+            "--split {other}: accepted: test, val"
+        ))),
+    }
 }
 
 /// The checkpoint `kiln eval --checkpoint PATH [--which last|best]` means.

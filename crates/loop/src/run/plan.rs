@@ -2,7 +2,7 @@
 //! typed settings the parts of a run use — the Trainer's configuration and
 //! the scheduler's spec and interval. Nothing after it parses a setting.
 use super::RunConfig;
-use crate::trainer::{CheckpointConfig, Interval, Mode, TrainerConfig};
+use crate::trainer::{Averaging, CheckpointConfig, Interval, Mode, TrainerConfig};
 use crate::{Error, Result};
 
 /// What a run will do, decided before anything is built.
@@ -44,6 +44,16 @@ impl RunPlan {
                     .map(|m| (m.clone(), Mode::for_metric(m))),
             },
             ..TrainerConfig::default()
+        };
+        trainer.averaging = match (config.ema, &config.swa) {
+            (Some(_), Some(_)) => {
+                return Err(Error::Usage(
+                    "--ema and --swa average the weights in two ways; give one".into(),
+                ))
+            }
+            (Some(decay), None) => Some(Averaging::Ema { decay }),
+            (None, Some(swa)) => Some(Averaging::Swa(swa.clone())),
+            (None, None) => None,
         };
         if config.dry_run {
             trainer = trainer.dry_run();

@@ -109,6 +109,101 @@ impl std::fmt::Display for EarlyStopping {
     }
 }
 
+/// Weight averaging (`torch.optim.swa_utils`): evaluations, the
+/// checkpoints and the run's `averaged.safetensors` hold the averaged
+/// weights next to the trained ones.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Averaging {
+    /// `AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(decay),
+    /// use_buffers=True)` updated after every optimizer step.
+    Ema {
+        /// The decay, in [0, 1].
+        decay: f64,
+    },
+    /// `AveragedModel(model)` updated at the end of every epoch from
+    /// `start_epoch` on, with `SWALR` stepping the lr instead of the run's
+    /// scheduler in those epochs (PyTorch's SWA recipe).
+    Swa(Swa),
+}
+
+/// Stochastic Weight Averaging: `START[:lr=X,anneal_epochs=10,anneal_strategy=cos]`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(into = "String", try_from = "String")]
+pub struct Swa {
+    /// The first epoch (1-based) whose weights are averaged.
+    pub start_epoch: usize,
+    /// `SWALR`'s `swa_lr`, the lr annealed to (required, as in PyTorch).
+    pub lr: f64,
+    /// `SWALR`'s `anneal_epochs` (default 10).
+    pub anneal_epochs: i64,
+    /// `SWALR`'s `anneal_strategy` (default `cos`).
+    pub anneal_strategy: kiln_optim::scheduler::AnnealStrategy,
+}
+
+impl std::str::FromStr for Swa {
+    type Err = Error;
+
+    fn from_str(text: &str) -> Result<Self> {
+        let bad = |e: kiln_tensor::Error| Error::Usage(format!("'{text}': {e}"));
+        let mut spec: kiln_tensor::spec::Spec = text.parse().map_err(bad)?;
+        let start_epoch = spec.name.parse::<usize>().map_err(|_| {
+            Error::Usage(format!(
+                "'{text}': expected START:lr=X with START the first epoch to average, e.g. 5:lr=0.05"
+            ))
+        })?;
+        let lr = spec.f64("lr").map_err(bad)?.ok_or_else(|| {
+            Error::Usage(format!(
+                "'{text}': give SWALR's lr, the lr annealed to, e.g. {start_epoch}:lr=0.05"
+            ))
+        })?;
+        let anneal_epochs = spec.i64("anneal_epochs").map_err(bad)?.unwrap_or(10);
+        let anneal_strategy = match spec
+            .choice("anneal_strategy", &["cos", "linear"])
+            .map_err(bad)?
+            .as_deref()
+        {
+            Some("linear") => kiln_optim::scheduler::AnnealStrategy::Linear,
+            _ => kiln_optim::scheduler::AnnealStrategy::Cos,
+        };
+        spec.finish(&["lr", "anneal_epochs", "anneal_strategy"])
+            .map_err(bad)?;
+        Ok(Swa {
+            start_epoch,
+            lr,
+            anneal_epochs,
+            anneal_strategy,
+        })
+    }
+}
+
+impl std::fmt::Display for Swa {
+    /// The spec that parses back to the same value.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{}:lr={:?},anneal_epochs={},anneal_strategy={}",
+            self.start_epoch,
+            self.lr,
+            self.anneal_epochs,
+            self.anneal_strategy.as_str()
+        )
+    }
+}
+
+impl From<Swa> for String {
+    fn from(swa: Swa) -> String {
+        swa.to_string()
+    }
+}
+
+impl TryFrom<String> for Swa {
+    type Error = Error;
+    fn try_from(text: String) -> Result<Self> {
+        text.parse()
+    }
+}
+
 /// How often to write checkpoints and which to keep (where: the
 /// directory given to [`crate::Trainer::checkpoint_dir`]).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -171,6 +266,9 @@ pub struct TrainerConfig {
     /// `16-mixed` (Lightning's precision names).
     #[serde(with = "precision_name")]
     pub precision: Precision,
+    /// Weight averaging (EMA or SWA), if any.
+    #[serde(default)]
+    pub averaging: Option<Averaging>,
 }
 
 /// A precision as its name in JSON.
@@ -207,14 +305,19 @@ impl Default for TrainerConfig {
             clip_grad_norm: None,
             checkpoint: CheckpointConfig::default(),
             precision: Precision::F32True,
+            averaging: None,
         }
     }
 }
 
 impl TrainerConfig {
-    /// One batch of training and one of evaluation, to check a setup quickly.
+    /// One batch of training and one of evaluation, to check a setup
+    /// quickly (SWA averaging from that one epoch, so its path runs too).
     pub fn dry_run(mut self) -> Self {
         self.epochs = 1;
+        if let Some(Averaging::Swa(swa)) = &mut self.averaging {
+            swa.start_epoch = 1;
+        }
         self.limit_train_batches = Some(1);
         self.limit_eval_batches = Some(1);
         self
@@ -261,6 +364,33 @@ impl TrainerConfig {
                     format!("must be a finite, positive clipping threshold, got {v}"),
                 ));
             }
+        }
+        match &self.averaging {
+            Some(Averaging::Ema { decay }) if !(0.0..=1.0).contains(decay) => {
+                return Err(Error::setting(
+                    "ema",
+                    format!("must be a decay in [0, 1] (0.999 is usual), got {decay}"),
+                ));
+            }
+            Some(Averaging::Swa(swa)) if swa.start_epoch == 0 || swa.start_epoch > self.epochs => {
+                return Err(Error::setting(
+                    "swa",
+                    format!(
+                        "starts at epoch {}, which this run of {} epochs does not have (epochs count from 1)",
+                        swa.start_epoch, self.epochs
+                    ),
+                ));
+            }
+            Some(Averaging::Swa(swa)) if swa.anneal_epochs < 0 || !swa.lr.is_finite() => {
+                return Err(Error::setting(
+                    "swa",
+                    format!(
+                        "needs a finite lr and anneal_epochs >= 0, got lr={} anneal_epochs={}",
+                        swa.lr, swa.anneal_epochs
+                    ),
+                ));
+            }
+            _ => {}
         }
         if let Some(e) = self
             .early_stopping

@@ -1,4 +1,5 @@
 //! The phases of a fit: restore, epoch, after a step, end of epoch, end.
+use super::averaging::Averager;
 use super::update::{Hooks, Outcome, UpdatePath};
 use super::{
     BeforeStep, EvalInfo, FitSummary, FitTimings, Interval, Loaders, PhaseTime, StepInfo,
@@ -29,6 +30,10 @@ struct TrainerState {
     /// The gradient scaler's `state_dict()` (PyTorch's keys).
     #[serde(default)]
     grad_scaler: Option<serde_json::Value>,
+    /// `--ema`/`--swa`: `n_averaged`, the strategy and SWALR's state (the
+    /// averaged tensors are the checkpoint's `averaged.safetensors`).
+    #[serde(default)]
+    averaging: Option<serde_json::Value>,
 }
 
 /// Where the fit stands: the loop cursor and the data pass it is in.
@@ -51,6 +56,8 @@ pub(super) struct Fit<'f, 'a> {
     /// The data pass a resumed fit continues.
     resumed_pass: Option<PassState>,
     state: TrainerState,
+    /// `--ema`/`--swa`'s averaged weights.
+    averager: Option<Averager>,
     summary: FitSummary,
     batches_per_epoch: usize,
     /// Where the fit's time goes (the callbacks' share is the Trainer's).
@@ -116,6 +123,10 @@ where
             ),
             _ => None,
         };
+        let averager = match &cfg.averaging {
+            Some(averaging) => Some(Averager::new(averaging, &*model, &mut *optimizer)?),
+            None => None,
+        };
         let path = UpdatePath {
             step,
             data_parallel,
@@ -147,6 +158,7 @@ where
             progress: Progress::start(),
             resumed_pass: None,
             state: TrainerState::default(),
+            averager,
             summary: FitSummary {
                 stop: StopReason::Completed,
                 steps: 0,
@@ -211,6 +223,10 @@ where
                     )))
                 }
                 _ => {}
+            }
+            if let Some(averager) = &mut self.averager {
+                let scalars = self.state.averaging.clone().unwrap_or_default();
+                averager.load(ckpt.averaged, &scalars)?;
             }
             self.data
                 .train
@@ -307,7 +323,13 @@ where
                     skipped,
                 } => {
                     self.progress.step += 1;
-                    if let Some((sched, Interval::Step)) = &mut self.trainer.scheduler {
+                    if let Some(averager) = &mut self.averager {
+                        averager.after_step(&*self.model)?;
+                    }
+                    let swa_epoch = self.averager.as_ref().is_some_and(|a| a.swa_epoch(epoch));
+                    if let (Some((sched, Interval::Step)), false) =
+                        (&mut self.trainer.scheduler, swa_epoch)
+                    {
                         if !sched.needs_metric() {
                             sched.step(&mut *self.optimizer)?;
                         }
@@ -405,6 +427,12 @@ where
     /// scheduler step, callbacks, the checkpoint and the best one.
     fn end_of_epoch(&mut self, epoch: usize) -> Result<Option<StopReason>> {
         let mut stop = None;
+        // SWA: `swa_model.update_parameters(model)` before the evaluation,
+        // which reports the averaged model.
+        let swa_epoch = self.averager.as_ref().is_some_and(|a| a.swa_epoch(epoch));
+        if let Some(averager) = &mut self.averager {
+            averager.end_of_epoch(epoch, &*self.model)?;
+        }
         let every = self.cfg.eval_every_epochs;
         let eval = if every > 0 && epoch.is_multiple_of(every) {
             Some(self.evaluate(epoch, true)?)
@@ -434,10 +462,13 @@ where
             self.step_plateau(Interval::Step, eval)?;
             self.step_plateau(Interval::Epoch, eval)?;
         }
-        if let Some((sched, Interval::Epoch)) = &mut self.trainer.scheduler {
-            if !sched.needs_metric() {
+        match (&mut self.averager, &mut self.trainer.scheduler) {
+            // `swa_scheduler.step()` instead of the run's scheduler.
+            (Some(averager), _) if swa_epoch => averager.step_lr(&mut *self.optimizer)?,
+            (_, Some((sched, Interval::Epoch))) if !sched.needs_metric() => {
                 sched.step(&mut *self.optimizer)?;
             }
+            _ => {}
         }
         let model: &dyn Model = &*self.model;
         self.trainer.each(|c| c.on_epoch_end(epoch, model))?;
@@ -509,14 +540,15 @@ where
             reducer.post_forward(false);
         }
         for (name, loader) in self.data.eval {
-            crate::eval::evaluate(
-                loader,
-                &mut *self.model,
-                self.step,
-                &mut self.trainer.metrics,
-                self.cfg.limit_eval_batches,
-                self.cfg.precision,
-            )?;
+            let (step, evaluated) = (self.step, &mut self.trainer.metrics);
+            let (limit, precision) = (self.cfg.limit_eval_batches, self.cfg.precision);
+            let mut run = |model: &mut dyn Model| {
+                crate::eval::evaluate(loader, model, step, evaluated, limit, precision)
+            };
+            match &self.averager {
+                Some(averager) => averager.with_averaged(&mut *self.model, run)?,
+                None => run(&mut *self.model)?,
+            }
             if let Some(dp) = self.data_parallel {
                 dp.reduce_metrics(&mut self.trainer.metrics)?;
             }
@@ -562,6 +594,14 @@ where
             .as_ref()
             .map(|s| s.state_dict())
             .transpose()?;
+        let averaged = match &self.averager {
+            Some(averager) => {
+                let (tensors, scalars) = averager.save()?;
+                self.state.averaging = Some(scalars);
+                tensors
+            }
+            None => Vec::new(),
+        };
         let (rng_cpu, rng_cuda) = checkpoint::capture_rng()?;
         let ckpt = Checkpoint {
             model: self.model.state_dict()?,
@@ -578,6 +618,7 @@ where
             trainer: serde_json::to_value(&self.state)
                 .map_err(|e| Error::InvalidArgument(e.to_string()))?,
             config: self.trainer.run_config.clone(),
+            averaged,
         };
         let path = checkpoint::save(&run_dir, &ckpt)?;
         let best = self
@@ -627,6 +668,18 @@ where
         Ok(())
     }
 
+    /// `RUN/averaged.safetensors`: the averaged model's state dict, named
+    /// as the model's (what `swa_model.module.state_dict()` holds), for a
+    /// fit that ended well in a run directory.
+    fn write_averaged(&mut self) -> Result<()> {
+        let (Some(averager), Some(run_dir)) = (&self.averager, &self.trainer.checkpoint_dir) else {
+            return Ok(());
+        };
+        let tensors = averager.state_dict(&mut *self.model)?;
+        kiln_tensor::io::write_safetensors(&run_dir.join(checkpoint::AVERAGED_FILE), &tensors)?;
+        Ok(())
+    }
+
     /// Ends the fit: drops checkpoints a non-finite loss made worthless,
     /// tells the callbacks.
     fn finish(mut self, stop: StopReason) -> Result<FitSummary> {
@@ -642,6 +695,12 @@ where
                 }
             }
             self.summary.last_checkpoint = checkpoint::list(run_dir)?.pop();
+        }
+        if !matches!(
+            stop,
+            StopReason::Interrupted { .. } | StopReason::NonFiniteLoss { .. }
+        ) {
+            self.write_averaged()?;
         }
         self.summary.stop = stop;
         self.summary.timings = FitTimings {

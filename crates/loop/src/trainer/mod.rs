@@ -9,6 +9,7 @@
 //! (the one place optimizers and precisions differ), `fit.rs` runs the
 //! phases of a fit (restore, epoch, after a step, end of epoch, end),
 //! [`config`] holds the settings and [`callback`] the hooks.
+mod averaging;
 pub mod callback;
 pub mod config;
 mod fit;
@@ -18,7 +19,7 @@ pub use callback::{
     signal_name, BeforeStep, Callback, EvalInfo, FitSummary, FitTimings, PhaseTime, StepInfo,
     StepTimings, StopReason,
 };
-pub use config::{CheckpointConfig, EarlyStopping, Interval, Mode, TrainerConfig};
+pub use config::{Averaging, CheckpointConfig, EarlyStopping, Interval, Mode, Swa, TrainerConfig};
 
 use crate::checkpoint::Checkpoint;
 use crate::distributed::DataParallel;
