@@ -152,10 +152,7 @@ fn expect_error(args: &[&str], code: i32, needles: &[&str]) {
         Some(code),
         "{args:?}: stderr {stderr:?} stdout {stdout:?}"
     );
-    let errors: Vec<&str> = stderr
-        .lines()
-        .filter(|l| !l.starts_with("kiln: "))
-        .collect();
+    let errors = common::stderr_diagnostics(&stderr);
     assert_eq!(errors.len(), 1, "{args:?}: not one line: {stderr:?}");
     assert!(errors[0].starts_with("error: "), "{args:?}: {stderr:?}");
     for needle in needles {

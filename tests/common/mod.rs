@@ -319,3 +319,22 @@ pub fn assert_resumed_exactly(reference: &Path, resumed: &Path, log: &str, stdou
         "resumed log:\n{stdout}\nfull log:\n{log}"
     );
 }
+
+/// The lines of a run's stderr that are not progress news: without the
+/// `kiln: …` lines and the model summary table printed at the start.
+pub fn stderr_diagnostics(stderr: &str) -> Vec<&str> {
+    let mut in_summary = false;
+    stderr
+        .lines()
+        .filter(|line| {
+            if line.starts_with("  | Name ") {
+                in_summary = true;
+            }
+            let keep = !in_summary && !line.starts_with("kiln: ");
+            if line.ends_with("Total estimated model params size (MB)") {
+                in_summary = false;
+            }
+            keep
+        })
+        .collect()
+}
