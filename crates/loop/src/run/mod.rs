@@ -240,63 +240,24 @@ fn train_on(
         warn_on_setup(&plan, &parts, &request.notices);
     }
     let (run_dir, resume) = open_run(&request, resumed, &plan, &parts, dp)?;
-    if main {
-        // Lightning's table, once the run has started (after its directory line).
-        let summary = crate::models::ModelSummary::of(parts.model.as_ref())?;
-        request
-            .notices
-            .send(Notice::ModelSummary(summary.to_string()));
-    }
-    let mut trainer = trainer.interrupt_flag(signals::install()?);
-    if let Some(dir) = run_dir.as_ref().filter(|_| !plan.config.dry_run) {
-        trainer = outputs::attach(
-            trainer.checkpoint_dir(dir.path()),
-            &plan,
-            dir,
-            resume.as_ref().map(|c| c.progress.step),
-            &request.notices,
-        )?;
-    }
-    if main {
-        trainer = outputs::profile(
-            trainer,
-            &plan,
-            run_dir.as_ref().filter(|_| !plan.config.dry_run),
-            parts.device,
-            &request.notices,
-        );
-    }
-    if main {
-        let written = run_dir.as_ref().filter(|_| !plan.config.dry_run);
-        trainer = outputs::show(
-            trainer,
-            request.display,
-            dp.is_some(),
-            (loaders.train.len(), loaders.train.is_random()),
-            outputs::start_event(written, plan.seed, resume.is_some()),
-        );
-    }
-    let eval_sets = loaders.eval_sets();
-    let anomaly = plan
-        .config
-        .detect_anomaly
-        .then(|| kiln_tensor::autograd::DetectAnomaly::new(true));
-    let summary = trainer.fit(
-        parts.model.as_mut(),
-        &LossStep::new(parts.loss.as_ref()),
-        parts.optimizer.as_mut(),
-        Loaders {
-            train: &loaders.train,
-            eval: &eval_sets,
-        },
+    let written = run_dir.as_ref().filter(|_| !plan.config.dry_run);
+    let trainer = with_outputs(
+        trainer,
+        (request.display, &request.notices),
+        &plan,
+        &parts,
+        (&loaders, dp),
+        written,
+        resume.as_ref().map(|c| c.progress.step),
+    )?;
+    let summary = fit(
+        trainer,
+        &plan,
+        &mut parts,
+        &loaders,
         resume,
-    );
-    let summary = match (summary, &anomaly) {
-        (Err(err), Some(_)) => return Err(anomaly_stop(err, run_dir.as_ref())),
-        (summary, _) => summary?,
-    };
-    drop(anomaly);
-    drop(trainer);
+        run_dir.as_ref(),
+    )?;
     if let Some(dp) = dp {
         dp.verify_replicas(parts.model.as_ref())?;
     }
@@ -314,6 +275,78 @@ fn train_on(
         &plan,
         &request.notices,
     )
+}
+
+/// The trainer with what a run shows and writes: on the main process the
+/// model summary (after the run directory's line), the run's files when it
+/// writes any (`written`), `--profile trace`, and the printed log; on every
+/// process the interrupt flag.
+fn with_outputs<'a>(
+    trainer: Trainer<'a>,
+    (display, notices): (Display, &Notices),
+    plan: &RunPlan,
+    parts: &Components,
+    (loaders, dp): (&RunLoaders, Option<DataParallel<'_>>),
+    written: Option<&'a RunDir>,
+    resumed_at: Option<usize>,
+) -> Result<Trainer<'a>> {
+    let main = dp.is_none_or(|dp| dp.is_main());
+    if main {
+        let summary = crate::models::ModelSummary::of(parts.model.as_ref())?;
+        notices.send(Notice::ModelSummary(summary.to_string()));
+    }
+    let mut trainer = trainer.interrupt_flag(signals::install()?);
+    if let Some(dir) = written {
+        trainer = outputs::attach(
+            trainer.checkpoint_dir(dir.path()),
+            plan,
+            dir,
+            resumed_at,
+            notices,
+        )?;
+    }
+    if main {
+        trainer = outputs::profile(trainer, plan, written, parts.device, notices);
+        trainer = outputs::show(
+            trainer,
+            display,
+            dp.is_some(),
+            (loaders.train.len(), loaders.train.is_random()),
+            outputs::start_event(written, plan.seed, resumed_at.is_some()),
+        );
+    }
+    Ok(trainer)
+}
+
+/// `trainer.fit` on the run's parts, under anomaly mode with
+/// `--detect-anomaly` (a NaN in backward stops the run in one line).
+fn fit(
+    mut trainer: Trainer<'_>,
+    plan: &RunPlan,
+    parts: &mut Components,
+    loaders: &RunLoaders,
+    resume: Option<Checkpoint>,
+    run_dir: Option<&RunDir>,
+) -> Result<FitSummary> {
+    let eval_sets = loaders.eval_sets();
+    let anomaly = plan
+        .config
+        .detect_anomaly
+        .then(|| kiln_tensor::autograd::DetectAnomaly::new(true));
+    let summary = trainer.fit(
+        parts.model.as_mut(),
+        &LossStep::new(parts.loss.as_ref()),
+        parts.optimizer.as_mut(),
+        Loaders {
+            train: &loaders.train,
+            eval: &eval_sets,
+        },
+        resume,
+    );
+    match (summary, &anomaly) {
+        (Err(err), Some(_)) => Err(anomaly_stop(err, run_dir)),
+        (summary, _) => summary,
+    }
 }
 
 /// The error anomaly mode raises in backward (`Function 'SqrtBackward0'
