@@ -34,8 +34,9 @@ fn nanogpt(cwd: &Path, args: &[String]) -> String {
 }
 
 /// Runs kiln, which must succeed: its stdout.
-fn kiln_ok(args: &[&str]) -> String {
-    let out = kiln(args);
+fn kiln_ok<S: AsRef<str>>(args: &[S]) -> String {
+    let args: Vec<&str> = args.iter().map(AsRef::as_ref).collect();
+    let out = kiln(&args);
     let (stdout, stderr) = text(&out);
     assert!(out.status.success(), "kiln {args:?} failed: {stderr}");
     stdout
@@ -121,6 +122,19 @@ const BATCH: usize = 4;
 const EVAL_BATCHES: usize = 3;
 
 impl Recipe {
+    /// A gpt run of `n_layer` blocks (no TorchScript, no checkpointing).
+    fn gpt(n_layer: usize, dropout: f64, bias: bool, steps: usize, eval_every: usize) -> Self {
+        Self {
+            torchscript: None,
+            n_layer,
+            dropout,
+            bias,
+            gradient_checkpointing: false,
+            steps,
+            eval_every,
+        }
+    }
+
     fn model(&self) -> String {
         if let Some(path) = &self.torchscript {
             return format!("torchscript:{}", path.display());
@@ -267,9 +281,7 @@ fn last_checkpoint(run: &Path) -> PathBuf {
 fn parity(name: &str, dir: &Path, recipe: &Recipe) {
     let data = prepare(dir, &small_text());
     let run = dir.join("run");
-    let args = recipe.kiln(&data, &run, recipe.steps);
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    let ours = numbers(&kiln_ok(&args));
+    let ours = numbers(&kiln_ok(&recipe.kiln(&data, &run, recipe.steps)));
     let weights = dir.join("nanogpt.safetensors");
     let theirs = numbers(&nanogpt(dir, &recipe.nanogpt(&data, &weights)));
     // kiln evaluates once more at its step limit (nanoGPT would at the top
@@ -338,15 +350,7 @@ fn training_prints_nanogpts_numbers_without_dropout() {
     parity(
         "lm-parity-0",
         &temp_dir("lm-parity-0"),
-        &Recipe {
-            torchscript: None,
-            n_layer: 1,
-            dropout: 0.0,
-            bias: false,
-            gradient_checkpointing: false,
-            steps: 20,
-            eval_every: 5,
-        },
+        &Recipe::gpt(1, 0.0, false, 20, 5),
     );
 }
 
@@ -357,15 +361,7 @@ fn training_prints_nanogpts_numbers_with_dropout() {
     parity(
         "lm-parity-1",
         &temp_dir("lm-parity-1"),
-        &Recipe {
-            torchscript: None,
-            n_layer: 2,
-            dropout: 0.1,
-            bias: true,
-            gradient_checkpointing: false,
-            steps: 12,
-            eval_every: 4,
-        },
+        &Recipe::gpt(2, 0.1, true, 12, 4),
     );
 }
 
@@ -377,13 +373,8 @@ fn gradient_checkpointing_prints_nanogpts_numbers() {
         "lm-parity-checkpointing",
         &temp_dir("lm-parity-checkpointing"),
         &Recipe {
-            torchscript: None,
-            n_layer: 2,
-            dropout: 0.1,
-            bias: true,
             gradient_checkpointing: true,
-            steps: 12,
-            eval_every: 4,
+            ..Recipe::gpt(2, 0.1, true, 12, 4)
         },
     );
 }
@@ -417,12 +408,7 @@ fn a_torchscript_module_trains_on_tokens_with_nanogpts_numbers() {
         &dir,
         &Recipe {
             torchscript: Some(module),
-            n_layer: 0,
-            dropout: 0.0,
-            bias: false,
-            gradient_checkpointing: false,
-            steps: 10,
-            eval_every: 5,
+            ..Recipe::gpt(0, 0.0, false, 10, 5)
         },
     );
 }
@@ -507,24 +493,15 @@ fn sample_args(run: &Path, start: &str) -> Vec<String> {
 fn sampling_prints_what_sample_py_prints_from_the_checkpoint() {
     let dir = temp_dir("lm-sample");
     let data = prepare(&dir, &small_text());
-    let recipe = Recipe {
-        torchscript: None,
-        n_layer: 2,
-        dropout: 0.1,
-        bias: true,
-        gradient_checkpointing: false,
-        steps: 6,
-        eval_every: 3,
-    };
+    let recipe = Recipe::gpt(2, 0.1, true, 6, 3);
     let run = dir.join("run");
     let args = recipe.kiln(&data, &run, recipe.steps);
-    kiln_ok(&args.iter().map(String::as_str).collect::<Vec<_>>());
+    kiln_ok(&args);
     let prompt = dir.join("prompt.txt");
     std::fs::write(&prompt, "To be,\r\nor not").unwrap_or_else(|e| panic!("{e}"));
     // The context is longer than block_size: it is cropped as nanoGPT crops it.
     for start in ["th", "\n", &format!("FILE:{}", prompt.display())] {
         let args = sample_args(&run, start);
-        let args: Vec<&str> = args.iter().map(String::as_str).collect();
         let first = kiln_ok(&args);
         assert_eq!(first, kiln_ok(&args), "the same seed samples the same");
         assert_eq!(first.matches("\n---------------\n").count(), 3);
@@ -579,25 +556,15 @@ fn vocab(dir: &Path) -> usize {
 fn a_resumed_run_ends_where_an_uninterrupted_one_does() {
     let dir = temp_dir("lm-resume");
     let data = prepare(&dir, &small_text());
-    let recipe = Recipe {
-        torchscript: None,
-        n_layer: 1,
-        dropout: 0.1,
-        bias: false,
-        gradient_checkpointing: false,
-        steps: 12,
-        eval_every: 4,
-    };
+    let recipe = Recipe::gpt(1, 0.1, false, 12, 4);
     let whole = dir.join("whole");
     let args = recipe.kiln(&data, &whole, recipe.steps);
-    let all = numbers(&kiln_ok(
-        &args.iter().map(String::as_str).collect::<Vec<_>>(),
-    ));
+    let all = numbers(&kiln_ok(&args));
     // Stopped at step 7 (its checkpoint holds the batch drawn ahead), then
     // resumed to step 12.
     let parts = dir.join("parts");
     let args = recipe.kiln(&data, &parts, 7);
-    kiln_ok(&args.iter().map(String::as_str).collect::<Vec<_>>());
+    kiln_ok(&args);
     let resumed = numbers(&kiln_ok(&[
         "train",
         "--resume",
@@ -625,27 +592,14 @@ fn a_resumed_run_ends_where_an_uninterrupted_one_does() {
 fn a_run_killed_and_resumed_ends_bit_identical() {
     let dir = temp_dir("lm-kill");
     let data = prepare(&dir, &small_text());
-    let recipe = Recipe {
-        torchscript: None,
-        n_layer: 1,
-        dropout: 0.1,
-        bias: false,
-        gradient_checkpointing: false,
-        steps: 30,
-        eval_every: 10,
-    };
+    let recipe = Recipe::gpt(1, 0.1, false, 30, 10);
     let with_checkpoints = |run: &Path| {
         let mut args = recipe.kiln(&data, run, recipe.steps);
         args.extend(["--checkpoint-every", "2", "--keep-checkpoints", "2"].map(String::from));
         args
     };
     let whole = dir.join("whole");
-    let log = kiln_ok(
-        &with_checkpoints(&whole)
-            .iter()
-            .map(String::as_str)
-            .collect::<Vec<_>>(),
-    );
+    let log = kiln_ok(&with_checkpoints(&whole));
     // SIGKILL mid-run, once a checkpoint at step 6 or later is on disk.
     let killed = dir.join("killed");
     kill_after_checkpoint(&with_checkpoints(&killed), &killed, 6);

@@ -163,6 +163,30 @@ def test(dataloader, model, loss_fn):
     print(f"Test Error: \n Accuracy: {(100*correct):>0.1f}%, Avg loss: {test_loss:>8f} \n")
 
 
+def averaging(args, model, optimizer):
+    """`--ema DECAY` / `--swa START:lr=X[,anneal_epochs=N,anneal_strategy=S]`:
+    the AveragedModel (the EMA one also as the global `EMA` that `train`
+    updates after every step), SWA's start epoch and its SWALR."""
+    global EMA
+    averaged, swa_start, swa_scheduler = None, None, None
+    if args.ema is not None:
+        averaged = EMA = swa_utils.AveragedModel(
+            model, multi_avg_fn=swa_utils.get_ema_multi_avg_fn(args.ema), use_buffers=True
+        )
+    if args.swa:
+        start, _, options = args.swa.partition(":")
+        options = dict(kv.split("=", 1) for kv in options.split(",") if kv)
+        swa_start = int(start)
+        averaged = swa_utils.AveragedModel(model)
+        swa_scheduler = swa_utils.SWALR(
+            optimizer,
+            swa_lr=float(options["lr"]),
+            anneal_epochs=int(options.get("anneal_epochs", 10)),
+            anneal_strategy=options.get("anneal_strategy", "cos"),
+        )
+    return averaged, swa_start, swa_scheduler
+
+
 def main():
     p = argparse.ArgumentParser()
     add_job_arguments(p)
@@ -175,7 +199,7 @@ def main():
     p.add_argument("--swa", help="START:lr=X[,anneal_epochs=N,anneal_strategy=cos|linear]")
     p.add_argument("--averaged-out", help="save the averaged model's state dict (safetensors)")
     args = p.parse_args()
-    global PRECISION, SCALER, DEVICE, EMA
+    global PRECISION, SCALER, DEVICE
     PRECISION, DEVICE = args.precision, args.device
     if args.deterministic:
         torch.use_deterministic_algorithms(True)
@@ -194,22 +218,7 @@ def main():
     test_dataloader = DataLoader(test_data, batch_size=args.batch_size)
     loss_fn = nn.CrossEntropyLoss()
     optimizer = torch.optim.SGD(model.parameters(), lr=args.lr, momentum=args.momentum)
-    averaged, swa_start, swa_scheduler = None, None, None
-    if args.ema is not None:
-        averaged = EMA = swa_utils.AveragedModel(
-            model, multi_avg_fn=swa_utils.get_ema_multi_avg_fn(args.ema), use_buffers=True
-        )
-    if args.swa:
-        start, _, options = args.swa.partition(":")
-        options = dict(kv.split("=", 1) for kv in options.split(",") if kv)
-        swa_start = int(start)
-        averaged = swa_utils.AveragedModel(model)
-        swa_scheduler = swa_utils.SWALR(
-            optimizer,
-            swa_lr=float(options["lr"]),
-            anneal_epochs=int(options.get("anneal_epochs", 10)),
-            anneal_strategy=options.get("anneal_strategy", "cos"),
-        )
+    averaged, swa_start, swa_scheduler = averaging(args, model, optimizer)
     for t in range(args.epochs):
         print(f"Epoch {t+1}\n-------------------------------")
         train(train_dataloader, model, loss_fn, optimizer)

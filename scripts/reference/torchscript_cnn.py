@@ -115,22 +115,7 @@ def main():
     test_dataloader = DataLoader(test_data, batch_size=args.batch_size)
     loss_fn = nn.CrossEntropyLoss()
     optimizer = torch.optim.Adam(model.parameters(), lr=args.lr)
-    swa_start, averaged, swa_scheduler = None, None, None
-    if args.ema is not None:
-        averaged = quickstart.EMA = swa_utils.AveragedModel(
-            model, multi_avg_fn=swa_utils.get_ema_multi_avg_fn(args.ema), use_buffers=True
-        )
-    if args.swa:
-        start, _, options = args.swa.partition(":")
-        options = dict(kv.split("=", 1) for kv in options.split(",") if kv)
-        swa_start = int(start)
-        averaged = swa_utils.AveragedModel(model)
-        swa_scheduler = swa_utils.SWALR(
-            optimizer,
-            swa_lr=float(options["lr"]),
-            anneal_epochs=int(options.get("anneal_epochs", 10)),
-            anneal_strategy=options.get("anneal_strategy", "cos"),
-        )
+    averaged, swa_start, swa_scheduler = quickstart.averaging(args, model, optimizer)
     for t in range(args.epochs):
         print(f"Epoch {t+1}\n-------------------------------")
         train(train_dataloader, model, loss_fn, optimizer)

@@ -356,15 +356,16 @@ pub fn stderr_notices(quiet: bool) -> Notices {
     })
 }
 
-/// Flags of `kiln eval`.
+/// What `kiln eval` and `kiln predict` run: a checkpoint (or a PyTorch
+/// state dict) and the data set, with the run's settings as defaults.
 #[derive(Debug, Clone, clap::Args, Serialize)]
 #[command(group(clap::ArgGroup::new("source").required(true).args(["checkpoint", "weights"])))]
-pub struct EvalArgs {
+pub struct CheckpointSource {
     /// A checkpoint directory, or a run directory (its newest valid checkpoint, see --which).
     #[arg(long)]
     #[serde(skip)]
     pub checkpoint: Option<PathBuf>,
-    /// With a run directory: evaluate its last or its best checkpoint.
+    /// With a run directory: use its last or its best checkpoint.
     #[arg(long, value_parser = ["last", "best"])]
     #[serde(skip)]
     pub which: Option<String>,
@@ -379,17 +380,14 @@ pub struct EvalArgs {
     #[arg(long)]
     pub data_dir: Option<PathBuf>,
     /// Another data source, as `kiln train --data` takes it (csv:…, tensors:…, idx:…): its
-    /// test set is evaluated instead of the run's.
+    /// test set is used instead of the run's.
     #[arg(long)]
     pub data: Option<String>,
-    /// The set to evaluate: test, or val (the run's --val-fraction split, drawn as in training).
+    /// The set to use: test, or val (the run's --val-fraction split, drawn as in training).
     #[arg(long, value_parser = ["test", "val"])]
     #[serde(skip)]
     pub split: Option<String>,
-    /// Also report top-K accuracy.
-    #[arg(long)]
-    pub top_k: Option<usize>,
-    /// Evaluate on the first N test samples (default: the run's, else all).
+    /// Use the first N test samples (default: the run's, else all).
     #[arg(long)]
     pub test_samples: Option<usize>,
     /// Samples per batch (default: the run's, else 64).
@@ -400,14 +398,26 @@ pub struct EvalArgs {
     pub device: Option<String>,
 }
 
+/// Flags of `kiln eval`.
+#[derive(Debug, Clone, clap::Args, Serialize)]
+pub struct EvalArgs {
+    #[command(flatten)]
+    #[serde(flatten)]
+    pub source: CheckpointSource,
+    /// Also report top-K accuracy.
+    #[arg(long)]
+    pub top_k: Option<usize>,
+}
+
 impl EvalArgs {
     /// The library request.
     pub fn request(&self) -> anyhow::Result<EvalRequest> {
+        let src = &self.source;
         Ok(EvalRequest {
-            checkpoint: self.checkpoint.clone(),
-            which: self.which.clone(),
-            weights: self.weights.clone(),
-            split: self.split.clone(),
+            checkpoint: src.checkpoint.clone(),
+            which: src.which.clone(),
+            weights: src.weights.clone(),
+            split: src.split.clone(),
             flags: given_flags(self)?,
             output: Some(Box::new(std::io::stdout())),
             notices: stderr_notices(false),
@@ -448,58 +458,26 @@ impl SummaryArgs {
 
 /// Flags of `kiln predict`.
 #[derive(Debug, Clone, clap::Args, Serialize)]
-#[command(group(clap::ArgGroup::new("source").required(true).args(["checkpoint", "weights"])))]
 pub struct PredictArgs {
-    /// A checkpoint directory, or a run directory (its newest valid checkpoint, see --which).
-    #[arg(long)]
-    #[serde(skip)]
-    pub checkpoint: Option<PathBuf>,
-    /// With a run directory: predict with its last or its best checkpoint.
-    #[arg(long, value_parser = ["last", "best"])]
-    #[serde(skip)]
-    pub which: Option<String>,
-    /// A safetensors state dict (e.g. saved by PyTorch) of the quickstart model, or of --model.
-    #[arg(long)]
-    #[serde(skip)]
-    pub weights: Option<PathBuf>,
+    #[command(flatten)]
+    #[serde(flatten)]
+    pub source: CheckpointSource,
     /// Where the predictions go: FILE.safetensors (outputs, and targets when the data has
     /// them) or FILE.csv (index, class and probability; or the values for regression).
     #[arg(long)]
     #[serde(skip)]
     pub output: PathBuf,
-    /// The model of --weights (default: the quickstart MLP); see `kiln models`.
-    #[arg(long)]
-    pub model: Option<String>,
-    /// Data directory (default: the run's, else the setup's FashionMNIST).
-    #[arg(long)]
-    pub data_dir: Option<PathBuf>,
-    /// Another data source, as `kiln train --data` takes it (csv:…, tensors:…, idx:…): its
-    /// test set is predicted instead of the run's.
-    #[arg(long)]
-    pub data: Option<String>,
-    /// The set to predict: test, or val (the run's --val-fraction split, drawn as in training).
-    #[arg(long, value_parser = ["test", "val"])]
-    #[serde(skip)]
-    pub split: Option<String>,
-    /// Predict the first N test samples (default: the run's, else all).
-    #[arg(long)]
-    pub test_samples: Option<usize>,
-    /// Samples per batch (default: the run's, else 64).
-    #[arg(long)]
-    pub batch_size: Option<usize>,
-    /// auto, cpu, cuda or cuda:N (default: the run's, else auto).
-    #[arg(long)]
-    pub device: Option<String>,
 }
 
 impl PredictArgs {
     /// The library request.
     pub fn request(&self) -> anyhow::Result<PredictRequest> {
+        let src = &self.source;
         Ok(PredictRequest {
-            checkpoint: self.checkpoint.clone(),
-            which: self.which.clone(),
-            weights: self.weights.clone(),
-            split: self.split.clone(),
+            checkpoint: src.checkpoint.clone(),
+            which: src.which.clone(),
+            weights: src.weights.clone(),
+            split: src.split.clone(),
             flags: given_flags(self)?,
             output: self.output.clone(),
             progress: std::io::stderr().is_terminal(),
